@@ -1,0 +1,49 @@
+"""Reading and writing the canonical Parquet tables of a stage directory.
+
+Tables are written through HF ``datasets`` (``Dataset(table).to_parquet``: the Arrow
+table is handed over without a copy and streamed out in record batches) and read
+back memory-mapped with ``pyarrow.parquet``, so large tables never go through pandas.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+datasets.disable_progress_bars()
+
+
+def write_table(table: pa.Table, path: Path) -> Path:
+    """Write ``table`` as Parquet at ``path`` (parent directories are created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if table.num_rows == 0:  # datasets refuses zero-row writes with some schemas
+        pq.write_table(table, path)
+    else:
+        datasets.Dataset(table).to_parquet(str(path), batch_size=200_000)
+    return path
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet table memory-mapped; a clear error if the file is missing."""
+    if not path.exists():
+        raise FileNotFoundError(f"expected table {path.name} in {path.parent}, but it does not exist")
+    return pq.read_table(path, columns=columns, memory_map=True)
+
+
+def copy_table(src: Path, dst: Path) -> None:
+    """Copy a table file unchanged (stage directories are self-contained)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def write_json(obj: Any, path: Path) -> Path:
+    """Write ``obj`` as pretty, key-sorted JSON (stable diffs for ``dvc metrics diff``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return path
