@@ -7,6 +7,10 @@ about agreement; every metric below is computed over them alone.
 
 Data rules
 ----------
+* An *item* is a prompt together with a connected group of its rankings (two rankings
+  connect when they share a response): rankings of the same prompt over disjoint
+  response sets (two sources sampling different answers to one instruction) are
+  different items. "Prompt" below means item.
 * Rows with a null ``prompt_id``, ``annotator_id``, ``response_id`` or ``rank`` are ignored.
 * A ranking is identified by (prompt, annotator). The contract makes ``ranking_id``
   unique per pair; if a pair nevertheless has several ranking ids, the one with the
@@ -59,6 +63,8 @@ import krippendorff
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.stats import rankdata
 
 NO_OVERLAP = "no prompt was ranked by two or more annotators"
@@ -210,6 +216,22 @@ def _blocks(prompt: np.ndarray, m_prompt: np.ndarray) -> Iterator[np.ndarray]:
             yield block.reshape(-1, mm, nn)
 
 
+def _refine_by_response_set(prompt: np.ndarray, pair: np.ndarray, response_id: pa.ChunkedArray) -> np.ndarray:
+    """Item code = (prompt, connected group of its rankings that share responses).
+
+    Rankings of one prompt over *disjoint* response sets (two sources sampling different
+    answers to the same instruction) say nothing about each other: they become separate
+    items. Connectivity comes from ``scipy.sparse.csgraph.connected_components`` on the
+    bipartite graph rankings -- responses.
+    """
+    response, _ = _codes(response_id)
+    n_pairs, n_resp = int(pair.max()) + 1, int(response.max()) + 1
+    graph = coo_matrix((np.ones(pair.size, np.int8), (pair, n_pairs + response)), shape=(n_pairs + n_resp,) * 2)
+    _, component = connected_components(graph, directed=False)
+    key = prompt.astype(np.int64) * (n_pairs + n_resp) + component[pair]
+    return np.unique(key, return_inverse=True)[1].astype(np.int64)
+
+
 def measure_agreement(rankings: pa.Table) -> AgreementReport:
     """Agreement metrics of a ``RANKINGS`` table (see the module docstring for definitions)."""
     columns = ["prompt_id", "annotator_id", "response_id", "rank"]
@@ -227,6 +249,9 @@ def measure_agreement(rankings: pa.Table) -> AgreementReport:
     if "ranking_id" in columns and pc.count_distinct(table.column("ranking_id")).as_py() > len(pairs):
         keep = _smallest_ranking_mask(table.column("ranking_id"), pair)
         table, prompt, annotator = table.filter(pa.array(keep)), prompt[keep], annotator[keep]
+    pair = np.unique(prompt * n_annot + annotator, return_inverse=True)[1]
+    prompt = _refine_by_response_set(prompt, pair, table.column("response_id"))
+    pairs, pair = np.unique(prompt * n_annot + annotator, return_inverse=True)
     pair_prompt, pair_annot = pairs // n_annot, pairs % n_annot
     m_prompt = np.bincount(pair_prompt)
     names = annotators.to_pylist()

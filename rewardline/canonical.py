@@ -62,14 +62,21 @@ def _first_seen(codes: np.ndarray) -> np.ndarray:
 
 
 def _fill_ids(ranked: pa.Table) -> pa.Table:
-    """Derive missing ids: prompt ``p-fnv(prompt)``, response ``r-fnv(prompt_id␟text)``."""
+    """Derive missing ids and qualify response ids by their prompt.
+
+    prompt id: as given, else ``p-<hash(prompt text)>``. response id: ``<prompt_id>/<given id>``
+    (sources often number responses per prompt: "A", "B", or a model name), else
+    ``r-<hash(prompt_id␟text)>``; either way unique across prompts.
+    """
     prompt_ids = pc.if_else(
         pc.is_null(ranked["prompt_id"]), hex_ids(ranked["prompt"].combine_chunks(), "p-"), ranked["prompt_id"]
     )
     ranked = ranked.set_column(ranked.schema.get_field_index("prompt_id"), "prompt_id", prompt_ids)
     content = pc.binary_join_element_wise(prompt_ids, pc.fill_null(ranked["response"], ""), SEP)
     response_ids = pc.if_else(
-        pc.is_null(ranked["response_id"]), hex_ids(content, "r-"), ranked["response_id"]
+        pc.is_null(ranked["response_id"]),
+        hex_ids(content, "r-"),
+        pc.binary_join_element_wise(prompt_ids, ranked["response_id"], "/"),
     )
     return ranked.set_column(ranked.schema.get_field_index("response_id"), "response_id", response_ids)
 

@@ -338,3 +338,17 @@ def test_matches_naive_reference_on_mixed_shapes_with_ties():
     expected = _naive(data)
     assert _approx_equal({k: report[k] for k in expected}, expected)
     assert not _approx_equal({k: report[k] for k in expected}, expected | {"kendall_w": 0.5})
+
+
+def test_disjoint_response_sets_of_one_prompt_are_separate_items():
+    # A judge ranked samples x*, three annotators ranked other samples y* of the same prompt.
+    data = {
+        ("p", "judge"): {"x1": 1, "x2": 2, "x3": 3},
+        ("p", "a"): {"y1": 1, "y2": 2, "y3": 3},
+        ("p", "b"): {"y1": 1, "y2": 2, "y3": 3},
+        ("p", "c"): {"y1": 1, "y2": 3, "y3": 2},
+    }
+    report = measure_agreement(table_from(data))
+    assert report.n_overlap_prompts == 1
+    assert report.kendall_w is not None and report.pairwise_agreement is not None
+    assert report.annotator_agreement["judge"] is None and report.annotator_overlap_prompts["judge"] == 0

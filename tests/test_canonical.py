@@ -42,7 +42,7 @@ def test_each_fault_quarantines_its_record_with_field_and_reason():
         (3, "Q3", "a", "r5", "E", 1),                                          # K = 1
         (4, "Q4", "a", "r6", "F", 1), (4, "Q4", "a", "r7", "G", 5),          # rank > K
         (5, "Q1", "a", "r1", "A", 1), (5, "Q1", "a", "r2", "B", 2),          # duplicate ranking
-        (6, "Q5", "b", "r1", "changed", 1), (6, "Q5", "b", "r8", "H", 2),    # r1 reused, other text
+        (6, "Q1", "b", "r1", "changed", 1), (6, "Q1", "b", "r8", "H", 2),    # r1 reused, other text
         (7, "", "a", "r9", "I", 1), (7, "", "a", "r10", "J", 2),             # empty prompt
     )
     out = canonicalize(table)
