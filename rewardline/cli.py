@@ -37,7 +37,7 @@ def _run(action: Callable[[], dict]) -> None:
     except GateFailed as err:
         typer.secho(str(err), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, OSError, ValueError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     json.dump(metrics, sys.stdout, indent=2, sort_keys=True, default=str)

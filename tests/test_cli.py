@@ -1,0 +1,110 @@
+"""The ``rewardline`` command on explicit paths: exact accounting, gates and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from rewardline.cli import app
+
+runner = CliRunner()
+
+
+def record(prompt: str, annotator: str, responses: list[tuple[str, str, int]]) -> str:
+    return json.dumps({"prompt": prompt, "annotator_id": annotator,
+                       "responses": [{"response_id": r, "text": t, "rank": k} for r, t, k in responses]})
+
+
+@pytest.fixture()
+def corrupted_rankings(tmp_path: Path) -> Path:
+    """Ten records, six good and four bad at different levels (parse, type, content)."""
+    lines = [
+        record("Q1", "ann1", [("a", "A1", 1), ("b", "B1", 2), ("c", "C1", 2)]),          # 1 ok (tie)
+        record("Q1", "ann2", [("a", "A1", 2), ("b", "B1", 1), ("c", "C1", 3)]),          # 2 ok
+        '{"prompt": "Q2", "annotator_id": "ann1", "responses": [',                     # 3 bad JSON
+        record("Q3", "ann1", [("a", "only one", 1)]),                                    # 4 K = 1
+        record("Q4", "ann1", [("a", "", 1), ("b", "B4", 2)]),                            # 5 empty text
+        record("Q1", "ann1", [("a", "A1", 1), ("b", "B1", 2), ("c", "C1", 2)]),          # 6 duplicate of 1
+        record("Q5", "ann1", [("a", "A5", 1), ("b", "B5", 2)]),                          # 7 ok
+        record("Q6", "ann2", [("a", "A6", 1), ("b", "B6", 2), ("c", "C6", 3)]),          # 8 ok
+        record("Q7", "ann1", [("a", "A7", 1), ("b", "B7", 2)]),                          # 9 ok
+        record("Q8", "ann3", [("a", "A8", 2), ("b", "B8", 1)]),                          # 10 ok
+    ]
+    path = tmp_path / "rankings.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    return path
+
+
+def test_ingest_accounts_for_every_record_exactly(corrupted_rankings: Path, tmp_path: Path):
+    out = tmp_path / "ingested"
+    result = runner.invoke(app, ["ingest", str(corrupted_rankings), "--out", str(out),
+                                 "--set", "max_quarantine_share=0.5"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["rows_in"], metrics["rows_ok"], metrics["rows_quarantined"]) == (10, 6, 4)
+    quarantine = pq.read_table(out / "quarantine.parquet").to_pylist()
+    by_line = {q["origin_line"]: q for q in quarantine}
+    assert sorted(by_line) == [3, 4, 5, 6]
+    assert all(q["origin_file"] == str(corrupted_rankings) for q in quarantine)
+    assert "JSON" in by_line[3]["reason"] or "json" in by_line[3]["reason"]
+    assert "K=1" in by_line[4]["reason"]
+    assert by_line[5]["field"] == "response" and "empty response" in by_line[5]["reason"]
+    assert "duplicate" in by_line[6]["reason"] and f"{corrupted_rankings}:1" in by_line[6]["reason"]
+    rankings = pq.read_table(out / "rankings.parquet")
+    assert sorted(set(rankings["origin_line"].to_pylist())) == [1, 2, 7, 8, 9, 10]
+    assert pq.read_table(out / "responses.parquet").num_rows == 3 + 2 + 3 + 2 + 2  # stored once
+
+
+def test_ingest_gate_fails_with_a_message_naming_the_share(corrupted_rankings: Path, tmp_path: Path):
+    result = runner.invoke(app, ["ingest", str(corrupted_rankings), "--out", str(tmp_path / "o"),
+                                 "--set", "max_quarantine_share=0.1"])
+    assert result.exit_code == 1
+    assert "quarantined share 0.4000 > max_quarantine_share 0.1" in result.output
+    assert (tmp_path / "o" / "quarantine.parquet").exists()  # the evidence is kept
+
+
+def test_unknown_format_and_missing_source_are_usage_errors(tmp_path: Path):
+    result = runner.invoke(app, ["ingest", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "nope.jsonl" in result.output
+    (tmp_path / "x.jsonl").write_text("{}\n")
+    result = runner.invoke(app, ["ingest", str(tmp_path / "x.jsonl"), "--format", "yaml", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "unknown format 'yaml'" in result.output
+
+
+def test_validate_and_pairs_on_the_shipped_synthetic_sample(tmp_path: Path):
+    sample = Path(__file__).parents[1] / "data" / "raw" / "synthetic_multiannotator.jsonl"
+    assert runner.invoke(app, ["ingest", str(sample), "--out", str(tmp_path / "i")]).exit_code == 0
+    result = runner.invoke(app, ["validate", str(tmp_path / "i"), "--out", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "v" / "metrics.json").read_text())
+    assert metrics["annotators_excluded"] == ["synth-e"]  # the careless annotator of the noise model
+    assert metrics["krippendorff_alpha"] > metrics["krippendorff_alpha_before_exclusion"]
+    assert metrics["gate_passed"] and (tmp_path / "v" / "data_docs" / "index.html").exists()
+    assert set(metrics) >= {"krippendorff_alpha", "kendall_w", "pairwise_agreement", "annotators_excluded"}
+
+    failing = runner.invoke(app, ["validate", str(tmp_path / "i"), "--out", str(tmp_path / "v2"),
+                                  "--set", "min_alpha=0.95"])
+    assert failing.exit_code == 1 and "krippendorff_alpha" in failing.output and "< min_alpha 0.95" in failing.output
+
+    result = runner.invoke(app, ["pairs", str(tmp_path / "v"), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    splits = {s: pq.read_table(tmp_path / "p" / f"{s}.parquet") for s in ("train", "val", "test")}
+    prompts = [set(t["prompt_id"].to_pylist()) for t in splits.values()]
+    assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])  # no leakage
+    assert sum(t.num_rows for t in splits.values()) == json.loads((tmp_path / "p" / "metrics.json").read_text())["pairs"]
+
+
+def test_agreement_is_null_with_a_reason_without_overlap(tmp_path: Path):
+    sample = Path(__file__).parent / "fixtures" / "hh_rlhf_30.jsonl"
+    assert runner.invoke(app, ["ingest", str(sample), "--out", str(tmp_path / "i")]).exit_code == 0
+    result = runner.invoke(app, ["validate", str(tmp_path / "i"), "--out", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "v" / "metrics.json").read_text())
+    assert metrics["krippendorff_alpha"] is None and metrics["agreement_not_measurable_reason"]
+    strict = runner.invoke(app, ["validate", str(tmp_path / "i"), "--out", str(tmp_path / "v2"),
+                                 "--set", "require_overlap=true"])
+    assert strict.exit_code == 1 and "not measurable" in strict.output

@@ -1,0 +1,74 @@
+"""``dvc repro`` on a fresh copy of the project: the stages run, metrics appear, a re-run is a no-op."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+STAGES = ("ingest", "validate", "pairs")
+
+
+def project_files() -> list[str]:
+    """What a fresh clone holds: tracked files plus untracked, not-ignored ones (work in progress)."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    return [f for f in out.splitlines() if (ROOT / f).is_file()]
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("clone")
+    for name in project_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=test"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "clone"], cwd=dest, check=True)
+    return dest
+
+
+def dvc(clone: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_data_stages_and_is_idempotent(clone: Path):
+    first = dvc(clone, "repro", *STAGES)
+    assert first.returncode == 0, first.stdout + first.stderr
+    metrics = {s: json.loads((clone / "metrics" / f"{s}.json").read_text()) for s in STAGES}
+    ingest = metrics["ingest"]
+    assert ingest["rows_in"] == ingest["rows_ok"] + ingest["rows_quarantined"]
+    assert ingest["rows_in_by_format"] == {"alpaca-eval": 1458, "hh-rlhf": 993, "rankings": 450}
+    assert metrics["validate"]["annotators_excluded"] == ["synth-e"] and metrics["validate"]["gate_passed"]
+    assert metrics["pairs"]["pairs_train"] > metrics["pairs"]["pairs_test"] > 0
+    assert (clone / "dvc.lock").exists()
+
+    again = dvc(clone, "repro", *STAGES)
+    assert again.returncode == 0 and "didn't change" in again.stdout + again.stderr
+    status = dvc(clone, "status")
+    assert status.returncode == 0 and "up to date" in status.stdout
+
+    shown = dvc(clone, "metrics", "show", "--json")
+    assert shown.returncode == 0 and "krippendorff_alpha" in shown.stdout
+
+
+@pytest.mark.slow
+def test_a_failed_gate_stops_dvc_repro_with_the_gate_named(clone: Path):
+    params = (clone / "params.yaml").read_text().replace("min_alpha: 0.4 ", "min_alpha: 0.99 ")
+    (clone / "params.yaml").write_text(params)
+    try:
+        failed = dvc(clone, "repro", *STAGES)
+        assert failed.returncode != 0
+        assert "krippendorff_alpha" in failed.stderr + failed.stdout and "min_alpha 0.99" in failed.stderr + failed.stdout
+    finally:
+        subprocess.run(["git", "checkout", "params.yaml"], cwd=clone, check=True)
