@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rewardline import schema
-from rewardline.hashing import hex_ids
+from rewardline.hashing import combine, hash64, hex_from_hashes
 
 SEP = "\x1f"  # unit separator: joins key parts that may contain any printable text
 
@@ -61,34 +61,42 @@ def _first_seen(codes: np.ndarray) -> np.ndarray:
     return first_index[inverse]
 
 
-def _fill_ids(ranked: pa.Table) -> pa.Table:
+def _fill_ids(ranked: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     """Derive missing ids and qualify response ids by their prompt.
 
-    prompt id: as given, else ``p-<hash(prompt text)>``. response id: ``<prompt_id>/<given id>``
-    (sources often number responses per prompt: "A", "B", or a model name), else
-    ``r-<hash(prompt_id␟text)>``; either way unique across prompts.
+    prompt id: as given, else ``p-<hash64(prompt text)>``. response id:
+    ``<prompt_id>/<given id>`` (sources often number responses per prompt: "A", "B", or a
+    model name), else ``r-<combine(hash64(prompt_id), hash64(text))>``; either way unique
+    across prompts. Also returns the texts' hashes (prompt, response) for the conflict checks.
     """
-    prompt_ids = pc.if_else(
-        pc.is_null(ranked["prompt_id"]), hex_ids(ranked["prompt"].combine_chunks(), "p-"), ranked["prompt_id"]
-    )
+    prompt_hash = hash64(ranked["prompt"])
+    prompt_ids = pc.if_else(pc.is_null(ranked["prompt_id"]), hex_from_hashes(prompt_hash, "p-"), ranked["prompt_id"])
     ranked = ranked.set_column(ranked.schema.get_field_index("prompt_id"), "prompt_id", prompt_ids)
-    content = pc.binary_join_element_wise(prompt_ids, pc.fill_null(ranked["response"], ""), SEP)
+    response_hash = hash64(ranked["response"])
+    derived = hex_from_hashes(combine(hash64(prompt_ids), response_hash), "r-")
     response_ids = pc.if_else(
-        pc.is_null(ranked["response_id"]),
-        hex_ids(content, "r-"),
-        pc.binary_join_element_wise(prompt_ids, ranked["response_id"], "/"),
+        pc.is_null(ranked["response_id"]), derived, pc.binary_join_element_wise(prompt_ids, ranked["response_id"], "/")
     )
-    return ranked.set_column(ranked.schema.get_field_index("response_id"), "response_id", response_ids)
+    ranked = ranked.set_column(ranked.schema.get_field_index("response_id"), "response_id", response_ids)
+    return ranked, prompt_hash, response_hash
 
 
 def _blank(column: pa.ChunkedArray) -> np.ndarray:
-    stripped = pc.utf8_trim_whitespace(pc.fill_null(column, ""))
-    return pc.equal(pc.utf8_length(stripped), 0).to_numpy(zero_copy_only=False)
+    """Null, empty or whitespace-only (a regex match: no copy of the texts)."""
+    blank = pc.match_substring_regex(column, r"^\s*$")
+    return pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+
+
+def _origin(table: pa.Table, rows: np.ndarray) -> list[str]:
+    """``file:line`` of the given rows (only ever called on the few faulty ones)."""
+    taken = table.select(["origin_file", "origin_line"]).take(pa.array(rows, pa.int64()))
+    return [f"{f}:{line}" for f, line in zip(taken["origin_file"].to_pylist(), taken["origin_line"].to_pylist(),
+                                            strict=True)]
 
 
 def canonicalize(ranked: pa.Table, ingested_at: datetime | None = None) -> CanonicalTables:
     """Validate ranked-responses rows and split them into prompts, responses, rankings, quarantine."""
-    ranked = _fill_ids(schema.conform(ranked, schema.RANKED_RESPONSES))
+    ranked, prompt_hash, response_hash = _fill_ids(schema.conform(ranked, schema.RANKED_RESPONSES))
     n = ranked.num_rows
     record = _codes(ranked["origin_file"], ranked["origin_line"].cast(pa.string()))
     n_records = int(record.max()) + 1 if n else 0
@@ -115,36 +123,31 @@ def canonicalize(ranked: pa.Table, ingested_at: datetime | None = None) -> Canon
     pair = _codes(ranking_ids, ranked["response_id"])
     first = _first_seen(pair)
     dup = first != np.arange(n)
-    origin_files = ranked["origin_file"].to_numpy(zero_copy_only=False)
-    origin_lines = ranked["origin_line"].to_numpy(zero_copy_only=False)
     if dup.any():
-        response_ids = ranked["response_id"].to_numpy(zero_copy_only=False)
-        ranking_strings = ranking_ids.to_numpy(zero_copy_only=False)
-        reason = np.full(n, "", dtype=object)
         idx = np.flatnonzero(dup)
+        response_ids = ranked["response_id"].take(pa.array(idx)).to_pylist()
+        ranking_strings = ranking_ids.take(pa.array(idx)).to_pylist()
+        reason = np.full(n, "", dtype=object)
         reason[idx] = [
-            f"duplicate: response {response_ids[i]!r} already ranked in ranking {ranking_strings[i]!r} "
-            f"at {origin_files[first[i]]}:{origin_lines[first[i]]}"
-            for i in idx
+            f"duplicate: response {rid!r} already ranked in ranking {rk!r} at {where}"
+            for rid, rk, where in zip(response_ids, ranking_strings, _origin(ranked, first[idx]), strict=True)
         ]
         add("response_id", dup, reason)
 
-    # Conflicting texts for one id (first occurrence wins).
-    for id_col, text_col in (("response_id", "response"), ("prompt_id", "prompt")):
+    # Conflicting texts for one id (first occurrence wins), compared by the texts' hashes.
+    checks = (("response_id", "response", response_hash), ("prompt_id", "prompt", prompt_hash))
+    for id_col, text_col, text_hash in checks:
         first = _first_seen(_codes(ranked[id_col]))
-        texts = ranked[text_col].combine_chunks()
-        conflict = ~pc.equal(pc.fill_null(texts, ""), pc.fill_null(texts.take(pa.array(first)), "")).to_numpy(
-            zero_copy_only=False
-        )
-        reason = np.full(n, "", dtype=object)
-        idx = np.flatnonzero(conflict)
-        ids = ranked[id_col].to_numpy(zero_copy_only=False)
-        reason[idx] = [
-            f"{id_col} {ids[i]!r} reused with a different {text_col} text than at "
-            f"{origin_files[first[i]]}:{origin_lines[first[i]]}"
-            for i in idx
-        ]
-        add(id_col, conflict, reason)
+        conflict = text_hash[first] != text_hash
+        if conflict.any():
+            idx = np.flatnonzero(conflict)
+            ids = ranked[id_col].take(pa.array(idx)).to_pylist()
+            reason = np.full(n, "", dtype=object)
+            reason[idx] = [
+                f"{id_col} {i!r} reused with a different {text_col} text than at {where}"
+                for i, where in zip(ids, _origin(ranked, first[idx]), strict=True)
+            ]
+            add(id_col, conflict, reason)
 
     # Ranks must be integers in 1..K, K counted over the ranking's distinct responses.
     k_per_ranking = np.bincount(ranking[~dup], minlength=int(ranking.max()) + 1 if n else 0)
@@ -153,9 +156,10 @@ def canonicalize(ranked: pa.Table, ingested_at: datetime | None = None) -> Canon
     if bad_rank.any():
         reason = np.full(n, "", dtype=object)
         idx = np.flatnonzero(bad_rank)
-        raw_ranks = ranked["rank"].to_numpy(zero_copy_only=False)
+        raw_ranks = ranked["rank"].take(pa.array(idx)).to_pylist()
         reason[idx] = [
-            f"rank {raw_ranks[i]} is not an integer in 1..K={k[i]} (1 = best, ties share a rank)" for i in idx
+            f"rank {r} is not an integer in 1..K={kk} (1 = best, ties share a rank)"
+            for r, kk in zip(raw_ranks, k[idx], strict=True)
         ]
         add("rank", bad_rank, reason)
 
@@ -177,18 +181,19 @@ def canonicalize(ranked: pa.Table, ingested_at: datetime | None = None) -> Canon
         record_field[new], record_reason[new] = small_field[new], small_reason[new]
     row_ok = ~record_bad[record]
 
-    good = ranked.filter(pa.array(row_ok))
-    good_ranking_ids = ranking_ids.filter(pa.array(row_ok))
-    stamp = ingested_at or datetime.now(UTC)
+    good_rows = pa.array(np.flatnonzero(row_ok))
+    id_columns = [c for c in ranked.column_names if c not in ("prompt", "prompt_messages", "response")]
+    good = ranked.select(id_columns).take(good_rows)
+    stamp = (ingested_at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    ingested = pa.array(np.full(good.num_rows, np.datetime64(stamp, "us")), pa.timestamp("us"))
     rankings = schema.conform(
-        good.append_column("ranking_id", good_ranking_ids).append_column(
-            "ingested_at", pa.array(np.full(good.num_rows, np.datetime64(stamp.replace(tzinfo=None), "us")),
-                                    pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
+        good.append_column("ranking_id", ranking_ids.take(good_rows)).append_column(
+            "ingested_at", ingested.cast(pa.timestamp("us", tz="UTC"))
         ),
         schema.RANKINGS,
     )
-    prompts = _first_rows(good, "prompt_id", schema.PROMPTS)
-    responses = _first_rows(good, "response_id", schema.RESPONSES)
+    prompts = _first_rows(ranked, row_ok, "prompt_id", schema.PROMPTS)
+    responses = _first_rows(ranked, row_ok, "response_id", schema.RESPONSES)
     quarantine = _quarantine_rows(ranked, record, record_bad, record_field, record_reason)
     records_ok = int(np.unique(record[row_ok]).size)
     records_bad = int(record_bad.sum())
@@ -221,13 +226,14 @@ def _record_faults(
     return bad, field, reason
 
 
-def _first_rows(table: pa.Table, key: str, target: pa.Schema) -> pa.Table:
-    """One row per distinct ``key``: the first occurrence, columns of ``target``."""
-    if table.num_rows == 0:
+def _first_rows(table: pa.Table, row_ok: np.ndarray, key: str, target: pa.Schema) -> pa.Table:
+    """One row per distinct ``key`` among the accepted rows: its first occurrence, columns of ``target``."""
+    accepted = np.flatnonzero(row_ok)
+    if accepted.size == 0:
         return schema.empty(target)
-    codes = _codes(table[key])
+    codes = _codes(table[key])[accepted]
     _, first = np.unique(codes, return_index=True)
-    return schema.conform(table.take(pa.array(np.sort(first))), target)
+    return schema.conform(table.select(target.names).take(pa.array(accepted[np.sort(first)])), target)
 
 
 def _quarantine_rows(

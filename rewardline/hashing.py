@@ -1,16 +1,20 @@
 """Stable, vectorised string hashing for ids and splits.
 
-FNV-1a 64-bit over the UTF-8 bytes of each string::
+``hash64(s)`` reads each string's UTF-8 bytes as little-endian 64-bit words w_1..w_n
+(the last one zero-padded) and folds them::
 
-    h_0 = 0xcbf29ce484222325;  h_{i+1} = (h_i XOR byte_i) * 0x100000001b3  (mod 2^64)
+    h_0 = 0x9E3779B97F4A7C15;   h_i = m(h_{i-1} XOR w_i),   m(x) = (x * 0xFF51AFD7ED558CCD) XOR ((...) >> 32)
+    hash64(s) = fmix64(h_n XOR len(s))                          (all mod 2^64)
 
-followed by MurmurHash3's 64-bit finaliser (``fmix64``: xor-shift / multiply rounds),
-which spreads every input bit over the high bits (plain FNV-1a leaves the high bits of
-similar short strings such as ``prompt-1``, ``prompt-2`` correlated, which skews splits).
-It is fixed by definition (unlike Python's salted ``hash``), so a prompt keeps its
-id and its split across runs, machines and library versions. The loop runs over
-byte *positions* (bounded by the longest string), never over rows: every step is
-one NumPy operation over all strings at once.
+with MurmurHash3's 64-bit finaliser ``fmix64`` (xor-shift / multiply rounds), which
+spreads every input bit over the high bits, so similar short strings such as
+``prompt-1``, ``prompt-2`` land far apart. It is fixed by definition (unlike Python's
+salted ``hash``), so a prompt keeps its id and its split across runs, machines and
+library versions.
+
+Vectorised: the loop runs over word positions (bounded by the longest string / 8), in
+8 groups by the string's byte alignment so each step is one 8-byte gather over all
+strings at once; strings are processed in chunks to bound memory.
 """
 
 from __future__ import annotations
@@ -19,40 +23,72 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-FNV_PRIME = np.uint64(0x100000001B3)
+SEED = np.uint64(0x9E3779B97F4A7C15)
+MULT = np.uint64(0xFF51AFD7ED558CCD)
+CHUNK_BYTES = 64 << 20
+_TAIL_MASKS = np.array([(1 << (8 * r)) - 1 for r in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 
 
-def fnv1a64(strings: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
-    """FNV-1a 64 + fmix64 hash of each string (nulls hash as the empty string)."""
+def _as_strings(strings: pa.Array | pa.ChunkedArray | list[str]) -> pa.Array:
     if isinstance(strings, list):
         strings = pa.array(strings, type=pa.string())
     if isinstance(strings, pa.ChunkedArray):
         strings = strings.combine_chunks() if strings.num_chunks else pa.array([], pa.string())
-    strings = pc.fill_null(strings.cast(pa.large_string()), "")
-    n = len(strings)
-    hashes = np.full(n, FNV_OFFSET, dtype=np.uint64)
+    if pa.types.is_dictionary(strings.type):
+        strings = strings.cast(strings.type.value_type)
+    return pc.fill_null(strings, "")
+
+
+def hash64(strings: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
+    """The 64-bit hash above of each string (nulls hash as the empty string)."""
+    arr = _as_strings(strings)
+    n = len(arr)
+    out = np.empty(n, dtype=np.uint64)
     if n == 0:
-        return hashes
-    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[
-        strings.offset : strings.offset + n + 1
-    ]
-    data = np.frombuffer(strings.buffers()[2], dtype=np.uint8) if strings.buffers()[2] else np.zeros(0, np.uint8)
-    starts, lengths = offsets[:-1], np.diff(offsets)
-    # Process strings in order of decreasing length so that at byte position i the
-    # strings still "alive" are a prefix of the order: no masks, just slices.
-    order = np.argsort(-lengths, kind="stable")
-    sorted_starts, sorted_lengths = starts[order], lengths[order]
-    h = hashes[order]
-    max_len = int(sorted_lengths[0]) if n else 0
-    # alive[i] = number of strings longer than i
-    alive = np.searchsorted(-sorted_lengths, -np.arange(1, max_len + 1), side="right")
+        return out
+    offset_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=offset_type)[arr.offset : arr.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] else np.zeros(0, np.uint8)
+    # Chunk boundaries so that each chunk holds about CHUNK_BYTES of text.
+    bounds = np.unique(np.r_[np.searchsorted(offsets, np.arange(offsets[0], offsets[-1], CHUNK_BYTES)), n])
+    lo = 0
+    for hi in bounds:
+        if hi > lo:
+            out[lo:hi] = _hash_chunk(data, offsets[lo : hi + 1])
+            lo = hi
+    return out
+
+
+def _hash_chunk(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    base, end = int(offsets[0]), int(offsets[-1])
+    buffer = np.zeros(end - base + 24, dtype=np.uint8)
+    buffer[: end - base] = data[base:end]
+    starts, lengths = offsets[:-1] - base, np.diff(offsets)
+    views = [buffer[a : a + 8 * ((buffer.size - a) // 8)].view("<u8") for a in range(8)]
+    h = np.full(starts.size, SEED, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for i in range(max_len):
-            k = int(alive[i])
-            h[:k] = (h[:k] ^ data[sorted_starts[:k] + i].astype(np.uint64)) * FNV_PRIME
-    hashes[order] = h
-    return fmix64(hashes)
+        for align in range(8):
+            group = np.flatnonzero(starts % 8 == align)
+            if group.size == 0:
+                continue
+            group = group[np.argsort(-lengths[group], kind="stable")]  # longest first: live strings = a prefix
+            g_starts, g_lengths = starts[group], lengths[group]
+            g_h = h[group]
+            n_words = (g_lengths + 7) // 8
+            for i in range(int(n_words[0]) if group.size else 0):
+                live = int(np.searchsorted(-n_words, -i, side="left"))  # strings with more than i words
+                words = views[align][(g_starts[:live] + 8 * i - align) // 8]
+                words &= _TAIL_MASKS[np.minimum(g_lengths[:live] - 8 * i, 8)]
+                x = (g_h[:live] ^ words) * MULT
+                g_h[:live] = x ^ (x >> np.uint64(32))
+            h[group] = g_h
+    return fmix64(h ^ lengths.astype(np.uint64))
+
+
+def combine(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Order-dependent combination of two hash arrays: fmix64(first * MULT XOR second)."""
+    with np.errstate(over="ignore"):
+        return fmix64(first * MULT ^ second)
 
 
 def fmix64(h: np.ndarray) -> np.ndarray:
@@ -68,16 +104,24 @@ def fmix64(h: np.ndarray) -> np.ndarray:
 
 
 def hex_ids(strings: pa.Array | pa.ChunkedArray | list[str], prefix: str = "") -> pa.Array:
-    """16-hex-digit ids ``prefix + fnv1a64(s)`` for each string."""
-    hashes = fnv1a64(strings)
-    digits = np.char.zfill(np.char.mod("%x", hashes), 16) if len(hashes) else np.array([], dtype=str)
-    out = pa.array(digits.astype(object) if len(hashes) else [], type=pa.string())
+    """Ids ``prefix + 16 hex digits of hash64(s)`` for each string."""
+    return hex_from_hashes(hash64(strings), prefix)
+
+
+def hex_from_hashes(hashes: np.ndarray, prefix: str = "") -> pa.Array:
+    """``prefix`` + the 16 lower-case hex digits of each hash, built as one Arrow buffer."""
+    n = hashes.size
+    shifts = np.arange(60, -4, -4, dtype=np.uint64)
+    nibbles = ((hashes[:, None] >> shifts[None, :]) & np.uint64(0xF)).astype(np.uint8)
+    chars = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[nibbles]
+    offsets = np.arange(0, 16 * n + 1, 16, dtype=np.int32)
+    out = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(chars.tobytes())])
     return pc.binary_join_element_wise(prefix, out, "") if prefix else out
 
 
 def unit_interval(strings: pa.Array | pa.ChunkedArray | list[str], salt: str = "") -> np.ndarray:
-    """Map each string to a deterministic float in [0, 1): top 53 bits of fnv1a64(salt + s)."""
+    """Map each string to a deterministic float in [0, 1): top 53 bits of hash64(salt + s)."""
     arr = pa.array(strings, type=pa.string()) if isinstance(strings, list) else strings
     if salt:
         arr = pc.binary_join_element_wise(salt, arr, "")
-    return (fnv1a64(arr) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return (hash64(arr) >> np.uint64(11)).astype(np.float64) / float(1 << 53)

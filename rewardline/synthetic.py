@@ -204,16 +204,19 @@ def synthetic_rankings_table(
 ) -> pa.Table:
     """``n_rankings`` native nested ranking records over random-ish texts (for scale tests).
 
-    A share ``multi_annotator_share`` of the rankings belongs to prompts ranked by
-    ``annotators_per_multi`` distinct annotators (same K responses, each with its own
-    random order); the rest are single-annotator prompts. Every prompt has K unique
-    responses of ``response_chars`` characters; ranks are uniform random permutations.
+    A share ``multi_annotator_share`` of the *prompts* is ranked by ``annotators_per_multi``
+    distinct annotators (same K responses); the rest are single-annotator prompts, so
+    n_prompts = n_rankings / (1 − s + s·a). Every prompt has K unique responses of
+    ``response_chars`` characters. Ranks follow a Thurstone model: each response has a
+    latent utility u ~ N(0, 1), each annotator a noise level σ ~ U(0.3, 1.5), and an
+    annotator ranks by u + N(0, σ²), so agreement is realistic rather than zero.
     prompt_id is set (``p`` + tag); response_id is left null.
     """
     if annotators_per_multi > n_annotators:
         raise ValueError(f"annotators_per_multi={annotators_per_multi} exceeds n_annotators={n_annotators}")
     rng = np.random.default_rng(seed)
-    n_multi = int(round(n_rankings * multi_annotator_share / annotators_per_multi))
+    share = multi_annotator_share
+    n_multi = int(round(n_rankings * share / (1 - share + share * annotators_per_multi)))
     n_multi = min(n_multi, n_rankings // annotators_per_multi)
     n_single = n_rankings - n_multi * annotators_per_multi
     prompt = np.concatenate([np.repeat(np.arange(n_multi), annotators_per_multi), n_multi + np.arange(n_single)])
@@ -224,7 +227,10 @@ def synthetic_rankings_table(
 
     buffer = _word_buffer(1 << 22, rng)
     response_ids = (prompt[:, None] * k + np.arange(k)[None, :]).ravel()
-    ranks = np.argsort(rng.random((n_rankings, k)), axis=1).astype(np.int64) + 1
+    utility = rng.standard_normal((n_prompts, k))
+    sigma = rng.uniform(0.3, 1.5, n_annotators)
+    perceived = utility[prompt] + rng.standard_normal((n_rankings, k)) * sigma[annotator][:, None]
+    ranks = np.argsort(np.argsort(-perceived, axis=1), axis=1).astype(np.int64) + 1
     items = pa.StructArray.from_arrays(
         [
             pa.nulls(n_rankings * k, pa.string()),
