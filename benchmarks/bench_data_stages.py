@@ -1,0 +1,79 @@
+"""Benchmark: ingest + validate + pairs on 1M synthetic rankings.
+
+K = 4 responses of ~200 characters per ranking, 20 % of prompts ranked by 3 annotators
+(pool of 50). The source is written once as native nested-rankings Parquet; then the
+three stages run in a fresh child process, timed stage by stage, and the child's
+peak RSS is read from ``resource.getrusage(RUSAGE_CHILDREN)``.
+
+    python benchmarks/bench_data_stages.py --rankings 1000000 --workdir /tmp/rl-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def generate(n: int, path: Path) -> float:
+    import pyarrow.parquet as pq
+
+    from rewardline.synthetic import synthetic_rankings_table
+
+    start = time.perf_counter()
+    table = synthetic_rankings_table(n_rankings=n, k=4, response_chars=200, multi_annotator_share=0.2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return time.perf_counter() - start
+
+
+def run_stages(source: Path, workdir: Path) -> dict:
+    from rewardline.ingest import IngestConfig, Source, run_ingest
+    from rewardline.pairs import PairsConfig, run_pairs
+    from rewardline.validate import ValidateConfig, run_validate
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    ingest = run_ingest(IngestConfig([Source(str(source), "rankings")]), workdir / "ingested")
+    timings["ingest_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    validate = run_validate(workdir / "ingested", workdir / "validated", ValidateConfig(min_alpha=0.0))
+    timings["validate_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    pairs = run_pairs(workdir / "validated", workdir / "pairs", PairsConfig())
+    timings["pairs_s"] = time.perf_counter() - start
+    timings["total_s"] = sum(timings.values())
+    return {"timings": timings, "rows_in": ingest["rows_in"], "rankings": ingest["rankings"],
+            "krippendorff_alpha": validate["krippendorff_alpha"], "pairs": pairs["pairs"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rankings", type=int, default=1_000_000)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/rewardline-bench"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    source = args.workdir / "source" / "rankings.parquet"
+    if args.child:
+        print(json.dumps(run_stages(source, args.workdir)))
+        return
+    generation_s = generate(args.rankings, source)
+    out = subprocess.run([sys.executable, __file__, "--child", "--rankings", str(args.rankings),
+                          "--workdir", str(args.workdir)], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(out.stderr)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+    result["generation_s"] = generation_s
+    result["source_mb"] = source.stat().st_size / 1e6
+    result["machine"] = f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores"
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
