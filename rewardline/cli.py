@@ -18,12 +18,15 @@ import typer
 
 from rewardline.config import build, load_params, parse_overrides
 from rewardline.errors import ConfigError, GateFailed
+from rewardline.stack_cli import stack_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Annotator rankings in, calibrated reward models out. Exit: 0 ok, 1 gate failed, 2 bad input.")
+app.add_typer(stack_app, name="stack", help="Local stack on 127.0.0.1: S3 (SeaweedFS), MLflow, Prefect.")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to take stage defaults from")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a stage param: key=value")]
-OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
+OutOpt = Annotated[Path, typer.Option("--out", help="output directory (a file for score)")]
 
 
 def _section(params_path: Path, name: str) -> dict[str, Any]:
@@ -92,6 +95,60 @@ def pairs(
 
     _run(lambda: run_pairs(data, out, build(PairsConfig, _section(params, "pairs"),
                                             parse_overrides(set_ or []), name="pairs")))
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="a pairs output directory")],
+    out: OutOpt,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    log: Annotated[Path | None, typer.Option(help="JSONL file for the training curves")] = None,
+) -> None:
+    """Train a reward model (K-wise grouped Bradley-Terry) on a pairs directory. torchrun works too."""
+    from rewardline.tracking import JsonlTracker
+    from rewardline.train import TrainConfig
+    from rewardline.train import train as run_train
+
+    def action() -> dict:
+        config = build(TrainConfig, _section(params, "train"), parse_overrides(set_ or []), name="train")
+        return run_train(data, out, config, JsonlTracker(log) if log else None)
+
+    _run(action)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
+    data: Annotated[Path, typer.Option("--data", help="a pairs output directory (val and test splits)")],
+    out: OutOpt,
+    champion: Annotated[Path | None, typer.Option(help="champion model directory to compare against")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Held-out accuracy, calibration and length bias; write the gate report; fail on a failed gate."""
+    from rewardline.evaluate import EvalConfig, check_gates
+    from rewardline.evaluate_model import run_evaluate
+
+    def action() -> dict:
+        config = build(EvalConfig, _section(params, "evaluate"), parse_overrides(set_ or []), name="evaluate")
+        metrics = run_evaluate(model, data, out, config, champion)
+        check_gates(metrics, report_path=str(out / "report.md"))
+        return metrics
+
+    _run(action)
+
+
+@app.command()
+def score(
+    model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
+    input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response")],
+    out: OutOpt,
+) -> None:
+    """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode)."""
+    from rewardline.score import score_jsonl
+
+    _run(lambda: {"rows_scored": score_jsonl(model, input, out)})
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -58,54 +60,82 @@ def weed_binary() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """A real S3 server (``weed mini``) on free 127.0.0.1 ports, with one bucket; stopped at the end."""
-    import boto3
+class WeedProcess:
+    """A ``weed mini`` S3 server on given 127.0.0.1 ports and data dir; restartable on the same ones."""
 
-    data_dir = tmp_path_factory.mktemp("seaweedfs")
-    ports = dict(zip(WEED_PORTS, _free_ports(len(WEED_PORTS)), strict=True))
-    args = [
-        weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-bucket={S3_BUCKET}",
-        "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=64",
-        *(f"-{name}={port}" for name, port in ports.items()),
-    ]  # fmt: skip
-    env = {**os.environ, **S3_CREDENTIALS}
-    log = (data_dir / "weed.log").open("wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    try:
-        client = boto3.client(
+    def __init__(self, data_dir: Path, buckets: tuple[str, ...] = (S3_BUCKET,), ports: dict[str, int] | None = None):
+        self.data_dir, self.buckets = data_dir, buckets
+        self.ports = ports or dict(zip(WEED_PORTS, _free_ports(len(WEED_PORTS)), strict=True))
+        self.endpoint_url = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.proc: subprocess.Popen | None = None
+
+    def client(self):  # noqa: ANN201
+        import boto3
+
+        return boto3.client(
             "s3",
-            endpoint_url=endpoint,
+            endpoint_url=self.endpoint_url,
             region_name="us-east-1",
             aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
-        deadline, last_error = time.monotonic() + 60, None
+
+    def start(self, timeout: float = 60) -> None:
+        args = [
+            weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-bucket={','.join(self.buckets)}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
+            "-s3.port.lance=0", "-master.telemetry=false", "-master.volumeSizeLimitMB=64",
+            *(f"-{name}={port}" for name, port in self.ports.items()),
+        ]  # fmt: skip
+        log_path = self.data_dir / "weed.log"
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **S3_CREDENTIALS}, start_new_session=True
+            )
+        client, deadline, last_error = self.client(), time.monotonic() + timeout, None
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {proc.returncode}; log: {data_dir / 'weed.log'}")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed mini exited with {self.proc.returncode}; log: {log_path}")
             try:
-                client.head_bucket(Bucket=S3_BUCKET)
-                break
+                for bucket in self.buckets:
+                    client.head_bucket(Bucket=bucket)
+                return
             except Exception as err:  # not up yet
                 last_error = err
                 time.sleep(0.25)
-        else:
-            raise RuntimeError(f"S3 server not ready after 60 s ({last_error}); log: {data_dir / 'weed.log'}")
-        yield S3Server(
-            endpoint, S3_BUCKET, {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
-        )
-    finally:
-        proc.terminate()
+        self.stop()
+        raise RuntimeError(f"S3 server not ready after {timeout} s ({last_error}); log: {log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (a crash, not a clean stop)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+            self.kill()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (``weed mini``) on free 127.0.0.1 ports, with one bucket; stopped at the end."""
+    weed = WeedProcess(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        weed.start()
+        yield S3Server(weed.endpoint_url, S3_BUCKET, weed.env)
+    finally:
+        weed.stop()
 
 
 @pytest.fixture

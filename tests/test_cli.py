@@ -95,7 +95,8 @@ def test_validate_and_pairs_on_the_shipped_synthetic_sample(tmp_path: Path):
     splits = {s: pq.read_table(tmp_path / "p" / f"{s}.parquet") for s in ("train", "val", "test")}
     prompts = [set(t["prompt_id"].to_pylist()) for t in splits.values()]
     assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])  # no leakage
-    assert sum(t.num_rows for t in splits.values()) == json.loads((tmp_path / "p" / "metrics.json").read_text())["pairs"]
+    pairs_metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert sum(t.num_rows for t in splits.values()) == pairs_metrics["pairs"]
 
 
 def test_agreement_is_null_with_a_reason_without_overlap(tmp_path: Path):

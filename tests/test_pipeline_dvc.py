@@ -69,6 +69,7 @@ def test_a_failed_gate_stops_dvc_repro_with_the_gate_named(clone: Path):
     try:
         failed = dvc(clone, "repro", *STAGES)
         assert failed.returncode != 0
-        assert "krippendorff_alpha" in failed.stderr + failed.stdout and "min_alpha 0.99" in failed.stderr + failed.stdout
+        output = failed.stderr + failed.stdout
+        assert "krippendorff_alpha" in output and "min_alpha 0.99" in output
     finally:
         subprocess.run(["git", "checkout", "params.yaml"], cwd=clone, check=True)
