@@ -28,6 +28,7 @@ install: $(VENV)/.installed
 run: install
 	dvc repro
 	dvc metrics show
+	@echo; cat reports/evaluate/report.md
 
 ## The test suite (CI runs exactly this).
 test: install
@@ -38,4 +39,4 @@ lint: install
 	ruff check .
 
 clean:
-	rm -rf data/ingested data/validated data/pairs metrics
+	rm -rf data/ingested data/validated data/pairs models reports metrics

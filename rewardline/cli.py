@@ -127,11 +127,13 @@ def evaluate(
     set_: SetOpt = None,
 ) -> None:
     """Held-out accuracy, calibration and length bias; write the gate report; fail on a failed gate."""
-    from rewardline.evaluate import EvalConfig, check_gates
+    from rewardline.evaluate import EvalConfig
     from rewardline.evaluate_model import run_evaluate
+    from rewardline.gates import check_gates
 
     def action() -> dict:
-        config = build(EvalConfig, _section(params, "evaluate"), parse_overrides(set_ or []), name="evaluate")
+        section = {k: v for k, v in _section(params, "evaluate").items() if k != "champion_model"}
+        config = build(EvalConfig, section, parse_overrides(set_ or []), name="evaluate")
         metrics = run_evaluate(model, data, out, config, champion)
         check_gates(metrics, report_path=str(out / "report.md"))
         return metrics

@@ -1,0 +1,69 @@
+"""Device, precision and process-group selection (CUDA + bf16 when present, CPU otherwise)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None  # autocast dtype, None = full fp32
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA, a no-op elsewhere."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+
+def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+    """Pick the device (``auto``: CUDA if available), start the process group when launched
+    by ``torchrun`` (``WORLD_SIZE > 1``: NCCL on CUDA, gloo on CPU), enable TF32 and choose
+    bf16 autocast on CUDA (``precision``: ``auto`` | ``bf16`` | ``fp32``)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda:
+        dev = torch.device("cuda", local_rank if device in ("auto", "cuda") else torch.device(device).index or 0)
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        dev = torch.device("cpu" if device == "auto" else device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    if precision == "auto":
+        amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    else:
+        amp = {"bf16": torch.bfloat16, "fp32": None}[precision]
+    return Runtime(dev, amp, rank, world, local_rank)
+
+
+def all_reduce_sum(t: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """Sum of ``t`` over ranks (``t`` itself when not distributed)."""
+    if runtime.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier(runtime: Runtime) -> None:
+    if runtime.distributed:
+        dist.barrier()
