@@ -55,7 +55,7 @@ def test_dvc_repro_runs_the_data_stages_and_is_idempotent(clone: Path):
 
     again = dvc(clone, "repro", *STAGES)
     assert again.returncode == 0 and "didn't change" in again.stdout + again.stderr
-    status = dvc(clone, "status")
+    status = dvc(clone, "status", *STAGES)
     assert status.returncode == 0 and "up to date" in status.stdout
 
     shown = dvc(clone, "metrics", "show", "--json")
