@@ -30,8 +30,7 @@ import pyarrow.compute as pc
 
 from rewardline import schema
 from rewardline.hashing import combine, hash64, hex_from_hashes
-
-SEP = "\x1f"  # unit separator: joins key parts that may contain any printable text
+from rewardline.keys import key_codes
 
 
 @dataclass
@@ -42,17 +41,6 @@ class CanonicalTables:
     quarantine: pa.Table
     records_ok: int
     records_quarantined: int
-
-
-def _codes(*columns: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Integer code per row for the combination of ``columns`` (equal keys ↔ equal codes)."""
-    keys = columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, SEP)
-    encoded = pc.fill_null(keys, "\x00null").dictionary_encode()
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.unify_dictionaries() if encoded.num_chunks > 1 else encoded
-        indices = [c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks]
-        return np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64)
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _first_seen(codes: np.ndarray) -> np.ndarray:
@@ -98,10 +86,10 @@ def canonicalize(ranked: pa.Table, ingested_at: datetime | None = None) -> Canon
     """Validate ranked-responses rows and split them into prompts, responses, rankings, quarantine."""
     ranked, prompt_hash, response_hash = _fill_ids(schema.conform(ranked, schema.RANKED_RESPONSES))
     n = ranked.num_rows
-    record = _codes(ranked["origin_file"], ranked["origin_line"].cast(pa.string()))
+    record = key_codes(ranked["origin_file"], ranked["origin_line"].cast(pa.string()))
     n_records = int(record.max()) + 1 if n else 0
     ranking_ids = pc.binary_join_element_wise(ranked["prompt_id"], pc.fill_null(ranked["annotator_id"], ""), "|")
-    ranking = _codes(ranking_ids)
+    ranking = key_codes(ranking_ids)
     rank = pc.fill_null(ranked["rank"], 0).to_numpy(zero_copy_only=False).astype(np.int64)
 
     # Each fault: (field, mask over rows, reason per row). Order = priority of the reason.
@@ -120,7 +108,7 @@ def canonicalize(ranked: pa.Table, ingested_at: datetime | None = None) -> Canon
     )
 
     # Duplicated (ranking, response): every occurrence after the first is a fault.
-    pair = _codes(ranking_ids, ranked["response_id"])
+    pair = key_codes(ranking_ids, ranked["response_id"])
     first = _first_seen(pair)
     dup = first != np.arange(n)
     if dup.any():
@@ -137,7 +125,7 @@ def canonicalize(ranked: pa.Table, ingested_at: datetime | None = None) -> Canon
     # Conflicting texts for one id (first occurrence wins), compared by the texts' hashes.
     checks = (("response_id", "response", response_hash), ("prompt_id", "prompt", prompt_hash))
     for id_col, text_col, text_hash in checks:
-        first = _first_seen(_codes(ranked[id_col]))
+        first = _first_seen(key_codes(ranked[id_col]))
         conflict = text_hash[first] != text_hash
         if conflict.any():
             idx = np.flatnonzero(conflict)
@@ -231,7 +219,7 @@ def _first_rows(table: pa.Table, row_ok: np.ndarray, key: str, target: pa.Schema
     accepted = np.flatnonzero(row_ok)
     if accepted.size == 0:
         return schema.empty(target)
-    codes = _codes(table[key])[accepted]
+    codes = key_codes(table[key])[accepted]
     _, first = np.unique(codes, return_index=True)
     return schema.conform(table.select(target.names).take(pa.array(accepted[np.sort(first)])), target)
 

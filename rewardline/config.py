@@ -36,10 +36,22 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def build(cls: type[T], section: dict[str, Any] | None, overrides: dict[str, Any] | None = None, *,
           name: str = "") -> T:
-    """Instantiate dataclass ``cls`` from a params section; unknown keys are an error."""
+    """Instantiate dataclass ``cls`` from a params section; unknown keys are an error.
+
+    Numbers that YAML 1.1 leaves as strings (``1e-4`` has no dot, so PyYAML reads a
+    string) are converted for fields typed ``float`` / ``int``; ints become floats there.
+    """
     values = {**(section or {}), **(overrides or {})}
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(types))
     if unknown:
-        raise ConfigError(f"params section {name or cls.__name__}: unknown key(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"params section {name or cls.__name__}: unknown key(s) {unknown}; known: {sorted(types)}")
+    for key, value in values.items():
+        try:
+            if isinstance(value, str) and types[key] in ("float", "int"):
+                values[key] = float(value) if types[key] == "float" else int(value)
+            elif isinstance(value, int) and not isinstance(value, bool) and types[key] == "float":
+                values[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"params {name or cls.__name__}.{key}={value!r}: expected a {types[key]}") from None
     return cls(**values)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rewardline import adapters, schema, storage
 from rewardline.canonical import canonicalize
@@ -103,7 +104,7 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
         "quarantine_reasons": dict(reasons.most_common()),
         "prompts": tables.prompts.num_rows,
         "responses": tables.responses.num_rows,
-        "rankings": len(set(tables.rankings["ranking_id"].unique().to_pylist())),
+        "rankings": pc.count_distinct(tables.rankings["ranking_id"]).as_py(),
         "ranked_rows": tables.rankings.num_rows,
         "annotators": len(tables.rankings["annotator_id"].unique()),
         "gate_passed": share <= config.max_quarantine_share,

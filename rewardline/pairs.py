@@ -30,9 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rewardline import schema
-from rewardline.canonical import _codes
 from rewardline.errors import ConfigError
 from rewardline.hashing import unit_interval
+from rewardline.keys import key_codes
 from rewardline.tables import copy_table, read_table, write_json, write_table
 
 
@@ -80,7 +80,7 @@ def comparison_indices(group_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig) -> tuple[pa.Table, dict]:
     """Expand and aggregate the comparisons of ``rankings``; returns the PAIRS table and counts."""
     config.check()
-    ranking = _codes(rankings["ranking_id"])
+    ranking = key_codes(rankings["ranking_id"])
     order = np.argsort(ranking, kind="stable")
     ranking = ranking[order]
     table = rankings.take(pa.array(order))
@@ -89,7 +89,7 @@ def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig) -> t
     first, second = comparison_indices(sizes)
     k_row = np.repeat(sizes, sizes)
 
-    response = _codes(table["response_id"])
+    response = key_codes(table["response_id"])
     rank = table["rank"].to_numpy(zero_copy_only=False).astype(np.float64)
     score = table["score"].to_numpy(zero_copy_only=False).astype(np.float64)  # NaN where null
     n_comparisons = first.size

@@ -22,7 +22,6 @@ latest one and ends with the weights of an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import math
@@ -36,13 +35,13 @@ from typing import Any
 import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
-import yaml
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from rewardline.batching import Group, build_groups, collate, plan_batches, plan_steps, rank_micro_batches
+from rewardline.config import build, parse_overrides
 from rewardline.device import Runtime, all_reduce_sum, barrier, select_runtime
 from rewardline.formatting import FormatConfig
 from rewardline.loss import bt_loss
@@ -95,29 +94,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> TrainConfig:
-        """From ``params.yaml``'s ``train`` section; unknown keys are an error. Numbers
-        YAML leaves as strings (``1e-4`` is a string in YAML 1.1) are converted."""
-        params = dict(params or {})
-        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-        unknown = set(params) - set(types)
-        if unknown:
-            raise KeyError(f"unknown train parameters: {sorted(unknown)}")
-        for key, value in params.items():
-            if isinstance(value, str) and types[key] in ("float", "int"):
-                params[key] = float(value) if types[key] == "float" else int(value)
-            elif isinstance(value, int) and types[key] == "float":
-                params[key] = float(value)
-        return cls(**params)
+        """From ``params.yaml``'s ``train`` section (:func:`rewardline.config.build`: unknown keys
+        are an error, numbers YAML leaves as strings are converted)."""
+        return build(cls, params, name="train")
 
     def override(self, assignments: list[str]) -> TrainConfig:
-        """Apply ``key=value`` strings (values parsed as YAML), e.g. from ``--set``."""
-        updates = {}
-        for item in assignments:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"expected key=value, got {item!r}")
-            updates[key.strip().removeprefix("train.")] = yaml.safe_load(value)
-        return TrainConfig.from_dict({**asdict(self), **updates})
+        """Apply ``key=value`` strings (values parsed as YAML, ``train.`` prefix allowed), e.g. from ``--set``."""
+        updates = {k.removeprefix("train."): v for k, v in parse_overrides(assignments).items()}
+        return build(TrainConfig, {**asdict(self), **updates}, name="train")
 
     @property
     def format_config(self) -> FormatConfig:

@@ -72,3 +72,12 @@ def test_ids_are_stable_and_response_ids_derive_from_prompt_and_text():
     first, second = canonicalize(table), canonicalize(table)
     assert first.responses["response_id"].to_pylist() == second.responses["response_id"].to_pylist()
     assert len(set(first.responses["response_id"].to_pylist())) == 2
+
+
+def test_key_codes_agree_across_chunks_and_column_combinations():
+    from rewardline.keys import key_codes
+
+    chunked = pa.chunked_array([["a", "b"], ["b", "c", "a"]])
+    assert key_codes(chunked).tolist() == [0, 1, 1, 2, 0]
+    # ("a","b") and ("ab","") must not collide when columns are combined
+    assert len(set(key_codes(pa.array(["a", "ab"]), pa.array(["b", ""])).tolist())) == 2

@@ -121,3 +121,14 @@ def test_vectorised_hash_equals_its_definition_for_every_length_and_alignment():
     assert hash64(texts).tolist() == [reference_hash64(t) for t in texts]
     assert hash64(pa.chunked_array([texts[:100], texts[100:]])).tolist() == hash64(texts).tolist()
     assert hex_ids(["a"], "p-").to_pylist() == [f"p-{reference_hash64('a'):016x}"]
+
+
+def test_params_numbers_that_yaml_reads_as_strings_are_converted():
+    import yaml
+
+    from rewardline.config import build
+
+    config = build(PairsConfig, yaml.safe_load("margin_scale: 1e-1\ntrain_fraction: 1"), name="pairs")
+    assert config.margin_scale == pytest.approx(0.1) and isinstance(config.train_fraction, float)
+    with pytest.raises(ConfigError, match="pairs.margin_scale='lots': expected a float"):
+        build(PairsConfig, {"margin_scale": "lots"}, name="pairs")
