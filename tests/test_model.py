@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, BertConfig, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
 from rewardline.formatting import FormatConfig, Formatter, resolve_template
 from rewardline.model import RewardModel, is_encoder, resolve_backbone
+from rewardline.tiny import build_tiny_bert
 
 WORDS = "the a cat dog sat ran on mat yes no good bad why how is it what who one two three four five six".split()  # noqa: SIM905
 CHAT = (
@@ -26,14 +27,7 @@ def minilm_tokenizer():
 
 def tiny_encoder(path: Path) -> Path:
     """A 2-layer random BERT with the MiniLM vocabulary, saved locally."""
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=256,
-    )
-    BertModel(cfg).save_pretrained(path)
-    minilm_tokenizer().save_pretrained(path)
-    return path
+    return build_tiny_bert(path)
 
 
 def tiny_decoder(path: Path, chat: bool = True) -> Path:
@@ -152,3 +146,16 @@ def test_unused_backbone_parameters_are_frozen(tmp_path):
     model = RewardModel.from_backbone(str(tiny_encoder(tmp_path / "m")))
     frozen = model.freeze_unused()
     assert frozen and all(name.startswith("backbone.pooler") for name in frozen)
+
+
+def test_tiny_bert_name_builds_the_same_seeded_backbone_offline(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("REWARDLINE_CACHE", str(tmp_path / "cache"))
+    path = Path(resolve_backbone("tiny-bert"))
+    assert path.is_relative_to(tmp_path / "cache") and (path / "tokenizer_config.json").exists()
+    assert resolve_backbone("tiny-bert") == str(path)  # cached: built once
+    again = build_tiny_bert(tmp_path / "again")
+    first, second = load_file(path / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert RewardModel.from_backbone("tiny-bert").config.backbone == "tiny-bert"

