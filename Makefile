@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE := 1
 export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test lint pipeline clean
+.PHONY: install run test lint ci-pipeline clean
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 2; }
@@ -37,6 +37,11 @@ test: install
 
 lint: install
 	ruff check .
+
+## CI's pipeline job: dvc repro with .ci/params.yaml (tiny model) at HEAD and at BASE, then dvc metrics diff.
+BASE ?= origin/main
+ci-pipeline: install
+	.ci/pipeline $(BASE)
 
 clean:
 	rm -rf data/ingested data/validated data/pairs models reports metrics

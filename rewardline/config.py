@@ -23,6 +23,38 @@ def load_params(path: Path = Path("params.yaml")) -> dict[str, Any]:
     return params
 
 
+def merge_params(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` deep-merged over ``base`` (mappings merge key by key; anything else replaces)."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_params(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def write_overlaid_params(overlay_path: Path, params_path: Path = Path("params.yaml")) -> dict[str, Any]:
+    """Rewrite ``params_path`` with the overlay file merged over it (CI's small parameter set); return it.
+
+    Keys of the overlay must already exist in ``params_path``, so a typo fails loudly.
+    """
+    params, overlay = load_params(params_path), load_params(overlay_path)
+    _check_known(params, overlay, str(overlay_path))
+    merged = merge_params(params, overlay)
+    params_path.write_text(f"# {params_path} with {overlay_path} merged over it\n"
+                           + yaml.safe_dump(merged, sort_keys=False))
+    return merged
+
+
+def _check_known(base: dict[str, Any], overlay: dict[str, Any], where: str) -> None:
+    for key, value in overlay.items():
+        if key not in base:
+            raise ConfigError(f"{where}: {key!r} is not a key of params.yaml (known: {sorted(base)})")
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            _check_known(base[key], value, f"{where}:{key}")
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["lr=1e-4", "epochs=2"]`` → ``{"lr": 1e-4, "epochs": 2}`` (values parsed as YAML scalars)."""
     overrides: dict[str, Any] = {}
@@ -55,3 +87,9 @@ def build(cls: type[T], section: dict[str, Any] | None, overrides: dict[str, Any
         except ValueError:
             raise ConfigError(f"params {name or cls.__name__}.{key}={value!r}: expected a {types[key]}") from None
     return cls(**values)
+
+
+if __name__ == "__main__":  # python -m rewardline.config OVERLAY [PARAMS]: used by .ci/pipeline
+    import sys
+
+    write_overlaid_params(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else Path("params.yaml"))
