@@ -29,6 +29,7 @@ run: install
 	dvc repro
 	dvc metrics show
 	@echo; cat reports/evaluate/report.md
+	@echo; rewardline registry
 
 ## The test suite (CI runs exactly this).
 test: install

@@ -104,15 +104,27 @@ def train(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     log: Annotated[Path | None, typer.Option(help="JSONL file for the training curves")] = None,
+    mlflow: Annotated[bool, typer.Option("--mlflow", help="also log params and curves live to an MLflow run")] = False,
 ) -> None:
     """Train a reward model (K-wise grouped Bradley-Terry) on a pairs directory. torchrun works too."""
-    from rewardline.tracking import JsonlTracker
+    from rewardline.tracking import JsonlTracker, MlflowTracker, MultiTracker, Tracker
     from rewardline.train import TrainConfig
     from rewardline.train import train as run_train
 
     def action() -> dict:
         config = build(TrainConfig, _section(params, "train"), parse_overrides(set_ or []), name="train")
-        return run_train(data, out, config, JsonlTracker(log) if log else None)
+        trackers: list[Tracker] = [JsonlTracker(log)] if log else []
+        live = MlflowTracker(run_name="train", tags={"stage": "train"}) if mlflow else None
+        try:
+            metrics = run_train(data, out, config, MultiTracker(*trackers, *([live] if live else [])))
+        except BaseException:
+            if live:
+                live.close("FAILED")
+            raise
+        if live:
+            live.close()
+            metrics["mlflow_run_id"] = live.run_id
+        return metrics
 
     _run(action)
 
@@ -122,7 +134,8 @@ def evaluate(
     model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
     data: Annotated[Path, typer.Option("--data", help="a pairs output directory (val and test splits)")],
     out: OutOpt,
-    champion: Annotated[Path | None, typer.Option(help="champion model directory to compare against")] = None,
+    champion: Annotated[str | None, typer.Option(
+        help="champion to compare against: a model directory or models:/reward-model@champion")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -130,11 +143,13 @@ def evaluate(
     from rewardline.evaluate import EvalConfig
     from rewardline.evaluate_model import run_evaluate
     from rewardline.gates import check_gates
+    from rewardline.tracking import resolved_model_dir
 
     def action() -> dict:
         section = {k: v for k, v in _section(params, "evaluate").items() if k != "champion_model"}
         config = build(EvalConfig, section, parse_overrides(set_ or []), name="evaluate")
-        metrics = run_evaluate(model, data, out, config, champion)
+        with resolved_model_dir(champion) as champion_dir:  # None when the URI's model / alias does not exist
+            metrics = run_evaluate(model, data, out, config, champion_dir)
         check_gates(metrics, report_path=str(out / "report.md"))
         return metrics
 
@@ -151,6 +166,60 @@ def score(
     from rewardline.score import score_jsonl
 
     _run(lambda: {"rows_scored": score_jsonl(model, input, out)})
+
+
+@app.command()
+def register(
+    project: Annotated[Path, typer.Option(help="project directory holding the stage outputs")] = Path("."),
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Log the pipeline run to MLflow (nested run per stage, lineage tags); register the model if every gate passed."""
+    from rewardline.tracking import RegisterConfig, register_pipeline
+
+    def action() -> dict:
+        config = build(RegisterConfig, _section(params, "register"), parse_overrides(set_ or []), name="register")
+        result = register_pipeline(project, config)
+        if not result["registered"]:
+            raise GateFailed(f"register: not registering the model ({result.get('reason')})")
+        return result
+
+    _run(action)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Option("--version", help="model version to point the alias at")],
+    name: Annotated[str, typer.Option(help="registered model name")] = "reward-model",
+    alias: Annotated[str, typer.Option(help="alias to move")] = "champion",
+    force: Annotated[bool, typer.Option("--force", help="promote even if the version's gates did not pass")] = False,
+) -> None:
+    """Move an alias (default: champion) to a model version, after checking its gate tags."""
+    from rewardline.tracking import alias_version, configure_mlflow
+    from rewardline.tracking import promote as move_alias
+
+    def action() -> dict:
+        uri = configure_mlflow(".")
+        before = alias_version(name, alias)
+        move_alias(name, version, alias, require_gates=not force)
+        return {"model_name": name, "alias": alias, "version": str(version), "previous_version": before,
+                "tracking_uri": uri}
+
+    _run(action)
+
+
+@app.command()
+def registry(
+    name: Annotated[str, typer.Option(help="registered model name")] = "reward-model",
+) -> None:
+    """The registered model's versions, their aliases and gate status, and the command to open the MLflow UI."""
+    from rewardline.tracking import configure_mlflow, registry_summary
+
+    def action() -> dict:
+        configure_mlflow(".")
+        return registry_summary(name)
+
+    _run(action)
 
 
 if __name__ == "__main__":

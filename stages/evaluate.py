@@ -1,4 +1,7 @@
-"""DVC stage ``evaluate``: model + ``data/pairs/`` + params ``evaluate.*`` → ``reports/evaluate/``; gates."""
+"""DVC stage ``evaluate``: model + ``data/pairs/`` + params ``evaluate.*`` → ``reports/evaluate/``; gates.
+
+``evaluate.champion_model`` is a registry URI (``models:/reward-model@champion``, resolved through
+MLflow) or a model directory; with no champion registered the champion gate is skipped."""
 
 from pathlib import Path
 
@@ -7,6 +10,7 @@ from rewardline.evaluate import EvalConfig
 from rewardline.evaluate_model import run_evaluate
 from rewardline.gates import check_gates
 from rewardline.stage import publish_metrics, stage_main
+from rewardline.tracking import resolved_model_dir
 
 MODEL, PAIRS, OUT = Path("models/reward-model"), Path("data/pairs"), Path("reports/evaluate")
 
@@ -14,8 +18,11 @@ MODEL, PAIRS, OUT = Path("models/reward-model"), Path("data/pairs"), Path("repor
 def main() -> None:
     params = dict(load_params()["evaluate"])
     champion = params.pop("champion_model", None)
-    metrics = run_evaluate(MODEL, PAIRS, OUT, build(EvalConfig, params, name="evaluate"),
-                           Path(champion) if champion else None)
+    config = build(EvalConfig, params, name="evaluate")
+    with resolved_model_dir(champion) as champion_dir:  # models:/reward-model@champion or a directory
+        if champion:
+            print(f"champion: {champion} → {champion_dir or 'none registered (champion gate skipped)'}")
+        metrics = run_evaluate(MODEL, PAIRS, OUT, config, champion_dir)
     publish_metrics(OUT, "evaluate")
     print((OUT / "report.md").read_text())
     check_gates(metrics, report_path=str(OUT / "report.md"))

@@ -1,0 +1,28 @@
+"""DVC stage ``register``: the stage outputs → one MLflow pipeline run; a gated model → the registry.
+
+Logs the parent run with a nested run per stage, then, only if every gate in
+``reports/evaluate/gates.json`` passed, registers the model under ``register.model_name`` with
+alias ``register.alias`` (``challenger``). Writes ``reports/register/registration.json``.
+"""
+
+from rewardline.config import build, load_params
+from rewardline.errors import GateFailed
+from rewardline.stage import stage_main
+from rewardline.tracking import REGISTRATION, RegisterConfig, register_pipeline, ui_command
+
+
+def main() -> None:
+    config = build(RegisterConfig, load_params().get("register"), name="register")
+    result = register_pipeline(".", config)
+    if not result["registered"]:
+        raise GateFailed(f"register: not registering the model ({result.get('reason')}); "
+                         f"pipeline run {result['parent_run_id']} logged; see {REGISTRATION}")
+    aliases = ", ".join(f"@{a}" for a in result["aliases"])
+    print(f"Registered {result['model_name']} version {result['version']} ({aliases}); "
+          f"pipeline run {result['parent_run_id']}")
+    print(f"Look at it: {ui_command(result['tracking_uri'])}")
+    print(f"Promote it: rewardline promote --version {result['version']}")
+
+
+if __name__ == "__main__":
+    stage_main(main)
