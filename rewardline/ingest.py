@@ -33,6 +33,7 @@ class Source:
     path: str
     format: str = "auto"
     batch_id: str | None = None
+    optional: bool = False  # a local directory that may be absent or hold no data files yet (data/raw/fresh)
 
 
 @dataclass
@@ -51,7 +52,11 @@ def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
                 f"ingest source {source.path!r}: unknown format {source.format!r}; "
                 f"expected one of auto, {', '.join(adapters.FORMATS)}"
             )
+        if source.optional and not storage.is_s3(source.path) and not Path(source.path).exists():
+            continue
         found = storage.list_files(source.path, suffixes=DATA_SUFFIXES)
+        if not found and source.optional:
+            continue
         if not found:
             raise FileNotFoundError(
                 f"ingest source {source.path!r} holds no data files (looked for {', '.join(DATA_SUFFIXES)})"

@@ -1,0 +1,86 @@
+"""Prefect flow ``pipeline``: every DVC stage of dvc.yaml as one task, run through ``dvc repro``.
+
+Versioning is identical to an engineer's ``dvc repro``: each task runs
+``dvc repro --single-item <stage>`` in the project, so dvc.lock, the cache and the outputs
+are DVC's. Stage output goes to the Prefect run logs line by line. A transient failure
+(DVC lock held, I/O, a killed process) is retried with exponential backoff; a failed
+quality gate or bad parameter is not (the same inputs fail the same way): the flow ends
+Failed with the stage's message, which names the gate. The gate reports (validate,
+evaluate) are published as Markdown artifacts ``<stage>-gate-report``.
+
+    python -m flows.pipeline [--project DIR]     # one run (ephemeral API unless PREFECT_API_URL is set)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from rewardline import dvc_run
+from rewardline.errors import ConfigError, GateFailed
+
+TAGS_ENV = "REWARDLINE_MLFLOW_TAGS"  # parent-run tags the register stage adds (rewardline.tracking)
+
+
+class StageError(RuntimeError):
+    """DVC or a stage failed for a reason other than a gate or a parameter: retried."""
+
+
+@task(cache_policy=NO_CACHE, name="dvc-stage", task_run_name="dvc repro {stage}", retries=2,
+      retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.2)
+def run_stage(stage: str, project: str, env: dict[str, str]) -> dict:
+    """``dvc repro --single-item <stage>``, output to the run logs; raises :class:`StageError` to retry."""
+    logger = get_run_logger()
+    run = dvc_run.repro(stage, Path(project), on_line=logger.info, env=env)
+    if run.kind == "error":
+        raise StageError(f"dvc repro {stage} failed (dvc exit {run.returncode}): {run.message}")
+    return {"stage": stage, "kind": run.kind, "message": run.message if run.kind != "ok" else "",
+            "seconds": round(run.seconds, 1)}
+
+
+def publish_gate_report(project: Path, stage: str, failure: str = "") -> None:
+    report = dvc_run.gate_report(project, stage)
+    if report is None and not failure:
+        return
+    head = f"**{stage}: gate failed**\n\n```\n{failure}\n```\n\n" if failure else ""
+    create_markdown_artifact(markdown=head + (report or ""), key=f"{stage}-gate-report",
+                             description=f"{stage} gate report")
+
+
+@flow(name="pipeline")
+def pipeline(project: str = ".", stages: list[str] | None = None, retries: int = 2, retry_backoff_s: float = 10.0,
+             env: dict[str, str] | None = None) -> list[dict]:
+    """Run ``stages`` (default: all of dvc.yaml, in order) through DVC; Failed on a gate, naming it."""
+    root = Path(project).resolve()
+    tags = json.loads((env or {}).get(TAGS_ENV) or os.environ.get(TAGS_ENV) or "{}")
+    tags.update(prefect_flow_run_id=str(flow_run.id), prefect_flow_run_name=str(flow_run.name))
+    env = {**(env or {}), TAGS_ENV: json.dumps(tags)}
+    runner = run_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(retry_backoff_s))
+    results = []
+    for stage in stages or dvc_run.stage_names(root):
+        result = runner(stage, str(root), env)
+        results.append(result)
+        failed = result["kind"] in ("gate", "config")
+        publish_gate_report(root, stage, result["message"] if failed else "")
+        if result["kind"] == "gate":
+            raise GateFailed(f"stage {stage}: {result['message']}")
+        if result["kind"] == "config":
+            raise ConfigError(f"stage {stage}: {result['message']}")
+    get_run_logger().info("pipeline done: %s", ", ".join(f"{r['stage']} {r['seconds']} s" for r in results))
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Run the DVC pipeline as a Prefect flow.")
+    parser.add_argument("--project", default=".")
+    parser.add_argument("--stage", action="append", help="only these stages (repeatable)")
+    args = parser.parse_args()
+    pipeline(project=args.project, stages=args.stage)

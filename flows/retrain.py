@@ -1,0 +1,171 @@
+"""Prefect flow ``retrain``: fresh policy-sample batches → drift check → retrain, register, maybe promote.
+
+Thin: each step is a :mod:`rewardline.retrain` function (see there for the cycle and the
+exactly-once ledger); the pipeline runs as the ``pipeline`` subflow, through DVC. The
+cycle's report (drift numbers against thresholds, decision, challenger gates) is the
+Markdown artifact ``retrain-summary``.
+
+    python -m flows.retrain run [--project DIR] [--force]   # one cycle now
+    python -m flows.retrain serve [--project DIR]           # scheduler in this process (cron from params)
+
+Deployments for a work pool: ``prefect.yaml`` (see docs/retraining.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.schedules import Cron
+from prefect.tasks import exponential_backoff
+
+from flows.pipeline import TAGS_ENV, pipeline
+from rewardline import dvc_run, inbox
+from rewardline import retrain as rt
+from rewardline.errors import GateFailed
+from rewardline.ledger import Ledger
+
+TRANSIENT = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=5)}
+
+
+def _ledger(root: Path) -> Ledger:
+    return Ledger(root / rt.load_config(root)[0].ledger)
+
+
+@task(cache_policy=NO_CACHE, name="recover")
+def recover(root: Path) -> list[str]:
+    rolled = rt.recover(root, rt.load_config(root)[0], _ledger(root))
+    if rolled:
+        get_run_logger().warning("rolled back interrupted batches: %s", ", ".join(rolled))
+    return rolled
+
+
+@task(cache_policy=NO_CACHE, name="discover", **TRANSIENT)
+def discover(root: Path) -> tuple[list[inbox.Batch], list[dict], list[inbox.Skipped]]:
+    """Ready batches not in the ledger; duplicates recorded; not-ready ones reported."""
+    cfg, _ = rt.load_config(root)
+    batches, skipped = inbox.discover(rt.inbox_uri(root, cfg))
+    todo, duplicates = rt.pending(batches, _ledger(root))
+    get_run_logger().info("inbox %s: %d ready, %d new, %d duplicates, %d not ready", cfg.inbox, len(batches),
+                          len(todo), len(duplicates), len(skipped))
+    return todo, duplicates, skipped
+
+
+@task(cache_policy=NO_CACHE, name="drift-check", task_run_name="drift-check {batch.batch_id}", **TRANSIENT)
+def drift_check(root: Path, batch: inbox.Batch, force: bool, workdir: Path) -> tuple[rt.BatchResult, rt.Champion]:
+    cfg, params = rt.load_config(root)
+    ledger = _ledger(root)
+    rt.mark(ledger, batch, "started", labelled=batch.labelled)
+    champion = rt.load_champion(root, params, cfg, workdir)
+    report, decision = rt.check_drift(batch, champion, rt.batch_pairs(batch, params), cfg, force)
+    rt.mark(ledger, batch, "decided", champion=champion.source, drift=report.to_dict(), decision=decision.to_dict())
+    get_run_logger().info("batch %s: PSI %.4f, KS %.4f, accuracy drop %.4f -> %s", batch.batch_id, report.psi,
+                          report.ks, report.accuracy_drop, decision.reasons or "no retrain")
+    result = rt.BatchResult(batch.batch_id, champion.source, report.to_dict(), decision.to_dict())
+    return result, champion
+
+
+@task(cache_policy=NO_CACHE, name="append-batch", task_run_name="append {batch.batch_id}")
+def append(root: Path, batch: inbox.Batch) -> str:
+    cfg, _ = rt.load_config(root)
+    path = rt.append_batch(root, cfg, batch)
+    rt.mark(_ledger(root), batch, "appended", path=str(path.relative_to(root)))
+    return str(path)
+
+
+@task(cache_policy=NO_CACHE, name="compare-and-promote", task_run_name="compare {batch.batch_id}")
+def compare_and_promote(root: Path, batch: inbox.Batch, champion: rt.Champion) -> tuple[dict, dict]:
+    cfg, params = rt.load_config(root)
+    comparison = rt.compare_on_holdout(root, champion, rt.batch_pairs(batch, params))
+    return comparison, rt.maybe_promote(root, params, cfg, comparison)
+
+
+@task(cache_policy=NO_CACHE, name="finish-batch", task_run_name="finish {batch.batch_id}")
+def finish(root: Path, batch: inbox.Batch, result: rt.BatchResult) -> None:
+    """``done`` in the ledger: the last step of a batch."""
+    rt.mark(_ledger(root), batch, "done", outcome=result.outcome, comparison=result.comparison,
+            promotion=result.promotion)
+
+
+@task(cache_policy=NO_CACHE, name="version-ledger", **TRANSIENT)
+def version_ledger(root: Path) -> str:
+    """``dvc add`` the ledger (DVC-tracked with the data) and ``dvc push`` when a remote is configured."""
+    cfg, _ = rt.load_config(root)
+    logger = get_run_logger()
+    code, out = dvc_run.dvc(root, "add", cfg.ledger, on_line=logger.info)
+    if code != 0:
+        raise RuntimeError(f"dvc add {cfg.ledger} failed: {out}")
+    if not cfg.push or not dvc_run.remotes(root):
+        return "no DVC remote configured: nothing pushed"
+    code, out = dvc_run.dvc(root, "push", on_line=logger.info)
+    if code != 0:
+        raise RuntimeError(f"dvc push failed: {out}")
+    return "pushed"
+
+
+@flow(name="retrain")
+def retrain(project: str = ".", force: bool = False) -> list[dict]:
+    """One retraining cycle over the inbox (``params.yaml: retrain``); ``force`` retrains on every new batch."""
+    root = Path(project).resolve()
+    cfg, _ = rt.load_config(root)
+    rolled_back = recover(root)
+    todo, duplicates, skipped = discover(root)
+    results: list[rt.BatchResult] = []
+    gate_failure: GateFailed | None = None
+    with tempfile.TemporaryDirectory(prefix="rewardline-champion-") as tmp:
+        for batch in todo:
+            result, champion = drift_check(root, batch, force, Path(tmp) / batch.batch_id)
+            results.append(result)
+            if not result.decision["retrain"]:
+                result.outcome = "no retrain (below every threshold)"
+            elif not batch.labelled:
+                result.outcome = "drift, but the batch has no rankings: annotate it and submit the labelled batch"
+            else:
+                append(root, batch)
+                tags = {"retrain_batch": batch.batch_id, "retrain_flow_run_id": str(flow_run.id)}
+                try:
+                    pipeline(project=str(root), env={TAGS_ENV: json.dumps(tags)})
+                except GateFailed as err:  # the data stays appended; the challenger is not registered
+                    gate_failure = err
+                    result.outcome = f"retrained; challenger rejected: {err}"
+                else:
+                    result.comparison, result.promotion = compare_and_promote(root, batch, champion)
+                    result.outcome = ("retrained; challenger registered" if result.promotion["registered"]
+                                      else "retrained; challenger not registered")
+                    if result.promotion["promoted"]:
+                        result.outcome += " and promoted to champion"
+                result.gates = rt.gate_table(dvc_run.gate_report(root, "evaluate"))
+            finish(root, batch, result)
+    if todo or duplicates or rolled_back:
+        version_ledger(root)
+    create_markdown_artifact(markdown=rt.summary_markdown(results, cfg, rolled_back, duplicates, skipped),
+                             key="retrain-summary", description="drift, decision and gates of this cycle")
+    if gate_failure is not None:
+        raise gate_failure
+    return [r.to_dict() for r in results]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Retraining on fresh policy samples (Prefect flow).")
+    parser.add_argument("command", choices=("run", "serve"), help="run one cycle now, or serve the cron schedule")
+    parser.add_argument("--project", default=".")
+    parser.add_argument("--force", action="store_true", help="retrain on every new batch (run only)")
+    parser.add_argument("--name", default="retrain-scheduled", help="deployment name (serve only)")
+    args = parser.parse_args()
+    root = Path(args.project).resolve()
+    if args.command == "run":
+        retrain(project=str(root), force=args.force)
+        return
+    cfg, _ = rt.load_config(root)
+    retrain.serve(name=args.name, schedules=[Cron(cfg.schedule_cron, timezone=cfg.timezone)],
+                  parameters={"project": str(root)}, limit=1)
+
+
+if __name__ == "__main__":
+    main()
