@@ -27,7 +27,6 @@ install: $(VENV)/.installed
 ## The main job, end to end on the embedded default (local files, shipped sample data).
 run: install
 	dvc repro
-	dvc metrics show
 	@echo; cat reports/evaluate/report.md
 	@echo; rewardline registry
 

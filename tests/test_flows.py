@@ -106,15 +106,12 @@ def api(call):  # noqa: ANN001, ANN201
 
 
 def artifacts(flow_run_id) -> dict[str, str]:  # noqa: ANN001
-    """key -> Markdown of the run's artifacts (raw POST /artifacts/filter: unset filters are left out)."""
-    body = {"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "sort": "CREATED_DESC", "limit": 200}
+    """key -> Markdown of the run's artifacts."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    async def call(client):  # noqa: ANN001, ANN202
-        response = await client._client.post("/artifacts/filter", json=body)
-        response.raise_for_status()
-        return response.json()
-
-    return {a["key"]: a["data"] for a in api(call) if a["key"]}
+    run_filter = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    found = api(lambda c: c.read_artifacts(artifact_filter=run_filter))
+    return {a.key: a.data for a in found if a.key}
 
 
 def task_runs(flow_run_id) -> list:  # noqa: ANN001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from rewardline import stack
 from rewardline.stack_cli import stack_app
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(tmp_path: Path) -> Path:
@@ -111,6 +113,19 @@ def test_stack_up_pipeline_down(tmp_path: Path, fixtures_dir: Path) -> None:
 
         with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=5) as resp:
             assert resp.status == 200
+
+        # prefect.yaml's deployments, deployed the way docs/retraining.md says, into the pool the
+        # stack's worker polls (the pinned fastapi must accept the client's null limit/offset)
+        deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT,
+                                  capture_output=True, text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        request = urllib.request.Request(f"{env['PREFECT_API_URL']}/deployments/filter", data=b"{}",
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            deployments = {d["name"]: d for d in json.load(resp)}
+        assert set(deployments) == {"retrain-weekly", "pipeline"}
+        assert {d["work_pool_name"] for d in deployments.values()} == {config["prefect"]["work_pool"]}
+        assert [s["schedule"]["cron"] for s in deployments["retrain-weekly"]["schedules"]] == ["0 3 * * 1"]
         print(f"stack up in {up_s:.1f} s")
     finally:
         down = runner.invoke(stack_app, ["down", "--state-dir", str(state)])
