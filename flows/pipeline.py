@@ -26,8 +26,7 @@ from prefect.tasks import exponential_backoff
 
 from rewardline import dvc_run
 from rewardline.errors import ConfigError, GateFailed
-
-TAGS_ENV = "REWARDLINE_MLFLOW_TAGS"  # parent-run tags the register stage adds (rewardline.tracking)
+from rewardline.tracking import TAGS_ENV  # parent-run tags the register stage adds
 
 
 class StageError(RuntimeError):
