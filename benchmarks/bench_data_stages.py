@@ -23,7 +23,7 @@ from pathlib import Path
 def generate(n: int, path: Path) -> float:
     import pyarrow.parquet as pq
 
-    from rewardline.synthetic import synthetic_rankings_table
+    from rewardline.data.synthetic import synthetic_rankings_table
 
     start = time.perf_counter()
     table = synthetic_rankings_table(n_rankings=n, k=4, response_chars=200, multi_annotator_share=0.2)
@@ -33,9 +33,9 @@ def generate(n: int, path: Path) -> float:
 
 
 def run_stages(source: Path, workdir: Path) -> dict:
-    from rewardline.ingest import IngestConfig, Source, run_ingest
-    from rewardline.pairs import PairsConfig, run_pairs
-    from rewardline.validate import ValidateConfig, run_validate
+    from rewardline.data.ingest import IngestConfig, Source, run_ingest
+    from rewardline.pairs.expand import PairsConfig, run_pairs
+    from rewardline.validation.validate import ValidateConfig, run_validate
 
     timings: dict[str, float] = {}
     start = time.perf_counter()

@@ -46,7 +46,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import torch
 
-from rewardline.schema import PAIRS, PROMPTS, RESPONSES, conform
+from rewardline.data.schema import PAIRS, PROMPTS, RESPONSES, conform
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def trl_accuracy(model, pairs: list[tuple[np.ndarray, np.ndarray]], pad_id: int,
 
 
 def run_rewardline(pairs_dir: Path, work: Path, cfg) -> dict:
-    from rewardline.train import train
+    from rewardline.training.loop import train
 
     t0 = time.perf_counter()
     m = train(pairs_dir, work / "rewardline_model", cfg)
@@ -197,8 +197,8 @@ def run_trl(pairs_dir: Path, work: Path, cfg, n_steps: int) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    from rewardline.model import resolve_backbone
-    from rewardline.tokenize import tokenize_pairs_dir
+    from rewardline.modeling.model import resolve_backbone
+    from rewardline.modeling.tokenize import tokenize_pairs_dir
 
     path = resolve_backbone(cfg.backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -261,7 +261,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides key=value (both trainers)")
     args = ap.parse_args()
 
-    from rewardline.train import TrainConfig
+    from rewardline.training.loop import TrainConfig
 
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(progress=False, checkpoint_every=0, cache_dir=str(args.out / "cache")).override(args.set)

@@ -24,9 +24,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from rewardline import dvc_run
 from rewardline.errors import ConfigError, GateFailed
-from rewardline.tracking import TAGS_ENV  # parent-run tags the register stage adds
+from rewardline.ops import dvc_run
+from rewardline.registry.mlflow_registry import TAGS_ENV  # parent-run tags the register stage adds
 
 
 class StageError(RuntimeError):

@@ -1,6 +1,6 @@
 """Prefect flow ``retrain``: fresh policy-sample batches → drift check → retrain, register, maybe promote.
 
-Thin: each step is a :mod:`rewardline.retrain` function (see there for the cycle and the
+Thin: each step is a :mod:`rewardline.retraining.cycle` function (see there for the cycle and the
 exactly-once ledger); the pipeline runs as the ``pipeline`` subflow, through DVC. The
 cycle's report (drift numbers against thresholds, decision, challenger gates) is the
 Markdown artifact ``retrain-summary``.
@@ -26,10 +26,11 @@ from prefect.schedules import Cron
 from prefect.tasks import exponential_backoff
 
 from flows.pipeline import TAGS_ENV, pipeline
-from rewardline import dvc_run, inbox
-from rewardline import retrain as rt
 from rewardline.errors import GateFailed
-from rewardline.ledger import Ledger
+from rewardline.ops import dvc_run
+from rewardline.retraining import cycle as rt
+from rewardline.retraining import inbox
+from rewardline.retraining.ledger import Ledger
 
 TRANSIENT = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=5)}
 

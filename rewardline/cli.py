@@ -18,7 +18,7 @@ import typer
 
 from rewardline.config import build, load_params, parse_overrides
 from rewardline.errors import ConfigError, GateFailed
-from rewardline.stack_cli import stack_app
+from rewardline.ops.stack_cli import stack_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Annotator rankings in, calibrated reward models out. Exit: 0 ok, 1 gate failed, 2 bad input.")
@@ -57,7 +57,7 @@ def ingest(
     set_: SetOpt = None,
 ) -> None:
     """Read annotator rankings into the canonical tables; quarantine malformed records."""
-    from rewardline.ingest import IngestConfig, Source, run_ingest
+    from rewardline.data.ingest import IngestConfig, Source, run_ingest
 
     section = {k: v for k, v in _section(params, "ingest").items() if k != "sources"}
 
@@ -77,7 +77,7 @@ def validate(
     set_: SetOpt = None,
 ) -> None:
     """Great Expectations suite + inter-annotator agreement; exclude annotators; gate."""
-    from rewardline.validate import ValidateConfig, run_validate
+    from rewardline.validation.validate import ValidateConfig, run_validate
 
     _run(lambda: run_validate(data, out, build(ValidateConfig, _section(params, "validate"),
                                                parse_overrides(set_ or []), name="validate")))
@@ -91,7 +91,7 @@ def pairs(
     set_: SetOpt = None,
 ) -> None:
     """Expand rankings into soft-labelled pairwise comparisons, split by prompt."""
-    from rewardline.pairs import PairsConfig, run_pairs
+    from rewardline.pairs.expand import PairsConfig, run_pairs
 
     _run(lambda: run_pairs(data, out, build(PairsConfig, _section(params, "pairs"),
                                             parse_overrides(set_ or []), name="pairs")))
@@ -107,9 +107,9 @@ def train(
     mlflow: Annotated[bool, typer.Option("--mlflow", help="also log params and curves live to an MLflow run")] = False,
 ) -> None:
     """Train a reward model (K-wise grouped Bradley-Terry) on a pairs directory. torchrun works too."""
-    from rewardline.tracking import JsonlTracker, MlflowTracker, MultiTracker, Tracker
-    from rewardline.train import TrainConfig
-    from rewardline.train import train as run_train
+    from rewardline.registry.mlflow_registry import JsonlTracker, MlflowTracker, MultiTracker, Tracker
+    from rewardline.training.loop import TrainConfig
+    from rewardline.training.loop import train as run_train
 
     def action() -> dict:
         config = build(TrainConfig, _section(params, "train"), parse_overrides(set_ or []), name="train")
@@ -140,10 +140,10 @@ def evaluate(
     set_: SetOpt = None,
 ) -> None:
     """Held-out accuracy, calibration and length bias; write the gate report; fail on a failed gate."""
-    from rewardline.evaluate import EvalConfig
-    from rewardline.evaluate_model import run_evaluate
-    from rewardline.gates import check_gates
-    from rewardline.tracking import resolved_model_dir
+    from rewardline.evaluation.evaluate import EvalConfig
+    from rewardline.evaluation.gates import check_gates
+    from rewardline.evaluation.run import run_evaluate
+    from rewardline.registry.mlflow_registry import resolved_model_dir
 
     def action() -> dict:
         section = {k: v for k, v in _section(params, "evaluate").items() if k != "champion_model"}
@@ -163,7 +163,7 @@ def score(
     out: OutOpt,
 ) -> None:
     """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode)."""
-    from rewardline.score import score_jsonl
+    from rewardline.modeling.score import score_jsonl
 
     _run(lambda: {"rows_scored": score_jsonl(model, input, out)})
 
@@ -175,7 +175,7 @@ def register(
     set_: SetOpt = None,
 ) -> None:
     """Log the pipeline run to MLflow (nested run per stage, lineage tags); register the model if every gate passed."""
-    from rewardline.tracking import RegisterConfig, register_pipeline
+    from rewardline.registry.mlflow_registry import RegisterConfig, register_pipeline
 
     def action() -> dict:
         config = build(RegisterConfig, _section(params, "register"), parse_overrides(set_ or []), name="register")
@@ -195,8 +195,8 @@ def promote(
     force: Annotated[bool, typer.Option("--force", help="promote even if the version's gates did not pass")] = False,
 ) -> None:
     """Move an alias (default: champion) to a model version, after checking its gate tags."""
-    from rewardline.tracking import alias_version, configure_mlflow
-    from rewardline.tracking import promote as move_alias
+    from rewardline.registry.mlflow_registry import alias_version, configure_mlflow
+    from rewardline.registry.mlflow_registry import promote as move_alias
 
     def action() -> dict:
         uri = configure_mlflow(".")
@@ -213,7 +213,7 @@ def registry(
     name: Annotated[str, typer.Option(help="registered model name")] = "reward-model",
 ) -> None:
     """The registered model's versions, their aliases and gate status, and the command to open the MLflow UI."""
-    from rewardline.tracking import configure_mlflow, registry_summary
+    from rewardline.registry.mlflow_registry import configure_mlflow, registry_summary
 
     def action() -> dict:
         configure_mlflow(".")

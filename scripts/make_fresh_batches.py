@@ -12,7 +12,7 @@ GPT-4-turbo judge, as the "next round" of the policy's samples:
   on average, as if the policy had turned terse: other prompt sources dominate
   (selfinstruct) and the responses are several times shorter than in training.
 
-Each batch is written with :func:`rewardline.inbox.write_batch` (data files, then the
+Each batch is written with :func:`rewardline.retraining.inbox.write_batch` (data files, then the
 manifest with their sha256). Labels: the judge's ``preference`` (P(sample beats the
 reference answer)) ranks the 4 samples of an instruction (dense rank, best = 1);
 score = preference − 1. Deterministic: reruns are byte-identical.
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from rewardline.inbox import write_batch
+from rewardline.retraining.inbox import write_batch
 
 SAMPLES = (7, 8, 9, 10)
 N_PROMPTS = 24

@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rewardline.synthetic import ANNOTATORS, multiannotator_rankings
+from rewardline.data.synthetic import ANNOTATORS, multiannotator_rankings
 
 ALPACA_FIELDS = ("id", "instruction", "dataset", "output_1", "generator_1", "output_2", "generator_2", "preference",
                  "annotator")  # fmt: skip
@@ -55,7 +55,7 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 
 def synthetic_multiannotator(shared: Path, n_prompts: int = 150) -> pa.Table:
-    """Thurstone annotators (see rewardline.synthetic) over real AlpacaEval samples 3..6.
+    """Thurstone annotators (see rewardline.data.synthetic) over real AlpacaEval samples 3..6.
 
     Utility u = logit(clip(preference - 1, 0.01, 0.99)). Prompts are drawn (seeded) among
     instructions whose 4 samples the judge separated (max u - min u >= 1).

@@ -6,11 +6,11 @@ MLflow) or a model directory; with no champion registered the champion gate is s
 from pathlib import Path
 
 from rewardline.config import build, load_params
-from rewardline.evaluate import EvalConfig
-from rewardline.evaluate_model import run_evaluate
-from rewardline.gates import check_gates
+from rewardline.evaluation.evaluate import EvalConfig
+from rewardline.evaluation.gates import check_gates
+from rewardline.evaluation.run import run_evaluate
+from rewardline.registry.mlflow_registry import resolved_model_dir
 from rewardline.stage import publish_metrics, stage_main
-from rewardline.tracking import resolved_model_dir
 
 MODEL, PAIRS, OUT = Path("models/reward-model"), Path("data/pairs"), Path("reports/evaluate")
 

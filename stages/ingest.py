@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from rewardline.config import build, load_params
-from rewardline.ingest import IngestConfig, Source, run_ingest
+from rewardline.data.ingest import IngestConfig, Source, run_ingest
 from rewardline.stage import publish_metrics, stage_main
 
 OUT = Path("data/ingested")

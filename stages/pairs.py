@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from rewardline.config import build, load_params
-from rewardline.pairs import PairsConfig, run_pairs
+from rewardline.pairs.expand import PairsConfig, run_pairs
 from rewardline.stage import publish_metrics, stage_main
 
 IN, OUT = Path("data/validated"), Path("data/pairs")

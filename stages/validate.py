@@ -4,7 +4,7 @@ from pathlib import Path
 
 from rewardline.config import build, load_params
 from rewardline.stage import publish_metrics, stage_main
-from rewardline.validate import ValidateConfig, run_validate
+from rewardline.validation.validate import ValidateConfig, run_validate
 
 IN, OUT = Path("data/ingested"), Path("data/validated")
 

@@ -1,0 +1,1 @@
+"""Data contract, source adapters and ingest: raw rankings in, canonical tables plus quarantine out."""

@@ -1,0 +1,297 @@
+"""Source adapters: raw file bytes -> a RANKED_RESPONSES table + a QUARANTINE table.
+
+``read_file`` sniffs the container (gzip, Parquet, CSV, JSON list, JSONL), parses it into
+:class:`~rewardline.data.adapters.jsonl.Records` against the format's input schema, and hands
+them to the format's adapter, which quarantines format-level faults and builds the
+ranked rows with vectorised Arrow/NumPy. Content-level checks (empty texts, K < 2,
+invalid or duplicate ranks, conflicting texts) belong to :mod:`rewardline.data.canonical`.
+
+Accounting invariant: distinct ``origin_line`` in ``ranked`` + rows of ``quarantine``
+= ``records_in``, no record in both, and every record feeds exactly one ranking.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from rewardline.data import schema as S
+from rewardline.data.adapters import alpaca_eval, hh_rlhf, native, pairwise
+from rewardline.data.adapters.jsonl import Records, first_record, read_json_list, read_jsonl, repeat
+
+RawOf = Callable[[np.ndarray], list[str]]
+FORMATS = ("rankings", "hh-rlhf", "alpaca-eval", "pairwise")
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
+
+
+@dataclass
+class AdapterResult:
+    """What an adapter made of one file."""
+
+    ranked: pa.Table  # schema.RANKED_RESPONSES
+    quarantine: pa.Table  # schema.QUARANTINE
+    records_in: int  # input records read from the file
+
+
+def _base_name(origin: str) -> str:
+    """File name without directories and a trailing ``.gz``."""
+    name = origin.rstrip("/").rsplit("/", 1)[-1]
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def default_batch_id(origin: str) -> str:
+    """``data/raw/hh_rlhf.jsonl.gz`` -> ``hh_rlhf``: the file name without its format extensions."""
+    return re.sub(r"\.(jsonl|json|ndjson|csv|parquet|pq)$", "", _base_name(origin))
+
+
+def _decompress(origin: str, data: bytes) -> bytes:
+    if data[:2] == GZIP_MAGIC:
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise ValueError(f"{origin}: corrupt gzip data: {err}") from err
+    if origin.endswith(".gz"):
+        raise ValueError(f"{origin}: name ends in .gz but the data is not gzip")
+    return data
+
+
+def _container(origin: str, data: bytes) -> str:
+    """One of parquet, csv, json-list, jsonl."""
+    if data[:4] == PARQUET_MAGIC:
+        return "parquet"
+    if _base_name(origin).endswith(".csv"):
+        return "csv"
+    return "json-list" if data.lstrip()[:1] == b"[" else "jsonl"
+
+
+def _columns(origin: str, data: bytes, container: str) -> tuple[list[str], dict | None]:
+    """Field names of the first record (and that record itself for JSON containers)."""
+    if container == "parquet":
+        return pq.read_schema(io.BytesIO(data)).names, None
+    if container == "csv":
+        header = data.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
+        return next(csv.reader([header]), []), None
+    record = first_record(data)
+    if record is None:
+        raise ValueError(f"{origin}: no JSON object found in the first records; cannot read it as {container}")
+    return list(record), record
+
+
+def _format_of(origin: str, columns: list[str]) -> str:
+    cols = set(columns)
+    if "responses" in cols or {"response", "rank"} <= cols:
+        return "rankings"
+    if {"chosen", "rejected"} <= cols:
+        return "hh-rlhf"
+    if {"instruction", "output_1", "output_2", "preference"} <= cols:
+        return "alpaca-eval"
+    if {"model_a", "model_b", "winner"} <= cols:
+        return "pairwise"
+    raise ValueError(
+        f"{origin}: cannot detect the source format from fields {sorted(cols)}; expected one of: "
+        "rankings (responses, or response + rank), hh-rlhf (chosen, rejected), "
+        "alpaca-eval (instruction, output_1, output_2, preference), pairwise (model_a, model_b, winner)"
+    )
+
+
+def detect_format(origin: str, data: bytes) -> str:
+    """Sniff the format of a file from the fields of its first record."""
+    data = _decompress(origin, data)
+    container = _container(origin, data)
+    return _format_of(origin, _columns(origin, data, container)[0])
+
+
+# ------------------------------------------------------------------ tabular inputs
+
+_INT = re.compile(r"^\s*[+-]?\d+\s*$")
+_FLOAT = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$|^\s*(?i:nan|[+-]?inf(inity)?)\s*$")
+
+
+def _expected(typ: pa.DataType) -> str:
+    if pa.types.is_integer(typ):
+        return "an integer"
+    if pa.types.is_floating(typ):
+        return "a number"
+    return f"a value of type {typ}"
+
+
+def _coerce_column(col: pa.Array, typ: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """Cast ``col`` to ``typ``; rows that do not fit become null and are flagged in the mask."""
+    if col.type == typ:
+        return col, np.zeros(len(col), bool)
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        try:
+            col = col.cast(pa.string())
+        except pa.ArrowInvalid:  # failure path: find the rows that are not UTF-8
+            texts = [None if v is None else v.decode("utf-8", "replace") for v in col.to_pylist()]
+            bad = np.array([v is not None and "\ufffd" in v for v in texts])
+            return _coerce_column(pa.array([None if b else t for t, b in zip(texts, bad, strict=True)]), typ)[0], bad
+    try:
+        return col.cast(typ), np.zeros(len(col), bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    if pa.types.is_string(col.type) and (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
+        pattern = _INT if pa.types.is_integer(typ) else _FLOAT
+        fits = pc.fill_null(pc.match_substring_regex(col, pattern.pattern), True)
+        cleaned = pc.if_else(fits, pc.utf8_trim_whitespace(col), pa.scalar(None, pa.string()))
+        try:
+            return cleaned.cast(typ), ~np.asarray(fits, bool)
+        except pa.ArrowInvalid:  # e.g. integer overflow: fall through to the row-wise path
+            pass
+    if pa.types.is_floating(col.type) and pa.types.is_integer(typ):
+        whole = pc.fill_null(pc.equal(col, pc.trunc(col)), True)
+        return pc.if_else(whole, col, pa.scalar(None, col.type)).cast(typ), ~np.asarray(whole, bool)
+    # Failure path only: row by row.
+    values, bad = [], np.zeros(len(col), bool)
+    for i, v in enumerate(col.to_pylist()):
+        try:
+            values.append(pa.array([v]).cast(typ)[0].as_py())
+        except (pa.ArrowException, ValueError, TypeError):
+            values.append(None)
+            bad[i] = True
+    return pa.array(values, typ), bad
+
+
+def _cast_nested(col: pa.Array, typ: pa.DataType) -> pa.Array:
+    """Cast a struct/list column to ``typ``, filling absent struct fields with nulls."""
+    if pa.types.is_struct(typ) and pa.types.is_struct(col.type):
+        names = [col.type.field(i).name for i in range(col.type.num_fields)]
+        children = [
+            _cast_nested(col.field(f.name), f.type) if f.name in names else pa.nulls(len(col), f.type) for f in typ
+        ]
+        return pa.StructArray.from_arrays(children, fields=list(typ), mask=col.is_null())
+    if pa.types.is_list(typ) and (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
+        values = _cast_nested(col.values, typ.value_type)
+        offsets = col.offsets.cast(pa.int32())
+        return pa.ListArray.from_arrays(offsets, values, type=typ, mask=col.is_null())
+    return col.cast(typ)
+
+
+def _tabular_records(table: pa.Table, origin: str, schema: pa.Schema, raw_of: RawOf | None = None) -> Records:
+    """Records from a CSV/Parquet table: conform columns, flag rows whose values have the wrong type."""
+    n = table.num_rows
+    records = Records(origin, table, np.arange(1, n + 1, dtype=np.int64), records_in=n, raw_of=raw_of)
+    columns, faults = [], []
+    for f in schema:
+        if f.name not in table.column_names:
+            columns.append(pa.nulls(n, f.type))
+            continue
+        col = table.column(f.name).combine_chunks()
+        if pa.types.is_nested(f.type):
+            try:
+                columns.append(_cast_nested(col, f.type))
+            except (pa.ArrowException, ValueError) as err:
+                raise ValueError(f"{origin}: column '{f.name}' cannot be read as {f.type}: {err}") from err
+            continue
+        casted, bad = _coerce_column(col, f.type)
+        columns.append(casted)
+        if bad.any():
+            faults.append((bad, f.name, f"{f.name}: expected {_expected(f.type)}"))
+    records.table = pa.Table.from_arrays(columns, schema=schema)
+    for bad, name, reason in faults:
+        records = records.reject(bad[records.line - 1], name, reason)
+    return records
+
+
+def _read_csv(data: bytes, origin: str, schema: pa.Schema) -> Records:
+    header = _columns(origin, data, "csv")[0]
+    table = pcsv.read_csv(
+        io.BytesIO(data),
+        parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(
+            column_types={name: pa.binary() for name in header},
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+    def raw_of(record_numbers: np.ndarray) -> list[str]:  # failure path: re-split the text by CSV rows
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8", "replace"))))[1:]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="")
+        texts = []
+        for i in record_numbers:
+            out.seek(0)
+            out.truncate()
+            writer.writerow(rows[i - 1])
+            texts.append(out.getvalue())
+        return texts
+
+    return _tabular_records(table, origin, schema, raw_of)
+
+
+def _read_records(data: bytes, origin: str, container: str, schema: pa.Schema) -> Records:
+    if container == "parquet":
+        return _tabular_records(pq.read_table(io.BytesIO(data)), origin, schema)
+    if container == "csv":
+        return _read_csv(data, origin, schema)
+    if container == "json-list":
+        return read_json_list(data, origin, schema)
+    return read_jsonl(data, origin, schema)
+
+
+def _flexible(schema: pa.Schema, names: tuple[str, ...], record: dict | None) -> pa.Schema:
+    """Id-like fields take the JSON type of the first record's value (int ids are common)."""
+    for name in names:
+        value = (record or {}).get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            schema = schema.set(schema.get_field_index(name), pa.field(name, pa.int64()))
+    return schema
+
+
+def _strings(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
+    for name in names:
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, table.column(name).cast(pa.string()))
+    return table
+
+
+_ADAPTERS = {
+    "hh-rlhf": hh_rlhf,
+    "alpaca-eval": alpaca_eval,
+    "pairwise": pairwise,
+}
+
+
+def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | None = None) -> AdapterResult:
+    """Parse one source file (raw bytes, gzip allowed) into ranked rows + quarantine.
+
+    ``fmt`` is one of :data:`FORMATS` or ``"auto"``. ``batch_id`` fills rows without one
+    (only the rankings format carries its own); by default the file name without extensions.
+    """
+    if fmt != "auto" and fmt not in FORMATS:
+        raise ValueError(f"{origin_file}: unknown format {fmt!r}; expected 'auto' or one of {FORMATS}")
+    data = _decompress(origin_file, data)
+    container = _container(origin_file, data)
+    if not data.strip():
+        records_in, ranked, quarantine = 0, S.empty(S.RANKED_RESPONSES), S.empty(S.QUARANTINE)
+        return AdapterResult(ranked, quarantine, records_in)
+    columns, first = _columns(origin_file, data, container)
+    fmt = _format_of(origin_file, columns) if fmt == "auto" else fmt
+    module = _ADAPTERS.get(fmt) or (native.NESTED if "responses" in columns else native.LONG)
+    schema = _flexible(module.SCHEMA, module.FLEXIBLE, first)
+    records = _read_records(data, origin_file, container, schema)
+    records.table = _strings(records.table, module.FLEXIBLE)
+    ranked, records = module.to_ranked(records)
+
+    ranked = S.conform(ranked, S.RANKED_RESPONSES)
+    batch = pc.fill_null(ranked.column("batch_id"), batch_id or default_batch_id(origin_file))
+    ranked = ranked.set_column(ranked.schema.get_field_index("batch_id"), "batch_id", batch)
+    origin = repeat(origin_file, ranked.num_rows)
+    ranked = ranked.set_column(ranked.schema.get_field_index("origin_file"), "origin_file", origin)
+    return AdapterResult(ranked=ranked, quarantine=records.quarantine(), records_in=records.records_in)
+
+
+__all__ = ["FORMATS", "AdapterResult", "default_batch_id", "detect_format", "read_file"]

@@ -1,0 +1,306 @@
+"""Input records: a source file parsed into one Arrow table plus its quarantine.
+
+Every container (JSONL, JSON list, CSV, Parquet) becomes a :class:`Records`: an Arrow
+table with the adapter's *input schema* (one row per input record), the 1-based
+record number of every row, and the records already quarantined. Adapters then
+only add their own format-level checks with :meth:`Records.reject`.
+
+JSONL is read robustly and still vectorised: the whole file is parsed by
+``pyarrow.json.read_json`` against an explicit schema (so every block infers the same
+types). If a span of lines fails to parse, or yields a different number of rows than
+it has lines, it is split in half and each half parsed again, recursively; a file
+with b bad lines out of n costs O(b log n) Arrow parses. Only a single failing line
+is looked at in Python (orjson), to say *why* it failed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from rewardline.data import schema as S
+
+RAW_CHARS = 2000  # QUARANTINE.raw is truncated to this many characters
+
+
+@dataclass
+class Records:
+    """Parsed input records of one file.
+
+    ``table`` rows are records that parsed; ``line[i]`` is row i's 1-based record number;
+    ``raw_of`` (text formats) maps record numbers to their source text, else rows are
+    rendered back to JSON on demand.
+    """
+
+    origin_file: str
+    table: pa.Table
+    line: np.ndarray
+    records_in: int
+    raw_of: Callable[[np.ndarray], list[str]] | None = None
+    quarantined: list[pa.Table] = field(default_factory=list)
+
+    def raw_text(self, mask: np.ndarray) -> list[str]:
+        """Source text of the rows selected by ``mask`` (the failure path only)."""
+        if self.raw_of is not None:
+            return self.raw_of(self.line[mask])
+        rows = self.table.filter(pa.array(mask)).to_pylist()
+        return [orjson.dumps(r, default=str).decode() for r in rows]
+
+    def reject(self, mask: np.ndarray | pa.Array, field: str | None, reason: str) -> Records:
+        """Quarantine the rows where ``mask`` is true (with ``field`` and ``reason``) and drop them."""
+        return self.reject_many([(mask, field, reason)])
+
+    def reject_many(self, checks: list[tuple[np.ndarray | pa.Array, str | None, str]]) -> Records:
+        """Apply several (mask, field, reason) checks computed on the same table; a record
+        failing several is quarantined once, under the first check it fails."""
+        first = np.full(self.table.num_rows, -1)
+        for k, (mask, _, _) in enumerate(checks):
+            m = np.asarray(pc.fill_null(mask, False) if isinstance(mask, pa.Array | pa.ChunkedArray) else mask)
+            first[(first < 0) & m.astype(bool)] = k
+        if (first < 0).all():
+            return self
+        bad = [
+            quarantine_rows(self.origin_file, self.line[first == k], field, reason, self.raw_text(first == k))
+            for k, (_, field, reason) in enumerate(checks)
+            if (first == k).any()
+        ]
+        keep = first < 0
+        return Records(
+            origin_file=self.origin_file,
+            table=self.table.filter(pa.array(keep)),
+            line=self.line[keep],
+            records_in=self.records_in,
+            raw_of=self.raw_of,
+            quarantined=[*self.quarantined, *bad],
+        )
+
+    def quarantine(self) -> pa.Table:
+        """All quarantined records, sorted by record number."""
+        table = pa.concat_tables(self.quarantined) if self.quarantined else S.empty(S.QUARANTINE)
+        return table.sort_by("origin_line")
+
+
+def quarantine_rows(
+    origin_file: str, lines: np.ndarray, field: str | None, reason: str | list[str], raw: list[str]
+) -> pa.Table:
+    """QUARANTINE rows for records ``lines`` of ``origin_file``."""
+    n = len(lines)
+    reasons = reason if isinstance(reason, list) else [reason] * n
+    return pa.table(
+        {
+            "origin_file": pa.array([origin_file] * n, pa.string()),
+            "origin_line": pa.array(np.asarray(lines, dtype=np.int64)),
+            "field": pa.array([field] * n, pa.string()),
+            "reason": pa.array(reasons, pa.string()),
+            "raw": pc.utf8_slice_codeunits(pa.array(raw, pa.string()), 0, RAW_CHARS),
+        },
+        schema=S.QUARANTINE,
+    )
+
+
+def repeat(value: str | None, n: int) -> pa.Array:
+    """A string array holding ``value`` n times."""
+    if value is None:
+        return pa.nulls(n, pa.string())
+    return pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([value])).cast(pa.string())
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+def _line_spans(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Byte [start, end) of every physical line (end excludes the newline)."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == ord("\n"))
+    starts = np.concatenate([[0], newlines + 1]).astype(np.int64)
+    ends = np.concatenate([newlines, [len(data)]]).astype(np.int64)
+    return starts, ends
+
+
+def _nonblank(data: bytes, starts: np.ndarray) -> np.ndarray:
+    """Mask of lines holding a non-whitespace byte (a zero-copy Arrow view of the lines + one regex)."""
+    offsets = np.concatenate([starts, [len(data)]]).astype(np.int64)
+    lines = pa.Array.from_buffers(pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return np.asarray(pc.match_substring_regex(lines, r"[^ \t\r\n\f\v]"), dtype=bool)
+
+
+def _invalid_utf8(data: bytes, starts: np.ndarray, ends: np.ndarray) -> dict[int, str]:
+    """{line index: reason} for lines holding bytes that are not UTF-8 (one decode per bad line)."""
+    bad: dict[int, str] = {}
+    view, pos = memoryview(data), 0
+    while pos < len(data):
+        try:
+            str(view[pos:], "utf-8")
+            break
+        except UnicodeDecodeError as err:
+            at = pos + err.start
+            i = int(np.searchsorted(starts, at, side="right") - 1)
+            bad[i] = f"invalid UTF-8: byte 0x{data[at]:02x} at column {at - starts[i] + 1} ({err.reason})"
+            pos = int(ends[i]) + 1
+    return bad
+
+
+def _kind(value: object) -> str:
+    return (
+        "null"
+        if value is None
+        else {dict: "object", list: "array", bool: "boolean"}.get(type(value), type(value).__name__)
+    )
+
+
+def type_fault(value: object, typ: pa.DataType, path: str) -> tuple[str, str] | None:
+    """First (field, reason) where a decoded JSON ``value`` does not fit Arrow type ``typ``."""
+    if value is None:
+        return None
+    field_name = re.sub(r"\[\d+\]", "", path)
+
+    def fault(expected: str) -> tuple[str, str]:
+        shown = orjson.dumps(value).decode()[:60]
+        return field_name, f"{path}: expected {expected}, got {_kind(value)} {shown}"
+
+    if pa.types.is_struct(typ):
+        if not isinstance(value, dict):
+            return fault("an object")
+        for child in typ:
+            sub = f"{path}.{child.name}" if path else child.name
+            found = type_fault(value.get(child.name), child.type, sub)
+            if found:
+                return found
+    elif pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        if not isinstance(value, list):
+            return fault("an array")
+        for i, item in enumerate(value):
+            found = type_fault(item, typ.value_type, f"{path}[{i}]")
+            if found:
+                return found
+    elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        if not isinstance(value, str):
+            return fault("a string")
+    elif pa.types.is_integer(typ):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return fault("an integer")
+    elif pa.types.is_floating(typ):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return fault("a number")
+    elif pa.types.is_boolean(typ) and not isinstance(value, bool):
+        return fault("a boolean")
+    return None
+
+
+def _line_fault(text: str, schema: pa.Schema, arrow_error: str) -> tuple[str | None, str]:
+    """(field, reason) for one line that Arrow could not parse against ``schema``."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as err:
+        return None, f"invalid JSON: {err}"
+    if not isinstance(value, dict):
+        return None, f"record is not a JSON object (got {_kind(value)})"
+    return type_fault(value, pa.struct(list(schema)), "") or (None, f"unreadable record: {arrow_error}")
+
+
+def _parse(chunk: memoryview, schema: pa.Schema, block_size: int) -> pa.Table:
+    return pj.read_json(
+        pa.BufferReader(pa.py_buffer(chunk)),
+        read_options=pj.ReadOptions(use_threads=True, block_size=block_size),
+        parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+    )
+
+
+def read_jsonl(data: bytes, origin_file: str, schema: pa.Schema, line_numbers: np.ndarray | None = None) -> Records:
+    """Parse JSONL ``data`` against ``schema``; bad lines are quarantined with a reason.
+
+    Blank lines are not records. ``line_numbers`` overrides the record numbers of the
+    non-blank lines (used for JSON lists, whose records are numbered by item).
+    """
+    starts, ends = _line_spans(data)
+    keep_idx = np.flatnonzero(_nonblank(data, starts))
+    numbers = (keep_idx + 1) if line_numbers is None else np.asarray(line_numbers, dtype=np.int64)[keep_idx]
+    starts, ends = starts[keep_idx], ends[keep_idx]
+    n = len(keep_idx)
+    utf8_bad = _invalid_utf8(data, starts, ends) if n else {}
+    block_size = max(1 << 20, int((ends - starts).max(initial=0)) * 2 + 16)
+    view = memoryview(data)
+
+    good: list[tuple[int, pa.Table]] = []
+    bad: dict[int, tuple[str | None, str]] = {i: (None, r) for i, r in utf8_bad.items()}
+
+    def parse_span(lo: int, hi: int) -> None:
+        stack = [(lo, hi)]
+        while stack:
+            lo, hi = stack.pop()
+            error = "row count differs from line count"
+            try:
+                table = _parse(view[starts[lo] : ends[hi - 1]], schema, block_size)
+                if table.num_rows == hi - lo:
+                    good.append((lo, table))
+                    continue
+            except (pa.ArrowException, ValueError) as err:
+                error = str(err)
+            if hi - lo == 1:
+                bad[lo] = _line_fault(bytes(view[starts[lo] : ends[lo]]).decode(), schema, error)
+            else:
+                mid = (lo + hi) // 2
+                stack += [(mid, hi), (lo, mid)]
+
+    # Lines with undecodable bytes split the file into spans that Arrow can parse.
+    cuts = [-1, *sorted(utf8_bad), n]
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        if b - a > 1:
+            parse_span(a + 1, b)
+
+    good.sort(key=lambda item: item[0])
+    row_idx = np.concatenate([np.arange(lo, lo + t.num_rows) for lo, t in good]) if good else np.zeros(0, int)
+    tables = [t.select(schema.names).cast(schema) for _, t in good]
+    table = pa.concat_tables(tables) if tables else S.empty(schema)
+
+    def raw_of(record_numbers: np.ndarray) -> list[str]:
+        idx = np.searchsorted(numbers, record_numbers)
+        return [bytes(view[starts[i] : ends[i]]).decode("utf-8", "backslashreplace").rstrip("\r") for i in idx]
+
+    records = Records(origin_file, table, numbers[row_idx], records_in=n, raw_of=raw_of)
+    if bad:
+        order = np.array(sorted(bad), dtype=np.int64)
+        quarantined = quarantine_rows(
+            origin_file, numbers[order], None, [bad[i][1] for i in order], raw_of(numbers[order])
+        )
+        fields = pa.array([bad[i][0] for i in order], pa.string())
+        records.quarantined.append(quarantined.set_column(2, "field", fields))
+    return records
+
+
+def read_json_list(data: bytes, origin_file: str, schema: pa.Schema) -> Records:
+    """A JSON document holding a list of records; item i (0-based) is record i + 1."""
+    try:
+        items = orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        raise ValueError(f"{origin_file}: not a valid JSON document: {err}") from err
+    if not isinstance(items, list):
+        raise ValueError(f"{origin_file}: expected a JSON list of records, got {_kind(items)}")
+    jsonl = b"\n".join(map(orjson.dumps, items))
+    return read_jsonl(jsonl, origin_file, schema, line_numbers=np.arange(1, len(items) + 1))
+
+
+def first_record(data: bytes) -> dict | None:
+    """The first JSON object of a JSONL file or JSON list (None if none is found in the first lines)."""
+    head = data.lstrip()
+    if head.startswith(b"["):
+        try:
+            items = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        return next((x for x in items if isinstance(x, dict)), None) if isinstance(items, list) else None
+    for line in head.split(b"\n", 1000)[:1000]:
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None

@@ -1,0 +1,253 @@
+"""Content validation of ranked responses and the split into canonical tables.
+
+Adapters (:mod:`rewardline.data.adapters`) catch *format* faults (bad JSON, missing
+fields, wrong types). This module catches *content* faults and turns the
+ranked-responses rows into the three canonical tables of the data contract.
+
+Accounting unit: the input **record** (``origin_file``, ``origin_line``). Every record
+feeds exactly one ranking. A record is quarantined, with the first fault found, when
+
+* one of its rows has an empty prompt or response text, no annotator, or a rank that
+  is not an integer in 1..K (K = responses in its ranking);
+* one of its rows repeats a (ranking, response) already seen in an earlier record
+  (a duplicated ranking or a response id used twice in one ranking);
+* one of its rows reuses a response id whose text, or a prompt id whose text, was
+  already seen different (first occurrence wins);
+* its ranking is left with fewer than two responses (K < 2).
+
+Everything else is accepted. ``records_ok + records_quarantined == records_in`` holds
+by construction and is asserted. All checks are whole-column Arrow/NumPy operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rewardline.data import schema
+from rewardline.data.hashing import combine, hash64, hex_from_hashes
+from rewardline.data.keys import key_codes
+
+
+@dataclass
+class CanonicalTables:
+    prompts: pa.Table
+    responses: pa.Table
+    rankings: pa.Table
+    quarantine: pa.Table
+    records_ok: int
+    records_quarantined: int
+
+
+def _first_seen(codes: np.ndarray) -> np.ndarray:
+    """Index of the first row (in table order) that carries each row's code."""
+    _, first_index, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    return first_index[inverse]
+
+
+def _fill_ids(ranked: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Derive missing ids and qualify response ids by their prompt.
+
+    prompt id: as given, else ``p-<hash64(prompt text)>``. response id:
+    ``<prompt_id>/<given id>`` (sources often number responses per prompt: "A", "B", or a
+    model name), else ``r-<combine(hash64(prompt_id), hash64(text))>``; either way unique
+    across prompts. Also returns the texts' hashes (prompt, response) for the conflict checks.
+    """
+    prompt_hash = hash64(ranked["prompt"])
+    prompt_ids = pc.if_else(pc.is_null(ranked["prompt_id"]), hex_from_hashes(prompt_hash, "p-"), ranked["prompt_id"])
+    ranked = ranked.set_column(ranked.schema.get_field_index("prompt_id"), "prompt_id", prompt_ids)
+    response_hash = hash64(ranked["response"])
+    derived = hex_from_hashes(combine(hash64(prompt_ids), response_hash), "r-")
+    response_ids = pc.if_else(
+        pc.is_null(ranked["response_id"]), derived, pc.binary_join_element_wise(prompt_ids, ranked["response_id"], "/")
+    )
+    ranked = ranked.set_column(ranked.schema.get_field_index("response_id"), "response_id", response_ids)
+    return ranked, prompt_hash, response_hash
+
+
+def _blank(column: pa.ChunkedArray) -> np.ndarray:
+    """Null, empty or whitespace-only (a regex match: no copy of the texts)."""
+    blank = pc.match_substring_regex(column, r"^\s*$")
+    return pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+
+
+def _origin(table: pa.Table, rows: np.ndarray) -> list[str]:
+    """``file:line`` of the given rows (only ever called on the few faulty ones)."""
+    taken = table.select(["origin_file", "origin_line"]).take(pa.array(rows, pa.int64()))
+    return [f"{f}:{line}" for f, line in zip(taken["origin_file"].to_pylist(), taken["origin_line"].to_pylist(),
+                                            strict=True)]
+
+
+def canonicalize(ranked: pa.Table, ingested_at: datetime | None = None) -> CanonicalTables:
+    """Validate ranked-responses rows and split them into prompts, responses, rankings, quarantine."""
+    ranked, prompt_hash, response_hash = _fill_ids(schema.conform(ranked, schema.RANKED_RESPONSES))
+    n = ranked.num_rows
+    record = key_codes(ranked["origin_file"], ranked["origin_line"].cast(pa.string()))
+    n_records = int(record.max()) + 1 if n else 0
+    ranking_ids = pc.binary_join_element_wise(ranked["prompt_id"], pc.fill_null(ranked["annotator_id"], ""), "|")
+    ranking = key_codes(ranking_ids)
+    rank = pc.fill_null(ranked["rank"], 0).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    # Each fault: (field, mask over rows, reason per row). Order = priority of the reason.
+    faults: list[tuple[str, np.ndarray, np.ndarray]] = []
+
+    def add(field: str, mask: np.ndarray, reason: np.ndarray | str) -> None:
+        reasons = np.broadcast_to(np.asarray(reason, dtype=object), mask.shape)
+        faults.append((field, mask, reasons))
+
+    add("prompt", _blank(ranked["prompt"]), "empty prompt text; expected a non-empty string")
+    add("response", _blank(ranked["response"]), "empty response text; expected a non-empty string")
+    add(
+        "annotator_id",
+        pc.is_null(ranked["annotator_id"]).to_numpy(zero_copy_only=False),
+        "missing annotator_id; every ranking needs the annotator who made it",
+    )
+
+    # Duplicated (ranking, response): every occurrence after the first is a fault.
+    pair = key_codes(ranking_ids, ranked["response_id"])
+    first = _first_seen(pair)
+    dup = first != np.arange(n)
+    if dup.any():
+        idx = np.flatnonzero(dup)
+        response_ids = ranked["response_id"].take(pa.array(idx)).to_pylist()
+        ranking_strings = ranking_ids.take(pa.array(idx)).to_pylist()
+        reason = np.full(n, "", dtype=object)
+        reason[idx] = [
+            f"duplicate: response {rid!r} already ranked in ranking {rk!r} at {where}"
+            for rid, rk, where in zip(response_ids, ranking_strings, _origin(ranked, first[idx]), strict=True)
+        ]
+        add("response_id", dup, reason)
+
+    # Conflicting texts for one id (first occurrence wins), compared by the texts' hashes.
+    checks = (("response_id", "response", response_hash), ("prompt_id", "prompt", prompt_hash))
+    for id_col, text_col, text_hash in checks:
+        first = _first_seen(key_codes(ranked[id_col]))
+        conflict = text_hash[first] != text_hash
+        if conflict.any():
+            idx = np.flatnonzero(conflict)
+            ids = ranked[id_col].take(pa.array(idx)).to_pylist()
+            reason = np.full(n, "", dtype=object)
+            reason[idx] = [
+                f"{id_col} {i!r} reused with a different {text_col} text than at {where}"
+                for i, where in zip(ids, _origin(ranked, first[idx]), strict=True)
+            ]
+            add(id_col, conflict, reason)
+
+    # Ranks must be integers in 1..K, K counted over the ranking's distinct responses.
+    k_per_ranking = np.bincount(ranking[~dup], minlength=int(ranking.max()) + 1 if n else 0)
+    k = k_per_ranking[ranking] if n else np.zeros(0, np.int64)
+    bad_rank = (rank < 1) | (rank > k)
+    if bad_rank.any():
+        reason = np.full(n, "", dtype=object)
+        idx = np.flatnonzero(bad_rank)
+        raw_ranks = ranked["rank"].take(pa.array(idx)).to_pylist()
+        reason[idx] = [
+            f"rank {r} is not an integer in 1..K={kk} (1 = best, ties share a rank)"
+            for r, kk in zip(raw_ranks, k[idx], strict=True)
+        ]
+        add("rank", bad_rank, reason)
+
+    record_bad, record_field, record_reason = _record_faults(faults, record, n_records)
+
+    # Rankings left with < 2 responses once faulty records are gone.
+    row_ok = ~record_bad[record]
+    k_ok = np.bincount(ranking[row_ok & ~dup], minlength=int(ranking.max()) + 1 if n else 0)
+    small = row_ok & (k_ok[ranking] < 2) if n else np.zeros(0, bool)
+    if small.any():
+        reason = np.array(
+            [f"ranking has K={kk} valid response(s); at least 2 are needed" for kk in k_ok[ranking[small]]],
+            dtype=object,
+        )
+        small_bad, small_field, small_reason = _record_faults([("responses", small, _spread(small, reason))],
+                                                              record, n_records)
+        new = small_bad & ~record_bad
+        record_bad |= small_bad
+        record_field[new], record_reason[new] = small_field[new], small_reason[new]
+    row_ok = ~record_bad[record]
+
+    good_rows = pa.array(np.flatnonzero(row_ok))
+    id_columns = [c for c in ranked.column_names if c not in ("prompt", "prompt_messages", "response")]
+    good = ranked.select(id_columns).take(good_rows)
+    stamp = (ingested_at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    ingested = pa.array(np.full(good.num_rows, np.datetime64(stamp, "us")), pa.timestamp("us"))
+    rankings = schema.conform(
+        good.append_column("ranking_id", ranking_ids.take(good_rows)).append_column(
+            "ingested_at", ingested.cast(pa.timestamp("us", tz="UTC"))
+        ),
+        schema.RANKINGS,
+    )
+    prompts = _first_rows(ranked, row_ok, "prompt_id", schema.PROMPTS)
+    responses = _first_rows(ranked, row_ok, "response_id", schema.RESPONSES)
+    quarantine = _quarantine_rows(ranked, record, record_bad, record_field, record_reason)
+    records_ok = int(np.unique(record[row_ok]).size)
+    records_bad = int(record_bad.sum())
+    assert records_ok + records_bad == n_records, "record accounting broke: a record is neither ok nor quarantined"
+    return CanonicalTables(prompts, responses, rankings, quarantine, records_ok, records_bad)
+
+
+def _spread(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.full(mask.shape, "", dtype=object)
+    out[mask] = values
+    return out
+
+
+def _record_faults(
+    faults: list[tuple[str, np.ndarray, np.ndarray]], record: np.ndarray, n_records: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: faulty?, field and reason of its first fault (by fault priority, then row order)."""
+    bad = np.zeros(n_records, dtype=bool)
+    field = np.full(n_records, None, dtype=object)
+    reason = np.full(n_records, None, dtype=object)
+    for name, mask, reasons in faults:
+        rows = np.flatnonzero(mask)
+        if rows.size == 0:
+            continue
+        recs, first = np.unique(record[rows], return_index=True)
+        new = ~bad[recs]
+        field[recs[new]] = name
+        reason[recs[new]] = reasons[rows[first[new]]]
+        bad[recs] = True
+    return bad, field, reason
+
+
+def _first_rows(table: pa.Table, row_ok: np.ndarray, key: str, target: pa.Schema) -> pa.Table:
+    """One row per distinct ``key`` among the accepted rows: its first occurrence, columns of ``target``."""
+    accepted = np.flatnonzero(row_ok)
+    if accepted.size == 0:
+        return schema.empty(target)
+    codes = key_codes(table[key])[accepted]
+    _, first = np.unique(codes, return_index=True)
+    return schema.conform(table.select(target.names).take(pa.array(accepted[np.sort(first)])), target)
+
+
+def _quarantine_rows(
+    ranked: pa.Table, record: np.ndarray, record_bad: np.ndarray, field: np.ndarray, reason: np.ndarray
+) -> pa.Table:
+    """One quarantine row per faulty record, with the record's origin and a compact rendering."""
+    bad_records = np.flatnonzero(record_bad)
+    if bad_records.size == 0:
+        return schema.empty(schema.QUARANTINE)
+    _, first_row = np.unique(record, return_index=True)
+    rows = pa.array(first_row[bad_records])
+    sample = ranked.take(rows)
+    raw = pc.binary_join_element_wise(
+        "prompt_id=", pc.fill_null(sample["prompt_id"], ""),
+        " annotator_id=", pc.fill_null(sample["annotator_id"], ""),
+        " response_id=", pc.fill_null(sample["response_id"], ""),
+        " response=", pc.utf8_slice_codeunits(pc.fill_null(sample["response"], ""), 0, 300),
+        "",
+    )
+    return pa.table(
+        {
+            "origin_file": sample["origin_file"],
+            "origin_line": sample["origin_line"],
+            "field": pa.array(field[bad_records].tolist(), pa.string()),
+            "reason": pa.array(reason[bad_records].tolist(), pa.string()),
+            "raw": raw,
+        },
+        schema=schema.QUARANTINE,
+    )

@@ -1,0 +1,127 @@
+"""Stage 1, ingest: annotator rankings from local files or ``s3://`` → canonical tables.
+
+Output directory::
+
+    prompts.parquet  responses.parquet  rankings.parquet  quarantine.parquet  metrics.json
+
+``metrics.json`` holds ``rows_in == rows_ok + rows_quarantined`` (rows = input records)
+and the quarantined share; the stage fails when that share exceeds
+``max_quarantine_share``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rewardline.data import adapters, schema
+from rewardline.data.canonical import canonicalize
+from rewardline.data.tables import write_json, write_table
+from rewardline.errors import GateFailed
+from rewardline.ops import storage
+
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".jsonl.gz", ".json.gz", ".csv.gz")
+
+
+@dataclass
+class Source:
+    """One entry of ``ingest.sources``: a file, directory or ``s3://bucket/prefix`` and its format."""
+
+    path: str
+    format: str = "auto"
+    batch_id: str | None = None
+    optional: bool = False  # a local directory that may be absent or hold no data files yet (data/raw/fresh)
+
+
+@dataclass
+class IngestConfig:
+    sources: list[Source]
+    max_quarantine_share: float = 0.05
+    quarantine_examples: int = 10
+    extra: dict = field(default_factory=dict)
+
+
+def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
+    files: list[tuple[str, Source]] = []
+    for source in sources:
+        if source.format != "auto" and source.format not in adapters.FORMATS:
+            raise ValueError(
+                f"ingest source {source.path!r}: unknown format {source.format!r}; "
+                f"expected one of auto, {', '.join(adapters.FORMATS)}"
+            )
+        if source.optional and not storage.is_s3(source.path) and not Path(source.path).exists():
+            continue
+        found = storage.list_files(source.path, suffixes=DATA_SUFFIXES)
+        if not found and source.optional:
+            continue
+        if not found:
+            raise FileNotFoundError(
+                f"ingest source {source.path!r} holds no data files (looked for {', '.join(DATA_SUFFIXES)})"
+            )
+        files.extend((uri, source) for uri in found)
+    return files
+
+
+def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
+    """Read every source, validate, write the canonical tables and ``metrics.json``; gate."""
+    ranked_parts: list[pa.Table] = []
+    quarantine_parts: list[pa.Table] = []
+    records_in = 0
+    formats: Counter[str] = Counter()
+    for uri, source in _expand(config.sources):
+        data = storage.read_bytes(uri)
+        fmt = adapters.detect_format(uri, data) if source.format == "auto" else source.format
+        result = adapters.read_file(data, uri, fmt=fmt, batch_id=source.batch_id)
+        formats[fmt] += result.records_in
+        records_in += result.records_in
+        ranked_parts.append(schema.conform(result.ranked, schema.RANKED_RESPONSES))
+        quarantine_parts.append(schema.conform(result.quarantine, schema.QUARANTINE))
+
+    ranked = pa.concat_tables(ranked_parts) if ranked_parts else schema.empty(schema.RANKED_RESPONSES)
+    tables = canonicalize(ranked)
+    quarantine = pa.concat_tables([*quarantine_parts, tables.quarantine])
+    rows_quarantined = quarantine.num_rows
+    rows_ok = tables.records_ok
+    if rows_ok + rows_quarantined != records_in:
+        raise AssertionError(
+            f"ingest accounting broke: rows_in={records_in} but rows_ok={rows_ok} + "
+            f"rows_quarantined={rows_quarantined}"
+        )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_table(tables.prompts, out_dir / schema.TABLE_FILES["prompts"])
+    write_table(tables.responses, out_dir / schema.TABLE_FILES["responses"])
+    write_table(tables.rankings, out_dir / schema.TABLE_FILES["rankings"])
+    write_table(quarantine, out_dir / schema.TABLE_FILES["quarantine"])
+
+    share = rows_quarantined / records_in if records_in else 0.0
+    reasons = Counter(r.split(";")[0].split(":")[0] for r in quarantine["reason"].to_pylist())
+    metrics = {
+        "rows_in": records_in,
+        "rows_ok": rows_ok,
+        "rows_quarantined": rows_quarantined,
+        "quarantined_share": round(share, 6),
+        "max_quarantine_share": config.max_quarantine_share,
+        "rows_in_by_format": dict(formats),
+        "quarantine_reasons": dict(reasons.most_common()),
+        "prompts": tables.prompts.num_rows,
+        "responses": tables.responses.num_rows,
+        "rankings": pc.count_distinct(tables.rankings["ranking_id"]).as_py(),
+        "ranked_rows": tables.rankings.num_rows,
+        "annotators": len(tables.rankings["annotator_id"].unique()),
+        "gate_passed": share <= config.max_quarantine_share,
+    }
+    write_json(metrics, out_dir / "metrics.json")
+    if not metrics["gate_passed"]:
+        examples = quarantine.slice(0, config.quarantine_examples).to_pylist()
+        lines = "\n".join(f"  {e['origin_file']}:{e['origin_line']} [{e['field']}] {e['reason']}" for e in examples)
+        raise GateFailed(
+            f"ingest gate failed: quarantined share {share:.4f} > max_quarantine_share "
+            f"{config.max_quarantine_share} ({rows_quarantined} of {records_in} records); first ones:\n{lines}\n"
+            f"all of them: {out_dir / schema.TABLE_FILES['quarantine']}"
+        )
+    return metrics

@@ -1,0 +1,124 @@
+"""The canonical ranking data contract, as Arrow schemas.
+
+See ``docs/data-contract.md`` for the prose version. Every adapter turns its
+source format into a *ranked-responses* table (``RANKED_RESPONSES``, one row per
+(ranking, response)); :mod:`rewardline.data.canonical` validates that table and splits
+it into the three canonical tables written by the ingest stage:
+
+* ``prompts.parquet``   – one row per prompt (``PROMPTS``);
+* ``responses.parquet`` – one row per response, texts stored once (``RESPONSES``);
+* ``rankings.parquet``  – one row per (ranking, response) with the response's rank,
+  1 = best, tied responses share a rank (``RANKINGS``). A ranking is the group of
+  rows sharing ``ranking_id`` = one (prompt, annotator) judgement.
+
+The pairs stage writes ``{train,val,test}.parquet`` with schema ``PAIRS`` and
+copies ``prompts.parquet`` / ``responses.parquet`` next to them, so a pairs
+directory is self-contained for training; pairs refer to responses by id only.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+#: What every adapter returns: one row per (ranking, response).
+RANKED_RESPONSES = pa.schema(
+    [
+        ("prompt_id", pa.string()),  # null -> derived from the prompt text
+        ("prompt", pa.string()),  # rendered text (multi-turn: the transcript)
+        ("prompt_messages", pa.list_(MESSAGE)),  # null for single-turn prompts
+        ("category", pa.string()),
+        ("annotator_id", pa.string()),
+        ("response_id", pa.string()),  # null -> derived from (prompt_id, text)
+        ("response", pa.string()),
+        ("source", pa.string()),  # policy / model that wrote the response
+        ("rank", pa.int32()),  # 1 = best; ties share a rank
+        ("score", pa.float64()),  # optional Likert score / judge probability
+        ("batch_id", pa.string()),
+        ("origin_file", pa.string()),
+        ("origin_line", pa.int64()),  # 1-based record number in origin_file
+    ]
+)
+
+PROMPTS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("prompt", pa.string()),
+        ("prompt_messages", pa.list_(MESSAGE)),
+        ("category", pa.string()),
+    ]
+)
+
+RESPONSES = pa.schema(
+    [
+        ("response_id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("response", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+RANKINGS = pa.schema(
+    [
+        ("ranking_id", pa.string()),  # "<prompt_id>|<annotator_id>"
+        ("prompt_id", pa.string()),
+        ("annotator_id", pa.string()),
+        ("response_id", pa.string()),
+        ("rank", pa.int32()),
+        ("score", pa.float64()),
+        ("batch_id", pa.string()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+        ("origin_file", pa.string()),
+        ("origin_line", pa.int64()),
+    ]
+)
+
+QUARANTINE = pa.schema(
+    [
+        ("origin_file", pa.string()),
+        ("origin_line", pa.int64()),
+        ("field", pa.string()),  # the offending field, or null for whole-record faults
+        ("reason", pa.string()),
+        ("raw", pa.string()),  # the record as read, truncated to 2,000 characters
+    ]
+)
+
+#: One row per unordered response pair of a prompt, aggregated over annotators.
+#: Oriented so that ``label >= 0.5``: ``response_a`` is the majority's choice.
+PAIRS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("response_a_id", pa.string()),
+        ("response_b_id", pa.string()),
+        ("label", pa.float32()),  # p = share of votes preferring a (ties count 1/2)
+        ("n_votes", pa.int32()),
+        ("margin", pa.float32()),  # >= 0; score difference or mean rank gap
+        ("category", pa.string()),
+        ("split", pa.string()),
+    ]
+)
+
+SPLITS = ("train", "val", "test")
+TABLE_FILES = {
+    "prompts": "prompts.parquet",
+    "responses": "responses.parquet",
+    "rankings": "rankings.parquet",
+    "quarantine": "quarantine.parquet",
+}
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    """An empty table of ``schema``."""
+    return schema.empty_table()
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast ``table``'s columns to ``schema``; absent columns become null."""
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)

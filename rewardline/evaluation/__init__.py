@@ -1,0 +1,1 @@
+"""Evaluation: accuracy, calibration, length bias, champion comparison, gates, report and plots."""

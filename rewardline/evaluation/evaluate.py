@@ -1,0 +1,188 @@
+"""Evaluate a reward model from its scores: metrics, calibration, length bias, plots, gates.
+
+This module never loads a model: the caller scores the test (and val) pairs, and optionally
+a champion on the same test pairs, and passes the rewards in. It knows nothing of DVC,
+Prefect or MLflow.
+
+    test rewards ──> accuracy (+ CI by prompt), by category, agreement-aware accuracy
+    val rewards  ──> temperature T (min val NLL), reward mean / std
+    test rewards ──> ECE / MCE / Brier / NLL before and after T (random orientation)
+    lengths      ──> length Spearman, longer-wins baseline, length bias
+    champion     ──> paired bootstrap challenger − champion
+                 ──> gates ──> metrics.json, gates.json, report.md, calibration.json,
+                     reference_rewards.json, plots/
+
+Outputs in ``out_dir``:
+* ``metrics.json`` – every number below, plus ``gates`` ({name: value, threshold, op, passed, ...})
+  and ``gates_passed``;
+* ``gates.json``, ``report.md`` – the gate report (:mod:`rewardline.evaluation.gates`);
+* ``calibration.json`` – ``temperature``, ``reward_mean``, ``reward_std`` (val): what the model
+  must carry so that σ((r_a − r_b)/T) is calibrated and (r − mean)/std is normalised;
+* ``reference_rewards.json`` – the raw rewards of the unique test responses: the reference
+  distribution that drift checks compare fresh policy samples against;
+* ``plots/`` – PNGs and their DVC plots data (:mod:`rewardline.evaluation.plots`).
+
+The function returns the metrics dict and does not raise on failed gates: call
+:func:`rewardline.evaluation.gates.check_gates` on it after the outputs are written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from rewardline.data.tables import write_json
+from rewardline.evaluation.calibration import calibrate, reward_stats
+from rewardline.evaluation.gates import evaluate_gates
+from rewardline.evaluation.length_bias import length_bias, unique_responses
+from rewardline.evaluation.metrics import (
+    accuracy_by_category,
+    accuracy_with_ci,
+    agreement_aware_accuracy,
+    paired_bootstrap_difference,
+    tie_mask,
+)
+from rewardline.evaluation.plots import write_plots
+
+
+@dataclass
+class EvalConfig:
+    """Thresholds and bootstrap settings (``params.yaml: evaluate``). Defaults suit the tiny shipped sample."""
+
+    min_accuracy: float = 0.5  # gate: test pairwise accuracy ≥ this
+    require_ci_above_chance: bool = False  # gate: lower end of the accuracy's 95 % CI > 0.5
+    max_ece_calibrated: float = 0.25  # gate: ECE after temperature scaling ≤ this
+    max_length_bias: float = 0.25  # gate: model_prefers_longer − labels_prefer_longer ≤ this
+    champion_delta: float = 0.02  # gate: CI low of accuracy(challenger) − accuracy(champion) ≥ −δ
+    bootstrap_samples: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_pylist(), dtype=object)
+
+
+def _check_lengths(n: int, **arrays: np.ndarray | None) -> None:
+    for name, arr in arrays.items():
+        if arr is not None and len(arr) != n:
+            raise ValueError(f"{name} has {len(arr)} entries, the pairs table has {n} rows")
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN / inf → None, NumPy scalars → Python (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def evaluate_scores(
+    pairs: pa.Table,
+    reward_a: np.ndarray,
+    reward_b: np.ndarray,
+    val_pairs: pa.Table,
+    val_reward_a: np.ndarray,
+    val_reward_b: np.ndarray,
+    response_lengths_a: np.ndarray,
+    response_lengths_b: np.ndarray,
+    thresholds: EvalConfig,
+    champion_reward_a: np.ndarray | None = None,
+    champion_reward_b: np.ndarray | None = None,
+    *,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Compute every metric and gate from scores, write the outputs to ``out_dir``, return ``metrics.json``'s dict.
+
+    ``pairs`` is the test split (``PAIRS`` schema) and ``reward_a[i]``, ``reward_b[i]``,
+    ``response_lengths_*[i]`` belong to its row ``i``; likewise ``val_pairs`` and the val rewards.
+    """
+    cfg = thresholds
+    n = pairs.num_rows
+    _check_lengths(n, reward_a=reward_a, reward_b=reward_b, response_lengths_a=response_lengths_a,
+                   response_lengths_b=response_lengths_b, champion_reward_a=champion_reward_a,
+                   champion_reward_b=champion_reward_b)
+    _check_lengths(val_pairs.num_rows, val_reward_a=val_reward_a, val_reward_b=val_reward_b)
+    if (champion_reward_a is None) != (champion_reward_b is None):
+        raise ValueError("give both champion_reward_a and champion_reward_b, or neither")
+
+    ra, rb = np.asarray(reward_a, np.float64), np.asarray(reward_b, np.float64)
+    label = np.asarray(pairs.column("label").to_numpy(zero_copy_only=False), np.float64)
+    prompts = _column(pairs, "prompt_id")
+    ids_a, ids_b = _column(pairs, "response_a_id"), _column(pairs, "response_b_id")
+    boot = {"samples": cfg.bootstrap_samples, "seed": cfg.seed, "confidence": cfg.confidence}
+
+    overall = accuracy_with_ci(ra, rb, label, prompts, **boot)
+    by_cat = accuracy_by_category(ra, rb, label, prompts, _column(pairs, "category"), **boot)
+
+    val_label = np.asarray(val_pairs.column("label").to_numpy(zero_copy_only=False), np.float64)
+    vra, vrb = np.asarray(val_reward_a, np.float64), np.asarray(val_reward_b, np.float64)
+    cal = calibrate(vra - vrb, val_label, ra - rb, label, seed=cfg.seed)
+    _, val_rewards = unique_responses(_column(val_pairs, "response_a_id"), _column(val_pairs, "response_b_id"),
+                                      vra, vrb)
+    reward_mean, reward_std = reward_stats(val_rewards)
+
+    lb = length_bias(ra, rb, response_lengths_a, response_lengths_b, label, ids_a, ids_b)
+
+    metrics: dict[str, Any] = {
+        "accuracy": overall.accuracy,
+        "accuracy_ci_low": overall.ci_low,
+        "accuracy_ci_high": overall.ci_high,
+        "accuracy_by_category": {c: a.to_dict() for c, a in by_cat.items()},
+        "agreement_aware_accuracy": agreement_aware_accuracy(ra, rb, label),
+        "agreement_aware_ceiling": float(np.maximum(label, 1 - label).mean()) if n else float("nan"),
+        "n_pairs": overall.n_pairs,
+        "n_prompts": overall.n_prompts,
+        "ties_excluded": overall.ties_excluded,
+        "temperature": cal.temperature,
+        "reward_mean": reward_mean,
+        "reward_std": reward_std,
+        "ece_raw": cal.raw.ece,
+        "ece_calibrated": cal.calibrated.ece,
+        "mce_raw": cal.raw.mce,
+        "mce_calibrated": cal.calibrated.mce,
+        "brier_raw": cal.raw.brier,
+        "brier": cal.calibrated.brier,
+        "nll_raw": cal.raw.nll,
+        "nll": cal.calibrated.nll,
+        **lb.to_dict(),
+        "champion_accuracy": None,
+    }
+    if champion_reward_a is not None:
+        diff = paired_bootstrap_difference(ra, rb, np.asarray(champion_reward_a, np.float64),
+                                           np.asarray(champion_reward_b, np.float64), label, prompts, **boot)
+        metrics.update(champion_accuracy=diff.champion, champion_diff=diff.difference,
+                       champion_diff_ci_low=diff.ci_low, champion_diff_ci_high=diff.ci_high)
+    metrics = _json_safe(metrics)
+
+    report = evaluate_gates(metrics, cfg)
+    metrics["gates"] = report.gates_dict()
+    metrics["gates_passed"] = report.passed
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    decided = ~tie_mask(label)
+    a_wins = label[decided] > 0.5
+    chosen = np.where(a_wins, ra[decided], rb[decided])
+    rejected = np.where(a_wins, rb[decided], ra[decided])
+    _, test_rewards = unique_responses(ids_a, ids_b, ra, rb)
+    _, test_lengths = unique_responses(ids_a, ids_b, response_lengths_a, response_lengths_b)
+    write_plots(out_dir / "plots", raw=cal.raw, calibrated=cal.calibrated, temperature=cal.temperature,
+                overall=overall, by_category=by_cat, chosen=chosen, rejected=rejected, rewards=test_rewards,
+                lengths=test_lengths, spearman=lb.length_spearman, seed=cfg.seed)
+    write_json(_json_safe({"temperature": cal.temperature, "reward_mean": reward_mean, "reward_std": reward_std}),
+               out_dir / "calibration.json")
+    write_json({"split": "test", "rewards": [float(r) for r in test_rewards]}, out_dir / "reference_rewards.json")
+    write_json(_json_safe(report.to_dict()), out_dir / "gates.json")
+    (out_dir / "report.md").write_text(report.to_markdown())
+    write_json(metrics, out_dir / "metrics.json")
+    return metrics

@@ -1,0 +1,72 @@
+"""Stage 5, evaluate: score a trained model's val and test pairs, then metrics and gates.
+
+Each unique response of the val and test splits is scored once (``score_texts``:
+batched, length-sorted, inference mode); pairs take their two rewards from those.
+Response length is counted in characters. The metrics, plots and gate report come
+from :func:`rewardline.evaluation.evaluate.evaluate_scores`; a champion model (a model directory
+for now), when given, is scored on the same pairs for the non-inferiority gate.
+Outputs in ``out_dir``: ``metrics.json``, ``gates.json``, ``report.md``,
+``calibration.json``, ``plots/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rewardline.data import schema
+from rewardline.data.tables import read_table
+from rewardline.evaluation.evaluate import EvalConfig, evaluate_scores
+
+
+def _prompt_inputs(prompts: pa.Table, prompt_ids: pa.Array) -> list:
+    """Per prompt id: its message list when multi-turn, else its text."""
+    index = pc.index_in(prompt_ids, value_set=prompts["prompt_id"].combine_chunks())
+    texts = prompts["prompt"].combine_chunks().take(index).to_pylist()
+    messages = prompts["prompt_messages"].combine_chunks().take(index).to_pylist()
+    return [m if m else t for t, m in zip(texts, messages, strict=True)]
+
+
+def score_pairs(model_dir: Path, pairs_dir: Path, splits: tuple[str, ...], batch_tokens: int = 32768
+                ) -> dict[str, tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """For each split: (pairs, reward_a, reward_b, length_a, length_b), each response scored once."""
+    from rewardline.modeling.score import score_texts  # torch only when a model is scored
+
+    tables = {s: read_table(pairs_dir / f"{s}.parquet") for s in splits}
+    responses = read_table(pairs_dir / schema.TABLE_FILES["responses"])
+    prompts = read_table(pairs_dir / schema.TABLE_FILES["prompts"])
+    needed = pa.chunked_array(
+        [t[c].combine_chunks() for t in tables.values() for c in ("response_a_id", "response_b_id")],
+        type=pa.string(),
+    ).unique()
+    rows = pc.index_in(needed, value_set=responses["response_id"].combine_chunks())
+    if rows.null_count:
+        raise ValueError(f"{pairs_dir}: {rows.null_count} response ids of the pairs are missing from responses.parquet")
+    chosen = responses.take(rows)
+    texts = chosen["response"].to_pylist()
+    rewards = score_texts(model_dir, _prompt_inputs(prompts, chosen["prompt_id"].combine_chunks()), texts,
+                          batch_tokens=batch_tokens, normalize=False)
+    lengths = pc.utf8_length(chosen["response"]).to_numpy(zero_copy_only=False).astype(np.int64)
+    out = {}
+    for split, table in tables.items():
+        a = pc.index_in(table["response_a_id"], value_set=needed).to_numpy(zero_copy_only=False)
+        b = pc.index_in(table["response_b_id"], value_set=needed).to_numpy(zero_copy_only=False)
+        out[split] = (table, rewards[a], rewards[b], lengths[a], lengths[b])
+    return out
+
+
+def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalConfig,
+                 champion_dir: Path | None = None) -> dict:
+    """Score val/test with the model (and the champion), write metrics, plots and the gate report."""
+    scored = score_pairs(model_dir, pairs_dir, ("val", "test"))
+    test, ra, rb, len_a, len_b = scored["test"]
+    val, vra, vrb, _, _ = scored["val"]
+    champion_a = champion_b = None
+    if champion_dir is not None:
+        champion = score_pairs(champion_dir, pairs_dir, ("test",))["test"]
+        champion_a, champion_b = champion[1], champion[2]
+    return evaluate_scores(test, ra, rb, val, vra, vrb, len_a, len_b, config, champion_a, champion_b,
+                           out_dir=out_dir)

@@ -1,0 +1,1 @@
+"""The reward model: backbone + scalar head, input formatting, tokenisation, device, scoring."""

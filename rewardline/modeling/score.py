@@ -1,0 +1,94 @@
+"""Batched scoring with a saved reward model.
+
+Rows are formatted exactly as in training (the model directory's ``reward_config.json``),
+sorted by length, packed to ``batch_tokens`` padded tokens, run under
+``torch.inference_mode`` and returned in input order.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rewardline.modeling.device import select_runtime
+from rewardline.modeling.formatting import Formatter
+from rewardline.modeling.model import RewardModel
+
+
+def _message_list(prompt: Any) -> tuple[str, list[dict] | None]:
+    """A prompt given as text, or as a list of ``{role, content}`` messages."""
+    if isinstance(prompt, list):
+        text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
+        return text, [{"role": m["role"], "content": m["content"]} for m in prompt]
+    return str(prompt), None
+
+
+def score_texts(
+    model_dir: Path | str,
+    prompts: list[Any],
+    responses: list[str],
+    batch_tokens: int = 16384,
+    normalize: bool = True,
+    device: str = "auto",
+    model: RewardModel | None = None,
+    tokenizer: Any = None,
+) -> np.ndarray:
+    """Rewards (float32 ``[n]``) of ``(prompt, response)`` rows; prompts are text or
+    message lists. ``normalize`` subtracts the stored ``reward_mean`` (a shift: reward
+    differences are unchanged). ``model`` / ``tokenizer`` skip loading when given."""
+    if len(prompts) != len(responses):
+        raise ValueError("prompts and responses differ in length")
+    if not responses:
+        return np.zeros(0, dtype=np.float32)
+    rt = select_runtime(device, "auto")
+    if model is None or tokenizer is None:
+        model, tokenizer = RewardModel.load(model_dir, rt.device)
+    model.eval()
+    formatter = Formatter(tokenizer, model.config.format_config)
+    texts, messages = zip(*(_message_list(p) for p in prompts), strict=True)
+    enc = formatter.encode(list(texts), list(responses), list(messages))
+    lengths = np.array(enc["length"])
+    order = np.argsort(-lengths, kind="stable")
+    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+    out = np.zeros(len(responses), dtype=np.float32)
+    with torch.inference_mode():
+        i = 0
+        while i < len(order):
+            width = int(lengths[order[i]])  # longest first: the first row sets the padded width
+            n = max(1, batch_tokens // max(width, 1))
+            rows = order[i : i + n]
+            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            types = torch.zeros_like(ids)
+            mask = torch.zeros_like(ids)
+            for j, r in enumerate(rows):
+                L = int(lengths[r])
+                ids[j, :L] = torch.tensor(enc["input_ids"][r])
+                types[j, :L] = torch.tensor(enc["token_type_ids"][r])
+                mask[j, :L] = 1
+            with rt.autocast():
+                rewards = model(ids.to(rt.device), mask.to(rt.device), types.to(rt.device))
+            out[rows] = rewards.float().cpu().numpy()
+            i += n
+    if normalize:
+        out -= np.float32(model.config.reward_mean)
+    return out
+
+
+def score_jsonl(
+    model_dir: Path | str, in_path: Path | str, out_path: Path | str, batch_tokens: int = 16384, normalize: bool = True
+) -> int:
+    """Read ``{prompt, response, ...}`` rows from ``in_path``, write them to ``out_path`` with
+    a ``reward`` field added. Returns the number of rows."""
+    rows = [json.loads(line) for line in Path(in_path).read_text().splitlines() if line.strip()]
+    rewards = score_texts(
+        model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_tokens, normalize
+    )
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "w") as f:
+        for row, reward in zip(rows, rewards, strict=True):
+            f.write(json.dumps({**row, "reward": float(reward)}) + "\n")
+    return len(rows)

@@ -1,0 +1,1 @@
+"""Operations: storage (local and S3), the local stack, the DVC runner."""

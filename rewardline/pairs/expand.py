@@ -1,0 +1,190 @@
+"""Stage 3, pairs: rankings → aggregated pairwise comparisons, split by prompt.
+
+Every ranking of K responses yields its C(K, 2) comparisons. One annotator's vote on
+the pair {a, b} is
+
+    v = 1 if rank_a < rank_b,  0 if rank_a > rank_b,  1/2 if tied
+
+(ties are dropped when ``ties: skip``). Across the annotators of a prompt the votes
+on one unordered pair aggregate into a single row with the soft label
+
+    p = (Σ v) / n_votes = share of votes preferring a,
+
+oriented so that p ≥ 1/2 (``response_a`` is the majority's choice). The margin is the
+mean per-vote margin: ``score`` → |score_a − score_b| (rank gap where a score is
+missing), ``rank_gap`` → |rank_a − rank_b| / (K − 1), ``none`` → 0; times
+``margin_scale``.
+
+Split: u = FNV-1a(salt + prompt_id) / 2^64 ∈ [0, 1); train if u < f_train, val if
+u < f_train + f_val, else test. It depends on the prompt id alone, so a prompt keeps
+its split when new batches arrive, and no prompt is in two splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rewardline.data import schema
+from rewardline.data.hashing import unit_interval
+from rewardline.data.keys import key_codes
+from rewardline.data.tables import copy_table, read_table, write_json, write_table
+from rewardline.errors import ConfigError
+
+
+@dataclass
+class PairsConfig:
+    ties: str = "skip"  # "skip" | "half"
+    margin: str = "none"  # "none" | "score" | "rank_gap"
+    margin_scale: float = 1.0
+    train_fraction: float = 0.8
+    val_fraction: float = 0.1
+    split_salt: str = "rewardline-v1"
+
+    def check(self) -> None:
+        if self.ties not in ("skip", "half"):
+            raise ConfigError(f"pairs.ties={self.ties!r}; expected 'skip' or 'half'")
+        if self.margin not in ("none", "score", "rank_gap"):
+            raise ConfigError(f"pairs.margin={self.margin!r}; expected 'none', 'score' or 'rank_gap'")
+        if not (0 < self.train_fraction < 1 and 0 <= self.val_fraction < 1
+                and self.train_fraction + self.val_fraction <= 1):
+            raise ConfigError(
+                f"pairs.train_fraction={self.train_fraction}, val_fraction={self.val_fraction}: expected "
+                "0 < train < 1, 0 <= val < 1 and train + val <= 1 (test gets the rest)"
+            )
+
+
+def comparison_indices(group_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (i, j), i < j, of all within-group pairs of consecutive groups of ``group_sizes``.
+
+    Loops over the distinct group sizes only (K is small), never over groups.
+    """
+    offsets = np.concatenate([[0], np.cumsum(group_sizes)[:-1]]).astype(np.int64)
+    firsts, seconds = [], []
+    for k in np.unique(group_sizes):
+        if k < 2:
+            continue
+        i, j = np.triu_indices(int(k), 1)
+        base = offsets[group_sizes == k][:, None]
+        firsts.append((base + i).ravel())
+        seconds.append((base + j).ravel())
+    if not firsts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig) -> tuple[pa.Table, dict]:
+    """Expand and aggregate the comparisons of ``rankings``; returns the PAIRS table and counts."""
+    config.check()
+    ranking = key_codes(rankings["ranking_id"])
+    order = np.argsort(ranking, kind="stable")
+    ranking = ranking[order]
+    table = rankings.take(pa.array(order))
+    sizes = np.bincount(ranking)
+    sizes = sizes[sizes > 0]
+    first, second = comparison_indices(sizes)
+    k_row = np.repeat(sizes, sizes)
+
+    response = key_codes(table["response_id"])
+    rank = table["rank"].to_numpy(zero_copy_only=False).astype(np.float64)
+    score = table["score"].to_numpy(zero_copy_only=False).astype(np.float64)  # NaN where null
+    n_comparisons = first.size
+
+    # Orient each comparison by response code (a = smaller code) and compute the vote for a.
+    swap = response[first] > response[second]
+    a = np.where(swap, second, first)
+    b = np.where(swap, first, second)
+    vote = np.where(rank[a] < rank[b], 1.0, np.where(rank[a] > rank[b], 0.0, 0.5))
+    keep = vote != 0.5 if config.ties == "skip" else np.ones(n_comparisons, bool)
+    ties_dropped = int((~keep).sum())
+    a, b, vote = a[keep], b[keep], vote[keep]
+
+    rank_gap = np.abs(rank[a] - rank[b]) / np.maximum(k_row[a] - 1, 1)
+    if config.margin == "none":
+        margin = np.zeros(a.size)
+    elif config.margin == "rank_gap":
+        margin = rank_gap
+    else:
+        gap = np.abs(score[a] - score[b])
+        margin = np.where(np.isnan(gap), rank_gap, gap)
+    margin = margin * config.margin_scale
+
+    # Aggregate over annotators: one row per unordered (a, b) pair (responses belong to one prompt).
+    n_responses = int(response.max()) + 1 if response.size else 0
+    key = response[a] * n_responses + response[b]
+    uniq, first_index, inverse = np.unique(key, return_index=True, return_inverse=True)
+    votes_for_a = np.bincount(inverse, weights=vote, minlength=uniq.size)
+    n_votes = np.bincount(inverse, minlength=uniq.size)
+    margin_mean = np.bincount(inverse, weights=margin, minlength=uniq.size) / np.maximum(n_votes, 1)
+    p = votes_for_a / np.maximum(n_votes, 1)
+
+    rows_a, rows_b = a[first_index], b[first_index]
+    flip = p < 0.5
+    rows_a, rows_b = np.where(flip, rows_b, rows_a), np.where(flip, rows_a, rows_b)
+    p = np.where(flip, 1.0 - p, p)
+
+    prompt_ids = table["prompt_id"].take(pa.array(rows_a))
+    u = unit_interval(prompt_ids, salt=config.split_salt)
+    split = np.where(
+        u < config.train_fraction, "train",
+        np.where(u < config.train_fraction + config.val_fraction, "val", "test"),
+    )
+    category = _lookup_category(prompt_ids, prompts)
+    pairs = pa.table(
+        {
+            "prompt_id": prompt_ids,
+            "response_a_id": table["response_id"].take(pa.array(rows_a)),
+            "response_b_id": table["response_id"].take(pa.array(rows_b)),
+            "label": pa.array(p, pa.float32()),
+            "n_votes": pa.array(n_votes, pa.int32()),
+            "margin": pa.array(margin_mean, pa.float32()),
+            "category": category,
+            "split": pa.array(split, pa.string()),
+        },
+        schema=schema.PAIRS,
+    )
+    counts = {"comparisons": int(n_comparisons), "ties_dropped": ties_dropped}
+    return pairs, counts
+
+
+def _lookup_category(prompt_ids: pa.ChunkedArray | pa.Array, prompts: pa.Table) -> pa.Array:
+    index = pc.index_in(prompt_ids, value_set=prompts["prompt_id"].combine_chunks())
+    return prompts["category"].combine_chunks().take(index)
+
+
+def pairs_metrics(pairs: pa.Table, counts: dict) -> dict:
+    """Pairs and prompts per split, and the label distribution."""
+    label = pairs["label"].to_numpy(zero_copy_only=False)
+    metrics: dict = {**counts, "pairs": pairs.num_rows}
+    for split in schema.SPLITS:
+        mask = pc.equal(pairs["split"], split)
+        metrics[f"pairs_{split}"] = int(pc.sum(mask).as_py() or 0)
+        metrics[f"prompts_{split}"] = len(pairs.filter(mask)["prompt_id"].unique())
+    metrics["label_distribution"] = {
+        "unanimous (p=1)": int((label == 1.0).sum()),
+        "majority (0.5<p<1)": int(((label > 0.5) & (label < 1.0)).sum()),
+        "tied (p=0.5)": int((label == 0.5).sum()),
+    }
+    metrics["label_mean"] = round(float(label.mean()), 6) if label.size else None
+    votes = pairs["n_votes"].to_numpy(zero_copy_only=False)
+    metrics["votes_mean"] = round(float(votes.mean()), 6) if votes.size else None
+    return metrics
+
+
+def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
+    """Read a validated dataset directory, write ``{train,val,test}.parquet`` + tables + metrics."""
+    rankings = read_table(in_dir / schema.TABLE_FILES["rankings"])
+    prompts = read_table(in_dir / schema.TABLE_FILES["prompts"])
+    pairs, counts = build_pairs(rankings, prompts, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split in schema.SPLITS:
+        write_table(pairs.filter(pc.equal(pairs["split"], split)), out_dir / f"{split}.parquet")
+    for name in ("prompts", "responses"):
+        copy_table(in_dir / schema.TABLE_FILES[name], out_dir / schema.TABLE_FILES[name])
+    metrics = pairs_metrics(pairs, counts)
+    write_json(metrics, out_dir / "metrics.json")
+    return metrics

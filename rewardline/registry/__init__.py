@@ -1,0 +1,1 @@
+"""Registry: model bundles, lineage and the MLflow-backed model registry (the only mlflow importer)."""

@@ -1,0 +1,363 @@
+"""Scheduled retraining on fresh policy samples: the logic behind ``flows/retrain.py`` (no Prefect here).
+
+One cycle, per ready inbox batch (:mod:`rewardline.retraining.inbox`) not yet in the ledger
+(:mod:`rewardline.retraining.ledger`):
+
+1. **recover**: a batch left mid-way by a crash (latest ledger state not final) is rolled back
+   (its fresh data file removed) and processed again from the start;
+2. **drift**: the champion (registry ``models:/<register.model_name>@champion``; else the
+   project's last trained model) scores the batch's samples; PSI and KS of those rewards
+   vs the champion's reference rewards, and its accuracy on the batch's labelled pairs vs
+   its test accuracy (:mod:`rewardline.retraining.drift`); thresholds in ``params.yaml: retrain``;
+3. **append**: on a retrain decision the batch's rankings are written atomically to
+   ``<fresh_dir>/<batch_id>.jsonl``, an ``ingest.sources`` entry (format ``rankings``);
+4. the caller runs the pipeline (DVC), then :func:`compare_on_holdout` scores the batch's
+   held-out prompts (its pairs in the val/test splits, split exactly as the pairs stage
+   splits them) with challenger and champion, and :func:`maybe_promote` moves the
+   ``champion`` alias when ``retrain.auto_promote`` allows it;
+5. ``done`` in the ledger, only after all of that.
+
+Fault injection for tests and drills: ``REWARDLINE_RETRAIN_FAIL_AT=<state>`` raises
+:class:`InjectedFailure` right after the ledger records that state (e.g. ``appended``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rewardline.config import build, load_params
+from rewardline.data import adapters
+from rewardline.data.canonical import canonicalize
+from rewardline.evaluation.metrics import hard_credit
+from rewardline.ops import storage
+from rewardline.pairs.expand import PairsConfig, build_pairs
+from rewardline.retraining import drift, inbox
+from rewardline.retraining.ledger import Ledger
+
+FAIL_AT_ENV = "REWARDLINE_RETRAIN_FAIL_AT"
+MODEL_DIR = Path("models/reward-model")
+EVALUATE_DIR = Path("reports/evaluate")
+REGISTRATION = Path("reports/register/registration.json")
+HOLDOUT_SPLITS = ("val", "test")
+
+
+class InjectedFailure(RuntimeError):
+    """Raised where ``REWARDLINE_RETRAIN_FAIL_AT`` asks for a crash."""
+
+
+@dataclass
+class RetrainConfig:
+    """``params.yaml: retrain``."""
+
+    inbox: str = "data/inbox"  # local directory (relative to the project) or s3://bucket/prefix
+    ledger: str = "data/retrain/ledger.jsonl"
+    fresh_dir: str = "data/raw/fresh"  # where retrained-on batches are appended (an ingest source)
+    schedule_cron: str = "0 3 * * 1"  # the deployment's schedule (Mondays 03:00)
+    timezone: str = "UTC"
+    champion_alias: str = "champion"
+    psi_bins: int = 10
+    psi_threshold: float = 0.25
+    ks_threshold: float = 0.2
+    accuracy_drop_threshold: float = 0.05
+    min_pairs: int = 20  # labelled pairs needed before the accuracy drop counts
+    force: bool = False  # retrain on every new batch regardless of drift
+    auto_promote: bool = False  # move @champion to a registered challenger that is not worse on held-out
+    promote_margin: float = 0.0  # ...i.e. challenger − champion held-out accuracy ≥ −margin
+    push: bool = True  # `dvc push` after a cycle when a DVC remote is configured
+
+    @property
+    def thresholds(self) -> drift.Thresholds:
+        return drift.Thresholds(self.psi_threshold, self.ks_threshold, self.accuracy_drop_threshold, self.min_pairs)
+
+
+def load_config(project: Path) -> tuple[RetrainConfig, dict[str, Any]]:
+    """The ``retrain`` section as a :class:`RetrainConfig`, and the whole params dict."""
+    params = load_params(project / "params.yaml")
+    return build(RetrainConfig, params.get("retrain"), name="retrain"), params
+
+
+def inbox_uri(project: Path, cfg: RetrainConfig) -> str:
+    return cfg.inbox if storage.is_s3(cfg.inbox) else str(project / cfg.inbox)
+
+
+def fresh_path(project: Path, cfg: RetrainConfig, batch_id: str) -> Path:
+    return project / cfg.fresh_dir / f"{batch_id}.jsonl"
+
+
+def checkpoint(state: str) -> None:
+    """Raise :class:`InjectedFailure` when ``REWARDLINE_RETRAIN_FAIL_AT`` names this state."""
+    if os.environ.get(FAIL_AT_ENV) == state:
+        raise InjectedFailure(f"injected failure after ledger state {state!r} ({FAIL_AT_ENV})")
+
+
+def mark(ledger: Ledger, batch: inbox.Batch, state: str, **details: Any) -> None:
+    """Record ``state`` for the batch, then honour ``REWARDLINE_RETRAIN_FAIL_AT``."""
+    ledger.record(batch.batch_id, batch.content_hash, state, **details)
+    checkpoint(state)
+
+
+# ---------------------------------------------------------------- 1. recovery and discovery
+
+
+def recover(project: Path, cfg: RetrainConfig, ledger: Ledger) -> list[str]:
+    """Roll back batches a previous run left mid-way: remove their fresh data, mark ``rolled_back``."""
+    rolled = []
+    last = {e["batch_id"]: e for e in ledger.events()}
+    for batch_id in ledger.interrupted():
+        path = fresh_path(project, cfg, batch_id)
+        removed = path.exists()
+        path.unlink(missing_ok=True)
+        ledger.record(batch_id, last[batch_id]["content_hash"], "rolled_back",
+                      interrupted_at=last[batch_id]["state"],
+                      removed=str(path.relative_to(project)) if removed else None)
+        rolled.append(batch_id)
+    return rolled
+
+
+def pending(batches: list[inbox.Batch], ledger: Ledger) -> tuple[list[inbox.Batch], list[dict]]:
+    """Batches to process, and the ones that are duplicates of a done batch (recorded as such)."""
+    done_by_hash = ledger.done_by_hash()
+    todo, duplicates = [], []
+    for batch in batches:
+        if ledger.finished(batch.batch_id):
+            continue
+        original = done_by_hash.get(batch.content_hash)
+        if original is not None:
+            ledger.record(batch.batch_id, batch.content_hash, "duplicate", of=original)
+            duplicates.append({"batch_id": batch.batch_id, "duplicate_of": original})
+            continue
+        todo.append(batch)
+    return todo, duplicates
+
+
+# ---------------------------------------------------------------- 2. champion and drift
+
+
+@dataclass
+class Champion:
+    model_dir: Path
+    reference_rewards: np.ndarray  # raw rewards of its test responses, stored at registration
+    test_accuracy: float
+    source: str  # "models:/reward-model@champion (version 3)" or the local fallback
+
+
+def load_champion(project: Path, params: dict[str, Any], cfg: RetrainConfig, dst: Path) -> Champion:
+    """The registered champion's bundle, downloaded to ``dst``; without one, the project's
+    last trained model and its evaluate report, copied to ``dst`` (the pipeline overwrites them)."""
+    from rewardline.registry import mlflow_registry as tracking
+
+    tracking.configure_mlflow(project)
+    name = (params.get("register") or {}).get("model_name", "reward-model")
+    uri = f"models:/{name}@{cfg.champion_alias}"
+    bundle = tracking.load_model_bundle(uri, dst / "registry")
+    if bundle is not None:
+        reference = json.loads((bundle / "reference_rewards.json").read_text())["rewards"]
+        metrics = json.loads((bundle / "evaluate_metrics.json").read_text())
+        version = tracking.alias_version(name, cfg.champion_alias)
+        return Champion(bundle, np.asarray(reference, np.float64), float(metrics["accuracy"]),
+                        f"{uri} (version {version})")
+    model, report = project / MODEL_DIR, project / EVALUATE_DIR
+    if not (model / "reward_config.json").exists() or not (report / "reference_rewards.json").exists():
+        raise FileNotFoundError(f"no champion: {uri} is not registered and {model} / "
+                                f"{report / 'reference_rewards.json'} do not exist; run the pipeline first")
+    local = dst / "local"
+    shutil.copytree(model, local, dirs_exist_ok=True)
+    reference = json.loads((report / "reference_rewards.json").read_text())["rewards"]
+    metrics = json.loads((report / "metrics.json").read_text())
+    return Champion(local, np.asarray(reference, np.float64), float(metrics["accuracy"]),
+                    f"{MODEL_DIR} (no {uri} registered)")
+
+
+@dataclass
+class BatchPairs:
+    """The batch's labelled pairs (pairs schema), with the texts needed to score them."""
+
+    pairs: pa.Table
+    prompt_of: dict[str, Any]  # prompt_id -> prompt text or message list
+    response_of: dict[str, tuple[str, str]]  # response_id -> (prompt_id, text)
+
+
+def batch_pairs(batch: inbox.Batch, params: dict[str, Any]) -> BatchPairs | None:
+    """Canonicalise the batch's rankings exactly as ingest would and expand them as the pairs stage
+    does (same ``pairs`` params, so the same prompts land in the same split); None when unlabelled."""
+    if not batch.labelled:
+        return None
+    result = adapters.read_file(batch.read(inbox.RANKINGS), batch.file_uri(inbox.RANKINGS), fmt="rankings",
+                                batch_id=batch.batch_id)
+    tables = canonicalize(result.ranked)
+    pairs, _ = build_pairs(tables.rankings, tables.prompts, build(PairsConfig, params.get("pairs"), name="pairs"))
+    prompts = tables.prompts.to_pydict()
+    prompt_of = {pid: (msgs if msgs else text) for pid, text, msgs in
+                 zip(prompts["prompt_id"], prompts["prompt"], prompts["prompt_messages"], strict=True)}
+    responses = tables.responses.to_pydict()
+    response_of = {rid: (pid, text) for rid, pid, text in
+                   zip(responses["response_id"], responses["prompt_id"], responses["response"], strict=True)}
+    return BatchPairs(pairs, prompt_of, response_of)
+
+
+def pair_credit(model_dir: Path, bp: BatchPairs, pairs: pa.Table | None = None) -> np.ndarray:
+    """Hard credit per pair (1 right, 0 wrong, 0.5 equal rewards, NaN tied label); each response scored once."""
+    from rewardline.modeling.score import score_texts
+
+    pairs = bp.pairs if pairs is None else pairs
+    a, b = pairs["response_a_id"].to_pylist(), pairs["response_b_id"].to_pylist()
+    ids = sorted(set(a) | set(b))
+    if not ids:
+        return np.zeros(0)
+    rewards = score_texts(model_dir, [bp.prompt_of[bp.response_of[r][0]] for r in ids],
+                          [bp.response_of[r][1] for r in ids], normalize=False)
+    index = {r: i for i, r in enumerate(ids)}
+    ra = rewards[[index[r] for r in a]]
+    rb = rewards[[index[r] for r in b]]
+    return hard_credit(ra, rb, pairs["label"].to_numpy())
+
+
+def check_drift(batch: inbox.Batch, champion: Champion, bp: BatchPairs | None, cfg: RetrainConfig,
+                force: bool = False) -> tuple[drift.DriftReport, drift.Decision]:
+    """Score the batch's samples with the champion; PSI, KS and accuracy drop; the retrain decision."""
+    from rewardline.modeling.score import score_texts
+
+    samples = batch.samples()
+    rewards = score_texts(champion.model_dir, [s["prompt"] for s in samples], [s["response"] for s in samples],
+                          normalize=False)
+    credit = pair_credit(champion.model_dir, bp) if bp is not None else None
+    report = drift.measure(champion.reference_rewards, rewards, cfg.psi_bins, pair_credit=credit,
+                           reference_accuracy=champion.test_accuracy)
+    return report, drift.decide(report, cfg.thresholds, force=force or cfg.force)
+
+
+# ---------------------------------------------------------------- 3. append, 4. compare and promote
+
+
+def append_batch(project: Path, cfg: RetrainConfig, batch: inbox.Batch) -> Path:
+    """Write the batch's rankings to ``<fresh_dir>/<batch_id>.jsonl`` (temp file + rename: all or nothing)."""
+    path = fresh_path(project, cfg, batch.batch_id)
+    storage.write_bytes(str(path), batch.read(inbox.RANKINGS))
+    return path
+
+
+def compare_on_holdout(project: Path, champion: Champion, bp: BatchPairs) -> dict[str, Any]:
+    """Challenger (the freshly trained model) vs champion on the batch's val/test pairs."""
+    holdout = bp.pairs.filter(pc.is_in(bp.pairs["split"], pa.array(HOLDOUT_SPLITS)))
+    out: dict[str, Any] = {"n_pairs": holdout.num_rows,
+                           "n_prompts": len(set(holdout["prompt_id"].to_pylist()))}
+    for name, model in (("challenger", project / MODEL_DIR), ("champion", champion.model_dir)):
+        credit = pair_credit(model, bp, holdout)
+        counted = credit[~np.isnan(credit)]
+        out[f"{name}_accuracy"] = float(counted.mean()) if counted.size else float("nan")
+    out["difference"] = out["challenger_accuracy"] - out["champion_accuracy"]
+    return out
+
+
+def registration(project: Path) -> dict[str, Any] | None:
+    path = project / REGISTRATION
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def maybe_promote(project: Path, params: dict[str, Any], cfg: RetrainConfig,
+                  comparison: dict[str, Any]) -> dict[str, Any]:
+    """Move ``@champion`` to the registered challenger when ``auto_promote`` and it is not worse on held-out."""
+    reg = registration(project) or {}
+    out: dict[str, Any] = {"version": reg.get("version"), "registered": bool(reg.get("registered")),
+                           "promoted": False}
+    diff = comparison.get("difference", float("nan"))
+    if not out["registered"]:
+        out["reason"] = "challenger not registered"
+    elif not cfg.auto_promote:
+        out["reason"] = "retrain.auto_promote is false: promote by hand (rewardline promote)"
+    elif math.isnan(diff) or diff < -cfg.promote_margin:
+        out["reason"] = f"held-out accuracy difference {diff:.4f} < -{cfg.promote_margin}"
+    else:
+        from rewardline.registry import mlflow_registry as tracking
+
+        tracking.configure_mlflow(project)
+        tracking.promote(reg["model_name"], reg["version"], alias=cfg.champion_alias, require_gates=True)
+        out.update(promoted=True, reason=f"held-out accuracy difference {diff:.4f} >= -{cfg.promote_margin}")
+    return out
+
+
+# ---------------------------------------------------------------- 5. the report
+
+
+@dataclass
+class BatchResult:
+    batch_id: str
+    champion: str = ""
+    drift: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)
+    comparison: dict[str, Any] = field(default_factory=dict)
+    promotion: dict[str, Any] = field(default_factory=dict)
+    gates: str = ""  # the evaluate gate table of the challenger (Markdown), when retrained
+    outcome: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def summary_markdown(results: list[BatchResult], cfg: RetrainConfig, rolled_back: list[str],
+                     duplicates: list[dict], skipped: list[inbox.Skipped]) -> str:
+    """The cycle's report: per batch the drift numbers against the thresholds, the decision, the gates."""
+    t = cfg.thresholds
+    lines = ["# Retraining cycle", ""]
+    if not results:
+        lines.append("No new batch in the inbox.")
+    for r in results:
+        d = r.drift
+        lines += [f"## Batch `{r.batch_id}`: {r.outcome}", "", f"Champion: {r.champion}", "",
+                  "| check | value | threshold | crossed |", "| --- | --- | --- | --- |"]
+        for label, value, threshold in (("PSI (reward distribution)", d.get("psi"), t.psi),
+                                        ("KS statistic", d.get("ks"), t.ks),
+                                        ("accuracy drop (test − batch)", d.get("accuracy_drop"), t.accuracy_drop)):
+            crossed = isinstance(value, float) and not math.isnan(value) and value > threshold
+            lines.append(f"| {label} | {_num(value)} | {threshold} | {'yes' if crossed else 'no'} |")
+        lines += ["", f"Samples {d.get('n_samples')}, reference {d.get('n_reference')}, labelled pairs "
+                      f"{d.get('n_pairs')} (min {t.min_pairs}); champion accuracy: test "
+                      f"{_num(d.get('reference_accuracy'))}, batch {_num(d.get('batch_accuracy'))}; KS p-value "
+                      f"{_num(d.get('ks_pvalue'))}.", "",
+                  f"Decision: **{'retrain' if r.decision.get('retrain') else 'no retrain'}**"
+                  + (f" ({'; '.join(r.decision.get('reasons', []))})" if r.decision.get("reasons") else ""), ""]
+        if r.comparison:
+            c = r.comparison
+            lines += [f"Held-out prompts of the batch ({c.get('n_prompts')} prompts, {c.get('n_pairs')} pairs): "
+                      f"challenger {_num(c.get('challenger_accuracy'))}, champion "
+                      f"{_num(c.get('champion_accuracy'))}, difference {_num(c.get('difference'))}.", ""]
+        if r.promotion:
+            p = r.promotion
+            lines += [f"Registered: {p.get('registered')} (version {p.get('version')}); promoted: "
+                      f"{p.get('promoted')} ({p.get('reason', '')}).", ""]
+        if r.gates:
+            lines += ["### Challenger gates", "", r.gates.strip(), ""]
+    if rolled_back:
+        lines += ["", f"Rolled back and redone after an interrupted run: {', '.join(rolled_back)}."]
+    if duplicates:
+        lines += ["", "Duplicates (same content as a processed batch, not processed again): "
+                  + ", ".join(f"{d['batch_id']} = {d['duplicate_of']}" for d in duplicates) + "."]
+    if skipped:
+        lines += ["", "Not ready: " + "; ".join(f"{s.batch_id} ({s.reason})" for s in skipped) + "."]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def gate_table(report_md: str | None) -> str:
+    """The gate table of an evaluate report (the Markdown table whose header starts ``| gate |``)."""
+    lines = (report_md or "").splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.replace(" ", "").startswith("|gate|")), None)
+    if start is None:
+        return ""
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])

@@ -1,0 +1,130 @@
+"""The inbox of fresh policy-sample batches: a local directory or an ``s3://bucket/prefix``, read alike.
+
+Layout (one directory / key prefix per batch)::
+
+    <inbox>/<batch_id>/samples.jsonl    policy samples, one per line:
+                                        {prompt_id, prompt, response, category?, source?, response_id?}
+    <inbox>/<batch_id>/rankings.jsonl   optional, once annotated: rankings in the native
+                                        ``rankings`` format (docs/data-contract.md)
+    <inbox>/<batch_id>/manifest.json    written LAST: {"batch_id", "files": {name: sha256}}
+
+A batch is *ready* when its manifest exists and every file it lists has that sha256, so a
+batch that is still being uploaded (no manifest yet) or was damaged (hash mismatch) is not
+picked up. :func:`write_batch` is the producer's side. A batch's ``content_hash`` covers
+the data files, not its name: the same data submitted under another name is recognised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import orjson
+
+from rewardline.ops import storage
+
+MANIFEST = "manifest.json"
+SAMPLES = "samples.jsonl"
+RANKINGS = "rankings.jsonl"
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: str
+    uri: str  # <inbox>/<batch_id>
+    files: dict[str, str]  # file name -> sha256, from the verified manifest
+    content_hash: str  # sha256 of the sorted "name:sha256" lines of the data files
+
+    @property
+    def labelled(self) -> bool:
+        return RANKINGS in self.files
+
+    def file_uri(self, name: str) -> str:
+        return f"{self.uri}/{name}"
+
+    def read(self, name: str) -> bytes:
+        return storage.read_bytes(self.file_uri(name))
+
+    def samples(self) -> list[dict]:
+        """The policy samples, one dict per line of ``samples.jsonl``."""
+        return [orjson.loads(line) for line in self.read(SAMPLES).splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    batch_id: str
+    reason: str
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def content_hash(files: dict[str, str]) -> str:
+    return sha256("".join(f"{name}:{digest}\n" for name, digest in sorted(files.items())).encode())
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def discover(inbox: str) -> tuple[list[Batch], list[Skipped]]:
+    """Ready batches under ``inbox`` (sorted by id) and the ones skipped, with why.
+
+    A local inbox that does not exist yet is empty.
+    """
+    if not storage.is_s3(inbox) and not os.path.isdir(inbox):
+        return [], []
+    root = inbox.rstrip("/") + "/"
+    by_batch: dict[str, set[str]] = {}
+    for uri in storage.list_files(root):
+        rel = uri[len(root):] if uri.startswith(root) else None
+        if not rel or "/" not in rel:
+            continue  # a file at the inbox's top level, or another prefix sharing the name
+        batch_id, name = rel.split("/", 1)
+        by_batch.setdefault(batch_id, set()).add(name)
+    ready, skipped = [], []
+    for batch_id in sorted(by_batch):
+        names = by_batch[batch_id]
+        if MANIFEST not in names:
+            skipped.append(Skipped(batch_id, "no manifest.json yet (upload not finished)"))
+            continue
+        uri = _join(inbox, batch_id)
+        try:
+            manifest = orjson.loads(storage.read_bytes(_join(uri, MANIFEST)))
+            files = dict(manifest["files"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            skipped.append(Skipped(batch_id, f"unreadable manifest.json: {err}"))
+            continue
+        problem = _verify(uri, files, names)
+        if problem:
+            skipped.append(Skipped(batch_id, problem))
+            continue
+        ready.append(Batch(batch_id, uri, files, content_hash(files)))
+    return ready, skipped
+
+
+def _verify(uri: str, files: dict[str, str], present: set[str]) -> str | None:
+    if SAMPLES not in files:
+        return f"manifest lists no {SAMPLES}"
+    for name, digest in sorted(files.items()):
+        if name not in present:
+            return f"{name} is listed in the manifest but missing"
+        if sha256(storage.read_bytes(_join(uri, name))) != digest:
+            return f"{name} does not match its sha256 in the manifest"
+    return None
+
+
+def write_batch(inbox: str, batch_id: str, samples: bytes, rankings: bytes | None = None) -> Batch:
+    """Submit a batch: the data files first, the manifest (with their sha256) last."""
+    if not batch_id or "/" in batch_id or batch_id.startswith("."):
+        raise ValueError(f"batch id {batch_id!r}: expected a plain name")
+    uri = _join(inbox, batch_id)
+    files = {SAMPLES: samples} if rankings is None else {SAMPLES: samples, RANKINGS: rankings}
+    for name, data in files.items():
+        storage.write_bytes(_join(uri, name), data)
+    digests = {name: sha256(data) for name, data in files.items()}
+    storage.write_bytes(_join(uri, MANIFEST), orjson.dumps({"batch_id": batch_id, "files": digests},
+                                                           option=orjson.OPT_INDENT_2))
+    return Batch(batch_id, uri, digests, content_hash(digests))

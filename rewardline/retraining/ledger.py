@@ -1,0 +1,67 @@
+"""The retraining ledger: which inbox batch reached which state, so each is processed exactly once.
+
+``data/retrain/ledger.jsonl`` holds one JSON event per line, appended and never edited::
+
+    {"batch_id", "content_hash", "state", "time", ...details}
+
+States of a batch, in order: ``started`` → ``decided`` (drift numbers and the decision) →
+``appended`` (its rankings were written to the fresh raw data) → ``done``. ``done`` is
+written only after everything the batch caused is in place (data appended, pipeline run,
+challenger registered), so a batch whose last state is not ``done`` was interrupted: the
+retrain logic rolls it back (``rolled_back``: its fresh data file removed) and redoes it.
+A batch whose content hash matches an earlier ``done`` batch is recorded as ``duplicate``.
+
+Every update rewrites the file atomically (temp file + rename, :mod:`rewardline.ops.storage`),
+so a crash leaves the previous or the next version, never half a line.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from rewardline.ops import storage
+
+STATES = ("started", "decided", "appended", "done", "duplicate", "rolled_back")
+FINAL = ("done", "duplicate")
+
+
+@dataclass
+class Ledger:
+    path: Path
+
+    def events(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [orjson.loads(line) for line in self.path.read_bytes().splitlines() if line.strip()]
+
+    def record(self, batch_id: str, content_hash: str, state: str, **details: object) -> dict:
+        """Append one event (atomic rewrite of the whole file)."""
+        if state not in STATES:
+            raise ValueError(f"ledger state {state!r}: expected one of {STATES}")
+        event = {"batch_id": batch_id, "content_hash": content_hash, "state": state,
+                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **details}
+        old = self.path.read_bytes() if self.path.exists() else b""
+        storage.write_bytes(str(self.path), old + orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        return event
+
+    def last_state(self) -> dict[str, str]:
+        """batch_id -> its latest state."""
+        return {e["batch_id"]: e["state"] for e in self.events()}
+
+    def finished(self, batch_id: str) -> bool:
+        return self.last_state().get(batch_id) in FINAL
+
+    def done_by_hash(self) -> dict[str, str]:
+        """content_hash -> batch_id of batches that reached ``done``."""
+        return {e["content_hash"]: e["batch_id"] for e in self.events() if e["state"] == "done"}
+
+    def interrupted(self) -> list[str]:
+        """Batches that started but whose latest state is neither final nor ``rolled_back``."""
+        return sorted(b for b, s in self.last_state().items() if s not in (*FINAL, "rolled_back"))
+
+    def count(self, batch_id: str, state: str) -> int:
+        return sum(1 for e in self.events() if e["batch_id"] == batch_id and e["state"] == state)

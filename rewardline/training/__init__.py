@@ -1,0 +1,1 @@
+"""Training: the loop, the objectives (losses chosen by name), token-budget batching."""

@@ -1,0 +1,167 @@
+"""Prompt-group batches packed to a token budget.
+
+A *group* is one prompt with its K distinct responses and the comparisons among them.
+Batches are sets of whole groups, so every (prompt, response) sequence is encoded
+**once** per step and all comparisons of the group are formed from those K rewards
+(K sequences per prompt instead of the K(K-1) of a pair-per-row trainer).
+
+Packing: groups are sorted by their longest sequence (with a ±10 % random jitter per
+epoch, so batches differ between epochs) and packed greedily while
+``n_sequences · padded_length <= batch_tokens``; a group larger than the budget gets a
+batch of its own. Padding is dynamic (to the longest sequence of the batch) and the
+order of batches is shuffled.
+
+Sharding (DDP + gradient accumulation): the batches of an epoch are cut into global
+steps of ``world · accum`` micro-batches (the last step is filled by wrapping around to
+the epoch's first batches, never by dropping data). Rank ``r`` runs micro-batches
+``step[i · world + r]`` for ``i < accum``, so one process with ``accum = A · W`` sees
+exactly the same global batches as ``W`` processes with ``accum = A``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from rewardline.modeling.tokenize import TokenizedResponses
+from rewardline.training.loss import comparison_weights
+
+
+@dataclass
+class Group:
+    """One prompt: its sequences (rows of the tokenized table) and comparisons among them."""
+
+    prompt_id: str
+    rows: np.ndarray  # int64 [K] rows in TokenizedResponses
+    a: np.ndarray  # int64 [C] local index (into rows) of response a
+    b: np.ndarray  # int64 [C]
+    label: np.ndarray  # float32 [C], P(a preferred)
+    margin: np.ndarray  # float32 [C]
+    weight: np.ndarray  # float32 [C]
+    max_len: int
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [N, T]
+    attention_mask: torch.Tensor  # [N, T]
+    token_type_ids: torch.Tensor  # [N, T]
+    idx_a: torch.Tensor  # [M]
+    idx_b: torch.Tensor  # [M]
+    label: torch.Tensor  # [M]
+    margin: torch.Tensor  # [M]
+    weight: torch.Tensor  # [M]
+    n_tokens: int  # non-pad tokens
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            **{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        )
+
+
+def build_groups(pairs: pa.Table, tok: TokenizedResponses, weighting: str = "prompt") -> list[Group]:
+    """Group the comparisons of ``pairs`` (schema ``PAIRS``) by prompt."""
+    row_of = tok.row_index()
+    cols = pairs.select(["prompt_id", "response_a_id", "response_b_id", "label", "margin"]).to_pydict()
+    by_prompt: dict[str, list[int]] = {}
+    for i, pid in enumerate(cols["prompt_id"]):
+        by_prompt.setdefault(pid, []).append(i)
+    groups = []
+    for pid, idx in by_prompt.items():
+        local: dict[str, int] = {}
+        a, b = [], []
+        for i in idx:
+            for side, out in (("response_a_id", a), ("response_b_id", b)):
+                rid = cols[side][i]
+                if rid not in row_of:
+                    raise KeyError(f"pair refers to unknown response {rid!r}")
+                out.append(local.setdefault(rid, len(local)))
+        rows = np.array([row_of[r] for r in local], dtype=np.int64)
+        margin = [0.0 if cols["margin"][i] is None else cols["margin"][i] for i in idx]
+        groups.append(
+            Group(
+                prompt_id=pid,
+                rows=rows,
+                a=np.array(a, dtype=np.int64),
+                b=np.array(b, dtype=np.int64),
+                label=np.array([cols["label"][i] for i in idx], dtype=np.float32),
+                margin=np.array(margin, dtype=np.float32),
+                weight=comparison_weights(np.array([len(idx)]), weighting),
+                max_len=int(tok.lengths[rows].max()),
+            )
+        )
+    return groups
+
+
+def plan_batches(
+    groups: list[Group], batch_tokens: int, seed: int = 0, epoch: int = 0, shuffle: bool = True
+) -> list[list[int]]:
+    """Pack group indices into batches of at most ``batch_tokens`` padded tokens."""
+    if not groups:
+        return []
+    rng = np.random.default_rng([seed, epoch])
+    lengths = np.array([g.max_len for g in groups], dtype=np.float64)
+    sizes = np.array([len(g.rows) for g in groups], dtype=np.int64)
+    key = lengths * np.exp(rng.uniform(-0.1, 0.1, len(groups))) if shuffle else lengths
+    order = np.argsort(key, kind="stable")
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    n_seq, pad_len = 0, 0
+    for g in order:
+        new_len = max(pad_len, int(lengths[g]))
+        if cur and (n_seq + sizes[g]) * new_len > batch_tokens:
+            batches.append(cur)
+            cur, n_seq, new_len = [], 0, int(lengths[g])
+        cur.append(int(g))
+        n_seq += int(sizes[g])
+        pad_len = new_len
+    batches.append(cur)
+    if shuffle:
+        perm = rng.permutation(len(batches))
+        batches = [batches[i] for i in perm]
+    return batches
+
+
+def plan_steps(batches: list[list[int]], world: int, accum: int) -> list[list[list[int]]]:
+    """Cut an epoch's batches into global steps of ``world · accum`` micro-batches,
+    wrapping around to fill the last step."""
+    per_step = world * accum
+    if not batches:
+        return []
+    n_steps = -(-len(batches) // per_step)
+    padded = [batches[i % len(batches)] for i in range(n_steps * per_step)]
+    return [padded[s * per_step : (s + 1) * per_step] for s in range(n_steps)]
+
+
+def rank_micro_batches(step: list[list[int]], rank: int, world: int) -> list[list[int]]:
+    """The micro-batches of ``step`` that rank ``rank`` runs, in accumulation order."""
+    return step[rank::world]
+
+
+def collate(groups: list[Group], tok: TokenizedResponses, pad_id: int) -> Batch:
+    """Stack the groups' sequences, right-padded to the longest, and offset the
+    comparison indices into the stacked batch."""
+    seqs = [tok.sequence(int(r)) for g in groups for r in g.rows]
+    n, t = len(seqs), max(len(s[0]) for s in seqs)
+    ids = np.full((n, t), pad_id, dtype=np.int64)
+    types = np.zeros((n, t), dtype=np.int64)
+    mask = np.zeros((n, t), dtype=np.int64)
+    for i, (s, ty) in enumerate(seqs):
+        ids[i, : len(s)] = s
+        types[i, : len(s)] = ty
+        mask[i, : len(s)] = 1
+    offsets = np.cumsum([0] + [len(g.rows) for g in groups[:-1]])
+    return Batch(
+        input_ids=torch.from_numpy(ids),
+        attention_mask=torch.from_numpy(mask),
+        token_type_ids=torch.from_numpy(types),
+        idx_a=torch.from_numpy(np.concatenate([g.a + o for g, o in zip(groups, offsets, strict=True)])),
+        idx_b=torch.from_numpy(np.concatenate([g.b + o for g, o in zip(groups, offsets, strict=True)])),
+        label=torch.from_numpy(np.concatenate([g.label for g in groups])),
+        margin=torch.from_numpy(np.concatenate([g.margin for g in groups])),
+        weight=torch.from_numpy(np.concatenate([g.weight for g in groups])),
+        n_tokens=int(mask.sum()),
+    )

@@ -1,0 +1,1 @@
+"""Validation: Great Expectations suites, inter-annotator agreement, annotator exclusion."""

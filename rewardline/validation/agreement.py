@@ -1,0 +1,356 @@
+"""Inter-annotator agreement over rankings (used by the validate stage).
+
+Input is the canonical ``RANKINGS`` table (:mod:`rewardline.data.schema`): one row per
+(ranking, response) with ``rank`` (1 = best, tied responses share a rank). Only
+*overlapping* prompts, ranked by two or more distinct annotators, say anything
+about agreement; every metric below is computed over them alone.
+
+Data rules
+----------
+* An *item* is a prompt together with a connected group of its rankings (two rankings
+  connect when they share a response): rankings of the same prompt over disjoint
+  response sets (two sources sampling different answers to one instruction) are
+  different items. "Prompt" below means item.
+* Rows with a null ``prompt_id``, ``annotator_id``, ``response_id`` or ``rank`` are ignored.
+* A ranking is identified by (prompt, annotator). The contract makes ``ranking_id``
+  unique per pair; if a pair nevertheless has several ranking ids, the one with the
+  smallest ``ranking_id`` (string order) is kept and the others are dropped. A response
+  listed twice in one ranking keeps its best (smallest) rank.
+* Krippendorff's alpha uses every ranked (prompt, response) unit of the overlapping
+  prompts, missing values allowed. Kendall's W, pairwise agreement and the
+  leave-one-out scores need complete blocks, so they use each prompt's *common*
+  responses (those ranked by all of its annotators), re-ranked within that set;
+  prompts with fewer than two common responses are skipped by them.
+* Ties are mid-ranks ("average" ranks): a tie group occupying places k+1..k+t gets
+  rank k + (t + 1) / 2 for each member, so W, pairwise agreement and the leave-one-out
+  scores are the same for dense, competition or mid-rank input (alpha reads raw ranks).
+* Exclusion (:func:`annotators_to_exclude`) needs evidence: an annotator whose score is
+  None (never overlaps) or rests on fewer than ``min_overlap_prompts`` prompts is kept.
+
+Metrics
+-------
+* ``krippendorff_alpha``: ordinal alpha, ``1 - D_o / D_e``, from the ``krippendorff``
+  package. Coders = annotators, units = (prompt, response), value = the raw ``rank``.
+  It is fed the units x values count matrix (``value_counts``), never the
+  annotators x units matrix; only units ranked by two or more annotators are passed.
+  The package builds a few (units, V, V) arrays, so memory is ~3 * 8 * units * V^2 bytes
+  for V distinct rank values (~0.3 GB for 570k units and V = 4).
+* ``kendall_w``: mean over prompts of the tie-corrected Kendall's W (see :func:`kendall_w`).
+  Prompts on which every annotator tied every response have a zero denominator:
+  W is undefined there and they are skipped.
+* ``pairwise_agreement``: over all (annotator pair, response pair) comparisons of a
+  prompt, pooled over prompts, the share on which both annotators give the same
+  direction ``sign(rank_i - rank_j)``. A tie is its own direction (sign 0): two ties
+  agree, a tie against a strict preference disagrees.
+* ``annotator_agreement``: for annotator a on prompt p, the leave-one-out consensus is
+  the mean mid-rank of the *other* annotators of p; a's score on p is Spearman's rho
+  between a's mid-ranks and the mid-ranks of that consensus (both ranked again, so it
+  equals ``scipy.stats.spearmanr``). rho is undefined (skipped) when either vector is
+  constant. The annotator's agreement is the mean rho over the prompts where it is
+  defined (``annotator_scored_prompts`` of them), or None if there are none.
+
+Everything is vectorised: rows are integer-coded and sorted once; overlapping prompts
+with the same (m annotators, n responses) shape are stacked into (P, m, n) arrays and
+the loop runs over the handful of distinct shapes (in bounded-size chunks), not prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import krippendorff
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.stats import rankdata
+
+NO_OVERLAP = "no prompt was ranked by two or more annotators"
+#: Upper bound on the elements of one (P, m, n, n) chunk of pairwise comparisons.
+_CHUNK_ELEMENTS = 4_000_000
+
+
+@dataclass
+class AgreementReport:
+    """Agreement metrics over the overlapping prompts of a rankings table.
+
+    A metric is None when it is undefined on the data (``reason`` says why), never a
+    made-up number.
+    """
+
+    krippendorff_alpha: float | None
+    kendall_w: float | None
+    pairwise_agreement: float | None
+    annotator_agreement: dict[str, float | None]
+    annotator_prompts: dict[str, int]
+    annotator_overlap_prompts: dict[str, int]
+    n_prompts: int
+    n_overlap_prompts: int
+    reason: str | None
+    #: prompts on which the annotator's leave-one-out rho was defined (the mean's support).
+    annotator_scored_prompts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (plain Python floats and ints, None for undefined)."""
+        return asdict(self)
+
+
+def kendall_w(ranks: np.ndarray) -> np.ndarray:
+    """Tie-corrected Kendall's W of each (m judges x n items) block of mid-ranks.
+
+    ``ranks`` has shape (..., m, n). With column sums ``R_i = sum_j r_ji``::
+
+        S = sum_i (R_i - m (n + 1) / 2)^2
+        T = sum_j sum_{tie groups of judge j} (t^3 - t)
+        W = 12 S / (m^2 (n^3 - n) - m T)
+
+    T is read off the mid-ranks: a tie group of size t lowers a judge's sum of squared
+    deviations from (n + 1) / 2 by (t^3 - t) / 12, so ``T_j = (n^3 - n) - 12 SS_j``.
+    Blocks whose denominator is 0 (every judge tied everything) get NaN.
+    """
+    m, n = ranks.shape[-2:]
+    centred = ranks - (n + 1) / 2
+    s = np.square(centred.sum(axis=-2)).sum(axis=-1)
+    t = ((n**3 - n) - 12 * np.square(centred).sum(axis=-1)).sum(axis=-1)
+    denom = m * m * (n**3 - n) - m * t
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denom > 1e-9 * m * m * (n**3 - n), 12 * s / denom, np.nan)
+
+
+def loo_spearman(ranks: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each judge against the mean rank of the other judges.
+
+    ``ranks`` (..., m, n) mid-ranks, m >= 2. Consensus of judge j:
+    ``c_j = (sum_k r_k - r_j) / (m - 1)``, mid-ranked again; then
+    ``rho_j = <r_j - rbar, c_j - cbar> / (|r_j - rbar| |c_j - cbar|)``.
+    NaN where either vector is constant. Returns shape (..., m).
+    """
+    m = ranks.shape[-2]
+    consensus = (ranks.sum(axis=-2, keepdims=True) - ranks) / (m - 1)
+    x = ranks - ranks.mean(axis=-1, keepdims=True)
+    c = rankdata(consensus, axis=-1, method="average")
+    c -= c.mean(axis=-1, keepdims=True)
+    norm = np.sqrt(np.square(x).sum(axis=-1) * np.square(c).sum(axis=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norm > 1e-12, (x * c).sum(axis=-1) / norm, np.nan)
+
+
+def pairwise_counts(ranks: np.ndarray) -> tuple[int, int]:
+    """(agreeing, total) (annotator pair, response pair) comparisons over blocks (P, m, n).
+
+    For each response pair i < j, with ``c_s`` annotators giving direction
+    ``s = sign(r_i - r_j)`` in {-1, 0, +1}, the agreeing annotator pairs are
+    ``sum_s c_s (c_s - 1) / 2`` out of ``m (m - 1) / 2``.
+    """
+    p, m, n = ranks.shape
+    i, j = np.triu_indices(n, 1)
+    sign = np.sign(ranks[..., i] - ranks[..., j])  # (P, m, n(n-1)/2)
+    agree = 0
+    for s in (-1, 0, 1):
+        c = (sign == s).sum(axis=1, dtype=np.int64)
+        agree += int((c * (c - 1) // 2).sum())
+    return agree, p * len(i) * m * (m - 1) // 2
+
+
+def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes (int64) and the dictionary of a null-free string column."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    encoded = column.dictionary_encode()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
+
+
+def _smallest_ranking_mask(ranking_id: pa.ChunkedArray, pair: np.ndarray) -> np.ndarray:
+    """Rows whose ``ranking_id`` is the smallest (string order) of their (prompt, annotator) ``pair``."""
+    rid, dictionary = _codes(ranking_id)
+    position = np.empty(len(dictionary), np.int64)
+    position[pc.sort_indices(dictionary).to_numpy()] = np.arange(len(dictionary))
+    rid = position[rid]
+    smallest = np.full(int(pair.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(smallest, pair, rid)
+    return rid == smallest[pair]
+
+
+def _alpha(unit: np.ndarray, rank: np.ndarray) -> tuple[float | None, str | None]:
+    """Ordinal Krippendorff's alpha from per-row unit codes and rank values.
+
+    ``value_counts[u, v]`` = number of annotators who gave unit u the v-th smallest rank
+    value; units coded by a single annotator add nothing to the coincidence matrix and
+    are dropped before calling :func:`krippendorff.alpha`.
+    """
+    domain, value = np.unique(rank, return_inverse=True)
+    if len(domain) < 2:
+        return None, "krippendorff_alpha: every rank value is identical"
+    n_units = int(unit.max()) + 1
+    counts = np.bincount(unit * len(domain) + value, minlength=n_units * len(domain))
+    counts = counts.reshape(n_units, len(domain))
+    counts = counts[counts.sum(axis=1) >= 2]
+    if len(counts) == 0:
+        return None, "krippendorff_alpha: no response was ranked by two or more annotators"
+    result = krippendorff.alpha(value_counts=counts, value_domain=domain, level_of_measurement="ordinal")
+    return float(result), None
+
+
+def _blocks(prompt: np.ndarray, m_prompt: np.ndarray) -> Iterator[np.ndarray]:
+    """Row indices shaped (P, m, n): one array per (m, n) prompt shape (and bounded-size chunk).
+
+    Rows must be sorted by (prompt, annotator, response) and each prompt's rows complete
+    (m annotators x the same n responses), so a prompt is m * n contiguous rows. Prompts
+    with fewer than two responses are left out.
+    """
+    rows = np.bincount(prompt)
+    start = np.concatenate(([0], np.cumsum(rows)[:-1]))
+    present = np.flatnonzero(rows)
+    m = m_prompt[present]
+    n = rows[present] // m
+    keep = n >= 2
+    present, m, n = present[keep], m[keep], n[keep]
+    for mm, nn in sorted(set(zip(m.tolist(), n.tolist(), strict=True))):
+        starts = start[present[(m == mm) & (n == nn)]]
+        chunk = max(1, _CHUNK_ELEMENTS // (mm * nn * nn))
+        offsets = np.arange(mm * nn)
+        for lo in range(0, len(starts), chunk):
+            block = starts[lo : lo + chunk, None] + offsets
+            yield block.reshape(-1, mm, nn)
+
+
+def _refine_by_response_set(prompt: np.ndarray, pair: np.ndarray, response_id: pa.ChunkedArray) -> np.ndarray:
+    """Item code = (prompt, connected group of its rankings that share responses).
+
+    Rankings of one prompt over *disjoint* response sets (two sources sampling different
+    answers to the same instruction) say nothing about each other: they become separate
+    items. Connectivity comes from ``scipy.sparse.csgraph.connected_components`` on the
+    bipartite graph rankings -- responses.
+    """
+    response, _ = _codes(response_id)
+    n_pairs, n_resp = int(pair.max()) + 1, int(response.max()) + 1
+    graph = coo_matrix((np.ones(pair.size, np.int8), (pair, n_pairs + response)), shape=(n_pairs + n_resp,) * 2)
+    _, component = connected_components(graph, directed=False)
+    key = prompt.astype(np.int64) * (n_pairs + n_resp) + component[pair]
+    return np.unique(key, return_inverse=True)[1].astype(np.int64)
+
+
+def measure_agreement(rankings: pa.Table) -> AgreementReport:
+    """Agreement metrics of a ``RANKINGS`` table (see the module docstring for definitions)."""
+    columns = ["prompt_id", "annotator_id", "response_id", "rank"]
+    if "ranking_id" in rankings.column_names:
+        columns.append("ranking_id")
+    table = rankings.select(columns).drop_null()
+    if table.num_rows == 0:
+        return AgreementReport(None, None, None, {}, {}, {}, 0, 0, "the rankings table has no usable rows")
+
+    # Rankings = distinct (prompt, annotator) pairs; m_p = distinct annotators of prompt p.
+    prompt, _ = _codes(table.column("prompt_id"))
+    annotator, annotators = _codes(table.column("annotator_id"))
+    n_annot = len(annotators)
+    pairs, pair = np.unique(prompt * n_annot + annotator, return_inverse=True)
+    if "ranking_id" in columns and pc.count_distinct(table.column("ranking_id")).as_py() > len(pairs):
+        keep = _smallest_ranking_mask(table.column("ranking_id"), pair)
+        table, prompt, annotator = table.filter(pa.array(keep)), prompt[keep], annotator[keep]
+    pair = np.unique(prompt * n_annot + annotator, return_inverse=True)[1]
+    prompt = _refine_by_response_set(prompt, pair, table.column("response_id"))
+    pairs, pair = np.unique(prompt * n_annot + annotator, return_inverse=True)
+    pair_prompt, pair_annot = pairs // n_annot, pairs % n_annot
+    m_prompt = np.bincount(pair_prompt)
+    names = annotators.to_pylist()
+    by_name = np.argsort(np.array(names, dtype=object))  # reports list annotators sorted by id
+
+    def per_annotator(values: np.ndarray, defined: np.ndarray | None = None) -> dict:
+        return {names[i]: (values[i].item() if defined is None or defined[i] else None) for i in by_name}
+
+    n_prompts = int((m_prompt > 0).sum())
+    n_overlap = int((m_prompt >= 2).sum())
+    counts = {
+        "annotator_prompts": per_annotator(np.bincount(pair_annot, minlength=n_annot)),
+        "annotator_overlap_prompts": per_annotator(
+            np.bincount(pair_annot[m_prompt[pair_prompt] >= 2], minlength=n_annot)
+        ),
+    }
+    if n_overlap == 0:
+        nothing = np.zeros(n_annot, np.int64)
+        return AgreementReport(
+            None,
+            None,
+            None,
+            per_annotator(nothing, nothing > 0),
+            n_prompts=n_prompts,
+            n_overlap_prompts=0,
+            reason=NO_OVERLAP,
+            annotator_scored_prompts=per_annotator(nothing),
+            **counts,
+        )
+
+    # Rows of overlapping prompts, sorted by (prompt, annotator, response, rank); a response
+    # listed twice in a ranking keeps its best rank.
+    overlap = m_prompt[prompt] >= 2
+    table, prompt, annotator = table.filter(pa.array(overlap)), prompt[overlap], annotator[overlap]
+    response, _ = _codes(table.column("response_id"))
+    rank = table.column("rank").to_numpy().astype(np.float64)
+    order = np.lexsort((rank, response, annotator, prompt))
+    prompt, annotator, response, rank = prompt[order], annotator[order], response[order], rank[order]
+    first = np.ones(len(order), bool)
+    first[1:] = (prompt[1:] != prompt[:-1]) | (annotator[1:] != annotator[:-1]) | (response[1:] != response[:-1])
+    prompt, annotator, response, rank = prompt[first], annotator[first], response[first], rank[first]
+
+    # Units = (prompt, response); coders per unit = annotators who ranked it.
+    _, unit, coders = np.unique(prompt * (int(response.max()) + 1) + response, return_inverse=True, return_counts=True)
+    alpha, alpha_reason = _alpha(unit, rank)
+
+    # Complete blocks: the responses every annotator of the prompt ranked.
+    common = coders[unit] == m_prompt[prompt]
+    prompt, annotator, rank = prompt[common], annotator[common], rank[common]
+    w_sum, w_count, agree, compared = 0.0, 0, 0, 0
+    rho_sum = np.zeros(n_annot)
+    rho_count = np.zeros(n_annot, np.int64)
+    for rows in _blocks(prompt, m_prompt):
+        ranks = rankdata(rank[rows], axis=-1, method="average")
+        w = kendall_w(ranks)
+        w_sum += float(np.nansum(w))
+        w_count += int(np.isfinite(w).sum())
+        a, c = pairwise_counts(ranks)
+        agree, compared = agree + a, compared + c
+        rho = loo_spearman(ranks).ravel()
+        who = annotator[rows[:, :, 0]].ravel()
+        ok = np.isfinite(rho)
+        rho_sum += np.bincount(who[ok], weights=rho[ok], minlength=n_annot)
+        rho_count += np.bincount(who[ok], minlength=n_annot)
+
+    reasons = [alpha_reason] if alpha_reason else []
+    if compared == 0:
+        reasons.append(
+            "kendall_w, pairwise_agreement: no overlapping prompt has two responses ranked by all of its annotators"
+        )
+    elif w_count == 0:
+        reasons.append("kendall_w: on every overlapping prompt every annotator tied all responses")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_rho = rho_sum / rho_count
+    return AgreementReport(
+        krippendorff_alpha=alpha,
+        kendall_w=w_sum / w_count if w_count else None,
+        pairwise_agreement=agree / compared if compared else None,
+        annotator_agreement=per_annotator(mean_rho, rho_count > 0),
+        n_prompts=n_prompts,
+        n_overlap_prompts=n_overlap,
+        reason="; ".join(reasons) or None,
+        annotator_scored_prompts=per_annotator(rho_count),
+        **counts,
+    )
+
+
+def annotators_to_exclude(
+    report: AgreementReport, min_agreement: float, min_overlap_prompts: int = 5
+) -> dict[str, str]:
+    """Annotators whose leave-one-out agreement is below ``min_agreement``, with the reason.
+
+    Only annotators with evidence are judged: an agreement of None (no overlap, or rho
+    undefined everywhere) or one resting on fewer than ``min_overlap_prompts`` scored
+    prompts never excludes anyone ("not enough data" is not "careless").
+    """
+    excluded = {}
+    for name, score in sorted(report.annotator_agreement.items()):
+        n = report.annotator_scored_prompts.get(name, report.annotator_overlap_prompts.get(name, 0))
+        if score is not None and n >= min_overlap_prompts and score < min_agreement:
+            excluded[name] = f"agreement {score:.2f} < {min_agreement:g} over {n} prompts"
+    return excluded

@@ -1,0 +1,331 @@
+"""Great Expectations suites over the canonical tables, and the gate the validate stage applies.
+
+:func:`run_expectations` validates the ``prompts`` / ``responses`` / ``rankings`` tables
+written by ingest (see :mod:`rewardline.data.schema`) with Great Expectations 1.x and returns an
+:class:`ExpectationReport`: overall success, every failed expectation with up to
+:data:`MAX_EXAMPLES` offending rows, and the path of the Data Docs site built into
+``docs_dir``.
+
+GX objects used: an *ephemeral* Data Context with in-memory stores (nothing is written
+outside ``docs_dir``; no ``gx/`` folder appears anywhere), one pandas data source with a
+dataframe asset + whole-dataframe batch definition per table, one ``ExpectationSuite`` and
+``ValidationDefinition`` per table, and one ``Checkpoint`` per table (a checkpoint run gets
+a single ``batch_parameters`` dict, so one dataframe) carrying an ``UpdateDataDocsAction``.
+The three checkpoints share a run id, so Data Docs shows them as one run.
+
+Cross-table references: GX 1.x has no foreign-key expectation for pandas
+(``UnexpectedRowsExpectation`` runs SQL and supports SQL data sources only). We compute
+boolean flag columns with pyarrow before validation (``response_id`` found in responses and
+belonging to the ranking's prompt, ``prompt_id`` found in prompts) and expect them to be
+``True`` with ``expect_column_values_to_be_in_set``. Null ids leave the flag null, so they are
+reported once, by the not-null expectation. The flag columns (prefix ``_fk_``) live only in
+the validated dataframes, never in the caller's tables.
+
+Performance: result format is ``SUMMARY`` with ``partial_unexpected_count`` =
+:data:`MAX_EXAMPLES` and *no* ``unexpected_index_column_names`` (GX then returns plain row
+positions, which is fast; with named index columns it loops over every unexpected row in
+Python). Offending rows are looked up by position in the original Arrow table. Progress
+bars are off.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TABLES = ("prompts", "responses", "rankings")
+MAX_EXAMPLES = 5
+MAX_TEXT = 200
+FK_RESPONSE = "_fk_response_in_responses_of_prompt"
+FK_PROMPT = "_fk_prompt_in_prompts"
+SITE_NAME = "rewardline"
+
+
+@dataclass
+class ExpectationFailure:
+    """One failed (or errored) expectation."""
+
+    table: str
+    expectation: str
+    column: str | None
+    kwargs: dict
+    unexpected_count: int | None
+    examples: list[dict]
+    observed_value: Any = None  # for table-level expectations (e.g. the row count)
+    error: str | None = None  # set when GX raised instead of evaluating (e.g. a missing column)
+
+
+@dataclass
+class ExpectationReport:
+    """The outcome of :func:`run_expectations`."""
+
+    success: bool
+    evaluated: int
+    failed: list[ExpectationFailure] = field(default_factory=list)
+    data_docs_index: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line per failed expectation, its example rows indented below it."""
+        head = (
+            f"expectations: {self.evaluated - len(self.failed)}/{self.evaluated} passed"
+            f" ({'OK' if self.success else 'FAILED'})"
+        )
+        lines = [head]
+        for f in self.failed:
+            target = f"{f.table}.{f.column}" if f.column else f.table
+            args = {k: v for k, v in f.kwargs.items() if k != "column"}
+            line = f"FAIL {target}: {f.expectation}({_compact(args)})"
+            if f.unexpected_count is not None:
+                line += f" - {f.unexpected_count} unexpected"
+            if f.observed_value is not None:
+                line += f" - observed {_compact(f.observed_value)}"
+            if f.error:
+                line += f" - error: {f.error}"
+            lines.append(line)
+            lines.extend(f"    e.g. {_compact(row)}" for row in f.examples)
+        if self.data_docs_index:
+            lines.append(f"data docs: {self.data_docs_index}")
+        return "\n".join(lines)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(", ", ": "))
+
+
+def build_suites(max_k: int = 64) -> dict[str, Any]:
+    """The expectation suites, one per canonical table (``gx.ExpectationSuite`` objects)."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    def not_null(*columns: str) -> list:
+        return [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in columns]
+
+    def flag_true(column: str) -> Any:
+        return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[True])
+
+    expectations = {
+        "prompts": [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            *not_null("prompt_id", "prompt"),
+            gxe.ExpectColumnValuesToBeUnique(column="prompt_id"),
+            gxe.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1),
+        ],
+        "responses": [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            *not_null("response_id", "prompt_id", "response"),
+            gxe.ExpectColumnValuesToBeUnique(column="response_id"),
+            gxe.ExpectColumnValueLengthsToBeBetween(column="response", min_value=1),
+            flag_true(FK_PROMPT),
+        ],
+        "rankings": [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            *not_null("ranking_id", "prompt_id", "annotator_id", "response_id", "rank", "batch_id"),
+            gxe.ExpectColumnValuesToBeBetween(column="rank", min_value=1, max_value=max_k),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["ranking_id", "response_id"]),
+            flag_true(FK_PROMPT),
+            flag_true(FK_RESPONSE),
+        ],
+    }
+    suites = {}
+    for table, exps in expectations.items():
+        suite = gx.ExpectationSuite(name=f"rewardline_{table}")
+        for expectation in exps:
+            suite.add_expectation(expectation)
+        suites[table] = suite
+    return suites
+
+
+def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
+    return table.column(name) if name in table.column_names else None
+
+
+def _fk_flags(tables: dict[str, pa.Table]) -> dict[str, dict[str, pa.ChunkedArray]]:
+    """Cross-table membership flags per table; null where the referencing id is null."""
+    prompts, responses, rankings = (tables[t] for t in TABLES)
+    prompt_ids = _column(prompts, "prompt_id")
+    prompt_ids = prompt_ids.drop_null() if prompt_ids is not None else pa.array([], pa.string())
+    flags: dict[str, dict[str, pa.ChunkedArray]] = {"prompts": {}, "responses": {}, "rankings": {}}
+
+    def in_prompts(ids: pa.ChunkedArray) -> pa.ChunkedArray:
+        found = pc.is_in(ids, value_set=prompt_ids)
+        return pc.if_else(pc.is_null(ids), pa.scalar(None, pa.bool_()), found)
+
+    for name in ("responses", "rankings"):
+        ids = _column(tables[name], "prompt_id")
+        if ids is not None:
+            flags[name][FK_PROMPT] = in_prompts(ids)
+
+    r_ids, r_prompts = _column(rankings, "response_id"), _column(rankings, "prompt_id")
+    s_ids, s_prompts = _column(responses, "response_id"), _column(responses, "prompt_id")
+    if None not in (r_ids, r_prompts, s_ids, s_prompts):
+        # The response must exist *and* belong to the ranking's prompt.
+        pos = pc.index_in(r_ids, value_set=s_ids)  # null when absent (or when the id is null)
+        owner = pc.take(s_prompts, pos)
+        ok = pc.fill_null(pc.equal(owner, r_prompts), False)
+        flags["rankings"][FK_RESPONSE] = pc.if_else(pc.is_null(r_ids), pa.scalar(None, pa.bool_()), ok)
+    return flags
+
+
+def _to_frame(table: pa.Table, extra: dict[str, pa.ChunkedArray]) -> pd.DataFrame:
+    """Arrow -> pandas for GX, plus the flag columns; nested / binary columns are left out.
+
+    pandas' default (pyarrow-backed ``str``) string dtype measured fastest here: about 2x
+    faster than ``types_mapper=pd.ArrowDtype`` and faster than categorical ids.
+    """
+    keep = [
+        f.name
+        for f in table.schema
+        if not (pa.types.is_nested(f.type) or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
+    ]
+    table = table.select(keep)
+    for name, values in extra.items():
+        table = table.append_column(name, values)
+    return table.to_pandas()
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + "…"
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    return value
+
+
+def _example_rows(table: pa.Table, result: dict) -> list[dict]:
+    """Full rows (JSON-ready, texts truncated) at the positions GX reported as unexpected."""
+    positions = [i for i in result.get("partial_unexpected_index_list") or [] if isinstance(i, int)]
+    positions = [i for i in positions if 0 <= i < table.num_rows][:MAX_EXAMPLES]
+    if not positions:
+        return []
+    rows = table.take(pa.array(positions, pa.int64())).to_pylist()
+    return [{"_row": i, **_json_ready(row)} for i, row in zip(positions, rows, strict=True)]
+
+
+def _exception_message(info: Any) -> str | None:
+    """The message of a raised exception in GX's ``exception_info`` (flat or keyed by metric)."""
+    if not isinstance(info, dict):
+        return None
+    if "raised_exception" in info:
+        return str(info.get("exception_message") or "exception") if info["raised_exception"] else None
+    messages = [_exception_message(v) for v in info.values()]
+    return "; ".join(sorted({m for m in messages if m})) or None
+
+
+def _failure(table_name: str, table: pa.Table, res: Any) -> ExpectationFailure:
+    config = res.expectation_config
+    kwargs = {k: v for k, v in dict(config.kwargs).items() if k not in ("batch_id", "result_format")}
+    result = dict(res.result or {})
+    error = _exception_message(res.exception_info)
+    return ExpectationFailure(
+        table=table_name,
+        expectation=config.type,
+        column=kwargs.get("column"),
+        kwargs=_json_ready(kwargs),
+        unexpected_count=result.get("unexpected_count"),
+        examples=_example_rows(table, result),
+        observed_value=_json_ready(result.get("observed_value")),
+        error=error,
+    )
+
+
+def _context(docs_dir: Path) -> Any:
+    """An ephemeral GX context (in-memory stores) whose only Data Docs site is ``docs_dir``."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    site = {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        data_docs_sites={SITE_NAME: site},
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def run_expectations(tables: dict[str, pa.Table], docs_dir: Path, max_k: int = 64) -> ExpectationReport:
+    """Validate the canonical ``prompts`` / ``responses`` / ``rankings`` tables.
+
+    Builds the Data Docs site into ``docs_dir`` (created if needed) and returns the report;
+    ``report.success`` is the gate. ``max_k`` bounds ``rankings.rank`` (1..max_k).
+    """
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    missing = [t for t in TABLES if t not in tables]
+    if missing:
+        raise ValueError(f"run_expectations needs tables {TABLES}; missing {missing}")
+    docs_dir = Path(docs_dir).resolve()
+    docs_dir.mkdir(parents=True, exist_ok=True)
+
+    context = _context(docs_dir)
+    source = context.data_sources.add_pandas("rewardline")
+    suites = build_suites(max_k)
+    flags = _fk_flags(tables)
+    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
+    run_id = RunIdentifier(run_name=f"rewardline-{uuid.uuid4().hex[:8]}", run_time=dt.datetime.now(dt.UTC))
+
+    failed: list[ExpectationFailure] = []
+    evaluated = 0
+    for name in TABLES:
+        batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
+        suite = context.suites.add(suites[name])
+        validation = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"rewardline_{name}", data=batch_definition, suite=suite)
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"rewardline_{name}",
+                validation_definitions=[validation],
+                actions=[UpdateDataDocsAction(name="data_docs", site_names=[SITE_NAME])],
+                result_format=result_format,
+            )
+        )
+        frame = _to_frame(tables[name], flags[name])
+        outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
+        del frame
+        for suite_result in outcome.run_results.values():
+            for res in suite_result.results:
+                evaluated += 1
+                if not res.success:
+                    failed.append(_failure(name, tables[name], res))
+
+    index = docs_dir / "index.html"
+    return ExpectationReport(
+        success=not failed,
+        evaluated=evaluated,
+        failed=failed,
+        data_docs_index=str(index) if index.exists() else None,
+    )

@@ -1,0 +1,293 @@
+"""Source adapters on real fixtures (tests/fixtures/README.md) and their corrupted variants."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from rewardline.data import schema as S
+from rewardline.data.adapters import FORMATS, AdapterResult, detect_format, read_file
+from rewardline.data.adapters.jsonl import read_jsonl
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+GOOD = {
+    "hh_rlhf_30.jsonl": ("hh-rlhf", 30),
+    "alpacaeval_20x3.json": ("alpaca-eval", 60),
+    "pairwise_alpaca.jsonl": ("pairwise", 30),
+    "pairwise_conversations.jsonl": ("pairwise", 10),
+    "rankings_nested.jsonl": ("rankings", 12),
+    "rankings_nested.parquet": ("rankings", 10),
+    "rankings_long.csv": ("rankings", 40),
+}
+# corrupted file -> {record number: (field, reason fragment)}
+CORRUPT = {
+    "hh_rlhf_corrupt.jsonl": {
+        4: (None, "invalid JSON"),
+        6: (None, "invalid UTF-8"),
+        7: ("rejected", "missing required field 'rejected'"),
+        8: ("chosen", "expected a string, got int 5"),
+        9: ("rejected", "do not share a prompt"),
+    },
+    "alpacaeval_corrupt.json": {
+        2: ("preference", "expected a number in [1, 2]"),
+        3: ("preference", "expected a number"),
+        4: ("instruction", "missing required field 'instruction'"),
+    },
+    "pairwise_corrupt.jsonl": {
+        2: ("winner", "expected one of"),
+        3: ("model_b", "missing required field 'model_b'"),
+        4: ("winner", "missing required field 'winner'"),
+    },
+    "rankings_corrupt.jsonl": {
+        2: ("responses.rank", "responses[0].rank: expected an integer, got float 1.5"),
+        3: ("annotator_id", "missing required field 'annotator_id'"),
+        4: ("responses.text", "missing 'text'"),
+        5: ("responses.rank", 'expected an integer, got str "1"'),
+    },
+    "rankings_long_corrupt.csv": {
+        2: ("rank", "expected an integer"),
+        5: ("response", "missing required field 'response'"),
+    },
+}
+CORRUPT_RECORDS = {
+    "hh_rlhf_corrupt.jsonl": 10,
+    "alpacaeval_corrupt.json": 6,
+    "pairwise_corrupt.jsonl": 5,
+    "rankings_corrupt.jsonl": 6,
+    "rankings_long_corrupt.csv": 8,
+}
+
+
+def load(name: str, **kwargs) -> AdapterResult:
+    return read_file((FIXTURES / name).read_bytes(), f"fixtures/{name}", **kwargs)
+
+
+def check_accounting(result: AdapterResult) -> None:
+    """distinct ranked origins + quarantine rows = records_in, disjoint; one ranking per record."""
+    ranked, quarantine = result.ranked, result.quarantine
+    assert ranked.schema.equals(S.RANKED_RESPONSES) and quarantine.schema.equals(S.QUARANTINE)
+    origins = set(zip(ranked["origin_file"].to_pylist(), ranked["origin_line"].to_pylist(), strict=True))
+    bad = set(zip(quarantine["origin_file"].to_pylist(), quarantine["origin_line"].to_pylist(), strict=True))
+    assert len(bad) == quarantine.num_rows
+    assert not origins & bad
+    assert len(origins) + len(bad) == result.records_in
+    per_record = ranked.group_by(["origin_line"]).aggregate(
+        [("annotator_id", "count_distinct"), ("prompt", "count_distinct")]
+    )
+    assert pc.max(per_record["annotator_id_count_distinct"]).as_py() == 1
+    assert pc.max(per_record["prompt_count_distinct"]).as_py() == 1
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_good_fixture_counts_and_accounting(name: str) -> None:
+    fmt, n = GOOD[name]
+    data = (FIXTURES / name).read_bytes()
+    assert detect_format(name, data) == fmt
+    result = load(name)
+    assert result.records_in == n
+    assert result.quarantine.num_rows == 0
+    check_accounting(result)
+    assert result.ranked["rank"].null_count == 0 and result.ranked["response"].null_count == 0
+    assert result.ranked["prompt"].null_count == 0
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPT))
+def test_corrupt_fixture_quarantines_exactly_the_bad_records(name: str) -> None:
+    result = load(name)
+    expected = CORRUPT[name]
+    assert result.records_in == CORRUPT_RECORDS[name]
+    check_accounting(result)
+    rows = {r["origin_line"]: r for r in result.quarantine.to_pylist()}
+    assert sorted(rows) == sorted(expected)
+    for line, (field, fragment) in expected.items():
+        assert rows[line]["field"] == field, (line, rows[line])
+        assert fragment in rows[line]["reason"], (line, rows[line])
+        assert rows[line]["raw"] and len(rows[line]["raw"]) <= 2000
+    kept = set(result.ranked["origin_line"].to_pylist())
+    assert len(kept) == result.records_in - len(expected)
+    if name == "hh_rlhf_corrupt.jsonl":  # lines 3 and 11 are blank: not records
+        assert kept == {1, 2, 5, 10, 12}
+
+
+def test_hh_rlhf_prompt_responses_and_turns() -> None:
+    result = load("hh_rlhf_30.jsonl")
+    t = result.ranked.to_pylist()
+    assert [r["rank"] for r in t[:4]] == [1, 2, 1, 2]
+    first = t[0]
+    assert first["prompt"].startswith("\n\nHuman: what are some pranks with a pen i can do?")
+    assert first["prompt"].endswith("\n\nHuman: okay some of these do not have anything to do with pens\n\nAssistant:")
+    assert first["response"].startswith("No, sorry!  All of these involve a pen")
+    assert t[1]["response"] != first["response"] and t[1]["prompt"] == first["prompt"]
+    assert [m["role"] for m in first["prompt_messages"]] == ["user", "assistant", "user", "assistant", "user"]
+    assert first["prompt_messages"][1]["content"] == "Are you looking for practical joke ideas?"
+    assert first["prompt_messages"][4]["content"] == "okay some of these do not have anything to do with pens"
+    assert {r["annotator_id"] for r in t} == {"hh-rlhf-crowdworker"}
+    assert {r["source"] for r in t} == {None} and {r["batch_id"] for r in t} == {"hh_rlhf_30"}
+    # single-turn dialogues have no prompt_messages
+    single = [r for r in t if r["prompt"].count("\n\nHuman:") == 1]
+    assert single and all(r["prompt_messages"] is None for r in single)
+
+
+def test_alpaca_eval_k_way_rankings() -> None:
+    t = load("alpacaeval_20x3.json").ranked
+    k = t.group_by(["prompt", "annotator_id"]).aggregate([("response_id", "count_distinct")])
+    assert k.num_rows == 20 and set(k["response_id_count_distinct"].to_pylist()) == {4}
+    larry = {r["response_id"]: r for r in t.to_pylist() if r["prompt"] == "Who is Larry Page?"}
+    # preferences 1.8439 (sample 0), 1.99999 (sample 1), 1.0015 (sample 2); reference scores 0.5
+    assert larry["allenai/tulu-2-dpo-13b.1"]["rank"] == 1
+    assert larry["allenai/tulu-2-dpo-13b.0"]["rank"] == 2
+    assert larry["allenai/tulu-2-dpo-13b.0"]["score"] == pytest.approx(0.8438951157)
+    assert larry["gpt-3.5-turbo-0613"]["rank"] == 3 and larry["gpt-3.5-turbo-0613"]["score"] == 0.5
+    assert larry["allenai/tulu-2-dpo-13b.2"]["rank"] == 4
+    assert larry["gpt-3.5-turbo-0613"]["prompt_id"] is None  # derived from the instruction text
+    assert larry["gpt-3.5-turbo-0613"]["origin_line"] == larry["allenai/tulu-2-dpo-13b.0"]["origin_line"]
+    assert larry["gpt-3.5-turbo-0613"]["category"] == "helpful_base"
+    assert larry["gpt-3.5-turbo-0613"]["response"].startswith("Larry Page is an American computer scientist")
+    assert larry["allenai/tulu-2-dpo-13b.0"]["source"] == "allenai/tulu-2-dpo-13b.0"
+
+
+def test_alpaca_eval_ties_share_a_rank() -> None:
+    data = (
+        b'[{"instruction":"q","output_1":"ref","generator_1":"r","output_2":"a","generator_2":"g.0",'
+        b'"preference":1.5,"annotator":"j"},{"instruction":"q","output_1":"ref","generator_1":"r",'
+        b'"output_2":"b","generator_2":"g.1","preference":1.9,"annotator":"j"}]'
+    )
+    t = read_file(data, "x.json").ranked.to_pylist()
+    assert {r["response_id"]: r["rank"] for r in t} == {"g.1": 1, "g.0": 2, "r": 2}
+    assert {r["prompt_id"] for r in t} == {None}
+
+
+def test_pairwise_from_alpaca_rows() -> None:
+    t = load("pairwise_alpaca.jsonl").ranked.to_pylist()
+    assert len(t) == 60
+    for a, b in zip(t[::2], t[1::2], strict=True):
+        assert a["origin_line"] == b["origin_line"] and a["prompt"] == b["prompt"]
+        assert a["source"] == "gpt-3.5-turbo-0613" and b["source"] == "allenai/tulu-2-dpo-13b.0"
+        assert sorted([a["rank"], b["rank"]]) in ([1, 2], [1, 1])
+    superman = [r for r in t if r["prompt"] == "Who created the Superman cartoon character?"]  # winner model_b
+    assert [(r["source"], r["rank"]) for r in superman] == [("gpt-3.5-turbo-0613", 2), ("allenai/tulu-2-dpo-13b.0", 1)]
+    assert superman[0]["prompt_id"] == "34" and superman[0]["annotator_id"] == "weighted_alpaca_eval_gpt4_turbo"
+    kobe = [r for r in t if r["prompt"] == "Why is kobe beef so damn expensive?"]  # winner model_a
+    assert [r["rank"] for r in kobe] == [1, 2] and kobe[0]["category"] == "helpful_base"
+
+
+def test_pairwise_conversations_multi_turn() -> None:
+    result = load("pairwise_conversations.jsonl")
+    t = result.ranked.to_pylist()
+    hh = load("hh_rlhf_30.jsonl")  # conversations were built from hh-rlhf pairs 30..39
+    assert hh.records_in == 30
+    first_a, first_b = t[0], t[1]
+    assert first_a["rank"] == 1 and first_b["rank"] == 2 and first_a["source"] == "hh-chosen"
+    assert first_a["prompt"] == first_b["prompt"] and first_a["prompt"].endswith("\n\nAssistant:")
+    multi = [r for r in t if r["prompt_messages"] is not None]
+    assert multi and all(r["prompt_messages"][-1]["role"] == "user" for r in multi)
+    assert all(r["prompt"].startswith("\n\nHuman: ") for r in multi)
+
+
+def test_pairwise_conversation_faults() -> None:
+    import orjson
+
+    def conv(*turns: str) -> list[dict]:
+        return [{"role": ("user", "assistant")[i % 2], "content": c} for i, c in enumerate(turns)]
+
+    head = {"model_a": "x", "model_b": "y", "judge": "u"}
+    lines = [
+        {**head, "winner": "tie", "conversation_a": conv("hi", "a"), "conversation_b": conv("hi", "b")},
+        {**head, "winner": "tie", "conversation_a": conv("hi"), "conversation_b": conv("hi", "b")},
+        {**head, "winner": "model_a", "conversation_a": conv("hi", "a"), "conversation_b": conv("other", "b")},
+    ]
+    result = read_file(b"\n".join(map(orjson.dumps, lines)), "arena.jsonl")
+    check_accounting(result)
+    t = result.ranked.to_pylist()
+    assert [(r["prompt"], r["response"], r["rank"], r["prompt_messages"]) for r in t] == [
+        ("hi", "a", 1, None),
+        ("hi", "b", 1, None),
+    ]
+    q = {r["origin_line"]: (r["field"], r["reason"]) for r in result.quarantine.to_pylist()}
+    assert q[2] == ("conversation_a", "conversation_a: no assistant turn")
+    assert q[3][0] == "conversation_b" and "do not share the prompt" in q[3][1]
+
+
+def test_native_nested_long_and_parquet_agree() -> None:
+    nested = load("rankings_nested.jsonl").ranked
+    parquet = load("rankings_nested.parquet").ranked
+    long = load("rankings_long.csv").ranked
+    cols = ["prompt_id", "prompt", "category", "annotator_id", "response_id", "response", "source", "rank", "score"]
+    first10 = nested.filter(pc.less_equal(nested["origin_line"], 10)).select(cols)
+    assert first10.equals(parquet.select(cols))
+    assert first10.equals(long.select(cols))
+    assert np.all(np.diff(long["origin_line"].to_numpy()) == 1)  # one CSV row per record
+    assert set(nested["batch_id"].to_pylist()) == {"rankings_nested"}
+    # the two messages-only records: prompt rendered from the turns, ids left null
+    msgs = nested.filter(pc.greater(nested["origin_line"], 10)).to_pylist()
+    assert len(msgs) == 4 and all(r["prompt_id"] is None and r["response_id"] is None for r in msgs)
+    multi, single = msgs[0], msgs[2]
+    assert multi["prompt"].startswith("\n\nHuman: Teach me") and multi["prompt"].endswith("\n\nAssistant:")
+    assert [m["role"] for m in multi["prompt_messages"]] == ["user", "assistant", "user"]
+    assert single["prompt"] == "What is your favorite cuss word?" and single["prompt_messages"] is None
+
+
+def test_content_faults_pass_through() -> None:
+    """Empty texts, K = 1, duplicate ranks are the canonical step's business, not the adapter's."""
+    data = (
+        b'{"prompt":"","annotator_id":"a","responses":[{"text":"","rank":1}]}\n'
+        b'{"prompt":"p","annotator_id":"a","responses":[{"text":"x","rank":0},{"text":"x","rank":0}]}\n'
+    )
+    result = read_file(data, "content.jsonl")
+    assert result.quarantine.num_rows == 0 and result.ranked.num_rows == 3
+
+
+def test_gzip_and_batch_id(tmp_path: Path) -> None:
+    data = (FIXTURES / "hh_rlhf_30.jsonl").read_bytes()
+    plain = read_file(data, "a/hh.jsonl")
+    zipped = read_file(gzip.compress(data), "a/hh.jsonl.gz")
+    assert zipped.ranked.drop_columns(["origin_file"]).equals(plain.ranked.drop_columns(["origin_file"]))
+    assert set(read_file(data, "x.jsonl", batch_id="b7").ranked["batch_id"].to_pylist()) == {"b7"}
+    with pytest.raises(ValueError, match="not gzip"):
+        read_file(data, "a/hh.jsonl.gz")
+
+
+def test_detect_format_errors() -> None:
+    with pytest.raises(ValueError, match=r"weird\.jsonl: cannot detect the source format from fields \['a', 'b'\]"):
+        detect_format("weird.jsonl", b'{"a": 1, "b": 2}\n')
+    with pytest.raises(ValueError, match="no JSON object"):
+        detect_format("junk.jsonl", b"not json\n")
+    with pytest.raises(ValueError, match="unknown format"):
+        read_file(b"{}", "x.jsonl", fmt="csv")
+    assert set(FORMATS) == {"rankings", "hh-rlhf", "alpaca-eval", "pairwise"}
+    assert detect_format("first_line_bad.jsonl", b'{bad\n{"chosen":"a","rejected":"b"}\n') == "hh-rlhf"
+
+
+def test_jsonl_bisection_cost_and_line_numbers() -> None:
+    """Few bad lines among many: O(bad * log n) Arrow parses; blank lines are not records."""
+    from rewardline.data.adapters import jsonl
+
+    schema = pa.schema([("a", pa.int64()), ("s", pa.string())])
+    lines = [b'{"a": %d, "s": "x"}' % i for i in range(5000)]
+    lines[10], lines[2500], lines[4999] = b"{oops", b'{"a": "str"}', b'{"a": 1.5}'
+    lines.insert(100, b"")
+    calls = 0
+    real_parse = jsonl._parse
+
+    def counting(*args):
+        nonlocal calls
+        calls += 1
+        return real_parse(*args)
+
+    jsonl._parse = counting
+    try:
+        records = read_jsonl(b"\n".join(lines), "big.jsonl", schema)
+    finally:
+        jsonl._parse = real_parse
+    assert records.records_in == 5000 and records.table.num_rows == 4997
+    q = records.quarantine().to_pylist()
+    assert [(r["origin_line"], r["field"]) for r in q] == [(11, None), (2502, "a"), (5001, "a")]
+    assert "invalid JSON" in q[0]["reason"] and "expected an integer, got float 1.5" in q[2]["reason"]
+    assert calls <= 3 * 2 * int(np.ceil(np.log2(5000))) + 1
+    assert records.line[98] == 100 and records.line[99] == 102  # line 11 is bad, line 101 blank
+    assert records.table["a"][99].as_py() == 100

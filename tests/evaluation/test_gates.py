@@ -1,0 +1,164 @@
+"""rewardline.evaluation.gates (rules, report, GateFailed) and rewardline.evaluation.evaluate (outputs from scores)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from rewardline.data.schema import PAIRS, conform
+from rewardline.errors import GateFailed
+from rewardline.evaluation.evaluate import EvalConfig, evaluate_scores
+from rewardline.evaluation.gates import GateReport, check_gates, evaluate_gates
+
+CONFIG = EvalConfig(min_accuracy=0.6, require_ci_above_chance=True, max_ece_calibrated=0.1, max_length_bias=0.1,
+                    champion_delta=0.02)
+GOOD = {"accuracy": 0.7, "accuracy_ci_low": 0.62, "accuracy_ci_high": 0.78, "ece_calibrated": 0.05,
+        "length_bias": 0.03, "champion_accuracy": 0.69, "champion_diff": 0.01, "champion_diff_ci_low": -0.01}
+
+
+def _by_name(report: GateReport) -> dict:
+    return {g.name: g for g in report.gates}
+
+
+def test_all_gates_pass():
+    report = evaluate_gates(GOOD, CONFIG)
+    assert report.passed and not report.failed
+    assert set(_by_name(report)) == {"min_accuracy", "accuracy_ci_above_chance", "max_ece_calibrated",
+                                     "max_length_bias", "champion_non_inferiority"}
+    check_gates(report)  # does not raise
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "gate"),
+    [
+        ("accuracy", 0.59, "min_accuracy"),
+        ("accuracy_ci_low", 0.5, "accuracy_ci_above_chance"),  # strictly above chance
+        ("ece_calibrated", 0.11, "max_ece_calibrated"),
+        ("length_bias", 0.1001, "max_length_bias"),
+        ("champion_diff_ci_low", -0.021, "champion_non_inferiority"),
+        ("accuracy", float("nan"), "min_accuracy"),  # not measurable fails
+        ("ece_calibrated", None, "max_ece_calibrated"),
+    ],
+)
+def test_each_gate_fails_alone(key, value, gate):
+    report = evaluate_gates({**GOOD, key: value}, CONFIG)
+    assert [g.name for g in report.failed] == [gate]
+
+
+def test_boundaries_are_inclusive_except_chance():
+    metrics = {**GOOD, "accuracy": 0.6, "ece_calibrated": 0.1, "length_bias": 0.1, "champion_diff_ci_low": -0.02}
+    assert evaluate_gates(metrics, CONFIG).passed
+
+
+def test_skipped_gates():
+    metrics = {**GOOD, "accuracy_ci_low": 0.4, "champion_accuracy": None, "champion_diff_ci_low": None}
+    config = EvalConfig(**{**CONFIG.__dict__, "require_ci_above_chance": False})
+    gates = _by_name(evaluate_gates(metrics, config))
+    assert gates["accuracy_ci_above_chance"].skipped and gates["accuracy_ci_above_chance"].value == 0.4
+    assert gates["champion_non_inferiority"].skipped and gates["champion_non_inferiority"].passed
+
+
+def test_gate_failed_message_names_each_failed_gate_with_value_and_threshold():
+    report = evaluate_gates({**GOOD, "accuracy": 0.55, "ece_calibrated": 0.2}, CONFIG)
+    with pytest.raises(GateFailed) as err:
+        check_gates(report, report_path="out/report.md")
+    message = str(err.value)
+    assert "min_accuracy: pairwise accuracy 0.5500 is not >= 0.6000" in message
+    assert "max_ece_calibrated: ECE after temperature scaling 0.2000 is not <= 0.1000" in message
+    assert "max_length_bias" not in message and "out/report.md" in message
+
+
+def test_report_json_round_trip_and_markdown():
+    report = evaluate_gates({**GOOD, "accuracy": 0.5}, CONFIG)
+    data = json.loads(json.dumps(report.to_dict()))
+    again = GateReport.from_dict(data)
+    assert again.gates == report.gates and not again.passed
+    with pytest.raises(GateFailed, match="min_accuracy"):
+        check_gates(data)  # gates.json / metrics.json dicts are accepted too
+    md = report.to_markdown()
+    assert "| gate | value | threshold | passed |" in md
+    assert "| min_accuracy: pairwise accuracy | 0.5000 | >= 0.6000 | FAILED |" in md
+    assert "Gates: **FAILED**" in md and "longer-response-wins baseline" in md
+
+
+# ---------------------------------------------------------------- evaluate_scores
+
+
+def _pairs(n_prompts: int, split: str, seed: int) -> pa.Table:
+    """Four pairs per prompt (responses a0..a3 vs b0..b3), labels 1 / 0.75 / 0.5 / 1, two categories."""
+    rows = []
+    for i in range(n_prompts):
+        for j, p in enumerate([1.0, 0.75, 0.5, 1.0]):
+            rows.append({"prompt_id": f"{split}{i}", "response_a_id": f"{split}{i}a{j}",
+                         "response_b_id": f"{split}{i}b{j}", "label": p, "n_votes": 4, "margin": 0.0,
+                         "category": "math" if i % 2 else None, "split": split})
+    return conform(pa.Table.from_pylist(rows), PAIRS)
+
+
+def test_evaluate_scores_writes_everything(tmp_path):
+    test, val = _pairs(30, "test", 0), _pairs(20, "val", 1)
+    n = test.num_rows
+    # the model is right on 3 of the 4 pairs of each prompt (wrong on the j = 3 pair): accuracy 2/3 on non-ties
+    ra = np.tile([1.0, 1.0, 1.0, -1.0], 30)
+    rb = np.zeros(n)
+    vra, vrb = np.tile([1.0, 1.0, 1.0, -1.0], 20), np.zeros(val.num_rows)
+    la, lb = np.tile([100, 50, 80, 80], 30), np.tile([50, 100, 80, 40], 30)
+    config = EvalConfig(bootstrap_samples=200, min_accuracy=0.6, max_length_bias=0.5)
+    metrics = evaluate_scores(test, ra, rb, val, vra, vrb, la, lb, config, ra, rb, out_dir=tmp_path)
+
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
+    assert metrics["accuracy_ci_low"] == metrics["accuracy_ci_high"] == pytest.approx(2 / 3)  # identical prompts
+    assert metrics["ties_excluded"] == 30 and metrics["n_pairs"] == 90
+    assert set(metrics["accuracy_by_category"]) == {"math", "(none)"}
+    # soft: 1 + 0.75 + 0.5 (Δ > 0 on a tie label) + 0 per prompt
+    assert metrics["agreement_aware_accuracy"] == pytest.approx(2.25 / 4)
+    # longer wins: pair 0 right (a longer), pair 1 wrong (a shorter), pair 3 right (a longer) -> 2/3
+    assert metrics["longer_wins_accuracy"] == pytest.approx(2 / 3)
+    # decisive pairs 0, 1, 3: model prefers longer 1, 0, 0; labels 1, 0, 1
+    assert metrics["length_bias"] == pytest.approx(1 / 3 - 2 / 3)
+    assert metrics["champion_diff"] == 0.0 and metrics["champion_diff_ci_low"] == 0.0
+    assert metrics["temperature"] > 0 and not math.isnan(metrics["ece_calibrated"])
+    for key in ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_by_category", "ece_raw",
+                "ece_calibrated", "brier", "nll", "temperature", "length_spearman", "longer_wins_accuracy", "gates"):
+        assert key in metrics
+    assert metrics["gates"]["min_accuracy"] == {"value": pytest.approx(2 / 3), "threshold": 0.6, "op": ">=",
+                                                "passed": True, "skipped": False,
+                                                "description": "pairwise accuracy"}
+
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["accuracy"] == pytest.approx(2 / 3) and on_disk["gates_passed"] == metrics["gates_passed"]
+    assert json.loads((tmp_path / "gates.json").read_text())["gates"].keys() == metrics["gates"].keys()
+    assert "| gate | value | threshold | passed |" in (tmp_path / "report.md").read_text()
+    calib = json.loads((tmp_path / "calibration.json").read_text())
+    assert set(calib) == {"temperature", "reward_mean", "reward_std"}
+    # unique val responses: per prompt rewards 1, 1, 1, −1 (a side) and 0 × 4 (b side): mean 0.25
+    assert calib["reward_mean"] == pytest.approx(0.25)
+    reference = json.loads((tmp_path / "reference_rewards.json").read_text())
+    test_ids = set(test.column("response_a_id").to_pylist()) | set(test.column("response_b_id").to_pylist())
+    assert reference["split"] == "test" and len(reference["rewards"]) == len(test_ids)
+    for name in ("reliability", "accuracy_by_category", "reward_histogram", "reward_vs_length"):
+        assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "plots" / "reliability.json").read_text())[0].keys() >= {"confidence", "observed"}
+
+
+def test_evaluate_scores_failed_gate_raises_after_outputs(tmp_path):
+    test, val = _pairs(4, "test", 0), _pairs(4, "val", 1)
+    ra, rb = np.zeros(test.num_rows), np.ones(test.num_rows)  # always wrong
+    metrics = evaluate_scores(test, ra, rb, val, np.zeros(val.num_rows), np.ones(val.num_rows),
+                              np.ones(test.num_rows), np.ones(test.num_rows), EvalConfig(bootstrap_samples=50),
+                              out_dir=tmp_path)
+    assert (tmp_path / "metrics.json").exists() and not metrics["gates_passed"]
+    assert metrics["gates"]["champion_non_inferiority"]["skipped"]
+    with pytest.raises(GateFailed, match=r"min_accuracy: pairwise accuracy 0\.0000 is not >= 0\.5000"):
+        check_gates(metrics)
+
+
+def test_evaluate_scores_rejects_misaligned_scores(tmp_path):
+    test = _pairs(2, "test", 0)
+    with pytest.raises(ValueError, match="reward_b has 3 entries"):
+        evaluate_scores(test, np.zeros(8), np.zeros(3), test, np.zeros(8), np.zeros(8), np.zeros(8), np.zeros(8),
+                        EvalConfig(), out_dir=tmp_path)

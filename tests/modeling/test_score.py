@@ -1,0 +1,62 @@
+"""Batched, length-sorted scoring of a saved reward model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from rewardline.modeling.formatting import FormatConfig, Formatter
+from rewardline.modeling.model import RewardModel
+from rewardline.modeling.score import score_jsonl, score_texts
+from rewardline.modeling.tiny import build_tiny_bert
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("score")
+    tok = AutoTokenizer.from_pretrained(build_tiny_bert(root / "backbone"))
+    model = RewardModel.from_backbone(str(root / "backbone"), format_config=FormatConfig(max_length=40))
+    model.config.reward_mean = 0.5
+    model.save(root / "model", tok)
+    return root / "model"
+
+
+def _direct(model_dir, prompts, responses):
+    model, tok = RewardModel.load(model_dir)
+    enc = Formatter(tok, model.config.format_config).encode(prompts, responses)
+    with torch.inference_mode():
+        return np.array([
+            model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), torch.tensor([ty])).item()
+            for ids, ty in zip(enc["input_ids"], enc["token_type_ids"], strict=True)
+        ])
+
+
+def test_batched_scores_equal_one_by_one_scores_in_input_order(model_dir):
+    rng = np.random.default_rng(0)
+    prompts = [" ".join(["why is the sky blue"] * int(rng.integers(1, 6))) for _ in range(23)]
+    responses = [" ".join(["because of light"] * int(rng.integers(1, 9))) for _ in range(23)]
+    raw = score_texts(model_dir, prompts, responses, batch_tokens=100, normalize=False)
+    np.testing.assert_allclose(raw, _direct(model_dir, prompts, responses), rtol=1e-4, atol=1e-5)
+    norm = score_texts(model_dir, prompts, responses, batch_tokens=100000)
+    np.testing.assert_allclose(norm, raw - 0.5, rtol=1e-4, atol=1e-5)  # a shift: differences unchanged
+    assert score_texts(model_dir, [], []).shape == (0,)
+
+
+def test_jsonl_rows_get_a_reward_and_keep_their_fields(model_dir, tmp_path):
+    rows = [
+        {"id": 1, "prompt": "what is a cat", "response": "a small animal"},
+        {"id": 2, "prompt": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                             {"role": "user", "content": "how are you"}], "response": "fine thanks"},
+    ]
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert score_jsonl(model_dir, src, dst) == 2
+    out = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [o["id"] for o in out] == [1, 2] and all(isinstance(o["reward"], float) for o in out)
+    assert out[1]["prompt"] == rows[1]["prompt"]
+    expected = score_texts(model_dir, ["what is a cat"], ["a small animal"])[0]
+    assert out[0]["reward"] == pytest.approx(float(expected), abs=1e-5)

@@ -1,0 +1,103 @@
+"""The inbox (a local folder and an S3 prefix alike), the ledger, recovery and de-duplication."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from rewardline.ops import storage
+from rewardline.retraining import cycle as rt
+from rewardline.retraining import inbox
+from rewardline.retraining.ledger import Ledger
+
+FRESH = Path(__file__).parents[1] / "fixtures" / "fresh_batches"
+IN_DIST, SHIFTED = "batch-01-in-distribution", "batch-02-shifted-terse"
+
+
+def submit(root: str, batch_id: str, source: str = IN_DIST) -> inbox.Batch:
+    files = FRESH / source
+    return inbox.write_batch(root, batch_id, (files / "samples.jsonl").read_bytes(),
+                             (files / "rankings.jsonl").read_bytes())
+
+
+def check_discovery(root: str) -> None:
+    """Ready batches only; an unfinished upload and a damaged file are skipped with a reason."""
+    a = submit(root, "a")
+    submit(root, "b-copy-of-a")
+    storage.write_bytes(f"{root}/c-uploading/samples.jsonl", b'{"prompt": "p", "response": "r"}\n')
+    submit(root, "d-damaged", SHIFTED)
+    storage.write_bytes(f"{root}/d-damaged/rankings.jsonl", b"tampered\n")
+    storage.write_bytes(f"{root}/README.txt", b"top-level files are not batches\n")
+
+    ready, skipped = inbox.discover(root)
+    assert [b.batch_id for b in ready] == ["a", "b-copy-of-a"]
+    assert ready[0] == a and ready[0].labelled
+    assert ready[0].content_hash == ready[1].content_hash  # same data, other name
+    assert {s.batch_id: s.reason.split()[0] for s in skipped} == {"c-uploading": "no", "d-damaged": "rankings.jsonl"}
+    samples = ready[0].samples()
+    assert len(samples) == 96 and {"prompt", "response", "prompt_id"} <= set(samples[0])
+
+
+def test_a_local_inbox(tmp_path: Path):
+    assert inbox.discover(str(tmp_path / "not-yet")) == ([], [])
+    check_discovery(str(tmp_path / "inbox"))
+
+
+@pytest.mark.slow
+def test_an_s3_inbox_is_the_same_thing(s3_env):
+    root = f"s3://{s3_env.bucket}/inbox-{uuid.uuid4().hex[:8]}"
+    storage.write_bytes(f"{root}-sibling/x/manifest.json", b"{}")  # a prefix sharing the name: not ours
+    check_discovery(root)
+
+
+def test_the_batch_fixtures_match_their_manifests():
+    ready, skipped = inbox.discover(str(FRESH))
+    assert [b.batch_id for b in ready] == [IN_DIST, SHIFTED] and not skipped
+
+
+def test_ledger_states_and_recovery_of_an_interrupted_batch(tmp_path: Path):
+    cfg = rt.RetrainConfig()
+    ledger = Ledger(tmp_path / cfg.ledger)
+    a, b = submit(str(tmp_path / "inbox"), "a"), submit(str(tmp_path / "inbox"), "b", SHIFTED)
+    for state in ("started", "decided", "done"):
+        ledger.record(a.batch_id, a.content_hash, state)
+    ledger.record(b.batch_id, b.content_hash, "started")
+    rt.append_batch(tmp_path, cfg, b)
+    ledger.record(b.batch_id, b.content_hash, "appended")
+    assert ledger.finished("a") and not ledger.finished("b") and ledger.interrupted() == ["b"]
+
+    assert rt.recover(tmp_path, cfg, ledger) == ["b"]
+    assert not rt.fresh_path(tmp_path, cfg, "b").exists()  # the half-processed batch's data is gone
+    assert ledger.interrupted() == [] and ledger.last_state()["b"] == "rolled_back"
+    assert rt.recover(tmp_path, cfg, ledger) == []
+
+    copy = submit(str(tmp_path / "inbox"), "a-again")
+    todo, duplicates = rt.pending([a, b, copy], ledger)
+    assert [t.batch_id for t in todo] == ["b"]  # a is done, b is redone, a-again is a's data
+    assert duplicates == [{"batch_id": "a-again", "duplicate_of": "a"}]
+    assert rt.pending([copy], ledger) == ([], [])  # recorded once, then final
+    lines = (tmp_path / cfg.ledger).read_text().splitlines()
+    assert len(lines) == 7 and all(line.startswith("{") and line.endswith("}") for line in lines)
+
+
+def test_fault_injection_raises_after_the_named_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    batch = submit(str(tmp_path / "inbox"), "a")
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    monkeypatch.setenv(rt.FAIL_AT_ENV, "decided")
+    rt.mark(ledger, batch, "started")
+    with pytest.raises(rt.InjectedFailure, match="decided"):
+        rt.mark(ledger, batch, "decided")
+    assert ledger.last_state() == {"a": "decided"}
+
+
+def test_summary_and_gate_table():
+    report = ("x\n\n| gate | value | threshold | passed |\n| --- | --- | --- | --- |\n"
+              "| min_accuracy | 0.6 | >= 0.5 | passed |\n\nend")
+    assert rt.gate_table(report).splitlines()[-1] == "| min_accuracy | 0.6 | >= 0.5 | passed |"
+    result = rt.BatchResult("a", "local", {"psi": 0.31, "ks": 0.1, "accuracy_drop": float("nan")},
+                            {"retrain": True, "reasons": ["psi 0.3100 > 0.25"]}, outcome="retrained")
+    md = rt.summary_markdown([result], rt.RetrainConfig(), ["b"], [{"batch_id": "c", "duplicate_of": "a"}], [])
+    assert "| PSI (reward distribution) | 0.3100 | 0.25 | yes |" in md and "Decision: **retrain**" in md
+    assert "accuracy drop (test − batch) | n/a" in md and "c = a" in md and "redone" in md

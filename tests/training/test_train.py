@@ -1,0 +1,212 @@
+"""Batching, the training loop, DDP equivalence (gloo, 2 processes) and kill/resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from rewardline.data.schema import PAIRS, PROMPTS, RESPONSES, conform
+from rewardline.modeling.formatting import FormatConfig
+from rewardline.modeling.model import RewardModel
+from rewardline.modeling.tiny import build_tiny_bert
+from rewardline.modeling.tokenize import tokenize_pairs_dir
+from rewardline.registry.mlflow_registry import JsonlTracker
+from rewardline.training.batching import build_groups, plan_batches, plan_steps, rank_micro_batches
+from rewardline.training.loop import TrainConfig, lr_at, train
+
+TOPICS = ["cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat"]
+FILLER = ["the", "a", "it", "is", "on", "and", "then", "so"]
+
+
+def write_pairs_dir(path: Path, n_prompts: int = 40, seed: int = 0) -> Path:
+    """Synthetic rankings with a learnable rule: more "good" words beat more "bad" words.
+    Prompts alternate K=4 (6 pairs) and K=2 (1 pair); every fifth prompt is held out."""
+    rng = np.random.default_rng(seed)
+    prompts, responses, pairs = [], [], []
+    for p in range(n_prompts):
+        pid = f"p{p}"
+        prompts.append({"prompt_id": pid, "prompt": f"tell me about the {TOPICS[p % 8]} " + "please " * (p % 5),
+                        "category": "syn"})
+        k = 4 if p % 2 == 0 else 2
+        quality = rng.permutation(k)
+        for j, q in enumerate(quality):
+            words = ["good"] * int(q) + ["bad"] * int(k - q) + list(rng.choice(FILLER, rng.integers(2, 12)))
+            rng.shuffle(words)
+            responses.append({"response_id": f"{pid}r{j}", "prompt_id": pid, "response": " ".join(words),
+                              "source": "syn"})
+        for i, j in itertools.combinations(range(k), 2):
+            a, b = (i, j) if quality[i] > quality[j] else (j, i)
+            pairs.append({"prompt_id": pid, "response_a_id": f"{pid}r{a}", "response_b_id": f"{pid}r{b}",
+                          "label": 1.0, "n_votes": 1, "margin": float(abs(quality[i] - quality[j])),
+                          "category": "syn", "split": "val" if p % 5 == 4 else "train"})
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(conform(pa.Table.from_pylist(prompts), PROMPTS), path / "prompts.parquet")
+    pq.write_table(conform(pa.Table.from_pylist(responses), RESPONSES), path / "responses.parquet")
+    table = conform(pa.Table.from_pylist(pairs), PAIRS)
+    for split in ("train", "val", "test"):
+        pq.write_table(table.filter(pa.compute.equal(table.column("split"), split)), path / f"{split}.parquet")
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    backbone = root / "backbone"
+    build_tiny_bert(backbone)
+    return {"root": root, "backbone": str(backbone), "pairs": write_pairs_dir(root / "pairs")}
+
+
+def tiny_config(setup, **kw) -> TrainConfig:
+    base = dict(backbone=setup["backbone"], max_length=48, batch_tokens=512, lr=2e-3, warmup_ratio=0.1,
+                cache_dir=str(setup["root"] / "cache"), progress=False, log_every=1, checkpoint_every=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_batches_pack_whole_prompt_groups_under_the_token_budget(setup):
+    tok = tokenize_pairs_dir(setup["pairs"], AutoTokenizer.from_pretrained(setup["backbone"]),
+                             FormatConfig(max_length=48), setup["root"] / "cache")
+    groups = build_groups(pq.read_table(setup["pairs"] / "train.parquet"), tok, "prompt")
+    assert sorted(len(g.rows) for g in groups)[-1] == 4 and all(np.isclose(g.weight.sum(), 1) for g in groups)
+    for epoch in range(2):
+        batches = plan_batches(groups, 200, seed=0, epoch=epoch)
+        assert sorted(itertools.chain(*batches)) == list(range(len(groups)))  # every group once
+        for b in batches:
+            n_seq = sum(len(groups[g].rows) for g in b)
+            pad = max(groups[g].max_len for g in b)
+            assert n_seq * pad <= 200 or len(b) == 1
+    # DDP sharding: 2 ranks x accum 1 see the same global steps as 1 rank x accum 2
+    batches = plan_batches(groups, 200, seed=0, epoch=0)
+    two, one = plan_steps(batches, 2, 1), plan_steps(batches, 1, 2)
+    assert len(two) == len(one) == -(-len(batches) // 2)
+    for s2, s1 in zip(two, one, strict=True):
+        assert rank_micro_batches(s2, 0, 2) + rank_micro_batches(s2, 1, 2) == rank_micro_batches(s1, 0, 1)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(lr=1.0, warmup_ratio=0.1, schedule="cosine")
+    lrs = [lr_at(s, 100, cfg) for s in range(100)]
+    assert lrs[0] < lrs[9] <= 1.0 and lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.01
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+
+
+def test_train_learns_encodes_each_response_once_and_saves_a_loadable_model(setup, tmp_path):
+    tracker = JsonlTracker(tmp_path / "track.jsonl")
+    cfg = tiny_config(setup, epochs=4)
+    m = train(setup["pairs"], tmp_path / "model", cfg, tracker)
+    train_pairs = pq.read_table(setup["pairs"] / "train.parquet")
+    unique = len(set(train_pairs.column("response_a_id").to_pylist() + train_pairs.column("response_b_id").to_pylist()))
+    assert m["train_sequences"] == 4 * unique  # one forward pass per unique response per epoch
+    assert m["train_comparisons"] == 4 * train_pairs.num_rows
+    assert m["val_accuracy"] >= 0.8 and m["val_loss"] < 0.6, m
+    recs = tracker.read()
+    losses = [r["metrics"]["train/loss"] for r in recs if r["kind"] == "metrics" and "train/loss" in r["metrics"]]
+    assert len(losses) == m["steps"] and np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert {"train/accuracy", "train/lr", "train/grad_norm", "train/comparisons_per_s"} <= set(recs[1]["metrics"])
+    model, _ = RewardModel.load(tmp_path / "model")
+    assert model.config.reward_mean == pytest.approx(m["reward_mean"])
+    assert not (tmp_path / "model" / "checkpoints").exists()
+    # second run: tokenisation comes from the datasets cache file
+    again = train(setup["pairs"], tmp_path / "model2", tiny_config(setup, max_steps=1))
+    assert again["tokenize_from_cache"] and again["steps"] == 1
+
+
+def test_config_overrides_parse_yaml_values_and_reject_unknown_keys():
+    cfg = TrainConfig().override(["lr=3e-5", "train.epochs=2", "gradient_checkpointing=true", "checkpoint_dir=null"])
+    assert cfg.lr == 3e-5 and cfg.epochs == 2 and cfg.gradient_checkpointing is True
+    with pytest.raises(KeyError):
+        TrainConfig.from_dict({"nope": 1})
+
+
+RUNNER = """
+import json, sys, time
+from pathlib import Path
+from rewardline.training.loop import TrainConfig, train
+from rewardline.registry.mlflow_registry import JsonlTracker
+
+class SlowTracker(JsonlTracker):
+    def log_metrics(self, metrics, step):
+        super().log_metrics(metrics, step)
+        time.sleep(float(sys.argv[5]))
+
+cfg = TrainConfig(**json.loads(Path(sys.argv[1]).read_text()))
+train(Path(sys.argv[2]), Path(sys.argv[3]), cfg, SlowTracker(sys.argv[4]))
+"""
+
+
+def _run(setup, tmp_path, name, cfg, out, launcher=(), delay=0.0, wait=True):
+    (tmp_path / f"{name}.json").write_text(json.dumps(cfg.__dict__))
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, *launcher, str(script), str(tmp_path / f"{name}.json"), str(setup["pairs"]), str(out),
+           str(tmp_path / f"{name}.jsonl"), str(delay)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, output[-3000:]
+    return proc
+
+
+def _losses(path: Path) -> list[float]:
+    recs = JsonlTracker(path).read()
+    return [r["metrics"]["train/loss"] for r in recs if r["kind"] == "metrics" and "train/loss" in r["metrics"]]
+
+
+def test_ddp_two_gloo_processes_match_one_process_with_accumulation(setup, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = ("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                f"--master_port={port}")
+    _run(setup, tmp_path, "ddp", tiny_config(setup, epochs=2, grad_accum=1, device="cpu"), tmp_path / "ddp",
+         launcher)
+    _run(setup, tmp_path, "single", tiny_config(setup, epochs=2, grad_accum=2, device="cpu"), tmp_path / "single")
+    params = [r for r in JsonlTracker(tmp_path / "ddp.jsonl").read() if r["kind"] == "params"]
+    assert params[0]["params"]["world_size"] == 2
+    ddp, single = _losses(tmp_path / "ddp.jsonl"), _losses(tmp_path / "single.jsonl")
+    assert len(ddp) == len(single) >= 4
+    np.testing.assert_allclose(ddp, single, rtol=1e-4, atol=1e-5)
+    w_ddp = load_file(tmp_path / "ddp" / "model.safetensors")
+    w_one = load_file(tmp_path / "single" / "model.safetensors")
+    for k in w_one:
+        torch.testing.assert_close(w_ddp[k], w_one[k], atol=1e-4, rtol=1e-3)
+
+
+def test_killed_run_resumes_to_identical_weights(setup, tmp_path):
+    cfg = tiny_config(setup, epochs=3, checkpoint_every=2, checkpoint_dir=str(tmp_path / "ckpt"), device="cpu")
+    proc = _run(setup, tmp_path, "killed", cfg, tmp_path / "killed", delay=0.4, wait=False)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "ckpt").glob("step-*")) and proc.poll() is None:
+        time.sleep(0.05)
+    assert list((tmp_path / "ckpt").glob("step-*")), "no checkpoint was written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "killed" / "model.safetensors").exists()
+
+    _run(setup, tmp_path, "resumed", cfg, tmp_path / "killed")  # same config: picks up the checkpoint
+    ref = tiny_config(setup, epochs=3, checkpoint_every=0, device="cpu")
+    _run(setup, tmp_path, "ref", ref, tmp_path / "ref")
+    resumed_log = [r for r in JsonlTracker(tmp_path / "resumed.jsonl").read() if r["kind"] == "metrics"]
+    assert resumed_log[0]["step"] > 2  # did not start from scratch
+    resumed = _losses(tmp_path / "resumed.jsonl")
+    assert resumed == _losses(tmp_path / "ref.jsonl")[-len(resumed) :]
+    for name in ("model.safetensors", "reward_head.safetensors"):
+        a, b = load_file(tmp_path / "killed" / name), load_file(tmp_path / "ref" / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
