@@ -107,7 +107,8 @@ def train(
     mlflow: Annotated[bool, typer.Option("--mlflow", help="also log params and curves live to an MLflow run")] = False,
 ) -> None:
     """Train a reward model (K-wise grouped Bradley-Terry) on a pairs directory. torchrun works too."""
-    from rewardline.registry.mlflow_registry import JsonlTracker, MlflowTracker, MultiTracker, Tracker
+    from rewardline.registry.mlflow_registry import MlflowTracker
+    from rewardline.tracking import JsonlTracker, MultiTracker, Tracker
     from rewardline.training.loop import TrainConfig
     from rewardline.training.loop import train as run_train
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rewardline.config import build, load_params
 from rewardline.data.tables import write_json
-from rewardline.registry.mlflow_registry import JsonlTracker
 from rewardline.stage import METRICS_DIR, stage_main
+from rewardline.tracking import JsonlTracker
 from rewardline.training.loop import TrainConfig, train
 
 IN, OUT = Path("data/pairs"), Path("models/reward-model")

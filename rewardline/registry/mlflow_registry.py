@@ -1,13 +1,7 @@
-"""Experiment tracking and the model registry: the one module that imports MLflow.
+"""The MLflow side of the pipeline: the one module that imports MLflow.
 
-Training reports through the small ``Tracker`` interface (``log_params``,
-``log_metrics(metrics, step)``, ``log_artifact(path)``). Implementations:
-:class:`NullTracker` (does nothing), :class:`JsonlTracker` (one JSON line per call; what the
-DVC ``train`` stage writes to ``metrics/train_log.jsonl``), :class:`MlflowTracker` (a live
-MLflow run) and :class:`MultiTracker` (several at once).
-
-The rest is the MLflow side of the pipeline (``mlflow`` is imported lazily, inside the
-functions, so importing this module for ``NullTracker`` stays cheap):
+:class:`MlflowTracker` is the live-run implementation of :class:`rewardline.tracking.Tracker`.
+``mlflow`` is imported lazily, inside the functions, so importing this module stays cheap:
 
 * :func:`configure_mlflow` – tracking URI from ``MLFLOW_TRACKING_URI``, else the embedded
   default ``sqlite:///<project>/mlflow.db`` with artifacts under ``<project>/mlartifacts``.
@@ -42,96 +36,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from rewardline.config import load_params
 from rewardline.errors import ConfigError, GateFailed
+from rewardline.tracking import JsonlTracker
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
-
-# ------------------------------------------------------------------------------------------------
-# The Tracker interface
-# ------------------------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class Tracker(Protocol):
-    def log_params(self, params: dict[str, Any]) -> None: ...
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-
-    def log_artifact(self, path: Path) -> None: ...
-
-
-class NullTracker:
-    """Discards everything."""
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def log_artifact(self, path: Path) -> None:
-        pass
-
-
-class JsonlTracker:
-    """Appends ``{"kind": "params"|"metrics"|"artifact", ...}`` lines to ``path``; artifacts
-    are copied to ``<path stem>_artifacts/`` next to it."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def _write(self, record: dict[str, Any]) -> None:
-        record = {"time": time.time(), **record}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        self._write({"kind": "params", "params": params})
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self._write({"kind": "metrics", "step": step, "metrics": metrics})
-
-    def log_artifact(self, path: Path) -> None:
-        path = Path(path)
-        dest = self.path.parent / f"{self.path.stem}_artifacts" / path.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            shutil.copytree(path, dest, dirs_exist_ok=True)
-        else:
-            shutil.copy2(path, dest)
-        self._write({"kind": "artifact", "path": str(dest)})
-
-    def read(self) -> list[dict[str, Any]]:
-        """All records written so far."""
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-
-
-class MultiTracker:
-    """Forwards every call to each of ``trackers`` (e.g. the JSONL file and MLflow)."""
-
-    def __init__(self, *trackers: Tracker) -> None:
-        self.trackers = trackers
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        for t in self.trackers:
-            t.log_params(params)
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        for t in self.trackers:
-            t.log_metrics(metrics, step)
-
-    def log_artifact(self, path: Path) -> None:
-        for t in self.trackers:
-            t.log_artifact(path)
-
 
 # ------------------------------------------------------------------------------------------------
 # Names, values and limits of MLflow

@@ -45,7 +45,7 @@ from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, select_
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import DEFAULT_BACKBONE, RewardModel, resolve_backbone
 from rewardline.modeling.tokenize import TokenizedResponses, tokenize_pairs_dir
-from rewardline.registry.mlflow_registry import NullTracker, Tracker
+from rewardline.tracking import NullTracker, Tracker
 from rewardline.training.batching import Group, build_groups, collate, plan_batches, plan_steps, rank_micro_batches
 from rewardline.training.loss import bt_loss
 

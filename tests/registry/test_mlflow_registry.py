@@ -29,6 +29,7 @@ import yaml
 
 from rewardline.errors import ConfigError, GateFailed
 from rewardline.registry import mlflow_registry as tracking
+from rewardline.tracking import JsonlTracker, Tracker
 
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
@@ -97,7 +98,7 @@ def build_project(root: Path) -> Path:
     _write_json(run_pairs(root / "data/validated", root / "data/pairs", build(PairsConfig, params["pairs"])),
                 root / "metrics/pairs.json")
     metrics = train(root / "data/pairs", root / "models/reward-model", build(TrainConfig, params["train"]),
-                    tracking.JsonlTracker(root / "metrics/train_log.jsonl"))
+                    JsonlTracker(root / "metrics/train_log.jsonl"))
     _write_json(metrics, root / "metrics/train.json")
     _write_json(run_evaluate(root / "models/reward-model", root / "data/pairs", root / "reports/evaluate",
                              build(EvalConfig, params["evaluate"])), root / "metrics/evaluate.json")
@@ -185,7 +186,7 @@ def test_mlflow_tracker_logs_params_curves_and_artifacts(tmp_path: Path, sqlite_
 
     (tmp_path / "notes.txt").write_text("hello\n")
     with tracking.MlflowTracker(run_name="train", tags={"stage": "train"}) as tracker:
-        assert isinstance(tracker, tracking.Tracker)
+        assert isinstance(tracker, Tracker)
         tracker.log_params({"lr": 1e-4, "optim": {"beta1": 0.9}})
         for step in (1, 2, 3):
             tracker.log_metrics({"train/loss": 1.0 / step}, step=step)

@@ -25,7 +25,7 @@ from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.tiny import build_tiny_bert
 from rewardline.modeling.tokenize import tokenize_pairs_dir
-from rewardline.registry.mlflow_registry import JsonlTracker
+from rewardline.tracking import JsonlTracker
 from rewardline.training.batching import build_groups, plan_batches, plan_steps, rank_micro_batches
 from rewardline.training.loop import TrainConfig, lr_at, train
 
@@ -136,7 +136,7 @@ RUNNER = """
 import json, sys, time
 from pathlib import Path
 from rewardline.training.loop import TrainConfig, train
-from rewardline.registry.mlflow_registry import JsonlTracker
+from rewardline.tracking import JsonlTracker
 
 class SlowTracker(JsonlTracker):
     def log_metrics(self, metrics, step):
