@@ -22,7 +22,6 @@ by construction and is asserted. All checks are whole-column Arrow/NumPy operati
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -82,8 +81,10 @@ def _origin(table: pa.Table, rows: np.ndarray) -> list[str]:
                                             strict=True)]
 
 
-def canonicalize(ranked: pa.Table, ingested_at: datetime | None = None) -> CanonicalTables:
-    """Validate ranked-responses rows and split them into prompts, responses, rankings, quarantine."""
+def canonicalize(ranked: pa.Table) -> CanonicalTables:
+    """Validate ranked-responses rows and split them into prompts, responses, rankings, quarantine.
+
+    A pure function of ``ranked``: no wall-clock column, so re-ingesting the same files writes the same bytes."""
     ranked, prompt_hash, response_hash = _fill_ids(schema.conform(ranked, schema.RANKED_RESPONSES))
     n = ranked.num_rows
     record = key_codes(ranked["origin_file"], ranked["origin_line"].cast(pa.string()))
@@ -172,14 +173,7 @@ def canonicalize(ranked: pa.Table, ingested_at: datetime | None = None) -> Canon
     good_rows = pa.array(np.flatnonzero(row_ok))
     id_columns = [c for c in ranked.column_names if c not in ("prompt", "prompt_messages", "response")]
     good = ranked.select(id_columns).take(good_rows)
-    stamp = (ingested_at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
-    ingested = pa.array(np.full(good.num_rows, np.datetime64(stamp, "us")), pa.timestamp("us"))
-    rankings = schema.conform(
-        good.append_column("ranking_id", ranking_ids.take(good_rows)).append_column(
-            "ingested_at", ingested.cast(pa.timestamp("us", tz="UTC"))
-        ),
-        schema.RANKINGS,
-    )
+    rankings = schema.conform(good.append_column("ranking_id", ranking_ids.take(good_rows)), schema.RANKINGS)
     prompts = _first_rows(ranked, row_ok, "prompt_id", schema.PROMPTS)
     responses = _first_rows(ranked, row_ok, "response_id", schema.RESPONSES)
     quarantine = _quarantine_rows(ranked, record, record_bad, record_field, record_reason)

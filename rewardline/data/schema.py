@@ -68,7 +68,6 @@ RANKINGS = pa.schema(
         ("rank", pa.int32()),
         ("score", pa.float64()),
         ("batch_id", pa.string()),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
         ("origin_file", pa.string()),
         ("origin_line", pa.int64()),
     ]

@@ -13,6 +13,15 @@ dataframe asset + whole-dataframe batch definition per table, one ``ExpectationS
 a single ``batch_parameters`` dict, so one dataframe) carrying an ``UpdateDataDocsAction``.
 The three checkpoints share a run id, so Data Docs shows them as one run.
 
+Determinism: the same tables give a byte-identical Data Docs site, so the validate stage's DVC
+output does not change on a re-run. The run id is fixed (:data:`RUN_NAME`, :data:`RUN_TIME`: the
+page folders are named after it; the validated data's provenance is DVC's, not a clock's), and
+after the build :func:`_normalise_pages` rewrites what GX's renderer draws from the clock or from
+``uuid4`` in each page: the ``?d=<now>`` cache-buster on asset URLs goes, the validation time shown
+becomes :data:`RUN_TIME`, and the random ids of collapsible blocks are renumbered in order of first
+appearance (an ``href="#id"`` and its ``id=`` stay paired). The reported index path is the one the
+caller gave (relative in the stage), never resolved to an absolute path.
+
 Cross-table references: GX 1.x has no foreign-key expectation for pandas
 (``UnexpectedRowsExpectation`` runs SQL and supports SQL data sources only). We compute
 boolean flag columns with pyarrow before validation (``response_id`` found in responses and
@@ -33,7 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import uuid
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +57,11 @@ MAX_TEXT = 200
 FK_RESPONSE = "_fk_response_in_responses_of_prompt"
 FK_PROMPT = "_fk_prompt_in_prompts"
 SITE_NAME = "rewardline"
+RUN_NAME = "rewardline"
+RUN_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # fixed: Data Docs page paths must not carry the clock
+CACHE_BUSTER = re.compile(r"\?d=\d{8}T\d{6}\.\d+Z(&?)")  # GX's url?d=<now>[&dataContextId=..]
+GX_TIMESTAMP = re.compile(r"\b\d{8}T\d{6}\.\d{6}Z\b")  # run and validation times as GX renders them
+UUID4 = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\b")
 
 
 @dataclass
@@ -77,8 +91,8 @@ class ExpectationReport:
         """JSON-ready dict."""
         return asdict(self)
 
-    def summary(self) -> str:
-        """One line per failed expectation, its example rows indented below it."""
+    def summary(self, data_docs: bool = True) -> str:
+        """One line per failed expectation, its example rows indented below it; then the Data Docs index."""
         head = (
             f"expectations: {self.evaluated - len(self.failed)}/{self.evaluated} passed"
             f" ({'OK' if self.success else 'FAILED'})"
@@ -96,7 +110,7 @@ class ExpectationReport:
                 line += f" - error: {f.error}"
             lines.append(line)
             lines.extend(f"    e.g. {_compact(row)}" for row in f.examples)
-        if self.data_docs_index:
+        if data_docs and self.data_docs_index:
             lines.append(f"data docs: {self.data_docs_index}")
         return "\n".join(lines)
 
@@ -274,6 +288,25 @@ def _context(docs_dir: Path) -> Any:
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
+def _renumber_uuids(text: str) -> str:
+    """Each distinct uuid4 in ``text`` → ``00000000-0000-4000-8000-<n>``, n = its order of first appearance."""
+    renumbered: dict[str, str] = {}
+    return UUID4.sub(lambda m: renumbered.setdefault(m.group(0), f"00000000-0000-4000-8000-{len(renumbered):012x}"),
+                     text)
+
+
+def _normalise_pages(docs_dir: Path) -> None:
+    """Make every Data Docs page a function of the validation results alone (see the module docstring)."""
+    fixed_time = RUN_TIME.strftime("%Y%m%dT%H%M%S.%fZ")
+    for page in docs_dir.rglob("*.html"):
+        html = page.read_text()
+        normalised = CACHE_BUSTER.sub(lambda m: "?" if m.group(1) else "", html)
+        normalised = GX_TIMESTAMP.sub(fixed_time, normalised)
+        normalised = _renumber_uuids(normalised)
+        if normalised != html:
+            page.write_text(normalised)
+
+
 def run_expectations(tables: dict[str, pa.Table], docs_dir: Path, max_k: int = 64) -> ExpectationReport:
     """Validate the canonical ``prompts`` / ``responses`` / ``rankings`` tables.
 
@@ -287,15 +320,15 @@ def run_expectations(tables: dict[str, pa.Table], docs_dir: Path, max_k: int = 6
     missing = [t for t in TABLES if t not in tables]
     if missing:
         raise ValueError(f"run_expectations needs tables {TABLES}; missing {missing}")
-    docs_dir = Path(docs_dir).resolve()
+    docs_dir = Path(docs_dir)
     docs_dir.mkdir(parents=True, exist_ok=True)
 
-    context = _context(docs_dir)
+    context = _context(docs_dir.resolve())
     source = context.data_sources.add_pandas("rewardline")
     suites = build_suites(max_k)
     flags = _fk_flags(tables)
     result_format = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
-    run_id = RunIdentifier(run_name=f"rewardline-{uuid.uuid4().hex[:8]}", run_time=dt.datetime.now(dt.UTC))
+    run_id = RunIdentifier(run_name=RUN_NAME, run_time=RUN_TIME)
 
     failed: list[ExpectationFailure] = []
     evaluated = 0
@@ -322,6 +355,7 @@ def run_expectations(tables: dict[str, pa.Table], docs_dir: Path, max_k: int = 6
                 if not res.success:
                     failed.append(_failure(name, tables[name], res))
 
+    _normalise_pages(docs_dir)
     index = docs_dir / "index.html"
     return ExpectationReport(
         success=not failed,

@@ -23,6 +23,8 @@ from rewardline.errors import GateFailed
 from rewardline.validation.agreement import annotators_to_exclude, measure_agreement
 from rewardline.validation.expectations import run_expectations
 
+DATA_DOCS = "data_docs"  # the GX Data Docs site, inside the output directory
+
 
 @dataclass
 class ValidateConfig:
@@ -41,7 +43,7 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
     """Validate an ingest directory; write the validated tables, Data Docs, report and metrics."""
     tables = {name: read_table(in_dir / schema.TABLE_FILES[name]) for name in ("prompts", "responses", "rankings")}
     out_dir.mkdir(parents=True, exist_ok=True)
-    expectations = run_expectations(tables, out_dir / "data_docs", max_k=config.max_k)
+    expectations = run_expectations(tables, out_dir / DATA_DOCS, max_k=config.max_k)
 
     before = measure_agreement(tables["rankings"])
     excluded = annotators_to_exclude(before, config.min_annotator_agreement, config.min_overlap_prompts)
@@ -75,7 +77,7 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
     write_json(metrics, out_dir / "metrics.json")
     write_json({"expectations": expectations.to_dict(), "agreement_before": before.to_dict(),
                 "agreement_after": after.to_dict(), "excluded": excluded}, out_dir / "report.json")
-    report = _markdown(metrics, excluded, expectations.summary(), config)
+    report = _markdown(metrics, excluded, expectations.summary(data_docs=False), config)
     (out_dir / "report.md").write_text(report)
 
     if not gate_passed:
@@ -114,5 +116,7 @@ def _markdown(metrics: dict, excluded: dict[str, str], expectation_summary: str,
               "| --- | --- | --- |"]
     for name, value in sorted(metrics["annotator_agreement"].items()):
         lines.append(f"| {name} | {_fmt(value)} | {excluded.get(name, '')} |")
-    lines += ["", "## Expectations", "", expectation_summary or "All expectations passed.", ""]
+    lines += ["", "## Expectations", "", expectation_summary or "All expectations passed.", "",
+              # relative to report.md, so the output holds no machine-specific path
+              f"Great Expectations Data Docs: [{DATA_DOCS}/index.html]({DATA_DOCS}/index.html)", ""]
     return "\n".join(lines)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +43,6 @@ def canonical() -> Tables:
         schema=schema.RESPONSES,
     )
     rows = []
-    when = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
     for p in ("p1", "p2"):
         for a, ranks in (("a1", [1, 2, 3]), ("a2", [1, 1, 2])):
             for i, rank in enumerate(ranks):
@@ -57,7 +55,6 @@ def canonical() -> Tables:
                         "rank": rank,
                         "score": None,
                         "batch_id": "b1",
-                        "ingested_at": when,
                         "origin_file": "batch1.jsonl",
                         "origin_line": len(rows) // 3 + 1,
                     }
