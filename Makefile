@@ -33,10 +33,12 @@ run: install
 ## The test suite (CI runs exactly this).
 test: install
 	ruff check .
+	lint-imports
 	pytest
 
 lint: install
 	ruff check .
+	lint-imports
 
 ## CI's pipeline job: dvc repro with .ci/params.yaml (tiny model) at HEAD and at BASE, then dvc metrics diff.
 BASE ?= origin/main
