@@ -5,8 +5,8 @@ Versioning is identical to an engineer's ``dvc repro``: each task runs
 are DVC's. Stage output goes to the Prefect run logs line by line. A transient failure
 (DVC lock held, I/O, a killed process) is retried with exponential backoff; a failed
 quality gate or bad parameter is not (the same inputs fail the same way): the flow ends
-Failed with the stage's message, which names the gate. The gate reports (validate,
-evaluate) are published as Markdown artifacts ``<stage>-gate-report``.
+Failed with the stage's message, which names the gate. The gate reports (ingest,
+validate, evaluate) are published as Markdown artifacts ``<stage>-gate-report``.
 
     python -m flows.pipeline [--project DIR]     # one run (ephemeral API unless PREFECT_API_URL is set)
 """

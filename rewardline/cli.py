@@ -18,6 +18,7 @@ import typer
 
 from rewardline.config import build, load_params, parse_overrides
 from rewardline.errors import ConfigError, GateFailed
+from rewardline.gates import check_output
 from rewardline.ops.stack_cli import stack_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -33,10 +34,13 @@ def _section(params_path: Path, name: str) -> dict[str, Any]:
     return load_params(params_path).get(name, {}) if params_path.exists() else {}
 
 
-def _run(action: Callable[[], dict]) -> None:
-    """Run a stage; print its metrics; turn known failures into a message and an exit code."""
+def _run(action: Callable[[], dict], gated_out: Path | None = None) -> None:
+    """Run a stage; check its gates (``gated_out``: its output directory); print its metrics;
+    turn known failures into a message and an exit code."""
     try:
         metrics = action()
+        if gated_out is not None:
+            check_output(gated_out)
     except GateFailed as err:
         typer.secho(str(err), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -66,7 +70,7 @@ def ingest(
                        parse_overrides(set_ or []), name="ingest")
         return run_ingest(config, out)
 
-    _run(action)
+    _run(action, gated_out=out)
 
 
 @app.command()
@@ -80,7 +84,7 @@ def validate(
     from rewardline.validation.validate import ValidateConfig, run_validate
 
     _run(lambda: run_validate(data, out, build(ValidateConfig, _section(params, "validate"),
-                                               parse_overrides(set_ or []), name="validate")))
+                                               parse_overrides(set_ or []), name="validate")), gated_out=out)
 
 
 @app.command()
@@ -142,7 +146,6 @@ def evaluate(
 ) -> None:
     """Held-out accuracy, calibration and length bias; write the gate report; fail on a failed gate."""
     from rewardline.evaluation.evaluate import EvalConfig
-    from rewardline.evaluation.gates import check_gates
     from rewardline.evaluation.run import run_evaluate
     from rewardline.registry.mlflow_registry import resolved_model_dir
 
@@ -150,11 +153,9 @@ def evaluate(
         section = {k: v for k, v in _section(params, "evaluate").items() if k != "champion_model"}
         config = build(EvalConfig, section, parse_overrides(set_ or []), name="evaluate")
         with resolved_model_dir(champion) as champion_dir:  # None when the URI's model / alias does not exist
-            metrics = run_evaluate(model, data, out, config, champion_dir)
-        check_gates(metrics, report_path=str(out / "report.md"))
-        return metrics
+            return run_evaluate(model, data, out, config, champion_dir)
 
-    _run(action)
+    _run(action, gated_out=out)
 
 
 @app.command()

@@ -3,16 +3,12 @@
 ``evaluate.champion_model`` is a registry URI (``models:/reward-model@champion``, resolved through
 MLflow) or a model directory; with no champion registered the champion gate is skipped."""
 
-from pathlib import Path
-
 from rewardline.config import build, load_params
 from rewardline.evaluation.evaluate import EvalConfig
-from rewardline.evaluation.gates import check_gates
 from rewardline.evaluation.run import run_evaluate
+from rewardline.paths import EVALUATE_DIR, MODEL_DIR, PAIRS_DIR
 from rewardline.registry.mlflow_registry import resolved_model_dir
-from rewardline.stage import publish_metrics, stage_main
-
-MODEL, PAIRS, OUT = Path("models/reward-model"), Path("data/pairs"), Path("reports/evaluate")
+from rewardline.stage import finish_gated_stage, stage_main
 
 
 def main() -> None:
@@ -22,10 +18,8 @@ def main() -> None:
     with resolved_model_dir(champion) as champion_dir:  # models:/reward-model@champion or a directory
         if champion:
             print(f"champion: {champion} → {champion_dir or 'none registered (champion gate skipped)'}")
-        metrics = run_evaluate(MODEL, PAIRS, OUT, config, champion_dir)
-    publish_metrics(OUT, "evaluate")
-    print((OUT / "report.md").read_text())
-    check_gates(metrics, report_path=str(OUT / "report.md"))
+        run_evaluate(MODEL_DIR, PAIRS_DIR, EVALUATE_DIR, config, champion_dir)
+    finish_gated_stage("evaluate", EVALUATE_DIR, show_report=True)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,16 @@
-"""DVC stage ``ingest``: params ``ingest.*`` → ``data/ingested/`` (see dvc.yaml)."""
-
-from pathlib import Path
+"""DVC stage ``ingest``: params ``ingest.*`` → ``data/ingested/`` (see dvc.yaml); gate on the quarantined share."""
 
 from rewardline.config import build, load_params
 from rewardline.data.ingest import IngestConfig, Source, run_ingest
-from rewardline.stage import publish_metrics, stage_main
-
-OUT = Path("data/ingested")
+from rewardline.paths import INGESTED_DIR
+from rewardline.stage import finish_gated_stage, stage_main
 
 
 def main() -> None:
     section = dict(load_params()["ingest"])
     section["sources"] = [Source(**source) for source in section["sources"]]
-    run_ingest(build(IngestConfig, section, name="ingest"), OUT)
-    publish_metrics(OUT, "ingest")
+    run_ingest(build(IngestConfig, section, name="ingest"), INGESTED_DIR)
+    finish_gated_stage("ingest", INGESTED_DIR)
 
 
 if __name__ == "__main__":

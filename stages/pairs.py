@@ -1,17 +1,14 @@
 """DVC stage ``pairs``: ``data/validated/`` + params ``pairs.*`` → ``data/pairs/``."""
 
-from pathlib import Path
-
 from rewardline.config import build, load_params
 from rewardline.pairs.expand import PairsConfig, run_pairs
+from rewardline.paths import PAIRS_DIR, VALIDATED_DIR
 from rewardline.stage import publish_metrics, stage_main
-
-IN, OUT = Path("data/validated"), Path("data/pairs")
 
 
 def main() -> None:
-    run_pairs(IN, OUT, build(PairsConfig, load_params()["pairs"], name="pairs"))
-    publish_metrics(OUT, "pairs")
+    run_pairs(VALIDATED_DIR, PAIRS_DIR, build(PairsConfig, load_params()["pairs"], name="pairs"))
+    publish_metrics(PAIRS_DIR, "pairs")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ alias ``register.alias`` (``challenger``). Writes ``reports/register/registratio
 
 from rewardline.config import build, load_params
 from rewardline.errors import GateFailed
-from rewardline.registry.mlflow_registry import REGISTRATION, RegisterConfig, register_pipeline, ui_command
+from rewardline.paths import REGISTRATION
+from rewardline.registry.mlflow_registry import RegisterConfig, register_pipeline, ui_command
 from rewardline.stage import stage_main
 
 

@@ -1,20 +1,14 @@
-"""DVC stage ``validate``: ``data/ingested/`` + params ``validate.*`` → ``data/validated/``."""
-
-from pathlib import Path
+"""DVC stage ``validate``: ``data/ingested/`` + params ``validate.*`` → ``data/validated/``; gates."""
 
 from rewardline.config import build, load_params
-from rewardline.stage import publish_metrics, stage_main
+from rewardline.paths import INGESTED_DIR, VALIDATED_DIR
+from rewardline.stage import finish_gated_stage, stage_main
 from rewardline.validation.validate import ValidateConfig, run_validate
-
-IN, OUT = Path("data/ingested"), Path("data/validated")
 
 
 def main() -> None:
-    try:
-        run_validate(IN, OUT, build(ValidateConfig, load_params()["validate"], name="validate"))
-    finally:
-        if (OUT / "metrics.json").exists():
-            publish_metrics(OUT, "validate")
+    run_validate(INGESTED_DIR, VALIDATED_DIR, build(ValidateConfig, load_params()["validate"], name="validate"))
+    finish_gated_stage("validate", VALIDATED_DIR)
 
 
 if __name__ == "__main__":

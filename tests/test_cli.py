@@ -63,8 +63,13 @@ def test_ingest_gate_fails_with_a_message_naming_the_share(corrupted_rankings: P
     result = runner.invoke(app, ["ingest", str(corrupted_rankings), "--out", str(tmp_path / "o"),
                                  "--set", "max_quarantine_share=0.1"])
     assert result.exit_code == 1
-    assert "quarantined share 0.4000 > max_quarantine_share 0.1" in result.output
+    assert "max_quarantine_share: share of input records quarantined 0.4000 is not <= 0.1000" in result.output
     assert (tmp_path / "o" / "quarantine.parquet").exists()  # the evidence is kept
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["gates_passed"] is False and not metrics["gates"]["max_quarantine_share"]["passed"]
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "| max_quarantine_share: share of input records quarantined | 0.4000 | <= 0.1000 | FAILED |" in report
+    assert f"`{corrupted_rankings}:3`" in report  # the first quarantined records, with file and line
 
 
 def test_unknown_format_and_missing_source_are_usage_errors(tmp_path: Path):
@@ -83,12 +88,15 @@ def test_validate_and_pairs_on_the_shipped_synthetic_sample(tmp_path: Path):
     metrics = json.loads((tmp_path / "v" / "metrics.json").read_text())
     assert metrics["annotators_excluded"] == ["synth-e"]  # the careless annotator of the noise model
     assert metrics["krippendorff_alpha"] > metrics["krippendorff_alpha_before_exclusion"]
-    assert metrics["gate_passed"] and (tmp_path / "v" / "data_docs" / "index.html").exists()
+    assert metrics["gates_passed"] and (tmp_path / "v" / "data_docs" / "index.html").exists()
+    assert set(metrics["gates"]) == {"expectations", "min_alpha"}
     assert set(metrics) >= {"krippendorff_alpha", "kendall_w", "pairwise_agreement", "annotators_excluded"}
 
     failing = runner.invoke(app, ["validate", str(tmp_path / "i"), "--out", str(tmp_path / "v2"),
                                   "--set", "min_alpha=0.95"])
-    assert failing.exit_code == 1 and "krippendorff_alpha" in failing.output and "< min_alpha 0.95" in failing.output
+    assert failing.exit_code == 1 and "validate gate failed (1 of 2)" in failing.output
+    assert "min_alpha: Krippendorff's α (ordinal, after annotator exclusion)" in failing.output
+    assert "is not >= 0.9500" in failing.output
 
     result = runner.invoke(app, ["pairs", str(tmp_path / "v"), "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
@@ -108,4 +116,6 @@ def test_agreement_is_null_with_a_reason_without_overlap(tmp_path: Path):
     assert metrics["krippendorff_alpha"] is None and metrics["agreement_not_measurable_reason"]
     strict = runner.invoke(app, ["validate", str(tmp_path / "i"), "--out", str(tmp_path / "v2"),
                                  "--set", "require_overlap=true"])
-    assert strict.exit_code == 1 and "not measurable" in strict.output
+    assert strict.exit_code == 1 and "not measurable" in strict.output and "require_overlap is true" in strict.output
+    skipped = json.loads((tmp_path / "v" / "gates.json").read_text())["gates"]["min_alpha"]
+    assert skipped["skipped"] and skipped["reason"] == metrics["agreement_not_measurable_reason"]

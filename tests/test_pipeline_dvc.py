@@ -55,7 +55,7 @@ def test_dvc_repro_runs_the_data_stages_and_is_idempotent(clone: Path):
     ingest = metrics["ingest"]
     assert ingest["rows_in"] == ingest["rows_ok"] + ingest["rows_quarantined"]
     assert ingest["rows_in_by_format"] == {"alpaca-eval": 1458, "hh-rlhf": 993, "rankings": 450}
-    assert metrics["validate"]["annotators_excluded"] == ["synth-e"] and metrics["validate"]["gate_passed"]
+    assert metrics["validate"]["annotators_excluded"] == ["synth-e"] and metrics["validate"]["gates_passed"]
     assert metrics["pairs"]["pairs_train"] > metrics["pairs"]["pairs_test"] > 0
     assert (clone / "dvc.lock").exists()
 
@@ -106,6 +106,7 @@ def test_a_failed_gate_stops_dvc_repro_with_the_gate_named(clone: Path):
         failed = dvc(clone, "repro", *STAGES)
         assert failed.returncode != 0
         output = failed.stderr + failed.stdout
-        assert "krippendorff_alpha" in output and "min_alpha 0.99" in output
+        assert "validate gate failed" in output and "min_alpha: Krippendorff's α" in output
+        assert "is not >= 0.9900" in output
     finally:
         subprocess.run(["git", "checkout", "params.yaml"], cwd=clone, check=True)

@@ -2,11 +2,12 @@
 
 Output directory::
 
-    prompts.parquet  responses.parquet  rankings.parquet  quarantine.parquet  metrics.json
+    prompts.parquet  responses.parquet  rankings.parquet  quarantine.parquet  metrics.json  gates.json  report.md
 
 ``metrics.json`` holds ``rows_in == rows_ok + rows_quarantined`` (rows = input records)
-and the quarantined share; the stage fails when that share exceeds
-``max_quarantine_share``.
+and the quarantined share ``rows_quarantined / rows_in``; the gate (:data:`INGEST_GATES`)
+fails when that share exceeds ``max_quarantine_share``. ``gates.json`` and ``report.md``
+(the gate, the quarantine reasons and the first quarantined records) are the gate report.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import pyarrow.compute as pc
 from rewardline.data import adapters, schema
 from rewardline.data.canonical import canonicalize
 from rewardline.data.tables import write_json, write_table
-from rewardline.errors import GateFailed
+from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops import storage
+from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
+from rewardline.report import md_cell
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".jsonl.gz", ".json.gz", ".csv.gz")
 
@@ -43,6 +46,12 @@ class IngestConfig:
     max_quarantine_share: float = 0.05
     quarantine_examples: int = 10
     extra: dict = field(default_factory=dict)
+
+
+INGEST_GATES: tuple[GateSpec, ...] = (
+    GateSpec("max_quarantine_share", "quarantined_share", "max_quarantine_share", "<=",
+             "share of input records quarantined"),
+)
 
 
 def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
@@ -67,7 +76,11 @@ def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
 
 
 def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
-    """Read every source, validate, write the canonical tables and ``metrics.json``; gate."""
+    """Read every source, validate, write the canonical tables, ``metrics.json`` and the gate report.
+
+    Returns the metrics (with ``gates_passed``); a failed gate does not raise here:
+    the caller checks (:func:`rewardline.gates.check`).
+    """
     ranked_parts: list[pa.Table] = []
     quarantine_parts: list[pa.Table] = []
     records_in = 0
@@ -113,15 +126,30 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
         "rankings": pc.count_distinct(tables.rankings["ranking_id"]).as_py(),
         "ranked_rows": tables.rankings.num_rows,
         "annotators": len(tables.rankings["annotator_id"].unique()),
-        "gate_passed": share <= config.max_quarantine_share,
     }
-    write_json(metrics, out_dir / "metrics.json")
-    if not metrics["gate_passed"]:
-        examples = quarantine.slice(0, config.quarantine_examples).to_pylist()
-        lines = "\n".join(f"  {e['origin_file']}:{e['origin_line']} [{e['field']}] {e['reason']}" for e in examples)
-        raise GateFailed(
-            f"ingest gate failed: quarantined share {share:.4f} > max_quarantine_share "
-            f"{config.max_quarantine_share} ({rows_quarantined} of {records_in} records); first ones:\n{lines}\n"
-            f"all of them: {out_dir / schema.TABLE_FILES['quarantine']}"
-        )
+    report = evaluate_gates(INGEST_GATES, metrics, config, stage="ingest")
+    metrics.update(report.metrics_entries())
+    write_json(metrics, out_dir / METRICS_FILE)
+    report.write_json(out_dir / GATES_FILE)
+    examples = quarantine.slice(0, config.quarantine_examples).to_pylist()
+    (out_dir / REPORT_FILE).write_text(_markdown(metrics, report, examples, out_dir))
     return metrics
+
+
+def _markdown(metrics: dict, report: GateReport, examples: list[dict], out_dir: Path) -> str:
+    """``report.md``: the gate, the record accounting, the quarantine reasons and the first quarantined records."""
+    lines = [
+        report.to_markdown("Ingest report"),
+        "| records | count |",
+        "| --- | --- |",
+        f"| in | {metrics['rows_in']} |",
+        f"| ok | {metrics['rows_ok']} |",
+        f"| quarantined | {metrics['rows_quarantined']} |",
+    ]
+    if metrics["quarantine_reasons"]:
+        lines += ["", "## Quarantine reasons", "", "| reason | records |", "| --- | --- |"]
+        lines += [f"| {md_cell(reason)} | {count} |" for reason, count in metrics["quarantine_reasons"].items()]
+    if examples:
+        lines += ["", f"## First quarantined records (all of them: {out_dir / schema.TABLE_FILES['quarantine']})", ""]
+        lines += [f"* `{e['origin_file']}:{e['origin_line']}` [{e['field']}] {e['reason']}" for e in examples]
+    return "\n".join(lines) + "\n"

@@ -15,15 +15,16 @@ Prefect or MLflow.
 Outputs in ``out_dir``:
 * ``metrics.json`` – every number below, plus ``gates`` ({name: value, threshold, op, passed, ...})
   and ``gates_passed``;
-* ``gates.json``, ``report.md`` – the gate report (:mod:`rewardline.evaluation.gates`);
+* ``gates.json``, ``report.md`` – the gate report (gates :data:`rewardline.evaluation.gates.EVALUATE_GATES`
+  checked by :mod:`rewardline.gates`);
 * ``calibration.json`` – ``temperature``, ``reward_mean``, ``reward_std`` (val): what the model
   must carry so that σ((r_a − r_b)/T) is calibrated and (r − mean)/std is normalised;
 * ``reference_rewards.json`` – the raw rewards of the unique test responses: the reference
   distribution that drift checks compare fresh policy samples against;
 * ``plots/`` – PNGs and their DVC plots data (:mod:`rewardline.evaluation.plots`).
 
-The function returns the metrics dict and does not raise on failed gates: call
-:func:`rewardline.evaluation.gates.check_gates` on it after the outputs are written.
+The function returns the metrics dict and does not raise on failed gates: the caller calls
+:func:`rewardline.gates.check` on it (or :func:`rewardline.gates.check_output` on ``out_dir``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import pyarrow as pa
 
 from rewardline.data.tables import write_json
 from rewardline.evaluation.calibration import calibrate, reward_stats
-from rewardline.evaluation.gates import evaluate_gates
+from rewardline.evaluation.gates import EVALUATE_GATES, report_markdown
 from rewardline.evaluation.length_bias import length_bias, unique_responses
 from rewardline.evaluation.metrics import (
     accuracy_by_category,
@@ -48,6 +49,8 @@ from rewardline.evaluation.metrics import (
     tie_mask,
 )
 from rewardline.evaluation.plots import write_plots
+from rewardline.gates import evaluate_gates
+from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
 
 
 @dataclass
@@ -165,9 +168,8 @@ def evaluate_scores(
                        champion_diff_ci_low=diff.ci_low, champion_diff_ci_high=diff.ci_high)
     metrics = _json_safe(metrics)
 
-    report = evaluate_gates(metrics, cfg)
-    metrics["gates"] = report.gates_dict()
-    metrics["gates_passed"] = report.passed
+    report = evaluate_gates(EVALUATE_GATES, metrics, cfg, stage="evaluate")
+    metrics.update(report.metrics_entries())
 
     out_dir.mkdir(parents=True, exist_ok=True)
     decided = ~tie_mask(label)
@@ -182,7 +184,7 @@ def evaluate_scores(
     write_json(_json_safe({"temperature": cal.temperature, "reward_mean": reward_mean, "reward_std": reward_std}),
                out_dir / "calibration.json")
     write_json({"split": "test", "rewards": [float(r) for r in test_rewards]}, out_dir / "reference_rewards.json")
-    write_json(_json_safe(report.to_dict()), out_dir / "gates.json")
-    (out_dir / "report.md").write_text(report.to_markdown())
-    write_json(metrics, out_dir / "metrics.json")
+    report.write_json(out_dir / GATES_FILE)
+    (out_dir / REPORT_FILE).write_text(report_markdown(metrics, report))
+    write_json(metrics, out_dir / METRICS_FILE)
     return metrics

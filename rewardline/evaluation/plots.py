@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 
 from rewardline.evaluation.calibration import CalibrationMetrics
 from rewardline.evaluation.metrics import Accuracy
+from rewardline.report import fmt
 
 HIST_BINS = 30
 
@@ -100,17 +101,13 @@ def _none(x: float) -> float | None:
 
 
 # -- figures -----------------------------------------------------------------------------
-def _ece_text(m: CalibrationMetrics) -> str:
-    return "n/a" if np.isnan(m.ece) else f"{m.ece:.3f}"
-
-
 def plot_reliability(raw: CalibrationMetrics, calibrated: CalibrationMetrics, temperature: float, path: Path) -> Path:
     """Observed preference rate vs mean predicted probability per bin, before and after temperature scaling."""
     fig = _figure(5.0, 5.0)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
-    for m, name, marker in ((raw, f"raw (ECE {_ece_text(raw)})", "o"),
-                            (calibrated, f"T = {temperature:.3g} (ECE {_ece_text(calibrated)})", "s")):
+    for m, name, marker in ((raw, f"raw (ECE {fmt(raw.ece, 3)})", "o"),
+                            (calibrated, f"T = {temperature:.3g} (ECE {fmt(calibrated.ece, 3)})", "s")):
         keep = [i for i, c in enumerate(m.bin_count) if c]
         ax.plot([m.bin_confidence[i] for i in keep], [m.bin_observed[i] for i in keep], marker=marker, label=name)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(a ≻ b)", ylabel="observed preference for a",
@@ -154,8 +151,7 @@ def plot_reward_vs_length(rewards: np.ndarray, lengths: np.ndarray, spearman: fl
     fig = _figure()
     ax = fig.add_subplot()
     ax.scatter(lengths, rewards, s=6, alpha=0.4)
-    rho = "n/a" if np.isnan(spearman) else f"{spearman:.3f}"
-    ax.set(xlabel="response length", ylabel="reward", title=f"Reward vs length (Spearman ρ = {rho})")
+    ax.set(xlabel="response length", ylabel="reward", title=f"Reward vs length (Spearman ρ = {fmt(spearman, 3)})")
     return _save(fig, path)
 
 

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import yaml
 
+from rewardline import paths
+
 #: The Markdown gate report each gated stage writes (relative to the project).
-GATE_REPORTS = {"ingest": None, "validate": "data/validated/report.md", "evaluate": "reports/evaluate/report.md"}
+GATE_REPORTS = {stage: paths.gate_report(stage) for stage in paths.GATED_STAGES}
 _EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)")
 
 

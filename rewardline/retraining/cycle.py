@@ -41,13 +41,12 @@ from rewardline.data.canonical import canonicalize
 from rewardline.evaluation.metrics import hard_credit
 from rewardline.ops import storage
 from rewardline.pairs.expand import PairsConfig, build_pairs
+from rewardline.paths import EVALUATE_DIR, FRESH_DIR, INBOX_DIR, METRICS_FILE, MODEL_DIR, REGISTRATION, RETRAIN_LEDGER
+from rewardline.report import fmt
 from rewardline.retraining import drift, inbox
 from rewardline.retraining.ledger import Ledger
 
 FAIL_AT_ENV = "REWARDLINE_RETRAIN_FAIL_AT"
-MODEL_DIR = Path("models/reward-model")
-EVALUATE_DIR = Path("reports/evaluate")
-REGISTRATION = Path("reports/register/registration.json")
 HOLDOUT_SPLITS = ("val", "test")
 
 
@@ -59,9 +58,9 @@ class InjectedFailure(RuntimeError):
 class RetrainConfig:
     """``params.yaml: retrain``."""
 
-    inbox: str = "data/inbox"  # local directory (relative to the project) or s3://bucket/prefix
-    ledger: str = "data/retrain/ledger.jsonl"
-    fresh_dir: str = "data/raw/fresh"  # where retrained-on batches are appended (an ingest source)
+    inbox: str = str(INBOX_DIR)  # local directory (relative to the project) or s3://bucket/prefix
+    ledger: str = str(RETRAIN_LEDGER)
+    fresh_dir: str = str(FRESH_DIR)  # where retrained-on batches are appended (an ingest source)
     schedule_cron: str = "0 3 * * 1"  # the deployment's schedule (Mondays 03:00)
     timezone: str = "UTC"
     champion_alias: str = "champion"
@@ -173,7 +172,7 @@ def load_champion(project: Path, params: dict[str, Any], cfg: RetrainConfig, dst
     local = dst / "local"
     shutil.copytree(model, local, dirs_exist_ok=True)
     reference = json.loads((report / "reference_rewards.json").read_text())["rewards"]
-    metrics = json.loads((report / "metrics.json").read_text())
+    metrics = json.loads((report / METRICS_FILE).read_text())
     return Champion(local, np.asarray(reference, np.float64), float(metrics["accuracy"]),
                     f"{MODEL_DIR} (no {uri} registered)")
 
@@ -304,12 +303,6 @@ class BatchResult:
         return asdict(self)
 
 
-def _num(value: Any) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
-
-
 def summary_markdown(results: list[BatchResult], cfg: RetrainConfig, rolled_back: list[str],
                      duplicates: list[dict], skipped: list[inbox.Skipped]) -> str:
     """The cycle's report: per batch the drift numbers against the thresholds, the decision, the gates."""
@@ -325,18 +318,18 @@ def summary_markdown(results: list[BatchResult], cfg: RetrainConfig, rolled_back
                                         ("KS statistic", d.get("ks"), t.ks),
                                         ("accuracy drop (test − batch)", d.get("accuracy_drop"), t.accuracy_drop)):
             crossed = isinstance(value, float) and not math.isnan(value) and value > threshold
-            lines.append(f"| {label} | {_num(value)} | {threshold} | {'yes' if crossed else 'no'} |")
+            lines.append(f"| {label} | {fmt(value)} | {threshold} | {'yes' if crossed else 'no'} |")
         lines += ["", f"Samples {d.get('n_samples')}, reference {d.get('n_reference')}, labelled pairs "
                       f"{d.get('n_pairs')} (min {t.min_pairs}); champion accuracy: test "
-                      f"{_num(d.get('reference_accuracy'))}, batch {_num(d.get('batch_accuracy'))}; KS p-value "
-                      f"{_num(d.get('ks_pvalue'))}.", "",
+                      f"{fmt(d.get('reference_accuracy'))}, batch {fmt(d.get('batch_accuracy'))}; KS p-value "
+                      f"{fmt(d.get('ks_pvalue'))}.", "",
                   f"Decision: **{'retrain' if r.decision.get('retrain') else 'no retrain'}**"
                   + (f" ({'; '.join(r.decision.get('reasons', []))})" if r.decision.get("reasons") else ""), ""]
         if r.comparison:
             c = r.comparison
             lines += [f"Held-out prompts of the batch ({c.get('n_prompts')} prompts, {c.get('n_pairs')} pairs): "
-                      f"challenger {_num(c.get('challenger_accuracy'))}, champion "
-                      f"{_num(c.get('champion_accuracy'))}, difference {_num(c.get('difference'))}.", ""]
+                      f"challenger {fmt(c.get('challenger_accuracy'))}, champion "
+                      f"{fmt(c.get('champion_accuracy'))}, difference {fmt(c.get('difference'))}.", ""]
         if r.promotion:
             p = r.promotion
             lines += [f"Registered: {p.get('registered')} (version {p.get('version')}); promoted: "

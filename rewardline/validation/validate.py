@@ -2,11 +2,12 @@
 
 Output directory: the validated canonical tables (rankings of excluded annotators
 removed; prompts and responses copied), ``data_docs/`` (GX Data Docs HTML),
-``report.md`` and ``metrics.json``.
+``report.md``, ``gates.json`` and ``metrics.json``.
 
-Gate: every expectation passes, and Krippendorff's α (after exclusion) ≥ ``min_alpha``.
-When no prompt was ranked by two annotators α is not measurable: it is reported as
-null with the reason, and the α gate passes only if ``require_overlap`` is false.
+Gates (:data:`VALIDATE_GATES`): every expectation passes, and Krippendorff's α (after
+exclusion) ≥ ``min_alpha``. When α is not measurable (e.g. no prompt was ranked by two
+annotators) it is reported as null with the reason, and the α gate is skipped, unless
+``require_overlap`` is true: then it fails.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import pyarrow.compute as pc
 
 from rewardline.data import schema
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
-from rewardline.errors import GateFailed
+from rewardline.gates import GateReport, GateSpec, evaluate_gates
+from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
+from rewardline.report import fmt, md_cell
 from rewardline.validation.agreement import annotators_to_exclude, measure_agreement
 from rewardline.validation.expectations import run_expectations
 
@@ -35,12 +38,21 @@ class ValidateConfig:
     max_k: int = 64
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+VALIDATE_GATES: tuple[GateSpec, ...] = (
+    GateSpec("expectations", "expectations_failed", 0, "==", "Great Expectations expectations failed"),
+    GateSpec("min_alpha", "krippendorff_alpha", "min_alpha", ">=",
+             "Krippendorff's α (ordinal, after annotator exclusion)", skip_if_missing=True,
+             why_missing="agreement not measurable", why_missing_key="agreement_not_measurable_reason",
+             strict_field="require_overlap"),
+)
 
 
 def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
-    """Validate an ingest directory; write the validated tables, Data Docs, report and metrics."""
+    """Validate an ingest directory; write the validated tables, Data Docs, gate report and metrics.
+
+    Returns the metrics (with ``gates_passed``); a failed gate does not raise here:
+    the caller checks (:func:`rewardline.gates.check`).
+    """
     tables = {name: read_table(in_dir / schema.TABLE_FILES[name]) for name in ("prompts", "responses", "rankings")}
     out_dir.mkdir(parents=True, exist_ok=True)
     expectations = run_expectations(tables, out_dir / DATA_DOCS, max_k=config.max_k)
@@ -53,11 +65,8 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
         rankings = rankings.filter(keep)
     after = measure_agreement(rankings) if excluded else before
 
-    alpha = after.krippendorff_alpha
-    alpha_ok = (alpha >= config.min_alpha) if alpha is not None else not config.require_overlap
-    gate_passed = bool(expectations.success and alpha_ok)
     metrics = {
-        "krippendorff_alpha": alpha,
+        "krippendorff_alpha": after.krippendorff_alpha,
         "krippendorff_alpha_before_exclusion": before.krippendorff_alpha,
         "kendall_w": after.kendall_w,
         "pairwise_agreement": after.pairwise_agreement,
@@ -69,43 +78,29 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
         "expectations_failed": len(expectations.failed),
         "min_alpha": config.min_alpha,
         "rankings_removed": tables["rankings"].num_rows - rankings.num_rows,
-        "gate_passed": gate_passed,
     }
+    report = evaluate_gates(VALIDATE_GATES, metrics, config, stage="validate")
+    metrics.update(report.metrics_entries())
     write_table(rankings, out_dir / schema.TABLE_FILES["rankings"])
     for name in ("prompts", "responses"):
         copy_table(in_dir / schema.TABLE_FILES[name], out_dir / schema.TABLE_FILES[name])
-    write_json(metrics, out_dir / "metrics.json")
+    write_json(metrics, out_dir / METRICS_FILE)
     write_json({"expectations": expectations.to_dict(), "agreement_before": before.to_dict(),
                 "agreement_after": after.to_dict(), "excluded": excluded}, out_dir / "report.json")
-    report = _markdown(metrics, excluded, expectations.summary(data_docs=False), config)
-    (out_dir / "report.md").write_text(report)
-
-    if not gate_passed:
-        problems = []
-        if not expectations.success:
-            problems.append(f"{len(expectations.failed)} expectation(s) failed:\n{expectations.summary()}")
-        if not alpha_ok:
-            problems.append(
-                f"krippendorff_alpha {_fmt(alpha)} < min_alpha {config.min_alpha}"
-                if alpha is not None else f"agreement not measurable ({after.reason}) and require_overlap is true"
-            )
-        raise GateFailed("validate gate failed: " + "; ".join(problems) + f"\nreport: {out_dir / 'report.md'}")
+    report.write_json(out_dir / GATES_FILE)
+    (out_dir / REPORT_FILE).write_text(_markdown(metrics, report, excluded, expectations.summary(data_docs=False)))
     return metrics
 
 
-def _markdown(metrics: dict, excluded: dict[str, str], expectation_summary: str, config: ValidateConfig) -> str:
+def _markdown(metrics: dict, report: GateReport, excluded: dict[str, str], expectation_summary: str) -> str:
     lines = [
-        "# Validation report",
-        "",
-        f"Gate: **{'passed' if metrics['gate_passed'] else 'FAILED'}**",
-        "",
+        report.to_markdown("Validation report"),
         "| metric | value |",
         "| --- | --- |",
-        f"| Krippendorff's α (ordinal, after exclusion) | {_fmt(metrics['krippendorff_alpha'])} "
-        f"(min {config.min_alpha}) |",
-        f"| α before exclusion | {_fmt(metrics['krippendorff_alpha_before_exclusion'])} |",
-        f"| mean Kendall's W | {_fmt(metrics['kendall_w'])} |",
-        f"| pairwise agreement | {_fmt(metrics['pairwise_agreement'])} |",
+        f"| Krippendorff's α (ordinal, after exclusion) | {fmt(metrics['krippendorff_alpha'])} |",
+        f"| α before exclusion | {fmt(metrics['krippendorff_alpha_before_exclusion'])} |",
+        f"| mean Kendall's W | {fmt(metrics['kendall_w'])} |",
+        f"| pairwise agreement | {fmt(metrics['pairwise_agreement'])} |",
         f"| prompts ranked by ≥ 2 annotators | {metrics['overlap_prompts']} |",
         f"| expectations failed / evaluated | {metrics['expectations_failed']} / "
         f"{metrics['expectations_evaluated']} |",
@@ -115,7 +110,7 @@ def _markdown(metrics: dict, excluded: dict[str, str], expectation_summary: str,
     lines += ["", "## Annotators", "", "| annotator | agreement with leave-one-out consensus | excluded |",
               "| --- | --- | --- |"]
     for name, value in sorted(metrics["annotator_agreement"].items()):
-        lines.append(f"| {name} | {_fmt(value)} | {excluded.get(name, '')} |")
+        lines.append(f"| {md_cell(name)} | {fmt(value)} | {md_cell(excluded.get(name, ''))} |")
     lines += ["", "## Expectations", "", expectation_summary or "All expectations passed.", "",
               # relative to report.md, so the output holds no machine-specific path
               f"Great Expectations Data Docs: [{DATA_DOCS}/index.html]({DATA_DOCS}/index.html)", ""]

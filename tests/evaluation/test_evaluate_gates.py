@@ -1,4 +1,4 @@
-"""rewardline.evaluation.gates (rules, report, GateFailed) and rewardline.evaluation.evaluate (outputs from scores)."""
+"""The evaluate gates (rewardline.evaluation.gates on rewardline.gates) and rewardline.evaluation.evaluate (outputs)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,18 @@ import pytest
 from rewardline.data.schema import PAIRS, conform
 from rewardline.errors import GateFailed
 from rewardline.evaluation.evaluate import EvalConfig, evaluate_scores
-from rewardline.evaluation.gates import GateReport, check_gates, evaluate_gates
+from rewardline.evaluation.gates import EVALUATE_GATES, report_markdown
+from rewardline.gates import GateReport, check
+from rewardline.gates import evaluate_gates as check_specs
 
 CONFIG = EvalConfig(min_accuracy=0.6, require_ci_above_chance=True, max_ece_calibrated=0.1, max_length_bias=0.1,
                     champion_delta=0.02)
 GOOD = {"accuracy": 0.7, "accuracy_ci_low": 0.62, "accuracy_ci_high": 0.78, "ece_calibrated": 0.05,
         "length_bias": 0.03, "champion_accuracy": 0.69, "champion_diff": 0.01, "champion_diff_ci_low": -0.01}
+
+
+def evaluate_gates(metrics: dict, config: EvalConfig) -> GateReport:
+    return check_specs(EVALUATE_GATES, metrics, config, stage="evaluate")
 
 
 def _by_name(report: GateReport) -> dict:
@@ -29,7 +35,7 @@ def test_all_gates_pass():
     assert report.passed and not report.failed
     assert set(_by_name(report)) == {"min_accuracy", "accuracy_ci_above_chance", "max_ece_calibrated",
                                      "max_length_bias", "champion_non_inferiority"}
-    check_gates(report)  # does not raise
+    check(report)  # does not raise
 
 
 @pytest.mark.parametrize(
@@ -60,15 +66,18 @@ def test_skipped_gates():
     gates = _by_name(evaluate_gates(metrics, config))
     assert gates["accuracy_ci_above_chance"].skipped and gates["accuracy_ci_above_chance"].value == 0.4
     assert gates["champion_non_inferiority"].skipped and gates["champion_non_inferiority"].passed
+    assert gates["champion_non_inferiority"].reason == "no champion"
+    assert gates["accuracy_ci_above_chance"].reason == "require_ci_above_chance is false"
 
 
 def test_gate_failed_message_names_each_failed_gate_with_value_and_threshold():
     report = evaluate_gates({**GOOD, "accuracy": 0.55, "ece_calibrated": 0.2}, CONFIG)
     with pytest.raises(GateFailed) as err:
-        check_gates(report, report_path="out/report.md")
+        check(report, report_path="out/report.md")
     message = str(err.value)
     assert "min_accuracy: pairwise accuracy 0.5500 is not >= 0.6000" in message
     assert "max_ece_calibrated: ECE after temperature scaling 0.2000 is not <= 0.1000" in message
+    assert message.startswith("evaluate gate failed (2 of 5)")
     assert "max_length_bias" not in message and "out/report.md" in message
 
 
@@ -78,8 +87,8 @@ def test_report_json_round_trip_and_markdown():
     again = GateReport.from_dict(data)
     assert again.gates == report.gates and not again.passed
     with pytest.raises(GateFailed, match="min_accuracy"):
-        check_gates(data)  # gates.json / metrics.json dicts are accepted too
-    md = report.to_markdown()
+        check(data)  # gates.json / metrics.json dicts are accepted too
+    md = report_markdown({**GOOD, "accuracy": 0.5}, report)
     assert "| gate | value | threshold | passed |" in md
     assert "| min_accuracy: pairwise accuracy | 0.5000 | >= 0.6000 | FAILED |" in md
     assert "Gates: **FAILED**" in md and "longer-response-wins baseline" in md
@@ -127,11 +136,13 @@ def test_evaluate_scores_writes_everything(tmp_path):
         assert key in metrics
     assert metrics["gates"]["min_accuracy"] == {"value": pytest.approx(2 / 3), "threshold": 0.6, "op": ">=",
                                                 "passed": True, "skipped": False,
-                                                "description": "pairwise accuracy"}
+                                                "description": "pairwise accuracy", "reason": ""}
 
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["accuracy"] == pytest.approx(2 / 3) and on_disk["gates_passed"] == metrics["gates_passed"]
-    assert json.loads((tmp_path / "gates.json").read_text())["gates"].keys() == metrics["gates"].keys()
+    gates_json = json.loads((tmp_path / "gates.json").read_text())
+    assert gates_json["gates"] == metrics["gates"] and gates_json["passed"] is metrics["gates_passed"] is True
+    assert gates_json["stage"] == "evaluate"
     assert "| gate | value | threshold | passed |" in (tmp_path / "report.md").read_text()
     calib = json.loads((tmp_path / "calibration.json").read_text())
     assert set(calib) == {"temperature", "reward_mean", "reward_std"}
@@ -154,7 +165,7 @@ def test_evaluate_scores_failed_gate_raises_after_outputs(tmp_path):
     assert (tmp_path / "metrics.json").exists() and not metrics["gates_passed"]
     assert metrics["gates"]["champion_non_inferiority"]["skipped"]
     with pytest.raises(GateFailed, match=r"min_accuracy: pairwise accuracy 0\.0000 is not >= 0\.5000"):
-        check_gates(metrics)
+        check(metrics)
 
 
 def test_evaluate_scores_rejects_misaligned_scores(tmp_path):

@@ -1,0 +1,68 @@
+"""The pipeline's paths, relative to the project root: the one place that names them.
+
+dvc.yaml declares the same paths (DVC reads YAML, not Python); ``tests/test_paths.py`` checks
+that the two agree. Stage directories hold their tables plus the same three files::
+
+    data/raw/ ──ingest──▶ data/ingested/ ──validate──▶ data/validated/ ──pairs──▶ data/pairs/
+          ──train──▶ models/reward-model/ ──evaluate──▶ reports/evaluate/ ──register──▶ reports/register/
+    each stage: <out>/metrics.json, copied to metrics/<stage>.json (the file DVC reads as metrics);
+    gated stages (ingest, validate, evaluate) also <out>/gates.json and <out>/report.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA_DIR = Path("data")
+RAW_DIR = DATA_DIR / "raw"  # the shipped sample (an ingest source)
+FRESH_DIR = RAW_DIR / "fresh"  # fresh policy-sample batches the retrain flow appends (an ingest source)
+INGESTED_DIR = DATA_DIR / "ingested"
+VALIDATED_DIR = DATA_DIR / "validated"
+PAIRS_DIR = DATA_DIR / "pairs"
+INBOX_DIR = DATA_DIR / "inbox"  # retrain flow: batches dropped here
+RETRAIN_LEDGER = DATA_DIR / "retrain" / "ledger.jsonl"  # retrain flow: exactly-once record of batches
+
+MODEL_DIR = Path("models") / "reward-model"
+
+REPORTS_DIR = Path("reports")
+EVALUATE_DIR = REPORTS_DIR / "evaluate"
+REGISTRATION = REPORTS_DIR / "register" / "registration.json"
+
+METRICS_DIR = Path("metrics")
+TRAIN_LOG = METRICS_DIR / "train_log.jsonl"  # the training curves (DVC plots)
+
+#: File names inside a stage's output directory.
+METRICS_FILE = "metrics.json"
+GATES_FILE = "gates.json"
+REPORT_FILE = "report.md"
+
+#: Output directory of each DVC stage (``register`` writes the single file :data:`REGISTRATION`).
+STAGE_OUT: dict[str, Path] = {
+    "ingest": INGESTED_DIR,
+    "validate": VALIDATED_DIR,
+    "pairs": PAIRS_DIR,
+    "train": MODEL_DIR,
+    "evaluate": EVALUATE_DIR,
+}
+#: The stages with a quality gate (their output directory holds ``gates.json`` and ``report.md``).
+GATED_STAGES = ("ingest", "validate", "evaluate")
+
+
+def report_dir(stage: str) -> Path:
+    """``reports/<stage>``."""
+    return REPORTS_DIR / stage
+
+
+def stage_metrics(stage: str) -> Path:
+    """``metrics/<stage>.json``: the stage's metrics as dvc.yaml declares them."""
+    return METRICS_DIR / f"{stage}.json"
+
+
+def gate_report(stage: str) -> Path | None:
+    """The Markdown gate report of a gated stage (``<out>/report.md``); None for a stage without gates."""
+    return STAGE_OUT[stage] / REPORT_FILE if stage in GATED_STAGES else None
+
+
+def gates_json(stage: str) -> Path | None:
+    """The machine-readable gate report of a gated stage (``<out>/gates.json``); None without gates."""
+    return STAGE_OUT[stage] / GATES_FILE if stage in GATED_STAGES else None
