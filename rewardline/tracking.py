@@ -4,7 +4,7 @@ Training reports through the small :class:`Tracker` interface (``log_params``,
 ``log_metrics(metrics, step)``, ``log_artifact(path)``). Implementations here:
 :class:`NullTracker` (does nothing), :class:`JsonlTracker` (one JSON line per call; what the
 DVC ``train`` stage writes to ``metrics/train_log.jsonl``) and :class:`MultiTracker` (several at
-once). The live MLflow run, :class:`rewardline.registry.mlflow_registry.MlflowTracker`, lives in
+once). The live MLflow run, :class:`rewardline.registry.mlflow_tracking.MlflowTracker`, lives in
 the registry package, the only one that imports MLflow; trackers know nothing of the registry.
 """
 
