@@ -26,7 +26,7 @@ from prefect.tasks import exponential_backoff
 
 from rewardline.errors import ConfigError, GateFailed
 from rewardline.ops import dvc_run
-from rewardline.registry.mlflow_registry import TAGS_ENV  # parent-run tags the register stage adds
+from rewardline.registry.names import TAGS_ENV  # parent-run tags the register stage adds
 
 
 class StageError(RuntimeError):

@@ -25,9 +25,10 @@ from prefect.runtime import flow_run
 from prefect.schedules import Cron
 from prefect.tasks import exponential_backoff
 
-from flows.pipeline import TAGS_ENV, pipeline
+from flows.pipeline import pipeline
 from rewardline.errors import GateFailed
 from rewardline.ops import dvc_run
+from rewardline.registry.names import TAGS_ENV
 from rewardline.retraining import cycle as rt
 from rewardline.retraining import inbox
 from rewardline.retraining.ledger import Ledger

@@ -20,6 +20,7 @@ from rewardline.config import build, load_params, parse_overrides
 from rewardline.errors import ConfigError, GateFailed
 from rewardline.gates import check_output
 from rewardline.ops.stack_cli import stack_app
+from rewardline.registry.names import CHAMPION, MODEL_NAME, model_uri
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Annotator rankings in, calibrated reward models out. Exit: 0 ok, 1 gate failed, 2 bad input.")
@@ -111,7 +112,7 @@ def train(
     mlflow: Annotated[bool, typer.Option("--mlflow", help="also log params and curves live to an MLflow run")] = False,
 ) -> None:
     """Train a reward model (K-wise grouped Bradley-Terry) on a pairs directory. torchrun works too."""
-    from rewardline.registry.mlflow_registry import MlflowTracker
+    from rewardline.registry.mlflow_tracking import MlflowTracker
     from rewardline.tracking import JsonlTracker, MultiTracker, Tracker
     from rewardline.training.loop import TrainConfig
     from rewardline.training.loop import train as run_train
@@ -140,17 +141,17 @@ def evaluate(
     data: Annotated[Path, typer.Option("--data", help="a pairs output directory (val and test splits)")],
     out: OutOpt,
     champion: Annotated[str | None, typer.Option(
-        help="champion to compare against: a model directory or models:/reward-model@champion")] = None,
+        help=f"champion to compare against: a model directory or {model_uri()}")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
     """Held-out accuracy, calibration and length bias; write the gate report; fail on a failed gate."""
     from rewardline.evaluation.evaluate import EvalConfig
     from rewardline.evaluation.run import run_evaluate
-    from rewardline.registry.mlflow_registry import resolved_model_dir
+    from rewardline.registry.champion import resolved_model_dir, split_champion
 
     def action() -> dict:
-        section = {k: v for k, v in _section(params, "evaluate").items() if k != "champion_model"}
+        _, section = split_champion(_section(params, "evaluate"))  # --champion names it here
         config = build(EvalConfig, section, parse_overrides(set_ or []), name="evaluate")
         with resolved_model_dir(champion) as champion_dir:  # None when the URI's model / alias does not exist
             return run_evaluate(model, data, out, config, champion_dir)
@@ -177,7 +178,7 @@ def register(
     set_: SetOpt = None,
 ) -> None:
     """Log the pipeline run to MLflow (nested run per stage, lineage tags); register the model if every gate passed."""
-    from rewardline.registry.mlflow_registry import RegisterConfig, register_pipeline
+    from rewardline.registry.record import RegisterConfig, register_pipeline
 
     def action() -> dict:
         config = build(RegisterConfig, _section(params, "register"), parse_overrides(set_ or []), name="register")
@@ -192,34 +193,34 @@ def register(
 @app.command()
 def promote(
     version: Annotated[str, typer.Option("--version", help="model version to point the alias at")],
-    name: Annotated[str, typer.Option(help="registered model name")] = "reward-model",
-    alias: Annotated[str, typer.Option(help="alias to move")] = "champion",
+    name: Annotated[str, typer.Option(help="registered model name")] = MODEL_NAME,
+    alias: Annotated[str, typer.Option(help="alias to move")] = CHAMPION,
     force: Annotated[bool, typer.Option("--force", help="promote even if the version's gates did not pass")] = False,
 ) -> None:
     """Move an alias (default: champion) to a model version, after checking its gate tags."""
-    from rewardline.registry.mlflow_registry import alias_version, configure_mlflow
-    from rewardline.registry.mlflow_registry import promote as move_alias
+    from rewardline.registry import open_registry
+    from rewardline.registry.base import promote as move_alias
 
     def action() -> dict:
-        uri = configure_mlflow(".")
-        before = alias_version(name, alias)
-        move_alias(name, version, alias, require_gates=not force)
+        registry = open_registry(".")
+        before = move_alias(registry, name, version, alias, require_gates=not force)
         return {"model_name": name, "alias": alias, "version": str(version), "previous_version": before,
-                "tracking_uri": uri}
+                "tracking_uri": registry.tracking_uri}
 
     _run(action)
 
 
 @app.command()
 def registry(
-    name: Annotated[str, typer.Option(help="registered model name")] = "reward-model",
+    name: Annotated[str, typer.Option(help="registered model name")] = MODEL_NAME,
 ) -> None:
     """The registered model's versions, their aliases and gate status, and the command to open the MLflow UI."""
-    from rewardline.registry.mlflow_registry import configure_mlflow, registry_summary
+    from rewardline.registry import open_registry
+    from rewardline.registry.base import registry_summary
 
     def action() -> dict:
-        configure_mlflow(".")
-        return registry_summary(name)
+        registry = open_registry(".")
+        return {**registry_summary(registry, name), "mlflow_ui": registry.ui_command()}
 
     _run(action)
 

@@ -4,12 +4,13 @@ Training reports through the small :class:`Tracker` interface (``log_params``,
 ``log_metrics(metrics, step)``, ``log_artifact(path)``). Implementations here:
 :class:`NullTracker` (does nothing), :class:`JsonlTracker` (one JSON line per call; what the
 DVC ``train`` stage writes to ``metrics/train_log.jsonl``) and :class:`MultiTracker` (several at
-once). The live MLflow run, :class:`rewardline.registry.mlflow_registry.MlflowTracker`, lives in
+once). The live MLflow run, :class:`rewardline.registry.mlflow_tracking.MlflowTracker`, lives in
 the registry package, the only one that imports MLflow; trackers know nothing of the registry.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import time
@@ -92,3 +93,15 @@ class MultiTracker:
     def log_artifact(self, path: Path) -> None:
         for t in self.trackers:
             t.log_artifact(path)
+
+
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> Any:
+    """Compatibility entry point of models registered by earlier releases.
+
+    Their ``MLmodel`` says ``loader_module: rewardline.tracking`` (this module held the MLflow code
+    then), and MLflow calls ``<loader_module>._load_pyfunc`` to load them, so this name must stay.
+    It forwards to :func:`rewardline.registry.pyfunc._load_pyfunc`, imported by name at call time:
+    a static import would put the registry (and MLflow) into the import graph of every tracker
+    user, training included, which must stay independent of the registry."""
+    loader = importlib.import_module("rewardline.registry.pyfunc")
+    return loader._load_pyfunc(data_path, model_config)

@@ -7,13 +7,12 @@ from rewardline.config import build, load_params
 from rewardline.evaluation.evaluate import EvalConfig
 from rewardline.evaluation.run import run_evaluate
 from rewardline.paths import EVALUATE_DIR, MODEL_DIR, PAIRS_DIR
-from rewardline.registry.mlflow_registry import resolved_model_dir
+from rewardline.registry.champion import resolved_model_dir, split_champion
 from rewardline.stage import finish_gated_stage, stage_main
 
 
 def main() -> None:
-    params = dict(load_params()["evaluate"])
-    champion = params.pop("champion_model", None)
+    champion, params = split_champion(load_params()["evaluate"])
     config = build(EvalConfig, params, name="evaluate")
     with resolved_model_dir(champion) as champion_dir:  # models:/reward-model@champion or a directory
         if champion:

@@ -8,20 +8,22 @@ alias ``register.alias`` (``challenger``). Writes ``reports/register/registratio
 from rewardline.config import build, load_params
 from rewardline.errors import GateFailed
 from rewardline.paths import REGISTRATION
-from rewardline.registry.mlflow_registry import RegisterConfig, register_pipeline, ui_command
+from rewardline.registry import open_registry
+from rewardline.registry.record import RegisterConfig, register_pipeline
 from rewardline.stage import stage_main
 
 
 def main() -> None:
     config = build(RegisterConfig, load_params().get("register"), name="register")
-    result = register_pipeline(".", config)
+    registry = open_registry(".")
+    result = register_pipeline(".", config, registry)
     if not result["registered"]:
         raise GateFailed(f"register: not registering the model ({result.get('reason')}); "
                          f"pipeline run {result['parent_run_id']} logged; see {REGISTRATION}")
     aliases = ", ".join(f"@{a}" for a in result["aliases"])
     print(f"Registered {result['model_name']} version {result['version']} ({aliases}); "
           f"pipeline run {result['parent_run_id']}")
-    print(f"Look at it: {ui_command(result['tracking_uri'])}")
+    print(f"Look at it: {registry.ui_command()}")
     print(f"Promote it: rewardline promote --version {result['version']}")
 
 

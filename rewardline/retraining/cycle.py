@@ -42,6 +42,9 @@ from rewardline.evaluation.metrics import hard_credit
 from rewardline.ops import storage
 from rewardline.pairs.expand import PairsConfig, build_pairs
 from rewardline.paths import EVALUATE_DIR, FRESH_DIR, INBOX_DIR, METRICS_FILE, MODEL_DIR, REGISTRATION, RETRAIN_LEDGER
+from rewardline.registry import open_registry
+from rewardline.registry.base import promote
+from rewardline.registry.names import CHAMPION, MODEL_NAME, model_uri
 from rewardline.report import fmt
 from rewardline.retraining import drift, inbox
 from rewardline.retraining.ledger import Ledger
@@ -63,7 +66,7 @@ class RetrainConfig:
     fresh_dir: str = str(FRESH_DIR)  # where retrained-on batches are appended (an ingest source)
     schedule_cron: str = "0 3 * * 1"  # the deployment's schedule (Mondays 03:00)
     timezone: str = "UTC"
-    champion_alias: str = "champion"
+    champion_alias: str = CHAMPION
     psi_bins: int = 10
     psi_threshold: float = 0.25
     ks_threshold: float = 0.2
@@ -153,16 +156,14 @@ class Champion:
 def load_champion(project: Path, params: dict[str, Any], cfg: RetrainConfig, dst: Path) -> Champion:
     """The registered champion's bundle, downloaded to ``dst``; without one, the project's
     last trained model and its evaluate report, copied to ``dst`` (the pipeline overwrites them)."""
-    from rewardline.registry import mlflow_registry as tracking
-
-    tracking.configure_mlflow(project)
-    name = (params.get("register") or {}).get("model_name", "reward-model")
-    uri = f"models:/{name}@{cfg.champion_alias}"
-    bundle = tracking.load_model_bundle(uri, dst / "registry")
+    registry = open_registry(project)
+    name = (params.get("register") or {}).get("model_name", MODEL_NAME)
+    uri = model_uri(name, cfg.champion_alias)
+    bundle = registry.load(uri, dst / "registry")
     if bundle is not None:
         reference = json.loads((bundle / "reference_rewards.json").read_text())["rewards"]
         metrics = json.loads((bundle / "evaluate_metrics.json").read_text())
-        version = tracking.alias_version(name, cfg.champion_alias)
+        version = registry.resolve_alias(name, cfg.champion_alias)
         return Champion(bundle, np.asarray(reference, np.float64), float(metrics["accuracy"]),
                         f"{uri} (version {version})")
     model, report = project / MODEL_DIR, project / EVALUATE_DIR
@@ -277,10 +278,8 @@ def maybe_promote(project: Path, params: dict[str, Any], cfg: RetrainConfig,
     elif math.isnan(diff) or diff < -cfg.promote_margin:
         out["reason"] = f"held-out accuracy difference {diff:.4f} < -{cfg.promote_margin}"
     else:
-        from rewardline.registry import mlflow_registry as tracking
-
-        tracking.configure_mlflow(project)
-        tracking.promote(reg["model_name"], reg["version"], alias=cfg.champion_alias, require_gates=True)
+        promote(open_registry(project), reg["model_name"], reg["version"], alias=cfg.champion_alias,
+                require_gates=True)
         out.update(promoted=True, reason=f"held-out accuracy difference {diff:.4f} >= -{cfg.promote_margin}")
     return out
 

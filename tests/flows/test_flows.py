@@ -77,7 +77,8 @@ def prefect_api() -> Iterator[None]:
 def champion(tmp_path_factory: pytest.TempPathFactory, prefect_api: None) -> Iterator[dict]:
     """The pipeline flow on the project copy, then its registered model promoted to champion."""
     from flows.pipeline import pipeline
-    from rewardline.registry import mlflow_registry as tracking
+    from rewardline.registry import open_registry
+    from rewardline.registry.base import promote
 
     project = copy_project(tmp_path_factory.mktemp("project"))
     with pytest.MonkeyPatch.context() as mp:
@@ -87,8 +88,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory, prefect_api: None) -> Ite
         mp.delenv("REWARDLINE_MLFLOW_TAGS", raising=False)
         state = pipeline(project=str(project), return_state=True)
         registration = json.loads((project / "reports/register/registration.json").read_text())
-        tracking.configure_mlflow(project)
-        tracking.promote(registration["model_name"], registration["version"])
+        promote(open_registry(project), registration["model_name"], registration["version"])
         yield {"project": project, "state": state, "registration": registration}
 
 
@@ -238,11 +238,11 @@ def test_a_shifted_batch_is_retrained_on_exactly_once_even_after_a_crash(champio
                                    "reason": "retrain.auto_promote is false: promote by hand (rewardline promote)"}
     comparison = result["comparison"]
     assert comparison["n_pairs"] > 0 and 0 <= comparison["challenger_accuracy"] <= 1
-    from rewardline.registry import mlflow_registry as tracking
+    from rewardline.registry import open_registry
 
-    tracking.configure_mlflow(project)
-    assert tracking.alias_version("reward-model", "champion") == "1"
-    assert tracking.alias_version("reward-model", "challenger") == "2"
+    registry = open_registry(project)
+    assert registry.resolve_alias("reward-model", "champion") == "1"
+    assert registry.resolve_alias("reward-model", "challenger") == "2"
     summary = artifacts(state.state_details.flow_run_id)["retrain-summary"]
     assert "Decision: **retrain**" in summary and "### Challenger gates" in summary and "redone" in summary
 

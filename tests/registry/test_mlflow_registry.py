@@ -28,12 +28,21 @@ import requests
 import yaml
 
 from rewardline.errors import ConfigError, GateFailed
-from rewardline.registry import mlflow_registry as tracking
+from rewardline.registry import open_registry
+from rewardline.registry.base import promote
+from rewardline.registry.bundle import build_bundle
+from rewardline.registry.champion import resolved_model_dir
+from rewardline.registry.lineage import lineage_tags
+from rewardline.registry.mlflow_backend import configure_mlflow, experiment_id
+from rewardline.registry.mlflow_tracking import MlflowTracker
+from rewardline.registry.mlflow_values import metric_values, param_values, sanitize_key
+from rewardline.registry.names import MODEL_NAME, TAGS_ENV
+from rewardline.registry.record import STAGES, RegisterConfig, register_pipeline, train_curves
 from rewardline.tracking import JsonlTracker, Tracker
 
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
-NAME = tracking.DEFAULT_MODEL_NAME
+NAME = MODEL_NAME
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 PARAMS = {
     "ingest": {"sources": [{"path": str(ROOT / "data/raw/synthetic_multiannotator.jsonl"), "format": "rankings"},
@@ -51,11 +60,16 @@ RESPONSES = ["Put it in boiling water for nine minutes.", "7", "Soft rain on the
 RESPONSES_B = ["Eggs are food.", "8", "Rain is wet."]
 
 
+def alias_version(alias: str) -> str | None:
+    """The version ``NAME@alias`` points to in the registry of ``MLFLOW_TRACKING_URI``."""
+    return open_registry().resolve_alias(NAME, alias)
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv(tracking.TAGS_ENV, raising=False)
+    monkeypatch.delenv(TAGS_ENV, raising=False)
 
 
 def _run(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
@@ -151,33 +165,33 @@ def failing_copy(project: Path, dst: Path) -> Path:
 def test_keys_are_sanitised_and_nested_metrics_flattened():
     metrics = {"accuracy": 0.6, "gates_passed": True, "name": "x", "by": {"(none)": {"n": 3}, "a<b>": None},
                "reasons": {"empty response text": 4, "chosen and rejected ... '\n\nAssistant": 1}}
-    flat = tracking.metric_values(metrics)
+    flat = metric_values(metrics)
     assert flat["accuracy"] == 0.6 and flat["gates_passed"] == 1.0 and flat["by._none_.n"] == 3.0
     assert "name" not in flat and not any("<" in k or "\n" in k for k in flat)
-    assert tracking.sanitize_key("a/../b//c:d") == "a/__/b/c_d"
-    assert tracking.param_values({"sources": [{"path": "x"}], "lr": 1e-4}) == {
+    assert sanitize_key("a/../b//c:d") == "a/__/b/c_d"
+    assert param_values({"sources": [{"path": "x"}], "lr": 1e-4}) == {
         "sources": '[{"path": "x"}]', "lr": "0.0001"}
 
 
 def test_no_store_or_no_alias_means_no_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_store: str):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'never-written.db'}")
-    assert tracking.load_model_bundle("models:/reward-model@champion") is None
+    assert open_registry().load("models:/reward-model@champion") is None
     assert not (tmp_path / "never-written.db").exists()  # looking did not create a store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_store)
-    tracking.experiment_id("rewardline")  # the store exists now, with no registered model
-    assert tracking.load_model_bundle("models:/reward-model@champion") is None
-    assert tracking.alias_version(NAME, "champion") is None
-    with tracking.resolved_model_dir("models:/reward-model@champion") as path:
+    experiment_id("rewardline")  # the store exists now, with no registered model
+    assert open_registry().load("models:/reward-model@champion") is None
+    assert alias_version("champion") is None
+    with resolved_model_dir("models:/reward-model@champion") as path:
         assert path is None
 
 
 def test_configure_defaults_to_sqlite_in_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = tracking.configure_mlflow(tmp_path)
+    uri = configure_mlflow(tmp_path)
     assert uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     from mlflow import MlflowClient
 
-    exp = MlflowClient(uri).get_experiment(tracking.experiment_id("rewardline"))
+    exp = MlflowClient(uri).get_experiment(experiment_id("rewardline"))
     assert exp.artifact_location == (tmp_path.resolve() / "mlartifacts" / "rewardline").as_uri()
 
 
@@ -185,7 +199,7 @@ def test_mlflow_tracker_logs_params_curves_and_artifacts(tmp_path: Path, sqlite_
     from mlflow import MlflowClient
 
     (tmp_path / "notes.txt").write_text("hello\n")
-    with tracking.MlflowTracker(run_name="train", tags={"stage": "train"}) as tracker:
+    with MlflowTracker(run_name="train", tags={"stage": "train"}) as tracker:
         assert isinstance(tracker, Tracker)
         tracker.log_params({"lr": 1e-4, "optim": {"beta1": 0.9}})
         for step in (1, 2, 3):
@@ -215,7 +229,7 @@ def test_train_command_logs_curves_live_to_mlflow(project: Path, tmp_path: Path,
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.params["max_steps"] == "3"
     assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [1, 2, 3]
-    assert len(tracking.train_curves(tmp_path / "log.jsonl")) > 0  # the JSONL log is still written
+    assert len(train_curves(tmp_path / "log.jsonl")) > 0  # the JSONL log is still written
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,8 +242,8 @@ def test_register_logs_nested_stage_runs_with_lineage_and_registers_a_challenger
         project: Path, sqlite_store: str, monkeypatch: pytest.MonkeyPatch):
     from mlflow import MlflowClient
 
-    monkeypatch.setenv(tracking.TAGS_ENV, json.dumps({"prefect.flow_run_id": "abc-123", "trigger": "test"}))
-    result = tracking.register_pipeline(project, tracking.RegisterConfig())
+    monkeypatch.setenv(TAGS_ENV, json.dumps({"prefect.flow_run_id": "abc-123", "trigger": "test"}))
+    result = register_pipeline(project, RegisterConfig())
     assert result["registered"] and result["version"] == "1" and result["aliases"] == ["challenger"]
     assert json.loads((project / "reports/register/registration.json").read_text()) == result
 
@@ -237,7 +251,7 @@ def test_register_logs_nested_stage_runs_with_lineage_and_registers_a_challenger
     parent = client.get_run(result["parent_run_id"])
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert sorted(r.info.run_name for r in children) == sorted(tracking.STAGES)
+    assert sorted(r.info.run_name for r in children) == sorted(STAGES)
     runs = {r.info.run_name: r for r in children}
 
     # lineage on the parent run: git, DVC hashes from dvc.lock, dataset sizes, backbone, gates, env tags
@@ -295,7 +309,7 @@ def test_a_gate_failing_model_is_not_registered(project: Path, tmp_path: Path, s
     from mlflow import MlflowClient
 
     failing = failing_copy(project, tmp_path / "failing")
-    result = tracking.register_pipeline(failing, tracking.RegisterConfig())
+    result = register_pipeline(failing, RegisterConfig())
     assert not result["registered"] and result["version"] is None and "min_accuracy" in result["reason"]
     client = MlflowClient(sqlite_store)
     assert client.search_registered_models() == []
@@ -312,12 +326,12 @@ def test_a_gate_failing_model_is_not_registered(project: Path, tmp_path: Path, s
 @pytest.mark.slow
 def test_champion_alias_is_never_set_automatically_unless_params_allow(project: Path, sqlite_store: str):
     with pytest.raises(ConfigError, match="promote_to_champion"):
-        tracking.register_pipeline(project, tracking.RegisterConfig(alias="champion"))
-    first = tracking.register_pipeline(project, tracking.RegisterConfig())
-    assert tracking.alias_version(NAME, "champion") is None
-    second = tracking.register_pipeline(project, tracking.RegisterConfig(promote_to_champion=True))
+        register_pipeline(project, RegisterConfig(alias="champion"))
+    first = register_pipeline(project, RegisterConfig())
+    assert alias_version("champion") is None
+    second = register_pipeline(project, RegisterConfig(promote_to_champion=True))
     assert (first["version"], second["version"]) == ("1", "2")
-    assert tracking.alias_version(NAME, "champion") == "2" and tracking.alias_version(NAME, "challenger") == "2"
+    assert alias_version("champion") == "2" and alias_version("challenger") == "2"
 
 
 @pytest.mark.slow
@@ -327,31 +341,31 @@ def test_promote_moves_champion_and_refuses_a_version_without_passed_gates(
 
     from rewardline.cli import app
 
-    v1 = tracking.register_pipeline(project, tracking.RegisterConfig())["version"]
-    v2 = tracking.register_pipeline(project, tracking.RegisterConfig())["version"]
+    v1 = register_pipeline(project, RegisterConfig())["version"]
+    v2 = register_pipeline(project, RegisterConfig())["version"]
     # a version registered by hand, outside the pipeline, from a gate-failing evaluation
     failing = failing_copy(project, tmp_path / "failing")
     import mlflow
 
-    with mlflow.start_run(experiment_id=tracking.experiment_id()) as run:
-        bundle = tracking.build_bundle(failing, tmp_path / "bundle")
-        v3, _ = tracking.register_bundle(bundle, NAME, run.info.run_id, tracking.lineage_tags(failing), aliases=())
+    with mlflow.start_run(experiment_id=experiment_id()) as run:
+        bundle = build_bundle(failing, tmp_path / "bundle")
+        v3 = open_registry().register(NAME, bundle, lineage_tags(failing), run_id=run.info.run_id).version
 
-    tracking.promote(NAME, v1)
-    assert tracking.alias_version(NAME, "champion") == v1
+    promote(open_registry(), NAME, v1)
+    assert alias_version("champion") == v1
     runner = CliRunner()
     moved = runner.invoke(app, ["promote", "--version", v2])
     assert moved.exit_code == 0, moved.output
-    assert tracking.alias_version(NAME, "champion") == v2
+    assert alias_version("champion") == v2
 
     with pytest.raises(GateFailed, match="gates_passed tag is 'false'.*min_accuracy"):
-        tracking.promote(NAME, v3)
+        promote(open_registry(), NAME, v3)
     refused = runner.invoke(app, ["promote", "--version", v3])
     assert refused.exit_code == 1 and "min_accuracy" in refused.output
-    assert tracking.alias_version(NAME, "champion") == v2
+    assert alias_version("champion") == v2
     assert runner.invoke(app, ["promote", "--version", "99"]).exit_code == 2
     forced = runner.invoke(app, ["promote", "--version", v3, "--alias", "staging", "--force"])
-    assert forced.exit_code == 0 and tracking.alias_version(NAME, "staging") == v3
+    assert forced.exit_code == 0 and alias_version("staging") == v3
 
     listed = runner.invoke(app, ["registry"])
     assert listed.exit_code == 0, listed.output
@@ -427,11 +441,11 @@ def test_champion_loads_by_alias_in_a_fresh_process_and_is_served(
     from rewardline.modeling.score import score_texts
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    result = tracking.register_pipeline(project, tracking.RegisterConfig(promote_to_champion=True))
-    assert tracking.alias_version(NAME, "champion") == result["version"]
+    result = register_pipeline(project, RegisterConfig(promote_to_champion=True))
+    assert alias_version("champion") == result["version"]
 
     # the bundle: a rewardline model dir with the evaluate stage's calibration and normalisation
-    bundle = tracking.load_model_bundle("models:/reward-model@champion", tmp_path / "champion")
+    bundle = open_registry().load("models:/reward-model@champion", tmp_path / "champion")
     calibration = json.loads((project / "reports/evaluate/calibration.json").read_text())
     assert json.loads((bundle / "calibration.json").read_text()) == calibration
     assert {"reference_rewards.json", "evaluate_metrics.json", "model.safetensors"} <= {
@@ -450,7 +464,7 @@ def test_champion_loads_by_alias_in_a_fresh_process_and_is_served(
     np.testing.assert_allclose(got[["reward", "reward_b", "p_prefer"]], expected, rtol=1e-5, atol=1e-5)
 
     # the evaluate stage's champion gate resolves models:/reward-model@champion
-    with tracking.resolved_model_dir("models:/reward-model@champion") as champion:
+    with resolved_model_dir("models:/reward-model@champion") as champion:
         metrics = run_evaluate(project / "models/reward-model", project / "data/pairs", tmp_path / "eval",
                                EvalConfig(**PARAMS["evaluate"]), champion)
     # the same weights (scored in other batches: float noise may flip near-ties of this untrained model)

@@ -1,0 +1,133 @@
+"""The model registry as the pipeline sees it: :class:`ModelRegistry`, :class:`ModelVersion`, and
+what is written against that interface alone (gate-checked promotion, the summary, model references).
+
+A registry holds, per model name, numbered versions (a *bundle* directory, tags, a description)
+and aliases (``champion``, ``challenger``, ...) that each point at one version. A model is
+referred to by a URI: ``models:/<name>@<alias>``, ``models:/<name>/<version>``, or a plain local
+model directory. :class:`rewardline.registry.mlflow_backend.MlflowRegistry` implements it on MLflow;
+get one with :func:`rewardline.registry.open_registry`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from rewardline.errors import ConfigError, GateFailed
+from rewardline.registry.names import CHAMPION
+
+REGISTRY_SCHEMES = ("models:/", "runs:/")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version: its number, the aliases pointing at it, its tags and where it came from."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    run_id: str | None = None  # the run that logged it
+    created: str | None = None  # ISO-8601 UTC, seconds
+    description: str = ""
+    source: str = ""  # where the registry keeps its files (e.g. the logged model's URI)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def gates_passed(self) -> bool:
+        return self.tags.get("gates_passed") == "true"
+
+    def failed_gates(self) -> list[str]:
+        """Names of the ``gate.<name>.passed`` tags that are not ``true``."""
+        return sorted(k.split(".")[1] for k, v in self.tags.items()
+                      if k.startswith("gate.") and k.endswith(".passed") and v != "true")
+
+
+@runtime_checkable
+class ModelRegistry(Protocol):
+    """Register bundles, move aliases, resolve and load models by URI."""
+
+    tracking_uri: str  # where the registry lives (reported in registration.json and by the CLI)
+
+    def ui_command(self) -> str:
+        """How a person looks at the registry (a command or a URL)."""
+        ...
+
+    def register(self, name: str, bundle_dir: Path, tags: Mapping[str, Any], description: str = "",
+                 run_id: str | None = None) -> ModelVersion:
+        """Store ``bundle_dir`` as a new version of ``name`` (created when missing) with ``tags`` and
+        ``description``; ``run_id``: the tracking run it belongs to, when there is one."""
+        ...
+
+    def set_alias(self, name: str, alias: str, version: int | str) -> None:
+        """Point ``name@alias`` at ``version`` (moving it when it points elsewhere)."""
+        ...
+
+    def resolve_alias(self, name: str, alias: str) -> str | None:
+        """The version ``name@alias`` points to; None when the model or the alias does not exist."""
+        ...
+
+    def get_version(self, name: str, version: int | str) -> ModelVersion | None:
+        """Version ``version`` of ``name``; None when there is no such version."""
+        ...
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of ``name``, oldest first, with its aliases and tags; [] for an unknown name."""
+        ...
+
+    def load(self, model_uri: str, dst: Path | str | None = None) -> Path | None:
+        """The local bundle directory of ``model_uri`` (a registry URI is downloaded into ``dst``; a
+        plain model directory is returned as it is); None when the name, version or alias does not exist."""
+        ...
+
+
+def is_registry_uri(ref: str | Path) -> bool:
+    return str(ref).startswith(REGISTRY_SCHEMES)
+
+
+def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None] | None:
+    """``models:/name@alias`` → ``(name, None, alias)``; ``models:/name/3`` → ``(name, "3", None)``; else None."""
+    m = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+    return (m.group(1), m.group(3), m.group(2)) if m else None
+
+
+def local_model_dir(path: str | Path) -> Path:
+    """``path`` when it is a reward model directory (it has ``reward_config.json``); else ConfigError."""
+    path = Path(path)
+    if not (path / "reward_config.json").exists():
+        raise ConfigError(f"{path} is not a reward model directory (no reward_config.json)")
+    return path
+
+
+def promote(registry: ModelRegistry, name: str, version: int | str, alias: str = CHAMPION,
+            require_gates: bool = True) -> str | None:
+    """Point ``name@alias`` at ``version``; return the version it pointed to before (None: none).
+
+    Refuses (:class:`GateFailed`) a version whose ``gates_passed`` tag is not ``true`` unless
+    ``require_gates=False``, and (:class:`ConfigError`) a version that does not exist."""
+    found = registry.get_version(name, version)
+    if found is None:
+        raise ConfigError(f"registered model {name!r} has no version {version}")
+    if require_gates and not found.gates_passed:
+        failed = found.failed_gates()
+        raise GateFailed(f"refusing to make version {version} of {name!r} the {alias}: its gates_passed tag is "
+                         f"{found.tags.get('gates_passed')!r}" + (f" (failed: {', '.join(failed)})" if failed else "")
+                         + "; use --force to promote anyway")
+    before = registry.resolve_alias(name, alias)
+    registry.set_alias(name, alias, version)
+    return before
+
+
+def registry_summary(registry: ModelRegistry, name: str) -> dict[str, Any]:
+    """``{model_name, versions: [{version, aliases, gates_passed, git_commit, run_id, created}], aliases}``."""
+    versions = registry.list_versions(name)
+    rows = [{"version": int(v.version), "aliases": sorted(v.aliases), "gates_passed": v.tags.get("gates_passed"),
+             "git_commit": v.tags.get("git_commit"), "run_id": v.run_id, "created": v.created} for v in versions]
+    aliases = {alias: v.version for v in versions for alias in v.aliases}
+    return {"model_name": name, "versions": rows, "aliases": dict(sorted(aliases.items()))}

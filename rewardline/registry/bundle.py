@@ -1,0 +1,39 @@
+"""The project's stage outputs the registry reads, and the *bundle*: the one directory a version holds.
+
+The bundle is the trained model directory (a valid rewardline model dir: ``score_texts`` works on
+it) with the evaluate stage's ``calibration.json`` (temperature, reward normalisation; also written
+into its ``reward_config.json``), ``reference_rewards.json`` and ``evaluate_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rewardline.paths import EVALUATE_DIR, METRICS_FILE, MODEL_DIR
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; {} when the file does not exist."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def build_bundle(project_dir: Path | str, dst: Path) -> Path:
+    """``dst`` = the trained model directory + ``calibration.json``, ``reference_rewards.json`` (when
+    present) and ``evaluate_metrics.json``; ``reward_config.json`` gets the calibration's reward
+    mean and std, so ``score_texts(dst)`` returns exactly what the pyfunc model serves."""
+    root = Path(project_dir)
+    shutil.copytree(root / MODEL_DIR, dst)
+    calibration = read_json(root / EVALUATE_DIR / "calibration.json")
+    (dst / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
+    if (root / EVALUATE_DIR / "reference_rewards.json").exists():
+        shutil.copyfile(root / EVALUATE_DIR / "reference_rewards.json", dst / "reference_rewards.json")
+    shutil.copyfile(root / EVALUATE_DIR / METRICS_FILE, dst / "evaluate_metrics.json")
+    config = json.loads((dst / "reward_config.json").read_text())
+    for key in ("reward_mean", "reward_std"):
+        if calibration.get(key) is not None:
+            config[key] = calibration[key]
+    (dst / "reward_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return dst

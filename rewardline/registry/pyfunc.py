@@ -1,0 +1,120 @@
+"""The pyfunc model of a registered version; this module's path is the versions' ``loader_module``.
+
+``rewardline.registry.pyfunc`` is written into every registered version's ``MLmodel``: keep the
+module at this path (models of earlier releases name ``rewardline.tracking``, which forwards here).
+The flavour stores the bundle as the model's ``data/bundle`` and loads it with
+:func:`_load_pyfunc`: no pickle, and ``mlflow models serve --env-manager local`` works wherever
+``rewardline`` is installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rewardline.registry.bundle import read_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MODEL_ARTIFACT = "reward_model"  # the pyfunc model's name in its run
+BUNDLE = "bundle"  # the model data directory inside the pyfunc model (data/bundle)
+LOADER_MODULE = __name__  # "rewardline.registry.pyfunc"
+
+
+class RewardScorer:
+    """What ``mlflow.pyfunc.load_model`` returns inside: a loaded bundle with a DataFrame ``predict``.
+
+    Input columns ``prompt``, ``response`` and optionally ``response_b``; output ``reward``
+    (``r − reward_mean``) and, for rows with a ``response_b``, ``reward_b`` and the calibrated
+    preference probability ``p_prefer = σ((r_a − r_b) / T)``."""
+
+    def __init__(self, bundle_dir: Path | str, device: str = "auto") -> None:
+        from rewardline.modeling.device import select_runtime
+        from rewardline.modeling.model import RewardModel
+
+        self.bundle_dir = Path(bundle_dir)
+        self.device = str(select_runtime(device).device)  # CUDA when available
+        self.model, self.tokenizer = RewardModel.load(self.bundle_dir, self.device)
+        self.temperature = float(read_json(self.bundle_dir / "calibration.json").get("temperature") or 1.0)
+
+    def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        import numpy as np
+        import pandas as pd
+
+        from rewardline.evaluation.calibration import preference_probability
+        from rewardline.modeling.score import score_texts
+
+        prompts, responses = list(model_input["prompt"]), [str(r) for r in model_input["response"]]
+        pairwise = "response_b" in model_input.columns
+        rows_b = np.flatnonzero(model_input["response_b"].notna().to_numpy()) if pairwise else np.zeros(0, int)
+        texts_b = [str(model_input["response_b"].iloc[i]) for i in rows_b]
+        rewards = score_texts(self.bundle_dir, prompts + [prompts[i] for i in rows_b], responses + texts_b,
+                              device=self.device, model=self.model, tokenizer=self.tokenizer).astype(np.float64)
+        out = pd.DataFrame({"reward": rewards[: len(responses)]})
+        if pairwise:
+            reward_b = np.full(len(responses), np.nan)
+            reward_b[rows_b] = rewards[len(responses) :]
+            out["reward_b"] = reward_b
+            out["p_prefer"] = preference_probability(out["reward"].to_numpy(), reward_b, self.temperature)
+        return out
+
+
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> RewardScorer:
+    """The pyfunc ``loader_module`` entry point: ``data_path`` is the model's ``data/bundle``."""
+    return RewardScorer(data_path)
+
+
+def model_signature() -> Any:
+    """Input ``prompt``, ``response``, optional ``response_b`` (strings); output ``reward``,
+    optional ``reward_b`` and ``p_prefer`` (doubles)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema
+
+    inputs = Schema([ColSpec(DataType.string, "prompt"), ColSpec(DataType.string, "response"),
+                     ColSpec(DataType.string, "response_b", required=False)])
+    outputs = Schema([ColSpec(DataType.double, "reward"), ColSpec(DataType.double, "reward_b", required=False),
+                      ColSpec(DataType.double, "p_prefer", required=False)])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def input_example() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame({
+        "prompt": ["How do I boil an egg?", "Name a prime number."],
+        "response": ["Put it in boiling water for about nine minutes, then cool it.", "7"],
+        "response_b": ["Eggs are food.", "8"],
+    })
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements of the pyfunc model (given explicitly: MLflow would otherwise load the
+    model in a subprocess to infer them). ``rewardline`` itself must be installed where it is served."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "scipy"):
+        with contextlib.suppress(PackageNotFoundError):
+            out.append(f"{name}=={version(name).split('+')[0]}")
+    return out
+
+
+def log_model_bundle(bundle_dir: Path, loader_module: str = LOADER_MODULE) -> Any:
+    """Log ``bundle_dir`` as a pyfunc model into the active run; return MLflow's ``ModelInfo``.
+    ``loader_module`` is for compatibility tests only: new models always name this module."""
+    import mlflow
+
+    return mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT, loader_module=loader_module, data_path=str(bundle_dir), signature=model_signature(),
+        input_example=input_example(), pip_requirements=_requirements(),
+    )
+
+
+def bundle_data_dir(model_dir: Path) -> Path:
+    """The bundle inside a downloaded pyfunc model directory (its ``MLmodel`` names the data path)."""
+    import yaml
+
+    flavor = yaml.safe_load((model_dir / "MLmodel").read_text())["flavors"]["python_function"]
+    return model_dir / flavor.get("data", f"data/{BUNDLE}")
