@@ -3,16 +3,14 @@
 from pathlib import Path
 
 from rewardline.config import build, load_params
-from rewardline.data.ingest import IngestConfig, Source, run_ingest
+from rewardline.data.ingest import IngestConfig, run_ingest
 from rewardline.stage import publish_metrics, stage_main
 
 OUT = Path("data/ingested")
 
 
 def main() -> None:
-    section = dict(load_params()["ingest"])
-    section["sources"] = [Source(**source) for source in section["sources"]]
-    run_ingest(build(IngestConfig, section, name="ingest"), OUT)
+    run_ingest(build(IngestConfig, load_params()["ingest"]), OUT)  # sources validated as Source models
     publish_metrics(OUT, "ingest")
 
 

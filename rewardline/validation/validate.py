@@ -11,12 +11,14 @@ null with the reason, and the α gate passes only if ``require_overlap`` is fals
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
+from rewardline.config import Section
 from rewardline.data import schema
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
 from rewardline.errors import GateFailed
@@ -24,13 +26,14 @@ from rewardline.validation.agreement import annotators_to_exclude, measure_agree
 from rewardline.validation.expectations import run_expectations
 
 
-@dataclass
-class ValidateConfig:
-    min_alpha: float = 0.4
-    min_annotator_agreement: float = 0.2
-    min_overlap_prompts: int = 5
+class ValidateConfig(Section):
+    section: ClassVar[str] = "validate"
+
+    min_alpha: float = Field(0.4, ge=-1.0, le=1.0)  # Krippendorff's alpha ∈ [-1, 1]
+    min_annotator_agreement: float = Field(0.2, ge=-1.0, le=1.0)  # a rank correlation ∈ [-1, 1]
+    min_overlap_prompts: int = Field(5, ge=0)
     require_overlap: bool = False
-    max_k: int = 64
+    max_k: int = Field(64, ge=2)  # a ranking compares at least 2 responses
 
 
 def _fmt(value: float | None) -> str:
