@@ -27,7 +27,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.add_typer(stack_app, name="stack", help="Local stack on 127.0.0.1: S3 (SeaweedFS), MLflow, Prefect.")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to take stage defaults from")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a stage param: key=value")]
+SetOpt = Annotated[list[str] | None,
+                   typer.Option("--set", help="override a stage param: key=value or section.key=value")]
 OutOpt = Annotated[Path, typer.Option("--out", help="output directory (a file for score)")]
 
 
@@ -64,11 +65,14 @@ def ingest(
     """Read annotator rankings into the canonical tables; quarantine malformed records."""
     from rewardline.data.ingest import IngestConfig, Source, run_ingest
 
-    section = {k: v for k, v in _section(params, "ingest").items() if k != "sources"}
-
     def action() -> dict:
-        config = build(IngestConfig, {**section, "sources": [Source(s, format, batch_id) for s in sources]},
-                       parse_overrides(set_ or []), name="ingest")
+        section = {k: v for k, v in _section(params, "ingest").items() if k != "sources"}
+        try:
+            given = [Source(path=s, format=format, batch_id=batch_id) for s in sources]
+        except ConfigError as err:
+            raise ConfigError(f"--format/--batch-id: {err}") from None
+        config = build(IngestConfig, {**section, "sources": given}, parse_overrides(set_ or [], "ingest"),
+                       source=str(params))
         return run_ingest(config, out)
 
     _run(action, gated_out=out)
@@ -85,7 +89,8 @@ def validate(
     from rewardline.validation.validate import ValidateConfig, run_validate
 
     _run(lambda: run_validate(data, out, build(ValidateConfig, _section(params, "validate"),
-                                               parse_overrides(set_ or []), name="validate")), gated_out=out)
+                                               parse_overrides(set_ or [], "validate"), source=str(params))),
+         gated_out=out)
 
 
 @app.command()
@@ -99,7 +104,7 @@ def pairs(
     from rewardline.pairs.expand import PairsConfig, run_pairs
 
     _run(lambda: run_pairs(data, out, build(PairsConfig, _section(params, "pairs"),
-                                            parse_overrides(set_ or []), name="pairs")))
+                                            parse_overrides(set_ or [], "pairs"), source=str(params))))
 
 
 @app.command()
@@ -118,7 +123,7 @@ def train(
     from rewardline.training.loop import train as run_train
 
     def action() -> dict:
-        config = build(TrainConfig, _section(params, "train"), parse_overrides(set_ or []), name="train")
+        config = build(TrainConfig, _section(params, "train"), parse_overrides(set_ or [], "train"), source=str(params))
         trackers: list[Tracker] = [JsonlTracker(log)] if log else []
         live = MlflowTracker(run_name="train", tags={"stage": "train"}) if mlflow else None
         try:
@@ -152,7 +157,7 @@ def evaluate(
 
     def action() -> dict:
         _, section = split_champion(_section(params, "evaluate"))  # --champion names it here
-        config = build(EvalConfig, section, parse_overrides(set_ or []), name="evaluate")
+        config = build(EvalConfig, section, parse_overrides(set_ or [], "evaluate"), source=str(params))
         with resolved_model_dir(champion) as champion_dir:  # None when the URI's model / alias does not exist
             return run_evaluate(model, data, out, config, champion_dir)
 
@@ -181,7 +186,8 @@ def register(
     from rewardline.registry.record import RegisterConfig, register_pipeline
 
     def action() -> dict:
-        config = build(RegisterConfig, _section(params, "register"), parse_overrides(set_ or []), name="register")
+        config = build(RegisterConfig, _section(params, "register"), parse_overrides(set_ or [], "register"),
+                       name="register")
         result = register_pipeline(project, config)
         if not result["registered"]:
             raise GateFailed(f"register: not registering the model ({result.get('reason')})")

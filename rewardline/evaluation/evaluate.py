@@ -30,13 +30,14 @@ The function returns the metrics dict and does not raise on failed gates: the ca
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
+from rewardline.config import Section
 from rewardline.data.tables import write_json
 from rewardline.evaluation.calibration import calibrate, reward_stats
 from rewardline.evaluation.gates import EVALUATE_GATES, report_markdown
@@ -53,18 +54,19 @@ from rewardline.gates import evaluate_gates
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
 
 
-@dataclass
-class EvalConfig:
+class EvalConfig(Section):
     """Thresholds and bootstrap settings (``params.yaml: evaluate``). Defaults suit the tiny shipped sample."""
 
-    min_accuracy: float = 0.5  # gate: test pairwise accuracy ≥ this
+    section: ClassVar[str] = "evaluate"
+
+    min_accuracy: float = Field(0.5, ge=0.0, le=1.0)  # gate: test pairwise accuracy ≥ this
     require_ci_above_chance: bool = False  # gate: lower end of the accuracy's 95 % CI > 0.5
-    max_ece_calibrated: float = 0.25  # gate: ECE after temperature scaling ≤ this
-    max_length_bias: float = 0.25  # gate: model_prefers_longer − labels_prefer_longer ≤ this
-    champion_delta: float = 0.02  # gate: CI low of accuracy(challenger) − accuracy(champion) ≥ −δ
-    bootstrap_samples: int = 1000
+    max_ece_calibrated: float = Field(0.25, ge=0.0, le=1.0)  # gate: ECE after temperature scaling ≤ this
+    max_length_bias: float = Field(0.25, ge=-1.0, le=1.0)  # gate: model_prefers_longer − labels_prefer_longer ≤ this
+    champion_delta: float = Field(0.02, ge=0.0, le=1.0)  # gate: CI low of acc(challenger) − acc(champion) ≥ −δ
+    bootstrap_samples: int = Field(1000, ge=1)
     seed: int = 0
-    confidence: float = 0.95
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:

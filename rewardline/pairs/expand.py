@@ -22,40 +22,42 @@ its split when new batches arrive, and no prompt is in two splits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field, model_validator
 
+from rewardline.config import Section
 from rewardline.data import schema
 from rewardline.data.hashing import unit_interval
 from rewardline.data.keys import key_codes
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
-from rewardline.errors import ConfigError
 
 
-@dataclass
-class PairsConfig:
-    ties: str = "skip"  # "skip" | "half"
-    margin: str = "none"  # "none" | "score" | "rank_gap"
-    margin_scale: float = 1.0
-    train_fraction: float = 0.8
-    val_fraction: float = 0.1
+class PairsConfig(Section):
+    section: ClassVar[str] = "pairs"
+
+    ties: Literal["skip", "half"] = "skip"
+    margin: Literal["none", "score", "rank_gap"] = "none"
+    margin_scale: float = Field(1.0, ge=0.0)
+    train_fraction: float = Field(0.8, gt=0.0, lt=1.0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_salt: str = "rewardline-v1"
 
+    @model_validator(mode="after")
+    def _fractions_leave_a_test_share(self) -> PairsConfig:
+        """test share = 1 − train_fraction − val_fraction ≥ 0."""
+        if self.train_fraction + self.val_fraction > 1:
+            raise ValueError(f"train_fraction {self.train_fraction} + val_fraction {self.val_fraction} > 1 "
+                             "(expected train + val <= 1; test gets the rest)")
+        return self
+
     def check(self) -> None:
-        if self.ties not in ("skip", "half"):
-            raise ConfigError(f"pairs.ties={self.ties!r}; expected 'skip' or 'half'")
-        if self.margin not in ("none", "score", "rank_gap"):
-            raise ConfigError(f"pairs.margin={self.margin!r}; expected 'none', 'score' or 'rank_gap'")
-        if not (0 < self.train_fraction < 1 and 0 <= self.val_fraction < 1
-                and self.train_fraction + self.val_fraction <= 1):
-            raise ConfigError(
-                f"pairs.train_fraction={self.train_fraction}, val_fraction={self.val_fraction}: expected "
-                "0 < train < 1, 0 <= val < 1 and train + val <= 1 (test gets the rest)"
-            )
+        """Re-validate (the checks run on creation and assignment; ``model_copy(update=...)`` skips them)."""
+        self.replace()  # raises ConfigError naming the key
 
 
 def comparison_indices(group_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

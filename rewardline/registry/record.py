@@ -15,12 +15,11 @@ import json
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from rewardline.config import load_params
+from rewardline.config import Section, load_params
 from rewardline.errors import ConfigError
 from rewardline.paths import EVALUATE_DIR, GATES_FILE, INGESTED_DIR, REGISTRATION, TRAIN_LOG, stage_metrics
 from rewardline.registry.base import ModelRegistry
@@ -48,9 +47,10 @@ STAGE_ARTIFACTS: dict[str, list[tuple[str, str | None]]] = {  # (project path, a
 }
 
 
-@dataclass
-class RegisterConfig:
+class RegisterConfig(Section):
     """``params.yaml: register``."""
+
+    section: ClassVar[str] = "register"
 
     model_name: str = MODEL_NAME
     experiment: str = EXPERIMENT
@@ -191,7 +191,7 @@ def register_pipeline(project_dir: Path | str = ".", config: RegisterConfig | No
                               tags={"stage": "register"}) as run:
             result["run_id"] = run.info.run_id
             mlflow_client = client()
-            log_batch(mlflow_client, run.info.run_id, params=param_values(asdict(config)))
+            log_batch(mlflow_client, run.info.run_id, params=param_values(config.model_dump()))
             if passed:
                 aliases = list(dict.fromkeys((config.alias, CHAMPION) if config.promote_to_champion
                                              else (config.alias,)))

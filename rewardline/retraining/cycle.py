@@ -29,13 +29,14 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
-from rewardline.config import build, load_params
+from rewardline.config import Section, build, load_params
 from rewardline.data import adapters
 from rewardline.data.canonical import canonicalize
 from rewardline.evaluation.metrics import hard_credit
@@ -57,9 +58,10 @@ class InjectedFailure(RuntimeError):
     """Raised where ``REWARDLINE_RETRAIN_FAIL_AT`` asks for a crash."""
 
 
-@dataclass
-class RetrainConfig:
+class RetrainConfig(Section):
     """``params.yaml: retrain``."""
+
+    section: ClassVar[str] = "retrain"
 
     inbox: str = str(INBOX_DIR)  # local directory (relative to the project) or s3://bucket/prefix
     ledger: str = str(RETRAIN_LEDGER)
@@ -67,14 +69,14 @@ class RetrainConfig:
     schedule_cron: str = "0 3 * * 1"  # the deployment's schedule (Mondays 03:00)
     timezone: str = "UTC"
     champion_alias: str = CHAMPION
-    psi_bins: int = 10
-    psi_threshold: float = 0.25
-    ks_threshold: float = 0.2
-    accuracy_drop_threshold: float = 0.05
-    min_pairs: int = 20  # labelled pairs needed before the accuracy drop counts
+    psi_bins: int = Field(10, ge=2)
+    psi_threshold: float = Field(0.25, ge=0.0)
+    ks_threshold: float = Field(0.2, ge=0.0, le=1.0)
+    accuracy_drop_threshold: float = Field(0.05, ge=0.0, le=1.0)
+    min_pairs: int = Field(20, ge=0)  # labelled pairs needed before the accuracy drop counts
     force: bool = False  # retrain on every new batch regardless of drift
     auto_promote: bool = False  # move @champion to a registered challenger that is not worse on held-out
-    promote_margin: float = 0.0  # ...i.e. challenger − champion held-out accuracy ≥ −margin
+    promote_margin: float = Field(0.0, ge=0.0, le=1.0)  # ...i.e. challenger − champion held-out accuracy ≥ −margin
     push: bool = True  # `dvc push` after a cycle when a DVC remote is configured
 
     @property

@@ -28,19 +28,20 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
+from pydantic import Field
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from rewardline.config import build, parse_overrides
+from rewardline.config import Section, build, parse_overrides
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, select_runtime
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import DEFAULT_BACKBONE, RewardModel, resolve_backbone
@@ -53,55 +54,55 @@ from rewardline.training.loss import bt_loss
 _RUN_ONLY = {"log_every", "checkpoint_every", "checkpoint_dir", "resume", "keep_checkpoints", "cache_dir", "progress"}
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """All training parameters (``params.yaml: train.*``)."""
 
+    section: ClassVar[str] = "train"
+
     backbone: str = DEFAULT_BACKBONE  # HF id or local path; default: MiniLM-L6 shipped on PyPI
-    pooling: str = "auto"  # auto | first | last | mean
-    template: str = "auto"  # auto | chat | pair | text
-    max_length: int = 192  # fits the embedded main job in 10 min on 2 CPU cores
-    min_prompt_tokens: int = 64
-    batch_tokens: int = 16384  # padded tokens per micro-batch
-    grad_accum: int = 1
-    epochs: int = 1
-    max_steps: int = 0  # > 0: stop after this many optimizer steps
-    lr: float = 1e-4
-    weight_decay: float = 0.01  # on matrices only, not on biases / norms
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    schedule: str = "cosine"  # cosine | linear | constant
-    warmup_ratio: float = 0.05
-    min_lr_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-    weighting: str = "prompt"  # prompt (each prompt counts once) | comparison
-    margin_scale: float = 0.0  # m = margin_scale * pairs.margin; 0 = no margin
-    center_coef: float = 0.0  # c in c·(r_a + r_b)²
+    pooling: Literal["auto", "first", "last", "mean"] = "auto"
+    template: Literal["auto", "chat", "pair", "text"] = "auto"
+    max_length: int = Field(192, ge=1)  # fits the embedded main job in 10 min on 2 CPU cores
+    min_prompt_tokens: int = Field(64, ge=0)
+    batch_tokens: int = Field(16384, ge=1)  # padded tokens per micro-batch
+    grad_accum: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1)
+    max_steps: int = Field(0, ge=0)  # > 0: stop after this many optimizer steps
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)  # on matrices only, not on biases / norms
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    adam_eps: float = Field(1e-8, gt=0.0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0.0, le=1.0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    weighting: Literal["prompt", "comparison"] = "prompt"  # prompt (each prompt counts once) | comparison
+    margin_scale: float = Field(0.0, ge=0.0)  # m = margin_scale * pairs.margin; 0 = no margin
+    center_coef: float = Field(0.0, ge=0.0)  # c in c·(r_a + r_b)²
     dropout: bool = False
     gradient_checkpointing: bool = False
     device: str = "auto"
-    precision: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
     seed: int = 0
-    eval_batch_tokens: int = 32768
-    log_every: int = 10
-    checkpoint_every: int = 100  # 0 = never
+    eval_batch_tokens: int = Field(32768, ge=1)
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(100, ge=0)  # 0 = never
     checkpoint_dir: str | None = None  # default <out_dir>/checkpoints
     resume: bool = True
     keep_checkpoints: bool = False
     cache_dir: str | None = None  # tokenisation cache, default ~/.cache/rewardline/tokenized
-    progress: bool = True
+    progress: bool = False  # tqdm bar; off by default (DVC logs, tests), `--set progress=true` for a terminal
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> TrainConfig:
-        """From ``params.yaml``'s ``train`` section (:func:`rewardline.config.build`: unknown keys
-        are an error, numbers YAML leaves as strings are converted)."""
+        """From ``params.yaml``'s ``train`` section (:func:`rewardline.config.build`: unknown keys,
+        wrong types and out-of-range values raise ConfigError)."""
         return build(cls, params, name="train")
 
     def override(self, assignments: list[str]) -> TrainConfig:
         """Apply ``key=value`` strings (values parsed as YAML, ``train.`` prefix allowed), e.g. from ``--set``."""
-        updates = {k.removeprefix("train."): v for k, v in parse_overrides(assignments).items()}
-        return build(TrainConfig, {**asdict(self), **updates}, name="train")
+        return build(TrainConfig, self.model_dump(), parse_overrides(assignments, section="train"))
 
     @property
     def format_config(self) -> FormatConfig:
@@ -268,7 +269,7 @@ class _Meter:
 
 
 def _fingerprint(cfg: TrainConfig, tok: TokenizedResponses, pairs_dir: Path, world: int) -> str:
-    key = {k: v for k, v in asdict(cfg).items() if k not in _RUN_ONLY}
+    key = {k: v for k, v in cfg.model_dump().items() if k not in _RUN_ONLY}
     key["tokenized"] = tok.fingerprint
     key["global_micro_batches"] = world * cfg.grad_accum
     for split in ("train", "val"):
@@ -342,7 +343,7 @@ def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, r
     ddp = DistributedDataParallel(model) if rt.distributed else model
     trainable = [p for p in model.parameters() if p.requires_grad]
 
-    tracker.log_params({**asdict(cfg), "world_size": rt.world_size, "device": str(rt.device), "steps": total})
+    tracker.log_params({**cfg.model_dump(), "world_size": rt.world_size, "device": str(rt.device), "steps": total})
     n_trunc_p, n_trunc_r = int(tok.prompt_truncated.sum()), int(tok.response_truncated.sum())
     if rt.is_main and (n_trunc_p or n_trunc_r):
         print(

@@ -12,12 +12,14 @@ annotators) it is reported as null with the reason, and the α gate is skipped, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
+from rewardline.config import Section
 from rewardline.data import schema
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
@@ -29,13 +31,14 @@ from rewardline.validation.expectations import run_expectations
 DATA_DOCS = "data_docs"  # the GX Data Docs site, inside the output directory
 
 
-@dataclass
-class ValidateConfig:
-    min_alpha: float = 0.4
-    min_annotator_agreement: float = 0.2
-    min_overlap_prompts: int = 5
+class ValidateConfig(Section):
+    section: ClassVar[str] = "validate"
+
+    min_alpha: float = Field(0.4, ge=-1.0, le=1.0)  # Krippendorff's alpha ∈ [-1, 1]
+    min_annotator_agreement: float = Field(0.2, ge=-1.0, le=1.0)  # a rank correlation ∈ [-1, 1]
+    min_overlap_prompts: int = Field(5, ge=0)
     require_overlap: bool = False
-    max_k: int = 64
+    max_k: int = Field(64, ge=2)  # a ranking compares at least 2 responses
 
 
 VALIDATE_GATES: tuple[GateSpec, ...] = (

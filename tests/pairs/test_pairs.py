@@ -128,7 +128,7 @@ def test_params_numbers_that_yaml_reads_as_strings_are_converted():
 
     from rewardline.config import build
 
-    config = build(PairsConfig, yaml.safe_load("margin_scale: 1e-1\ntrain_fraction: 1"), name="pairs")
-    assert config.margin_scale == pytest.approx(0.1) and isinstance(config.train_fraction, float)
-    with pytest.raises(ConfigError, match="pairs.margin_scale='lots': expected a float"):
+    config = build(PairsConfig, yaml.safe_load("margin_scale: 1e-1\nval_fraction: 0"), name="pairs")
+    assert config.margin_scale == pytest.approx(0.1) and isinstance(config.val_fraction, float)
+    with pytest.raises(ConfigError, match="pairs.margin_scale: 'lots' is not a number"):
         build(PairsConfig, {"margin_scale": "lots"}, name="pairs")
