@@ -55,7 +55,7 @@ def test_model_and_training_modules_import_without_cycles():
 
 
 @pytest.mark.parametrize("first", ["rewardline.modeling.tiny", "rewardline.modeling.backbones",
-                                   "rewardline.modeling.model"])
+                                   "rewardline.modeling.model", "rewardline.training.objectives"])
 def test_each_module_imports_first_in_a_fresh_interpreter(first):
     result = subprocess.run([sys.executable, "-c", f"import {first}"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
