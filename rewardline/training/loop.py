@@ -1,12 +1,16 @@
-"""Reward-model training: one readable loop.
+"""Reward-model training: one readable loop, the loss chosen by name (``train.objective``).
 
     pairs dir ──tokenize (cached)──> prompt groups ──pack to token budget──> global steps
     for each step:   lr = schedule(step)
+                     W = Σ objective.group_weight(group) over the global step's prompt groups
                      for each of this rank's micro-batches (grad accumulation):
                          r = model(all unique sequences of the batch's prompt groups)   # one pass each
-                         loss = Σ w·BT(r_a - r_b; p, m) / W_global  (rewardline.training.loss)  -> backward
+                         loss = objective.loss(r, objective.targets(batch), W / world)  -> backward
                      clip grad norm, AdamW step, log, checkpoint every N steps
     evaluate on val, store reward statistics, save the model (safetensors + tokenizer + json)
+
+The objectives (K-wise Bradley-Terry, ...) live in :mod:`rewardline.training.objectives`;
+this module knows them only through :class:`~rewardline.training.objectives.Objective`.
 
 Distributed: launched by ``torchrun`` the same function runs as DDP (NCCL on CUDA, gloo
 on CPU). Every rank plans the same global steps (``rewardline.training.batching``) and runs its
@@ -42,13 +46,14 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from rewardline.config import Section, build, parse_overrides
+from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, select_runtime
 from rewardline.modeling.formatting import FormatConfig
-from rewardline.modeling.model import DEFAULT_BACKBONE, RewardModel, resolve_backbone
+from rewardline.modeling.model import RewardModel
 from rewardline.modeling.tokenize import TokenizedResponses, tokenize_pairs_dir
 from rewardline.tracking import NullTracker, Tracker
 from rewardline.training.batching import Group, build_groups, collate, plan_batches, plan_steps, rank_micro_batches
-from rewardline.training.loss import bt_loss
+from rewardline.training.objectives import Objective, build_objective
 
 #: Fields that do not change what is trained (left out of the resume fingerprint).
 _RUN_ONLY = {"log_every", "checkpoint_every", "checkpoint_dir", "resume", "keep_checkpoints", "cache_dir", "progress"}
@@ -77,6 +82,7 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(0.05, ge=0.0, le=1.0)
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
+    objective: str = "bt"  # loss by name, rewardline.training.objectives.OBJECTIVES; bt = grouped Bradley-Terry
     weighting: Literal["prompt", "comparison"] = "prompt"  # prompt (each prompt counts once) | comparison
     margin_scale: float = Field(0.0, ge=0.0)  # m = margin_scale * pairs.margin; 0 = no margin
     center_coef: float = Field(0.0, ge=0.0)  # c in c·(r_a + r_b)²
@@ -166,6 +172,7 @@ def _save_checkpoint(
         meta = {"step": step, "fingerprint": fingerprint, "param_groups": state["param_groups"], "scalars": scalars}
         (tmp / "state.json").write_text(json.dumps(meta))
         final = ckpt_root / f"step-{step:08d}"
+        shutil.rmtree(final, ignore_errors=True)  # a stale one of another run (other fingerprint), same step
         os.replace(tmp, final)
         for old in ckpt_root.glob("step-*"):
             if old != final:
@@ -211,51 +218,170 @@ def evaluate(
     pad_id: int,
     batch_tokens: int,
     rt: Runtime,
-    center_coef: float = 0.0,
+    objective: Objective,
 ) -> dict[str, float]:
-    """Weighted BT loss, pairwise accuracy and reward mean / std over ``groups``
-    (sharded over ranks, summed with all-reduce)."""
+    """The objective's summary on evaluation targets (for ``bt``: loss without margins, pairwise
+    accuracy, comparisons) and the reward mean / std over ``groups`` (sharded over ranks,
+    summed with all-reduce): ``mean = Σr / n``, ``std = sqrt(Σr² / n - mean²)``."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(7, dtype=torch.float64, device=rt.device)  # wl, w, correct, counted, n_cmp, Σr, Σr²
-    n_seq = torch.zeros(1, dtype=torch.float64, device=rt.device)
+    names = [*objective.sum_names, "sequences", "reward_sum", "reward_sq_sum"]
+    sums = torch.zeros(len(names), dtype=torch.float64, device=rt.device)
     batches = plan_batches(groups, batch_tokens, shuffle=False)
     for mb in batches[rt.rank :: rt.world_size]:
         batch = collate([groups[g] for g in mb], tok, pad_id).to(rt.device)
         with rt.autocast():
             rewards = model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        out = bt_loss(rewards, batch.idx_a, batch.idx_b, batch.label, batch.weight, None, center_coef)
-        sums += torch.stack(
-            [
-                out.weighted_sum.double(),
-                out.weight_sum.double(),
-                out.correct.double(),
-                out.counted.double(),
-                torch.tensor(len(batch.label), dtype=torch.float64, device=rt.device),
-                rewards.double().sum(),
-                (rewards.double() ** 2).sum(),
-            ]
-        )
-        n_seq += len(rewards)
+        terms = objective.loss(rewards, objective.targets(batch, training=False))
+        r = rewards.double()
+        sums += torch.cat([terms.sums, torch.stack([r.new_tensor(float(len(r))), r.sum(), (r**2).sum()])])
     all_reduce_sum(sums, rt)
-    all_reduce_sum(n_seq, rt)
     model.train(was_training)
-    wl, w, correct, counted, n_cmp, s1, s2 = sums.tolist()
-    n = max(n_seq.item(), 1.0)
-    mean = s1 / n
-    return {
-        "loss": wl / max(w, 1e-12),
-        "accuracy": correct / max(counted, 1.0),
-        "comparisons": n_cmp,
-        "reward_mean": mean,
-        "reward_std": math.sqrt(max(s2 / n - mean**2, 0.0)),
-    }
+    values = dict(zip(names, sums.tolist(), strict=True))
+    n = max(values["sequences"], 1.0)
+    mean = values["reward_sum"] / n
+    std = math.sqrt(max(values["reward_sq_sum"] / n - mean**2, 0.0))
+    return {**objective.summarize(values), "reward_mean": mean, "reward_std": std}
 
 
-# -- the training run -------------------------------------------------------------------
+def _no_evaluation(objective: Objective) -> dict[str, float]:
+    """Stand-in for :func:`evaluate` without a val split: counts 0, means undefined (nan)."""
+    empty = objective.summarize(dict.fromkeys(objective.sum_names, 0.0))
+    return {**{k: 0 if isinstance(v, int) else float("nan") for k, v in empty.items()},
+            "reward_mean": 0.0, "reward_std": 1.0}
+
+
+# -- setup ------------------------------------------------------------------------------
+@dataclass
+class TrainingData:
+    """Tokenised responses and the prompt groups of the train and val splits."""
+
+    tokenizer: Any
+    tok: TokenizedResponses
+    pad_id: int
+    train_groups: list[Group]
+    val_groups: list[Group]
+    tokenize_seconds: float
+
+
+def _read_split(pairs_dir: Path, split: str) -> Any:
+    path = pairs_dir / f"{split}.parquet"
+    return pq.read_table(path) if path.exists() else None
+
+
+def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> TrainingData:
+    """Tokenise every response once (rank 0 first, the others then load its cache file) and
+    group the comparisons of the train and val splits by prompt."""
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(cfg.backbone))
+    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+    if not rt.is_main:
+        barrier(rt)
+    tok = tokenize_pairs_dir(pairs_dir, tokenizer, cfg.format_config, cfg.cache_dir)
+    if rt.is_main:
+        barrier(rt)
+    tokenize_seconds = time.perf_counter() - t0
+    train_groups = build_groups(_read_split(pairs_dir, "train"), tok, cfg.weighting)
+    val_table = _read_split(pairs_dir, "val")
+    val_groups = build_groups(val_table, tok, cfg.weighting) if val_table is not None else []
+    if not train_groups:
+        raise ValueError(f"{pairs_dir}/train.parquet has no pairs")
+    return TrainingData(tokenizer, tok, pad_id, train_groups, val_groups, tokenize_seconds)
+
+
+def plan_run(groups: list[Group], cfg: TrainConfig, world_size: int) -> list[list[list[int]]]:
+    """The whole run's global steps (micro-batches of group indices), identical on every rank."""
+    steps: list[list[list[int]]] = []
+    for epoch in range(cfg.epochs):
+        batches = plan_batches(groups, cfg.batch_tokens, cfg.seed, epoch)
+        steps += plan_steps(batches, world_size, cfg.grad_accum)
+    return steps[: cfg.max_steps] if cfg.max_steps > 0 else steps
+
+
+def build_model(cfg: TrainConfig, rt: Runtime) -> tuple[RewardModel, list[str]]:
+    """The reward model in train mode on the device; also the names of the frozen unused parameters."""
+    model = RewardModel.from_backbone(cfg.backbone, cfg.pooling, cfg.format_config, cfg.dropout).to(rt.device)
+    frozen = model.freeze_unused()
+    if cfg.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    return model, frozen
+
+
+def _fingerprint(cfg: TrainConfig, tok: TokenizedResponses, pairs_dir: Path, world: int) -> str:
+    """What a checkpoint must match to be resumed: every config field that changes what is
+    trained (``objective`` included), the tokenised data, the splits' bytes, the global batch."""
+    key = {k: v for k, v in cfg.model_dump().items() if k not in _RUN_ONLY}
+    key["tokenized"] = tok.fingerprint
+    key["global_micro_batches"] = world * cfg.grad_accum
+    for split in ("train", "val"):
+        path = pairs_dir / f"{split}.parquet"
+        key[split] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def resume_from_checkpoint(
+    ckpt_root: Path, fingerprint: str, model: RewardModel, opt: torch.optim.Optimizer, cfg: TrainConfig, rt: Runtime
+) -> int:
+    """Load the latest checkpoint with this run's fingerprint (when ``cfg.resume``); its step, else 0."""
+    if cfg.resume and (latest := _latest_checkpoint(ckpt_root, fingerprint)) is not None:
+        return _load_checkpoint(latest, model, opt, rt)
+    return 0
+
+
+def _log_run_start(tracker: Tracker, cfg: TrainConfig, rt: Runtime, tok: TokenizedResponses, total: int) -> None:
+    tracker.log_params({**cfg.model_dump(), "world_size": rt.world_size, "device": str(rt.device), "steps": total})
+    n_trunc_p, n_trunc_r = int(tok.prompt_truncated.sum()), int(tok.response_truncated.sum())
+    if rt.is_main and (n_trunc_p or n_trunc_r):
+        print(
+            f"[train] truncated to max_length={cfg.max_length}: prompt of {n_trunc_p}, response start of "
+            f"{n_trunc_r} of {len(tok.lengths)} sequences (none dropped)"
+        )
+
+
+# -- one optimizer step -----------------------------------------------------------------
+def train_step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    objective: Objective,
+    data: TrainingData,
+    step: list[list[int]],
+    cfg: TrainConfig,
+    rt: Runtime,
+) -> tuple[dict[str, float], float]:
+    """One global step: forward / backward over this rank's micro-batches of ``step`` with the
+    loss divided by ``W / world`` (``W``: the weight of the whole global step; DDP averages
+    over ranks), then clip the gradient norm and take the AdamW step.
+
+    Returns the step's sums over all ranks (the objective's ``sum_names``, ``weight = W``,
+    then ``sequences`` and ``tokens``) and the gradient norm before clipping."""
+    global_weight = sum(objective.group_weight(data.train_groups[g]) for mb in step for g in mb)
+    names = [*objective.sum_names, "sequences", "tokens"]
+    sums = torch.zeros(len(names), dtype=torch.float64, device=rt.device)
+    mine = rank_micro_batches(step, rt.rank, rt.world_size)
+    for i, mb in enumerate(mine):
+        batch = collate([data.train_groups[g] for g in mb], data.tok, data.pad_id).to(rt.device)
+        targets = objective.targets(batch)
+        sync = contextlib.nullcontext() if (not rt.distributed or i == len(mine) - 1) else model.no_sync()
+        with sync:
+            with rt.autocast():
+                rewards = model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+            terms = objective.loss(rewards, targets, normalizer=global_weight / rt.world_size)
+            terms.loss.backward()
+        sizes = torch.tensor([len(rewards), batch.n_tokens], dtype=torch.float64, device=rt.device)
+        sums += torch.cat([terms.sums, sizes])
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    values = dict(zip(names, all_reduce_sum(sums, rt).cpu().tolist(), strict=True))
+    values["weight"] = global_weight  # the normaliser itself: the same on every rank
+    return values, float(grad_norm)
+
+
+# -- metrics ----------------------------------------------------------------------------
 @dataclass
 class _Meter:
-    """Sums over the steps since the last log line."""
+    """Sums over the steps since the last log line (or the whole run)."""
 
     values: dict[str, float] = field(default_factory=dict)
 
@@ -268,24 +394,75 @@ class _Meter:
         return v
 
 
-def _fingerprint(cfg: TrainConfig, tok: TokenizedResponses, pairs_dir: Path, world: int) -> str:
-    key = {k: v for k, v in cfg.model_dump().items() if k not in _RUN_ONLY}
-    key["tokenized"] = tok.fingerprint
-    key["global_micro_batches"] = world * cfg.grad_accum
-    for split in ("train", "val"):
-        path = pairs_dir / f"{split}.parquet"
-        key[split] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+def log_line_metrics(objective: Objective, window: dict[str, float], lr: float, grad_norm: float,
+                     seconds: float) -> dict[str, float]:
+    """``train/*`` metrics of the steps since the last log line: the mean of their losses, the
+    objective's own metrics, learning rate, gradient norm and throughput."""
+    own = {f"train/{k}": v for k, v in objective.summarize(window).items() if k not in ("loss", objective.unit)}
+    dt = max(seconds, 1e-9)
+    return {
+        "train/loss": window["step_loss"] / window["steps"],
+        **own,
+        "train/lr": lr,
+        "train/grad_norm": grad_norm,
+        f"train/{objective.unit}_per_s": window[objective.unit] / dt,
+        "train/sequences_per_s": window["sequences"] / dt,
+        "train/tokens_per_s": window["tokens"] / dt,
+    }
 
 
-def _read_split(pairs_dir: Path, split: str) -> Any:
-    path = pairs_dir / f"{split}.parquet"
-    return pq.read_table(path) if path.exists() else None
+def _progress_postfix(metrics: dict[str, float]) -> dict[str, str]:
+    """The progress bar's share of a log line: loss, the objective's metrics, its throughput."""
+    hidden = ("train/lr", "train/grad_norm", "train/sequences_per_s", "train/tokens_per_s")
+    return {k.removeprefix("train/"): f"{v:.3g}" for k, v in metrics.items() if k not in hidden}
 
 
+def run_metrics(objective: Objective, totals: dict[str, float], val: dict[str, float], data: TrainingData,
+                train_seconds: float, **run: Any) -> dict[str, Any]:
+    """The metrics of the run (``metrics/train.json``): the objective's summary of all steps as
+    ``train_*`` and on val as ``val_*``, reward statistics, throughput, tokenisation, ``run``."""
+    seconds = max(train_seconds, 1e-9)
+    val = dict(val)
+    reward_mean, reward_std = val.pop("reward_mean"), val.pop("reward_std")
+    return {
+        **{f"train_{k}": v for k, v in objective.summarize(totals).items()},
+        **{f"val_{k}": v for k, v in val.items()},
+        "reward_mean": reward_mean,
+        "reward_std": reward_std,
+        "train_sequences": int(totals["sequences"]),
+        f"{objective.unit}_per_s": totals[objective.unit] / seconds,
+        "sequences_per_s": totals["sequences"] / seconds,
+        "tokens_per_s": totals["tokens"] / seconds,
+        "train_seconds": train_seconds,
+        "tokenize_seconds": data.tokenize_seconds,
+        "tokenize_from_cache": data.tok.from_cache,
+        "n_sequences": len(data.tok.lengths),
+        "n_prompt_truncated": int(data.tok.prompt_truncated.sum()),
+        "n_response_truncated": int(data.tok.response_truncated.sum()),
+        **run,
+    }
+
+
+def save_model_and_drop_checkpoints(model: RewardModel, data: TrainingData, val: dict[str, float] | None,
+                                    out_dir: Path, ckpt_root: Path, cfg: TrainConfig, rt: Runtime) -> None:
+    """Store the val reward statistics in the model, save it (rank 0) and, unless
+    ``keep_checkpoints``, delete the checkpoints of the now complete run."""
+    if val:
+        model.config.reward_mean, model.config.reward_std = val["reward_mean"], val["reward_std"]
+    if rt.is_main:
+        model.save(out_dir, data.tokenizer)
+        if not cfg.keep_checkpoints:
+            for path in ckpt_root.glob("step-*"):
+                shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                ckpt_root.rmdir()
+    barrier(rt)
+
+
+# -- the training run -------------------------------------------------------------------
 def train(pairs_dir: Path, out_dir: Path, config: TrainConfig | None = None, tracker: Tracker | None = None) -> dict:
     """Train a reward model on ``pairs_dir`` (train split; val for the final metrics) and
-    save it to ``out_dir``. Returns the training metrics (see the end of this function)."""
+    save it to ``out_dir``. Returns the training metrics (:func:`run_metrics`)."""
     cfg = config or TrainConfig()
     pairs_dir, out_dir = Path(pairs_dir), Path(out_dir)
     created_group = not dist.is_initialized()
@@ -300,158 +477,49 @@ def train(pairs_dir: Path, out_dir: Path, config: TrainConfig | None = None, tra
 
 
 def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, rt: Runtime) -> dict:
+    """Set up (objective, data, steps, model, optimizer, resume), run the steps, evaluate, save."""
     torch.manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(cfg.backbone))
-    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-
-    # Tokenise once: rank 0 first, the others then load its cache file.
-    if not rt.is_main:
-        barrier(rt)
-    tok = tokenize_pairs_dir(pairs_dir, tokenizer, cfg.format_config, cfg.cache_dir)
-    if rt.is_main:
-        barrier(rt)
-    t_tok = time.perf_counter() - t0
-
-    train_groups = build_groups(_read_split(pairs_dir, "train"), tok, cfg.weighting)
-    val_table = _read_split(pairs_dir, "val")
-    val_groups = build_groups(val_table, tok, cfg.weighting) if val_table is not None else []
-    if not train_groups:
-        raise ValueError(f"{pairs_dir}/train.parquet has no pairs")
-
-    # The whole run's global steps, identical on every rank.
-    steps: list[list[list[int]]] = []
-    for epoch in range(cfg.epochs):
-        batches = plan_batches(train_groups, cfg.batch_tokens, cfg.seed, epoch)
-        steps += plan_steps(batches, rt.world_size, cfg.grad_accum)
-    if cfg.max_steps > 0:
-        steps = steps[: cfg.max_steps]
+    objective = build_objective(cfg.objective, cfg)
+    data = load_training_data(pairs_dir, cfg, rt)
+    steps = plan_run(data.train_groups, cfg, rt.world_size)
     total = len(steps)
-
-    model = RewardModel.from_backbone(cfg.backbone, cfg.pooling, cfg.format_config, cfg.dropout).to(rt.device)
-    frozen = model.freeze_unused()
-    if cfg.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
+    model, frozen = build_model(cfg, rt)
     opt = make_optimizer(model, cfg, rt.device)
-
-    fingerprint = _fingerprint(cfg, tok, pairs_dir, rt.world_size)
+    fingerprint = _fingerprint(cfg, data.tok, pairs_dir, rt.world_size)
     ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else out_dir / "checkpoints"
-    start = 0
-    if cfg.resume and (latest := _latest_checkpoint(ckpt_root, fingerprint)) is not None:
-        start = _load_checkpoint(latest, model, opt, rt)
+    start = resume_from_checkpoint(ckpt_root, fingerprint, model, opt, cfg, rt)
     ddp = DistributedDataParallel(model) if rt.distributed else model
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    _log_run_start(tracker, cfg, rt, data.tok, total)
 
-    tracker.log_params({**cfg.model_dump(), "world_size": rt.world_size, "device": str(rt.device), "steps": total})
-    n_trunc_p, n_trunc_r = int(tok.prompt_truncated.sum()), int(tok.response_truncated.sum())
-    if rt.is_main and (n_trunc_p or n_trunc_r):
-        print(
-            f"[train] truncated to max_length={cfg.max_length}: prompt of {n_trunc_p}, response start of "
-            f"{n_trunc_r} of {len(tok.lengths)} sequences (none dropped)"
-        )
-
-    meter, totals = _Meter(), _Meter()
+    window = _Meter()
+    totals = _Meter(dict.fromkeys([*objective.sum_names, "sequences", "tokens"], 0.0))
     bar = tqdm(total=total, initial=start, unit="step", disable=not (rt.is_main and cfg.progress), dynamic_ncols=True)
-    t_train = time.perf_counter()
-    t_log = t_train
+    t_train = t_log = time.perf_counter()
     for step in range(start, total):
         lr = lr_at(step, total, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        global_weight = sum(float(train_groups[g].weight.sum()) for mb in steps[step] for g in mb)
-        stats = torch.zeros(6, dtype=torch.float64, device=rt.device)  # Σw·ℓ, correct, counted, cmp, seq, tok
-        mine = rank_micro_batches(steps[step], rt.rank, rt.world_size)
-        for i, mb in enumerate(mine):
-            batch = collate([train_groups[g] for g in mb], tok, pad_id).to(rt.device)
-            sync = contextlib.nullcontext() if (not rt.distributed or i == len(mine) - 1) else ddp.no_sync()
-            with sync:
-                with rt.autocast():
-                    rewards = ddp(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-                out = bt_loss(
-                    rewards,
-                    batch.idx_a,
-                    batch.idx_b,
-                    batch.label,
-                    batch.weight,
-                    batch.margin * cfg.margin_scale if cfg.margin_scale else None,
-                    cfg.center_coef,
-                    normalizer=global_weight / rt.world_size,  # DDP averages over ranks
-                )
-                out.loss.backward()
-            sizes = torch.tensor([len(batch.label), len(rewards), batch.n_tokens], dtype=torch.float64)
-            summed = torch.stack([out.weighted_sum, out.correct, out.counted]).double()
-            stats += torch.cat([summed, sizes.to(rt.device)])
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-        stats = all_reduce_sum(stats, rt).cpu()
-        wl, correct, counted, n_cmp, n_seq, n_tok = stats.tolist()
-        meter.add(loss=wl / global_weight, correct=correct, counted=counted, cmp=n_cmp, seq=n_seq, tok=n_tok, n=1)
-        totals.add(wl=wl, w=global_weight, correct=correct, counted=counted, cmp=n_cmp, seq=n_seq, tok=n_tok)
+        sums, grad_norm = train_step(ddp, opt, objective, data, steps[step], cfg, rt)
+        window.add(step_loss=sums["weighted_loss"] / sums["weight"], steps=1, **sums)
+        totals.add(**sums)
         bar.update(1)
         done = step + 1
         if done % cfg.log_every == 0 or done == total:
-            m, now = meter.pop(), time.perf_counter()
-            dt = max(now - t_log, 1e-9)
+            now = time.perf_counter()
+            metrics = log_line_metrics(objective, window.pop(), lr, grad_norm, now - t_log)
             t_log = now
-            metrics = {
-                "train/loss": m["loss"] / m["n"],
-                "train/accuracy": m["correct"] / max(m["counted"], 1.0),
-                "train/lr": lr,
-                "train/grad_norm": float(grad_norm),
-                "train/comparisons_per_s": m["cmp"] / dt,
-                "train/sequences_per_s": m["seq"] / dt,
-                "train/tokens_per_s": m["tok"] / dt,
-            }
             tracker.log_metrics(metrics, step=done)
-            bar.set_postfix(
-                loss=f"{metrics['train/loss']:.3f}",
-                acc=f"{metrics['train/accuracy']:.3f}",
-                cmp_s=f"{metrics['train/comparisons_per_s']:.1f}",
-            )
+            bar.set_postfix(_progress_postfix(metrics))
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
             _save_checkpoint(ckpt_root, done, model, opt, fingerprint, rt)
     bar.close()
     train_seconds = time.perf_counter() - t_train
 
-    val = evaluate(model, val_groups, tok, pad_id, cfg.eval_batch_tokens, rt, cfg.center_coef) if val_groups else {}
-    if val:
-        model.config.reward_mean, model.config.reward_std = val["reward_mean"], val["reward_std"]
-    if rt.is_main:
-        model.save(out_dir, tokenizer)
-        if not cfg.keep_checkpoints:  # the run is complete: its checkpoints are of no more use
-            for path in ckpt_root.glob("step-*"):
-                shutil.rmtree(path, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                ckpt_root.rmdir()
-    barrier(rt)
-
-    t = totals.values
-    metrics = {
-        "train_loss": t.get("wl", 0.0) / max(t.get("w", 0.0), 1e-12),
-        "train_accuracy": t.get("correct", 0.0) / max(t.get("counted", 0.0), 1.0),
-        "val_loss": val.get("loss", float("nan")),
-        "val_accuracy": val.get("accuracy", float("nan")),
-        "val_comparisons": int(val.get("comparisons", 0)),
-        "reward_mean": val.get("reward_mean", 0.0),
-        "reward_std": val.get("reward_std", 1.0),
-        "steps": total,
-        "resumed_from_step": start,
-        "train_comparisons": int(t.get("cmp", 0)),
-        "train_sequences": int(t.get("seq", 0)),
-        "comparisons_per_s": t.get("cmp", 0.0) / max(train_seconds, 1e-9),
-        "sequences_per_s": t.get("seq", 0.0) / max(train_seconds, 1e-9),
-        "tokens_per_s": t.get("tok", 0.0) / max(train_seconds, 1e-9),
-        "train_seconds": train_seconds,
-        "tokenize_seconds": t_tok,
-        "tokenize_from_cache": tok.from_cache,
-        "n_sequences": len(tok.lengths),
-        "n_prompt_truncated": n_trunc_p,
-        "n_response_truncated": n_trunc_r,
-        "frozen_parameters": frozen,
-        "world_size": rt.world_size,
-    }
+    val = None
+    if data.val_groups:
+        val = evaluate(model, data.val_groups, data.tok, data.pad_id, cfg.eval_batch_tokens, rt, objective)
+    save_model_and_drop_checkpoints(model, data, val, out_dir, ckpt_root, cfg, rt)
+    metrics = run_metrics(objective, totals.values, val or _no_evaluation(objective), data, train_seconds,
+                          steps=total, resumed_from_step=start, frozen_parameters=frozen, world_size=rt.world_size)
     tracker.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}, step=total)
     return metrics

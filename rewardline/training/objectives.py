@@ -1,0 +1,205 @@
+"""Training objectives: every loss the reward model trains with, in one module, chosen by name.
+
+``params.yaml: train.objective`` names an entry of :data:`OBJECTIVES`; :func:`build_objective`
+makes it from the train config. The training loop knows objectives only through
+:class:`Objective`::
+
+    W       = Σ objective.group_weight(g) over the prompt groups of the global step
+    targets = objective.targets(batch)                  # from the collated batch
+    terms   = objective.loss(r, targets, normalizer=W / world_size)
+    terms.loss.backward()                               # Σ_i w_i·ℓ_i / (W / world_size)
+    sums   += terms.sums                                # [Σ w·ℓ, Σ w, the objective's counts ...]
+    metrics = objective.summarize(sums over micro-batches, ranks and steps)
+
+``r`` holds one reward per sequence of the batch. ``W`` is the weight of the whole *global*
+step (all micro-batches of all ranks), divided by the world size because DDP averages
+gradients over ranks, so gradient accumulation and DDP give exactly the weighted mean over
+the global step: 1 process with ``grad_accum = A·W`` and ``W`` processes with
+``grad_accum = A`` compute the same update. Without a normaliser the loss is the batch's
+own weighted mean (``W = Σ w``).
+
+Adding an objective: subclass :class:`Objective` (``name``, ``count_names``, ``unit`` and four
+methods) and add the class to :data:`OBJECTIVES`, e.g. with :func:`register_objective`. The
+loop, the checkpoints and the resume fingerprint need no change (the fingerprint holds
+``train.objective``).
+
+Objectives
+----------
+``bt`` — :class:`BradleyTerryObjective`, grouped soft-label Bradley-Terry. A batch holds
+``N`` scored sequences (every unique (prompt, response) once) and ``M`` comparisons between
+them, given as index pairs ``(a_i, b_i)`` into the rewards. For a comparison with soft label
+``p_i = P(a preferred)``, optional margin ``m_i`` and weight ``w_i``::
+
+    Δ_i  = r[a_i] - r[b_i]
+    ℓ_i  = -[ p_i · log σ(Δ_i - m_i) + (1 - p_i) · log σ(-Δ_i + m_i) ]       (soft-label BT)
+         = BCEWithLogits(Δ_i - m_i, target = p_i)
+    c_i  = c · (r[a_i] + r[b_i])²                                            (reward centering)
+
+    loss = Σ_i w_i · (ℓ_i + c_i) / W
+
+``m_i = train.margin_scale · pairs.margin`` in training and ``0`` in evaluation (the margin
+shapes training only; the validation loss is the plain BT loss); ``c = train.center_coef``.
+The weights ``w_i`` come with the prompt groups (``train.weighting``,
+:func:`rewardline.training.batching.comparison_weights`: ``1 / C`` for each of the ``C``
+comparisons of a prompt, or ``1``).
+
+Accuracy counts comparisons with ``p ≠ 0.5`` (ties excluded) whose ``Δ`` has the sign the
+label says: ``Δ > 0`` when ``p > 0.5``, ``Δ < 0`` when ``p < 0.5``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from rewardline.errors import ConfigError
+from rewardline.training.batching import Batch, Group
+
+#: The first two sums of every objective: Σ w·ℓ and Σ w.
+LOSS_SUMS = ("weighted_loss", "weight")
+
+
+@dataclass
+class LossTerms:
+    """What :meth:`Objective.loss` returns for one batch."""
+
+    loss: torch.Tensor  # Σ w·ℓ / W, scalar, differentiable: backward() runs on it
+    sums: torch.Tensor  # float64 [len(sum_names)], detached: Σ w·ℓ, Σ w, then the objective's counts
+
+
+class Objective(ABC):
+    """A training loss chosen by name: targets from a collated batch, the weighted loss of the
+    rewards against them, and the objective's own metrics from summed per-batch counts.
+
+    Subclasses set ``name`` (the key in :data:`OBJECTIVES`), ``count_names`` (what
+    :meth:`loss` counts per batch, after Σ w·ℓ and Σ w) and ``unit`` (the count of what the
+    objective trains on, one of ``count_names``: the loop reports ``train_<unit>``,
+    ``val_<unit>`` and ``<unit>_per_s``). The loop sums its own ``sequences``, ``tokens``,
+    ``step_loss`` and ``steps`` beside them: counts need other names.
+    """
+
+    name: ClassVar[str]
+    count_names: ClassVar[tuple[str, ...]]
+    unit: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, config: Any) -> Objective:
+        """The objective with its parameters from the train config (default: none)."""
+        return cls()
+
+    @property
+    def sum_names(self) -> tuple[str, ...]:
+        """Names of the entries of :attr:`LossTerms.sums`, in order."""
+        return LOSS_SUMS + self.count_names
+
+    @abstractmethod
+    def group_weight(self, group: Group) -> float:
+        """``Σ w`` of one prompt group: its share of the global step's normaliser ``W``."""
+
+    @abstractmethod
+    def targets(self, batch: Batch, *, training: bool = True) -> Any:
+        """What the rewards of ``batch`` are trained towards (``training=False``: for evaluation)."""
+
+    @abstractmethod
+    def loss(self, rewards: torch.Tensor, targets: Any, normalizer: float | None = None) -> LossTerms:
+        """``Σ w·ℓ / normalizer`` (default ``Σ w``) of ``rewards`` [N] against ``targets``, with the sums."""
+
+    @abstractmethod
+    def summarize(self, sums: Mapping[str, float]) -> dict[str, float | int]:
+        """Metrics from :attr:`sum_names` summed over batches: ``loss`` first, then the
+        objective's own; counts as ``int``."""
+
+    def _terms(self, loss: torch.Tensor, weighted_sum: torch.Tensor, weight_sum: torch.Tensor,
+               *counts: torch.Tensor | int) -> LossTerms:
+        """Pack the loss and the float64 vector of sums (``counts`` in ``count_names`` order)."""
+        values = [weighted_sum.detach(), weight_sum.detach()]
+        values += [torch.as_tensor(c, device=loss.device) for c in counts]
+        return LossTerms(loss=loss, sums=torch.stack([v.double() for v in values]))
+
+
+@dataclass
+class ComparisonTargets:
+    """The comparisons of a batch: indices into its rewards, soft labels, weights, margins."""
+
+    idx_a: torch.Tensor  # int64 [M]
+    idx_b: torch.Tensor  # int64 [M]
+    label: torch.Tensor  # [M], P(a preferred)
+    weight: torch.Tensor  # [M]
+    margin: torch.Tensor | None  # [M] or None (no margin)
+
+
+class BradleyTerryObjective(Objective):
+    """K-wise grouped soft-label Bradley-Terry with margins and reward centering (``bt``).
+
+    ``loss = Σ w·(-[p log σ(Δ-m) + (1-p) log σ(m-Δ)] + c·(r_a+r_b)²) / W`` with
+    ``Δ = r_a - r_b``; see the module docstring.
+    """
+
+    name = "bt"
+    count_names = ("correct", "counted", "comparisons")
+    unit = "comparisons"
+
+    def __init__(self, margin_scale: float = 0.0, center_coef: float = 0.0) -> None:
+        self.margin_scale = margin_scale
+        self.center_coef = center_coef
+
+    @classmethod
+    def from_config(cls, config: Any) -> BradleyTerryObjective:
+        return cls(margin_scale=config.margin_scale, center_coef=config.center_coef)
+
+    def group_weight(self, group: Group) -> float:
+        return float(group.weight.sum())
+
+    def targets(self, batch: Batch, *, training: bool = True) -> ComparisonTargets:
+        """The batch's comparisons; margins ``m = margin_scale · pairs.margin`` in training only."""
+        margin = batch.margin * self.margin_scale if training and self.margin_scale else None
+        return ComparisonTargets(batch.idx_a, batch.idx_b, batch.label, batch.weight, margin)
+
+    def loss(self, rewards: torch.Tensor, targets: ComparisonTargets, normalizer: float | None = None) -> LossTerms:
+        rewards = rewards.float()
+        r_a, r_b = rewards[targets.idx_a], rewards[targets.idx_b]
+        delta = r_a - r_b
+        label = targets.label.to(delta)
+        logits = delta - targets.margin.to(delta) if targets.margin is not None else delta
+        per = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
+        if self.center_coef:
+            per = per + self.center_coef * (r_a + r_b) ** 2
+        w = targets.weight.to(per)
+        weighted, weight_sum = (w * per).sum(), w.sum()
+        denom = weight_sum.clamp_min(1e-12) if normalizer is None else normalizer
+        with torch.no_grad():
+            decided = label != 0.5
+            right = ((delta > 0) == (label > 0.5)) & (delta != 0) & decided
+        return self._terms(weighted / denom, weighted, weight_sum, right.sum(), decided.sum(), len(label))
+
+    def summarize(self, sums: Mapping[str, float]) -> dict[str, float | int]:
+        """``loss = Σ w·ℓ / Σ w``, ``accuracy = correct / counted`` (ties excluded), ``comparisons``."""
+        return {
+            "loss": sums["weighted_loss"] / max(sums["weight"], 1e-12),
+            "accuracy": sums["correct"] / max(sums["counted"], 1.0),
+            "comparisons": int(sums["comparisons"]),
+        }
+
+
+#: Objectives by name (``train.objective``).
+OBJECTIVES: dict[str, type[Objective]] = {BradleyTerryObjective.name: BradleyTerryObjective}
+
+
+def register_objective(cls: type[Objective]) -> type[Objective]:
+    """Add ``cls`` to :data:`OBJECTIVES` under ``cls.name`` (usable as a class decorator)."""
+    if cls.name in OBJECTIVES and OBJECTIVES[cls.name] is not cls:
+        raise ValueError(f"objective {cls.name!r} is already registered as {OBJECTIVES[cls.name].__qualname__}")
+    OBJECTIVES[cls.name] = cls
+    return cls
+
+
+def build_objective(name: str, config: Any) -> Objective:
+    """The objective registered as ``name``, its parameters from ``config`` (the train config)."""
+    if name not in OBJECTIVES:
+        raise ConfigError(f"train.objective: unknown objective {name!r}; known: {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name].from_config(config)

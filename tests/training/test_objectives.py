@@ -1,0 +1,156 @@
+"""The objectives module: the grouped soft-label Bradley-Terry objective against hand-computed
+values and its formula, comparison weights, and choosing objectives by name."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rewardline.errors import ConfigError
+from rewardline.training.batching import Batch, comparison_weights
+from rewardline.training.loop import TrainConfig
+from rewardline.training.objectives import (
+    OBJECTIVES,
+    BradleyTerryObjective,
+    ComparisonTargets,
+    Objective,
+    build_objective,
+    register_objective,
+)
+
+LOG1P_EXP_MINUS_1 = 0.31326168751822286  # log(1 + e^-1) = -log σ(1)
+LOG1P_EXP_1 = 1.3132616875182228  # log(1 + e) = -log σ(-1)
+
+
+def _targets(a, b, p, w=None, m=None) -> ComparisonTargets:
+    a, b, p = torch.tensor(a), torch.tensor(b), torch.as_tensor(p, dtype=torch.float32)
+    w = torch.ones(len(p)) if w is None else torch.as_tensor(w, dtype=torch.float32)
+    return ComparisonTargets(a, b, p, w, None if m is None else torch.as_tensor(m, dtype=torch.float32))
+
+
+def _sums(objective: Objective, terms) -> dict[str, float]:
+    return dict(zip(objective.sum_names, terms.sums.tolist(), strict=True))
+
+
+def test_bt_matches_a_hand_computed_example():
+    # r = (1, 0, -1); comparison 1: 0 vs 1, p = 1, w = 1:   Δ = 1,  ℓ = -log σ(1)
+    #                 comparison 2: 2 vs 1, p = 1/4, w = 1/2: Δ = -1, ℓ = -(¼ log σ(-1) + ¾ log σ(1))
+    r = torch.tensor([1.0, 0.0, -1.0])
+    targets = _targets([0, 2], [1, 1], [1.0, 0.25], [1.0, 0.5])
+    l1, l2 = LOG1P_EXP_MINUS_1, 0.25 * LOG1P_EXP_1 + 0.75 * LOG1P_EXP_MINUS_1  # 0.31326, 0.56326
+    objective = BradleyTerryObjective()
+    terms = objective.loss(r, targets)
+    assert terms.loss.item() == pytest.approx((1.0 * l1 + 0.5 * l2) / 1.5, rel=1e-6)  # 0.396595
+    summary = objective.summarize(_sums(objective, terms))
+    assert summary == {"loss": pytest.approx(0.3965951, rel=1e-6), "accuracy": 1.0, "comparisons": 2}
+    # centering c = 0.1 adds c·(r_a + r_b)² = 0.1·1² to both comparisons, weighted: (1 + 0.5)·0.1 / 1.5
+    centered = BradleyTerryObjective(center_coef=0.1).loss(r, targets)
+    assert centered.loss.item() == pytest.approx(0.3965951 + 0.1, rel=1e-6)
+    # margin m = 1 on comparison 1: ℓ = -log σ(1 - 1) = log 2
+    margined = objective.loss(r, _targets([0], [1], [1.0], m=[1.0]))
+    assert margined.loss.item() == pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_bt_matches_formula_with_soft_labels_margin_centering_and_weights():
+    r = torch.tensor([0.3, -1.2, 2.0, 0.5])
+    a, b = [0, 2, 2, 3], [1, 1, 0, 1]
+    p, m, w, c = [1.0, 0.75, 0.6, 0.5], [0.0, 0.5, 0.2, 0.0], [1.0, 0.5, 0.5, 2.0], 0.1
+    out = BradleyTerryObjective(center_coef=c).loss(r, _targets(a, b, p, w, m))
+    expected = 0.0
+    for i in range(4):
+        ra, rb = r[a[i]].item(), r[b[i]].item()
+        d = ra - rb
+        li = p[i] * math.log1p(math.exp(-(d - m[i]))) + (1 - p[i]) * math.log1p(math.exp(d - m[i]))
+        expected += w[i] * (li + c * (ra + rb) ** 2)
+    assert out.loss.item() == pytest.approx(expected / sum(w), rel=1e-5)
+
+
+def test_bt_hard_labels_reduce_to_minus_logsigmoid():
+    r = torch.randn(10, requires_grad=True)
+    a, b = torch.arange(0, 10, 2), torch.arange(1, 10, 2)
+    out = BradleyTerryObjective().loss(r, ComparisonTargets(a, b, torch.ones(5), torch.ones(5), None))
+    ref = -F.logsigmoid(r[a] - r[b]).mean()
+    assert out.loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    out.loss.backward()
+    assert r.grad is not None and torch.isfinite(r.grad).all()
+
+
+def test_bt_half_label_at_equal_rewards_has_zero_gradient():
+    r = torch.zeros(2, requires_grad=True)
+    BradleyTerryObjective().loss(r, _targets([0], [1], [0.5])).loss.backward()
+    assert torch.allclose(r.grad, torch.zeros(2))
+
+
+def test_bt_centering_penalises_the_sum_only():
+    r = torch.tensor([3.0, 3.0])
+    base = BradleyTerryObjective().loss(r, _targets([0], [1], [1.0])).loss
+    cen = BradleyTerryObjective(center_coef=0.01).loss(r, _targets([0], [1], [1.0])).loss
+    assert (cen - base).item() == pytest.approx(0.01 * 36.0, rel=1e-5)
+
+
+def test_bt_accuracy_excludes_ties_and_counts_sign_agreement():
+    r = torch.tensor([1.0, 0.0, 2.0, 2.0])
+    # right, wrong, equal rewards (wrong), tie (excluded)
+    objective = BradleyTerryObjective()
+    sums = _sums(objective, objective.loss(r, _targets([0, 1, 2, 0], [1, 0, 3, 2], [1.0, 0.9, 0.8, 0.5])))
+    assert (sums["counted"], sums["correct"], sums["comparisons"]) == (3, 1, 4)
+    assert objective.summarize(sums)["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_bt_micro_batches_with_global_normalizer_sum_to_the_full_batch_loss():
+    torch.manual_seed(0)
+    r = torch.randn(8)
+    a, b = [0, 2, 4, 6, 0], [1, 3, 5, 7, 3]
+    p, w = torch.rand(5), torch.rand(5) + 0.1
+    objective = BradleyTerryObjective()
+    full = objective.loss(r, _targets(a, b, p, w))
+    norm = float(w.sum())
+    parts = [objective.loss(r, _targets(a[s], b[s], p[s], w[s]), normalizer=norm) for s in (slice(0, 2), slice(2, 5))]
+    assert (parts[0].loss + parts[1].loss).item() == pytest.approx(full.loss.item(), rel=1e-6)
+    weighted_loss = sum(_sums(objective, t)["weighted_loss"] for t in parts)  # what the loop sums over micro-batches
+    assert weighted_loss / norm == pytest.approx(full.loss.item(), rel=1e-6)
+
+
+def test_bt_targets_take_margins_in_training_only():
+    batch = Batch(input_ids=torch.zeros(3, 4, dtype=torch.long), attention_mask=torch.ones(3, 4, dtype=torch.long),
+                  token_type_ids=torch.zeros(3, 4, dtype=torch.long), idx_a=torch.tensor([0, 2]),
+                  idx_b=torch.tensor([1, 1]), label=torch.tensor([1.0, 0.25]), margin=torch.tensor([1.0, 2.0]),
+                  weight=torch.tensor([1.0, 0.5]), n_tokens=12)
+    objective = BradleyTerryObjective(margin_scale=0.5)
+    assert torch.equal(objective.targets(batch).margin, torch.tensor([0.5, 1.0]))
+    assert objective.targets(batch, training=False).margin is None
+    assert BradleyTerryObjective().targets(batch).margin is None  # margin_scale 0: no margin
+    assert torch.equal(objective.targets(batch).weight, batch.weight)
+
+
+def test_prompt_weighting_makes_each_prompt_count_once():
+    w = comparison_weights(np.array([6, 1, 3]), "prompt")
+    assert w.shape == (10,)
+    assert np.allclose([w[:6].sum(), w[6:7].sum(), w[7:].sum()], 1.0)
+    assert np.allclose(comparison_weights(np.array([6, 1]), "comparison"), 1.0)
+    with pytest.raises(ValueError):
+        comparison_weights(np.array([1]), "nope")
+
+
+def test_objectives_are_built_by_name_from_the_train_config():
+    objective = build_objective("bt", TrainConfig(margin_scale=0.5, center_coef=0.01))
+    assert isinstance(objective, BradleyTerryObjective) and OBJECTIVES["bt"] is BradleyTerryObjective
+    assert (objective.margin_scale, objective.center_coef) == (0.5, 0.01)
+    assert TrainConfig().objective == "bt"
+    with pytest.raises(ConfigError, match=r"unknown objective 'nope'.*\['bt'\]"):
+        build_objective("nope", TrainConfig())
+
+
+def test_register_objective_refuses_a_second_class_under_a_taken_name(monkeypatch):
+    monkeypatch.setattr("rewardline.training.objectives.OBJECTIVES", dict(OBJECTIVES))
+
+    class Other(BradleyTerryObjective):
+        name = "bt"
+
+    assert register_objective(BradleyTerryObjective) is BradleyTerryObjective  # the same class again is fine
+    with pytest.raises(ValueError, match="already registered"):
+        register_objective(Other)
