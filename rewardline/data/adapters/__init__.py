@@ -75,14 +75,20 @@ def _container(origin: str, data: bytes) -> str:
     return "json-list" if data.lstrip()[:1] == b"[" else "jsonl"
 
 
-def _columns(origin: str, data: bytes, container: str) -> tuple[list[str], dict | None]:
-    """Field names of the first record (and that record itself for JSON containers)."""
+def _columns(origin: str, data: bytes, container: str, required: bool = True) -> tuple[list[str], dict | None]:
+    """Field names of the first record (and that record itself for JSON containers).
+
+    A JSON file without any object in its first lines is an error when the format must be
+    sniffed from it (``required``), else no columns: every line is then quarantined.
+    """
     if container == "parquet":
         return pq.read_schema(io.BytesIO(data)).names, None
     if container == "csv":
         header = data.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
         return next(csv.reader([header]), []), None
     record = first_record(data)
+    if record is None and not required:
+        return [], None
     if record is None:
         raise ValueError(f"{origin}: no JSON object found in the first records; cannot read it as {container}")
     return list(record), record
@@ -278,7 +284,7 @@ def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | 
     if not data.strip():
         records_in, ranked, quarantine = 0, S.empty(S.RANKED_RESPONSES), S.empty(S.QUARANTINE)
         return AdapterResult(ranked, quarantine, records_in)
-    columns, first = _columns(origin_file, data, container)
+    columns, first = _columns(origin_file, data, container, required=fmt == "auto")
     fmt = _format_of(origin_file, columns) if fmt == "auto" else fmt
     module = _ADAPTERS.get(fmt) or (native.NESTED if "responses" in columns else native.LONG)
     schema = _flexible(module.SCHEMA, module.FLEXIBLE, first)
