@@ -58,7 +58,8 @@ def bad_scores(scores: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(pc.invert(within), False), dtype=bool)
 
 
-SCORE_EXPECTED = f"expected a finite number with |score| <= {MAX_ABS_SCORE:g} (not NaN, Infinity or an overflow)"
+#: Reason tail for such scores (its category, before ", got", matches the JSON failure path's).
+SCORE_EXPECTED = f"expected a finite number, got NaN, Infinity or |score| > {MAX_ABS_SCORE:g}"
 
 
 PROMPTS = pa.schema(

@@ -111,6 +111,11 @@ def _format_of(origin: str, columns: list[str]) -> str:
     )
 
 
+def is_empty(origin: str, data: bytes) -> bool:
+    """True if the file holds no records at all: only whitespace, or an empty JSON list ``[]`` (gzip allowed)."""
+    return re.fullmatch(rb"\s*(\[\s*\])?\s*", _decompress(origin, data)) is not None
+
+
 def detect_format(origin: str, data: bytes) -> str:
     """Sniff the format of a file from the fields of its first record."""
     data = _decompress(origin, data)
@@ -300,4 +305,4 @@ def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | 
     return AdapterResult(ranked=ranked, quarantine=records.quarantine(), records_in=records.records_in)
 
 
-__all__ = ["FORMATS", "AdapterResult", "default_batch_id", "detect_format", "read_file"]
+__all__ = ["FORMATS", "AdapterResult", "default_batch_id", "detect_format", "is_empty", "read_file"]
