@@ -23,6 +23,7 @@ _FIXED = [
     (re.compile(r"^invalid UTF-8\b"), "invalid UTF-8"),
     (re.compile(r"^unreadable record\b"), "unreadable record"),
     (re.compile(r"^record is not a JSON object\b"), "record is not a JSON object"),
+    (re.compile(r"^expected \d+ fields \(as in the header\)"), "CSV row with another number of fields than the header"),
     (re.compile(r"^duplicate\b"), "duplicate response in a ranking"),
     (re.compile(r"^(\w+) .* reused with a different (\w+) text\b"), r"\1 reused with a different \2 text"),
     (re.compile(r"^rank .* is not an integer in 1\.\.K\b"), "rank is not an integer in 1..K"),

@@ -105,3 +105,17 @@ def test_non_finite_scores_are_quarantined_in_csv_and_parquet(tmp_path: Path) ->
     result = read_file((tmp_path / "s.parquet").read_bytes(), "s.parquet")
     check_scores_quarantined(result, 2, "score")
     assert result.quarantine["origin_line"].to_pylist() == [1, 4]
+
+
+def test_csv_rows_with_the_wrong_number_of_fields_are_quarantined_not_fatal() -> None:
+    """Was: ArrowInvalid 'CSV parse error: Expected 5 columns, got 3' for the whole file (no file name)."""
+    data = (b'prompt,annotator_id,response,rank,score\np,a,x,1,0.5\np,a,y\n\n'
+            b'p,a,"multi\nline",2,0\np,a,z,2,0,extra\np,a,w,3,0\nq,a,"unterminated,1\n')
+    result = read_file(data, "w.csv")
+    assert result.records_in == 6
+    q = {r["origin_line"]: r for r in result.quarantine.to_pylist()}
+    assert sorted(q) == [2, 4, 6]
+    assert q[2]["reason"] == "expected 5 fields (as in the header), got 3" and q[2]["raw"] == "p,a,y"
+    assert q[4]["reason"] == "expected 5 fields (as in the header), got 6"
+    assert result.ranked["response"].to_pylist() == ["x", "multi\nline", "w"]
+    assert result.ranked["origin_line"].to_pylist() == [1, 3, 5]

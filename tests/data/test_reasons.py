@@ -35,6 +35,7 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
         ("ranking has K=1 valid response(s); at least 2 are needed", "ranking has fewer than 2 valid responses"),
         ("unreadable record: JSON parse error: Column(/a) was specified twice in row 0", "unreadable record"),
         ("some new fault at line 4166: value 12", "some new fault at line 4166"),
+        ("expected 5 fields (as in the header), got 7", "CSV row with another number of fields than the header"),
         (None, "(no reason)"),
     ],
 )

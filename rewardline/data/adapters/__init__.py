@@ -27,7 +27,14 @@ import pyarrow.parquet as pq
 
 from rewardline.data import schema as S
 from rewardline.data.adapters import alpaca_eval, hh_rlhf, native, pairwise
-from rewardline.data.adapters.jsonl import Records, first_record, read_json_list, read_jsonl, repeat
+from rewardline.data.adapters.jsonl import (
+    Records,
+    first_record,
+    quarantine_rows,
+    read_json_list,
+    read_jsonl,
+    repeat,
+)
 
 RawOf = Callable[[np.ndarray], list[str]]
 FORMATS = ("rankings", "hh-rlhf", "alpaca-eval", "pairwise")
@@ -189,10 +196,22 @@ def _cast_nested(col: pa.Array, typ: pa.DataType) -> pa.Array:
     return col.cast(typ)
 
 
-def _tabular_records(table: pa.Table, origin: str, schema: pa.Schema, raw_of: RawOf | None = None) -> Records:
-    """Records from a CSV/Parquet table: conform columns, flag rows whose values have the wrong type."""
+def _tabular_records(
+    table: pa.Table,
+    origin: str,
+    schema: pa.Schema,
+    raw_of: RawOf | None = None,
+    line: np.ndarray | None = None,
+    records_in: int | None = None,
+) -> Records:
+    """Records from a CSV/Parquet table: conform columns, flag rows whose values have the wrong type.
+
+    ``line`` is each row's record number (default 1..n); ``records_in`` counts records that
+    never became rows too (CSV rows with the wrong number of columns).
+    """
     n = table.num_rows
-    records = Records(origin, table, np.arange(1, n + 1, dtype=np.int64), records_in=n, raw_of=raw_of)
+    line = np.arange(1, n + 1, dtype=np.int64) if line is None else np.asarray(line, dtype=np.int64)
+    records = Records(origin, table, line, records_in=n if records_in is None else records_in, raw_of=raw_of)
     columns, faults = [], []
     for f in schema:
         if f.name not in table.column_names:
@@ -210,16 +229,71 @@ def _tabular_records(table: pa.Table, origin: str, schema: pa.Schema, raw_of: Ra
         if bad.any():
             faults.append((bad, f.name, f"{f.name}: expected {_expected(f.type)}"))
     records.table = pa.Table.from_arrays(columns, schema=schema)
-    for bad, name, reason in faults:
-        records = records.reject(bad[records.line - 1], name, reason)
+    for bad, name, reason in faults:  # bad is over the original rows; line is sorted
+        records = records.reject(bad[np.searchsorted(line, records.line)], name, reason)
+    return records
+
+
+def _csv_rows(data: bytes, origin: str) -> list[list[str]]:
+    """Header + records of a CSV file split by Python's csv module, blank lines dropped as Arrow does
+    (failure path only). Bytes that are not UTF-8 survive as surrogate escapes."""
+    try:
+        return [row for row in csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")) if row]
+    except csv.Error as err:
+        raise ValueError(f"{origin}: cannot split the CSV into records: {err}") from err
+
+
+def _csv_raw_of(rows: list[list[str]]) -> RawOf:
+    """Source text of records (1-based, header excluded), re-joined as CSV."""
+
+    def raw_of(record_numbers: np.ndarray) -> list[str]:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="")
+        texts = []
+        for i in record_numbers:
+            out.seek(0)
+            out.truncate()
+            writer.writerow(rows[i])
+            texts.append(out.getvalue().encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        return texts
+
+    return raw_of
+
+
+def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema) -> Records:
+    """Failure path for CSV files with rows of the wrong width: split records in Python, quarantine
+    those whose number of fields differs from the header's, read the rest as :func:`_read_csv` does."""
+    rows = _csv_rows(data, origin)
+    header, body = rows[0], rows[1:]
+    width = np.array([len(row) for row in body], dtype=np.int64)
+    fits = width == len(header)
+    numbers = np.arange(1, len(body) + 1, dtype=np.int64)
+
+    def cell(value: str) -> bytes | None:
+        return value.encode("utf-8", "surrogateescape") if value else None  # "" is null, as null_values=[""]
+
+    kept = [body[i] for i in np.flatnonzero(fits)]
+    table = pa.table({name: pa.array([cell(row[j]) for row in kept], pa.binary()) for j, name in enumerate(header)})
+    raw_of = _csv_raw_of(rows)
+    records = _tabular_records(table, origin, schema, raw_of, line=numbers[fits], records_in=len(body))
+    wrong = numbers[~fits]
+    if wrong.size:
+        reasons = [f"expected {len(header)} fields (as in the header), got {w}" for w in width[~fits]]
+        records.quarantined.append(quarantine_rows(origin, wrong, None, reasons, raw_of(wrong)))
     return records
 
 
 def _read_csv(data: bytes, origin: str, schema: pa.Schema) -> Records:
     header = _columns(origin, data, "csv")[0]
+    wrong_width: list[object] = []
+
+    def on_invalid_row(row: object) -> str:  # a row with another number of fields than the header
+        wrong_width.append(row)
+        return "skip"
+
     table = pcsv.read_csv(
         io.BytesIO(data),
-        parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
         convert_options=pcsv.ConvertOptions(
             column_types={name: pa.binary() for name in header},
             null_values=[""],
@@ -227,18 +301,11 @@ def _read_csv(data: bytes, origin: str, schema: pa.Schema) -> Records:
             quoted_strings_can_be_null=False,
         ),
     )
+    if wrong_width:
+        return _read_csv_rowwise(data, origin, schema)
 
     def raw_of(record_numbers: np.ndarray) -> list[str]:  # failure path: re-split the text by CSV rows
-        rows = list(csv.reader(io.StringIO(data.decode("utf-8", "replace"))))[1:]
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="")
-        texts = []
-        for i in record_numbers:
-            out.seek(0)
-            out.truncate()
-            writer.writerow(rows[i - 1])
-            texts.append(out.getvalue())
-        return texts
+        return _csv_raw_of(_csv_rows(data, origin))(record_numbers)
 
     return _tabular_records(table, origin, schema, raw_of)
 
