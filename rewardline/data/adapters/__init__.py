@@ -237,10 +237,13 @@ def _tabular_records(
 def _csv_rows(data: bytes, origin: str) -> list[list[str]]:
     """Header + records of a CSV file split by Python's csv module, blank lines dropped as Arrow does
     (failure path only). Bytes that are not UTF-8 survive as surrogate escapes."""
+    limit = csv.field_size_limit(max(csv.field_size_limit(), len(data)))  # default 131072 chars per field
     try:
         return [row for row in csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")) if row]
     except csv.Error as err:
         raise ValueError(f"{origin}: cannot split the CSV into records: {err}") from err
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _csv_raw_of(rows: list[list[str]]) -> RawOf:
@@ -285,23 +288,19 @@ def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema) -> Records:
 
 def _read_csv(data: bytes, origin: str, schema: pa.Schema) -> Records:
     header = _columns(origin, data, "csv")[0]
-    wrong_width: list[object] = []
-
-    def on_invalid_row(row: object) -> str:  # a row with another number of fields than the header
-        wrong_width.append(row)
-        return "skip"
-
-    table = pcsv.read_csv(
-        io.BytesIO(data),
-        parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
-        convert_options=pcsv.ConvertOptions(
-            column_types={name: pa.binary() for name in header},
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-    if wrong_width:
+    try:
+        table = pcsv.read_csv(
+            io.BytesIO(data),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                column_types={name: pa.binary() for name in header},
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid:  # a row with another number of fields than the header (pyarrow's
+        # invalid_row_handler cannot be used: it fails to show the handler a row that is not UTF-8)
         return _read_csv_rowwise(data, origin, schema)
 
     def raw_of(record_numbers: np.ndarray) -> list[str]:  # failure path: re-split the text by CSV rows

@@ -184,8 +184,9 @@ def type_fault(value: object, typ: pa.DataType, path: str) -> tuple[str, str] | 
     field_name = re.sub(r"\[\d+\]", "", path)
 
     def fault(expected: str) -> tuple[str, str]:
-        shown = repr(value) if isinstance(value, float) and not math.isfinite(value) else orjson.dumps(value).decode()
-        return field_name, f"{path}: expected {expected}, got {_kind(value)} {shown[:60]}"
+        # the stdlib, not orjson: values from the lenient decoder may hold NaN or ints beyond 64 bits
+        shown = json.dumps(value, separators=(",", ":"), ensure_ascii=False)[:60]
+        return field_name, f"{path}: expected {expected}, got {_kind(value)} {shown}"
 
     if pa.types.is_struct(typ):
         if not isinstance(value, dict):
@@ -357,8 +358,8 @@ def first_record(data: bytes) -> dict | None:
         return next((x for x in items if isinstance(x, dict)), None) if isinstance(items, list) else None
     for line in head.split(b"\n", 1000)[:1000]:
         try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError:
+            value = loads_lenient(line)[0]  # a NaN or 1e400 score does not hide the record's fields
+        except ValueError:
             continue
         if isinstance(value, dict):
             return value
