@@ -7,8 +7,9 @@ ranked-responses rows into the three canonical tables of the data contract.
 Accounting unit: the input **record** (``origin_file``, ``origin_line``). Every record
 feeds exactly one ranking. A record is quarantined, with the first fault found, when
 
-* one of its rows has an empty prompt or response text, no annotator, or a rank that
-  is not an integer in 1..K (K = responses in its ranking);
+* one of its rows has an empty prompt or response text, no annotator, a score that is
+  not a finite number with |score| <= ``schema.MAX_ABS_SCORE``, or a rank that is not an
+  integer in 1..K (K = responses in its ranking);
 * one of its rows repeats a (ranking, response) already seen in an earlier record
   (a duplicated ranking or a response id used twice in one ranking);
 * one of its rows reuses a response id whose text, or a prompt id whose text, was
@@ -107,6 +108,8 @@ def canonicalize(ranked: pa.Table) -> CanonicalTables:
         pc.is_null(ranked["annotator_id"]).to_numpy(zero_copy_only=False),
         "missing annotator_id; every ranking needs the annotator who made it",
     )
+    # Adapters reject such scores with the source text; this keeps any other producer honest.
+    add("score", schema.bad_scores(ranked["score"]), f"score: {schema.SCORE_EXPECTED}")
 
     # Duplicated (ranking, response): every occurrence after the first is a fault.
     pair = key_codes(ranking_ids, ranked["response_id"])

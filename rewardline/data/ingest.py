@@ -12,6 +12,7 @@ fails when that share exceeds ``max_quarantine_share``. ``gates.json`` and ``rep
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -23,12 +24,14 @@ from pydantic import Field
 from rewardline.config import Section
 from rewardline.data import adapters, schema
 from rewardline.data.canonical import canonicalize
+from rewardline.data.reasons import reason_counts
 from rewardline.data.tables import write_json, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops import storage
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
 from rewardline.report import md_cell
 
+log = logging.getLogger(__name__)
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".jsonl.gz", ".json.gz", ".csv.gz")
 
 
@@ -89,8 +92,15 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
     quarantine_parts: list[pa.Table] = []
     records_in = 0
     formats: Counter[str] = Counter()
+    empty_files: list[str] = []
     for uri, source in _expand(config.sources):
         data = storage.read_bytes(uri)
+        if adapters.is_empty(uri, data):  # no records: skipped (noted in metrics) unless named on its own
+            if uri in (source.path, str(Path(source.path))):
+                raise ValueError(f"{uri}: the file is empty (no records); expected records of format {source.format}")
+            log.warning("ingest: skipping empty file %s (no records)", uri)
+            empty_files.append(uri)
+            continue
         fmt = adapters.detect_format(uri, data) if source.format == "auto" else source.format
         result = adapters.read_file(data, uri, fmt=fmt, batch_id=source.batch_id)
         formats[fmt] += result.records_in
@@ -116,7 +126,6 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
     write_table(quarantine, out_dir / schema.TABLE_FILES["quarantine"])
 
     share = rows_quarantined / records_in if records_in else 0.0
-    reasons = Counter(r.split(";")[0].split(":")[0] for r in quarantine["reason"].to_pylist())
     metrics = {
         "rows_in": records_in,
         "rows_ok": rows_ok,
@@ -124,7 +133,8 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
         "quarantined_share": round(share, 6),
         "max_quarantine_share": config.max_quarantine_share,
         "rows_in_by_format": dict(formats),
-        "quarantine_reasons": dict(reasons.most_common()),
+        "quarantine_reasons": reason_counts(quarantine["reason"]),  # <= 50 categories; detail in quarantine
+        "empty_files": len(empty_files),  # skipped, each named in a warning on stderr
         "prompts": tables.prompts.num_rows,
         "responses": tables.responses.num_rows,
         "rankings": pc.count_distinct(tables.rankings["ranking_id"]).as_py(),

@@ -18,7 +18,9 @@ directory is self-contained for training; pairs refer to responses by id only.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -40,6 +42,25 @@ RANKED_RESPONSES = pa.schema(
         ("origin_line", pa.int64()),  # 1-based record number in origin_file
     ]
 )
+
+#: Largest accepted |score|. Scores must be finite (no NaN/±Infinity, no JSON/CSV 1e400 that
+#: parses to inf) and |score| <= 1e30, so that a pair's margin |score_a - score_b| <= 2e30,
+#: times any margin_scale up to 1e8, stays finite in the float32 ``PAIRS.margin`` (max 3.4e38).
+MAX_ABS_SCORE = 1e30
+
+
+def bad_scores(scores: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Mask of non-null scores that are not finite numbers with |score| <= MAX_ABS_SCORE.
+
+    ``|s| <= MAX_ABS_SCORE`` is false for NaN and ±inf, so one comparison covers all three.
+    """
+    within = pc.less_equal(pc.abs(scores), MAX_ABS_SCORE)
+    return np.asarray(pc.fill_null(pc.invert(within), False), dtype=bool)
+
+
+#: Reason tail for such scores (its category, before ", got", matches the JSON failure path's).
+SCORE_EXPECTED = f"expected a finite number, got NaN, Infinity or |score| > {MAX_ABS_SCORE:g}"
+
 
 PROMPTS = pa.schema(
     [

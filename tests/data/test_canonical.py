@@ -81,3 +81,19 @@ def test_key_codes_agree_across_chunks_and_column_combinations():
     assert key_codes(chunked).tolist() == [0, 1, 1, 2, 0]
     # ("a","b") and ("ab","") must not collide when columns are combined
     assert len(set(key_codes(pa.array(["a", "ab"]), pa.array(["b", ""])).tolist())) == 2
+
+
+def test_non_finite_and_overflowing_scores_quarantine_their_record():
+    """Adapters reject these with the source text; canonicalize is the catch-all for any producer."""
+    big = schema.MAX_ABS_SCORE * 10
+    table = rows(
+        (1, "Q1", "a", "r1", "A", 1, 0.9), (1, "Q1", "a", "r2", "B", 2, -schema.MAX_ABS_SCORE),  # ok
+        (2, "Q2", "a", "r3", "C", 1, float("nan")), (2, "Q2", "a", "r4", "D", 2, 0.1),
+        (3, "Q3", "a", "r5", "E", 1, float("inf")), (3, "Q3", "a", "r6", "F", 2),
+        (4, "Q4", "a", "r7", "G", 1, 0.5), (4, "Q4", "a", "r8", "H", 2, big),
+    )
+    out = canonicalize(table)
+    q = {r["origin_line"]: r for r in out.quarantine.to_pylist()}
+    assert sorted(q) == [2, 3, 4] and out.records_ok == 1
+    assert all(r["field"] == "score" and "expected a finite number" in r["reason"] for r in q.values())
+    assert out.rankings["score"].to_pylist() == [0.9, -schema.MAX_ABS_SCORE]

@@ -27,7 +27,14 @@ import pyarrow.parquet as pq
 
 from rewardline.data import schema as S
 from rewardline.data.adapters import alpaca_eval, hh_rlhf, native, pairwise
-from rewardline.data.adapters.jsonl import Records, first_record, read_json_list, read_jsonl, repeat
+from rewardline.data.adapters.jsonl import (
+    Records,
+    first_record,
+    quarantine_rows,
+    read_json_list,
+    read_jsonl,
+    repeat,
+)
 
 RawOf = Callable[[np.ndarray], list[str]]
 FORMATS = ("rankings", "hh-rlhf", "alpaca-eval", "pairwise")
@@ -75,14 +82,20 @@ def _container(origin: str, data: bytes) -> str:
     return "json-list" if data.lstrip()[:1] == b"[" else "jsonl"
 
 
-def _columns(origin: str, data: bytes, container: str) -> tuple[list[str], dict | None]:
-    """Field names of the first record (and that record itself for JSON containers)."""
+def _columns(origin: str, data: bytes, container: str, required: bool = True) -> tuple[list[str], dict | None]:
+    """Field names of the first record (and that record itself for JSON containers).
+
+    A JSON file without any object in its first lines is an error when the format must be
+    sniffed from it (``required``), else no columns: every line is then quarantined.
+    """
     if container == "parquet":
         return pq.read_schema(io.BytesIO(data)).names, None
     if container == "csv":
         header = data.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
         return next(csv.reader([header]), []), None
     record = first_record(data)
+    if record is None and not required:
+        return [], None
     if record is None:
         raise ValueError(f"{origin}: no JSON object found in the first records; cannot read it as {container}")
     return list(record), record
@@ -103,6 +116,11 @@ def _format_of(origin: str, columns: list[str]) -> str:
         "rankings (responses, or response + rank), hh-rlhf (chosen, rejected), "
         "alpaca-eval (instruction, output_1, output_2, preference), pairwise (model_a, model_b, winner)"
     )
+
+
+def is_empty(origin: str, data: bytes) -> bool:
+    """True if the file holds no records at all: only whitespace, or an empty JSON list ``[]`` (gzip allowed)."""
+    return re.fullmatch(rb"\s*(\[\s*\])?\s*", _decompress(origin, data)) is not None
 
 
 def detect_format(origin: str, data: bytes) -> str:
@@ -178,10 +196,22 @@ def _cast_nested(col: pa.Array, typ: pa.DataType) -> pa.Array:
     return col.cast(typ)
 
 
-def _tabular_records(table: pa.Table, origin: str, schema: pa.Schema, raw_of: RawOf | None = None) -> Records:
-    """Records from a CSV/Parquet table: conform columns, flag rows whose values have the wrong type."""
+def _tabular_records(
+    table: pa.Table,
+    origin: str,
+    schema: pa.Schema,
+    raw_of: RawOf | None = None,
+    line: np.ndarray | None = None,
+    records_in: int | None = None,
+) -> Records:
+    """Records from a CSV/Parquet table: conform columns, flag rows whose values have the wrong type.
+
+    ``line`` is each row's record number (default 1..n); ``records_in`` counts records that
+    never became rows too (CSV rows with the wrong number of columns).
+    """
     n = table.num_rows
-    records = Records(origin, table, np.arange(1, n + 1, dtype=np.int64), records_in=n, raw_of=raw_of)
+    line = np.arange(1, n + 1, dtype=np.int64) if line is None else np.asarray(line, dtype=np.int64)
+    records = Records(origin, table, line, records_in=n if records_in is None else records_in, raw_of=raw_of)
     columns, faults = [], []
     for f in schema:
         if f.name not in table.column_names:
@@ -199,35 +229,82 @@ def _tabular_records(table: pa.Table, origin: str, schema: pa.Schema, raw_of: Ra
         if bad.any():
             faults.append((bad, f.name, f"{f.name}: expected {_expected(f.type)}"))
     records.table = pa.Table.from_arrays(columns, schema=schema)
-    for bad, name, reason in faults:
-        records = records.reject(bad[records.line - 1], name, reason)
+    for bad, name, reason in faults:  # bad is over the original rows; line is sorted
+        records = records.reject(bad[np.searchsorted(line, records.line)], name, reason)
     return records
 
 
-def _read_csv(data: bytes, origin: str, schema: pa.Schema) -> Records:
-    header = _columns(origin, data, "csv")[0]
-    table = pcsv.read_csv(
-        io.BytesIO(data),
-        parse_options=pcsv.ParseOptions(newlines_in_values=True),
-        convert_options=pcsv.ConvertOptions(
-            column_types={name: pa.binary() for name in header},
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    )
+def _csv_rows(data: bytes, origin: str) -> list[list[str]]:
+    """Header + records of a CSV file split by Python's csv module, blank lines dropped as Arrow does
+    (failure path only). Bytes that are not UTF-8 survive as surrogate escapes."""
+    limit = csv.field_size_limit(max(csv.field_size_limit(), len(data)))  # default 131072 chars per field
+    try:
+        return [row for row in csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")) if row]
+    except csv.Error as err:
+        raise ValueError(f"{origin}: cannot split the CSV into records: {err}") from err
+    finally:
+        csv.field_size_limit(limit)
 
-    def raw_of(record_numbers: np.ndarray) -> list[str]:  # failure path: re-split the text by CSV rows
-        rows = list(csv.reader(io.StringIO(data.decode("utf-8", "replace"))))[1:]
+
+def _csv_raw_of(rows: list[list[str]]) -> RawOf:
+    """Source text of records (1-based, header excluded), re-joined as CSV."""
+
+    def raw_of(record_numbers: np.ndarray) -> list[str]:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="")
         texts = []
         for i in record_numbers:
             out.seek(0)
             out.truncate()
-            writer.writerow(rows[i - 1])
-            texts.append(out.getvalue())
+            writer.writerow(rows[i])
+            texts.append(out.getvalue().encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
         return texts
+
+    return raw_of
+
+
+def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema) -> Records:
+    """Failure path for CSV files with rows of the wrong width: split records in Python, quarantine
+    those whose number of fields differs from the header's, read the rest as :func:`_read_csv` does."""
+    rows = _csv_rows(data, origin)
+    header, body = rows[0], rows[1:]
+    width = np.array([len(row) for row in body], dtype=np.int64)
+    fits = width == len(header)
+    numbers = np.arange(1, len(body) + 1, dtype=np.int64)
+
+    def cell(value: str) -> bytes | None:
+        return value.encode("utf-8", "surrogateescape") if value else None  # "" is null, as null_values=[""]
+
+    kept = [body[i] for i in np.flatnonzero(fits)]
+    table = pa.table({name: pa.array([cell(row[j]) for row in kept], pa.binary()) for j, name in enumerate(header)})
+    raw_of = _csv_raw_of(rows)
+    records = _tabular_records(table, origin, schema, raw_of, line=numbers[fits], records_in=len(body))
+    wrong = numbers[~fits]
+    if wrong.size:
+        reasons = [f"expected {len(header)} fields (as in the header), got {w}" for w in width[~fits]]
+        records.quarantined.append(quarantine_rows(origin, wrong, None, reasons, raw_of(wrong)))
+    return records
+
+
+def _read_csv(data: bytes, origin: str, schema: pa.Schema) -> Records:
+    header = _columns(origin, data, "csv")[0]
+    try:
+        table = pcsv.read_csv(
+            io.BytesIO(data),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                column_types={name: pa.binary() for name in header},
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid:  # a row with another number of fields than the header (pyarrow's
+        # invalid_row_handler cannot be used: it fails to show the handler a row that is not UTF-8)
+        return _read_csv_rowwise(data, origin, schema)
+
+    def raw_of(record_numbers: np.ndarray) -> list[str]:  # failure path: re-split the text by CSV rows
+        return _csv_raw_of(_csv_rows(data, origin))(record_numbers)
 
     return _tabular_records(table, origin, schema, raw_of)
 
@@ -278,7 +355,7 @@ def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | 
     if not data.strip():
         records_in, ranked, quarantine = 0, S.empty(S.RANKED_RESPONSES), S.empty(S.QUARANTINE)
         return AdapterResult(ranked, quarantine, records_in)
-    columns, first = _columns(origin_file, data, container)
+    columns, first = _columns(origin_file, data, container, required=fmt == "auto")
     fmt = _format_of(origin_file, columns) if fmt == "auto" else fmt
     module = _ADAPTERS.get(fmt) or (native.NESTED if "responses" in columns else native.LONG)
     schema = _flexible(module.SCHEMA, module.FLEXIBLE, first)
@@ -294,4 +371,4 @@ def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | 
     return AdapterResult(ranked=ranked, quarantine=records.quarantine(), records_in=records.records_in)
 
 
-__all__ = ["FORMATS", "AdapterResult", "default_batch_id", "detect_format", "read_file"]
+__all__ = ["FORMATS", "AdapterResult", "default_batch_id", "detect_format", "is_empty", "read_file"]

@@ -11,10 +11,18 @@ types). If a span of lines fails to parse, or yields a different number of rows 
 it has lines, it is split in half and each half parsed again, recursively; a file
 with b bad lines out of n costs O(b log n) Arrow parses. Only a single failing line
 is looked at in Python (orjson), to say *why* it failed.
+
+Arrow only ever sees lines shaped like one JSON object (first non-space byte ``{``,
+last ``}``; one regex over a zero-copy view of all lines). Other lines are quarantined
+before any Arrow call: a span starting with a bare ``null`` kills the process inside
+``read_json`` (SIGSEGV, pyarrow 25), and a ``null`` line inside a span silently becomes
+an all-null record. Lines with bytes that are not UTF-8 are cut out the same way.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,11 +132,25 @@ def _line_spans(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
+def _line_view(data: bytes, starts: np.ndarray) -> pa.Array:
+    """Every line (with its newline) as a zero-copy large_binary Arrow array over ``data``."""
+    offsets = np.concatenate([starts, [len(data)]]).astype(np.int64)
+    return pa.Array.from_buffers(pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
 def _nonblank(data: bytes, starts: np.ndarray) -> np.ndarray:
     """Mask of lines holding a non-whitespace byte (a zero-copy Arrow view of the lines + one regex)."""
-    offsets = np.concatenate([starts, [len(data)]]).astype(np.int64)
-    lines = pa.Array.from_buffers(pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-    return np.asarray(pc.match_substring_regex(lines, r"[^ \t\r\n\f\v]"), dtype=bool)
+    return np.asarray(pc.match_substring_regex(_line_view(data, starts), r"[^ \t\r\n\f\v]"), dtype=bool)
+
+
+# An optional UTF-8 byte-order mark, blanks, "{", anything, "}", blanks. RE2 matches binary
+# arrays byte-wise (Latin-1), so the escapes below are the BOM's three bytes.
+_OBJECT_SHAPED = r"^(?:\xef\xbb\xbf)?[ \t\r\n\f\v]*\{(?s:.*)\}[ \t\r\n\f\v]*$"
+
+
+def _object_shaped(data: bytes, starts: np.ndarray) -> np.ndarray:
+    """Mask of lines that may hold one JSON object: the only lines ever handed to Arrow."""
+    return np.asarray(pc.match_substring_regex(_line_view(data, starts), _OBJECT_SHAPED), dtype=bool)
 
 
 def _invalid_utf8(data: bytes, starts: np.ndarray, ends: np.ndarray) -> dict[int, str]:
@@ -162,7 +184,8 @@ def type_fault(value: object, typ: pa.DataType, path: str) -> tuple[str, str] | 
     field_name = re.sub(r"\[\d+\]", "", path)
 
     def fault(expected: str) -> tuple[str, str]:
-        shown = orjson.dumps(value).decode()[:60]
+        # the stdlib, not orjson: values from the lenient decoder may hold NaN or ints beyond 64 bits
+        shown = json.dumps(value, separators=(",", ":"), ensure_ascii=False)[:60]
         return field_name, f"{path}: expected {expected}, got {_kind(value)} {shown}"
 
     if pa.types.is_struct(typ):
@@ -189,19 +212,33 @@ def type_fault(value: object, typ: pa.DataType, path: str) -> tuple[str, str] | 
     elif pa.types.is_floating(typ):
         if not isinstance(value, int | float) or isinstance(value, bool):
             return fault("a number")
+        if not math.isfinite(value):  # only the lenient decoder yields NaN / inf
+            return fault("a finite number")
     elif pa.types.is_boolean(typ) and not isinstance(value, bool):
         return fault("a boolean")
     return None
 
 
-def _line_fault(text: str, schema: pa.Schema, arrow_error: str) -> tuple[str | None, str]:
-    """(field, reason) for one line that Arrow could not parse against ``schema``."""
+def loads_error(text: str) -> str:
+    """orjson's complaint about ``text`` (which it rejects)."""
     try:
-        value = orjson.loads(text)
+        orjson.loads(text)
     except orjson.JSONDecodeError as err:
+        return str(err)
+    return "not strict JSON"
+
+
+def _line_fault(text: str, schema: pa.Schema, arrow_error: str) -> tuple[str | None, str]:
+    """(field, reason) for one line that Arrow could not parse against ``schema`` (or was not shown)."""
+    try:
+        value, lenient = loads_lenient(text)
+    except ValueError as err:
         return None, f"invalid JSON: {err}"
+    if lenient:  # NaN / Infinity / 1e400: name the field if it is one we read, else a syntax fault
+        found = type_fault(value, pa.struct(list(schema)), "") if isinstance(value, dict) else None
+        return found or (None, f"invalid JSON: {loads_error(text)}")
     if not isinstance(value, dict):
-        return None, f"record is not a JSON object (got {_kind(value)})"
+        return None, f"record is not a JSON object (got {_kind(value)}); expected one JSON object per line"
     return type_fault(value, pa.struct(list(schema)), "") or (None, f"unreadable record: {arrow_error}")
 
 
@@ -221,6 +258,7 @@ def read_jsonl(data: bytes, origin_file: str, schema: pa.Schema, line_numbers: n
     """
     starts, ends = _line_spans(data)
     keep_idx = np.flatnonzero(_nonblank(data, starts))
+    object_shaped = _object_shaped(data, starts)[keep_idx]
     numbers = (keep_idx + 1) if line_numbers is None else np.asarray(line_numbers, dtype=np.int64)[keep_idx]
     starts, ends = starts[keep_idx], ends[keep_idx]
     n = len(keep_idx)
@@ -230,6 +268,10 @@ def read_jsonl(data: bytes, origin_file: str, schema: pa.Schema, line_numbers: n
 
     good: list[tuple[int, pa.Table]] = []
     bad: dict[int, tuple[str | None, str]] = {i: (None, r) for i, r in utf8_bad.items()}
+    for i in np.flatnonzero(~object_shaped):  # failure path: never shown to Arrow
+        if i not in bad:
+            text = bytes(view[starts[i] : ends[i]]).decode()
+            bad[int(i)] = _line_fault(text, schema, "expected one JSON object per line")
 
     def parse_span(lo: int, hi: int) -> None:
         stack = [(lo, hi)]
@@ -249,8 +291,8 @@ def read_jsonl(data: bytes, origin_file: str, schema: pa.Schema, line_numbers: n
                 mid = (lo + hi) // 2
                 stack += [(mid, hi), (lo, mid)]
 
-    # Lines with undecodable bytes split the file into spans that Arrow can parse.
-    cuts = [-1, *sorted(utf8_bad), n]
+    # Lines that are not UTF-8 or not object-shaped split the file into spans that Arrow can parse.
+    cuts = [-1, *sorted(bad), n]
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         if b - a > 1:
             parse_span(a + 1, b)
@@ -275,15 +317,33 @@ def read_jsonl(data: bytes, origin_file: str, schema: pa.Schema, line_numbers: n
     return records
 
 
+def loads_lenient(data: bytes | str) -> tuple[object, bool]:
+    """(decoded JSON, whether the lenient decoder was needed); ValueError if not JSON at all.
+
+    orjson first; on failure (failure path only) the stdlib, which also reads ``NaN``,
+    ``Infinity`` and numbers that overflow a double (``1e400`` -> inf), so that such records
+    are quarantined for their value with the field named, not for their syntax.
+    """
+    try:
+        return orjson.loads(data), False
+    except orjson.JSONDecodeError as err:
+        try:
+            return json.loads(data), True
+        except (ValueError, RecursionError):
+            raise ValueError(str(err)) from err
+
+
 def read_json_list(data: bytes, origin_file: str, schema: pa.Schema) -> Records:
     """A JSON document holding a list of records; item i (0-based) is record i + 1."""
     try:
-        items = orjson.loads(data)
-    except orjson.JSONDecodeError as err:
+        items, lenient = loads_lenient(data)
+    except ValueError as err:
         raise ValueError(f"{origin_file}: not a valid JSON document: {err}") from err
     if not isinstance(items, list):
         raise ValueError(f"{origin_file}: expected a JSON list of records, got {_kind(items)}")
-    jsonl = b"\n".join(map(orjson.dumps, items))
+    # json.dumps writes NaN/Infinity back, which Arrow reads, so the score checks can quarantine
+    # the one record holding them.
+    jsonl = b"\n".join(json.dumps(item).encode() for item in items) if lenient else b"\n".join(map(orjson.dumps, items))
     return read_jsonl(jsonl, origin_file, schema, line_numbers=np.arange(1, len(items) + 1))
 
 
@@ -292,14 +352,14 @@ def first_record(data: bytes) -> dict | None:
     head = data.lstrip()
     if head.startswith(b"["):
         try:
-            items = orjson.loads(data)
-        except orjson.JSONDecodeError:
+            items = loads_lenient(data)[0]
+        except ValueError:
             return None
         return next((x for x in items if isinstance(x, dict)), None) if isinstance(items, list) else None
     for line in head.split(b"\n", 1000)[:1000]:
         try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError:
+            value = loads_lenient(line)[0]  # a NaN or 1e400 score does not hide the record's fields
+        except ValueError:
             continue
         if isinstance(value, dict):
             return value

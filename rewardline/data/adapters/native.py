@@ -170,6 +170,11 @@ def nested_to_ranked(records: Records) -> tuple[pa.Table, Records]:
     records = records.reject(
         items_fault(responses, too_big), "responses.rank", "responses.rank: expected an integer within int32 range"
     )
+    responses = combined(records.table, "responses")
+    bad_score = S.bad_scores(pc.list_flatten(responses).field("score"))
+    records = records.reject(
+        items_fault(responses, bad_score), "responses.score", f"responses.score: {S.SCORE_EXPECTED}"
+    )
 
     t = records.table
     responses = combined(t, "responses")
@@ -203,6 +208,7 @@ def long_to_ranked(records: Records) -> tuple[pa.Table, Records]:
     records = records.reject(
         pc.fill_null(pc.greater(pc.abs(rank), INT32_MAX), False), "rank", "rank: expected an integer within int32 range"
     )
+    records = records.reject(S.bad_scores(combined(records.table, "score")), "score", f"score: {S.SCORE_EXPECTED}")
     t = records.table
     prompt, messages = prompt_columns(combined(t, "prompt"), combined(t, "messages"))
     ranked = t.drop_columns(["prompt", "messages"]).append_column("prompt", prompt)
