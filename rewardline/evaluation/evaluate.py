@@ -59,6 +59,8 @@ class EvalConfig:
     max_ece_calibrated: float = 0.25  # gate: ECE after temperature scaling ≤ this
     max_length_bias: float = 0.25  # gate: model_prefers_longer − labels_prefer_longer ≤ this
     champion_delta: float = 0.02  # gate: CI low of accuracy(challenger) − accuracy(champion) ≥ −δ
+    min_bon_gain: float = 0.0  # read by `rewardline bon` (rewardline.evaluation.bon), not here
+    max_overoptimization: float = 0.05  # read by `rewardline bon`, not here
     bootstrap_samples: int = 1000
     seed: int = 0
     confidence: float = 0.95
