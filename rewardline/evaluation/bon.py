@@ -448,7 +448,9 @@ def report_markdown(metrics: dict[str, Any]) -> str:
         f"{metrics['prompts']} prompts, {metrics['candidates']} candidates "
         f"(candidates per prompt: {metrics['candidates_per_prompt']}); exact expectations over random "
         "N-subsets (order statistics); CIs: percentile bootstrap by prompt "
-        f"({metrics['bootstrap']['samples']} resamples, {metrics['bootstrap']['confidence']:.0%}).",
+        f"({metrics['bootstrap']['samples']} resamples, {metrics['bootstrap']['confidence']:.0%}). "
+        f"Proxy ties ({metrics['proxy_tied_candidates']} candidates) are broken uniformly at random: "
+        "the gold of a tie block is its mean.",
         "",
         "| N | prompts | KL | gold | CI | random | oracle | proxy |",
         "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
