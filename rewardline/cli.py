@@ -177,6 +177,27 @@ def score(
 
 
 @app.command()
+def bon(
+    model: Annotated[Path, typer.Option("--model", help="the proxy reward model directory")],
+    data: Annotated[list[Path], typer.Option("--data", help="candidates: file or directory (repeatable)")],
+    out: OutOpt,
+    format: Annotated[str, typer.Option(help="auto | jsonl (prompt, response, gold) | alpaca-eval | gsm8k")] = "auto",
+    gold_model: Annotated[Path | None, typer.Option(help="score gold with this model instead of the data")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Best-of-N: exact expected gold of the proxy's pick vs N and KL, Gao et al.'s fit, gates (evaluate.*)."""
+    from rewardline.evaluation.bon import BonConfig, bon_from_sources
+
+    def action() -> dict:
+        section = {k: v for k, v in _section(params, "evaluate").items() if k in BonConfig.model_fields}
+        config = build(BonConfig, section, parse_overrides(set_ or [], "evaluate"), source=str(params))
+        return bon_from_sources(model, data, out, config, format, gold_model)
+
+    _run(action, gated_out=out)
+
+
+@app.command()
 def register(
     project: Annotated[Path, typer.Option(help="project directory holding the stage outputs")] = Path("."),
     params: ParamsOpt = Path("params.yaml"),

@@ -64,6 +64,8 @@ class EvalConfig(Section):
     max_ece_calibrated: float = Field(0.25, ge=0.0, le=1.0)  # gate: ECE after temperature scaling ≤ this
     max_length_bias: float = Field(0.25, ge=-1.0, le=1.0)  # gate: model_prefers_longer − labels_prefer_longer ≤ this
     champion_delta: float = Field(0.02, ge=0.0, le=1.0)  # gate: CI low of acc(challenger) − acc(champion) ≥ −δ
+    min_bon_gain: float = 0.0  # gate of `rewardline bon`: CI low of gold(N_max) − gold(1) > this
+    max_overoptimization: float = Field(0.05, ge=0.0)  # gate of `rewardline bon`: peak gold − gold(N_max) ≤ this
     bootstrap_samples: int = Field(1000, ge=1)
     seed: int = 0
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
