@@ -82,95 +82,26 @@ def _origin(table: pa.Table, rows: np.ndarray) -> list[str]:
                                             strict=True)]
 
 
+#: One fault kind found on rows: (field, mask over rows, reason per row).
+Fault = tuple[str, np.ndarray, np.ndarray]
+
+
 def canonicalize(ranked: pa.Table) -> CanonicalTables:
     """Validate ranked-responses rows and split them into prompts, responses, rankings, quarantine.
 
-    A pure function of ``ranked``: no wall-clock column, so re-ingesting the same files writes the same bytes."""
+    A pure function of ``ranked``: no wall-clock column, so re-ingesting the same files writes the same bytes.
+    Row faults (:func:`_row_faults`) quarantine their whole record; so does a ranking left with fewer
+    than 2 valid responses (:func:`_quarantine_small_rankings`). Every record ends ok or quarantined."""
     ranked, prompt_hash, response_hash = _fill_ids(schema.conform(ranked, schema.RANKED_RESPONSES))
     n = ranked.num_rows
     record = key_codes(ranked["origin_file"], ranked["origin_line"].cast(pa.string()))
     n_records = int(record.max()) + 1 if n else 0
     ranking_ids = pc.binary_join_element_wise(ranked["prompt_id"], pc.fill_null(ranked["annotator_id"], ""), "|")
     ranking = key_codes(ranking_ids)
-    rank = pc.fill_null(ranked["rank"], 0).to_numpy(zero_copy_only=False).astype(np.int64)
 
-    # Each fault: (field, mask over rows, reason per row). Order = priority of the reason.
-    faults: list[tuple[str, np.ndarray, np.ndarray]] = []
-
-    def add(field: str, mask: np.ndarray, reason: np.ndarray | str) -> None:
-        reasons = np.broadcast_to(np.asarray(reason, dtype=object), mask.shape)
-        faults.append((field, mask, reasons))
-
-    add("prompt", _blank(ranked["prompt"]), "empty prompt text; expected a non-empty string")
-    add("response", _blank(ranked["response"]), "empty response text; expected a non-empty string")
-    add(
-        "annotator_id",
-        pc.is_null(ranked["annotator_id"]).to_numpy(zero_copy_only=False),
-        "missing annotator_id; every ranking needs the annotator who made it",
-    )
-    # Adapters reject such scores with the source text; this keeps any other producer honest.
-    add("score", schema.bad_scores(ranked["score"]), f"score: {schema.SCORE_EXPECTED}")
-
-    # Duplicated (ranking, response): every occurrence after the first is a fault.
-    pair = key_codes(ranking_ids, ranked["response_id"])
-    first = _first_seen(pair)
-    dup = first != np.arange(n)
-    if dup.any():
-        idx = np.flatnonzero(dup)
-        response_ids = ranked["response_id"].take(pa.array(idx)).to_pylist()
-        ranking_strings = ranking_ids.take(pa.array(idx)).to_pylist()
-        reason = np.full(n, "", dtype=object)
-        reason[idx] = [
-            f"duplicate: response {rid!r} already ranked in ranking {rk!r} at {where}"
-            for rid, rk, where in zip(response_ids, ranking_strings, _origin(ranked, first[idx]), strict=True)
-        ]
-        add("response_id", dup, reason)
-
-    # Conflicting texts for one id (first occurrence wins), compared by the texts' hashes.
-    checks = (("response_id", "response", response_hash), ("prompt_id", "prompt", prompt_hash))
-    for id_col, text_col, text_hash in checks:
-        first = _first_seen(key_codes(ranked[id_col]))
-        conflict = text_hash[first] != text_hash
-        if conflict.any():
-            idx = np.flatnonzero(conflict)
-            ids = ranked[id_col].take(pa.array(idx)).to_pylist()
-            reason = np.full(n, "", dtype=object)
-            reason[idx] = [
-                f"{id_col} {i!r} reused with a different {text_col} text than at {where}"
-                for i, where in zip(ids, _origin(ranked, first[idx]), strict=True)
-            ]
-            add(id_col, conflict, reason)
-
-    # Ranks must be integers in 1..K, K counted over the ranking's distinct responses.
-    k_per_ranking = np.bincount(ranking[~dup], minlength=int(ranking.max()) + 1 if n else 0)
-    k = k_per_ranking[ranking] if n else np.zeros(0, np.int64)
-    bad_rank = (rank < 1) | (rank > k)
-    if bad_rank.any():
-        reason = np.full(n, "", dtype=object)
-        idx = np.flatnonzero(bad_rank)
-        raw_ranks = ranked["rank"].take(pa.array(idx)).to_pylist()
-        reason[idx] = [
-            f"rank {r} is not an integer in 1..K={kk} (1 = best, ties share a rank)"
-            for r, kk in zip(raw_ranks, k[idx], strict=True)
-        ]
-        add("rank", bad_rank, reason)
-
+    faults, dup = _row_faults(ranked, ranking_ids, ranking, prompt_hash, response_hash)
     record_bad, record_field, record_reason = _record_faults(faults, record, n_records)
-
-    # Rankings left with < 2 responses once faulty records are gone.
-    row_ok = ~record_bad[record]
-    k_ok = np.bincount(ranking[row_ok & ~dup], minlength=int(ranking.max()) + 1 if n else 0)
-    small = row_ok & (k_ok[ranking] < 2) if n else np.zeros(0, bool)
-    if small.any():
-        reason = np.array(
-            [f"ranking has K={kk} valid response(s); at least 2 are needed" for kk in k_ok[ranking[small]]],
-            dtype=object,
-        )
-        small_bad, small_field, small_reason = _record_faults([("responses", small, _spread(small, reason))],
-                                                              record, n_records)
-        new = small_bad & ~record_bad
-        record_bad |= small_bad
-        record_field[new], record_reason[new] = small_field[new], small_reason[new]
+    _quarantine_small_rankings(ranking, dup, record, record_bad, record_field, record_reason)
     row_ok = ~record_bad[record]
 
     good_rows = pa.array(np.flatnonzero(row_ok))
@@ -184,6 +115,87 @@ def canonicalize(ranked: pa.Table) -> CanonicalTables:
     records_bad = int(record_bad.sum())
     assert records_ok + records_bad == n_records, "record accounting broke: a record is neither ok nor quarantined"
     return CanonicalTables(prompts, responses, rankings, quarantine, records_ok, records_bad)
+
+
+def _row_faults(ranked: pa.Table, ranking_ids: pa.Array, ranking: np.ndarray, prompt_hash: np.ndarray,
+                response_hash: np.ndarray) -> tuple[list[Fault], np.ndarray]:
+    """The faults of single rows, in priority order (the first one names a record's reason): blank
+    texts, missing annotator, non-finite score, a response ranked twice in one ranking (every
+    occurrence after the first; also returned as ``dup``), an id reused with another text (first
+    occurrence wins, compared by text hash), a rank outside 1..K."""
+    n = ranked.num_rows
+    faults: list[Fault] = []
+
+    def add(field: str, mask: np.ndarray, reason: np.ndarray | str) -> None:
+        faults.append((field, mask, np.broadcast_to(np.asarray(reason, dtype=object), mask.shape)))
+
+    def reasons_at(mask: np.ndarray, texts: list[str]) -> np.ndarray:
+        reason = np.full(n, "", dtype=object)
+        reason[np.flatnonzero(mask)] = texts
+        return reason
+
+    add("prompt", _blank(ranked["prompt"]), "empty prompt text; expected a non-empty string")
+    add("response", _blank(ranked["response"]), "empty response text; expected a non-empty string")
+    add(
+        "annotator_id",
+        pc.is_null(ranked["annotator_id"]).to_numpy(zero_copy_only=False),
+        "missing annotator_id; every ranking needs the annotator who made it",
+    )
+    # Adapters reject such scores with the source text; this keeps any other producer honest.
+    add("score", schema.bad_scores(ranked["score"]), f"score: {schema.SCORE_EXPECTED}")
+
+    first = _first_seen(key_codes(ranking_ids, ranked["response_id"]))
+    dup = first != np.arange(n)
+    if dup.any():
+        idx = pa.array(np.flatnonzero(dup))
+        add("response_id", dup, reasons_at(dup, [
+            f"duplicate: response {rid!r} already ranked in ranking {rk!r} at {where}"
+            for rid, rk, where in zip(ranked["response_id"].take(idx).to_pylist(), ranking_ids.take(idx).to_pylist(),
+                                      _origin(ranked, first[dup]), strict=True)
+        ]))
+
+    for id_col, text_col, text_hash in (("response_id", "response", response_hash),
+                                        ("prompt_id", "prompt", prompt_hash)):
+        first_id = _first_seen(key_codes(ranked[id_col]))
+        conflict = text_hash[first_id] != text_hash
+        if conflict.any():
+            ids = ranked[id_col].take(pa.array(np.flatnonzero(conflict))).to_pylist()
+            add(id_col, conflict, reasons_at(conflict, [
+                f"{id_col} {i!r} reused with a different {text_col} text than at {where}"
+                for i, where in zip(ids, _origin(ranked, first_id[conflict]), strict=True)
+            ]))
+
+    # Ranks must be integers in 1..K, K counted over the ranking's distinct responses.
+    rank = pc.fill_null(ranked["rank"], 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    k_per_ranking = np.bincount(ranking[~dup], minlength=int(ranking.max()) + 1 if n else 0)
+    k = k_per_ranking[ranking] if n else np.zeros(0, np.int64)
+    bad_rank = (rank < 1) | (rank > k)
+    if bad_rank.any():
+        raw_ranks = ranked["rank"].take(pa.array(np.flatnonzero(bad_rank))).to_pylist()
+        add("rank", bad_rank, reasons_at(bad_rank, [
+            f"rank {r} is not an integer in 1..K={kk} (1 = best, ties share a rank)"
+            for r, kk in zip(raw_ranks, k[bad_rank], strict=True)
+        ]))
+    return faults, dup
+
+
+def _quarantine_small_rankings(ranking: np.ndarray, dup: np.ndarray, record: np.ndarray, record_bad: np.ndarray,
+                               record_field: np.ndarray, record_reason: np.ndarray) -> None:
+    """Quarantine (in place) the records of rankings left with fewer than 2 valid responses once the
+    faulty records are gone; a record already quarantined keeps its first reason."""
+    n = ranking.size
+    row_ok = ~record_bad[record]
+    k_ok = np.bincount(ranking[row_ok & ~dup], minlength=int(ranking.max()) + 1 if n else 0)
+    small = row_ok & (k_ok[ranking] < 2) if n else np.zeros(0, bool)
+    if not small.any():
+        return
+    reason = np.array([f"ranking has K={kk} valid response(s); at least 2 are needed" for kk in k_ok[ranking[small]]],
+                      dtype=object)
+    small_bad, small_field, small_reason = _record_faults([("responses", small, _spread(small, reason))],
+                                                          record, record_bad.size)
+    new = small_bad & ~record_bad
+    record_bad |= small_bad
+    record_field[new], record_reason[new] = small_field[new], small_reason[new]
 
 
 def _spread(mask: np.ndarray, values: np.ndarray) -> np.ndarray:

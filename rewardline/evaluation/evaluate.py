@@ -39,10 +39,11 @@ from pydantic import Field
 
 from rewardline.config import Section
 from rewardline.data.tables import write_json
-from rewardline.evaluation.calibration import calibrate, reward_stats
+from rewardline.evaluation.calibration import CalibrationReport, calibrate, reward_stats
 from rewardline.evaluation.gates import EVALUATE_GATES, report_markdown
-from rewardline.evaluation.length_bias import length_bias, unique_responses
+from rewardline.evaluation.length_bias import LengthBias, length_bias, unique_responses
 from rewardline.evaluation.metrics import (
+    Accuracy,
     accuracy_by_category,
     accuracy_with_ci,
     agreement_aware_accuracy,
@@ -50,7 +51,7 @@ from rewardline.evaluation.metrics import (
     tie_mask,
 )
 from rewardline.evaluation.plots import write_plots
-from rewardline.gates import evaluate_gates
+from rewardline.gates import GateReport, evaluate_gates
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
 
 
@@ -141,7 +142,35 @@ def evaluate_scores(
 
     lb = length_bias(ra, rb, response_lengths_a, response_lengths_b, label, ids_a, ids_b)
 
-    metrics: dict[str, Any] = {
+    metrics = _headline_metrics(overall, by_cat, ra, rb, label, cal, reward_mean, reward_std, lb)
+    if champion_reward_a is not None:
+        diff = paired_bootstrap_difference(ra, rb, np.asarray(champion_reward_a, np.float64),
+                                           np.asarray(champion_reward_b, np.float64), label, prompts, **boot)
+        metrics.update(champion_accuracy=diff.champion, champion_diff=diff.difference,
+                       champion_diff_ci_low=diff.ci_low, champion_diff_ci_high=diff.ci_high)
+    metrics = _json_safe(metrics)
+
+    report = evaluate_gates(EVALUATE_GATES, metrics, cfg, stage="evaluate")
+    metrics.update(report.metrics_entries())
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    _, test_rewards = unique_responses(ids_a, ids_b, ra, rb)
+    _, test_lengths = unique_responses(ids_a, ids_b, response_lengths_a, response_lengths_b)
+    write_plots(out_dir / "plots", raw=cal.raw, calibrated=cal.calibrated, temperature=cal.temperature,
+                overall=overall, by_category=by_cat, **_chosen_rejected(ra, rb, label), rewards=test_rewards,
+                lengths=test_lengths, spearman=lb.length_spearman, seed=cfg.seed)
+    _write_outputs(out_dir, metrics, report, test_rewards)
+    return metrics
+
+
+def _headline_metrics(overall: Accuracy, by_cat: dict[str, Accuracy], ra: np.ndarray, rb: np.ndarray,
+                      label: np.ndarray, cal: CalibrationReport, reward_mean: float, reward_std: float,
+                      lb: LengthBias) -> dict[str, Any]:
+    """``metrics.json`` before the champion comparison and the gates: accuracy with its CI and by
+    category, agreement-aware accuracy and its ceiling, calibration (T; ECE, MCE, Brier, NLL raw and
+    after temperature scaling), reward statistics, length bias."""
+    n = label.size
+    return {
         "accuracy": overall.accuracy,
         "accuracy_ci_low": overall.ci_low,
         "accuracy_ci_high": overall.ci_high,
@@ -165,30 +194,23 @@ def evaluate_scores(
         **lb.to_dict(),
         "champion_accuracy": None,
     }
-    if champion_reward_a is not None:
-        diff = paired_bootstrap_difference(ra, rb, np.asarray(champion_reward_a, np.float64),
-                                           np.asarray(champion_reward_b, np.float64), label, prompts, **boot)
-        metrics.update(champion_accuracy=diff.champion, champion_diff=diff.difference,
-                       champion_diff_ci_low=diff.ci_low, champion_diff_ci_high=diff.ci_high)
-    metrics = _json_safe(metrics)
 
-    report = evaluate_gates(EVALUATE_GATES, metrics, cfg, stage="evaluate")
-    metrics.update(report.metrics_entries())
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _chosen_rejected(reward_a: np.ndarray, reward_b: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]:
+    """Rewards of the preferred (``chosen``) and the other (``rejected``) response of each decided pair."""
     decided = ~tie_mask(label)
     a_wins = label[decided] > 0.5
-    chosen = np.where(a_wins, ra[decided], rb[decided])
-    rejected = np.where(a_wins, rb[decided], ra[decided])
-    _, test_rewards = unique_responses(ids_a, ids_b, ra, rb)
-    _, test_lengths = unique_responses(ids_a, ids_b, response_lengths_a, response_lengths_b)
-    write_plots(out_dir / "plots", raw=cal.raw, calibrated=cal.calibrated, temperature=cal.temperature,
-                overall=overall, by_category=by_cat, chosen=chosen, rejected=rejected, rewards=test_rewards,
-                lengths=test_lengths, spearman=lb.length_spearman, seed=cfg.seed)
-    write_json(_json_safe({"temperature": cal.temperature, "reward_mean": reward_mean, "reward_std": reward_std}),
-               out_dir / "calibration.json")
+    return {"chosen": np.where(a_wins, reward_a[decided], reward_b[decided]),
+            "rejected": np.where(a_wins, reward_b[decided], reward_a[decided])}
+
+
+def _write_outputs(out_dir: Path, metrics: dict[str, Any], report: GateReport, test_rewards: np.ndarray) -> None:
+    """``calibration.json`` (T, reward mean and std: what the registry bundle and the scorer use),
+    ``reference_rewards.json`` (the test rewards drift is measured against), the gate report
+    (``gates.json``, ``report.md``) and ``metrics.json``."""
+    calibration = {k: metrics[k] for k in ("temperature", "reward_mean", "reward_std")}
+    write_json(calibration, out_dir / "calibration.json")
     write_json({"split": "test", "rewards": [float(r) for r in test_rewards]}, out_dir / "reference_rewards.json")
     report.write_json(out_dir / GATES_FILE)
     (out_dir / REPORT_FILE).write_text(report_markdown(metrics, report))
     write_json(metrics, out_dir / METRICS_FILE)
-    return metrics

@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from pydantic import Field
-from safetensors.torch import load_file, load_model, save_file, save_model
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
@@ -53,6 +51,7 @@ from rewardline.modeling.model import RewardModel
 from rewardline.modeling.tokenize import TokenizedResponses, tokenize_pairs_dir
 from rewardline.tracking import NullTracker, Tracker
 from rewardline.training.batching import Group, build_groups, collate, plan_batches, plan_steps, rank_micro_batches
+from rewardline.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rewardline.training.objectives import Objective, build_objective
 
 #: Fields that do not change what is trained (left out of the resume fingerprint).
@@ -142,71 +141,6 @@ def make_optimizer(model: RewardModel, cfg: TrainConfig, device: torch.device) -
         eps=cfg.adam_eps,
         fused=device.type == "cuda",
     )
-
-
-# -- checkpoints (safetensors + json, no pickle) -------------------------------------------
-def _save_checkpoint(
-    ckpt_root: Path, step: int, model: RewardModel, opt: torch.optim.Optimizer, fingerprint: str, rt: Runtime
-) -> None:
-    tmp = ckpt_root / f".tmp-step-{step:08d}"
-    if rt.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    barrier(rt)
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    save_file(rng, tmp / f"rng-rank{rt.rank}.safetensors")
-    barrier(rt)
-    if rt.is_main:
-        save_model(model, str(tmp / "model.safetensors"))
-        state = opt.state_dict()
-        tensors, scalars = {}, {}
-        for idx, entry in state["state"].items():
-            for key, value in entry.items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
-                else:
-                    scalars[f"{idx}.{key}"] = value
-        save_file(tensors, tmp / "optimizer.safetensors")
-        meta = {"step": step, "fingerprint": fingerprint, "param_groups": state["param_groups"], "scalars": scalars}
-        (tmp / "state.json").write_text(json.dumps(meta))
-        final = ckpt_root / f"step-{step:08d}"
-        shutil.rmtree(final, ignore_errors=True)  # a stale one of another run (other fingerprint), same step
-        os.replace(tmp, final)
-        for old in ckpt_root.glob("step-*"):
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
-    barrier(rt)
-
-
-def _latest_checkpoint(ckpt_root: Path, fingerprint: str) -> Path | None:
-    for path in sorted(ckpt_root.glob("step-*"), reverse=True):
-        state = path / "state.json"
-        if state.exists() and json.loads(state.read_text()).get("fingerprint") == fingerprint:
-            return path
-    return None
-
-
-def _load_checkpoint(path: Path, model: RewardModel, opt: torch.optim.Optimizer, rt: Runtime) -> int:
-    meta = json.loads((path / "state.json").read_text())
-    load_model(model, str(path / "model.safetensors"), device=str(rt.device))
-    tensors = load_file(path / "optimizer.safetensors", device=str(rt.device))
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    for entry in state.values():  # AdamW keeps `step` on CPU unless fused/capturable
-        if "step" in entry and isinstance(entry["step"], torch.Tensor) and not opt.defaults.get("fused"):
-            entry["step"] = entry["step"].cpu()
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    rng_file = path / f"rng-rank{rt.rank}.safetensors"
-    if rng_file.exists():
-        rng = load_file(rng_file)
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
-    return int(meta["step"])
 
 
 # -- evaluation -------------------------------------------------------------------------
@@ -324,8 +258,8 @@ def resume_from_checkpoint(
     ckpt_root: Path, fingerprint: str, model: RewardModel, opt: torch.optim.Optimizer, cfg: TrainConfig, rt: Runtime
 ) -> int:
     """Load the latest checkpoint with this run's fingerprint (when ``cfg.resume``); its step, else 0."""
-    if cfg.resume and (latest := _latest_checkpoint(ckpt_root, fingerprint)) is not None:
-        return _load_checkpoint(latest, model, opt, rt)
+    if cfg.resume and (latest := latest_checkpoint(ckpt_root, fingerprint)) is not None:
+        return load_checkpoint(latest, model, opt, rt)
     return 0
 
 
@@ -511,7 +445,7 @@ def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, r
             tracker.log_metrics(metrics, step=done)
             bar.set_postfix(_progress_postfix(metrics))
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-            _save_checkpoint(ckpt_root, done, model, opt, fingerprint, rt)
+            save_checkpoint(ckpt_root, done, model, opt, fingerprint, rt)
     bar.close()
     train_seconds = time.perf_counter() - t_train
 

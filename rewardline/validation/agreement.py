@@ -232,6 +232,44 @@ def _refine_by_response_set(prompt: np.ndarray, pair: np.ndarray, response_id: p
     return np.unique(key, return_inverse=True)[1].astype(np.int64)
 
 
+def _overlap_rows(table: pa.Table, prompt: np.ndarray, annotator: np.ndarray,
+                  m_prompt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(prompt, annotator, response, rank) codes of the rows of prompts with ≥ 2 annotators, sorted by
+    (prompt, annotator, response, rank); a response listed twice in a ranking keeps its best rank."""
+    overlap = m_prompt[prompt] >= 2
+    table, prompt, annotator = table.filter(pa.array(overlap)), prompt[overlap], annotator[overlap]
+    response, _ = _codes(table.column("response_id"))
+    rank = table.column("rank").to_numpy().astype(np.float64)
+    order = np.lexsort((rank, response, annotator, prompt))
+    prompt, annotator, response, rank = prompt[order], annotator[order], response[order], rank[order]
+    first = np.ones(len(order), bool)
+    first[1:] = (prompt[1:] != prompt[:-1]) | (annotator[1:] != annotator[:-1]) | (response[1:] != response[:-1])
+    return prompt[first], annotator[first], response[first], rank[first]
+
+
+def _block_statistics(prompt: np.ndarray, annotator: np.ndarray, rank: np.ndarray, m_prompt: np.ndarray,
+                      n_annot: int) -> tuple[float, int, int, int, np.ndarray, np.ndarray]:
+    """Sums over the complete blocks (prompts grouped by their annotator count m, one batched
+    computation per m): Kendall's W (sum, defined count), agreeing / compared pairs, and per
+    annotator the sum and count of its leave-one-out Spearman ρ against the others' mean rank."""
+    w_sum, w_count, agree, compared = 0.0, 0, 0, 0
+    rho_sum = np.zeros(n_annot)
+    rho_count = np.zeros(n_annot, np.int64)
+    for rows in _blocks(prompt, m_prompt):
+        ranks = rankdata(rank[rows], axis=-1, method="average")
+        w = kendall_w(ranks)
+        w_sum += float(np.nansum(w))
+        w_count += int(np.isfinite(w).sum())
+        a, c = pairwise_counts(ranks)
+        agree, compared = agree + a, compared + c
+        rho = loo_spearman(ranks).ravel()
+        who = annotator[rows[:, :, 0]].ravel()
+        ok = np.isfinite(rho)
+        rho_sum += np.bincount(who[ok], weights=rho[ok], minlength=n_annot)
+        rho_count += np.bincount(who[ok], minlength=n_annot)
+    return w_sum, w_count, agree, compared, rho_sum, rho_count
+
+
 def measure_agreement(rankings: pa.Table) -> AgreementReport:
     """Agreement metrics of a ``RANKINGS`` table (see the module docstring for definitions)."""
     columns = ["prompt_id", "annotator_id", "response_id", "rank"]
@@ -270,29 +308,11 @@ def measure_agreement(rankings: pa.Table) -> AgreementReport:
     }
     if n_overlap == 0:
         nothing = np.zeros(n_annot, np.int64)
-        return AgreementReport(
-            None,
-            None,
-            None,
-            per_annotator(nothing, nothing > 0),
-            n_prompts=n_prompts,
-            n_overlap_prompts=0,
-            reason=NO_OVERLAP,
-            annotator_scored_prompts=per_annotator(nothing),
-            **counts,
-        )
+        return AgreementReport(None, None, None, per_annotator(nothing, nothing > 0), n_prompts=n_prompts,
+                               n_overlap_prompts=0, reason=NO_OVERLAP, annotator_scored_prompts=per_annotator(nothing),
+                               **counts)
 
-    # Rows of overlapping prompts, sorted by (prompt, annotator, response, rank); a response
-    # listed twice in a ranking keeps its best rank.
-    overlap = m_prompt[prompt] >= 2
-    table, prompt, annotator = table.filter(pa.array(overlap)), prompt[overlap], annotator[overlap]
-    response, _ = _codes(table.column("response_id"))
-    rank = table.column("rank").to_numpy().astype(np.float64)
-    order = np.lexsort((rank, response, annotator, prompt))
-    prompt, annotator, response, rank = prompt[order], annotator[order], response[order], rank[order]
-    first = np.ones(len(order), bool)
-    first[1:] = (prompt[1:] != prompt[:-1]) | (annotator[1:] != annotator[:-1]) | (response[1:] != response[:-1])
-    prompt, annotator, response, rank = prompt[first], annotator[first], response[first], rank[first]
+    prompt, annotator, response, rank = _overlap_rows(table, prompt, annotator, m_prompt)
 
     # Units = (prompt, response); coders per unit = annotators who ranked it.
     _, unit, coders = np.unique(prompt * (int(response.max()) + 1) + response, return_inverse=True, return_counts=True)
@@ -301,21 +321,7 @@ def measure_agreement(rankings: pa.Table) -> AgreementReport:
     # Complete blocks: the responses every annotator of the prompt ranked.
     common = coders[unit] == m_prompt[prompt]
     prompt, annotator, rank = prompt[common], annotator[common], rank[common]
-    w_sum, w_count, agree, compared = 0.0, 0, 0, 0
-    rho_sum = np.zeros(n_annot)
-    rho_count = np.zeros(n_annot, np.int64)
-    for rows in _blocks(prompt, m_prompt):
-        ranks = rankdata(rank[rows], axis=-1, method="average")
-        w = kendall_w(ranks)
-        w_sum += float(np.nansum(w))
-        w_count += int(np.isfinite(w).sum())
-        a, c = pairwise_counts(ranks)
-        agree, compared = agree + a, compared + c
-        rho = loo_spearman(ranks).ravel()
-        who = annotator[rows[:, :, 0]].ravel()
-        ok = np.isfinite(rho)
-        rho_sum += np.bincount(who[ok], weights=rho[ok], minlength=n_annot)
-        rho_count += np.bincount(who[ok], minlength=n_annot)
+    w_sum, w_count, agree, compared, rho_sum, rho_count = _block_statistics(prompt, annotator, rank, m_prompt, n_annot)
 
     reasons = [alpha_reason] if alpha_reason else []
     if compared == 0:

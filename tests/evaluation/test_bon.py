@@ -15,18 +15,17 @@ from typer.testing import CliRunner
 
 from rewardline.cli import app
 from rewardline.evaluation.bon import (
-    BadInput,
     BonConfig,
     bon_curves,
     check_bon_gates,
     fit_bon,
     kl_bon,
-    load_candidates,
     log_n_for_kl,
     n_for_kl,
     order_statistic_weights,
     summarize,
 )
+from rewardline.evaluation.candidates import BadInput, load_candidates
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.score import score_texts

@@ -1,0 +1,90 @@
+"""Training checkpoints: safetensors + JSON, no pickle.
+
+A checkpoint ``step-<n>/`` holds ``model.safetensors``, ``optimizer.safetensors`` (AdamW tensors;
+scalars and param groups in ``state.json``), ``rng-rank<r>.safetensors`` per rank, and ``state.json``
+with the step and the run's fingerprint: a run resumes only from a checkpoint of the same run, and
+then ends with the weights of an uninterrupted run (``tests/training/test_train.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from rewardline.modeling.device import Runtime, barrier
+from rewardline.modeling.model import RewardModel
+
+
+def save_checkpoint(
+    ckpt_root: Path, step: int, model: RewardModel, opt: torch.optim.Optimizer, fingerprint: str, rt: Runtime
+) -> None:
+    """Write ``<ckpt_root>/step-<step>``: model weights and AdamW state (safetensors), each rank's RNG
+    state, the step and the run's fingerprint; written into a temp folder and renamed, then older
+    checkpoints are removed (rank 0 writes; every rank calls)."""
+    tmp = ckpt_root / f".tmp-step-{step:08d}"
+    if rt.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier(rt)
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    save_file(rng, tmp / f"rng-rank{rt.rank}.safetensors")
+    barrier(rt)
+    if rt.is_main:
+        save_model(model, str(tmp / "model.safetensors"))
+        state = opt.state_dict()
+        tensors, scalars = {}, {}
+        for idx, entry in state["state"].items():
+            for key, value in entry.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars[f"{idx}.{key}"] = value
+        save_file(tensors, tmp / "optimizer.safetensors")
+        meta = {"step": step, "fingerprint": fingerprint, "param_groups": state["param_groups"], "scalars": scalars}
+        (tmp / "state.json").write_text(json.dumps(meta))
+        final = ckpt_root / f"step-{step:08d}"
+        shutil.rmtree(final, ignore_errors=True)  # a stale one of another run (other fingerprint), same step
+        os.replace(tmp, final)
+        for old in ckpt_root.glob("step-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    barrier(rt)
+
+
+def latest_checkpoint(ckpt_root: Path, fingerprint: str) -> Path | None:
+    """The newest complete checkpoint under ``ckpt_root`` written by a run with this fingerprint."""
+    for path in sorted(ckpt_root.glob("step-*"), reverse=True):
+        state = path / "state.json"
+        if state.exists() and json.loads(state.read_text()).get("fingerprint") == fingerprint:
+            return path
+    return None
+
+
+def load_checkpoint(path: Path, model: RewardModel, opt: torch.optim.Optimizer, rt: Runtime) -> int:
+    """Restore weights, optimizer state and this rank's RNG state from ``path``; returns its step."""
+    meta = json.loads((path / "state.json").read_text())
+    load_model(model, str(path / "model.safetensors"), device=str(rt.device))
+    tensors = load_file(path / "optimizer.safetensors", device=str(rt.device))
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for entry in state.values():  # AdamW keeps `step` on CPU unless fused/capturable
+        if "step" in entry and isinstance(entry["step"], torch.Tensor) and not opt.defaults.get("fused"):
+            entry["step"] = entry["step"].cpu()
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    rng_file = path / f"rng-rank{rt.rank}.safetensors"
+    if rng_file.exists():
+        rng = load_file(rng_file)
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    return int(meta["step"])
