@@ -57,7 +57,8 @@ def _run(action: Callable[[], dict], gated_out: Path | None = None) -> None:
 def ingest(
     sources: Annotated[list[str], typer.Argument(help="files, directories or s3://bucket/prefix")],
     out: OutOpt,
-    format: Annotated[str, typer.Option(help="auto | rankings | hh-rlhf | alpaca-eval | pairwise")] = "auto",
+    format: Annotated[str, typer.Option(help="auto | rankings | hh-rlhf | alpaca-eval | pairwise | trl | rewardbench")
+                      ] = "auto",
     batch_id: Annotated[str | None, typer.Option(help="ingest batch id (default: from file name)")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
