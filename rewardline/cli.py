@@ -177,6 +177,20 @@ def score(
     _run(lambda: {"rows_scored": score_jsonl(model, input, out)})
 
 
+@app.command("export-pairs")
+def export_pairs(
+    data: Annotated[Path, typer.Argument(help="a pairs output directory")],
+    out: OutOpt,
+    format: Annotated[str, typer.Option(help="trl: {prompt, chosen, rejected[, margin]} rows")] = "trl",
+    files: Annotated[str, typer.Option(help="jsonl | parquet | both")] = "both",
+    hf: Annotated[bool, typer.Option("--hf", help="also a Hugging Face datasets save_to_disk dir (OUT/hf)")] = False,
+) -> None:
+    """Write every split of a pairs directory with its prompt and response texts (TRL's preference format)."""
+    from rewardline.pairs.export import export_pairs as run_export
+
+    _run(lambda: run_export(data, out, format, files, hf))  # type: ignore[arg-type]
+
+
 @app.command()
 def bon(
     model: Annotated[Path, typer.Option("--model", help="the proxy reward model directory")],
