@@ -144,23 +144,26 @@ def train(
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
-    data: Annotated[Path, typer.Option("--data", help="a pairs output directory (val and test splits)")],
+    data: Annotated[str, typer.Option("--data", help="a pairs directory (val and test splits), or a raw "
+                                                     "source file / folder / s3:// (every pair is test)")],
     out: OutOpt,
     champion: Annotated[str | None, typer.Option(
         help=f"champion to compare against: a model directory or {model_uri()}")] = None,
+    format: Annotated[str, typer.Option(help="format of a raw --data source: auto | " + " | ".join(
+        ("rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench")))] = "auto",
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
     """Held-out accuracy, calibration and length bias; write the gate report; fail on a failed gate."""
     from rewardline.evaluation.evaluate import EvalConfig
-    from rewardline.evaluation.run import run_evaluate
+    from rewardline.evaluation.source import evaluate_data
     from rewardline.registry.champion import resolved_model_dir, split_champion
 
     def action() -> dict:
         _, section = split_champion(_section(params, "evaluate"))  # --champion names it here
         config = build(EvalConfig, section, parse_overrides(set_ or [], "evaluate"), source=str(params))
         with resolved_model_dir(champion) as champion_dir:  # None when the URI's model / alias does not exist
-            return run_evaluate(model, data, out, config, champion_dir)
+            return evaluate_data(model, data, out, config, champion_dir, format)
 
     _run(action, gated_out=out)
 

@@ -39,6 +39,7 @@ from pydantic import Field
 
 from rewardline.config import Section
 from rewardline.data.tables import write_json
+from rewardline.evaluation.benchmark import benchmark_metrics
 from rewardline.evaluation.calibration import calibrate, reward_stats
 from rewardline.evaluation.gates import EVALUATE_GATES, report_markdown
 from rewardline.evaluation.length_bias import length_bias, unique_responses
@@ -164,6 +165,7 @@ def evaluate_scores(
         "nll": cal.calibrated.nll,
         **lb.to_dict(),
         "champion_accuracy": None,
+        **benchmark_metrics(pairs, ra, rb, by_cat, **boot),  # rewardbench sections / best_of_n, where they apply
     }
     if champion_reward_a is not None:
         diff = paired_bootstrap_difference(ra, rb, np.asarray(champion_reward_a, np.float64),
