@@ -57,7 +57,8 @@ def _run(action: Callable[[], dict], gated_out: Path | None = None) -> None:
 def ingest(
     sources: Annotated[list[str], typer.Argument(help="files, directories or s3://bucket/prefix")],
     out: OutOpt,
-    format: Annotated[str, typer.Option(help="auto | rankings | hh-rlhf | alpaca-eval | pairwise")] = "auto",
+    format: Annotated[str, typer.Option(help="auto | rankings | hh-rlhf | alpaca-eval | pairwise | trl | rewardbench")
+                      ] = "auto",
     batch_id: Annotated[str | None, typer.Option(help="ingest batch id (default: from file name)")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -143,23 +144,26 @@ def train(
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
-    data: Annotated[Path, typer.Option("--data", help="a pairs output directory (val and test splits)")],
+    data: Annotated[str, typer.Option("--data", help="a pairs directory (val and test splits), or a raw "
+                                                     "source file / folder / s3:// (every pair is test)")],
     out: OutOpt,
     champion: Annotated[str | None, typer.Option(
         help=f"champion to compare against: a model directory or {model_uri()}")] = None,
+    format: Annotated[str, typer.Option(help="format of a raw --data source: auto | " + " | ".join(
+        ("rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench")))] = "auto",
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
     """Held-out accuracy, calibration and length bias; write the gate report; fail on a failed gate."""
     from rewardline.evaluation.evaluate import EvalConfig
-    from rewardline.evaluation.run import run_evaluate
+    from rewardline.evaluation.source import evaluate_data
     from rewardline.registry.champion import resolved_model_dir, split_champion
 
     def action() -> dict:
         _, section = split_champion(_section(params, "evaluate"))  # --champion names it here
         config = build(EvalConfig, section, parse_overrides(set_ or [], "evaluate"), source=str(params))
         with resolved_model_dir(champion) as champion_dir:  # None when the URI's model / alias does not exist
-            return run_evaluate(model, data, out, config, champion_dir)
+            return evaluate_data(model, data, out, config, champion_dir, format)
 
     _run(action, gated_out=out)
 
@@ -174,6 +178,20 @@ def score(
     from rewardline.modeling.score import score_jsonl
 
     _run(lambda: {"rows_scored": score_jsonl(model, input, out)})
+
+
+@app.command("export-pairs")
+def export_pairs(
+    data: Annotated[Path, typer.Argument(help="a pairs output directory")],
+    out: OutOpt,
+    format: Annotated[str, typer.Option(help="trl: {prompt, chosen, rejected[, margin]} rows")] = "trl",
+    files: Annotated[str, typer.Option(help="jsonl | parquet | both")] = "both",
+    hf: Annotated[bool, typer.Option("--hf", help="also a Hugging Face datasets save_to_disk dir (OUT/hf)")] = False,
+) -> None:
+    """Write every split of a pairs directory with its prompt and response texts (TRL's preference format)."""
+    from rewardline.pairs.export import export_pairs as run_export
+
+    _run(lambda: run_export(data, out, format, files, hf))  # type: ignore[arg-type]
 
 
 @app.command()

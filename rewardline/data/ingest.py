@@ -41,7 +41,8 @@ class Source(Section):
     section: ClassVar[str] = "ingest.sources"
 
     path: str = Field(min_length=1)
-    format: Literal["auto", "rankings", "hh-rlhf", "alpaca-eval", "pairwise"] = "auto"  # auto | adapters.FORMATS
+    # auto | adapters.FORMATS
+    format: Literal["auto", "rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench"] = "auto"
     batch_id: str | None = None
     optional: bool = False  # a local directory that may be absent or hold no data files yet (data/raw/fresh)
 

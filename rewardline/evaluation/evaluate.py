@@ -39,6 +39,7 @@ from pydantic import Field
 
 from rewardline.config import Section
 from rewardline.data.tables import write_json
+from rewardline.evaluation.benchmark import benchmark_metrics
 from rewardline.evaluation.calibration import CalibrationReport, calibrate, reward_stats
 from rewardline.evaluation.gates import EVALUATE_GATES, report_markdown
 from rewardline.evaluation.length_bias import LengthBias, length_bias, unique_responses
@@ -143,6 +144,7 @@ def evaluate_scores(
     lb = length_bias(ra, rb, response_lengths_a, response_lengths_b, label, ids_a, ids_b)
 
     metrics = _headline_metrics(overall, by_cat, ra, rb, label, cal, reward_mean, reward_std, lb)
+    metrics.update(benchmark_metrics(pairs, ra, rb, by_cat, **boot))  # RewardBench sections, best-of-N
     if champion_reward_a is not None:
         diff = paired_bootstrap_difference(ra, rb, np.asarray(champion_reward_a, np.float64),
                                            np.asarray(champion_reward_b, np.float64), label, prompts, **boot)

@@ -205,14 +205,41 @@ def long_record(draw) -> dict:
             "response": draw(texts), "rank": draw(st.integers(0, 4)), "score": draw(scores)}
 
 
+@st.composite
+def trl_record(draw) -> dict:
+    """One of TRL's four preference shapes, sometimes with a margin."""
+    prompt, chosen, rejected = draw(texts), draw(texts), draw(texts)
+    record: dict = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    if draw(st.booleans()):  # conversational
+        user = [{"role": "user", "content": prompt}]
+        record = {"prompt": user, "chosen": [{"role": "assistant", "content": chosen}],
+                  "rejected": [{"role": "assistant", "content": rejected}]}
+        if draw(st.booleans()):
+            record = {"chosen": user + record["chosen"], "rejected": user + record["rejected"]}
+    if draw(st.booleans()):
+        record["margin"] = draw(scores)
+    return record
+
+
+@st.composite
+def rewardbench_record(draw) -> dict:
+    head = {"id": draw(st.integers(0, 5)), "prompt": draw(texts), "subset": draw(st.sampled_from(["a", "Math"]))}
+    if draw(st.booleans()):
+        return {**head, "chosen": [draw(texts)], "rejected": draw(st.lists(texts, max_size=3)), "num_correct": 1}
+    return {**head, "chosen": draw(texts), "rejected": draw(texts), "chosen_model": "m", "rejected_model": "n"}
+
+
 RECORDS = {"hh-rlhf": hh_record(), "alpaca-eval": alpaca_record(), "pairwise": pairwise_record(),
-           "rankings": nested_ranking(), "rankings-long": long_record()}
+           "rankings": nested_ranking(), "rankings-long": long_record(), "trl": trl_record(),
+           "rewardbench": rewardbench_record()}
 FIELDS = {
     "hh-rlhf": ["chosen", "rejected", "annotator_id"],
     "alpaca-eval": ["instruction", "output_1", "generator_2", "preference", "annotator"],
     "pairwise": ["model_a", "winner", "prompt", "response_a", "conversation_a", "judge"],
     "rankings": ["prompt", "annotator_id", "responses", "messages"],
     "rankings-long": ["prompt", "annotator_id", "response", "rank", "score"],
+    "trl": ["prompt", "chosen", "rejected", "margin"],
+    "rewardbench": ["prompt", "chosen", "rejected", "id", "num_correct", "subset"],
 }
 
 
@@ -348,6 +375,8 @@ CASES = [
     ("rankings-long", "csv", "auto"),
 ]
 CASES += [(kind, "jsonl", "auto") for kind in ("hh-rlhf", "alpaca-eval", "pairwise", "rankings")]
+CASES += [("trl", "jsonl", "trl"), ("trl", "jsonl", "auto"), ("rewardbench", "jsonl", "rewardbench"),
+          ("rewardbench", "json", "auto")]
 
 
 @pytest.mark.parametrize(("kind", "encoding", "fmt"), CASES)

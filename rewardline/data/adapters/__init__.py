@@ -26,7 +26,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from rewardline.data import schema as S
-from rewardline.data.adapters import alpaca_eval, hh_rlhf, native, pairwise
+from rewardline.data.adapters import alpaca_eval, hh_rlhf, native, pairwise, rewardbench, trl
 from rewardline.data.adapters.jsonl import (
     Records,
     first_record,
@@ -37,7 +37,7 @@ from rewardline.data.adapters.jsonl import (
 )
 
 RawOf = Callable[[np.ndarray], list[str]]
-FORMATS = ("rankings", "hh-rlhf", "alpaca-eval", "pairwise")
+FORMATS = ("rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench")
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 
@@ -101,12 +101,32 @@ def _columns(origin: str, data: bytes, container: str, required: bool = True) ->
     return list(record), record
 
 
-def _format_of(origin: str, columns: list[str]) -> str:
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def _chosen_rejected_format(cols: set[str], first: dict | None) -> str:
+    """rewardbench (a ``subset`` or ``num_correct``), trl (a ``prompt``, message lists, or texts that are
+    not hh-style transcripts), else hh-rlhf: chosen/rejected transcripts with ``\\n\\nHuman:`` turns and
+    no prompt field (also when the first record says nothing either way)."""
+    if "subset" in cols or "num_correct" in cols:
+        return "rewardbench"
+    if "prompt" in cols:
+        return "trl"
+    values = [(first or {}).get(name) for name in ("chosen", "rejected")]
+    if any(isinstance(v, list) for v in values):
+        return "trl"
+    texts = [v for v in values if isinstance(v, str)]
+    if texts and not any(_HH_TURN.search(v) for v in texts):
+        return "trl"
+    return "hh-rlhf"
+
+
+def _format_of(origin: str, columns: list[str], first: dict | None = None) -> str:
     cols = set(columns)
     if "responses" in cols or {"response", "rank"} <= cols:
         return "rankings"
     if {"chosen", "rejected"} <= cols:
-        return "hh-rlhf"
+        return _chosen_rejected_format(cols, first)
     if {"instruction", "output_1", "output_2", "preference"} <= cols:
         return "alpaca-eval"
     if {"model_a", "model_b", "winner"} <= cols:
@@ -114,8 +134,33 @@ def _format_of(origin: str, columns: list[str]) -> str:
     raise ValueError(
         f"{origin}: cannot detect the source format from fields {sorted(cols)}; expected one of: "
         "rankings (responses, or response + rank), hh-rlhf (chosen, rejected), "
+        "trl (chosen, rejected, prompt?, margin?), rewardbench (prompt, chosen, rejected, subset), "
         "alpaca-eval (instruction, output_1, output_2, preference), pairwise (model_a, model_b, winner)"
     )
+
+
+def _first_values(data: bytes, container: str, names: tuple[str, ...]) -> dict:
+    """The first record's ``names`` fields of a Parquet or CSV file (JSON containers have it already):
+    Parquet list columns give their first value, CSV fields are strings."""
+    if container == "parquet":
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        present = [n for n in names if n in parquet.schema_arrow.names]
+        if not present or parquet.metadata.num_rows == 0:
+            return {}
+        return parquet.read_row_group(0, columns=present).slice(0, 1).to_pylist()[0]
+    rows = csv.reader(io.StringIO(data.decode("utf-8", "replace").lstrip("\ufeff"), newline=""))
+    header, first = next(rows, []), next(rows, [])
+    return {k: v for k, v in zip(header, first, strict=False) if k in names}
+
+
+def _list_fields(data: bytes, container: str, first: dict | None) -> dict[str, bool]:
+    """Which of prompt / chosen / rejected hold lists (messages, or RewardBench 2 responses)."""
+    names = ("prompt", "chosen", "rejected")
+    if container == "parquet":
+        types = pq.read_schema(io.BytesIO(data))
+        return {n: n in types.names and (pa.types.is_list(types.field(n).type)
+                                         or pa.types.is_large_list(types.field(n).type)) for n in names}
+    return {n: isinstance((first or {}).get(n), list) for n in names}
 
 
 def is_empty(origin: str, data: bytes) -> bool:
@@ -127,7 +172,13 @@ def detect_format(origin: str, data: bytes) -> str:
     """Sniff the format of a file from the fields of its first record."""
     data = _decompress(origin, data)
     container = _container(origin, data)
-    return _format_of(origin, _columns(origin, data, container)[0])
+    return _sniffed_format(origin, data, container, *_columns(origin, data, container))
+
+
+def _sniffed_format(origin: str, data: bytes, container: str, columns: list[str], first: dict | None) -> str:
+    if first is None and {"chosen", "rejected"} <= set(columns):
+        first = _first_values(data, container, ("chosen", "rejected"))
+    return _format_of(origin, columns, first)
 
 
 # ------------------------------------------------------------------ tabular inputs
@@ -340,6 +391,7 @@ _ADAPTERS = {
     "alpaca-eval": alpaca_eval,
     "pairwise": pairwise,
 }
+_SHAPED = {"trl": trl.shape, "rewardbench": rewardbench.shape}  # input schema from the first record's types
 
 
 def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | None = None) -> AdapterResult:
@@ -356,8 +408,11 @@ def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | 
         records_in, ranked, quarantine = 0, S.empty(S.RANKED_RESPONSES), S.empty(S.QUARANTINE)
         return AdapterResult(ranked, quarantine, records_in)
     columns, first = _columns(origin_file, data, container, required=fmt == "auto")
-    fmt = _format_of(origin_file, columns) if fmt == "auto" else fmt
-    module = _ADAPTERS.get(fmt) or (native.NESTED if "responses" in columns else native.LONG)
+    fmt = _sniffed_format(origin_file, data, container, columns, first) if fmt == "auto" else fmt
+    if fmt in _SHAPED:
+        module = _SHAPED[fmt](_list_fields(data, container, first))
+    else:
+        module = _ADAPTERS.get(fmt) or (native.NESTED if "responses" in columns else native.LONG)
     schema = _flexible(module.SCHEMA, module.FLEXIBLE, first)
     records = _read_records(data, origin_file, container, schema)
     records.table = _strings(records.table, module.FLEXIBLE)

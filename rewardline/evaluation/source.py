@@ -1,0 +1,92 @@
+"""Evaluate a model on a whole dataset: a pairs directory, or a raw source file / folder in any ingest format.
+
+``rewardline evaluate --data SRC``:
+
+* SRC is a pairs directory (``test.parquet`` + ``responses.parquet`` + ``prompts.parquet``): its
+  val / test splits are evaluated as by the evaluate stage (:func:`rewardline.evaluation.run.run_evaluate`);
+* otherwise SRC is read like an ingest source (a file, a folder, ``s3://``; ``--format`` or auto):
+  ingested into a temporary directory (no quarantine gate: every record is read, faulty ones are
+  counted and their quarantine table is copied to the output), every ranking of the valid records is
+  expanded into its pairs (``ties: skip``, no margin) with *no split*: all pairs are test and val is
+  empty, so the temperature is 1 and the "calibrated" metrics equal the raw ones (nothing held out to
+  fit T on). Validation (annotator agreement and exclusion) is not applied: a benchmark is scored as
+  published.
+
+Its ``metrics.json`` is the evaluate stage's (accuracy with CI, by category, RewardBench sections,
+best-of-N; :mod:`rewardline.evaluation.benchmark`) plus ``data``: the source's record accounting
+``rows_in = rows_evaluated + rows_quarantined`` and the quarantine reasons.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+
+from rewardline.data import schema
+from rewardline.data.ingest import IngestConfig, Source, run_ingest
+from rewardline.data.tables import copy_table, read_table, write_json, write_table
+from rewardline.evaluation.evaluate import EvalConfig
+from rewardline.evaluation.run import run_evaluate
+from rewardline.pairs.expand import PairsConfig, build_pairs
+from rewardline.paths import METRICS_FILE
+
+PAIRS_DIR_FILES = ("test.parquet", schema.TABLE_FILES["prompts"], schema.TABLE_FILES["responses"])
+
+
+def is_pairs_dir(data: str) -> bool:
+    """A local directory holding a pairs stage's test split and tables."""
+    path = Path(data)
+    return path.is_dir() and all((path / name).is_file() for name in PAIRS_DIR_FILES)
+
+
+def pairs_from_source(data: str, fmt: str, work: Path) -> tuple[Path, dict]:
+    """Ingest ``data`` into ``work`` and write a pairs directory whose test split holds every pair.
+
+    Returns (the pairs directory, the source's accounting for ``metrics.json``)."""
+    ingested, pairs_dir = work / "ingested", work / "pairs"
+    ingest = run_ingest(IngestConfig(sources=[Source(path=data, format=fmt)], max_quarantine_share=1.0), ingested)
+    rankings = read_table(ingested / schema.TABLE_FILES["rankings"])
+    pairs, counts = build_pairs(rankings, read_table(ingested / schema.TABLE_FILES["prompts"]), PairsConfig())
+    pairs = pairs.set_column(pairs.schema.get_field_index("split"), "split",
+                             pa.array(["test"] * pairs.num_rows, pa.string()))
+    pairs_dir.mkdir(parents=True)
+    write_table(pairs, pairs_dir / "test.parquet")
+    for split in ("train", "val"):
+        write_table(schema.empty(schema.PAIRS), pairs_dir / f"{split}.parquet")
+    for name in ("prompts", "responses"):
+        copy_table(ingested / schema.TABLE_FILES[name], pairs_dir / schema.TABLE_FILES[name])
+    accounting = {
+        "source": data,
+        "formats": ingest["rows_in_by_format"],
+        "rows_in": ingest["rows_in"],
+        "rows_evaluated": ingest["rows_ok"],
+        "rows_quarantined": ingest["rows_quarantined"],
+        "quarantine_reasons": ingest["quarantine_reasons"],
+        "pairs": pairs.num_rows,
+        "tied_comparisons_skipped": counts["ties_dropped"],
+    }
+    return pairs_dir, accounting
+
+
+def evaluate_data(model_dir: Path, data: str, out_dir: Path, config: EvalConfig, champion_dir: Path | None = None,
+                  fmt: str = "auto") -> dict:
+    """Evaluate ``model_dir`` on a pairs directory (val/test) or on every pair of a raw source; see the module doc."""
+    if is_pairs_dir(data):
+        if fmt != "auto":
+            raise ValueError(f"{data} is a pairs directory; --format {fmt} applies to raw sources only")
+        return run_evaluate(model_dir, Path(data), out_dir, config, champion_dir)
+    with tempfile.TemporaryDirectory(prefix="rewardline-evaluate-") as tmp:
+        pairs_dir, accounting = pairs_from_source(data, fmt, Path(tmp))
+        if accounting["pairs"] == 0:
+            raise ValueError(f"{data}: no pair to evaluate ({accounting['rows_in']} records read, "
+                             f"{accounting['rows_quarantined']} quarantined: {accounting['quarantine_reasons']})")
+        metrics = run_evaluate(model_dir, pairs_dir, out_dir, config, champion_dir)
+        if accounting["rows_quarantined"]:
+            shutil.copyfile(Path(tmp) / "ingested" / schema.TABLE_FILES["quarantine"],
+                            out_dir / schema.TABLE_FILES["quarantine"])
+    metrics["data"] = accounting
+    write_json(metrics, out_dir / METRICS_FILE)
+    return metrics

@@ -1,0 +1,109 @@
+"""Export a pairs directory with its texts, as TRL's standard explicit-prompt preference dataset.
+
+A pairs directory (:mod:`rewardline.pairs.expand`) holds ``{train,val,test}.parquet`` with response
+*ids* plus ``prompts.parquet`` / ``responses.parquet`` with the texts. Each pair becomes one row::
+
+    {"prompt": str, "chosen": str, "rejected": str[, "margin": float]}
+
+chosen = the majority's choice (``response_a`` when p = label > 1/2, else ``response_b``); pairs
+whose label is a tie (|p − 1/2| ≤ 1e-6, only with ``pairs.ties: half``) have no chosen side and
+are left out (counted). The prompt is its rendered text (multi-turn prompts: the
+``\\n\\nHuman: ... \\n\\nAssistant:`` transcript, which the ``trl`` adapter reads back into turns).
+``margin`` is written when any pair has a non-zero margin (TRL's RewardTrainer adds it to the
+logit; ``ingest --format trl`` reads it back as the chosen response's score). The soft label and
+vote count are not part of TRL's format and are not written.
+
+Outputs per split in ``out_dir``: ``<split>.jsonl`` and/or ``<split>.parquet``, and with ``hf`` a
+Hugging Face ``datasets.DatasetDict`` saved with ``save_to_disk`` in ``out_dir/hf``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rewardline.data import schema
+from rewardline.data.tables import read_table, write_json
+
+EXPORT_FORMATS = ("trl",)
+FileFormat = Literal["jsonl", "parquet", "both"]
+TIE_TOL = 1e-6
+
+
+def _texts(ids: pa.Array, table: pa.Table, id_col: str, text_col: str, where: Path) -> pa.Array:
+    """The ``text_col`` of the rows of ``table`` whose ``id_col`` is each of ``ids``."""
+    index = pc.index_in(ids, value_set=table[id_col].combine_chunks())
+    if index.null_count:
+        raise ValueError(f"{where}: {index.null_count} {id_col}s of the pairs are missing from it")
+    return table[text_col].combine_chunks().take(index)
+
+
+def trl_rows(pairs: pa.Table, prompts: pa.Table, responses: pa.Table, pairs_dir: Path) -> tuple[pa.Table, int]:
+    """(TRL standard explicit rows {prompt, chosen, rejected, margin}, number of tied pairs left out)."""
+    label = np.asarray(pairs["label"].to_numpy(zero_copy_only=False), np.float64)
+    decided = np.abs(label - 0.5) > TIE_TOL
+    pairs = pairs.filter(pa.array(decided))
+    a_wins = pa.array(label[decided] > 0.5)
+    ids_a, ids_b = pairs["response_a_id"].combine_chunks(), pairs["response_b_id"].combine_chunks()
+    chosen_ids, rejected_ids = pc.if_else(a_wins, ids_a, ids_b), pc.if_else(a_wins, ids_b, ids_a)
+    responses_file = pairs_dir / schema.TABLE_FILES["responses"]
+    rows = pa.table(
+        {
+            "prompt": _texts(pairs["prompt_id"].combine_chunks(), prompts, "prompt_id", "prompt",
+                             pairs_dir / schema.TABLE_FILES["prompts"]),
+            "chosen": _texts(chosen_ids, responses, "response_id", "response", responses_file),
+            "rejected": _texts(rejected_ids, responses, "response_id", "response", responses_file),
+            "margin": pairs["margin"].combine_chunks().cast(pa.float64()),
+        }
+    )
+    return rows, int((~decided).sum())
+
+
+def _write_jsonl(table: pa.Table, path: Path) -> None:
+    with path.open("wb") as out:
+        for row in table.to_pylist():
+            out.write(orjson.dumps(row) + b"\n")
+
+
+def export_pairs(pairs_dir: Path, out_dir: Path, fmt: str = "trl", files: FileFormat = "both",
+                 hf: bool = False) -> dict:
+    """Write every split of ``pairs_dir`` as TRL rows with texts; return counts and the files written."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"export format {fmt!r} is not supported; expected one of {EXPORT_FORMATS}")
+    if files not in ("jsonl", "parquet", "both"):
+        raise ValueError(f"--files {files!r}: expected jsonl, parquet or both")
+    present = [s for s in schema.SPLITS if (pairs_dir / f"{s}.parquet").exists()]
+    if not present:
+        names = ", ".join(f"{s}.parquet" for s in schema.SPLITS)
+        raise FileNotFoundError(f"{pairs_dir}: none of {names}: not a pairs directory")
+    splits = {s: read_table(pairs_dir / f"{s}.parquet") for s in present}
+    prompts = read_table(pairs_dir / schema.TABLE_FILES["prompts"])
+    responses = read_table(pairs_dir / schema.TABLE_FILES["responses"])
+    exported = {s: trl_rows(t, prompts, responses, pairs_dir) for s, t in splits.items()}
+    with_margin = any(pc.any(pc.not_equal(rows["margin"], 0.0)).as_py() for rows, _ in exported.values())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict = {"format": fmt, "margin_column": with_margin, "rows": {}, "ties_left_out": {}, "files": []}
+    tables = {}
+    for split, (rows, ties) in exported.items():
+        table = rows if with_margin else rows.drop_columns(["margin"])
+        tables[split] = table
+        metrics["rows"][split], metrics["ties_left_out"][split] = table.num_rows, ties
+        if files in ("jsonl", "both"):
+            _write_jsonl(table, out_dir / f"{split}.jsonl")
+            metrics["files"].append(f"{split}.jsonl")
+        if files in ("parquet", "both"):
+            pq.write_table(table, out_dir / f"{split}.parquet")
+            metrics["files"].append(f"{split}.parquet")
+    if hf:
+        from datasets import Dataset, DatasetDict  # only when asked for: a heavy import
+
+        DatasetDict({s: Dataset(t) for s, t in tables.items()}).save_to_disk(str(out_dir / "hf"))
+        metrics["files"].append("hf/")
+    write_json(metrics, out_dir / "metrics.json")
+    return metrics

@@ -1,0 +1,93 @@
+"""export-pairs: a pairs directory with its texts as TRL rows, and back through ``ingest --format trl``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from rewardline.cli import app
+from rewardline.data import schema
+from rewardline.data.tables import read_table
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+runner = CliRunner()
+
+
+def invoke(*args: str) -> dict:
+    result = runner.invoke(app, [*args, "--params", "absent.yaml"] if args[0] != "export-pairs" else list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout[result.stdout.index("{"):])
+
+
+def pairs_dir(tmp_path: Path, *sources: Path, margin: str) -> Path:
+    invoke("ingest", *map(str, sources), "--out", str(tmp_path / "ingested"))
+    invoke("pairs", str(tmp_path / "ingested"), "--out", str(tmp_path / "pairs"), "--set", f"margin={margin}")
+    return tmp_path / "pairs"
+
+
+def triples(directory: Path) -> set[tuple]:
+    """Every pair as (split, prompt text, prompt turns, chosen text, rejected text, label, votes, margin)."""
+    prompts = read_table(directory / schema.TABLE_FILES["prompts"]).to_pylist()
+    responses = read_table(directory / schema.TABLE_FILES["responses"]).to_pylist()
+    prompt = {p["prompt_id"]: (p["prompt"], json.dumps(p["prompt_messages"])) for p in prompts}
+    text = {r["response_id"]: r["response"] for r in responses}
+    out = set()
+    for split in schema.SPLITS:
+        for p in read_table(directory / f"{split}.parquet").to_pylist():
+            out.add((split, *prompt[p["prompt_id"]], text[p["response_a_id"]], text[p["response_b_id"]],
+                     p["label"], p["n_votes"], round(p["margin"], 4)))
+    return out
+
+
+@pytest.mark.parametrize("margin", ["none", "score"])
+def test_export_then_ingest_as_trl_gives_the_same_pairs(tmp_path: Path, margin: str) -> None:
+    """hh-rlhf pairs (multi-turn prompts) + AlpacaEval K=4 rankings (6 pairs per prompt, score margins)."""
+    original = pairs_dir(tmp_path / "a", FIXTURES / "hh_rlhf_30.jsonl", FIXTURES / "alpacaeval_20x3.json",
+                         margin=margin)
+    out = tmp_path / "export"
+    metrics = invoke("export-pairs", str(original), "--out", str(out), "--format", "trl", "--hf")
+    counts = {s: read_table(original / f"{s}.parquet").num_rows for s in schema.SPLITS}
+    assert metrics["rows"] == counts and metrics["ties_left_out"] == dict.fromkeys(schema.SPLITS, 0)
+    assert sum(counts.values()) > 100  # 30 hh-rlhf pairs + up to 6 per AlpacaEval ranking (ties skipped)
+    assert metrics["margin_column"] is (margin == "score")
+    first = orjson.loads((out / "train.jsonl").read_bytes().splitlines()[0])
+    assert set(first) == ({"prompt", "chosen", "rejected", "margin"} if margin == "score"
+                          else {"prompt", "chosen", "rejected"})
+    assert pq.read_table(out / "train.parquet").to_pylist()[0] == first
+
+    from datasets import load_from_disk
+
+    hf = load_from_disk(str(out / "hf"))
+    assert {s: hf[s].num_rows for s in hf} == counts and hf["train"][0] == first
+
+    back = tmp_path / "b"
+    jsonl = [str(out / f"{s}.jsonl") for s in schema.SPLITS]
+    ingested = invoke("ingest", *jsonl, "--format", "trl", "--out", str(back / "ingested"))
+    assert ingested["rows_quarantined"] == 0 and ingested["rows_in"] == sum(counts.values())
+    invoke("pairs", str(back / "ingested"), "--out", str(back / "pairs"), "--set", f"margin={margin}")
+    assert triples(back / "pairs") == triples(original)
+
+
+def test_export_leaves_out_tied_pairs_and_names_a_bad_directory(tmp_path: Path) -> None:
+    original = tmp_path / "pairs"
+    rows = [{"prompt": f"q{i}", "annotator_id": "a", "responses": [{"text": "x", "rank": 1}, {"text": "y", "rank": 1},
+                                                                    {"text": "z", "rank": 2}]} for i in range(10)]
+    (tmp_path / "tied.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    invoke("ingest", str(tmp_path / "tied.jsonl"), "--out", str(tmp_path / "ingested"))
+    invoke("pairs", str(tmp_path / "ingested"), "--out", str(original), "--set", "ties=half")
+    ties = sum(int(pc.sum(pc.equal(read_table(original / f"{s}.parquet")["label"], 0.5)).as_py() or 0)
+               for s in schema.SPLITS)
+    assert ties == 10
+    metrics = invoke("export-pairs", str(original), "--out", str(tmp_path / "out"), "--files", "parquet")
+    assert sum(metrics["ties_left_out"].values()) == ties and sum(metrics["rows"].values()) == 20
+    assert not (tmp_path / "out" / "train.jsonl").exists() and (tmp_path / "out" / "train.parquet").exists()
+    bad = runner.invoke(app, ["export-pairs", str(tmp_path / "ingested"), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "not a pairs directory" in bad.output
+    bad = runner.invoke(app, ["export-pairs", str(original), "--out", str(tmp_path / "x"), "--format", "csv"])
+    assert bad.exit_code == 2 and "not supported" in bad.output
