@@ -209,3 +209,30 @@ def test_a_foreign_decoder_without_a_pad_token_and_a_two_label_classifier(tmp_pa
     AutoTokenizer.from_pretrained(resolve_backbone("tiny-bert")).save_pretrained(two)
     with pytest.raises(ValueError, match="num_labels=2"):
         RewardModel.load(two)
+
+
+def test_export_resolves_a_registry_uri_and_cards_the_bundle_metrics(tmp_path, monkeypatch):
+    from rewardline.registry import open_registry
+    from rewardline.registry.names import CHAMPION, MODEL_NAME, model_uri
+
+    bundle = tmp_path / "bundle"  # what the register stage stores: model dir + calibration + evaluate metrics
+    trained_looking("tiny-bert").save(bundle, AutoTokenizer.from_pretrained(resolve_backbone("tiny-bert")))
+    (bundle / "calibration.json").write_text(json.dumps({"temperature": 1.3, "reward_mean": 0.5, "reward_std": 1.1}))
+    (bundle / "evaluate_metrics.json").write_text(json.dumps({"accuracy": 0.66, "gates_passed": False, "gates": {
+        "max_ece": {"value": 0.3, "threshold": 0.1, "op": "<=", "description": "ECE", "passed": False}}}))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    registry = open_registry(tmp_path / "project")
+    version = registry.register(MODEL_NAME, bundle, {"gates_passed": "true"})
+    registry.set_alias(MODEL_NAME, CHAMPION, version.version)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
+
+    result = runner.invoke(app, ["export", "--model", model_uri(), "--out", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "| max_ece | 0.3 | <= 0.1 | False |" in card and "| accuracy | 0.66 |" in card
+    assert "temperature T = 1.3" in card
+    section = json.loads((tmp_path / "hf" / "config.json").read_text())["rewardline"]
+    assert (section["temperature"], section["reward_std"]) == (1.3, 1.1)
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").config.num_labels == 1
+    missing = runner.invoke(app, ["export", "--model", model_uri(alias="nobody"), "--out", str(tmp_path / "x")])
+    assert missing.exit_code == 2 and "no such registered model" in missing.output
