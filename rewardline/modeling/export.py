@@ -57,7 +57,7 @@ def export_model(model_dir: Path | str, out_dir: Path | str, metrics: Path | Non
         if calibration.get(key) is not None:
             setattr(model.config, key, float(calibration[key]))
     temperature = calibration.get("temperature")
-    model.save(out_dir, tokenizer, temperature=float(temperature) if temperature is not None else None)
+    model.save(out_dir, tokenizer, float(temperature) if temperature is not None else None, require_standard=True)
     hf_config = json.loads((out_dir / "config.json").read_text())
     section = hf_config["rewardline"]
     (out_dir / "README.md").write_text(model_card(section, meta, (hf_config.get("architectures") or ["?"])[0]))

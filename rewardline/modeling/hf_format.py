@@ -22,7 +22,8 @@ architecture's own classification head so that ``logit = r - c`` with ``c`` stor
   ``config.pad_token_id``; ``W_s = w``. The score layer has no bias, so ``c = b``.
 
 Other poolings (``mean``; ``last`` on an encoder; ``first`` on a decoder) and other architectures have
-no exact ``*ForSequenceClassification`` form and are refused with :class:`UnsupportedExport`.
+no exact ``*ForSequenceClassification`` form: :class:`UnsupportedExport` (``rewardline export`` exits 2;
+:meth:`RewardModel.save` warns and keeps the rewardline-only layout).
 
 ``config.json`` gets a ``rewardline`` object: ``reward_mean`` / ``reward_std`` *of the logit* (so a
 consumer normalises with ``logit - reward_mean``; ``reward_mean = μ_r − c``), ``temperature``

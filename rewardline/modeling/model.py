@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -173,16 +174,28 @@ class RewardModel(nn.Module):
         return unused
 
     # -- persistence -------------------------------------------------------------------
-    def save(self, out_dir: Path, tokenizer: Any, temperature: float | None = None) -> None:
+    def save(self, out_dir: Path, tokenizer: Any, temperature: float | None = None,
+             require_standard: bool = False) -> None:
         """Write the standard ``*ForSequenceClassification`` directory (safetensors), the tokenizer,
-        ``reward_config.json`` and the ``rewardline`` object of ``config.json`` (module docstring);
-        :class:`UnsupportedExport` when the pooling has no such form."""
+        ``reward_config.json`` and the ``rewardline`` object of ``config.json`` (module docstring).
+
+        A pooling without such a form (``mean``, ...) raises :class:`UnsupportedExport` when
+        ``require_standard`` (``rewardline export``), else warns and writes the rewardline-only layout
+        (backbone + ``reward_head.safetensors``), so a training run never fails at its last step."""
         out_dir = Path(out_dir)
-        pad_id = _last_token_pad_id(tokenizer, self.config.format_config) if self.config.pooling == "last" else None
-        if self.config.pooling == MODEL_POOLING:
-            seqcls, info = self.backbone, {"layout": MODEL_POOLING, "logit_offset": 0.0}
-        else:
-            seqcls, info = to_sequence_classification(self.backbone, self.head, self.config.pooling, pad_id)
+        try:
+            pad_id = _last_token_pad_id(tokenizer, self.config.format_config) if self.config.pooling == "last" \
+                else None
+            if self.config.pooling == MODEL_POOLING:
+                seqcls, info = self.backbone, {"layout": MODEL_POOLING, "logit_offset": 0.0}
+            else:
+                seqcls, info = to_sequence_classification(self.backbone, self.head, self.config.pooling, pad_id)
+        except UnsupportedExport as err:
+            if require_standard:
+                raise
+            warnings.warn(f"{err}; saving the rewardline-only layout (backbone + {HEAD_FILE})", stacklevel=2)
+            self._save_old_layout(out_dir, tokenizer)
+            return
         out_dir.mkdir(parents=True, exist_ok=True)
         seqcls.save_pretrained(out_dir)
         (out_dir / HEAD_FILE).unlink(missing_ok=True)  # a stale old-layout head would shadow the new one
@@ -222,6 +235,14 @@ class RewardModel(nn.Module):
         config = RewardConfig(**{**saved, "pooling": MODEL_POOLING}) if saved else config_from_section(
             {**section, "pooling": MODEL_POOLING}, ref)
         return cls(seqcls, config).to(device).eval(), tokenizer
+
+    def _save_old_layout(self, out_dir: Path, tokenizer: Any) -> None:
+        """Backbone (``save_pretrained``), ``reward_head.safetensors``, tokenizer, ``reward_config.json``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(out_dir, safe_serialization=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, out_dir / HEAD_FILE)
+        tokenizer.save_pretrained(out_dir)
+        (out_dir / REWARD_CONFIG).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
 
     @classmethod
     def _load_old_layout(cls, model_dir: Path, device: str | torch.device) -> tuple[RewardModel, Any]:

@@ -104,10 +104,18 @@ def test_decoder_config_pads_with_a_token_that_is_never_the_last_one(tmp_path):
     assert np.abs(logits - config["rewardline"]["reward_mean"] - rewards).max() <= 1e-4
 
 
-def test_poolings_without_a_sequence_classification_form_are_refused(tmp_path):
+def test_poolings_without_a_sequence_classification_form_save_the_old_layout_and_do_not_export(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("tiny-bert"))
+    model = trained_looking("tiny-bert", pooling="mean")
     with pytest.raises(UnsupportedExport, match="pools 'mean'.*train.pooling: first"):
-        trained_looking("tiny-bert", pooling="mean").save(tmp_path / "mean", tokenizer)
+        model.save(tmp_path / "strict", tokenizer, require_standard=True)
+    with pytest.warns(UserWarning, match="rewardline-only layout"):  # training does not fail at its last step
+        model.save(tmp_path / "mean", tokenizer)
+    assert (tmp_path / "mean" / HEAD_FILE).exists()
+    expected = score_texts(None, PROMPTS, RESPONSES, model=model, tokenizer=tokenizer, device="cpu")
+    np.testing.assert_array_equal(score_texts(tmp_path / "mean", PROMPTS, RESPONSES, device="cpu"), expected)
+    result = runner.invoke(app, ["export", "--model", str(tmp_path / "mean"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "pools 'mean'" in result.output
     result = runner.invoke(app, ["export", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
 
