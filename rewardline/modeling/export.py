@@ -1,0 +1,157 @@
+"""``rewardline export``: a reward model as a standard transformers directory with a model card.
+
+The output loads with ``AutoModelForSequenceClassification.from_pretrained(out)`` (``num_labels=1``;
+:mod:`rewardline.modeling.hf_format`): ``config.json`` (with the ``rewardline`` object: logit
+normalisation and temperature), ``model.safetensors``, the tokenizer, ``reward_config.json`` (so it
+is a rewardline model directory too) and ``README.md``, a model card with YAML front matter.
+
+Calibration (``T``, ``reward_mean``, ``reward_std``) comes from the evaluate stage's
+``calibration.json``: the one in the model directory (a registry bundle) or beside ``metrics``.
+Metrics and gates come from ``metrics`` (an evaluate ``metrics.json`` or its directory) or the
+bundle's ``evaluate_metrics.json``; the data section from ``train_metrics`` (the train stage's
+``metrics/train.json``) or the bundle's ``train_metrics.json`` when there is one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rewardline.modeling.model import RewardModel
+
+CARD_METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "agreement_aware_accuracy", "n_pairs",
+                "n_prompts", "ece_raw", "ece_calibrated", "brier", "nll", "length_spearman", "longer_wins_accuracy",
+                "champion_accuracy")
+CARD_TRAINING = ("objective", "n_sequences", "train_sequences", "n_prompt_truncated", "n_response_truncated",
+                 "train_seconds", "git_commit", "pairs_fingerprint")
+
+
+def _read_json(path: Path | None) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
+def find_metadata(model_dir: Path, metrics: Path | None, train_metrics: Path | None) -> dict[str, dict[str, Any]]:
+    """``{evaluate, calibration, train}`` dicts ({} when not found) for the card and ``config.json``."""
+    metrics_file = metrics / "metrics.json" if metrics is not None and metrics.is_dir() else metrics
+    if metrics is not None and not (metrics_file and metrics_file.is_file()):
+        raise FileNotFoundError(f"--metrics {metrics}: no evaluate metrics.json there")
+    evaluate = _read_json(metrics_file) or _read_json(model_dir / "evaluate_metrics.json")
+    calibration = _read_json(model_dir / "calibration.json")
+    if metrics_file is not None and not calibration:
+        calibration = _read_json(metrics_file.parent / "calibration.json")
+    calibration = calibration or {k: evaluate[k] for k in ("temperature", "reward_mean", "reward_std") if k in evaluate}
+    train = _read_json(train_metrics) or _read_json(model_dir / "train_metrics.json")
+    return {"evaluate": evaluate, "calibration": calibration, "train": train}
+
+
+def export_model(model_dir: Path | str, out_dir: Path | str, metrics: Path | None = None,
+                 train_metrics: Path | None = None, push_to_hub: str | None = None) -> dict[str, Any]:
+    """Write the standard directory + model card of ``model_dir`` (any layout :meth:`RewardModel.load`
+    reads) to ``out_dir``; upload it to the Hub repo ``push_to_hub`` when given. Returns a summary."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    meta = find_metadata(model_dir, metrics, train_metrics)
+    model, tokenizer = RewardModel.load(model_dir)
+    calibration = meta["calibration"]
+    for key in ("reward_mean", "reward_std"):
+        if calibration.get(key) is not None:
+            setattr(model.config, key, float(calibration[key]))
+    temperature = calibration.get("temperature")
+    model.save(out_dir, tokenizer, float(temperature) if temperature is not None else None, require_standard=True)
+    hf_config = json.loads((out_dir / "config.json").read_text())
+    section = hf_config["rewardline"]
+    (out_dir / "README.md").write_text(model_card(section, meta, (hf_config.get("architectures") or ["?"])[0]))
+    summary: dict[str, Any] = {"out_dir": str(out_dir), "layout": section["layout"], "temperature": temperature,
+                               "reward_mean": section["reward_mean"], "reward_std": section["reward_std"],
+                               "has_metrics": bool(meta["evaluate"]), "pushed_to": None}
+    if push_to_hub:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(push_to_hub, exist_ok=True)
+        api.upload_folder(repo_id=push_to_hub, folder_path=str(out_dir), commit_message="rewardline export")
+        summary["pushed_to"] = push_to_hub
+    return summary
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "—" if value is None else str(value)
+
+
+def _gates_table(evaluate: dict[str, Any]) -> list[str]:
+    gates = evaluate.get("gates") or {}
+    if not gates:
+        return ["No gate results were given (pass `--metrics reports/evaluate` or export a registry bundle)."]
+    lines = [f"All gates passed: **{_fmt(evaluate.get('gates_passed'))}**", "",
+             "| gate | value | condition | passed |", "|---|---|---|---|"]
+    for name, row in sorted(gates.items()):
+        lines.append(f"| {name} | {_fmt(row.get('value'))} | {row.get('op', '')} {_fmt(row.get('threshold'))} | "
+                     f"{'skipped' if row.get('skipped') else row.get('passed')} |")
+    return lines
+
+
+def _batch_line(section: dict[str, Any]) -> str:
+    """How the card's example tokenises: the encoder pair layout, else prompt + separator + response + EOS
+    (for a chat template, render the conversation with ``apply_chat_template`` instead)."""
+    if section.get("pooling") == "first":
+        return "batch = tokenizer(prompts, responses, padding=True, truncation=True, return_tensors='pt')"
+    separator = json.dumps((section.get("format") or {}).get("text_separator", "\n\n"))
+    return (f"batch = tokenizer([p + {separator} + r + tokenizer.eos_token for p, r in zip(prompts, responses)], "
+            "padding=True, return_tensors='pt')")
+
+
+def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], architecture: str) -> str:
+    """README.md: YAML front matter, then data, metrics and gates, calibration, intended use, how to load."""
+    evaluate, train = meta["evaluate"], meta["train"]
+    temperature = section.get("temperature")
+    t_text = _fmt(temperature) if temperature is not None else "not fitted (1.0 until the evaluate stage runs)"
+    metric_rows = [f"| {k} | {_fmt(evaluate[k])} |" for k in CARD_METRICS if k in evaluate]
+    train_rows = [f"| {k} | {_fmt(train[k])} |" for k in CARD_TRAINING if k in train]
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: text-classification",
+        "tags:", "- reward-model", "- rewardline", "---", "",
+        "# Reward model", "",
+        f"A `{architecture}` with one output: the logit is a scalar reward for a (prompt, response) pair, "
+        "trained by rewardline on annotator rankings with a Bradley-Terry objective "
+        f"(backbone `{section.get('backbone')}`, pooling `{section.get('pooling')}`).", "",
+        "## Data", "",
+        *(["| field | value |", "|---|---|", *train_rows] if train_rows else
+          ["No training metadata was given (pass `--train-metrics metrics/train.json`)."]), "",
+        f"Input format: `{json.dumps(section.get('format'))}`: rewardline's `Formatter` turns (prompt, response) "
+        "into one sequence (the tokenizer's chat template, the encoder pair layout `[CLS] prompt [SEP] response "
+        "[SEP]`, or `prompt + separator + response + EOS`); score inputs formatted the same way.", "",
+        "## Metrics and gates", "",
+        *(["Held-out (test split) metrics:", "", "| metric | value |", "|---|---|", *metric_rows, ""]
+          if metric_rows else []),
+        *_gates_table(evaluate), "",
+        "## Calibration", "",
+        f"- temperature T = {t_text}",
+        f"- reward_mean = {_fmt(section.get('reward_mean'))} (mean logit on held-out responses)",
+        f"- reward_std = {_fmt(section.get('reward_std'))}", "",
+        "The same numbers are in `config.json` under `rewardline`. Normalised reward: `logit - reward_mean` "
+        "(a shift: differences are unchanged). Win probability of response a over b for the same prompt: "
+        "`P(a > b) = sigmoid((logit_a - logit_b) / T)`.", "",
+        "## Intended use", "",
+        "Ranking and scoring responses to prompts like those of the training data: best-of-N selection, "
+        "RLHF (PPO / RLOO / GRPO reward), evaluation. The reward is relative: compare responses to the same "
+        "prompt; absolute values and scores far outside the training distribution carry no guarantee, and an "
+        "optimiser pushed hard against it will find its blind spots (reward hacking).", "",
+        "## How to load", "",
+        "```python",
+        "import torch",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "",
+        "model = AutoModelForSequenceClassification.from_pretrained(MODEL)  # num_labels=1",
+        "tokenizer = AutoTokenizer.from_pretrained(MODEL)",
+        "cal = model.config.rewardline  # reward_mean, reward_std, temperature",
+        _batch_line(section),
+        "with torch.no_grad():",
+        "    logits = model(**batch).logits[:, 0]",
+        "rewards = logits - cal['reward_mean']",
+        "p_a_wins = torch.sigmoid((rewards[0] - rewards[1]) / (cal['temperature'] or 1.0))",
+        "```", "",
+        "With rewardline: `rewardline score --model MODEL --input rows.jsonl --out scored.jsonl`.", "",
+    ]
+    return "\n".join(lines)
