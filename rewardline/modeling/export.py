@@ -18,7 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rewardline.gates import GateReport
 from rewardline.modeling.model import RewardModel
+from rewardline.report import fmt
 
 CARD_METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "agreement_aware_accuracy", "n_pairs",
                 "n_prompts", "ece_raw", "ece_calibrated", "brier", "nll", "length_spearman", "longer_wins_accuracy",
@@ -74,22 +76,10 @@ def export_model(model_dir: Path | str, out_dir: Path | str, metrics: Path | Non
     return summary
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "—" if value is None else str(value)
-
-
 def _gates_table(evaluate: dict[str, Any]) -> list[str]:
-    gates = evaluate.get("gates") or {}
-    if not gates:
+    if not evaluate.get("gates"):
         return ["No gate results were given (pass `--metrics reports/evaluate` or export a registry bundle)."]
-    lines = [f"All gates passed: **{_fmt(evaluate.get('gates_passed'))}**", "",
-             "| gate | value | condition | passed |", "|---|---|---|---|"]
-    for name, row in sorted(gates.items()):
-        lines.append(f"| {name} | {_fmt(row.get('value'))} | {row.get('op', '')} {_fmt(row.get('threshold'))} | "
-                     f"{'skipped' if row.get('skipped') else row.get('passed')} |")
-    return lines
+    return [GateReport.from_dict(evaluate, stage="evaluate").to_markdown().rstrip()]
 
 
 def _batch_line(section: dict[str, Any]) -> str:
@@ -106,9 +96,9 @@ def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], archite
     """README.md: YAML front matter, then data, metrics and gates, calibration, intended use, how to load."""
     evaluate, train = meta["evaluate"], meta["train"]
     temperature = section.get("temperature")
-    t_text = _fmt(temperature) if temperature is not None else "not fitted (1.0 until the evaluate stage runs)"
-    metric_rows = [f"| {k} | {_fmt(evaluate[k])} |" for k in CARD_METRICS if k in evaluate]
-    train_rows = [f"| {k} | {_fmt(train[k])} |" for k in CARD_TRAINING if k in train]
+    t_text = fmt(temperature) if temperature is not None else "not fitted (1.0 until the evaluate stage runs)"
+    metric_rows = [f"| {k} | {fmt(evaluate[k])} |" for k in CARD_METRICS if k in evaluate]
+    train_rows = [f"| {k} | {fmt(train[k])} |" for k in CARD_TRAINING if k in train]
     lines = [
         "---", "library_name: transformers", "pipeline_tag: text-classification",
         "tags:", "- reward-model", "- rewardline", "---", "",
@@ -128,8 +118,8 @@ def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], archite
         *_gates_table(evaluate), "",
         "## Calibration", "",
         f"- temperature T = {t_text}",
-        f"- reward_mean = {_fmt(section.get('reward_mean'))} (mean logit on held-out responses)",
-        f"- reward_std = {_fmt(section.get('reward_std'))}", "",
+        f"- reward_mean = {fmt(section.get('reward_mean'))} (mean logit on held-out responses)",
+        f"- reward_std = {fmt(section.get('reward_std'))}", "",
         "The same numbers are in `config.json` under `rewardline`. Normalised reward: `logit - reward_mean` "
         "(a shift: differences are unchanged). Win probability of response a over b for the same prompt: "
         "`P(a > b) = sigmoid((logit_a - logit_b) / T)`.", "",

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rewardline.modeling.hf_format import RL_KEY, write_rewardline_section
 from rewardline.paths import EVALUATE_DIR, METRICS_FILE, MODEL_DIR
 
 
@@ -36,4 +37,10 @@ def build_bundle(project_dir: Path | str, dst: Path) -> Path:
         if calibration.get(key) is not None:
             config[key] = calibration[key]
     (dst / "reward_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    hf_section = json.loads((dst / "config.json").read_text()).get(RL_KEY)
+    if hf_section is not None:  # the standard transformers config: normalisation of the logit r − c, and T
+        offset = float(hf_section.get("logit_offset") or 0.0)
+        write_rewardline_section(dst, {"reward_mean": config["reward_mean"] - offset,
+                                       "reward_std": config["reward_std"],
+                                       "temperature": calibration.get("temperature")})
     return dst

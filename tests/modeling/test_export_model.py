@@ -163,7 +163,7 @@ def test_export_writes_a_loadable_directory_with_a_model_card(tmp_path, backbone
     assert "- reward-model" in front
     for section in ("## Data", "## Metrics and gates", "## Calibration", "## Intended use", "## How to load"):
         assert section in card
-    assert "| min_accuracy | 0.71 | >= 0.6 | True |" in card and "| n_sequences | 400 |" in card
+    assert "| min_accuracy: accuracy | 0.7100 | >= 0.6000 | passed |" in card and "| n_sequences | 400 |" in card
     assert "temperature T = 1.8" in card and "AutoModelForSequenceClassification" in card
     section = json.loads((tmp_path / "hf" / "config.json").read_text())["rewardline"]
     assert section["temperature"] == 1.8 and section["reward_std"] == 1.5
@@ -237,7 +237,7 @@ def test_export_resolves_a_registry_uri_and_cards_the_bundle_metrics(tmp_path, m
     result = runner.invoke(app, ["export", "--model", model_uri(), "--out", str(tmp_path / "hf")])
     assert result.exit_code == 0, result.output
     card = (tmp_path / "hf" / "README.md").read_text()
-    assert "| max_ece | 0.3 | <= 0.1 | False |" in card and "| accuracy | 0.66 |" in card
+    assert "| max_ece: ECE | 0.3000 | <= 0.1000 | FAILED |" in card and "| accuracy | 0.6600 |" in card
     assert "temperature T = 1.3" in card
     section = json.loads((tmp_path / "hf" / "config.json").read_text())["rewardline"]
     assert (section["temperature"], section["reward_std"]) == (1.3, 1.1)
