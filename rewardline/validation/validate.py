@@ -23,6 +23,7 @@ from rewardline.config import Section
 from rewardline.data import schema
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
+from rewardline.ops.atomic import writes_output
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
 from rewardline.report import fmt, md_cell
 from rewardline.validation.agreement import annotators_to_exclude, measure_agreement
@@ -50,6 +51,7 @@ VALIDATE_GATES: tuple[GateSpec, ...] = (
 )
 
 
+@writes_output("out_dir")  # locked; written to a staging folder, published whole
 def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
     """Validate an ingest directory; write the validated tables, Data Docs, gate report and metrics.
 
