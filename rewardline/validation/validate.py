@@ -61,6 +61,8 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
     tables = {name: read_table(in_dir / schema.TABLE_FILES[name]) for name in ("prompts", "responses", "rankings")}
     out_dir.mkdir(parents=True, exist_ok=True)
     expectations = run_expectations(tables, out_dir / DATA_DOCS, max_k=config.max_k)
+    if expectations.data_docs_index:  # relative to the output dir (out_dir is a staging folder here)
+        expectations.data_docs_index = f"{DATA_DOCS}/index.html"
 
     before = measure_agreement(tables["rankings"])
     excluded = annotators_to_exclude(before, config.min_annotator_agreement, config.min_overlap_prompts)
