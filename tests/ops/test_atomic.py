@@ -102,7 +102,7 @@ def _kill_at(cmd: list[str], out: Path, delay: float, after_first_table: bool) -
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
     while after_first_table and proc.poll() is None and time.monotonic() - t0 < 60:
-        if any(p.glob("*.parquet") for p in out.parent.glob(f".{out.name}.staging-*")):
+        if any(any(p.glob("*.parquet")) for p in out.parent.glob(f".{out.name}.staging-*")):
             break
         time.sleep(0.005)
     time.sleep(delay)
