@@ -28,6 +28,7 @@ from rewardline.data.reasons import reason_counts
 from rewardline.data.tables import write_json, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops import storage
+from rewardline.ops.atomic import writes_output
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
 from rewardline.report import md_cell
 
@@ -83,6 +84,7 @@ def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
     return files
 
 
+@writes_output("out_dir")  # locked; written to a staging folder, published whole
 def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
     """Read every source, validate, write the canonical tables, ``metrics.json`` and the gate report.
 
@@ -147,11 +149,11 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
     write_json(metrics, out_dir / METRICS_FILE)
     report.write_json(out_dir / GATES_FILE)
     examples = quarantine.slice(0, config.quarantine_examples).to_pylist()
-    (out_dir / REPORT_FILE).write_text(_markdown(metrics, report, examples, out_dir))
+    (out_dir / REPORT_FILE).write_text(_markdown(metrics, report, examples))
     return metrics
 
 
-def _markdown(metrics: dict, report: GateReport, examples: list[dict], out_dir: Path) -> str:
+def _markdown(metrics: dict, report: GateReport, examples: list[dict]) -> str:
     """``report.md``: the gate, the record accounting, the quarantine reasons and the first quarantined records."""
     lines = [
         report.to_markdown("Ingest report"),
@@ -165,6 +167,7 @@ def _markdown(metrics: dict, report: GateReport, examples: list[dict], out_dir: 
         lines += ["", "## Quarantine reasons", "", "| reason | records |", "| --- | --- |"]
         lines += [f"| {md_cell(reason)} | {count} |" for reason, count in metrics["quarantine_reasons"].items()]
     if examples:
-        lines += ["", f"## First quarantined records (all of them: {out_dir / schema.TABLE_FILES['quarantine']})", ""]
+        table = schema.TABLE_FILES["quarantine"]  # relative to report.md: no machine-specific path in the output
+        lines += ["", f"## First quarantined records (all of them: [{table}]({table}))", ""]
         lines += [f"* `{e['origin_file']}:{e['origin_line']}` [{e['field']}] {e['reason']}" for e in examples]
     return "\n".join(lines) + "\n"

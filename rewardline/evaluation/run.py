@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from rewardline.data import schema
 from rewardline.data.tables import read_table
 from rewardline.evaluation.evaluate import EvalConfig, evaluate_scores
+from rewardline.ops.atomic import writes_output
 
 
 def _prompt_inputs(prompts: pa.Table, prompt_ids: pa.Array) -> list:
@@ -58,6 +59,7 @@ def score_pairs(model_dir: Path, pairs_dir: Path, splits: tuple[str, ...], batch
     return out
 
 
+@writes_output("out_dir")  # locked; written to a staging folder, published whole
 def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalConfig,
                  champion_dir: Path | None = None) -> dict:
     """Score val/test with the model (and the champion), write metrics, plots and the gate report."""

@@ -24,7 +24,9 @@ Local writes go to a temp file in the target directory and are renamed into plac
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -163,8 +165,27 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None) -> list[str]:
     if path.is_file():
         return [str(path)] if wanted(path.name) else []
     if not path.is_dir():
-        raise StorageError(f"listing {uri} failed: no such file or directory")
-    return sorted(str(p) for p in path.rglob("*") if p.is_file() and wanted(p.name))
+        raise StorageError(f"listing {uri} failed: {_why_missing(path)}")
+    found = []
+    for entry in path.rglob("*"):
+        if entry.is_file():
+            found += [str(entry)] if wanted(entry.name) else []
+        elif entry.is_symlink() and (why := _why_missing(entry)).startswith("symlink loop"):
+            raise StorageError(f"listing {uri} failed: {why}")  # a dangling link is skipped, a loop is not
+    return sorted(found)
+
+
+def _why_missing(path: Path) -> str:
+    """Why ``path`` is neither a file nor a directory: a symlink loop, a dangling link, or absent."""
+    try:
+        path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"symlink loop at {path}"
+        if path.is_symlink():
+            return f"{path} is a symlink to {os.readlink(path)}, which does not exist"
+        return "no such file or directory"
+    return f"{path} is neither a file nor a directory"
 
 
 def exists(uri: str) -> bool:
@@ -195,12 +216,21 @@ def read_bytes(uri: str) -> bytes:
 
 @contextlib.contextmanager
 def _atomic_local(path: Path) -> Iterator[Path]:
-    """A temp path next to ``path`` that is renamed onto it on success and removed on failure."""
+    """A temp path next to ``path`` that is fsynced and renamed onto it on success, removed on failure.
+
+    The temp file is created with mode 0666 minus the umask (as ``open`` would create ``path``),
+    not ``mkstemp``'s 0600, so the published file has the usual mode (0644 under umask 022).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
-        yield Path(tmp)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

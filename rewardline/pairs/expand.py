@@ -35,6 +35,7 @@ from rewardline.data import schema
 from rewardline.data.hashing import unit_interval
 from rewardline.data.keys import key_codes
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
+from rewardline.ops.atomic import writes_output
 
 
 class PairsConfig(Section):
@@ -177,6 +178,7 @@ def pairs_metrics(pairs: pa.Table, counts: dict) -> dict:
     return metrics
 
 
+@writes_output("out_dir")  # locked; written to a staging folder, published whole
 def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
     """Read a validated dataset directory, write ``{train,val,test}.parquet`` + tables + metrics."""
     rankings = read_table(in_dir / schema.TABLE_FILES["rankings"])

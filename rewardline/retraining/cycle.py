@@ -95,7 +95,8 @@ def inbox_uri(project: Path, cfg: RetrainConfig) -> str:
 
 
 def fresh_path(project: Path, cfg: RetrainConfig, batch_id: str) -> Path:
-    return project / cfg.fresh_dir / f"{batch_id}.jsonl"
+    """``<fresh_dir>/<batch_id>.jsonl``; ``ValueError`` for an invalid batch id (it could leave the folder)."""
+    return project / cfg.fresh_dir / f"{inbox.check_batch_id(batch_id)}.jsonl"
 
 
 def checkpoint(state: str) -> None:

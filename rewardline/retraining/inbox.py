@@ -8,6 +8,9 @@ Layout (one directory / key prefix per batch)::
                                         ``rankings`` format (docs/data-contract.md)
     <inbox>/<batch_id>/manifest.json    written LAST: {"batch_id", "files": {name: sha256}}
 
+A batch id is a plain name (:data:`BATCH_ID`: letters, digits, ``.``, ``_``, ``-``; no ``..``):
+it becomes a folder, a key prefix and a file name, so a listed id that is not one (e.g. ``..``
+from the S3 key ``inbox/../samples.jsonl``) is skipped with the reason, never joined into a path.
 A batch is *ready* when its manifest exists and every file it lists has that sha256, so a
 batch that is still being uploaded (no manifest yet) or was damaged (hash mismatch) is not
 picked up. :func:`write_batch` is the producer's side. A batch's ``content_hash`` covers
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 
 import orjson
@@ -25,6 +29,7 @@ import orjson
 from rewardline.ops import storage
 
 MANIFEST = "manifest.json"
+BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 SAMPLES = "samples.jsonl"
 RANKINGS = "rankings.jsonl"
 
@@ -65,6 +70,23 @@ def content_hash(files: dict[str, str]) -> str:
     return sha256("".join(f"{name}:{digest}\n" for name, digest in sorted(files.items())).encode())
 
 
+def batch_id_problem(batch_id: object) -> str | None:
+    """Why ``batch_id`` is not a valid batch id (None when it is): it must match :data:`BATCH_ID`
+    in full, without ``..``, so it can never leave the folder it names."""
+    if not isinstance(batch_id, str) or not BATCH_ID.fullmatch(batch_id) or ".." in batch_id:
+        return (f"invalid batch id {batch_id!r}: expected 1-128 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit, without '..'")
+    return None
+
+
+def check_batch_id(batch_id: object) -> str:
+    """``batch_id`` itself when valid, else ``ValueError`` with :func:`batch_id_problem`'s reason."""
+    problem = batch_id_problem(batch_id)
+    if problem:
+        raise ValueError(problem)
+    return batch_id  # type: ignore[return-value]
+
+
 def _join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
 
@@ -87,6 +109,10 @@ def discover(inbox: str) -> tuple[list[Batch], list[Skipped]]:
     ready, skipped = [], []
     for batch_id in sorted(by_batch):
         names = by_batch[batch_id]
+        problem = batch_id_problem(batch_id)
+        if problem:  # e.g. ".." from an S3 key: never joined into a path
+            skipped.append(Skipped(batch_id, f"{problem}; not read"))
+            continue
         if MANIFEST not in names:
             skipped.append(Skipped(batch_id, "no manifest.json yet (upload not finished)"))
             continue
@@ -118,8 +144,7 @@ def _verify(uri: str, files: dict[str, str], present: set[str]) -> str | None:
 
 def write_batch(inbox: str, batch_id: str, samples: bytes, rankings: bytes | None = None) -> Batch:
     """Submit a batch: the data files first, the manifest (with their sha256) last."""
-    if not batch_id or "/" in batch_id or batch_id.startswith("."):
-        raise ValueError(f"batch id {batch_id!r}: expected a plain name")
+    check_batch_id(batch_id)
     uri = _join(inbox, batch_id)
     files = {SAMPLES: samples} if rankings is None else {SAMPLES: samples, RANKINGS: rankings}
     for name, data in files.items():

@@ -11,12 +11,17 @@ challenger registered), so a batch whose last state is not ``done`` was interrup
 retrain logic rolls it back (``rolled_back``: its fresh data file removed) and redoes it.
 A batch whose content hash matches an earlier ``done`` batch is recorded as ``duplicate``.
 
-Every update rewrites the file atomically (temp file + rename, :mod:`rewardline.ops.storage`),
-so a crash leaves the previous or the next version, never half a line.
+Every update holds the ledger's exclusive lock (:func:`rewardline.ops.atomic.exclusive`) while it
+reads the file, appends its line and rewrites it atomically (temp file + rename,
+:mod:`rewardline.ops.storage`): concurrent writers queue and no event is lost, and a crash
+leaves the previous or the next version, never half a line. Batch ids are checked
+(:func:`rewardline.retraining.inbox.batch_id_problem`): recording a bad one raises, and an
+event with a bad one (a hand-edited file) is skipped with a warning, never acted on.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +29,13 @@ from pathlib import Path
 import orjson
 
 from rewardline.ops import storage
+from rewardline.ops.atomic import exclusive, lock_timeout
+from rewardline.retraining.inbox import batch_id_problem, check_batch_id
 
 STATES = ("started", "decided", "appended", "done", "duplicate", "rolled_back")
 FINAL = ("done", "duplicate")
+LOCK_TIMEOUT = 60.0  # seconds a writer waits for the ledger (appends take milliseconds)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,18 +43,31 @@ class Ledger:
     path: Path
 
     def events(self) -> list[dict]:
+        """Every event in order; one whose batch id is invalid is skipped with a warning."""
         if not self.path.exists():
             return []
-        return [orjson.loads(line) for line in self.path.read_bytes().splitlines() if line.strip()]
+        events = []
+        for number, line in enumerate(self.path.read_bytes().splitlines(), start=1):
+            if not line.strip():
+                continue
+            event = orjson.loads(line)
+            problem = batch_id_problem(event.get("batch_id"))
+            if problem:
+                log.warning("%s:%d: %s; event skipped", self.path, number, problem)
+                continue
+            events.append(event)
+        return events
 
     def record(self, batch_id: str, content_hash: str, state: str, **details: object) -> dict:
-        """Append one event (atomic rewrite of the whole file)."""
+        """Append one event: under the ledger's lock, an atomic rewrite of the whole file."""
         if state not in STATES:
             raise ValueError(f"ledger state {state!r}: expected one of {STATES}")
-        event = {"batch_id": batch_id, "content_hash": content_hash, "state": state,
+        event = {"batch_id": check_batch_id(batch_id), "content_hash": content_hash, "state": state,
                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **details}
-        old = self.path.read_bytes() if self.path.exists() else b""
-        storage.write_bytes(str(self.path), old + orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        line = orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        with exclusive(self.path, timeout=lock_timeout(LOCK_TIMEOUT), what="retrain ledger"):
+            old = self.path.read_bytes() if self.path.exists() else b""
+            storage.write_bytes(str(self.path), old + line)
         return event
 
     def last_state(self) -> dict[str, str]:

@@ -49,6 +49,7 @@ from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, select_
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.tokenize import TokenizedResponses, tokenize_pairs_dir
+from rewardline.ops.atomic import staged_output
 from rewardline.tracking import NullTracker, Tracker
 from rewardline.training.batching import Group, build_groups, collate, plan_batches, plan_steps, rank_micro_batches
 from rewardline.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -384,7 +385,8 @@ def save_model_and_drop_checkpoints(model: RewardModel, data: TrainingData, val:
     if val:
         model.config.reward_mean, model.config.reward_std = val["reward_mean"], val["reward_std"]
     if rt.is_main:
-        model.save(out_dir, data.tokenizer)
+        with staged_output(out_dir, carry=(ckpt_root,)) as staging:  # locked; the model dir is replaced whole
+            model.save(staging, data.tokenizer)
         if not cfg.keep_checkpoints:
             for path in ckpt_root.glob("step-*"):
                 shutil.rmtree(path, ignore_errors=True)

@@ -23,6 +23,7 @@ from rewardline.config import Section
 from rewardline.data import schema
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
+from rewardline.ops.atomic import writes_output
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
 from rewardline.report import fmt, md_cell
 from rewardline.validation.agreement import annotators_to_exclude, measure_agreement
@@ -50,6 +51,7 @@ VALIDATE_GATES: tuple[GateSpec, ...] = (
 )
 
 
+@writes_output("out_dir")  # locked; written to a staging folder, published whole
 def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
     """Validate an ingest directory; write the validated tables, Data Docs, gate report and metrics.
 
@@ -59,6 +61,8 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
     tables = {name: read_table(in_dir / schema.TABLE_FILES[name]) for name in ("prompts", "responses", "rankings")}
     out_dir.mkdir(parents=True, exist_ok=True)
     expectations = run_expectations(tables, out_dir / DATA_DOCS, max_k=config.max_k)
+    if expectations.data_docs_index:  # relative to the output dir (out_dir is a staging folder here)
+        expectations.data_docs_index = f"{DATA_DOCS}/index.html"
 
     before = measure_agreement(tables["rankings"])
     excluded = annotators_to_exclude(before, config.min_annotator_agreement, config.min_overlap_prompts)
