@@ -9,7 +9,9 @@ from scipy.optimize import minimize
 from scipy.special import log_expit, log_ndtr
 
 from rewardline.data import schema
-from rewardline.pairs.expand import PairsConfig, build_pairs
+from rewardline.data.tables import read_table, write_table
+from rewardline.errors import ConfigError
+from rewardline.pairs.expand import TARGETS_FILE, PairsConfig, build_pairs, run_pairs
 from rewardline.pairs.thurstone import fit_targets, fit_utilities
 
 
@@ -147,3 +149,25 @@ def test_a_pointless_prompt_set_gives_an_empty_table():
     empty = schema.empty(schema.PAIRS)
     targets, stats = fit_targets(empty, None)
     assert targets.num_rows == 0 and stats["responses"] == 0
+
+
+def test_the_pairs_stage_writes_targets_only_when_asked(tmp_path):
+    rankings, prompts, _ = thurstone_rankings(n_prompts=30, k=4, n_annotators=3, seed=2)
+    ids = sorted(set(rankings["response_id"].to_pylist()))
+    responses = schema.conform(pa.table({"response_id": ids, "prompt_id": [r.split("-")[0] for r in ids],
+                                         "response": ids}), schema.RESPONSES)
+    validated = tmp_path / "validated"
+    for name, table in (("rankings", rankings), ("prompts", prompts), ("responses", responses)):
+        write_table(table, validated / schema.TABLE_FILES[name])
+    metrics = run_pairs(validated, tmp_path / "pairs", PairsConfig(targets="thurstone", target_prior_sd=1.5))
+    targets = read_table(tmp_path / "pairs" / TARGETS_FILE)
+    assert targets.schema.remove_metadata() == schema.TARGETS and targets.schema.metadata[b"prior_sd"] == b"1.5"
+    assert metrics["targets"]["responses"] == targets.num_rows == len(ids)
+    pairs = pa.concat_tables(read_table(tmp_path / "pairs" / f"{s}.parquet") for s in schema.SPLITS)
+    split_of = dict(zip(pairs["prompt_id"].to_pylist(), pairs["split"].to_pylist(), strict=True))
+    assert all(split_of[p] == s for p, s in zip(targets["prompt_id"].to_pylist(), targets["split"].to_pylist(),
+                                                strict=True))
+    off = run_pairs(validated, tmp_path / "pairs", PairsConfig())
+    assert "targets" not in off and not (tmp_path / "pairs" / TARGETS_FILE).exists()  # the stale fit is gone
+    with pytest.raises(ConfigError, match="targets"):
+        PairsConfig(targets="elo")
