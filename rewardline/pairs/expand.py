@@ -32,6 +32,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from rewardline.config import Section
@@ -208,7 +209,9 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
 def write_targets(pairs: pa.Table, in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
     """Fit the per-response utilities of ``pairs`` (anchors from ``responses.is_anchor`` when present),
     write ``targets.parquet``; returns the fit statistics (no timings: the metrics stay byte-identical on a rerun)."""
-    responses = read_table(in_dir / schema.TABLE_FILES["responses"])
+    path = in_dir / schema.TABLE_FILES["responses"]
+    anchor_column = ["is_anchor"] if "is_anchor" in pq.read_schema(path).names else []
+    responses = read_table(path, columns=["response_id", *anchor_column])  # ids only, not the texts
     targets, stats = fit_targets(pairs, responses, config.targets, config.target_prior_sd)
     write_table(targets, out_dir / TARGETS_FILE)
     return stats

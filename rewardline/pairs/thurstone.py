@@ -48,7 +48,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy.special import expit, log_expit, log_ndtr
+from scipy.special import log_expit, log_ndtr
 
 from rewardline.data import schema
 from rewardline.data.keys import key_codes
@@ -75,13 +75,14 @@ def log_cdf(x: np.ndarray, link: Link) -> np.ndarray:
     return log_ndtr(x) if link == "probit" else log_expit(x)
 
 
-def hazard(x: np.ndarray, link: Link) -> tuple[np.ndarray, np.ndarray]:
-    """``λ(x) = f(x)/F(x) = d log F / dx`` and its derivative ``λ'(x)``."""
+def hazard(x: np.ndarray, log_f: np.ndarray, log_f_neg: np.ndarray, link: Link) -> tuple[np.ndarray, np.ndarray]:
+    """``λ(x) = f(x)/F(x) = d log F / dx`` and ``λ'(x)``, given ``log F(x)`` and ``log F(−x)``:
+    probit ``λ = exp(log φ(x) − log Φ(x))``, ``λ' = −λ(x + λ)``; logit ``λ = σ(−x)``, ``λ' = −σ(x)σ(−x)``."""
     if link == "probit":
-        lam = np.exp(-0.5 * x * x - _LOG_SQRT_2PI - log_ndtr(x))
+        lam = np.exp(-0.5 * x * x - _LOG_SQRT_2PI - log_f)
         return lam, -lam * (x + lam)
-    lam = expit(-x)
-    return lam, -lam * expit(x)
+    lam = np.exp(log_f_neg)
+    return lam, -lam * np.exp(log_f)
 
 
 @dataclass
@@ -123,27 +124,32 @@ def _layout(item_prompt: np.ndarray) -> _Blocks:
 
 def _row_terms(u: np.ndarray, a: np.ndarray, b: np.ndarray, wins: np.ndarray, votes: np.ndarray,
                link: Link) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: ``ℓ``, ``∂ℓ/∂d`` and ``−∂²ℓ/∂d²`` at ``d = u_a − u_b``."""
+    """Per row: ``ℓ``, ``∂ℓ/∂d`` and ``−∂²ℓ/∂d²`` at ``d = u_a − u_b`` (two ``log F`` calls per row)."""
     d = u[a] - u[b]
     losses = votes - wins
-    lam_pos, dlam_pos = hazard(d, link)
-    lam_neg, dlam_neg = hazard(-d, link)
-    ell = wins * log_cdf(d, link) + losses * log_cdf(-d, link)
+    log_f, log_f_neg = log_cdf(d, link), log_cdf(-d, link)
+    lam_pos, dlam_pos = hazard(d, log_f, log_f_neg, link)
+    lam_neg, dlam_neg = hazard(-d, log_f_neg, log_f, link)
+    ell = wins * log_f + losses * log_f_neg
     return ell, wins * lam_pos - losses * lam_neg, -(wins * dlam_pos + losses * dlam_neg)
 
 
-def _newton_system(u: np.ndarray, rows: tuple[np.ndarray, ...], lay: _Blocks, anchor: np.ndarray, precision: float,
-                   link: Link) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient ``∇L`` [n] and the flat buffer of the blocks of ``A = −∇²L`` (anchors: identity rows)."""
-    a, b, wins, votes = rows
-    _, grad_d, curv = _row_terms(u, a, b, wins, votes, link)
-    n = u.size
-    grad = np.bincount(a, grad_d, n) - np.bincount(b, grad_d, n) - precision * u
+def _hessian_index(a: np.ndarray, b: np.ndarray, lay: _Blocks) -> np.ndarray:
+    """Flat-buffer positions of ``(a,a), (b,b), (a,b), (b,a)`` of every row (fixed during the fit)."""
     pa_, pb_ = lay.order[a], lay.order[b]
     flat_a = lay.flat[pa_] + lay.local[pa_] * lay.size[pa_]
     flat_b = lay.flat[pb_] + lay.local[pb_] * lay.size[pb_]
-    index = np.concatenate([flat_a + lay.local[pa_], flat_b + lay.local[pb_], flat_a + lay.local[pb_],
-                            flat_b + lay.local[pa_]])
+    return np.concatenate([flat_a + lay.local[pa_], flat_b + lay.local[pb_], flat_a + lay.local[pb_],
+                           flat_b + lay.local[pa_]])
+
+
+def _newton_system(u: np.ndarray, grad_d: np.ndarray, curv: np.ndarray, rows: tuple[np.ndarray, ...],
+                   index: np.ndarray, lay: _Blocks, anchor: np.ndarray,
+                   precision: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient ``∇L`` [n] and the flat buffer of the blocks of ``A = −∇²L`` (anchors: identity rows)."""
+    a, b = rows[0], rows[1]
+    n = u.size
+    grad = np.bincount(a, grad_d, n) - np.bincount(b, grad_d, n) - precision * u
     total = lay.runs[-1][4] if lay.runs else 0
     hess = np.bincount(index, np.concatenate([curv, curv, -curv, -curv]), total)
     position_item = lay.position_item
@@ -168,11 +174,12 @@ def _solve_blocks(hess: np.ndarray, rhs: np.ndarray, lay: _Blocks) -> np.ndarray
     return out
 
 
-def _prompt_objective(u: np.ndarray, rows: tuple[np.ndarray, ...], row_prompt: np.ndarray,
-                      item_prompt: np.ndarray, n_prompts: int, precision: float, link: Link) -> np.ndarray:
-    a, b, wins, votes = rows
-    ell, _, _ = _row_terms(u, a, b, wins, votes, link)
-    return np.bincount(row_prompt, ell, n_prompts) - np.bincount(item_prompt, 0.5 * precision * u * u, n_prompts)
+def _prompt_objective(u: np.ndarray, rows: tuple[np.ndarray, ...], row_prompt: np.ndarray, item_prompt: np.ndarray,
+                      n_prompts: int, precision: float, link: Link) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``L`` per prompt at ``u``, and the rows' ``∂ℓ/∂d``, ``−∂²ℓ/∂d²`` (for the next Newton system)."""
+    ell, grad_d, curv = _row_terms(u, *rows, link)
+    value = np.bincount(row_prompt, ell, n_prompts) - np.bincount(item_prompt, 0.5 * precision * u * u, n_prompts)
+    return value, grad_d, curv
 
 
 def fit_utilities(item_prompt: np.ndarray, a: np.ndarray, b: np.ndarray, wins: np.ndarray, votes: np.ndarray,
@@ -197,22 +204,24 @@ def fit_utilities(item_prompt: np.ndarray, a: np.ndarray, b: np.ndarray, wins: n
     n_prompts = int(item_prompt.max()) + 1
     row_prompt = item_prompt[rows[0]]
     lay = _layout(item_prompt)
+    index = _hessian_index(rows[0], rows[1], lay)
     u = np.zeros(n)
-    value = _prompt_objective(u, rows, row_prompt, item_prompt, n_prompts, precision, link)
-    grad, hess = _newton_system(u, rows, lay, anchor, precision, link)
+    value, grad_d, curv = _prompt_objective(u, rows, row_prompt, item_prompt, n_prompts, precision, link)
+    grad, hess = _newton_system(u, grad_d, curv, rows, index, lay, anchor, precision)
     iterations = 0
     while iterations < max_iter and np.abs(grad).max() > tol:
         step = _solve_blocks(hess, grad, lay)
         scale = np.ones(n_prompts)
         for _ in range(40):  # halve the step of prompts whose objective went down
             trial = u + scale[item_prompt] * step
-            new_value = _prompt_objective(trial, rows, row_prompt, item_prompt, n_prompts, precision, link)
+            new_value, grad_d, curv = _prompt_objective(trial, rows, row_prompt, item_prompt, n_prompts, precision,
+                                                        link)
             worse = new_value < value - 1e-12 * np.maximum(1.0, np.abs(value))
             if not worse.any():
                 break
             scale[worse] *= 0.5
         u, value = trial, new_value
-        grad, hess = _newton_system(u, rows, lay, anchor, precision, link)
+        grad, hess = _newton_system(u, grad_d, curv, rows, index, lay, anchor, precision)
         iterations += 1
     max_gradient = float(np.abs(grad).max())
     utility, se = _centre_and_errors(u, hess, lay, anchor, item_prompt, n_prompts)

@@ -171,3 +171,10 @@ def test_the_pairs_stage_writes_targets_only_when_asked(tmp_path):
     assert "targets" not in off and not (tmp_path / "pairs" / TARGETS_FILE).exists()  # the stale fit is gone
     with pytest.raises(ConfigError, match="targets"):
         PairsConfig(targets="elo")
+    anchors = responses.append_column("is_anchor", pa.array([r.endswith("-r0") for r in ids]))
+    write_table(anchors, validated / schema.TABLE_FILES["responses"])  # an optional column of responses
+    run_pairs(validated, tmp_path / "anchored", PairsConfig(targets="bt"))
+    anchored = read_table(tmp_path / "anchored" / TARGETS_FILE).to_pylist()
+    with_r0 = {r["prompt_id"] for r in anchored if r["response_id"].endswith("-r0")}
+    assert with_r0 and all(r["anchored"] == (r["prompt_id"] in with_r0) for r in anchored)
+    assert all(r["utility"] == 0.0 for r in anchored if r["response_id"].endswith("-r0"))
