@@ -5,7 +5,10 @@ K = 4 responses of ~200 characters per ranking, 20 % of prompts ranked by 3 anno
 three stages run in a fresh child process, timed stage by stage, and the child's
 peak RSS is read from ``resource.getrusage(RUSAGE_CHILDREN)``.
 
-    python benchmarks/bench_data_stages.py --rankings 1000000 --workdir /tmp/rl-bench
+    python benchmarks/bench_data_stages.py --rankings 1000000 --workdir /tmp/rl-bench [--targets thurstone]
+
+``--targets thurstone|bt`` runs pairs with ``pairs.targets`` set and reports the utility fit's own
+time (``targets_s``, part of ``pairs_s``) and its statistics.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def generate(n: int, path: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_stages(source: Path, workdir: Path) -> dict:
+def run_stages(source: Path, workdir: Path, targets: str = "none") -> dict:
     from rewardline.data.ingest import IngestConfig, Source, run_ingest
     from rewardline.pairs.expand import PairsConfig, run_pairs
     from rewardline.validation.validate import ValidateConfig, run_validate
@@ -45,26 +48,45 @@ def run_stages(source: Path, workdir: Path) -> dict:
     validate = run_validate(workdir / "ingested", workdir / "validated", ValidateConfig(min_alpha=0.0))
     timings["validate_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    pairs = run_pairs(workdir / "validated", workdir / "pairs", PairsConfig())
+    pairs = run_pairs(workdir / "validated", workdir / "pairs", PairsConfig(targets=targets))
     timings["pairs_s"] = time.perf_counter() - start
     timings["total_s"] = sum(timings.values())
+    if targets != "none":
+        timings["targets_s"] = time_target_fit(workdir / "pairs", targets)
     return {"timings": timings, "rows_in": ingest["rows_in"], "rankings": ingest["rankings"],
-            "krippendorff_alpha": validate["krippendorff_alpha"], "pairs": pairs["pairs"]}
+            "krippendorff_alpha": validate["krippendorff_alpha"], "pairs": pairs["pairs"],
+            **({"targets": pairs["targets"]} if targets != "none" else {})}
+
+
+def time_target_fit(pairs_dir: Path, model: str) -> float:
+    """Seconds of the utility fit alone (``fit_targets`` on the pairs the stage wrote), for the report."""
+    import pyarrow as pa
+
+    from rewardline.data.tables import read_table
+    from rewardline.pairs.thurstone import fit_targets
+
+    pairs = pa.concat_tables(read_table(pairs_dir / f"{split}.parquet") for split in ("train", "val", "test"))
+    responses = read_table(pairs_dir / "responses.parquet", columns=["response_id"])
+    start = time.perf_counter()
+    fit_targets(pairs, responses, model)
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rankings", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/rewardline-bench"))
+    parser.add_argument("--targets", choices=["none", "thurstone", "bt"], default="none",
+                        help="pairs.targets: also fit per-response utilities (targets.parquet)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     source = args.workdir / "source" / "rankings.parquet"
     if args.child:
-        print(json.dumps(run_stages(source, args.workdir)))
+        print(json.dumps(run_stages(source, args.workdir, args.targets)))
         return
     generation_s = generate(args.rankings, source)
     out = subprocess.run([sys.executable, __file__, "--child", "--rankings", str(args.rankings),
-                          "--workdir", str(args.workdir)], capture_output=True, text=True)
+                          "--workdir", str(args.workdir), "--targets", args.targets], capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(out.stderr)
     result = json.loads(out.stdout.strip().splitlines()[-1])

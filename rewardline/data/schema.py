@@ -119,6 +119,20 @@ PAIRS = pa.schema(
     ]
 )
 
+#: One row per response of the pairs (``pairs.targets`` ≠ none): its fitted utility on the
+#: paired-comparison model's scale (schema metadata ``link``: probit | logit), standard error,
+#: and whether its prompt has an anchor (u_anchor = 0) or was centred (mean 0).
+TARGETS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("response_id", pa.string()),
+        ("split", pa.string()),
+        ("utility", pa.float64()),
+        ("se", pa.float64()),
+        ("anchored", pa.bool_()),
+    ]
+)
+
 SPLITS = ("train", "val", "test")
 TABLE_FILES = {
     "prompts": "prompts.parquet",

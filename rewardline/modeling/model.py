@@ -78,6 +78,14 @@ class RewardConfig:
     reward_mean: float = 0.0
     reward_std: float = 1.0
     uses_token_type_ids: bool = False
+    objective: str = "bt"
+    link: str | None = None  # probit | logit: absolute-scale rewards (trained on utility targets)
+    anchored: bool | None = None  # their utilities were measured against an anchor response (u = 0)
+
+    @property
+    def absolute_scale(self) -> bool:
+        """Rewards are utilities on the link's fixed scale (not only their differences matter)."""
+        return self.link is not None
 
     @property
     def format_config(self) -> FormatConfig:

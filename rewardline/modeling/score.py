@@ -3,6 +3,14 @@
 Rows are formatted exactly as in training (the model directory's ``reward_config.json``),
 sorted by length, packed to ``batch_tokens`` padded tokens, run under
 ``torch.inference_mode`` and returned in input order.
+
+A model trained on utility targets (``reward_config.json``: ``link`` set) scores on an absolute
+scale: its reward is not shifted by ``reward_mean``, and :func:`score_jsonl` adds
+
+    win_prob = Φ(reward) (link probit) or σ(reward) (link logit),
+
+the probability that the response beats the prompt's anchor (``anchored``), or the prompt's
+typical response when the training utilities were centred per prompt.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit, ndtr
 
 from rewardline.modeling.device import select_runtime
 from rewardline.modeling.formatting import Formatter
@@ -39,7 +48,8 @@ def score_texts(
 ) -> np.ndarray:
     """Rewards (float32 ``[n]``) of ``(prompt, response)`` rows; prompts are text or
     message lists. ``normalize`` subtracts the stored ``reward_mean`` (a shift: reward
-    differences are unchanged). ``model`` / ``tokenizer`` skip loading when given."""
+    differences are unchanged) unless the model scores on an absolute scale (``link`` set).
+    ``model`` / ``tokenizer`` skip loading when given."""
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses differ in length")
     if not responses:
@@ -73,22 +83,34 @@ def score_texts(
                 rewards = model(ids.to(rt.device), mask.to(rt.device), types.to(rt.device))
             out[rows] = rewards.float().cpu().numpy()
             i += n
-    if normalize:
+    if normalize and not model.config.absolute_scale:
         out -= np.float32(model.config.reward_mean)
     return out
+
+
+def win_probability(rewards: np.ndarray, link: str) -> np.ndarray:
+    """``Φ(r)`` (probit) or ``σ(r)`` (logit): P(the response beats the anchor / typical response)."""
+    if link not in ("probit", "logit"):
+        raise ValueError(f"link must be probit or logit, got {link!r}")
+    r = np.asarray(rewards, np.float64)
+    return ndtr(r) if link == "probit" else expit(r)
 
 
 def score_jsonl(
     model_dir: Path | str, in_path: Path | str, out_path: Path | str, batch_tokens: int = 16384, normalize: bool = True
 ) -> int:
     """Read ``{prompt, response, ...}`` rows from ``in_path``, write them to ``out_path`` with
-    a ``reward`` field added. Returns the number of rows."""
+    a ``reward`` field added, and ``win_prob`` for an absolute-scale model. Returns the number of rows."""
     rows = [json.loads(line) for line in Path(in_path).read_text().splitlines() if line.strip()]
-    rewards = score_texts(
-        model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_tokens, normalize
-    )
+    model_dir = Path(model_dir)
+    model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device) if rows else (None, None)
+    rewards = score_texts(model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_tokens,
+                          normalize, model=model, tokenizer=tokenizer)
+    link = model.config.link if model is not None else None
+    win_prob = win_probability(rewards, link) if link is not None else None
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "w") as f:
-        for row, reward in zip(rows, rewards, strict=True):
-            f.write(json.dumps({**row, "reward": float(reward)}) + "\n")
+        for i, (row, reward) in enumerate(zip(rows, rewards, strict=True)):
+            extra = {} if win_prob is None else {"win_prob": float(win_prob[i])}
+            f.write(json.dumps({**row, "reward": float(reward), **extra}) + "\n")
     return len(rows)

@@ -15,6 +15,10 @@ mean per-vote margin: ``score`` → |score_a − score_b| (rank gap where a scor
 missing), ``rank_gap`` → |rank_a − rank_b| / (K − 1), ``none`` → 0; times
 ``margin_scale``.
 
+Targets (``pairs.targets: thurstone | bt``, default ``none``): per-response utilities fitted
+per prompt to all of its comparisons (:mod:`rewardline.pairs.thurstone`), written to
+``targets.parquet``; with ``none`` nothing is fitted and the outputs are those of before.
+
 Split: u = FNV-1a(salt + prompt_id) / 2^64 ∈ [0, 1); train if u < f_train, val if
 u < f_train + f_val, else test. It depends on the prompt id alone, so a prompt keeps
 its split when new batches arrive, and no prompt is in two splits.
@@ -28,6 +32,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from rewardline.config import Section
@@ -36,6 +41,9 @@ from rewardline.data.hashing import unit_interval
 from rewardline.data.keys import key_codes
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
 from rewardline.ops.atomic import writes_output
+from rewardline.pairs.thurstone import fit_targets
+
+TARGETS_FILE = "targets.parquet"
 
 
 class PairsConfig(Section):
@@ -47,6 +55,8 @@ class PairsConfig(Section):
     train_fraction: float = Field(0.8, gt=0.0, lt=1.0)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_salt: str = "rewardline-v1"
+    targets: Literal["none", "thurstone", "bt"] = "none"
+    target_prior_sd: float = Field(2.0, gt=0.0)
 
     @model_validator(mode="after")
     def _fractions_leave_a_test_share(self) -> PairsConfig:
@@ -190,5 +200,20 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
     for name in ("prompts", "responses"):
         copy_table(in_dir / schema.TABLE_FILES[name], out_dir / schema.TABLE_FILES[name])
     metrics = pairs_metrics(pairs, counts)
+    if config.targets != "none":
+        metrics["targets"] = write_targets(pairs, in_dir, out_dir, config)
+    else:
+        (out_dir / TARGETS_FILE).unlink(missing_ok=True)  # a stale fit of an earlier run
     write_json(metrics, out_dir / "metrics.json")
     return metrics
+
+
+def write_targets(pairs: pa.Table, in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
+    """Fit the per-response utilities of ``pairs`` (anchors from ``responses.is_anchor`` when present),
+    write ``targets.parquet``; returns the fit statistics (no timings: the metrics stay byte-identical on a rerun)."""
+    path = in_dir / schema.TABLE_FILES["responses"]
+    anchor_column = ["is_anchor"] if "is_anchor" in pq.read_schema(path).names else []
+    responses = read_table(path, columns=["response_id", *anchor_column])  # ids only, not the texts
+    targets, stats = fit_targets(pairs, responses, config.targets, config.target_prior_sd)
+    write_table(targets, out_dir / TARGETS_FILE)
+    return stats

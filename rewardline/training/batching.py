@@ -21,19 +21,63 @@ Comparison weights (:func:`comparison_weights`, ``train.weighting``): ``"prompt"
 of the ``C`` comparisons of one prompt ``w = 1 / C`` (InstructGPT's ``1 / C(K, 2)`` when all
 pairs of the K responses are present), so each prompt counts once; ``"comparison"`` gives
 ``w = 1``.
+
+Per-response targets (pointwise objectives, :func:`read_targets`): when the pairs directory has
+``targets.parquet`` (``pairs.targets``) and the objective asks for them, every sequence of a group
+carries its fitted utility ``u_i`` and a weight (:func:`target_weights`)
+
+    w_i = W_g · s_i⁻² / Σ_{j∈g} s_j⁻²,   s_i = max(se_i, MIN_TARGET_SE),   W_g = Σ_c w_c of the group,
+
+so a prompt's responses share its comparison weight (each prompt counts once with
+``weighting: prompt``) in proportion to the precision of their targets, and a pointwise and a
+pairwise loss over the same groups have the same normaliser ``W``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from rewardline.modeling.tokenize import TokenizedResponses
 
 WEIGHTINGS = ("prompt", "comparison")
+TARGETS_FILE = "targets.parquet"
+#: Floor of a target's standard error in its weight 1/se² (an anchor has se = 0).
+MIN_TARGET_SE = 0.25
+
+
+@dataclass
+class ResponseTargets:
+    """Fitted utilities of ``targets.parquet`` by response id, and how they were fitted."""
+
+    utility: dict[str, float]
+    se: dict[str, float]
+    link: str  # probit | logit
+    anchored: bool  # every prompt of the table has an anchor (u_anchor = 0); else utilities are centred
+
+
+def read_targets(pairs_dir: Path) -> ResponseTargets | None:
+    """``pairs_dir/targets.parquet`` as :class:`ResponseTargets`; None when the pairs stage wrote none."""
+    path = Path(pairs_dir) / TARGETS_FILE
+    if not path.exists():
+        return None
+    table = pq.read_table(path)
+    ids = table["response_id"].to_pylist()
+    link = (table.schema.metadata or {}).get(b"link", b"probit").decode()
+    anchored = bool(table.num_rows) and all(table["anchored"].to_pylist())
+    return ResponseTargets(dict(zip(ids, table["utility"].to_pylist(), strict=True)),
+                           dict(zip(ids, table["se"].to_pylist(), strict=True)), link, anchored)
+
+
+def target_weights(se: np.ndarray, group_weight: float) -> np.ndarray:
+    """``w_i = W_g · s_i⁻² / Σ_j s_j⁻²`` with ``s = max(se, MIN_TARGET_SE)`` (module docstring)."""
+    precision = 1.0 / np.maximum(np.asarray(se, np.float64), MIN_TARGET_SE) ** 2
+    return (group_weight * precision / precision.sum()).astype(np.float32)
 
 
 @dataclass
@@ -48,6 +92,8 @@ class Group:
     margin: np.ndarray  # float32 [C]
     weight: np.ndarray  # float32 [C]
     max_len: int
+    target: np.ndarray | None = None  # float32 [K] fitted utility of each row (pointwise objectives)
+    target_weight: np.ndarray | None = None  # float32 [K], sums to weight.sum()
 
 
 @dataclass
@@ -61,6 +107,8 @@ class Batch:
     margin: torch.Tensor  # [M]
     weight: torch.Tensor  # [M]
     n_tokens: int  # non-pad tokens
+    target: torch.Tensor | None = None  # [N] fitted utility per sequence, when the groups carry targets
+    target_weight: torch.Tensor | None = None  # [N]
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -79,8 +127,10 @@ def comparison_weights(group_sizes: np.ndarray, weighting: str) -> np.ndarray:
     return np.repeat(1.0 / np.maximum(sizes, 1), sizes).astype(np.float32)
 
 
-def build_groups(pairs: pa.Table, tok: TokenizedResponses, weighting: str = "prompt") -> list[Group]:
-    """Group the comparisons of ``pairs`` (schema ``PAIRS``) by prompt."""
+def build_groups(pairs: pa.Table, tok: TokenizedResponses, weighting: str = "prompt",
+                 targets: ResponseTargets | None = None) -> list[Group]:
+    """Group the comparisons of ``pairs`` (schema ``PAIRS``) by prompt; with ``targets``, each
+    group's rows also carry their utilities and weights (a response without one: KeyError)."""
     row_of = tok.row_index()
     cols = pairs.select(["prompt_id", "response_a_id", "response_b_id", "label", "margin"]).to_pydict()
     by_prompt: dict[str, list[int]] = {}
@@ -98,19 +148,30 @@ def build_groups(pairs: pa.Table, tok: TokenizedResponses, weighting: str = "pro
                 out.append(local.setdefault(rid, len(local)))
         rows = np.array([row_of[r] for r in local], dtype=np.int64)
         margin = [0.0 if cols["margin"][i] is None else cols["margin"][i] for i in idx]
-        groups.append(
-            Group(
-                prompt_id=pid,
-                rows=rows,
-                a=np.array(a, dtype=np.int64),
-                b=np.array(b, dtype=np.int64),
-                label=np.array([cols["label"][i] for i in idx], dtype=np.float32),
-                margin=np.array(margin, dtype=np.float32),
-                weight=comparison_weights(np.array([len(idx)]), weighting),
-                max_len=int(tok.lengths[rows].max()),
-            )
+        group = Group(
+            prompt_id=pid,
+            rows=rows,
+            a=np.array(a, dtype=np.int64),
+            b=np.array(b, dtype=np.int64),
+            label=np.array([cols["label"][i] for i in idx], dtype=np.float32),
+            margin=np.array(margin, dtype=np.float32),
+            weight=comparison_weights(np.array([len(idx)]), weighting),
+            max_len=int(tok.lengths[rows].max()),
         )
+        if targets is not None:
+            _attach_targets(group, list(local), targets)
+        groups.append(group)
     return groups
+
+
+def _attach_targets(group: Group, response_ids: list[str], targets: ResponseTargets) -> None:
+    missing = [r for r in response_ids if r not in targets.utility]
+    if missing:
+        raise KeyError(f"{TARGETS_FILE} has no target for response {missing[0]!r} of prompt {group.prompt_id!r} "
+                       f"({len(missing)} missing): it is stale, rerun the pairs stage")
+    group.target = np.array([targets.utility[r] for r in response_ids], dtype=np.float32)
+    se = np.array([targets.se[r] for r in response_ids])
+    group.target_weight = target_weights(se, float(group.weight.sum()))
 
 
 def plan_batches(
@@ -181,4 +242,11 @@ def collate(groups: list[Group], tok: TokenizedResponses, pad_id: int) -> Batch:
         margin=torch.from_numpy(np.concatenate([g.margin for g in groups])),
         weight=torch.from_numpy(np.concatenate([g.weight for g in groups])),
         n_tokens=int(mask.sum()),
+        target=_stack([g.target for g in groups]),
+        target_weight=_stack([g.target_weight for g in groups]),
     )
+
+
+def _stack(parts: list[np.ndarray | None]) -> torch.Tensor | None:
+    """The groups' per-row arrays concatenated, or None unless every group has one."""
+    return None if any(p is None for p in parts) else torch.from_numpy(np.concatenate(parts))

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from rewardline.config import Section, build, parse_overrides
+from rewardline.errors import ConfigError
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, select_runtime
 from rewardline.modeling.formatting import FormatConfig
@@ -51,9 +52,19 @@ from rewardline.modeling.model import RewardModel
 from rewardline.modeling.tokenize import TokenizedResponses, tokenize_pairs_dir
 from rewardline.ops.atomic import staged_output
 from rewardline.tracking import NullTracker, Tracker
-from rewardline.training.batching import Group, build_groups, collate, plan_batches, plan_steps, rank_micro_batches
+from rewardline.training.batching import (
+    TARGETS_FILE,
+    Group,
+    ResponseTargets,
+    build_groups,
+    collate,
+    plan_batches,
+    plan_steps,
+    rank_micro_batches,
+    read_targets,
+)
 from rewardline.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from rewardline.training.objectives import Objective, build_objective
+from rewardline.training.objectives import OBJECTIVES, Objective, build_objective
 
 #: Fields that do not change what is trained (left out of the resume fingerprint).
 _RUN_ONLY = {"log_every", "checkpoint_every", "checkpoint_dir", "resume", "keep_checkpoints", "cache_dir", "progress"}
@@ -82,7 +93,8 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(0.05, ge=0.0, le=1.0)
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
-    objective: str = "bt"  # loss by name, rewardline.training.objectives.OBJECTIVES; bt = grouped Bradley-Terry
+    objective: str = "bt"  # loss by name (objectives.OBJECTIVES): bt | thurstone (pointwise) | bt+thurstone
+    pointwise_weight: float = Field(1.0, ge=0.0)  # λ of bt+thurstone: loss_bt + λ·loss_thurstone
     weighting: Literal["prompt", "comparison"] = "prompt"  # prompt (each prompt counts once) | comparison
     margin_scale: float = Field(0.0, ge=0.0)  # m = margin_scale * pairs.margin; 0 = no margin
     center_coef: float = Field(0.0, ge=0.0)  # c in c·(r_a + r_b)²
@@ -197,6 +209,7 @@ class TrainingData:
     train_groups: list[Group]
     val_groups: list[Group]
     tokenize_seconds: float
+    targets: ResponseTargets | None = None  # per-response utilities (objectives with ``needs_targets``)
 
 
 def _read_split(pairs_dir: Path, split: str) -> Any:
@@ -216,12 +229,16 @@ def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> Traini
     if rt.is_main:
         barrier(rt)
     tokenize_seconds = time.perf_counter() - t0
-    train_groups = build_groups(_read_split(pairs_dir, "train"), tok, cfg.weighting)
+    targets = read_targets(pairs_dir) if OBJECTIVES[cfg.objective].needs_targets else None
+    if OBJECTIVES[cfg.objective].needs_targets and targets is None:
+        raise ConfigError(f"train.objective={cfg.objective} needs per-response targets, but {pairs_dir}/{TARGETS_FILE} "
+                          "does not exist (expected the pairs stage run with pairs.targets: thurstone or bt)")
+    train_groups = build_groups(_read_split(pairs_dir, "train"), tok, cfg.weighting, targets)
     val_table = _read_split(pairs_dir, "val")
-    val_groups = build_groups(val_table, tok, cfg.weighting) if val_table is not None else []
+    val_groups = build_groups(val_table, tok, cfg.weighting, targets) if val_table is not None else []
     if not train_groups:
         raise ValueError(f"{pairs_dir}/train.parquet has no pairs")
-    return TrainingData(tokenizer, tok, pad_id, train_groups, val_groups, tokenize_seconds)
+    return TrainingData(tokenizer, tok, pad_id, train_groups, val_groups, tokenize_seconds, targets)
 
 
 def plan_run(groups: list[Group], cfg: TrainConfig, world_size: int) -> list[list[list[int]]]:
@@ -249,7 +266,7 @@ def _fingerprint(cfg: TrainConfig, tok: TokenizedResponses, pairs_dir: Path, wor
     key = {k: v for k, v in cfg.model_dump().items() if k not in _RUN_ONLY}
     key["tokenized"] = tok.fingerprint
     key["global_micro_batches"] = world * cfg.grad_accum
-    for split in ("train", "val"):
+    for split in ("train", "val", *(("targets",) if OBJECTIVES[cfg.objective].needs_targets else ())):
         path = pairs_dir / f"{split}.parquet"
         key[split] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -384,6 +401,9 @@ def save_model_and_drop_checkpoints(model: RewardModel, data: TrainingData, val:
     ``keep_checkpoints``, delete the checkpoints of the now complete run."""
     if val:
         model.config.reward_mean, model.config.reward_std = val["reward_mean"], val["reward_std"]
+    model.config.objective = cfg.objective
+    if data.targets is not None:  # absolute scale: F(r) = P(beats the anchor / the typical response)
+        model.config.link, model.config.anchored = data.targets.link, data.targets.anchored
     if rt.is_main:
         with staged_output(out_dir, carry=(ckpt_root,)) as staging:  # locked; the model dir is replaced whole
             model.save(staging, data.tokenizer)

@@ -45,6 +45,20 @@ comparisons of a prompt, or ``1``).
 
 Accuracy counts comparisons with ``p ≠ 0.5`` (ties excluded) whose ``Δ`` has the sign the
 label says: ``Δ > 0`` when ``p > 0.5``, ``Δ < 0`` when ``p < 0.5``.
+
+``thurstone`` — :class:`ThurstoneObjective`, pointwise regression on the per-response utilities
+``u_i`` that the pairs stage fitted per prompt (``pairs.targets``, :mod:`rewardline.pairs.thurstone`),
+on a fixed scale (probit: ``Φ(u)`` = P(beats the anchor / the prompt's typical response))::
+
+    ℓ_i  = ½ (r_i − u_i)²,    w_i = W_g · s_i⁻² / Σ_{j∈g} s_j⁻²,   s_i = max(se_i, MIN_TARGET_SE)
+    loss = Σ_i w_i ℓ_i / W
+
+a weighted MSE that is, within each prompt, the Gaussian NLL ``Σ (r_i − u_i)² / (2 s_i²)`` up to
+a constant, the prompt's total weight being its comparison weight ``W_g``
+(:func:`rewardline.training.batching.target_weights`; ``W`` is the same as ``bt``'s).
+
+``bt+thurstone`` — :class:`BradleyTerryThurstoneObjective`: ``loss = loss_bt + λ · loss_thurstone``
+over the same groups and normaliser, ``λ = train.pointwise_weight``.
 """
 
 from __future__ import annotations
@@ -58,7 +72,7 @@ import torch
 import torch.nn.functional as F
 
 from rewardline.errors import ConfigError
-from rewardline.training.batching import Batch, Group
+from rewardline.training.batching import TARGETS_FILE, Batch, Group
 
 #: The first two sums of every objective: Σ w·ℓ and Σ w.
 LOSS_SUMS = ("weighted_loss", "weight")
@@ -86,6 +100,8 @@ class Objective(ABC):
     name: ClassVar[str]
     count_names: ClassVar[tuple[str, ...]]
     unit: ClassVar[str]
+    #: The batches must carry per-response targets (``targets.parquet`` of the pairs stage).
+    needs_targets: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, config: Any) -> Objective:
@@ -186,8 +202,111 @@ class BradleyTerryObjective(Objective):
         }
 
 
+@dataclass
+class PointwiseTargets:
+    """One target per sequence of a batch: the fitted utility and its weight."""
+
+    utility: torch.Tensor  # [N]
+    weight: torch.Tensor  # [N]
+
+
+def pointwise_targets(batch: Batch) -> PointwiseTargets:
+    """The batch's per-response utilities; ConfigError when the batches carry none."""
+    if batch.target is None or batch.target_weight is None:
+        raise ConfigError(f"train.objective: a pointwise objective needs per-response targets, and the batch has "
+                          f"none (expected {TARGETS_FILE} in the pairs directory: set pairs.targets: thurstone)")
+    return PointwiseTargets(batch.target, batch.target_weight)
+
+
+def pointwise_sums(rewards: torch.Tensor, targets: PointwiseTargets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(Σ w·½(r − u)², Σ w, Σ (r − u)²)`` of one batch (the last one unweighted, detached)."""
+    error = rewards.float() - targets.utility.to(rewards.device, torch.float32)
+    w = targets.weight.to(error)
+    return (w * 0.5 * error**2).sum(), w.sum(), (error.detach().double() ** 2).sum()
+
+
+class ThurstoneObjective(Objective):
+    """Pointwise weighted MSE on fitted utilities (``thurstone``):
+    ``loss = Σ w·½(r − u)² / W``, ``w ∝ 1/max(se, MIN_TARGET_SE)²`` within a prompt (module docstring)."""
+
+    name = "thurstone"
+    count_names = ("squared_error", "responses")
+    unit = "responses"
+    needs_targets = True
+
+    def group_weight(self, group: Group) -> float:
+        return float(group.weight.sum())  # = Σ group.target_weight
+
+    def targets(self, batch: Batch, *, training: bool = True) -> PointwiseTargets:
+        return pointwise_targets(batch)
+
+    def loss(self, rewards: torch.Tensor, targets: PointwiseTargets, normalizer: float | None = None) -> LossTerms:
+        weighted, weight_sum, squared = pointwise_sums(rewards, targets)
+        denom = weight_sum.clamp_min(1e-12) if normalizer is None else normalizer
+        return self._terms(weighted / denom, weighted, weight_sum, squared, len(rewards))
+
+    def summarize(self, sums: Mapping[str, float]) -> dict[str, float | int]:
+        """``loss = Σ w·ℓ / Σ w``, ``rmse = sqrt(Σ (r − u)² / responses)`` (unweighted), ``responses``."""
+        return {
+            "loss": sums["weighted_loss"] / max(sums["weight"], 1e-12),
+            "rmse": (sums["squared_error"] / max(sums["responses"], 1.0)) ** 0.5,
+            "responses": int(sums["responses"]),
+        }
+
+
+class BradleyTerryThurstoneObjective(Objective):
+    """``bt+thurstone``: ``loss = loss_bt + λ·loss_thurstone`` (``λ = train.pointwise_weight``), both
+    ``Σ w·ℓ / W`` over the same groups."""
+
+    name = "bt+thurstone"
+    count_names = ("correct", "counted", "comparisons", "bt_weighted_loss", "pointwise_weighted_loss",
+                   "squared_error", "responses")
+    unit = "comparisons"
+    needs_targets = True
+
+    def __init__(self, pointwise_weight: float = 1.0, margin_scale: float = 0.0, center_coef: float = 0.0) -> None:
+        self.pointwise_weight = pointwise_weight
+        self.pairwise = BradleyTerryObjective(margin_scale, center_coef)
+
+    @classmethod
+    def from_config(cls, config: Any) -> BradleyTerryThurstoneObjective:
+        return cls(config.pointwise_weight, config.margin_scale, config.center_coef)
+
+    def group_weight(self, group: Group) -> float:
+        return float(group.weight.sum())
+
+    def targets(self, batch: Batch, *, training: bool = True) -> tuple[ComparisonTargets, PointwiseTargets]:
+        return self.pairwise.targets(batch, training=training), pointwise_targets(batch)
+
+    def loss(self, rewards: torch.Tensor, targets: tuple[ComparisonTargets, PointwiseTargets],
+             normalizer: float | None = None) -> LossTerms:
+        pairwise = self.pairwise.loss(rewards, targets[0], normalizer)
+        weighted, _, squared = pointwise_sums(rewards, targets[1])
+        bt_weighted, weight_sum = pairwise.sums[0], pairwise.sums[1]
+        denom = weight_sum.clamp_min(1e-12).to(weighted) if normalizer is None else normalizer
+        loss = pairwise.loss + self.pointwise_weight * weighted / denom
+        total = bt_weighted.to(weighted) + self.pointwise_weight * weighted
+        return self._terms(loss, total, weight_sum, *pairwise.sums[2:], bt_weighted, weighted.detach(), squared,
+                           len(rewards))
+
+    def summarize(self, sums: Mapping[str, float]) -> dict[str, float | int]:
+        """The total loss, ``bt``'s accuracy, each part's ``Σ w·ℓ / Σ w``, the pointwise rmse."""
+        weight = max(sums["weight"], 1e-12)
+        return {
+            "loss": sums["weighted_loss"] / weight,
+            "accuracy": sums["correct"] / max(sums["counted"], 1.0),
+            "bt_loss": sums["bt_weighted_loss"] / weight,
+            "pointwise_loss": sums["pointwise_weighted_loss"] / weight,
+            "rmse": (sums["squared_error"] / max(sums["responses"], 1.0)) ** 0.5,
+            "comparisons": int(sums["comparisons"]),
+            "responses": int(sums["responses"]),
+        }
+
+
 #: Objectives by name (``train.objective``).
-OBJECTIVES: dict[str, type[Objective]] = {BradleyTerryObjective.name: BradleyTerryObjective}
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (BradleyTerryObjective, ThurstoneObjective, BradleyTerryThurstoneObjective)
+}
 
 
 def register_objective(cls: type[Objective]) -> type[Objective]:

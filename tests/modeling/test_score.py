@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from rewardline.modeling.formatting import FormatConfig, Formatter
 from rewardline.modeling.model import RewardModel
-from rewardline.modeling.score import score_jsonl, score_texts
+from rewardline.modeling.score import score_jsonl, score_texts, win_probability
 from rewardline.modeling.tiny import build_tiny_bert
 
 
@@ -60,3 +60,23 @@ def test_jsonl_rows_get_a_reward_and_keep_their_fields(model_dir, tmp_path):
     assert out[1]["prompt"] == rows[1]["prompt"]
     expected = score_texts(model_dir, ["what is a cat"], ["a small animal"])[0]
     assert out[0]["reward"] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_an_absolute_scale_model_is_not_shifted_and_gets_win_probabilities(model_dir, tmp_path):
+    model, tok = RewardModel.load(model_dir)
+    model.config.objective, model.config.link, model.config.anchored = "thurstone", "logit", True
+    model.save(tmp_path / "absolute", tok)
+    prompts, responses = ["what is a cat", "what is a dog"], ["a small animal", "a loyal animal"]
+    raw = score_texts(model_dir, prompts, responses, normalize=False)
+    np.testing.assert_allclose(score_texts(tmp_path / "absolute", prompts, responses), raw, rtol=1e-5)  # no shift
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in zip(prompts, responses,
+                                                                                           strict=True)))
+    score_jsonl(tmp_path / "absolute", src, tmp_path / "out.jsonl")
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([o["win_prob"] for o in out], 1 / (1 + np.exp(-raw)), rtol=1e-5)
+    score_jsonl(model_dir, src, tmp_path / "pairwise.jsonl")  # a pairwise (bt) model: no win_prob
+    assert all("win_prob" not in json.loads(line) for line in (tmp_path / "pairwise.jsonl").read_text().splitlines())
+    assert win_probability(np.array([0.0]), "probit")[0] == 0.5
+    with pytest.raises(ValueError, match="link"):
+        win_probability(np.array([0.0]), "identity")

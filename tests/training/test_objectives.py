@@ -11,13 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from rewardline.errors import ConfigError
-from rewardline.training.batching import Batch, comparison_weights
+from rewardline.training.batching import MIN_TARGET_SE, Batch, comparison_weights, target_weights
 from rewardline.training.loop import TrainConfig
 from rewardline.training.objectives import (
     OBJECTIVES,
     BradleyTerryObjective,
+    BradleyTerryThurstoneObjective,
     ComparisonTargets,
     Objective,
+    ThurstoneObjective,
     build_objective,
     register_objective,
 )
@@ -141,7 +143,7 @@ def test_objectives_are_built_by_name_from_the_train_config():
     assert isinstance(objective, BradleyTerryObjective) and OBJECTIVES["bt"] is BradleyTerryObjective
     assert (objective.margin_scale, objective.center_coef) == (0.5, 0.01)
     assert TrainConfig().objective == "bt"
-    with pytest.raises(ConfigError, match=r"unknown objective 'nope'.*\['bt'\]"):
+    with pytest.raises(ConfigError, match=r"unknown objective 'nope'.*\['bt', 'bt\+thurstone', 'thurstone'\]"):
         build_objective("nope", TrainConfig())
 
 
@@ -154,3 +156,61 @@ def test_register_objective_refuses_a_second_class_under_a_taken_name(monkeypatc
     assert register_objective(BradleyTerryObjective) is BradleyTerryObjective  # the same class again is fine
     with pytest.raises(ValueError, match="already registered"):
         register_objective(Other)
+
+
+def _pointwise_batch(utility, target_weight, idx_a=(0,), idx_b=(1,), label=(1.0,)) -> Batch:
+    n = len(utility)
+    return Batch(input_ids=torch.zeros(n, 2, dtype=torch.long), attention_mask=torch.ones(n, 2, dtype=torch.long),
+                 token_type_ids=torch.zeros(n, 2, dtype=torch.long), idx_a=torch.tensor(idx_a),
+                 idx_b=torch.tensor(idx_b), label=torch.tensor(label), margin=torch.zeros(len(label)),
+                 weight=torch.ones(len(label)), n_tokens=2 * n, target=torch.tensor(utility),
+                 target_weight=torch.tensor(target_weight))
+
+
+def test_thurstone_pointwise_loss_and_gradient_match_a_hand_computed_example():
+    # r = (1, 0, -1), u = (0.5, 0, 1), w = (1, 2, 1):  ℓ = ½(r − u)² = (0.125, 0, 2)
+    # Σ w·ℓ = 2.125, Σ w = 4  →  loss = 0.53125;  ∂loss/∂r_i = w_i (r_i − u_i) / Σ w = (0.125, 0, -0.5)
+    objective = build_objective("thurstone", TrainConfig(objective="thurstone"))
+    assert isinstance(objective, ThurstoneObjective) and objective.needs_targets
+    r = torch.tensor([1.0, 0.0, -1.0], requires_grad=True)
+    terms = objective.loss(r, objective.targets(_pointwise_batch([0.5, 0.0, 1.0], [1.0, 2.0, 1.0])))
+    assert terms.loss.item() == pytest.approx(0.53125)
+    terms.loss.backward()
+    torch.testing.assert_close(r.grad, torch.tensor([0.125, 0.0, -0.5]))
+    sums = _sums(objective, terms)
+    assert sums == pytest.approx({"weighted_loss": 2.125, "weight": 4.0, "squared_error": 4.25, "responses": 3})
+    summary = objective.summarize(sums)
+    assert summary == pytest.approx({"loss": 0.53125, "rmse": math.sqrt(4.25 / 3), "responses": 3})
+    # a given normaliser W replaces Σ w (gradient accumulation / DDP)
+    assert objective.loss(r, objective.targets(_pointwise_batch([0.5, 0.0, 1.0], [1.0, 2.0, 1.0])),
+                          normalizer=8.0).loss.item() == pytest.approx(2.125 / 8)
+
+
+def test_bt_plus_thurstone_is_the_bt_loss_plus_lambda_times_the_pointwise_loss():
+    # r = (1, 0), comparison 0 ≻ 1 with p = 1, w = 1: bt = −log σ(1); u = (0, 0), w = (0.5, 0.5):
+    # pointwise = (0.5·½·1 + 0) / 1 = 0.25;  λ = 2  →  loss = log(1 + e⁻¹) + 0.5
+    objective = build_objective("bt+thurstone", TrainConfig(objective="bt+thurstone", pointwise_weight=2.0))
+    assert isinstance(objective, BradleyTerryThurstoneObjective)
+    r = torch.tensor([1.0, 0.0], requires_grad=True)
+    terms = objective.loss(r, objective.targets(_pointwise_batch([0.0, 0.0], [0.5, 0.5])))
+    assert terms.loss.item() == pytest.approx(LOG1P_EXP_MINUS_1 + 0.5)
+    terms.loss.backward()
+    sigma_minus_1 = 1 / (1 + math.e)  # ∂bt/∂r_0 = −σ(−1);  ∂(λ·pointwise)/∂r_0 = 2·0.5·1 = 1
+    torch.testing.assert_close(r.grad, torch.tensor([1 - sigma_minus_1, sigma_minus_1]))
+    summary = objective.summarize(_sums(objective, terms))
+    assert summary["bt_loss"] == pytest.approx(LOG1P_EXP_MINUS_1) and summary["pointwise_loss"] == pytest.approx(0.25)
+    assert summary["loss"] == pytest.approx(LOG1P_EXP_MINUS_1 + 0.5) and summary["accuracy"] == 1.0
+
+
+def test_a_pointwise_objective_without_targets_is_a_config_error():
+    batch = _pointwise_batch([0.0, 0.0], [0.5, 0.5])
+    batch.target = None
+    with pytest.raises(ConfigError, match="targets.parquet"):
+        ThurstoneObjective().targets(batch)
+
+
+def test_target_weights_share_the_group_weight_by_precision_with_a_floor():
+    # se = (0.5, 1, 0 [an anchor]) → s = (0.5, 1, MIN_TARGET_SE = 0.25) → precision (4, 1, 16) / 21
+    np.testing.assert_allclose(target_weights(np.array([0.5, 1.0, 0.0]), 3.0), 3.0 * np.array([4, 1, 16]) / 21,
+                               rtol=1e-6)
+    assert MIN_TARGET_SE == 0.25

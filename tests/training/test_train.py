@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,13 +19,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
+from scipy.special import ndtr
 from transformers import AutoTokenizer
 
 from rewardline.data.schema import PAIRS, PROMPTS, RESPONSES, conform
+from rewardline.errors import ConfigError
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
+from rewardline.modeling.score import score_jsonl
 from rewardline.modeling.tiny import build_tiny_bert
 from rewardline.modeling.tokenize import tokenize_pairs_dir
+from rewardline.pairs.thurstone import fit_targets
 from rewardline.tracking import JsonlTracker
 from rewardline.training.batching import Batch, Group, build_groups, plan_batches, plan_steps, rank_micro_batches
 from rewardline.training.loop import TrainConfig, lr_at, train
@@ -262,3 +267,31 @@ def test_killed_run_resumes_to_identical_weights(setup, tmp_path):
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), k
+
+
+def test_thurstone_objective_trains_on_fitted_utilities_and_scores_win_probabilities(setup, tmp_path):
+    pairs_dir = tmp_path / "pairs"
+    shutil.copytree(setup["pairs"], pairs_dir)
+    with pytest.raises(ConfigError, match=r"train.objective=thurstone needs per-response targets.*targets.parquet"):
+        train(pairs_dir, tmp_path / "none", tiny_config(setup, objective="thurstone"))
+    pairs = pa.concat_tables(pq.read_table(pairs_dir / f"{s}.parquet") for s in ("train", "val", "test"))
+    targets, _ = fit_targets(pairs, pq.read_table(pairs_dir / "responses.parquet"), "thurstone")
+    pq.write_table(targets, pairs_dir / "targets.parquet")
+    tracker = JsonlTracker(tmp_path / "track.jsonl")
+    m = train(pairs_dir, tmp_path / "model", tiny_config(setup, objective="thurstone", epochs=6), tracker)
+    losses = [r["metrics"]["train/loss"] for r in tracker.read() if "train/loss" in r.get("metrics", {})]
+    assert len(losses) == m["steps"] and np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+    utility = targets["utility"].to_numpy()
+    assert m["val_rmse"] < np.sqrt(np.mean(utility**2)), m  # beats predicting every target as 0
+    model, _ = RewardModel.load(tmp_path / "model")
+    assert (model.config.objective, model.config.link, model.config.anchored) == ("thurstone", "probit", False)
+    rows = [{"prompt": "tell me about the cat", "response": text} for text in
+            ("good good good the", "bad bad bad a", "good bad it")]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert score_jsonl(tmp_path / "model", tmp_path / "in.jsonl", tmp_path / "out.jsonl") == 3
+    scored = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    win = np.array([s["win_prob"] for s in scored])
+    assert np.all((win >= 0) & (win <= 1)) and win[0] > win[1]
+    np.testing.assert_allclose(win, ndtr([s["reward"] for s in scored]), rtol=1e-6)
+    both = train(pairs_dir, tmp_path / "both", tiny_config(setup, objective="bt+thurstone", max_steps=2))
+    assert {"train_bt_loss", "train_pointwise_loss", "val_accuracy", "val_rmse"} <= set(both)

@@ -1,0 +1,180 @@
+"""Thurstone / Bradley-Terry utility targets: recovery, anchoring, agreement with a per-prompt fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy.optimize import minimize
+from scipy.special import log_expit, log_ndtr
+
+from rewardline.data import schema
+from rewardline.data.tables import read_table, write_table
+from rewardline.errors import ConfigError
+from rewardline.pairs.expand import TARGETS_FILE, PairsConfig, build_pairs, run_pairs
+from rewardline.pairs.thurstone import fit_targets, fit_utilities
+
+
+def thurstone_rankings(n_prompts: int, k: int, n_annotators: int, seed: int, noisy_scale: float = 3.0,
+                       tie_step: float = 0.05) -> tuple[pa.Table, pa.Table, dict[str, float]]:
+    """Case V annotators: each ranks a random subset of 2..4 of a prompt's ``k`` responses by
+    ``u_i + ε_i``, ``ε ~ N(0, s²/2)`` (so ``P(a ≻ b) = Φ((u_a − u_b)/s)``); ``s = 1`` except annotator 0,
+    whose noise is ``noisy_scale`` times larger. Perceptions are rounded to ``tie_step`` (ties)."""
+    rng = np.random.default_rng(seed)
+    rows, truth = [], {}
+    for p in range(n_prompts):
+        u = rng.normal(0.0, 1.0, k)
+        truth.update({f"p{p}-r{i}": float(u[i]) for i in range(k)})
+        for annotator in range(n_annotators):
+            items = rng.choice(k, int(rng.integers(2, 5)), replace=False)
+            scale = noisy_scale if annotator == 0 else 1.0
+            seen = np.round((u[items] + rng.normal(0.0, np.sqrt(0.5) * scale, items.size)) / tie_step) * tie_step
+            rank = 1 + (seen[None, :] > seen[:, None]).sum(axis=1)  # 1 = best, ties share the rank
+            rows += [{"ranking_id": f"p{p}|a{annotator}", "prompt_id": f"p{p}", "annotator_id": f"a{annotator}",
+                      "response_id": f"p{p}-r{i}", "rank": int(r)} for i, r in zip(items, rank, strict=True)]
+    rankings = schema.conform(pa.Table.from_pylist(rows), schema.RANKINGS)
+    prompts = schema.conform(pa.Table.from_pylist([{"prompt_id": f"p{p}", "prompt": f"prompt {p}"}
+                                                   for p in range(n_prompts)]), schema.PROMPTS)
+    return rankings, prompts, truth
+
+
+def test_known_utilities_are_recovered_within_their_standard_errors():
+    rankings, prompts, truth = thurstone_rankings(n_prompts=400, k=6, n_annotators=5, seed=3)
+    pairs, counts = build_pairs(rankings, prompts, PairsConfig(ties="half"))
+    assert float(pa.compute.sum(pa.compute.equal(pairs["label"], 0.5)).as_py()) > 0  # ties are in the data
+    targets, stats = fit_targets(pairs, None, "thurstone", prior_sd=2.0)
+    assert stats["max_gradient"] < 1e-8 and not any(targets["anchored"].to_pylist())
+    prompt = np.array(targets["prompt_id"].to_pylist())
+    true_u = np.array([truth[r] for r in targets["response_id"].to_pylist()])
+    _, prompt_code = np.unique(prompt, return_inverse=True)
+    true_centred = true_u - (np.bincount(prompt_code, true_u) / np.bincount(prompt_code))[prompt_code]
+    fitted, se = targets["utility"].to_numpy(), targets["se"].to_numpy()
+    np.testing.assert_allclose(np.bincount(prompt_code, fitted), 0.0, atol=1e-9)  # centred per prompt
+    z = (fitted - true_centred) / se
+    assert np.mean(np.abs(z) <= 2.0) >= 0.90
+    assert 0.85 <= z.std() <= 1.15 and abs(z.mean()) < 0.1  # calibrated z-scores
+    assert np.corrcoef(fitted, true_centred)[0, 1] > 0.6
+
+
+def per_prompt_reference(a, b, wins, votes, n_items, anchor, link, prior_sd):
+    """One prompt's MAP with scipy.optimize (BFGS on the free utilities), centred when unanchored."""
+    log_cdf = log_ndtr if link == "probit" else log_expit
+    free = np.flatnonzero(~anchor)
+
+    def negative_log_posterior(x):
+        u = np.zeros(n_items)
+        u[free] = x
+        d = u[a] - u[b]
+        return -(wins * log_cdf(d) + (votes - wins) * log_cdf(-d)).sum() + (x**2).sum() / (2 * prior_sd**2)
+
+    x = minimize(negative_log_posterior, np.zeros(free.size), method="BFGS", options={"gtol": 1e-10}).x
+    u = np.zeros(n_items)
+    u[free] = x
+    return u if anchor.any() else u - u.mean()
+
+
+@pytest.mark.parametrize("link", ["probit", "logit"])
+def test_the_joint_fit_equals_per_prompt_scipy_fits(link):
+    rng = np.random.default_rng(7)
+    sizes = [2, 3, 5, 3, 4]  # prompts of different block sizes, one anchored, one disconnected, one unanimous
+    item_prompt = np.repeat(np.arange(len(sizes)), sizes)
+    offsets = np.r_[0, np.cumsum(sizes)[:-1]]
+    a, b = [], []
+    for p, k in enumerate(sizes):
+        i, j = np.triu_indices(k, 1)
+        keep = np.ones(i.size, bool) if p != 2 else (i < 2) == (j < 2)  # prompt 2: {0,1} and {2,3,4}
+        a += list(offsets[p] + i[keep])
+        b += list(offsets[p] + j[keep])
+    a, b = np.array(a), np.array(b)
+    votes = rng.integers(1, 6, a.size).astype(float)
+    wins = np.round(rng.uniform(0, 1, a.size) * votes * 2) / 2  # half votes: ties
+    wins[item_prompt[a] == 0] = votes[item_prompt[a] == 0]  # prompt 0: unanimous (MLE at infinity)
+    anchor = np.zeros(item_prompt.size, bool)
+    anchor[offsets[3] + 1] = True
+    fit = fit_utilities(item_prompt, a, b, wins, votes, anchor, link, prior_sd=1.5)
+    for p, k in enumerate(sizes):
+        rows = item_prompt[a] == p
+        ref = per_prompt_reference(a[rows] - offsets[p], b[rows] - offsets[p], wins[rows], votes[rows], k,
+                                   anchor[item_prompt == p], link, 1.5)
+        np.testing.assert_allclose(fit.utility[item_prompt == p], ref, atol=1e-5)
+    assert fit.utility[offsets[3] + 1] == 0.0 and fit.se[offsets[3] + 1] == 0.0
+    assert fit.anchored.tolist() == (item_prompt == 3).tolist()
+
+
+def test_standard_errors_are_the_inverse_hessian_of_the_reference_objective():
+    """se² = diag of (−∇²L)⁻¹ over the free utilities, here by finite differences of the reference."""
+    a, b = np.array([0, 0, 1, 2]), np.array([1, 2, 2, 3])
+    votes, wins = np.array([4.0, 2, 3, 1]), np.array([3.0, 1.5, 2, 1])
+    anchor = np.array([False, True, False, False])
+    fit = fit_utilities(np.zeros(4, int), a, b, wins, votes, anchor, "probit", prior_sd=2.0)
+    free = np.flatnonzero(~anchor)
+
+    def nlp(x):
+        u = np.zeros(4)
+        u[free] = x
+        d = u[a] - u[b]
+        return -(wins * log_ndtr(d) + (votes - wins) * log_ndtr(-d)).sum() + (x**2).sum() / 8
+
+    x0, h = fit.utility[free], 1e-4
+    eye = np.eye(free.size) * h
+    hess = np.array([[(nlp(x0 + ei + ej) - nlp(x0 + ei - ej) - nlp(x0 - ei + ej) + nlp(x0 - ei - ej)) / (4 * h * h)
+                      for ej in eye] for ei in eye])
+    np.testing.assert_allclose(fit.se[free], np.sqrt(np.diag(np.linalg.inv(hess))), rtol=1e-4)
+
+
+def test_an_anchor_response_gets_utility_zero_exactly_and_others_are_measured_against_it():
+    rankings, prompts, _ = thurstone_rankings(n_prompts=20, k=4, n_annotators=3, seed=1)
+    pairs, _ = build_pairs(rankings, prompts, PairsConfig(ties="half"))
+    anchors = [f"p{p}-r0" for p in range(10)]  # prompts 0..9 anchored at their response 0
+    ids = sorted(set(pairs["response_a_id"].to_pylist()) | set(pairs["response_b_id"].to_pylist()))
+    responses = pa.table({"response_id": ids, "is_anchor": [r in anchors for r in ids]})
+    targets, stats = fit_targets(pairs, responses, "thurstone")
+    rows = targets.to_pylist()
+    anchored_prompts = {f"p{p}" for p in range(10)}
+    for row in rows:
+        assert row["anchored"] == (row["prompt_id"] in anchored_prompts)
+        if row["response_id"] in anchors:
+            assert row["utility"] == 0.0 and row["se"] == 0.0
+        else:
+            assert row["se"] > 0.0
+    present = {r["prompt_id"] for r in rows if r["response_id"] in anchors}
+    assert stats["anchored_prompts"] == len(present) > 0
+    assert targets.schema.metadata[b"link"] == b"probit"
+    # without the is_anchor column: nothing is anchored (older responses tables)
+    plain, _ = fit_targets(pairs, responses.drop_columns(["is_anchor"]), "bt")
+    assert not any(plain["anchored"].to_pylist()) and plain.schema.metadata[b"link"] == b"logit"
+
+
+def test_a_pointless_prompt_set_gives_an_empty_table():
+    empty = schema.empty(schema.PAIRS)
+    targets, stats = fit_targets(empty, None)
+    assert targets.num_rows == 0 and stats["responses"] == 0
+
+
+def test_the_pairs_stage_writes_targets_only_when_asked(tmp_path):
+    rankings, prompts, _ = thurstone_rankings(n_prompts=30, k=4, n_annotators=3, seed=2)
+    ids = sorted(set(rankings["response_id"].to_pylist()))
+    responses = schema.conform(pa.table({"response_id": ids, "prompt_id": [r.split("-")[0] for r in ids],
+                                         "response": ids}), schema.RESPONSES)
+    validated = tmp_path / "validated"
+    for name, table in (("rankings", rankings), ("prompts", prompts), ("responses", responses)):
+        write_table(table, validated / schema.TABLE_FILES[name])
+    metrics = run_pairs(validated, tmp_path / "pairs", PairsConfig(targets="thurstone", target_prior_sd=1.5))
+    targets = read_table(tmp_path / "pairs" / TARGETS_FILE)
+    assert targets.schema.remove_metadata() == schema.TARGETS and targets.schema.metadata[b"prior_sd"] == b"1.5"
+    assert metrics["targets"]["responses"] == targets.num_rows == len(ids)
+    pairs = pa.concat_tables(read_table(tmp_path / "pairs" / f"{s}.parquet") for s in schema.SPLITS)
+    split_of = dict(zip(pairs["prompt_id"].to_pylist(), pairs["split"].to_pylist(), strict=True))
+    assert all(split_of[p] == s for p, s in zip(targets["prompt_id"].to_pylist(), targets["split"].to_pylist(),
+                                                strict=True))
+    off = run_pairs(validated, tmp_path / "pairs", PairsConfig())
+    assert "targets" not in off and not (tmp_path / "pairs" / TARGETS_FILE).exists()  # the stale fit is gone
+    with pytest.raises(ConfigError, match="targets"):
+        PairsConfig(targets="elo")
+    anchors = responses.append_column("is_anchor", pa.array([r.endswith("-r0") for r in ids]))
+    write_table(anchors, validated / schema.TABLE_FILES["responses"])  # an optional column of responses
+    run_pairs(validated, tmp_path / "anchored", PairsConfig(targets="bt"))
+    anchored = read_table(tmp_path / "anchored" / TARGETS_FILE).to_pylist()
+    with_r0 = {r["prompt_id"] for r in anchored if r["response_id"].endswith("-r0")}
+    assert with_r0 and all(r["anchored"] == (r["prompt_id"] in with_r0) for r in anchored)
+    assert all(r["utility"] == 0.0 for r in anchored if r["response_id"].endswith("-r0"))
