@@ -11,28 +11,43 @@ A saved model directory holds only non-pickle files:
 ``config.json`` + ``model.safetensors`` (the backbone, ``save_pretrained``),
 ``reward_head.safetensors``, the tokenizer files and ``reward_config.json``
 (pooling, formatting template, max length, reward normalisation).
+
+:meth:`RewardModel.load` (``score``, ``evaluate``, the registry's pyfunc model) checks the directory
+before trusting it and raises :class:`~rewardline.errors.ModelLoadError` (exit 2) naming the file:
+safetensors weights only (a directory with only ``pytorch_model.bin`` is refused: unpickling runs
+code), every backbone weight present with its shape, tokenizer files present, and
+``V_tok ≤ V_emb ≤ V_tok + max(1024, V_emb / 8)`` for the tokenizer's size ``V_tok`` and the
+embedding rows ``V_emb`` (ids past the embedding cannot be looked up; embedding tables are padded
+to a multiple of 64-128 rows and sometimes more, never to many times the vocabulary).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from rewardline.errors import ModelLoadError, json_type, one_line
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone  # also importable from here
 from rewardline.modeling.formatting import FormatConfig
 
 POOLINGS = ("auto", "first", "last", "mean")
 REWARD_CONFIG = "reward_config.json"
 HEAD_FILE = "reward_head.safetensors"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+_UNREADABLE = (SafetensorError, OSError, ValueError, RuntimeError, TypeError)  # what a broken file raises
 
 
 def is_encoder(config: Any) -> bool:
@@ -168,12 +183,90 @@ class RewardModel(nn.Module):
 
     @classmethod
     def load(cls, model_dir: Path | str, device: str | torch.device = "cpu") -> tuple[RewardModel, Any]:
-        """Load a saved model directory (no pickle): ``(model in eval mode, tokenizer)``."""
+        """Load a saved model directory (no pickle): ``(model in eval mode, tokenizer)``.
+
+        Raises :class:`ModelLoadError` naming the file when the directory is not a complete,
+        consistent reward model (see the module docstring)."""
         model_dir = Path(model_dir)
-        config = RewardConfig(**json.loads((model_dir / REWARD_CONFIG).read_text()))
-        backbone = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
+        if not model_dir.is_dir():
+            raise ModelLoadError(model_dir, detail="not a directory; expected a model directory of `rewardline train`")
+        config = read_reward_config(model_dir)
+        backbone = _load_backbone(model_dir)
         model = cls(backbone, config)
-        model.head.load_state_dict(load_file(model_dir / HEAD_FILE))
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        head = _require(model_dir / HEAD_FILE, "the reward head (safetensors)")
+        try:
+            model.head.load_state_dict(load_file(head))
+        except _UNREADABLE as err:
+            raise ModelLoadError(head, detail=f"unreadable ({one_line(str(err))}); expected the reward head's "
+                                              "weight and bias in safetensors") from None
+        tokenizer = _load_tokenizer(model_dir, backbone)
         return model.to(device).eval(), tokenizer
 
+
+def _require(path: Path, expected: str) -> Path:
+    if not path.is_file():
+        raise ModelLoadError(path, detail=f"missing; expected {expected}")
+    return path
+
+
+def read_reward_config(model_dir: Path) -> RewardConfig:
+    """``reward_config.json`` as a :class:`RewardConfig`; :class:`ModelLoadError` naming what is wrong."""
+    path = _require(model_dir / REWARD_CONFIG, "the reward config written by `rewardline train`")
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        line = getattr(err, "lineno", None)
+        raise ModelLoadError(path, line=line, detail=f"not valid JSON ({getattr(err, 'msg', err)})") from None
+    if not isinstance(values, dict):
+        raise ModelLoadError(path, expected="a JSON object", got=json_type(values))
+    known = {f.name for f in fields(RewardConfig)}
+    for key in values:
+        if key not in known:
+            raise ModelLoadError(path, field=key, detail=f"unknown key; expected one of {sorted(known)}")
+    if values.get("pooling", "first") not in POOLINGS[1:]:
+        raise ModelLoadError(path, field="pooling", expected=f"one of {list(POOLINGS[1:])}",
+                             got=repr(values["pooling"]))
+    if not isinstance(values.get("format", {}), dict):
+        raise ModelLoadError(path, field="format", expected="an object", got=json_type(values["format"]))
+    try:
+        config = RewardConfig(**values)
+        config.format_config  # noqa: B018 - unknown format keys raise here
+    except TypeError as err:
+        raise ModelLoadError(path, field="format", detail=one_line(str(err))) from None
+    return config
+
+
+def _load_backbone(model_dir: Path) -> PreTrainedModel:
+    """The backbone from safetensors only, every weight present with its shape."""
+    _require(model_dir / "config.json", "the backbone's config.json")
+    weights = next((model_dir / n for n in WEIGHT_FILES if (model_dir / n).is_file()), None)
+    if weights is None:
+        pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        found = f"only pickle weights ({', '.join(pickles)}), which are never loaded" if pickles else "no weights"
+        raise ModelLoadError(model_dir / WEIGHT_FILES[0], detail=f"missing ({found}); expected safetensors weights")
+    try:
+        backbone, info = AutoModel.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True,
+                                                   output_loading_info=True)
+    except _UNREADABLE as err:
+        raise ModelLoadError(weights, detail=f"unreadable ({one_line(str(err))}); "
+                                             "expected complete safetensors weights of config.json's model") from None
+    broken = sorted(info.get("missing_keys", ())) + [str(k[0]) for k in info.get("mismatched_keys", ())]
+    if broken:
+        raise ModelLoadError(weights, detail=f"{len(broken)} weights missing or of the wrong shape "
+                                             f"({', '.join(broken[:3])}); expected every weight of config.json's model")
+    return backbone
+
+
+def _load_tokenizer(model_dir: Path, backbone: PreTrainedModel) -> Any:
+    """The saved tokenizer; refused when its files are missing or its size does not fit the embedding."""
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(model_dir, detail=f"no tokenizer files; expected one of {', '.join(TOKENIZER_FILES)}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except _UNREADABLE as err:
+        raise ModelLoadError(model_dir, field="tokenizer", detail=f"unreadable ({one_line(str(err))})") from None
+    rows, size = backbone.get_input_embeddings().num_embeddings, len(tokenizer)
+    if not size <= rows <= size + max(1024, rows // 8):
+        raise ModelLoadError(model_dir, field="tokenizer", got=f"{size} tokens",
+                             expected=f"the vocabulary of the model's {rows}-row embedding (config.json)")
+    return tokenizer

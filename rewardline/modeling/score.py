@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rewardline.errors import BadInput, NonFiniteError, json_type
 from rewardline.modeling.device import select_runtime
 from rewardline.modeling.formatting import Formatter
 from rewardline.modeling.model import RewardModel
@@ -73,17 +74,68 @@ def score_texts(
                 rewards = model(ids.to(rt.device), mask.to(rt.device), types.to(rt.device))
             out[rows] = rewards.float().cpu().numpy()
             i += n
+    bad = np.flatnonzero(~np.isfinite(out))
+    if len(bad):
+        raise NonFiniteError(model_dir, detail=f"{len(bad)} of {len(out)} rewards are not finite (first: row "
+                                               f"{int(bad[0]) + 1}, {out[bad[0]]}); expected finite rewards from "
+                                               "a model trained with a finite loss")
     if normalize:
         out -= np.float32(model.config.reward_mean)
     return out
+
+
+PROMPT_EXPECTED = "a string or a list of {role, content} messages"
+
+
+def _check_prompt(prompt: Any, where: dict[str, Any]) -> None:
+    """A prompt is text or a list of ``{"role": str, "content": str}`` messages (:class:`BadInput` otherwise)."""
+    if isinstance(prompt, str):
+        return
+    if not isinstance(prompt, list) or not prompt:
+        raise BadInput(**where, field="prompt", expected=PROMPT_EXPECTED, got=json_type(prompt))
+    for i, message in enumerate(prompt):
+        if not isinstance(message, dict):
+            raise BadInput(**where, field=f"prompt[{i}]", expected="an object {role, content}", got=json_type(message))
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                got = json_type(message[key]) if key in message else "nothing (missing)"
+                raise BadInput(**where, field=f"prompt[{i}].{key}", expected="a string", got=got)
+
+
+def read_score_rows(in_path: Path | str) -> list[dict]:
+    """The JSON object of each non-blank line of ``in_path``: ``prompt`` text or messages, ``response``
+    text. Fails fast: the first malformed line raises :class:`BadInput` naming file, line and field."""
+    rows = []
+    for number, raw in enumerate(Path(in_path).read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where: dict[str, Any] = {"file": in_path, "line": number}
+        try:
+            row = json.loads(raw)
+        except UnicodeDecodeError:
+            raise BadInput(**where, detail="not UTF-8 text") from None
+        except json.JSONDecodeError as err:
+            raise BadInput(**where, detail=f"not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise BadInput(**where, expected="a JSON object {prompt, response}", got=json_type(row))
+        for key in ("prompt", "response"):
+            if key not in row:
+                raise BadInput(**where, field=key, detail="missing; expected "
+                               + ("a string" if key == "response" else PROMPT_EXPECTED))
+        _check_prompt(row["prompt"], where)
+        if not isinstance(row["response"], str):
+            raise BadInput(**where, field="response", expected="a string", got=json_type(row["response"]))
+        rows.append(row)
+    return rows
 
 
 def score_jsonl(
     model_dir: Path | str, in_path: Path | str, out_path: Path | str, batch_tokens: int = 16384, normalize: bool = True
 ) -> int:
     """Read ``{prompt, response, ...}`` rows from ``in_path``, write them to ``out_path`` with
-    a ``reward`` field added. Returns the number of rows."""
-    rows = [json.loads(line) for line in Path(in_path).read_text().splitlines() if line.strip()]
+    a ``reward`` field added. Returns the number of rows. The first malformed row stops it
+    (:class:`BadInput`, exit 2) before the model is loaded."""
+    rows = read_score_rows(in_path)
     rewards = score_texts(
         model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_tokens, normalize
     )

@@ -42,6 +42,10 @@ class StorageError(OSError):
     """A storage operation failed; the message names the URI."""
 
 
+class StorageNotFound(StorageError, FileNotFoundError):
+    """The file, directory or S3 prefix named does not exist (bad input: exit 2, not an outage)."""
+
+
 @dataclass(frozen=True)
 class S3Settings:
     """Tunables of the S3 client and of uploads (see :func:`configure`)."""
@@ -163,7 +167,7 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None) -> list[str]:
     if path.is_file():
         return [str(path)] if wanted(path.name) else []
     if not path.is_dir():
-        raise StorageError(f"listing {uri} failed: no such file or directory")
+        raise StorageNotFound(f"listing {uri} failed: no such file or directory")
     return sorted(str(p) for p in path.rglob("*") if p.is_file() and wanted(p.name))
 
 
