@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers.utils import logging as hf_logging
 
 from rewardline.errors import ModelLoadError, json_type, one_line
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone  # also importable from here
@@ -191,9 +192,17 @@ class RewardModel(nn.Module):
         if not model_dir.is_dir():
             raise ModelLoadError(model_dir, detail="not a directory; expected a model directory of `rewardline train`")
         config = read_reward_config(model_dir)
-        backbone = _load_backbone(model_dir)
-        model = cls(backbone, config)
         head = _require(model_dir / HEAD_FILE, "the reward head (safetensors)")
+        if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelLoadError(model_dir, detail=f"no tokenizer files; expected one of {', '.join(TOKENIZER_FILES)}")
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # stderr carries errors only (one line each)
+        try:
+            backbone = _load_backbone(model_dir)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        model = cls(backbone, config)
         try:
             model.head.load_state_dict(load_file(head))
         except _UNREADABLE as err:
@@ -258,9 +267,8 @@ def _load_backbone(model_dir: Path) -> PreTrainedModel:
 
 
 def _load_tokenizer(model_dir: Path, backbone: PreTrainedModel) -> Any:
-    """The saved tokenizer; refused when its files are missing or its size does not fit the embedding."""
-    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelLoadError(model_dir, detail=f"no tokenizer files; expected one of {', '.join(TOKENIZER_FILES)}")
+    """The saved tokenizer (its files checked present by the caller); refused when its size does not
+    fit the embedding."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except _UNREADABLE as err:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from rewardline.errors import BadInput, NonFiniteError, json_type
-from rewardline.modeling.device import select_runtime
-from rewardline.modeling.formatting import Formatter
-from rewardline.modeling.model import RewardModel
+
+if TYPE_CHECKING:
+    from rewardline.modeling.model import RewardModel
 
 
 def _message_list(prompt: Any) -> tuple[str, list[dict] | None]:
@@ -41,6 +40,12 @@ def score_texts(
     """Rewards (float32 ``[n]``) of ``(prompt, response)`` rows; prompts are text or
     message lists. ``normalize`` subtracts the stored ``reward_mean`` (a shift: reward
     differences are unchanged). ``model`` / ``tokenizer`` skip loading when given."""
+    import torch  # here, not at import: `rewardline score` rejects a malformed input file without torch
+
+    from rewardline.modeling.device import select_runtime
+    from rewardline.modeling.formatting import Formatter
+    from rewardline.modeling.model import RewardModel
+
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses differ in length")
     if not responses:
