@@ -15,7 +15,8 @@ exit   meaning                                     Prefect
 
 * 1: :class:`GateFailed`.
 * 2: :class:`ConfigError`, :class:`BadInput` (:class:`ModelLoadError`, :class:`NonFiniteError`), a
-  ``ValueError`` from parsing user data, a file the user named that is missing (``FileNotFoundError``).
+  ``ValueError`` from parsing user data, a file the user named that is missing (``FileNotFoundError``,
+  S3 ``NoSuchKey``), a request a service refused as invalid (MLflow ``RESOURCE_DOES_NOT_EXIST``).
 * 3: :class:`TransientError`, any other ``OSError`` (``ConnectionError``, ``TimeoutError``, disk full,
   permissions), out of memory, botocore / S3 endpoint errors, a server down (found anywhere in the
   exception's chain); anything else is a bug, reported as ``internal error`` (retried, bounded).
@@ -36,6 +37,8 @@ VERBOSE_ENV = "REWARDLINE_VERBOSE"
 
 #: Missing paths: the user named a file that is not there (bad input, not an outage).
 _MISSING_PATH = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+#: ``error_code`` of a service's refusal of the request itself (MLflow): bad input, not an outage.
+_REFUSED_CODES = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST")
 #: Modules whose exceptions are network / endpoint failures (checked by name: no import needed).
 _NETWORK_MODULES = ("botocore.", "urllib3.", "requests.", "httpx", "httpcore", "s3fs.", "aiohttp.")
 
@@ -135,6 +138,8 @@ def exit_code(err: BaseException) -> int:
         return EXIT_BAD_INPUT  # a file the user named is not there (raised as such, or re-raised `from` it)
     if any(_is_environment(e) for e in _chain(err)):
         return EXIT_TRANSIENT
+    if getattr(err, "error_code", None) in _REFUSED_CODES:  # e.g. MLflow: no such model version
+        return EXIT_BAD_INPUT
     if isinstance(err, OSError):
         return EXIT_TRANSIENT
     if isinstance(err, ValueError):  # UnicodeDecodeError, JSONDecodeError, ArrowInvalid: parsing user data

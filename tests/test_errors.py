@@ -81,6 +81,13 @@ def test_the_cause_decides_for_wrapped_errors():
     # MLflow raises its own exception while handling the connection error (implicit context)
     assert exit_code(raised(lambda: RuntimeError("API request to http://127.0.0.1:1 failed"),
                             during=ConnectionError("refused"))) == 3
+    # MLflow: a refused request is bad input, an unreachable server (its cause) an outage
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    assert exit_code(MlflowException("no version 99", error_code=RESOURCE_DOES_NOT_EXIST)) == 2
+    assert exit_code(raised(lambda: MlflowException("API request to http://127.0.0.1:1 failed"),
+                            during=ConnectionError("Max retries exceeded"))) == 3
     # a missing file only counts when it is the cause, not a caught one nearby
     assert exit_code(raised(lambda: KeyError("bug"), during=FileNotFoundError(2, "cache miss"))) == 3
 
