@@ -189,33 +189,40 @@ class RewardModel(nn.Module):
         Raises :class:`ModelLoadError` naming the file when the directory is not a complete,
         consistent reward model (see the module docstring)."""
         model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            raise ModelLoadError(model_dir, detail="not a directory; expected a model directory of `rewardline train`")
+        check_model_dir(model_dir)
         config = read_reward_config(model_dir)
         head = _require(model_dir / HEAD_FILE, "the reward head (safetensors)")
-        if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
-            raise ModelLoadError(model_dir, detail=f"no tokenizer files; expected one of {', '.join(TOKENIZER_FILES)}")
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # stderr carries errors only (one line each)
-        try:
-            backbone = _load_backbone(model_dir)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
+        backbone = load_pretrained(AutoModel, model_dir)
         model = cls(backbone, config)
         try:
             model.head.load_state_dict(load_file(head))
         except _UNREADABLE as err:
             raise ModelLoadError(head, detail=f"unreadable ({one_line(str(err))}); expected the reward head's "
                                               "weight and bias in safetensors") from None
-        tokenizer = _load_tokenizer(model_dir, backbone)
+        tokenizer = load_tokenizer(model_dir, backbone)
         return model.to(device).eval(), tokenizer
 
 
+# -- checks of a model directory before it is trusted (each raises ModelLoadError naming the file) ----
 def _require(path: Path, expected: str) -> Path:
     if not path.is_file():
         raise ModelLoadError(path, detail=f"missing; expected {expected}")
     return path
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """A directory with ``config.json``, safetensors weights (pickle-only weights are refused: unpickling
+    runs code) and tokenizer files (without them transformers builds a tokenizer of a few special
+    tokens that maps every word to ``[UNK]``). Cheap: file names only, before anything is loaded."""
+    if not model_dir.is_dir():
+        raise ModelLoadError(model_dir, detail="not a directory; expected a model directory of `rewardline train`")
+    _require(model_dir / "config.json", "the model's config.json")
+    if not any((model_dir / name).is_file() for name in WEIGHT_FILES):
+        pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        found = f"only pickle weights ({', '.join(pickles)}), which are never loaded" if pickles else "no weights"
+        raise ModelLoadError(model_dir / WEIGHT_FILES[0], detail=f"missing ({found}); expected safetensors weights")
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(model_dir, detail=f"no tokenizer files; expected one of {', '.join(TOKENIZER_FILES)}")
 
 
 def read_reward_config(model_dir: Path) -> RewardConfig:
@@ -245,35 +252,36 @@ def read_reward_config(model_dir: Path) -> RewardConfig:
     return config
 
 
-def _load_backbone(model_dir: Path) -> PreTrainedModel:
-    """The backbone from safetensors only, every weight present with its shape."""
-    _require(model_dir / "config.json", "the backbone's config.json")
-    weights = next((model_dir / n for n in WEIGHT_FILES if (model_dir / n).is_file()), None)
-    if weights is None:
-        pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        found = f"only pickle weights ({', '.join(pickles)}), which are never loaded" if pickles else "no weights"
-        raise ModelLoadError(model_dir / WEIGHT_FILES[0], detail=f"missing ({found}); expected safetensors weights")
+def load_pretrained(auto_class: Any, model_dir: Path) -> PreTrainedModel:
+    """``auto_class.from_pretrained`` from safetensors only, every weight present with its shape (a
+    weight missing from the file would be initialised at random, silently)."""
+    weights = next(model_dir / n for n in WEIGHT_FILES if (model_dir / n).is_file())
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # stderr carries errors only (one line each)
     try:
-        backbone, info = AutoModel.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True,
-                                                   output_loading_info=True)
+        loaded, info = auto_class.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True,
+                                                  output_loading_info=True)
     except _UNREADABLE as err:
         raise ModelLoadError(weights, detail=f"unreadable ({one_line(str(err))}); "
                                              "expected complete safetensors weights of config.json's model") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     broken = sorted(info.get("missing_keys", ())) + [str(k[0]) for k in info.get("mismatched_keys", ())]
     if broken:
         raise ModelLoadError(weights, detail=f"{len(broken)} weights missing or of the wrong shape "
                                              f"({', '.join(broken[:3])}); expected every weight of config.json's model")
-    return backbone
+    return loaded
 
 
-def _load_tokenizer(model_dir: Path, backbone: PreTrainedModel) -> Any:
-    """The saved tokenizer (its files checked present by the caller); refused when its size does not
-    fit the embedding."""
+def load_tokenizer(model_dir: Path, model: PreTrainedModel) -> Any:
+    """The saved tokenizer (files checked by :func:`check_model_dir`), refused unless its size ``V_tok``
+    fits the embedding's ``V_emb`` rows: ``V_tok ≤ V_emb ≤ V_tok + max(1024, V_emb / 8)``."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except _UNREADABLE as err:
         raise ModelLoadError(model_dir, field="tokenizer", detail=f"unreadable ({one_line(str(err))})") from None
-    rows, size = backbone.get_input_embeddings().num_embeddings, len(tokenizer)
+    rows, size = model.get_input_embeddings().num_embeddings, len(tokenizer)
     if not size <= rows <= size + max(1024, rows // 8):
         raise ModelLoadError(model_dir, field="tokenizer", got=f"{size} tokens",
                              expected=f"the vocabulary of the model's {rows}-row embedding (config.json)")
