@@ -3,8 +3,9 @@
 Versioning is identical to an engineer's ``dvc repro``: each task runs
 ``dvc repro --single-item <stage>`` in the project, so dvc.lock, the cache and the outputs
 are DVC's. Stage output goes to the Prefect run logs line by line. A transient failure
-(DVC lock held, I/O, a killed process) is retried with exponential backoff; a failed
-quality gate or bad parameter is not (the same inputs fail the same way): the flow ends
+(stage exit 3: I/O, network, a service down; DVC lock held, a killed process) is retried with
+exponential backoff; a failed quality gate (exit 1) or bad parameter / input (exit 2) is not
+(the same inputs fail the same way; see :mod:`rewardline.errors`): the flow ends
 Failed with the stage's message, which names the gate. The gate reports (ingest,
 validate, evaluate) are published as Markdown artifacts ``<stage>-gate-report``.
 
@@ -30,7 +31,7 @@ from rewardline.registry.names import TAGS_ENV  # parent-run tags the register s
 
 
 class StageError(RuntimeError):
-    """DVC or a stage failed for a reason other than a gate or a parameter: retried."""
+    """DVC or a stage failed for a reason other than a gate or bad input (stage exit 3, or DVC itself): retried."""
 
 
 @task(cache_policy=NO_CACHE, name="dvc-stage", task_run_name="dvc repro {stage}", retries=2,
@@ -39,8 +40,9 @@ def run_stage(stage: str, project: str, env: dict[str, str]) -> dict:
     """``dvc repro --single-item <stage>``, output to the run logs; raises :class:`StageError` to retry."""
     logger = get_run_logger()
     run = dvc_run.repro(stage, Path(project), on_line=logger.info, env=env)
-    if run.kind == "error":
-        raise StageError(f"dvc repro {stage} failed (dvc exit {run.returncode}): {run.message}")
+    if run.retryable:
+        raise StageError(f"dvc repro {stage} failed (stage exit {run.stage_exit}, dvc exit {run.returncode}): "
+                         f"{run.message}")
     return {"stage": stage, "kind": run.kind, "message": run.message if run.kind != "ok" else "",
             "seconds": round(run.seconds, 1)}
 

@@ -3,7 +3,8 @@
 ``dvc repro`` runs the same functions through ``stages/`` with the paths and params
 of ``dvc.yaml`` / ``params.yaml``. Stage sections of ``params.yaml`` (when present in
 the working directory, or ``--params``) are the defaults here; ``--set key=value``
-overrides single keys. Exit codes: 0 ok, 1 a gate failed, 2 bad input or usage.
+overrides single keys. Exit codes (:mod:`rewardline.errors`): 0 ok, 1 a gate failed, 2 bad input or
+usage, 3 a transient / environment error or an internal error (``--verbose``: its traceback).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Annotated, Any
 import typer
 
 from rewardline.config import build, load_params, parse_overrides
-from rewardline.errors import ConfigError, GateFailed
+from rewardline.errors import ConfigError, GateFailed, describe, verbose_from_env
 from rewardline.gates import check_output
 from rewardline.ops.stack_cli import stack_app
 from rewardline.registry.names import CHAMPION, MODEL_NAME, model_uri
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Annotator rankings in, calibrated reward models out. Exit: 0 ok, 1 gate failed, 2 bad input.")
+                  help="Annotator rankings in, calibrated reward models out. "
+                       "Exit: 0 ok, 1 gate failed, 2 bad input, 3 transient / environment or internal error.")
 app.add_typer(stack_app, name="stack", help="Local stack on 127.0.0.1: S3 (SeaweedFS), MLflow, Prefect.")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to take stage defaults from")]
@@ -32,23 +34,31 @@ SetOpt = Annotated[list[str] | None,
 OutOpt = Annotated[Path, typer.Option("--out", help="output directory (a file for score)")]
 
 
+_options = {"verbose": False}  # set by the global options on each invocation
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="print the traceback of an error")] = False,
+         ) -> None:
+    """Global options (before the command: ``rewardline -v score ...``)."""
+    _options["verbose"] = verbose
+
+
 def _section(params_path: Path, name: str) -> dict[str, Any]:
     return load_params(params_path).get(name, {}) if params_path.exists() else {}
 
 
 def _run(action: Callable[[], dict], gated_out: Path | None = None) -> None:
     """Run a stage; check its gates (``gated_out``: its output directory); print its metrics;
-    turn known failures into a message and an exit code."""
+    end a failure with a message and the exit code of :func:`rewardline.errors.describe`."""
     try:
         metrics = action()
         if gated_out is not None:
             check_output(gated_out)
-    except GateFailed as err:
-        typer.secho(str(err), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
-    except (ConfigError, OSError, ValueError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+    except Exception as err:  # noqa: BLE001 - every failure leaves with the contract's exit code
+        code, text = describe(err, verbose=_options["verbose"] or verbose_from_env())
+        typer.secho(text, fg=typer.colors.RED, err=True)
+        raise typer.Exit(code) from None
     json.dump(metrics, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
 
@@ -174,7 +184,11 @@ def score(
     input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response")],
     out: OutOpt,
 ) -> None:
-    """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode)."""
+    """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode).
+
+    Fails fast: the first malformed row (invalid JSON, not an object, prompt or response missing or
+    not text) exits 2 naming file, line and field; so does a model directory that is not complete
+    (no tokenizer files, pickle-only or truncated weights, a bad reward_config.json)."""
     from rewardline.modeling.score import score_jsonl
 
     _run(lambda: {"rows_scored": score_jsonl(model, input, out)})

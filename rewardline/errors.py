@@ -1,13 +1,179 @@
-"""Exceptions that stages raise to stop the pipeline with a message for people."""
+"""Exceptions that stages raise to stop the pipeline with a message for people, and the exit-code contract.
+
+One table for every ``rewardline`` command and every stage script (``stages/``, through
+:func:`rewardline.stage.stage_main`); the Prefect flows read it back from the stage's exit status
+(:mod:`rewardline.ops.dvc_run`):
+
+=====  ==========================================  ===========
+exit   meaning                                     Prefect
+=====  ==========================================  ===========
+0      ok
+1      a quality gate failed                       not retried
+2      bad input or usage                          not retried
+3      transient / environment or internal error   retried with backoff
+=====  ==========================================  ===========
+
+* 1: :class:`GateFailed`.
+* 2: :class:`ConfigError`, :class:`BadInput` (:class:`ModelLoadError`, :class:`NonFiniteError`), a
+  ``ValueError`` from parsing user data, a file the user named that is missing (``FileNotFoundError``,
+  S3 ``NoSuchKey``), a request a service refused as invalid (MLflow ``RESOURCE_DOES_NOT_EXIST``).
+* 3: :class:`TransientError`, any other ``OSError`` (``ConnectionError``, ``TimeoutError``, disk full,
+  permissions), out of memory, botocore / S3 endpoint errors, a server down (found anywhere in the
+  exception's chain); anything else is a bug, reported as ``internal error`` (retried, bounded).
+
+Messages are one line (``error: FILE:LINE: field 'F': expected E, got G``); an internal error
+prints ``internal error: <type>: <message>``, and its traceback only when verbose
+(``rewardline --verbose`` or ``REWARDLINE_VERBOSE=1``).
+"""
 
 from __future__ import annotations
 
+import os
+import traceback
+from typing import Any
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_TRANSIENT = 0, 1, 2, 3
+VERBOSE_ENV = "REWARDLINE_VERBOSE"
+
+#: Missing paths: the user named a file that is not there (bad input, not an outage).
+_MISSING_PATH = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+#: ``error_code`` of a service's refusal of the request itself (MLflow): bad input, not an outage.
+_REFUSED_CODES = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST")
+#: Modules whose exceptions are network / endpoint failures (checked by name: no import needed).
+_NETWORK_MODULES = ("botocore.", "urllib3.", "requests.", "httpx", "httpcore", "s3fs.", "aiohttp.")
+
 
 class GateFailed(RuntimeError):
-    """A stage's quality gate failed; the message names each failed check with value and threshold."""
+    """A stage's quality gate failed; the message names each failed check with value and threshold (exit 1)."""
 
 
 class ConfigError(ValueError, KeyError):
-    """A parameter in params.yaml (or ``--set``) is unknown or has a value the stage cannot use."""
+    """A parameter in params.yaml (or ``--set``) is unknown or has a value the stage cannot use (exit 2)."""
 
     __str__ = Exception.__str__  # KeyError would quote the message
+
+
+class BadInput(ValueError):
+    """Input a stage was given is not what it can use (exit 2): ``FILE:LINE: field 'F': expected E, got G``.
+
+    Every part is optional; ``detail`` replaces ``expected ... got ...`` when the problem is not
+    a wrong value (``"missing"``, ``"truncated"``)."""
+
+    def __init__(self, file: Any = None, *, line: int | None = None, field: str | None = None,
+                 expected: str | None = None, got: str | None = None, detail: str | None = None) -> None:
+        self.file, self.line, self.field, self.expected, self.got = file, line, field, expected, got
+        where = f"{file}:{line}" if file is not None and line is not None else (str(file) if file is not None else "")
+        what = detail or ", ".join(p for p in (expected and f"expected {expected}", got and f"got {got}") if p)
+        parts = [p for p in (where, field and f"field {field!r}", what) if p]
+        super().__init__(": ".join(parts))
+
+
+class ModelLoadError(BadInput):
+    """A model directory is not a loadable reward model: a file missing or truncated, pickle-only
+    weights, no tokenizer files, a tokenizer that does not fit the embedding (exit 2)."""
+
+
+class NonFiniteError(BadInput):
+    """A loss or a reward is NaN or infinite: the data or the parameters (learning rate) are wrong (exit 2)."""
+
+
+class NonFiniteLoss(NonFiniteError):
+    """The loss or gradient norm of a training step is not finite; training stops before saving a model."""
+
+    def __init__(self, step: int, loss: float, grad_norm: float, lr: float) -> None:
+        self.step, self.loss, self.grad_norm, self.lr = step, loss, grad_norm, lr
+        super().__init__(detail=f"training step {step}: loss {loss}, gradient norm {grad_norm} (lr {lr:g}); "
+                                "expected finite values: not saving the model (lower train.lr, check the data)")
+
+
+class TransientError(RuntimeError):
+    """An outage worth retrying: a service down, a timeout (exit 3)."""
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages: ``null``, ``a string``, ``an object`` ..."""
+    if value is None:
+        return "null"
+    kinds = ((bool, "a boolean"), (str, "a string"), (int, "a number"), (float, "a number"),
+             (list, "an array"), (dict, "an object"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+def _chain(err: BaseException, implicit: bool = True, limit: int = 8) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from (``__cause__``) or, when ``implicit``, during
+    (``__context__``)."""
+    out: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and len(out) < limit and current not in out:
+        out.append(current)
+        current = current.__cause__ or (current.__context__ if implicit else None)
+    return out
+
+
+def _is_missing(err: BaseException) -> bool:
+    """A path or S3 object that does not exist (``NoSuchKey`` / ``NoSuchBucket`` / 404)."""
+    if isinstance(err, _MISSING_PATH):
+        return True
+    response = getattr(err, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound")
+
+
+def _is_environment(err: BaseException) -> bool:
+    """An outage or a resource limit: network, endpoints, memory (CUDA included)."""
+    if isinstance(err, ConnectionError | TimeoutError | TransientError | MemoryError):
+        return True
+    if type(err).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        return True
+    return any(k.__module__.startswith(_NETWORK_MODULES) for k in type(err).__mro__)
+
+
+def exit_code(err: BaseException) -> int:
+    """The contract's exit code of an exception (see the module docstring)."""
+    if isinstance(err, GateFailed):
+        return EXIT_GATE_FAILED
+    if isinstance(err, ConfigError | BadInput):
+        return EXIT_BAD_INPUT
+    if isinstance(err, OSError | ValueError) and any(_is_missing(e) for e in _chain(err, implicit=False)):
+        return EXIT_BAD_INPUT  # a file the user named is not there (raised as such, or re-raised `from` it)
+    if any(_is_environment(e) for e in _chain(err)):
+        return EXIT_TRANSIENT
+    if getattr(err, "error_code", None) in _REFUSED_CODES:  # e.g. MLflow: no such model version
+        return EXIT_BAD_INPUT
+    if isinstance(err, OSError):
+        return EXIT_TRANSIENT
+    if isinstance(err, ValueError):  # UnicodeDecodeError, JSONDecodeError, ArrowInvalid: parsing user data
+        return EXIT_BAD_INPUT
+    return EXIT_TRANSIENT  # unexpected: an internal error (retried, bounded, by the flows)
+
+
+def is_internal(err: BaseException) -> bool:
+    """Whether ``err`` is none of the contract's kinds, i.e. a bug (exit 3 with ``internal error``)."""
+    return exit_code(err) == EXIT_TRANSIENT and not (
+        isinstance(err, OSError) or any(_is_environment(e) for e in _chain(err)))
+
+
+def one_line(text: str) -> str:
+    """A message on one line: its non-empty lines joined by ``; ``."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def verbose_from_env() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def describe(err: BaseException, verbose: bool = False) -> tuple[int, str]:
+    """``(exit code, what to print on stderr)``: a gate failure as the gate report's message, other
+    errors on one line (``error: ...`` / ``internal error: ...``), the traceback when ``verbose``."""
+    code = exit_code(err)
+    if code == EXIT_GATE_FAILED:
+        text = str(err)
+    elif is_internal(err):
+        text = f"internal error: {type(err).__name__}: {one_line(str(err))}"
+        if not verbose:
+            text += f" (rerun with --verbose or {VERBOSE_ENV}=1 for the traceback)"
+    else:
+        text = f"error: {one_line(str(err)) or type(err).__name__}"
+    if verbose:
+        text = "".join(traceback.format_exception(err)) + text
+    return code, text

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rewardline import paths
-from rewardline.errors import ConfigError, GateFailed
+from rewardline.errors import GateFailed, describe, verbose_from_env
 from rewardline.gates import check_output
 
 METRICS_DIR = paths.METRICS_DIR
@@ -42,12 +42,12 @@ def finish_gated_stage(stage: str, stage_out: Path, show_report: bool = False) -
 
 
 def stage_main(main: Callable[[], None]) -> None:
-    """Run a stage; a failed gate or bad config ends the process with a message (exit 1 / 2)."""
+    """Run a stage; end the process with the exit-code contract of :mod:`rewardline.errors`:
+    1 a gate failed, 2 bad input or parameters, 3 a transient / environment or internal error
+    (one line on stderr; the traceback with ``REWARDLINE_VERBOSE=1``)."""
     try:
         main()
-    except GateFailed as err:
-        print(str(err), file=sys.stderr)
-        sys.exit(1)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as err:  # noqa: BLE001 - every failure leaves with the contract's exit code
+        code, text = describe(err, verbose=verbose_from_env())
+        print(text, file=sys.stderr)
+        sys.exit(code)

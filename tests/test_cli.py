@@ -119,3 +119,28 @@ def test_agreement_is_null_with_a_reason_without_overlap(tmp_path: Path):
     assert strict.exit_code == 1 and "not measurable" in strict.output and "require_overlap is true" in strict.output
     skipped = json.loads((tmp_path / "v" / "gates.json").read_text())["gates"]["min_alpha"]
     assert skipped["skipped"] and skipped["reason"] == metrics["agreement_not_measurable_reason"]
+
+
+def test_validate_and_pairs_exit_2_on_a_missing_or_corrupt_input(tmp_path: Path):
+    """Bad input is exit 2 with one line naming the file (1 is reserved for a failed gate)."""
+    for command in ("validate", "pairs"):
+        result = runner.invoke(app, [command, str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: expected table ") and f"{tmp_path / 'nope'}" in result.output
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for name in ("prompts", "responses", "rankings"):
+        (corrupt / f"{name}.parquet").write_bytes(b"PAR1 not a parquet file")
+    result = runner.invoke(app, ["pairs", str(corrupt), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and len(result.output.splitlines()) == 1
+    result = runner.invoke(app, ["pairs", str(corrupt), "--out", str(tmp_path / "o"), "--set", "ties=maybe"])
+    assert result.exit_code == 2 and "pairs.ties: 'maybe' is not allowed" in result.output
+
+
+def test_verbose_adds_the_traceback_to_the_one_line_message(tmp_path: Path):
+    quiet = runner.invoke(app, ["pairs", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    loud = runner.invoke(app, ["--verbose", "pairs", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert quiet.exit_code == loud.exit_code == 2
+    assert len(quiet.output.strip().splitlines()) == 1 and "Traceback" not in quiet.output
+    assert loud.output.startswith("Traceback (most recent call last)") and "run_pairs" in loud.output
+    assert loud.output.strip().splitlines()[-1] == quiet.output.strip()

@@ -39,6 +39,7 @@ from pydantic import Field
 
 from rewardline.config import Section
 from rewardline.data.tables import write_json
+from rewardline.errors import NonFiniteError
 from rewardline.evaluation.benchmark import benchmark_metrics
 from rewardline.evaluation.calibration import CalibrationReport, calibrate, reward_stats
 from rewardline.evaluation.gates import EVALUATE_GATES, report_markdown
@@ -78,9 +79,16 @@ def _column(table: pa.Table, name: str) -> np.ndarray:
 
 
 def _check_lengths(n: int, **arrays: np.ndarray | None) -> None:
+    """Each array has ``n`` entries; rewards are finite (:class:`NonFiniteError`, exit 2: a metric of NaN
+    rewards would be meaningless and a gate on it could pass)."""
     for name, arr in arrays.items():
         if arr is not None and len(arr) != n:
             raise ValueError(f"{name} has {len(arr)} entries, the pairs table has {n} rows")
+        if arr is not None and "reward" in name:
+            bad = np.flatnonzero(~np.isfinite(np.asarray(arr, np.float64)))
+            if len(bad):
+                raise NonFiniteError(field=name, detail=f"{len(bad)} of {n} rewards are not finite (first: pair "
+                                                        f"{int(bad[0])}); expected finite rewards")
 
 
 def _json_safe(obj: Any) -> Any:

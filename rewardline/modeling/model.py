@@ -16,7 +16,9 @@ formatting template, max length, reward normalisation). Only non-pickle files.
 :meth:`RewardModel.load` also reads directories of the older layout (a ``BertModel``-style backbone
 + ``reward_head.safetensors``) and any ``*ForSequenceClassification`` reward model with
 ``num_labels=1`` trained elsewhere (a folder or an HF id), which runs with pooling ``model``: the
-model's own pooling and head, ``r = logits[:, 0]``.
+model's own pooling and head, ``r = logits[:, 0]``. It checks a directory before trusting it
+(:mod:`rewardline.modeling.model_files`): safetensors only, every weight present, the tokenizer's
+files and size; a bad ``reward_config.json`` is refused naming the key (exit 2).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import inspect
 import json
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from rewardline.errors import ModelLoadError, json_type, one_line
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone  # also importable from here
 from rewardline.modeling.formatting import FormatConfig, Formatter
 from rewardline.modeling.hf_format import (
@@ -43,6 +46,7 @@ from rewardline.modeling.hf_format import (
     to_sequence_classification,
     write_rewardline_section,
 )
+from rewardline.modeling.model_files import UNREADABLE, check_model_dir, load_pretrained, load_tokenizer, require
 
 POOLINGS = ("auto", "first", "last", "mean")
 MODEL_POOLING = "model"  # a foreign *ForSequenceClassification: its own pooling and head
@@ -221,15 +225,17 @@ class RewardModel(nn.Module):
         saved by :meth:`save` (either layout) or any ``*ForSequenceClassification`` with ``num_labels=1``
         (a directory or an HF id)."""
         path = Path(model_dir)
+        if path.exists():
+            check_model_dir(path)
         if _is_old_layout(path):
             return cls._load_old_layout(path, device)
         ref = str(model_dir)
-        seqcls = AutoModelForSequenceClassification.from_pretrained(ref, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(ref)
+        seqcls = load_pretrained(AutoModelForSequenceClassification, ref)
+        tokenizer = load_tokenizer(ref, seqcls)
         section = dict(getattr(seqcls.config, RL_KEY, None) or {})
-        saved = json.loads((path / REWARD_CONFIG).read_text()) if (path / REWARD_CONFIG).is_file() else None
+        saved = read_reward_config(path) if (path / REWARD_CONFIG).is_file() else None
         if section.get("layout") not in (None, MODEL_POOLING):  # written by save: rebuild the exact head
-            config = RewardConfig(**saved) if saved else config_from_section(section, ref)
+            config = saved or config_from_section(section, ref)
             model = cls(seqcls.base_model, config)
             weight, bias = head_from_sequence_classification(seqcls, section)
             with torch.no_grad():
@@ -240,7 +246,7 @@ class RewardModel(nn.Module):
             raise ValueError(f"{ref}: {type(seqcls).__name__} has num_labels={seqcls.config.num_labels}; a reward "
                              "model has one output (num_labels=1)")
         _agree_on_pad_token(seqcls, tokenizer)
-        config = RewardConfig(**{**saved, "pooling": MODEL_POOLING}) if saved else config_from_section(
+        config = replace(saved, pooling=MODEL_POOLING) if saved else config_from_section(
             {**section, "pooling": MODEL_POOLING}, ref)
         return cls(seqcls, config).to(device).eval(), tokenizer
 
@@ -255,12 +261,44 @@ class RewardModel(nn.Module):
     @classmethod
     def _load_old_layout(cls, model_dir: Path, device: str | torch.device) -> tuple[RewardModel, Any]:
         """A directory of the layout before the standard one: backbone + ``reward_head.safetensors``."""
-        config = RewardConfig(**json.loads((model_dir / REWARD_CONFIG).read_text()))
-        backbone = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
+        config = read_reward_config(model_dir)
+        head = require(model_dir / HEAD_FILE, "the reward head (safetensors)")
+        backbone = load_pretrained(AutoModel, model_dir)
         model = cls(backbone, config)
-        model.head.load_state_dict(load_file(model_dir / HEAD_FILE))
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        try:
+            model.head.load_state_dict(load_file(head))
+        except UNREADABLE as err:
+            raise ModelLoadError(head, detail=f"unreadable ({one_line(str(err))}); expected the reward head's "
+                                              "weight and bias in safetensors") from None
+        tokenizer = load_tokenizer(model_dir, backbone)
         return model.to(device).eval(), tokenizer
+
+
+def read_reward_config(model_dir: Path) -> RewardConfig:
+    """``reward_config.json`` as a :class:`RewardConfig`; :class:`ModelLoadError` naming what is wrong."""
+    path = require(model_dir / REWARD_CONFIG, "the reward config written by `rewardline train`")
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        line = getattr(err, "lineno", None)
+        raise ModelLoadError(path, line=line, detail=f"not valid JSON ({getattr(err, 'msg', err)})") from None
+    if not isinstance(values, dict):
+        raise ModelLoadError(path, expected="a JSON object", got=json_type(values))
+    known = {f.name for f in fields(RewardConfig)}
+    for key in values:
+        if key not in known:
+            raise ModelLoadError(path, field=key, detail=f"unknown key; expected one of {sorted(known)}")
+    if values.get("pooling", "first") not in (*POOLINGS[1:], MODEL_POOLING):
+        raise ModelLoadError(path, field="pooling", expected=f"one of {[*POOLINGS[1:], MODEL_POOLING]}",
+                             got=repr(values["pooling"]))
+    if not isinstance(values.get("format", {}), dict):
+        raise ModelLoadError(path, field="format", expected="an object", got=json_type(values["format"]))
+    try:
+        config = RewardConfig(**values)
+        config.format_config  # noqa: B018 - unknown format keys raise here
+    except TypeError as err:
+        raise ModelLoadError(path, field="format", detail=one_line(str(err))) from None
+    return config
 
 
 def _is_old_layout(path: Path) -> bool:

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from scipy.special import expit, ndtr
 
-from rewardline.modeling.device import select_runtime
-from rewardline.modeling.formatting import Formatter
-from rewardline.modeling.model import RewardModel
+from rewardline.errors import BadInput, NonFiniteError, json_type
+
+if TYPE_CHECKING:
+    from rewardline.modeling.model import RewardModel
 
 
 def _message_list(prompt: Any) -> tuple[str, list[dict] | None]:
@@ -50,6 +50,12 @@ def score_texts(
     message lists. ``normalize`` subtracts the stored ``reward_mean`` (a shift: reward
     differences are unchanged) unless the model scores on an absolute scale (``link`` set).
     ``model`` / ``tokenizer`` skip loading when given."""
+    import torch  # here, not at import: `rewardline score` rejects a malformed input file without torch
+
+    from rewardline.modeling.device import select_runtime
+    from rewardline.modeling.formatting import Formatter
+    from rewardline.modeling.model import RewardModel
+
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses differ in length")
     if not responses:
@@ -83,6 +89,11 @@ def score_texts(
                 rewards = model(ids.to(rt.device), mask.to(rt.device), types.to(rt.device))
             out[rows] = rewards.float().cpu().numpy()
             i += n
+    bad = np.flatnonzero(~np.isfinite(out))
+    if len(bad):
+        raise NonFiniteError(model_dir, detail=f"{len(bad)} of {len(out)} rewards are not finite (first: row "
+                                               f"{int(bad[0]) + 1}, {out[bad[0]]}); expected finite rewards from "
+                                               "a model trained with a finite loss")
     if normalize and not model.config.absolute_scale:
         out -= np.float32(model.config.reward_mean)
     return out
@@ -96,12 +107,61 @@ def win_probability(rewards: np.ndarray, link: str) -> np.ndarray:
     return ndtr(r) if link == "probit" else expit(r)
 
 
+PROMPT_EXPECTED = "a string or a list of {role, content} messages"
+
+
+def _check_prompt(prompt: Any, where: dict[str, Any]) -> None:
+    """A prompt is text or a list of ``{"role": str, "content": str}`` messages (:class:`BadInput` otherwise)."""
+    if isinstance(prompt, str):
+        return
+    if not isinstance(prompt, list) or not prompt:
+        raise BadInput(**where, field="prompt", expected=PROMPT_EXPECTED, got=json_type(prompt))
+    for i, message in enumerate(prompt):
+        if not isinstance(message, dict):
+            raise BadInput(**where, field=f"prompt[{i}]", expected="an object {role, content}", got=json_type(message))
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                got = json_type(message[key]) if key in message else "nothing (missing)"
+                raise BadInput(**where, field=f"prompt[{i}].{key}", expected="a string", got=got)
+
+
+def read_score_rows(in_path: Path | str) -> list[dict]:
+    """The JSON object of each non-blank line of ``in_path``: ``prompt`` text or messages, ``response``
+    text. Fails fast: the first malformed line raises :class:`BadInput` naming file, line and field."""
+    rows = []
+    for number, raw in enumerate(Path(in_path).read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where: dict[str, Any] = {"file": in_path, "line": number}
+        try:
+            row = json.loads(raw)
+        except UnicodeDecodeError:
+            raise BadInput(**where, detail="not UTF-8 text") from None
+        except json.JSONDecodeError as err:
+            raise BadInput(**where, detail=f"not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise BadInput(**where, expected="a JSON object {prompt, response}", got=json_type(row))
+        for key in ("prompt", "response"):
+            if key not in row:
+                raise BadInput(**where, field=key, detail="missing; expected "
+                               + ("a string" if key == "response" else PROMPT_EXPECTED))
+        _check_prompt(row["prompt"], where)
+        if not isinstance(row["response"], str):
+            raise BadInput(**where, field="response", expected="a string", got=json_type(row["response"]))
+        rows.append(row)
+    return rows
+
+
 def score_jsonl(
     model_dir: Path | str, in_path: Path | str, out_path: Path | str, batch_tokens: int = 16384, normalize: bool = True
 ) -> int:
     """Read ``{prompt, response, ...}`` rows from ``in_path``, write them to ``out_path`` with
-    a ``reward`` field added, and ``win_prob`` for an absolute-scale model. Returns the number of rows."""
-    rows = [json.loads(line) for line in Path(in_path).read_text().splitlines() if line.strip()]
+    a ``reward`` field added, and ``win_prob`` for an absolute-scale model. Returns the number of rows.
+    The first malformed row stops it (:class:`BadInput`, exit 2) before the model is loaded."""
+    from rewardline.modeling.device import select_runtime
+    from rewardline.modeling.model import RewardModel
+
+    rows = read_score_rows(in_path)
     model_dir = Path(model_dir)
     model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device) if rows else (None, None)
     rewards = score_texts(model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_tokens,

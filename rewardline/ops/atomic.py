@@ -20,7 +20,7 @@ renamed back first). On failure the staging folder is removed and ``out`` is unt
 ``.<name>.lock`` beside the target and writes the holder (pid, host, command, since) into
 it. A second writer waits up to ``timeout`` seconds (``REWARDLINE_LOCK_TIMEOUT``, default
 :data:`DEFAULT_LOCK_TIMEOUT`; ``-1`` waits forever), then raises :class:`OutputLocked`
-naming the holder (the CLI exits 2). The kernel drops a ``flock`` when its holder dies,
+naming the holder (the CLI exits 3: transient, retry later). The kernel drops a ``flock`` when its holder dies,
 SIGKILL included, so no stale lock outlives a crash. ``flock`` is per host: on NFS two
 machines may not exclude each other.
 
@@ -58,7 +58,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class OutputLocked(TimeoutError):
-    """Another process holds the lock on an output; the message names it (an ``OSError``: CLI exit 2)."""
+    """Another process holds the lock on an output; the message names it (a ``TimeoutError``: CLI exit 3, transient)."""
 
 
 def lock_path(target: Path) -> Path:

@@ -4,12 +4,14 @@ Each stage runs in a ``dvc`` subprocess in the project directory, so dvc.lock, t
 and the outputs are exactly what ``dvc repro`` on the command line gives. Output lines are
 handed to a callback as they come (the Prefect flows send them to the run's logs).
 
-How a failed stage is classified (the stage scripts exit through :func:`rewardline.stage.stage_main`):
+How a failed stage is classified (the stage scripts exit through :func:`rewardline.stage.stage_main`
+with the exit-code contract of :mod:`rewardline.errors`):
 
 | stage exit | DVC prints | kind | retry? |
 | --- | --- | --- | --- |
 | 1 | ``failed to run: ..., exited with 1`` | ``gate`` (a quality gate failed) | no |
 | 2 | ``..., exited with 2`` | ``config`` (bad parameter / input) | no |
+| 3 | ``..., exited with 3`` | ``transient`` (I/O, network, S3 / MLflow down; or an internal error) | yes |
 | other / DVC itself failed (lock held, I/O, killed) | anything else | ``error`` | yes |
 """
 
@@ -48,16 +50,22 @@ class StageRun:
 
     @property
     def kind(self) -> str:
-        """``ok``, ``gate``, ``config`` or ``error`` (see the module docstring)."""
+        """``ok``, ``gate``, ``config``, ``transient`` or ``error`` (see the module docstring)."""
         if self.returncode == 0:
             return "ok"
-        return {1: "gate", 2: "config"}.get(self.stage_exit, "error")
+        return {1: "gate", 2: "config", 3: "transient"}.get(self.stage_exit, "error")
+
+    @property
+    def retryable(self) -> bool:
+        """Whether running the stage again may succeed: not for a failed gate or bad input."""
+        return self.kind in ("transient", "error")
 
     @property
     def message(self) -> str:
         """What the stage said about its failure: from the line naming the failed gate / error."""
         lines = [ln for ln in self.output.splitlines() if ln.strip()]
-        start = next((i for i, ln in enumerate(lines) if "gate failed" in ln or ln.startswith("error:")), None)
+        heads = ("error:", "internal error:")
+        start = next((i for i, ln in enumerate(lines) if "gate failed" in ln or ln.startswith(heads)), None)
         if start is None:
             return "\n".join(lines[-20:])
         end = next((i for i in range(start, len(lines)) if lines[i].startswith("ERROR:")), len(lines))

@@ -33,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from rewardline.errors import TransientError
+
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "infra" / "stack.yaml"
 STATE_FILE = "stack.json"
 CREDENTIALS_FILE = "credentials.env"
@@ -41,8 +43,8 @@ WEED_INTERNAL = ("master", "volume", "filer", "admin")
 GRPC_OFFSET = 10000
 
 
-class StackError(RuntimeError):
-    """The stack could not be started, stopped or read; the message says what to do."""
+class StackError(TransientError):
+    """The stack could not be started, stopped or read; the message says what to do (exit 3: environment)."""
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from rewardline.errors import describe, verbose_from_env
 from rewardline.ops import stack
 
 stack_app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -19,8 +20,10 @@ StateOpt = Annotated[Path, typer.Option("--state-dir", help="pids, logs, data an
 
 
 def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2) from None
+    """Exit with the contract's code (:func:`rewardline.errors.describe`): 3 for a stack that cannot start."""
+    code, text = describe(err, verbose=verbose_from_env())
+    typer.secho(text, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code) from None
 
 
 @stack_app.command()
@@ -47,7 +50,7 @@ def down(state_dir: StateOpt = Path(".stack")) -> None:
 
 @stack_app.command()
 def status(config: ConfigOpt = None, state_dir: StateOpt = Path(".stack")) -> None:
-    """Each service with its pid, URL and health; exit 1 when any is down."""
+    """Each service with its pid, URL and health; exit 1 when any is down (a failed health check)."""
     try:
         rows = stack.status(stack.load_config(config), state_dir)
     except (stack.StackError, OSError) as err:

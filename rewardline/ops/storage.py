@@ -44,6 +44,10 @@ class StorageError(OSError):
     """A storage operation failed; the message names the URI."""
 
 
+class StorageNotFound(StorageError, FileNotFoundError):
+    """The file, directory or S3 prefix named does not exist (bad input: exit 2, not an outage)."""
+
+
 @dataclass(frozen=True)
 class S3Settings:
     """Tunables of the S3 client and of uploads (see :func:`configure`)."""
@@ -165,13 +169,13 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None) -> list[str]:
     if path.is_file():
         return [str(path)] if wanted(path.name) else []
     if not path.is_dir():
-        raise StorageError(f"listing {uri} failed: {_why_missing(path)}")
+        raise StorageNotFound(f"listing {uri} failed: {_why_missing(path)}")
     found = []
     for entry in path.rglob("*"):
         if entry.is_file():
             found += [str(entry)] if wanted(entry.name) else []
         elif entry.is_symlink() and (why := _why_missing(entry)).startswith("symlink loop"):
-            raise StorageError(f"listing {uri} failed: {why}")  # a dangling link is skipped, a loop is not
+            raise StorageNotFound(f"listing {uri} failed: {why}")  # a dangling link is skipped, a loop is not
     return sorted(found)
 
 

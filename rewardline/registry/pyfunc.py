@@ -13,6 +13,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rewardline.errors import BadInput
 from rewardline.registry.bundle import read_json
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ class RewardScorer:
         from rewardline.evaluation.calibration import preference_probability
         from rewardline.modeling.score import score_texts
 
+        for column in ("prompt", "response"):  # str(None) would be scored as the text "None"
+            nulls = np.flatnonzero(model_input[column].isna().to_numpy())
+            if len(nulls):
+                raise BadInput(field=column, detail=f"null in row {int(nulls[0])}; expected a string in every row")
         prompts, responses = list(model_input["prompt"]), [str(r) for r in model_input["response"]]
         pairwise = "response_b" in model_input.columns
         rows_b = np.flatnonzero(model_input["response_b"].notna().to_numpy()) if pairwise else np.zeros(0, int)

@@ -7,6 +7,7 @@
                          r = model(all unique sequences of the batch's prompt groups)   # one pass each
                          loss = objective.loss(r, objective.targets(batch), W / world)  -> backward
                      clip grad norm, AdamW step, log, checkpoint every N steps
+                     (a non-finite loss or grad norm stops the run: NonFiniteLoss, no model saved)
     evaluate on val, store reward statistics, save the model (safetensors + tokenizer + json)
 
 The objectives (K-wise Bradley-Terry, ...) live in :mod:`rewardline.training.objectives`;
@@ -44,7 +45,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from rewardline.config import Section, build, parse_overrides
-from rewardline.errors import ConfigError
+from rewardline.errors import ConfigError, NonFiniteLoss
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, select_runtime
 from rewardline.modeling.formatting import FormatConfig
@@ -456,7 +457,10 @@ def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, r
         for g in opt.param_groups:
             g["lr"] = lr
         sums, grad_norm = train_step(ddp, opt, objective, data, steps[step], cfg, rt)
-        window.add(step_loss=sums["weighted_loss"] / sums["weight"], steps=1, **sums)
+        step_loss = sums["weighted_loss"] / sums["weight"]  # the same on every rank (all-reduced sums)
+        if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):  # the weights are lost: no checkpoint, no model
+            raise NonFiniteLoss(step + 1, step_loss, grad_norm, lr)
+        window.add(step_loss=step_loss, steps=1, **sums)
         totals.add(**sums)
         bar.update(1)
         done = step + 1

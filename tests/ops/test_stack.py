@@ -49,7 +49,7 @@ def test_taken_port_fails_before_anything_starts(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", config["mlflow"]["port"]))
         sock.listen()
         result = CliRunner().invoke(stack_app, ["up", "--config", str(config_path), "--state-dir", str(state)])
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # an environment error (exit-code contract, rewardline.errors)
     assert f"mlflow.port={config['mlflow']['port']}" in result.output and "already in use" in result.output
     assert stack.read_state(state) == {} and not (state / "logs").exists()
 

@@ -323,6 +323,19 @@ def test_a_gate_failing_model_is_not_registered(project: Path, tmp_path: Path, s
     assert stage.returncode == 1 and "not registering" in stage.stderr and "min_accuracy" in stage.stderr
     assert client.search_registered_models() == []
 
+    # `rewardline register` too (exit 1); an MLflow server that is down is exit 3 (transient: the flows retry it)
+    from typer.testing import CliRunner
+
+    from rewardline.cli import app
+
+    cli = CliRunner().invoke(app, ["register", "--project", str(failing), "--params", str(failing / "params.yaml")])
+    assert cli.exit_code == 1 and "not registering the model" in cli.output and "min_accuracy" in cli.output
+    down = _run([sys.executable, str(ROOT / "stages/register.py")], failing,
+                env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                     "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    last = down.stderr.strip().splitlines()[-1]
+    assert down.returncode == 3 and last.startswith("error: ") and "127.0.0.1" in last, down.stderr[-2000:]
+
 
 @pytest.mark.slow
 def test_champion_alias_is_never_set_automatically_unless_params_allow(project: Path, sqlite_store: str):

@@ -23,7 +23,7 @@ from scipy.special import ndtr
 from transformers import AutoTokenizer
 
 from rewardline.data.schema import PAIRS, PROMPTS, RESPONSES, conform
-from rewardline.errors import ConfigError
+from rewardline.errors import ConfigError, NonFiniteLoss, exit_code
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.score import score_jsonl
@@ -33,7 +33,7 @@ from rewardline.pairs.thurstone import fit_targets
 from rewardline.tracking import JsonlTracker
 from rewardline.training.batching import Batch, Group, build_groups, plan_batches, plan_steps, rank_micro_batches
 from rewardline.training.loop import TrainConfig, lr_at, train
-from rewardline.training.objectives import OBJECTIVES, LossTerms, Objective
+from rewardline.training.objectives import OBJECTIVES, BradleyTerryObjective, LossTerms, Objective
 
 TOPICS = ["cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat"]
 FILLER = ["the", "a", "it", "is", "on", "and", "then", "so"]
@@ -295,3 +295,75 @@ def test_thurstone_objective_trains_on_fitted_utilities_and_scores_win_probabili
     np.testing.assert_allclose(win, ndtr([s["reward"] for s in scored]), rtol=1e-6)
     both = train(pairs_dir, tmp_path / "both", tiny_config(setup, objective="bt+thurstone", max_steps=2))
     assert {"train_bt_loss", "train_pointwise_loss", "val_accuracy", "val_rmse"} <= set(both)
+
+
+class NaNBradleyTerry(BradleyTerryObjective):
+    """Bradley-Terry whose loss turns NaN from the third training step on (an injected numerical failure)."""
+
+    name = "test-nan-bt"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def loss(self, rewards: torch.Tensor, targets, normalizer: float | None = None) -> LossTerms:  # noqa: ANN001
+        self.calls += 1
+        poisoned = rewards * float("nan") if self.calls >= 3 and torch.is_grad_enabled() else rewards
+        return super().loss(poisoned, targets, normalizer)
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_saves_nothing(setup, tmp_path, monkeypatch):
+    monkeypatch.setitem(OBJECTIVES, NaNBradleyTerry.name, NaNBradleyTerry)
+    out = tmp_path / "model"
+    cfg = tiny_config(setup, objective=NaNBradleyTerry.name, checkpoint_every=1, checkpoint_dir=str(tmp_path / "ck"))
+    with pytest.raises(NonFiniteLoss, match=r"^training step 3: loss nan, gradient norm nan \(lr [0-9.e-]+\); "
+                                            r"expected finite values: not saving the model") as info:
+        train(setup["pairs"], out, cfg)
+    assert info.value.step == 3 and exit_code(info.value) == 2
+    assert not out.exists()  # no model directory
+    assert [p.name for p in (tmp_path / "ck").glob("step-*")] == ["step-00000002"]  # the last finite step's
+
+
+def test_train_and_evaluate_exit_codes_through_the_cli(setup, tmp_path):
+    """0 ok, 1 a failed evaluate gate, 2 bad input (missing data, a learning rate that diverges, a broken model)."""
+    from typer.testing import CliRunner
+
+    from rewardline.cli import app
+
+    runner = CliRunner()
+    pairs = tmp_path / "pairs"
+    shutil.copytree(setup["pairs"], pairs)
+    shutil.copy(pairs / "val.parquet", pairs / "test.parquet")  # evaluate reads val and test
+    params = ["--params", str(tmp_path / "none.yaml")]  # not the project's params.yaml
+    sets = [f"--set={kv}" for kv in (f"backbone={setup['backbone']}", "max_length=48", "batch_tokens=512",
+                                     f"cache_dir={setup['root'] / 'cache'}", "progress=false", "checkpoint_every=0",
+                                     "max_steps=6")]
+    model = tmp_path / "model"
+    trained = runner.invoke(app, ["train", "--data", str(pairs), "--out", str(model), *params, *sets])
+    assert trained.exit_code == 0, trained.output
+    diverged = runner.invoke(app, ["train", "--data", str(pairs), "--out", str(tmp_path / "nan"), *params, *sets,
+                                   "--set=lr=1e30"])
+    assert diverged.exit_code == 2, diverged.output
+    last = diverged.output.strip().splitlines()[-1]  # after the backbone's loading bar
+    assert last.startswith("error: training step ") and "not saving the model" in last
+    assert not (tmp_path / "nan" / "model.safetensors").exists()
+    missing = runner.invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m2"), *params,
+                                  *sets])
+    assert missing.exit_code == 2 and missing.output.strip().splitlines()[-1].startswith("error: "), missing.output
+
+    lenient = [f"--set={kv}" for kv in ("min_accuracy=0", "max_ece_calibrated=1", "max_length_bias=1",
+                                        "bootstrap_samples=50")]
+    evaluate = ["evaluate", "--model", str(model), "--data", str(pairs), *params]
+    passed = runner.invoke(app, [*evaluate, "--out", str(tmp_path / "ev"), *lenient])
+    assert passed.exit_code == 0, passed.output
+    failed = runner.invoke(app, [*evaluate, "--out", str(tmp_path / "ev1"), *lenient, "--set=max_ece_calibrated=0"])
+    assert failed.exit_code == 1 and "max_ece_calibrated" in failed.output, failed.output
+    no_tokenizer = tmp_path / "no-tokenizer"
+    shutil.copytree(model, no_tokenizer)
+    for name in ("tokenizer.json", "vocab.txt"):
+        (no_tokenizer / name).unlink(missing_ok=True)
+    broken = runner.invoke(app, ["evaluate", "--model", str(no_tokenizer), "--data", str(pairs), *params,
+                                 "--out", str(tmp_path / "ev2"), *lenient])
+    assert broken.exit_code == 2 and broken.output.strip() == (
+        f"error: {no_tokenizer}: no tokenizer files; expected one of tokenizer.json, vocab.txt, vocab.json, "
+        "spiece.model, sentencepiece.bpe.model, tokenizer.model")

@@ -1,0 +1,103 @@
+"""The pipeline flow reads a stage's exit code (rewardline.errors): 3 is retried, 1 and 2 are not.
+
+A tiny DVC project (``dvc init --no-scm``) whose stages are one script run through the real
+:func:`rewardline.stage.stage_main`: ``flaky`` loses its S3 connection on the first attempt only
+(a marker file), ``gate`` fails a gate, ``bad`` meets a malformed row. The flow runs them through
+``dvc repro`` against a real Prefect API (the test harness), in seconds rather than the minutes of
+tests/flows/test_flows.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[2]
+STAGE = """
+import sys
+from pathlib import Path
+
+from rewardline.errors import BadInput, GateFailed
+from rewardline.stage import stage_main
+
+
+def main() -> None:
+    kind = sys.argv[1]
+    attempts = Path(f"attempts-{kind}.txt")
+    attempts.write_text(attempts.read_text() + "x" if attempts.exists() else "x")
+    if kind == "flaky" and len(attempts.read_text()) == 1:
+        raise ConnectionError("Could not connect to the endpoint URL: http://127.0.0.1:8333 (first attempt)")
+    if kind == "gate":
+        raise GateFailed("toy gate failed (1 of 1)\\n  - min_accuracy: 0.40 is not >= 0.99")
+    if kind == "bad":
+        raise BadInput("data/raw/in.jsonl", line=3, field="response", expected="a string", got="null")
+    Path(f"out-{kind}.txt").write_text("done\\n")
+
+
+stage_main(main)
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("toy-dvc")
+    (root / "stage.py").write_text(textwrap.dedent(STAGE))
+    stages = {kind: {"cmd": f"python stage.py {kind}", "deps": ["stage.py"], "outs": [f"out-{kind}.txt"]}
+              for kind in ("flaky", "gate", "bad")}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prefect_api() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def run_counts(flow_run_id) -> dict[str, int]:  # noqa: ANN001
+    """Task run name -> how many times it ran (1 + retries)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> list:
+        async with get_client() as client:
+            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+    return {run.name: run.run_count for run in asyncio.run(read())}
+
+
+def run_pipeline(project: Path, stage: str):  # noqa: ANN201
+    from flows.pipeline import pipeline
+
+    return pipeline(project=str(project), stages=[stage], retries=2, retry_backoff_s=0.0,
+                    env={"PYTHONPATH": str(ROOT)}, return_state=True)
+
+
+def test_a_transient_failure_is_retried_and_the_flow_succeeds(project: Path, prefect_api: None):
+    state = run_pipeline(project, "flaky")
+    assert state.is_completed(), state.message
+    assert (project / "attempts-flaky.txt").read_text() == "xx"  # exit 3, then success on the retry
+    assert (project / "out-flaky.txt").read_text() == "done\n"
+    assert run_counts(state.state_details.flow_run_id) == {"dvc repro flaky": 2}
+
+
+@pytest.mark.parametrize(("stage", "message"), [
+    ("gate", "stage gate: toy gate failed (1 of 1)"),
+    ("bad", "stage bad: error: data/raw/in.jsonl:3: field 'response': expected a string, got null"),
+])
+def test_a_failed_gate_or_bad_input_is_not_retried(project: Path, prefect_api: None, stage: str, message: str):
+    state = run_pipeline(project, stage)
+    assert state.is_failed() and message in state.message, state.message
+    assert (project / f"attempts-{stage}.txt").read_text() == "x"  # ran once
+    assert run_counts(state.state_details.flow_run_id) == {f"dvc repro {stage}": 1}

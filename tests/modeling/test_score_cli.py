@@ -1,0 +1,159 @@
+"""`rewardline score` in a subprocess: malformed rows and broken model directories exit 2 with one line;
+the model loading checks of RewardModel.load (score, evaluate and the pyfunc model share them)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer
+
+from rewardline.errors import ModelLoadError, NonFiniteError
+from rewardline.modeling.formatting import FormatConfig
+from rewardline.modeling.model import RewardModel
+from rewardline.modeling.score import score_texts
+from rewardline.modeling.tiny import build_tiny_bert
+
+ROOT = Path(__file__).parents[2]
+GOOD_ROW = {"prompt": "what is a cat", "response": "a small animal"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("score-cli")
+    tok = AutoTokenizer.from_pretrained(build_tiny_bert(root / "backbone"))
+    RewardModel.from_backbone(str(root / "backbone"), format_config=FormatConfig(max_length=40)).save(root / "model",
+                                                                                                     tok)
+    return root / "model"
+
+
+def broken_copy(model_dir: Path, dest: Path) -> Path:
+    shutil.copytree(model_dir, dest)
+    return dest
+
+
+def score_cli(model: Path, rows: Path, out: Path) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HOME": str(out.parent)}
+    return subprocess.run([sys.executable, "-m", "rewardline.cli", "score", "--model", str(model), "--input", str(rows),
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+
+
+MALFORMED = {
+    "missing field": ('{"prompt": "hi"}', "field 'response': missing; expected a string"),
+    "null response": ('{"prompt": "hi", "response": null}', "field 'response': expected a string, got null"),
+    "number response": ('{"prompt": "hi", "response": 3}', "field 'response': expected a string, got a number"),
+    "non-object line": ("[1, 2]", "expected a JSON object {prompt, response}, got an array"),
+    "invalid JSON": ('{"prompt": "hi",',
+                     "not valid JSON (Expecting property name enclosed in double quotes at column 17)"),
+    "null prompt": ('{"prompt": null, "response": "x"}',
+                    "field 'prompt': expected a string or a list of {role, content} messages, got null"),
+    "message without content": ('{"prompt": [{"role": "user"}], "response": "x"}',
+                                "field 'prompt[0].content': expected a string, got nothing (missing)"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_row_exits_2_naming_file_line_and_field(model_dir: Path, tmp_path: Path, case: str):
+    line, message = MALFORMED[case]
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps(GOOD_ROW) + "\n\n" + line + "\n" + json.dumps(GOOD_ROW) + "\n")  # line 3
+    run = score_cli(model_dir, rows, tmp_path / "out.jsonl")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [f"error: {rows}:3: {message}"]  # one line, no traceback
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_broken_model_directories_exit_2_naming_the_file(model_dir: Path, tmp_path: Path):
+    no_tokenizer = broken_copy(model_dir, tmp_path / "no-tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (no_tokenizer / name).unlink(missing_ok=True)
+    pickle_only = broken_copy(model_dir, tmp_path / "pickle-only")
+    torch.save(load_file(pickle_only / "model.safetensors"), pickle_only / "pytorch_model.bin")
+    (pickle_only / "model.safetensors").unlink()
+    truncated = broken_copy(model_dir, tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps(GOOD_ROW) + "\n")
+    expected = {
+        no_tokenizer: f"error: {no_tokenizer}: no tokenizer files; expected one of tokenizer.json, vocab.txt",
+        pickle_only: f"error: {pickle_only}/model.safetensors: missing (only pickle weights (pytorch_model.bin), "
+                     "which are never loaded); expected safetensors weights",
+        truncated: f"error: {weights}: unreadable (Error while deserializing header",
+    }
+    for model, start in expected.items():
+        run = score_cli(model, rows, tmp_path / "out.jsonl")
+        assert run.returncode == 2, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(start), run.stderr
+    good = score_cli(model_dir, rows, tmp_path / "out.jsonl")  # the same rows score with the intact directory
+    assert good.returncode == 0, good.stderr
+    [scored] = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert np.isfinite(scored["reward"]) and json.loads(good.stdout) == {"rows_scored": 1}
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"pooling": "first",', "reward_config.json:1: not valid JSON"),
+    ("[1]", "reward_config.json: expected a JSON object, got an array"),
+    ('{"pooling": "max"}',
+     "reward_config.json: field 'pooling': expected one of ['first', 'last', 'mean', 'model'], got 'max'"),
+    ('{"poolin": "first"}', "reward_config.json: field 'poolin': unknown key"),
+    ('{"format": {"max_len": 3}}', "reward_config.json: field 'format': "),
+])
+def test_a_bad_reward_config_is_a_model_load_error(model_dir: Path, tmp_path: Path, content: str, message: str):
+    broken = broken_copy(model_dir, tmp_path / "m")
+    (broken / "reward_config.json").write_text(content)
+    with pytest.raises(ModelLoadError, match="^" + str(broken).replace(".", r"\.") + "/") as info:
+        RewardModel.load(broken)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_weights_missing_from_the_safetensors_file_are_refused(model_dir: Path, tmp_path: Path):
+    broken = broken_copy(model_dir, tmp_path / "m")
+    tensors = load_file(broken / "model.safetensors")
+    dropped = sorted(k for k in tensors if "encoder.layer.1" in k)
+    save_file({k: v for k, v in tensors.items() if k not in dropped}, broken / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=f"{len(dropped)} weights missing or of the wrong shape"):
+        RewardModel.load(broken)
+    model, tokenizer = RewardModel.load(model_dir)
+    head = tmp_path / "h"
+    model._save_old_layout(head, tokenizer)  # the older layout: backbone + reward_head.safetensors ...
+    config = json.loads((head / "config.json").read_text())
+    config.pop("rewardline", None)  # ... whose config.json has no rewardline object
+    (head / "config.json").write_text(json.dumps(config))
+    (head / "reward_head.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(ModelLoadError, match="reward_head.safetensors: unreadable"):
+        RewardModel.load(head)
+
+
+def test_a_tokenizer_that_does_not_fit_the_embedding_is_refused(model_dir: Path, tmp_path: Path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[UNK]", *(f"w{i}" for i in range(28))]
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    broken = broken_copy(model_dir, tmp_path / "m")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (broken / name).unlink(missing_ok=True)
+    PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(broken)
+    with pytest.raises(ModelLoadError, match="field 'tokenizer': expected the vocabulary of the model's "
+                                             "30522-row embedding \\(config.json\\), got 30 tokens"):
+        RewardModel.load(broken)
+
+
+def test_non_finite_rewards_are_refused(model_dir: Path):
+    model, tokenizer = RewardModel.load(model_dir)
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match=r"2 of 2 rewards are not finite \(first: row 1, nan\)"):
+        score_texts(model_dir, ["a", "b"], ["c", "d"], model=model, tokenizer=tokenizer)
