@@ -119,7 +119,8 @@ class ModelSelection:
     def curve_point(self, val: dict[str, float]) -> dict[str, float]:
         """The tracker's val point: ``val/<metric>`` and the best score so far with its step."""
         point = {f"val/{k}": float(v) for k, v in val.items()}
-        return {**point, "val/best_score": self.best_score, "val/best_step": float(self.best_step or 0)}
+        best = {"val/best_score": self.best_score} if math.isfinite(self.best_score) else {}  # no ±inf to trackers
+        return {**point, **best, "val/best_step": float(self.best_step or 0)}
 
     def restore_best(self, model: torch.nn.Module) -> None:
         """Load the best weights into ``model`` (nothing to do when the last evaluation was the best)."""
