@@ -14,7 +14,11 @@ Each gate ends *passed*, *failed* or *skipped* (shown with the reason, and not f
   is never taken as good. With ``skip_if_missing`` it skips instead, with the reason from
   ``metrics[why_missing_key]`` or ``why_missing`` (the champion gate with no champion), unless
   ``strict_field`` names a config flag that is true (``validate.require_overlap``);
-* otherwise passed iff ``value op threshold``.
+* otherwise passed iff ``value op threshold``; except that a comparison that fails while
+  ``metrics[inconclusive_key]`` is true (the measurement could not tell: e.g. a champion comparison
+  whose interval straddles the margin) *passes* as ``inconclusive``, with the note
+  ``metrics[inconclusive_note_key]`` as reason, unless ``conclusive_field`` names a config flag
+  that is true: then it fails, saying so.
 
 A report passes iff no gate failed. One convention for every gated stage (ingest, validate,
 evaluate): ``run_*`` computes its metrics, :func:`evaluate_gates` on its specs, writes
@@ -74,6 +78,9 @@ class GateSpec:
     why_missing: str = "not measured"  # the reason shown for an unmeasurable value ...
     why_missing_key: str | None = None  # ... or this metric's text, when present
     strict_field: str | None = None  # config flag: true → an unmeasurable value fails despite skip_if_missing
+    inconclusive_key: str | None = None  # metric: true → a failed comparison is only inconclusive (passes)
+    inconclusive_note_key: str | None = None  # metric: the reason shown for an inconclusive result
+    conclusive_field: str | None = None  # config flag: true → an inconclusive result fails
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -100,18 +107,21 @@ class GateResult:
     passed: bool
     skipped: bool = False
     reason: str = ""  # why skipped, or why an unmeasurable value failed
+    inconclusive: bool = False  # the comparison failed, but the measurement could not tell (passes unless strict)
 
     @property
     def status(self) -> str:
-        """``passed``, ``FAILED`` or ``skipped``, with the reason when there is one."""
-        word = "skipped" if self.skipped else ("passed" if self.passed else "FAILED")
+        """``passed``, ``FAILED``, ``skipped`` or ``inconclusive`` (passed), with the reason when there is one."""
+        word = "skipped" if self.skipped else ("FAILED" if not self.passed else
+                                               "inconclusive" if self.inconclusive else "passed")
         return f"{word} ({self.reason})" if self.reason else word
 
     def failure_message(self) -> str:
         """E.g. ``min_accuracy: pairwise accuracy 0.5123 is not >= 0.5500``."""
         if self.value is None:
             return f"{self.name}: {self.description} is not measurable ({self.reason or 'not measured'})"
-        return f"{self.name}: {self.description} {fmt(self.value)} is not {self.op} {fmt(self.threshold)}"
+        why = f" ({self.reason})" if self.reason else ""
+        return f"{self.name}: {self.description} {fmt(self.value)} is not {self.op} {fmt(self.threshold)}{why}"
 
 
 def check_gate(spec: GateSpec, metrics: Mapping[str, Any], config: Any) -> GateResult:
@@ -130,7 +140,14 @@ def check_gate(spec: GateSpec, metrics: Mapping[str, Any], config: Any) -> GateR
         if strict:
             reason += f"; {spec.strict_field} is true"
         return GateResult(**row, passed=False, reason=reason)
-    return GateResult(**row, passed=bool(OPS[spec.op](value, threshold)))
+    passed = bool(OPS[spec.op](value, threshold))
+    if not passed and spec.inconclusive_key is not None and metrics.get(spec.inconclusive_key):
+        note = str((metrics.get(spec.inconclusive_note_key) if spec.inconclusive_note_key else None) or "")
+        if spec.conclusive_field is not None and bool(getattr(config, spec.conclusive_field)):
+            return GateResult(**row, passed=False, inconclusive=True,
+                              reason=f"inconclusive{f': {note}' if note else ''}; {spec.conclusive_field} is true")
+        return GateResult(**row, passed=True, inconclusive=True, reason=note)
+    return GateResult(**row, passed=passed)
 
 
 @dataclass
@@ -149,8 +166,10 @@ class GateReport:
         return [g for g in self.gates if not g.passed]
 
     def table(self) -> dict[str, dict[str, Any]]:
-        """``{name: {value, threshold, op, passed, skipped, description, reason}}``."""
-        return {g.name: {k: v for k, v in asdict(g).items() if k != "name"} for g in self.gates}
+        """``{name: {value, threshold, op, passed, skipped, description, reason}}`` (and ``inconclusive: true``
+        on a gate whose measurement could not tell; the key is left out otherwise)."""
+        return {g.name: {k: v for k, v in asdict(g).items() if k != "name" and not (k == "inconclusive" and not v)}
+                for g in self.gates}
 
     def metrics_entries(self) -> dict[str, Any]:
         """What every gated stage adds to its ``metrics.json``: ``gates_passed`` and the ``gates`` table."""

@@ -46,9 +46,11 @@ from rewardline.evaluation.gates import EVALUATE_GATES, report_markdown
 from rewardline.evaluation.length_bias import LengthBias, length_bias, unique_responses
 from rewardline.evaluation.metrics import (
     Accuracy,
+    PairedDifference,
     accuracy_by_category,
     accuracy_with_ci,
     agreement_aware_accuracy,
+    champion_verdict,
     paired_bootstrap_difference,
     tie_mask,
 )
@@ -67,6 +69,10 @@ class EvalConfig(Section):
     max_ece_calibrated: float = Field(0.25, ge=0.0, le=1.0)  # gate: ECE after temperature scaling ≤ this
     max_length_bias: float = Field(0.25, ge=-1.0, le=1.0)  # gate: model_prefers_longer − labels_prefer_longer ≤ this
     champion_delta: float = Field(0.02, ge=0.0, le=1.0)  # gate: CI low of acc(challenger) − acc(champion) ≥ −δ
+    champion_require_conclusive: bool = False  # an inconclusive champion comparison fails (default: passes, says so)
+    champion_power: float = Field(0.8, gt=0.0, lt=1.0)  # power of the gate report's detectable-difference analysis
+    min_calibration_pairs: int = Field(100, ge=0)  # fit T only on a val split with at least this many decided pairs
+    min_temperature_gain: float = Field(0.01, ge=0.0)  # ... and apply it only if val NLL drops by this share (CI > 0)
     min_bon_gain: float = 0.0  # gate of `rewardline bon`: CI low of gold(N_max) − gold(1) > this
     max_overoptimization: float = Field(0.05, ge=0.0)  # gate of `rewardline bon`: peak gold − gold(N_max) ≤ this
     bootstrap_samples: int = Field(1000, ge=1)
@@ -144,7 +150,9 @@ def evaluate_scores(
 
     val_label = np.asarray(val_pairs.column("label").to_numpy(zero_copy_only=False), np.float64)
     vra, vrb = np.asarray(val_reward_a, np.float64), np.asarray(val_reward_b, np.float64)
-    cal = calibrate(vra - vrb, val_label, ra - rb, label, seed=cfg.seed)
+    cal = calibrate(vra - vrb, val_label, ra - rb, label, seed=cfg.seed, val_prompts=_column(val_pairs, "prompt_id"),
+                    test_prompts=prompts, min_pairs=cfg.min_calibration_pairs, min_gain=cfg.min_temperature_gain,
+                    samples=cfg.bootstrap_samples, confidence=cfg.confidence)
     _, val_rewards = unique_responses(_column(val_pairs, "response_a_id"), _column(val_pairs, "response_b_id"),
                                       vra, vrb)
     reward_mean, reward_std = reward_stats(val_rewards)
@@ -157,7 +165,8 @@ def evaluate_scores(
         diff = paired_bootstrap_difference(ra, rb, np.asarray(champion_reward_a, np.float64),
                                            np.asarray(champion_reward_b, np.float64), label, prompts, **boot)
         metrics.update(champion_accuracy=diff.champion, champion_diff=diff.difference,
-                       champion_diff_ci_low=diff.ci_low, champion_diff_ci_high=diff.ci_high)
+                       champion_diff_ci_low=diff.ci_low, champion_diff_ci_high=diff.ci_high,
+                       **_champion_power(diff, cfg))
     metrics = _json_safe(metrics)
 
     report = evaluate_gates(EVALUATE_GATES, metrics, cfg, stage="evaluate")
@@ -190,7 +199,11 @@ def _headline_metrics(overall: Accuracy, by_cat: dict[str, Accuracy], ra: np.nda
         "n_pairs": overall.n_pairs,
         "n_prompts": overall.n_prompts,
         "ties_excluded": overall.ties_excluded,
-        "temperature": cal.temperature,
+        **(cal.fit.summary() if cal.fit else {"temperature": cal.temperature}),
+        "ece_raw_ci_low": cal.ece_raw_ci[0],
+        "ece_raw_ci_high": cal.ece_raw_ci[1],
+        "ece_calibrated_ci_low": cal.ece_calibrated_ci[0],
+        "ece_calibrated_ci_high": cal.ece_calibrated_ci[1],
         "reward_mean": reward_mean,
         "reward_std": reward_std,
         "ece_raw": cal.raw.ece,
@@ -204,6 +217,19 @@ def _headline_metrics(overall: Accuracy, by_cat: dict[str, Accuracy], ra: np.nda
         **lb.to_dict(),
         "champion_accuracy": None,
     }
+
+
+def _champion_power(diff: PairedDifference, cfg: EvalConfig) -> dict[str, Any]:
+    """The champion verdict at δ (worse / inconclusive / non-inferior) and its power analysis."""
+    power = champion_verdict(diff, cfg.champion_delta, cfg.confidence, cfg.champion_power)
+    needed = "no finite number of" if power.pairs_needed is None else str(power.pairs_needed)
+    note = (f"needs {needed} test pairs for a conclusive answer at δ = {cfg.champion_delta:g} (has {power.n_pairs}; "
+            f"detectable at {cfg.champion_power:.0%} power: {power.min_detectable_difference:.3f})")
+    return {"champion_verdict": power.verdict, "champion_inconclusive": power.verdict == "inconclusive",
+            "champion_power_note": note, "champion_delta": cfg.champion_delta,
+            "champion_min_detectable_difference": power.min_detectable_difference,
+            "champion_pairs_needed": power.pairs_needed, "champion_n_pairs": power.n_pairs,
+            "champion_discordance": diff.discordance, "champion_design_effect": diff.design_effect}
 
 
 def _chosen_rejected(reward_a: np.ndarray, reward_b: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]:

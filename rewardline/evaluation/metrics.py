@@ -29,13 +29,31 @@ interval ``[q_{α/2}, q_{1−α/2}]`` of the ``acc_b``. Prompts whose pairs are 
 credit and are left out of the draw (``P`` = prompts with at least one counted pair). The paired
 bootstrap (:func:`paired_bootstrap_difference`) applies the *same* ``counts`` to the challenger's
 and the champion's credits and takes percentiles of ``acc_b(challenger) − acc_b(champion)``.
+
+Power of the champion comparison (:func:`non_inferiority_power`)
+----------------------------------------------------------------
+Per counted pair ``D_i = credit_challenger − credit_champion`` ∈ {−1, −½, 0, ½, 1}; the
+*discordance* is ``d = mean(D²)`` (for 0/1 credits: the share of pairs where exactly one model
+is right). For two models of equal quality ``E[D] = 0`` and ``Var(D) = d``, so the standard error
+of the accuracy difference over ``n`` pairs is ``se = sqrt(deff · d / n)``, with the design effect
+``deff = se_bootstrap² / (Var_pair(D) / n)`` of the prompt clustering (1 without a bootstrap).
+With ``z = z_{1−α/2} + z_{power}`` (α = 1 − confidence; 1.96 + 0.84 = 2.80 at 95 % / 80 %):
+
+* minimum detectable difference ``mdd = z · se``: the smallest margin δ that an equal-quality
+  challenger passes (CI low ≥ −δ) with probability ``power``;
+* pairs a conclusive answer at margin δ needs: ``n_δ = ⌈z² · deff · d / δ²⌉`` (= ``n·(mdd/δ)²``).
+
+Verdict at margin δ: *worse* when the CI's upper end ``< −δ``, *non-inferior* when its lower end
+``≥ −δ``, *inconclusive* otherwise (not shown worse, not shown non-inferior).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.special import ndtri
 
 #: |p − 0.5| below this is a tie (labels are float32).
 TIE_TOL = 1e-6
@@ -237,9 +255,50 @@ class PairedDifference:
     difference: float
     ci_low: float
     ci_high: float
+    n_pairs: int = 0  # counted (non-tie) pairs
+    discordance: float = float("nan")  # mean(D²), D = credit(challenger) − credit(champion)
+    design_effect: float = 1.0  # bootstrap variance / pair-level variance of the mean difference
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class NonInferiorityPower:
+    """Power analysis and verdict of the champion comparison at margin δ (module docstring)."""
+
+    verdict: str  # "worse" | "inconclusive" | "non-inferior"
+    delta: float
+    power: float
+    n_pairs: int
+    min_detectable_difference: float  # mdd = z · se
+    pairs_needed: int | None  # ⌈z² · deff · d / δ²⌉; None: none suffices (δ = 0, d > 0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def non_inferiority_power(n_pairs: int, discordance: float, delta: float, confidence: float = 0.95,
+                          power: float = 0.8, design_effect: float = 1.0) -> tuple[float, int | None]:
+    """``(mdd, n_δ)``: ``mdd = (z_{1−α/2} + z_power)·sqrt(deff·d/n)``, ``n_δ = ⌈(z_{1−α/2} + z_power)²·deff·d/δ²⌉``."""
+    z = float(ndtri(1 - (1 - confidence) / 2) + ndtri(power))
+    variance = max(design_effect, 0.0) * max(discordance, 0.0)
+    mdd = z * math.sqrt(variance / n_pairs) if n_pairs > 0 else float("inf")
+    needed = math.ceil(z * z * variance / delta**2) if delta > 0 else (0 if variance == 0 else None)  # None: no n
+    return mdd, needed
+
+
+def champion_verdict(diff: PairedDifference, delta: float, confidence: float = 0.95,
+                     power: float = 0.8) -> NonInferiorityPower:
+    """Worse / inconclusive / non-inferior at margin δ, with the power numbers (module docstring)."""
+    if diff.ci_high < -delta:
+        verdict = "worse"
+    elif diff.ci_low >= -delta:
+        verdict = "non-inferior"
+    else:
+        verdict = "inconclusive"
+    mdd, needed = non_inferiority_power(diff.n_pairs, diff.discordance, delta, confidence, power, diff.design_effect)
+    return NonInferiorityPower(verdict, delta, power, diff.n_pairs, mdd, needed)
 
 
 def paired_bootstrap_difference(
@@ -268,4 +327,11 @@ def paired_bootstrap_difference(
     diff = m1 - m0
     low, high = _percentiles(diff, confidence)
     acc1, acc0 = _nanmean(c1), _nanmean(c0)
-    return PairedDifference(challenger=acc1, champion=acc0, difference=acc1 - acc0, ci_low=low, ci_high=high)
+    paired = (c1 - c0)[~np.isnan(c1)]
+    n = int(paired.size)
+    discordance = float(np.mean(paired**2)) if n else float("nan")
+    pair_var = float(np.var(paired)) / n if n else 0.0  # Var_pair(D) / n
+    boot = diff[~np.isnan(diff)]
+    deff = float(np.var(boot)) / pair_var if pair_var > 0 and boot.size > 1 else 1.0
+    return PairedDifference(challenger=acc1, champion=acc0, difference=acc1 - acc0, ci_low=low, ci_high=high,
+                            n_pairs=n, discordance=discordance, design_effect=deff)

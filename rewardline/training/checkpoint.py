@@ -22,11 +22,14 @@ from rewardline.modeling.model import RewardModel
 
 
 def save_checkpoint(
-    ckpt_root: Path, step: int, model: RewardModel, opt: torch.optim.Optimizer, fingerprint: str, rt: Runtime
+    ckpt_root: Path, step: int, model: RewardModel, opt: torch.optim.Optimizer, fingerprint: str, rt: Runtime,
+    extra_state: dict[str, Any] | None = None, extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> None:
     """Write ``<ckpt_root>/step-<step>``: model weights and AdamW state (safetensors), each rank's RNG
     state, the step and the run's fingerprint; written into a temp folder and renamed, then older
-    checkpoints are removed (rank 0 writes; every rank calls)."""
+    checkpoints are removed (rank 0 writes; every rank calls). ``extra_state`` (JSON, under
+    ``"extra"`` in ``state.json``) and ``extra_tensors`` (file name → tensors) ride along: the
+    best-so-far state of model selection."""
     tmp = ckpt_root / f".tmp-step-{step:08d}"
     if rt.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -48,7 +51,10 @@ def save_checkpoint(
                 else:
                     scalars[f"{idx}.{key}"] = value
         save_file(tensors, tmp / "optimizer.safetensors")
-        meta = {"step": step, "fingerprint": fingerprint, "param_groups": state["param_groups"], "scalars": scalars}
+        for name, extra in (extra_tensors or {}).items():
+            save_file(extra, tmp / name)
+        meta = {"step": step, "fingerprint": fingerprint, "param_groups": state["param_groups"], "scalars": scalars,
+                "extra": extra_state}
         (tmp / "state.json").write_text(json.dumps(meta))
         final = ckpt_root / f"step-{step:08d}"
         shutil.rmtree(final, ignore_errors=True)  # a stale one of another run (other fingerprint), same step
@@ -88,3 +94,11 @@ def load_checkpoint(path: Path, model: RewardModel, opt: torch.optim.Optimizer, 
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
     return int(meta["step"])
+
+
+def checkpoint_extras(path: Path, tensor_file: str) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor] | None]:
+    """The ``extra_state`` and the ``extra_tensors[tensor_file]`` (on CPU) :func:`save_checkpoint` stored in
+    ``path``; ``None`` for each that is absent."""
+    extra = json.loads((path / "state.json").read_text()).get("extra")
+    file = path / tensor_file
+    return extra, (load_file(file) if file.exists() else None)

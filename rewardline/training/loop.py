@@ -64,8 +64,11 @@ from rewardline.training.batching import (
     rank_micro_batches,
     read_targets,
 )
-from rewardline.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rewardline.training.checkpoint import checkpoint_extras, latest_checkpoint, load_checkpoint, save_checkpoint
 from rewardline.training.objectives import OBJECTIVES, Objective, build_objective
+from rewardline.training.selection import BEST_WEIGHTS_FILE, ModelSelection, evaluate, no_evaluation
+
+__all__ = ["TrainConfig", "evaluate", "lr_at", "train"]
 
 #: Fields that do not change what is trained (left out of the resume fingerprint).
 _RUN_ONLY = {"log_every", "checkpoint_every", "checkpoint_dir", "resume", "keep_checkpoints", "cache_dir", "progress"}
@@ -84,6 +87,8 @@ class TrainConfig(Section):
     batch_tokens: int = Field(16384, ge=1)  # padded tokens per micro-batch
     grad_accum: int = Field(1, ge=1)
     epochs: int = Field(1, ge=1)
+    eval_every: int = Field(0, ge=0)  # evaluate on val every N optimizer steps (and after the last); 0 = at the end
+    patience: int = Field(0, ge=0)  # stop after N evaluations without a better val accuracy; 0 = never
     max_steps: int = Field(0, ge=0)  # > 0: stop after this many optimizer steps
     lr: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)  # on matrices only, not on biases / norms
@@ -155,48 +160,6 @@ def make_optimizer(model: RewardModel, cfg: TrainConfig, device: torch.device) -
         eps=cfg.adam_eps,
         fused=device.type == "cuda",
     )
-
-
-# -- evaluation -------------------------------------------------------------------------
-@torch.inference_mode()
-def evaluate(
-    model: RewardModel,
-    groups: list[Group],
-    tok: TokenizedResponses,
-    pad_id: int,
-    batch_tokens: int,
-    rt: Runtime,
-    objective: Objective,
-) -> dict[str, float]:
-    """The objective's summary on evaluation targets (for ``bt``: loss without margins, pairwise
-    accuracy, comparisons) and the reward mean / std over ``groups`` (sharded over ranks,
-    summed with all-reduce): ``mean = Σr / n``, ``std = sqrt(Σr² / n - mean²)``."""
-    was_training = model.training
-    model.eval()
-    names = [*objective.sum_names, "sequences", "reward_sum", "reward_sq_sum"]
-    sums = torch.zeros(len(names), dtype=torch.float64, device=rt.device)
-    batches = plan_batches(groups, batch_tokens, shuffle=False)
-    for mb in batches[rt.rank :: rt.world_size]:
-        batch = collate([groups[g] for g in mb], tok, pad_id).to(rt.device)
-        with rt.autocast():
-            rewards = model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        terms = objective.loss(rewards, objective.targets(batch, training=False))
-        r = rewards.double()
-        sums += torch.cat([terms.sums, torch.stack([r.new_tensor(float(len(r))), r.sum(), (r**2).sum()])])
-    all_reduce_sum(sums, rt)
-    model.train(was_training)
-    values = dict(zip(names, sums.tolist(), strict=True))
-    n = max(values["sequences"], 1.0)
-    mean = values["reward_sum"] / n
-    std = math.sqrt(max(values["reward_sq_sum"] / n - mean**2, 0.0))
-    return {**objective.summarize(values), "reward_mean": mean, "reward_std": std}
-
-
-def _no_evaluation(objective: Objective) -> dict[str, float]:
-    """Stand-in for :func:`evaluate` without a val split: counts 0, means undefined (nan)."""
-    empty = objective.summarize(dict.fromkeys(objective.sum_names, 0.0))
-    return {**{k: 0 if isinstance(v, int) else float("nan") for k, v in empty.items()},
-            "reward_mean": 0.0, "reward_std": 1.0}
 
 
 # -- setup ------------------------------------------------------------------------------
@@ -273,12 +236,14 @@ def _fingerprint(cfg: TrainConfig, tok: TokenizedResponses, pairs_dir: Path, wor
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def resume_from_checkpoint(
-    ckpt_root: Path, fingerprint: str, model: RewardModel, opt: torch.optim.Optimizer, cfg: TrainConfig, rt: Runtime
-) -> int:
-    """Load the latest checkpoint with this run's fingerprint (when ``cfg.resume``); its step, else 0."""
+def resume_from_checkpoint(ckpt_root: Path, fingerprint: str, model: RewardModel, opt: torch.optim.Optimizer,
+                           selection: ModelSelection, cfg: TrainConfig, rt: Runtime) -> int:
+    """Load the latest checkpoint with this run's fingerprint (when ``cfg.resume``), the best-so-far
+    state of ``selection`` included; its step, else 0."""
     if cfg.resume and (latest := latest_checkpoint(ckpt_root, fingerprint)) is not None:
-        return load_checkpoint(latest, model, opt, rt)
+        step = load_checkpoint(latest, model, opt, rt)
+        selection.load_state(*checkpoint_extras(latest, BEST_WEIGHTS_FILE))
+        return step
     return 0
 
 
@@ -433,30 +398,46 @@ def train(pairs_dir: Path, out_dir: Path, config: TrainConfig | None = None, tra
             dist.destroy_process_group()
 
 
-def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, rt: Runtime) -> dict:
-    """Set up (objective, data, steps, model, optimizer, resume), run the steps, evaluate, save."""
-    torch.manual_seed(cfg.seed)
-    objective = build_objective(cfg.objective, cfg)
-    data = load_training_data(pairs_dir, cfg, rt)
-    steps = plan_run(data.train_groups, cfg, rt.world_size)
-    total = len(steps)
-    model, frozen = build_model(cfg, rt)
-    opt = make_optimizer(model, cfg, rt.device)
-    fingerprint = _fingerprint(cfg, data.tok, pairs_dir, rt.world_size)
-    ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else out_dir / "checkpoints"
-    start = resume_from_checkpoint(ckpt_root, fingerprint, model, opt, cfg, rt)
-    ddp = DistributedDataParallel(model) if rt.distributed else model
-    _log_run_start(tracker, cfg, rt, data.tok, total)
+@dataclass
+class _Run:
+    """What the steps of one run share: the set-up of :func:`_train`."""
 
+    model: RewardModel
+    ddp: torch.nn.Module  # the model, DDP-wrapped when distributed
+    opt: torch.optim.Optimizer
+    objective: Objective
+    data: TrainingData
+    steps: list[list[list[int]]]
+    selection: ModelSelection
+    ckpt_root: Path
+    fingerprint: str
+
+
+def _validate(run: _Run, done: int, total: int, cfg: TrainConfig, tracker: Tracker, rt: Runtime) -> bool:
+    """Evaluate on val after step ``done`` when due, log the val point, update the best; whether to stop."""
+    if not run.data.val_groups or not run.selection.due(done, total):
+        return False
+    val = evaluate(run.model, run.data.val_groups, run.data.tok, run.data.pad_id, cfg.eval_batch_tokens, rt,
+                   run.objective)
+    stop = run.selection.update(done, val, run.model, last=done == total)
+    tracker.log_metrics(run.selection.curve_point(val), step=done)
+    return stop
+
+
+def _run_steps(run: _Run, start: int, cfg: TrainConfig, tracker: Tracker, rt: Runtime) -> tuple[dict, int, float]:
+    """Steps ``start ..`` of the run: train, evaluate when due, log, checkpoint; stop early when
+    model selection says so. Returns the summed step metrics, the steps done and the seconds."""
+    total, objective = len(run.steps), run.objective
     window = _Meter()
     totals = _Meter(dict.fromkeys([*objective.sum_names, "sequences", "tokens"], 0.0))
     bar = tqdm(total=total, initial=start, unit="step", disable=not (rt.is_main and cfg.progress), dynamic_ncols=True)
     t_train = t_log = time.perf_counter()
+    done = start
     for step in range(start, total):
         lr = lr_at(step, total, cfg)
-        for g in opt.param_groups:
+        for g in run.opt.param_groups:
             g["lr"] = lr
-        sums, grad_norm = train_step(ddp, opt, objective, data, steps[step], cfg, rt)
+        sums, grad_norm = train_step(run.ddp, run.opt, objective, run.data, run.steps[step], cfg, rt)
         step_loss = sums["weighted_loss"] / sums["weight"]  # the same on every rank (all-reduced sums)
         if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):  # the weights are lost: no checkpoint, no model
             raise NonFiniteLoss(step + 1, step_loss, grad_norm, lr)
@@ -464,22 +445,46 @@ def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, r
         totals.add(**sums)
         bar.update(1)
         done = step + 1
-        if done % cfg.log_every == 0 or done == total:
+        stop = _validate(run, done, total, cfg, tracker, rt)
+        if done % cfg.log_every == 0 or done == total or stop:
             now = time.perf_counter()
             metrics = log_line_metrics(objective, window.pop(), lr, grad_norm, now - t_log)
             t_log = now
             tracker.log_metrics(metrics, step=done)
             bar.set_postfix(_progress_postfix(metrics))
+        if stop:
+            break
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-            save_checkpoint(ckpt_root, done, model, opt, fingerprint, rt)
+            best = run.selection.best_weights
+            save_checkpoint(run.ckpt_root, done, run.model, run.opt, run.fingerprint, rt, run.selection.state(),
+                            {BEST_WEIGHTS_FILE: best} if best is not None else None)
     bar.close()
-    train_seconds = time.perf_counter() - t_train
+    return totals.values, done, time.perf_counter() - t_train
 
-    val = None
-    if data.val_groups:
-        val = evaluate(model, data.val_groups, data.tok, data.pad_id, cfg.eval_batch_tokens, rt, objective)
+
+def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, rt: Runtime) -> dict:
+    """Set up (objective, data, steps, model, optimizer, resume), run the steps with model
+    selection, put the best weights back, save."""
+    torch.manual_seed(cfg.seed)
+    objective = build_objective(cfg.objective, cfg)
+    data = load_training_data(pairs_dir, cfg, rt)
+    steps = plan_run(data.train_groups, cfg, rt.world_size)
+    model, frozen = build_model(cfg, rt)
+    opt = make_optimizer(model, cfg, rt.device)
+    fingerprint = _fingerprint(cfg, data.tok, pairs_dir, rt.world_size)
+    ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else out_dir / "checkpoints"
+    selection = ModelSelection(cfg.eval_every, cfg.patience)
+    start = resume_from_checkpoint(ckpt_root, fingerprint, model, opt, selection, cfg, rt)
+    ddp = DistributedDataParallel(model) if rt.distributed else model
+    _log_run_start(tracker, cfg, rt, data.tok, len(steps))
+
+    run = _Run(model, ddp, opt, objective, data, steps, selection, ckpt_root, fingerprint)
+    totals, done, train_seconds = _run_steps(run, start, cfg, tracker, rt)
+    selection.restore_best(model)  # the saved model is the best evaluated one
+    val = selection.best_val
     save_model_and_drop_checkpoints(model, data, val, out_dir, ckpt_root, cfg, rt)
-    metrics = run_metrics(objective, totals.values, val or _no_evaluation(objective), data, train_seconds,
-                          steps=total, resumed_from_step=start, frozen_parameters=frozen, world_size=rt.world_size)
-    tracker.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}, step=total)
+    metrics = run_metrics(objective, totals, val or no_evaluation(objective), data, train_seconds,
+                          steps=done, planned_steps=len(steps), **selection.metrics(done), resumed_from_step=start,
+                          frozen_parameters=frozen, world_size=rt.world_size)
+    tracker.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}, step=done)
     return metrics

@@ -120,3 +120,46 @@ def test_overconfident_scorer_ece_drops_after_temperature_scaling():
 def test_reward_stats():
     assert reward_stats(np.array([1.0, 3.0])) == (2.0, 1.0)
     assert reward_stats(np.array([])) == (0.0, 1.0)
+
+
+def test_a_temperature_from_a_tiny_val_set_is_not_applied():
+    # over-confident scorer, but val holds 40 decided pairs: T̂ is fitted and reported, T = 1 is kept
+    val_delta, val_label = _scorer_pairs(40, seed=4, overconfidence=3.0)
+    test_delta, test_label = _scorer_pairs(2000, seed=5, overconfidence=3.0)
+    report = calibrate(val_delta, val_label, test_delta, test_label, min_pairs=100, min_gain=0.01, samples=200)
+    assert report.temperature == 1.0 and report.fit is not None and not report.fit.applied
+    assert "40 decided pairs < evaluate.min_calibration_pairs = 100" in report.fit.reason
+    assert report.calibrated.ece == report.raw.ece
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_temperature_that_does_not_lower_val_nll_clearly_is_never_applied(seed):
+    # small val sets of a calibrated scorer: whatever T̂ the noise gives, it is kept only if val NLL drops
+    val_delta, val_label = _scorer_pairs(30 + 20 * seed, seed=10 + seed)
+    prompts = np.arange(val_delta.size) // 3  # three pairs per prompt
+    fit = calibrate(val_delta, val_label, *_scorer_pairs(200, seed=99), val_prompts=prompts, min_pairs=0,
+                    min_gain=0.01, samples=300).fit
+    scaled = pairwise_nll(val_delta / fit.temperature, val_label)
+    assert scaled <= pairwise_nll(val_delta, val_label)  # never raises val NLL
+    if fit.applied:
+        assert fit.val_nll_gain_ci_low > 0 and fit.val_nll_scaled < 0.99 * fit.val_nll_raw
+    else:
+        assert fit.temperature == 1.0 and fit.reason
+
+
+def test_an_overconfident_scorer_gets_its_temperature_with_intervals_by_prompt():
+    val_delta, val_label = _scorer_pairs(2000, seed=1, overconfidence=4.0)
+    test_delta, test_label = _scorer_pairs(2000, seed=2, overconfidence=4.0)
+    prompts = np.arange(2000) // 4
+    report = calibrate(val_delta, val_label, test_delta, test_label, val_prompts=prompts, test_prompts=prompts,
+                       min_pairs=100, min_gain=0.01, samples=300)
+    fit = report.fit
+    assert fit.applied and fit.ci_low < 4.0 < fit.ci_high and fit.ci_low < fit.fitted < fit.ci_high
+    assert fit.val_nll_gain_ci_low > 0 and fit.val_pairs == 2000
+    raw_low, raw_high = report.ece_raw_ci
+    cal_low, cal_high = report.ece_calibrated_ci
+    assert raw_low <= report.raw.ece <= raw_high and cal_low < cal_high
+    # (the ECE of a resample is biased upwards — |gap| of a noisier bin mean — so a small ECE can lie below its CI)
+    assert cal_high < raw_low  # clearly better calibrated
+    assert set(fit.summary()) >= {"temperature", "temperature_applied", "temperature_reason", "temperature_fitted",
+                                  "temperature_ci_low", "temperature_ci_high", "val_nll_gain_ci_low"}

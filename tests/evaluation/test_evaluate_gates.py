@@ -13,6 +13,7 @@ from rewardline.data.schema import PAIRS, conform
 from rewardline.errors import GateFailed
 from rewardline.evaluation.evaluate import EvalConfig, evaluate_scores
 from rewardline.evaluation.gates import EVALUATE_GATES, report_markdown
+from rewardline.evaluation.metrics import champion_verdict, non_inferiority_power, paired_bootstrap_difference
 from rewardline.gates import GateReport, check
 from rewardline.gates import evaluate_gates as check_specs
 
@@ -173,3 +174,62 @@ def test_evaluate_scores_rejects_misaligned_scores(tmp_path):
     with pytest.raises(ValueError, match="reward_b has 3 entries"):
         evaluate_scores(test, np.zeros(8), np.zeros(3), test, np.zeros(8), np.zeros(8), np.zeros(8), np.zeros(8),
                         EvalConfig(), out_dir=tmp_path)
+
+
+def test_power_analysis_on_a_hand_example():
+    # 480 pairs, 20 % discordant, δ = 0.02, 95 % / 80 %: z = 1.95996 + 0.84162 = 2.80158
+    mdd, needed = non_inferiority_power(480, 0.2, 0.02, confidence=0.95, power=0.8)
+    assert mdd == pytest.approx(2.80158 * math.sqrt(0.2 / 480), rel=1e-5)  # 0.0572
+    assert needed == math.ceil(2.80158**2 * 0.2 / 0.02**2) == 3925
+    # clustering doubles the variance: twice the pairs
+    assert non_inferiority_power(480, 0.2, 0.02, design_effect=2.0)[1] == math.ceil(2.80158**2 * 0.4 / 0.02**2)
+    assert non_inferiority_power(480, 0.0, 0.02) == (0.0, 0)  # identical models: nothing to detect
+
+
+def _champion_case(seed: int, flip_share: float) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+    """120 prompts × 4 pairs, label 1 (a wins). The champion is right on ~65 %; the challenger is the
+    champion's scores plus noise that reorders ~10 % of the pairs, then ``flip_share`` of its right pairs flipped."""
+    rng = np.random.default_rng(seed)
+    rows = [{"prompt_id": f"t{i}", "response_a_id": f"t{i}a{j}", "response_b_id": f"t{i}b{j}", "label": 1.0,
+             "n_votes": 1, "margin": 0.0, "category": None, "split": "test"} for i in range(120) for j in range(4)]
+    champion = rng.normal(0.4, 1.0, len(rows))  # Δ of the champion
+    challenger = champion + rng.normal(0, 0.15, len(rows))
+    right = np.flatnonzero(challenger > 0)
+    flip = rng.choice(right, int(flip_share * right.size), replace=False)
+    challenger[flip] = -challenger[flip]
+    return conform(pa.Table.from_pylist(rows), PAIRS), challenger, champion, np.zeros(len(rows))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_equal_challenger_on_a_small_test_set_is_never_worse(seed):
+    test, challenger, champion, zeros = _champion_case(seed, 0.0)
+    diff = paired_bootstrap_difference(challenger, zeros, champion, zeros, test.column("label").to_numpy(),
+                                       test.column("prompt_id").to_pylist(), samples=500, seed=seed)
+    verdict = champion_verdict(diff, 0.02)
+    assert verdict.verdict in ("inconclusive", "non-inferior")
+    assert diff.ci_high - diff.ci_low > 0.02 and verdict.pairs_needed > 0 and verdict.min_detectable_difference > 0
+    metrics = {**GOOD, "champion_diff_ci_low": diff.ci_low, "champion_inconclusive": verdict.verdict == "inconclusive",
+               "champion_power_note": f"needs {verdict.pairs_needed} test pairs"}
+    gate = _by_name(evaluate_gates(metrics, CONFIG))["champion_non_inferiority"]
+    assert gate.passed
+    if verdict.verdict == "inconclusive":
+        assert gate.status == f"inconclusive (needs {verdict.pairs_needed} test pairs)"
+        strict = _by_name(evaluate_gates(metrics, CONFIG.replace(champion_require_conclusive=True)))
+        assert not strict["champion_non_inferiority"].passed
+        assert "inconclusive: needs" in strict["champion_non_inferiority"].failure_message()
+
+
+def test_a_clearly_worse_challenger_fails_and_the_report_says_why(tmp_path):
+    test, challenger, champion, zeros = _champion_case(0, 0.5)  # half its right pairs flipped
+    val = _pairs(20, "val", 1)
+    lengths = np.full(test.num_rows, 10)
+    config = EvalConfig(bootstrap_samples=300, min_accuracy=0.0, max_ece_calibrated=1.0, max_length_bias=1.0)
+    metrics = evaluate_scores(test, challenger, zeros, val, np.ones(val.num_rows), np.zeros(val.num_rows),
+                              lengths, lengths, config, champion, zeros, out_dir=tmp_path)
+    assert metrics["champion_verdict"] == "worse" and metrics["champion_diff_ci_high"] < -0.02
+    assert metrics["gates"]["champion_non_inferiority"]["passed"] is False
+    assert "inconclusive" not in metrics["gates"]["champion_non_inferiority"]
+    assert metrics["champion_pairs_needed"] > 0 and metrics["champion_n_pairs"] == 480
+    assert not metrics["temperature_applied"] and "min_calibration_pairs" in metrics["temperature_reason"]
+    report = (tmp_path / "report.md").read_text()
+    assert "champion verdict at δ = 0.0200 | worse: needs" in report and "temperature applied | no" in report

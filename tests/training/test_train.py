@@ -224,20 +224,28 @@ def _losses(path: Path) -> list[float]:
     return [r["metrics"]["train/loss"] for r in recs if r["kind"] == "metrics" and "train/loss" in r["metrics"]]
 
 
+def _val_losses(path: Path) -> list[float]:
+    recs = JsonlTracker(path).read()
+    return [r["metrics"]["val/loss"] for r in recs if r["kind"] == "metrics" and "val/loss" in r["metrics"]]
+
+
 def test_ddp_two_gloo_processes_match_one_process_with_accumulation(setup, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     launcher = ("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                 f"--master_port={port}")
-    _run(setup, tmp_path, "ddp", tiny_config(setup, epochs=2, grad_accum=1, device="cpu"), tmp_path / "ddp",
-         launcher)
-    _run(setup, tmp_path, "single", tiny_config(setup, epochs=2, grad_accum=2, device="cpu"), tmp_path / "single")
+    kw = dict(epochs=2, eval_every=2, patience=50, device="cpu")  # model selection decides alike on every rank
+    _run(setup, tmp_path, "ddp", tiny_config(setup, grad_accum=1, **kw), tmp_path / "ddp", launcher)
+    _run(setup, tmp_path, "single", tiny_config(setup, grad_accum=2, **kw), tmp_path / "single")
     params = [r for r in JsonlTracker(tmp_path / "ddp.jsonl").read() if r["kind"] == "params"]
     assert params[0]["params"]["world_size"] == 2
     ddp, single = _losses(tmp_path / "ddp.jsonl"), _losses(tmp_path / "single.jsonl")
     assert len(ddp) == len(single) >= 4
     np.testing.assert_allclose(ddp, single, rtol=1e-4, atol=1e-5)
+    val_ddp, val_single = _val_losses(tmp_path / "ddp.jsonl"), _val_losses(tmp_path / "single.jsonl")
+    assert len(val_ddp) == len(val_single) >= 2
+    np.testing.assert_allclose(val_ddp, val_single, rtol=1e-4, atol=1e-5)
     w_ddp = load_file(tmp_path / "ddp" / "model.safetensors")
     w_one = load_file(tmp_path / "single" / "model.safetensors")
     for k in w_one:
@@ -245,7 +253,9 @@ def test_ddp_two_gloo_processes_match_one_process_with_accumulation(setup, tmp_p
 
 
 def test_killed_run_resumes_to_identical_weights(setup, tmp_path):
-    cfg = tiny_config(setup, epochs=3, checkpoint_every=2, checkpoint_dir=str(tmp_path / "ckpt"), device="cpu")
+    # evaluated every step, so the checkpoints carry a best-so-far state (weights included) to resume
+    sel = dict(eval_every=1, patience=50, lr=1e-2)
+    cfg = tiny_config(setup, epochs=3, checkpoint_every=2, checkpoint_dir=str(tmp_path / "ckpt"), device="cpu", **sel)
     proc = _run(setup, tmp_path, "killed", cfg, tmp_path / "killed", delay=0.4, wait=False)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "ckpt").glob("step-*")) and proc.poll() is None:
@@ -256,12 +266,16 @@ def test_killed_run_resumes_to_identical_weights(setup, tmp_path):
     assert proc.returncode == -signal.SIGKILL and not (tmp_path / "killed" / "model.safetensors").exists()
 
     _run(setup, tmp_path, "resumed", cfg, tmp_path / "killed")  # same config: picks up the checkpoint
-    ref = tiny_config(setup, epochs=3, checkpoint_every=0, device="cpu")
+    ref = tiny_config(setup, epochs=3, checkpoint_every=0, device="cpu", **sel)
     _run(setup, tmp_path, "ref", ref, tmp_path / "ref")
     resumed_log = [r for r in JsonlTracker(tmp_path / "resumed.jsonl").read() if r["kind"] == "metrics"]
     assert resumed_log[0]["step"] > 2  # did not start from scratch
     resumed = _losses(tmp_path / "resumed.jsonl")
     assert resumed == _losses(tmp_path / "ref.jsonl")[-len(resumed) :]
+    assert _val_losses(tmp_path / "resumed.jsonl") == _val_losses(tmp_path / "ref.jsonl")[-len(resumed):]
+    final = [r["metrics"] for r in JsonlTracker(tmp_path / "ref.jsonl").read() if "best_step" in r.get("metrics", {})]
+    resumed_final = [r["metrics"] for r in resumed_log if "best_step" in r["metrics"]]
+    assert resumed_final[0]["best_step"] == final[0]["best_step"]  # the best-so-far state came with the checkpoint
     for name in ("model.safetensors",):  # the head is inside: a BertForSequenceClassification
         a, b = load_file(tmp_path / "killed" / name), load_file(tmp_path / "ref" / name)
         assert a.keys() == b.keys()
