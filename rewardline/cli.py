@@ -199,7 +199,8 @@ def export(
     model: Annotated[str, typer.Option("--model", help=f"a model directory or a registry URI ({model_uri()})")],
     out: OutOpt,
     metrics: Annotated[Path | None, typer.Option(help="evaluate metrics.json or its directory, for the card")] = None,
-    train_metrics: Annotated[Path | None, typer.Option(help="train metrics (metrics/train.json), for the card")] = None,
+    train_metrics: Annotated[Path | None, typer.Option(
+        help="train metrics (models/reward-model/metrics.json), for the card")] = None,
     push_to_hub: Annotated[str | None, typer.Option(help="also upload the directory to this Hub repo")] = None,
 ) -> None:
     """Write a standard transformers reward model (AutoModelForSequenceClassification, num_labels=1) + model card."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -295,3 +296,13 @@ def test_thurstone_objective_trains_on_fitted_utilities_and_scores_win_probabili
     np.testing.assert_allclose(win, ndtr([s["reward"] for s in scored]), rtol=1e-6)
     both = train(pairs_dir, tmp_path / "both", tiny_config(setup, objective="bt+thurstone", max_steps=2))
     assert {"train_bt_loss", "train_pointwise_loss", "val_accuracy", "val_rmse"} <= set(both)
+
+
+def test_training_without_a_terminal_logs_a_line_every_log_every_steps(setup, tmp_path, caplog):
+    """Under DVC / CI (stderr not a TTY) the run reports step, loss, accuracy, tokens/s and ETA."""
+    cfg = tiny_config(setup, progress=True, log_every=2, max_steps=4)
+    with caplog.at_level(logging.INFO, logger="rewardline.training"):
+        train(setup["pairs"], tmp_path / "model", cfg)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split("  ")[0] for line in lines] == ["step 2/4 (50 %)", "step 4/4 (100 %)"]
+    assert all("loss " in line and "accuracy " in line and "tokens/s " in line and "ETA " in line for line in lines)
