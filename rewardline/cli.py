@@ -4,11 +4,17 @@
 of ``dvc.yaml`` / ``params.yaml``. Stage sections of ``params.yaml`` (when present in
 the working directory, or ``--params``) are the defaults here; ``--set key=value``
 overrides single keys. Exit codes: 0 ok, 1 a gate failed, 2 bad input or usage.
+
+Output: a short table for people (numbers rounded; a stage's headline, the full metrics are in
+``<out>/metrics.json``), or with ``rewardline --json <command>`` the whole result as JSON for scripts.
+Logs go to stderr through ``logging``: ``-v`` adds rewardline's DEBUG lines (``-vv`` also third-party
+INFO lines: MLflow, alembic, urllib3, httpx, Great Expectations), ``-q`` keeps warnings only.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,29 +22,74 @@ from typing import Annotated, Any
 
 import typer
 
+from rewardline import __version__
 from rewardline.config import build, load_params, parse_overrides
 from rewardline.errors import ConfigError, GateFailed
 from rewardline.gates import check_output
 from rewardline.ops.stack_cli import stack_app
 from rewardline.registry.names import CHAMPION, MODEL_NAME, model_uri
+from rewardline.report import print_summary
+from rewardline.stage import configure_logging, headline_metrics
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=True, no_args_is_help=True,
                   help="Annotator rankings in, calibrated reward models out. Exit: 0 ok, 1 gate failed, 2 bad input.")
 app.add_typer(stack_app, name="stack", help="Local stack on 127.0.0.1: S3 (SeaweedFS), MLflow, Prefect.")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to take stage defaults from")]
 SetOpt = Annotated[list[str] | None,
                    typer.Option("--set", help="override a stage param: key=value or section.key=value")]
-OutOpt = Annotated[Path, typer.Option("--out", help="output directory (a file for score)")]
+OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
+_OUT = "output directory: "
+IngestOut = Annotated[Path, typer.Option("--out", help=_OUT + "canonical tables, quarantine, metrics.json, report.md")]
+ValidateOut = Annotated[Path, typer.Option("--out", help=_OUT + "validated tables, Data Docs, metrics.json, report.md")]
+PairsOut = Annotated[Path, typer.Option("--out", help=_OUT + "train / val / test pair tables and metrics.json")]
+TrainOut = Annotated[Path, typer.Option("--out", help=_OUT + "the trained model (weights, tokenizer, config)")]
+EvaluateOut = Annotated[Path, typer.Option("--out", help=_OUT + "metrics.json, report.md, calibration, plots/")]
+ExportPairsOut = Annotated[Path, typer.Option("--out", help=_OUT + "every split as JSONL / Parquet (and hf/)")]
+ExportOut = Annotated[Path, typer.Option("--out", help=_OUT + "the transformers model directory with its model card")]
+BonOut = Annotated[Path, typer.Option("--out", help=_OUT + "metrics.json, gates.json, report.md, bon.csv, bon.png")]
+OUTPUT = {"json": False}  # set by the --json option of the app callback
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rewardline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    json_output: Annotated[bool, typer.Option("--json", help="print results as JSON (for scripts)")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="more log lines (-vv: third-party INFO too)")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Annotator rankings in, calibrated reward models out. Exit: 0 ok, 1 gate failed, 2 bad input."""
+    OUTPUT["json"] = json_output
+    configure_logging(-1 if quiet else verbose)
 
 
 def _section(params_path: Path, name: str) -> dict[str, Any]:
     return load_params(params_path).get(name, {}) if params_path.exists() else {}
 
 
-def _run(action: Callable[[], dict], gated_out: Path | None = None) -> None:
-    """Run a stage; check its gates (``gated_out``: its output directory); print its metrics;
-    turn known failures into a message and an exit code."""
+def _show(metrics: dict, title: str, stage: str | None, out: Path | None) -> None:
+    """The result: JSON (``--json``), else a table; a stage's headline numbers and where the rest is."""
+    if OUTPUT["json"]:
+        json.dump(metrics, sys.stdout, indent=2, sort_keys=True, default=str)
+        sys.stdout.write("\n")
+        return
+    print_summary(title, headline_metrics(metrics, stage) if stage else metrics)
+    if stage and out is not None:
+        typer.echo(f"all metrics: {out / 'metrics.json'}")
+
+
+def _run(action: Callable[[], dict], gated_out: Path | None = None, stage: str | None = None,
+         out: Path | None = None) -> None:
+    """Run a stage; check its gates (``gated_out``: its output directory); show its metrics (a
+    ``stage``'s headline, :func:`_show`); turn known failures into a message and an exit code."""
     try:
         metrics = action()
         if gated_out is not None:
@@ -49,14 +100,25 @@ def _run(action: Callable[[], dict], gated_out: Path | None = None) -> None:
     except (ConfigError, OSError, ValueError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
-    json.dump(metrics, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
+    command = sys._getframe(1).f_code.co_name.replace("_", "-")  # the command function that called _run
+    out = out or gated_out
+    _show(metrics, f"{command}: {out}" if out is not None else command, stage, out)
+
+
+def _require_project() -> None:
+    """The registry commands need a project (params.yaml or dvc.yaml here) or MLFLOW_TRACKING_URI: else
+    exit 2 without creating the embedded store."""
+    if not (Path("params.yaml").exists() or Path("dvc.yaml").exists() or os.environ.get("MLFLOW_TRACKING_URI")):
+        typer.secho(f"error: {Path.cwd()} is not a rewardline project (no params.yaml or dvc.yaml) and "
+                    "MLFLOW_TRACKING_URI is not set: cd to the project or set MLFLOW_TRACKING_URI",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
 
 
 @app.command()
 def ingest(
     sources: Annotated[list[str], typer.Argument(help="files, directories or s3://bucket/prefix")],
-    out: OutOpt,
+    out: IngestOut,
     format: Annotated[str, typer.Option(help="auto | rankings | hh-rlhf | alpaca-eval | pairwise | trl | rewardbench")
                       ] = "auto",
     batch_id: Annotated[str | None, typer.Option(help="ingest batch id (default: from file name)")] = None,
@@ -76,13 +138,13 @@ def ingest(
                        source=str(params))
         return run_ingest(config, out)
 
-    _run(action, gated_out=out)
+    _run(action, gated_out=out, stage="ingest")
 
 
 @app.command()
 def validate(
     data: Annotated[Path, typer.Argument(help="an ingest output directory")],
-    out: OutOpt,
+    out: ValidateOut,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -91,13 +153,13 @@ def validate(
 
     _run(lambda: run_validate(data, out, build(ValidateConfig, _section(params, "validate"),
                                                parse_overrides(set_ or [], "validate"), source=str(params))),
-         gated_out=out)
+         gated_out=out, stage="validate")
 
 
 @app.command()
 def pairs(
     data: Annotated[Path, typer.Argument(help="a validate output directory")],
-    out: OutOpt,
+    out: PairsOut,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -105,13 +167,14 @@ def pairs(
     from rewardline.pairs.expand import PairsConfig, run_pairs
 
     _run(lambda: run_pairs(data, out, build(PairsConfig, _section(params, "pairs"),
-                                            parse_overrides(set_ or [], "pairs"), source=str(params))))
+                                            parse_overrides(set_ or [], "pairs"), source=str(params))),
+         stage="pairs", out=out)
 
 
 @app.command()
 def train(
     data: Annotated[Path, typer.Option("--data", help="a pairs output directory")],
-    out: OutOpt,
+    out: TrainOut,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     log: Annotated[Path | None, typer.Option(help="JSONL file for the training curves")] = None,
@@ -138,7 +201,7 @@ def train(
             metrics["mlflow_run_id"] = live.run_id
         return metrics
 
-    _run(action)
+    _run(action, stage="train", out=out)
 
 
 @app.command()
@@ -146,7 +209,7 @@ def evaluate(
     model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
     data: Annotated[str, typer.Option("--data", help="a pairs directory (val and test splits), or a raw "
                                                      "source file / folder / s3:// (every pair is test)")],
-    out: OutOpt,
+    out: EvaluateOut,
     champion: Annotated[str | None, typer.Option(
         help=f"champion to compare against: a model directory or {model_uri()}")] = None,
     format: Annotated[str, typer.Option(help="format of a raw --data source: auto | " + " | ".join(
@@ -165,25 +228,25 @@ def evaluate(
         with resolved_model_dir(champion) as champion_dir:  # None when the URI's model / alias does not exist
             return evaluate_data(model, data, out, config, champion_dir, format)
 
-    _run(action, gated_out=out)
+    _run(action, gated_out=out, stage="evaluate")
 
 
 @app.command()
 def score(
     model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
     input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response")],
-    out: OutOpt,
+    out: Annotated[Path, typer.Option("--out", help="output JSONL file (the input rows plus reward)")],
 ) -> None:
     """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode)."""
     from rewardline.modeling.score import score_jsonl
 
-    _run(lambda: {"rows_scored": score_jsonl(model, input, out)})
+    _run(lambda: {"rows_scored": score_jsonl(model, input, out), "output": str(out)})
 
 
 @app.command("export-pairs")
 def export_pairs(
     data: Annotated[Path, typer.Argument(help="a pairs output directory")],
-    out: OutOpt,
+    out: ExportPairsOut,
     format: Annotated[str, typer.Option(help="trl: {prompt, chosen, rejected[, margin]} rows")] = "trl",
     files: Annotated[str, typer.Option(help="jsonl | parquet | both")] = "both",
     hf: Annotated[bool, typer.Option("--hf", help="also a Hugging Face datasets save_to_disk dir (OUT/hf)")] = False,
@@ -191,13 +254,13 @@ def export_pairs(
     """Write every split of a pairs directory with its prompt and response texts (TRL's preference format)."""
     from rewardline.pairs.export import export_pairs as run_export
 
-    _run(lambda: run_export(data, out, format, files, hf))  # type: ignore[arg-type]
+    _run(lambda: run_export(data, out, format, files, hf), out=out)  # type: ignore[arg-type]
 
 
 @app.command()
 def export(
     model: Annotated[str, typer.Option("--model", help=f"a model directory or a registry URI ({model_uri()})")],
-    out: OutOpt,
+    out: ExportOut,
     metrics: Annotated[Path | None, typer.Option(help="evaluate metrics.json or its directory, for the card")] = None,
     train_metrics: Annotated[Path | None, typer.Option(
         help="train metrics (models/reward-model/metrics.json), for the card")] = None,
@@ -216,14 +279,14 @@ def export(
                 raise ConfigError(f"--model {model}: no such registered model, version or alias")
             return export_model(model_dir, out, metrics, train_metrics, push_to_hub)
 
-    _run(action)
+    _run(action, out=out)
 
 
 @app.command()
 def bon(
     model: Annotated[Path, typer.Option("--model", help="the proxy reward model directory")],
     data: Annotated[list[Path], typer.Option("--data", help="candidates: file or directory (repeatable)")],
-    out: OutOpt,
+    out: BonOut,
     format: Annotated[str, typer.Option(help="auto | jsonl (prompt, response, gold) | alpaca-eval | gsm8k")] = "auto",
     gold_model: Annotated[Path | None, typer.Option(help="score gold with this model instead of the data")] = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -237,7 +300,7 @@ def bon(
         config = build(BonConfig, section, parse_overrides(set_ or [], "evaluate"), source=str(params))
         return bon_from_sources(model, data, out, config, format, gold_model)
 
-    _run(action, gated_out=out)
+    _run(action, gated_out=out, out=out)
 
 
 @app.command()
@@ -271,6 +334,8 @@ def promote(
     from rewardline.registry import open_registry
     from rewardline.registry.base import promote as move_alias
 
+    _require_project()
+
     def action() -> dict:
         registry = open_registry(".")
         before = move_alias(registry, name, version, alias, require_gates=not force)
@@ -287,6 +352,8 @@ def registry(
     """The registered model's versions, their aliases and gate status, and the command to open the MLflow UI."""
     from rewardline.registry import open_registry
     from rewardline.registry.base import registry_summary
+
+    _require_project()
 
     def action() -> dict:
         registry = open_registry(".")

@@ -47,7 +47,13 @@ def human(value: Any) -> str:
         return f"{number:.3f}" if abs(number) < 1 else f"{number:,.2f}" if abs(number) < 1000 else f"{number:,.0f}"
     if isinstance(value, list | tuple):
         return ", ".join(human(v) for v in value) if value else "-"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {human(v)}" for k, v in value.items()) if value else "-"
     return str(value)
+
+
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list | tuple) and bool(value) and all(isinstance(v, Mapping) for v in value)
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -65,7 +71,9 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def print_summary(title: str, values: Mapping[str, Any], file: TextIO | None = None) -> None:
     """``values`` (nested keys dotted) as a two-column table under ``title``: a rich table when rich is
     installed (colour only on a terminal), else aligned plain text."""
-    rows = [(key, human(value)) for key, value in flatten(values).items()]
+    flat = flatten(values)
+    records = {key: value for key, value in flat.items() if _is_records(value)}  # e.g. registry versions
+    rows = [(key, human(value)) for key, value in flat.items() if key not in records]
     stream = file or sys.stdout
     try:
         from rich.console import Console
@@ -73,11 +81,20 @@ def print_summary(title: str, values: Mapping[str, Any], file: TextIO | None = N
     except ImportError:  # pragma: no cover - rich comes with typer
         width = max((len(k) for k, _ in rows), default=0)
         stream.write(title + "\n" + "".join(f"  {k.ljust(width)}  {v}\n" for k, v in rows))
+        for key, items in records.items():
+            stream.write(f"{key}\n" + "".join("  " + "  ".join(f"{k} {human(v)}" for k, v in item.items()) + "\n"
+                                              for item in items))
         return
     table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
-    table.add_column(justify="right", overflow="fold")
+    table.add_column(overflow="fold")
     for key, text in rows:
         table.add_row(key, text)
-    Console(file=stream, soft_wrap=False, width=max(80, min(160, max((len(k) + len(v) + 4 for k, v in rows),
-                                                                     default=80)))).print(table)
+    console = Console(file=stream, soft_wrap=False, width=160)
+    console.print(table)
+    for key, items in records.items():
+        columns = list(dict.fromkeys(k for item in items for k in item))
+        listing = Table(*columns, title=key, title_justify="left", box=None, pad_edge=False)
+        for item in items:
+            listing.add_row(*(human(item.get(c)) for c in columns))
+        console.print(listing)

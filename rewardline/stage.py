@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -84,6 +85,8 @@ def configure_logging(verbosity: int = 0) -> None:
     third-party libraries (MLflow, alembic, urllib3, httpx, Great Expectations, ...) at WARNING unless
     ``verbosity`` > 1."""
     level = logging.DEBUG if verbosity > 0 else logging.INFO if verbosity == 0 else logging.WARNING
+    if verbosity <= 1:  # MLflow sets its own logger's level from this when it is imported (later, lazily)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(level=logging.WARNING if verbosity <= 1 else logging.DEBUG,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr, force=True)
