@@ -4,12 +4,18 @@
 of ``dvc.yaml`` / ``params.yaml``. Stage sections of ``params.yaml`` (when present in
 the working directory, or ``--params``) are the defaults here; ``--set key=value``
 overrides single keys. Exit codes (:mod:`rewardline.errors`): 0 ok, 1 a gate failed, 2 bad input or
-usage, 3 a transient / environment error or an internal error (``--verbose``: its traceback).
+usage, 3 a transient / environment error or an internal error (``-v``: its traceback).
+
+Output: a short table for people (numbers rounded; a stage's headline, the full metrics are in
+``<out>/metrics.json``), or with ``rewardline --json <command>`` the whole result as JSON for scripts.
+Logs go to stderr through ``logging``: ``-v`` adds rewardline's DEBUG lines and error tracebacks (``-vv``
+also third-party INFO lines: MLflow, alembic, urllib3, httpx, Great Expectations), ``-q`` keeps warnings only.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,13 +23,16 @@ from typing import Annotated, Any
 
 import typer
 
+from rewardline import __version__
 from rewardline.config import build, load_params, parse_overrides
 from rewardline.errors import ConfigError, GateFailed, describe, verbose_from_env
 from rewardline.gates import check_output
 from rewardline.ops.stack_cli import stack_app
 from rewardline.registry.names import CHAMPION, MODEL_NAME, model_uri
+from rewardline.report import print_summary
+from rewardline.stage import configure_logging, headline_metrics
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=True, no_args_is_help=True,
                   help="Annotator rankings in, calibrated reward models out. "
                        "Exit: 0 ok, 1 gate failed, 2 bad input, 3 transient / environment or internal error.")
 app.add_typer(stack_app, name="stack", help="Local stack on 127.0.0.1: S3 (SeaweedFS), MLflow, Prefect.")
@@ -31,42 +40,86 @@ app.add_typer(stack_app, name="stack", help="Local stack on 127.0.0.1: S3 (Seawe
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to take stage defaults from")]
 SetOpt = Annotated[list[str] | None,
                    typer.Option("--set", help="override a stage param: key=value or section.key=value")]
-OutOpt = Annotated[Path, typer.Option("--out", help="output directory (a file for score)")]
+OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
+_OUT = "output directory: "
+IngestOut = Annotated[Path, typer.Option("--out", help=_OUT + "canonical tables, quarantine, metrics.json, report.md")]
+ValidateOut = Annotated[Path, typer.Option("--out", help=_OUT + "validated tables, Data Docs, metrics.json, report.md")]
+PairsOut = Annotated[Path, typer.Option("--out", help=_OUT + "train / val / test pair tables and metrics.json")]
+TrainOut = Annotated[Path, typer.Option("--out", help=_OUT + "the trained model (weights, tokenizer, config)")]
+EvaluateOut = Annotated[Path, typer.Option("--out", help=_OUT + "metrics.json, report.md, calibration, plots/")]
+ExportPairsOut = Annotated[Path, typer.Option("--out", help=_OUT + "every split as JSONL / Parquet (and hf/)")]
+ExportOut = Annotated[Path, typer.Option("--out", help=_OUT + "the transformers model directory with its model card")]
+BonOut = Annotated[Path, typer.Option("--out", help=_OUT + "metrics.json, gates.json, report.md, bon.csv, bon.png")]
+OUTPUT = {"json": False, "verbose": False}  # set by the global options of the app callback
 
 
-_options = {"verbose": False}  # set by the global options on each invocation
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rewardline {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="print the traceback of an error")] = False,
-         ) -> None:
-    """Global options (before the command: ``rewardline -v score ...``)."""
-    _options["verbose"] = verbose
+def main(
+    json_output: Annotated[bool, typer.Option("--json", help="print results as JSON (for scripts)")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="more log lines and error tracebacks (-vv: third-party INFO too)")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Annotator rankings in, calibrated reward models out. Exit: 0 ok, 1 gate failed, 2 bad input,
+    3 transient / environment or internal error. Global options go before the command."""
+    OUTPUT["json"], OUTPUT["verbose"] = json_output, verbose > 0
+    configure_logging(-1 if quiet else verbose)
 
 
 def _section(params_path: Path, name: str) -> dict[str, Any]:
     return load_params(params_path).get(name, {}) if params_path.exists() else {}
 
 
-def _run(action: Callable[[], dict], gated_out: Path | None = None) -> None:
-    """Run a stage; check its gates (``gated_out``: its output directory); print its metrics;
-    end a failure with a message and the exit code of :func:`rewardline.errors.describe`."""
+def _show(metrics: dict, title: str, stage: str | None, out: Path | None) -> None:
+    """The result: JSON (``--json``), else a table; a stage's headline numbers and where the rest is."""
+    if OUTPUT["json"]:
+        json.dump(metrics, sys.stdout, indent=2, sort_keys=True, default=str)
+        sys.stdout.write("\n")
+        return
+    print_summary(title, headline_metrics(metrics, stage) if stage else metrics)
+    if stage and out is not None:
+        typer.echo(f"all metrics: {out / 'metrics.json'}")
+
+
+def _run(action: Callable[[], dict], gated_out: Path | None = None, stage: str | None = None,
+         out: Path | None = None) -> None:
+    """Run a stage; check its gates (``gated_out``: its output directory); show its metrics (a
+    ``stage``'s headline, :func:`_show`); turn known failures into a message and an exit code."""
     try:
         metrics = action()
         if gated_out is not None:
             check_output(gated_out)
     except Exception as err:  # noqa: BLE001 - every failure leaves with the contract's exit code
-        code, text = describe(err, verbose=_options["verbose"] or verbose_from_env())
+        code, text = describe(err, verbose=OUTPUT["verbose"] or verbose_from_env())
         typer.secho(text, fg=typer.colors.RED, err=True)
         raise typer.Exit(code) from None
-    json.dump(metrics, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
+    command = sys._getframe(1).f_code.co_name.replace("_", "-")  # the command function that called _run
+    out = out or gated_out
+    _show(metrics, f"{command}: {out}" if out is not None else command, stage, out)
+
+
+def _require_project() -> None:
+    """The registry commands need a project (params.yaml or dvc.yaml here) or MLFLOW_TRACKING_URI: else
+    exit 2 without creating the embedded store."""
+    if not (Path("params.yaml").exists() or Path("dvc.yaml").exists() or os.environ.get("MLFLOW_TRACKING_URI")):
+        typer.secho(f"error: {Path.cwd()} is not a rewardline project (no params.yaml or dvc.yaml) and "
+                    "MLFLOW_TRACKING_URI is not set: cd to the project or set MLFLOW_TRACKING_URI",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
 
 
 @app.command()
 def ingest(
     sources: Annotated[list[str], typer.Argument(help="files, directories or s3://bucket/prefix")],
-    out: OutOpt,
+    out: IngestOut,
     format: Annotated[str, typer.Option(help="auto | rankings | hh-rlhf | alpaca-eval | pairwise | trl | rewardbench")
                       ] = "auto",
     batch_id: Annotated[str | None, typer.Option(help="ingest batch id (default: from file name)")] = None,
@@ -86,13 +139,13 @@ def ingest(
                        source=str(params))
         return run_ingest(config, out)
 
-    _run(action, gated_out=out)
+    _run(action, gated_out=out, stage="ingest")
 
 
 @app.command()
 def validate(
     data: Annotated[Path, typer.Argument(help="an ingest output directory")],
-    out: OutOpt,
+    out: ValidateOut,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -101,13 +154,13 @@ def validate(
 
     _run(lambda: run_validate(data, out, build(ValidateConfig, _section(params, "validate"),
                                                parse_overrides(set_ or [], "validate"), source=str(params))),
-         gated_out=out)
+         gated_out=out, stage="validate")
 
 
 @app.command()
 def pairs(
     data: Annotated[Path, typer.Argument(help="a validate output directory")],
-    out: OutOpt,
+    out: PairsOut,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -115,13 +168,14 @@ def pairs(
     from rewardline.pairs.expand import PairsConfig, run_pairs
 
     _run(lambda: run_pairs(data, out, build(PairsConfig, _section(params, "pairs"),
-                                            parse_overrides(set_ or [], "pairs"), source=str(params))))
+                                            parse_overrides(set_ or [], "pairs"), source=str(params))),
+         stage="pairs", out=out)
 
 
 @app.command()
 def train(
     data: Annotated[Path, typer.Option("--data", help="a pairs output directory")],
-    out: OutOpt,
+    out: TrainOut,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     log: Annotated[Path | None, typer.Option(help="JSONL file for the training curves")] = None,
@@ -148,7 +202,7 @@ def train(
             metrics["mlflow_run_id"] = live.run_id
         return metrics
 
-    _run(action)
+    _run(action, stage="train", out=out)
 
 
 @app.command()
@@ -156,7 +210,7 @@ def evaluate(
     model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
     data: Annotated[str, typer.Option("--data", help="a pairs directory (val and test splits), or a raw "
                                                      "source file / folder / s3:// (every pair is test)")],
-    out: OutOpt,
+    out: EvaluateOut,
     champion: Annotated[str | None, typer.Option(
         help=f"champion to compare against: a model directory or {model_uri()}")] = None,
     format: Annotated[str, typer.Option(help="format of a raw --data source: auto | " + " | ".join(
@@ -175,14 +229,14 @@ def evaluate(
         with resolved_model_dir(champion) as champion_dir:  # None when the URI's model / alias does not exist
             return evaluate_data(model, data, out, config, champion_dir, format)
 
-    _run(action, gated_out=out)
+    _run(action, gated_out=out, stage="evaluate")
 
 
 @app.command()
 def score(
     model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
     input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response")],
-    out: OutOpt,
+    out: Annotated[Path, typer.Option("--out", help="output JSONL file (the input rows plus reward)")],
 ) -> None:
     """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode).
 
@@ -191,13 +245,13 @@ def score(
     (no tokenizer files, pickle-only or truncated weights, a bad reward_config.json)."""
     from rewardline.modeling.score import score_jsonl
 
-    _run(lambda: {"rows_scored": score_jsonl(model, input, out)})
+    _run(lambda: {"rows_scored": score_jsonl(model, input, out), "output": str(out)})
 
 
 @app.command("export-pairs")
 def export_pairs(
     data: Annotated[Path, typer.Argument(help="a pairs output directory")],
-    out: OutOpt,
+    out: ExportPairsOut,
     format: Annotated[str, typer.Option(help="trl: {prompt, chosen, rejected[, margin]} rows")] = "trl",
     files: Annotated[str, typer.Option(help="jsonl | parquet | both")] = "both",
     hf: Annotated[bool, typer.Option("--hf", help="also a Hugging Face datasets save_to_disk dir (OUT/hf)")] = False,
@@ -205,15 +259,16 @@ def export_pairs(
     """Write every split of a pairs directory with its prompt and response texts (TRL's preference format)."""
     from rewardline.pairs.export import export_pairs as run_export
 
-    _run(lambda: run_export(data, out, format, files, hf))  # type: ignore[arg-type]
+    _run(lambda: run_export(data, out, format, files, hf), out=out)  # type: ignore[arg-type]
 
 
 @app.command()
 def export(
     model: Annotated[str, typer.Option("--model", help=f"a model directory or a registry URI ({model_uri()})")],
-    out: OutOpt,
+    out: ExportOut,
     metrics: Annotated[Path | None, typer.Option(help="evaluate metrics.json or its directory, for the card")] = None,
-    train_metrics: Annotated[Path | None, typer.Option(help="train metrics (metrics/train.json), for the card")] = None,
+    train_metrics: Annotated[Path | None, typer.Option(
+        help="train metrics (models/reward-model/metrics.json), for the card")] = None,
     push_to_hub: Annotated[str | None, typer.Option(help="also upload the directory to this Hub repo")] = None,
 ) -> None:
     """Write a standard transformers reward model (AutoModelForSequenceClassification, num_labels=1) + model card."""
@@ -229,14 +284,14 @@ def export(
                 raise ConfigError(f"--model {model}: no such registered model, version or alias")
             return export_model(model_dir, out, metrics, train_metrics, push_to_hub)
 
-    _run(action)
+    _run(action, out=out)
 
 
 @app.command()
 def bon(
     model: Annotated[Path, typer.Option("--model", help="the proxy reward model directory")],
     data: Annotated[list[Path], typer.Option("--data", help="candidates: file or directory (repeatable)")],
-    out: OutOpt,
+    out: BonOut,
     format: Annotated[str, typer.Option(help="auto | jsonl (prompt, response, gold) | alpaca-eval | gsm8k")] = "auto",
     gold_model: Annotated[Path | None, typer.Option(help="score gold with this model instead of the data")] = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -250,7 +305,7 @@ def bon(
         config = build(BonConfig, section, parse_overrides(set_ or [], "evaluate"), source=str(params))
         return bon_from_sources(model, data, out, config, format, gold_model)
 
-    _run(action, gated_out=out)
+    _run(action, gated_out=out, out=out)
 
 
 @app.command()
@@ -284,6 +339,8 @@ def promote(
     from rewardline.registry import open_registry
     from rewardline.registry.base import promote as move_alias
 
+    _require_project()
+
     def action() -> dict:
         registry = open_registry(".")
         before = move_alias(registry, name, version, alias, require_gates=not force)
@@ -300,6 +357,8 @@ def registry(
     """The registered model's versions, their aliases and gate status, and the command to open the MLflow UI."""
     from rewardline.registry import open_registry
     from rewardline.registry.base import registry_summary
+
+    _require_project()
 
     def action() -> dict:
         registry = open_registry(".")

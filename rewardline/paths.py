@@ -29,7 +29,8 @@ EVALUATE_DIR = REPORTS_DIR / "evaluate"
 REGISTRATION = REPORTS_DIR / "register" / "registration.json"
 
 METRICS_DIR = Path("metrics")
-TRAIN_LOG = METRICS_DIR / "train_log.jsonl"  # the training curves (DVC plots)
+TRAIN_LOG = METRICS_DIR / "train_log.jsonl"  # the training log as it runs (params, curves; the registry reads it)
+TRAIN_CURVES = METRICS_DIR / "train_log.tsv"  # its last run's curves, one row per logged step (DVC plots)
 
 #: File names inside a stage's output directory.
 METRICS_FILE = "metrics.json"

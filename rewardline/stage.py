@@ -1,29 +1,67 @@
-"""Shared entry-point behaviour of the DVC stage scripts in ``stages/``."""
+"""Shared entry-point behaviour of the DVC stage scripts in ``stages/``.
+
+What DVC shows (``dvc metrics show`` / ``diff``) is the *headline*: :data:`HEADLINE` picks about 30
+numbers across the stages out of each stage's full ``<out>/metrics.json`` into ``metrics/<stage>.json``.
+The full metrics (per category, gate tables, quarantine reasons, ...) stay in ``<out>/metrics.json``
+and the reports; the registry and the flows read those.
+"""
 
 from __future__ import annotations
 
-import shutil
+import json
+import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from rewardline import paths
 from rewardline.errors import GateFailed, describe, verbose_from_env
 from rewardline.gates import check_output
+from rewardline.report import print_summary
 
 METRICS_DIR = paths.METRICS_DIR
 
+#: ``metrics/<stage>.json`` keys taken from ``<out>/metrics.json`` (those present; lists become their length).
+HEADLINE: dict[str, tuple[str, ...]] = {
+    "ingest": ("rows_in", "rows_ok", "rows_quarantined", "quarantined_share", "annotators", "gates_passed"),
+    "validate": ("krippendorff_alpha", "kendall_w", "annotators_excluded", "rankings_removed", "gates_passed"),
+    "pairs": ("pairs_train", "pairs_val", "pairs_test", "prompts_train", "prompts_val", "prompts_test"),
+    "train": ("train_loss", "train_accuracy", "train_rmse", "val_loss", "val_accuracy", "val_rmse", "steps",
+              "train_seconds"),
+    "evaluate": ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "ece_raw", "ece_calibrated", "temperature",
+                 "length_bias", "champion_diff", "gates_passed"),
+}
+
+
+def headline_metrics(metrics: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The :data:`HEADLINE` keys of ``metrics`` that it holds (a list, e.g. the excluded annotators, as its length)."""
+    keys = HEADLINE.get(stage)
+    if keys is None:
+        return dict(metrics)
+    return {k: (len(metrics[k]) if isinstance(metrics[k], list | tuple) else metrics[k]) for k in keys if k in metrics}
+
 
 def publish_metrics(stage_out: Path, stage: str) -> Path:
-    """Copy ``stage_out/metrics.json`` to ``metrics/<stage>.json`` (the file dvc.yaml declares as metrics)."""
+    """Write the headline of ``stage_out/metrics.json`` to ``metrics/<stage>.json`` (what dvc.yaml declares)."""
     target = paths.stage_metrics(stage)
     target.parent.mkdir(exist_ok=True)
-    shutil.copyfile(stage_out / paths.METRICS_FILE, target)
+    full = json.loads((stage_out / paths.METRICS_FILE).read_text())
+    target.write_text(json.dumps(headline_metrics(full, stage), indent=2, sort_keys=True) + "\n")
     return target
 
 
+def summarize_stage(stage: str, stage_out: Path) -> None:
+    """Print the stage's headline numbers as a short table (stdout; DVC shows it in its log)."""
+    target = paths.stage_metrics(stage)
+    if target.exists():
+        print_summary(f"{stage}: {stage_out}", json.loads(target.read_text()))
+
+
 def finish_gated_stage(stage: str, stage_out: Path, show_report: bool = False) -> None:
-    """The end of a gated stage: publish its metrics, then the one gate check (:func:`rewardline.gates.check`).
+    """The end of a gated stage: publish its metrics, print their summary, then the one gate check
+    (:func:`rewardline.gates.check`).
 
     The Markdown report is printed when ``show_report``, and always on a failed gate (it holds
     the details: quarantined records, failed expectations, headline numbers); then
@@ -33,6 +71,7 @@ def finish_gated_stage(stage: str, stage_out: Path, show_report: bool = False) -
     report = stage_out / paths.REPORT_FILE
     if show_report and report.exists():
         print(report.read_text())
+    summarize_stage(stage, stage_out)
     try:
         check_output(stage_out)
     except GateFailed:
@@ -41,10 +80,26 @@ def finish_gated_stage(stage: str, stage_out: Path, show_report: bool = False) -
         raise
 
 
+def configure_logging(verbosity: int = 0) -> None:
+    """``logging`` to stderr: INFO (``verbosity`` 0), DEBUG (> 0) or WARNING (< 0) for rewardline;
+    third-party libraries (MLflow, alembic, urllib3, httpx, Great Expectations, ...) at WARNING unless
+    ``verbosity`` > 1."""
+    level = logging.DEBUG if verbosity > 0 else logging.INFO if verbosity == 0 else logging.WARNING
+    if verbosity <= 1:  # MLflow sets its own logger's level from this when it is imported (later, lazily)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.basicConfig(level=logging.WARNING if verbosity <= 1 else logging.DEBUG,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, force=True)
+    logging.getLogger("rewardline").setLevel(level)
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "great_expectations", "botocore", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
+
+
 def stage_main(main: Callable[[], None]) -> None:
-    """Run a stage; end the process with the exit-code contract of :mod:`rewardline.errors`:
+    """Run a stage with INFO logging; end the process with the exit-code contract of :mod:`rewardline.errors`:
     1 a gate failed, 2 bad input or parameters, 3 a transient / environment or internal error
     (one line on stderr; the traceback with ``REWARDLINE_VERBOSE=1``)."""
+    configure_logging()
     try:
         main()
     except Exception as err:  # noqa: BLE001 - every failure leaves with the contract's exit code

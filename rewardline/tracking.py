@@ -4,12 +4,15 @@ Training reports through the small :class:`Tracker` interface (``log_params``,
 ``log_metrics(metrics, step)``, ``log_artifact(path)``). Implementations here:
 :class:`NullTracker` (does nothing), :class:`JsonlTracker` (one JSON line per call; what the
 DVC ``train`` stage writes to ``metrics/train_log.jsonl``) and :class:`MultiTracker` (several at
-once). The live MLflow run, :class:`rewardline.registry.mlflow_tracking.MlflowTracker`, lives in
-the registry package, the only one that imports MLflow; trackers know nothing of the registry.
+once). :func:`write_curves_tsv` turns the last run of a JSONL log into the table DVC plots
+(``metrics/train_log.tsv``: one row per logged step). The live MLflow run,
+:class:`rewardline.registry.mlflow_tracking.MlflowTracker`, lives in the
+registry package, the only one that imports MLflow; trackers know nothing of the registry.
 """
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import shutil
@@ -74,6 +77,38 @@ class JsonlTracker:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def last_run(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the last run in a JSONL log: from its last ``params`` record on (a resumed or
+    repeated run appends to the same file)."""
+    starts = [i for i, r in enumerate(records) if r.get("kind") == "params"]
+    return records[starts[-1] if starts else 0 :]
+
+
+def curve_rows(records: list[dict[str, Any]], prefix: str = "train/") -> list[dict[str, Any]]:
+    """One row per ``metrics`` record of the last run that holds ``prefix`` keys: ``step`` and those
+    values with the prefix dropped (``train/loss`` → ``loss``); later records of a step replace earlier ones."""
+    rows: dict[int, dict[str, Any]] = {}
+    for record in last_run(records):
+        curves = {k.removeprefix(prefix): v for k, v in (record.get("metrics") or {}).items() if k.startswith(prefix)}
+        if record.get("kind") == "metrics" and curves:
+            rows[int(record["step"])] = {"step": int(record["step"]), **curves}
+    return [rows[step] for step in sorted(rows)]
+
+
+def write_curves_tsv(log_path: Path | str, out_path: Path | str) -> Path:
+    """The training curves of the last run in the JSONL log ``log_path`` as a TSV (header ``step`` then
+    the union of the curve names; an empty cell where a step lacks one) at ``out_path``."""
+    rows = curve_rows(JsonlTracker(log_path).read())
+    columns = list(dict.fromkeys(["step", *(k for row in rows for k in row)]))
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, delimiter="\t", restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
 
 
 class MultiTracker:

@@ -3,12 +3,13 @@
 from rewardline.config import build, load_params
 from rewardline.pairs.expand import PairsConfig, run_pairs
 from rewardline.paths import PAIRS_DIR, VALIDATED_DIR
-from rewardline.stage import publish_metrics, stage_main
+from rewardline.stage import publish_metrics, stage_main, summarize_stage
 
 
 def main() -> None:
     run_pairs(VALIDATED_DIR, PAIRS_DIR, build(PairsConfig, load_params()["pairs"], name="pairs"))
     publish_metrics(PAIRS_DIR, "pairs")
+    summarize_stage("pairs", PAIRS_DIR)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """DVC stage ``train``: ``data/pairs/`` + params ``train.*`` → ``models/reward-model/``.
 
-Multi-GPU: ``torchrun --nproc-per-node N stages/train.py`` runs the same code under DDP.
+Writes the full metrics to ``models/reward-model/metrics.json`` and their headline to
+``metrics/train.json``; the live log ``metrics/train_log.jsonl`` and its curves as
+``metrics/train_log.tsv`` (DVC plots). Multi-GPU: ``torchrun --nproc-per-node N stages/train.py``
+runs the same code under DDP.
 """
 
 from rewardline.config import build, load_params
 from rewardline.data.tables import write_json
-from rewardline.paths import MODEL_DIR, PAIRS_DIR, TRAIN_LOG, stage_metrics
-from rewardline.stage import stage_main
-from rewardline.tracking import JsonlTracker
+from rewardline.paths import METRICS_FILE, MODEL_DIR, PAIRS_DIR, TRAIN_CURVES, TRAIN_LOG
+from rewardline.stage import publish_metrics, stage_main, summarize_stage
+from rewardline.tracking import JsonlTracker, write_curves_tsv
 from rewardline.training.loop import TrainConfig, train
 
 
@@ -15,7 +18,10 @@ def main() -> None:
     config = build(TrainConfig, load_params()["train"], name="train")
     metrics = train(PAIRS_DIR, MODEL_DIR, config, JsonlTracker(TRAIN_LOG))
     if metrics.get("is_main", True):
-        write_json(metrics, stage_metrics("train"))
+        write_json(metrics, MODEL_DIR / METRICS_FILE)
+        publish_metrics(MODEL_DIR, "train")
+        write_curves_tsv(TRAIN_LOG, TRAIN_CURVES)
+        summarize_stage("train", MODEL_DIR)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Calibration (``T``, ``reward_mean``, ``reward_std``) comes from the evaluate sta
 ``calibration.json``: the one in the model directory (a registry bundle) or beside ``metrics``.
 Metrics and gates come from ``metrics`` (an evaluate ``metrics.json`` or its directory) or the
 bundle's ``evaluate_metrics.json``; the data section from ``train_metrics`` (the train stage's
-``metrics/train.json``) or the bundle's ``train_metrics.json`` when there is one.
+``models/reward-model/metrics.json``) or the model directory's ``train_metrics.json`` / ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def find_metadata(model_dir: Path, metrics: Path | None, train_metrics: Path | N
     if metrics_file is not None and not calibration:
         calibration = _read_json(metrics_file.parent / "calibration.json")
     calibration = calibration or {k: evaluate[k] for k in ("temperature", "reward_mean", "reward_std") if k in evaluate}
-    train = _read_json(train_metrics) or _read_json(model_dir / "train_metrics.json")
+    train = (_read_json(train_metrics) or _read_json(model_dir / "train_metrics.json")
+             or _read_json(model_dir / "metrics.json"))  # the train stage's full metrics, saved with the model
     return {"evaluate": evaluate, "calibration": calibration, "train": train}
 
 
@@ -108,7 +109,7 @@ def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], archite
         f"(backbone `{section.get('backbone')}`, pooling `{section.get('pooling')}`).", "",
         "## Data", "",
         *(["| field | value |", "|---|---|", *train_rows] if train_rows else
-          ["No training metadata was given (pass `--train-metrics metrics/train.json`)."]), "",
+          ["No training metadata was given (pass `--train-metrics models/reward-model/metrics.json`)."]), "",
         f"Input format: `{json.dumps(section.get('format'))}`: rewardline's `Formatter` turns (prompt, response) "
         "into one sequence (the tokenizer's chat template, the encoder pair layout `[CLS] prompt [SEP] response "
         "[SEP]`, or `prompt + separator + response + EOS`); score inputs formatted the same way.", "",

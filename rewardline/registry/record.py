@@ -2,7 +2,7 @@
 
 * :func:`log_pipeline_run` – the record, written from the stage outputs (DVC may have skipped
   cached stages, so nothing is logged live): one parent run with a nested run per stage
-  (params, ``metrics/<stage>.json``, training curves, artifacts) and lineage tags.
+  (params, the stage's full ``<out>/metrics.json``, training curves, artifacts) and lineage tags.
 * :func:`register_pipeline` – the record above plus a nested ``register`` run; when every gate
   passed, the bundle is registered through a :class:`~rewardline.registry.base.ModelRegistry` as a
   new version tagged with lineage and gate values, with the ``challenger`` alias.
@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from rewardline.config import Section, load_params
 from rewardline.errors import ConfigError
-from rewardline.paths import EVALUATE_DIR, GATES_FILE, INGESTED_DIR, REGISTRATION, TRAIN_LOG, stage_metrics
+from rewardline.paths import (
+    EVALUATE_DIR,
+    GATES_FILE,
+    INGESTED_DIR,
+    METRICS_FILE,
+    REGISTRATION,
+    STAGE_OUT,
+    TRAIN_LOG,
+    stage_metrics,
+)
 from rewardline.registry.base import ModelRegistry
 from rewardline.registry.bundle import build_bundle, read_json
 from rewardline.registry.lineage import extra_tags_from_env, git_info, lineage_tags
@@ -29,7 +38,7 @@ from rewardline.registry.mlflow_backend import client, configure_mlflow, ensure_
 from rewardline.registry.mlflow_values import MAX_TAG, MetricRow, log_batch, metric_values, param_values
 from rewardline.registry.names import CHALLENGER, CHAMPION, EXPERIMENT, MODEL_NAME, model_uri
 from rewardline.registry.pyfunc import BUNDLE
-from rewardline.tracking import JsonlTracker
+from rewardline.tracking import JsonlTracker, last_run
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -63,10 +72,8 @@ def train_curves(log_path: Path) -> list[MetricRow]:
     (records after its last ``params`` record: a resumed or repeated run appends)."""
     if not log_path.exists():
         return []
-    records = JsonlTracker(log_path).read()
-    starts = [i for i, r in enumerate(records) if r.get("kind") == "params"]
     out = []
-    for r in records[starts[-1] if starts else 0 :]:
+    for r in last_run(JsonlTracker(log_path).read()):
         if r.get("kind") == "metrics":
             ts = int(float(r.get("time", time.time())) * 1000)
             out += [(k, v, ts, int(r["step"])) for k, v in metric_values(r["metrics"]).items()]
@@ -90,12 +97,19 @@ def quarantine_summary(ingested_dir: Path, out_path: Path, examples: int = 20) -
     return out_path
 
 
+def stage_metrics_full(root: Path, stage: str) -> dict[str, Any]:
+    """The stage's full metrics: ``<out>/metrics.json``, else ``metrics/<stage>.json`` (DVC's headline
+    copy; the whole metrics in projects from before the headline); {} when neither exists."""
+    full = root / STAGE_OUT[stage] / METRICS_FILE if stage in STAGE_OUT else None
+    return read_json(full) if full is not None and full.exists() else read_json(root / stage_metrics(stage))
+
+
 def _log_stage(mlflow_client: MlflowClient, run_id: str, root: Path, stage: str, params: Mapping[str, Any],
                scratch: Path) -> None:
-    """Params, ``metrics/<stage>.json``, curves (train) and artifacts of one stage into its run."""
+    """Params, full metrics (:func:`stage_metrics_full`), curves (train) and artifacts of one stage into its run."""
     section = dict(params.get(stage) or {})
     now = int(time.time() * 1000)
-    metrics = [(k, v, now, 0) for k, v in metric_values(read_json(root / "metrics" / f"{stage}.json")).items()]
+    metrics = [(k, v, now, 0) for k, v in metric_values(stage_metrics_full(root, stage)).items()]
     if stage == "train":
         log = root / TRAIN_LOG
         resolved = next((r["params"] for r in reversed(JsonlTracker(log).read()) if r.get("kind") == "params"),
@@ -140,7 +154,8 @@ def pipeline_run(project_dir: Path | str = ".", experiment: str = EXPERIMENT,
     with mlflow.start_run(experiment_id=exp_id, run_name=pipeline_run_name(root)) as parent, \
             tempfile.TemporaryDirectory() as scratch:
         ids = {"parent": parent.info.run_id, "experiment": exp_id}
-        headline = {k: v for k, v in metric_values(read_json(root / stage_metrics("evaluate"))).items() if "." not in k}
+        headline = {k: v for k, v in metric_values(stage_metrics_full(root, "evaluate")).items()
+                    if "." not in k}
         now = int(time.time() * 1000)
         log_batch(mlflow_client, parent.info.run_id, tags={**tags, "pipeline": "rewardline"},
                   metrics=[(k, v, now, 0) for k, v in headline.items()])

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import shutil
 import time
@@ -41,7 +42,6 @@ import torch
 import torch.distributed as dist
 from pydantic import Field
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from rewardline.config import Section, build, parse_overrides
@@ -66,9 +66,11 @@ from rewardline.training.batching import (
 )
 from rewardline.training.checkpoint import checkpoint_extras, latest_checkpoint, load_checkpoint, save_checkpoint
 from rewardline.training.objectives import OBJECTIVES, Objective, build_objective
+from rewardline.training.progress import TrainingProgress
 from rewardline.training.selection import BEST_WEIGHTS_FILE, ModelSelection, evaluate, no_evaluation
 
 __all__ = ["TrainConfig", "evaluate", "lr_at", "train"]
+LOG = logging.getLogger(__name__)
 
 #: Fields that do not change what is trained (left out of the resume fingerprint).
 _RUN_ONLY = {"log_every", "checkpoint_every", "checkpoint_dir", "resume", "keep_checkpoints", "cache_dir", "progress"}
@@ -116,7 +118,7 @@ class TrainConfig(Section):
     resume: bool = True
     keep_checkpoints: bool = False
     cache_dir: str | None = None  # tokenisation cache, default ~/.cache/rewardline/tokenized
-    progress: bool = False  # tqdm bar; off by default (DVC logs, tests), `--set progress=true` for a terminal
+    progress: bool = True  # a tqdm bar on a terminal, else a log line every log_every steps (TrainingProgress)
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> TrainConfig:
@@ -250,11 +252,11 @@ def resume_from_checkpoint(ckpt_root: Path, fingerprint: str, model: RewardModel
 def _log_run_start(tracker: Tracker, cfg: TrainConfig, rt: Runtime, tok: TokenizedResponses, total: int) -> None:
     tracker.log_params({**cfg.model_dump(), "world_size": rt.world_size, "device": str(rt.device), "steps": total})
     n_trunc_p, n_trunc_r = int(tok.prompt_truncated.sum()), int(tok.response_truncated.sum())
+    if rt.is_main:
+        LOG.info("%d steps on %s (world size %d)", total, rt.device, rt.world_size)
     if rt.is_main and (n_trunc_p or n_trunc_r):
-        print(
-            f"[train] truncated to max_length={cfg.max_length}: prompt of {n_trunc_p}, response start of "
-            f"{n_trunc_r} of {len(tok.lengths)} sequences (none dropped)"
-        )
+        LOG.info("truncated to max_length=%d: prompt of %d, response start of %d of %d sequences (none dropped)",
+                 cfg.max_length, n_trunc_p, n_trunc_r, len(tok.lengths))
 
 
 # -- one optimizer step -----------------------------------------------------------------
@@ -327,12 +329,6 @@ def log_line_metrics(objective: Objective, window: dict[str, float], lr: float, 
         "train/sequences_per_s": window["sequences"] / dt,
         "train/tokens_per_s": window["tokens"] / dt,
     }
-
-
-def _progress_postfix(metrics: dict[str, float]) -> dict[str, str]:
-    """The progress bar's share of a log line: loss, the objective's metrics, its throughput."""
-    hidden = ("train/lr", "train/grad_norm", "train/sequences_per_s", "train/tokens_per_s")
-    return {k.removeprefix("train/"): f"{v:.3g}" for k, v in metrics.items() if k not in hidden}
 
 
 def run_metrics(objective: Objective, totals: dict[str, float], val: dict[str, float], data: TrainingData,
@@ -430,7 +426,7 @@ def _run_steps(run: _Run, start: int, cfg: TrainConfig, tracker: Tracker, rt: Ru
     total, objective = len(run.steps), run.objective
     window = _Meter()
     totals = _Meter(dict.fromkeys([*objective.sum_names, "sequences", "tokens"], 0.0))
-    bar = tqdm(total=total, initial=start, unit="step", disable=not (rt.is_main and cfg.progress), dynamic_ncols=True)
+    bar = TrainingProgress(total, start, enabled=rt.is_main and cfg.progress)
     t_train = t_log = time.perf_counter()
     done = start
     for step in range(start, total):
@@ -443,7 +439,7 @@ def _run_steps(run: _Run, start: int, cfg: TrainConfig, tracker: Tracker, rt: Ru
             raise NonFiniteLoss(step + 1, step_loss, grad_norm, lr)
         window.add(step_loss=step_loss, steps=1, **sums)
         totals.add(**sums)
-        bar.update(1)
+        bar.step()
         done = step + 1
         stop = _validate(run, done, total, cfg, tracker, rt)
         if done % cfg.log_every == 0 or done == total or stop:
@@ -451,7 +447,7 @@ def _run_steps(run: _Run, start: int, cfg: TrainConfig, tracker: Tracker, rt: Ru
             metrics = log_line_metrics(objective, window.pop(), lr, grad_norm, now - t_log)
             t_log = now
             tracker.log_metrics(metrics, step=done)
-            bar.set_postfix(_progress_postfix(metrics))
+            bar.logged(done, metrics)
         if stop:
             break
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:

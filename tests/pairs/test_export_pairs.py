@@ -20,7 +20,8 @@ runner = CliRunner()
 
 
 def invoke(*args: str) -> dict:
-    result = runner.invoke(app, [*args, "--params", "absent.yaml"] if args[0] != "export-pairs" else list(args))
+    result = runner.invoke(app, ["--json", *args, "--params", "absent.yaml"] if args[0] != "export-pairs"
+                           else ["--json", *args])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout[result.stdout.index("{"):])
 

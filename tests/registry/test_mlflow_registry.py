@@ -221,7 +221,8 @@ def test_train_command_logs_curves_live_to_mlflow(project: Path, tmp_path: Path,
 
     from rewardline.cli import app
 
-    result = CliRunner().invoke(app, ["train", "--data", str(project / "data/pairs"), "--out", str(tmp_path / "model"),
+    result = CliRunner().invoke(app, ["--json", "train", "--data", str(project / "data/pairs"),
+                                      "--out", str(tmp_path / "model"),
                                       "--params", str(project / "params.yaml"), "--set", "max_steps=3", "--mlflow",
                                       "--log", str(tmp_path / "log.jsonl")])
     assert result.exit_code == 0, result.output
@@ -381,7 +382,7 @@ def test_promote_moves_champion_and_refuses_a_version_without_passed_gates(
     forced = runner.invoke(app, ["promote", "--version", v3, "--alias", "staging", "--force"])
     assert forced.exit_code == 0 and alias_version("staging") == v3
 
-    listed = runner.invoke(app, ["registry"])
+    listed = runner.invoke(app, ["--json", "registry"])
     assert listed.exit_code == 0, listed.output
     summary = json.loads(listed.output)
     assert summary["aliases"] == {"challenger": v2, "champion": v2, "staging": v3}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -381,3 +382,13 @@ def test_train_and_evaluate_exit_codes_through_the_cli(setup, tmp_path):
     assert broken.exit_code == 2 and broken.output.strip() == (
         f"error: {no_tokenizer}: no tokenizer files; expected one of tokenizer.json, vocab.txt, vocab.json, "
         "spiece.model, sentencepiece.bpe.model, tokenizer.model")
+
+
+def test_training_without_a_terminal_logs_a_line_every_log_every_steps(setup, tmp_path, caplog):
+    """Under DVC / CI (stderr not a TTY) the run reports step, loss, accuracy, tokens/s and ETA."""
+    cfg = tiny_config(setup, progress=True, log_every=2, max_steps=4)
+    with caplog.at_level(logging.INFO, logger="rewardline.training"):
+        train(setup["pairs"], tmp_path / "model", cfg)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split("  ")[0] for line in lines] == ["step 2/4 (50 %)", "step 4/4 (100 %)"]
+    assert all("loss " in line and "accuracy " in line and "tokens/s " in line and "ETA " in line for line in lines)

@@ -95,6 +95,20 @@ class Records:
         return table.sort_by("origin_line")
 
 
+def _utf8_safe(texts: list[str | None]) -> list[str | None]:
+    """``texts`` as valid UTF-8: a lone surrogate (what a lenient decoder makes of bytes such as
+    ``\\xed\\xa0\\x80``) becomes a ``\\udXXX`` escape instead of failing Arrow's string encoding."""
+    def safe(text: str | None) -> str | None:
+        if text is None:
+            return None
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return [safe(t) for t in texts]
+
+
 def quarantine_rows(
     origin_file: str, lines: np.ndarray, field: str | None, reason: str | list[str], raw: list[str]
 ) -> pa.Table:
@@ -105,9 +119,9 @@ def quarantine_rows(
         {
             "origin_file": pa.array([origin_file] * n, pa.string()),
             "origin_line": pa.array(np.asarray(lines, dtype=np.int64)),
-            "field": pa.array([field] * n, pa.string()),
-            "reason": pa.array(reasons, pa.string()),
-            "raw": pc.utf8_slice_codeunits(pa.array(raw, pa.string()), 0, RAW_CHARS),
+            "field": pa.array(_utf8_safe([field] * n), pa.string()),
+            "reason": pa.array(_utf8_safe(reasons), pa.string()),
+            "raw": pc.utf8_slice_codeunits(pa.array(_utf8_safe(raw), pa.string()), 0, RAW_CHARS),
         },
         schema=S.QUARANTINE,
     )
