@@ -69,6 +69,26 @@ def _fill_ids(ranked: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     return ranked, prompt_hash, response_hash
 
 
+def _ranking_ids(ranked: pa.Table) -> pa.ChunkedArray:
+    """``<prompt_id>|<annotator_id>``, plus ``|<ranking_key>`` on rows whose adapter gives a key: a
+    source of pairwise judgements (arena battles, AlpacaEval sample-vs-reference) makes each judged
+    pair its own ranking, so several pairs of one (prompt, annotator) are not duplicates of each other."""
+    base = pc.binary_join_element_wise(ranked["prompt_id"], pc.fill_null(ranked["annotator_id"], ""), "|")
+    keyed = pc.binary_join_element_wise(base, ranked["ranking_key"], "|")  # null where no key
+    return pc.coalesce(keyed, base)
+
+
+def _with_anchors(responses: pa.Table, ranked: pa.Table, row_ok: np.ndarray) -> pa.Table:
+    """``is_anchor`` = true when any accepted row marks the response as its prompt's anchor, false
+    otherwise; left as given (null when no adapter says) when no accepted row marks an anchor."""
+    marked = np.asarray(pc.fill_null(ranked["is_anchor"], False), bool) & row_ok
+    if not marked.any() or responses.num_rows == 0:
+        return responses
+    anchor_ids = ranked["response_id"].filter(pa.array(marked)).unique()
+    is_anchor = pc.is_in(responses["response_id"], value_set=anchor_ids)
+    return responses.set_column(responses.schema.get_field_index("is_anchor"), "is_anchor", is_anchor)
+
+
 def _blank(column: pa.ChunkedArray) -> np.ndarray:
     """Null, empty or whitespace-only (a regex match: no copy of the texts)."""
     blank = pc.match_substring_regex(column, r"^\s*$")
@@ -96,7 +116,7 @@ def canonicalize(ranked: pa.Table) -> CanonicalTables:
     n = ranked.num_rows
     record = key_codes(ranked["origin_file"], ranked["origin_line"].cast(pa.string()))
     n_records = int(record.max()) + 1 if n else 0
-    ranking_ids = pc.binary_join_element_wise(ranked["prompt_id"], pc.fill_null(ranked["annotator_id"], ""), "|")
+    ranking_ids = _ranking_ids(ranked)
     ranking = key_codes(ranking_ids)
 
     faults, dup = _row_faults(ranked, ranking_ids, ranking, prompt_hash, response_hash)
@@ -109,7 +129,7 @@ def canonicalize(ranked: pa.Table) -> CanonicalTables:
     good = ranked.select(id_columns).take(good_rows)
     rankings = schema.conform(good.append_column("ranking_id", ranking_ids.take(good_rows)), schema.RANKINGS)
     prompts = _first_rows(ranked, row_ok, "prompt_id", schema.PROMPTS)
-    responses = _first_rows(ranked, row_ok, "response_id", schema.RESPONSES)
+    responses = _with_anchors(_first_rows(ranked, row_ok, "response_id", schema.RESPONSES), ranked, row_ok)
     quarantine = _quarantine_rows(ranked, record, record_bad, record_field, record_reason)
     records_ok = int(np.unique(record[row_ok]).size)
     records_bad = int(record_bad.sum())

@@ -133,32 +133,37 @@ def test_hh_rlhf_prompt_responses_and_turns() -> None:
     assert single and all(r["prompt_messages"] is None for r in single)
 
 
-def test_alpaca_eval_k_way_rankings() -> None:
+def test_alpaca_eval_one_sample_vs_reference_ranking_per_record() -> None:
     t = load("alpacaeval_20x3.json").ranked
-    k = t.group_by(["prompt", "annotator_id"]).aggregate([("response_id", "count_distinct")])
-    assert k.num_rows == 20 and set(k["response_id_count_distinct"].to_pylist()) == {4}
-    larry = {r["response_id"]: r for r in t.to_pylist() if r["prompt"] == "Who is Larry Page?"}
+    assert t.num_rows == 120  # 60 records x (sample, reference)
+    k = t.group_by(["prompt", "annotator_id", "ranking_key"]).aggregate([("response_id", "count_distinct")])
+    assert k.num_rows == 60 and set(k["response_id_count_distinct"].to_pylist()) == {2}
+    larry = [r for r in t.to_pylist() if r["prompt"] == "Who is Larry Page?"]
     # preferences 1.8439 (sample 0), 1.99999 (sample 1), 1.0015 (sample 2); reference scores 0.5
-    assert larry["allenai/tulu-2-dpo-13b.1"]["rank"] == 1
-    assert larry["allenai/tulu-2-dpo-13b.0"]["rank"] == 2
-    assert larry["allenai/tulu-2-dpo-13b.0"]["score"] == pytest.approx(0.8438951157)
-    assert larry["gpt-3.5-turbo-0613"]["rank"] == 3 and larry["gpt-3.5-turbo-0613"]["score"] == 0.5
-    assert larry["allenai/tulu-2-dpo-13b.2"]["rank"] == 4
-    assert larry["gpt-3.5-turbo-0613"]["prompt_id"] is None  # derived from the instruction text
-    assert larry["gpt-3.5-turbo-0613"]["origin_line"] == larry["allenai/tulu-2-dpo-13b.0"]["origin_line"]
-    assert larry["gpt-3.5-turbo-0613"]["category"] == "helpful_base"
-    assert larry["gpt-3.5-turbo-0613"]["response"].startswith("Larry Page is an American computer scientist")
-    assert larry["allenai/tulu-2-dpo-13b.0"]["source"] == "allenai/tulu-2-dpo-13b.0"
+    by_key = {(r["ranking_key"], r["response_id"]): r for r in larry}
+    ref = "gpt-3.5-turbo-0613"
+    for sample, sample_rank in (("allenai/tulu-2-dpo-13b.0", 1), ("allenai/tulu-2-dpo-13b.1", 1),
+                                ("allenai/tulu-2-dpo-13b.2", 2)):
+        assert by_key[(sample, sample)]["rank"] == sample_rank and by_key[(sample, ref)]["rank"] == 3 - sample_rank
+        assert by_key[(sample, ref)]["is_anchor"] and not by_key[(sample, sample)]["is_anchor"]
+        assert by_key[(sample, ref)]["origin_line"] == by_key[(sample, sample)]["origin_line"]
+    sample0 = by_key[("allenai/tulu-2-dpo-13b.0", "allenai/tulu-2-dpo-13b.0")]
+    assert sample0["score"] == pytest.approx(0.8438951157) and sample0["source"] == "allenai/tulu-2-dpo-13b.0"
+    reference = by_key[("allenai/tulu-2-dpo-13b.0", ref)]
+    assert reference["score"] == 0.5 and reference["prompt_id"] is None  # derived from the instruction text
+    assert reference["category"] == "helpful_base"
+    assert reference["response"].startswith("Larry Page is an American computer scientist")
 
 
-def test_alpaca_eval_ties_share_a_rank() -> None:
+def test_alpaca_eval_equal_preference_ties() -> None:
     data = (
         b'[{"instruction":"q","output_1":"ref","generator_1":"r","output_2":"a","generator_2":"g.0",'
         b'"preference":1.5,"annotator":"j"},{"instruction":"q","output_1":"ref","generator_1":"r",'
         b'"output_2":"b","generator_2":"g.1","preference":1.9,"annotator":"j"}]'
     )
     t = read_file(data, "x.json").ranked.to_pylist()
-    assert {r["response_id"]: r["rank"] for r in t} == {"g.1": 1, "g.0": 2, "r": 2}
+    assert [(r["ranking_key"], r["response_id"], r["rank"]) for r in t] == [
+        ("g.0", "g.0", 1), ("g.0", "r", 1), ("g.1", "g.1", 1), ("g.1", "r", 2)]
     assert {r["prompt_id"] for r in t} == {None}
 
 

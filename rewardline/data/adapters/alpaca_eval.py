@@ -1,16 +1,27 @@
-"""AlpacaEval annotations -> one K-way ranking per (instruction, annotator).
+"""AlpacaEval annotations -> one K = 2 ranking (sample, reference) per record.
 
-Each record judges one policy sample (``output_2`` by ``generator_2``) against the
-reference (``output_1`` by ``generator_1``): ``preference`` in [1, 2], 2 = sample
-preferred. All samples of an instruction plus the reference form one ranking:
+Each record is one judgement of one policy sample (``output_2`` by ``generator_2``) against the
+reference (``output_1`` by ``generator_1``): ``preference`` in [1, 2], 2 = sample preferred. The
+judge compared that sample with the reference and nothing else, so the record becomes exactly
+that comparison:
 
     score(sample) = preference - 1   (= P(sample beats reference)),  score(reference) = 0.5
-    rank = dense rank of score, descending (equal scores tie)
+    rank 1 for the higher score, 2 for the lower; equal scores (preference = 1.5) tie at rank 1
 
-response_id = generator name (qualified by the prompt in the canonical step); prompt_id is
-left null so that it derives from the instruction text: AlpacaEval's ``id`` is only a
-row number, and the same instruction from another source must share its id and split;
-category = ``dataset``. The reference row carries the origin of the group's first record.
+with ``ranking_key = generator_2``: the ranking id is ``<prompt>|<annotator>|<generator_2>``, one
+ranking per judged pair. That is correct by construction whatever the file layout: upstream
+AlpacaEval writes one file per sample index (``model.0.json``, ``model.1.json``, ...), each
+re-judging the reference, and the per-(prompt, judge) ranking id made every file after the first a
+"duplicate"; a K-way ranking sorting the samples by P(beats reference) would also invent
+sample-vs-sample comparisons the judge never made, and would depend on which files are ingested
+together. Samples are compared with each other downstream through the shared reference (the
+Thurstone/BT utilities of ``pairs.targets``, anchored at the reference).
+
+The reference is stored once (response_id = ``generator_1``, qualified by the prompt in the
+canonical step) and flagged ``is_anchor``: the prompt's anchor response, utility 0.
+response_id = generator name; prompt_id is left null so that it derives from the instruction
+text: AlpacaEval's ``id`` is only a row number, and the same instruction from another source
+must share its id and split; category = ``dataset``.
 """
 
 from __future__ import annotations
@@ -41,21 +52,8 @@ SCHEMA = pa.schema(
 FLEXIBLE = ("id",)
 
 
-def dense_rank_desc(group: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Per-group dense rank of ``score``, highest = 1, equal scores share a rank."""
-    order = np.lexsort((-score, group))
-    g, s = group[order], score[order]
-    new_group = np.r_[True, g[1:] != g[:-1]]
-    new_value = new_group | np.r_[True, s[1:] != s[:-1]]
-    c = np.cumsum(new_value)
-    start = np.maximum.accumulate(np.where(new_group, c, 0))
-    rank = np.empty(len(group), np.int32)
-    rank[order] = c - start + 1
-    return rank
-
-
 def to_ranked(records: Records) -> tuple[pa.Table, Records]:
-    """Sample rows + one reference row per (instruction, annotator) group."""
+    """Two rows per well-formed record: the sample, then the reference (the anchor)."""
     t = records.table
     pref = combined(t, "preference")
     in_range = pc.and_(pc.greater_equal(pref, 1.0), pc.less_equal(pref, 2.0))  # NaN -> false
@@ -64,31 +62,33 @@ def to_ranked(records: Records) -> tuple[pa.Table, Records]:
     records = records.reject_many(checks)
 
     t = records.table
-    key = pc.binary_join_element_wise(combined(t, "instruction"), combined(t, "annotator"), "\x1f")
-    group = np.asarray(pc.dictionary_encode(key).indices, dtype=np.int64)
-    _, first = np.unique(group, return_index=True)  # first record of each group
-    rows = np.concatenate([np.arange(t.num_rows), first])  # record feeding each output row
-    is_ref = np.r_[np.zeros(t.num_rows, bool), np.ones(len(first), bool)]
-    score = np.r_[np.asarray(combined(t, "preference")) - 1.0, np.full(len(first), REFERENCE_SCORE)]
-    rank = dense_rank_desc(group[rows], score)
+    n = t.num_rows
+    rec = np.repeat(np.arange(n), 2)  # record feeding each output row: sample, reference
+    is_ref = np.tile(np.array([False, True]), n)
+    sample_score = np.asarray(combined(t, "preference"), np.float64) - 1.0
+    score = np.where(is_ref, REFERENCE_SCORE, sample_score[rec])
+    other = np.where(is_ref, sample_score[rec], REFERENCE_SCORE)
+    rank = np.where(score < other, 2, 1).astype(np.int32)  # equal scores tie at rank 1
+    pick = np.arange(2 * n) % 2 * n + rec  # index into concat([sample side, reference side])
 
-    def pick(sample: str, reference: str) -> pa.Array:
-        return pa.concat_arrays([combined(t, sample), pc.take(combined(t, reference), first)])
+    def sides(sample: str, reference: str) -> pa.Array:
+        return pc.take(pa.concat_arrays([combined(t, sample), combined(t, reference)]), pa.array(pick))
 
-    generator = pick("generator_2", "generator_1")
+    generator = sides("generator_2", "generator_1")
     ranked = pa.table(
         {
-            "prompt_id": pa.nulls(len(rows), pa.string()),
-            "prompt": pc.take(combined(t, "instruction"), rows),
-            "category": pc.take(combined(t, "dataset"), rows),
-            "annotator_id": pc.take(combined(t, "annotator"), rows),
+            "prompt_id": pa.nulls(2 * n, pa.string()),
+            "prompt": pc.take(combined(t, "instruction"), rec),
+            "category": pc.take(combined(t, "dataset"), rec),
+            "annotator_id": pc.take(combined(t, "annotator"), rec),
             "response_id": generator,
-            "response": pick("output_2", "output_1"),
+            "response": sides("output_2", "output_1"),
             "source": generator,
             "rank": pa.array(rank),
             "score": pa.array(score),
-            "origin_line": pa.array(records.line[rows]),
+            "origin_line": pa.array(records.line[rec]),
+            "is_anchor": pa.array(is_ref),
+            "ranking_key": pc.take(combined(t, "generator_2"), rec),
         }
     )
-    order = np.lexsort((rank, is_ref, group[rows]))
-    return ranked.take(pa.array(order)), records
+    return ranked, records
