@@ -51,17 +51,63 @@ def test_upstream_alpaca_eval_layout_ingests_without_quarantine(tmp_path: Path) 
         ("allenai/tulu-2-dpo-13b.1", 1), ("gpt-3.5-turbo-0613", 2)]
 
 
-def test_alpaca_eval_is_one_comparison_per_record_whatever_the_layout() -> None:
-    """The same records in one file or in three give the same rankings (no invented sample-vs-sample pairs)."""
+def test_alpaca_eval_anchor_comparisons_do_not_depend_on_the_layout() -> None:
+    """The same records in one file or in three give the same sample-vs-reference rankings; only the file
+    holding several samples of an instruction adds their K-way ranking (the upstream files add none)."""
     records = [r for i in range(3) for r in json.loads((UPSTREAM / f"tulu-2-dpo-13b.{i}.json").read_text())]
     together = read_file(json.dumps(records).encode(), "all.json", "alpaca-eval").ranked
     apart = pa.concat_tables([read_file((UPSTREAM / f"tulu-2-dpo-13b.{i}.json").read_bytes(), f"{i}.json",
                                         "alpaca-eval").ranked for i in range(3)])
+    k_way = pc.starts_with(together["ranking_key"], "samples@")
+    assert not pc.any(pc.starts_with(apart["ranking_key"], "samples@")).as_py()  # K = 1 per file: no ranking
     key = ["prompt", "annotator_id", "ranking_key", "response_id", "rank", "score", "is_anchor"]
-    assert sorted(together.select(key).to_pylist(), key=str) == sorted(apart.select(key).to_pylist(), key=str)
+    anchored = together.filter(pc.invert(k_way))
+    assert sorted(anchored.select(key).to_pylist(), key=str) == sorted(apart.select(key).to_pylist(), key=str)
+    samples = together.filter(k_way)
+    assert samples.num_rows == 5 * 3 and not pc.any(samples["is_anchor"]).as_py()
+    # each sample's K-way row carries the record (origin_line) and score of its anchor comparison
+    sample_rows = anchored.filter(pc.invert(anchored["is_anchor"]))
+    assert sorted(zip(samples["origin_line"].to_pylist(), samples["score"].to_pylist(), strict=True)) == sorted(
+        zip(sample_rows["origin_line"].to_pylist(), sample_rows["score"].to_pylist(), strict=True))
     tie = b'[{"instruction":"q","output_1":"ref","generator_1":"r","output_2":"a","generator_2":"g","preference":1.5,' \
           b'"annotator":"j"}]'
     assert read_file(tie, "t.json").ranked["rank"].to_pylist() == [1, 1]
+
+
+def test_several_samples_per_instruction_in_one_file_give_both_rankings(tmp_path: Path) -> None:
+    metrics = invoke("ingest", str(FIXTURES / "alpacaeval_20x3.json"), "--format", "alpaca-eval",
+                     "--out", str(tmp_path / "in"))
+    assert metrics["rows_in"] == 60 and metrics["rows_ok"] == 60 and metrics["rows_quarantined"] == 0
+    rankings = read_table(tmp_path / "in" / schema.TABLE_FILES["rankings"])
+    sizes = rankings.group_by("ranking_id").aggregate([("response_id", "count")])
+    k_way = pc.ends_with(sizes["ranking_id"], "|samples@alpacaeval_20x3.json")
+    # 60 sample-vs-reference comparisons + one K = 3 ranking of the samples per instruction
+    assert pc.sum(k_way).as_py() == 20 and set(sizes.filter(k_way)["response_id_count"].to_pylist()) == {3}
+    assert set(sizes.filter(pc.invert(k_way))["response_id_count"].to_pylist()) == {2}
+    responses = read_table(tmp_path / "in" / schema.TABLE_FILES["responses"])
+    assert responses.num_rows == 20 * 4 and pc.sum(responses["is_anchor"]).as_py() == 20  # each text once
+
+
+def _record(text: str, generator: str, preference: float) -> dict:
+    return {"instruction": "q", "output_1": "ref", "generator_1": "r", "output_2": text, "generator_2": generator,
+            "preference": preference, "annotator": "j"}
+
+
+def test_a_faulty_record_does_not_quarantine_the_valid_comparison_of_another() -> None:
+    """Two samples, one with an empty text: its record is quarantined; the other record keeps its comparison
+    with the reference (its K-way ranking, left with K = 1, is dropped) and is counted once, as ok."""
+    two = read_file(json.dumps([_record("", "g.0", 1.2), _record("b", "g.1", 1.9)]).encode(), "two.json").ranked
+    tables = canonicalize(two)
+    assert (tables.records_ok, tables.records_quarantined) == (1, 1)
+    assert tables.quarantine["origin_line"].to_pylist() == [1] and tables.quarantine["field"][0].as_py() == "response"
+    assert tables.rankings["ranking_id"].unique().to_pylist() == [tables.prompts["prompt_id"][0].as_py() + "|j|g.1"]
+    # with three samples the K-way ranking of the two valid ones is kept (g.0, preference 1.2, ranked 3rd, is gone)
+    three = [_record("", "g.0", 1.2), _record("b", "g.1", 1.9), _record("c", "g.2", 1.4)]
+    tables = canonicalize(read_file(json.dumps(three).encode(), "three.json").ranked)
+    assert (tables.records_ok, tables.records_quarantined) == (2, 1)
+    k_way = tables.rankings.filter(pc.ends_with(tables.rankings["ranking_id"], "|samples@three.json"))
+    assert sorted((r.split("/")[-1], k) for r, k in zip(k_way["response_id"].to_pylist(), k_way["rank"].to_pylist(),
+                                                       strict=True)) == [("g.1", 1), ("g.2", 2)]
 
 
 def test_anchor_flows_through_validate_and_pairs_to_zero_utility(tmp_path: Path) -> None:
