@@ -4,8 +4,10 @@ Adapters (:mod:`rewardline.data.adapters`) catch *format* faults (bad JSON, miss
 fields, wrong types). This module catches *content* faults and turns the
 ranked-responses rows into the three canonical tables of the data contract.
 
-Accounting unit: the input **record** (``origin_file``, ``origin_line``). Every record
-feeds exactly one ranking. A record is quarantined, with the first fault found, when
+Accounting unit: the input **record** (``origin_file``, ``origin_line``). A record feeds one
+ranking, or several (an AlpacaEval record: its sample-vs-reference comparison and the K-way ranking
+of its file's samples); its rows are accounted once, as one record. A record is quarantined, with
+the first fault found, when
 
 * one of its rows has an empty prompt or response text, no annotator, a score that is
   not a finite number with |score| <= ``schema.MAX_ABS_SCORE``, or a rank that is not an
@@ -14,7 +16,9 @@ feeds exactly one ranking. A record is quarantined, with the first fault found, 
   (a duplicated ranking or a response id used twice in one ranking);
 * one of its rows reuses a response id whose text, or a prompt id whose text, was
   already seen different (first occurrence wins);
-* its ranking is left with fewer than two responses (K < 2).
+* every ranking it feeds is left with fewer than two responses (K < 2). A ranking left that small
+  is dropped; a record that still feeds another ranking stays accepted (only its rows in the
+  dropped ranking go), so one faulty record cannot quarantine another's valid comparison.
 
 Everything else is accepted. ``records_ok + records_quarantined == records_in`` holds
 by construction and is asserted. All checks are whole-column Arrow/NumPy operations.
@@ -69,6 +73,26 @@ def _fill_ids(ranked: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     return ranked, prompt_hash, response_hash
 
 
+def _ranking_ids(ranked: pa.Table) -> pa.ChunkedArray:
+    """``<prompt_id>|<annotator_id>``, plus ``|<ranking_key>`` on rows whose adapter gives a key: a
+    source of pairwise judgements (arena battles, AlpacaEval sample-vs-reference) makes each judged
+    pair its own ranking, so several pairs of one (prompt, annotator) are not duplicates of each other."""
+    base = pc.binary_join_element_wise(ranked["prompt_id"], pc.fill_null(ranked["annotator_id"], ""), "|")
+    keyed = pc.binary_join_element_wise(base, ranked["ranking_key"], "|")  # null where no key
+    return pc.coalesce(keyed, base)
+
+
+def _with_anchors(responses: pa.Table, ranked: pa.Table, row_ok: np.ndarray) -> pa.Table:
+    """``is_anchor`` = true when any accepted row marks the response as its prompt's anchor, false
+    otherwise; left as given (null when no adapter says) when no accepted row marks an anchor."""
+    marked = np.asarray(pc.fill_null(ranked["is_anchor"], False), bool) & row_ok
+    if not marked.any() or responses.num_rows == 0:
+        return responses
+    anchor_ids = ranked["response_id"].filter(pa.array(marked)).unique()
+    is_anchor = pc.is_in(responses["response_id"], value_set=anchor_ids)
+    return responses.set_column(responses.schema.get_field_index("is_anchor"), "is_anchor", is_anchor)
+
+
 def _blank(column: pa.ChunkedArray) -> np.ndarray:
     """Null, empty or whitespace-only (a regex match: no copy of the texts)."""
     blank = pc.match_substring_regex(column, r"^\s*$")
@@ -90,26 +114,26 @@ def canonicalize(ranked: pa.Table) -> CanonicalTables:
     """Validate ranked-responses rows and split them into prompts, responses, rankings, quarantine.
 
     A pure function of ``ranked``: no wall-clock column, so re-ingesting the same files writes the same bytes.
-    Row faults (:func:`_row_faults`) quarantine their whole record; so does a ranking left with fewer
-    than 2 valid responses (:func:`_quarantine_small_rankings`). Every record ends ok or quarantined."""
+    Row faults (:func:`_row_faults`) quarantine their whole record; a ranking left with fewer than 2
+    valid responses is dropped, and a record left feeding no ranking is quarantined
+    (:func:`_drop_small_rankings`). Every record ends ok or quarantined."""
     ranked, prompt_hash, response_hash = _fill_ids(schema.conform(ranked, schema.RANKED_RESPONSES))
     n = ranked.num_rows
     record = key_codes(ranked["origin_file"], ranked["origin_line"].cast(pa.string()))
     n_records = int(record.max()) + 1 if n else 0
-    ranking_ids = pc.binary_join_element_wise(ranked["prompt_id"], pc.fill_null(ranked["annotator_id"], ""), "|")
+    ranking_ids = _ranking_ids(ranked)
     ranking = key_codes(ranking_ids)
 
     faults, dup = _row_faults(ranked, ranking_ids, ranking, prompt_hash, response_hash)
     record_bad, record_field, record_reason = _record_faults(faults, record, n_records)
-    _quarantine_small_rankings(ranking, dup, record, record_bad, record_field, record_reason)
-    row_ok = ~record_bad[record]
+    row_ok = _drop_small_rankings(ranking, dup, record, record_bad, record_field, record_reason)
 
     good_rows = pa.array(np.flatnonzero(row_ok))
     id_columns = [c for c in ranked.column_names if c not in ("prompt", "prompt_messages", "response")]
     good = ranked.select(id_columns).take(good_rows)
     rankings = schema.conform(good.append_column("ranking_id", ranking_ids.take(good_rows)), schema.RANKINGS)
     prompts = _first_rows(ranked, row_ok, "prompt_id", schema.PROMPTS)
-    responses = _first_rows(ranked, row_ok, "response_id", schema.RESPONSES)
+    responses = _with_anchors(_first_rows(ranked, row_ok, "response_id", schema.RESPONSES), ranked, row_ok)
     quarantine = _quarantine_rows(ranked, record, record_bad, record_field, record_reason)
     records_ok = int(np.unique(record[row_ok]).size)
     records_bad = int(record_bad.sum())
@@ -179,23 +203,32 @@ def _row_faults(ranked: pa.Table, ranking_ids: pa.Array, ranking: np.ndarray, pr
     return faults, dup
 
 
-def _quarantine_small_rankings(ranking: np.ndarray, dup: np.ndarray, record: np.ndarray, record_bad: np.ndarray,
-                               record_field: np.ndarray, record_reason: np.ndarray) -> None:
-    """Quarantine (in place) the records of rankings left with fewer than 2 valid responses once the
-    faulty records are gone; a record already quarantined keeps its first reason."""
+def _drop_small_rankings(ranking: np.ndarray, dup: np.ndarray, record: np.ndarray, record_bad: np.ndarray,
+                         record_field: np.ndarray, record_reason: np.ndarray) -> np.ndarray:
+    """The accepted rows: those of records without a fault, less the rows of rankings left with fewer than
+    2 valid responses once the faulty records are gone. A record left with no accepted row (every ranking
+    it feeds is that small) is quarantined (in place); one already quarantined keeps its first reason.
+
+    Dropping a small ranking's rows leaves every other ranking as it was, and a record quarantined here
+    had rows in small rankings only, so one pass reaches the fixed point."""
     n = ranking.size
     row_ok = ~record_bad[record]
     k_ok = np.bincount(ranking[row_ok & ~dup], minlength=int(ranking.max()) + 1 if n else 0)
     small = row_ok & (k_ok[ranking] < 2) if n else np.zeros(0, bool)
     if not small.any():
-        return
-    reason = np.array([f"ranking has K={kk} valid response(s); at least 2 are needed" for kk in k_ok[ranking[small]]],
+        return row_ok
+    kept = row_ok & ~small
+    feeds_kept = np.zeros(record_bad.size, bool)
+    feeds_kept[record[kept]] = True
+    orphan = small & ~feeds_kept[record]  # rows of records that feed no kept ranking
+    reason = np.array([f"ranking has K={kk} valid response(s); at least 2 are needed" for kk in k_ok[ranking[orphan]]],
                       dtype=object)
-    small_bad, small_field, small_reason = _record_faults([("responses", small, _spread(small, reason))],
+    small_bad, small_field, small_reason = _record_faults([("responses", orphan, _spread(orphan, reason))],
                                                           record, record_bad.size)
     new = small_bad & ~record_bad
     record_bad |= small_bad
     record_field[new], record_reason[new] = small_field[new], small_reason[new]
+    return kept
 
 
 def _spread(mask: np.ndarray, values: np.ndarray) -> np.ndarray:

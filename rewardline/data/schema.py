@@ -9,7 +9,8 @@ it into the three canonical tables written by the ingest stage:
 * ``responses.parquet`` – one row per response, texts stored once (``RESPONSES``);
 * ``rankings.parquet``  – one row per (ranking, response) with the response's rank,
   1 = best, tied responses share a rank (``RANKINGS``). A ranking is the group of
-  rows sharing ``ranking_id`` = one (prompt, annotator) judgement.
+  rows sharing ``ranking_id`` = one (prompt, annotator) judgement, or one (prompt, annotator,
+  ``ranking_key``) judgement when the adapter gives a key (a pairwise judgement: one ranking per pair).
 
 The pairs stage writes ``{train,val,test}.parquet`` with schema ``PAIRS`` and
 copies ``prompts.parquet`` / ``responses.parquet`` next to them, so a pairs
@@ -40,6 +41,8 @@ RANKED_RESPONSES = pa.schema(
         ("batch_id", pa.string()),
         ("origin_file", pa.string()),
         ("origin_line", pa.int64()),  # 1-based record number in origin_file
+        ("is_anchor", pa.bool_()),  # the prompt's anchor response (e.g. AlpacaEval's reference); null = no
+        ("ranking_key", pa.string()),  # null -> one ranking per (prompt, annotator); else per (.., key)
     ]
 )
 
@@ -77,12 +80,13 @@ RESPONSES = pa.schema(
         ("prompt_id", pa.string()),
         ("response", pa.string()),
         ("source", pa.string()),
+        ("is_anchor", pa.bool_()),  # optional; null or absent (older tables) = not an anchor
     ]
 )
 
 RANKINGS = pa.schema(
     [
-        ("ranking_id", pa.string()),  # "<prompt_id>|<annotator_id>"
+        ("ranking_id", pa.string()),  # "<prompt_id>|<annotator_id>" (+ "|<ranking_key>" when given)
         ("prompt_id", pa.string()),
         ("annotator_id", pa.string()),
         ("response_id", pa.string()),

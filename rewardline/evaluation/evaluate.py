@@ -7,6 +7,7 @@ Prefect or MLflow.
     test rewards ──> accuracy (+ CI by prompt), by category, agreement-aware accuracy
     val rewards  ──> temperature T (min val NLL), reward mean / std
     test rewards ──> ECE / MCE / Brier / NLL before and after T (random orientation)
+    anchor pairs ──> absolute calibration of win_prob (ECE, Brier, log-loss, AUROC, thresholds)
     lengths      ──> length Spearman, longer-wins baseline, length bias
     champion     ──> paired bootstrap challenger − champion
                  ──> gates ──> metrics.json, gates.json, report.md, calibration.json,
@@ -21,6 +22,10 @@ Outputs in ``out_dir``:
   must carry so that σ((r_a − r_b)/T) is calibrated and (r − mean)/std is normalised;
 * ``reference_rewards.json`` – the raw rewards of the unique test responses: the reference
   distribution that drift checks compare fresh policy samples against;
+* ``absolute_calibration.json`` – the absolute calibration of ``win_prob`` on the test pairs against
+  the prompts' anchor responses (:mod:`rewardline.evaluation.absolute`; ``skipped`` with the reason
+  when there are none); ``metrics.json`` carries only its headline (``ece_absolute``,
+  ``auroc_absolute``, ``brier_skill_absolute``, ``n_anchor_comparisons``);
 * ``plots/`` – PNGs and their DVC plots data (:mod:`rewardline.evaluation.plots`).
 
 The function returns the metrics dict and does not raise on failed gates: the caller calls
@@ -40,6 +45,7 @@ from pydantic import Field
 from rewardline.config import Section
 from rewardline.data.tables import write_json
 from rewardline.errors import NonFiniteError
+from rewardline.evaluation.absolute import AbsoluteCalibration, absolute_calibration, anchor_comparisons
 from rewardline.evaluation.benchmark import benchmark_metrics
 from rewardline.evaluation.calibration import CalibrationReport, calibrate, reward_stats
 from rewardline.evaluation.gates import EVALUATE_GATES, report_markdown
@@ -54,7 +60,7 @@ from rewardline.evaluation.metrics import (
     paired_bootstrap_difference,
     tie_mask,
 )
-from rewardline.evaluation.plots import write_plots
+from rewardline.evaluation.plots import write_absolute_reliability, write_plots
 from rewardline.gates import GateReport, evaluate_gates
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
 
@@ -67,6 +73,7 @@ class EvalConfig(Section):
     min_accuracy: float = Field(0.5, ge=0.0, le=1.0)  # gate: test pairwise accuracy ≥ this
     require_ci_above_chance: bool = False  # gate: lower end of the accuracy's 95 % CI > 0.5
     max_ece_calibrated: float = Field(0.25, ge=0.0, le=1.0)  # gate: ECE after temperature scaling ≤ this
+    max_ece_absolute: float = Field(0.25, ge=0.0, le=1.0)  # gate: ECE of win_prob vs the anchor ≤ this (if any)
     max_length_bias: float = Field(0.25, ge=-1.0, le=1.0)  # gate: model_prefers_longer − labels_prefer_longer ≤ this
     champion_delta: float = Field(0.02, ge=0.0, le=1.0)  # gate: CI low of acc(challenger) − acc(champion) ≥ −δ
     champion_require_conclusive: bool = False  # an inconclusive champion comparison fails (default: passes, says so)
@@ -124,11 +131,15 @@ def evaluate_scores(
     champion_reward_b: np.ndarray | None = None,
     *,
     out_dir: Path,
+    anchor_ids: pa.Array | None = None,
+    link: str | None = None,
 ) -> dict[str, Any]:
     """Compute every metric and gate from scores, write the outputs to ``out_dir``, return ``metrics.json``'s dict.
 
     ``pairs`` is the test split (``PAIRS`` schema) and ``reward_a[i]``, ``reward_b[i]``,
     ``response_lengths_*[i]`` belong to its row ``i``; likewise ``val_pairs`` and the val rewards.
+    ``anchor_ids``: the anchor responses' ids (absolute calibration; None: none); ``link``: the model's
+    ``reward_config.link`` (None: a BT model, calibrated by a logistic map fitted on val).
     """
     cfg = thresholds
     n = pairs.num_rows
@@ -167,6 +178,8 @@ def evaluate_scores(
         metrics.update(champion_accuracy=diff.champion, champion_diff=diff.difference,
                        champion_diff_ci_low=diff.ci_low, champion_diff_ci_high=diff.ci_high,
                        **_champion_power(diff, cfg))
+    absolute = _absolute(pairs, ra, rb, val_pairs, vra, vrb, anchor_ids, link, boot)
+    metrics.update(absolute.headline)
     metrics = _json_safe(metrics)
 
     report = evaluate_gates(EVALUATE_GATES, metrics, cfg, stage="evaluate")
@@ -178,8 +191,19 @@ def evaluate_scores(
     write_plots(out_dir / "plots", raw=cal.raw, calibrated=cal.calibrated, temperature=cal.temperature,
                 overall=overall, by_category=by_cat, **_chosen_rejected(ra, rb, label), rewards=test_rewards,
                 lengths=test_lengths, spearman=lb.length_spearman, seed=cfg.seed)
+    write_absolute_reliability(absolute.bins, absolute.details["method"], out_dir / "plots")
+    write_json(_json_safe(absolute.details), out_dir / "absolute_calibration.json")
     _write_outputs(out_dir, metrics, report, test_rewards)
     return metrics
+
+
+def _absolute(pairs: pa.Table, ra: np.ndarray, rb: np.ndarray, val_pairs: pa.Table, vra: np.ndarray,
+              vrb: np.ndarray, anchor_ids: pa.Array | None, link: str | None, boot: dict) -> AbsoluteCalibration:
+    """Absolute calibration on the test pairs against the anchors (the val pairs fit a BT model's map)."""
+    anchors = pa.array([], pa.string()) if anchor_ids is None else anchor_ids
+    test = anchor_comparisons(pairs, ra, rb, anchors)
+    val = anchor_comparisons(val_pairs, vra, vrb, anchors)
+    return absolute_calibration(test, val, link, **boot)
 
 
 def _headline_metrics(overall: Accuracy, by_cat: dict[str, Accuracy], ra: np.ndarray, rb: np.ndarray,

@@ -7,6 +7,7 @@ Thresholds from ``params.yaml: evaluate`` (:class:`rewardline.evaluation.evaluat
 | ``min_accuracy`` | ``accuracy`` | ``accuracy ≥ min_accuracy`` |
 | ``accuracy_ci_above_chance`` | ``accuracy_ci_low`` | ``accuracy_ci_low > 0.5`` (only if ``require_ci_above_chance``) |
 | ``max_ece_calibrated`` | ``ece_calibrated`` | ``ece_calibrated ≤ max_ece_calibrated`` |
+| ``max_ece_absolute`` | ``ece_absolute`` (of win_prob) | ``ece_absolute ≤ max_ece_absolute`` (no anchors: skipped) |
 | ``max_length_bias`` | ``length_bias`` | ``model_prefers_longer − labels_prefer_longer ≤ max_length_bias`` |
 | ``champion_non_inferiority`` | ``champion_diff_ci_low`` | ``ci_low(challenger − champion) ≥ −champion_delta`` (*) |
 
@@ -41,6 +42,10 @@ EVALUATE_GATES: tuple[GateSpec, ...] = (
     GateSpec("accuracy_ci_above_chance", "accuracy_ci_low", 0.5, ">",
              "lower end of the accuracy's 95 % CI, above chance", enabled_field="require_ci_above_chance"),
     GateSpec("max_ece_calibrated", "ece_calibrated", "max_ece_calibrated", "<=", "ECE after temperature scaling"),
+    GateSpec("max_ece_absolute", "ece_absolute", "max_ece_absolute", "<=",
+             "ECE of win_prob against the judge on the test pairs with the prompt's anchor response",
+             skip_if_missing=True, why_missing="no anchor comparisons in the test split (or none in val to fit a "
+             "BT model's logistic map)"),
     GateSpec("max_length_bias", "length_bias", "max_length_bias", "<=",
              "share of pairs where the model prefers the longer response − share where the labels do"),
     GateSpec("champion_non_inferiority", "champion_diff_ci_low", "champion_delta", ">=",
@@ -71,6 +76,9 @@ def report_markdown(metrics: Mapping[str, Any], report: GateReport) -> str:
         f"| temperature applied | {'yes' if m.get('temperature_applied') else 'no'}: "
         f"{md_cell(str(m.get('temperature_reason') or ''))} (fitted {fmt(m.get('temperature_fitted'), 3)} "
         f"[{fmt(m.get('temperature_ci_low'), 3)}, {fmt(m.get('temperature_ci_high'), 3)}]) |",
+        f"| absolute calibration: ECE; AUROC; Brier skill (anchor comparisons) | {fmt(m.get('ece_absolute'))}; "
+        f"{fmt(m.get('auroc_absolute'))}; {fmt(m.get('brier_skill_absolute'))} "
+        f"({fmt(m.get('n_anchor_comparisons'))}) |",
         f"| test pairs (ties excluded) | {fmt(m.get('n_pairs'))} ({fmt(m.get('ties_excluded'))}) |",
     ]
     if m.get("champion_accuracy") is not None:

@@ -11,6 +11,9 @@ Files (``x`` / ``y`` are the fields to name in ``dvc.yaml: plots``):
   with x = ``category``, y = ``accuracy`` (+ ``ci_low``, ``ci_high``, ``n_pairs``; first row ``all``);
 * reward of chosen vs rejected: ``reward_histogram.png``; ``reward_histogram.json`` with
   x = ``reward`` (bin centre), y = ``count``, ``group`` = chosen | rejected;
+* absolute calibration (``win_prob`` vs the judge on anchor comparisons, :mod:`rewardline.evaluation.absolute`):
+  ``absolute_reliability.png``; ``absolute_reliability.json`` with x = ``confidence``, y = ``observed``
+  (one row per non-empty bin, ``count``; empty when there are no anchor comparisons);
 * reward vs length: ``reward_vs_length.png``; ``reward_vs_length.csv`` with x = ``length``,
   y = ``reward`` (unique test responses, at most ``max_points``, a seeded sample).
 """
@@ -114,6 +117,33 @@ def plot_reliability(raw: CalibrationMetrics, calibrated: CalibrationMetrics, te
            title="Reliability (test, random orientation)")
     ax.legend(loc="upper left")
     return _save(fig, path)
+
+
+def absolute_reliability_rows(bins: CalibrationMetrics | None) -> list[dict]:
+    """One row per non-empty bin of the absolute calibration: ``bin``, ``confidence``, ``observed``, ``count``."""
+    if bins is None:
+        return []
+    return [{"bin": k, "confidence": conf, "observed": obs, "count": count}
+            for k, (count, conf, obs) in enumerate(zip(bins.bin_count, bins.bin_confidence, bins.bin_observed,
+                                                       strict=True)) if count]
+
+
+def write_absolute_reliability(bins: CalibrationMetrics | None, method: str, plots_dir: Path) -> dict[str, Path]:
+    """``absolute_reliability.png`` (observed win rate against the anchor vs mean win_prob per bin) and its JSON."""
+    rows = absolute_reliability_rows(bins)
+    fig = _figure(5.0, 5.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+    if rows:
+        ax.plot([r["confidence"] for r in rows], [r["observed"] for r in rows], marker="o",
+                label=f"{method} (ECE {fmt(bins.ece, 3)}, n = {bins.n})")
+    else:
+        ax.text(0.5, 0.5, "no anchor comparisons", ha="center", va="center")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted win_prob (beats the anchor)",
+           ylabel="observed: judge prefers it to the anchor", title="Absolute calibration (test)")
+    ax.legend(loc="upper left")
+    return {"absolute_reliability.png": _save(fig, plots_dir / "absolute_reliability.png"),
+            "absolute_reliability.json": _write_json(rows, plots_dir / "absolute_reliability.json")}
 
 
 def plot_accuracy_by_category(rows: list[dict], path: Path) -> Path:

@@ -5,22 +5,27 @@ batched, length-sorted, inference mode); pairs take their two rewards from those
 Response length is counted in characters. The metrics, plots and gate report come
 from :func:`rewardline.evaluation.evaluate.evaluate_scores`; a champion model (a model directory
 for now), when given, is scored on the same pairs for the non-inferiority gate.
-Outputs in ``out_dir``: ``metrics.json``, ``gates.json``, ``report.md``,
-``calibration.json``, ``plots/``.
+Absolute calibration uses the anchors of the pairs directory's ``responses.parquet`` (``is_anchor``)
+and the model's ``reward_config.json`` ``link``. Outputs in ``out_dir``: ``metrics.json``,
+``gates.json``, ``report.md``, ``calibration.json``, ``absolute_calibration.json``, ``plots/``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from rewardline.data import schema
 from rewardline.data.tables import read_table
 from rewardline.evaluation.evaluate import EvalConfig, evaluate_scores
 from rewardline.ops.atomic import writes_output
+
+REWARD_CONFIG = "reward_config.json"  # rewardline.modeling.model.REWARD_CONFIG, without importing torch
 
 
 def _prompt_inputs(prompts: pa.Table, prompt_ids: pa.Array) -> list:
@@ -71,4 +76,18 @@ def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalCo
         champion = score_pairs(champion_dir, pairs_dir, ("test",))["test"]
         champion_a, champion_b = champion[1], champion[2]
     return evaluate_scores(test, ra, rb, val, vra, vrb, len_a, len_b, config, champion_a, champion_b,
-                           out_dir=out_dir)
+                           out_dir=out_dir, anchor_ids=anchor_ids(pairs_dir), link=model_link(model_dir))
+
+
+def anchor_ids(pairs_dir: Path) -> pa.Array:
+    """Ids of the responses flagged ``is_anchor`` in ``responses.parquet`` (none when the column is absent)."""
+    path = pairs_dir / schema.TABLE_FILES["responses"]
+    if "is_anchor" not in pq.read_schema(path).names:
+        return pa.array([], pa.string())
+    responses = read_table(path, columns=["response_id", "is_anchor"])
+    return responses.filter(pc.fill_null(responses["is_anchor"], False))["response_id"].combine_chunks()
+
+
+def model_link(model_dir: Path) -> str | None:
+    """The model's ``reward_config.json`` link (probit | logit: absolute-scale rewards), or None (a BT model)."""
+    return json.loads((model_dir / REWARD_CONFIG).read_text()).get("link")

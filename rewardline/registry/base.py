@@ -125,9 +125,13 @@ def promote(registry: ModelRegistry, name: str, version: int | str, alias: str =
 
 
 def registry_summary(registry: ModelRegistry, name: str) -> dict[str, Any]:
-    """``{model_name, versions: [{version, aliases, gates_passed, git_commit, run_id, created}], aliases}``."""
+    """``{model_name, versions: [{version, aliases, gates_passed, git_commit, calibration, run_id, created}],
+    aliases}``; ``calibration``: the version's ``calibration.*`` tags (objective, link, anchored, temperature)."""
     versions = registry.list_versions(name)
     rows = [{"version": int(v.version), "aliases": sorted(v.aliases), "gates_passed": v.tags.get("gates_passed"),
-             "git_commit": v.tags.get("git_commit"), "run_id": v.run_id, "created": v.created} for v in versions]
+             "git_commit": v.tags.get("git_commit"),
+             "calibration": {k.removeprefix("calibration."): t for k, t in sorted(v.tags.items())
+                             if k.startswith("calibration.")},
+             "run_id": v.run_id, "created": v.created} for v in versions]
     aliases = {alias: v.version for v in versions for alias in v.aliases}
     return {"model_name": name, "versions": rows, "aliases": dict(sorted(aliases.items()))}

@@ -21,6 +21,21 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+#: The calibration a registered version carries as tags ``calibration.<key>`` (``rewardline registry`` shows them).
+CALIBRATION_KEYS = ("objective", "link", "anchored", "temperature")
+
+
+def calibration_tags(bundle_dir: Path) -> dict[str, Any]:
+    """``calibration.objective`` / ``.link`` / ``.anchored`` (``reward_config.json``: the training objective;
+    link probit | logit = absolute-scale rewards, served with ``win_prob``; utilities anchored) and
+    ``calibration.temperature`` (``calibration.json``: T of σ((r_a − r_b) / T)); absent values are left out."""
+    config = read_json(bundle_dir / "reward_config.json") if (bundle_dir / "reward_config.json").exists() else {}
+    calibration = read_json(bundle_dir / "calibration.json") if (bundle_dir / "calibration.json").exists() else {}
+    values = {**{k: config.get(k) for k in ("objective", "link", "anchored")},
+              "temperature": calibration.get("temperature")}
+    return {f"calibration.{k}": v for k, v in values.items() if v is not None}
+
+
 def build_bundle(project_dir: Path | str, dst: Path) -> Path:
     """``dst`` = the trained model directory + ``calibration.json``, ``reference_rewards.json`` (when
     present) and ``evaluate_metrics.json``; ``reward_config.json`` gets the calibration's reward

@@ -121,6 +121,7 @@ class MlflowRegistry:
         import mlflow
         from mlflow.exceptions import MlflowException
 
+        from rewardline.registry.bundle import calibration_tags
         from rewardline.registry.pyfunc import log_model_bundle
 
         self._make_global()
@@ -139,7 +140,8 @@ class MlflowRegistry:
             if "ALREADY_EXISTS" not in str(err.error_code):
                 raise
         created = self.client.create_model_version(
-            name, source=info.model_uri, run_id=run_id or info.run_id, tags=tag_values(tags),
+            name, source=info.model_uri, run_id=run_id or info.run_id,
+            tags=tag_values({**calibration_tags(Path(bundle_dir)), **tags}),
             description=description[:MAX_DESCRIPTION], model_id=info.model_id)
         return self._version(created, ())
 

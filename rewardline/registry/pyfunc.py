@@ -28,8 +28,11 @@ class RewardScorer:
     """What ``mlflow.pyfunc.load_model`` returns inside: a loaded bundle with a DataFrame ``predict``.
 
     Input columns ``prompt``, ``response`` and optionally ``response_b``; output ``reward``
-    (``r − reward_mean``) and, for rows with a ``response_b``, ``reward_b`` and the calibrated
-    preference probability ``p_prefer = σ((r_a − r_b) / T)``."""
+    (``r − reward_mean``; an absolute-scale model's utility as is) and, for rows with a ``response_b``,
+    ``reward_b`` and the calibrated preference probability ``p_prefer = σ((r_a − r_b) / T)``. An
+    absolute-scale model (``reward_config.link`` set: objectives thurstone, bt+thurstone) also returns
+    ``win_prob = Φ(reward)`` (probit) or ``σ(reward)`` (logit): P(the response beats the prompt's anchor),
+    :func:`rewardline.modeling.score.win_probability`."""
 
     def __init__(self, bundle_dir: Path | str, device: str = "auto") -> None:
         from rewardline.modeling.device import select_runtime
@@ -39,13 +42,14 @@ class RewardScorer:
         self.device = str(select_runtime(device).device)  # CUDA when available
         self.model, self.tokenizer = RewardModel.load(self.bundle_dir, self.device)
         self.temperature = float(read_json(self.bundle_dir / "calibration.json").get("temperature") or 1.0)
+        self.link: str | None = self.model.config.link
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         import numpy as np
         import pandas as pd
 
         from rewardline.evaluation.calibration import preference_probability
-        from rewardline.modeling.score import score_texts
+        from rewardline.modeling.score import score_texts, win_probability
 
         for column in ("prompt", "response"):  # str(None) would be scored as the text "None"
             nulls = np.flatnonzero(model_input[column].isna().to_numpy())
@@ -58,6 +62,8 @@ class RewardScorer:
         rewards = score_texts(self.bundle_dir, prompts + [prompts[i] for i in rows_b], responses + texts_b,
                               device=self.device, model=self.model, tokenizer=self.tokenizer).astype(np.float64)
         out = pd.DataFrame({"reward": rewards[: len(responses)]})
+        if self.link is not None:
+            out["win_prob"] = win_probability(out["reward"].to_numpy(), self.link)
         if pairwise:
             reward_b = np.full(len(responses), np.nan)
             reward_b[rows_b] = rewards[len(responses) :]
@@ -73,13 +79,14 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
 
 def model_signature() -> Any:
     """Input ``prompt``, ``response``, optional ``response_b`` (strings); output ``reward``,
-    optional ``reward_b`` and ``p_prefer`` (doubles)."""
+    optional ``win_prob`` (absolute-scale models), ``reward_b`` and ``p_prefer`` (doubles)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
 
     inputs = Schema([ColSpec(DataType.string, "prompt"), ColSpec(DataType.string, "response"),
                      ColSpec(DataType.string, "response_b", required=False)])
-    outputs = Schema([ColSpec(DataType.double, "reward"), ColSpec(DataType.double, "reward_b", required=False),
+    outputs = Schema([ColSpec(DataType.double, "reward"), ColSpec(DataType.double, "win_prob", required=False),
+                      ColSpec(DataType.double, "reward_b", required=False),
                       ColSpec(DataType.double, "p_prefer", required=False)])
     return ModelSignature(inputs=inputs, outputs=outputs)
 

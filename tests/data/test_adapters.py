@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -133,33 +134,54 @@ def test_hh_rlhf_prompt_responses_and_turns() -> None:
     assert single and all(r["prompt_messages"] is None for r in single)
 
 
-def test_alpaca_eval_k_way_rankings() -> None:
+def test_alpaca_eval_one_sample_vs_reference_ranking_per_record_and_k_way_sample_rankings() -> None:
     t = load("alpacaeval_20x3.json").ranked
-    k = t.group_by(["prompt", "annotator_id"]).aggregate([("response_id", "count_distinct")])
-    assert k.num_rows == 20 and set(k["response_id_count_distinct"].to_pylist()) == {4}
-    larry = {r["response_id"]: r for r in t.to_pylist() if r["prompt"] == "Who is Larry Page?"}
+    assert t.num_rows == 180  # 60 records x (sample, reference) + 20 instructions x 3 samples
+    k = t.group_by(["prompt", "annotator_id", "ranking_key"]).aggregate([("response_id", "count_distinct")])
+    sizes = dict(zip(k["ranking_key"].to_pylist(), k["response_id_count_distinct"].to_pylist(), strict=False))
+    assert k.num_rows == 60 + 20 and sizes["samples@alpacaeval_20x3.json"] == 3
+    assert sorted(k["response_id_count_distinct"].to_pylist()) == [2] * 60 + [3] * 20
+    larry = [r for r in t.to_pylist() if r["prompt"] == "Who is Larry Page?"]
     # preferences 1.8439 (sample 0), 1.99999 (sample 1), 1.0015 (sample 2); reference scores 0.5
-    assert larry["allenai/tulu-2-dpo-13b.1"]["rank"] == 1
-    assert larry["allenai/tulu-2-dpo-13b.0"]["rank"] == 2
-    assert larry["allenai/tulu-2-dpo-13b.0"]["score"] == pytest.approx(0.8438951157)
-    assert larry["gpt-3.5-turbo-0613"]["rank"] == 3 and larry["gpt-3.5-turbo-0613"]["score"] == 0.5
-    assert larry["allenai/tulu-2-dpo-13b.2"]["rank"] == 4
-    assert larry["gpt-3.5-turbo-0613"]["prompt_id"] is None  # derived from the instruction text
-    assert larry["gpt-3.5-turbo-0613"]["origin_line"] == larry["allenai/tulu-2-dpo-13b.0"]["origin_line"]
-    assert larry["gpt-3.5-turbo-0613"]["category"] == "helpful_base"
-    assert larry["gpt-3.5-turbo-0613"]["response"].startswith("Larry Page is an American computer scientist")
-    assert larry["allenai/tulu-2-dpo-13b.0"]["source"] == "allenai/tulu-2-dpo-13b.0"
+    by_key = {(r["ranking_key"], r["response_id"]): r for r in larry}
+    ref = "gpt-3.5-turbo-0613"
+    for sample, sample_rank in (("allenai/tulu-2-dpo-13b.0", 1), ("allenai/tulu-2-dpo-13b.1", 1),
+                                ("allenai/tulu-2-dpo-13b.2", 2)):
+        assert by_key[(sample, sample)]["rank"] == sample_rank and by_key[(sample, ref)]["rank"] == 3 - sample_rank
+        assert by_key[(sample, ref)]["is_anchor"] and not by_key[(sample, sample)]["is_anchor"]
+        assert by_key[(sample, ref)]["origin_line"] == by_key[(sample, sample)]["origin_line"]
+    sample0 = by_key[("allenai/tulu-2-dpo-13b.0", "allenai/tulu-2-dpo-13b.0")]
+    assert sample0["score"] == pytest.approx(0.8438951157) and sample0["source"] == "allenai/tulu-2-dpo-13b.0"
+    reference = by_key[("allenai/tulu-2-dpo-13b.0", ref)]
+    assert reference["score"] == 0.5 and reference["prompt_id"] is None  # derived from the instruction text
+    assert reference["category"] == "helpful_base"
+    assert reference["response"].startswith("Larry Page is an American computer scientist")
+    # the K-way ranking of the 3 samples (no reference) by P(sample beats reference), best first
+    samples = [r for r in larry if r["ranking_key"] == "samples@alpacaeval_20x3.json"]
+    assert [(r["response_id"], r["rank"]) for r in samples] == [
+        ("allenai/tulu-2-dpo-13b.1", 1), ("allenai/tulu-2-dpo-13b.0", 2), ("allenai/tulu-2-dpo-13b.2", 3)]
+    assert samples[1]["score"] == sample0["score"] and not any(r["is_anchor"] for r in samples)
+    assert samples[1]["origin_line"] == sample0["origin_line"]  # the same record as its anchor comparison
 
 
-def test_alpaca_eval_ties_share_a_rank() -> None:
+def test_alpaca_eval_equal_preference_ties() -> None:
     data = (
         b'[{"instruction":"q","output_1":"ref","generator_1":"r","output_2":"a","generator_2":"g.0",'
         b'"preference":1.5,"annotator":"j"},{"instruction":"q","output_1":"ref","generator_1":"r",'
         b'"output_2":"b","generator_2":"g.1","preference":1.9,"annotator":"j"}]'
     )
     t = read_file(data, "x.json").ranked.to_pylist()
-    assert {r["response_id"]: r["rank"] for r in t} == {"g.1": 1, "g.0": 2, "r": 2}
+    assert [(r["ranking_key"], r["response_id"], r["rank"]) for r in t] == [
+        ("g.0", "g.0", 1), ("g.0", "r", 1), ("g.1", "g.1", 1), ("g.1", "r", 2),
+        ("samples@x.json", "g.1", 1), ("samples@x.json", "g.0", 2)]
     assert {r["prompt_id"] for r in t} == {None}
+    # equal preferences share a rank in the K-way ranking of the samples (dense: the next is 2)
+    three = [{"instruction": "q", "output_1": "ref", "generator_1": "r", "output_2": text, "generator_2": gen,
+              "preference": pref, "annotator": "j"} for text, gen, pref in (("a", "g.0", 1.5), ("b", "g.1", 1.9),
+                                                                               ("c", "g.2", 1.5))]
+    ranked = read_file(json.dumps(three).encode(), "y.json").ranked.to_pylist()
+    k_way = [r for r in ranked if r["ranking_key"] == "samples@y.json"]
+    assert sorted((r["response_id"], r["rank"]) for r in k_way) == [("g.0", 2), ("g.1", 1), ("g.2", 2)]
 
 
 def test_pairwise_from_alpaca_rows() -> None:

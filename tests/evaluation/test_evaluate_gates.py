@@ -35,7 +35,8 @@ def test_all_gates_pass():
     report = evaluate_gates(GOOD, CONFIG)
     assert report.passed and not report.failed
     assert set(_by_name(report)) == {"min_accuracy", "accuracy_ci_above_chance", "max_ece_calibrated",
-                                     "max_length_bias", "champion_non_inferiority"}
+                                     "max_ece_absolute", "max_length_bias", "champion_non_inferiority"}
+    assert _by_name(report)["max_ece_absolute"].skipped  # GOOD has no anchor comparisons
     check(report)  # does not raise
 
 
@@ -78,7 +79,7 @@ def test_gate_failed_message_names_each_failed_gate_with_value_and_threshold():
     message = str(err.value)
     assert "min_accuracy: pairwise accuracy 0.5500 is not >= 0.6000" in message
     assert "max_ece_calibrated: ECE after temperature scaling 0.2000 is not <= 0.1000" in message
-    assert message.startswith("evaluate gate failed (2 of 5)")
+    assert message.startswith("evaluate gate failed (2 of 6)")
     assert "max_length_bias" not in message and "out/report.md" in message
 
 

@@ -48,14 +48,16 @@ def triples(directory: Path) -> set[tuple]:
 
 @pytest.mark.parametrize("margin", ["none", "score"])
 def test_export_then_ingest_as_trl_gives_the_same_pairs(tmp_path: Path, margin: str) -> None:
-    """hh-rlhf pairs (multi-turn prompts) + AlpacaEval K=4 rankings (6 pairs per prompt, score margins)."""
+    """hh-rlhf pairs (multi-turn prompts) + AlpacaEval, 3 samples per prompt: 3 sample-vs-reference judgements and
+    the 3 pairs of the K-way sample ranking per prompt (score margins)."""
     original = pairs_dir(tmp_path / "a", FIXTURES / "hh_rlhf_30.jsonl", FIXTURES / "alpacaeval_20x3.json",
                          margin=margin)
     out = tmp_path / "export"
     metrics = invoke("export-pairs", str(original), "--out", str(out), "--format", "trl", "--hf")
     counts = {s: read_table(original / f"{s}.parquet").num_rows for s in schema.SPLITS}
     assert metrics["rows"] == counts and metrics["ties_left_out"] == dict.fromkeys(schema.SPLITS, 0)
-    assert sum(counts.values()) > 100  # 30 hh-rlhf pairs + up to 6 per AlpacaEval ranking (ties skipped)
+    # 30 hh-rlhf pairs + 20 prompts x (3 sample-vs-reference + 3 sample-vs-sample); no ties in this fixture
+    assert sum(counts.values()) == 30 + 20 * (3 + 3)
     assert metrics["margin_column"] is (margin == "score")
     first = orjson.loads((out / "train.jsonl").read_bytes().splitlines()[0])
     assert set(first) == ({"prompt", "chosen", "rejected", "margin"} if margin == "score"

@@ -171,7 +171,8 @@ def test_the_pairs_stage_writes_targets_only_when_asked(tmp_path):
     assert "targets" not in off and not (tmp_path / "pairs" / TARGETS_FILE).exists()  # the stale fit is gone
     with pytest.raises(ConfigError, match="targets"):
         PairsConfig(targets="elo")
-    anchors = responses.append_column("is_anchor", pa.array([r.endswith("-r0") for r in ids]))
+    anchors = responses.set_column(responses.schema.get_field_index("is_anchor"), "is_anchor",
+                                   pa.array([r.endswith("-r0") for r in ids]))
     write_table(anchors, validated / schema.TABLE_FILES["responses"])  # an optional column of responses
     run_pairs(validated, tmp_path / "anchored", PairsConfig(targets="bt"))
     anchored = read_table(tmp_path / "anchored" / TARGETS_FILE).to_pylist()

@@ -78,7 +78,9 @@ def test_register_sets_tags_description_and_run(store: tuple[MlflowRegistry, Pat
     registry, project = store
     version = registry.get_version(MODEL_NAME, "1")
     assert version is not None and version.version == "1" and version.aliases == (CHAMPION,)
-    assert dict(version.tags) == PASSED and version.description == "gate report 1" and version.gates_passed
+    calibration = {"calibration.objective": "bt", "calibration.temperature": "1.7"}  # from the bundle; no link
+    assert dict(version.tags) == {**PASSED, **calibration} and version.description == "gate report 1"
+    assert version.gates_passed
     assert version.uri == "models:/reward-model/1" and version.created is not None
     from mlflow import MlflowClient
 
@@ -212,3 +214,38 @@ def test_only_the_registry_package_imports_mlflow_and_training_imports_no_regist
             assert not {m for m in _imports(path) if m.startswith("rewardline.registry")}, path
     # the compatibility loader in tracking.py forwards by name: no static import of the registry
     assert not {m for m in _imports(PACKAGE / "tracking.py") if m.startswith(("rewardline.registry", "mlflow"))}
+
+
+def test_an_absolute_scale_model_serves_win_prob_and_its_version_carries_the_calibration(
+        bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """objective thurstone, link probit: the pyfunc adds win_prob = Φ(reward); tags calibration.*; summary shows it."""
+    import shutil
+
+    import mlflow
+    from scipy.special import ndtr
+
+    from rewardline.registry.pyfunc import RewardScorer, model_signature
+
+    absolute = tmp_path / "absolute"
+    shutil.copytree(bundle, absolute)
+    config = json.loads((absolute / "reward_config.json").read_text())
+    config.update(objective="thurstone", link="probit", anchored=True)
+    (absolute / "reward_config.json").write_text(json.dumps(config))
+
+    direct = RewardScorer(absolute).predict(ROWS)
+    assert list(direct.columns) == ["reward", "win_prob", "reward_b", "p_prefer"]
+    np.testing.assert_allclose(direct["win_prob"], ndtr(direct["reward"]), rtol=1e-12)
+    assert "win_prob" not in RewardScorer(bundle).predict(ROWS).columns  # a BT model has no absolute scale
+    assert "win_prob" in model_signature().outputs.input_names()
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    registry = open_registry(tmp_path / "project")
+    version = registry.register(MODEL_NAME, absolute, PASSED)
+    assert {k: v for k, v in version.tags.items() if k.startswith("calibration.")} == {
+        "calibration.objective": "thurstone", "calibration.link": "probit", "calibration.anchored": "true",
+        "calibration.temperature": "1.7"}
+    served = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version.version}").predict(ROWS)
+    np.testing.assert_allclose(served["win_prob"], direct["win_prob"], rtol=1e-6)
+    row = registry_summary(registry, MODEL_NAME)["versions"][0]
+    assert row["calibration"] == {"anchored": "true", "link": "probit", "objective": "thurstone", "temperature": "1.7"}

@@ -39,6 +39,7 @@ def canonical() -> Tables:
             "prompt_id": [p for p in ("p1", "p2") for _ in range(3)],
             "response": ["4", "four", "5", "old pond", "frog jumps", "splash"],
             "source": ["m1", "m2", "m3"] * 2,
+            "is_anchor": [True, False, False, None, None, None],
         },
         schema=schema.RESPONSES,
     )

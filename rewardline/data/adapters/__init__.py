@@ -7,7 +7,8 @@ ranked rows with vectorised Arrow/NumPy. Content-level checks (empty texts, K < 
 invalid or duplicate ranks, conflicting texts) belong to :mod:`rewardline.data.canonical`.
 
 Accounting invariant: distinct ``origin_line`` in ``ranked`` + rows of ``quarantine``
-= ``records_in``, no record in both, and every record feeds exactly one ranking.
+= ``records_in``, no record in both; a record feeds one ranking (an AlpacaEval record may feed two:
+its comparison with the reference and its file's K-way ranking of samples), counted once.
 """
 
 from __future__ import annotations

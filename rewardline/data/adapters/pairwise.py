@@ -6,6 +6,11 @@ and either ``prompt`` + ``response_a`` + ``response_b`` or lmsys-arena
 last assistant turn, response = that turn). ``question_id`` -> prompt_id,
 ``annotator_id`` or ``judge`` -> annotator_id. The winner gets rank 1, the loser rank 2;
 a tie ranks both 1. Response source = model name.
+
+A pairwise judgement is not a ranking of everything the judge saw for the prompt: each record is
+its own K = 2 ranking, ``ranking_key`` = an order-free hash of its two response texts (ranking id
+``<prompt>|<judge>|pair-<hash>``), so several battles of one (prompt, judge) over different pairs
+are kept, and only a repeat of the same pair by the same judge is a duplicate.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import pyarrow.compute as pc
 
 from rewardline.data.adapters.jsonl import Records
 from rewardline.data.adapters.native import MESSAGES, combined, items_fault, list_from_parents, prompt_columns
+from rewardline.data.hashing import combine, hash64, hex_from_hashes
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 
@@ -113,6 +119,8 @@ def to_ranked(records: Records) -> tuple[pa.Table, Records]:
     def sides(a: pa.Array, b: pa.Array) -> pa.Array:
         return pc.take(pa.concat_arrays([a, b]), pick)
 
+    hash_a, hash_b = hash64(response_a), hash64(response_b)
+    pair_key = hex_from_hashes(combine(np.minimum(hash_a, hash_b), np.maximum(hash_a, hash_b)), "pair-")
     ranked = pa.table(
         {
             "prompt_id": pc.take(combined(t, "question_id"), rec),
@@ -124,6 +132,7 @@ def to_ranked(records: Records) -> tuple[pa.Table, Records]:
             "source": sides(combined(t, "model_a"), combined(t, "model_b")),
             "rank": pa.array(np.stack([rank_a, rank_b], axis=1).ravel()),
             "origin_line": pa.array(records.line[rec]),
+            "ranking_key": pc.take(pair_key, pa.array(rec)),
         }
     )
     return ranked, records

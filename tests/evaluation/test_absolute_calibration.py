@@ -1,0 +1,154 @@
+"""Absolute calibration of win_prob against the anchor (rewardline.evaluation.absolute) and its evaluate gate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy.special import expit, ndtr
+
+from rewardline.data.schema import PAIRS, conform
+from rewardline.evaluation.absolute import (
+    AnchorComparisons,
+    absolute_calibration,
+    anchor_comparisons,
+    calibration_of,
+    threshold_table,
+)
+from rewardline.evaluation.evaluate import EvalConfig, evaluate_scores
+
+
+def anchored_pairs(reward: np.ndarray, win: np.ndarray, split: str) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """One pair per prompt: response x_i vs the prompt's anchor (reward 0), oriented so label = 1 (winner is a)."""
+    n = reward.size
+    x, anchor = [f"{split}{i}x" for i in range(n)], [f"{split}{i}anchor" for i in range(n)]
+    a = np.where(win, x, anchor)
+    b = np.where(win, anchor, x)
+    table = conform(pa.table({"prompt_id": [f"{split}{i}" for i in range(n)], "response_a_id": a, "response_b_id": b,
+                              "label": np.ones(n, np.float32), "n_votes": np.ones(n, np.int32),
+                              "margin": np.zeros(n, np.float32), "split": [split] * n}), PAIRS)
+    ra = np.where(win, reward, 0.0)
+    rb = np.where(win, 0.0, reward)
+    return table, ra, rb
+
+
+def anchors(*tables: pa.Table) -> pa.Array:
+    ids = [r for t in tables for r in t["response_a_id"].to_pylist() + t["response_b_id"].to_pylist()]
+    return pa.array(sorted({r for r in ids if r.endswith("anchor")}))
+
+
+def probit_world(n: int, seed: int, scramble: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Rewards r ~ N(0, 1.5²) and judge outcomes y ~ Bernoulli(Φ(r)): Φ(r) is perfectly calibrated."""
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0.0, 1.5, n)
+    y = rng.random(n) < ndtr(r)
+    return (rng.permutation(r) if scramble else r), y
+
+
+def test_anchor_comparisons_are_oriented_to_the_non_anchor_response():
+    pairs = conform(pa.table({"prompt_id": ["p", "p", "q"], "response_a_id": ["p-x", "p-anchor", "q-x"],
+                              "response_b_id": ["p-anchor", "p-y", "q-y"], "label": [0.75, 1.0, 1.0]}), PAIRS)
+    comp = anchor_comparisons(pairs, np.array([1.0, 5.0, 9.0]), np.array([2.0, -3.0, 9.0]), pa.array(["p-anchor"]))
+    assert comp.prompt_ids.tolist() == ["p", "p"]  # q has no anchor
+    assert comp.reward.tolist() == [1.0, -3.0] and comp.label.tolist() == [0.75, 0.0]
+
+
+def test_threshold_table_by_hand():
+    q = np.array([0.95, 0.8, 0.6, 0.4, 0.2, 0.75, 0.5])
+    y = np.array([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.5])  # the last is a tie: left out
+    rows = {r["threshold"]: r for r in threshold_table(q, y)}
+    # decided: q = .95 .8 .6 .4 .2 .75 with judge-preferred 1 1 0 1 0 0 (3 preferred)
+    assert rows[0.3] == {"threshold": 0.3, "acceptance_rate": 5 / 6, "precision": 3 / 5, "recall": 1.0, "accepted": 5}
+    assert rows[0.5] == {"threshold": 0.5, "acceptance_rate": 4 / 6, "precision": 2 / 4, "recall": 2 / 3, "accepted": 4}
+    assert rows[0.7] == {"threshold": 0.7, "acceptance_rate": 3 / 6, "precision": 2 / 3, "recall": 2 / 3, "accepted": 3}
+    assert rows[0.9] == {"threshold": 0.9, "acceptance_rate": 1 / 6, "precision": 1.0, "recall": 1 / 3, "accepted": 1}
+    none = {r["threshold"]: r for r in threshold_table(np.array([0.1]), np.array([0.0]))}
+    assert none[0.5]["precision"] is None and none[0.5]["recall"] is None and none[0.5]["acceptance_rate"] == 0.0
+
+
+def test_metrics_by_hand_on_a_tiny_sample():
+    q, y = np.array([0.9, 0.9, 0.2, 0.2]), np.array([1.0, 0.0, 0.0, 0.0])
+    details, _ = calibration_of(q, y, np.array(["a", "b", "c", "d"]), samples=50)
+    assert details["brier"] == pytest.approx((0.01 + 0.81 + 0.04 + 0.04) / 4)
+    assert details["log_loss"] == pytest.approx(-(np.log(0.9) + np.log(0.1) + 2 * np.log(0.8)) / 4)
+    # bins: q = 0.9 (observed 0.5) and q = 0.2 (observed 0): ECE = ½·0.4 + ½·0.2
+    assert details["ece"] == pytest.approx(0.3)
+    assert details["base_rate"] == 0.25 and details["brier_base_rate"] == pytest.approx(0.1875)
+    assert details["brier_skill"] == pytest.approx(1 - 0.225 / 0.1875)
+    assert details["auroc"] == pytest.approx(5 / 6)  # the positive (0.9) beats 2 of 3 negatives, ties 1
+    for key in ("ece", "brier", "log_loss"):
+        low, high = details[f"{key}_ci"]
+        assert low <= details[key] <= high
+
+
+def test_a_perfectly_calibrated_scorer_has_ece_near_zero_and_a_scrambled_one_does_not():
+    r, y = probit_world(20000, seed=1)
+    good = absolute_calibration(AnchorComparisons(np.arange(r.size).astype(str), r, y.astype(float)),
+                                AnchorComparisons(np.array([]), np.array([]), np.array([])), "probit", samples=200)
+    assert good.details["method"] == "link" and good.headline["n_anchor_comparisons"] == 20000
+    assert good.headline["ece_absolute"] < 0.015 and good.details["ece_ci"][0] < 0.015
+    assert good.headline["auroc_absolute"] > 0.8 and good.headline["brier_skill_absolute"] > 0.3
+    r_bad, y_bad = probit_world(20000, seed=1, scramble=True)
+    bad = absolute_calibration(AnchorComparisons(np.arange(r.size).astype(str), r_bad, y_bad.astype(float)),
+                               AnchorComparisons(np.array([]), np.array([]), np.array([])), "probit", samples=200)
+    assert bad.headline["ece_absolute"] > 0.2 and bad.details["ece_ci"][0] > 0.2
+    assert bad.headline["auroc_absolute"] == pytest.approx(0.5, abs=0.02) and bad.headline["brier_skill_absolute"] < 0
+
+
+def test_a_bt_model_is_calibrated_by_a_logistic_map_fitted_on_val():
+    rng = np.random.default_rng(3)
+    def world(n):
+        r = rng.normal(0, 1, n)
+        return r, (rng.random(n) < expit(2.0 * r - 0.5)).astype(float)
+    (rv, yv), (rt, yt) = world(20000), world(20000)
+    out = absolute_calibration(AnchorComparisons(np.arange(rt.size).astype(str), rt, yt),
+                               AnchorComparisons(np.arange(rv.size).astype(str), rv, yv), None, samples=100)
+    assert out.details["method"] == "logistic" and out.details["fitted_on"] == "val"
+    assert out.details["slope"] == pytest.approx(2.0, abs=0.1)
+    assert out.details["intercept"] == pytest.approx(-0.5, abs=0.1)
+    assert out.headline["ece_absolute"] < 0.02
+    no_val = absolute_calibration(AnchorComparisons(np.array(["p"]), np.array([1.0]), np.array([1.0])),
+                                  AnchorComparisons(np.array([]), np.array([]), np.array([])), None)
+    assert no_val.headline["ece_absolute"] is None and "val" in no_val.details["skipped"]
+
+
+def _evaluate(tmp_path, scramble: bool, with_anchors: bool = True):
+    r, y = probit_world(3000, seed=5, scramble=scramble)
+    test, ra, rb = anchored_pairs(r, y, "test")
+    rv, yv = probit_world(500, seed=6)
+    val, vra, vrb = anchored_pairs(rv, yv, "val")
+    lengths = np.random.default_rng(7).integers(10, 100, (2, test.num_rows))  # unrelated to the outcome
+    config = EvalConfig(bootstrap_samples=100, min_accuracy=0.0, max_length_bias=1.0, max_ece_calibrated=1.0,
+                        max_ece_absolute=0.05)
+    return evaluate_scores(test, ra, rb, val, vra, vrb, lengths[0], lengths[1], config, out_dir=tmp_path,
+                           anchor_ids=anchors(test, val) if with_anchors else None, link="probit")
+
+
+def test_evaluate_gate_passes_calibrated_and_fails_scrambled_win_prob(tmp_path):
+    good = _evaluate(tmp_path / "good", scramble=False)
+    assert good["gates"]["max_ece_absolute"]["passed"] and not good["gates"]["max_ece_absolute"]["skipped"]
+    assert good["n_anchor_comparisons"] == 3000
+    assert [name for name, g in good["gates"].items() if not g["passed"]] == []
+    details = json.loads((tmp_path / "good" / "absolute_calibration.json").read_text())
+    assert details["method"] == "link" and details["link"] == "probit" and len(details["thresholds"]) == 4
+    assert details["ece"] == good["ece_absolute"]
+    plots = tmp_path / "good" / "plots"
+    assert (plots / "absolute_reliability.png").read_bytes()[:4] == b"\x89PNG"
+    rows = json.loads((plots / "absolute_reliability.json").read_text())
+    assert rows and rows[0].keys() == {"bin", "confidence", "observed", "count"}
+    assert sum(r["count"] for r in rows) == 3000
+    bad = _evaluate(tmp_path / "bad", scramble=True)
+    assert [name for name, g in bad["gates"].items() if not g["passed"]] == ["max_ece_absolute"]
+    assert bad["accuracy"] == pytest.approx(bad["accuracy"])  # pairwise accuracy is still reported
+
+
+def test_evaluate_gate_is_skipped_without_anchor_comparisons(tmp_path):
+    m = _evaluate(tmp_path, scramble=True, with_anchors=False)
+    gate = m["gates"]["max_ece_absolute"]
+    assert gate["skipped"] and gate["passed"] and "no anchor comparisons" in gate["reason"]
+    assert m["ece_absolute"] is None and m["n_anchor_comparisons"] == 0
+    details = json.loads((tmp_path / "absolute_calibration.json").read_text())
+    assert details["skipped"].startswith("no anchor comparisons")
+    assert json.loads((tmp_path / "plots" / "absolute_reliability.json").read_text()) == []
