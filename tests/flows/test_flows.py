@@ -226,7 +226,7 @@ def test_a_shifted_batch_is_retrained_on_exactly_once_even_after_a_crash(champio
     # No partial or duplicated data: the batch's rankings are in the raw data once, and ingested once.
     assert sorted(p.name for p in fresh.parent.iterdir()) == [fresh.name]
     assert fresh.read_bytes() == (FRESH / SHIFTED / "rankings.jsonl").read_bytes()
-    ingest = json.loads((project / "metrics/ingest.json").read_text())
+    ingest = json.loads((project / "data/ingested/metrics.json").read_text())  # the full metrics, not the headline
     assert ingest["rows_in_by_format"]["rankings"] == 450 + 24
 
     drift = result["drift"]

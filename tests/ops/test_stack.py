@@ -91,7 +91,7 @@ def test_stack_up_pipeline_down(tmp_path: Path, fixtures_dir: Path) -> None:
         s3.upload_file(str(fixtures_dir / "hh_rlhf_30.jsonl"), bucket, "inbox/hh_rlhf_30.jsonl")
         out = tmp_path / "ingested"
         done = subprocess.run(
-            [str(BIN / "rewardline"), "ingest", f"s3://{bucket}/inbox/", "--out", str(out)],
+            [str(BIN / "rewardline"), "--json", "ingest", f"s3://{bucket}/inbox/", "--out", str(out)],
             env=env,
             cwd=tmp_path,
             capture_output=True,
