@@ -39,6 +39,11 @@ def copy_table(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
+def read_json(path: Path | None) -> dict[str, Any]:
+    """The JSON object in ``path``; ``{}`` when ``path`` is None or names no file (an optional report)."""
+    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
 def write_json(obj: Any, path: Path) -> Path:
     """Write ``obj`` as pretty, key-sorted JSON (stable diffs for ``dvc metrics diff``)."""
     path.parent.mkdir(parents=True, exist_ok=True)

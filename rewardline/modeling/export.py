@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rewardline.data.tables import read_json
 from rewardline.gates import GateReport
 from rewardline.modeling.model import RewardModel
 from rewardline.report import fmt
@@ -29,22 +30,18 @@ CARD_TRAINING = ("objective", "n_sequences", "train_sequences", "n_prompt_trunca
                  "train_seconds", "git_commit", "pairs_fingerprint")
 
 
-def _read_json(path: Path | None) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
-
-
 def find_metadata(model_dir: Path, metrics: Path | None, train_metrics: Path | None) -> dict[str, dict[str, Any]]:
     """``{evaluate, calibration, train}`` dicts ({} when not found) for the card and ``config.json``."""
     metrics_file = metrics / "metrics.json" if metrics is not None and metrics.is_dir() else metrics
     if metrics is not None and not (metrics_file and metrics_file.is_file()):
         raise FileNotFoundError(f"--metrics {metrics}: no evaluate metrics.json there")
-    evaluate = _read_json(metrics_file) or _read_json(model_dir / "evaluate_metrics.json")
-    calibration = _read_json(model_dir / "calibration.json")
+    evaluate = read_json(metrics_file) or read_json(model_dir / "evaluate_metrics.json")
+    calibration = read_json(model_dir / "calibration.json")
     if metrics_file is not None and not calibration:
-        calibration = _read_json(metrics_file.parent / "calibration.json")
+        calibration = read_json(metrics_file.parent / "calibration.json")
     calibration = calibration or {k: evaluate[k] for k in ("temperature", "reward_mean", "reward_std") if k in evaluate}
-    train = (_read_json(train_metrics) or _read_json(model_dir / "train_metrics.json")
-             or _read_json(model_dir / "metrics.json"))  # the train stage's full metrics, saved with the model
+    train = (read_json(train_metrics) or read_json(model_dir / "train_metrics.json")
+             or read_json(model_dir / "metrics.json"))  # the train stage's full metrics, saved with the model
     return {"evaluate": evaluate, "calibration": calibration, "train": train}
 
 

@@ -12,14 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rewardline.data.tables import read_json
 from rewardline.modeling.hf_format import RL_KEY, write_rewardline_section
 from rewardline.paths import EVALUATE_DIR, METRICS_FILE, MODEL_DIR
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; {} when the file does not exist."""
-    return json.loads(path.read_text()) if path.exists() else {}
-
 
 #: The calibration a registered version carries as tags ``calibration.<key>`` (``rewardline registry`` shows them).
 CALIBRATION_KEYS = ("objective", "link", "anchored", "temperature")

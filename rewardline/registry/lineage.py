@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from rewardline.config import load_params
+from rewardline.data.tables import read_json
 from rewardline.errors import ConfigError
 from rewardline.paths import EVALUATE_DIR, GATES_FILE, MODEL_DIR, stage_metrics
-from rewardline.registry.bundle import read_json
 from rewardline.registry.mlflow_values import tag_value
 from rewardline.registry.names import TAGS_ENV
 

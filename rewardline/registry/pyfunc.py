@@ -13,8 +13,8 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rewardline.data.tables import read_json
 from rewardline.errors import BadInput
-from rewardline.registry.bundle import read_json
 
 if TYPE_CHECKING:
     import pandas as pd

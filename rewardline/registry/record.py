@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rewardline.config import Section, load_params
+from rewardline.data.tables import read_json
 from rewardline.errors import ConfigError
 from rewardline.paths import (
     EVALUATE_DIR,
@@ -32,7 +33,7 @@ from rewardline.paths import (
     stage_metrics,
 )
 from rewardline.registry.base import ModelRegistry
-from rewardline.registry.bundle import build_bundle, read_json
+from rewardline.registry.bundle import build_bundle
 from rewardline.registry.lineage import extra_tags_from_env, git_info, lineage_tags
 from rewardline.registry.mlflow_backend import client, configure_mlflow, ensure_configured, experiment_id, is_configured
 from rewardline.registry.mlflow_values import MAX_TAG, MetricRow, log_batch, metric_values, param_values
