@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: paths to the real-data fixtures and a local SeaweedFS S3 server."""
+"""Shared pytest fixtures: real-data fixture paths, a saved tiny reward model, a local SeaweedFS S3 server."""
 
 from __future__ import annotations
 
@@ -28,6 +28,22 @@ WEED_PORTS = (
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+def save_tiny_reward_model(root: Path, max_length: int, reward_mean: float = 0.0) -> Path:
+    """A reward model on the seeded 2-layer ``tiny-bert`` (built under ``root/backbone``), saved to
+    ``root/model`` with its stored ``reward_mean``; returns the model directory."""
+    from transformers import AutoTokenizer
+
+    from rewardline.modeling.formatting import FormatConfig
+    from rewardline.modeling.model import RewardModel
+    from rewardline.modeling.tiny import build_tiny_bert
+
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_bert(root / "backbone"))
+    model = RewardModel.from_backbone(str(root / "backbone"), format_config=FormatConfig(max_length=max_length))
+    model.config.reward_mean = reward_mean
+    model.save(root / "model", tokenizer)
+    return root / "model"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from transformers import AutoTokenizer
+from conftest import save_tiny_reward_model
 from typer.testing import CliRunner
 
 from rewardline.cli import app
@@ -26,10 +26,7 @@ from rewardline.evaluation.bon import (
     summarize,
 )
 from rewardline.evaluation.candidates import BadInput, load_candidates
-from rewardline.modeling.formatting import FormatConfig
-from rewardline.modeling.model import RewardModel
 from rewardline.modeling.score import score_texts
-from rewardline.modeling.tiny import build_tiny_bert
 
 runner = CliRunner()
 
@@ -184,11 +181,7 @@ def test_malformed_jsonl_row_names_file_line_and_field(tmp_path, line, field):
 # -- CLI end to end with a tiny model ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("bon-model")
-    tok = AutoTokenizer.from_pretrained(build_tiny_bert(root / "backbone"))
-    model = RewardModel.from_backbone(str(root / "backbone"), format_config=FormatConfig(max_length=32))
-    model.save(root / "model", tok)
-    return root / "model"
+    return save_tiny_reward_model(tmp_path_factory.mktemp("bon-model"), max_length=32)
 
 
 def _tiny_rows() -> list[dict]:

@@ -11,13 +11,10 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from transformers import AutoTokenizer
+from conftest import save_tiny_reward_model
 from typer.testing import CliRunner
 
 from rewardline.cli import app
-from rewardline.modeling.formatting import FormatConfig
-from rewardline.modeling.model import RewardModel
-from rewardline.modeling.tiny import build_tiny_bert
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 RELAXED = ["--params", "absent.yaml", "--set", "min_accuracy=0", "--set", "max_ece_calibrated=1",
@@ -27,11 +24,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("source-model")
-    tok = AutoTokenizer.from_pretrained(build_tiny_bert(root / "backbone"))
-    model = RewardModel.from_backbone(str(root / "backbone"), format_config=FormatConfig(max_length=64))
-    model.save(root / "model", tok)
-    return root / "model"
+    return save_tiny_reward_model(tmp_path_factory.mktemp("source-model"), max_length=64)
 
 
 def evaluate(model: Path, data: Path, out: Path, *extra: str) -> dict:

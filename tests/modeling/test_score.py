@@ -7,22 +7,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer
+from conftest import save_tiny_reward_model
 
-from rewardline.modeling.formatting import FormatConfig, Formatter
+from rewardline.modeling.formatting import Formatter
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.score import score_jsonl, score_texts, win_probability
-from rewardline.modeling.tiny import build_tiny_bert
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("score")
-    tok = AutoTokenizer.from_pretrained(build_tiny_bert(root / "backbone"))
-    model = RewardModel.from_backbone(str(root / "backbone"), format_config=FormatConfig(max_length=40))
-    model.config.reward_mean = 0.5
-    model.save(root / "model", tok)
-    return root / "model"
+    return save_tiny_reward_model(tmp_path_factory.mktemp("score"), max_length=40, reward_mean=0.5)
 
 
 def _direct(model_dir, prompts, responses):

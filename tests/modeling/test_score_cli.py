@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_reward_model
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer
 
 from rewardline.errors import ModelLoadError, NonFiniteError
-from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.score import score_texts
-from rewardline.modeling.tiny import build_tiny_bert
 
 ROOT = Path(__file__).parents[2]
 GOOD_ROW = {"prompt": "what is a cat", "response": "a small animal"}
@@ -27,11 +25,7 @@ GOOD_ROW = {"prompt": "what is a cat", "response": "a small animal"}
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("score-cli")
-    tok = AutoTokenizer.from_pretrained(build_tiny_bert(root / "backbone"))
-    RewardModel.from_backbone(str(root / "backbone"), format_config=FormatConfig(max_length=40)).save(root / "model",
-                                                                                                     tok)
-    return root / "model"
+    return save_tiny_reward_model(tmp_path_factory.mktemp("score-cli"), max_length=40)
 
 
 def broken_copy(model_dir: Path, dest: Path) -> Path:
