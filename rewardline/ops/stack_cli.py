@@ -1,6 +1,6 @@
 """``rewardline stack up|down|status``: the local S3 + MLflow + Prefect stack (see :mod:`rewardline.ops.stack`).
 
-Mounted in ``rewardline/cli.py`` with ``app.add_typer(stack_app, name="stack")``.
+Mounted in ``rewardline/cli/app.py`` with ``app.add_typer(stack_app, name="stack")``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,98 @@
+"""Using a trained model: score rows, export it or its pairs, best-of-N analysis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rewardline.cli.app import (
+    BonOut,
+    ExportOut,
+    ExportPairsOut,
+    ParamsOpt,
+    SetOpt,
+    _run,
+    _section,
+    app,
+)
+from rewardline.config import build, parse_overrides
+from rewardline.errors import ConfigError
+from rewardline.registry.names import model_uri
+
+
+@app.command()
+def score(
+    model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
+    input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response")],
+    out: Annotated[Path, typer.Option("--out", help="output JSONL file (the input rows plus reward)")],
+) -> None:
+    """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode).
+
+    Fails fast: the first malformed row (invalid JSON, not an object, prompt or response missing or
+    not text) exits 2 naming file, line and field; so does a model directory that is not complete
+    (no tokenizer files, pickle-only or truncated weights, a bad reward_config.json)."""
+    from rewardline.modeling.score import score_jsonl
+
+    _run(lambda: {"rows_scored": score_jsonl(model, input, out), "output": str(out)})
+
+
+@app.command("export-pairs")
+def export_pairs(
+    data: Annotated[Path, typer.Argument(help="a pairs output directory")],
+    out: ExportPairsOut,
+    format: Annotated[str, typer.Option(help="trl: {prompt, chosen, rejected[, margin]} rows")] = "trl",
+    files: Annotated[str, typer.Option(help="jsonl | parquet | both")] = "both",
+    hf: Annotated[bool, typer.Option("--hf", help="also a Hugging Face datasets save_to_disk dir (OUT/hf)")] = False,
+) -> None:
+    """Write every split of a pairs directory with its prompt and response texts (TRL's preference format)."""
+    from rewardline.pairs.export import export_pairs as run_export
+
+    _run(lambda: run_export(data, out, format, files, hf), out=out)  # type: ignore[arg-type]
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Option("--model", help=f"a model directory or a registry URI ({model_uri()})")],
+    out: ExportOut,
+    metrics: Annotated[Path | None, typer.Option(help="evaluate metrics.json or its directory, for the card")] = None,
+    train_metrics: Annotated[Path | None, typer.Option(
+        help="train metrics (models/reward-model/metrics.json), for the card")] = None,
+    push_to_hub: Annotated[str | None, typer.Option(help="also upload the directory to this Hub repo")] = None,
+) -> None:
+    """Write a standard transformers reward model (AutoModelForSequenceClassification, num_labels=1) + model card."""
+    from rewardline.modeling.export import export_model
+    from rewardline.registry.base import is_registry_uri
+    from rewardline.registry.champion import resolved_model_dir
+
+    def action() -> dict:
+        if not is_registry_uri(model):  # any directory RewardModel.load reads, or an HF id
+            return export_model(Path(model), out, metrics, train_metrics, push_to_hub)
+        with resolved_model_dir(model) as model_dir:
+            if model_dir is None:
+                raise ConfigError(f"--model {model}: no such registered model, version or alias")
+            return export_model(model_dir, out, metrics, train_metrics, push_to_hub)
+
+    _run(action, out=out)
+
+
+@app.command()
+def bon(
+    model: Annotated[Path, typer.Option("--model", help="the proxy reward model directory")],
+    data: Annotated[list[Path], typer.Option("--data", help="candidates: file or directory (repeatable)")],
+    out: BonOut,
+    format: Annotated[str, typer.Option(help="auto | jsonl (prompt, response, gold) | alpaca-eval | gsm8k")] = "auto",
+    gold_model: Annotated[Path | None, typer.Option(help="score gold with this model instead of the data")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Best-of-N: exact expected gold of the proxy's pick vs N and KL, Gao et al.'s fit, gates (evaluate.*)."""
+    from rewardline.evaluation.bon import BonConfig, bon_from_sources
+
+    def action() -> dict:
+        section = {k: v for k, v in _section(params, "evaluate").items() if k in BonConfig.model_fields}
+        config = build(BonConfig, section, parse_overrides(set_ or [], "evaluate"), source=str(params))
+        return bon_from_sources(model, data, out, config, format, gold_model)
+
+    _run(action, gated_out=out, out=out)
