@@ -42,6 +42,9 @@ FLEXIBLE: tuple[str, ...] = ()
 FINAL = re.compile(r"^####\s*(.*?)\s*$")
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 NUMBER = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?![\w])")
+_NUM = r"\d+(?:,\d{3})*(?:\.\d+)?"
+#: Arithmetic written out without an annotation: ``15+30 = 45``, ``0.2 x 50 = $10``.
+PLAIN = re.compile(rf"(?<![\w.])((?:[($]*{_NUM}\)*\s*[-+*/x×]\s*)+[($]*{_NUM}\)*)(\s*=\s*\$?)({_NUM})(?![\w])")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
         ast.USub: operator.neg, ast.UAdd: operator.pos}
@@ -110,11 +113,33 @@ def _sub_numbers(text: str, changed: dict[float, float]) -> tuple[str, bool]:
     return NUMBER.sub(swap, text), touched
 
 
+def _sub_text(text: str, changed: dict[float, float]) -> tuple[str, bool]:
+    """Plain text under ``changed``: numbers replaced, and written-out arithmetic (``15+30 = 45``) whose
+    operands changed recomputed (its result then counts as changed too)."""
+    out, pos, touched = [], 0, False
+    for match in PLAIN.finditer(text):
+        before, hit = _sub_numbers(text[pos:match.start()], changed)
+        expression, used = _sub_numbers(match.group(1), changed)
+        result = match.group(3)
+        old = number(result)
+        new = evaluate(re.sub(r"[x×]", "*", expression.replace("$", ""))) if used else None
+        if used and old is not None and new is not None and not same(new, old):
+            changed[_key(old)] = new
+            result = fmt(new)
+        elif not used:
+            result, used = _sub_numbers(result, changed)
+        out.append(f"{before}{expression}{match.group(2)}{result}")
+        touched |= hit or used
+        pos = match.end()
+    tail, hit = _sub_numbers(text[pos:], changed)
+    return "".join(out) + tail, touched or hit
+
+
 def _carry(step: str, changed: dict[float, float]) -> tuple[str, bool]:
     """One later step rewritten under ``changed`` (updated in place with the results it changes)."""
     out, pos, touched = [], 0, False
     for match in ANNOTATION.finditer(step):
-        text, hit = _sub_numbers(step[pos:match.start()], changed)
+        text, hit = _sub_text(step[pos:match.start()], changed)
         expression, used = _sub_numbers(match.group(1), changed)
         result = match.group(2)
         old, new = number(result), evaluate(expression) if used else None
@@ -124,7 +149,7 @@ def _carry(step: str, changed: dict[float, float]) -> tuple[str, bool]:
         out.append(f"{text}<<{expression}={result}>>")
         touched |= hit or used
         pos = match.end()
-    tail, hit = _sub_numbers(step[pos:], changed)
+    tail, hit = _sub_text(step[pos:], changed)
     return "".join(out) + tail, touched or hit
 
 
@@ -146,7 +171,7 @@ def _wrong_value(old: float, rng: np.random.Generator) -> float:
         delta = float(rng.choice([1, 2, 3, 5, 10]))
     else:
         delta = float(max(1, round(abs(old) * float(rng.choice([0.1, 0.2, 0.25, 0.5])))))
-    sign = -1.0 if rng.random() < 0.5 and old - delta >= 0 else 1.0
+    sign = -1.0 if rng.random() < 0.5 and old - delta > 0 else 1.0  # never 0: a later division must stay defined
     return old + sign * delta
 
 
