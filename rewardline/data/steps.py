@@ -19,6 +19,7 @@ whose length differs from the step list's, a label outside {-1, 0, 1, null}, an 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,13 +28,12 @@ import pyarrow.compute as pc
 
 from rewardline.data.hashing import combine, hash64, hex_from_hashes
 from rewardline.data.keys import SEP, key_codes
-from rewardline.data.schema import QUARANTINE
+from rewardline.data.schema import QUARANTINE, SOLUTIONS_FILE
 
 CORRECT, NEUTRAL, INCORRECT = 1, 0, -1
 LABELS = (INCORRECT, NEUTRAL, CORRECT)
 OUTCOMES = (0, 1)
 STEP_FORMATS = ("prm800k", "math-shepherd", "gsm8k", "solutions")
-SOLUTIONS_FILE = "solutions.parquet"
 
 #: What every step adapter returns: one row per solution (``candidate`` = its index in the record).
 STEP_ROWS = pa.schema(
@@ -119,7 +119,7 @@ def _row_faults(rows: pa.Table, labels: pa.Array) -> list[tuple[str, np.ndarray,
     n = rows.num_rows
     steps = _combined(rows["steps"])
 
-    def reasons(mask: np.ndarray, make) -> np.ndarray:  # noqa: ANN001 - a small local formatter
+    def reasons(mask: np.ndarray, make: Callable[[int], str]) -> np.ndarray:
         out = np.full(n, "", dtype=object)
         for i in np.flatnonzero(mask):
             out[i] = make(i)
@@ -268,6 +268,9 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
                for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+__all__ = ["SOLUTIONS", "SOLUTIONS_FILE", "STEP_ROWS", "StepOptions", "canonicalize_solutions"]
 
 
 def conform_rows(table: pa.Table) -> pa.Table:
