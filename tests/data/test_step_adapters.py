@@ -56,7 +56,7 @@ def test_step_formats_are_registered_and_detected_by_field_names() -> None:
 def test_prm800k_takes_the_chosen_completions_and_stops_at_the_first_error() -> None:
     solutions, quarantine = solutions_of(PRM800K)
     rows = {r["line"]: r for r in solutions.to_pylist()}
-    assert sorted(rows) == [1, 2, 3, 4]
+    assert sorted(rows) == [1, 2, 3, 4, 11]
     # phase 2, found_error: the unchosen step's -1 completion ends the solution; the 0 rating is neutral
     assert rows[1]["steps"] == ["I need to multiply first, then add.", "$3 \\cdot 4 = 12$.", "$12 + 5 = 18$."]
     assert (rows[1]["step_labels"], rows[1]["outcome"]) == ([0, 1, -1], 0)
@@ -66,6 +66,8 @@ def test_prm800k_takes_the_chosen_completions_and_stops_at_the_first_error() -> 
     assert rows[3]["final_answer"] == "5\\sqrt{2}"
     # give_up: the unrated step is unknown (null), and so is the outcome
     assert (rows[4]["step_labels"], rows[4]["outcome"]) == ([1, None], None)
+    # a chosen -1 completion ends the solution, even where the labeller went on
+    assert (len(rows[11]["steps"]), rows[11]["step_labels"], rows[11]["outcome"]) == (2, [1, -1], 0)
     assert not any(rows[line]["synthetic"] for line in rows)
     assert set(solutions["source_format"].to_pylist()) == {"prm800k"}
     assert quarantined(quarantine) == {
@@ -158,13 +160,13 @@ def test_ingest_accounts_for_step_and_ranking_records_together(tmp_path: Path) -
                                    Source(path=str(FIXTURES / "hh_rlhf_30.jsonl"))],
                           max_quarantine_share=1.0, gsm8k_negatives=2, seed=3)
     metrics = run_ingest(config, tmp_path / "ing")
-    assert metrics["rows_in"] == 10 + 20 + 30 == metrics["rows_ok"] + metrics["rows_quarantined"]
+    assert metrics["rows_in"] == 11 + 20 + 30 == metrics["rows_ok"] + metrics["rows_quarantined"]
     assert metrics["rows_quarantined"] == 6  # the six faulty PRM800K records
-    assert metrics["rows_in_by_format"] == {"prm800k": 10, "gsm8k": 20, "hh-rlhf": 30}
+    assert metrics["rows_in_by_format"] == {"prm800k": 11, "gsm8k": 20, "hh-rlhf": 30}
     solutions = pq.read_table(tmp_path / "ing" / schema.SOLUTIONS_FILE)
-    assert metrics["solutions_ok"] == solutions.num_rows == 4 + 20 + metrics["solutions_synthetic"]
+    assert metrics["solutions_ok"] == solutions.num_rows == 5 + 20 + metrics["solutions_synthetic"]
     assert 20 < metrics["solutions_synthetic"] <= 40  # up to 2 negatives per problem
-    assert metrics["solution_problems"] == 24 and metrics["rankings"] == 30
+    assert metrics["solution_problems"] == 25 and metrics["rankings"] == 30
     lines = pq.read_table(tmp_path / "ing" / "quarantine.parquet")["origin_line"].to_pylist()
     assert sorted(lines) == [5, 6, 7, 8, 9, 10]
 
