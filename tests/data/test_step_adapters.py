@@ -196,3 +196,22 @@ def test_a_label_list_of_another_length_than_the_steps_is_quarantined(labels: li
     assert tables.solutions.num_rows == 0
     assert tables.quarantine.to_pylist()[0]["reason"] == (f"{len(labels)} step labels for 3 steps; "
                                                           "expected one label per step")
+
+
+def test_cli_ingest_format_gsm8k_with_negatives_set(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rewardline.cli import app
+
+    out = tmp_path / "ing"
+    result = CliRunner().invoke(app, ["ingest", str(GSM8K), "--format", "gsm8k", "--out", str(out),
+                                      "--set", "gsm8k_negatives=2", "--set", "seed=5"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["rows_in"], metrics["rows_ok"], metrics["rows_quarantined"]) == (20, 20, 0)
+    table = pq.read_table(out / schema.SOLUTIONS_FILE)
+    assert metrics["solutions_ok"] == table.num_rows == 20 + metrics["solutions_synthetic"] > 50
+    assert pq.read_table(out / "rankings.parquet").num_rows == 0  # step-only data: empty ranking tables
+    bad = CliRunner().invoke(app, ["ingest", str(GSM8K), "--format", "gsm8k", "--out", str(tmp_path / "x"),
+                                   "--set", "gsm8k_negatives=-1"])
+    assert bad.exit_code == 2 and "gsm8k_negatives" in bad.output
