@@ -14,9 +14,10 @@ exit   meaning                                     Prefect
 =====  ==========================================  ===========
 
 * 1: :class:`GateFailed`.
-* 2: :class:`ConfigError`, :class:`BadInput` (:class:`ModelLoadError`, :class:`NonFiniteError`), a
+* 2: :class:`ConfigError`, :class:`BadInput` (:class:`ModelLoadError`, :class:`NonFiniteError`, :class:`TooLarge`), a
   ``ValueError`` from parsing user data, a file the user named that is missing (``FileNotFoundError``,
-  S3 ``NoSuchKey``), a request a service refused as invalid (MLflow ``RESOURCE_DOES_NOT_EXIST``).
+  S3 ``NoSuchKey``), a request a service refused as invalid (MLflow ``RESOURCE_DOES_NOT_EXIST``) or as not
+  permitted (:class:`PermissionDenied`; MLflow ``PERMISSION_DENIED`` 403, ``UNAUTHENTICATED`` 401).
 * 3: :class:`TransientError`, any other ``OSError`` (``ConnectionError``, ``TimeoutError``, disk full,
   permissions), out of memory, botocore / S3 endpoint errors, a server down (found anywhere in the
   exception's chain); anything else is a bug, reported as ``internal error`` (retried, bounded).
@@ -38,7 +39,8 @@ VERBOSE_ENV = "REWARDLINE_VERBOSE"
 #: Missing paths: the user named a file that is not there (bad input, not an outage).
 _MISSING_PATH = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 #: ``error_code`` of a service's refusal of the request itself (MLflow): bad input, not an outage.
-_REFUSED_CODES = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST")
+_REFUSED_CODES = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST",
+                  "PERMISSION_DENIED", "UNAUTHENTICATED")  # 403 / 401: retrying will not grant the permission
 #: Modules whose exceptions are network / endpoint failures (checked by name: no import needed).
 _NETWORK_MODULES = ("botocore.", "urllib3.", "requests.", "httpx", "httpcore", "s3fs.", "aiohttp.")
 
@@ -66,6 +68,22 @@ class BadInput(ValueError):
         what = detail or ", ".join(p for p in (expected and f"expected {expected}", got and f"got {got}") if p)
         parts = [p for p in (where, field and f"field {field!r}", what) if p]
         super().__init__(": ".join(parts))
+
+
+class TooLarge(BadInput):
+    """A record, prompt, response or request over a size bound (:mod:`rewardline.data.limits`): exit 2;
+    a server answers 413. ``limit`` names the bound's key, ``limit_value`` its value, ``size`` the size found."""
+
+    def __init__(self, file: Any = None, *, line: int | None = None, field: str | None = None, limit: str,
+                 limit_value: int, size: int, unit: str) -> None:
+        self.limit, self.limit_value, self.size = limit, limit_value, size
+        super().__init__(file, line=line, field=field,
+                         detail=f"too large: {size} {unit}; expected at most {limit}={limit_value} {unit}")
+
+
+class PermissionDenied(BadInput):
+    """A service refused the user (HTTP 403, or 401: no or wrong credentials): not transient, exit 2.
+    The message says who was refused, what they tried and which permission it needs."""
 
 
 class ModelLoadError(BadInput):

@@ -27,15 +27,23 @@ def score(
     model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
     input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response")],
     out: Annotated[Path, typer.Option("--out", help="output JSONL file (the input rows plus reward)")],
+    params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode).
 
     Fails fast: the first malformed row (invalid JSON, not an object, prompt or response missing or
-    not text) exits 2 naming file, line and field; so does a model directory that is not complete
-    (no tokenizer files, pickle-only or truncated weights, a bad reward_config.json)."""
+    not text) exits 2 naming file, line and field; so does a row over the size bounds (``ingest.max_record_bytes``,
+    ``max_prompt_chars``, ``max_response_chars`` of params.yaml, else their defaults) and a model directory
+    that is not complete (no tokenizer files, pickle-only or truncated weights, a bad reward_config.json)."""
+    from rewardline.data.limits import Limits
     from rewardline.modeling.score import score_jsonl
 
-    _run(lambda: {"rows_scored": score_jsonl(model, input, out), "output": str(out)})
+    def action() -> dict:
+        section = _section(params, "ingest")
+        bounds = Limits(**{k: v for k, v in section.items() if k in Limits.model_fields})
+        return {"rows_scored": score_jsonl(model, input, out, limits=bounds), "output": str(out)}
+
+    _run(action)
 
 
 @app.command("export-pairs")

@@ -9,7 +9,9 @@ ranking, or several (an AlpacaEval record: its sample-vs-reference comparison an
 of its file's samples); its rows are accounted once, as one record. A record is quarantined, with
 the first fault found, when
 
-* one of its rows has an empty prompt or response text, no annotator, a score that is
+* one of its rows has an empty prompt or response text, a prompt or response longer than
+  ``limits.max_prompt_chars`` / ``limits.max_response_chars`` (:mod:`rewardline.data.limits`), no
+  annotator, a score that is
   not a finite number with |score| <= ``schema.MAX_ABS_SCORE``, or a rank that is not an
   integer in 1..K (K = responses in its ranking);
 * one of its rows repeats a (ranking, response) already seen in an earlier record
@@ -35,6 +37,7 @@ import pyarrow.compute as pc
 from rewardline.data import schema
 from rewardline.data.hashing import combine, hash64, hex_from_hashes
 from rewardline.data.keys import key_codes
+from rewardline.data.limits import Limits
 
 
 @dataclass
@@ -110,7 +113,7 @@ def _origin(table: pa.Table, rows: np.ndarray) -> list[str]:
 Fault = tuple[str, np.ndarray, np.ndarray]
 
 
-def canonicalize(ranked: pa.Table) -> CanonicalTables:
+def canonicalize(ranked: pa.Table, limits: Limits | None = None) -> CanonicalTables:
     """Validate ranked-responses rows and split them into prompts, responses, rankings, quarantine.
 
     A pure function of ``ranked``: no wall-clock column, so re-ingesting the same files writes the same bytes.
@@ -124,7 +127,7 @@ def canonicalize(ranked: pa.Table) -> CanonicalTables:
     ranking_ids = _ranking_ids(ranked)
     ranking = key_codes(ranking_ids)
 
-    faults, dup = _row_faults(ranked, ranking_ids, ranking, prompt_hash, response_hash)
+    faults, dup = _row_faults(ranked, ranking_ids, ranking, prompt_hash, response_hash, limits or Limits())
     record_bad, record_field, record_reason = _record_faults(faults, record, n_records)
     row_ok = _drop_small_rankings(ranking, dup, record, record_bad, record_field, record_reason)
 
@@ -142,9 +145,9 @@ def canonicalize(ranked: pa.Table) -> CanonicalTables:
 
 
 def _row_faults(ranked: pa.Table, ranking_ids: pa.Array, ranking: np.ndarray, prompt_hash: np.ndarray,
-                response_hash: np.ndarray) -> tuple[list[Fault], np.ndarray]:
+                response_hash: np.ndarray, limits: Limits) -> tuple[list[Fault], np.ndarray]:
     """The faults of single rows, in priority order (the first one names a record's reason): blank
-    texts, missing annotator, non-finite score, a response ranked twice in one ranking (every
+    texts, texts over the limits, missing annotator, non-finite score, a response ranked twice in one ranking (every
     occurrence after the first; also returned as ``dup``), an id reused with another text (first
     occurrence wins, compared by text hash), a rank outside 1..K."""
     n = ranked.num_rows
@@ -160,6 +163,11 @@ def _row_faults(ranked: pa.Table, ranking_ids: pa.Array, ranking: np.ndarray, pr
 
     add("prompt", _blank(ranked["prompt"]), "empty prompt text; expected a non-empty string")
     add("response", _blank(ranked["response"]), "empty response text; expected a non-empty string")
+    for field, limit in (("prompt", limits.max_prompt_chars), ("response", limits.max_response_chars)):
+        chars = limits.text_lengths(ranked[field])
+        over = chars > limit
+        if over.any():
+            add(field, over, reasons_at(over, [limits.text_reason(field, int(c)) for c in chars[over]]))
     add(
         "annotator_id",
         pc.is_null(ranked["annotator_id"]).to_numpy(zero_copy_only=False),

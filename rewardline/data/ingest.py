@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from rewardline.config import Section
-from rewardline.data import adapters, schema
+from rewardline.data import adapters, limits, schema
 from rewardline.data.canonical import canonicalize
 from rewardline.data.reasons import reason_counts
 from rewardline.data.steps import SOLUTIONS_FILE, StepOptions, canonicalize_solutions, empty_rows
@@ -62,6 +62,10 @@ class IngestConfig(Section):
     quarantine_examples: int = Field(10, ge=0)
     gsm8k_negatives: int = Field(1, ge=0, le=16)  # synthetic step-level negatives per GSM8K reference solution
     seed: int = Field(0, ge=0)  # seeds the GSM8K negatives (with each question's text)
+    # size bounds (rewardline.data.limits): a record over one is quarantined, naming the field and the bound
+    max_record_bytes: int = Field(limits.MAX_RECORD_BYTES, ge=1)  # one raw record, checked before parsing
+    max_prompt_chars: int = Field(limits.MAX_PROMPT_CHARS, ge=1)
+    max_response_chars: int = Field(limits.MAX_RESPONSE_CHARS, ge=1)
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -106,6 +110,7 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
     records_in = 0
     formats: Counter[str] = Counter()
     empty_files: list[str] = []
+    bounds = limits.Limits.of(config)
     for uri, source in _expand(config.sources):
         data = storage.read_bytes(uri)
         if adapters.is_empty(uri, data):  # no records: skipped (noted in metrics) unless named on its own
@@ -115,7 +120,8 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
             empty_files.append(uri)
             continue
         fmt = adapters.detect_format(uri, data) if source.format == "auto" else source.format
-        result = adapters.read_file(data, uri, fmt=fmt, batch_id=source.batch_id, step_options=step_options)
+        result = adapters.read_file(data, uri, fmt=fmt, batch_id=source.batch_id, step_options=step_options,
+                                    limits=bounds)
         formats[fmt] += result.records_in
         records_in += result.records_in
         ranked_parts.append(schema.conform(result.ranked, schema.RANKED_RESPONSES))
@@ -123,7 +129,7 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
         quarantine_parts.append(schema.conform(result.quarantine, schema.QUARANTINE))
 
     ranked = pa.concat_tables(ranked_parts) if ranked_parts else schema.empty(schema.RANKED_RESPONSES)
-    tables = canonicalize(ranked)
+    tables = canonicalize(ranked, bounds)
     steps = canonicalize_solutions(pa.concat_tables(solution_parts) if solution_parts else empty_rows())
     quarantine = pa.concat_tables([*quarantine_parts, tables.quarantine, steps.quarantine])
     rows_quarantined = quarantine.num_rows

@@ -19,6 +19,8 @@ OTHER = "other"
 
 # Reasons whose wording embeds values before any ":" -> their fixed category (first match wins).
 _FIXED = [
+    (re.compile(r"^record too large: .* (ingest\.max_record_bytes)="), r"record too large (over \1)"),
+    (re.compile(r"^(\w+): too long: .* (ingest\.max_\w+)="), r"\1: too long (over \2)"),
     (re.compile(r"^invalid JSON\b"), "invalid JSON"),
     (re.compile(r"^invalid UTF-8\b"), "invalid UTF-8"),
     (re.compile(r"^unreadable record\b"), "unreadable record"),

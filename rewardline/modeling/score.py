@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import expit, ndtr
 
+from rewardline.data.limits import Limits
 from rewardline.errors import BadInput, NonFiniteError, json_type
 
 if TYPE_CHECKING:
@@ -125,14 +126,18 @@ def _check_prompt(prompt: Any, where: dict[str, Any]) -> None:
                 raise BadInput(**where, field=f"prompt[{i}].{key}", expected="a string", got=got)
 
 
-def read_score_rows(in_path: Path | str) -> list[dict]:
+def read_score_rows(in_path: Path | str, limits: Limits | None = None) -> list[dict]:
     """The JSON object of each non-blank line of ``in_path``: ``prompt`` text or messages, ``response``
-    text. Fails fast: the first malformed line raises :class:`BadInput` naming file, line and field."""
+    text. Fails fast: the first malformed line raises :class:`BadInput` naming file, line and field; the
+    first line over ``limits`` (default :class:`Limits`) raises :class:`~rewardline.errors.TooLarge`
+    naming the bound, a line over ``max_record_bytes`` before it is parsed."""
+    limits = limits or Limits()
     rows = []
     for number, raw in enumerate(Path(in_path).read_bytes().splitlines(), start=1):
         if not raw.strip():
             continue
         where: dict[str, Any] = {"file": in_path, "line": number}
+        limits.check_row("", "", **where, raw_bytes=len(raw))
         try:
             row = json.loads(raw)
         except UnicodeDecodeError:
@@ -148,12 +153,14 @@ def read_score_rows(in_path: Path | str) -> list[dict]:
         _check_prompt(row["prompt"], where)
         if not isinstance(row["response"], str):
             raise BadInput(**where, field="response", expected="a string", got=json_type(row["response"]))
+        limits.check_row(_message_list(row["prompt"])[0], row["response"], **where)
         rows.append(row)
     return rows
 
 
 def score_jsonl(
-    model_dir: Path | str, in_path: Path | str, out_path: Path | str, batch_tokens: int = 16384, normalize: bool = True
+    model_dir: Path | str, in_path: Path | str, out_path: Path | str, batch_tokens: int = 16384, normalize: bool = True,
+    limits: Limits | None = None,
 ) -> int:
     """Read ``{prompt, response, ...}`` rows from ``in_path``, write them to ``out_path`` with
     a ``reward`` field added, and ``win_prob`` for an absolute-scale model. Returns the number of rows.
@@ -161,7 +168,7 @@ def score_jsonl(
     from rewardline.modeling.device import select_runtime
     from rewardline.modeling.model import RewardModel
 
-    rows = read_score_rows(in_path)
+    rows = read_score_rows(in_path, limits)
     model_dir = Path(model_dir)
     model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device) if rows else (None, None)
     rewards = score_texts(model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_tokens,

@@ -8,8 +8,14 @@ Services (config: ``infra/stack.yaml``), started in this order, each waited for 
 * ``prefect-worker`` — a process worker polling the retrain work pool (created if missing).
 
 Everything lives under the state dir: ``stack.json`` (pids, ports, URLs), ``logs/``, the data
-dirs and ``credentials.env`` (throwaway S3 keys generated on first ``up``, mode 0600; never
-printed). Each service runs in its own process group, so ``down`` stops it with its children.
+dirs, ``credentials.env`` (throwaway S3 keys generated on first ``up``, mode 0600; never
+printed) and ``auth.env`` (mode 0600, :func:`auth_secrets`): the MLflow admin's password and the
+Prefect API auth string. Each service runs in its own process group, so ``down`` stops it with its children.
+
+Who may do what: MLflow runs its basic-auth app (``--app-name basic-auth``, config
+``<mlflow data dir>/basic_auth.ini``: users in ``basic_auth.db``, default permission READ), so only
+the admin and users granted EDIT / MANAGE on a registered model can move its aliases; Prefect's
+server takes ``PREFECT_SERVER_API_AUTH_STRING`` and refuses (401) clients without it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ from rewardline.errors import TransientError
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "infra" / "stack.yaml"
 STATE_FILE = "stack.json"
 CREDENTIALS_FILE = "credentials.env"
+AUTH_FILE = "auth.env"
+MLFLOW_ADMIN = "admin"
+#: auth.env keys that the environment of ``up`` may set instead (a secrets manager, CI secrets).
+AUTH_FROM_ENV = {"MLFLOW_TRACKING_PASSWORD": "MLFLOW_AUTH_ADMIN_PASSWORD",
+                 "PREFECT_API_AUTH_STRING": "PREFECT_SERVER_API_AUTH_STRING"}
 SERVICES = ("s3", "mlflow", "prefect-server", "prefect-worker")
 WEED_INTERNAL = ("master", "volume", "filer", "admin")
 GRPC_OFFSET = 10000
@@ -112,19 +123,61 @@ def check_ports(config: dict[str, Any]) -> None:
         )
 
 
-def credentials(state_dir: Path) -> dict[str, str]:
-    """The stack's throwaway S3 keys, generated once into ``credentials.env`` (mode 0600)."""
-    path = state_dir / CREDENTIALS_FILE
+def _secret_file(path: Path, make: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """``KEY=value`` lines of ``path``, written once from ``make()`` with mode 0600 (never group/world readable)."""
     if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        lines = [
-            f"AWS_ACCESS_KEY_ID=rewardline-{secrets.token_hex(4)}",
-            f"AWS_SECRET_ACCESS_KEY={secrets.token_urlsafe(24)}",
-        ]
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+            fh.write("".join(f"{k}={v}\n" for k, v in make().items()))
+    if path.stat().st_mode & 0o077:
+        raise StackError(f"{path} is readable by other users; chmod 600 it (it holds secrets)")
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def credentials(state_dir: Path) -> dict[str, str]:
+    """The stack's throwaway S3 keys, generated once into ``credentials.env`` (mode 0600)."""
+    return _secret_file(state_dir / CREDENTIALS_FILE, lambda: {
+        "AWS_ACCESS_KEY_ID": f"rewardline-{secrets.token_hex(4)}",
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24),
+    })
+
+
+def auth_secrets(state_dir: Path) -> dict[str, str]:
+    """Client credentials of the stack's MLflow admin and Prefect API: ``MLFLOW_TRACKING_USERNAME``,
+    ``MLFLOW_TRACKING_PASSWORD``, ``PREFECT_API_AUTH_STRING`` (``user:password``, sent as HTTP basic auth).
+
+    From ``auth.env`` (mode 0600, generated once with random secrets), except where the environment of
+    ``up`` sets ``MLFLOW_AUTH_ADMIN_PASSWORD`` / ``PREFECT_SERVER_API_AUTH_STRING``: those win. Never params."""
+    stored = _secret_file(state_dir / AUTH_FILE, lambda: {
+        "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
+        "MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(24),
+        "PREFECT_API_AUTH_STRING": f"rewardline:{secrets.token_urlsafe(24)}",
+    })
+    return {**stored, **{key: os.environ[env] for key, env in AUTH_FROM_ENV.items() if os.environ.get(env)}}
+
+
+def mlflow_auth_config(state_dir: Path, data_dir: Path) -> Path:
+    """``basic_auth.ini`` of MLflow's basic-auth app: users in ``data_dir/basic_auth.db``, default permission
+    READ (a user sees everything and changes nothing until granted), admin ``admin``; no password in it (the
+    server gets ``MLFLOW_AUTH_ADMIN_PASSWORD`` from :func:`auth_secrets`)."""
+    path = data_dir / "basic_auth.ini"
+    path.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{data_dir / 'basic_auth.db'}\n"
+        f"admin_username = {MLFLOW_ADMIN}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "grant_default_workspace_access = false\n"
+    )
+    return path
+
+
+def prefect_auth_header(auth_string: str) -> dict[str, str]:
+    """The ``Authorization`` header a Prefect client sends for ``PREFECT_API_AUTH_STRING``."""
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(auth_string.encode()).decode()}
 
 
 def urls(config: dict[str, Any]) -> dict[str, str]:
@@ -150,10 +203,13 @@ def client_env(config: dict[str, Any], state_dir: Path) -> dict[str, str]:
 
 
 def exports(config: dict[str, Any], state_dir: Path) -> str:
-    """Shell lines to paste: the URLs, and a ``source`` of the credentials file (keys are not printed)."""
+    """Shell lines to paste: the URLs, and a ``source`` of the secret files (secrets are not printed)."""
     lines = [f"export {k}={v}" for k, v in client_env(config, state_dir).items()]
     cred = (state_dir / CREDENTIALS_FILE).resolve()
     lines.append(f"set -a; . {cred}; set +a   # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (local throwaway keys)")
+    auth = (state_dir / AUTH_FILE).resolve()
+    lines.append(f"set -a; . {auth}; set +a   # MLflow admin (MLFLOW_TRACKING_USERNAME / _PASSWORD), "
+                 "PREFECT_API_AUTH_STRING; other users: docs/registry.md")
     return "\n".join(lines)
 
 
@@ -169,10 +225,19 @@ def commands(config: dict[str, Any], state_dir: Path) -> dict[str, tuple[list[st
     host = config.get("host", "127.0.0.1")
     p = ports(config)
     s3, ml, pf = config["s3"], config["mlflow"], config["prefect"]
-    keys = credentials(state_dir)
+    keys, auth = credentials(state_dir), auth_secrets(state_dir)
     u = urls(config)
+    mlflow_dir = _dir(state_dir, ml["data_dir"])
+    s3_dir = _dir(state_dir, s3["data_dir"])
+    # JWT keys (server-only, 0600; env, not the command line): the filer's HTTP port takes no unsigned write
+    # (the S3 gateway signs its own), the volume servers none without a master-issued token (infra/README.md)
+    weed_jwt = _secret_file(s3_dir.parent / "weed-jwt.env", lambda: {
+        "WEED_JWT_FILER_SIGNING_KEY": secrets.token_urlsafe(32),
+        "WEED_JWT_SIGNING_KEY": secrets.token_urlsafe(32),
+        "WEED_JWT_FILER_SIGNING_READ_KEY": secrets.token_urlsafe(32),
+    })
     weed = [
-        _binary("weed"), "mini", f"-dir={_dir(state_dir, s3['data_dir'])}", f"-ip={host}", f"-ip.bind={host}",
+        _binary("weed"), "mini", f"-dir={s3_dir}", f"-ip={host}", f"-ip.bind={host}",
         f"-bucket={','.join(s3['buckets'])}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
         "-s3.port.lance=0", "-master.telemetry=false", f"-master.volumeSizeLimitMB={s3['volume_size_limit_mb']}",
         f"-s3.port={p['s3.port']}", f"-s3.port.grpc={p['s3.grpc_port']}",
@@ -181,9 +246,17 @@ def commands(config: dict[str, Any], state_dir: Path) -> dict[str, tuple[list[st
     ]  # fmt: skip
     mlflow = [
         _binary("mlflow"), "server", "--host", host, "--port", str(p["mlflow.port"]), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{_dir(state_dir, ml['data_dir']) / 'mlflow.db'}",
+        "--app-name", "basic-auth",
+        "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
         "--artifacts-destination", f"s3://{s3['buckets'][0]}/{ml['artifacts_prefix']}", "--serve-artifacts",
     ]  # fmt: skip
+    mlflow_env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config(state_dir, mlflow_dir)),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": auth["MLFLOW_TRACKING_PASSWORD"],
+        # the CSRF key of the auth app's forms: server-only, so not in auth.env (which clients source)
+        **_secret_file(mlflow_dir / "flask_secret.env",
+                       lambda: {"MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32)}),
+    }
     prefect_home = _dir(state_dir, pf["data_dir"])
     prefect_env = {
         "PREFECT_HOME": str(prefect_home),
@@ -192,6 +265,8 @@ def commands(config: dict[str, Any], state_dir: Path) -> dict[str, tuple[list[st
         "PREFECT_SERVER_UI_ENABLED": "true" if pf.get("ui") else "false",
         "DO_NOT_TRACK": "1",
     }
+    prefect_server_env = {**prefect_env, "PREFECT_SERVER_API_AUTH_STRING": auth["PREFECT_API_AUTH_STRING"]}
+    clients = {**client_env(config, state_dir), **auth}  # the worker's flows register models, as the admin
     server = [_binary("prefect"), "server", "start", "--host", host, "--port", str(p["prefect.port"])]
     worker = [
         _binary("prefect"), "worker", "start", "--pool", pf["work_pool"], "--type", "process",
@@ -199,10 +274,10 @@ def commands(config: dict[str, Any], state_dir: Path) -> dict[str, tuple[list[st
     ]  # fmt: skip
     s3_env = {**keys, "AWS_ENDPOINT_URL": u["s3"], "AWS_DEFAULT_REGION": "us-east-1"}
     return {
-        "s3": (weed, keys),
-        "mlflow": (mlflow, {**s3_env, "MLFLOW_S3_ENDPOINT_URL": u["s3"]}),
-        "prefect-server": (server, prefect_env),
-        "prefect-worker": (worker, {**prefect_env, **s3_env, **client_env(config, state_dir)}),
+        "s3": (weed, {**keys, **weed_jwt}),
+        "mlflow": (mlflow, {**s3_env, "MLFLOW_S3_ENDPOINT_URL": u["s3"], **mlflow_env}),
+        "prefect-server": (server, prefect_server_env),
+        "prefect-worker": (worker, {**prefect_env, **s3_env, **clients}),
     }
 
 
@@ -235,9 +310,11 @@ def _s3_ok(config: dict[str, Any], state_dir: Path) -> bool:
         return False
 
 
-def _worker_ok(config: dict[str, Any]) -> bool:
+def _worker_ok(config: dict[str, Any], state_dir: Path) -> bool:
     url = f"{urls(config)['prefect-server']}/work_pools/{config['prefect']['work_pool']}/workers/filter"
-    req = urllib.request.Request(url, data=b"{}", headers={"Content-Type": "application/json"}, method="POST")
+    headers = {"Content-Type": "application/json",
+               **prefect_auth_header(auth_secrets(state_dir)["PREFECT_API_AUTH_STRING"])}
+    req = urllib.request.Request(url, data=b"{}", headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=3) as resp:  # noqa: S310
             return any(w.get("status") == "ONLINE" for w in json.load(resp))
@@ -252,7 +329,7 @@ def health_checks(config: dict[str, Any], state_dir: Path) -> dict[str, Callable
         "s3": lambda: _s3_ok(config, state_dir),
         "mlflow": lambda: _http_ok(f"{u['mlflow']}/health"),
         "prefect-server": lambda: _http_ok(f"{u['prefect-server']}/health"),
-        "prefect-worker": lambda: _worker_ok(config),
+        "prefect-worker": lambda: _worker_ok(config, state_dir),
     }
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rewardline.errors import PermissionDenied
 from rewardline.registry.base import ModelVersion, is_registry_uri, local_model_dir, parse_model_uri
 from rewardline.registry.mlflow_values import MAX_DESCRIPTION, tag_values
 from rewardline.registry.names import EXPERIMENT
@@ -27,6 +28,24 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
 
 _configured = False
+#: MLflow's error codes for a refused user -> the HTTP status the auth app answered.
+_AUTH_CODES = {"PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401}
+
+
+def refused(err: Exception, action: str, needs: str, tracking_uri: str) -> Exception:
+    """``err`` as a one-line :class:`PermissionDenied` naming who was refused, what and the permission it
+    needs, when MLflow's auth app refused the request (403 / 401); else ``err`` itself."""
+    status = _AUTH_CODES.get(str(getattr(err, "error_code", "")))
+    if status is None:
+        return err
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    who = f"user {user!r}" if user else "an anonymous client (MLFLOW_TRACKING_USERNAME not set)"
+    if status == 401:
+        return PermissionDenied(detail=f"{tracking_uri} did not authenticate {who} (401): cannot {action}; set "
+                                       "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (docs/registry.md)")
+    return PermissionDenied(detail=f"{tracking_uri} refused {who} (403 permission denied): cannot {action}; "
+                                   f"that needs {needs}, ask an MLflow admin to grant it (docs/registry.md)")
+
 
 
 def configure_mlflow(project_dir: Path | str = ".") -> str:
@@ -146,7 +165,13 @@ class MlflowRegistry:
         return self._version(created, ())
 
     def set_alias(self, name: str, alias: str, version: int | str) -> None:
-        self.client.set_registered_model_alias(name, alias, str(version))
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.set_registered_model_alias(name, alias, str(version))
+        except MlflowException as err:
+            raise refused(err, f"move alias {alias!r} of registered model {name!r} to version {version}",
+                          f"EDIT or MANAGE on registered model {name!r}", self.tracking_uri) from err
 
     # -- reading ---------------------------------------------------------------------------
     def _aliases(self, name: str) -> dict[str, str] | None:
@@ -157,7 +182,10 @@ class MlflowRegistry:
             return None
         try:
             return {alias: str(v) for alias, v in self.client.get_registered_model(name).aliases.items()}
-        except MlflowException:
+        except MlflowException as err:
+            if _AUTH_CODES.get(str(err.error_code)):
+                raise refused(err, f"read registered model {name!r}", f"READ on registered model {name!r}",
+                              self.tracking_uri) from err
             return None
 
     def resolve_alias(self, name: str, alias: str) -> str | None:

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from rewardline.data import schema as S
 from rewardline.data.adapters import read_file
 from rewardline.data.canonical import canonicalize
+from rewardline.data.limits import Limits
 from rewardline.data.steps import STEP_ROWS, canonicalize_solutions
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -441,16 +442,18 @@ def test_fuzz_adapter_never_crashes_and_accounts_for_every_record(kind: str, enc
 
 
 def test_million_char_fields_are_read_or_quarantined() -> None:
-    """10^6-character texts: a valid record is kept whole, a truncated one is quarantined (raw cut to 2,000)."""
+    """10^6-character texts: a valid record is kept whole, a truncated one is quarantined (raw cut to 2,000).
+    (Records of 10^6 characters are over the default ``max_record_bytes``: the bound is raised here.)"""
     long = "y" * 10**6
+    limits = Limits(max_record_bytes=2_000_000)
     good = {"prompt": "p", "annotator_id": "a", "responses": [{"text": long, "rank": 1}, {"text": "z", "rank": 2}]}
     data = dumps(good) + b"\n" + dumps({**good, "prompt": "q"})[:500_000]
-    result = read_file(data, "big.jsonl")
+    result = read_file(data, "big.jsonl", limits=limits)
     check_result(result, "big.jsonl")
     assert result.ranked["response"][0].as_py() == long and result.quarantine["origin_line"].to_pylist() == [2]
     assert len(result.quarantine["raw"][0].as_py()) == 2000
     csv_data = f"prompt,annotator_id,response,rank\np,a,{long},1\np,a,z,2\np,a,w\n".encode()
-    result = read_file(csv_data, "big.csv")
+    result = read_file(csv_data, "big.csv", limits=limits)
     check_result(result, "big.csv")
     assert result.ranked["response"][0].as_py() == long and result.quarantine["origin_line"].to_pylist() == [3]
 

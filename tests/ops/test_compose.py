@@ -18,7 +18,7 @@ SERVICE_KEYS = {
     "image", "build", "command", "entrypoint", "environment", "volumes", "ports", "healthcheck", "depends_on",
     "restart", "profiles", "deploy",
 }  # fmt: skip
-SECRET_NAMES = re.compile(r"(PASSWORD|SECRET|ACCESS_KEY|TOKEN)", re.IGNORECASE)
+SECRET_NAMES = re.compile(r"(PASSWORD|SECRET|ACCESS_KEY|TOKEN|AUTH_STRING)", re.IGNORECASE)
 VAR = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::?[-?][^}]*)?\}")
 
 
@@ -137,3 +137,21 @@ def test_env_example_covers_required_vars() -> None:
         if SECRET_NAMES.search(key):
             assert value.startswith("change-me"), f".env.example: {key} must be a placeholder"
     assert ".env" in (INFRA / ".gitignore").read_text().split()
+
+
+def test_who_may_promote_and_prefect_api_auth(services: dict[str, dict[str, Any]]) -> None:
+    """MLflow runs its basic-auth app with a READ default; Prefect's server and every client share the auth
+    string; the worker authenticates to MLflow; all of it from ${VAR}s (infra/.env), none from params."""
+    mlflow = services["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    env = mlflow["environment"]
+    ini = INFRA / "mlflow" / "basic_auth.ini"
+    assert f"./mlflow/basic_auth.ini:{env['MLFLOW_AUTH_CONFIG_PATH']}:ro" in mlflow["volumes"]
+    text = ini.read_text()
+    assert "default_permission = READ" in text and "admin_password" not in text.replace("# ", "")
+    assert VAR.fullmatch(env["MLFLOW_AUTH_ADMIN_PASSWORD"]) and VAR.fullmatch(env["MLFLOW_FLASK_SERVER_SECRET_KEY"])
+    server = services["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+    for worker in ("prefect-worker", "prefect-worker-gpu"):
+        worker_env = services[worker]["environment"]
+        assert worker_env["PREFECT_API_AUTH_STRING"] == server and VAR.fullmatch(server)
+        assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= set(worker_env)

@@ -55,7 +55,7 @@ def test_taken_port_fails_before_anything_starts(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_stack_up_pipeline_down(tmp_path: Path, fixtures_dir: Path) -> None:
+def test_stack_up_pipeline_down(tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
     from mlflow.tracking import MlflowClient
 
@@ -71,6 +71,9 @@ def test_stack_up_pipeline_down(tmp_path: Path, fixtures_dir: Path) -> None:
         secret = stack.credentials(state)["AWS_SECRET_ACCESS_KEY"]
         assert secret not in result.output and "export MLFLOW_TRACKING_URI=" in result.output
         assert (state / stack.CREDENTIALS_FILE).stat().st_mode & 0o777 == 0o600
+        assert (state / stack.AUTH_FILE).stat().st_mode & 0o777 == 0o600
+        auth = stack.auth_secrets(state)
+        assert all(secret not in result.output for secret in auth.values() if secret != "admin")
         services = stack.read_state(state)
         assert set(services) == set(stack.SERVICES)
 
@@ -78,7 +81,7 @@ def test_stack_up_pipeline_down(tmp_path: Path, fixtures_dir: Path) -> None:
         assert status.exit_code == 0 and status.output.count("healthy") == 4, status.output
 
         # the pipeline, pointed at the stack the way the README says
-        env = {**os.environ, **stack.client_env(config, state), **stack.credentials(state)}
+        env = {**os.environ, **stack.client_env(config, state), **stack.credentials(state), **auth}
         env.pop("AWS_ENDPOINT_URL_S3", None)
         bucket = config["s3"]["buckets"][0]
         s3 = boto3.client(
@@ -101,6 +104,8 @@ def test_stack_up_pipeline_down(tmp_path: Path, fixtures_dir: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert (out / "rankings.parquet").exists() and '"rows_in": 30' in done.stdout
 
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # the in-process client: the admin
+            monkeypatch.setenv(key, auth[key])
         tracking = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
         run = tracking.create_run(tracking.create_experiment("stack-test"))
         (tmp_path / "m.txt").write_text("ok")
@@ -119,8 +124,9 @@ def test_stack_up_pipeline_down(tmp_path: Path, fixtures_dir: Path) -> None:
         deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT,
                                   capture_output=True, text=True, timeout=300)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        headers = {"Content-Type": "application/json", **stack.prefect_auth_header(auth["PREFECT_API_AUTH_STRING"])}
         request = urllib.request.Request(f"{env['PREFECT_API_URL']}/deployments/filter", data=b"{}",
-                                         headers={"Content-Type": "application/json"}, method="POST")
+                                         headers=headers, method="POST")
         with urllib.request.urlopen(request, timeout=10) as resp:
             deployments = {d["name"]: d for d in json.load(resp)}
         assert set(deployments) == {"retrain-weekly", "pipeline"}

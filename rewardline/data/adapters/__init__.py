@@ -48,6 +48,7 @@ from rewardline.data.adapters.jsonl import (
     read_jsonl,
     repeat,
 )
+from rewardline.data.limits import Limits
 
 RawOf = Callable[[np.ndarray], list[str]]
 FORMATS = ("rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench", *ST.STEP_FORMATS)
@@ -279,6 +280,29 @@ def _cast_nested(col: pa.Array, typ: pa.DataType) -> pa.Array:
     return col.cast(typ)
 
 
+def _text_bytes(table: pa.Table) -> np.ndarray:
+    """Bytes of every row's string and binary fields, summed (``binary_length``: no copy of the texts)."""
+    size = np.zeros(table.num_rows, np.int64)
+    for col in table.columns:
+        if pa.types.is_string(col.type) or pa.types.is_binary(col.type) or pa.types.is_large_string(col.type) \
+                or pa.types.is_large_binary(col.type):
+            size += np.asarray(pc.fill_null(pc.binary_length(col), 0), dtype=np.int64)
+    return size
+
+
+def _reject_oversized(records: Records, limits: Limits) -> Records:
+    """Quarantine rows over ``limits.max_record_bytes`` (reason: the size and the bound)."""
+    size = _text_bytes(records.table)
+    over = limits.oversized_records(size)
+    if not over.any():
+        return records
+    reasons = [limits.record_reason(int(b)) for b in size[over]]
+    quarantined = quarantine_rows(records.origin_file, records.line[over], None, reasons, records.raw_text(over))
+    return Records(records.origin_file, records.table.filter(pa.array(~over)), records.line[~over],
+                   records_in=records.records_in, raw_of=records.raw_of,
+                   quarantined=[*records.quarantined, quarantined])
+
+
 def _tabular_records(
     table: pa.Table,
     origin: str,
@@ -286,15 +310,20 @@ def _tabular_records(
     raw_of: RawOf | None = None,
     line: np.ndarray | None = None,
     records_in: int | None = None,
+    limits: Limits | None = None,
 ) -> Records:
     """Records from a CSV/Parquet table: conform columns, flag rows whose values have the wrong type.
 
     ``line`` is each row's record number (default 1..n); ``records_in`` counts records that
-    never became rows too (CSV rows with the wrong number of columns).
+    never became rows too (CSV rows with the wrong number of columns). A row whose text fields
+    hold more than ``limits.max_record_bytes`` bytes in all is quarantined first, before any cast.
     """
     n = table.num_rows
     line = np.arange(1, n + 1, dtype=np.int64) if line is None else np.asarray(line, dtype=np.int64)
     records = Records(origin, table, line, records_in=n if records_in is None else records_in, raw_of=raw_of)
+    records = _reject_oversized(records, limits or Limits())
+    table, line = records.table, records.line
+    n = table.num_rows
     columns, faults = [], []
     for f in schema:
         if f.name not in table.column_names:
@@ -346,7 +375,7 @@ def _csv_raw_of(rows: list[list[str]]) -> RawOf:
     return raw_of
 
 
-def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema) -> Records:
+def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None) -> Records:
     """Failure path for CSV files with rows of the wrong width: split records in Python, quarantine
     those whose number of fields differs from the header's, read the rest as :func:`_read_csv` does."""
     rows = _csv_rows(data, origin)
@@ -361,7 +390,7 @@ def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema) -> Records:
     kept = [body[i] for i in np.flatnonzero(fits)]
     table = pa.table({name: pa.array([cell(row[j]) for row in kept], pa.binary()) for j, name in enumerate(header)})
     raw_of = _csv_raw_of(rows)
-    records = _tabular_records(table, origin, schema, raw_of, line=numbers[fits], records_in=len(body))
+    records = _tabular_records(table, origin, schema, raw_of, line=numbers[fits], records_in=len(body), limits=limits)
     wrong = numbers[~fits]
     if wrong.size:
         reasons = [f"expected {len(header)} fields (as in the header), got {w}" for w in width[~fits]]
@@ -369,7 +398,7 @@ def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema) -> Records:
     return records
 
 
-def _read_csv(data: bytes, origin: str, schema: pa.Schema) -> Records:
+def _read_csv(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None) -> Records:
     header = _columns(origin, data, "csv")[0]
     try:
         table = pcsv.read_csv(
@@ -384,22 +413,22 @@ def _read_csv(data: bytes, origin: str, schema: pa.Schema) -> Records:
         )
     except pa.ArrowInvalid:  # a row with another number of fields than the header (pyarrow's
         # invalid_row_handler cannot be used: it fails to show the handler a row that is not UTF-8)
-        return _read_csv_rowwise(data, origin, schema)
+        return _read_csv_rowwise(data, origin, schema, limits)
 
     def raw_of(record_numbers: np.ndarray) -> list[str]:  # failure path: re-split the text by CSV rows
         return _csv_raw_of(_csv_rows(data, origin))(record_numbers)
 
-    return _tabular_records(table, origin, schema, raw_of)
+    return _tabular_records(table, origin, schema, raw_of, limits=limits)
 
 
-def _read_records(data: bytes, origin: str, container: str, schema: pa.Schema) -> Records:
+def _read_records(data: bytes, origin: str, container: str, schema: pa.Schema, limits: Limits) -> Records:
     if container == "parquet":
-        return _tabular_records(pq.read_table(io.BytesIO(data)), origin, schema)
+        return _tabular_records(pq.read_table(io.BytesIO(data)), origin, schema, limits=limits)
     if container == "csv":
-        return _read_csv(data, origin, schema)
+        return _read_csv(data, origin, schema, limits)
     if container == "json-list":
-        return read_json_list(data, origin, schema)
-    return read_jsonl(data, origin, schema)
+        return read_json_list(data, origin, schema, limits)
+    return read_jsonl(data, origin, schema, limits=limits)
 
 
 def _flexible(schema: pa.Schema, names: tuple[str, ...], record: dict | None) -> pa.Schema:
@@ -428,10 +457,10 @@ _STEP_ADAPTERS = {"prm800k": prm800k, "math-shepherd": math_shepherd, "gsm8k": g
 
 
 def _read_solutions(data: bytes, origin_file: str, container: str, fmt: str, batch_id: str | None,
-                    options: ST.StepOptions) -> AdapterResult:
+                    options: ST.StepOptions, limits: Limits) -> AdapterResult:
     """A step-level source: records -> ``steps.STEP_ROWS`` (no ranked rows)."""
     module = _STEP_ADAPTERS[fmt]
-    records = _read_records(data, origin_file, container, module.SCHEMA)
+    records = _read_records(data, origin_file, container, module.SCHEMA, limits)
     rows, records = module.to_solutions(records, options)
     rows = ST.conform_rows(rows)
     n = rows.num_rows
@@ -442,13 +471,15 @@ def _read_solutions(data: bytes, origin_file: str, container: str, fmt: str, bat
 
 
 def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | None = None,
-              step_options: ST.StepOptions | None = None) -> AdapterResult:
+              step_options: ST.StepOptions | None = None, limits: Limits | None = None) -> AdapterResult:
     """Parse one source file (raw bytes, gzip allowed) into ranked rows (or, for the step formats,
     solution rows) + quarantine.
 
     ``fmt`` is one of :data:`FORMATS` or ``"auto"``. ``batch_id`` fills rows without one
     (only the rankings format carries its own); by default the file name without extensions.
     ``step_options`` configure the step adapters (GSM8K negatives and their seed).
+    A record over ``limits.max_record_bytes`` (default :class:`Limits`) is quarantined before it is
+    parsed; the text limits are content checks (:func:`rewardline.data.canonical.canonicalize`).
     """
     if fmt != "auto" and fmt not in FORMATS:
         raise ValueError(f"{origin_file}: unknown format {fmt!r}; expected 'auto' or one of {FORMATS}")
@@ -460,13 +491,14 @@ def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | 
     columns, first = _columns(origin_file, data, container, required=fmt == "auto")
     fmt = _sniffed_format(origin_file, data, container, columns, first) if fmt == "auto" else fmt
     if fmt in _STEP_ADAPTERS:
-        return _read_solutions(data, origin_file, container, fmt, batch_id, step_options or ST.StepOptions())
+        return _read_solutions(data, origin_file, container, fmt, batch_id, step_options or ST.StepOptions(),
+                               limits or Limits())
     if fmt in _SHAPED:
         module = _SHAPED[fmt](_list_fields(data, container, first))
     else:
         module = _ADAPTERS.get(fmt) or (native.NESTED if "responses" in columns else native.LONG)
     schema = _flexible(module.SCHEMA, module.FLEXIBLE, first)
-    records = _read_records(data, origin_file, container, schema)
+    records = _read_records(data, origin_file, container, schema, limits or Limits())
     records.table = _strings(records.table, module.FLEXIBLE)
     ranked, records = module.to_ranked(records)
 

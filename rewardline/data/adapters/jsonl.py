@@ -34,6 +34,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from rewardline.data import schema as S
+from rewardline.data.limits import MAX_RECORD_BYTES, Limits
+
+SNIFF_MAX_BYTES = 16 * MAX_RECORD_BYTES  # longer lines are skipped when looking for the first record
 
 RAW_CHARS = 2000  # QUARANTINE.raw is truncated to this many characters
 
@@ -168,7 +171,15 @@ def _object_shaped(data: bytes, starts: np.ndarray) -> np.ndarray:
 
 
 def _invalid_utf8(data: bytes, starts: np.ndarray, ends: np.ndarray) -> dict[int, str]:
-    """{line index: reason} for lines holding bytes that are not UTF-8 (one decode per bad line)."""
+    """{line index: reason} for lines holding bytes that are not UTF-8 (one decode per bad line).
+
+    Fast path: Arrow validates the zero-copy view of all lines at once (no Python copy of the text);
+    only a file that fails it is decoded from the first bad byte on."""
+    try:
+        _line_view(data, starts).cast(pa.large_string())
+        return {}
+    except pa.ArrowInvalid:
+        pass
     bad: dict[int, str] = {}
     view, pos = memoryview(data), 0
     while pos < len(data):
@@ -264,24 +275,30 @@ def _parse(chunk: memoryview, schema: pa.Schema, block_size: int) -> pa.Table:
     )
 
 
-def read_jsonl(data: bytes, origin_file: str, schema: pa.Schema, line_numbers: np.ndarray | None = None) -> Records:
+def read_jsonl(data: bytes, origin_file: str, schema: pa.Schema, line_numbers: np.ndarray | None = None,
+               limits: Limits | None = None) -> Records:
     """Parse JSONL ``data`` against ``schema``; bad lines are quarantined with a reason.
 
     Blank lines are not records. ``line_numbers`` overrides the record numbers of the
-    non-blank lines (used for JSON lists, whose records are numbered by item).
+    non-blank lines (used for JSON lists, whose records are numbered by item). A line over
+    ``limits.max_record_bytes`` is quarantined from its length alone: no decoder or parser sees it.
     """
+    limits = limits or Limits()
     starts, ends = _line_spans(data)
     keep_idx = np.flatnonzero(_nonblank(data, starts))
     object_shaped = _object_shaped(data, starts)[keep_idx]
     numbers = (keep_idx + 1) if line_numbers is None else np.asarray(line_numbers, dtype=np.int64)[keep_idx]
     starts, ends = starts[keep_idx], ends[keep_idx]
     n = len(keep_idx)
+    oversized = limits.oversized_records(ends - starts)
     utf8_bad = _invalid_utf8(data, starts, ends) if n else {}
-    block_size = max(1 << 20, int((ends - starts).max(initial=0)) * 2 + 16)
+    block_size = max(1 << 20, int(np.where(oversized, 0, ends - starts).max(initial=0)) * 2 + 16)
     view = memoryview(data)
 
     good: list[tuple[int, pa.Table]] = []
-    bad: dict[int, tuple[str | None, str]] = {i: (None, r) for i, r in utf8_bad.items()}
+    bad: dict[int, tuple[str | None, str]] = {
+        int(i): (None, limits.record_reason(int(ends[i] - starts[i]))) for i in np.flatnonzero(oversized)}
+    bad.update({i: (None, r) for i, r in utf8_bad.items() if i not in bad})
     for i in np.flatnonzero(~object_shaped):  # failure path: never shown to Arrow
         if i not in bad:
             text = bytes(view[starts[i] : ends[i]]).decode()
@@ -318,7 +335,9 @@ def read_jsonl(data: bytes, origin_file: str, schema: pa.Schema, line_numbers: n
 
     def raw_of(record_numbers: np.ndarray) -> list[str]:
         idx = np.searchsorted(numbers, record_numbers)
-        return [bytes(view[starts[i] : ends[i]]).decode("utf-8", "backslashreplace").rstrip("\r") for i in idx]
+        # at most RAW_CHARS characters are kept: decode no more than 4 bytes per character of the line
+        return [bytes(view[starts[i] : min(ends[i], starts[i] + 4 * RAW_CHARS)]).decode("utf-8", "backslashreplace")
+                .rstrip("\r") for i in idx]
 
     records = Records(origin_file, table, numbers[row_idx], records_in=n, raw_of=raw_of)
     if bad:
@@ -347,8 +366,9 @@ def loads_lenient(data: bytes | str) -> tuple[object, bool]:
             raise ValueError(str(err)) from err
 
 
-def read_json_list(data: bytes, origin_file: str, schema: pa.Schema) -> Records:
-    """A JSON document holding a list of records; item i (0-based) is record i + 1."""
+def read_json_list(data: bytes, origin_file: str, schema: pa.Schema, limits: Limits | None = None) -> Records:
+    """A JSON document holding a list of records; item i (0-based) is record i + 1 (its size for
+    ``limits.max_record_bytes``: the item re-serialised as compact JSON)."""
     try:
         items, lenient = loads_lenient(data)
     except ValueError as err:
@@ -358,7 +378,7 @@ def read_json_list(data: bytes, origin_file: str, schema: pa.Schema) -> Records:
     # json.dumps writes NaN/Infinity back, which Arrow reads, so the score checks can quarantine
     # the one record holding them.
     jsonl = b"\n".join(json.dumps(item).encode() for item in items) if lenient else b"\n".join(map(orjson.dumps, items))
-    return read_jsonl(jsonl, origin_file, schema, line_numbers=np.arange(1, len(items) + 1))
+    return read_jsonl(jsonl, origin_file, schema, line_numbers=np.arange(1, len(items) + 1), limits=limits)
 
 
 def first_record(data: bytes) -> dict | None:
@@ -371,6 +391,8 @@ def first_record(data: bytes) -> dict | None:
             return None
         return next((x for x in items if isinstance(x, dict)), None) if isinstance(items, list) else None
     for line in head.split(b"\n", 1000)[:1000]:
+        if len(line) > SNIFF_MAX_BYTES:  # a huge line is not decoded just to sniff the format
+            continue
         try:
             value = loads_lenient(line)[0]  # a NaN or 1e400 score does not hide the record's fields
         except ValueError:
