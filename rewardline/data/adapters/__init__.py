@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from rewardline.data import schema as S
@@ -43,11 +42,11 @@ from rewardline.data.adapters import (
 from rewardline.data.adapters.jsonl import (
     Records,
     first_record,
-    quarantine_rows,
     read_json_list,
     read_jsonl,
     repeat,
 )
+from rewardline.data.adapters.tabular import csv_header, read_csv_records, tabular_records
 from rewardline.data.limits import Limits
 
 RawOf = Callable[[np.ndarray], list[str]]
@@ -106,8 +105,7 @@ def _columns(origin: str, data: bytes, container: str, required: bool = True) ->
     if container == "parquet":
         return pq.read_schema(io.BytesIO(data)).names, None
     if container == "csv":
-        header = data.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
-        return next(csv.reader([header]), []), None
+        return csv_header(data), None
     record = first_record(data)
     if record is None and not required:
         return [], None
@@ -216,216 +214,13 @@ def _sniffed_format(origin: str, data: bytes, container: str, columns: list[str]
 
 # ------------------------------------------------------------------ tabular inputs
 
-_INT = re.compile(r"^\s*[+-]?\d+\s*$")
-_FLOAT = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$|^\s*(?i:nan|[+-]?inf(inity)?)\s*$")
-
-
-def _expected(typ: pa.DataType) -> str:
-    if pa.types.is_integer(typ):
-        return "an integer"
-    if pa.types.is_floating(typ):
-        return "a number"
-    return f"a value of type {typ}"
-
-
-def _coerce_column(col: pa.Array, typ: pa.DataType) -> tuple[pa.Array, np.ndarray]:
-    """Cast ``col`` to ``typ``; rows that do not fit become null and are flagged in the mask."""
-    if col.type == typ:
-        return col, np.zeros(len(col), bool)
-    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-        try:
-            col = col.cast(pa.string())
-        except pa.ArrowInvalid:  # failure path: find the rows that are not UTF-8
-            texts = [None if v is None else v.decode("utf-8", "replace") for v in col.to_pylist()]
-            bad = np.array([v is not None and "\ufffd" in v for v in texts])
-            return _coerce_column(pa.array([None if b else t for t, b in zip(texts, bad, strict=True)]), typ)[0], bad
-    try:
-        return col.cast(typ), np.zeros(len(col), bool)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    if pa.types.is_string(col.type) and (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
-        pattern = _INT if pa.types.is_integer(typ) else _FLOAT
-        fits = pc.fill_null(pc.match_substring_regex(col, pattern.pattern), True)
-        cleaned = pc.if_else(fits, pc.utf8_trim_whitespace(col), pa.scalar(None, pa.string()))
-        try:
-            return cleaned.cast(typ), ~np.asarray(fits, bool)
-        except pa.ArrowInvalid:  # e.g. integer overflow: fall through to the row-wise path
-            pass
-    if pa.types.is_floating(col.type) and pa.types.is_integer(typ):
-        whole = pc.fill_null(pc.equal(col, pc.trunc(col)), True)
-        return pc.if_else(whole, col, pa.scalar(None, col.type)).cast(typ), ~np.asarray(whole, bool)
-    # Failure path only: row by row.
-    values, bad = [], np.zeros(len(col), bool)
-    for i, v in enumerate(col.to_pylist()):
-        try:
-            values.append(pa.array([v]).cast(typ)[0].as_py())
-        except (pa.ArrowException, ValueError, TypeError):
-            values.append(None)
-            bad[i] = True
-    return pa.array(values, typ), bad
-
-
-def _cast_nested(col: pa.Array, typ: pa.DataType) -> pa.Array:
-    """Cast a struct/list column to ``typ``, filling absent struct fields with nulls."""
-    if pa.types.is_struct(typ) and pa.types.is_struct(col.type):
-        names = [col.type.field(i).name for i in range(col.type.num_fields)]
-        children = [
-            _cast_nested(col.field(f.name), f.type) if f.name in names else pa.nulls(len(col), f.type) for f in typ
-        ]
-        return pa.StructArray.from_arrays(children, fields=list(typ), mask=col.is_null())
-    if pa.types.is_list(typ) and (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
-        values = _cast_nested(col.values, typ.value_type)
-        offsets = col.offsets.cast(pa.int32())
-        return pa.ListArray.from_arrays(offsets, values, type=typ, mask=col.is_null())
-    return col.cast(typ)
-
-
-def _text_bytes(table: pa.Table) -> np.ndarray:
-    """Bytes of every row's string and binary fields, summed (``binary_length``: no copy of the texts)."""
-    size = np.zeros(table.num_rows, np.int64)
-    for col in table.columns:
-        if pa.types.is_string(col.type) or pa.types.is_binary(col.type) or pa.types.is_large_string(col.type) \
-                or pa.types.is_large_binary(col.type):
-            size += np.asarray(pc.fill_null(pc.binary_length(col), 0), dtype=np.int64)
-    return size
-
-
-def _reject_oversized(records: Records, limits: Limits) -> Records:
-    """Quarantine rows over ``limits.max_record_bytes`` (reason: the size and the bound)."""
-    size = _text_bytes(records.table)
-    over = limits.oversized_records(size)
-    if not over.any():
-        return records
-    reasons = [limits.record_reason(int(b)) for b in size[over]]
-    quarantined = quarantine_rows(records.origin_file, records.line[over], None, reasons, records.raw_text(over))
-    return Records(records.origin_file, records.table.filter(pa.array(~over)), records.line[~over],
-                   records_in=records.records_in, raw_of=records.raw_of,
-                   quarantined=[*records.quarantined, quarantined])
-
-
-def _tabular_records(
-    table: pa.Table,
-    origin: str,
-    schema: pa.Schema,
-    raw_of: RawOf | None = None,
-    line: np.ndarray | None = None,
-    records_in: int | None = None,
-    limits: Limits | None = None,
-) -> Records:
-    """Records from a CSV/Parquet table: conform columns, flag rows whose values have the wrong type.
-
-    ``line`` is each row's record number (default 1..n); ``records_in`` counts records that
-    never became rows too (CSV rows with the wrong number of columns). A row whose text fields
-    hold more than ``limits.max_record_bytes`` bytes in all is quarantined first, before any cast.
-    """
-    n = table.num_rows
-    line = np.arange(1, n + 1, dtype=np.int64) if line is None else np.asarray(line, dtype=np.int64)
-    records = Records(origin, table, line, records_in=n if records_in is None else records_in, raw_of=raw_of)
-    records = _reject_oversized(records, limits or Limits())
-    table, line = records.table, records.line
-    n = table.num_rows
-    columns, faults = [], []
-    for f in schema:
-        if f.name not in table.column_names:
-            columns.append(pa.nulls(n, f.type))
-            continue
-        col = table.column(f.name).combine_chunks()
-        if pa.types.is_nested(f.type):
-            try:
-                columns.append(_cast_nested(col, f.type))
-            except (pa.ArrowException, ValueError) as err:
-                raise ValueError(f"{origin}: column '{f.name}' cannot be read as {f.type}: {err}") from err
-            continue
-        casted, bad = _coerce_column(col, f.type)
-        columns.append(casted)
-        if bad.any():
-            faults.append((bad, f.name, f"{f.name}: expected {_expected(f.type)}"))
-    records.table = pa.Table.from_arrays(columns, schema=schema)
-    for bad, name, reason in faults:  # bad is over the original rows; line is sorted
-        records = records.reject(bad[np.searchsorted(line, records.line)], name, reason)
-    return records
-
-
-def _csv_rows(data: bytes, origin: str) -> list[list[str]]:
-    """Header + records of a CSV file split by Python's csv module, blank lines dropped as Arrow does
-    (failure path only). Bytes that are not UTF-8 survive as surrogate escapes."""
-    limit = csv.field_size_limit(max(csv.field_size_limit(), len(data)))  # default 131072 chars per field
-    try:
-        return [row for row in csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")) if row]
-    except csv.Error as err:
-        raise ValueError(f"{origin}: cannot split the CSV into records: {err}") from err
-    finally:
-        csv.field_size_limit(limit)
-
-
-def _csv_raw_of(rows: list[list[str]]) -> RawOf:
-    """Source text of records (1-based, header excluded), re-joined as CSV."""
-
-    def raw_of(record_numbers: np.ndarray) -> list[str]:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="")
-        texts = []
-        for i in record_numbers:
-            out.seek(0)
-            out.truncate()
-            writer.writerow(rows[i])
-            texts.append(out.getvalue().encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
-        return texts
-
-    return raw_of
-
-
-def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None) -> Records:
-    """Failure path for CSV files with rows of the wrong width: split records in Python, quarantine
-    those whose number of fields differs from the header's, read the rest as :func:`_read_csv` does."""
-    rows = _csv_rows(data, origin)
-    header, body = rows[0], rows[1:]
-    width = np.array([len(row) for row in body], dtype=np.int64)
-    fits = width == len(header)
-    numbers = np.arange(1, len(body) + 1, dtype=np.int64)
-
-    def cell(value: str) -> bytes | None:
-        return value.encode("utf-8", "surrogateescape") if value else None  # "" is null, as null_values=[""]
-
-    kept = [body[i] for i in np.flatnonzero(fits)]
-    table = pa.table({name: pa.array([cell(row[j]) for row in kept], pa.binary()) for j, name in enumerate(header)})
-    raw_of = _csv_raw_of(rows)
-    records = _tabular_records(table, origin, schema, raw_of, line=numbers[fits], records_in=len(body), limits=limits)
-    wrong = numbers[~fits]
-    if wrong.size:
-        reasons = [f"expected {len(header)} fields (as in the header), got {w}" for w in width[~fits]]
-        records.quarantined.append(quarantine_rows(origin, wrong, None, reasons, raw_of(wrong)))
-    return records
-
-
-def _read_csv(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None) -> Records:
-    header = _columns(origin, data, "csv")[0]
-    try:
-        table = pcsv.read_csv(
-            io.BytesIO(data),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(
-                column_types={name: pa.binary() for name in header},
-                null_values=[""],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except pa.ArrowInvalid:  # a row with another number of fields than the header (pyarrow's
-        # invalid_row_handler cannot be used: it fails to show the handler a row that is not UTF-8)
-        return _read_csv_rowwise(data, origin, schema, limits)
-
-    def raw_of(record_numbers: np.ndarray) -> list[str]:  # failure path: re-split the text by CSV rows
-        return _csv_raw_of(_csv_rows(data, origin))(record_numbers)
-
-    return _tabular_records(table, origin, schema, raw_of, limits=limits)
 
 
 def _read_records(data: bytes, origin: str, container: str, schema: pa.Schema, limits: Limits) -> Records:
     if container == "parquet":
-        return _tabular_records(pq.read_table(io.BytesIO(data)), origin, schema, limits=limits)
+        return tabular_records(pq.read_table(io.BytesIO(data)), origin, schema, limits=limits)
     if container == "csv":
-        return _read_csv(data, origin, schema, limits)
+        return read_csv_records(data, origin, schema, limits)
     if container == "json-list":
         return read_json_list(data, origin, schema, limits)
     return read_jsonl(data, origin, schema, limits=limits)
