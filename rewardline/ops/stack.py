@@ -202,7 +202,9 @@ def commands(config: dict[str, Any], state_dir: Path) -> dict[str, tuple[list[st
         "s3": (weed, keys),
         "mlflow": (mlflow, {**s3_env, "MLFLOW_S3_ENDPOINT_URL": u["s3"]}),
         "prefect-server": (server, prefect_env),
-        "prefect-worker": (worker, {**prefect_env, **s3_env, **client_env(config, state_dir)}),
+        # the *-local deployments of prefect.yaml run in this checkout (`stack up` runs from the project root)
+        "prefect-worker": (worker, {**prefect_env, **s3_env, **client_env(config, state_dir),
+                                    "REWARDLINE_PROJECT_DIR": str(Path.cwd().resolve())}),
     }
 
 
