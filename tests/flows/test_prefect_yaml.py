@@ -113,3 +113,23 @@ def test_the_local_variant_runs_in_the_checkout_the_worker_names(tmp_path: Path,
     finally:
         os.chdir(here)
     assert Path(output["directory"]) == tmp_path
+
+
+def test_the_notification_automations_are_valid_and_do_not_page_on_a_rejection():
+    """infra/prefect-automations.yaml parses as Prefect automations; one fires on the retrain flow's own
+    Failed / Crashed (never on the pipeline subflow, which fails at a gate), one on a registered challenger."""
+    import uuid
+
+    from prefect.automations import AutomationCore
+
+    from flows.retrain import CHALLENGER_EVENT
+
+    text = (ROOT / "infra" / "prefect-automations.yaml").read_text().replace("NOTIFY_BLOCK_ID", str(uuid.uuid4()))
+    automations = [AutomationCore.model_validate(spec) for spec in yaml.safe_load(text)["automations"]]
+    failed, registered = automations
+    assert set(failed.trigger.expect) == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
+    related = failed.trigger.match_related
+    related = related[0] if isinstance(related, list) else related
+    assert related.get("prefect.resource.name") in ("retrain", ["retrain"])
+    assert registered.trigger.expect == {CHALLENGER_EVENT}
+    assert all(a.type == "send-notification" for automation in automations for a in automation.actions)
