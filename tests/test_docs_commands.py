@@ -35,6 +35,7 @@ NOT_RUN = {
     "docker": "no Docker on the dev machine (tests/ops/test_compose.py checks the compose file)",
     "curl": "needs a running model server",
     "git": "checks out a commit the reader names",
+    "sed": "fills in the reader's notification block id",
     ".": "sources the credentials file that `rewardline stack up` writes",
     "{\"predictions\":": "sample output, not a command",
 }
@@ -71,6 +72,8 @@ def _words(command: str) -> list[str]:
         words = shlex.split(command)
     except ValueError:
         words = command.split()
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):  # VAR=value prefix
+        words = words[1:]
     if words and words[0] == "nice":
         words = words[1:]
     if words and words[0].endswith("/python"):
