@@ -5,6 +5,10 @@ exactly-once ledger); the pipeline runs as the ``pipeline`` subflow, through DVC
 cycle's report (drift numbers against thresholds, decision, challenger gates) is the
 Markdown artifact ``retrain-summary``.
 
+A challenger that a gate rejects is a normal outcome, not an error: the ``pipeline`` subflow ends
+Failed (naming the gate), the retrain run ends Completed with "challenger rejected" and the gate
+table in its summary. Only errors (bad input, a stage or DVC failing after its retries) fail the run.
+
     python -m flows.retrain run [--project DIR] [--force]   # one cycle now
     python -m flows.retrain serve [--project DIR]           # scheduler in this process (cron from params)
 
@@ -21,6 +25,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 from prefect.schedules import Cron
 from prefect.tasks import exponential_backoff
@@ -111,6 +116,20 @@ def version_ledger(root: Path) -> str:
     return "pushed"
 
 
+#: The event a registered challenger emits (infra/prefect-automations.yaml notifies on it; a rejection emits none).
+CHALLENGER_EVENT = "rewardline.challenger.registered"
+
+
+def announce_challenger(batch_id: str, promotion: dict) -> None:
+    """Emit :data:`CHALLENGER_EVENT` about the model version, related to this flow run (Prefect automations)."""
+    version = str(promotion.get("version"))
+    emit_event(event=CHALLENGER_EVENT,
+               resource={"prefect.resource.id": f"rewardline.model.reward-model.{version}",
+                         "prefect.resource.name": f"reward-model v{version}"},
+               payload={"batch_id": batch_id, "version": version, "promoted": bool(promotion.get("promoted")),
+                        "reason": promotion.get("reason", "")})
+
+
 @flow(name="retrain")
 def retrain(project: str = ".", force: bool = False) -> list[dict]:
     """One retraining cycle over the inbox (``params.yaml: retrain``); ``force`` retrains on every new batch."""
@@ -119,7 +138,6 @@ def retrain(project: str = ".", force: bool = False) -> list[dict]:
     rolled_back = recover(root)
     todo, duplicates, skipped = discover(root)
     results: list[rt.BatchResult] = []
-    gate_failure: GateFailed | None = None
     with tempfile.TemporaryDirectory(prefix="rewardline-champion-") as tmp:
         for batch in todo:
             result, champion = drift_check(root, batch, force, Path(tmp) / batch.batch_id)
@@ -133,23 +151,23 @@ def retrain(project: str = ".", force: bool = False) -> list[dict]:
                 tags = {"retrain_batch": batch.batch_id, "retrain_flow_run_id": str(flow_run.id)}
                 try:
                     pipeline(project=str(root), env={TAGS_ENV: json.dumps(tags)})
-                except GateFailed as err:  # the data stays appended; the challenger is not registered
-                    gate_failure = err
+                except GateFailed as err:  # a decision: the data stays appended, the challenger is not registered
                     result.outcome = f"retrained; challenger rejected: {err}"
+                    get_run_logger().warning("batch %s: %s", batch.batch_id, result.outcome)
                 else:
                     result.comparison, result.promotion = compare_and_promote(root, batch, champion)
                     result.outcome = ("retrained; challenger registered" if result.promotion["registered"]
                                       else "retrained; challenger not registered")
                     if result.promotion["promoted"]:
                         result.outcome += " and promoted to champion"
+                    if result.promotion["registered"]:
+                        announce_challenger(batch.batch_id, result.promotion)
                 result.gates = rt.gate_table(dvc_run.gate_report(root, "evaluate"))
             finish(root, batch, result)
     if todo or duplicates or rolled_back:
         version_ledger(root)
     create_markdown_artifact(markdown=rt.summary_markdown(results, cfg, rolled_back, duplicates, skipped),
                              key="retrain-summary", description="drift, decision and gates of this cycle")
-    if gate_failure is not None:
-        raise gate_failure
     return [r.to_dict() for r in results]
 
 

@@ -31,6 +31,12 @@ REGISTRATION = REPORTS_DIR / "register" / "registration.json"
 METRICS_DIR = Path("metrics")
 TRAIN_LOG = METRICS_DIR / "train_log.jsonl"  # the training log as it runs (params, curves; the registry reads it)
 TRAIN_CURVES = METRICS_DIR / "train_log.tsv"  # its last run's curves, one row per logged step (DVC plots)
+#: The evaluate stage's DVC plots, copied out of ``reports/evaluate/plots/`` as single ``cache: false`` files:
+#: DVC resolves every top-level plot path when it runs an experiment, and a path inside a cached directory
+#: output whose manifest is not in the cache (a fresh clone) fails ``dvc exp run`` with "failed to load directory".
+EVALUATE_PLOTS = METRICS_DIR / "plots"
+EVALUATE_PLOT_FILES = ("reliability.json", "accuracy_by_category.json", "reward_vs_length.csv", "reliability.png",
+                       "accuracy_by_category.png", "reward_histogram.png", "reward_vs_length.png")
 
 #: File names inside a stage's output directory.
 METRICS_FILE = "metrics.json"

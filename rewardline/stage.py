@@ -52,6 +52,18 @@ def publish_metrics(stage_out: Path, stage: str) -> Path:
     return target
 
 
+def publish_plots(plots_dir: Path) -> list[Path]:
+    """Copy :data:`rewardline.paths.EVALUATE_PLOT_FILES` from ``plots_dir`` into ``metrics/plots/`` (what
+    dvc.yaml's ``plots:`` name; why outside ``reports/evaluate/``: :data:`rewardline.paths.EVALUATE_PLOTS`)."""
+    paths.EVALUATE_PLOTS.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in paths.EVALUATE_PLOT_FILES:
+        target = paths.EVALUATE_PLOTS / name
+        target.write_bytes((plots_dir / name).read_bytes())
+        copied.append(target)
+    return copied
+
+
 def summarize_stage(stage: str, stage_out: Path) -> None:
     """Print the stage's headline numbers as a short table (stdout; DVC shows it in its log)."""
     target = paths.stage_metrics(stage)

@@ -8,7 +8,7 @@ from rewardline.evaluation.evaluate import EvalConfig
 from rewardline.evaluation.run import run_evaluate
 from rewardline.paths import EVALUATE_DIR, MODEL_DIR, PAIRS_DIR
 from rewardline.registry.champion import resolved_model_dir, split_champion
-from rewardline.stage import finish_gated_stage, stage_main
+from rewardline.stage import finish_gated_stage, publish_plots, stage_main
 
 
 def main() -> None:
@@ -18,6 +18,7 @@ def main() -> None:
         if champion:
             print(f"champion: {champion} → {champion_dir or 'none registered (champion gate skipped)'}")
         run_evaluate(MODEL_DIR, PAIRS_DIR, EVALUATE_DIR, config, champion_dir)
+    publish_plots(EVALUATE_DIR / "plots")  # metrics/plots/: what dvc.yaml's plots name
     finish_gated_stage("evaluate", EVALUATE_DIR, show_report=True)
 
 

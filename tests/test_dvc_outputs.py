@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from rewardline import paths
-from rewardline.stage import HEADLINE, publish_metrics
+from rewardline.stage import HEADLINE, publish_metrics, publish_plots
 
 ROOT = Path(__file__).parents[1]
 MAX_NUMERIC_LEAVES = 40
@@ -71,6 +71,7 @@ def _run_stages(root: Path) -> None:
                  build(EvalConfig, SMALL["evaluate"]))
     for stage, out in paths.STAGE_OUT.items():
         publish_metrics(out, stage)  # relative paths: the cwd is the project
+    publish_plots(paths.EVALUATE_DIR / "plots")
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +131,9 @@ def test_dvc_plots_show_renders_every_plot_with_its_fields(project: Path):
     vega = {name: entries[0]["content"] for name, entries in plots.items() if entries[0].get("type") == "vega"}
     expected = {  # plot: (x field, x type, y field, y type)
         paths.TRAIN_CURVES.as_posix(): ("step", "quantitative", "loss", "quantitative"),
-        "reports/evaluate/plots/reliability.json": ("confidence", "quantitative", "observed", "quantitative"),
-        "reports/evaluate/plots/accuracy_by_category.json": ("accuracy", "quantitative", "category", "nominal"),
-        "reports/evaluate/plots/reward_vs_length.csv": ("length", "quantitative", "reward", "quantitative"),
+        "metrics/plots/reliability.json": ("confidence", "quantitative", "observed", "quantitative"),
+        "metrics/plots/accuracy_by_category.json": ("accuracy", "quantitative", "category", "nominal"),
+        "metrics/plots/reward_vs_length.csv": ("length", "quantitative", "reward", "quantitative"),
     }
     assert set(expected) <= set(vega), sorted(vega)
     for name, (x, x_type, y, y_type) in expected.items():
@@ -141,11 +142,11 @@ def test_dvc_plots_show_renders_every_plot_with_its_fields(project: Path):
         assert encoded == (x, x_type, y, y_type), name
         rows = vega[name]["data"]["values"]
         assert rows and all(x in row and y in row for row in rows), name
-    reliability = vega["reports/evaluate/plots/reliability.json"]
+    reliability = vega["metrics/plots/reliability.json"]
     assert _plot_fields(reliability)["color"]["field"] == "variant"  # raw and calibrated: two series
     assert {row["variant"] for row in reliability["data"]["values"]} == {"raw", "calibrated"}
     assert "loess" not in json.dumps(reliability)  # no smoothing
     steps = [int(row["step"]) for row in vega[paths.TRAIN_CURVES.as_posix()]["data"]["values"]]
     assert steps == [1, 2, 3, 4]
     images = {name for name, entries in plots.items() if entries[0].get("type") == "image"}
-    assert {f"reports/evaluate/plots/{n}.png" for n in ("reliability", "accuracy_by_category")} <= images
+    assert {f"metrics/plots/{n}.png" for n in ("reliability", "accuracy_by_category")} <= images

@@ -19,12 +19,22 @@ def _entries(items: list) -> list[str]:
 def test_stage_outputs_and_metrics_match_dvc_yaml():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for stage, out in paths.STAGE_OUT.items():
-        extra = [paths.TRAIN_LOG.as_posix()] if stage == "train" else []
+        extra = {"train": [paths.TRAIN_LOG.as_posix()],
+                 "evaluate": [(paths.EVALUATE_PLOTS / n).as_posix() for n in paths.EVALUATE_PLOT_FILES]}.get(stage, [])
         assert _entries(stages[stage]["outs"]) == [out.as_posix(), *extra], stage
         assert _entries(stages[stage]["metrics"]) == [paths.stage_metrics(stage).as_posix()], stage
     assert _entries(stages["register"]["outs"]) == [paths.REGISTRATION.as_posix()]
     assert _entries(stages["train"]["plots"]) == [paths.TRAIN_CURVES.as_posix()]
     assert paths.RAW_DIR.as_posix() in stages["ingest"]["deps"]
+
+
+def test_top_level_plots_are_files_outside_cached_directory_outputs():
+    """`dvc exp run` on a fresh clone resolves every top-level plot; one inside a cached directory output fails."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    plots = _entries(spec["plots"])
+    assert plots == [(paths.EVALUATE_PLOTS / n).as_posix() for n in paths.EVALUATE_PLOT_FILES]
+    cached_dirs = [out for stage in spec["stages"].values() for out in stage.get("outs", []) if isinstance(out, str)]
+    assert not [p for p in plots for d in cached_dirs if p.startswith(d.rstrip("/") + "/")], plots
 
 
 def test_gated_stages_have_reports_in_their_outputs():

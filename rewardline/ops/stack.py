@@ -277,7 +277,9 @@ def commands(config: dict[str, Any], state_dir: Path) -> dict[str, tuple[list[st
         "s3": (weed, {**keys, **weed_jwt}),
         "mlflow": (mlflow, {**s3_env, "MLFLOW_S3_ENDPOINT_URL": u["s3"], **mlflow_env}),
         "prefect-server": (server, prefect_server_env),
-        "prefect-worker": (worker, {**prefect_env, **s3_env, **clients}),
+        # the *-local deployments of prefect.yaml run in this checkout (`stack up` runs from the project root)
+        "prefect-worker": (worker, {**prefect_env, **s3_env, **clients,
+                                    "REWARDLINE_PROJECT_DIR": str(Path.cwd().resolve())}),
     }
 
 

@@ -247,6 +247,50 @@ def test_a_shifted_batch_is_retrained_on_exactly_once_even_after_a_crash(champio
     assert "Decision: **retrain**" in summary and "### Challenger gates" in summary and "redone" in summary
 
 
+def test_a_challenger_rejected_by_a_gate_is_a_completed_retrain_run(champion: dict):
+    """The pipeline subflow fails at the evaluate gate; the retrain run itself ends Completed, its summary
+    names the rejection and holds the gate table. A new batch (the shifted one under new prompt ids), forced."""
+    from flows.retrain import retrain
+    from rewardline.registry import open_registry
+    from rewardline.retraining.inbox import write_batch
+
+    project = champion["project"]
+    batch_id = "batch-03-rejected"
+    rename = {SHIFTED.encode(): batch_id.encode()}
+    data = {}
+    for name in ("samples.jsonl", "rankings.jsonl"):
+        raw = (FRESH / SHIFTED / name).read_bytes()
+        for old, new in rename.items():
+            raw = raw.replace(old, new)
+        data[name] = raw
+    write_batch(str(project / "data/inbox"), batch_id, data["samples.jsonl"], data["rankings.jsonl"])
+    versions_before = {v.version for v in open_registry(project).list_versions("reward-model")}
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["evaluate"]["min_accuracy"] = 0.99
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        state = retrain(project=str(project), force=True, return_state=True)
+    finally:
+        params_path.write_text(original)
+    assert state.is_completed(), state.message
+    [result] = state.result()
+    assert result["outcome"].startswith("retrained; challenger rejected") and "min_accuracy" in result["outcome"]
+    summary = artifacts(state.state_details.flow_run_id)["retrain-summary"]
+    assert f"## Batch `{batch_id}`: retrained; challenger rejected" in summary
+    assert "Decision: **retrain**" in summary and "### Challenger gates" in summary
+    assert "| gate | value | threshold | passed |" in summary and "min_accuracy" in summary
+    assert [e["state"] for e in ledger(project) if e["batch_id"] == batch_id][-1] == "done"
+    assert {v.version for v in open_registry(project).list_versions("reward-model")} == versions_before
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    subflows = api(lambda c: c.read_flow_runs(flow_run_filter=FlowRunFilter(
+        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id]))))
+    assert [run.state.is_failed() for run in subflows] == [True]  # the pipeline subflow: Failed at the gate
+
+
 def test_a_failed_gate_fails_the_pipeline_flow_naming_the_gate(champion: dict):
     from flows.pipeline import pipeline
 

@@ -41,6 +41,17 @@ def test_default_config_ports_are_distinct() -> None:
     assert len(values) == len(set(values)) and set(config["timeouts"]) == set(stack.SERVICES)
 
 
+def test_prefect_ui_is_on_and_bound_to_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = stack.load_config()
+    server, server_env = stack.commands(config, tmp_path / "state")["prefect-server"]
+    assert server_env["PREFECT_SERVER_UI_ENABLED"] == "true"
+    assert server[server.index("--host") + 1] == "127.0.0.1" == config["host"]
+    worker, worker_env = stack.commands(config, tmp_path / "state")["prefect-worker"]
+    assert worker[worker.index("--pool") + 1] == "rewardline-process"  # prefect.yaml's pool
+    assert worker_env["REWARDLINE_PROJECT_DIR"] == str(tmp_path.resolve())  # the *-local deployments' checkout
+
+
 def test_taken_port_fails_before_anything_starts(tmp_path: Path) -> None:
     config_path = _config(tmp_path)
     config = stack.load_config(config_path)
