@@ -31,6 +31,7 @@ NOT_RUN = {
     "export": "shell builtin (environment for the next commands)",
     "set": "shell builtin",
     "cp": "copies a file the reader creates",
+    "chmod": "changes the mode of a secrets file the reader creates",
     "aws": "AWS CLI: not a dependency; needs an S3 endpoint",
     "docker": "no Docker on the dev machine (tests/ops/test_compose.py checks the compose file)",
     "curl": "needs a running model server",
