@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from faults.fault_log import record
 
 ROOT = Path(__file__).parents[2]
 FRESH = Path(__file__).parents[1] / "fixtures" / "fresh_batches"
@@ -219,9 +220,15 @@ def test_the_same_batch_submitted_twice_is_processed_once(champion: dict):
 KILL_POINTS = ("started", "decided", "appended", "registered")  # `registered`: registered, not yet `done`
 
 
-def run_retrain_process(project: Path, kill_at: str | None) -> subprocess.CompletedProcess:
-    """``python -m flows.retrain run`` as its own process against the harness's Prefect API;
-    ``kill_at``: the process SIGKILLs itself there (``REWARDLINE_RETRAIN_KILL_AT``)."""
+def runs_log(project: Path) -> Path:
+    return project.parent / f"{project.name}-retrain-runs.log"
+
+
+def run_retrain_process(project: Path, kill_at: str | None, timeout: float = 2400) -> int:
+    """``python -m flows.retrain run`` as its own process (own session) against the harness's Prefect
+    API; ``kill_at``: the process SIGKILLs itself there (``REWARDLINE_RETRAIN_KILL_AT``). Returns its
+    exit status; output appended to :func:`runs_log`. On a timeout the whole session
+    (a DVC stage it runs included) is killed."""
     import sys
 
     from prefect.settings import PREFECT_API_URL
@@ -230,8 +237,15 @@ def run_retrain_process(project: Path, kill_at: str | None) -> subprocess.Comple
     env.pop("REWARDLINE_RETRAIN_KILL_AT", None)
     if kill_at:
         env["REWARDLINE_RETRAIN_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "flows.retrain", "run", "--project", str(project)], cwd=project,
-                          env=env, capture_output=True, text=True, timeout=900)
+    with runs_log(project).open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.retrain", "run", "--project", str(project)],
+                                cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
 
 
 def test_a_shifted_batch_is_retrained_on_exactly_once_after_a_sigkill_at_every_state(champion: dict):
@@ -246,17 +260,27 @@ def test_a_shifted_batch_is_retrained_on_exactly_once_after_a_sigkill_at_every_s
     fresh = project / "data/raw/fresh" / f"{SHIFTED}.jsonl"
     versions_before = {v.version for v in open_registry(project).list_versions("reward-model")}
     for kill_at in KILL_POINTS:
-        killed = run_retrain_process(project, kill_at)
-        assert killed.returncode == -signal.SIGKILL, (kill_at, killed.returncode, killed.stderr[-3000:])
+        status = run_retrain_process(project, kill_at)
+        assert status == -signal.SIGKILL, (kill_at, status, runs_log(project).read_text()[-3000:])
         states = [e["state"] for e in ledger(project) if e["batch_id"] == SHIFTED]
         if kill_at == "registered":  # registered, not done: the batch counts as interrupted
             assert states[-1] == "appended", states
             assert json.loads((project / "reports/register/registration.json").read_text())["registered"]
         else:
             assert states[-1] == kill_at, states
-    assert run_retrain_process(project, None).returncode == 0
+    final = run_retrain_process(project, None)
 
     states = [e["state"] for e in ledger(project) if e["batch_id"] == SHIFTED]
+    registration = json.loads((project / "reports/register/registration.json").read_text())
+    registry = open_registry(project)
+    new_versions = {v.version for v in registry.list_versions("reward-model")} - versions_before
+    once = (fresh.exists() and fresh.read_bytes() == (FRESH / SHIFTED / "rankings.jsonl").read_bytes()
+            and states.count("done") == 1 and new_versions == {str(registration["version"])})
+    record("SIGKILL the retrain flow", "REWARDLINE_RETRAIN_KILL_AT = started, decided, appended, registered",
+           "each re-run rolls the batch back and redoes it; the batch's data once, one new version"
+           if final == 0 and once else "not exactly once", len(KILL_POINTS), len(KILL_POINTS) * (final == 0 and once),
+           int(not once))
+    assert final == 0, runs_log(project).read_text()[-3000:]
     assert states == ["started", "rolled_back",
                       "started", "decided", "rolled_back",
                       "started", "decided", "appended", "rolled_back",
@@ -270,15 +294,48 @@ def test_a_shifted_batch_is_retrained_on_exactly_once_after_a_sigkill_at_every_s
     assert ingest["rows_in_by_format"]["rankings"] == 450 + 24
 
     assert done["outcome"].startswith("retrained; challenger registered"), done
-    registration = json.loads((project / "reports/register/registration.json").read_text())
-    registry = open_registry(project)
-    new_versions = {v.version for v in registry.list_versions("reward-model")} - versions_before
     assert new_versions == {str(registration["version"])}  # one challenger, registered once across 5 runs
     assert done["promotion"] == {"version": registration["version"], "registered": True, "promoted": False,
                                  "reason": "retrain.auto_promote is false: promote by hand (rewardline promote)"}
     assert done["comparison"]["n_pairs"] > 0 and 0 <= done["comparison"]["challenger_accuracy"] <= 1
     assert registry.resolve_alias("reward-model", "champion") == "1"
     assert registry.resolve_alias("reward-model", "challenger") == str(registration["version"])
+
+
+def test_register_through_the_cli_exits_0_1_and_2(champion: dict, tmp_path: Path):
+    """``rewardline register`` on the project: 0 and one new version; 1 and none when a gate failed
+    (a copy of the project whose gates.json says so); 2 and none for a bad --set."""
+    import sys
+
+    from rewardline.registry import open_registry
+
+    project = champion["project"]
+
+    def versions() -> set[str]:
+        return {v.version for v in open_registry(project).list_versions("reward-model")}
+
+    def register(where: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rewardline.cli", "register", "--project", str(where), *args],
+                              cwd=where, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                              text=True, timeout=600)
+
+    before = versions()
+    done = register(project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    registration = json.loads((project / "reports/register/registration.json").read_text())
+    assert versions() - before == {str(registration["version"])}
+    failed = tmp_path / "failed-gates"
+    shutil.copytree(project, failed, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    gates = json.loads((failed / "reports/evaluate/gates.json").read_text())
+    gates["passed"] = False
+    gates["gates"]["min_accuracy"]["passed"] = False
+    (failed / "reports/evaluate/gates.json").write_text(json.dumps(gates))
+    before = versions()
+    refused = register(failed)
+    assert refused.returncode == 1 and "not registering the model" in refused.stderr, refused.stderr[-3000:]
+    bad = register(project, "--set", "alias=champion")
+    assert bad.returncode == 2 and "promote_to_champion" in bad.stderr, bad.stderr[-3000:]
+    assert versions() == before
 
 
 def test_a_failed_gate_fails_the_pipeline_flow_naming_the_gate(champion: dict):
