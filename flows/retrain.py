@@ -156,6 +156,7 @@ def retrain(project: str = ".", force: bool = False) -> list[dict]:
                     get_run_logger().warning("batch %s: %s", batch.batch_id, result.outcome)
                 else:
                     result.comparison, result.promotion = compare_and_promote(root, batch, champion)
+                    rt.checkpoint("registered")  # fault hook: registered (and compared), not yet done
                     result.outcome = ("retrained; challenger registered" if result.promotion["registered"]
                                       else "retrained; challenger not registered")
                     if result.promotion["promoted"]:

@@ -17,8 +17,12 @@ One cycle, per ready inbox batch (:mod:`rewardline.retraining.inbox`) not yet in
    ``champion`` alias when ``retrain.auto_promote`` allows it;
 5. ``done`` in the ledger, only after all of that.
 
-Fault injection for tests and drills: ``REWARDLINE_RETRAIN_FAIL_AT=<state>`` raises
-:class:`InjectedFailure` right after the ledger records that state (e.g. ``appended``).
+Fault injection for tests and drills (inert unless set; docs/reliability.md):
+``REWARDLINE_RETRAIN_FAIL_AT=<point>`` raises :class:`InjectedFailure`, and
+``REWARDLINE_RETRAIN_KILL_AT=<point>`` SIGKILLs the process (a crash: no ``finally``, no
+exception handler runs), right after the ledger records that state (``started``, ``decided``,
+``appended``, ``done``), or at ``registered``: after the challenger was registered and compared,
+before ``done`` is written.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import math
 import os
 import shutil
+import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,6 +56,7 @@ from rewardline.retraining import drift, inbox
 from rewardline.retraining.ledger import Ledger
 
 FAIL_AT_ENV = "REWARDLINE_RETRAIN_FAIL_AT"
+KILL_AT_ENV = "REWARDLINE_RETRAIN_KILL_AT"
 HOLDOUT_SPLITS = ("val", "test")
 
 
@@ -100,13 +106,16 @@ def fresh_path(project: Path, cfg: RetrainConfig, batch_id: str) -> Path:
 
 
 def checkpoint(state: str) -> None:
-    """Raise :class:`InjectedFailure` when ``REWARDLINE_RETRAIN_FAIL_AT`` names this state."""
+    """SIGKILL this process when ``REWARDLINE_RETRAIN_KILL_AT`` names ``state``; raise
+    :class:`InjectedFailure` when ``REWARDLINE_RETRAIN_FAIL_AT`` does; else nothing."""
+    if os.environ.get(KILL_AT_ENV) == state:
+        os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get(FAIL_AT_ENV) == state:
         raise InjectedFailure(f"injected failure after ledger state {state!r} ({FAIL_AT_ENV})")
 
 
 def mark(ledger: Ledger, batch: inbox.Batch, state: str, **details: Any) -> None:
-    """Record ``state`` for the batch, then honour ``REWARDLINE_RETRAIN_FAIL_AT``."""
+    """Record ``state`` for the batch, then honour the fault hooks (:func:`checkpoint`)."""
     ledger.record(batch.batch_id, batch.content_hash, state, **details)
     checkpoint(state)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from faults.fault_log import record
 
 ROOT = Path(__file__).parents[2]
 FRESH = Path(__file__).parents[1] / "fixtures" / "fresh_batches"
@@ -193,58 +195,147 @@ def test_a_batch_like_the_training_data_is_not_retrained_on(champion: dict):
 
 
 def test_the_same_batch_submitted_twice_is_processed_once(champion: dict):
+    """Stands alone: submits its own batch (a copy of the in-distribution fixture under its own
+    id), whatever the other tests left in the module's project."""
     project = champion["project"]
+    first, again = "batch-03-submitted-twice", "batch-03-submitted-twice-resubmitted"
+    submit(project, first, IN_DIST)
+    state = run_retrain(project)  # processes `first` (and anything else new; not asserted)
+    assert state.is_completed(), state.message
+    mine = [e for e in ledger(project) if e["batch_id"] in (first, again)]
+    assert [e["state"] for e in mine] in (["started", "decided", "done"], ["duplicate"])
     before = ledger(project)
     state = run_retrain(project)  # the same inbox again: nothing new
     assert state.is_completed() and state.result() == [] and ledger(project) == before
-    submit(project, f"{IN_DIST}-resubmitted", IN_DIST)  # the same data under another name
+    submit(project, again, IN_DIST)  # the same data under another name
     state = run_retrain(project)
     assert state.is_completed() and state.result() == []
     events = ledger(project)
-    assert [(e["batch_id"], e["state"]) for e in events[len(before):]] == [(f"{IN_DIST}-resubmitted", "duplicate")]
-    assert sum(e["state"] == "started" for e in events) == 1
-    assert "resubmitted = batch-01" in artifacts(state.state_details.flow_run_id)["retrain-summary"]
+    [(batch_id, event_state, of)] = [(e["batch_id"], e["state"], e.get("of")) for e in events[len(before):]]
+    assert (batch_id, event_state) == (again, "duplicate") and of in (first, IN_DIST)
+    assert sum(e["state"] == "started" for e in events if e["batch_id"] in (first, again)) <= 1
+    assert f"{again} = {of}" in artifacts(state.state_details.flow_run_id)["retrain-summary"]
 
 
-def test_a_shifted_batch_is_retrained_on_exactly_once_even_after_a_crash(champion: dict,
-                                                                        monkeypatch: pytest.MonkeyPatch):
+KILL_POINTS = ("started", "decided", "appended", "registered")  # `registered`: registered, not yet `done`
+
+
+def runs_log(project: Path) -> Path:
+    return project.parent / f"{project.name}-retrain-runs.log"
+
+
+def run_retrain_process(project: Path, kill_at: str | None, timeout: float = 2400) -> int:
+    """``python -m flows.retrain run`` as its own process (own session) against the harness's Prefect
+    API; ``kill_at``: the process SIGKILLs itself there (``REWARDLINE_RETRAIN_KILL_AT``). Returns its
+    exit status; output appended to :func:`runs_log`. On a timeout the whole session
+    (a DVC stage it runs included) is killed."""
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value()}
+    env.pop("REWARDLINE_RETRAIN_KILL_AT", None)
+    if kill_at:
+        env["REWARDLINE_RETRAIN_KILL_AT"] = kill_at
+    with runs_log(project).open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.retrain", "run", "--project", str(project)],
+                                cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+
+
+def test_a_shifted_batch_is_retrained_on_exactly_once_after_a_sigkill_at_every_state(champion: dict):
+    """The retrain flow, a real process, SIGKILLed right after each ledger state in turn (and after
+    the challenger was registered, before `done`), re-run after each kill; then one clean run.
+    Exactly once: the batch's rankings are in the raw data once and ingested once, one new
+    challenger version is registered, the ledger ends in one `done`."""
+    from rewardline.registry import open_registry
+
     project = champion["project"]
     submit(project, SHIFTED, SHIFTED)
     fresh = project / "data/raw/fresh" / f"{SHIFTED}.jsonl"
+    versions_before = {v.version for v in open_registry(project).list_versions("reward-model")}
+    for kill_at in KILL_POINTS:
+        status = run_retrain_process(project, kill_at)
+        assert status == -signal.SIGKILL, (kill_at, status, runs_log(project).read_text()[-3000:])
+        states = [e["state"] for e in ledger(project) if e["batch_id"] == SHIFTED]
+        if kill_at == "registered":  # registered, not done: the batch counts as interrupted
+            assert states[-1] == "appended", states
+            assert json.loads((project / "reports/register/registration.json").read_text())["registered"]
+        else:
+            assert states[-1] == kill_at, states
+    final = run_retrain_process(project, None)
 
-    monkeypatch.setenv("REWARDLINE_RETRAIN_FAIL_AT", "appended")  # crash after the data was appended
-    crashed = run_retrain(project)
-    assert crashed.is_failed() and "injected failure" in crashed.message
-    assert [e["state"] for e in ledger(project) if e["batch_id"] == SHIFTED] == ["started", "decided", "appended"]
-
-    monkeypatch.delenv("REWARDLINE_RETRAIN_FAIL_AT")
-    state = run_retrain(project)
-    assert state.is_completed(), state.message
-    [result] = state.result()
     states = [e["state"] for e in ledger(project) if e["batch_id"] == SHIFTED]
-    assert states == ["started", "decided", "appended", "rolled_back", "started", "decided", "appended", "done"]
+    registration = json.loads((project / "reports/register/registration.json").read_text())
+    registry = open_registry(project)
+    new_versions = {v.version for v in registry.list_versions("reward-model")} - versions_before
+    once = (fresh.exists() and fresh.read_bytes() == (FRESH / SHIFTED / "rankings.jsonl").read_bytes()
+            and states.count("done") == 1 and new_versions == {str(registration["version"])})
+    record("SIGKILL the retrain flow", "REWARDLINE_RETRAIN_KILL_AT = started, decided, appended, registered",
+           "each re-run rolls the batch back and redoes it; the batch's data once, one new version"
+           if final == 0 and once else "not exactly once", len(KILL_POINTS), len(KILL_POINTS) * (final == 0 and once),
+           int(not once))
+    assert final == 0, runs_log(project).read_text()[-3000:]
+    assert states == ["started", "rolled_back",
+                      "started", "decided", "rolled_back",
+                      "started", "decided", "appended", "rolled_back",
+                      "started", "decided", "appended", "rolled_back",
+                      "started", "decided", "appended", "done"]
+    [done] = [e for e in ledger(project) if e["batch_id"] == SHIFTED and e["state"] == "done"]
     # No partial or duplicated data: the batch's rankings are in the raw data once, and ingested once.
     assert sorted(p.name for p in fresh.parent.iterdir()) == [fresh.name]
     assert fresh.read_bytes() == (FRESH / SHIFTED / "rankings.jsonl").read_bytes()
     ingest = json.loads((project / "data/ingested/metrics.json").read_text())  # the full metrics, not the headline
     assert ingest["rows_in_by_format"]["rankings"] == 450 + 24
 
-    drift = result["drift"]
-    assert drift["psi"] > OVERLAY["retrain"]["psi_threshold"] and drift["ks"] > OVERLAY["retrain"]["ks_threshold"]
-    assert result["decision"]["retrain"] and result["outcome"].startswith("retrained; challenger registered")
-    registration = json.loads((project / "reports/register/registration.json").read_text())
-    assert registration["registered"] and str(registration["version"]) == "2"  # a new challenger
-    assert result["promotion"] == {"version": registration["version"], "registered": True, "promoted": False,
-                                   "reason": "retrain.auto_promote is false: promote by hand (rewardline promote)"}
-    comparison = result["comparison"]
-    assert comparison["n_pairs"] > 0 and 0 <= comparison["challenger_accuracy"] <= 1
+    assert done["outcome"].startswith("retrained; challenger registered"), done
+    assert new_versions == {str(registration["version"])}  # one challenger, registered once across 5 runs
+    assert done["promotion"] == {"version": registration["version"], "registered": True, "promoted": False,
+                                 "reason": "retrain.auto_promote is false: promote by hand (rewardline promote)"}
+    assert done["comparison"]["n_pairs"] > 0 and 0 <= done["comparison"]["challenger_accuracy"] <= 1
+    assert registry.resolve_alias("reward-model", "champion") == "1"
+    assert registry.resolve_alias("reward-model", "challenger") == str(registration["version"])
+
+
+def test_register_through_the_cli_exits_0_1_and_2(champion: dict, tmp_path: Path):
+    """``rewardline register`` on the project: 0 and one new version; 1 and none when a gate failed
+    (a copy of the project whose gates.json says so); 2 and none for a bad --set."""
+    import sys
+
     from rewardline.registry import open_registry
 
-    registry = open_registry(project)
-    assert registry.resolve_alias("reward-model", "champion") == "1"
-    assert registry.resolve_alias("reward-model", "challenger") == "2"
-    summary = artifacts(state.state_details.flow_run_id)["retrain-summary"]
-    assert "Decision: **retrain**" in summary and "### Challenger gates" in summary and "redone" in summary
+    project = champion["project"]
+
+    def versions() -> set[str]:
+        return {v.version for v in open_registry(project).list_versions("reward-model")}
+
+    def register(where: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rewardline.cli", "register", "--project", str(where), *args],
+                              cwd=where, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                              text=True, timeout=600)
+
+    before = versions()
+    done = register(project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    registration = json.loads((project / "reports/register/registration.json").read_text())
+    assert versions() - before == {str(registration["version"])}
+    failed = tmp_path / "failed-gates"
+    shutil.copytree(project, failed, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    gates = json.loads((failed / "reports/evaluate/gates.json").read_text())
+    gates["passed"] = False
+    gates["gates"]["min_accuracy"]["passed"] = False
+    (failed / "reports/evaluate/gates.json").write_text(json.dumps(gates))
+    before = versions()
+    refused = register(failed)
+    assert refused.returncode == 1 and "not registering the model" in refused.stderr, refused.stderr[-3000:]
+    bad = register(project, "--set", "alias=champion")
+    assert bad.returncode == 2 and "promote_to_champion" in bad.stderr, bad.stderr[-3000:]
+    assert versions() == before
 
 
 def test_a_challenger_rejected_by_a_gate_is_a_completed_retrain_run(champion: dict):
