@@ -51,7 +51,7 @@ from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, select_
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.tokenize import TokenizedResponses, tokenize_pairs_dir
-from rewardline.ops.atomic import staged_output
+from rewardline.ops.atomic import exclusive, staged_output
 from rewardline.tracking import NullTracker, Tracker
 from rewardline.training.batching import (
     TARGETS_FILE,
@@ -458,6 +458,17 @@ def _run_steps(run: _Run, start: int, cfg: TrainConfig, tracker: Tracker, rt: Ru
     return totals.values, done, time.perf_counter() - t_train
 
 
+def _run_lock(out_dir: Path, ckpt_root: Path, rt: Runtime) -> contextlib.AbstractContextManager:
+    """One training run per checkpoint folder: the main rank holds its lock from resume to publish, so a
+    second ``train`` into the same ``--out`` waits (then exits 3 naming the holder) instead of pruning the
+    first run's checkpoints. The lock file sits beside ``out_dir``, not inside the folder that publishing swaps."""
+    if not rt.is_main:
+        return contextlib.nullcontext()
+    inside = ckpt_root.resolve().parent == out_dir.resolve()
+    target = out_dir.parent / f"{out_dir.name}.checkpoints" if inside else ckpt_root
+    return exclusive(target, what="training run (checkpoints)")
+
+
 def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, rt: Runtime) -> dict:
     """Set up (objective, data, steps, model, optimizer, resume), run the steps with model
     selection, put the best weights back, save."""
@@ -469,18 +480,19 @@ def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, r
     opt = make_optimizer(model, cfg, rt.device)
     fingerprint = _fingerprint(cfg, data.tok, pairs_dir, rt.world_size)
     ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else out_dir / "checkpoints"
-    selection = ModelSelection(cfg.eval_every, cfg.patience)
-    start = resume_from_checkpoint(ckpt_root, fingerprint, model, opt, selection, cfg, rt)
-    ddp = DistributedDataParallel(model) if rt.distributed else model
-    _log_run_start(tracker, cfg, rt, data.tok, len(steps))
+    with _run_lock(out_dir, ckpt_root, rt):
+        selection = ModelSelection(cfg.eval_every, cfg.patience)
+        start = resume_from_checkpoint(ckpt_root, fingerprint, model, opt, selection, cfg, rt)
+        ddp = DistributedDataParallel(model) if rt.distributed else model
+        _log_run_start(tracker, cfg, rt, data.tok, len(steps))
 
-    run = _Run(model, ddp, opt, objective, data, steps, selection, ckpt_root, fingerprint)
-    totals, done, train_seconds = _run_steps(run, start, cfg, tracker, rt)
-    selection.restore_best(model)  # the saved model is the best evaluated one
-    val = selection.best_val
-    save_model_and_drop_checkpoints(model, data, val, out_dir, ckpt_root, cfg, rt)
-    metrics = run_metrics(objective, totals, val or no_evaluation(objective), data, train_seconds,
-                          steps=done, planned_steps=len(steps), **selection.metrics(done), resumed_from_step=start,
-                          frozen_parameters=frozen, world_size=rt.world_size)
-    tracker.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}, step=done)
-    return metrics
+        run = _Run(model, ddp, opt, objective, data, steps, selection, ckpt_root, fingerprint)
+        totals, done, train_seconds = _run_steps(run, start, cfg, tracker, rt)
+        selection.restore_best(model)  # the saved model is the best evaluated one
+        val = selection.best_val
+        save_model_and_drop_checkpoints(model, data, val, out_dir, ckpt_root, cfg, rt)
+        metrics = run_metrics(objective, totals, val or no_evaluation(objective), data, train_seconds,
+                              steps=done, planned_steps=len(steps), **selection.metrics(done), resumed_from_step=start,
+                              frozen_parameters=frozen, world_size=rt.world_size)
+        tracker.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}, step=done)
+        return metrics

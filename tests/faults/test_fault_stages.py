@@ -185,16 +185,7 @@ def stage_pair(project: Project, refs, stage: str, out: Path) -> tuple[list[str]
             project.evaluate_args(model, out, "bootstrap_samples=100"), [refs["eval200"][1], refs["eval100"][1]], ())
 
 
-CHECKPOINT_RACE = (
-    "known race (docs/reliability.md): two trainers on one --out share <out>/checkpoints, outside the output lock; "
-    "each prunes the other's step-* folders and may re-create checkpoints/ inside the old result while the other "
-    "publishes, so the publisher's removal of the old result can fail (seen once: exit 3 after publishing). The "
-    "output is still one complete model (asserted before the exit codes)")
-
-
-@pytest.mark.parametrize("stage", ["validate", "pairs",
-                                   pytest.param("train", marks=pytest.mark.xfail(reason=CHECKPOINT_RACE, strict=False)),
-                                   "evaluate"])
+@pytest.mark.parametrize("stage", ["validate", "pairs", "train", "evaluate"])
 def test_two_concurrent_writers_on_one_output_leave_one_complete_result(project, refs, tmp_path, stage):
     """Two runs with different settings start together on one --out: both succeed (the second waits
     for the lock) and the output is one run's complete result, not a mix."""
