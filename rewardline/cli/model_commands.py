@@ -19,6 +19,7 @@ from rewardline.cli.app import (
 )
 from rewardline.config import build, parse_overrides
 from rewardline.errors import ConfigError
+from rewardline.modeling.step_scores import AGGREGATES
 from rewardline.registry.names import model_uri
 
 
@@ -27,15 +28,21 @@ def score(
     model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
     input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response")],
     out: Annotated[Path, typer.Option("--out", help="output JSONL file (the input rows plus reward)")],
+    aggregate: Annotated[str | None, typer.Option(
+        help="process reward model: min | prod | last | mean of the step scores (default: the model's)")] = None,
 ) -> None:
-    """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode).
+    """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode); with a
+    process reward model, ``step_scores`` (P(step correct)) and their aggregate ``reward`` to each
+    {prompt, steps: [...]} row.
 
     Fails fast: the first malformed row (invalid JSON, not an object, prompt or response missing or
     not text) exits 2 naming file, line and field; so does a model directory that is not complete
     (no tokenizer files, pickle-only or truncated weights, a bad reward_config.json)."""
     from rewardline.modeling.score import score_jsonl
 
-    _run(lambda: {"rows_scored": score_jsonl(model, input, out), "output": str(out)})
+    if aggregate is not None and aggregate not in AGGREGATES:
+        raise typer.BadParameter(f"{aggregate!r} is not one of {', '.join(AGGREGATES)}", param_hint="--aggregate")
+    _run(lambda: {"rows_scored": score_jsonl(model, input, out, aggregate=aggregate), "output": str(out)})
 
 
 @app.command("export-pairs")

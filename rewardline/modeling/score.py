@@ -16,6 +16,7 @@ typical response when the training utilities were centred per prompt.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,9 +126,23 @@ def _check_prompt(prompt: Any, where: dict[str, Any]) -> None:
                 raise BadInput(**where, field=f"prompt[{i}].{key}", expected="a string", got=got)
 
 
-def read_score_rows(in_path: Path | str) -> list[dict]:
-    """The JSON object of each non-blank line of ``in_path``: ``prompt`` text or messages, ``response``
-    text. Fails fast: the first malformed line raises :class:`BadInput` naming file, line and field."""
+def check_score_row(row: Any, where: dict[str, Any]) -> None:
+    """An outcome-model input row: ``prompt`` text or messages, ``response`` text (BadInput otherwise)."""
+    if not isinstance(row, dict):
+        raise BadInput(**where, expected="a JSON object {prompt, response}", got=json_type(row))
+    for key in ("prompt", "response"):
+        if key not in row:
+            raise BadInput(**where, field=key, detail="missing; expected "
+                           + ("a string" if key == "response" else PROMPT_EXPECTED))
+    _check_prompt(row["prompt"], where)
+    if not isinstance(row["response"], str):
+        raise BadInput(**where, field="response", expected="a string", got=json_type(row["response"]))
+
+
+def read_score_rows(in_path: Path | str, check: Callable[[Any, dict[str, Any]], None] = check_score_row) -> list[dict]:
+    """The JSON object of each non-blank line of ``in_path``, each checked by ``check`` (default: ``prompt``
+    text or messages, ``response`` text). Fails fast: the first malformed line raises :class:`BadInput`
+    naming file, line and field."""
     rows = []
     for number, raw in enumerate(Path(in_path).read_bytes().splitlines(), start=1):
         if not raw.strip():
@@ -139,28 +154,26 @@ def read_score_rows(in_path: Path | str) -> list[dict]:
             raise BadInput(**where, detail="not UTF-8 text") from None
         except json.JSONDecodeError as err:
             raise BadInput(**where, detail=f"not valid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise BadInput(**where, expected="a JSON object {prompt, response}", got=json_type(row))
-        for key in ("prompt", "response"):
-            if key not in row:
-                raise BadInput(**where, field=key, detail="missing; expected "
-                               + ("a string" if key == "response" else PROMPT_EXPECTED))
-        _check_prompt(row["prompt"], where)
-        if not isinstance(row["response"], str):
-            raise BadInput(**where, field="response", expected="a string", got=json_type(row["response"]))
+        check(row, where)
         rows.append(row)
     return rows
 
 
 def score_jsonl(
-    model_dir: Path | str, in_path: Path | str, out_path: Path | str, batch_tokens: int = 16384, normalize: bool = True
+    model_dir: Path | str, in_path: Path | str, out_path: Path | str, batch_tokens: int = 16384, normalize: bool = True,
+    aggregate: str | None = None,
 ) -> int:
     """Read ``{prompt, response, ...}`` rows from ``in_path``, write them to ``out_path`` with
     a ``reward`` field added, and ``win_prob`` for an absolute-scale model. Returns the number of rows.
+    A process reward model (:mod:`rewardline.modeling.step_scores`) reads ``{prompt, steps: [...]}`` rows and
+    adds ``step_scores`` and ``reward`` (their ``aggregate``, default the model's ``step_aggregate``).
     The first malformed row stops it (:class:`BadInput`, exit 2) before the model is loaded."""
     from rewardline.modeling.device import select_runtime
     from rewardline.modeling.model import RewardModel
+    from rewardline.modeling.step_scores import check_step_row, is_process_model, score_step_rows
 
+    if is_process_model(model_dir):
+        return score_step_rows(model_dir, read_score_rows(in_path, check_step_row), out_path, aggregate, batch_tokens)
     rows = read_score_rows(in_path)
     model_dir = Path(model_dir)
     model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device) if rows else (None, None)

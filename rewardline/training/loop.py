@@ -122,6 +122,7 @@ class TrainConfig(Section):
     cache_dir: str | None = None  # tokenisation cache, default ~/.cache/rewardline/tokenized
     prm_neutral_as: Literal["correct", "incorrect", "ignore"] = "correct"  # objective prm: target of a neutral step
     prm_outcome_weight: float = Field(0.0, ge=0.0)  # objective prm: λ of the outcome (ORM) term, 0 = off
+    prm_aggregate: Literal["min", "prod", "last", "mean"] = "min"  # objective prm: the saved model's default reward
     prm_split_salt: str = "rewardline-v1"  # objective prm: train / val / test by prompt (pairs.split_salt's hash)
     prm_train_fraction: float = Field(0.8, gt=0.0, le=1.0)
     prm_val_fraction: float = Field(0.1, ge=0.0, le=1.0)
@@ -354,6 +355,7 @@ def save_model_and_drop_checkpoints(model: RewardModel, data: TrainingData, val:
     if val:
         model.config.reward_mean, model.config.reward_std = val["reward_mean"], val["reward_std"]
     model.config.objective = cfg.objective
+    model.config.step_aggregate = cfg.prm_aggregate
     if data.targets is not None:  # absolute scale: F(r) = P(beats the anchor / the typical response)
         model.config.link, model.config.anchored = data.targets.link, data.targets.anchored
     if rt.is_main:
