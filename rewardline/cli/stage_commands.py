@@ -29,13 +29,14 @@ from rewardline.registry.names import model_uri
 def ingest(
     sources: Annotated[list[str], typer.Argument(help="files, directories or s3://bucket/prefix")],
     out: IngestOut,
-    format: Annotated[str, typer.Option(help="auto | rankings | hh-rlhf | alpaca-eval | pairwise | trl | rewardbench")
-                      ] = "auto",
+    format: Annotated[str, typer.Option(help="auto | rankings | hh-rlhf | alpaca-eval | pairwise | trl | rewardbench"
+                                             " | prm800k | math-shepherd | gsm8k | solutions (step-level)")] = "auto",
     batch_id: Annotated[str | None, typer.Option(help="ingest batch id (default: from file name)")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Read annotator rankings into the canonical tables; quarantine malformed records."""
+    """Read annotator rankings (or step-labelled solutions) into the canonical tables; quarantine malformed
+    records."""
     from rewardline.data.ingest import IngestConfig, Source, run_ingest
 
     def action() -> dict:

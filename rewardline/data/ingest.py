@@ -2,9 +2,13 @@
 
 Output directory::
 
-    prompts.parquet  responses.parquet  rankings.parquet  quarantine.parquet  metrics.json  gates.json  report.md
+    prompts.parquet  responses.parquet  rankings.parquet  solutions.parquet  quarantine.parquet
+    metrics.json  gates.json  report.md
 
-``metrics.json`` holds ``rows_in == rows_ok + rows_quarantined`` (rows = input records)
+``solutions.parquet`` is the step-level table (:mod:`rewardline.data.steps`) from the step formats
+(prm800k, math-shepherd, gsm8k, solutions); empty for ranking-only sources, as the ranking tables are
+for step-only ones. ``metrics.json`` holds ``rows_in == rows_ok + rows_quarantined`` (rows = input
+records, of both kinds; ``solutions_ok`` counts solution rows)
 and the quarantined share ``rows_quarantined / rows_in``; the gate (:data:`INGEST_GATES`)
 fails when that share exceeds ``max_quarantine_share``. ``gates.json`` and ``report.md``
 (the gate, the quarantine reasons and the first quarantined records) are the gate report.
@@ -25,6 +29,7 @@ from rewardline.config import Section
 from rewardline.data import adapters, schema
 from rewardline.data.canonical import canonicalize
 from rewardline.data.reasons import reason_counts
+from rewardline.data.steps import SOLUTIONS_FILE, StepOptions, canonicalize_solutions, empty_rows
 from rewardline.data.tables import write_json, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops import storage
@@ -43,7 +48,8 @@ class Source(Section):
 
     path: str = Field(min_length=1)
     # auto | adapters.FORMATS
-    format: Literal["auto", "rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench"] = "auto"
+    format: Literal["auto", "rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench",
+                    "prm800k", "math-shepherd", "gsm8k", "solutions"] = "auto"
     batch_id: str | None = None
     optional: bool = False  # a local directory that may be absent or hold no data files yet (data/raw/fresh)
 
@@ -54,6 +60,8 @@ class IngestConfig(Section):
     sources: list[Source] = Field(min_length=1)
     max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
     quarantine_examples: int = Field(10, ge=0)
+    gsm8k_negatives: int = Field(1, ge=0, le=16)  # synthetic step-level negatives per GSM8K reference solution
+    seed: int = Field(0, ge=0)  # seeds the GSM8K negatives (with each question's text)
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -92,7 +100,9 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
     the caller checks (:func:`rewardline.gates.check`).
     """
     ranked_parts: list[pa.Table] = []
+    solution_parts: list[pa.Table] = []
     quarantine_parts: list[pa.Table] = []
+    step_options = StepOptions(gsm8k_negatives=config.gsm8k_negatives, seed=config.seed)
     records_in = 0
     formats: Counter[str] = Counter()
     empty_files: list[str] = []
@@ -105,17 +115,19 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
             empty_files.append(uri)
             continue
         fmt = adapters.detect_format(uri, data) if source.format == "auto" else source.format
-        result = adapters.read_file(data, uri, fmt=fmt, batch_id=source.batch_id)
+        result = adapters.read_file(data, uri, fmt=fmt, batch_id=source.batch_id, step_options=step_options)
         formats[fmt] += result.records_in
         records_in += result.records_in
         ranked_parts.append(schema.conform(result.ranked, schema.RANKED_RESPONSES))
+        solution_parts.append(result.solutions)
         quarantine_parts.append(schema.conform(result.quarantine, schema.QUARANTINE))
 
     ranked = pa.concat_tables(ranked_parts) if ranked_parts else schema.empty(schema.RANKED_RESPONSES)
     tables = canonicalize(ranked)
-    quarantine = pa.concat_tables([*quarantine_parts, tables.quarantine])
+    steps = canonicalize_solutions(pa.concat_tables(solution_parts) if solution_parts else empty_rows())
+    quarantine = pa.concat_tables([*quarantine_parts, tables.quarantine, steps.quarantine])
     rows_quarantined = quarantine.num_rows
-    rows_ok = tables.records_ok
+    rows_ok = tables.records_ok + steps.records_ok
     if rows_ok + rows_quarantined != records_in:
         raise AssertionError(
             f"ingest accounting broke: rows_in={records_in} but rows_ok={rows_ok} + "
@@ -126,6 +138,7 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
     write_table(tables.prompts, out_dir / schema.TABLE_FILES["prompts"])
     write_table(tables.responses, out_dir / schema.TABLE_FILES["responses"])
     write_table(tables.rankings, out_dir / schema.TABLE_FILES["rankings"])
+    write_table(steps.solutions, out_dir / SOLUTIONS_FILE)
     write_table(quarantine, out_dir / schema.TABLE_FILES["quarantine"])
 
     share = rows_quarantined / records_in if records_in else 0.0
@@ -143,6 +156,10 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
         "rankings": pc.count_distinct(tables.rankings["ranking_id"]).as_py(),
         "ranked_rows": tables.rankings.num_rows,
         "annotators": len(tables.rankings["annotator_id"].unique()),
+        "solutions_ok": steps.solutions.num_rows,
+        "solutions_synthetic": int(pc.sum(steps.solutions["synthetic"]).as_py() or 0),
+        "solution_problems": pc.count_distinct(steps.solutions["prompt_id"]).as_py(),
+        "labelled_steps": pc.count(pc.list_flatten(steps.solutions["step_labels"])).as_py(),  # non-null labels
     }
     report = evaluate_gates(INGEST_GATES, metrics, config, stage="ingest")
     metrics.update(report.metrics_entries())

@@ -52,10 +52,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 TABLES = ("prompts", "responses", "rankings")
+SOLUTIONS = "solutions"  # the step-level table (rewardline.data.steps), validated when given
 MAX_EXAMPLES = 5
 MAX_TEXT = 200
 FK_RESPONSE = "_fk_response_in_responses_of_prompt"
 FK_PROMPT = "_fk_prompt_in_prompts"
+N_STEPS = "_n_steps"
+MIN_STEP_CHARS = "_min_step_chars"
+LABELS_MATCH_STEPS = "_labels_match_steps"
+LABELS_IN_SET = "_labels_in_set"
+STEP_LABELS = (-1, 0, 1)  # incorrect, neutral, correct (null = unknown)
 SITE_NAME = "rewardline"
 RUN_NAME = "rewardline"
 RUN_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # fixed: Data Docs page paths must not carry the clock
@@ -119,8 +125,13 @@ def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str, separators=(", ", ": "))
 
 
-def build_suites(max_k: int = 64) -> dict[str, Any]:
-    """The expectation suites, one per canonical table (``gx.ExpectationSuite`` objects)."""
+def build_suites(max_k: int = 64, max_steps: int = 100) -> dict[str, Any]:
+    """The expectation suites, one per canonical table (``gx.ExpectationSuite`` objects).
+
+    ``solutions`` (step-level data) is checked through derived columns (:func:`_solution_columns`),
+    since GX's pandas expectations do not look inside list columns: steps per solution in
+    1..``max_steps``, the shortest step at least 1 character, as many labels as steps, every label
+    in {-1, 0, 1} or null; outcome in {0, 1} (nulls pass: unknown)."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -151,6 +162,17 @@ def build_suites(max_k: int = 64) -> dict[str, Any]:
             gxe.ExpectCompoundColumnsToBeUnique(column_list=["ranking_id", "response_id"]),
             flag_true(FK_PROMPT),
             flag_true(FK_RESPONSE),
+        ],
+        SOLUTIONS: [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            *not_null("solution_id", "prompt_id", "prompt", "source_format", "synthetic", N_STEPS),
+            gxe.ExpectColumnValuesToBeUnique(column="solution_id"),
+            gxe.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column=N_STEPS, min_value=1, max_value=max_steps),
+            gxe.ExpectColumnValuesToBeBetween(column=MIN_STEP_CHARS, min_value=1),
+            flag_true(LABELS_MATCH_STEPS),
+            flag_true(LABELS_IN_SET),
+            gxe.ExpectColumnValuesToBeInSet(column="outcome", value_set=[0, 1]),
         ],
     }
     suites = {}
@@ -191,6 +213,24 @@ def _fk_flags(tables: dict[str, pa.Table]) -> dict[str, dict[str, pa.ChunkedArra
         ok = pc.fill_null(pc.equal(owner, r_prompts), False)
         flags["rankings"][FK_RESPONSE] = pc.if_else(pc.is_null(r_ids), pa.scalar(None, pa.bool_()), ok)
     return flags
+
+
+def _solution_columns(solutions: pa.Table) -> dict[str, pa.Array]:
+    """Derived per-solution columns for the suite: step count, shortest step (characters), whether
+    the label list has one label per step, whether every label is in {-1, 0, 1} or null."""
+    steps, labels = solutions["steps"].combine_chunks(), solutions["step_labels"].combine_chunks()
+    n_steps = pc.fill_null(pc.list_value_length(steps), 0)
+    lengths = pc.utf8_length(pc.fill_null(pc.list_flatten(steps), ""))
+    parents = pc.list_parent_indices(steps)
+    shortest = pa.table({"row": parents, "chars": lengths}).group_by("row").aggregate([("chars", "min")])
+    at = pc.index_in(pa.array(range(solutions.num_rows), pa.int64()), value_set=shortest["row"].cast(pa.int64()))
+    min_chars = pc.fill_null(pc.take(shortest["chars_min"], at), 0)  # 0 for a solution without steps
+    flat = pc.list_flatten(labels)
+    outside = pc.and_(pc.is_valid(flat), pc.invert(pc.is_in(flat, value_set=pa.array(STEP_LABELS, flat.type))))
+    bad_rows = pc.unique(pc.filter(pc.list_parent_indices(labels), outside))
+    in_set = pc.invert(pc.is_in(pa.array(range(solutions.num_rows), pa.int64()), value_set=bad_rows.cast(pa.int64())))
+    match = pc.equal(pc.fill_null(pc.list_value_length(labels), -1), n_steps)
+    return {N_STEPS: n_steps, MIN_STEP_CHARS: min_chars, LABELS_MATCH_STEPS: match, LABELS_IN_SET: in_set}
 
 
 def _to_frame(table: pa.Table, extra: dict[str, pa.ChunkedArray]) -> pd.DataFrame:
@@ -307,32 +347,38 @@ def _normalise_pages(docs_dir: Path) -> None:
             page.write_text(normalised)
 
 
-def run_expectations(tables: dict[str, pa.Table], docs_dir: Path, max_k: int = 64) -> ExpectationReport:
-    """Validate the canonical ``prompts`` / ``responses`` / ``rankings`` tables.
+def run_expectations(tables: dict[str, pa.Table], docs_dir: Path, max_k: int = 64,
+                     max_steps: int = 100) -> ExpectationReport:
+    """Validate the canonical ``prompts`` / ``responses`` / ``rankings`` tables, and ``solutions`` when given.
 
-    Builds the Data Docs site into ``docs_dir`` (created if needed) and returns the report;
-    ``report.success`` is the gate. ``max_k`` bounds ``rankings.rank`` (1..max_k).
+    The ranking tables are validated together (all three or none: step-only data gives just
+    ``solutions``). Builds the Data Docs site into ``docs_dir`` (created if needed) and returns the
+    report; ``report.success`` is the gate. ``max_k`` bounds ``rankings.rank`` (1..max_k),
+    ``max_steps`` the steps of a solution.
     """
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
 
     missing = [t for t in TABLES if t not in tables]
-    if missing:
-        raise ValueError(f"run_expectations needs tables {TABLES}; missing {missing}")
+    if missing and (len(missing) < len(TABLES) or SOLUTIONS not in tables):
+        raise ValueError(f"run_expectations needs tables {TABLES} (and/or {SOLUTIONS!r}); missing {missing}")
+    names = [t for t in (*TABLES, SOLUTIONS) if t in tables]
     docs_dir = Path(docs_dir)
     docs_dir.mkdir(parents=True, exist_ok=True)
 
     context = _context(docs_dir.resolve())
     source = context.data_sources.add_pandas("rewardline")
-    suites = build_suites(max_k)
-    flags = _fk_flags(tables)
+    suites = build_suites(max_k, max_steps)
+    flags = _fk_flags(tables) if not missing else {}
+    if SOLUTIONS in tables:
+        flags[SOLUTIONS] = _solution_columns(tables[SOLUTIONS])
     result_format = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
     run_id = RunIdentifier(run_name=RUN_NAME, run_time=RUN_TIME)
 
     failed: list[ExpectationFailure] = []
     evaluated = 0
-    for name in TABLES:
+    for name in names:
         batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
         suite = context.suites.add(suites[name])
         validation = context.validation_definitions.add(

@@ -1,13 +1,15 @@
 """Stage 2, validate: Great Expectations suite, inter-annotator agreement, annotator exclusion, gate.
 
-Output directory: the validated canonical tables (rankings of excluded annotators
-removed; prompts and responses copied), ``data_docs/`` (GX Data Docs HTML),
-``report.md``, ``gates.json`` and ``metrics.json``.
+Output directory: the validated canonical tables (rankings of excluded annotators removed;
+prompts, responses and the step-level ``solutions.parquet`` copied), ``data_docs/`` (GX Data
+Docs HTML), ``report.md``, ``gates.json`` and ``metrics.json``.
 
 Gates (:data:`VALIDATE_GATES`): every expectation passes, and Krippendorff's α (after
 exclusion) ≥ ``min_alpha``. When α is not measurable (e.g. no prompt was ranked by two
 annotators) it is reported as null with the reason, and the α gate is skipped, unless
-``require_overlap`` is true: then it fails.
+``require_overlap`` is true: then it fails. Step-level data (``solutions.parquet``, written by
+ingest) has its own suite; step-only data (empty ranking tables, solutions present) is validated
+by that suite alone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pydantic import Field
 
 from rewardline.config import Section
 from rewardline.data import schema
+from rewardline.data.steps import SOLUTIONS_FILE
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops.atomic import writes_output
@@ -40,6 +43,7 @@ class ValidateConfig(Section):
     min_overlap_prompts: int = Field(5, ge=0)
     require_overlap: bool = False
     max_k: int = Field(64, ge=2)  # a ranking compares at least 2 responses
+    max_steps: int = Field(100, ge=1)  # most reasoning steps a solution may have (step-level data)
 
 
 VALIDATE_GATES: tuple[GateSpec, ...] = (
@@ -59,8 +63,14 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
     the caller checks (:func:`rewardline.gates.check`).
     """
     tables = {name: read_table(in_dir / schema.TABLE_FILES[name]) for name in ("prompts", "responses", "rankings")}
+    solutions = read_table(in_dir / SOLUTIONS_FILE) if (in_dir / SOLUTIONS_FILE).exists() else None
+    checked = dict(tables)
+    if solutions is not None and solutions.num_rows:
+        checked["solutions"] = solutions
+        if tables["rankings"].num_rows == 0:  # step-only data: the ranking suites would fail on empty tables
+            checked = {"solutions": solutions}
     out_dir.mkdir(parents=True, exist_ok=True)
-    expectations = run_expectations(tables, out_dir / DATA_DOCS, max_k=config.max_k)
+    expectations = run_expectations(checked, out_dir / DATA_DOCS, max_k=config.max_k, max_steps=config.max_steps)
     if expectations.data_docs_index:  # relative to the output dir (out_dir is a staging folder here)
         expectations.data_docs_index = f"{DATA_DOCS}/index.html"
 
@@ -85,12 +95,15 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
         "expectations_failed": len(expectations.failed),
         "min_alpha": config.min_alpha,
         "rankings_removed": tables["rankings"].num_rows - rankings.num_rows,
+        "solutions": solutions.num_rows if solutions is not None else 0,
     }
     report = evaluate_gates(VALIDATE_GATES, metrics, config, stage="validate")
     metrics.update(report.metrics_entries())
     write_table(rankings, out_dir / schema.TABLE_FILES["rankings"])
     for name in ("prompts", "responses"):
         copy_table(in_dir / schema.TABLE_FILES[name], out_dir / schema.TABLE_FILES[name])
+    if solutions is not None:
+        copy_table(in_dir / SOLUTIONS_FILE, out_dir / SOLUTIONS_FILE)
     write_json(metrics, out_dir / METRICS_FILE)
     write_json({"expectations": expectations.to_dict(), "agreement_before": before.to_dict(),
                 "agreement_after": after.to_dict(), "excluded": excluded}, out_dir / "report.json")

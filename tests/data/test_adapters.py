@@ -281,7 +281,8 @@ def test_detect_format_errors() -> None:
         detect_format("junk.jsonl", b"not json\n")
     with pytest.raises(ValueError, match="unknown format"):
         read_file(b"{}", "x.jsonl", fmt="csv")
-    assert set(FORMATS) == {"rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench"}
+    assert set(FORMATS) == {"rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench",
+                            "prm800k", "math-shepherd", "gsm8k", "solutions"}
     hh = b'{"chosen":"\\n\\nHuman: q\\n\\nAssistant: a","rejected":"\\n\\nHuman: q\\n\\nAssistant: b"}'
     assert detect_format("first_line_bad.jsonl", b"{bad\n" + hh + b"\n") == "hh-rlhf"
     # chosen/rejected texts that are not hh-style transcripts are a TRL implicit-prompt dataset

@@ -18,7 +18,7 @@ import gzip
 import io
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,19 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from rewardline.data import schema as S
-from rewardline.data.adapters import alpaca_eval, hh_rlhf, native, pairwise, rewardbench, trl
+from rewardline.data import steps as ST
+from rewardline.data.adapters import (
+    alpaca_eval,
+    gsm8k,
+    hh_rlhf,
+    math_shepherd,
+    native,
+    pairwise,
+    prm800k,
+    rewardbench,
+    solutions,
+    trl,
+)
 from rewardline.data.adapters.jsonl import (
     Records,
     first_record,
@@ -38,7 +50,7 @@ from rewardline.data.adapters.jsonl import (
 )
 
 RawOf = Callable[[np.ndarray], list[str]]
-FORMATS = ("rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench")
+FORMATS = ("rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench", *ST.STEP_FORMATS)
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 
@@ -50,6 +62,7 @@ class AdapterResult:
     ranked: pa.Table  # schema.RANKED_RESPONSES
     quarantine: pa.Table  # schema.QUARANTINE
     records_in: int  # input records read from the file
+    solutions: pa.Table = field(default_factory=ST.empty_rows)  # steps.STEP_ROWS (step formats only)
 
 
 def _base_name(origin: str) -> str:
@@ -132,12 +145,30 @@ def _format_of(origin: str, columns: list[str], first: dict | None = None) -> st
         return "alpaca-eval"
     if {"model_a", "model_b", "winner"} <= cols:
         return "pairwise"
+    step_format = _step_format(cols)
+    if step_format:
+        return step_format
     raise ValueError(
         f"{origin}: cannot detect the source format from fields {sorted(cols)}; expected one of: "
         "rankings (responses, or response + rank), hh-rlhf (chosen, rejected), "
         "trl (chosen, rejected, prompt?, margin?), rewardbench (prompt, chosen, rejected, subset), "
-        "alpaca-eval (instruction, output_1, output_2, preference), pairwise (model_a, model_b, winner)"
+        "alpaca-eval (instruction, output_1, output_2, preference), pairwise (model_a, model_b, winner), "
+        "prm800k (question, label), math-shepherd (input, label), gsm8k (question, answer), "
+        "solutions (question, solutions)"
     )
+
+
+def _step_format(cols: set[str]) -> str | None:
+    """The step-level formats, checked after every ranking format so they never take one's files."""
+    if {"question", "label"} <= cols:
+        return "prm800k"
+    if {"input", "label"} <= cols:
+        return "math-shepherd"
+    if {"question", "solutions"} <= cols:
+        return "solutions"
+    if {"question", "answer"} <= cols:
+        return "gsm8k"
+    return None
 
 
 def _first_values(data: bytes, container: str, names: tuple[str, ...]) -> dict:
@@ -393,13 +424,31 @@ _ADAPTERS = {
     "pairwise": pairwise,
 }
 _SHAPED = {"trl": trl.shape, "rewardbench": rewardbench.shape}  # input schema from the first record's types
+_STEP_ADAPTERS = {"prm800k": prm800k, "math-shepherd": math_shepherd, "gsm8k": gsm8k, "solutions": solutions}
 
 
-def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | None = None) -> AdapterResult:
-    """Parse one source file (raw bytes, gzip allowed) into ranked rows + quarantine.
+def _read_solutions(data: bytes, origin_file: str, container: str, fmt: str, batch_id: str | None,
+                    options: ST.StepOptions) -> AdapterResult:
+    """A step-level source: records -> ``steps.STEP_ROWS`` (no ranked rows)."""
+    module = _STEP_ADAPTERS[fmt]
+    records = _read_records(data, origin_file, container, module.SCHEMA)
+    rows, records = module.to_solutions(records, options)
+    rows = ST.conform_rows(rows)
+    n = rows.num_rows
+    for name, value in (("source_format", fmt), ("origin_file", origin_file),
+                        ("batch_id", batch_id or default_batch_id(origin_file))):
+        rows = rows.set_column(rows.schema.get_field_index(name), name, repeat(value, n))
+    return AdapterResult(S.empty(S.RANKED_RESPONSES), records.quarantine(), records.records_in, rows)
+
+
+def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | None = None,
+              step_options: ST.StepOptions | None = None) -> AdapterResult:
+    """Parse one source file (raw bytes, gzip allowed) into ranked rows (or, for the step formats,
+    solution rows) + quarantine.
 
     ``fmt`` is one of :data:`FORMATS` or ``"auto"``. ``batch_id`` fills rows without one
     (only the rankings format carries its own); by default the file name without extensions.
+    ``step_options`` configure the step adapters (GSM8K negatives and their seed).
     """
     if fmt != "auto" and fmt not in FORMATS:
         raise ValueError(f"{origin_file}: unknown format {fmt!r}; expected 'auto' or one of {FORMATS}")
@@ -410,6 +459,8 @@ def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | 
         return AdapterResult(ranked, quarantine, records_in)
     columns, first = _columns(origin_file, data, container, required=fmt == "auto")
     fmt = _sniffed_format(origin_file, data, container, columns, first) if fmt == "auto" else fmt
+    if fmt in _STEP_ADAPTERS:
+        return _read_solutions(data, origin_file, container, fmt, batch_id, step_options or ST.StepOptions())
     if fmt in _SHAPED:
         module = _SHAPED[fmt](_list_fields(data, container, first))
     else:

@@ -1,0 +1,74 @@
+"""Candidate solutions with outcome labels (the GSM8K model-solutions shape) -> one solution per candidate.
+
+Record: ``{"question", "ground_truth"?, "solutions": [{"solver"?, "solution", "is_correct"?}]}``, as in
+``model_solutions_dev.jsonl.gz`` (openai/grade-school-math: 4 GPT-3 solutions per test problem). Each
+candidate is one solution row: one step a line (blank lines are not steps), every step label null
+(unknown: only the outcome was judged), outcome = ``is_correct`` (true 1, false 0, absent null),
+final answer from the last line ``A: <answer>`` (null without one), ``solver`` kept. The reference
+solution (``ground_truth``) is not a candidate: it would make best-of-N trivially easy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rewardline.data.adapters.jsonl import Records
+from rewardline.data.adapters.native import combined, require
+
+CANDIDATE = pa.struct([("solver", pa.string()), ("solution", pa.string()), ("is_correct", pa.bool_())])
+SCHEMA = pa.schema([("question", pa.string()), ("ground_truth", pa.string()), ("solutions", pa.list_(CANDIDATE))])
+FLEXIBLE: tuple[str, ...] = ()
+ANSWER_LINE = r"^A:\s*(?P<answer>.*?)\s*$"
+
+
+def split_lines(texts: pa.Array) -> pa.Array:
+    """Each text's non-blank lines, stripped (null text -> null list)."""
+    lines = pc.split_pattern(texts, "\n")
+    flat = pc.utf8_trim_whitespace(pc.list_flatten(lines))
+    parents = np.asarray(pc.list_parent_indices(lines), dtype=np.int64)
+    keep = np.asarray(pc.greater(pc.utf8_length(flat), 0), dtype=bool)
+    counts = np.bincount(parents[keep], minlength=len(texts))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, flat.filter(pa.array(keep)), mask=pc.is_null(texts))
+
+
+def final_answers(steps: pa.Array) -> pa.Array:
+    """The answer of a last step ``A: <answer>``, else null."""
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(steps), 0), dtype=np.int64)
+    flat = pc.list_flatten(steps)
+    ends = np.cumsum(lengths) - 1
+    last = pc.if_else(pa.array(lengths > 0), flat.take(pa.array(np.maximum(ends, 0))) if len(flat) else
+                      pa.nulls(len(steps), pa.string()), pa.scalar(None, flat.type))
+    return pc.struct_field(pc.extract_regex(last, ANSWER_LINE), [0]).cast(pa.string())
+
+
+def to_solutions(records: Records, options: object = None) -> tuple[pa.Table, Records]:
+    """One row per candidate solution of each record."""
+    records = require(records, ["question", "solutions"])
+    candidates = combined(records.table, "solutions")
+    records = records.reject(pc.equal(pc.list_value_length(candidates), 0), "solutions",
+                             "solutions: an empty list; expected at least one candidate solution")
+    candidates = combined(records.table, "solutions")
+    parents = np.asarray(pc.list_parent_indices(candidates), dtype=np.int64)
+    flat = pc.list_flatten(candidates)
+    counts = np.bincount(parents, minlength=len(candidates))
+    candidate = np.arange(len(flat)) - np.repeat(np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    texts = flat.field("solution")
+    steps = split_lines(texts)
+    correct = flat.field("is_correct")
+    table = pa.table(
+        {
+            "prompt": pc.take(combined(records.table, "question"), pa.array(parents)),
+            "steps": steps,
+            "step_labels": pa.nulls(len(flat), pa.list_(pa.int64())),
+            "outcome": pc.if_else(correct, 1, 0).cast(pa.int64()),
+            "final_answer": final_answers(steps),
+            "synthetic": pa.array(np.zeros(len(flat), bool)),
+            "solver": flat.field("solver"),
+            "candidate": pa.array(candidate.astype(np.int32)),
+            "origin_line": pa.array(records.line[parents]),
+        }
+    )
+    return table, records
