@@ -32,6 +32,13 @@ METRICS_DIR = Path("metrics")
 TRAIN_LOG = METRICS_DIR / "train_log.jsonl"  # the training log as it runs (params, curves; the registry reads it)
 TRAIN_CURVES = METRICS_DIR / "train_log.tsv"  # its last run's curves, one row per logged step (DVC plots)
 
+#: The process-reward-model pipeline (stages prm_ingest, prm_train, prm_evaluate; params.yaml: prm).
+PRM_INGESTED_DIR = DATA_DIR / "prm" / "ingested"  # step-labelled solutions: train / val / test by problem
+PRM_CANDIDATES_DIR = DATA_DIR / "prm" / "candidates"  # candidate solutions with outcomes: best-of-N only
+PRM_MODEL_DIR = Path("models") / "process-reward-model"
+PRM_EVALUATE_DIR = REPORTS_DIR / "prm-evaluate"
+PRM_TRAIN_LOG = METRICS_DIR / "prm_train_log.jsonl"
+
 #: File names inside a stage's output directory.
 METRICS_FILE = "metrics.json"
 GATES_FILE = "gates.json"
