@@ -38,6 +38,7 @@ PRM_CANDIDATES_DIR = DATA_DIR / "prm" / "candidates"  # candidate solutions with
 PRM_MODEL_DIR = Path("models") / "process-reward-model"
 PRM_EVALUATE_DIR = REPORTS_DIR / "prm-evaluate"
 PRM_TRAIN_LOG = METRICS_DIR / "prm_train_log.jsonl"
+PRM_STAGES = ("prm_ingest", "prm_train", "prm_evaluate")  # each publishes metrics/<stage>.json
 
 #: File names inside a stage's output directory.
 METRICS_FILE = "metrics.json"

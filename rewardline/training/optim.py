@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 if TYPE_CHECKING:
     from rewardline.modeling.model import RewardModel
-    from rewardline.training.loop import TrainConfig
 
 
-def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, total: int, cfg: Any) -> float:
     """Linear warm-up over ``warmup_ratio·total`` steps, then cosine / linear decay to
     ``min_lr_ratio·lr`` (or constant)."""
     warm = int(round(cfg.warmup_ratio * total))
@@ -25,7 +24,7 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay)
 
 
-def make_optimizer(model: RewardModel, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: RewardModel, cfg: Any, device: torch.device) -> torch.optim.AdamW:
     """AdamW, weight decay on ≥2-D weights only; fused kernel on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
