@@ -180,6 +180,12 @@ def _markdown(metrics: dict, report: GateReport, examples: list[dict]) -> str:
         f"| ok | {metrics['rows_ok']} |",
         f"| quarantined | {metrics['rows_quarantined']} |",
     ]
+    if metrics["solutions_ok"]:
+        lines += ["", "| step-level data | count |", "| --- | --- |",
+                  f"| solutions | {metrics['solutions_ok']} |",
+                  f"| of them synthetic | {metrics['solutions_synthetic']} |",
+                  f"| problems | {metrics['solution_problems']} |",
+                  f"| labelled steps | {metrics['labelled_steps']} |"]
     if metrics["quarantine_reasons"]:
         lines += ["", "## Quarantine reasons", "", "| reason | records |", "| --- | --- |"]
         lines += [f"| {md_cell(reason)} | {count} |" for reason, count in metrics["quarantine_reasons"].items()]

@@ -138,6 +138,7 @@ TARGETS = pa.schema(
 )
 
 SPLITS = ("train", "val", "test")
+SOLUTIONS_FILE = "solutions.parquet"  # the step-level table (rewardline.data.steps.SOLUTIONS), beside TABLE_FILES
 TABLE_FILES = {
     "prompts": "prompts.parquet",
     "responses": "responses.parquet",

@@ -19,6 +19,7 @@ whose length differs from the step list's, a label outside {-1, 0, 1, null}, an 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,13 +28,12 @@ import pyarrow.compute as pc
 
 from rewardline.data.hashing import combine, hash64, hex_from_hashes
 from rewardline.data.keys import SEP, key_codes
-from rewardline.data.schema import QUARANTINE
+from rewardline.data.schema import QUARANTINE, SOLUTIONS_FILE, conform
 
 CORRECT, NEUTRAL, INCORRECT = 1, 0, -1
 LABELS = (INCORRECT, NEUTRAL, CORRECT)
 OUTCOMES = (0, 1)
 STEP_FORMATS = ("prm800k", "math-shepherd", "gsm8k", "solutions")
-SOLUTIONS_FILE = "solutions.parquet"
 
 #: What every step adapter returns: one row per solution (``candidate`` = its index in the record).
 STEP_ROWS = pa.schema(
@@ -119,7 +119,7 @@ def _row_faults(rows: pa.Table, labels: pa.Array) -> list[tuple[str, np.ndarray,
     n = rows.num_rows
     steps = _combined(rows["steps"])
 
-    def reasons(mask: np.ndarray, make) -> np.ndarray:  # noqa: ANN001 - a small local formatter
+    def reasons(mask: np.ndarray, make: Callable[[int], str]) -> np.ndarray:
         out = np.full(n, "", dtype=object)
         for i in np.flatnonzero(mask):
             out[i] = make(i)
@@ -187,7 +187,7 @@ def canonicalize_solutions(rows: pa.Table) -> SolutionTables:
 
     A record with any faulty solution is quarantined whole with its first fault (by fault priority,
     then row order); ``records_ok + records_quarantined`` = distinct records in ``rows``, asserted."""
-    rows = _conform(rows, STEP_ROWS)
+    rows = conform(rows, STEP_ROWS)
     n = rows.num_rows
     labels = _filled_labels(rows) if n else pa.array([], STEP_ROWS.field("step_labels").type)
     ids = solution_ids(rows) if n else pa.array([], pa.string())
@@ -264,15 +264,12 @@ def _quarantine(rows: pa.Table, record: np.ndarray, bad: np.ndarray, field: np.n
     )
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-               for f in schema]
-    return pa.Table.from_arrays(columns, schema=schema)
+__all__ = ["SOLUTIONS", "SOLUTIONS_FILE", "STEP_ROWS", "StepOptions", "canonicalize_solutions"]
 
 
 def conform_rows(table: pa.Table) -> pa.Table:
     """``table`` as ``STEP_ROWS`` (absent columns null)."""
-    return _conform(table, STEP_ROWS)
+    return conform(table, STEP_ROWS)
 
 
 def empty_rows() -> pa.Table:

@@ -23,7 +23,6 @@ from pydantic import Field
 
 from rewardline.config import Section
 from rewardline.data import schema
-from rewardline.data.steps import SOLUTIONS_FILE
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops.atomic import writes_output
@@ -63,7 +62,7 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
     the caller checks (:func:`rewardline.gates.check`).
     """
     tables = {name: read_table(in_dir / schema.TABLE_FILES[name]) for name in ("prompts", "responses", "rankings")}
-    solutions = read_table(in_dir / SOLUTIONS_FILE) if (in_dir / SOLUTIONS_FILE).exists() else None
+    solutions = read_table(in_dir / schema.SOLUTIONS_FILE) if (in_dir / schema.SOLUTIONS_FILE).exists() else None
     checked = dict(tables)
     if solutions is not None and solutions.num_rows:
         checked["solutions"] = solutions
@@ -103,7 +102,7 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
     for name in ("prompts", "responses"):
         copy_table(in_dir / schema.TABLE_FILES[name], out_dir / schema.TABLE_FILES[name])
     if solutions is not None:
-        copy_table(in_dir / SOLUTIONS_FILE, out_dir / SOLUTIONS_FILE)
+        copy_table(in_dir / schema.SOLUTIONS_FILE, out_dir / schema.SOLUTIONS_FILE)
     write_json(metrics, out_dir / METRICS_FILE)
     write_json({"expectations": expectations.to_dict(), "agreement_before": before.to_dict(),
                 "agreement_after": after.to_dict(), "excluded": excluded}, out_dir / "report.json")

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from rewardline.data import schema as S
 from rewardline.data.adapters import read_file
 from rewardline.data.canonical import canonicalize
+from rewardline.data.steps import STEP_ROWS, canonicalize_solutions
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 REPO = Path(__file__).parents[2]
@@ -232,9 +233,49 @@ def rewardbench_record(draw) -> dict:
     return {**head, "chosen": draw(texts), "rejected": draw(texts), "chosen_model": "m", "rejected_model": "n"}
 
 
+@st.composite
+def gsm8k_record(draw) -> dict:
+    a, b = draw(st.integers(0, 99)), draw(st.integers(1, 99))
+    op = draw(st.sampled_from(["+", "-", "*", "/"]))
+    steps = f"{draw(texts)} {a}{op}{b} = <<{a}{op}{b}={draw(st.integers(-5, 200))}>>x\n{draw(texts)}"
+    final = draw(st.sampled_from(["\n#### 7", "\n####", "", "\n#### 1,000"]))
+    return {"question": draw(texts), "answer": steps + final}
+
+
+@st.composite
+def solutions_record(draw) -> dict:
+    candidate = st.fixed_dictionaries({"solver": st.sampled_from(["6b", "175b"]), "solution": texts,
+                                       "is_correct": st.one_of(st.none(), st.booleans())})
+    return {"question": draw(texts), "ground_truth": "A: 1", "solutions": draw(st.lists(candidate, max_size=4))}
+
+
+@st.composite
+def shepherd_record(draw) -> dict:
+    steps = draw(st.lists(texts, min_size=1, max_size=3))
+    marks = draw(st.lists(st.sampled_from("+-?"), min_size=len(steps), max_size=len(steps)))
+    body = "\n".join(f"Step {i + 1}: {t} ки" for i, t in enumerate(steps))
+    label = "\n".join(f"Step {i + 1}: {t} {m}" for i, (t, m) in enumerate(zip(steps, marks, strict=True)))
+    question = draw(texts)
+    return {"input": f"{question} {body}", "label": f"{question} {label}", "task": "GSM8K"}
+
+
+@st.composite
+def prm800k_record(draw) -> dict:
+    completion = st.fixed_dictionaries({"text": texts, "rating": st.one_of(st.none(), st.integers(-2, 2)),
+                                        "flagged": st.none()})
+    step = st.fixed_dictionaries({"completions": st.lists(completion, max_size=3),
+                                  "human_completion": st.one_of(st.none(), completion),
+                                  "chosen_completion": st.one_of(st.none(), st.integers(-1, 3))})
+    return {"labeler": "x", "generation": draw(st.one_of(st.none(), st.integers(0, 9))),
+            "question": {"problem": draw(texts), "ground_truth_answer": "1"},
+            "label": {"steps": draw(st.lists(step, max_size=4)),
+                      "finish_reason": draw(st.sampled_from(["solution", "found_error", "give_up", "bad_problem"]))}}
+
+
 RECORDS = {"hh-rlhf": hh_record(), "alpaca-eval": alpaca_record(), "pairwise": pairwise_record(),
            "rankings": nested_ranking(), "rankings-long": long_record(), "trl": trl_record(),
-           "rewardbench": rewardbench_record()}
+           "rewardbench": rewardbench_record(), "gsm8k": gsm8k_record(), "solutions": solutions_record(),
+           "math-shepherd": shepherd_record(), "prm800k": prm800k_record()}
 FIELDS = {
     "hh-rlhf": ["chosen", "rejected", "annotator_id"],
     "alpaca-eval": ["instruction", "output_1", "generator_2", "preference", "annotator"],
@@ -243,6 +284,10 @@ FIELDS = {
     "rankings-long": ["prompt", "annotator_id", "response", "rank", "score"],
     "trl": ["prompt", "chosen", "rejected", "margin"],
     "rewardbench": ["prompt", "chosen", "rejected", "id", "num_correct", "subset"],
+    "gsm8k": ["question", "answer"],
+    "solutions": ["question", "solutions"],
+    "math-shepherd": ["input", "label"],
+    "prm800k": ["question", "label"],
 }
 
 
@@ -290,9 +335,10 @@ def line(draw, kind: str) -> bytes:
 
 def check_result(result, name: str) -> None:
     """Exact accounting, a reason for every quarantined record, finite scores, canonical accounting."""
-    ranked, quarantine = result.ranked, result.quarantine
+    ranked, quarantine, solutions = result.ranked, result.quarantine, result.solutions
     assert ranked.schema.equals(S.RANKED_RESPONSES) and quarantine.schema.equals(S.QUARANTINE)
-    kept = set(ranked["origin_line"].to_pylist())
+    assert solutions.schema.equals(STEP_ROWS) and not (ranked.num_rows and solutions.num_rows)
+    kept = set(ranked["origin_line"].to_pylist()) | set(solutions["origin_line"].to_pylist())
     bad = quarantine["origin_line"].to_pylist()
     assert len(set(bad)) == len(bad) and not kept & set(bad)
     assert len(kept) + len(bad) == result.records_in
@@ -302,7 +348,10 @@ def check_result(result, name: str) -> None:
     score = score[~np.isnan(score)]  # nulls
     assert np.isfinite(score).all() and (np.abs(score) <= S.MAX_ABS_SCORE).all()
     tables = canonicalize(ranked)
-    assert tables.records_ok + tables.records_quarantined == len(kept)
+    steps = canonicalize_solutions(solutions)
+    assert tables.records_ok + tables.records_quarantined + steps.records_ok + steps.records_quarantined == len(kept)
+    assert all(isinstance(r, str) and r.strip() for r in steps.quarantine["reason"].to_pylist())
+    assert set(pa.compute.list_flatten(steps.solutions["step_labels"]).drop_null().to_pylist()) <= {-1, 0, 1}
     final = np.asarray(tables.rankings["score"].to_numpy(zero_copy_only=False), dtype=float)
     assert np.isfinite(final[~np.isnan(final)]).all()
 
@@ -380,6 +429,8 @@ CASES = [
 CASES += [(kind, "jsonl", "auto") for kind in ("hh-rlhf", "alpaca-eval", "pairwise", "rankings")]
 CASES += [("trl", "jsonl", "trl"), ("trl", "jsonl", "auto"), ("rewardbench", "jsonl", "rewardbench"),
           ("rewardbench", "json", "auto")]
+CASES += [("gsm8k", "jsonl", "gsm8k"), ("gsm8k", "json", "auto"), ("solutions", "jsonl", "auto"),
+          ("math-shepherd", "jsonl", "math-shepherd"), ("math-shepherd", "json", "auto"), ("prm800k", "jsonl", "auto")]
 
 
 @pytest.mark.parametrize(("kind", "encoding", "fmt"), CASES)

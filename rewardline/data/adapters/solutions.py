@@ -54,7 +54,8 @@ def to_solutions(records: Records, options: object = None) -> tuple[pa.Table, Re
     parents = np.asarray(pc.list_parent_indices(candidates), dtype=np.int64)
     flat = pc.list_flatten(candidates)
     counts = np.bincount(parents, minlength=len(candidates))
-    candidate = np.arange(len(flat)) - np.repeat(np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    starts = np.concatenate([[0], np.cumsum(counts)])[:-1].astype(np.int64)  # first candidate of each record
+    candidate = np.arange(len(flat)) - starts[parents]
     texts = flat.field("solution")
     steps = split_lines(texts)
     correct = flat.field("is_correct")
