@@ -38,6 +38,14 @@ EVALUATE_PLOTS = METRICS_DIR / "plots"
 EVALUATE_PLOT_FILES = ("reliability.json", "accuracy_by_category.json", "reward_vs_length.csv", "reliability.png",
                        "accuracy_by_category.png", "reward_histogram.png", "reward_vs_length.png")
 
+#: The process-reward-model pipeline (stages prm_ingest, prm_train, prm_evaluate; params.yaml: prm).
+PRM_INGESTED_DIR = DATA_DIR / "prm" / "ingested"  # step-labelled solutions: train / val / test by problem
+PRM_CANDIDATES_DIR = DATA_DIR / "prm" / "candidates"  # candidate solutions with outcomes: best-of-N only
+PRM_MODEL_DIR = Path("models") / "process-reward-model"
+PRM_EVALUATE_DIR = REPORTS_DIR / "prm-evaluate"
+PRM_TRAIN_LOG = METRICS_DIR / "prm_train_log.jsonl"
+PRM_STAGES = ("prm_ingest", "prm_train", "prm_evaluate")  # each publishes metrics/<stage>.json
+
 #: File names inside a stage's output directory.
 METRICS_FILE = "metrics.json"
 GATES_FILE = "gates.json"

@@ -32,6 +32,13 @@ HEADLINE: dict[str, tuple[str, ...]] = {
               "train_seconds"),
     "evaluate": ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "ece_raw", "ece_calibrated", "temperature",
                  "length_bias", "champion_diff", "gates_passed"),
+    "prm_ingest": ("rows_in", "rows_ok", "rows_quarantined", "solutions_ok", "solutions_synthetic",
+                   "solution_problems", "labelled_steps", "gates_passed"),
+    "prm_train": ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "steps", "train_seconds",
+                  "n_response_truncated"),
+    "prm_evaluate": ("step_auroc", "step_auroc_ci_low", "step_accuracy", "step_f1", "first_error_f1", "bon_problems",
+                     "bon_random", "bon_majority", "bon_oracle", "bon_min", "bon_gain", "bon_gain_ci_low",
+                     "gates_passed"),
 }
 
 

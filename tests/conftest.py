@@ -46,6 +46,59 @@ def save_tiny_reward_model(root: Path, max_length: int, reward_mean: float = 0.0
     return root / "model"
 
 
+def write_solutions(directory: Path, rows: list[dict]) -> Path:
+    """``directory/solutions.parquet`` in the step-level contract (docs: the PRM data contract) from rows
+    ``{prompt, steps, step_labels, outcome?, final_answer?}``; ids hashed as the contract says. For the
+    PRM tests until / besides the adapters' own output."""
+    import hashlib
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rewardline.data.hashing import hex_ids
+
+    directory.mkdir(parents=True, exist_ok=True)
+    prompts = [r["prompt"] for r in rows]
+    table = pa.table({
+        "solution_id": pa.array([hashlib.sha256(json.dumps([r["prompt"], r["steps"], i]).encode()).hexdigest()[:32]
+                                 for i, r in enumerate(rows)], pa.string()),
+        "prompt_id": hex_ids(prompts).cast(pa.string()),
+        "prompt": pa.array(prompts, pa.large_string()),
+        "steps": pa.array([r["steps"] for r in rows], pa.list_(pa.large_string())),
+        "step_labels": pa.array([r["step_labels"] for r in rows], pa.list_(pa.int8())),
+        "outcome": pa.array([r.get("outcome") for r in rows], pa.int8()),
+        "final_answer": pa.array([r.get("final_answer") for r in rows], pa.string()),
+        "synthetic": pa.array([r.get("synthetic", False) for r in rows], pa.bool_()),
+        "source_format": pa.array(["test"] * len(rows), pa.string()),
+        "source": pa.array(["tests/conftest.py"] * len(rows), pa.string()),
+        "line": pa.array(range(1, len(rows) + 1), pa.int64()),
+        "batch_id": pa.array(["test"] * len(rows), pa.string()),
+    })
+    pq.write_table(table, directory / "solutions.parquet")
+    return directory / "solutions.parquet"
+
+
+def arithmetic_solutions(n_problems: int, seed: int = 0) -> list[dict]:
+    """``n_problems`` two-step sums, each with a correct solution and one whose second step is wrong
+    (a learnable step-level signal for tiny training runs)."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n_problems):
+        a, b, c = rng.randint(1, 50), rng.randint(1, 50), rng.randint(1, 9)
+        prompt = f"Problem {i}: what is {a} plus {b}, times {c}?"
+        good = [f"{a} + {b} = {a + b}", f"{a + b} * {c} = {(a + b) * c}", f"The answer is {(a + b) * c}"]
+        wrong = (a + b) * c + rng.randint(1, 9)
+        bad = [f"{a} + {b} = {a + b}", f"{a + b} * {c} = {wrong}", f"The answer is {wrong}"]
+        rows.append({"prompt": prompt, "steps": good, "step_labels": [1, 1, 1], "outcome": 1,
+                     "final_answer": str((a + b) * c)})
+        rows.append({"prompt": prompt, "steps": bad, "step_labels": [1, -1, -1], "outcome": 0,
+                     "final_answer": str(wrong), "synthetic": True})
+    return rows
+
+
 @dataclass(frozen=True)
 class S3Server:
     endpoint_url: str

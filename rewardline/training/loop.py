@@ -66,8 +66,10 @@ from rewardline.training.batching import (
 )
 from rewardline.training.checkpoint import checkpoint_extras, latest_checkpoint, load_checkpoint, save_checkpoint
 from rewardline.training.objectives import OBJECTIVES, Objective, build_objective
+from rewardline.training.optim import lr_at, make_optimizer
 from rewardline.training.progress import TrainingProgress
 from rewardline.training.selection import BEST_WEIGHTS_FILE, ModelSelection, evaluate, no_evaluation
+from rewardline.training.step_data import load_step_groups
 
 __all__ = ["TrainConfig", "evaluate", "lr_at", "train"]
 LOG = logging.getLogger(__name__)
@@ -118,6 +120,12 @@ class TrainConfig(Section):
     resume: bool = True
     keep_checkpoints: bool = False
     cache_dir: str | None = None  # tokenisation cache, default ~/.cache/rewardline/tokenized
+    prm_neutral_as: Literal["correct", "incorrect", "ignore"] = "correct"  # objective prm: target of a neutral step
+    prm_outcome_weight: float = Field(0.0, ge=0.0)  # objective prm: λ of the outcome (ORM) term, 0 = off
+    prm_aggregate: Literal["min", "prod", "last", "mean"] = "min"  # objective prm: the saved model's default reward
+    prm_split_salt: str = "rewardline-v1"  # objective prm: train / val / test by prompt (pairs.split_salt's hash)
+    prm_train_fraction: float = Field(0.8, gt=0.0, le=1.0)
+    prm_val_fraction: float = Field(0.1, ge=0.0, le=1.0)
     progress: bool = True  # a tqdm bar on a terminal, else a log line every log_every steps (TrainingProgress)
 
     @classmethod
@@ -135,35 +143,6 @@ class TrainConfig(Section):
         return FormatConfig(self.template, self.max_length, self.min_prompt_tokens)
 
 
-# -- schedule & optimizer ---------------------------------------------------------------
-def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_ratio·total`` steps, then cosine / linear decay to
-    ``min_lr_ratio·lr`` (or constant)."""
-    warm = int(round(cfg.warmup_ratio * total))
-    if step < warm:
-        return cfg.lr * (step + 1) / (warm + 1)
-    if cfg.schedule == "constant":
-        return cfg.lr
-    progress = min(1.0, (step - warm) / max(1, total - warm))
-    decay = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay)
-
-
-def make_optimizer(model: RewardModel, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW, weight decay on ≥2-D weights only; fused kernel on CUDA."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(
-        groups,
-        lr=cfg.lr,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        eps=cfg.adam_eps,
-        fused=device.type == "cuda",
-    )
-
-
 # -- setup ------------------------------------------------------------------------------
 @dataclass
 class TrainingData:
@@ -176,6 +155,8 @@ class TrainingData:
     val_groups: list[Group]
     tokenize_seconds: float
     targets: ResponseTargets | None = None  # per-response utilities (objectives with ``needs_targets``)
+    step_separator: str | None = None  # objective prm: the separator token (rewardline.modeling.steps)
+    separator_added: bool = False  # ... added to the tokenizer: the embeddings are resized
 
 
 def _read_split(pairs_dir: Path, split: str) -> Any:
@@ -189,6 +170,9 @@ def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> Traini
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(cfg.backbone))
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+    if OBJECTIVES[cfg.objective].data_kind == "steps":  # step-labelled solutions: rewardline.training.step_data
+        tok, train, val, separator, added = load_step_groups(pairs_dir, tokenizer, cfg)
+        return TrainingData(tokenizer, tok, pad_id, train, val, time.perf_counter() - t0, None, separator, added)
     if not rt.is_main:
         barrier(rt)
     tok = tokenize_pairs_dir(pairs_dir, tokenizer, cfg.format_config, cfg.cache_dir)
@@ -216,9 +200,14 @@ def plan_run(groups: list[Group], cfg: TrainConfig, world_size: int) -> list[lis
     return steps[: cfg.max_steps] if cfg.max_steps > 0 else steps
 
 
-def build_model(cfg: TrainConfig, rt: Runtime) -> tuple[RewardModel, list[str]]:
-    """The reward model in train mode on the device; also the names of the frozen unused parameters."""
-    model = RewardModel.from_backbone(cfg.backbone, cfg.pooling, cfg.format_config, cfg.dropout).to(rt.device)
+def build_model(cfg: TrainConfig, rt: Runtime, data: TrainingData | None = None) -> tuple[RewardModel, list[str]]:
+    """The reward model in train mode on the device (a PRM: its step separator recorded, the embeddings
+    resized when it was added); also the names of the frozen unused parameters."""
+    model = RewardModel.from_backbone(cfg.backbone, cfg.pooling, cfg.format_config, cfg.dropout)
+    model.config.step_separator = data.step_separator if data is not None else None
+    if data is not None and data.separator_added:
+        model.backbone.resize_token_embeddings(len(data.tokenizer))
+    model = model.to(rt.device)
     frozen = model.freeze_unused()
     if cfg.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -232,7 +221,9 @@ def _fingerprint(cfg: TrainConfig, tok: TokenizedResponses, pairs_dir: Path, wor
     key = {k: v for k, v in cfg.model_dump().items() if k not in _RUN_ONLY}
     key["tokenized"] = tok.fingerprint
     key["global_micro_batches"] = world * cfg.grad_accum
-    for split in ("train", "val", *(("targets",) if OBJECTIVES[cfg.objective].needs_targets else ())):
+    kind = OBJECTIVES[cfg.objective]
+    splits = ("solutions",) if kind.data_kind == "steps" else ("train", "val", *(("targets",) * kind.needs_targets))
+    for split in splits:
         path = pairs_dir / f"{split}.parquet"
         key[split] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -285,10 +276,10 @@ def train_step(
         sync = contextlib.nullcontext() if (not rt.distributed or i == len(mine) - 1) else model.no_sync()
         with sync:
             with rt.autocast():
-                rewards = model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+                rewards = objective.forward(model, batch)
             terms = objective.loss(rewards, targets, normalizer=global_weight / rt.world_size)
             terms.loss.backward()
-        sizes = torch.tensor([len(rewards), batch.n_tokens], dtype=torch.float64, device=rt.device)
+        sizes = torch.tensor([batch.input_ids.shape[0], batch.n_tokens], dtype=torch.float64, device=rt.device)
         sums += torch.cat([terms.sums, sizes])
     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
     opt.step()
@@ -364,6 +355,7 @@ def save_model_and_drop_checkpoints(model: RewardModel, data: TrainingData, val:
     if val:
         model.config.reward_mean, model.config.reward_std = val["reward_mean"], val["reward_std"]
     model.config.objective = cfg.objective
+    model.config.step_aggregate = cfg.prm_aggregate
     if data.targets is not None:  # absolute scale: F(r) = P(beats the anchor / the typical response)
         model.config.link, model.config.anchored = data.targets.link, data.targets.anchored
     if rt.is_main:
@@ -476,7 +468,7 @@ def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, r
     objective = build_objective(cfg.objective, cfg)
     data = load_training_data(pairs_dir, cfg, rt)
     steps = plan_run(data.train_groups, cfg, rt.world_size)
-    model, frozen = build_model(cfg, rt)
+    model, frozen = build_model(cfg, rt, data)
     opt = make_optimizer(model, cfg, rt.device)
     fingerprint = _fingerprint(cfg, data.tok, pairs_dir, rt.world_size)
     ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else out_dir / "checkpoints"

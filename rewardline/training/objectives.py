@@ -59,6 +59,20 @@ a constant, the prompt's total weight being its comparison weight ``W_g``
 
 ``bt+thurstone`` — :class:`BradleyTerryThurstoneObjective`: ``loss = loss_bt + λ · loss_thurstone``
 over the same groups and normaliser, ``λ = train.pointwise_weight``.
+
+``prm`` — :class:`ProcessObjective`, a process reward model on step-labelled solutions
+(:mod:`rewardline.training.step_data`). Each solution is encoded once with a separator token after
+every step (:mod:`rewardline.modeling.steps`); :meth:`Objective.forward` returns the head's logit
+``z_s = w · h_{sep_s} + b`` at every separator ``s`` of the batch (not one reward per sequence).
+With BCE target ``y_s``, label mask ``m_s`` (0 for unknown labels: they add nothing to loss or
+gradient), and for each solution ``i`` its outcome ``o_i`` with mask ``q_i`` read at its last
+kept separator ``L(i)`` (the ORM term, weight ``λ = train.prm_outcome_weight``, 0 = off)::
+
+    ℓ_s   = BCEWithLogits(z_s, y_s) = -[y_s log σ(z_s) + (1 - y_s) log σ(-z_s)]
+    loss  = ( Σ_s m_s ℓ_s + λ Σ_i q_i BCEWithLogits(z_{L(i)}, o_i) ) / W,   W = Σ m_s + λ Σ q_i
+
+so only hidden states at separator positions receive a gradient from the loss. Accuracy counts
+labelled steps with ``(z_s > 0) == (y_s = 1)``.
 """
 
 from __future__ import annotations
@@ -102,6 +116,8 @@ class Objective(ABC):
     unit: ClassVar[str]
     #: The batches must carry per-response targets (``targets.parquet`` of the pairs stage).
     needs_targets: ClassVar[bool] = False
+    #: What the batches are made of: ``pairs`` (a pairs directory) or ``steps`` (step-labelled solutions).
+    data_kind: ClassVar[str] = "pairs"
 
     @classmethod
     def from_config(cls, config: Any) -> Objective:
@@ -129,6 +145,10 @@ class Objective(ABC):
     def summarize(self, sums: Mapping[str, float]) -> dict[str, float | int]:
         """Metrics from :attr:`sum_names` summed over batches: ``loss`` first, then the
         objective's own; counts as ``int``."""
+
+    def forward(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """What :meth:`loss` scores: one reward per sequence of ``batch`` (``model`` may be DDP-wrapped)."""
+        return model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
 
     def _terms(self, loss: torch.Tensor, weighted_sum: torch.Tensor, weight_sum: torch.Tensor,
                *counts: torch.Tensor | int) -> LossTerms:
@@ -303,9 +323,79 @@ class BradleyTerryThurstoneObjective(Objective):
         }
 
 
+@dataclass
+class StepTargets:
+    """The labelled steps of a batch and its solutions' outcomes (``prm``)."""
+
+    target: torch.Tensor  # [S] BCE target per step separator
+    known: torch.Tensor  # [S] 1 labelled, 0 unknown
+    last_step: torch.Tensor  # [N] index into S of each solution's last kept step, -1 none
+    outcome: torch.Tensor  # [N]
+    outcome_known: torch.Tensor  # [N]
+
+
+class ProcessObjective(Objective):
+    """Per-step BCE at the step separators, plus an optional outcome term (``prm``):
+    ``loss = (Σ m_s ℓ_s + λ Σ q_i ℓ_{L(i)}^{outcome}) / W`` (module docstring)."""
+
+    name = "prm"
+    count_names = ("correct", "counted", "solution_steps")
+    unit = "solution_steps"
+    #: The batches are step-labelled solutions (``solutions.parquet``), not pairs.
+    data_kind: ClassVar[str] = "steps"
+
+    def __init__(self, outcome_weight: float = 0.0) -> None:
+        self.outcome_weight = outcome_weight
+
+    @classmethod
+    def from_config(cls, config: Any) -> ProcessObjective:
+        return cls(outcome_weight=config.prm_outcome_weight)
+
+    def group_weight(self, group: Group) -> float:
+        assert group.step_known is not None and group.outcome_known is not None
+        return float(group.step_known.sum()) + self.outcome_weight * float(group.outcome_known.sum())
+
+    def forward(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """The head's logit at every step separator of the batch, ``[S]``."""
+        return model(batch.input_ids, batch.attention_mask, batch.token_type_ids, step_rows=batch.step_row,
+                     step_cols=batch.step_col)
+
+    def targets(self, batch: Batch, *, training: bool = True) -> StepTargets:
+        if batch.step_target is None:
+            raise ConfigError("train.objective: prm needs step-labelled solutions (solutions.parquet), and the "
+                              "batch has none")
+        return StepTargets(batch.step_target, batch.step_known, batch.last_step, batch.outcome, batch.outcome_known)
+
+    def loss(self, rewards: torch.Tensor, targets: StepTargets, normalizer: float | None = None) -> LossTerms:
+        logits = rewards.float()
+        y, m = targets.target.to(logits), targets.known.to(logits)
+        per = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        weighted, weight_sum = (m * per).sum(), m.sum()
+        if self.outcome_weight:
+            has = targets.last_step >= 0
+            q = targets.outcome_known.to(logits)[has]
+            z_last = logits[targets.last_step[has]]
+            per_out = F.binary_cross_entropy_with_logits(z_last, targets.outcome.to(logits)[has], reduction="none")
+            weighted = weighted + self.outcome_weight * (q * per_out).sum()
+            weight_sum = weight_sum + self.outcome_weight * q.sum()
+        denom = weight_sum.clamp_min(1e-12) if normalizer is None else normalizer
+        with torch.no_grad():
+            right = (((logits > 0) == (y > 0.5)) & (m > 0)).sum()
+        return self._terms(weighted / denom, weighted, weight_sum, right, m.sum(), len(logits))
+
+    def summarize(self, sums: Mapping[str, float]) -> dict[str, float | int]:
+        """``loss = Σ w·ℓ / Σ w``, ``accuracy`` = right / labelled steps, ``solution_steps`` (all separators)."""
+        return {
+            "loss": sums["weighted_loss"] / max(sums["weight"], 1e-12),
+            "accuracy": sums["correct"] / max(sums["counted"], 1.0),
+            "solution_steps": int(sums["solution_steps"]),
+        }
+
+
 #: Objectives by name (``train.objective``).
 OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (BradleyTerryObjective, ThurstoneObjective, BradleyTerryThurstoneObjective)
+    cls.name: cls
+    for cls in (BradleyTerryObjective, ThurstoneObjective, BradleyTerryThurstoneObjective, ProcessObjective)
 }
 
 

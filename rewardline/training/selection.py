@@ -57,7 +57,7 @@ def evaluate(
     for mb in batches[rt.rank :: rt.world_size]:
         batch = collate([groups[g] for g in mb], tok, pad_id).to(rt.device)
         with rt.autocast():
-            rewards = model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+            rewards = objective.forward(model, batch)
         terms = objective.loss(rewards, objective.targets(batch, training=False))
         r = rewards.double()
         sums += torch.cat([terms.sums, torch.stack([r.new_tensor(float(len(r))), r.sum(), (r**2).sum()])])

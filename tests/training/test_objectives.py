@@ -143,7 +143,7 @@ def test_objectives_are_built_by_name_from_the_train_config():
     assert isinstance(objective, BradleyTerryObjective) and OBJECTIVES["bt"] is BradleyTerryObjective
     assert (objective.margin_scale, objective.center_coef) == (0.5, 0.01)
     assert TrainConfig().objective == "bt"
-    with pytest.raises(ConfigError, match=r"unknown objective 'nope'.*\['bt', 'bt\+thurstone', 'thurstone'\]"):
+    with pytest.raises(ConfigError, match=r"unknown objective 'nope'.*\['bt', 'bt\+thurstone', 'prm', 'thurstone'\]"):
         build_objective("nope", TrainConfig())
 
 

@@ -1,0 +1,143 @@
+"""Scoring solutions step by step with a process reward model (PRM), and the step-score aggregates.
+
+A PRM (``reward_config.json``: ``step_separator`` set) gives step ``k`` of a solution the score
+
+    p_k = σ(z_k) = P(step k is correct),   z_k = w · h_{SEP_k} + b
+
+from one forward pass over ``prompt + step_1 + SEP + ... + step_K + SEP``
+(:mod:`rewardline.modeling.steps`). The solution's ``reward`` aggregates the step scores:
+
+* ``min``  — ``min_k p_k``: the weakest step (Lightman et al., the default),
+* ``prod`` — ``Π_k p_k``: P(every step correct) if the steps' errors were independent,
+* ``last`` — ``p_K``: the score at the final step,
+* ``mean`` — ``(1/K) Σ_k p_k``.
+
+A step dropped because the solution exceeds ``max_length`` (tail steps, never cut inside) has no
+score (``None`` in ``step_scores``, NaN in arrays) and the aggregate runs over the scored steps; a
+solution with no scored step gets a NaN reward.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rewardline.errors import BadInput, NonFiniteError, json_type
+
+if TYPE_CHECKING:
+    from rewardline.modeling.model import RewardModel
+
+AGGREGATES = ("min", "prod", "last", "mean")
+
+
+def aggregate_steps(scores: list[np.ndarray], how: str = "min") -> np.ndarray:
+    """One reward per solution from its step scores ``p_k`` (NaN = not scored; module docstring)."""
+    if how not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {how!r}")
+    out = np.full(len(scores), np.nan)
+    for i, s in enumerate(scores):
+        kept = np.asarray(s, np.float64)
+        kept = kept[~np.isnan(kept)]
+        if len(kept):
+            out[i] = {"min": np.min, "prod": np.prod, "last": lambda x: x[-1], "mean": np.mean}[how](kept)
+    return out
+
+
+def is_process_model(model_dir: Path | str) -> bool:
+    """Whether ``model_dir`` holds a PRM (its ``reward_config.json`` names a step separator)."""
+    path = Path(model_dir) / "reward_config.json"
+    try:
+        return bool(json.loads(path.read_text()).get("step_separator")) if path.is_file() else False
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False  # RewardModel.load reports the bad file
+
+
+def score_steps(model: RewardModel, tokenizer: Any, prompts: list[str], steps: list[list[str]],
+                batch_tokens: int = 16384, device: str = "auto") -> list[np.ndarray]:
+    """``p_k`` for every step of every solution (float64 arrays, NaN for dropped steps), batched by length."""
+    import torch
+
+    from rewardline.modeling.device import select_runtime
+    from rewardline.modeling.formatting import Formatter
+    from rewardline.modeling.steps import StepFormatter
+
+    if not model.config.is_process:
+        raise ValueError("this model is not a process reward model (reward_config.json has no step_separator)")
+    rt = select_runtime(device, "auto")
+    model.eval()
+    fmt = StepFormatter(tokenizer, Formatter(tokenizer, model.config.format_config), model.config.step_separator)
+    enc = fmt.encode([str(p) for p in prompts], steps)
+    lengths = np.array([len(x) for x in enc.input_ids])
+    order = np.argsort(-lengths, kind="stable")
+    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+    out = [np.full(len(s), np.nan) for s in steps]
+    device_ = next(model.parameters()).device
+    with torch.inference_mode():
+        i = 0
+        while i < len(order):
+            width = int(lengths[order[i]])
+            rows = order[i : i + max(1, batch_tokens // max(width, 1))]
+            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+            step_rows, step_cols = [], []
+            for j, r in enumerate(rows):
+                n = int(lengths[r])
+                ids[j, :n] = torch.tensor(enc.input_ids[r])
+                types[j, :n] = torch.tensor(enc.token_type_ids[r])
+                mask[j, :n] = 1
+                step_rows += [j] * len(enc.positions[r])
+                step_cols += enc.positions[r]
+            with rt.autocast():
+                logits = model(ids.to(device_), mask.to(device_), types.to(device_),
+                               step_rows=torch.tensor(step_rows, dtype=torch.long, device=device_),
+                               step_cols=torch.tensor(step_cols, dtype=torch.long, device=device_))
+            probs = torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
+            at = 0
+            for r in rows:
+                k = len(enc.positions[r])
+                out[r][:k] = probs[at : at + k]
+                at += k
+            i += len(rows)
+    return out
+
+
+def check_step_row(row: Any, where: dict[str, Any]) -> None:
+    """A PRM input row: ``prompt`` text, ``steps`` a non-empty list of non-empty strings (BadInput otherwise)."""
+    if not isinstance(row, dict):
+        raise BadInput(**where, expected="a JSON object {prompt, steps}", got=json_type(row))
+    if not isinstance(row.get("prompt"), str):
+        got = json_type(row["prompt"]) if "prompt" in row else "nothing (missing)"
+        raise BadInput(**where, field="prompt", expected="a string", got=got)
+    steps = row.get("steps")
+    if not isinstance(steps, list) or not steps:
+        got = json_type(steps) if "steps" in row else "nothing (missing)"
+        raise BadInput(**where, field="steps", expected="a non-empty list of step strings", got=got)
+    for k, step in enumerate(steps):
+        if not isinstance(step, str) or not step.strip():
+            raise BadInput(**where, field=f"steps[{k}]", expected="a non-empty string",
+                           got=json_type(step) if not isinstance(step, str) else "an empty string")
+
+
+def score_step_rows(model_dir: Path | str, rows: list[dict], out_path: Path | str, aggregate: str | None = None,
+                    batch_tokens: int = 16384) -> int:
+    """Write ``rows`` to ``out_path`` with ``step_scores`` (``p_k``, null for a dropped step) and ``reward``
+    (the aggregate: ``aggregate`` or the model's ``step_aggregate``). Returns the number of rows."""
+    from rewardline.modeling.device import select_runtime
+    from rewardline.modeling.model import RewardModel
+
+    model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device)
+    how = aggregate or model.config.step_aggregate
+    scores = score_steps(model, tokenizer, [r["prompt"] for r in rows], [r["steps"] for r in rows], batch_tokens)
+    rewards = aggregate_steps(scores, how)
+    if any(np.isinf(s).any() for s in scores):
+        raise NonFiniteError(model_dir, detail="a step score is infinite; expected probabilities")
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "w") as f:
+        for row, s, reward in zip(rows, scores, rewards, strict=True):
+            step_scores = [None if np.isnan(x) else float(x) for x in s]
+            f.write(json.dumps({**row, "step_scores": step_scores,
+                                "reward": None if np.isnan(reward) else float(reward)}) + "\n")
+    return len(rows)

@@ -1,0 +1,156 @@
+"""Step-labelled solutions (``solutions.parquet`` of an ingest / validate directory) as PRM training groups.
+
+One group per problem (``prompt_id``): its solutions, each encoded once as
+``prompt + step_1 + SEP + ... + step_K + SEP`` (:mod:`rewardline.modeling.steps`), with the
+separator position, BCE target and mask of every kept step and the solution's outcome.
+
+Labels → BCE targets (the contract of ``solutions.parquet``)::
+
+    step label  1 (correct)   → 1          -1 (incorrect) → 0
+                0 (neutral)   → 1 / 0 / ignored     (``prm_neutral_as``: correct | incorrect | ignore)
+                null (unknown)→ ignored (mask 0)
+    outcome     1 → 1,  0 → 0,  null → ignored
+
+Splits: ``u = unit_interval(prompt_id, salt)`` (:func:`rewardline.data.hashing.unit_interval`, the
+pairs stage's hash): train ``u < f_train``, val ``f_train ≤ u < f_train + f_val``, test the rest, so
+a problem is never in two splits and the PRM never trains on the test problems.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rewardline.data.hashing import unit_interval
+from rewardline.modeling.steps import EncodedSolutions
+from rewardline.modeling.tokenize import TokenizedResponses
+from rewardline.training.batching import Group
+
+SOLUTIONS_FILE = "solutions.parquet"
+NEUTRAL_TARGETS = {"correct": 1.0, "incorrect": 0.0, "ignore": None}
+SPLITS = ("train", "val", "test")
+
+
+def solutions_path(data_dir: Path) -> Path | None:
+    """``data_dir/solutions.parquet`` when it exists and has rows, else None."""
+    path = Path(data_dir) / SOLUTIONS_FILE
+    return path if path.exists() and pq.ParquetFile(path).metadata.num_rows > 0 else None
+
+
+def split_of(prompt_ids: pa.Array | pa.ChunkedArray | list[str], salt: str, train_fraction: float,
+             val_fraction: float) -> np.ndarray:
+    """``"train" | "val" | "test"`` for each prompt id (module docstring)."""
+    u = unit_interval(prompt_ids, salt=salt)
+    return np.where(u < train_fraction, "train", np.where(u < train_fraction + val_fraction, "val", "test"))
+
+
+def read_solutions(data_dir: Path, split: str | None = None, salt: str = "", train_fraction: float = 0.8,
+                   val_fraction: float = 0.1) -> pa.Table:
+    """The solutions of ``data_dir`` (one ``split`` of them when given)."""
+    path = Path(data_dir) / SOLUTIONS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found (expected the solutions table of an ingest of step-labelled data)")
+    table = pq.read_table(path)
+    if split is None:
+        return table
+    mask = split_of(table["prompt_id"], salt, train_fraction, val_fraction) == split
+    return table.filter(pa.array(mask))
+
+
+def step_targets(labels: list[int | None], neutral_as: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(target, known)`` float32 arrays of one solution's step labels (module docstring)."""
+    neutral = NEUTRAL_TARGETS[neutral_as]
+    target = np.zeros(len(labels), np.float32)
+    known = np.zeros(len(labels), np.float32)
+    for k, label in enumerate(labels):
+        value = {1: 1.0, -1: 0.0, 0: neutral}.get(label) if label is not None else None
+        if value is not None:
+            target[k], known[k] = value, 1.0
+    return target, known
+
+
+def tokenized_solutions(ids: list[str], enc: EncodedSolutions, fingerprint: str) -> TokenizedResponses:
+    """The encoded solutions in the ragged layout of :class:`TokenizedResponses` (rows = solutions)."""
+    lengths = np.array([len(x) for x in enc.input_ids], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = [t for x in enc.input_ids for t in x]
+    types = [t for x in enc.token_type_ids for t in x]
+    return TokenizedResponses(ids, offsets, np.array(flat, np.int64), np.array(types, np.int64), lengths,
+                              np.array(enc.prompt_truncated, bool), np.array(enc.steps_dropped) > 0, fingerprint,
+                              False)
+
+
+def solution_groups(table: pa.Table, enc: EncodedSolutions, tok: TokenizedResponses, neutral_as: str,
+                    row_offset: int = 0) -> list[Group]:
+    """One :class:`Group` per problem of ``table`` (rows ``row_offset ..`` of ``tok``): each solution's
+    kept steps with their separator positions, BCE targets and masks, and its outcome."""
+    cols = table.select(["prompt_id", "step_labels", "outcome"]).to_pydict()
+    by_prompt: dict[str, list[int]] = {}
+    for i, pid in enumerate(cols["prompt_id"]):
+        by_prompt.setdefault(pid, []).append(i)
+    empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    groups = []
+    for pid, idx in by_prompt.items():
+        step_row, step_col, target, known = [], [], [], []
+        outcome, outcome_known = [], []
+        for local, i in enumerate(idx):
+            positions = enc.positions[i]
+            t, k = step_targets(list(cols["step_labels"][i] or [])[: len(positions)], neutral_as)
+            step_row += [local] * len(positions)
+            step_col += positions
+            target.append(t)
+            known.append(k)
+            out = cols["outcome"][i]
+            outcome.append(float(out) if out is not None else 0.0)
+            outcome_known.append(1.0 if out is not None and positions else 0.0)
+        rows = np.array(idx, np.int64) + row_offset
+        groups.append(Group(
+            prompt_id=pid, rows=rows, a=empty_i, b=empty_i, label=empty_f, margin=empty_f, weight=empty_f,
+            max_len=int(tok.lengths[rows].max()), step_row=np.array(step_row, np.int64),
+            step_col=np.array(step_col, np.int64), step_target=np.concatenate(target),
+            step_known=np.concatenate(known), outcome=np.array(outcome, np.float32),
+            outcome_known=np.array(outcome_known, np.float32),
+        ))
+    return groups
+
+
+def solutions_fingerprint(path: Path, tokenizer_digest: str, fmt: dict[str, Any], separator: str) -> str:
+    """What the encoded solutions depend on: the file's bytes, the tokenizer, the format, the separator."""
+    h = hashlib.sha256(Path(path).read_bytes())
+    h.update(f"{tokenizer_digest}|{sorted(fmt.items())}|{separator}".encode())
+    return h.hexdigest()[:32]
+
+
+def load_step_groups(data_dir: Path, tokenizer: Any, cfg: Any) -> tuple[TokenizedResponses, list[Group], list[Group],
+                                                                        str, bool]:
+    """Encode the train and val solutions of ``data_dir`` (``cfg``: the train config) once;
+    ``(tokenized, train groups, val groups, separator, separator added to the tokenizer)``."""
+    from rewardline.modeling.formatting import Formatter
+    from rewardline.modeling.steps import StepFormatter, choose_separator
+    from rewardline.modeling.tokenize import tokenizer_digest
+
+    path = Path(data_dir) / SOLUTIONS_FILE
+    separator, added = choose_separator(tokenizer)
+    formatter = StepFormatter(tokenizer, Formatter(tokenizer, cfg.format_config), separator)
+    parts = [read_solutions(data_dir, split, cfg.prm_split_salt, cfg.prm_train_fraction, cfg.prm_val_fraction)
+             for split in ("train", "val")]
+    table = pa.concat_tables(parts)
+    enc = formatter.encode(table["prompt"].to_pylist(), [list(s) for s in table["steps"].to_pylist()])
+    fingerprint = solutions_fingerprint(path, tokenizer_digest(tokenizer), cfg.format_config.to_dict(), separator)
+    tok = tokenized_solutions(table["solution_id"].to_pylist(), enc, fingerprint)
+    train = solution_groups(parts[0], _take(enc, 0, parts[0].num_rows), tok, cfg.prm_neutral_as, 0)
+    val = solution_groups(parts[1], _take(enc, parts[0].num_rows, table.num_rows), tok, cfg.prm_neutral_as,
+                          parts[0].num_rows)
+    if not train:
+        raise ValueError(f"{path} has no solutions in the train split")
+    return tok, train, val, separator, added
+
+
+def _take(enc: EncodedSolutions, lo: int, hi: int) -> EncodedSolutions:
+    return EncodedSolutions(enc.input_ids[lo:hi], enc.token_type_ids[lo:hi], enc.positions[lo:hi],
+                            enc.steps_dropped[lo:hi], enc.prompt_truncated[lo:hi])

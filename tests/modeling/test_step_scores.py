@@ -1,0 +1,80 @@
+"""Process reward model scoring: the four step-score aggregates, `rewardline score` on {prompt, steps}
+rows (step_scores + reward), bad rows, and the pyfunc model's step path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from transformers import AutoTokenizer
+from typer.testing import CliRunner
+
+from rewardline.cli import app
+from rewardline.modeling.formatting import FormatConfig
+from rewardline.modeling.model import RewardModel
+from rewardline.modeling.step_scores import aggregate_steps, is_process_model
+from rewardline.modeling.tiny import tiny_bert_path
+from rewardline.registry.pyfunc import RewardScorer
+
+
+@pytest.mark.parametrize(("how", "expected"), [("min", [0.2, 0.9, np.nan]), ("prod", [0.9 * 0.2 * 0.5, 0.9, np.nan]),
+                                               ("last", [0.5, 0.9, np.nan]), ("mean", [1.6 / 3, 0.9, np.nan])])
+def test_aggregates(how, expected):
+    scores = [np.array([0.9, 0.2, 0.5]), np.array([0.9, np.nan]), np.array([np.nan])]  # nan: step not scored
+    np.testing.assert_allclose(aggregate_steps(scores, how), expected)
+
+
+def test_unknown_aggregate_is_refused():
+    with pytest.raises(ValueError, match="aggregate must be one of"):
+        aggregate_steps([np.array([0.5])], "max")
+
+
+@pytest.fixture(scope="module")
+def prm_dir(tmp_path_factory) -> Path:
+    """An (untrained) tiny-bert PRM saved as training saves one."""
+    root = tmp_path_factory.mktemp("prm")
+    model = RewardModel.from_backbone(str(tiny_bert_path()), format_config=FormatConfig(max_length=64))
+    model.config.step_separator, model.config.objective = "[unused0]", "prm"
+    model.save(root / "model", AutoTokenizer.from_pretrained(tiny_bert_path()))
+    (root / "model" / "calibration.json").write_text("{}")
+    return root / "model"
+
+
+def test_score_cli_writes_step_scores_and_each_aggregate(prm_dir, tmp_path):
+    assert is_process_model(prm_dir)
+    rows = [{"prompt": "What is 3 plus 4, times 2?", "steps": ["3 + 4 = 7", "7 * 2 = 14", "The answer is 14"]},
+            {"prompt": "Name a prime.", "steps": ["7 is prime"], "id": 2}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = {}
+    for how in ("min", "prod", "last", "mean", None):
+        out = tmp_path / f"{how}.jsonl"
+        result = CliRunner().invoke(app, ["score", "--model", str(prm_dir), "--input", str(src), "--out", str(out),
+                                          *(["--aggregate", how] if how else [])])
+        assert result.exit_code == 0, result.output
+        results[how] = [json.loads(line) for line in out.read_text().splitlines()]
+    first = results["min"][0]
+    assert len(first["step_scores"]) == 3 and all(0 < s < 1 for s in first["step_scores"])
+    assert results["min"][1]["id"] == 2  # the input row's fields are kept
+    for how in ("min", "prod", "last", "mean"):
+        for row in results[how]:
+            assert row["reward"] == pytest.approx(aggregate_steps([np.array(row["step_scores"])], how)[0])
+    assert results[None][0]["reward"] == results["min"][0]["reward"]  # the model's default: min
+
+
+def test_score_cli_names_line_and_field_of_a_bad_step_row(prm_dir, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "p", "steps": ["ok"]}\n{"prompt": "p", "steps": ["ok", ""]}\n')
+    result = CliRunner().invoke(app, ["score", "--model", str(prm_dir), "--input", str(src), "--out",
+                                      str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 2 and ":2" in result.output and "steps[1]" in result.output
+
+
+def test_pyfunc_scores_steps(prm_dir):
+    scorer = RewardScorer(prm_dir)
+    out = scorer.predict(pd.DataFrame({"prompt": ["2+2?"], "steps": [["2 + 2 = 4", "The answer is 4"]]}),
+                         {"aggregate": "last"})
+    assert list(out.columns) == ["step_scores", "reward"] and out["reward"][0] == out["step_scores"][0][-1]

@@ -1,0 +1,127 @@
+"""The ``prm`` objective: BCE at step separators only, unknown labels ignored, a hand-computed loss,
+the outcome term, truncation by whole steps, and training + reloading with an encoder and a decoder."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import arithmetic_solutions, write_solutions
+from transformers import AutoTokenizer
+
+from rewardline.modeling.formatting import FormatConfig, Formatter
+from rewardline.modeling.model import RewardModel
+from rewardline.modeling.step_scores import score_steps
+from rewardline.modeling.steps import StepFormatter, choose_separator
+from rewardline.modeling.tiny import tiny_bert_path, tiny_qwen2_path
+from rewardline.training.batching import collate
+from rewardline.training.loop import TrainConfig, train
+from rewardline.training.objectives import ProcessObjective, StepTargets, build_objective
+from rewardline.training.step_data import load_step_groups, step_targets
+
+
+def _targets(y, m, last=None, outcome=None, known=None) -> StepTargets:
+    n = 1 if last is None else len(last)
+    return StepTargets(torch.tensor(y, dtype=torch.float32), torch.tensor(m, dtype=torch.float32),
+                       torch.tensor(last if last is not None else [-1]), torch.tensor(outcome or [0.0] * n),
+                       torch.tensor(known or [0.0] * n))
+
+
+def _bce(z: float, y: float) -> float:
+    return -(y * math.log(1 / (1 + math.exp(-z))) + (1 - y) * math.log(1 / (1 + math.exp(z))))
+
+
+def test_loss_equals_a_hand_computation_and_ignores_unknown_labels():
+    objective = ProcessObjective()
+    z = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    terms = objective.loss(z, _targets([1, 0, 1, 0], [1, 1, 1, 0]))
+    expected = (_bce(2.0, 1) + _bce(-1.0, 0) + _bce(0.5, 1)) / 3
+    assert terms.loss.item() == pytest.approx(expected, rel=1e-6)
+    # an unknown label's value does not matter; a known one does
+    assert objective.loss(z, _targets([1, 0, 1, 1], [1, 1, 1, 0])).loss.item() == pytest.approx(terms.loss.item())
+    assert objective.loss(z, _targets([0, 0, 1, 0], [1, 1, 1, 0])).loss.item() != pytest.approx(terms.loss.item())
+    sums = dict(zip(objective.sum_names, terms.sums.tolist(), strict=True))
+    assert sums["weight"] == 3 and sums["counted"] == 3 and sums["correct"] == 3 and sums["solution_steps"] == 4
+
+
+def test_outcome_term_is_read_at_each_solutions_last_step():
+    objective = ProcessObjective(outcome_weight=0.5)
+    z = torch.tensor([1.0, -2.0, 0.3])  # solution 0: steps 0, 1; solution 1: step 2
+    t = _targets([1, 0, 1], [1, 1, 0], last=[1, 2], outcome=[0.0, 1.0], known=[1.0, 1.0])
+    expected = (_bce(1.0, 1) + _bce(-2.0, 0) + 0.5 * (_bce(-2.0, 0) + _bce(0.3, 1))) / (2 + 0.5 * 2)
+    assert objective.loss(z, t).loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_neutral_and_unknown_labels_map_to_targets_and_masks():
+    target, known = step_targets([1, -1, 0, None], "correct")
+    assert target.tolist() == [1, 0, 1, 0] and known.tolist() == [1, 1, 1, 0]
+    assert step_targets([0], "ignore")[1].tolist() == [0] and step_targets([0], "incorrect")[0].tolist() == [0]
+
+
+@pytest.fixture(scope="module")
+def solutions_dir(tmp_path_factory) -> Path:
+    rows = arithmetic_solutions(30)
+    rows[0]["step_labels"] = [1, None, 1]  # an unknown label
+    return write_solutions(tmp_path_factory.mktemp("steps"), rows).parent
+
+
+@pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-qwen2"])
+def test_gradient_reaches_hidden_states_only_at_separators(solutions_dir, backbone):
+    cfg = TrainConfig(backbone=backbone, objective="prm", max_length=64)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path() if backbone == "tiny-bert" else tiny_qwen2_path())
+    tok, groups, _, separator, _ = load_step_groups(solutions_dir, tokenizer, cfg)
+    model = RewardModel.from_backbone(backbone, format_config=cfg.format_config)
+    batch = collate(groups[:3], tok, tokenizer.pad_token_id)
+    captured = {}
+
+    def keep(_module, _inputs, output):
+        output.last_hidden_state.retain_grad()
+        captured["h"] = output.last_hidden_state
+
+    model.backbone.register_forward_hook(keep)
+    objective = build_objective("prm", cfg)
+    objective.loss(objective.forward(model, batch), objective.targets(batch)).loss.backward()
+    grad_norm = captured["h"].grad.norm(dim=-1)  # [N, T]
+    at_sep = torch.zeros_like(grad_norm, dtype=torch.bool)
+    at_sep[batch.step_row, batch.step_col] = True
+    assert (grad_norm[~at_sep] == 0).all()
+    labelled = torch.zeros_like(at_sep)
+    known = batch.step_known.bool()
+    labelled[batch.step_row[known], batch.step_col[known]] = True
+    assert (grad_norm[labelled] > 0).all()
+    assert (batch.input_ids[at_sep] == tokenizer.convert_tokens_to_ids(separator)).all()
+
+
+def test_tail_steps_are_dropped_whole_and_counted():
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path())
+    separator, added = choose_separator(tokenizer)
+    assert (separator, added) == ("[unused0]", False)
+    fmt = StepFormatter(tokenizer, Formatter(tokenizer, FormatConfig(max_length=16, min_prompt_tokens=4)), separator)
+    enc = fmt.encode(["a long prompt of many words that does not fit here at all"],
+                     [["one two three", "four five six", "seven eight nine ten"]])
+    assert enc.prompt_truncated == [True] and enc.steps_dropped == [1] and len(enc.positions[0]) == 2
+    assert len(enc.input_ids[0]) == 16  # the prompt takes back the room the kept steps leave
+    ids = enc.input_ids[0]
+    assert [ids[p] for p in enc.positions[0]] == [tokenizer.convert_tokens_to_ids(separator)] * 2
+
+
+@pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-qwen2"])
+def test_trains_saves_and_reloads_with_the_same_step_scores(solutions_dir, tmp_path, backbone):
+    cfg = TrainConfig(backbone=backbone, objective="prm", max_length=64, batch_tokens=2048, epochs=2, lr=1e-3,
+                      checkpoint_every=0, progress=False, prm_aggregate="prod", cache_dir=str(tmp_path / "cache"))
+    metrics = train(solutions_dir, tmp_path / "model", cfg)
+    assert metrics["train_solution_steps"] > 0 and math.isfinite(metrics["train_loss"])
+    model, tokenizer = RewardModel.load(tmp_path / "model")
+    assert model.config.step_separator == "[unused0]" and model.config.step_aggregate == "prod"
+    prompts, steps = ["what is 2 plus 3?"], [["2 + 3 = 5", "The answer is 5"]]
+    scores = score_steps(model, tokenizer, prompts, steps)[0]
+    fmt = StepFormatter(tokenizer, Formatter(tokenizer, model.config.format_config), "[unused0]")
+    enc = fmt.encode(prompts, steps)
+    ids = torch.tensor(enc.input_ids)
+    with torch.no_grad():
+        logits = model(ids, torch.ones_like(ids), torch.tensor(enc.token_type_ids),
+                       step_rows=torch.zeros(2, dtype=torch.long), step_cols=torch.tensor(enc.positions[0]))
+    np.testing.assert_allclose(scores, torch.sigmoid(logits).numpy(), rtol=1e-5)
