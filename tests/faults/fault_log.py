@@ -57,4 +57,8 @@ def table(path: Path) -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(table(Path(sys.argv[1]) if len(sys.argv) > 1 else report_path()))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Print the fault table (docs/reliability.md) from a fault report.")
+    parser.add_argument("report", nargs="?", type=Path, help="JSONL fault report (default: $REWARDLINE_FAULT_REPORT)")
+    sys.stdout.write(table(parser.parse_args().report or report_path()))
