@@ -28,6 +28,7 @@ from rewardline.evaluation.evaluate import EvalConfig
 from rewardline.pairs.expand import PairsConfig
 from rewardline.registry.record import RegisterConfig
 from rewardline.retraining.cycle import RetrainConfig
+from rewardline.serving.config import ServeConfig
 from rewardline.training.loop import TrainConfig
 from rewardline.validation.validate import ValidateConfig
 
@@ -63,7 +64,7 @@ def test_overlay_with_an_unknown_key_names_it(tmp_path):
 runner = CliRunner()
 SECTIONS: dict[str, type] = {"ingest": IngestConfig, "validate": ValidateConfig, "pairs": PairsConfig,
                              "train": TrainConfig, "evaluate": EvalConfig, "register": RegisterConfig,
-                             "retrain": RetrainConfig}
+                             "retrain": RetrainConfig, "serve": ServeConfig}
 
 #: params.yaml values that differ from the config class defaults, on purpose.
 PARAMS_DIFFER_FROM_DEFAULTS = {
