@@ -4,9 +4,10 @@ dvc.yaml declares the same paths (DVC reads YAML, not Python); ``tests/test_path
 that the two agree. Stage directories hold their tables plus the same three files::
 
     data/raw/ ──ingest──▶ data/ingested/ ──validate──▶ data/validated/ ──pairs──▶ data/pairs/
-          ──train──▶ models/reward-model/ ──evaluate──▶ reports/evaluate/ ──register──▶ reports/register/
+          ──train──▶ models/reward-model/ ──evaluate──▶ reports/evaluate/ ──bon──▶ reports/bon/
+          ──register──▶ reports/register/
     each stage: <out>/metrics.json, copied to metrics/<stage>.json (the file DVC reads as metrics);
-    gated stages (ingest, validate, evaluate) also <out>/gates.json and <out>/report.md.
+    gated stages (ingest, validate, evaluate, bon) also <out>/gates.json and <out>/report.md.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ MODEL_DIR = Path("models") / "reward-model"
 
 REPORTS_DIR = Path("reports")
 EVALUATE_DIR = REPORTS_DIR / "evaluate"
+BON_DIR = REPORTS_DIR / "bon"  # best-of-N on the anchored test prompts
 REGISTRATION = REPORTS_DIR / "register" / "registration.json"
 
 METRICS_DIR = Path("metrics")
@@ -44,9 +46,10 @@ STAGE_OUT: dict[str, Path] = {
     "pairs": PAIRS_DIR,
     "train": MODEL_DIR,
     "evaluate": EVALUATE_DIR,
+    "bon": BON_DIR,
 }
 #: The stages with a quality gate (their output directory holds ``gates.json`` and ``report.md``).
-GATED_STAGES = ("ingest", "validate", "evaluate")
+GATED_STAGES = ("ingest", "validate", "evaluate", "bon")
 
 
 def report_dir(stage: str) -> Path:

@@ -32,6 +32,8 @@ HEADLINE: dict[str, tuple[str, ...]] = {
               "train_seconds"),
     "evaluate": ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "ece_raw", "ece_calibrated", "temperature",
                  "length_bias", "champion_diff", "gates_passed"),
+    "bon": ("status", "prompts", "candidates", "n_max", "gold_n_max", "gain_n_max", "gain_n_max_ci_low",
+            "overoptimization", "champion_gain_n_max", "gates_passed"),
 }
 
 

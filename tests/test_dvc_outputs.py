@@ -52,6 +52,8 @@ def _run_stages(root: Path) -> None:
     from rewardline.config import build
     from rewardline.data.ingest import IngestConfig, Source, run_ingest
     from rewardline.data.tables import write_json
+    from rewardline.evaluation.bon import BonConfig
+    from rewardline.evaluation.bon_stage import run_bon_stage
     from rewardline.evaluation.evaluate import EvalConfig
     from rewardline.evaluation.run import run_evaluate
     from rewardline.pairs.expand import PairsConfig, run_pairs
@@ -69,6 +71,8 @@ def _run_stages(root: Path) -> None:
     write_curves_tsv(root / paths.TRAIN_LOG, root / paths.TRAIN_CURVES)
     run_evaluate(root / paths.MODEL_DIR, root / paths.PAIRS_DIR, root / paths.EVALUATE_DIR,
                  build(EvalConfig, SMALL["evaluate"]))
+    run_bon_stage(root / paths.MODEL_DIR, root / paths.VALIDATED_DIR, root / paths.PAIRS_DIR, root / paths.BON_DIR,
+                  build(BonConfig, {"bootstrap_samples": 100}))  # no anchors in this sample: skipped
     for stage, out in paths.STAGE_OUT.items():
         publish_metrics(out, stage)  # relative paths: the cwd is the project
 
@@ -127,7 +131,9 @@ def test_dvc_plots_show_renders_every_plot_with_its_fields(project: Path):
     answer = json.loads(shown.stdout)
     assert not answer.get("errors"), answer.get("errors")
     plots = answer["data"]
-    vega = {name: entries[0]["content"] for name, entries in plots.items() if entries[0].get("type") == "vega"}
+    assert plots["reports/bon/bon.csv"] == []  # the bon stage was skipped (no anchors): its curve has no rows
+    vega = {name: entries[0]["content"] for name, entries in plots.items()
+            if entries and entries[0].get("type") == "vega"}
     expected = {  # plot: (x field, x type, y field, y type)
         paths.TRAIN_CURVES.as_posix(): ("step", "quantitative", "loss", "quantitative"),
         "reports/evaluate/plots/reliability.json": ("confidence", "quantitative", "observed", "quantitative"),
@@ -147,5 +153,6 @@ def test_dvc_plots_show_renders_every_plot_with_its_fields(project: Path):
     assert "loess" not in json.dumps(reliability)  # no smoothing
     steps = [int(row["step"]) for row in vega[paths.TRAIN_CURVES.as_posix()]["data"]["values"]]
     assert steps == [1, 2, 3, 4]
-    images = {name for name, entries in plots.items() if entries[0].get("type") == "image"}
+    images = {name for name, entries in plots.items() if entries and entries[0].get("type") == "image"}
     assert {f"reports/evaluate/plots/{n}.png" for n in ("reliability", "accuracy_by_category")} <= images
+    assert "reports/bon/bon.png" in images  # the skipped stage's figure says why
