@@ -18,6 +18,7 @@ expects 413 for both, then a normal request still answered 200.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -28,7 +29,6 @@ import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -74,7 +74,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
+@contextlib.contextmanager
 def process(args: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None, timeout: float = 600):
     """A server process in its own group, yielded once ``ready_url`` answers 200; stopped after."""
     with log.open("wb") as out:
@@ -109,81 +109,31 @@ def summary(name: str, candidates: int, wall: float, latencies: list[float], cli
             "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1)}
 
 
-REPEATS = 3  # each measurement is run this many times; the run with the median throughput is reported
+REPEATS = 3  # rounds; each round runs every mode once (interleaved, so load changes hit all modes alike)
 
 
-def median_run(runs: list[dict]) -> dict:
-    ordered = sorted(runs, key=lambda r: r["candidates_per_s"])
-    return {**ordered[len(ordered) // 2], "runs_candidates_per_s": [r["candidates_per_s"] for r in runs]}
-
-
-def drive(name: str, groups: list, clients: int, send) -> dict:
-    """Send one request per group from ``clients`` threads, :data:`REPEATS` times; wall time and per-request
-    latency of the median run."""
+def run_once(name: str, groups: list, clients: int, send) -> dict:
+    """One request per group from ``clients`` threads: wall time and per-request latency."""
     def one(group):
         started = time.perf_counter()
         send(group)
         return time.perf_counter() - started
 
-    runs = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        with ThreadPoolExecutor(clients) as pool:
-            latencies = list(pool.map(one, groups))
-        runs.append(summary(name, sum(len(c) for _, c in groups), time.perf_counter() - started, latencies, clients))
-    return median_run(runs)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = list(pool.map(one, groups))
+    return summary(name, sum(len(c) for _, c in groups), time.perf_counter() - started, latencies, clients)
 
 
-def bench_in_process(model: Path, groups: list) -> list[dict]:
-    from rewardline.serving.rerank import RewardScorer, rerank_rows
-
-    scorer = RewardScorer(model)
-    rows = [{"prompt": p, "response": c} for p, cands in groups for c in cands]
-    rerank_rows(scorer, rows[: len(groups[0][1])])  # warm-up
-    runs = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        rerank_rows(scorer, rows)
-        wall = time.perf_counter() - started
-        runs.append(summary("in-process rerank, one call", len(rows), wall, [wall], 1))
-    whole = median_run(runs)
-    per_prompt = drive("in-process rerank, one call per prompt", groups, 1,
-                       lambda g: rerank_rows(scorer, [{"prompt": g[0], "response": c} for c in g[1]]))
-    return [whole, per_prompt]
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median throughput, with every run's throughput beside it."""
+    ordered = sorted(runs, key=lambda r: r["candidates_per_s"])
+    return {**ordered[len(ordered) // 2], "runs_candidates_per_s": [r["candidates_per_s"] for r in runs]}
 
 
-def bench_server(model: Path, groups: list, out: Path) -> tuple[list[dict], dict]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    args = [sys.executable, "-m", "rewardline.cli", "serve", "--model", str(model), "--port", str(port)]
-    results = []
-    with process(args, f"{url}/readyz", out / "serve.log", {"PYTHONPATH": str(ROOT)}), \
-            httpx.Client(timeout=600, limits=httpx.Limits(max_connections=32)) as client:
-        def send(group):
-            r = client.post(f"{url}/rerank", json={"prompt": group[0], "candidates": group[1]})
-            assert r.status_code == 200, r.text
-
-        send(groups[0])  # warm-up
-        for clients in (1, 16):
-            results.append(drive("rewardline serve /rerank", groups, clients, send))
-        metrics = client.get(f"{url}/metrics").text
-        big = client.post(f"{url}/rerank", content=b'{"prompt": "p", "candidates": ["' + b"x" * (17 << 20) + b'"]}',
-                          headers={"Content-Type": "application/json"})
-        many = client.post(f"{url}/rerank", json={"prompt": "p", "candidates": ["a"] * 300})
-        health = client.get(f"{url}/healthz").status_code
-        after = client.post(f"{url}/rerank", json={"prompt": groups[0][0], "candidates": groups[0][1]}).status_code
-    batch_sum = sum(float(line.split()[-1]) for line in metrics.splitlines()
-                    if line.startswith("rewardline_batch_requests_sum"))
-    batch_count = sum(float(line.split()[-1]) for line in metrics.splitlines()
-                      if line.startswith("rewardline_batch_requests_count"))
-    check = {"oversize_body_status": big.status_code, "oversize_body_error": big.json().get("error"),
-             "too_many_candidates_status": many.status_code, "too_many_candidates_error": many.json().get("error"),
-             "healthz_after": health, "rerank_after": after,
-             "mean_requests_per_batch": round(batch_sum / max(batch_count, 1), 2)}
-    return results, check
-
-
-def bench_mlflow(model: Path, groups: list, out: Path) -> list[dict]:
+def log_mlflow_model(model: Path, out: Path) -> tuple[str, str]:
+    """The model as the registered pyfunc is (bundle = model dir + calibration.json), logged into a throwaway
+    local MLflow store; returns (model URI, tracking URI)."""
     import shutil
 
     import mlflow
@@ -199,23 +149,82 @@ def bench_mlflow(model: Path, groups: list, out: Path) -> list[dict]:
     mlflow.set_experiment("bench-serving")
     with mlflow.start_run():
         info = log_model_bundle(bundle)
-    port = free_port()
+    return info.model_uri, tracking
+
+
+def server_check(client: httpx.Client, url: str, group: tuple[str, list[str]]) -> dict:
+    """Oversize body and too many candidates → 413; the server still healthy and answering after."""
+    metrics = client.get(f"{url}/metrics").text
+    big = client.post(f"{url}/rerank", content=b'{"prompt": "p", "candidates": ["' + b"x" * (17 << 20) + b'"]}',
+                      headers={"Content-Type": "application/json"})
+    many = client.post(f"{url}/rerank", json={"prompt": "p", "candidates": ["a"] * 300})
+    health = client.get(f"{url}/healthz").status_code
+    after = client.post(f"{url}/rerank", json={"prompt": group[0], "candidates": group[1]}).status_code
+
+    def total(name: str) -> float:
+        return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name))
+
+    return {"oversize_body_status": big.status_code, "oversize_body_error": big.json().get("error"),
+            "too_many_candidates_status": many.status_code, "too_many_candidates_error": many.json().get("error"),
+            "healthz_after": health, "rerank_after": after,
+            "mean_requests_per_batch": round(total("rewardline_batch_requests_sum")
+                                             / max(total("rewardline_batch_requests_count"), 1), 2)}
+
+
+def bench(model: Path, groups: list, out: Path, with_mlflow: bool) -> tuple[list[dict], dict]:  # long: every mode
+    """Both servers up, then :data:`REPEATS` rounds of every mode; the median run of each mode."""
+    from rewardline.serving.rerank import RewardScorer, rerank_rows
+
+    scorer = RewardScorer(model)
+    rows = [{"prompt": p, "response": c} for p, cands in groups for c in cands]
+    rerank_rows(scorer, rows[: len(groups[0][1])])  # warm-up
+    port, env = free_port(), {"PYTHONPATH": str(ROOT)}
     url = f"http://127.0.0.1:{port}"
-    args = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", info.model_uri,
-            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    results = []
-    with process(args, f"{url}/ping", out / "mlflow-serve.log",
-                 {"MLFLOW_TRACKING_URI": tracking, "PYTHONPATH": str(ROOT)}), \
-            httpx.Client(timeout=600, limits=httpx.Limits(max_connections=32)) as client:
-        def send(group):
-            records = [{"prompt": group[0], "response": c} for c in group[1]]
-            r = client.post(f"{url}/invocations", json={"dataframe_records": records})
+    serve = [sys.executable, "-m", "rewardline.cli", "serve", "--model", str(model), "--port", str(port)]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(process(serve, f"{url}/readyz", out / "serve.log", env))
+        client = stack.enter_context(httpx.Client(timeout=600, limits=httpx.Limits(max_connections=32)))
+        modes = {
+            ("in-process rerank, one call", 1): None,
+            ("in-process rerank, one call per prompt", 1):
+                lambda g: rerank_rows(scorer, [{"prompt": g[0], "response": c} for c in g[1]]),
+        }
+
+        def served(g):
+            r = client.post(f"{url}/rerank", json={"prompt": g[0], "candidates": g[1]})
             assert r.status_code == 200, r.text
 
-        send(groups[0])
-        for clients in (1, 16):
-            results.append(drive("mlflow models serve /invocations", groups, clients, send))
-    return results
+        modes[("rewardline serve /rerank", 1)] = modes[("rewardline serve /rerank", 16)] = served
+        if with_mlflow:
+            model_uri, tracking = log_mlflow_model(model, out)
+            mport = free_port()
+            murl = f"http://127.0.0.1:{mport}"
+            args = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager",
+                    "local", "--host", "127.0.0.1", "--port", str(mport), "--workers", "1"]
+            stack.enter_context(process(args, f"{murl}/ping", out / "mlflow-serve.log",
+                                        {**env, "MLFLOW_TRACKING_URI": tracking}))
+
+            def invoked(g):
+                records = [{"prompt": g[0], "response": c} for c in g[1]]
+                r = client.post(f"{murl}/invocations", json={"dataframe_records": records})
+                assert r.status_code == 200, r.text
+
+            modes[("mlflow models serve /invocations", 1)] = modes[("mlflow models serve /invocations", 16)] = invoked
+        for send in {id(f): f for f in modes.values() if f is not None}.values():
+            send(groups[0])  # warm-up each server
+        runs: dict[tuple[str, int], list[dict]] = defaultdict(list)
+        for round_ in range(REPEATS):
+            for (name, clients), send in modes.items():
+                if send is None:
+                    started = time.perf_counter()
+                    rerank_rows(scorer, rows)
+                    wall = time.perf_counter() - started
+                    runs[(name, clients)].append(summary(name, len(rows), wall, [wall], 1))
+                else:
+                    runs[(name, clients)].append(run_once(name, groups, clients, send))
+                print(f"round {round_ + 1}: {runs[(name, clients)][-1]}", flush=True)
+        check = server_check(client, url, groups[0])
+    return [median_run(r) for r in runs.values()], check
 
 
 def main() -> None:
@@ -226,32 +235,33 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="reward model directory (default: untrained MiniLM)")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=REPEATS, help="runs per measurement (median reported)")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="intra-op threads for every mode (OMP_NUM_THREADS of the servers too); 0: torch's "
+                             "default. On an oversubscribed machine 1 avoids OpenMP barrier stalls")
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     REPEATS = args.repeats
+    if args.torch_threads > 0:  # before torch is imported here; the servers inherit the environment
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.torch_threads)
     args.out.mkdir(parents=True, exist_ok=True)
     model = args.model or build_model(args.out / "model", args.max_length)
     groups = load_groups(args.alpaca_dir, args.prompts)
     print(f"{len(groups)} prompts x {len(groups[0][1])} candidates; model {model}; load {os.getloadavg()}",
           flush=True)
-    results = bench_in_process(model, groups)
-    print(json.dumps(results[-2:], indent=1), flush=True)
-    served, check = bench_server(model, groups, args.out)
-    results += served
-    print(json.dumps(served, indent=1), json.dumps(check, indent=1), flush=True)
-    if not args.skip_mlflow:
-        results += bench_mlflow(model, groups, args.out)
+    results, check = bench(model, groups, args.out, not args.skip_mlflow)
+    in_process = max(r["candidates_per_s"] for r in results if r["mode"].startswith("in-process"))
     ratio = next(r for r in results if r["mode"].startswith("rewardline serve") and r["clients"] == 16)[
-        "candidates_per_s"] / results[0]["candidates_per_s"]
-    report = {"prompts": len(groups), "candidates_per_prompt": len(groups[0][1]), "model": str(model),
+        "candidates_per_s"] / in_process
+    report = {"torch_threads": args.torch_threads or "default",
+              "prompts": len(groups), "candidates_per_prompt": len(groups[0][1]), "model": str(model),
               "loadavg_end": os.getloadavg(), "results": results, "server_check": check,
               "server16_over_in_process": round(ratio, 3)}
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print("| mode | clients | candidates/s | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: | ---: |")
     for r in results:
         print(f"| {r['mode']} | {r['clients']} | {r['candidates_per_s']} | {r['p50_ms']} | {r['p99_ms']} |")
-    print(f"server (16 clients) / in-process rerank (one call): {ratio:.3f}; 413 check: {check}")
+    print(f"server (16 clients) / best in-process rerank mode: {ratio:.3f}; 413 check: {check}")
 
 
 if __name__ == "__main__":

@@ -29,3 +29,4 @@ class ServeConfig(Section):
     batch_tokens: int = Field(16384, ge=64)  # token budget of one dynamic batch (and its padded forward passes)
     max_wait_ms: float = Field(2.0, ge=0.0)  # how long the batcher waits for more requests after the first
     max_queue_rows: int = Field(65536, ge=1)  # rows waiting for the model; more: 503 (retry later)
+    torch_threads: int = Field(0, ge=0)  # intra-op threads of the forward pass; 0: torch's default (the cores)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 API_KEY_ENV = "REWARDLINE_API_KEY"
 OPEN_PATHS = ("/healthz", "/readyz")
 ENDPOINTS = ("/score", "/rerank", "/healthz", "/readyz", "/metrics")
+INLINE_TOKENIZE_CHARS = 200_000  # requests up to this many characters are tokenised on the event loop (~ms)
 
 
 class Message(BaseModel):
@@ -160,15 +162,17 @@ class ServerState:
             raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                            headers={"WWW-Authenticate": "Bearer"})
 
-    async def rewards(self, prompts: list[Any], responses: list[str], group: bool) -> np.ndarray:
-        """Tokenise (in the tokenizer thread), then wait for the batcher's forward pass."""
+    async def rewards(self, prompts: list[Any], responses: list[str], group: bool, chars: int) -> np.ndarray:
+        """Tokenise (a request under :data:`INLINE_TOKENIZE_CHARS` on the event loop: a thread hop costs more
+        than its tokenisation; a larger one in the tokenizer thread), then wait for the batcher's forward pass."""
         if self.batcher is None:
             raise ApiError(503, "not ready: the model is loading or the server is stopping")
-        loop = asyncio.get_running_loop()
-        if group:
-            encoded = await loop.run_in_executor(self.tokenize_pool, self.scorer.encode_group, prompts[0], responses)
+        encode = functools.partial(self.scorer.encode_group, prompts[0], responses) if group else \
+            functools.partial(self.scorer.encode_rows, prompts, responses)
+        if chars <= INLINE_TOKENIZE_CHARS:
+            encoded = encode()
         else:
-            encoded = await loop.run_in_executor(self.tokenize_pool, self.scorer.encode_rows, prompts, responses)
+            encoded = await asyncio.get_running_loop().run_in_executor(self.tokenize_pool, encode)
         try:
             return await self.batcher.submit(encoded)
         except QueueFull as err:
@@ -235,7 +239,9 @@ def create_app(scorer: RewardScorer, config: ServeConfig, api_key: str | None = 
         for i, row in enumerate(body.rows):
             _check_chars(f"rows.{i}.prompt", _prompt_chars(row.prompt), config)
             _check_chars(f"rows.{i}.response", len(row.response), config)
-        rewards = await state.rewards([_plain(r.prompt) for r in body.rows], [r.response for r in body.rows], False)
+        chars = sum(_prompt_chars(r.prompt) + len(r.response) for r in body.rows)
+        rewards = await state.rewards([_plain(r.prompt) for r in body.rows], [r.response for r in body.rows], False,
+                                      chars)
         out: dict[str, Any] = {"rewards": rewards.astype(float).tolist()}
         win = scorer.win_prob(rewards)
         if win is not None:
@@ -251,7 +257,8 @@ def create_app(scorer: RewardScorer, config: ServeConfig, api_key: str | None = 
         _check_chars("prompt", _prompt_chars(body.prompt), config)
         for i, text in enumerate(body.candidates):
             _check_chars(f"candidates.{i}", len(text), config)
-        rewards = await state.rewards([_plain(body.prompt)], body.candidates, True)
+        chars = _prompt_chars(body.prompt) * len(body.candidates) + sum(map(len, body.candidates))
+        rewards = await state.rewards([_plain(body.prompt)], body.candidates, True, chars)
         rank, beats = rank_group(rewards, scorer.temperature)
         win = scorer.win_prob(rewards)
         results = []
@@ -274,6 +281,10 @@ def serve(model_dir: Path | str, config: ServeConfig, api_key_file: Path | None 
     if api_key is None and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key: anyone who reaches the port can use the model "
                     "(set %s or --api-key-file)", config.host, API_KEY_ENV)
+    if config.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(config.torch_threads)  # process-wide: the forward thread's OpenMP team too
     scorer = RewardScorer(model_dir, device, config.batch_tokens)
     app = create_app(scorer, config, api_key)
     log.info("serving %s on http://%s:%d (API key: %s)", model_dir, config.host, config.port,
