@@ -4,9 +4,10 @@ dvc.yaml declares the same paths (DVC reads YAML, not Python); ``tests/test_path
 that the two agree. Stage directories hold their tables plus the same three files::
 
     data/raw/ ──ingest──▶ data/ingested/ ──validate──▶ data/validated/ ──pairs──▶ data/pairs/
-          ──train──▶ models/reward-model/ ──evaluate──▶ reports/evaluate/ ──register──▶ reports/register/
+          ──train──▶ models/reward-model/ ──evaluate──▶ reports/evaluate/ ──bon──▶ reports/bon/
+          ──register──▶ reports/register/
     each stage: <out>/metrics.json, copied to metrics/<stage>.json (the file DVC reads as metrics);
-    gated stages (ingest, validate, evaluate) also <out>/gates.json and <out>/report.md.
+    gated stages (ingest, validate, evaluate, bon) also <out>/gates.json and <out>/report.md.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ MODEL_DIR = Path("models") / "reward-model"
 
 REPORTS_DIR = Path("reports")
 EVALUATE_DIR = REPORTS_DIR / "evaluate"
+BON_DIR = REPORTS_DIR / "bon"  # best-of-N on the anchored test prompts
 REGISTRATION = REPORTS_DIR / "register" / "registration.json"
 
 METRICS_DIR = Path("metrics")
@@ -37,6 +39,7 @@ TRAIN_CURVES = METRICS_DIR / "train_log.tsv"  # its last run's curves, one row p
 EVALUATE_PLOTS = METRICS_DIR / "plots"
 EVALUATE_PLOT_FILES = ("reliability.json", "accuracy_by_category.json", "reward_vs_length.csv", "reliability.png",
                        "accuracy_by_category.png", "reward_histogram.png", "reward_vs_length.png")
+BON_PLOT_FILES = ("bon.csv", "bon.png")  # the bon stage's curve, also published to metrics/plots/
 
 #: The process-reward-model pipeline (stages prm_ingest, prm_train, prm_evaluate; params.yaml: prm).
 PRM_INGESTED_DIR = DATA_DIR / "prm" / "ingested"  # step-labelled solutions: train / val / test by problem
@@ -58,9 +61,10 @@ STAGE_OUT: dict[str, Path] = {
     "pairs": PAIRS_DIR,
     "train": MODEL_DIR,
     "evaluate": EVALUATE_DIR,
+    "bon": BON_DIR,
 }
 #: The stages with a quality gate (their output directory holds ``gates.json`` and ``report.md``).
-GATED_STAGES = ("ingest", "validate", "evaluate")
+GATED_STAGES = ("ingest", "validate", "evaluate", "bon")
 
 
 def report_dir(stage: str) -> Path:

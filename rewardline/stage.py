@@ -24,22 +24,20 @@ from rewardline.report import print_summary
 METRICS_DIR = paths.METRICS_DIR
 
 #: ``metrics/<stage>.json`` keys taken from ``<out>/metrics.json`` (those present; lists become their length).
-HEADLINE: dict[str, tuple[str, ...]] = {
-    "ingest": ("rows_in", "rows_ok", "rows_quarantined", "quarantined_share", "annotators", "gates_passed"),
-    "validate": ("krippendorff_alpha", "kendall_w", "annotators_excluded", "rankings_removed", "gates_passed"),
-    "pairs": ("pairs_train", "pairs_val", "pairs_test", "prompts_train", "prompts_val", "prompts_test"),
-    "train": ("train_loss", "train_accuracy", "train_rmse", "val_loss", "val_accuracy", "val_rmse", "steps",
-              "train_seconds"),
-    "evaluate": ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "ece_raw", "ece_calibrated", "temperature",
-                 "length_bias", "champion_diff", "gates_passed"),
-    "prm_ingest": ("rows_in", "rows_ok", "rows_quarantined", "solutions_ok", "solutions_synthetic",
-                   "solution_problems", "labelled_steps", "gates_passed"),
-    "prm_train": ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "steps", "train_seconds",
-                  "n_response_truncated"),
-    "prm_evaluate": ("step_auroc", "step_auroc_ci_low", "step_accuracy", "step_f1", "first_error_f1", "bon_problems",
-                     "bon_random", "bon_majority", "bon_oracle", "bon_min", "bon_gain", "bon_gain_ci_low",
-                     "gates_passed"),
+HEADLINE: dict[str, tuple[str, ...]] = {  # at most 40 numbers in all (dvc metrics show; tests/test_dvc_outputs.py)
+    "ingest": ("rows_in", "rows_quarantined", "quarantined_share", "gates_passed"),
+    "validate": ("krippendorff_alpha", "annotators_excluded", "gates_passed"),
+    "pairs": ("pairs_train", "pairs_val", "pairs_test"),
+    "train": ("train_loss", "train_accuracy", "val_accuracy", "steps", "train_seconds"),
+    "evaluate": ("accuracy", "accuracy_ci_low", "ece_calibrated", "temperature", "length_bias", "champion_diff",
+                 "gates_passed"),
+    "bon": ("status", "gold_n_max", "gain_n_max_ci_low", "overoptimization", "gates_passed"),
+    "prm_ingest": ("solutions_ok", "rows_quarantined", "gates_passed"),
+    "prm_train": ("val_accuracy", "train_seconds"),
+    "prm_evaluate": ("step_auroc", "bon_min", "bon_random", "bon_majority", "bon_gain_ci_low", "gates_passed"),
 }
+#: Headline keys that are text, not numbers (the rest count toward the 40).
+TEXT_HEADLINE = frozenset({"status"})
 
 
 def headline_metrics(metrics: Mapping[str, Any], stage: str) -> dict[str, Any]:
@@ -59,12 +57,13 @@ def publish_metrics(stage_out: Path, stage: str) -> Path:
     return target
 
 
-def publish_plots(plots_dir: Path) -> list[Path]:
-    """Copy :data:`rewardline.paths.EVALUATE_PLOT_FILES` from ``plots_dir`` into ``metrics/plots/`` (what
-    dvc.yaml's ``plots:`` name; why outside ``reports/evaluate/``: :data:`rewardline.paths.EVALUATE_PLOTS`)."""
+def publish_plots(plots_dir: Path, names: tuple[str, ...] = paths.EVALUATE_PLOT_FILES) -> list[Path]:
+    """Copy ``names`` (default :data:`rewardline.paths.EVALUATE_PLOT_FILES`) from ``plots_dir`` into
+    ``metrics/plots/`` (what dvc.yaml's ``plots:`` name; why outside the cached stage outputs:
+    :data:`rewardline.paths.EVALUATE_PLOTS`)."""
     paths.EVALUATE_PLOTS.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in paths.EVALUATE_PLOT_FILES:
+    for name in names:
         target = paths.EVALUATE_PLOTS / name
         target.write_bytes((plots_dir / name).read_bytes())
         copied.append(target)

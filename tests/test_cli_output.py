@@ -34,11 +34,13 @@ def test_version_flag_and_python_dash_m():
 def test_help_offers_shell_completion_and_names_each_commands_output():
     assert "--install-completion" in runner.invoke(app, ["--help"]).output
     helps = {}
-    for command in ("ingest", "validate", "pairs", "train", "evaluate", "score", "export-pairs", "export", "bon"):
+    for command in ("ingest", "validate", "pairs", "train", "evaluate", "score", "export-pairs", "export", "bon",
+                    "rerank"):
         text = " ".join(runner.invoke(app, [command, "--help"], terminal_width=200).output.split())
         assert "a file for score" not in text, command
         helps[command] = text
     assert "output JSONL file" in helps["score"] and "output directory" in helps["ingest"]
+    assert "output JSONL" in helps["rerank"]
 
 
 def test_numbers_are_rounded_for_people():

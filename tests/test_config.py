@@ -29,6 +29,7 @@ from rewardline.evaluation.process import PrmConfig
 from rewardline.pairs.expand import PairsConfig
 from rewardline.registry.record import RegisterConfig
 from rewardline.retraining.cycle import RetrainConfig
+from rewardline.serving.config import ServeConfig
 from rewardline.training.loop import TrainConfig
 from rewardline.validation.validate import ValidateConfig
 
@@ -64,7 +65,8 @@ def test_overlay_with_an_unknown_key_names_it(tmp_path):
 runner = CliRunner()
 SECTIONS: dict[str, type] = {"ingest": IngestConfig, "validate": ValidateConfig, "pairs": PairsConfig,
                              "train": TrainConfig, "evaluate": EvalConfig, "register": RegisterConfig,
-                             "retrain": RetrainConfig, "prm": PrmConfig}
+                             "retrain": RetrainConfig, "prm": PrmConfig,
+                             "serve": ServeConfig}
 
 #: params.yaml values that differ from the config class defaults, on purpose.
 PARAMS_DIFFER_FROM_DEFAULTS = {

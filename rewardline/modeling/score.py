@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from rewardline.modeling.model import RewardModel
 
 
-def _message_list(prompt: Any) -> tuple[str, list[dict] | None]:
+def message_list(prompt: Any) -> tuple[str, list[dict] | None]:
     """A prompt given as text, or as a list of ``{role, content}`` messages."""
     if isinstance(prompt, list):
         text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
@@ -53,9 +53,7 @@ def score_texts(
     message lists. ``normalize`` subtracts the stored ``reward_mean`` (a shift: reward
     differences are unchanged) unless the model scores on an absolute scale (``link`` set).
     ``model`` / ``tokenizer`` skip loading when given."""
-    import torch  # here, not at import: `rewardline score` rejects a malformed input file without torch
-
-    from rewardline.modeling.device import select_runtime
+    from rewardline.modeling.device import select_runtime  # torch-importing modules: here, not at import
     from rewardline.modeling.formatting import Formatter
     from rewardline.modeling.model import RewardModel
 
@@ -68,12 +66,36 @@ def score_texts(
         model, tokenizer = RewardModel.load(model_dir, rt.device)
     model.eval()
     formatter = Formatter(tokenizer, model.config.format_config)
-    texts, messages = zip(*(_message_list(p) for p in prompts), strict=True)
+    texts, messages = zip(*(message_list(p) for p in prompts), strict=True)
     enc = formatter.encode(list(texts), list(responses), list(messages))
-    lengths = np.array(enc["length"])
+    out = forward_encoded(model, rt, pad_id_of(tokenizer), enc["input_ids"], enc["token_type_ids"], batch_tokens)
+    bad = np.flatnonzero(~np.isfinite(out))
+    if len(bad):
+        raise NonFiniteError(model_dir, detail=f"{len(bad)} of {len(out)} rewards are not finite (first: row "
+                                               f"{int(bad[0]) + 1}, {out[bad[0]]}); expected finite rewards from "
+                                               "a model trained with a finite loss")
+    if normalize and not model.config.absolute_scale:
+        out -= np.float32(model.config.reward_mean)
+    return out
+
+
+def pad_id_of(tokenizer: Any) -> int:
+    """The id padding positions get (masked out): the pad token, else EOS, else 0."""
+    return next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+
+
+def forward_encoded(
+    model: RewardModel, rt: Any, pad_id: int, input_ids: list[list[int]], token_type_ids: list[list[int]],
+    batch_tokens: int = 16384,
+) -> np.ndarray:
+    """Raw rewards (float32 ``[n]``, input order) of encoded rows: sorted by length (longest first), packed
+    into batches of at most ``batch_tokens`` padded tokens (rows × the batch's longest row), one forward
+    pass each under ``torch.inference_mode``. ``rt``: the :class:`~rewardline.modeling.device.Runtime`."""
+    import torch  # here, not at import: `rewardline score` rejects a malformed input file without torch
+
+    lengths = np.fromiter((len(ids) for ids in input_ids), np.int64, len(input_ids))
     order = np.argsort(-lengths, kind="stable")
-    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-    out = np.zeros(len(responses), dtype=np.float32)
+    out = np.zeros(len(input_ids), dtype=np.float32)
     with torch.inference_mode():
         i = 0
         while i < len(order):
@@ -85,20 +107,13 @@ def score_texts(
             mask = torch.zeros_like(ids)
             for j, r in enumerate(rows):
                 L = int(lengths[r])
-                ids[j, :L] = torch.tensor(enc["input_ids"][r])
-                types[j, :L] = torch.tensor(enc["token_type_ids"][r])
+                ids[j, :L] = torch.tensor(input_ids[r])
+                types[j, :L] = torch.tensor(token_type_ids[r])
                 mask[j, :L] = 1
             with rt.autocast():
                 rewards = model(ids.to(rt.device), mask.to(rt.device), types.to(rt.device))
             out[rows] = rewards.float().cpu().numpy()
             i += n
-    bad = np.flatnonzero(~np.isfinite(out))
-    if len(bad):
-        raise NonFiniteError(model_dir, detail=f"{len(bad)} of {len(out)} rewards are not finite (first: row "
-                                               f"{int(bad[0]) + 1}, {out[bad[0]]}); expected finite rewards from "
-                                               "a model trained with a finite loss")
-    if normalize and not model.config.absolute_scale:
-        out -= np.float32(model.config.reward_mean)
     return out
 
 
@@ -140,7 +155,7 @@ def check_score_row(row: Any, where: dict[str, Any], limits: Limits | None = Non
     _check_prompt(row["prompt"], where)
     if not isinstance(row["response"], str):
         raise BadInput(**where, field="response", expected="a string", got=json_type(row["response"]))
-    (limits or Limits()).check_row(_message_list(row["prompt"])[0], row["response"], **where)
+    (limits or Limits()).check_row(message_list(row["prompt"])[0], row["response"], **where)
 
 
 def read_score_rows(in_path: Path | str, check: Callable[[Any, dict[str, Any]], None] | None = None,

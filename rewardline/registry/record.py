@@ -53,7 +53,8 @@ STAGE_ARTIFACTS: dict[str, list[tuple[str, str | None]]] = {  # (project path, a
     "train": [("models/reward-model/reward_config.json", None), ("metrics/train_log.jsonl", None)],
     "evaluate": [("reports/evaluate/report.md", None), ("reports/evaluate/gates.json", None),
                  ("reports/evaluate/calibration.json", None), ("reports/evaluate/metrics.json", None),
-                 ("reports/evaluate/plots", "plots")],
+                 ("reports/evaluate/plots", "plots"),
+                 ("reports/bon", "bon")],  # the bon stage's report, curves and gates, beside evaluate's
 }
 
 

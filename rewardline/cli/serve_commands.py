@@ -1,0 +1,53 @@
+"""Scoring many candidates: ``rerank`` (in-process, JSONL) and ``serve`` (HTTP, dynamic batching)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rewardline.cli.app import ParamsOpt, SetOpt, _run, _section, app
+from rewardline.config import build, parse_overrides
+
+
+@app.command()
+def rerank(
+    model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
+    input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response (candidates)")],
+    out: Annotated[Path, typer.Option("--out", help="output JSONL: rows grouped by prompt, best first, "
+                                                    "with reward, rank, beats_others (and win_prob)")],
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="keep the best K of each prompt")] = None,
+    batch_tokens: Annotated[int, typer.Option(min=64, help="token budget of one forward batch")] = 16384,
+) -> None:
+    """Rank each prompt's candidates by reward: grouped by prompt, scored in token-budget batches.
+
+    Input rows as for ``score`` (the first malformed row exits 2 naming file, line and field)."""
+    from rewardline.serving.rerank import rerank_jsonl
+
+    _run(lambda: rerank_jsonl(model, input, out, top_k, batch_tokens))
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Option("--model", help="a trained or exported model directory")],
+    host: Annotated[str | None, typer.Option(help="bind address (default serve.host: 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default serve.port: 8000)")] = None,
+    api_key_file: Annotated[Path | None, typer.Option(
+        help="file holding the API key, mode 600 (else $REWARDLINE_API_KEY; neither: no key)")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Serve /score and /rerank over HTTP with dynamic batching, limits (413 / 422), /healthz, /readyz,
+    /metrics (Prometheus). Limits and batching: params.yaml ``serve`` section or --set serve.KEY=VALUE."""
+    from rewardline.serving.config import ServeConfig
+    from rewardline.serving.server import serve as run_server
+
+    def action() -> dict:
+        overrides = parse_overrides(set_ or [], "serve")
+        overrides.update({k: v for k, v in (("host", host), ("port", port)) if v is not None})
+        config = build(ServeConfig, _section(params, "serve"), overrides, source=str(params))
+        return run_server(model, config, api_key_file, device)
+
+    _run(action)

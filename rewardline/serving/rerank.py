@@ -1,0 +1,169 @@
+"""Rerank candidates: a loaded reward model scoring prompt groups, and the JSONL ``rerank`` command.
+
+A *prompt group* is one prompt with its candidate responses. :meth:`RewardScorer.encode_group`
+turns a group into model inputs; it is the one seam where a backbone could share work across a
+group. For encoder backbones (BERT, MiniLM: every layer attends both ways) the prompt's hidden
+states depend on the response, so each (prompt, response) is one full sequence and nothing can be
+shared. For decoders, causal attention makes the prompt prefix identical for every candidate: the
+shared-prefix path (one forward pass over the prompt, its KV cache reused by every candidate;
+issue 18) replaces ``encode_group`` and :meth:`RewardScorer.forward` for those backbones.
+
+Per candidate the output holds the input row plus
+
+    reward        r_i, the model's reward (normalised as ``rewardline score``: r − reward_mean for a BT model)
+    rank          1 = highest reward in its prompt group (ties share the order of the input, stable)
+    beats_others  (1 / (k − 1)) Σ_{j ≠ i} σ((r_i − r_j) / T): the Bradley-Terry probability that candidate i
+                  beats a uniformly chosen other candidate of its group, T the model's temperature (1 when
+                  not calibrated); 0.5 for a lone candidate
+    win_prob      Φ(r_i) or σ(r_i) (absolute-scale models only): P(it beats the prompt's anchor), as ``score``
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+from rewardline.errors import NonFiniteError
+from rewardline.modeling.score import forward_encoded, message_list, pad_id_of, read_score_rows, win_probability
+
+
+@dataclass
+class Encoded:
+    """Token ids of rows ready for :meth:`RewardScorer.forward` (one list per row)."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+
+    @property
+    def tokens(self) -> int:
+        """Total (unpadded) tokens: what the batchers' token budgets count."""
+        return sum(len(ids) for ids in self.input_ids)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @staticmethod
+    def concat(parts: list[Encoded]) -> Encoded:
+        return Encoded([ids for p in parts for ids in p.input_ids], [t for p in parts for t in p.token_type_ids])
+
+
+def read_temperature(model_dir: Path) -> float:
+    """The calibration temperature stored in ``config.json`` (``rewardline.temperature``); 1 when absent."""
+    config = Path(model_dir) / "config.json"
+    if not config.is_file():
+        return 1.0
+    return float((json.loads(config.read_text()).get("rewardline") or {}).get("temperature") or 1.0)
+
+
+class RewardScorer:
+    """A reward model loaded once, scoring prompt groups (module docstring). Thread use: one forward at a time."""
+
+    def __init__(self, model_dir: Path | str, device: str = "auto", batch_tokens: int = 16384) -> None:
+        from rewardline.modeling.device import select_runtime
+        from rewardline.modeling.formatting import Formatter
+        from rewardline.modeling.model import RewardModel
+
+        self.model_dir = Path(model_dir)
+        self.runtime = select_runtime(device, "auto")
+        self.model, self.tokenizer = RewardModel.load(model_dir, self.runtime.device)
+        self.model.eval()
+        self.formatter = Formatter(self.tokenizer, self.model.config.format_config)
+        self.pad_id = pad_id_of(self.tokenizer)
+        self.batch_tokens = batch_tokens
+        self.link = self.model.config.link
+        self.offset = 0.0 if self.model.config.absolute_scale else float(self.model.config.reward_mean)
+        self.temperature = read_temperature(self.model_dir)
+
+    def encode_group(self, prompt: Any, responses: list[str]) -> Encoded:
+        """One prompt group's model inputs: for every backbone today one (prompt, response) sequence per
+        candidate (encoders cannot share the prompt; the decoder shared-prefix path of issue 18 goes here)."""
+        text, messages = message_list(prompt)
+        enc = self.formatter.encode([text] * len(responses), list(responses), [messages] * len(responses))
+        return Encoded(enc["input_ids"], enc["token_type_ids"])
+
+    def encode_rows(self, prompts: list[Any], responses: list[str]) -> Encoded:
+        """Independent (prompt, response) rows (``/score``), formatted as in training."""
+        if not responses:
+            return Encoded([], [])
+        texts, messages = zip(*(message_list(p) for p in prompts), strict=True)
+        enc = self.formatter.encode(list(texts), list(responses), list(messages))
+        return Encoded(enc["input_ids"], enc["token_type_ids"])
+
+    def forward(self, encoded: Encoded) -> np.ndarray:
+        """Normalised rewards (float32, row order): token-budget batches, one forward pass each."""
+        raw = forward_encoded(self.model, self.runtime, self.pad_id, encoded.input_ids, encoded.token_type_ids,
+                              self.batch_tokens)
+        bad = np.flatnonzero(~np.isfinite(raw))
+        if len(bad):
+            raise NonFiniteError(self.model_dir, detail=f"{len(bad)} of {len(raw)} rewards are not finite")
+        return raw - np.float32(self.offset)
+
+    def score(self, prompts: list[Any], responses: list[str]) -> np.ndarray:
+        """Rewards of independent rows; equal to :func:`rewardline.modeling.score.score_texts`."""
+        return self.forward(self.encode_rows(prompts, responses))
+
+    def win_prob(self, rewards: np.ndarray) -> np.ndarray | None:
+        """P(beats the anchor) for an absolute-scale model, else None."""
+        return None if self.link is None else win_probability(rewards, self.link)
+
+
+def rank_group(rewards: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(rank, beats_others)`` of one group's rewards: rank 1 = highest (stable on ties), and the mean
+    Bradley-Terry probability (1/(k−1)) Σ_{j≠i} σ((r_i − r_j)/T) of beating another candidate."""
+    r = np.asarray(rewards, np.float64)
+    order = np.argsort(-r, kind="stable")
+    rank = np.empty(len(r), np.int64)
+    rank[order] = np.arange(1, len(r) + 1)
+    if len(r) < 2:
+        return rank, np.full(len(r), 0.5)
+    p = expit((r[:, None] - r[None, :]) / temperature)  # [k, k]; diagonal σ(0) = 0.5
+    beats = (p.sum(1) - 0.5) / (len(r) - 1)
+    return rank, beats
+
+
+def group_by_prompt(prompts: list[Any]) -> list[np.ndarray]:
+    """Row indices of each distinct prompt (text, or messages compared as JSON), in first-seen order."""
+    codes: dict[str, int] = {}
+    keys = [codes.setdefault(p if isinstance(p, str) else json.dumps(p, sort_keys=True), len(codes)) for p in prompts]
+    index = np.asarray(keys, np.int64)
+    order = np.argsort(index, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(index[order])) + 1) if len(order) else []
+
+
+def rerank_rows(scorer: RewardScorer, rows: list[dict], top_k: int | None = None) -> list[dict]:
+    """Rows grouped by prompt, each group encoded once (:meth:`RewardScorer.encode_group`), all groups
+    scored together in token-budget batches; returns each group's rows best first (the first ``top_k``)."""
+    groups = group_by_prompt([r["prompt"] for r in rows])
+    encoded = Encoded.concat([scorer.encode_group(rows[g[0]]["prompt"], [rows[i]["response"] for i in g])
+                              for g in groups])
+    rewards = scorer.forward(encoded)
+    win = scorer.win_prob(rewards)
+    out, start = [], 0
+    for g in groups:
+        r = rewards[start : start + len(g)]
+        rank, beats = rank_group(r, scorer.temperature)
+        for j in np.argsort(rank)[: top_k or len(g)]:
+            extra = {} if win is None else {"win_prob": float(win[start + j])}
+            out.append({**rows[g[j]], "reward": float(r[j]), "rank": int(rank[j]), "beats_others": float(beats[j]),
+                        **extra})
+        start += len(g)
+    return out
+
+
+def rerank_jsonl(model_dir: Path | str, in_path: Path | str, out_path: Path | str, top_k: int | None = None,
+                 batch_tokens: int = 16384) -> dict[str, Any]:
+    """``rewardline rerank``: ``{prompt, response, ...}`` rows of ``in_path`` (checked as ``score`` does,
+    before the model loads) → ``out_path`` grouped by prompt, best first, with reward, rank, beats_others
+    (and win_prob). Returns counts."""
+    rows = read_score_rows(in_path)
+    written = rerank_rows(RewardScorer(model_dir, batch_tokens=batch_tokens), rows, top_k) if rows else []
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in written)
+    return {"candidates": len(rows), "prompts": len(group_by_prompt([r["prompt"] for r in rows])),
+            "rows_written": len(written), "output": str(out_path)}

@@ -1,0 +1,182 @@
+"""`rewardline serve` as a real uvicorn process on a free loopback port with the tiny model: scores equal
+in-process scoring, rerank order, API key, 413 / 422 with messages, batching of concurrent requests,
+metrics, and the server still serving after each bad request."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import _free_ports, save_tiny_reward_model
+from test_rerank import alpaca_candidates
+
+from rewardline.errors import ConfigError
+from rewardline.modeling.score import score_texts
+from rewardline.serving.server import load_api_key
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).parents[2]
+KEY = "test-key-1234"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+LIMITS = {"max_request_bytes": 65536, "max_candidates": 16, "max_rows": 64, "max_chars": 4000, "max_wait_ms": 30}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_reward_model(tmp_path_factory.mktemp("serve"), max_length=64, reward_mean=0.25)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``rewardline serve`` in its own process group; the URL once /readyz answers 200."""
+    port = _free_ports(1)[0]
+    home = tmp_path_factory.mktemp("serve-home")
+    env = {"PYTHONPATH": str(ROOT), "PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HOME": str(home), "REWARDLINE_API_KEY": KEY}
+    sets = [arg for key, value in LIMITS.items() for arg in ("--set", f"{key}={value}")]
+    log = (home / "server.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "rewardline.cli", "serve", "--model", str(model_dir),
+                             "--port", str(port), *sets], cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            assert proc.poll() is None, (home / "server.log").read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready in 180 s: " + (home / "server.log").read_text()
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+
+
+def alive(url: str) -> None:
+    """The server still scores after whatever came before."""
+    got = httpx.post(f"{url}/score", json={"rows": [{"prompt": "hi", "response": "hello"}]}, headers=AUTH, timeout=30)
+    assert got.status_code == 200 and len(got.json()["rewards"]) == 1
+
+
+def test_score_equals_in_process_scoring(server: str, model_dir: Path):
+    rows = alpaca_candidates()[:30]
+    got = httpx.post(f"{server}/score", json={"rows": [{"prompt": r["prompt"], "response": r["response"]}
+                                                       for r in rows]}, headers=AUTH, timeout=60)
+    assert got.status_code == 200, got.text
+    expected = score_texts(model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows])
+    np.testing.assert_allclose(got.json()["rewards"], expected, atol=1e-5)
+    messages = [{"role": "user", "content": "What is 2+2?"}]
+    got = httpx.post(f"{server}/score", json={"rows": [{"prompt": messages, "response": "4"}]}, headers=AUTH)
+    np.testing.assert_allclose(got.json()["rewards"], score_texts(model_dir, [messages], ["4"]), atol=1e-5)
+
+
+def test_rerank_order_equals_sorting_by_reward(server: str, model_dir: Path):
+    rows = alpaca_candidates()
+    prompt = rows[0]["prompt"]
+    candidates = [r["response"] for r in rows if r["prompt"] == prompt]
+    expected = score_texts(model_dir, [prompt] * len(candidates), candidates)
+    got = httpx.post(f"{server}/rerank", json={"prompt": prompt, "candidates": candidates},
+                     headers={"X-API-Key": KEY}, timeout=60)
+    assert got.status_code == 200, got.text
+    results = got.json()["results"]
+    assert [r["index"] for r in results] == np.argsort(-expected, kind="stable").tolist()
+    assert [r["rank"] for r in results] == [1, 2, 3, 4]
+    np.testing.assert_allclose([r["reward"] for r in results], np.sort(expected)[::-1], atol=1e-5)
+    top = httpx.post(f"{server}/rerank", json={"prompt": prompt, "candidates": candidates, "top_k": 1},
+                     headers=AUTH).json()["results"]
+    assert [r["index"] for r in top] == [results[0]["index"]]
+
+
+def test_api_key_is_required_except_for_health(server: str):
+    body = {"rows": [{"prompt": "hi", "response": "hello"}]}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}):
+        got = httpx.post(f"{server}/score", json=body, headers=headers)
+        assert got.status_code == 401 and "API key" in got.json()["error"]
+    assert httpx.get(f"{server}/metrics").status_code == 401
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server}/readyz").status_code == 200
+    alive(server)
+
+
+def test_oversize_requests_get_413_and_the_server_stays_up(server: str):
+    big = {"rows": [{"prompt": "p", "response": "x" * 3999}] * 20}  # ~80 kB > max_request_bytes
+    got = httpx.post(f"{server}/score", json=big, headers=AUTH, timeout=30)
+    assert got.status_code == 413 and "max_request_bytes = 65536" in got.json()["error"]
+    alive(server)
+    got = httpx.post(f"{server}/rerank", json={"prompt": "p", "candidates": ["a"] * 17}, headers=AUTH)
+    assert got.status_code == 413 and got.json()["error"].startswith("candidates: 17 candidates, more than")
+    got = httpx.post(f"{server}/score", json={"rows": [{"prompt": "p", "response": "a"}] * 65}, headers=AUTH)
+    assert got.status_code == 413 and "max_rows = 64" in got.json()["error"]
+    got = httpx.post(f"{server}/rerank", json={"prompt": "p", "candidates": ["a", "y" * 4001]}, headers=AUTH)
+    assert got.status_code == 413 and got.json()["error"] == ("candidates.1: 4001 characters, more than "
+                                                              "serve.max_chars = 4000")
+    alive(server)
+
+
+def test_malformed_requests_get_422_naming_the_field(server: str):
+    cases = {
+        b'{"rows": [': "body: not valid JSON",
+        b'{"rows": [{"prompt": "hi"}]}': "rows.0.response: Field required",
+        b'{"rows": [{"prompt": "hi", "response": 3}]}': "rows.0.response: Input should be a valid string",
+        b'{"rows": []}': "rows: List should have at least 1 item",
+        b'{"prompt": "p", "candidates": ["a"], "top_k": 0}': "top_k: Input should be greater than or equal to 1",
+    }
+    for body, message in cases.items():
+        path = "/rerank" if b"candidates" in body else "/score"
+        got = httpx.post(f"{server}{path}", content=body, headers={**AUTH, "Content-Type": "application/json"})
+        assert got.status_code == 422, (body, got.text)
+        assert message in got.json()["error"], (body, got.json())
+    alive(server)
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(v) for v in re.findall(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M))
+
+
+def test_concurrent_requests_are_batched_and_metrics_count_them(server: str):
+    rows = alpaca_candidates()
+    prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+    before = httpx.get(f"{server}/metrics", headers=AUTH).text
+
+    def call(prompt: str) -> int:
+        body = {"prompt": prompt, "candidates": [r["response"] for r in rows if r["prompt"] == prompt]}
+        return httpx.post(f"{server}/rerank", json=body, headers=AUTH, timeout=60).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert list(pool.map(call, prompts[:16])) == [200] * 16
+    after = httpx.get(f"{server}/metrics", headers=AUTH).text
+    batches = _metric(after, "rewardline_batch_requests_count") - _metric(before, "rewardline_batch_requests_count")
+    requests = _metric(after, "rewardline_batch_requests_sum") - _metric(before, "rewardline_batch_requests_sum")
+    assert requests == 16 and batches < 16  # some forward pass served more than one request
+    assert 'rewardline_requests_total{endpoint="/rerank",status="200"}' in after
+    assert _metric(after, "rewardline_ready") == 1.0
+    assert "rewardline_request_latency_seconds_bucket" in after
+
+
+def test_api_key_file_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    key = tmp_path / "key"
+    key.write_text("s3cret\n")
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match="mode 644 lets others read it; expected 600"):
+        load_api_key(key)
+    key.chmod(0o600)
+    assert load_api_key(key) == "s3cret"
+    monkeypatch.setenv("REWARDLINE_API_KEY", "from-env")
+    assert load_api_key(None) == "from-env"
+    monkeypatch.delenv("REWARDLINE_API_KEY")
+    assert load_api_key(None) is None
