@@ -8,7 +8,7 @@ registers their commands on :data:`app`, in this order (the order ``--help`` lis
 from rewardline.cli.app import app
 
 # isort: off
-from rewardline.cli import stage_commands, model_commands, registry_commands  # noqa: F401  (registration)
+from rewardline.cli import stage_commands, model_commands, registry_commands, select_commands  # noqa: F401  (registration)
 # isort: on
 
 __all__ = ["app"]
