@@ -31,6 +31,7 @@ REGISTRATION = REPORTS_DIR / "register" / "registration.json"
 METRICS_DIR = Path("metrics")
 TRAIN_LOG = METRICS_DIR / "train_log.jsonl"  # the training log as it runs (params, curves; the registry reads it)
 TRAIN_CURVES = METRICS_DIR / "train_log.tsv"  # its last run's curves, one row per logged step (DVC plots)
+VAL_CURVES = METRICS_DIR / "val_log.tsv"  # its last run's val evaluations (every train.eval_every steps; DVC plots)
 
 #: File names inside a stage's output directory.
 METRICS_FILE = "metrics.json"

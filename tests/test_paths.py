@@ -23,7 +23,7 @@ def test_stage_outputs_and_metrics_match_dvc_yaml():
         assert _entries(stages[stage]["outs"]) == [out.as_posix(), *extra], stage
         assert _entries(stages[stage]["metrics"]) == [paths.stage_metrics(stage).as_posix()], stage
     assert _entries(stages["register"]["outs"]) == [paths.REGISTRATION.as_posix()]
-    assert _entries(stages["train"]["plots"]) == [paths.TRAIN_CURVES.as_posix()]
+    assert _entries(stages["train"]["plots"]) == [paths.TRAIN_CURVES.as_posix(), paths.VAL_CURVES.as_posix()]
     assert paths.RAW_DIR.as_posix() in stages["ingest"]["deps"]
 
 
