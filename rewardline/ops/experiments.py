@@ -7,6 +7,7 @@ Runs that differ only in their seed parameters (``train.seed``) form one *config
     for configuration c with runs i = 1..n_c:  m_c = mean_i val_accuracy_i,  s_c = sd_i (ddof 1; 0 when n_c = 1)
     best configuration  c* = argmax_c m_c       (ties: more seeds, then the lexically first name)
     promoted run        i* = argmax_{i in c*} val_accuracy_i   →  ``dvc exp apply <name of i*>``
+                        (ties: the lexically first experiment name)
 
 Selecting on the mean over seeds rather than on the single best run keeps a lucky seed of a worse
 configuration from winning; the spread s_c says how much one run of that configuration can move.
@@ -65,7 +66,8 @@ class Configuration:
         return math.sqrt(sum((s - m) ** 2 for s in self.scores) / (n - 1))
 
     def best_run(self) -> tuple[ExperimentRun, float]:
-        i = max(range(len(self.runs)), key=lambda j: (self.scores[j], -j))
+        """The run with the highest score (ties: the lexically first name)."""
+        i = min(range(len(self.runs)), key=lambda j: (-self.scores[j], self.runs[j].name))
         return self.runs[i], self.scores[i]
 
 
@@ -153,14 +155,15 @@ def summarize(configs: list[Configuration], metric: str, baseline: Mapping[str, 
     rows = []
     for config in configs:
         first = config.runs[0].params
-        rows.append({**{k: first.get(k) for k in varied if k not in seeds},
+        rows.append({**{k: str(first.get(k)) for k in varied if k not in seeds},  # str: 1e-05 stays 1e-05
                      "n_seeds": len(config.scores), f"{metric}_mean": round(config.mean, 4),
                      f"{metric}_sd": round(config.sd, 4), f"{metric}_min": round(min(config.scores), 4),
                      f"{metric}_max": round(max(config.scores), 4),
                      "runs": ",".join(r.name for r in config.runs)})
     base = (baseline or {}).get(metric)
+    label = " ".join(f"{k}={run.params.get(k)}" for k in varied if k not in seeds)  # what the grid varied
     return {"selected": run.name, "selected_rev": run.rev, "metric": metric, f"selected_{metric}": score,
-            "configuration": best.key, f"configuration_{metric}_mean": best.mean,
+            "configuration": label, f"configuration_{metric}_mean": best.mean,
             f"configuration_{metric}_sd": best.sd, "configuration_n_seeds": len(best.scores),
             f"baseline_{metric}": base, "varied_params": varied, "configurations": rows}
 

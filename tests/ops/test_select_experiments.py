@@ -36,6 +36,7 @@ def test_the_best_mean_over_seeds_wins_not_the_luckiest_run():
     assert [c.key for c in configs] == ["train.epochs=2 train.lr=0.0001", "train.epochs=2 train.lr=5e-05"]
     result = summarize(configs, "val_accuracy", {"val_accuracy": 0.55})
     assert result["selected"] == "a1" and result["selected_val_accuracy"] == 0.62
+    assert result["configuration"] == "train.lr=0.0001" and result["configurations"][1]["train.lr"] == "5e-05"
     assert result["configuration_val_accuracy_mean"] == pytest.approx(0.61)
     assert result["configuration_val_accuracy_sd"] == pytest.approx(statistics.stdev([0.60, 0.62, 0.61]))
     assert result["configuration_n_seeds"] == 3 and result["baseline_val_accuracy"] == 0.55
@@ -93,7 +94,8 @@ def _oracle(rows: list[dict]) -> tuple[str, float, float, float]:
                                                           rev["name"]))
     lr = max(by_lr, key=lambda k: statistics.fmean(a for a, _ in by_lr[k]))
     scores = [a for a, _ in by_lr[lr]]
-    return max(by_lr[lr])[1], lr, statistics.fmean(scores), statistics.stdev(scores)
+    best = min(by_lr[lr], key=lambda run: (-run[0], run[1]))  # ties: the lexically first name
+    return best[1], lr, statistics.fmean(scores), statistics.stdev(scores)
 
 
 @pytest.mark.slow
