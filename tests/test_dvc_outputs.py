@@ -67,6 +67,7 @@ def _run_stages(root: Path) -> None:
                     JsonlTracker(root / paths.TRAIN_LOG))
     write_json(metrics, root / paths.MODEL_DIR / paths.METRICS_FILE)
     write_curves_tsv(root / paths.TRAIN_LOG, root / paths.TRAIN_CURVES)
+    write_curves_tsv(root / paths.TRAIN_LOG, root / paths.VAL_CURVES, prefix="val/")
     run_evaluate(root / paths.MODEL_DIR, root / paths.PAIRS_DIR, root / paths.EVALUATE_DIR,
                  build(EvalConfig, SMALL["evaluate"]))
     for stage, out in paths.STAGE_OUT.items():
@@ -130,6 +131,7 @@ def test_dvc_plots_show_renders_every_plot_with_its_fields(project: Path):
     vega = {name: entries[0]["content"] for name, entries in plots.items() if entries[0].get("type") == "vega"}
     expected = {  # plot: (x field, x type, y field, y type)
         paths.TRAIN_CURVES.as_posix(): ("step", "quantitative", "loss", "quantitative"),
+        paths.VAL_CURVES.as_posix(): ("step", "quantitative", "accuracy", "quantitative"),
         "reports/evaluate/plots/reliability.json": ("confidence", "quantitative", "observed", "quantitative"),
         "reports/evaluate/plots/accuracy_by_category.json": ("accuracy", "quantitative", "category", "nominal"),
         "reports/evaluate/plots/reward_vs_length.csv": ("length", "quantitative", "reward", "quantitative"),
