@@ -33,6 +33,7 @@ REGISTRATION = REPORTS_DIR / "register" / "registration.json"
 METRICS_DIR = Path("metrics")
 TRAIN_LOG = METRICS_DIR / "train_log.jsonl"  # the training log as it runs (params, curves; the registry reads it)
 TRAIN_CURVES = METRICS_DIR / "train_log.tsv"  # its last run's curves, one row per logged step (DVC plots)
+VAL_CURVES = METRICS_DIR / "val_log.tsv"  # its last run's val evaluations (every train.eval_every steps; DVC plots)
 #: The evaluate stage's DVC plots, copied out of ``reports/evaluate/plots/`` as single ``cache: false`` files:
 #: DVC resolves every top-level plot path when it runs an experiment, and a path inside a cached directory
 #: output whose manifest is not in the cache (a fresh clone) fails ``dvc exp run`` with "failed to load directory".

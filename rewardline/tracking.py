@@ -97,10 +97,11 @@ def curve_rows(records: list[dict[str, Any]], prefix: str = "train/") -> list[di
     return [rows[step] for step in sorted(rows)]
 
 
-def write_curves_tsv(log_path: Path | str, out_path: Path | str) -> Path:
-    """The training curves of the last run in the JSONL log ``log_path`` as a TSV (header ``step`` then
+def write_curves_tsv(log_path: Path | str, out_path: Path | str, prefix: str = "train/") -> Path:
+    """The curves of the last run in the JSONL log ``log_path`` whose keys start with ``prefix``
+    (``train/``: every logged step; ``val/``: every evaluation on val) as a TSV (header ``step`` then
     the union of the curve names; an empty cell where a step lacks one) at ``out_path``."""
-    rows = curve_rows(JsonlTracker(log_path).read())
+    rows = curve_rows(JsonlTracker(log_path).read(), prefix)
     columns = list(dict.fromkeys(["step", *(k for row in rows for k in row)]))
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,14 @@
 
 Writes the full metrics to ``models/reward-model/metrics.json`` and their headline to
 ``metrics/train.json``; the live log ``metrics/train_log.jsonl`` and its curves as
-``metrics/train_log.tsv`` (DVC plots). Multi-GPU: ``torchrun --nproc-per-node N stages/train.py``
+``metrics/train_log.tsv`` and the val evaluations as ``metrics/val_log.tsv`` (DVC plots).
+Multi-GPU: ``torchrun --nproc-per-node N stages/train.py``
 runs the same code under DDP.
 """
 
 from rewardline.config import build, load_params
 from rewardline.data.tables import write_json
-from rewardline.paths import METRICS_FILE, MODEL_DIR, PAIRS_DIR, TRAIN_CURVES, TRAIN_LOG
+from rewardline.paths import METRICS_FILE, MODEL_DIR, PAIRS_DIR, TRAIN_CURVES, TRAIN_LOG, VAL_CURVES
 from rewardline.stage import publish_metrics, stage_main, summarize_stage
 from rewardline.tracking import JsonlTracker, write_curves_tsv
 from rewardline.training.loop import TrainConfig, train
@@ -21,6 +22,7 @@ def main() -> None:
         write_json(metrics, MODEL_DIR / METRICS_FILE)
         publish_metrics(MODEL_DIR, "train")
         write_curves_tsv(TRAIN_LOG, TRAIN_CURVES)
+        write_curves_tsv(TRAIN_LOG, VAL_CURVES, prefix="val/")
         summarize_stage("train", MODEL_DIR)
 
 

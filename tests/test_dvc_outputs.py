@@ -69,6 +69,7 @@ def _run_stages(root: Path) -> None:
                     JsonlTracker(root / paths.TRAIN_LOG))
     write_json(metrics, root / paths.MODEL_DIR / paths.METRICS_FILE)
     write_curves_tsv(root / paths.TRAIN_LOG, root / paths.TRAIN_CURVES)
+    write_curves_tsv(root / paths.TRAIN_LOG, root / paths.VAL_CURVES, prefix="val/")
     run_evaluate(root / paths.MODEL_DIR, root / paths.PAIRS_DIR, root / paths.EVALUATE_DIR,
                  build(EvalConfig, SMALL["evaluate"]))
     run_bon_stage(root / paths.MODEL_DIR, root / paths.VALIDATED_DIR, root / paths.PAIRS_DIR, root / paths.BON_DIR,
@@ -148,6 +149,7 @@ def test_dvc_plots_show_renders_every_plot_with_its_fields(project: Path):
             if entries and entries[0].get("type") == "vega"}
     expected = {  # plot: (x field, x type, y field, y type)
         paths.TRAIN_CURVES.as_posix(): ("step", "quantitative", "loss", "quantitative"),
+        paths.VAL_CURVES.as_posix(): ("step", "quantitative", "accuracy", "quantitative"),
         "metrics/plots/reliability.json": ("confidence", "quantitative", "observed", "quantitative"),
         "metrics/plots/accuracy_by_category.json": ("accuracy", "quantitative", "category", "nominal"),
         "metrics/plots/reward_vs_length.csv": ("length", "quantitative", "reward", "quantitative"),

@@ -20,11 +20,12 @@ def test_stage_outputs_and_metrics_match_dvc_yaml():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for stage, out in paths.STAGE_OUT.items():
         extra = {"train": [paths.TRAIN_LOG.as_posix()],
-                 "evaluate": [(paths.EVALUATE_PLOTS / n).as_posix() for n in paths.EVALUATE_PLOT_FILES]}.get(stage, [])
+                 "evaluate": [(paths.EVALUATE_PLOTS / n).as_posix() for n in paths.EVALUATE_PLOT_FILES],
+                 "bon": [(paths.EVALUATE_PLOTS / n).as_posix() for n in paths.BON_PLOT_FILES]}.get(stage, [])
         assert _entries(stages[stage]["outs"]) == [out.as_posix(), *extra], stage
         assert _entries(stages[stage]["metrics"]) == [paths.stage_metrics(stage).as_posix()], stage
     assert _entries(stages["register"]["outs"]) == [paths.REGISTRATION.as_posix()]
-    assert _entries(stages["train"]["plots"]) == [paths.TRAIN_CURVES.as_posix()]
+    assert _entries(stages["train"]["plots"]) == [paths.TRAIN_CURVES.as_posix(), paths.VAL_CURVES.as_posix()]
     assert paths.RAW_DIR.as_posix() in stages["ingest"]["deps"]
 
 

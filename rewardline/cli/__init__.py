@@ -9,6 +9,7 @@ from rewardline.cli.app import app
 
 # isort: off
 from rewardline.cli import stage_commands, model_commands, serve_commands, registry_commands  # noqa: F401
+from rewardline.cli import select_commands  # noqa: F401
 # isort: on
 
 __all__ = ["app"]

@@ -1,0 +1,30 @@
+"""Model selection over DVC experiments: ``rewardline select`` (see :mod:`rewardline.ops.experiments`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rewardline.cli.app import _run, app
+from rewardline.ops.experiments import DEFAULT_METRIC, DEFAULT_SEED_PARAMS
+
+
+@app.command("select")
+def select(
+    project: Annotated[Path, typer.Option(help="the DVC project whose experiments to rank")] = Path("."),
+    metric: Annotated[str, typer.Option(help="metric to maximise (a key of the experiments' metrics files)")]
+    = DEFAULT_METRIC,
+    seed_param: Annotated[list[str] | None, typer.Option(
+        "--seed-param", help="param that only changes the seed (repeatable); runs differing in these alone "
+                             "are one configuration")] = None,
+    apply: Annotated[bool, typer.Option("--apply/--dry-run", help="dvc exp apply the selected run")] = True,
+) -> None:
+    """Rank the finished DVC experiments (``dvc exp show --json``) by the mean val accuracy of each
+    configuration over its seeds, report each configuration's mean / sd / n, and ``dvc exp apply``
+    the best configuration's best run, so the pipeline's model is the promoted one."""
+    from rewardline.ops.experiments import select_experiment
+
+    seeds = tuple(seed_param) if seed_param else DEFAULT_SEED_PARAMS
+    _run(lambda: select_experiment(project, metric, seeds, apply))

@@ -1,0 +1,202 @@
+"""Model selection over DVC experiments: pick the best configuration by val accuracy, apply its run.
+
+The grid runs as DVC experiments (``dvc exp run --queue -S train.lr=... -S train.seed=...``, then
+``dvc exp run --run-all``); each experiment's params and metrics come from ``dvc exp show --json``.
+Runs that differ only in their seed parameters (``train.seed``) form one *configuration*:
+
+    for configuration c with runs i = 1..n_c:  m_c = mean_i val_accuracy_i,  s_c = sd_i (ddof 1; 0 when n_c = 1)
+    best configuration  c* = argmax_c m_c       (ties: more seeds, then the lexically first name)
+    promoted run        i* = argmax_{i in c*} val_accuracy_i   →  ``dvc exp apply <name of i*>``
+                        (ties: the lexically first experiment name)
+
+Selecting on the mean over seeds rather than on the single best run keeps a lucky seed of a worse
+configuration from winning; the spread s_c says how much one run of that configuration can move.
+Only val metrics are read: the test split stays untouched until the chosen model is evaluated.
+``dvc exp apply`` puts the run's params, metrics and outputs (the model) into the workspace, so the
+pipeline's next stages (``dvc repro evaluate``) use the promoted model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rewardline.errors import BadInput, TransientError
+
+#: The metric experiments are ranked by (a key of a metrics file, e.g. ``metrics/train.json``).
+DEFAULT_METRIC = "val_accuracy"
+#: Params that only change the seed: runs differing in these alone are one configuration.
+DEFAULT_SEED_PARAMS = ("train.seed",)
+
+
+@dataclass(frozen=True)
+class ExperimentRun:
+    """One finished experiment: its name, commit, flattened params (``train.lr``) and metrics."""
+
+    name: str
+    rev: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+@dataclass
+class Configuration:
+    """Runs sharing every param but the seed ones; ``key`` is their ``param=value`` list (seeds left out)."""
+
+    key: str
+    runs: list[ExperimentRun] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.scores) / len(self.scores)
+
+    @property
+    def sd(self) -> float:
+        """Sample standard deviation over seeds (ddof 1); 0 for a single run."""
+        n = len(self.scores)
+        if n < 2:
+            return 0.0
+        m = self.mean
+        return math.sqrt(sum((s - m) ** 2 for s in self.scores) / (n - 1))
+
+    def best_run(self) -> tuple[ExperimentRun, float]:
+        """The run with the highest score (ties: the lexically first name)."""
+        i = min(range(len(self.runs)), key=lambda j: (-self.scores[j], self.runs[j].name))
+        return self.runs[i], self.scores[i]
+
+
+def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping):
+            out.update(_flatten(item, name + "."))
+        else:
+            out[name] = item
+    return out
+
+
+def _files_data(section: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{"params.yaml": {"data": {...}}, ...}`` (dvc exp show) → one flat dict over the files, in file order."""
+    out: dict[str, Any] = {}
+    for content in (section or {}).values():
+        for key, value in _flatten((content or {}).get("data") or {}).items():
+            out.setdefault(key, value)
+    return out
+
+
+def parse_exp_show(rows: list[dict[str, Any]]) -> tuple[list[ExperimentRun], dict[str, Any] | None]:
+    """The finished experiments in ``dvc exp show --json`` output, and the baseline commit's metrics.
+
+    Experiments that failed, are queued or running, or have no data are left out."""
+    runs: list[ExperimentRun] = []
+    baseline: dict[str, Any] | None = None
+    for row in rows:
+        if row.get("rev") == "workspace":
+            continue
+        if baseline is None and row.get("data"):
+            baseline = _files_data(row["data"].get("metrics"))
+        for exp in row.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state") not in (None, "success"):
+                continue
+            for rev in exp.get("revs") or []:
+                data = rev.get("data")
+                if rev.get("error") or not data:
+                    continue
+                runs.append(ExperimentRun(name=rev.get("name") or exp.get("name") or rev["rev"][:7],
+                                          rev=rev["rev"], params=_files_data(data.get("params")),
+                                          metrics=_files_data(data.get("metrics"))))
+    return runs, baseline
+
+
+def group_configurations(runs: Iterable[ExperimentRun], metric: str = DEFAULT_METRIC,
+                         seed_params: Iterable[str] = DEFAULT_SEED_PARAMS) -> list[Configuration]:
+    """Group runs by every param except ``seed_params``; runs without a finite ``metric`` are left out.
+    Sorted best first (mean score, then more seeds, then key)."""
+    seeds = set(seed_params)
+    groups: dict[str, Configuration] = {}
+    for run in runs:
+        score = run.metrics.get(metric)
+        if not isinstance(score, int | float) or not math.isfinite(score):
+            continue
+        key = " ".join(f"{k}={v}" for k, v in sorted(run.params.items()) if k not in seeds)
+        config = groups.setdefault(key, Configuration(key))
+        config.runs.append(run)
+        config.scores.append(float(score))
+    return sorted(groups.values(), key=lambda c: (-c.mean, -len(c.scores), c.key))
+
+
+def _differing(configs: list[Configuration]) -> list[str]:
+    """The params whose value differs between runs (what the grid varied), seeds included."""
+    values: dict[str, set[str]] = {}
+    for config in configs:
+        for run in config.runs:
+            for key, value in run.params.items():
+                values.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
+    return sorted(k for k, v in values.items() if len(v) > 1)
+
+
+def summarize(configs: list[Configuration], metric: str, baseline: Mapping[str, Any] | None,
+              seed_params: Iterable[str] = DEFAULT_SEED_PARAMS) -> dict[str, Any]:
+    """The selection as a result dict: the promoted run, and each configuration's mean / sd / n."""
+    if not configs:
+        raise BadInput("dvc exp show", field=metric,
+                       detail=f"no finished experiment has a numeric {metric!r}: run the grid first "
+                              "(dvc exp run --queue -S train.lr=... ; dvc exp run --run-all)")
+    varied, seeds = _differing(configs), set(seed_params)
+    best = configs[0]
+    run, score = best.best_run()
+    rows = []
+    for config in configs:
+        first = config.runs[0].params
+        rows.append({**{k: str(first.get(k)) for k in varied if k not in seeds},  # str: 1e-05 stays 1e-05
+                     "n_seeds": len(config.scores), f"{metric}_mean": round(config.mean, 4),
+                     f"{metric}_sd": round(config.sd, 4), f"{metric}_min": round(min(config.scores), 4),
+                     f"{metric}_max": round(max(config.scores), 4),
+                     "runs": ",".join(r.name for r in config.runs)})
+    base = (baseline or {}).get(metric)
+    label = " ".join(f"{k}={run.params.get(k)}" for k in varied if k not in seeds)  # what the grid varied
+    return {"selected": run.name, "selected_rev": run.rev, "metric": metric, f"selected_{metric}": score,
+            "configuration": label, f"configuration_{metric}_mean": best.mean,
+            f"configuration_{metric}_sd": best.sd, "configuration_n_seeds": len(best.scores),
+            f"baseline_{metric}": base, "varied_params": varied, "configurations": rows}
+
+
+def _dvc(args: list[str], project: Path) -> str:
+    try:
+        proc = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, check=False)
+    except FileNotFoundError as err:  # dvc not on PATH
+        raise TransientError(f"dvc not found: {err}") from err
+    if proc.returncode != 0:
+        raise BadInput(project, field=f"dvc {' '.join(args)}",
+                       detail=f"exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return proc.stdout
+
+
+def exp_show(project: Path) -> list[dict[str, Any]]:
+    """``dvc exp show --json`` in ``project`` (the experiments of the current commit)."""
+    out = _dvc(["exp", "show", "--json"], project)
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError as err:
+        raise BadInput(project, field="dvc exp show --json", expected="JSON", got=out[:200]) from err
+
+
+def select_experiment(project: Path | str = ".", metric: str = DEFAULT_METRIC,
+                      seed_params: Iterable[str] = DEFAULT_SEED_PARAMS, apply: bool = True) -> dict[str, Any]:
+    """Rank the project's finished experiments (:func:`group_configurations`) and, with ``apply``,
+    ``dvc exp apply`` the best configuration's best run into the workspace."""
+    project = Path(project)
+    runs, baseline = parse_exp_show(exp_show(project))
+    seed_params = tuple(seed_params)
+    result = summarize(group_configurations(runs, metric, seed_params), metric, baseline, seed_params)
+    if apply:
+        _dvc(["exp", "apply", result["selected"]], project)
+    result["applied"] = apply
+    return result

@@ -1,0 +1,131 @@
+"""``rewardline select``: rank DVC experiments by mean val accuracy over seeds, apply the best run.
+
+The slow test runs a real grid (tiny backbone, ``dvc exp run --queue`` + ``--run-all``) in a fresh DVC
+project and checks the selection against an oracle computed here from ``dvc exp show --json``, then that
+``dvc exp apply`` put the selected run's params and model into the workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rewardline.errors import BadInput
+from rewardline.ops.experiments import ExperimentRun, group_configurations, parse_exp_show, summarize
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+BIN = Path(sys.executable).parent
+
+
+def _run(name: str, lr: float, seed: int, acc: float | None) -> ExperimentRun:
+    metrics = {} if acc is None else {"val_accuracy": acc}
+    return ExperimentRun(name, name * 5, {"train.lr": lr, "train.seed": seed, "train.epochs": 2}, metrics)
+
+
+def test_the_best_mean_over_seeds_wins_not_the_luckiest_run():
+    runs = [_run("a0", 1e-4, 0, 0.60), _run("a1", 1e-4, 1, 0.62), _run("a2", 1e-4, 2, 0.61),
+            _run("b0", 5e-5, 0, 0.66), _run("b1", 5e-5, 1, 0.50), _run("b2", 5e-5, 2, 0.52),  # one lucky seed
+            _run("c0", 2e-5, 0, None)]  # no metric (failed before writing it): left out
+    configs = group_configurations(runs)
+    assert [c.key for c in configs] == ["train.epochs=2 train.lr=0.0001", "train.epochs=2 train.lr=5e-05"]
+    result = summarize(configs, "val_accuracy", {"val_accuracy": 0.55})
+    assert result["selected"] == "a1" and result["selected_val_accuracy"] == 0.62
+    assert result["configuration"] == "train.lr=0.0001" and result["configurations"][1]["train.lr"] == "5e-05"
+    assert result["configuration_val_accuracy_mean"] == pytest.approx(0.61)
+    assert result["configuration_val_accuracy_sd"] == pytest.approx(statistics.stdev([0.60, 0.62, 0.61]))
+    assert result["configuration_n_seeds"] == 3 and result["baseline_val_accuracy"] == 0.55
+    assert result["varied_params"] == ["train.lr", "train.seed"]
+    assert result["configurations"][1]["val_accuracy_sd"] == pytest.approx(statistics.stdev([0.66, 0.50, 0.52]), 1e-3)
+
+
+def test_failed_and_queued_experiments_are_ignored_and_none_left_is_bad_input():
+    def exp(name: str, state: str, acc: float) -> dict:
+        data = {"params": {"params.yaml": {"data": {"train": {"lr": 0.1, "seed": 0}}}},
+                "metrics": {"metrics/train.json": {"data": {"val_accuracy": acc}}}}
+        return {"name": name, "executor": {"state": state}, "revs": [{"rev": name * 8, "name": name, "data": data}]}
+
+    rows = [{"rev": "workspace", "data": {"metrics": {}}},
+            {"rev": "c0ffee", "data": {"metrics": {"metrics/train.json": {"data": {"val_accuracy": 0.5}}}},
+             "experiments": [exp("failed", "failed", 0.9), exp("queued", "queued", 0.9), exp("ok", "success", 0.6)]}]
+    runs, baseline = parse_exp_show(rows)
+    assert [r.name for r in runs] == ["ok"] and baseline == {"val_accuracy": 0.5}
+    assert runs[0].params == {"train.lr": 0.1, "train.seed": 0}
+    with pytest.raises(BadInput, match="no finished experiment"):
+        summarize(group_configurations(runs[:0]), "val_accuracy", baseline)
+
+
+# -- a real grid -----------------------------------------------------------------------------
+DVC_YAML = """stages:
+  train:
+    cmd: rewardline -q --json train --data pairs --out model > train.json
+    deps: [pairs]
+    params: [train]
+    outs: [model]
+    metrics:
+      - train.json:
+          cache: false
+"""
+TRAIN = {"backbone": "tiny-bert", "max_length": 32, "batch_tokens": 1024, "max_steps": 6, "lr": 1e-5, "seed": 0,
+         "warmup_ratio": 0.0, "checkpoint_every": 0, "checkpoint_dir": ".cache/ck", "progress": False}
+
+
+def _sh(project: Path, *cmd: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    proc = subprocess.run(list(cmd), cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{cmd}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    return proc
+
+
+def _oracle(rows: list[dict]) -> tuple[str, float, float, float]:
+    """Best lr by mean val accuracy over seeds, its best run, mean and sd: straight from exp show."""
+    by_lr: dict[float, list[tuple[float, str]]] = {}
+    for row in rows:
+        for exp in row.get("experiments") or []:
+            for rev in exp["revs"]:
+                train = rev["data"]["params"]["params.yaml"]["data"]["train"]
+                by_lr.setdefault(train["lr"], []).append((rev["data"]["metrics"]["train.json"]["data"]["val_accuracy"],
+                                                          rev["name"]))
+    lr = max(by_lr, key=lambda k: statistics.fmean(a for a, _ in by_lr[k]))
+    scores = [a for a, _ in by_lr[lr]]
+    best = min(by_lr[lr], key=lambda run: (-run[0], run[1]))  # ties: the lexically first name
+    return best[1], lr, statistics.fmean(scores), statistics.stdev(scores)
+
+
+@pytest.mark.slow
+def test_select_promotes_the_best_configurations_best_run_of_a_real_grid(tmp_path: Path):
+    project = tmp_path / "project"
+    project.mkdir()
+    sources = (str(FIXTURES / "hh_rlhf_30.jsonl"), str(FIXTURES / "alpacaeval_20x3.json"))
+    _sh(tmp_path, "rewardline", "-q", "ingest", *sources, "--out", "ingested")
+    _sh(tmp_path, "rewardline", "-q", "validate", "ingested", "--out", "validated")
+    _sh(tmp_path, "rewardline", "-q", "pairs", "validated", "--out", str(project / "pairs"))
+    (project / "params.yaml").write_text(yaml.safe_dump({"train": TRAIN}))
+    (project / "dvc.yaml").write_text(DVC_YAML)
+    (project / ".gitignore").write_text(".cache/\n")
+    _sh(project, "git", "init", "-q")
+    _sh(project, "dvc", "init", "-q")
+    _sh(project, "git", "add", "-A")
+    _sh(project, "git", "commit", "-qm", "tiny project")
+    for lr, seed in ((1e-5, 0), (1e-5, 1), (3e-3, 0), (3e-3, 1)):  # a 2 x 2 grid: lr x seed
+        _sh(project, "dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}", "-S", f"train.seed={seed}")
+    _sh(project, "dvc", "exp", "run", "--run-all")
+    rows = json.loads(_sh(project, "dvc", "exp", "show", "--json").stdout)
+    name, lr, mean, sd = _oracle(rows)
+
+    result = json.loads(_sh(project, "rewardline", "--json", "select").stdout)
+
+    assert result["selected"] == name and result["applied"] is True
+    assert result["configuration_val_accuracy_mean"] == pytest.approx(mean)
+    assert result["configuration_val_accuracy_sd"] == pytest.approx(sd)
+    assert result["configuration_n_seeds"] == 2 and len(result["configurations"]) == 2
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["lr"] == lr  # applied: params...
+    applied = json.loads((project / "train.json").read_text())  # ...its metrics and its model
+    assert applied["val_accuracy"] == pytest.approx(result["selected_val_accuracy"])
+    assert (project / "model" / "model.safetensors").stat().st_size > 0
