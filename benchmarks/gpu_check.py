@@ -202,7 +202,7 @@ def markdown(report: dict[str, Any]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, run in report["training"].items():
         if "error" in run:
-            lines.append(f"| {name} | failed: {run['error'].splitlines()[-1] if run['error'] else ''} | | | | | |")
+            lines.append(f"| {name} | failed (the error is in gpu_check.json) | | | | | |")
             continue
         mfu_ = f"{100 * run['mfu']:.1f} %" if run["mfu"] is not None else "n/a"
         mem = f"{run['peak_memory_gb']:.1f}" if run["peak_memory_gb"] is not None else "n/a"
@@ -219,7 +219,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json and gpu_check.md")
+    parser.add_argument("--out", type=Path, help="folder for gpu_check.json and gpu_check.md (required)")
     parser.add_argument("--dry-run", action="store_true", help="tiny config on CPU, a few steps (the test's mode)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per strategy (300; dry run 3)")
     parser.add_argument("--max-length", type=int, default=None, help="tokens per sequence (1024; dry run 48)")
@@ -235,6 +235,8 @@ def main() -> None:
     if args.worker:
         worker(*args.worker)
         return
+    if args.out is None:
+        parser.error("--out DIR is required")
     small = args.dry_run
     defaults = dict(steps=(3, 300), max_length=(48, 1024), batch_tokens=(512, 65536), prompts=(40, 4000),
                     rankings=(2000, 10_000_000))
