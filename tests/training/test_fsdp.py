@@ -42,15 +42,16 @@ def setup(tmp_path_factory):
     return {"root": root, "backbone": str(backbone), "pairs": write_pairs_dir(root / "pairs")}
 
 
-def _launch(setup, tmp: Path, name: str, cfg, nproc: int, delay: float = 0.0) -> subprocess.Popen:
+def _launch(setup, tmp: Path, name: str, cfg, nproc: int, delay: float = 0.0,
+            out: str | None = None) -> subprocess.Popen:
     """``torchrun --standalone`` (a free localhost port) with ``nproc`` workers of the RUNNER (plain python for 0),
-    in a session of its own."""
+    in a session of its own; ``out``: the output folder (default ``name``)."""
     (tmp / f"{name}.json").write_text(json.dumps(cfg.__dict__))
     (tmp / "runner.py").write_text(RUNNER)
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, *launcher, str(tmp / "runner.py"), str(tmp / f"{name}.json"), str(setup["pairs"]),
-           str(tmp / name), str(tmp / f"{name}.jsonl"), str(delay)]
+           str(tmp / (out or name)), str(tmp / f"{name}.jsonl"), str(delay)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
@@ -120,14 +121,17 @@ def test_a_killed_fsdp_run_resumes_from_its_sharded_checkpoint_to_identical_weig
     proc.wait(timeout=30)
     assert not (tmp_path / "killed" / "model.safetensors").exists()
 
-    _finish(_launch(setup, tmp_path, "killed", cfg, nproc=2))  # same config: picks up the checkpoint
-    resumed = [r for r in JsonlTracker(tmp_path / "killed.jsonl").read() if r["kind"] == "metrics"]
-    starts = [r["metrics"]["resumed_from_step"] for r in resumed if "resumed_from_step" in r["metrics"]]
-    assert starts and starts[-1] >= 2  # did not start from scratch
+    _finish(_launch(setup, tmp_path, "resumed", cfg, nproc=2, out="killed"))  # same config: picks up the checkpoint
+    resumed = [r for r in JsonlTracker(tmp_path / "resumed.jsonl").read() if r["kind"] == "metrics"]
+    assert resumed[0]["step"] > 2  # did not start from scratch
+    losses = _metric(tmp_path / "resumed.jsonl", "train/loss")  # steps after the resume: AdamW state restored too
+    assert losses == _metric(uninterrupted / "fsdp.jsonl", "train/loss")[-len(losses):]
+    val = _metric(tmp_path / "resumed.jsonl", "val/loss")
+    assert val == _metric(uninterrupted / "fsdp.jsonl", "val/loss")[-len(val):]
     ref = uninterrupted / "fsdp"
     a, b = load_file(tmp_path / "killed" / "model.safetensors"), load_file(ref / "model.safetensors")
     assert a.keys() == b.keys()
-    for k in a:
+    for k in a:  # the best evaluated weights: may be those the checkpoint carried (best.safetensors)
         assert torch.equal(a[k], b[k]), k
     assert json.loads((tmp_path / "killed" / "reward_config.json").read_text()) == \
         json.loads((ref / "reward_config.json").read_text())
