@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="tiny config on CPU, a few steps (the test's mode)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per strategy (300; dry run 3)")
     parser.add_argument("--max-length", type=int, default=None, help="tokens per sequence (1024; dry run 48)")
-    parser.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per micro-batch (65536)")
+    parser.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per micro-batch (32768)")
     parser.add_argument("--prompts", type=int, default=None, help="synthetic prompts, K = 4 (4000; dry run 40)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="train.gradient_checkpointing")
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the peak bf16 TFLOP/s table")
@@ -238,7 +238,7 @@ def main() -> None:
     if args.out is None:
         parser.error("--out DIR is required")
     small = args.dry_run
-    defaults = dict(steps=(3, 300), max_length=(48, 1024), batch_tokens=(512, 65536), prompts=(40, 4000),
+    defaults = dict(steps=(3, 300), max_length=(48, 1024), batch_tokens=(512, 32768), prompts=(40, 4000),
                     rankings=(2000, 10_000_000))
     for key, (dry, full) in defaults.items():
         if getattr(args, key) is None:
