@@ -2,9 +2,9 @@
 
 Writes the full metrics to ``models/reward-model/metrics.json`` and their headline to
 ``metrics/train.json``; the live log ``metrics/train_log.jsonl`` and its curves as
-``metrics/train_log.tsv`` and the val evaluations as ``metrics/val_log.tsv`` (DVC plots).
-Multi-GPU: ``torchrun --nproc-per-node N stages/train.py``
-runs the same code under DDP.
+``metrics/train_log.tsv`` and the val evaluations as ``metrics/val_log.tsv`` (DVC plots). Multi-GPU:
+``torchrun --nproc-per-node N stages/train.py`` runs the same code under DDP or FSDP (``train.strategy``);
+several nodes: docs/distributed.md.
 """
 
 from rewardline.config import build, load_params

@@ -33,10 +33,12 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
 
-def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+def select_runtime(device: str = "auto", precision: str = "auto", group_of_one: bool = False) -> Runtime:
     """Pick the device (``auto``: CUDA if available), start the process group when launched
     by ``torchrun`` (``WORLD_SIZE > 1``: NCCL on CUDA, gloo on CPU), enable TF32 and choose
-    bf16 autocast on CUDA (``precision``: ``auto`` | ``bf16`` | ``fp32``)."""
+    bf16 autocast on CUDA (``precision``: ``auto`` | ``bf16`` | ``fp32``). ``group_of_one``: a
+    process group also for a single process (FSDP needs one), from torchrun's environment or,
+    without it, an in-memory store."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -48,8 +50,12 @@ def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
         torch.backends.cudnn.allow_tf32 = True
     else:
         dev = torch.device("cpu" if device == "auto" else device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    if (world > 1 or group_of_one) and not dist.is_initialized():
+        if world == 1 and "MASTER_ADDR" not in os.environ:
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
+        else:
+            dist.init_process_group(backend=backend)
     if precision == "auto":
         amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
     else:

@@ -1,9 +1,10 @@
-"""Training checkpoints: safetensors + JSON, no pickle.
+"""Training checkpoints: safetensors + JSON (no pickle, except DCP's metadata of a sharded one).
 
 A checkpoint ``step-<n>/`` holds ``model.safetensors``, ``optimizer.safetensors`` (AdamW tensors;
-scalars and param groups in ``state.json``), ``rng-rank<r>.safetensors`` per rank, and ``state.json``
-with the step and the run's fingerprint: a run resumes only from a checkpoint of the same run, and
-then ends with the weights of an uninterrupted run (``tests/training/test_train.py``).
+scalars and param groups in ``state.json``) or, for an FSDP-sharded model, ``sharded/`` (DCP: each
+rank's shards of both; its ``.metadata`` file is DCP's own pickle), ``rng-rank<r>.safetensors`` per
+rank, and ``state.json`` with the step and the run's fingerprint: a run resumes only from a
+checkpoint of the same run, and then ends with the weights of an uninterrupted run (``tests/training/test_train.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from rewardline.modeling.device import Runtime, barrier
 from rewardline.modeling.model import RewardModel
+from rewardline.training.parallel import is_sharded, load_sharded, save_sharded
+
+#: A sharded (FSDP) checkpoint's folder of DCP files: every rank's shards of model and AdamW state.
+SHARDED_DIR = "sharded"
 
 
 def save_checkpoint(
@@ -39,22 +44,16 @@ def save_checkpoint(
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
     save_file(rng, tmp / f"rng-rank{rt.rank}.safetensors")
+    sharded = is_sharded(model)
+    if sharded:
+        save_sharded(tmp / SHARDED_DIR, model, opt)
     barrier(rt)
     if rt.is_main:
-        save_model(model, str(tmp / "model.safetensors"))
-        state = opt.state_dict()
-        tensors, scalars = {}, {}
-        for idx, entry in state["state"].items():
-            for key, value in entry.items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
-                else:
-                    scalars[f"{idx}.{key}"] = value
-        save_file(tensors, tmp / "optimizer.safetensors")
+        meta = {"step": step, "fingerprint": fingerprint, "sharded": sharded, "extra": extra_state}
+        if not sharded:
+            meta |= _save_whole(tmp, model, opt)
         for name, extra in (extra_tensors or {}).items():
             save_file(extra, tmp / name)
-        meta = {"step": step, "fingerprint": fingerprint, "param_groups": state["param_groups"], "scalars": scalars,
-                "extra": extra_state}
         (tmp / "state.json").write_text(json.dumps(meta))
         final = ckpt_root / f"step-{step:08d}"
         shutil.rmtree(final, ignore_errors=True)  # a stale one of another run (other fingerprint), same step
@@ -63,6 +62,21 @@ def save_checkpoint(
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     barrier(rt)
+
+
+def _save_whole(tmp: Path, model: RewardModel, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """Rank 0 writes the model and the AdamW tensors (safetensors); returns the optimizer's JSON part."""
+    save_model(model, str(tmp / "model.safetensors"))
+    state = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    save_file(tensors, tmp / "optimizer.safetensors")
+    return {"param_groups": state["param_groups"], "scalars": scalars}
 
 
 def latest_checkpoint(ckpt_root: Path, fingerprint: str) -> Path | None:
@@ -77,6 +91,22 @@ def latest_checkpoint(ckpt_root: Path, fingerprint: str) -> Path | None:
 def load_checkpoint(path: Path, model: RewardModel, opt: torch.optim.Optimizer, rt: Runtime) -> int:
     """Restore weights, optimizer state and this rank's RNG state from ``path``; returns its step."""
     meta = json.loads((path / "state.json").read_text())
+    if meta.get("sharded"):
+        load_sharded(path / SHARDED_DIR, model, opt)
+    else:
+        _load_whole(path, meta, model, opt, rt)
+    rng_file = path / f"rng-rank{rt.rank}.safetensors"
+    if rng_file.exists():
+        rng = load_file(rng_file)
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    return int(meta["step"])
+
+
+def _load_whole(path: Path, meta: dict[str, Any], model: RewardModel, opt: torch.optim.Optimizer,
+                rt: Runtime) -> None:
+    """Inverse of :func:`_save_whole` (every rank reads the whole model and optimizer state)."""
     load_model(model, str(path / "model.safetensors"), device=str(rt.device))
     tensors = load_file(path / "optimizer.safetensors", device=str(rt.device))
     state: dict[int, dict[str, Any]] = {}
@@ -87,13 +117,6 @@ def load_checkpoint(path: Path, model: RewardModel, opt: torch.optim.Optimizer, 
         if "step" in entry and isinstance(entry["step"], torch.Tensor) and not opt.defaults.get("fused"):
             entry["step"] = entry["step"].cpu()
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    rng_file = path / f"rng-rank{rt.rank}.safetensors"
-    if rng_file.exists():
-        rng = load_file(rng_file)
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
-    return int(meta["step"])
 
 
 def checkpoint_extras(path: Path, tensor_file: str) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor] | None]:

@@ -14,7 +14,8 @@ The objectives (K-wise Bradley-Terry, ...) live in :mod:`rewardline.training.obj
 this module knows them only through :class:`~rewardline.training.objectives.Objective`.
 
 Distributed: launched by ``torchrun`` the same function runs as DDP (NCCL on CUDA, gloo
-on CPU). Every rank plans the same global steps (``rewardline.training.batching``) and runs its
+on CPU) or, with ``train.strategy: fsdp``, FSDP2 (:mod:`rewardline.training.parallel`).
+Every rank plans the same global steps (``rewardline.training.batching``) and runs its
 share of micro-batches; the loss of each micro-batch is divided by the weight of the
 whole global step, times the world size (DDP averages gradients), so 1 process with
 ``grad_accum = A·W`` and ``W`` processes with ``grad_accum = A`` compute the same update.
@@ -41,7 +42,6 @@ import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from pydantic import Field
-from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoTokenizer
 
 from rewardline.config import Section, build, parse_overrides
@@ -67,6 +67,7 @@ from rewardline.training.batching import (
 from rewardline.training.checkpoint import checkpoint_extras, latest_checkpoint, load_checkpoint, save_checkpoint
 from rewardline.training.objectives import OBJECTIVES, Objective, build_objective
 from rewardline.training.optim import lr_at, make_optimizer
+from rewardline.training.parallel import as_float, full_state_dict, grad_sync, is_sharded, wrap_model
 from rewardline.training.progress import TrainingProgress
 from rewardline.training.selection import BEST_WEIGHTS_FILE, ModelSelection, evaluate, no_evaluation
 from rewardline.training.step_data import load_step_groups
@@ -109,7 +110,8 @@ class TrainConfig(Section):
     margin_scale: float = Field(0.0, ge=0.0)  # m = margin_scale * pairs.margin; 0 = no margin
     center_coef: float = Field(0.0, ge=0.0)  # c in c·(r_a + r_b)²
     dropout: bool = False
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # activation checkpointing: recompute each block's activations in backward
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # data parallel: ddp (replicas) | fsdp (FSDP2 shards; parallel.py)
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
     seed: int = 0
@@ -273,8 +275,7 @@ def train_step(
     for i, mb in enumerate(mine):
         batch = collate([data.train_groups[g] for g in mb], data.tok, data.pad_id).to(rt.device)
         targets = objective.targets(batch)
-        sync = contextlib.nullcontext() if (not rt.distributed or i == len(mine) - 1) else model.no_sync()
-        with sync:
+        with grad_sync(model, last=i == len(mine) - 1):
             with rt.autocast():
                 rewards = objective.forward(model, batch)
             terms = objective.loss(rewards, targets, normalizer=global_weight / rt.world_size)
@@ -286,7 +287,7 @@ def train_step(
     opt.zero_grad(set_to_none=True)
     values = dict(zip(names, all_reduce_sum(sums, rt).cpu().tolist(), strict=True))
     values["weight"] = global_weight  # the normaliser itself: the same on every rank
-    return values, float(grad_norm)
+    return values, as_float(grad_norm)
 
 
 # -- metrics ----------------------------------------------------------------------------
@@ -358,7 +359,12 @@ def save_model_and_drop_checkpoints(model: RewardModel, data: TrainingData, val:
     model.config.step_aggregate = cfg.prm_aggregate
     if data.targets is not None:  # absolute scale: F(r) = P(beats the anchor / the typical response)
         model.config.link, model.config.anchored = data.targets.link, data.targets.anchored
+    weights = full_state_dict(model) if is_sharded(model) else None  # every rank sends its shards to rank 0
     if rt.is_main:
+        if weights is not None:  # an unsharded copy to save
+            config, model = model.config, RewardModel.from_backbone(cfg.backbone, cfg.pooling, cfg.format_config)
+            model.load_state_dict(weights)
+            model.config = config
         with staged_output(out_dir, carry=(ckpt_root,)) as staging:  # locked; the model dir is replaced whole
             model.save(staging, data.tokenizer)
         if not cfg.keep_checkpoints:
@@ -376,7 +382,7 @@ def train(pairs_dir: Path, out_dir: Path, config: TrainConfig | None = None, tra
     cfg = config or TrainConfig()
     pairs_dir, out_dir = Path(pairs_dir), Path(out_dir)
     created_group = not dist.is_initialized()
-    rt = select_runtime(cfg.device, cfg.precision)
+    rt = select_runtime(cfg.device, cfg.precision, group_of_one=cfg.strategy == "fsdp")
     created_group = created_group and dist.is_initialized()
     tracker = tracker if (tracker is not None and rt.is_main) else NullTracker()
     try:
@@ -391,7 +397,7 @@ class _Run:
     """What the steps of one run share: the set-up of :func:`_train`."""
 
     model: RewardModel
-    ddp: torch.nn.Module  # the model, DDP-wrapped when distributed
+    wrapped: torch.nn.Module  # what forward / backward run on (parallel.wrap_model)
     opt: torch.optim.Optimizer
     objective: Objective
     data: TrainingData
@@ -425,7 +431,7 @@ def _run_steps(run: _Run, start: int, cfg: TrainConfig, tracker: Tracker, rt: Ru
         lr = lr_at(step, total, cfg)
         for g in run.opt.param_groups:
             g["lr"] = lr
-        sums, grad_norm = train_step(run.ddp, run.opt, objective, run.data, run.steps[step], cfg, rt)
+        sums, grad_norm = train_step(run.wrapped, run.opt, objective, run.data, run.steps[step], cfg, rt)
         step_loss = sums["weighted_loss"] / sums["weight"]  # the same on every rank (all-reduced sums)
         if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):  # the weights are lost: no checkpoint, no model
             raise NonFiniteLoss(step + 1, step_loss, grad_norm, lr)
@@ -469,16 +475,16 @@ def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, r
     data = load_training_data(pairs_dir, cfg, rt)
     steps = plan_run(data.train_groups, cfg, rt.world_size)
     model, frozen = build_model(cfg, rt, data)
+    wrapped = wrap_model(model, cfg.strategy, rt)  # before the optimizer: FSDP swaps in sharded parameters
     opt = make_optimizer(model, cfg, rt.device)
     fingerprint = _fingerprint(cfg, data.tok, pairs_dir, rt.world_size)
     ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else out_dir / "checkpoints"
     with _run_lock(out_dir, ckpt_root, rt):
         selection = ModelSelection(cfg.eval_every, cfg.patience)
         start = resume_from_checkpoint(ckpt_root, fingerprint, model, opt, selection, cfg, rt)
-        ddp = DistributedDataParallel(model) if rt.distributed else model
         _log_run_start(tracker, cfg, rt, data.tok, len(steps))
 
-        run = _Run(model, ddp, opt, objective, data, steps, selection, ckpt_root, fingerprint)
+        run = _Run(model, wrapped, opt, objective, data, steps, selection, ckpt_root, fingerprint)
         totals, done, train_seconds = _run_steps(run, start, cfg, tracker, rt)
         selection.restore_best(model)  # the saved model is the best evaluated one
         val = selection.best_val

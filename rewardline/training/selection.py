@@ -31,6 +31,7 @@ from rewardline.modeling.model import RewardModel
 from rewardline.modeling.tokenize import TokenizedResponses
 from rewardline.training.batching import Group, collate, plan_batches
 from rewardline.training.objectives import Objective
+from rewardline.training.parallel import full_state_dict, is_sharded, load_full_state_dict
 
 #: File of the best weights inside a checkpoint folder.
 BEST_WEIGHTS_FILE = "best.safetensors"
@@ -54,10 +55,15 @@ def evaluate(
     names = [*objective.sum_names, "sequences", "reward_sum", "reward_sq_sum"]
     sums = torch.zeros(len(names), dtype=torch.float64, device=rt.device)
     batches = plan_batches(groups, batch_tokens, shuffle=False)
-    for mb in batches[rt.rank :: rt.world_size]:
-        batch = collate([groups[g] for g in mb], tok, pad_id).to(rt.device)
+    mine = batches[rt.rank :: rt.world_size]
+    # FSDP all-gathers each block's weights in its forward: every rank runs as many batches (spare ones not counted)
+    rounds = -(-len(batches) // rt.world_size) if is_sharded(model) else len(mine)
+    for i in range(rounds):
+        batch = collate([groups[g] for g in (mine[i] if i < len(mine) else batches[0])], tok, pad_id).to(rt.device)
         with rt.autocast():
             rewards = objective.forward(model, batch)
+        if i >= len(mine):
+            continue
         terms = objective.loss(rewards, objective.targets(batch, training=False))
         r = rewards.double()
         sums += torch.cat([terms.sums, torch.stack([r.new_tensor(float(len(r))), r.sum(), (r**2).sum()])])
@@ -109,8 +115,7 @@ class ModelSelection:
         self.evaluations += 1
         if self.best_step is None or score > self.best_score:
             self.best_step, self.best_score, self.best_val, self.since_best = done, score, dict(val), 0
-            self.best_weights = None if last else {
-                k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+            self.best_weights = None if last else full_state_dict(model)  # sharded: all-gathered to rank 0
         else:
             self.since_best += 1
         self.stopped_early = self.patience > 0 and self.since_best >= self.patience and not last
@@ -125,7 +130,7 @@ class ModelSelection:
     def restore_best(self, model: torch.nn.Module) -> None:
         """Load the best weights into ``model`` (nothing to do when the last evaluation was the best)."""
         if self.best_weights is not None:
-            model.load_state_dict(self.best_weights)  # copies into the parameters, on their device
+            load_full_state_dict(model, self.best_weights)  # copies into the parameters (or shards), on their device
 
     def state(self) -> dict[str, Any]:
         """JSON part of the checkpoint (the weights go to :data:`BEST_WEIGHTS_FILE`)."""
