@@ -32,6 +32,10 @@ METRICS_DIR = Path("metrics")
 TRAIN_LOG = METRICS_DIR / "train_log.jsonl"  # the training log as it runs (params, curves; the registry reads it)
 TRAIN_CURVES = METRICS_DIR / "train_log.tsv"  # its last run's curves, one row per logged step (DVC plots)
 
+#: When each stage last ran (``<stage>.json``: ``started_at``, ``ended_at``, ISO UTC), written by
+#: :func:`rewardline.stage.stage_main`; not a DVC output (outputs hold no clock), git-ignored (.cache/).
+STAGE_TIMES_DIR = Path(".cache") / "stage-times"
+
 #: File names inside a stage's output directory.
 METRICS_FILE = "metrics.json"
 GATES_FILE = "gates.json"
@@ -52,6 +56,11 @@ GATED_STAGES = ("ingest", "validate", "evaluate")
 def report_dir(stage: str) -> Path:
     """``reports/<stage>``."""
     return REPORTS_DIR / stage
+
+
+def stage_times(stage: str) -> Path:
+    """``.cache/stage-times/<stage>.json``: the stage's last start and end (wall clock, UTC)."""
+    return STAGE_TIMES_DIR / f"{stage}.json"
 
 
 def stage_metrics(stage: str) -> Path:
