@@ -35,6 +35,7 @@ from rewardline.paths import (
 )
 from rewardline.registry.base import ModelRegistry
 from rewardline.registry.bundle import build_bundle
+from rewardline.registry.datasets import log_stage_datasets
 from rewardline.registry.lineage import extra_tags_from_env, git_info, lineage_tags
 from rewardline.registry.mlflow_backend import client, configure_mlflow, ensure_configured, experiment_id, is_configured
 from rewardline.registry.mlflow_values import MAX_TAG, MetricRow, log_batch, metric_values, param_values
@@ -130,6 +131,7 @@ def _log_stage(mlflow_client: MlflowClient, run_id: str, root: Path, stage: str,
             mlflow_client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
     if stage == "ingest" and (summary := quarantine_summary(root / INGESTED_DIR, scratch / "quarantine.json")):
         mlflow_client.log_artifact(run_id, str(summary), artifact_path="quarantine")
+    log_stage_datasets(mlflow_client, run_id, root, stage)
 
 
 def pipeline_run_name(project_dir: Path | str = ".") -> str:

@@ -4,6 +4,7 @@ start and end times. A real embedded MLflow store (sqlite in a temp dir); no moc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -12,8 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
-from rewardline.paths import METRICS_FILE, MODEL_DIR, stage_times
+from rewardline.paths import METRICS_FILE, MODEL_DIR, PAIRS_DIR, stage_times
 from rewardline.registry import live as live_module
 from rewardline.registry.live import LiveRun
 from rewardline.registry.mlflow_backend import client
@@ -72,6 +74,12 @@ def test_register_nests_the_live_run_and_gives_stage_runs_their_real_times(
     with LiveRun("train", root, system_metrics=False) as run:
         run.log_metrics({"train/loss": 0.5}, 1)
         live_id = run.run_id
+    (root / PAIRS_DIR).mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / PAIRS_DIR / f"{split}.parquet").write_bytes(split.encode() * 10)
+    lock = {"schema": "2.0", "stages": {"pairs": {"cmd": "python stages/pairs.py", "outs": [
+        {"path": "data/pairs", "hash": "md5", "md5": "0123456789abcdef0123456789abcdef.dir"}]}}}
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
     (root / MODEL_DIR).mkdir(parents=True)
     (root / MODEL_DIR / METRICS_FILE).write_text(json.dumps({"mlflow_run_id": live_id, "val_accuracy": 0.7}))
     started, ended = datetime(2026, 1, 2, 3, 4, 5, 600000, UTC), datetime(2026, 1, 2, 3, 9, 0, tzinfo=UTC)
@@ -85,6 +93,13 @@ def test_register_nests_the_live_run_and_gives_stage_runs_their_real_times(
     train = mlflow_client.get_run(live_id)
     assert train.data.tags["mlflow.parentRunId"] == ids["parent"] and train.data.tags["stage"] == "train"
     assert train.data.metrics["val_accuracy"] == 0.7
+    # The splits it read, as dataset inputs: DVC's md5 of each file, the output's dvc.lock md5 as a tag.
+    inputs = {d.dataset.name: d for d in train.inputs.dataset_inputs}
+    assert set(inputs) == {"pairs-train", "pairs-val"}
+    assert inputs["pairs-train"].dataset.digest == hashlib.md5(b"train" * 10).hexdigest()
+    tags = {t.key: t.value for t in inputs["pairs-val"].tags}
+    assert tags == {"mlflow.data.context": "val", "dvc_out": "data/pairs",
+                    "dvc_md5": "0123456789abcdef0123456789abcdef.dir"}
     ingest = mlflow_client.get_run(ids["ingest"])
     assert ingest.data.tags["mlflow.parentRunId"] == ids["parent"]
     assert (ingest.info.start_time, ingest.info.end_time) == (int(started.timestamp() * 1000),
