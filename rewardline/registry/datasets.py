@@ -11,6 +11,7 @@ input (``dvc_out``, ``dvc_md5``). Outputs missing on disk are skipped.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,10 @@ def log_stage_datasets(mlflow_client: MlflowClient, run_id: str, root: Path, sta
         digest = out_md5 if path.is_dir() else file_md5(path)
         if not digest:  # a directory output before any `dvc commit`: nothing names its content
             continue
-        dataset = MetaDataset(resolve_dataset_source(path.resolve().as_uri()), name=name, digest=digest)
+        with warnings.catch_warnings():  # MLflow registers its local-file source class twice and says so
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(path.resolve().as_uri())
+        dataset = MetaDataset(source, name=name, digest=digest)
         tags = [InputTag(key="mlflow.data.context", value=context), InputTag(key="dvc_out", value=out.as_posix())]
         if out_md5:
             tags.append(InputTag(key="dvc_md5", value=out_md5))
