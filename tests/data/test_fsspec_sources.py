@@ -1,5 +1,6 @@
 """Sources on any fsspec filesystem, offline: an ``hf://``-style hub stood in for by a local filesystem
-registered under the protocol ``hftest``, and ``memory://``.
+registered under the protocol ``hftest``, ``memory://``, and ``http://`` from a local HTTP server on a
+free 127.0.0.1 port.
 
 ``hftest://datasets/<org>/<name>/<file>`` maps onto a local directory (fsspec's ``DirFileSystem``), so
 ingest, listing and the atomic-write path for filesystems without atomic PUTs (temp name, then move)
@@ -8,7 +9,10 @@ run for real through :mod:`rewardline.ops.storage` without a network.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import fsspec
@@ -87,3 +91,22 @@ def test_memory_filesystem_round_trip(tmp_path: Path):
     assert storage.read_bytes("memory://rewardline-test/a/x.bin") == b"payload"
     with pytest.raises(storage.StorageNotFound):
         storage.list_files("memory://rewardline-test/none/")
+
+
+def test_ingest_from_an_http_url(fixtures_dir: Path, tmp_path: Path):
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(fixtures_dir))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # a free port
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hh_rlhf_30.jsonl"
+        assert storage.list_files(url, suffixes=(".jsonl",)) == [url] and storage.exists(url)
+        remote = run_ingest(IngestConfig(sources=[Source(path=url, format="hh-rlhf")]), tmp_path / "remote")
+        on_disk = Source(path=str(fixtures_dir / "hh_rlhf_30.jsonl"), format="hh-rlhf")
+        local = run_ingest(IngestConfig(sources=[on_disk]), tmp_path / "local")
+        assert remote["rows_in"] == local["rows_in"] > 0
+        with pytest.raises(storage.StorageError, match="nope.jsonl"):
+            storage.read_bytes(url.replace("hh_rlhf_30", "nope"))
+    finally:
+        server.shutdown()
+        server.server_close()
