@@ -14,8 +14,10 @@ the record from it as before).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,23 @@ from rewardline.registry.mlflow_tracking import MlflowTracker
 log = logging.getLogger(__name__)
 LIVE_ENV = "REWARDLINE_MLFLOW_LIVE"  # "0" / "false": no live run
 SYSTEM_METRICS_INTERVAL_S = 10.0
+
+
+# The first request to the server (creating the run) with few retries and a short timeout, so a server
+# that is down costs seconds, not MLflow's default backoff of minutes (unless the env sets them).
+FIRST_CONTACT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@contextlib.contextmanager
+def _first_contact_limits() -> Iterator[None]:
+    """:data:`FIRST_CONTACT_ENV` for the duration of the block, for the variables the env does not set."""
+    added = {k: v for k, v in FIRST_CONTACT_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def live_enabled() -> bool:
@@ -42,7 +61,9 @@ class LiveRun:
         self._tracker: MlflowTracker | None = None
         try:
             self.tracking_uri = configure_mlflow(project_dir)
-            self._tracker = MlflowTracker(run_name=stage, tags={"stage": stage, "live": "true"})
+            with _first_contact_limits():
+                self._tracker = MlflowTracker(run_name=stage, tags={"stage": stage, "live": "true"})
+                self._tracker.run_id  # noqa: B018 - create the run now: its start time is the stage's
             if system_metrics:
                 self._start_system_metrics()
         except Exception as err:  # noqa: BLE001 - an unreachable server must not stop the stage
