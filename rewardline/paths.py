@@ -50,6 +50,10 @@ PRM_EVALUATE_DIR = REPORTS_DIR / "prm-evaluate"
 PRM_TRAIN_LOG = METRICS_DIR / "prm_train_log.jsonl"
 PRM_STAGES = ("prm_ingest", "prm_train", "prm_evaluate")  # each publishes metrics/<stage>.json
 
+#: When each stage last ran (``<stage>.json``: ``started_at``, ``ended_at``, ISO UTC), written by
+#: :func:`rewardline.stage.stage_main`; not a DVC output (outputs hold no clock), git-ignored (.cache/).
+STAGE_TIMES_DIR = Path(".cache") / "stage-times"
+
 #: File names inside a stage's output directory.
 METRICS_FILE = "metrics.json"
 GATES_FILE = "gates.json"
@@ -71,6 +75,11 @@ GATED_STAGES = ("ingest", "validate", "evaluate", "bon")
 def report_dir(stage: str) -> Path:
     """``reports/<stage>``."""
     return REPORTS_DIR / stage
+
+
+def stage_times(stage: str) -> Path:
+    """``.cache/stage-times/<stage>.json``: the stage's last start and end (wall clock, UTC)."""
+    return STAGE_TIMES_DIR / f"{stage}.json"
 
 
 def stage_metrics(stage: str) -> Path:

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +119,22 @@ def stage_main(main: Callable[[], None]) -> None:
     1 a gate failed, 2 bad input or parameters, 3 a transient / environment or internal error
     (one line on stderr; the traceback with ``REWARDLINE_VERBOSE=1``)."""
     configure_logging()
+    started = datetime.now(UTC)
     try:
         main()
     except Exception as err:  # noqa: BLE001 - every failure leaves with the contract's exit code
         code, text = describe(err, verbose=verbose_from_env())
         print(text, file=sys.stderr)
         sys.exit(code)
+    record_stage_times(Path(main.__code__.co_filename).stem, started, datetime.now(UTC))  # stages/<stage>.py
+
+
+def record_stage_times(stage: str, started: datetime, ended: datetime) -> Path:
+    """Write ``{"started_at", "ended_at"}`` (ISO 8601 UTC) to :func:`rewardline.paths.stage_times`: the
+    real run time of a stage, which ``register`` gives the stage's MLflow run (outputs never hold it)."""
+    target = paths.stage_times(stage)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    times = {"started_at": started.isoformat(timespec="milliseconds"),
+             "ended_at": ended.isoformat(timespec="milliseconds")}
+    target.write_text(json.dumps(times) + "\n")
+    return target

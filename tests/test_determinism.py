@@ -37,6 +37,9 @@ def run_data_stages(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
 
 def test_the_data_stages_write_identical_bytes_on_a_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     first = run_data_stages(tmp_path / "first", monkeypatch)
+    validated = tmp_path / "first" / "data" / "validated"  # the report links its Data Docs relatively
+    assert "](data_docs/index.html)" in (validated / "report.md").read_text()
+    assert (validated / "data_docs" / "index.html").is_file()
     time.sleep(1.1)  # a second-resolution timestamp in an output would differ too
     second = run_data_stages(tmp_path / "second-run", monkeypatch)
     only_first, only_second = sorted(first.keys() - second.keys()), sorted(second.keys() - first.keys())

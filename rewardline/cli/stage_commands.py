@@ -27,7 +27,7 @@ from rewardline.registry.names import model_uri
 
 @app.command()
 def ingest(
-    sources: Annotated[list[str], typer.Argument(help="files, directories or s3://bucket/prefix")],
+    sources: Annotated[list[str], typer.Argument(help="files, directories or URLs (s3://bucket/prefix, hf://...)")],
     out: IngestOut,
     format: Annotated[str, typer.Option(help="auto | rankings | hh-rlhf | alpaca-eval | pairwise | trl | rewardbench"
                                              " | prm800k | math-shepherd | gsm8k | solutions (step-level)")] = "auto",

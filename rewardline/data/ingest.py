@@ -83,7 +83,7 @@ def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
                 f"ingest source {source.path!r}: unknown format {source.format!r}; "
                 f"expected one of auto, {', '.join(adapters.FORMATS)}"
             )
-        if source.optional and not storage.is_s3(source.path) and not Path(source.path).exists():
+        if source.optional and not storage.is_remote(source.path) and not Path(source.path).exists():
             continue
         found = storage.list_files(source.path, suffixes=DATA_SUFFIXES)
         if not found and source.optional:

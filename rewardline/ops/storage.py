@@ -1,43 +1,50 @@
-"""Read, write and list files on the local disk or on S3 (``s3://bucket/key``).
+"""Read, write and list files on the local disk or on any fsspec filesystem (``s3://``, ``gs://``,
+``az://``, ``hf://``, ``http(s)://``, ``memory://``, any registered protocol).
 
-S3 goes through boto3:
+Remote URLs go through `fsspec <https://filesystem-spec.readthedocs.io>`_; S3 through s3fs
+(aiobotocore):
 
-* credentials come from the standard AWS chain (env ``AWS_ACCESS_KEY_ID`` /
-  ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` + ``~/.aws``, instance roles) and are never
-  read, stored or logged here;
-* the endpoint from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (e.g. a local
-  SeaweedFS or MinIO), else from :func:`configure` (``storage.endpoint_url`` in
-  ``params.yaml``), else AWS itself;
-* retries use botocore's ``standard`` mode (exponential backoff with jitter, also on
-  connection errors), ``max_attempts`` and connect/read timeouts configurable;
-* listings are paginated; files from ``multipart_threshold`` bytes up are uploaded in
-  parts, and an S3 multipart object only becomes visible when the upload completes; a
-  failed upload is aborted (best effort: when the server is unreachable the error says
-  which upload id is left, invisible, for :func:`abort_incomplete_uploads` or a bucket
-  lifecycle rule to remove).
+* credentials come from each filesystem's standard chain (for S3 the AWS env ``AWS_ACCESS_KEY_ID`` /
+  ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` + ``~/.aws``, instance roles; for ``hf://`` ``HF_TOKEN``)
+  and are never read, stored or logged here;
+* the S3 endpoint from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (e.g. a local SeaweedFS or
+  MinIO), else from :func:`configure` (``storage.endpoint_url`` in ``params.yaml``), else AWS itself;
+* S3 retries are botocore's ``standard`` mode (exponential backoff with jitter, also on connection
+  errors), ``max_attempts`` attempts per request and connect/read timeouts configurable; s3fs's own
+  retry loop is off so the bound is that one;
+* listings are recursive (``fs.find``) and paginated by the filesystem; local files of
+  ``multipart_threshold`` bytes and more are uploaded in ``multipart_chunksize`` parts (s3fs sends one
+  PUT below twice the part size), and an S3 multipart object only becomes visible when the upload
+  completes; a failed upload is aborted (best effort: when the server is unreachable the parts stay,
+  invisible, for :func:`abort_incomplete_uploads` or a bucket lifecycle rule to remove).
 
-Local writes go to a temp file in the target directory and are renamed into place
-(``os.replace``), so a reader never sees a half-written file. Failures raise
-:class:`StorageError` naming the URI.
+Atomic writes: a reader never sees a half-written file. Local writes go to a temp file in the target
+directory and are renamed into place (``os.replace``); on object stores (:data:`ATOMIC_PUT`) an object
+appears only once its PUT or multipart upload completed; on any other filesystem the data go to a
+temp name beside the target and are moved onto it. Failures raise :class:`StorageError` naming the URI.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 S3_SCHEME = "s3://"
 DEFAULT_MAX_ATTEMPTS = 5
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB  # S3's minimum for every part but the last
+BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")  # the first path segment is a bucket
+# Object stores: a PUT (or completed multipart upload) is atomic, a reader sees the old or the new object.
+ATOMIC_PUT = (*BUCKET_PROTOCOLS, "memory", "hf")
 
 
 class StorageError(OSError):
@@ -97,6 +104,12 @@ def is_s3(uri: str) -> bool:
     return uri.startswith(S3_SCHEME)
 
 
+def is_remote(uri: str) -> bool:
+    """True for a URL with a protocol other than ``file://`` (``s3://``, ``hf://``, ``https://``, ...)."""
+    protocol, sep, _ = uri.partition("://")
+    return bool(sep) and protocol not in ("", "file", "local") and "/" not in protocol
+
+
 def split_s3(uri: str) -> tuple[str, str]:
     """``s3://bucket/some/key`` -> (``bucket``, ``some/key``)."""
     bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
@@ -110,41 +123,62 @@ def endpoint_url() -> str | None:
     return settings().endpoint_url
 
 
-@lru_cache(maxsize=8)
-def _client(
-    endpoint: str | None, max_attempts: int, timeouts: tuple[float, float], pool: int, identity: tuple[str | None, ...]
-):  # noqa: ANN202
-    """One client per (endpoint, retries, timeouts, credential env): boto3 clients are thread-safe but costly."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
-        connect_timeout=timeouts[0],
-        read_timeout=timeouts[1],
-        max_pool_connections=max(10, pool * 2),
-        # S3-compatible servers on a host:port need path-style addressing; AWS picks its own.
-        s3={"addressing_style": "path" if endpoint else "auto"},
-    )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
-
-
-def s3_client(max_attempts: int | None = None):  # noqa: ANN201
-    """A cached boto3 S3 client for the current settings (``max_attempts`` overrides the setting)."""
+def s3_options(max_attempts: int | None = None) -> dict[str, Any]:
+    """``S3FileSystem`` keyword arguments for the current settings (``max_attempts`` overrides the setting)."""
     cfg = settings()
-    identity = tuple(
-        os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION")
-    )
     attempts = max_attempts if max_attempts is not None else cfg.max_attempts
-    return _client(cfg.endpoint_url, attempts, (cfg.connect_timeout, cfg.read_timeout), cfg.max_concurrency, identity)
+    return {
+        "client_kwargs": {"endpoint_url": cfg.endpoint_url} if cfg.endpoint_url else {},
+        "config_kwargs": {
+            "retries": {"mode": "standard", "max_attempts": attempts},
+            "connect_timeout": cfg.connect_timeout,
+            "read_timeout": cfg.read_timeout,
+            "max_pool_connections": max(10, cfg.max_concurrency * 2),
+            # S3-compatible servers on a host:port need path-style addressing; AWS picks its own.
+            "s3": {"addressing_style": "path" if cfg.endpoint_url else "auto"},
+        },
+        "max_concurrency": max(1, cfg.max_concurrency),
+        "use_listings_cache": False,
+    }
+
+
+@lru_cache(maxsize=16)
+def _cached_fs(protocol: str, options: str, identity: tuple[str | None, ...]):  # noqa: ANN202
+    """One filesystem per (protocol, options, credential env): instances hold connection pools."""
+    import fsspec
+
+    fs = fsspec.filesystem(protocol, skip_instance_cache=True, **json.loads(options))
+    if protocol in ("s3", "s3a"):
+        fs.retries = 1  # s3fs's own retry loop off: botocore's max_attempts is the bound
+    return fs
+
+
+def filesystem(uri: str):  # noqa: ANN201
+    """The fsspec filesystem of ``uri`` and the path inside it, ``(fs, path)``."""
+    from fsspec.core import split_protocol
+
+    protocol, _ = split_protocol(uri)
+    protocol = protocol or "file"
+    options = s3_options() if protocol in ("s3", "s3a") else {}
+    identity = tuple(os.environ.get(k) for k in (
+        "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION", "HF_TOKEN"))
+    fs = _cached_fs(protocol, json.dumps(options, sort_keys=True), identity)
+    return fs, fs._strip_protocol(uri)
+
+
+def _protocols(fs) -> set[str]:  # noqa: ANN001
+    """The protocol names of an fsspec filesystem (``fs.protocol`` is a str or a tuple)."""
+    return {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
 
 
 def _fail(op: str, uri: str, err: Exception) -> StorageError:
+    if isinstance(err, FileNotFoundError):
+        return StorageNotFound(f"{op} {uri} failed: {err or 'not found'}")
     return StorageError(f"{op} {uri} failed: {err}")
 
 
 def list_files(uri: str, suffixes: tuple[str, ...] | None = None) -> list[str]:
-    """Sorted file URIs under ``uri`` (a file, a directory searched recursively, or an S3 prefix).
+    """Sorted file URIs under ``uri`` (a file, or a directory / prefix searched recursively).
 
     ``suffixes`` keeps only names ending in one of them (e.g. ``(".jsonl", ".jsonl.gz")``).
     """
@@ -152,31 +186,29 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None) -> list[str]:
     def wanted(name: str) -> bool:
         return suffixes is None or name.endswith(tuple(suffixes))
 
-    if is_s3(uri):
-        bucket, prefix = split_s3(uri)
-        out = []
+    if is_remote(uri):
         try:
-            for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                out += [
-                    f"{S3_SCHEME}{bucket}/{obj['Key']}"
-                    for obj in page.get("Contents", [])
-                    if not obj["Key"].endswith("/") and wanted(obj["Key"])
-                ]
-        except Exception as err:  # botocore raises many unrelated types
+            fs, path = filesystem(uri)
+            found = [fs.unstrip_protocol(p) for p in fs.find(path) if not p.endswith("/") and wanted(p)]
+            if not found and _protocols(fs) & set(BUCKET_PROTOCOLS):
+                fs.ls(path.split("/")[0])  # an empty prefix is fine; a missing bucket raises
+            elif not found and not fs.exists(path):  # on other filesystems, as on the local disk
+                raise FileNotFoundError("no such file or directory")
+        except Exception as err:  # each backend raises its own types
             raise _fail("listing", uri, err) from err
-        return sorted(out)
-    path = Path(uri)
+        return sorted(found)
+    path = Path(uri.removeprefix("file://"))
     if path.is_file():
         return [str(path)] if wanted(path.name) else []
     if not path.is_dir():
         raise StorageNotFound(f"listing {uri} failed: {_why_missing(path)}")
-    found = []
+    local = []
     for entry in path.rglob("*"):
         if entry.is_file():
-            found += [str(entry)] if wanted(entry.name) else []
+            local += [str(entry)] if wanted(entry.name) else []
         elif entry.is_symlink() and (why := _why_missing(entry)).startswith("symlink loop"):
             raise StorageNotFound(f"listing {uri} failed: {why}")  # a dangling link is skipped, a loop is not
-    return sorted(found)
+    return sorted(local)
 
 
 def _why_missing(path: Path) -> str:
@@ -193,27 +225,25 @@ def _why_missing(path: Path) -> str:
 
 
 def exists(uri: str) -> bool:
-    """True when the local file or S3 object exists (an S3 object only once its write completed)."""
-    if not is_s3(uri):
-        return Path(uri).is_file()
-    bucket, key = split_s3(uri)
+    """True when the file exists (an S3 object only once its write completed)."""
+    if not is_remote(uri):
+        return Path(uri.removeprefix("file://")).is_file()
     try:
-        s3_client().head_object(Bucket=bucket, Key=key)
-        return True
+        fs, path = filesystem(uri)
+        return bool(fs.isfile(path))
+    except FileNotFoundError:
+        return False
     except Exception as err:
-        code = getattr(err, "response", {}).get("Error", {}).get("Code")
-        if code in ("404", "NoSuchKey", "NotFound"):
-            return False
         raise _fail("checking", uri, err) from err
 
 
 def read_bytes(uri: str) -> bytes:
-    """The whole content of a local file or S3 object."""
+    """The whole content of a local file or remote object."""
     try:
-        if is_s3(uri):
-            bucket, key = split_s3(uri)
-            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        return Path(uri).read_bytes()
+        if is_remote(uri):
+            fs, path = filesystem(uri)
+            return fs.cat_file(path)
+        return Path(uri.removeprefix("file://")).read_bytes()
     except Exception as err:
         raise _fail("reading", uri, err) from err
 
@@ -242,20 +272,41 @@ def _atomic_local(path: Path) -> Iterator[Path]:
         raise
 
 
-def write_bytes(uri: str, data: bytes) -> None:
-    """Write ``data`` to a local file (parents created, atomic rename) or an S3 object (atomic PUT)."""
+def _atomic_remote(fs, path: str, send: Callable[[str], None]) -> None:  # noqa: ANN001
+    """``send(target)`` to ``path`` itself on an object store (its PUT is atomic), else to a temp name
+    beside it that is then moved onto it (removed on failure)."""
+    if _protocols(fs) & set(ATOMIC_PUT):
+        send(path)
+        return
+    parent, _, name = path.rpartition("/")
+    tmp = f"{parent}/.{name}.{secrets.token_hex(6)}.part"
+    with contextlib.suppress(NotImplementedError, PermissionError):  # parents, as on the local disk
+        fs.makedirs(parent, exist_ok=True)
     try:
-        if is_s3(uri):
-            bucket, key = split_s3(uri)
-            if len(data) >= settings().multipart_threshold:
+        send(tmp)
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write ``data`` to a local file (parents created, atomic rename) or a remote object (atomic, see
+    the module docstring; S3 multipart from ``multipart_threshold`` bytes up)."""
+    try:
+        if is_remote(uri):
+            fs, path = filesystem(uri)
+            chunk = {"chunksize": settings().multipart_chunksize} if is_s3(uri) else {}
+            if is_s3(uri) and len(data) >= settings().multipart_threshold:
                 with tempfile.NamedTemporaryFile(suffix=".upload") as tmp:
                     tmp.write(data)
                     tmp.flush()
                     upload_file(tmp.name, uri)
                 return
-            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+            _atomic_remote(fs, path, lambda target: fs.pipe_file(target, data, **chunk))
             return
-        with _atomic_local(Path(uri)) as tmp:
+        with _atomic_local(Path(uri.removeprefix("file://"))) as tmp:
             tmp.write_bytes(data)
     except StorageError:
         raise
@@ -263,17 +314,35 @@ def write_bytes(uri: str, data: bytes) -> None:
         raise _fail("writing", uri, err) from err
 
 
+class _Progress:
+    """An fsspec callback that hands each completed part's byte count to ``progress``."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        from fsspec.callbacks import Callback
+
+        outer = progress
+
+        class Relay(Callback):
+            def relative_update(self, inc: int = 1) -> None:
+                super().relative_update(inc)
+                if outer is not None:
+                    outer(inc)
+
+        self.callback = Relay()
+
+
 def upload_file(local_path: str | Path, uri: str, progress: Callable[[int], None] | None = None) -> None:
-    """Copy a local file to ``uri`` (S3 or local), multipart from ``multipart_threshold`` bytes up.
+    """Copy a local file to ``uri`` (local or remote); on S3 multipart from ``multipart_threshold`` bytes up.
 
     ``progress(n_bytes)`` is called after each completed part (or once for a single PUT).
     The object becomes visible only when the whole upload succeeded; on failure the
     multipart upload is aborted (see the module docstring) and :class:`StorageError` raised.
     """
     local_path = Path(local_path)
-    if not is_s3(uri):
+    if not is_remote(uri):
         try:
-            with _atomic_local(Path(uri)) as tmp, local_path.open("rb") as src, tmp.open("wb") as dst:
+            with (_atomic_local(Path(uri.removeprefix("file://"))) as tmp, local_path.open("rb") as src,
+                  tmp.open("wb") as dst):
                 while chunk := src.read(MIB):
                     dst.write(chunk)
         except Exception as err:
@@ -282,69 +351,44 @@ def upload_file(local_path: str | Path, uri: str, progress: Callable[[int], None
             progress(local_path.stat().st_size)
         return
     cfg = settings()
-    size = local_path.stat().st_size
-    bucket, key = split_s3(uri)
-    client = s3_client()
-    if size < cfg.multipart_threshold:
+    try:
+        size = local_path.stat().st_size
+        fs, path = filesystem(uri)
+    except Exception as err:
+        raise _fail("writing", uri, err) from err
+    if not is_s3(uri):
         try:
-            with local_path.open("rb") as body:
-                client.put_object(Bucket=bucket, Key=key, Body=body)
+            _atomic_remote(fs, path, lambda target: fs.put_file(str(local_path), target))
         except Exception as err:
             raise _fail("writing", uri, err) from err
         if progress:
             progress(size)
         return
-    _multipart_upload(client, local_path, bucket, key, size, cfg, progress)
-
-
-def _multipart_upload(
-    client, path: Path, bucket: str, key: str, size: int, cfg: S3Settings, progress: Callable[[int], None] | None
-) -> None:
-    uri = f"{S3_SCHEME}{bucket}/{key}"
-    chunk = max(cfg.multipart_chunksize, MIN_PART_SIZE)
-    offsets = list(range(0, size, chunk))
+    # s3fs: one PUT below 2 * chunksize, else a multipart upload in chunksize parts, aborted on failure
+    chunksize = max(cfg.multipart_chunksize, MIN_PART_SIZE) if size >= cfg.multipart_threshold else max(size, 1)
     try:
-        upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        fs.put_file(str(local_path), path, callback=_Progress(progress).callback, chunksize=chunksize)
     except Exception as err:
-        raise _fail("writing", uri, err) from err
-
-    def send(number_offset: tuple[int, int]) -> dict:
-        number, offset = number_offset
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            body = fh.read(chunk)
-        etag = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)["ETag"]
-        if progress:
-            progress(len(body))
-        return {"PartNumber": number, "ETag": etag}
-
-    try:
-        with ThreadPoolExecutor(max(1, cfg.max_concurrency)) as pool:
-            parts = list(pool.map(send, enumerate(offsets, start=1)))
-        client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
-    except Exception as err:
-        try:
-            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            note = "incomplete upload aborted, nothing written"
-        except Exception as abort_err:  # server gone: the parts stay invisible until aborted
-            note = (
-                f"incomplete multipart upload {upload_id} could not be aborted ({type(abort_err).__name__}); "
-                "the object is not visible; remove the upload with rewardline.ops.storage.abort_incomplete_uploads"
-            )
+        multipart = size >= 2 * chunksize
+        note = ("the object is not visible; if the server kept the parts of the incomplete multipart upload, "
+                "remove them with rewardline.ops.storage.abort_incomplete_uploads" if multipart
+                else "the object is not visible")
         raise StorageError(
-            f"writing {uri} failed after {cfg.max_attempts} attempts per request: {err}; {note}"
-        ) from err
+            f"writing {uri} failed after {cfg.max_attempts} attempts per request: {err}; {note}") from err
 
 
 def abort_incomplete_uploads(uri: str) -> list[str]:
     """Abort every unfinished multipart upload under the S3 prefix ``uri``; returns the aborted keys."""
+    from fsspec.asyn import sync
+
     bucket, prefix = split_s3(uri)
-    client = s3_client()
+    fs, _ = filesystem(uri)
     aborted = []
     try:
-        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
-            for upload in page.get("Uploads", []):
-                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        for upload in fs.list_multipart_uploads(bucket):
+            if upload["Key"].startswith(prefix):
+                sync(fs.loop, fs._call_s3, "abort_multipart_upload", Bucket=bucket, Key=upload["Key"],
+                     UploadId=upload["UploadId"])
                 aborted.append(upload["Key"])
     except Exception as err:
         raise _fail("aborting uploads under", uri, err) from err
@@ -352,22 +396,14 @@ def abort_incomplete_uploads(uri: str) -> list[str]:
 
 
 def download_file(uri: str, local_path: str | Path) -> None:
-    """Copy ``uri`` (S3 or local) to a local file; the file appears only once complete."""
+    """Copy ``uri`` (local or remote) to a local file; the file appears only once complete."""
     local_path = Path(local_path)
     try:
         with _atomic_local(local_path) as tmp:
-            if is_s3(uri):
-                bucket, key = split_s3(uri)
-                from boto3.s3.transfer import TransferConfig
-
-                cfg = settings()
-                transfer = TransferConfig(
-                    multipart_threshold=cfg.multipart_threshold,
-                    multipart_chunksize=cfg.multipart_chunksize,
-                    max_concurrency=cfg.max_concurrency,
-                )
-                s3_client().download_file(bucket, key, str(tmp), Config=transfer)
+            if is_remote(uri):
+                fs, path = filesystem(uri)
+                fs.get_file(path, str(tmp))
             else:
-                tmp.write_bytes(Path(uri).read_bytes())
+                tmp.write_bytes(Path(uri.removeprefix("file://")).read_bytes())
     except Exception as err:
         raise _fail("reading", uri, err) from err

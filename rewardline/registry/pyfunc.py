@@ -3,8 +3,10 @@
 ``rewardline.registry.pyfunc`` is written into every registered version's ``MLmodel``: keep the
 module at this path (models of earlier releases name ``rewardline.tracking``, which forwards here).
 The flavour stores the bundle as the model's ``data/bundle`` and loads it with
-:func:`_load_pyfunc`: no pickle, and ``mlflow models serve --env-manager local`` works wherever
-``rewardline`` is installed.
+:func:`_load_pyfunc`: no pickle. The model ships the ``rewardline`` package as its code
+(``code_paths``) with pinned requirements, so ``mlflow models serve`` works with MLflow's default
+env manager wherever the requirements can be installed (``--env-manager local`` where the serving
+environment already has them).
 """
 
 from __future__ import annotations
@@ -137,21 +139,39 @@ def input_example(process: bool = False) -> pd.DataFrame:
     })
 
 
+# What loading and scoring a bundle imports (checked by tests/registry/test_pyfunc_packaging.py);
+# rewardline itself is not a requirement: the model ships its code (``code_paths``).
+SERVING_REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "huggingface-hub", "numpy",
+                        "pandas", "scipy", "pyarrow", "PyYAML", "fsspec")
+
+
 def _requirements() -> list[str]:
-    """Pinned requirements of the pyfunc model (given explicitly: MLflow would otherwise load the
-    model in a subprocess to infer them). ``rewardline`` itself must be installed where it is served."""
+    """:data:`SERVING_REQUIREMENTS` pinned to the versions installed here (given explicitly: MLflow would
+    otherwise load the model in a subprocess to infer them)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for name in ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "scipy"):
+    for name in SERVING_REQUIREMENTS:
         with contextlib.suppress(PackageNotFoundError):
             out.append(f"{name}=={version(name).split('+')[0]}")
     return out
 
 
+def package_dir() -> Path:
+    """The ``rewardline`` package directory, shipped inside every model as ``code/rewardline``."""
+    import rewardline
+
+    return Path(rewardline.__file__).parent
+
+
 def log_model_bundle(bundle_dir: Path, loader_module: str = LOADER_MODULE) -> Any:
     """Log ``bundle_dir`` as a pyfunc model into the active run; return MLflow's ``ModelInfo``.
-    ``loader_module`` is for compatibility tests only: new models always name this module."""
+
+    The model carries the ``rewardline`` package (``code_paths``: MLflow puts ``code/`` first on
+    ``sys.path`` when it loads the model) and pinned :data:`SERVING_REQUIREMENTS`, so ``mlflow models
+    serve`` with the default (virtualenv) env manager and ``mlflow models build-docker`` need no
+    rewardline installation. ``loader_module`` is for compatibility tests only: new models always name
+    this module."""
     import mlflow
 
     from rewardline.modeling.step_scores import is_process_model
@@ -160,6 +180,7 @@ def log_model_bundle(bundle_dir: Path, loader_module: str = LOADER_MODULE) -> An
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT, loader_module=loader_module, data_path=str(bundle_dir),
         signature=model_signature(process), input_example=input_example(process), pip_requirements=_requirements(),
+        code_paths=[str(package_dir())],
     )
 
 

@@ -31,9 +31,11 @@ from rewardline.paths import (
     STAGE_OUT,
     TRAIN_LOG,
     stage_metrics,
+    stage_times,
 )
 from rewardline.registry.base import ModelRegistry
 from rewardline.registry.bundle import build_bundle
+from rewardline.registry.datasets import log_stage_datasets
 from rewardline.registry.lineage import extra_tags_from_env, git_info, lineage_tags
 from rewardline.registry.mlflow_backend import client, configure_mlflow, ensure_configured, experiment_id, is_configured
 from rewardline.registry.mlflow_values import MAX_TAG, MetricRow, log_batch, metric_values, param_values
@@ -107,12 +109,15 @@ def stage_metrics_full(root: Path, stage: str) -> dict[str, Any]:
 
 
 def _log_stage(mlflow_client: MlflowClient, run_id: str, root: Path, stage: str, params: Mapping[str, Any],
-               scratch: Path) -> None:
-    """Params, full metrics (:func:`stage_metrics_full`), curves (train) and artifacts of one stage into its run."""
+               scratch: Path, live: bool = False) -> None:
+    """Params, full metrics (:func:`stage_metrics_full`), curves (train) and artifacts of one stage into its run
+    (``live``: a run the stage logged itself, which has its params and curves: those are not logged again)."""
     section = dict(params.get(stage) or {})
     now = int(time.time() * 1000)
     metrics = [(k, v, now, 0) for k, v in metric_values(stage_metrics_full(root, stage)).items()]
-    if stage == "train":
+    if live:
+        section = {}
+    elif stage == "train":
         log = root / TRAIN_LOG
         resolved = next((r["params"] for r in reversed(JsonlTracker(log).read()) if r.get("kind") == "params"),
                         {}) if log.exists() else {}
@@ -127,6 +132,7 @@ def _log_stage(mlflow_client: MlflowClient, run_id: str, root: Path, stage: str,
             mlflow_client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
     if stage == "ingest" and (summary := quarantine_summary(root / INGESTED_DIR, scratch / "quarantine.json")):
         mlflow_client.log_artifact(run_id, str(summary), artifact_path="quarantine")
+    log_stage_datasets(mlflow_client, run_id, root, stage)
 
 
 def pipeline_run_name(project_dir: Path | str = ".") -> str:
@@ -162,10 +168,50 @@ def pipeline_run(project_dir: Path | str = ".", experiment: str = EXPERIMENT,
         log_batch(mlflow_client, parent.info.run_id, tags={**tags, "pipeline": "rewardline"},
                   metrics=[(k, v, now, 0) for k, v in headline.items()])
         for stage in stages:
-            with mlflow.start_run(experiment_id=exp_id, run_name=stage, nested=True, tags={"stage": stage}) as child:
-                _log_stage(mlflow_client, child.info.run_id, root, stage, params, Path(scratch))
-                ids[stage] = child.info.run_id
+            ids[stage] = _stage_run(mlflow_client, exp_id, parent.info.run_id, root, stage, params, Path(scratch))
         yield ids
+
+
+def _stage_times_ms(root: Path, stage: str) -> tuple[int | None, int | None]:
+    """The stage's last ``started_at`` / ``ended_at`` (:func:`rewardline.stage.record_stage_times`) in epoch ms."""
+    times = read_json(root / stage_times(stage)) if (root / stage_times(stage)).exists() else {}
+    return tuple(int(datetime.fromisoformat(times[k]).timestamp() * 1000) if times.get(k) else None
+                 for k in ("started_at", "ended_at"))  # type: ignore[return-value]
+
+
+def _live_run(mlflow_client: MlflowClient, root: Path, stage: str) -> str | None:
+    """The id of the run the stage logged live (``mlflow_run_id`` in its metrics), if it is in this store."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = stage_metrics_full(root, stage).get("mlflow_run_id")
+    if not run_id:
+        return None
+    try:
+        return mlflow_client.get_run(run_id).info.run_id
+    except MlflowException:
+        return None  # logged to another store, or deleted: record it afresh
+
+
+def _stage_run(mlflow_client: MlflowClient, exp_id: str, parent_id: str, root: Path, stage: str,
+               params: Mapping[str, Any], scratch: Path) -> str:
+    """The nested run of ``stage`` under ``parent_id``: the run it logged live (re-parented; its params and
+    curves are there already: only artifacts and final metrics are added), else a new run with the stage's
+    real start and end times (:func:`_stage_times_ms`; now when unknown) written from its outputs."""
+    live = _live_run(mlflow_client, root, stage)
+    if live is not None:
+        log_batch(mlflow_client, live, tags={"mlflow.parentRunId": parent_id, "stage": stage})
+        _log_stage(mlflow_client, live, root, stage, params, scratch, live=True)
+        return live
+    started, ended = _stage_times_ms(root, stage)
+    run = mlflow_client.create_run(exp_id, start_time=started, run_name=stage,
+                                   tags={"mlflow.parentRunId": parent_id, "stage": stage})
+    try:
+        _log_stage(mlflow_client, run.info.run_id, root, stage, params, scratch)
+    except BaseException:
+        mlflow_client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    mlflow_client.set_terminated(run.info.run_id, "FINISHED", end_time=ended if started else None)
+    return run.info.run_id
 
 
 def log_pipeline_run(project_dir: Path | str = ".", experiment: str = EXPERIMENT,

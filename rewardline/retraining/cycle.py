@@ -97,7 +97,7 @@ def load_config(project: Path) -> tuple[RetrainConfig, dict[str, Any]]:
 
 
 def inbox_uri(project: Path, cfg: RetrainConfig) -> str:
-    return cfg.inbox if storage.is_s3(cfg.inbox) else str(project / cfg.inbox)
+    return cfg.inbox if storage.is_remote(cfg.inbox) else str(project / cfg.inbox)
 
 
 def fresh_path(project: Path, cfg: RetrainConfig, batch_id: str) -> Path:

@@ -96,7 +96,7 @@ def discover(inbox: str) -> tuple[list[Batch], list[Skipped]]:
 
     A local inbox that does not exist yet is empty.
     """
-    if not storage.is_s3(inbox) and not os.path.isdir(inbox):
+    if not storage.is_remote(inbox) and not os.path.isdir(inbox):
         return [], []
     root = inbox.rstrip("/") + "/"
     by_batch: dict[str, set[str]] = {}
