@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from rewardline.errors import ConfigError
+
 if TYPE_CHECKING:
     from rewardline.modeling.model import RewardModel
 
@@ -117,13 +119,13 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def resolve_shared_prefix(setting: str | bool, model: RewardModel) -> bool:
-    """``auto``: on when ``model.shared_prefix_unsupported()`` is None; ``True``: on, ValueError naming why it
-    cannot be; ``False``: off."""
+    """``auto``: on when ``model.shared_prefix_unsupported()`` is None; ``True``: on, :class:`ConfigError`
+    (exit 2) naming why it cannot be; ``False``: off."""
     if setting not in SETTINGS:
-        raise ValueError(f"shared_prefix must be one of {SETTINGS}, got {setting!r}")
+        raise ConfigError(f"shared_prefix must be one of {SETTINGS}, got {setting!r}")
     if setting is False:
         return False
     why_not = model.shared_prefix_unsupported()
     if setting is True and why_not is not None:
-        raise ValueError(f"shared_prefix=true, but {why_not}; set shared_prefix: auto or false")
+        raise ConfigError(f"shared_prefix=true, but {why_not}; set shared_prefix: auto or false")
     return why_not is None

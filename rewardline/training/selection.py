@@ -45,6 +45,7 @@ def evaluate(
     batch_tokens: int,
     rt: Runtime,
     objective: Objective,
+    packed: bool = False,
 ) -> dict[str, float]:
     """The objective's summary on evaluation targets (for ``bt``: loss without margins, pairwise
     accuracy, comparisons) and the reward mean / std over ``groups`` (sharded over ranks,
@@ -53,11 +54,11 @@ def evaluate(
     model.eval()
     names = [*objective.sum_names, "sequences", "reward_sum", "reward_sq_sum"]
     sums = torch.zeros(len(names), dtype=torch.float64, device=rt.device)
-    batches = plan_batches(groups, batch_tokens, shuffle=False)
+    batches = plan_batches(groups, batch_tokens, shuffle=False, packed=packed)
     for mb in batches[rt.rank :: rt.world_size]:
-        batch = collate([groups[g] for g in mb], tok, pad_id).to(rt.device)
+        batch = collate([groups[g] for g in mb], tok, pad_id, packed).to(rt.device)
         with rt.autocast():
-            rewards = model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+            rewards = model(**batch.model_inputs())
         terms = objective.loss(rewards, objective.targets(batch, training=False))
         r = rewards.double()
         sums += torch.cat([terms.sums, torch.stack([r.new_tensor(float(len(r))), r.sum(), (r**2).sum()])])
