@@ -22,12 +22,14 @@ def decoder() -> RewardModel:
 
 
 def random_groups(seed: int = 0) -> list[list[np.ndarray]]:
-    """Groups of K = 1, 2, 4, 3 responses: prompts of 5-40 tokens, responses of 1-12 tokens (ragged: padding)."""
+    """Groups of K = 2, 4, 1, 3 responses (prompts of 5-40 tokens, responses of 1-12: ragged, so padded)
+    and one pair without a common prefix."""
     rng = np.random.default_rng(seed)
     groups = []
     for k, p in ((2, 40), (4, 17), (1, 9), (3, 5)):
         prompt = rng.integers(1000, 2000, p)
         groups.append([np.concatenate([prompt, rng.integers(1000, 2000, rng.integers(1, 13))]) for _ in range(k)])
+    groups.append([rng.integers(1000, 2000, 8), rng.integers(1000, 2000, 6)])  # nothing in common (e.g. cut prompts)
     return groups
 
 
@@ -74,7 +76,7 @@ def test_packed_rewards_equal_per_response_encoding(decoder, attention, monkeypa
     packed = pack_groups(groups, pad_id=0)
     got = decoder(packed.input_ids, packed.attention_mask, position_ids=packed.position_ids,
                   read_index=packed.read_index)
-    assert packed.input_ids.numel() < sum(len(s) for g in groups for s in g)  # fewer tokens, padding included
+    assert packed.n_tokens < sum(len(s) for g in groups for s in g)  # each prompt encoded once
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
 
 
