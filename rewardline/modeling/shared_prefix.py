@@ -34,15 +34,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 
 from rewardline.errors import ConfigError
-
-if TYPE_CHECKING:
-    from rewardline.modeling.model import RewardModel
 
 #: Attention implementations that take a custom 4-D mask (flash-attention takes none).
 MASK_ATTENTION = ("eager", "sdpa")
@@ -118,8 +115,9 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
-def resolve_shared_prefix(setting: str | bool, model: RewardModel) -> bool:
-    """``auto``: on when ``model.shared_prefix_unsupported()`` is None; ``True``: on, :class:`ConfigError`
+def resolve_shared_prefix(setting: str | bool, model: Any) -> bool:
+    """Whether ``model`` (a ``RewardModel``; not imported: it imports this module) runs packed groups.
+    ``auto``: on when ``model.shared_prefix_unsupported()`` is None; ``True``: on, :class:`ConfigError`
     (exit 2) naming why it cannot be; ``False``: off."""
     if setting not in SETTINGS:
         raise ConfigError(f"shared_prefix must be one of {SETTINGS}, got {setting!r}")
