@@ -10,8 +10,10 @@ of ``R`` tokens (fixed lengths, so neither side pads). For each (P, R, K):
 
 Training step = forward + grouped BT loss over all C(K, 2) pairs + backward (no optimizer step:
 the same on both sides); scoring = forward under ``torch.inference_mode``. Each is timed
-``--repeats`` times after one warm-up; the median is reported with pairs/s (training) and
-responses/s (scoring). Tokens encoded per step: ``K(P+R)`` vs ``P+KR``, whose ratio bounds the
+``--repeats`` times after one warm-up; the median CPU seconds of the process (one torch thread by
+default, so CPU time is the compute and other processes on a shared machine barely move it; the
+median wall time is in the JSON too) give pairs/s (training) and responses/s (scoring).
+Tokens encoded per step: ``K(P+R)`` vs ``P+KR``, whose ratio bounds the
 speed-up of the token-linear part of the model (projections, MLP); attention with a dense block
 mask does not skip the masked half of the score matrix, so the measured speed-up is below it.
 
@@ -64,14 +66,16 @@ def bt_loss(rewards: torch.Tensor, n_groups: int, k: int) -> torch.Tensor:
     return torch.nn.functional.softplus(-(r[:, list(a)] - r[:, list(b)])).mean()
 
 
-def timed(fn: Callable[[], None], repeats: int) -> float:
+def timed(fn: Callable[[], None], repeats: int) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds of this process (``time.process_time``) per call."""
     fn()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def measure(model: RewardModel, groups: list[list[np.ndarray]], k: int, repeats: int) -> dict[str, float]:
@@ -101,13 +105,14 @@ def measure(model: RewardModel, groups: list[list[np.ndarray]], k: int, repeats:
     out: dict[str, float] = {"max_reward_gap": gap, "tokens_per_response": int(ids.numel()),
                              "tokens_shared": packed.n_tokens}
     for name, inputs in (("per_response", per_response), ("shared", shared)):
-        t_train = timed(train_step(inputs), repeats)
-        t_score = timed(score(inputs), repeats)
+        (out[f"{name}_train_wall_s"], t_train), (out[f"{name}_score_wall_s"], t_score) = (
+            timed(train_step(inputs), repeats), timed(score(inputs), repeats))
         out[f"{name}_train_s"], out[f"{name}_score_s"] = t_train, t_score
         out[f"{name}_train_pairs_per_s"] = pairs / t_train
         out[f"{name}_score_responses_per_s"] = responses / t_score
-    out["train_speedup"] = out["per_response_train_s"] / out["shared_train_s"]
-    out["score_speedup"] = out["per_response_score_s"] / out["shared_score_s"]
+    for kind in ("train", "score"):
+        out[f"{kind}_speedup"] = out[f"per_response_{kind}_s"] / out[f"shared_{kind}_s"]
+        out[f"{kind}_speedup_wall"] = out[f"per_response_{kind}_wall_s"] / out[f"shared_{kind}_wall_s"]
     out["token_ratio"] = out["tokens_per_response"] / out["tokens_shared"]
     return out
 
@@ -119,11 +124,11 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=4, help="prompts per step")
     ap.add_argument("--shapes", default="384:128:2,384:128:4", help="P:R:K,... prompt tokens, response tokens, K")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: CPU seconds of the process are the compute, robust to a loaded machine)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     model = build_model(args.layers, args.hidden)
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -140,7 +145,8 @@ def main() -> None:
               f"{m['per_response_train_pairs_per_s']:.2f} → {m['shared_train_pairs_per_s']:.2f} | "
               f"{m['train_speedup']:.2f}x | {m['per_response_score_responses_per_s']:.1f} → "
               f"{m['shared_score_responses_per_s']:.1f} | {m['score_speedup']:.2f}x |  (max reward gap "
-              f"{m['max_reward_gap']:.1e})", flush=True)
+              f"{m['max_reward_gap']:.1e}; wall-clock speed-ups {m['train_speedup_wall']:.2f}x / "
+              f"{m['score_speedup_wall']:.2f}x)", flush=True)
     results["machine"]["load_after"] = os.getloadavg()
     if args.out:
         with open(args.out, "w") as f:

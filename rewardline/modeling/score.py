@@ -84,7 +84,7 @@ def score_texts(
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     with torch.inference_mode():
         if resolve_shared_prefix(shared_prefix, model):
-            keys = [json.dumps(p, sort_keys=True) for p in prompts]
+            keys = [json.dumps(p, sort_keys=True, default=str) for p in prompts]
             out = _score_shared_prefix(model, rt, enc["input_ids"], keys, pad_id, batch_tokens)
         else:
             out = _score_rows(model, rt, enc, pad_id, batch_tokens)
