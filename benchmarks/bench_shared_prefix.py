@@ -88,6 +88,8 @@ def measure(model: RewardModel, groups: list[list[np.ndarray]], k: int, repeats:
               "position_ids": packed.position_ids, "read_index": packed.read_index}
     with torch.no_grad():  # same rewards either way (the tests hold it to 1e-5; a sanity check here)
         gap = float((model(**per_response) - model(**shared)).abs().max())
+    if gap > 1e-4:
+        raise SystemExit(f"shared-prefix rewards differ from per-response ones by {gap:.2e}: the packing is wrong")
 
     def train_step(inputs: dict[str, torch.Tensor]) -> Callable[[], None]:
         def run() -> None:
