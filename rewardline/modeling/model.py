@@ -47,6 +47,7 @@ from rewardline.modeling.hf_format import (
     write_rewardline_section,
 )
 from rewardline.modeling.model_files import UNREADABLE, check_model_dir, load_pretrained, load_tokenizer, require
+from rewardline.modeling.shared_prefix import MASK_ATTENTION, additive_mask
 
 POOLINGS = ("auto", "first", "last", "mean")
 MODEL_POOLING = "model"  # a foreign *ForSequenceClassification: its own pooling and head
@@ -158,9 +159,16 @@ class RewardModel(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         step_rows: torch.Tensor | None = None,
         step_cols: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        read_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Rewards ``[N]`` (one per sequence, pooled); with ``step_rows`` / ``step_cols`` (PRM) the head's
-        logits ``[S]`` at those positions instead: ``w · h[step_rows[s], step_cols[s]] + b``."""
+        """Rewards ``[N]`` of ``N`` padded sequences (a 2-D ``attention_mask``, pooled); with ``step_rows`` /
+        ``step_cols`` (PRM) the head's logits ``[S]`` at those positions instead:
+        ``w · h[step_rows[s], step_cols[s]] + b``; or the rewards of the responses of shared-prefix packed
+        groups (:mod:`rewardline.modeling.shared_prefix`): a boolean 4-D ``attention_mask`` ``[G, 1, T, T]``,
+        its ``position_ids`` and ``read_index`` ``[N, 2]``, the (row, column) of each response's last token."""
+        if attention_mask.dim() == 4:
+            return self._forward_packed(input_ids, attention_mask, position_ids, read_index)
         kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self.config.uses_token_type_ids:
             kwargs["token_type_ids"] = token_type_ids
@@ -181,6 +189,34 @@ class RewardModel(nn.Module):
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float()
+
+    def _forward_packed(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor | None,
+                        read_index: torch.Tensor | None) -> torch.Tensor:
+        """``r_i = w · h[read_index_i] + b`` over packed groups (the mask, additive in the weights' dtype,
+        is passed to the backbone as-is)."""
+        if position_ids is None or read_index is None or self.config.pooling != "last":
+            raise ValueError("packed groups need position_ids, read_index and pooling 'last'")
+        dtype = next(self.backbone.parameters()).dtype
+        hidden = self.backbone(input_ids=input_ids, attention_mask=additive_mask(mask, dtype),
+                               position_ids=position_ids).last_hidden_state
+        pooled = hidden[read_index[:, 0], read_index[:, 1]]
+        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float()
+
+    def shared_prefix_unsupported(self) -> str | None:
+        """None when this model can run shared-prefix packed groups, else why not: an encoder (bidirectional
+        attention: the prompt sees the response), a pooling other than ``last``, no ``position_ids``, or an
+        attention implementation without custom 4-D masks."""
+        config = self.backbone.config
+        if is_encoder(config):
+            return f"{config.model_type} is an encoder (bidirectional attention: the prompt sees the response)"
+        if self.config.pooling != "last":
+            return f"pooling is {self.config.pooling!r}; a shared prefix needs the reward at the last token (last)"
+        if not self._takes_position_ids:
+            return f"{type(self.backbone).__name__} takes no position_ids"
+        attn = getattr(config, "_attn_implementation", None)
+        if attn not in MASK_ATTENTION:
+            return f"attention implementation {attn!r} takes no custom 4-D mask (needs one of {MASK_ATTENTION})"
+        return None
 
     def freeze_unused(self) -> list[str]:
         """Freeze parameters that get no gradient (e.g. BERT's pooler), so DDP needs no

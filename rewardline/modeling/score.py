@@ -4,6 +4,13 @@ Rows are formatted exactly as in training (the model directory's ``reward_config
 sorted by length, packed to ``batch_tokens`` padded tokens, run under
 ``torch.inference_mode`` and returned in input order.
 
+Shared prefix (decoders, ``shared_prefix="auto"``): rows are grouped by prompt and each group of up
+to ``MAX_BRANCHES`` responses is one row ``[prompt | r_1 | ... | r_K]``
+(:mod:`rewardline.modeling.shared_prefix`), so the prompt is encoded once; rows are packed to
+``batch_tokens`` packed tokens. The rewards equal per-response encoding (the prefix is the common
+token prefix of the group's sequences, so any grouping is exact; grouping by prompt makes it long).
+Encoders and poolings other than ``last`` score per response.
+
 A model trained on utility targets (``reward_config.json``: ``link`` set) scores on an absolute
 scale: its reward is not shifted by ``reward_mean``, and :func:`score_jsonl` adds
 
@@ -28,7 +35,11 @@ from rewardline.data.limits import Limits
 from rewardline.errors import BadInput, NonFiniteError, json_type
 
 if TYPE_CHECKING:
+    from rewardline.modeling.device import Runtime
     from rewardline.modeling.model import RewardModel
+
+#: Responses of one prompt packed into one shared-prefix row at most (its attention mask is T² per row).
+MAX_BRANCHES = 16
 
 
 def message_list(prompt: Any) -> tuple[str, list[dict] | None]:
@@ -48,14 +59,19 @@ def score_texts(
     device: str = "auto",
     model: RewardModel | None = None,
     tokenizer: Any = None,
+    shared_prefix: str | bool = "auto",
 ) -> np.ndarray:
     """Rewards (float32 ``[n]``) of ``(prompt, response)`` rows; prompts are text or
     message lists. ``normalize`` subtracts the stored ``reward_mean`` (a shift: reward
     differences are unchanged) unless the model scores on an absolute scale (``link`` set).
-    ``model`` / ``tokenizer`` skip loading when given."""
-    from rewardline.modeling.device import select_runtime  # torch-importing modules: here, not at import
+    ``model`` / ``tokenizer`` skip loading when given. ``shared_prefix``: ``auto`` (on for
+    decoders), ``True`` (ConfigError when the model cannot) or ``False`` (module docstring)."""
+    import torch  # here, not at import: `rewardline score` rejects a malformed input file without torch
+
+    from rewardline.modeling.device import select_runtime
     from rewardline.modeling.formatting import Formatter
     from rewardline.modeling.model import RewardModel
+    from rewardline.modeling.shared_prefix import resolve_shared_prefix
 
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses differ in length")
@@ -68,7 +84,13 @@ def score_texts(
     formatter = Formatter(tokenizer, model.config.format_config)
     texts, messages = zip(*(message_list(p) for p in prompts), strict=True)
     enc = formatter.encode(list(texts), list(responses), list(messages))
-    out = forward_encoded(model, rt, pad_id_of(tokenizer), enc["input_ids"], enc["token_type_ids"], batch_tokens)
+    pad_id = pad_id_of(tokenizer)
+    with torch.inference_mode():
+        if resolve_shared_prefix(shared_prefix, model):
+            keys = [json.dumps(p, sort_keys=True, default=str) for p in prompts]
+            out = _score_shared_prefix(model, rt, enc["input_ids"], keys, pad_id, batch_tokens)
+        else:
+            out = forward_encoded(model, rt, pad_id, enc["input_ids"], enc["token_type_ids"], batch_tokens)
     bad = np.flatnonzero(~np.isfinite(out))
     if len(bad):
         raise NonFiniteError(model_dir, detail=f"{len(bad)} of {len(out)} rewards are not finite (first: row "
@@ -115,6 +137,54 @@ def forward_encoded(
             out[rows] = rewards.float().cpu().numpy()
             i += n
     return out
+
+
+def _score_shared_prefix(model: RewardModel, rt: Runtime, ids: list[list[int]], keys: list[str], pad_id: int,
+                         batch_tokens: int) -> np.ndarray:
+    """Raw rewards of the encoded rows, grouped by ``keys`` (the prompt) into chunks of at most
+    ``MAX_BRANCHES``, one shared-prefix row per chunk, longest rows first, ``batch_tokens`` packed
+    tokens per batch."""
+    from rewardline.modeling.shared_prefix import pack_groups, packed_length
+
+    by_key: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_key.setdefault(key, []).append(i)
+    chunks = [rows[j : j + MAX_BRANCHES] for rows in by_key.values() for j in range(0, len(rows), MAX_BRANCHES)]
+    seqs = [[np.asarray(ids[r]) for r in chunk] for chunk in chunks]
+    lengths = np.array([packed_length(s) for s in seqs])
+    order = np.argsort(-lengths, kind="stable")
+    out = np.zeros(len(ids), dtype=np.float32)
+    i = 0
+    while i < len(order):
+        n = max(1, batch_tokens // max(int(lengths[order[i]]), 1))  # the first (longest) row sets the width
+        take = order[i : i + n]
+        packed = pack_groups([seqs[c] for c in take], pad_id)
+        with rt.autocast():
+            rewards = model(packed.input_ids.to(rt.device), packed.attention_mask.to(rt.device),
+                            position_ids=packed.position_ids.to(rt.device), read_index=packed.read_index.to(rt.device))
+        out[[r for c in take for r in chunks[c]]] = rewards.float().cpu().numpy()  # read_index: chunk by chunk
+        i += n
+    return out
+
+
+def score_prompt_groups(
+    model_dir: Path | str,
+    prompts: list[Any],
+    responses: list[list[str]],
+    batch_tokens: int = 16384,
+    normalize: bool = True,
+    model: RewardModel | None = None,
+    tokenizer: Any = None,
+) -> list[np.ndarray]:
+    """Rewards of each prompt's candidate responses (``responses[i]`` for ``prompts[i]``), e.g. to rerank
+    them: one float32 array per prompt, in the candidates' order. On a decoder each prompt is encoded
+    once for all its candidates (shared prefix); the rewards equal :func:`score_texts` per response."""
+    if len(prompts) != len(responses):
+        raise ValueError("prompts and responses differ in length (one list of candidates per prompt)")
+    flat_prompts = [p for p, cands in zip(prompts, responses, strict=True) for _ in cands]
+    flat = score_texts(model_dir, flat_prompts, [c for cands in responses for c in cands], batch_tokens, normalize,
+                       model=model, tokenizer=tokenizer)
+    return np.split(flat, np.cumsum([len(c) for c in responses])[:-1])
 
 
 def win_probability(rewards: np.ndarray, link: str) -> np.ndarray:

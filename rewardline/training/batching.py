@@ -11,6 +11,11 @@ epoch, so batches differ between epochs) and packed greedily while
 batch of its own. Padding is dynamic (to the longest sequence of the batch) and the
 order of batches is shuffled.
 
+Shared prefix (``train.shared_prefix``, decoders): a group is packed into one row
+``[prompt | r_1 | ... | r_K]`` (:mod:`rewardline.modeling.shared_prefix`), so a batch is
+``n_groups`` rows of ``packed_len = P + Σ S_i`` tokens and the budget counts packed tokens:
+``n_groups · padded_packed_length <= batch_tokens``.
+
 Sharding (DDP + gradient accumulation): the batches of an epoch are cut into global
 steps of ``world · accum`` micro-batches (the last step is filled by wrapping around to
 the epoch's first batches, never by dropping data). Rank ``r`` runs micro-batches
@@ -43,6 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from rewardline.modeling.shared_prefix import pack_groups, packed_length
 from rewardline.modeling.tokenize import TokenizedResponses
 
 WEIGHTINGS = ("prompt", "comparison")
@@ -92,6 +98,7 @@ class Group:
     margin: np.ndarray  # float32 [C]
     weight: np.ndarray  # float32 [C]
     max_len: int
+    packed_len: int = 0  # tokens of the shared-prefix row: prompt prefix once + every response's suffix
     target: np.ndarray | None = None  # float32 [K] fitted utility of each row (pointwise objectives)
     target_weight: np.ndarray | None = None  # float32 [K], sums to weight.sum()
     # process reward models (rewardline.training.step_data): one entry per kept step of the group's solutions
@@ -123,6 +130,14 @@ class Batch:
     last_step: torch.Tensor | None = None  # [N] index into the S steps of each row's last step (-1: none)
     outcome: torch.Tensor | None = None  # [N]
     outcome_known: torch.Tensor | None = None  # [N]
+    position_ids: torch.Tensor | None = None  # [G, T] shared-prefix rows (attention_mask then [G, 1, T, T])
+    read_index: torch.Tensor | None = None  # [N, 2] (row, column) of each sequence's last token
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """The keyword arguments of ``RewardModel.forward`` for this batch (packed or not)."""
+        extra = {} if self.position_ids is None else {"position_ids": self.position_ids, "read_index": self.read_index}
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                "token_type_ids": self.token_type_ids, **extra}
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -171,6 +186,7 @@ def build_groups(pairs: pa.Table, tok: TokenizedResponses, weighting: str = "pro
             margin=np.array(margin, dtype=np.float32),
             weight=comparison_weights(np.array([len(idx)]), weighting),
             max_len=int(tok.lengths[rows].max()),
+            packed_len=packed_length([tok.sequence(int(r))[0] for r in rows]),
         )
         if targets is not None:
             _attach_targets(group, list(local), targets)
@@ -189,14 +205,15 @@ def _attach_targets(group: Group, response_ids: list[str], targets: ResponseTarg
 
 
 def plan_batches(
-    groups: list[Group], batch_tokens: int, seed: int = 0, epoch: int = 0, shuffle: bool = True
+    groups: list[Group], batch_tokens: int, seed: int = 0, epoch: int = 0, shuffle: bool = True, packed: bool = False
 ) -> list[list[int]]:
-    """Pack group indices into batches of at most ``batch_tokens`` padded tokens."""
+    """Pack group indices into batches of at most ``batch_tokens`` padded tokens (``packed``: a
+    group is one row of ``packed_len`` tokens)."""
     if not groups:
         return []
     rng = np.random.default_rng([seed, epoch])
-    lengths = np.array([g.max_len for g in groups], dtype=np.float64)
-    sizes = np.array([len(g.rows) for g in groups], dtype=np.int64)
+    lengths = np.array([g.packed_len if packed else g.max_len for g in groups], dtype=np.float64)
+    sizes = np.ones(len(groups), np.int64) if packed else np.array([len(g.rows) for g in groups], dtype=np.int64)
     key = lengths * np.exp(rng.uniform(-0.1, 0.1, len(groups))) if shuffle else lengths
     order = np.argsort(key, kind="stable")
     batches: list[list[int]] = []
@@ -233,9 +250,11 @@ def rank_micro_batches(step: list[list[int]], rank: int, world: int) -> list[lis
     return step[rank::world]
 
 
-def collate(groups: list[Group], tok: TokenizedResponses, pad_id: int) -> Batch:
+def collate(groups: list[Group], tok: TokenizedResponses, pad_id: int, packed: bool = False) -> Batch:
     """Stack the groups' sequences, right-padded to the longest, and offset the
-    comparison indices into the stacked batch."""
+    comparison indices into the stacked batch (``packed``: :func:`collate_packed`)."""
+    if packed:
+        return collate_packed(groups, tok, pad_id)
     seqs = [tok.sequence(int(r)) for g in groups for r in g.rows]
     n, t = len(seqs), max(len(s[0]) for s in seqs)
     ids = np.full((n, t), pad_id, dtype=np.int64)
@@ -245,26 +264,35 @@ def collate(groups: list[Group], tok: TokenizedResponses, pad_id: int) -> Batch:
         ids[i, : len(s)] = s
         types[i, : len(s)] = ty
         mask[i, : len(s)] = 1
-    offsets = np.cumsum([0] + [len(g.rows) for g in groups[:-1]])
     return Batch(
         input_ids=torch.from_numpy(ids),
         attention_mask=torch.from_numpy(mask),
         token_type_ids=torch.from_numpy(types),
-        idx_a=torch.from_numpy(np.concatenate([g.a + o for g, o in zip(groups, offsets, strict=True)])),
-        idx_b=torch.from_numpy(np.concatenate([g.b + o for g, o in zip(groups, offsets, strict=True)])),
-        label=torch.from_numpy(np.concatenate([g.label for g in groups])),
-        margin=torch.from_numpy(np.concatenate([g.margin for g in groups])),
-        weight=torch.from_numpy(np.concatenate([g.weight for g in groups])),
         n_tokens=int(mask.sum()),
-        target=_stack([g.target for g in groups]),
-        target_weight=_stack([g.target_weight for g in groups]),
-        **(_step_fields(groups, offsets) if groups[0].step_row is not None else {}),
+        **_group_fields(groups),
+        **(_step_fields(groups) if groups[0].step_row is not None else {}),
     )
 
 
-def _step_fields(groups: list[Group], offsets: np.ndarray) -> dict[str, torch.Tensor]:
+def collate_packed(groups: list[Group], tok: TokenizedResponses, pad_id: int) -> Batch:
+    """One shared-prefix row per group (:func:`rewardline.modeling.shared_prefix.pack_groups`); rewards come
+    out in the same order as :func:`collate`'s rows, so the comparison indices are the same."""
+    rows = pack_groups([[tok.sequence(int(r))[0] for r in g.rows] for g in groups], pad_id)
+    return Batch(
+        input_ids=rows.input_ids,
+        attention_mask=rows.attention_mask,
+        token_type_ids=torch.zeros_like(rows.input_ids),
+        n_tokens=rows.n_tokens,
+        **_group_fields(groups),
+        position_ids=rows.position_ids,
+        read_index=rows.read_index,
+    )
+
+
+def _step_fields(groups: list[Group]) -> dict[str, torch.Tensor]:
     """The PRM fields of a batch: the groups' step arrays with rows offset into the stacked batch, and
     each row's last kept step (for the outcome term), -1 for a row whose steps were all dropped."""
+    offsets = np.cumsum([0] + [len(g.rows) for g in groups[:-1]])
     rows = np.concatenate([g.step_row + o for g, o in zip(groups, offsets, strict=True)])
     n_rows = int(sum(len(g.rows) for g in groups))
     last = np.full(n_rows, -1, np.int64)
@@ -277,6 +305,20 @@ def _step_fields(groups: list[Group], offsets: np.ndarray) -> dict[str, torch.Te
         "last_step": torch.from_numpy(last),
         "outcome": torch.from_numpy(np.concatenate([g.outcome for g in groups])),
         "outcome_known": torch.from_numpy(np.concatenate([g.outcome_known for g in groups])),
+    }
+
+
+def _group_fields(groups: list[Group]) -> dict[str, torch.Tensor | None]:
+    """The comparisons (indices offset into the stacked sequences) and per-row targets of ``groups``."""
+    offsets = np.cumsum([0] + [len(g.rows) for g in groups[:-1]])
+    return {
+        "idx_a": torch.from_numpy(np.concatenate([g.a + o for g, o in zip(groups, offsets, strict=True)])),
+        "idx_b": torch.from_numpy(np.concatenate([g.b + o for g, o in zip(groups, offsets, strict=True)])),
+        "label": torch.from_numpy(np.concatenate([g.label for g in groups])),
+        "margin": torch.from_numpy(np.concatenate([g.margin for g in groups])),
+        "weight": torch.from_numpy(np.concatenate([g.weight for g in groups])),
+        "target": _stack([g.target for g in groups]),
+        "target_weight": _stack([g.target_weight for g in groups]),
     }
 
 

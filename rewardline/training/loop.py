@@ -50,6 +50,7 @@ from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, select_runtime
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
+from rewardline.modeling.shared_prefix import resolve_shared_prefix
 from rewardline.modeling.tokenize import TokenizedResponses, tokenize_pairs_dir
 from rewardline.ops.atomic import exclusive, staged_output
 from rewardline.tracking import NullTracker, Tracker
@@ -112,6 +113,7 @@ class TrainConfig(Section):
     dropout: bool = False
     gradient_checkpointing: bool = False  # activation checkpointing: recompute each block's activations in backward
     strategy: Literal["ddp", "fsdp"] = "ddp"  # data parallel: ddp (replicas) | fsdp (FSDP2 shards; parallel.py)
+    shared_prefix: Literal["auto"] | bool = "auto"  # decoders: a prompt encoded once for its K responses (auto: on)
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
     seed: int = 0
@@ -159,6 +161,7 @@ class TrainingData:
     targets: ResponseTargets | None = None  # per-response utilities (objectives with ``needs_targets``)
     step_separator: str | None = None  # objective prm: the separator token (rewardline.modeling.steps)
     separator_added: bool = False  # ... added to the tokenizer: the embeddings are resized
+    packed: bool = False  # shared-prefix rows (``train.shared_prefix`` resolved for the model)
 
 
 def _read_split(pairs_dir: Path, split: str) -> Any:
@@ -193,11 +196,11 @@ def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> Traini
     return TrainingData(tokenizer, tok, pad_id, train_groups, val_groups, tokenize_seconds, targets)
 
 
-def plan_run(groups: list[Group], cfg: TrainConfig, world_size: int) -> list[list[list[int]]]:
+def plan_run(groups: list[Group], cfg: TrainConfig, world_size: int, packed: bool = False) -> list[list[list[int]]]:
     """The whole run's global steps (micro-batches of group indices), identical on every rank."""
     steps: list[list[list[int]]] = []
     for epoch in range(cfg.epochs):
-        batches = plan_batches(groups, cfg.batch_tokens, cfg.seed, epoch)
+        batches = plan_batches(groups, cfg.batch_tokens, cfg.seed, epoch, packed=packed)
         steps += plan_steps(batches, world_size, cfg.grad_accum)
     return steps[: cfg.max_steps] if cfg.max_steps > 0 else steps
 
@@ -273,7 +276,7 @@ def train_step(
     sums = torch.zeros(len(names), dtype=torch.float64, device=rt.device)
     mine = rank_micro_batches(step, rt.rank, rt.world_size)
     for i, mb in enumerate(mine):
-        batch = collate([data.train_groups[g] for g in mb], data.tok, data.pad_id).to(rt.device)
+        batch = collate([data.train_groups[g] for g in mb], data.tok, data.pad_id, data.packed).to(rt.device)
         targets = objective.targets(batch)
         with grad_sync(model, last=i == len(mine) - 1):
             with rt.autocast():
@@ -412,7 +415,7 @@ def _validate(run: _Run, done: int, total: int, cfg: TrainConfig, tracker: Track
     if not run.data.val_groups or not run.selection.due(done, total):
         return False
     val = evaluate(run.model, run.data.val_groups, run.data.tok, run.data.pad_id, cfg.eval_batch_tokens, rt,
-                   run.objective)
+                   run.objective, run.data.packed)
     stop = run.selection.update(done, val, run.model, last=done == total)
     tracker.log_metrics(run.selection.curve_point(val), step=done)
     return stop
@@ -473,8 +476,9 @@ def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, r
     torch.manual_seed(cfg.seed)
     objective = build_objective(cfg.objective, cfg)
     data = load_training_data(pairs_dir, cfg, rt)
-    steps = plan_run(data.train_groups, cfg, rt.world_size)
     model, frozen = build_model(cfg, rt, data)
+    data.packed = OBJECTIVES[cfg.objective].data_kind != "steps" and resolve_shared_prefix(cfg.shared_prefix, model)
+    steps = plan_run(data.train_groups, cfg, rt.world_size, data.packed)
     wrapped = wrap_model(model, cfg.strategy, rt)  # before the optimizer: FSDP swaps in sharded parameters
     opt = make_optimizer(model, cfg, rt.device)
     fingerprint = _fingerprint(cfg, data.tok, pairs_dir, rt.world_size)

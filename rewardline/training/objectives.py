@@ -148,7 +148,7 @@ class Objective(ABC):
 
     def forward(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """What :meth:`loss` scores: one reward per sequence of ``batch`` (``model`` may be DDP-wrapped)."""
-        return model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        return model(**batch.model_inputs())
 
     def _terms(self, loss: torch.Tensor, weighted_sum: torch.Tensor, weight_sum: torch.Tensor,
                *counts: torch.Tensor | int) -> LossTerms:

@@ -46,6 +46,7 @@ def evaluate(
     batch_tokens: int,
     rt: Runtime,
     objective: Objective,
+    packed: bool = False,
 ) -> dict[str, float]:
     """The objective's summary on evaluation targets (for ``bt``: loss without margins, pairwise
     accuracy, comparisons) and the reward mean / std over ``groups`` (sharded over ranks,
@@ -54,12 +55,13 @@ def evaluate(
     model.eval()
     names = [*objective.sum_names, "sequences", "reward_sum", "reward_sq_sum"]
     sums = torch.zeros(len(names), dtype=torch.float64, device=rt.device)
-    batches = plan_batches(groups, batch_tokens, shuffle=False)
+    batches = plan_batches(groups, batch_tokens, shuffle=False, packed=packed)
     mine = batches[rt.rank :: rt.world_size]
     # FSDP all-gathers each block's weights in its forward: every rank runs as many batches (spare ones not counted)
     rounds = -(-len(batches) // rt.world_size) if is_sharded(model) else len(mine)
     for i in range(rounds):
-        batch = collate([groups[g] for g in (mine[i] if i < len(mine) else batches[0])], tok, pad_id).to(rt.device)
+        batch = collate([groups[g] for g in (mine[i] if i < len(mine) else batches[0])], tok, pad_id,
+                        packed).to(rt.device)
         with rt.autocast():
             rewards = objective.forward(model, batch)
         if i >= len(mine):
