@@ -74,10 +74,8 @@ def write_pairs(path: Path, n_prompts: int, words: tuple[int, int], seed: int = 
     import itertools
 
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from rewardline.data.schema import PAIRS, PROMPTS, RESPONSES, conform
+    from rewardline.pairs.expand import write_pairs_rows
 
     rng = np.random.default_rng(seed)
     prompts, responses, pairs = [], [], []
@@ -93,13 +91,7 @@ def write_pairs(path: Path, n_prompts: int, words: tuple[int, int], seed: int = 
             pairs.append({"prompt_id": pid, "response_a_id": f"{pid}r{a}", "response_b_id": f"{pid}r{b}",
                           "label": 1.0, "n_votes": 1, "margin": float(abs(quality[i] - quality[j])),
                           "category": "syn", "split": "val" if p % 20 == 19 else "train"})
-    path.mkdir(parents=True, exist_ok=True)
-    pq.write_table(conform(pa.Table.from_pylist(prompts), PROMPTS), path / "prompts.parquet")
-    pq.write_table(conform(pa.Table.from_pylist(responses), RESPONSES), path / "responses.parquet")
-    table = conform(pa.Table.from_pylist(pairs), PAIRS)
-    for split in ("train", "val", "test"):
-        pq.write_table(table.filter(pa.compute.equal(table.column("split"), split)), path / f"{split}.parquet")
-    return path
+    return write_pairs_rows(path, prompts, responses, pairs)
 
 
 def worker(cfg_file: Path, pairs: Path, out: Path, result: Path) -> None:

@@ -217,3 +217,14 @@ def write_targets(pairs: pa.Table, in_dir: Path, out_dir: Path, config: PairsCon
     targets, stats = fit_targets(pairs, responses, config.targets, config.target_prior_sd)
     write_table(targets, out_dir / TARGETS_FILE)
     return stats
+
+
+def write_pairs_rows(out_dir: Path, prompts: list[dict], responses: list[dict], pairs: list[dict]) -> Path:
+    """A pairs directory in :func:`run_pairs`'s layout (``prompts``, ``responses``, one table per split) from
+    plain rows, each conformed to its schema: synthetic preference data for tests and benchmarks."""
+    write_table(schema.conform(pa.Table.from_pylist(prompts), schema.PROMPTS), out_dir / "prompts.parquet")
+    write_table(schema.conform(pa.Table.from_pylist(responses), schema.RESPONSES), out_dir / "responses.parquet")
+    table = schema.conform(pa.Table.from_pylist(pairs), schema.PAIRS)
+    for split in ("train", "val", "test"):
+        write_table(table.filter(pc.equal(table["split"], split)), out_dir / f"{split}.parquet")
+    return out_dir

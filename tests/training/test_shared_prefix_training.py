@@ -6,18 +6,17 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from rewardline.data.schema import PAIRS, PROMPTS, RESPONSES, conform
 from rewardline.modeling.backbones import resolve_backbone
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.tokenize import tokenize_pairs_dir
+from rewardline.pairs.expand import write_pairs_rows
 from rewardline.training.batching import build_groups, collate, plan_batches
 from rewardline.training.loop import TrainConfig, train
 from rewardline.training.objectives import build_objective
@@ -43,13 +42,7 @@ def write_long_prompt_pairs(path: Path, n_prompts: int = 12, seed: int = 0) -> P
             pairs.append({"prompt_id": pid, "response_a_id": f"{pid}r{i}", "response_b_id": f"{pid}r{j}",
                           "label": float(rng.integers(0, 2)), "n_votes": 1, "margin": 1.0, "category": "syn",
                           "split": "val" if p % 4 == 3 else "train"})
-    path.mkdir(parents=True, exist_ok=True)
-    pq.write_table(conform(pa.Table.from_pylist(prompts), PROMPTS), path / "prompts.parquet")
-    pq.write_table(conform(pa.Table.from_pylist(responses), RESPONSES), path / "responses.parquet")
-    table = conform(pa.Table.from_pylist(pairs), PAIRS)
-    for split in ("train", "val", "test"):
-        pq.write_table(table.filter(pa.compute.equal(table.column("split"), split)), path / f"{split}.parquet")
-    return path
+    return write_pairs_rows(path, prompts, responses, pairs)
 
 
 @pytest.fixture(scope="module")

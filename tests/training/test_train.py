@@ -23,13 +23,13 @@ from safetensors.torch import load_file
 from scipy.special import ndtr
 from transformers import AutoTokenizer
 
-from rewardline.data.schema import PAIRS, PROMPTS, RESPONSES, conform
 from rewardline.errors import ConfigError, NonFiniteLoss, exit_code
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.score import score_jsonl
 from rewardline.modeling.tiny import build_tiny_bert
 from rewardline.modeling.tokenize import tokenize_pairs_dir
+from rewardline.pairs.expand import write_pairs_rows
 from rewardline.pairs.thurstone import fit_targets
 from rewardline.tracking import JsonlTracker
 from rewardline.training.batching import Batch, Group, build_groups, plan_batches, plan_steps, rank_micro_batches
@@ -61,13 +61,7 @@ def write_pairs_dir(path: Path, n_prompts: int = 40, seed: int = 0) -> Path:
             pairs.append({"prompt_id": pid, "response_a_id": f"{pid}r{a}", "response_b_id": f"{pid}r{b}",
                           "label": 1.0, "n_votes": 1, "margin": float(abs(quality[i] - quality[j])),
                           "category": "syn", "split": "val" if p % 5 == 4 else "train"})
-    path.mkdir(parents=True, exist_ok=True)
-    pq.write_table(conform(pa.Table.from_pylist(prompts), PROMPTS), path / "prompts.parquet")
-    pq.write_table(conform(pa.Table.from_pylist(responses), RESPONSES), path / "responses.parquet")
-    table = conform(pa.Table.from_pylist(pairs), PAIRS)
-    for split in ("train", "val", "test"):
-        pq.write_table(table.filter(pa.compute.equal(table.column("split"), split)), path / f"{split}.parquet")
-    return path
+    return write_pairs_rows(path, prompts, responses, pairs)
 
 
 @pytest.fixture(scope="module")
