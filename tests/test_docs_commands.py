@@ -39,6 +39,13 @@ NOT_RUN = {
     "sed": "fills in the reader's notification block id",
     ".": "sources the credentials file that `rewardline stack up` writes",
     "{\"predictions\":": "sample output, not a command",
+    "cd": "shell builtin",
+    "source": "shell builtin (a virtual environment on the reader's nodes)",
+    "for": "shell loop keyword (the loop's command is checked on its own line)",
+    "do": "shell loop keyword",
+    "done": "shell loop keyword",
+    "srun": "Slurm: not on the dev machine",
+    "head=$(scontrol": "Slurm: the rendezvous host from the job's node list",
 }
 #: Documented sub-commands whose ``--help`` is not the check (they need services or change state).
 PLACEHOLDERS = re.compile(r"^<[^>]+>$")
@@ -76,7 +83,7 @@ def _words(command: str) -> list[str]:
     while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):  # VAR=value prefix
         words = words[1:]
     if words and words[0] == "nice":
-        words = words[1:]
+        words = words[3:] if words[1:2] == ["-n"] else words[1:]
     if words and words[0].endswith("/python"):
         words[0] = "python"
     if words[:1] == ["python"] and words[1:2] == ["-m"]:
@@ -97,6 +104,8 @@ def help_invocation(command: str) -> list[str] | None:
         return None
     if program == "make":
         return ["make", "-n", *words[1:]]
+    if program == "bash":  # a script of the repo: its --help
+        return ["bash", words[1], "--help"]
     if program == "python":
         if words[1:2] == ["-m"]:
             return [sys.executable, "-m", words[2], "--help"]
