@@ -132,17 +132,19 @@ def test_stack_up_pipeline_down(tmp_path: Path, fixtures_dir: Path, monkeypatch:
 
         # prefect.yaml's deployments, deployed the way docs/retraining.md says, into the pool the
         # stack's worker polls (the pinned fastapi must accept the client's null limit/offset)
-        deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT,
-                                  capture_output=True, text=True, timeout=300)
+        # the embedded stack's variants, by name (docs/retraining.md: --all would schedule retraining twice)
+        deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "-n", "retrain-weekly-local",
+                                   "-n", "pipeline-local"],
+                                  env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         headers = {"Content-Type": "application/json", **stack.prefect_auth_header(auth["PREFECT_API_AUTH_STRING"])}
         request = urllib.request.Request(f"{env['PREFECT_API_URL']}/deployments/filter", data=b"{}",
                                          headers=headers, method="POST")
         with urllib.request.urlopen(request, timeout=10) as resp:
             deployments = {d["name"]: d for d in json.load(resp)}
-        assert set(deployments) == {"retrain-weekly", "pipeline"}
+        assert set(deployments) == {"retrain-weekly-local", "pipeline-local"}
         assert {d["work_pool_name"] for d in deployments.values()} == {config["prefect"]["work_pool"]}
-        assert [s["schedule"]["cron"] for s in deployments["retrain-weekly"]["schedules"]] == ["0 3 * * 1"]
+        assert [s["schedule"]["cron"] for s in deployments["retrain-weekly-local"]["schedules"]] == ["0 3 * * 1"]
         print(f"stack up in {up_s:.1f} s")
     finally:
         down = runner.invoke(stack_app, ["down", "--state-dir", str(state)])
