@@ -196,6 +196,21 @@ class WeedProcess:
         return {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
 
 
+def stop_process_group(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM the process group of a server a test started (``start_new_session=True``); SIGKILL it after
+    ``grace`` seconds (on a loaded machine a graceful shutdown can take that long)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real S3 server (``weed mini``) on free 127.0.0.1 ports, with one bucket; stopped at the end."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -17,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import _free_ports
+from conftest import _free_ports, stop_process_group
 
 from rewardline.ops import stack
 
@@ -94,12 +93,7 @@ def test_prefect_server_refuses_a_client_without_the_auth_string(tmp_path: Path)
                                 capture_output=True, text=True, timeout=300)
         assert served.returncode == 0 and json.loads(served.stdout.strip()) == 0, served.stderr[-2000:]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_process_group(proc)
 
 
 def _request(method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> int:
@@ -155,9 +149,4 @@ def test_seaweedfs_filer_refuses_unsigned_http_while_s3_with_keys_works(tmp_path
         upload = f"http://{assign['url']}/{assign['fid']}"
         assert _request("POST", upload, body, {"Content-Type": "multipart/form-data; boundary=B"}) == 401
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_process_group(proc)

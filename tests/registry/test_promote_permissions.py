@@ -9,7 +9,6 @@ The server is started with the exact command line and environment of ``rewardlin
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import _free_ports
+from conftest import _free_ports, stop_process_group
 
 from rewardline.ops import stack
 
@@ -59,12 +58,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory):
         _wait_http(f"{url}/health", proc, log)
         yield url, state
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # a loaded machine: uvicorn's graceful shutdown can take longer
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_process_group(proc)
 
 
 def _promote(project: Path, url: str, user: str | None, password: str | None,
