@@ -149,9 +149,10 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
     from rewardline.evaluation.metrics import accuracy_with_ci
     from rewardline.evaluation.run import anchor_ids, model_link, score_pairs
 
-    scored = score_pairs(model_dir, pairs_dir, ("val", "test"))
+    needs_val = any(row.startswith("bt+") and row != "bt+thurstone" for row in rows)  # the BT maps fit on val
+    scored = score_pairs(model_dir, pairs_dir, tuple(dict.fromkeys(("val",) * needs_val + (split,))))
     anchors = anchor_ids(pairs_dir)
-    val = anchor_comparisons(*scored["val"][:3], anchors)
+    val = anchor_comparisons(*scored["val"][:3], anchors) if needs_val else None
     held_out = anchor_comparisons(*scored[split][:3], anchors)
     pairs, ra, rb = scored[split][:3]
     prompts = np.asarray(pairs["prompt_id"].to_pylist(), dtype=object)
@@ -169,6 +170,28 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
                     "auroc_ci": list(prompt_bootstrap_auroc(q_clipped, held_out.label, held_out.prompt_ids,
                                                             samples, 0))}
     return out
+
+
+def target_diagnostic(pairs_dir: Path, samples: int) -> dict:
+    """Φ(u) of the fitted *targets* against the val anchor comparisons they were fitted to (in-sample):
+    how calibrated a model that reproduced its targets exactly could be, per prior sd (val only)."""
+    from scipy.special import ndtr
+
+    from rewardline.data.tables import read_table
+    from rewardline.evaluation.absolute import anchor_comparisons, calibration_of
+    from rewardline.evaluation.run import anchor_ids
+
+    targets = read_table(pairs_dir / "targets.parquet", columns=["response_id", "utility"])
+    val = read_table(pairs_dir / "val.parquet")
+    index = {r: u for r, u in zip(targets["response_id"].to_pylist(), targets["utility"].to_numpy(), strict=True)}
+    ua = np.array([index[r] for r in val["response_a_id"].to_pylist()])
+    ub = np.array([index[r] for r in val["response_b_id"].to_pylist()])
+    comparisons = anchor_comparisons(val, ua, ub, anchor_ids(pairs_dir))
+    q = ndtr(comparisons.reward)
+    details, _ = calibration_of(q, comparisons.label, comparisons.prompt_ids, samples)
+    return {"n_anchor": details["n"], "mean_q": float(q.mean()), "base_rate": details["base_rate"],
+            "utility_sd": float(comparisons.reward.std()),
+            **{k: details[k] for k in ("ece", "ece_ci", "brier", "brier_skill", "auroc")}}
 
 
 def _fmt(value) -> str:
@@ -202,7 +225,14 @@ def main() -> None:
                         help="val: to choose knobs (the BT maps are then fitted and scored on val)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "calibration_runs.tsv")
+    parser.add_argument("--target-diagnostic", type=float, nargs="+", metavar="SD",
+                        help="no training: Φ(u) of the fitted targets vs the val anchor labels, per prior sd")
     args = parser.parse_args()
+    for sd in args.target_diagnostic or []:
+        print(json.dumps({"prior_sd": sd, **target_diagnostic(prepare(args.data, args.workdir, sd)[0], args.bootstrap)},
+                         default=float), flush=True)
+    if args.target_diagnostic:
+        return
     pairs_dir, data_stats = prepare(args.data, args.workdir, args.prior_sd)
     report: dict = {"data": data_stats, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": []}
     for seed in args.seeds:
