@@ -506,3 +506,57 @@ def test_champion_loads_by_alias_in_a_fresh_process_and_is_served(
         np.testing.assert_allclose(got[["reward", "reward_b", "p_prefer"]], expected, rtol=1e-5, atol=1e-5)
         (tmp_path / "serve-example.json").write_text(json.dumps({"request": {"dataframe_records": pairs},
                                                                  "response": answer.json()}, indent=2))
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_win_prob_of_an_absolute_scale_version(tmp_path: Path):
+    """A tiny thurstone-objective (probit) version registered in a sqlite store, served by a real
+    ``mlflow models serve --env-manager local`` on a free loopback port: POST /invocations answers
+    ``win_prob = Φ(reward)`` beside the reward, equal to ``rewardline score``'s; the version carries
+    its calibration tags and ``rewardline registry --json`` shows them."""
+    from conftest import save_tiny_reward_model
+    from scipy.special import ndtr
+
+    from rewardline.modeling.score import score_texts
+
+    model = save_tiny_reward_model(tmp_path / "tiny", max_length=48)
+    config = json.loads((model / "reward_config.json").read_text())
+    config.update(objective="thurstone", link="probit", anchored=True)
+    (model / "reward_config.json").write_text(json.dumps(config))
+    (model / "calibration.json").write_text(json.dumps({"temperature": 1.0, "reward_mean": 0.0}))
+    (model / "evaluate_metrics.json").write_text(json.dumps({"accuracy": 0.5}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        version = open_registry().register(NAME, model, {"gates_passed": "true"})
+    assert {k: v for k, v in version.tags.items() if k.startswith("calibration.")} == {
+        "calibration.objective": "thurstone", "calibration.link": "probit", "calibration.anchored": "true",
+        "calibration.temperature": "1.0"}
+    shown = _run([str(BIN / "rewardline"), "--json", "registry"], tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert json.loads(shown.stdout)["versions"][0]["calibration"]["link"] == "probit"
+
+    rewards = score_texts(model, PROMPTS, RESPONSES, normalize=False).astype(np.float64)
+    scored = tmp_path / "scored.jsonl"
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in zip(PROMPTS, RESPONSES,
+                                                                                          strict=True)))
+    cli = _run([str(BIN / "rewardline"), "score", "--model", str(model), "--input", str(rows), "--out", str(scored)],
+               tmp_path)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    cli_win = [json.loads(line)["win_prob"] for line in scored.read_text().splitlines()]
+    np.testing.assert_allclose(cli_win, ndtr(rewards), rtol=1e-5, atol=1e-6)
+
+    port = _free_port()
+    args = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}/{version.version}", "--env-manager",
+            "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with background(args, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env):
+        records = [{"prompt": p, "response": r} for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": records}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    assert [set(p) for p in predictions] == [{"reward", "win_prob"}] * len(PROMPTS)
+    np.testing.assert_allclose([p["win_prob"] for p in predictions], ndtr(rewards), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([p["win_prob"] for p in predictions], cli_win, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,254 @@
+"""Benchmark (issue 14): absolute calibration of ``win_prob`` vs the anchor, four ways, on the same held-out prompts.
+
+Data: the AlpacaEval best-of-16 data (``--data``, the upstream layout: ``model_outputs/`` and
+``annotations/``), read by the project's ``alpaca-eval`` adapter: per instruction the judged samples'
+K-way ranking and each sample's soft comparison with the reference answer (the anchor). The
+project's own stages run on it (ingest → validate → pairs with ``pairs.targets: thurstone``), so the
+split is the project's split by prompt (train / val / test).
+
+Models (MiniLM-L6, same steps, seed and data; ``train.objective``):
+
+* ``bt`` — two rows: ``bt+logistic`` (today's evaluate: ``q = σ(w·r + c)``, one global logistic map
+  of the reward fitted on the *val* anchor comparisons) and ``bt+isotonic`` (``q = g(r)``, ``g`` the
+  isotonic regression of the val anchor labels on the reward, sklearn, clipped at the ends);
+* ``thurstone`` — pointwise fit to the probit utilities, ``q = Φ(r)`` (no val fitting);
+* ``bt+thurstone`` — ``q = Φ(r)``.
+
+Columns, on the *test* split only: pairwise accuracy over all test pairs (ties skipped, soft labels as
+in evaluate), absolute ECE (15 bins), Brier and AUROC on the test anchor comparisons, each with a 95 %
+percentile bootstrap CI resampling *prompts* (1000 draws); plus the Brier skill score vs the test base
+rate. Nothing is chosen on test: the BT maps are fitted on val; knobs (``--prior-sd``,
+``--pointwise-weight``) are to be compared with ``--split val``.
+
+    nice -n 5 python benchmarks/bench_calibration.py --data /work/shared/data/alpacaeval_bon \
+        --workdir /tmp/rl-calib --steps 60 --max-length 128 --seeds 0
+
+Trained models are cached under ``--workdir/models`` (keyed by every knob); every run appends one
+line per row to ``--results`` (TSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROWS = ("bt+logistic", "bt+isotonic", "thurstone", "bt+thurstone")
+OBJECTIVE_OF_ROW = {"bt+logistic": "bt", "bt+isotonic": "bt", "thurstone": "thurstone", "bt+thurstone": "bt+thurstone"}
+TSV_COLUMNS = ("date", "row", "seed", "split", "steps", "max_length", "lr", "prior_sd", "pointwise_weight",
+               "accuracy", "accuracy_ci", "ece", "ece_ci", "brier", "brier_ci", "brier_skill", "auroc", "auroc_ci",
+               "n_pairs", "n_anchor", "n_prompts", "train_s", "load_avg")
+
+
+def combined_annotations(data: Path, out: Path) -> Path:
+    """All judged records of ``data/annotations/*.json.gz`` in one AlpacaEval annotations file
+    (the best-of-K layout): the adapter then ranks each instruction's samples K-way besides
+    comparing each with the reference. The records are copied unchanged; the adapter parses them."""
+    if not out.exists():
+        records = []
+        for path in sorted((data / "annotations").glob("*.json.gz")):
+            with gzip.open(path, "rt") as f:
+                records += json.load(f)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(records))
+    return out
+
+
+def prepare(data: Path, workdir: Path, prior_sd: float) -> tuple[Path, dict]:
+    """ingest → validate → pairs (``targets: thurstone``) with the project's library; cached per prior sd."""
+    from rewardline.data.ingest import IngestConfig, Source, run_ingest
+    from rewardline.pairs.expand import PairsConfig, run_pairs
+    from rewardline.validation.validate import ValidateConfig, run_validate
+
+    root = workdir / f"data-sd{prior_sd:g}"
+    stats_path = root / "prepare.json"
+    if stats_path.exists():
+        return root / "pairs", json.loads(stats_path.read_text())
+    source = combined_annotations(data, workdir / "annotations_all.json")
+    ingest = run_ingest(IngestConfig([Source(str(source), "alpaca-eval")]), root / "ingested")
+    # one judge: agreement is not measurable, so the alpha gate cannot apply
+    run_validate(root / "ingested", root / "validated", ValidateConfig(min_alpha=-1.0))
+    pairs = run_pairs(root / "validated", root / "pairs", PairsConfig(targets="thurstone", target_prior_sd=prior_sd))
+    stats = {"rows_in": ingest["rows_in"], "rows_quarantined": ingest["rows_quarantined"],
+             "prompts": ingest["prompts"], "pairs": pairs["pairs"], "targets": pairs["targets"],
+             **{f"prompts_{s}": pairs[f"prompts_{s}"] for s in ("train", "val", "test")}}
+    stats_path.write_text(json.dumps(stats))
+    return root / "pairs", stats
+
+
+def model_key(objective: str, seed: int, args: argparse.Namespace) -> str:
+    extra = f"-w{args.pointwise_weight:g}" if objective == "bt+thurstone" else ""
+    return (f"{objective}-s{seed}-L{args.max_length}-n{args.steps}-lr{args.lr:g}-sd{args.prior_sd:g}{extra}"
+            .replace("+", "_"))
+
+
+def trained_model(pairs_dir: Path, objective: str, seed: int, args: argparse.Namespace) -> tuple[Path, float]:
+    """Train (or reuse the cached) MiniLM reward model with ``objective``; returns its dir and train seconds."""
+    from rewardline.training.loop import TrainConfig, train
+
+    out = args.workdir / "models" / model_key(objective, seed, args)
+    done = out / "bench_train.json"
+    if not done.exists():
+        cfg = TrainConfig(objective=objective, max_length=args.max_length, max_steps=args.steps, lr=args.lr,
+                          seed=seed, pointwise_weight=args.pointwise_weight, progress=False, checkpoint_every=0,
+                          cache_dir=str(args.workdir / "tokenized"))
+        metrics = train(pairs_dir, out, cfg)
+        done.write_text(json.dumps(metrics, default=str))
+    return out, float(json.loads(done.read_text())["train_seconds"])
+
+
+def prompt_bootstrap_auroc(q: np.ndarray, y: np.ndarray, prompts: np.ndarray, samples: int, seed: int,
+                           confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of the AUROC of ``q`` vs ``1[y > 0.5]`` (decided comparisons), resampling prompts:
+    a resample weights each comparison by how often its prompt was drawn (``sample_weight``)."""
+    from sklearn.metrics import roc_auc_score
+
+    from rewardline.evaluation.metrics import TIE_TOL, bootstrap_counts, prompt_codes
+
+    decided = np.abs(y - 0.5) > TIE_TOL
+    q, preferred, codes = q[decided], y[decided] > 0.5, prompt_codes(prompts[decided])[0]
+    counts = bootstrap_counts(int(codes.max()) + 1, samples, seed)
+    values = []
+    for draw in counts:
+        weight = draw[codes]
+        if preferred[weight > 0].all() or not preferred[weight > 0].any():
+            continue
+        values.append(roc_auc_score(preferred, q, sample_weight=weight))
+    tail = (1.0 - confidence) / 2.0
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))
+
+
+def win_probabilities(row: str, test, val, link: str | None) -> np.ndarray:
+    """``q`` of each anchor comparison of the evaluated split, by the row's method (module docstring)."""
+    from scipy.special import expit
+    from sklearn.isotonic import IsotonicRegression
+
+    from rewardline.evaluation.absolute import fit_logistic_map
+    from rewardline.modeling.score import win_probability
+
+    if row in ("thurstone", "bt+thurstone"):
+        if link is None:
+            raise ValueError(f"{row}: the model has no link (not trained on utility targets)")
+        return win_probability(test.reward, link)
+    if row == "bt+logistic":
+        w, c = fit_logistic_map(val.reward, val.label)
+        return expit(w * test.reward + c)
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    return iso.fit(val.reward, val.label).predict(test.reward)
+
+
+def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str, samples: int) -> dict[str, dict]:
+    """Each row's accuracy, ECE, Brier, Brier skill and AUROC with prompt-bootstrap CIs on ``split``."""
+    from rewardline.evaluation.absolute import anchor_comparisons, calibration_of
+    from rewardline.evaluation.metrics import accuracy_with_ci
+    from rewardline.evaluation.run import anchor_ids, model_link, score_pairs
+
+    needs_val = any(row.startswith("bt+") and row != "bt+thurstone" for row in rows)  # the BT maps fit on val
+    scored = score_pairs(model_dir, pairs_dir, tuple(dict.fromkeys(("val",) * needs_val + (split,))))
+    anchors = anchor_ids(pairs_dir)
+    val = anchor_comparisons(*scored["val"][:3], anchors) if needs_val else None
+    held_out = anchor_comparisons(*scored[split][:3], anchors)
+    pairs, ra, rb = scored[split][:3]
+    prompts = np.asarray(pairs["prompt_id"].to_pylist(), dtype=object)
+    accuracy = accuracy_with_ci(ra, rb, pairs["label"].to_numpy(zero_copy_only=False), prompts, samples)
+    link = model_link(model_dir)
+    out = {}
+    for row in rows:
+        q = win_probabilities(row, held_out, val, link)
+        details, _ = calibration_of(q, held_out.label, held_out.prompt_ids, samples)
+        q_clipped = np.clip(q, 1e-12, 1 - 1e-12)
+        out[row] = {"accuracy": accuracy.accuracy, "accuracy_ci": [accuracy.ci_low, accuracy.ci_high],
+                    "n_pairs": accuracy.n_pairs, "n_prompts": accuracy.n_prompts, "n_anchor": details["n"],
+                    **{k: details[k] for k in ("ece", "ece_ci", "brier", "brier_ci", "brier_skill", "auroc",
+                                               "base_rate")},
+                    "auroc_ci": list(prompt_bootstrap_auroc(q_clipped, held_out.label, held_out.prompt_ids,
+                                                            samples, 0))}
+    return out
+
+
+def target_diagnostic(pairs_dir: Path, samples: int) -> dict:
+    """Φ(u) of the fitted *targets* against the val anchor comparisons they were fitted to (in-sample):
+    how calibrated a model that reproduced its targets exactly could be, per prior sd (val only)."""
+    from scipy.special import ndtr
+
+    from rewardline.data.tables import read_table
+    from rewardline.evaluation.absolute import anchor_comparisons, calibration_of
+    from rewardline.evaluation.run import anchor_ids
+
+    targets = read_table(pairs_dir / "targets.parquet", columns=["response_id", "utility"])
+    val = read_table(pairs_dir / "val.parquet")
+    index = {r: u for r, u in zip(targets["response_id"].to_pylist(), targets["utility"].to_numpy(), strict=True)}
+    ua = np.array([index[r] for r in val["response_a_id"].to_pylist()])
+    ub = np.array([index[r] for r in val["response_b_id"].to_pylist()])
+    comparisons = anchor_comparisons(val, ua, ub, anchor_ids(pairs_dir))
+    q = ndtr(comparisons.reward)
+    details, _ = calibration_of(q, comparisons.label, comparisons.prompt_ids, samples)
+    return {"n_anchor": details["n"], "mean_q": float(q.mean()), "base_rate": details["base_rate"],
+            "utility_sd": float(comparisons.reward.std()),
+            **{k: details[k] for k in ("ece", "ece_ci", "brier", "brier_skill", "auroc")}}
+
+
+def _fmt(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def append_tsv(path: Path, lines: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a") as f:
+        if new:
+            f.write("\t".join(TSV_COLUMNS) + "\n")
+        for line in lines:
+            f.write("\t".join(_fmt(line.get(c, "")) for c in TSV_COLUMNS) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="AlpacaEval best-of-16 directory (annotations/)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/rl-calib"))
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--prior-sd", type=float, default=2.0, help="pairs.target_prior_sd")
+    parser.add_argument("--pointwise-weight", type=float, default=1.0, help="train.pointwise_weight (bt+thurstone)")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--split", choices=["val", "test"], default="test",
+                        help="val: to choose knobs (the BT maps are then fitted and scored on val)")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "calibration_runs.tsv")
+    parser.add_argument("--target-diagnostic", type=float, nargs="+", metavar="SD",
+                        help="no training: Φ(u) of the fitted targets vs the val anchor labels, per prior sd")
+    args = parser.parse_args()
+    for sd in args.target_diagnostic or []:
+        print(json.dumps({"prior_sd": sd, **target_diagnostic(prepare(args.data, args.workdir, sd)[0], args.bootstrap)},
+                         default=float), flush=True)
+    if args.target_diagnostic:
+        return
+    pairs_dir, data_stats = prepare(args.data, args.workdir, args.prior_sd)
+    report: dict = {"data": data_stats, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": []}
+    for seed in args.seeds:
+        for objective in dict.fromkeys(OBJECTIVE_OF_ROW[r] for r in args.rows):
+            model_dir, train_s = trained_model(pairs_dir, objective, seed, args)
+            rows = [r for r in args.rows if OBJECTIVE_OF_ROW[r] == objective]
+            for row, metrics in evaluate_model(model_dir, pairs_dir, rows, args.split, args.bootstrap).items():
+                line = {"date": time.strftime("%Y-%m-%dT%H:%M"), "row": row, "seed": seed, "split": args.split,
+                        "steps": args.steps, "max_length": args.max_length, "lr": args.lr,
+                        "prior_sd": args.prior_sd, "pointwise_weight": args.pointwise_weight, "train_s": train_s,
+                        "load_avg": os.getloadavg()[0], **metrics}
+                report["runs"].append(line)
+                append_tsv(args.results, [line])
+                print(json.dumps(line, default=float), flush=True)
+    print(json.dumps(report, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
