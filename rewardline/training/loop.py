@@ -90,13 +90,13 @@ class TrainConfig(Section):
     template: Literal["auto", "chat", "pair", "text"] = "auto"
     max_length: int = Field(192, ge=1)  # fits the embedded main job in 10 min on 2 CPU cores
     min_prompt_tokens: int = Field(64, ge=0)
-    batch_tokens: int = Field(16384, ge=1)  # padded tokens per micro-batch
+    batch_tokens: int = Field(8192, ge=1)  # padded tokens per micro-batch
     grad_accum: int = Field(1, ge=1)
     epochs: int = Field(1, ge=1)
-    eval_every: int = Field(0, ge=0)  # evaluate on val every N optimizer steps (and after the last); 0 = at the end
+    eval_every: int = Field(25, ge=0)  # evaluate on val every N optimizer steps (and after the last); 0 = at the end
     patience: int = Field(0, ge=0)  # stop after N evaluations without a better val accuracy; 0 = never
     max_steps: int = Field(0, ge=0)  # > 0: stop after this many optimizer steps
-    lr: float = Field(1e-4, gt=0.0)
+    lr: float = Field(3e-4, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)  # on matrices only, not on biases / norms
     adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
     adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
