@@ -20,8 +20,9 @@ Outputs in ``out_dir``:
   checked by :mod:`rewardline.gates`);
 * ``calibration.json`` – ``temperature``, ``reward_mean``, ``reward_std`` (val): what the model
   must carry so that σ((r_a − r_b)/T) is calibrated and (r − mean)/std is normalised;
-* ``reference_rewards.json`` – the raw rewards of the unique test responses: the reference
-  distribution that drift checks compare fresh policy samples against;
+* ``reference_rewards.json`` – the raw rewards of the unique test responses (``rewards``) and their
+  prompt ids (``prompt_ids``): the reference distribution that drift checks compare fresh policy
+  samples against, grouped by prompt for the drift permutation test;
 * ``absolute_calibration.json`` – the absolute calibration of ``win_prob`` on the test pairs against
   the prompts' anchor responses (:mod:`rewardline.evaluation.absolute`; ``skipped`` with the reason
   when there are none); ``metrics.json`` carries only its headline (``ece_absolute``,
@@ -186,14 +187,15 @@ def evaluate_scores(
     metrics.update(report.metrics_entries())
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    _, test_rewards = unique_responses(ids_a, ids_b, ra, rb)
+    test_ids, test_rewards = unique_responses(ids_a, ids_b, ra, rb)
+    prompt_of = {**dict(zip(map(str, ids_b), prompts, strict=True)), **dict(zip(map(str, ids_a), prompts, strict=True))}
     _, test_lengths = unique_responses(ids_a, ids_b, response_lengths_a, response_lengths_b)
     write_plots(out_dir / "plots", raw=cal.raw, calibrated=cal.calibrated, temperature=cal.temperature,
                 overall=overall, by_category=by_cat, **_chosen_rejected(ra, rb, label), rewards=test_rewards,
                 lengths=test_lengths, spearman=lb.length_spearman, seed=cfg.seed)
     write_absolute_reliability(absolute.bins, absolute.details["method"], out_dir / "plots")
     write_json(_json_safe(absolute.details), out_dir / "absolute_calibration.json")
-    _write_outputs(out_dir, metrics, report, test_rewards)
+    _write_outputs(out_dir, metrics, report, test_rewards, [prompt_of[i] for i in test_ids])
     return metrics
 
 
@@ -264,13 +266,17 @@ def _chosen_rejected(reward_a: np.ndarray, reward_b: np.ndarray, label: np.ndarr
             "rejected": np.where(a_wins, reward_b[decided], reward_a[decided])}
 
 
-def _write_outputs(out_dir: Path, metrics: dict[str, Any], report: GateReport, test_rewards: np.ndarray) -> None:
+def _write_outputs(out_dir: Path, metrics: dict[str, Any], report: GateReport, test_rewards: np.ndarray,
+                   test_prompts: list) -> None:
     """``calibration.json`` (T, reward mean and std: what the registry bundle and the scorer use),
-    ``reference_rewards.json`` (the test rewards drift is measured against), the gate report
+    ``reference_rewards.json`` (the test rewards drift is measured against, with each one's prompt id:
+    the groups of the drift permutation test), the gate report
     (``gates.json``, ``report.md``) and ``metrics.json``."""
     calibration = {k: metrics[k] for k in ("temperature", "reward_mean", "reward_std")}
     write_json(calibration, out_dir / "calibration.json")
-    write_json({"split": "test", "rewards": [float(r) for r in test_rewards]}, out_dir / "reference_rewards.json")
+    reference = {"split": "test", "rewards": [float(r) for r in test_rewards],
+                 "prompt_ids": [str(p) for p in test_prompts]}
+    write_json(reference, out_dir / "reference_rewards.json")
     report.write_json(out_dir / GATES_FILE)
     (out_dir / REPORT_FILE).write_text(report_markdown(metrics, report))
     write_json(metrics, out_dir / METRICS_FILE)

@@ -80,6 +80,8 @@ class RetrainConfig(Section):
     ks_threshold: float = Field(0.2, ge=0.0, le=1.0)
     accuracy_drop_threshold: float = Field(0.05, ge=0.0, le=1.0)
     min_pairs: int = Field(20, ge=0)  # labelled pairs needed before the accuracy drop counts
+    drift_alpha: float = Field(0.05, ge=0.0, le=1.0)  # PSI / KS count only with permutation p <= this
+    drift_permutations: int = Field(1000, ge=0)  # rounds of the prompt-level permutation test; 0: no test
     force: bool = False  # retrain on every new batch regardless of drift
     auto_promote: bool = False  # move @champion to a registered challenger that is not worse on held-out
     promote_margin: float = Field(0.0, ge=0.0, le=1.0)  # ...i.e. challenger − champion held-out accuracy ≥ −margin
@@ -87,7 +89,8 @@ class RetrainConfig(Section):
 
     @property
     def thresholds(self) -> drift.Thresholds:
-        return drift.Thresholds(self.psi_threshold, self.ks_threshold, self.accuracy_drop_threshold, self.min_pairs)
+        return drift.Thresholds(self.psi_threshold, self.ks_threshold, self.accuracy_drop_threshold, self.min_pairs,
+                                self.drift_alpha)
 
 
 def load_config(project: Path) -> tuple[RetrainConfig, dict[str, Any]]:
@@ -163,6 +166,14 @@ class Champion:
     reference_rewards: np.ndarray  # raw rewards of its test responses, stored at registration
     test_accuracy: float
     source: str  # "models:/reward-model@champion (version 3)" or the local fallback
+    reference_prompts: np.ndarray | None = None  # prompt id of each reference reward (None: older bundles)
+
+
+def read_reference(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """``reference_rewards.json``: the rewards and, when recorded, their prompt ids."""
+    data = json.loads(path.read_text())
+    prompts = data.get("prompt_ids")
+    return np.asarray(data["rewards"], np.float64), (np.asarray(prompts, dtype=object) if prompts else None)
 
 
 def load_champion(project: Path, params: dict[str, Any], cfg: RetrainConfig, dst: Path) -> Champion:
@@ -173,21 +184,19 @@ def load_champion(project: Path, params: dict[str, Any], cfg: RetrainConfig, dst
     uri = model_uri(name, cfg.champion_alias)
     bundle = registry.load(uri, dst / "registry")
     if bundle is not None:
-        reference = json.loads((bundle / "reference_rewards.json").read_text())["rewards"]
+        reference, prompts = read_reference(bundle / "reference_rewards.json")
         metrics = json.loads((bundle / "evaluate_metrics.json").read_text())
         version = registry.resolve_alias(name, cfg.champion_alias)
-        return Champion(bundle, np.asarray(reference, np.float64), float(metrics["accuracy"]),
-                        f"{uri} (version {version})")
+        return Champion(bundle, reference, float(metrics["accuracy"]), f"{uri} (version {version})", prompts)
     model, report = project / MODEL_DIR, project / EVALUATE_DIR
     if not (model / "reward_config.json").exists() or not (report / "reference_rewards.json").exists():
         raise FileNotFoundError(f"no champion: {uri} is not registered and {model} / "
                                 f"{report / 'reference_rewards.json'} do not exist; run the pipeline first")
     local = dst / "local"
     shutil.copytree(model, local, dirs_exist_ok=True)
-    reference = json.loads((report / "reference_rewards.json").read_text())["rewards"]
+    reference, prompts = read_reference(report / "reference_rewards.json")
     metrics = json.loads((report / METRICS_FILE).read_text())
-    return Champion(local, np.asarray(reference, np.float64), float(metrics["accuracy"]),
-                    f"{MODEL_DIR} (no {uri} registered)")
+    return Champion(local, reference, float(metrics["accuracy"]), f"{MODEL_DIR} (no {uri} registered)", prompts)
 
 
 @dataclass
@@ -236,15 +245,19 @@ def pair_credit(model_dir: Path, bp: BatchPairs, pairs: pa.Table | None = None) 
 
 def check_drift(batch: inbox.Batch, champion: Champion, bp: BatchPairs | None, cfg: RetrainConfig,
                 force: bool = False) -> tuple[drift.DriftReport, drift.Decision]:
-    """Score the batch's samples with the champion; PSI, KS and accuracy drop; the retrain decision."""
+    """Score the batch's samples with the champion; PSI, KS (with their prompt-level permutation
+    p-values when the reference carries prompt ids), accuracy drop; the retrain decision."""
     from rewardline.modeling.score import score_texts
 
     samples = batch.samples()
     rewards = score_texts(champion.model_dir, [s["prompt"] for s in samples], [s["response"] for s in samples],
                           normalize=False)
     credit = pair_credit(champion.model_dir, bp) if bp is not None else None
+    grouped = champion.reference_prompts is not None
     report = drift.measure(champion.reference_rewards, rewards, cfg.psi_bins, pair_credit=credit,
-                           reference_accuracy=champion.test_accuracy)
+                           reference_accuracy=champion.test_accuracy, reference_groups=champion.reference_prompts,
+                           groups=np.asarray([s.get("prompt_id") for s in samples], dtype=object) if grouped else None,
+                           permutations=cfg.drift_permutations)
     return report, drift.decide(report, cfg.thresholds, force=force or cfg.force)
 
 
@@ -324,18 +337,24 @@ def summary_markdown(results: list[BatchResult], cfg: RetrainConfig, rolled_back
     for r in results:
         d = r.drift
         lines += [f"## Batch `{r.batch_id}`: {r.outcome}", "", f"Champion: {r.champion}", "",
-                  "| check | value | threshold | crossed |", "| --- | --- | --- | --- |"]
-        for label, value, threshold in (("PSI (reward distribution)", d.get("psi"), t.psi),
-                                        ("KS statistic", d.get("ks"), t.ks),
-                                        ("accuracy drop (test − batch)", d.get("accuracy_drop"), t.accuracy_drop)):
+                  f"| check | value | threshold | permutation p (alpha {t.alpha}) | crossed |",
+                  "| --- | --- | --- | --- | --- |"]
+        for label, value, threshold, p in (("PSI (reward distribution)", d.get("psi"), t.psi, d.get("psi_pvalue")),
+                                           ("KS statistic", d.get("ks"), t.ks, d.get("ks_perm_pvalue")),
+                                           ("accuracy drop (test − batch)", d.get("accuracy_drop"), t.accuracy_drop,
+                                            None)):
             crossed = isinstance(value, float) and not math.isnan(value) and value > threshold
-            lines.append(f"| {label} | {fmt(value)} | {threshold} | {'yes' if crossed else 'no'} |")
-        lines += ["", f"Samples {d.get('n_samples')}, reference {d.get('n_reference')}, labelled pairs "
+            lines.append(f"| {label} | {fmt(value)} | {threshold} | {fmt(p) if p is not None else ''} "
+                         f"| {'yes' if crossed else 'no'} |")
+        lines += ["", f"Samples {d.get('n_samples')} ({d.get('n_prompts')} prompts), reference "
+                      f"{d.get('n_reference')} ({d.get('n_reference_prompts')} prompts), labelled pairs "
                       f"{d.get('n_pairs')} (min {t.min_pairs}); champion accuracy: test "
                       f"{fmt(d.get('reference_accuracy'))}, batch {fmt(d.get('batch_accuracy'))}; KS p-value "
-                      f"{fmt(d.get('ks_pvalue'))}.", "",
+                      f"(independent samples) {fmt(d.get('ks_pvalue'))}.", "",
                   f"Decision: **{'retrain' if r.decision.get('retrain') else 'no retrain'}**"
                   + (f" ({'; '.join(r.decision.get('reasons', []))})" if r.decision.get("reasons") else ""), ""]
+        if r.decision.get("within_noise"):
+            lines += [f"Within sampling noise, not counted: {'; '.join(r.decision['within_noise'])}.", ""]
         if r.comparison:
             c = r.comparison
             lines += [f"Held-out prompts of the batch ({c.get('n_prompts')} prompts, {c.get('n_pairs')} pairs): "

@@ -17,7 +17,24 @@ away from them. Three numbers say how far, each against the champion's own refer
 * **Accuracy drop** = the champion's test accuracy − its accuracy on the fresh batch's
   labelled pairs (hard credit, tied labels excluded; :func:`rewardline.evaluation.metrics.pairwise_accuracy`).
 
-:func:`decide` turns them into a retrain decision with the thresholds of ``params.yaml: retrain``.
+**Sampling noise: a prompt-level permutation test.** The rule-of-thumb thresholds assume
+large independent samples. Rewards are not independent: responses to one prompt share most
+of their reward (intraclass correlation ρ ≈ 0.93 for the tiny test model), so a batch of n
+samples from P prompts carries about n / (1 + (k − 1)·ρ) ≈ P independent values (k = n / P),
+and a batch of 24 prompts against a 48-prompt reference has a no-drift PSI of ≈ 0.4 on
+average (docs/retraining.md, "Drift under sampling noise"): above 0.25 by chance alone. So
+each statistic T ∈ {PSI, KS} also gets a p-value under the null "the batch's prompts and the
+reference's prompts are exchangeable" (no drift): the pooled prompt groups (all responses to
+one prompt stay together) are split R times at random into a batch of the batch's number of
+prompts and a reference of the rest, T*_r is recomputed each time, and
+
+    p = (1 + #{r : T*_r ≥ T}) / (1 + R).
+
+Without prompt ids every sample is its own group (an ordinary permutation test).
+
+:func:`decide` turns them into a retrain decision with the thresholds of ``params.yaml: retrain``:
+PSI or KS counts when it crosses its threshold (a material shift) *and* its permutation
+p-value is ≤ ``alpha`` (not sampling noise).
 """
 
 from __future__ import annotations
@@ -39,6 +56,49 @@ def psi(reference: np.ndarray, actual: np.ndarray, bins: int = 10, eps: float = 
     a = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=bins) / actual.size
     e, a = np.maximum(e, eps), np.maximum(a, eps)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def ks_statistic(reference: np.ndarray, actual: np.ndarray) -> float:
+    """sup_x |F_a(x) − F_e(x)| of two non-empty samples (the statistic of :func:`ks`, without SciPy)."""
+    e, a = np.sort(np.asarray(reference, np.float64)), np.sort(np.asarray(actual, np.float64))
+    x = np.concatenate([e, a])
+    return float(np.max(np.abs(np.searchsorted(a, x, side="right") / a.size
+                               - np.searchsorted(e, x, side="right") / e.size)))
+
+
+def permutation_pvalues(reference: np.ndarray, actual: np.ndarray, reference_groups: np.ndarray | None = None,
+                        groups: np.ndarray | None = None, bins: int = 10, eps: float = 1e-4,
+                        permutations: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Permutation p-values (PSI, KS) of ``actual`` vs ``reference`` with whole groups (prompts) exchanged.
+
+    The groups of both samples are pooled (a group never spans the two); each of the
+    ``permutations`` rounds draws as many groups as ``actual`` has for a pseudo-batch, the rest
+    is the pseudo-reference; p = (1 + #{T* ≥ T}) / (1 + R). ``None`` groups: one per sample.
+    NaN for an empty sample, ``permutations`` 0 or fewer than two groups on a side.
+    """
+    reference, actual = np.asarray(reference, np.float64), np.asarray(actual, np.float64)
+    ref_groups = np.arange(reference.size) if reference_groups is None else np.asarray(reference_groups)
+    act_groups = np.arange(actual.size) if groups is None else np.asarray(groups)
+    if len(ref_groups) != reference.size or len(act_groups) != actual.size:
+        raise ValueError("groups must have one entry per sample")
+    _, ref_codes = np.unique(ref_groups.astype(str), return_inverse=True)
+    _, act_codes = np.unique(act_groups.astype(str), return_inverse=True)
+    n_ref, n_act = int(ref_codes.max(initial=-1)) + 1, int(act_codes.max(initial=-1)) + 1
+    if permutations <= 0 or n_ref < 2 or n_act < 2:
+        return float("nan"), float("nan")
+    values = np.concatenate([reference, actual])
+    codes = np.concatenate([ref_codes, act_codes + n_ref])  # group ids of the pool
+    observed = psi(reference, actual, bins, eps), ks_statistic(reference, actual)
+    rng = np.random.default_rng(seed)
+    exceed = np.zeros(2)
+    for _ in range(permutations):
+        in_batch = np.zeros(n_ref + n_act, bool)
+        in_batch[rng.choice(n_ref + n_act, size=n_act, replace=False)] = True
+        mask = in_batch[codes]
+        e, a = values[~mask], values[mask]
+        exceed += [psi(e, a, bins, eps) >= observed[0], ks_statistic(e, a) >= observed[1]]
+    p_psi, p_ks = (1.0 + exceed) / (1.0 + permutations)
+    return float(p_psi), float(p_ks)
 
 
 def ks(reference: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
@@ -65,6 +125,10 @@ class DriftReport:
     n_pairs: int = 0  # labelled, non-tied pairs of the batch (0: unlabelled batch)
     batch_accuracy: float = float("nan")  # champion accuracy on them
     reference_accuracy: float = float("nan")  # champion test accuracy at registration
+    n_prompts: int = 0  # distinct prompts of the fresh samples (groups of the permutation test)
+    n_reference_prompts: int = 0
+    psi_pvalue: float = float("nan")  # prompt-level permutation p-values (NaN: not tested)
+    ks_perm_pvalue: float = float("nan")
 
     @property
     def accuracy_drop(self) -> float:
@@ -76,9 +140,14 @@ class DriftReport:
 
 
 def measure(reference: np.ndarray, rewards: np.ndarray, bins: int = 10, eps: float = 1e-4,
-            pair_credit: np.ndarray | None = None, reference_accuracy: float = float("nan")) -> DriftReport:
-    """PSI and KS of ``rewards`` vs ``reference``; accuracy from per-pair hard credit (NaN = tied label)."""
+            pair_credit: np.ndarray | None = None, reference_accuracy: float = float("nan"),
+            reference_groups: np.ndarray | None = None, groups: np.ndarray | None = None,
+            permutations: int = 1000, seed: int = 0) -> DriftReport:
+    """PSI and KS of ``rewards`` vs ``reference`` with their prompt-level permutation p-values
+    (:func:`permutation_pvalues`); accuracy from per-pair hard credit (NaN = tied label)."""
     statistic, pvalue = ks(reference, rewards)
+    p_psi, p_ks = (permutation_pvalues(reference, rewards, reference_groups, groups, bins, eps, permutations, seed)
+                   if len(reference) and len(rewards) else (float("nan"), float("nan")))
     credit = np.asarray(pair_credit if pair_credit is not None else [], dtype=np.float64)
     counted = credit[~np.isnan(credit)]
     return DriftReport(
@@ -92,36 +161,52 @@ def measure(reference: np.ndarray, rewards: np.ndarray, bins: int = 10, eps: flo
         n_pairs=int(counted.size),
         batch_accuracy=float(counted.mean()) if counted.size else float("nan"),
         reference_accuracy=float(reference_accuracy),
+        n_prompts=len(set(map(str, groups))) if groups is not None else int(len(rewards)),
+        n_reference_prompts=(len(set(map(str, reference_groups))) if reference_groups is not None
+                             else int(len(reference))),
+        psi_pvalue=p_psi,
+        ks_perm_pvalue=p_ks,
     )
 
 
 @dataclass
 class Thresholds:
-    """Retrain when any measured value crosses its threshold (strictly greater)."""
+    """Retrain when any measured value crosses its threshold (strictly greater); PSI and KS only
+    when their permutation p-value is also ≤ ``alpha`` (or was not computed: NaN)."""
 
     psi: float = 0.25
     ks: float = 0.2
     accuracy_drop: float = 0.05
     min_pairs: int = 20  # fewer labelled pairs: the accuracy drop is not used
+    alpha: float = 0.05  # significance level of the PSI / KS permutation tests (1.0: threshold alone)
 
 
 @dataclass
 class Decision:
     retrain: bool
     reasons: list[str] = field(default_factory=list)  # each crossed threshold, or "forced"
+    within_noise: list[str] = field(default_factory=list)  # crossed, but p > alpha: not counted
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def decide(report: DriftReport, thresholds: Thresholds, force: bool = False) -> Decision:
-    """Retrain when forced, PSI > psi, KS > ks, or (with ≥ min_pairs labelled pairs) drop > accuracy_drop."""
+    """Retrain when forced, PSI > psi or KS > ks with permutation p ≤ alpha, or (with ≥ min_pairs
+    labelled pairs) drop > accuracy_drop. A crossing with p > alpha goes to ``within_noise``."""
     reasons = ["forced"] if force else []
-    if not math.isnan(report.psi) and report.psi > thresholds.psi:
-        reasons.append(f"psi {report.psi:.4f} > {thresholds.psi}")
-    if not math.isnan(report.ks) and report.ks > thresholds.ks:
-        reasons.append(f"ks {report.ks:.4f} > {thresholds.ks}")
+    noise: list[str] = []
+    for name, value, threshold, p in (("psi", report.psi, thresholds.psi, report.psi_pvalue),
+                                      ("ks", report.ks, thresholds.ks, report.ks_perm_pvalue)):
+        if math.isnan(value) or value <= threshold:
+            continue
+        if math.isnan(p):
+            reasons.append(f"{name} {value:.4f} > {threshold}")
+        elif p <= thresholds.alpha:
+            reasons.append(f"{name} {value:.4f} > {threshold} (permutation p {p:.4f} <= {thresholds.alpha})")
+        else:
+            noise.append(f"{name} {value:.4f} > {threshold} but permutation p {p:.4f} > {thresholds.alpha}")
     drop = report.accuracy_drop
     if report.n_pairs >= thresholds.min_pairs and not math.isnan(drop) and drop > thresholds.accuracy_drop:
         reasons.append(f"accuracy drop {drop:.4f} > {thresholds.accuracy_drop}")
-    return Decision(retrain=bool(reasons), reasons=reasons)
+    return Decision(retrain=bool(reasons), reasons=reasons, within_noise=noise)

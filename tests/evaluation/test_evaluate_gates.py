@@ -153,6 +153,9 @@ def test_evaluate_scores_writes_everything(tmp_path):
     reference = json.loads((tmp_path / "reference_rewards.json").read_text())
     test_ids = set(test.column("response_a_id").to_pylist()) | set(test.column("response_b_id").to_pylist())
     assert reference["split"] == "test" and len(reference["rewards"]) == len(test_ids)
+    prompt_of = dict(zip(test.column("response_a_id").to_pylist() + test.column("response_b_id").to_pylist(),
+                         test.column("prompt_id").to_pylist() * 2, strict=True))
+    assert reference["prompt_ids"] == [prompt_of[i] for i in sorted(test_ids)]  # aligned with the rewards
     for name in ("reliability", "accuracy_by_category", "reward_histogram", "reward_vs_length"):
         assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "plots" / "reliability.json").read_text())[0].keys() >= {"confidence", "observed"}

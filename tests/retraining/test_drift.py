@@ -67,3 +67,70 @@ def test_decide_names_every_crossed_threshold():
     unlabelled = drift.decide(_report(n_pairs=0, batch_accuracy=float("nan")), t)
     assert unlabelled.retrain is False
     assert drift.decide(_report(), t, force=True) == drift.Decision(True, ["forced"])
+
+
+def test_ks_statistic_matches_scipy():
+    rng = np.random.default_rng(3)
+    ref, act = rng.normal(size=300), rng.normal(0.2, 1.3, size=77)
+    assert drift.ks_statistic(ref, act) == pytest.approx(ks_2samp(act, ref).statistic, abs=1e-12)
+
+
+def _clustered(rng: np.random.Generator, prompts: int, per_prompt: int, shift: float = 0.0) -> tuple:
+    """Rewards that share most of their variance within a prompt (ICC = 1 / (1 + 0.3²) ≈ 0.92)."""
+    effect = rng.normal(shift, 1.0, size=prompts)
+    values = np.repeat(effect, per_prompt) + rng.normal(0.0, 0.3, size=prompts * per_prompt)
+    return values, np.repeat(np.arange(prompts), per_prompt)
+
+
+def test_prompt_clustered_null_crosses_the_psi_threshold_but_the_permutation_test_holds_its_level():
+    """Without drift, a 24-prompt batch against a 48-prompt reference crosses PSI 0.25 most of the time;
+    the prompt-level permutation test rejects at about its level, the per-sample one far more often."""
+    rng = np.random.default_rng(4)
+    crossed = grouped_rejects = iid_rejects = 0
+    trials = 60
+    for t in range(trials):
+        ref, ref_groups = _clustered(rng, 48, 5)
+        act, act_groups = _clustered(rng, 24, 4)
+        report = drift.measure(ref, act, reference_groups=ref_groups, groups=act_groups + 1000, permutations=200,
+                               seed=t)
+        crossed += report.psi > 0.25
+        grouped_rejects += report.psi_pvalue <= 0.05
+        iid_rejects += drift.permutation_pvalues(ref, act, permutations=200, seed=t)[0] <= 0.05
+        assert (report.n_prompts, report.n_reference_prompts) == (24, 48)
+    assert crossed / trials > 0.5
+    assert grouped_rejects / trials <= 0.15  # level 0.05, with the binomial noise of 60 trials
+    assert iid_rejects / trials > 0.3
+
+
+def test_a_shift_of_the_prompt_effects_is_significant_and_retrains():
+    rng = np.random.default_rng(5)
+    ref, ref_groups = _clustered(rng, 48, 5)
+    act, act_groups = _clustered(rng, 24, 4, shift=2.0)
+    report = drift.measure(ref, act, reference_groups=ref_groups, groups=act_groups + 1000, permutations=200)
+    assert report.psi_pvalue == report.ks_perm_pvalue == pytest.approx(1 / 201)  # no permutation as extreme
+    decision = drift.decide(report, drift.Thresholds())
+    assert decision.retrain and [r.split()[0] for r in decision.reasons] == ["psi", "ks"]
+
+
+def test_permutation_pvalue_by_hand_for_two_groups_a_side():
+    # Groups {0}, {1} reference and {10}, {11} batch: 6 ways to pick the batch's 2 of 4 groups; the
+    # observed split is the most extreme for KS (= 1) together with its mirror image.
+    ref, act = np.array([0.0, 1.0]), np.array([10.0, 11.0])
+    _, p_ks = drift.permutation_pvalues(ref, act, permutations=3000, seed=0)
+    assert p_ks == pytest.approx((1 + 3000 * 2 / 6) / 3001, abs=0.03)
+    assert all(math.isnan(p) for p in drift.permutation_pvalues(ref, act, permutations=0))
+    assert all(math.isnan(p) for p in drift.permutation_pvalues(ref, act[:1]))  # one group: not testable
+    with pytest.raises(ValueError, match="one entry per sample"):
+        drift.permutation_pvalues(ref, act, groups=np.array([1]))
+
+
+def test_a_crossing_within_sampling_noise_is_reported_but_does_not_retrain():
+    t = drift.Thresholds(psi=0.25, ks=0.2, accuracy_drop=0.05, min_pairs=20, alpha=0.05)
+    noisy = _report(psi=0.84, ks=0.13)
+    noisy.psi_pvalue, noisy.ks_perm_pvalue = 0.085, 0.78
+    decision = drift.decide(noisy, t)
+    assert decision.retrain is False and decision.reasons == []
+    assert decision.within_noise == ["psi 0.8400 > 0.25 but permutation p 0.0850 > 0.05"]
+    noisy.psi_pvalue = 0.01
+    assert drift.decide(noisy, t).reasons == ["psi 0.8400 > 0.25 (permutation p 0.0100 <= 0.05)"]
+    assert drift.decide(noisy, drift.Thresholds(alpha=0.005)).retrain is False

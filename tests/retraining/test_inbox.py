@@ -96,8 +96,13 @@ def test_summary_and_gate_table():
     report = ("x\n\n| gate | value | threshold | passed |\n| --- | --- | --- | --- |\n"
               "| min_accuracy | 0.6 | >= 0.5 | passed |\n\nend")
     assert rt.gate_table(report).splitlines()[-1] == "| min_accuracy | 0.6 | >= 0.5 | passed |"
-    result = rt.BatchResult("a", "local", {"psi": 0.31, "ks": 0.1, "accuracy_drop": float("nan")},
-                            {"retrain": True, "reasons": ["psi 0.3100 > 0.25"]}, outcome="retrained")
+    result = rt.BatchResult("a", "local", {"psi": 0.31, "ks": 0.25, "accuracy_drop": float("nan"), "psi_pvalue": 0.01,
+                                           "ks_perm_pvalue": 0.2},
+                            {"retrain": True, "reasons": ["psi 0.3100 > 0.25 (permutation p 0.0100 <= 0.05)"],
+                             "within_noise": ["ks 0.2500 > 0.2 but permutation p 0.2000 > 0.05"]}, outcome="retrained")
     md = rt.summary_markdown([result], rt.RetrainConfig(), ["b"], [{"batch_id": "c", "duplicate_of": "a"}], [])
-    assert "| PSI (reward distribution) | 0.3100 | 0.25 | yes |" in md and "Decision: **retrain**" in md
+    assert "| check | value | threshold | permutation p (alpha 0.05) | crossed |" in md
+    assert "| PSI (reward distribution) | 0.3100 | 0.25 | 0.0100 | yes |" in md and "Decision: **retrain**" in md
+    assert "| KS statistic | 0.2500 | 0.2 | 0.2000 | yes |" in md
+    assert "Within sampling noise, not counted: ks 0.2500 > 0.2 but permutation p 0.2000 > 0.05." in md
     assert "accuracy drop (test − batch) | n/a" in md and "c = a" in md and "redone" in md
