@@ -61,14 +61,14 @@ def combined_annotations(data: Path, out: Path) -> Path:
 
 
 def prepare(data: Path, workdir: Path, prior_sd: float, anchor_labels: str = "score",
-            ranking_votes: str = "pairs", prior_centre: str = "prompt") -> tuple[Path, dict]:
+            prior_centre: str = "prompt") -> tuple[Path, dict]:
     """ingest → validate → pairs (``targets: thurstone``) with the project's library; cached per prior sd,
-    ``pairs.anchor_labels`` and ``pairs.ranking_votes``."""
+    ``pairs.anchor_labels`` and ``pairs.target_prior_centre``."""
     from rewardline.data.ingest import IngestConfig, Source, run_ingest
     from rewardline.pairs.expand import PairsConfig, run_pairs
     from rewardline.validation.validate import ValidateConfig, run_validate
 
-    root = workdir / f"data-sd{prior_sd:g}-{anchor_labels}-{ranking_votes}-{prior_centre}"
+    root = workdir / f"data-sd{prior_sd:g}-{anchor_labels}-{prior_centre}"
     stats_path = root / "prepare.json"
     if stats_path.exists():
         return root / "pairs", json.loads(stats_path.read_text())
@@ -77,7 +77,7 @@ def prepare(data: Path, workdir: Path, prior_sd: float, anchor_labels: str = "sc
     # one judge: agreement is not measurable, so the alpha gate cannot apply
     run_validate(root / "ingested", root / "validated", ValidateConfig(min_alpha=-1.0))
     config = PairsConfig(targets="thurstone", target_prior_sd=prior_sd, anchor_labels=anchor_labels,
-                         ranking_votes=ranking_votes, target_prior_centre=prior_centre)
+                         target_prior_centre=prior_centre)
     pairs = run_pairs(root / "validated", root / "pairs", config)
     stats = {"rows_in": ingest["rows_in"], "rows_quarantined": ingest["rows_quarantined"],
              "prompts": ingest["prompts"], "pairs": pairs["pairs"], "targets": pairs["targets"],
@@ -178,7 +178,9 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
 
 def target_diagnostic(pairs_dir: Path, samples: int) -> dict:
     """Φ(u) of the fitted *targets* against the val anchor comparisons they were fitted to (in-sample):
-    how calibrated a model that reproduced its targets exactly could be, per prior sd (val only)."""
+    how calibrated a model that reproduced its targets exactly could be, per prior sd (val only). ``ece``,
+    ``brier``, ... score Φ(u) against the pair labels (0/1 with ``--anchor-labels rank``); ``judge_*`` against
+    the judge's probability ``preference − 1`` of each comparison, whatever the labels."""
     import pyarrow.compute as pc
     from scipy.special import ndtr
 
@@ -262,22 +264,19 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "calibration_runs.tsv")
     parser.add_argument("--anchor-labels", choices=["score", "rank"], default="score", help="pairs.anchor_labels")
-    parser.add_argument("--ranking-votes", choices=["pairs", "effective"], default="pairs",
-                        help="pairs.ranking_votes")
     parser.add_argument("--prior-centre", choices=["anchor", "prompt"], default="prompt",
                         help="pairs.target_prior_centre")
     parser.add_argument("--target-diagnostic", type=float, nargs="+", metavar="SD",
                         help="no training: Φ(u) of the fitted targets vs the val anchor labels, per prior sd")
     args = parser.parse_args()
     for sd in args.target_diagnostic or []:
-        pairs_dir = prepare(args.data, args.workdir, sd, args.anchor_labels, args.ranking_votes, args.prior_centre)[0]
-        print(json.dumps({"prior_sd": sd, "anchor_labels": args.anchor_labels, "ranking_votes": args.ranking_votes,
+        pairs_dir = prepare(args.data, args.workdir, sd, args.anchor_labels, args.prior_centre)[0]
+        print(json.dumps({"prior_sd": sd, "anchor_labels": args.anchor_labels,
                           "prior_centre": args.prior_centre,
                           **target_diagnostic(pairs_dir, args.bootstrap)}, default=float), flush=True)
     if args.target_diagnostic:
         return
-    pairs_dir, data_stats = prepare(args.data, args.workdir, args.prior_sd, args.anchor_labels, args.ranking_votes,
-                                    args.prior_centre)
+    pairs_dir, data_stats = prepare(args.data, args.workdir, args.prior_sd, args.anchor_labels, args.prior_centre)
     report: dict = {"data": data_stats, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": []}
     for seed in args.seeds:
         for objective in dict.fromkeys(OBJECTIVE_OF_ROW[r] for r in args.rows):

@@ -115,9 +115,8 @@ PAIRS = pa.schema(
         ("prompt_id", pa.string()),
         ("response_a_id", pa.string()),
         ("response_b_id", pa.string()),
-        ("label", pa.float32()),  # p = weighted share of votes preferring a (ties 1/2, soft anchor votes s)
+        ("label", pa.float32()),  # p = share of votes preferring a (ties 1/2, soft anchor votes s)
         ("n_votes", pa.int32()),
-        ("weight", pa.float32()),  # total vote weight (= n_votes unless pairs.ranking_votes: effective); null = n_votes
         ("margin", pa.float32()),  # >= 0; score difference or mean rank gap
         ("category", pa.string()),
         ("split", pa.string()),

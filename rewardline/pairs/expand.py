@@ -15,18 +15,13 @@ it beats the anchor, e.g. AlpacaEval's ``preference − 1``), the vote is that p
 never dropped as a tie (s = 1/2 is the judge's indifference, not a tied rank); with
 ``anchor_labels: rank`` such a comparison votes from its ranks like any other.
 
-Vote weights (``ranking_votes``): ``pairs`` (default) counts every comparison of a K-way
-ranking as one vote (rank breaking: C(K, 2) votes per ranking); ``effective`` weights each
-comparison of a K-way ranking by ``w = 2 / K``, so the ranking counts ``w·C(K, 2) = K − 1``
-votes in all (its effective number of independent comparisons; K = 2 keeps weight 1).
-Across the annotators of a prompt the votes on one unordered pair aggregate into a single
-row with the soft label
+Every comparison of a K-way ranking counts as one vote (rank breaking: C(K, 2) votes per
+ranking). Across the annotators of a prompt the votes on one unordered pair aggregate into a
+single row with the soft label
 
-    p = (Σ w·v) / (Σ w) = weighted share of votes preferring a,
+    p = (Σ v) / n_votes = share of votes preferring a,
 
-oriented so that p ≥ 1/2 (``response_a`` is the majority's choice); ``n_votes`` is the number
-of votes, ``weight`` = Σ w their total weight (= ``n_votes`` with ``ranking_votes: pairs``),
-which the target fit uses as the pair's number of votes. The margin is the
+oriented so that p ≥ 1/2 (``response_a`` is the majority's choice). The margin is the
 mean per-vote margin: ``score`` → |score_a − score_b| (rank gap where a score is
 missing), ``rank_gap`` → |rank_a − rank_b| / (K − 1), ``none`` → 0; times
 ``margin_scale``.
@@ -75,7 +70,6 @@ class PairsConfig(Section):
     target_prior_sd: float = Field(2.0, gt=0.0)
     target_prior_centre: Literal["anchor", "prompt"] = "prompt"
     anchor_labels: Literal["score", "rank"] = "score"
-    ranking_votes: Literal["pairs", "effective"] = "pairs"
 
     @model_validator(mode="after")
     def _fractions_leave_a_test_share(self) -> PairsConfig:
@@ -119,8 +113,8 @@ def anchor_response_ids(responses: pa.Table | None) -> pa.Array:
 def comparison_votes(table: pa.Table, sizes: np.ndarray, config: PairsConfig,
                      anchors: pa.Array) -> tuple[np.ndarray, ...]:
     """Rows ``a``, ``b`` (a = smaller response code) of every comparison of the rankings in ``table`` (sorted
-    by ranking, ``sizes`` per ranking), the vote ``v`` for ``a``, its weight ``w``, the margin, and the number
-    of ties dropped (module docstring)."""
+    by ranking, ``sizes`` per ranking), the vote ``v`` for ``a``, the margin, and the number of ties dropped
+    (module docstring)."""
     first, second = comparison_indices(sizes)
     k_row = np.repeat(sizes, sizes).astype(np.float64)
     response = key_codes(table["response_id"])
@@ -138,7 +132,6 @@ def comparison_votes(table: pa.Table, sizes: np.ndarray, config: PairsConfig,
         vote = np.where(soft, np.where(is_anchor[a], 1.0 - other_score, other_score), vote)
     keep = soft | (vote != 0.5) if config.ties == "skip" else np.ones(a.size, bool)
     a, b, vote = a[keep], b[keep], vote[keep]
-    weight = 2.0 / k_row[a] if config.ranking_votes == "effective" else np.ones(a.size)
     rank_gap = np.abs(rank[a] - rank[b]) / np.maximum(k_row[a] - 1, 1)
     if config.margin == "none":
         margin = np.zeros(a.size)
@@ -147,7 +140,7 @@ def comparison_votes(table: pa.Table, sizes: np.ndarray, config: PairsConfig,
     else:
         gap = np.abs(score[a] - score[b])
         margin = np.where(np.isnan(gap), rank_gap, gap)
-    return a, b, vote, weight, margin * config.margin_scale, int((~keep).sum())
+    return a, b, vote, margin * config.margin_scale, int((~keep).sum())
 
 
 def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig,
@@ -162,7 +155,7 @@ def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig,
     table = rankings.take(pa.array(order))
     sizes = np.bincount(ranking)
     sizes = sizes[sizes > 0]
-    a, b, vote, weight, margin, ties_dropped = comparison_votes(table, sizes, config, anchor_response_ids(responses))
+    a, b, vote, margin, ties_dropped = comparison_votes(table, sizes, config, anchor_response_ids(responses))
     n_comparisons = int((sizes * (sizes - 1) // 2).sum())  # C(K, 2) per ranking
 
     # Aggregate over annotators: one row per unordered (a, b) pair (responses belong to one prompt).
@@ -170,10 +163,9 @@ def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig,
     n_responses = int(response.max()) + 1 if response.size else 0
     key = response[a] * n_responses + response[b]
     uniq, first_index, inverse = np.unique(key, return_index=True, return_inverse=True)
-    total_weight = np.bincount(inverse, weights=weight, minlength=uniq.size)
     n_votes = np.bincount(inverse, minlength=uniq.size)
     margin_mean = np.bincount(inverse, weights=margin, minlength=uniq.size) / np.maximum(n_votes, 1)
-    p = np.bincount(inverse, weights=weight * vote, minlength=uniq.size) / np.maximum(total_weight, 1e-300)
+    p = np.bincount(inverse, weights=vote, minlength=uniq.size) / np.maximum(n_votes, 1)
 
     rows_a, rows_b = a[first_index], b[first_index]
     flip = p < 0.5
@@ -194,7 +186,6 @@ def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig,
             "response_b_id": table["response_id"].take(pa.array(rows_b)),
             "label": pa.array(p, pa.float32()),
             "n_votes": pa.array(n_votes, pa.int32()),
-            "weight": pa.array(total_weight, pa.float32()),
             "margin": pa.array(margin_mean, pa.float32()),
             "category": category,
             "split": pa.array(split, pa.string()),

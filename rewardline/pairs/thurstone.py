@@ -8,9 +8,8 @@ Model. Response ``i`` of a prompt has utility ``u_i``; one vote on ``(a, b)`` pr
 
     P(a ≻ b) = F(u_a − u_b),   F = Φ (``thurstone``, Case V, probit link) or σ (``bt``, logit link).
 
-A pairs row (``response_a``, ``response_b``, soft label ``p``, total vote weight ``n``: the
-``weight`` column, = ``n_votes`` unless ``pairs.ranking_votes: effective``; ``n_votes`` where it is
-null) carries ``w = p·n`` votes for ``a`` and ``n − w`` for ``b`` (a tied vote counts 1/2 with
+A pairs row (``response_a``, ``response_b``, soft label ``p``, ``n`` votes) carries ``w = p·n``
+votes for ``a`` and ``n − w`` for ``b`` (a tied vote counts 1/2 with
 ``pairs.ties: half``; a soft judgement against the anchor, ``pairs.anchor_labels: score``, counts
 the judge's probability). The log-posterior with a Gaussian prior (``σ = pairs.target_prior_sd``) is
 
@@ -49,9 +48,10 @@ prior precision ``1/σ²``, or ``(I − J/k)/σ²`` on a prompt-centred block; t
 removed), and ``se_i = sqrt(Σ_ii)``; a
 centred utility's variance is ``Σ_ii − 2·mean_j Σ_ij + mean_jk Σ_jk``, an anchor's is 0. The
 votes of one annotator's K-way ranking are treated as independent pairwise votes (rank
-breaking, ``pairs.ranking_votes: pairs``): the point estimates stay consistent, the SEs are
-model-based and likely too small (the C(K, 2) votes of one ranking are not independent; ``effective``
-weights them 2/K each, K − 1 votes per ranking).
+breaking): the point estimates stay consistent, the SEs are model-based and likely too small
+(the C(K, 2) votes of one ranking are not independent). Weighting them 2/K each (K − 1 votes per
+ranking) was measured on the AlpacaEval target diagnostic (``docs/benchmarks.md``, issue 14) and
+not kept: it raised the in-sample ECE at the default prior sd.
 """
 
 from __future__ import annotations
@@ -298,9 +298,6 @@ def fit_targets(pairs: pa.Table, responses: pa.Table | None = None, model: str =
         anchor = np.asarray(pc.is_in(response_ids, value_set=anchor_ids.combine_chunks()), bool)
     label = pairs["label"].to_numpy(zero_copy_only=False).astype(np.float64)
     votes = pairs["n_votes"].to_numpy(zero_copy_only=False).astype(np.float64)
-    if "weight" in pairs.column_names:  # the total vote weight (null in tables written before it existed)
-        weight = pairs["weight"].to_numpy(zero_copy_only=False).astype(np.float64)
-        votes = np.where(np.isnan(weight), votes, weight)
     fit = fit_utilities(item_prompt, codes[:n_rows], codes[n_rows:], label * votes, votes, anchor, link, prior_sd,
                         prior_centre=prior_centre)
     order = np.lexsort((np.arange(first.size), item_prompt))

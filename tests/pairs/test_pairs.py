@@ -103,21 +103,6 @@ def test_a_soft_judgement_against_the_anchor_is_the_pair_label():
     assert without == hard
 
 
-def test_effective_votes_weight_each_comparison_of_a_k_way_ranking_by_2_over_k():
-    table = rankings_table({
-        ("p", "a"): {"x": 1, "y": 2, "z": 3, "w": 4},  # K = 4: 6 comparisons of weight 1/2, 3 votes in all
-        ("p", "b"): {"x": 2, "y": 1},  # K = 2: weight 1
-    })
-    pairs, _ = build_pairs(table, prompts_table("p"), PairsConfig(ranking_votes="effective"))
-    rows = {(r["response_a_id"], r["response_b_id"]): r for r in pairs.to_pylist()}
-    assert rows[("y", "x")]["label"] == pytest.approx(1.0 / 1.5)  # (1·1 + 0.5·0) / (1 + 0.5)
-    assert rows[("y", "x")]["n_votes"] == 2 and rows[("y", "x")]["weight"] == pytest.approx(1.5)
-    assert sum(r["weight"] for r in rows.values()) == pytest.approx(3 + 1.5 - 0.5)  # x-y counted in both
-    plain, _ = build_pairs(table, prompts_table("p"), PairsConfig())
-    assert plain["weight"].to_pylist() == [float(v) for v in plain["n_votes"].to_pylist()]
-    assert {(r["response_a_id"], r["response_b_id"]): r["label"] for r in plain.to_pylist()}[("x", "y")] == 0.5
-
-
 def test_split_is_by_prompt_deterministic_and_stable_when_data_grows():
     prompts = [f"prompt-{i}" for i in range(600)]
     table = rankings_table({(p, "a"): {f"{p}-r1": 1, f"{p}-r2": 2} for p in prompts})
