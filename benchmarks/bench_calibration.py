@@ -60,13 +60,15 @@ def combined_annotations(data: Path, out: Path) -> Path:
     return out
 
 
-def prepare(data: Path, workdir: Path, prior_sd: float) -> tuple[Path, dict]:
-    """ingest → validate → pairs (``targets: thurstone``) with the project's library; cached per prior sd."""
+def prepare(data: Path, workdir: Path, prior_sd: float, anchor_labels: str = "score",
+            prior_centre: str = "prompt") -> tuple[Path, dict]:
+    """ingest → validate → pairs (``targets: thurstone``) with the project's library; cached per prior sd,
+    ``pairs.anchor_labels`` and ``pairs.target_prior_centre``."""
     from rewardline.data.ingest import IngestConfig, Source, run_ingest
     from rewardline.pairs.expand import PairsConfig, run_pairs
     from rewardline.validation.validate import ValidateConfig, run_validate
 
-    root = workdir / f"data-sd{prior_sd:g}"
+    root = workdir / f"data-sd{prior_sd:g}-{anchor_labels}-{prior_centre}"
     stats_path = root / "prepare.json"
     if stats_path.exists():
         return root / "pairs", json.loads(stats_path.read_text())
@@ -74,7 +76,9 @@ def prepare(data: Path, workdir: Path, prior_sd: float) -> tuple[Path, dict]:
     ingest = run_ingest(IngestConfig([Source(str(source), "alpaca-eval")]), root / "ingested")
     # one judge: agreement is not measurable, so the alpha gate cannot apply
     run_validate(root / "ingested", root / "validated", ValidateConfig(min_alpha=-1.0))
-    pairs = run_pairs(root / "validated", root / "pairs", PairsConfig(targets="thurstone", target_prior_sd=prior_sd))
+    config = PairsConfig(targets="thurstone", target_prior_sd=prior_sd, anchor_labels=anchor_labels,
+                         target_prior_centre=prior_centre)
+    pairs = run_pairs(root / "validated", root / "pairs", config)
     stats = {"rows_in": ingest["rows_in"], "rows_quarantined": ingest["rows_quarantined"],
              "prompts": ingest["prompts"], "pairs": pairs["pairs"], "targets": pairs["targets"],
              **{f"prompts_{s}": pairs[f"prompts_{s}"] for s in ("train", "val", "test")}}
@@ -174,7 +178,10 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
 
 def target_diagnostic(pairs_dir: Path, samples: int) -> dict:
     """Φ(u) of the fitted *targets* against the val anchor comparisons they were fitted to (in-sample):
-    how calibrated a model that reproduced its targets exactly could be, per prior sd (val only)."""
+    how calibrated a model that reproduced its targets exactly could be, per prior sd (val only). ``ece``,
+    ``brier``, ... score Φ(u) against the pair labels (0/1 with ``--anchor-labels rank``); ``judge_*`` against
+    the judge's probability ``preference − 1`` of each comparison, whatever the labels."""
+    import pyarrow.compute as pc
     from scipy.special import ndtr
 
     from rewardline.data.tables import read_table
@@ -186,12 +193,43 @@ def target_diagnostic(pairs_dir: Path, samples: int) -> dict:
     index = {r: u for r, u in zip(targets["response_id"].to_pylist(), targets["utility"].to_numpy(), strict=True)}
     ua = np.array([index[r] for r in val["response_a_id"].to_pylist()])
     ub = np.array([index[r] for r in val["response_b_id"].to_pylist()])
-    comparisons = anchor_comparisons(val, ua, ub, anchor_ids(pairs_dir))
+    anchors = anchor_ids(pairs_dir)
+    comparisons = anchor_comparisons(val, ua, ub, anchors)
     q = ndtr(comparisons.reward)
     details, _ = calibration_of(q, comparisons.label, comparisons.prompt_ids, samples)
+    judge = judge_probabilities(pairs_dir.parent / "validated", anchors)
+    non_anchor = np.where(np.asarray(pc.is_in(val["response_a_id"], value_set=anchors), bool),
+                          np.asarray(val["response_b_id"].to_pylist(), object),
+                          np.asarray(val["response_a_id"].to_pylist(), object))
+    one = np.asarray(pc.is_in(val["response_a_id"], value_set=anchors), bool) ^ np.asarray(
+        pc.is_in(val["response_b_id"], value_set=anchors), bool)
+    y_judge = np.array([judge[r] for r in non_anchor[one]])
+    vs_judge, _ = calibration_of(q, y_judge, comparisons.prompt_ids, samples)
     return {"n_anchor": details["n"], "mean_q": float(q.mean()), "base_rate": details["base_rate"],
             "utility_sd": float(comparisons.reward.std()),
-            **{k: details[k] for k in ("ece", "ece_ci", "brier", "brier_skill", "auroc")}}
+            **{k: details[k] for k in ("ece", "ece_ci", "brier", "brier_skill", "auroc")},
+            **{f"judge_{k}": vs_judge[k] for k in ("base_rate", "ece", "ece_ci", "brier", "brier_skill")}}
+
+
+def judge_probabilities(validated: Path, anchors) -> dict[str, float]:
+    """Per non-anchor response: the mean judge probability ``score`` of its K = 2 rankings against an anchor
+    (AlpacaEval: ``preference − 1``), read from the validated rankings (whatever ``pairs.anchor_labels``)."""
+    import pyarrow.compute as pc
+
+    from rewardline.data.tables import read_table
+
+    rankings = read_table(validated / "rankings.parquet", columns=["ranking_id", "response_id", "score"])
+    rid = np.asarray(rankings["ranking_id"].to_pylist(), object)
+    is_anchor = np.asarray(pc.is_in(rankings["response_id"], value_set=anchors), bool)
+    _, code, size = np.unique(rid, return_inverse=True, return_counts=True)
+    with_anchor = np.bincount(code, is_anchor)[code] > 0
+    rows = np.flatnonzero((size[code] == 2) & with_anchor & ~is_anchor)
+    score = rankings["score"].to_numpy(zero_copy_only=False)
+    ids = np.asarray(rankings["response_id"].to_pylist(), object)
+    sums: dict[str, list[float]] = {}
+    for r in rows:
+        sums.setdefault(ids[r], []).append(float(score[r]))
+    return {k: float(np.mean(v)) for k, v in sums.items()}
 
 
 def _fmt(value) -> str:
@@ -225,15 +263,20 @@ def main() -> None:
                         help="val: to choose knobs (the BT maps are then fitted and scored on val)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "calibration_runs.tsv")
+    parser.add_argument("--anchor-labels", choices=["score", "rank"], default="score", help="pairs.anchor_labels")
+    parser.add_argument("--prior-centre", choices=["anchor", "prompt"], default="prompt",
+                        help="pairs.target_prior_centre")
     parser.add_argument("--target-diagnostic", type=float, nargs="+", metavar="SD",
                         help="no training: Φ(u) of the fitted targets vs the val anchor labels, per prior sd")
     args = parser.parse_args()
     for sd in args.target_diagnostic or []:
-        print(json.dumps({"prior_sd": sd, **target_diagnostic(prepare(args.data, args.workdir, sd)[0], args.bootstrap)},
-                         default=float), flush=True)
+        pairs_dir = prepare(args.data, args.workdir, sd, args.anchor_labels, args.prior_centre)[0]
+        print(json.dumps({"prior_sd": sd, "anchor_labels": args.anchor_labels,
+                          "prior_centre": args.prior_centre,
+                          **target_diagnostic(pairs_dir, args.bootstrap)}, default=float), flush=True)
     if args.target_diagnostic:
         return
-    pairs_dir, data_stats = prepare(args.data, args.workdir, args.prior_sd)
+    pairs_dir, data_stats = prepare(args.data, args.workdir, args.prior_sd, args.anchor_labels, args.prior_centre)
     report: dict = {"data": data_stats, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": []}
     for seed in args.seeds:
         for objective in dict.fromkeys(OBJECTIVE_OF_ROW[r] for r in args.rows):

@@ -115,7 +115,7 @@ PAIRS = pa.schema(
         ("prompt_id", pa.string()),
         ("response_a_id", pa.string()),
         ("response_b_id", pa.string()),
-        ("label", pa.float32()),  # p = share of votes preferring a (ties count 1/2)
+        ("label", pa.float32()),  # p = share of votes preferring a (ties 1/2, soft anchor votes s)
         ("n_votes", pa.int32()),
         ("margin", pa.float32()),  # >= 0; score difference or mean rank gap
         ("category", pa.string()),

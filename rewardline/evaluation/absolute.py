@@ -3,7 +3,9 @@
 An *anchor comparison* is a test pair with exactly one side the prompt's anchor response
 (``responses.is_anchor``, e.g. AlpacaEval's reference). For it, with ``r`` the model's reward of the
 other response and ``p`` the pair's label oriented to that response (``y = p`` if it is side a,
-``1 − p`` if side b; soft when several annotators voted):
+``1 − p`` if side b). With ``pairs.anchor_labels: score`` (default) a judge's probability against the anchor
+is the label itself, so ``y`` = the judge's P(response beats the anchor), averaged over judges (AlpacaEval:
+``preference − 1``); otherwise ``y`` is the share of votes, 0/1 for one annotator:
 
 * prediction ``q`` = ``win_prob`` of the non-anchor response:
   - ``method = "link"`` (an absolute-scale model, ``reward_config.link`` set: objectives

@@ -30,7 +30,7 @@ from rewardline.data.ingest import IngestConfig, Source, run_ingest
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
 from rewardline.evaluation.evaluate import EvalConfig
 from rewardline.evaluation.run import run_evaluate
-from rewardline.pairs.expand import PairsConfig, build_pairs
+from rewardline.pairs.expand import PairsConfig, anchor_columns, build_pairs
 from rewardline.paths import METRICS_FILE
 
 PAIRS_DIR_FILES = ("test.parquet", schema.TABLE_FILES["prompts"], schema.TABLE_FILES["responses"])
@@ -49,7 +49,9 @@ def pairs_from_source(data: str, fmt: str, work: Path) -> tuple[Path, dict]:
     ingested, pairs_dir = work / "ingested", work / "pairs"
     ingest = run_ingest(IngestConfig(sources=[Source(path=data, format=fmt)], max_quarantine_share=1.0), ingested)
     rankings = read_table(ingested / schema.TABLE_FILES["rankings"])
-    pairs, counts = build_pairs(rankings, read_table(ingested / schema.TABLE_FILES["prompts"]), PairsConfig())
+    responses = read_table(ingested / schema.TABLE_FILES["responses"], columns=anchor_columns(ingested))
+    pairs, counts = build_pairs(rankings, read_table(ingested / schema.TABLE_FILES["prompts"]), PairsConfig(),
+                                responses)  # soft anchor judgements: the judge's p is the label
     pairs = pairs.set_column(pairs.schema.get_field_index("split"), "split",
                              pa.array(["test"] * pairs.num_rows, pa.string()))
     pairs_dir.mkdir(parents=True)

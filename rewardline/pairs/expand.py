@@ -5,8 +5,19 @@ the pair {a, b} is
 
     v = 1 if rank_a < rank_b,  0 if rank_a > rank_b,  1/2 if tied
 
-(ties are dropped when ``ties: skip``). Across the annotators of a prompt the votes
-on one unordered pair aggregate into a single row with the soft label
+(ties are dropped when ``ties: skip``). Soft anchor judgements (``anchor_labels: score``, the
+default): when a ranking has K = 2 responses, one of them the prompt's anchor
+(``responses.is_anchor``) and the other with a score ``s ∈ [0, 1]`` (a judge's probability that
+it beats the anchor, e.g. AlpacaEval's ``preference − 1``), the vote is that probability,
+
+    v = s for the non-anchor side,  1 − s for the anchor,
+
+never dropped as a tie (s = 1/2 is the judge's indifference, not a tied rank); with
+``anchor_labels: rank`` such a comparison votes from its ranks like any other.
+
+Every comparison of a K-way ranking counts as one vote (rank breaking: C(K, 2) votes per
+ranking). Across the annotators of a prompt the votes on one unordered pair aggregate into a
+single row with the soft label
 
     p = (Σ v) / n_votes = share of votes preferring a,
 
@@ -57,6 +68,8 @@ class PairsConfig(Section):
     split_salt: str = "rewardline-v1"
     targets: Literal["none", "thurstone", "bt"] = "none"
     target_prior_sd: float = Field(2.0, gt=0.0)
+    target_prior_centre: Literal["anchor", "prompt"] = "prompt"
+    anchor_labels: Literal["score", "rank"] = "score"
 
     @model_validator(mode="after")
     def _fractions_leave_a_test_share(self) -> PairsConfig:
@@ -90,32 +103,35 @@ def comparison_indices(group_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.concatenate(firsts), np.concatenate(seconds)
 
 
-def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig) -> tuple[pa.Table, dict]:
-    """Expand and aggregate the comparisons of ``rankings``; returns the PAIRS table and counts."""
-    config.check()
-    ranking = key_codes(rankings["ranking_id"])
-    order = np.argsort(ranking, kind="stable")
-    ranking = ranking[order]
-    table = rankings.take(pa.array(order))
-    sizes = np.bincount(ranking)
-    sizes = sizes[sizes > 0]
-    first, second = comparison_indices(sizes)
-    k_row = np.repeat(sizes, sizes)
+def anchor_response_ids(responses: pa.Table | None) -> pa.Array:
+    """Ids of the responses flagged ``is_anchor`` (none when ``responses`` is None or has no such column)."""
+    if responses is None or "is_anchor" not in responses.column_names:
+        return pa.array([], pa.string())
+    return responses.filter(pc.fill_null(responses["is_anchor"], False))["response_id"].combine_chunks()
 
+
+def comparison_votes(table: pa.Table, sizes: np.ndarray, config: PairsConfig,
+                     anchors: pa.Array) -> tuple[np.ndarray, ...]:
+    """Rows ``a``, ``b`` (a = smaller response code) of every comparison of the rankings in ``table`` (sorted
+    by ranking, ``sizes`` per ranking), the vote ``v`` for ``a``, the margin, and the number of ties dropped
+    (module docstring)."""
+    first, second = comparison_indices(sizes)
+    k_row = np.repeat(sizes, sizes).astype(np.float64)
     response = key_codes(table["response_id"])
     rank = table["rank"].to_numpy(zero_copy_only=False).astype(np.float64)
     score = table["score"].to_numpy(zero_copy_only=False).astype(np.float64)  # NaN where null
-    n_comparisons = first.size
-
-    # Orient each comparison by response code (a = smaller code) and compute the vote for a.
     swap = response[first] > response[second]
     a = np.where(swap, second, first)
     b = np.where(swap, first, second)
     vote = np.where(rank[a] < rank[b], 1.0, np.where(rank[a] > rank[b], 0.0, 0.5))
-    keep = vote != 0.5 if config.ties == "skip" else np.ones(n_comparisons, bool)
-    ties_dropped = int((~keep).sum())
+    soft = np.zeros(a.size, bool)
+    if config.anchor_labels == "score" and len(anchors):
+        is_anchor = np.asarray(pc.is_in(table["response_id"], value_set=anchors), bool)
+        other_score = np.where(is_anchor[a], score[b], score[a])  # the non-anchor side's score
+        soft = (k_row[a] == 2) & (is_anchor[a] ^ is_anchor[b]) & (other_score >= 0.0) & (other_score <= 1.0)
+        vote = np.where(soft, np.where(is_anchor[a], 1.0 - other_score, other_score), vote)
+    keep = soft | (vote != 0.5) if config.ties == "skip" else np.ones(a.size, bool)
     a, b, vote = a[keep], b[keep], vote[keep]
-
     rank_gap = np.abs(rank[a] - rank[b]) / np.maximum(k_row[a] - 1, 1)
     if config.margin == "none":
         margin = np.zeros(a.size)
@@ -124,16 +140,32 @@ def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig) -> t
     else:
         gap = np.abs(score[a] - score[b])
         margin = np.where(np.isnan(gap), rank_gap, gap)
-    margin = margin * config.margin_scale
+    return a, b, vote, margin * config.margin_scale, int((~keep).sum())
+
+
+def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig,
+                responses: pa.Table | None = None) -> tuple[pa.Table, dict]:
+    """Expand and aggregate the comparisons of ``rankings``; returns the PAIRS table and counts.
+
+    ``responses`` (optional, ``response_id`` and ``is_anchor``) marks the anchors of soft anchor judgements."""
+    config.check()
+    ranking = key_codes(rankings["ranking_id"])
+    order = np.argsort(ranking, kind="stable")
+    ranking = ranking[order]
+    table = rankings.take(pa.array(order))
+    sizes = np.bincount(ranking)
+    sizes = sizes[sizes > 0]
+    a, b, vote, margin, ties_dropped = comparison_votes(table, sizes, config, anchor_response_ids(responses))
+    n_comparisons = int((sizes * (sizes - 1) // 2).sum())  # C(K, 2) per ranking
 
     # Aggregate over annotators: one row per unordered (a, b) pair (responses belong to one prompt).
+    response = key_codes(table["response_id"])
     n_responses = int(response.max()) + 1 if response.size else 0
     key = response[a] * n_responses + response[b]
     uniq, first_index, inverse = np.unique(key, return_index=True, return_inverse=True)
-    votes_for_a = np.bincount(inverse, weights=vote, minlength=uniq.size)
     n_votes = np.bincount(inverse, minlength=uniq.size)
     margin_mean = np.bincount(inverse, weights=margin, minlength=uniq.size) / np.maximum(n_votes, 1)
-    p = votes_for_a / np.maximum(n_votes, 1)
+    p = np.bincount(inverse, weights=vote, minlength=uniq.size) / np.maximum(n_votes, 1)
 
     rows_a, rows_b = a[first_index], b[first_index]
     flip = p < 0.5
@@ -160,7 +192,7 @@ def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig) -> t
         },
         schema=schema.PAIRS,
     )
-    counts = {"comparisons": int(n_comparisons), "ties_dropped": ties_dropped}
+    counts = {"comparisons": n_comparisons, "ties_dropped": ties_dropped}
     return pairs, counts
 
 
@@ -193,7 +225,8 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
     """Read a validated dataset directory, write ``{train,val,test}.parquet`` + tables + metrics."""
     rankings = read_table(in_dir / schema.TABLE_FILES["rankings"])
     prompts = read_table(in_dir / schema.TABLE_FILES["prompts"])
-    pairs, counts = build_pairs(rankings, prompts, config)
+    responses = read_table(in_dir / schema.TABLE_FILES["responses"], columns=anchor_columns(in_dir))
+    pairs, counts = build_pairs(rankings, prompts, config, responses)
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in schema.SPLITS:
         write_table(pairs.filter(pc.equal(pairs["split"], split)), out_dir / f"{split}.parquet")
@@ -208,13 +241,18 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
     return metrics
 
 
+def anchor_columns(in_dir: Path) -> list[str]:
+    """``response_id`` and, when the table has it, ``is_anchor``: the responses' ids, not their texts."""
+    names = pq.read_schema(in_dir / schema.TABLE_FILES["responses"]).names
+    return ["response_id", *(["is_anchor"] if "is_anchor" in names else [])]
+
+
 def write_targets(pairs: pa.Table, in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
     """Fit the per-response utilities of ``pairs`` (anchors from ``responses.is_anchor`` when present),
     write ``targets.parquet``; returns the fit statistics (no timings: the metrics stay byte-identical on a rerun)."""
-    path = in_dir / schema.TABLE_FILES["responses"]
-    anchor_column = ["is_anchor"] if "is_anchor" in pq.read_schema(path).names else []
-    responses = read_table(path, columns=["response_id", *anchor_column])  # ids only, not the texts
-    targets, stats = fit_targets(pairs, responses, config.targets, config.target_prior_sd)
+    responses = read_table(in_dir / schema.TABLE_FILES["responses"], columns=anchor_columns(in_dir))
+    targets, stats = fit_targets(pairs, responses, config.targets, config.target_prior_sd,
+                                 config.target_prior_centre)
     write_table(targets, out_dir / TARGETS_FILE)
     return stats
 

@@ -9,20 +9,30 @@ Model. Response ``i`` of a prompt has utility ``u_i``; one vote on ``(a, b)`` pr
     P(a ≻ b) = F(u_a − u_b),   F = Φ (``thurstone``, Case V, probit link) or σ (``bt``, logit link).
 
 A pairs row (``response_a``, ``response_b``, soft label ``p``, ``n`` votes) carries ``w = p·n``
-votes for ``a`` and ``n − w`` for ``b`` (a tied vote counts 1/2 with ``pairs.ties: half``). The
-log-posterior with a Gaussian prior ``u_i ~ N(0, σ²)`` (``σ = pairs.target_prior_sd``) is
+votes for ``a`` and ``n − w`` for ``b`` (a tied vote counts 1/2 with
+``pairs.ties: half``; a soft judgement against the anchor, ``pairs.anchor_labels: score``, counts
+the judge's probability). The log-posterior with a Gaussian prior (``σ = pairs.target_prior_sd``) is
 
-    L(u) = Σ_rows [ w log F(d) + (n − w) log F(−d) ] − Σ_i u_i² / (2σ²),   d = u_a − u_b.
+    L(u) = Σ_rows [ w log F(d) + (n − w) log F(−d) ] − Σ_i (u_i − m_i)² / (2σ²),   d = u_a − u_b,
 
-``log F`` is concave for both links, so ``L`` is strictly concave and the MAP ``û`` is unique
-even for disconnected or unanimous (MLE at infinity) comparison graphs.
+with prior centre ``m_i = 0``, except on an anchored prompt with ``prior_centre = "prompt"``
+(``pairs.target_prior_centre``, the default), where ``m_i = ū_p``, the mean utility of the prompt's
+responses, the anchor's included: the prior then only penalises the spread of the prompt's utilities
+(precision ``(I − J/k)/σ²`` on its ``k`` utilities), so it shrinks them towards each other, not
+towards the anchor (``F = 1/2``). With one soft comparison ``p`` against the anchor and no prior,
+the MAP solves ``p·λ(u) = (1 − p)·λ(−u)``, i.e. ``F(u) = p``; the prior pulls ``F(u)`` towards 1/2
+(``anchor``) or towards the prompt's other responses (``prompt``).
+
+``log F`` is concave for both links, so ``L`` is strictly concave in the free utilities and the MAP
+``û`` is unique even for disconnected or unanimous (MLE at infinity) comparison graphs (with
+``prompt``, the prior precision restricted to the free utilities has eigenvalues 1/σ² and 1/(kσ²) > 0).
 
 Anchoring. When a prompt has an anchor response (``responses.is_anchor``, e.g. the reference
 answer of AlpacaEval), its utility is fixed at ``u_anchor = 0`` (not a free variable), so
-``F(u)`` is the probability that a response beats the anchor. Without an anchor the utilities
-are centred per prompt, ``u_i − mean_j u_j`` (the MAP is already centred: the likelihood
-depends on differences only and the prior is centred at 0), and ``anchored`` is false:
-``F(u)`` is then the probability of beating the prompt's typical response.
+``F(u)`` is the probability that a response beats the anchor. Without an anchor the prior is
+centred at 0 whatever ``prior_centre`` and the utilities are centred per prompt, ``u_i − mean_j u_j``
+(the MAP is already centred: the likelihood depends on differences only and the prior is centred at
+0), and ``anchored`` is false: ``F(u)`` is then the probability of beating the prompt's typical response.
 
 Fit. One joint damped Newton iteration over all utilities of all prompts. The Hessian is
 block-diagonal by prompt, so each step solves the ``K_p × K_p`` blocks batched
@@ -34,10 +44,14 @@ Derivatives in ``d`` (``λ = f / F``, ``f = F'``, stable through ``log_ndtr`` / 
     ∂²ℓ/∂d² = w λ'(d) + (n − w) λ'(−d),   λ'(x) = −λ(x)(x + λ(x)) (probit),  −σ(x)σ(−x) (logit)
 
 Standard errors. ``Σ_p = A_p⁻¹`` with ``A_p = −∇²L`` at the MAP (observed information plus
-prior precision ``1/σ²``; the anchor's row and column removed), and ``se_i = sqrt(Σ_ii)``; a
+prior precision ``1/σ²``, or ``(I − J/k)/σ²`` on a prompt-centred block; the anchor's row and column
+removed), and ``se_i = sqrt(Σ_ii)``; a
 centred utility's variance is ``Σ_ii − 2·mean_j Σ_ij + mean_jk Σ_jk``, an anchor's is 0. The
 votes of one annotator's K-way ranking are treated as independent pairwise votes (rank
-breaking): the point estimates stay consistent, the SEs are model-based.
+breaking): the point estimates stay consistent, the SEs are model-based and likely too small
+(the C(K, 2) votes of one ranking are not independent). Weighting them 2/K each (K − 1 votes per
+ranking) was measured on the AlpacaEval target diagnostic (``docs/benchmarks.md``, issue 14) and
+not kept: it raised the in-sample ECE at the default prior sd.
 """
 
 from __future__ import annotations
@@ -54,6 +68,7 @@ from rewardline.data import schema
 from rewardline.data.keys import key_codes
 
 Link = Literal["probit", "logit"]
+PriorCentre = Literal["anchor", "prompt"]
 #: ``pairs.targets`` → link of the paired-comparison model.
 LINKS: dict[str, Link] = {"thurstone": "probit", "bt": "logit"}
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
@@ -143,13 +158,21 @@ def _hessian_index(a: np.ndarray, b: np.ndarray, lay: _Blocks) -> np.ndarray:
                            flat_b + lay.local[pa_]])
 
 
+def _prior_deviation(u: np.ndarray, item_prompt: np.ndarray, centred: np.ndarray, n_prompts: int) -> np.ndarray:
+    """``u_i − m_i``: the prior's centre ``m_i`` is 0, or the mean utility of the item's prompt where ``centred``."""
+    mean = np.bincount(item_prompt, u, n_prompts) / np.maximum(np.bincount(item_prompt, minlength=n_prompts), 1)
+    return u - np.where(centred, mean[item_prompt], 0.0)
+
+
 def _newton_system(u: np.ndarray, grad_d: np.ndarray, curv: np.ndarray, rows: tuple[np.ndarray, ...],
-                   index: np.ndarray, lay: _Blocks, anchor: np.ndarray,
-                   precision: float) -> tuple[np.ndarray, np.ndarray]:
+                   index: np.ndarray, lay: _Blocks, anchor: np.ndarray, precision: float,
+                   prior: tuple[np.ndarray, np.ndarray, int]) -> tuple[np.ndarray, np.ndarray]:
     """Gradient ``∇L`` [n] and the flat buffer of the blocks of ``A = −∇²L`` (anchors: identity rows)."""
     a, b = rows[0], rows[1]
     n = u.size
-    grad = np.bincount(a, grad_d, n) - np.bincount(b, grad_d, n) - precision * u
+    item_prompt, centred, n_prompts = prior
+    grad = (np.bincount(a, grad_d, n) - np.bincount(b, grad_d, n)
+            - precision * _prior_deviation(u, item_prompt, centred, n_prompts))
     total = lay.runs[-1][4] if lay.runs else 0
     hess = np.bincount(index, np.concatenate([curv, curv, -curv, -curv]), total)
     position_item = lay.position_item
@@ -157,6 +180,7 @@ def _newton_system(u: np.ndarray, grad_d: np.ndarray, curv: np.ndarray, rows: tu
     hess[diagonal] += np.where(anchor[position_item], 0.0, precision)
     for k, lo, hi, flo, fhi in lay.runs:
         block = hess[flo:fhi].reshape(-1, k, k)
+        block -= (precision / k) * centred[position_item[lo:hi:k]][:, None, None]  # −(1/σ²)(I − J/k) prior
         free = ~anchor[position_item[lo:hi]].reshape(-1, k)
         block *= free[:, :, None] & free[:, None, :]
         block[:, np.arange(k), np.arange(k)] += ~free
@@ -174,17 +198,20 @@ def _solve_blocks(hess: np.ndarray, rhs: np.ndarray, lay: _Blocks) -> np.ndarray
     return out
 
 
-def _prompt_objective(u: np.ndarray, rows: tuple[np.ndarray, ...], row_prompt: np.ndarray, item_prompt: np.ndarray,
-                      n_prompts: int, precision: float, link: Link) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _prompt_objective(u: np.ndarray, rows: tuple[np.ndarray, ...], row_prompt: np.ndarray, precision: float,
+                      link: Link, prior: tuple[np.ndarray, np.ndarray, int]) -> tuple[np.ndarray, ...]:
     """``L`` per prompt at ``u``, and the rows' ``∂ℓ/∂d``, ``−∂²ℓ/∂d²`` (for the next Newton system)."""
+    item_prompt, centred, n_prompts = prior
     ell, grad_d, curv = _row_terms(u, *rows, link)
-    value = np.bincount(row_prompt, ell, n_prompts) - np.bincount(item_prompt, 0.5 * precision * u * u, n_prompts)
+    deviation = _prior_deviation(u, item_prompt, centred, n_prompts)
+    value = np.bincount(row_prompt, ell, n_prompts) - np.bincount(item_prompt, 0.5 * precision * deviation**2,
+                                                                   n_prompts)
     return value, grad_d, curv
 
 
 def fit_utilities(item_prompt: np.ndarray, a: np.ndarray, b: np.ndarray, wins: np.ndarray, votes: np.ndarray,
                   anchor: np.ndarray | None = None, link: Link = "probit", prior_sd: float = 2.0,
-                  tol: float = 1e-9, max_iter: int = 100) -> UtilityFit:
+                  tol: float = 1e-9, max_iter: int = 100, prior_centre: PriorCentre = "prompt") -> UtilityFit:
     """MAP utilities of all items at once (see the module docstring).
 
     ``item_prompt`` [n_items]: prompt code (0..P−1) of each item; ``a``, ``b`` [rows]: item
@@ -206,26 +233,26 @@ def fit_utilities(item_prompt: np.ndarray, a: np.ndarray, b: np.ndarray, wins: n
     lay = _layout(item_prompt)
     index = _hessian_index(rows[0], rows[1], lay)
     u = np.zeros(n)
-    value, grad_d, curv = _prompt_objective(u, rows, row_prompt, item_prompt, n_prompts, precision, link)
-    grad, hess = _newton_system(u, grad_d, curv, rows, index, lay, anchor, precision)
+    has_anchor = np.bincount(item_prompt, anchor, n_prompts)[item_prompt] > 0
+    prior = (item_prompt, has_anchor & (prior_centre == "prompt"), n_prompts)
+    value, grad_d, curv = _prompt_objective(u, rows, row_prompt, precision, link, prior)
+    grad, hess = _newton_system(u, grad_d, curv, rows, index, lay, anchor, precision, prior)
     iterations = 0
     while iterations < max_iter and np.abs(grad).max() > tol:
         step = _solve_blocks(hess, grad, lay)
         scale = np.ones(n_prompts)
         for _ in range(40):  # halve the step of prompts whose objective went down
             trial = u + scale[item_prompt] * step
-            new_value, grad_d, curv = _prompt_objective(trial, rows, row_prompt, item_prompt, n_prompts, precision,
-                                                        link)
+            new_value, grad_d, curv = _prompt_objective(trial, rows, row_prompt, precision, link, prior)
             worse = new_value < value - 1e-12 * np.maximum(1.0, np.abs(value))
             if not worse.any():
                 break
             scale[worse] *= 0.5
         u, value = trial, new_value
-        grad, hess = _newton_system(u, grad_d, curv, rows, index, lay, anchor, precision)
+        grad, hess = _newton_system(u, grad_d, curv, rows, index, lay, anchor, precision, prior)
         iterations += 1
     max_gradient = float(np.abs(grad).max())
     utility, se = _centre_and_errors(u, hess, lay, anchor, item_prompt, n_prompts)
-    has_anchor = np.bincount(item_prompt, anchor, n_prompts)[item_prompt] > 0
     return UtilityFit(utility, se, has_anchor, iterations, max_gradient)
 
 
@@ -250,7 +277,7 @@ def _centre_and_errors(u: np.ndarray, hess: np.ndarray, lay: _Blocks, anchor: np
 
 
 def fit_targets(pairs: pa.Table, responses: pa.Table | None = None, model: str = "thurstone",
-                prior_sd: float = 2.0) -> tuple[pa.Table, dict]:
+                prior_sd: float = 2.0, prior_centre: PriorCentre = "prompt") -> tuple[pa.Table, dict]:
     """The ``TARGETS`` table (one row per response in ``pairs``) and fit statistics.
 
     ``responses`` may carry the optional boolean ``is_anchor``; absent: no prompt is anchored.
@@ -271,7 +298,8 @@ def fit_targets(pairs: pa.Table, responses: pa.Table | None = None, model: str =
         anchor = np.asarray(pc.is_in(response_ids, value_set=anchor_ids.combine_chunks()), bool)
     label = pairs["label"].to_numpy(zero_copy_only=False).astype(np.float64)
     votes = pairs["n_votes"].to_numpy(zero_copy_only=False).astype(np.float64)
-    fit = fit_utilities(item_prompt, codes[:n_rows], codes[n_rows:], label * votes, votes, anchor, link, prior_sd)
+    fit = fit_utilities(item_prompt, codes[:n_rows], codes[n_rows:], label * votes, votes, anchor, link, prior_sd,
+                        prior_centre=prior_centre)
     order = np.lexsort((np.arange(first.size), item_prompt))
     take = pa.array(order)
     table = pa.table(
@@ -283,9 +311,11 @@ def fit_targets(pairs: pa.Table, responses: pa.Table | None = None, model: str =
             "se": fit.se[order],
             "anchored": fit.anchored[order],
         },
-        schema=schema.TARGETS.with_metadata({"link": link, "model": model, "prior_sd": repr(prior_sd)}),
+        schema=schema.TARGETS.with_metadata({"link": link, "model": model, "prior_sd": repr(prior_sd),
+                                             "prior_centre": prior_centre}),
     )
-    stats = {"model": model, "link": link, "responses": int(first.size), "iterations": fit.iterations,
+    stats = {"model": model, "link": link, "prior_centre": prior_centre, "responses": int(first.size),
+             "iterations": fit.iterations,
              "max_gradient": fit.max_gradient, "anchored_prompts": int(np.unique(item_prompt[fit.anchored]).size),
              "se_median": float(np.median(fit.se)) if first.size else None}
     return table, stats

@@ -216,7 +216,8 @@ def batch_pairs(batch: inbox.Batch, params: dict[str, Any]) -> BatchPairs | None
     result = adapters.read_file(batch.read(inbox.RANKINGS), batch.file_uri(inbox.RANKINGS), fmt="rankings",
                                 batch_id=batch.batch_id)
     tables = canonicalize(result.ranked)
-    pairs, _ = build_pairs(tables.rankings, tables.prompts, build(PairsConfig, params.get("pairs"), name="pairs"))
+    pairs, _ = build_pairs(tables.rankings, tables.prompts, build(PairsConfig, params.get("pairs"), name="pairs"),
+                           tables.responses)
     prompts = tables.prompts.to_pydict()
     prompt_of = {pid: (msgs if msgs else text) for pid, text, msgs in
                  zip(prompts["prompt_id"], prompts["prompt"], prompts["prompt_messages"], strict=True)}

@@ -17,6 +17,7 @@ from rewardline.data import schema
 from rewardline.data.adapters import read_file
 from rewardline.data.canonical import canonicalize
 from rewardline.data.tables import read_table
+from rewardline.evaluation.absolute import anchor_comparisons
 from rewardline.pairs.expand import TARGETS_FILE
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -126,6 +127,21 @@ def test_anchor_flows_through_validate_and_pairs_to_zero_utility(tmp_path: Path)
     has_anchor = pc.or_(pc.is_in(pairs["response_a_id"], value_set=pa.array(sorted(anchor_ids))),
                         pc.is_in(pairs["response_b_id"], value_set=pa.array(sorted(anchor_ids))))
     assert pairs.num_rows == 15 and pc.all(has_anchor).as_py()
+    # the label of each sample-vs-reference pair is the judge's probability, preference - 1 (pairs.anchor_labels:
+    # score), and evaluate's absolute calibration scores win_prob against exactly that
+    records = [r for i in range(3) for r in json.loads((UPSTREAM / f"tulu-2-dpo-13b.{i}.json").read_text())]
+    judge = {(r["instruction"], r["generator_2"]): r["preference"] - 1.0 for r in records}
+    prompt_text = dict(zip(*read_table(tmp_path / "pairs" / "prompts.parquet").select(["prompt_id", "prompt"])
+                           .to_pydict().values(), strict=True))
+    source = dict(zip(validated["response_id"].to_pylist(), validated["source"].to_pylist(), strict=True))
+    comparisons = anchor_comparisons(pairs, np.zeros(15), np.zeros(15), pa.array(sorted(anchor_ids)))
+    sample = np.where(pc.is_in(pairs["response_a_id"], value_set=pa.array(sorted(anchor_ids))).to_numpy(
+        zero_copy_only=False), pairs["response_b_id"].to_numpy(zero_copy_only=False),
+        pairs["response_a_id"].to_numpy(zero_copy_only=False))
+    expected = [judge[(prompt_text[p], source[r])] for p, r in zip(pairs["prompt_id"].to_pylist(), sample,
+                                                                    strict=True)]
+    np.testing.assert_allclose(comparisons.label, expected, atol=1e-6)  # float32 labels
+    assert len({round(x, 3) for x in expected}) > 2  # soft, not 0/1
 
 
 def test_tables_without_anchor_or_key_columns_read_as_before() -> None:

@@ -27,8 +27,10 @@ def invoke(*args: str) -> dict:
 
 
 def pairs_dir(tmp_path: Path, *sources: Path, margin: str) -> Path:
+    """Hard anchor labels (``anchor_labels=rank``): a TRL row keeps only which side won, not the judge's p."""
     invoke("ingest", *map(str, sources), "--out", str(tmp_path / "ingested"))
-    invoke("pairs", str(tmp_path / "ingested"), "--out", str(tmp_path / "pairs"), "--set", f"margin={margin}")
+    invoke("pairs", str(tmp_path / "ingested"), "--out", str(tmp_path / "pairs"), "--set", f"margin={margin}",
+           "--set", "anchor_labels=rank")
     return tmp_path / "pairs"
 
 

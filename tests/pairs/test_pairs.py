@@ -73,6 +73,36 @@ def test_margins_from_scores_and_rank_gaps():
     assert gap[("x", "y")][2] == pytest.approx(0.5) and gap[("x", "z")][2] == pytest.approx(1.0)
 
 
+def anchor_responses(*anchors: str) -> pa.Table:
+    return pa.table({"response_id": list(anchors), "is_anchor": [True] * len(anchors)})
+
+
+def test_a_soft_judgement_against_the_anchor_is_the_pair_label():
+    """K = 2 rankings (sample, anchor) whose sample carries the judge's P(sample beats anchor) as its score."""
+    table = rankings_table({
+        ("p", "j1|x"): {"x": 1, "ref": 2},  # x: 0.8, y: 0.3 (the anchor wins), z: 0.5 (indifferent)
+        ("p", "j1|y"): {"y": 2, "ref": 1},
+        ("p", "j1|z"): {"z": 1, "ref": 1},
+        ("p", "j2|x"): {"x": 1, "ref": 2},  # a second judge on x: 0.6 -> mean 0.7 over 2 votes
+        ("q", "j1|w"): {"w": 1, "ref-q": 2},  # w's score 3.0 is no probability: the ranks vote
+        ("q", "j1|k3"): {"w": 1, "v": 2, "ref-q": 3},  # K = 3 with the anchor: the ranks vote
+    }, scores={"x": 0.8, "y": 0.3, "z": 0.5, "w": 3.0, "v": 0.4, "ref": 0.5, "ref-q": 0.5})
+    table = table.set_column(table.schema.get_field_index("score"), "score",
+                             pa.array([0.6 if r["annotator_id"] == "j2|x" and r["response_id"] == "x"
+                                       else r["score"] for r in table.to_pylist()], pa.float64()))
+    responses = anchor_responses("ref", "ref-q")
+    soft = as_dict(build_pairs(table, prompts_table("p", "q"), PairsConfig(), responses)[0])
+    assert soft[("x", "ref")][:2] == (pytest.approx(0.7), 2)
+    assert soft[("ref", "y")][:2] == (pytest.approx(0.7), 1)  # oriented to the majority: the anchor, 1 - 0.3
+    assert soft[("ref", "z")][:2] == (0.5, 1) or soft[("z", "ref")][:2] == (0.5, 1)  # kept: not a tied rank
+    assert soft[("w", "ref-q")][:2] == (1.0, 2) and soft[("v", "ref-q")][:2] == (1.0, 1)
+    hard = as_dict(build_pairs(table, prompts_table("p", "q"), PairsConfig(anchor_labels="rank"), responses)[0])
+    assert hard[("x", "ref")][:2] == (1.0, 2) and hard[("ref", "y")][:2] == (1.0, 1)
+    assert not any("z" in pair for pair in hard)  # the tied ranks are skipped (ties: skip)
+    without = as_dict(build_pairs(table, prompts_table("p", "q"), PairsConfig())[0])  # no anchors known
+    assert without == hard
+
+
 def test_split_is_by_prompt_deterministic_and_stable_when_data_grows():
     prompts = [f"prompt-{i}" for i in range(600)]
     table = rankings_table({(p, "a"): {f"{p}-r1": 1, f"{p}-r2": 2} for p in prompts})

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from scipy.optimize import minimize
-from scipy.special import log_expit, log_ndtr
+from scipy.special import log_expit, log_ndtr, ndtr
 
 from rewardline.data import schema
 from rewardline.data.tables import read_table, write_table
@@ -56,16 +56,20 @@ def test_known_utilities_are_recovered_within_their_standard_errors():
     assert np.corrcoef(fitted, true_centred)[0, 1] > 0.6
 
 
-def per_prompt_reference(a, b, wins, votes, n_items, anchor, link, prior_sd):
-    """One prompt's MAP with scipy.optimize (BFGS on the free utilities), centred when unanchored."""
+def per_prompt_reference(a, b, wins, votes, n_items, anchor, link, prior_sd, prior_centre="anchor"):
+    """One prompt's MAP with scipy.optimize (BFGS on the free utilities), centred when unanchored; the prior
+    Σ (u_i − m)² / 2σ² has m = 0, or m = the prompt's mean utility (anchor included) with ``prior_centre="prompt"``
+    on an anchored prompt."""
     log_cdf = log_ndtr if link == "probit" else log_expit
     free = np.flatnonzero(~anchor)
+    centred = prior_centre == "prompt" and anchor.any()
 
     def negative_log_posterior(x):
         u = np.zeros(n_items)
         u[free] = x
         d = u[a] - u[b]
-        return -(wins * log_cdf(d) + (votes - wins) * log_cdf(-d)).sum() + (x**2).sum() / (2 * prior_sd**2)
+        deviation = u - u.mean() if centred else u
+        return -(wins * log_cdf(d) + (votes - wins) * log_cdf(-d)).sum() + (deviation**2).sum() / (2 * prior_sd**2)
 
     x = minimize(negative_log_posterior, np.zeros(free.size), method="BFGS", options={"gtol": 1e-10}).x
     u = np.zeros(n_items)
@@ -73,8 +77,8 @@ def per_prompt_reference(a, b, wins, votes, n_items, anchor, link, prior_sd):
     return u if anchor.any() else u - u.mean()
 
 
-@pytest.mark.parametrize("link", ["probit", "logit"])
-def test_the_joint_fit_equals_per_prompt_scipy_fits(link):
+@pytest.mark.parametrize(("link", "prior_centre"), [("probit", "anchor"), ("logit", "anchor"), ("probit", "prompt")])
+def test_the_joint_fit_equals_per_prompt_scipy_fits(link, prior_centre):
     rng = np.random.default_rng(7)
     sizes = [2, 3, 5, 3, 4]  # prompts of different block sizes, one anchored, one disconnected, one unanimous
     item_prompt = np.repeat(np.arange(len(sizes)), sizes)
@@ -91,29 +95,32 @@ def test_the_joint_fit_equals_per_prompt_scipy_fits(link):
     wins[item_prompt[a] == 0] = votes[item_prompt[a] == 0]  # prompt 0: unanimous (MLE at infinity)
     anchor = np.zeros(item_prompt.size, bool)
     anchor[offsets[3] + 1] = True
-    fit = fit_utilities(item_prompt, a, b, wins, votes, anchor, link, prior_sd=1.5)
+    fit = fit_utilities(item_prompt, a, b, wins, votes, anchor, link, prior_sd=1.5, prior_centre=prior_centre)
     for p, k in enumerate(sizes):
         rows = item_prompt[a] == p
         ref = per_prompt_reference(a[rows] - offsets[p], b[rows] - offsets[p], wins[rows], votes[rows], k,
-                                   anchor[item_prompt == p], link, 1.5)
+                                   anchor[item_prompt == p], link, 1.5, prior_centre)
         np.testing.assert_allclose(fit.utility[item_prompt == p], ref, atol=1e-5)
     assert fit.utility[offsets[3] + 1] == 0.0 and fit.se[offsets[3] + 1] == 0.0
     assert fit.anchored.tolist() == (item_prompt == 3).tolist()
 
 
-def test_standard_errors_are_the_inverse_hessian_of_the_reference_objective():
+@pytest.mark.parametrize("prior_centre", ["anchor", "prompt"])
+def test_standard_errors_are_the_inverse_hessian_of_the_reference_objective(prior_centre):
     """se² = diag of (−∇²L)⁻¹ over the free utilities, here by finite differences of the reference."""
     a, b = np.array([0, 0, 1, 2]), np.array([1, 2, 2, 3])
     votes, wins = np.array([4.0, 2, 3, 1]), np.array([3.0, 1.5, 2, 1])
     anchor = np.array([False, True, False, False])
-    fit = fit_utilities(np.zeros(4, int), a, b, wins, votes, anchor, "probit", prior_sd=2.0)
+    fit = fit_utilities(np.zeros(4, int), a, b, wins, votes, anchor, "probit", prior_sd=2.0,
+                        prior_centre=prior_centre)
     free = np.flatnonzero(~anchor)
 
     def nlp(x):
         u = np.zeros(4)
         u[free] = x
         d = u[a] - u[b]
-        return -(wins * log_ndtr(d) + (votes - wins) * log_ndtr(-d)).sum() + (x**2).sum() / 8
+        deviation = u - u.mean() if prior_centre == "prompt" else u
+        return -(wins * log_ndtr(d) + (votes - wins) * log_ndtr(-d)).sum() + (deviation**2).sum() / 8
 
     x0, h = fit.utility[free], 1e-4
     eye = np.eye(free.size) * h
@@ -143,6 +150,35 @@ def test_an_anchor_response_gets_utility_zero_exactly_and_others_are_measured_ag
     # without the is_anchor column: nothing is anchored (older responses tables)
     plain, _ = fit_targets(pairs, responses.drop_columns(["is_anchor"]), "bt")
     assert not any(plain["anchored"].to_pylist()) and plain.schema.metadata[b"link"] == b"logit"
+
+
+def test_a_soft_anchor_judgement_is_recovered_as_the_probability_of_beating_the_anchor():
+    """One comparison per prompt, sample vs anchor, with the judge's p: the MAP solves p·λ(u) − (1 − p)·λ(−u)
+    = (prior term), so Φ(u) → p as the prior widens; the prompt-centred prior shrinks towards Φ = p less."""
+    p = np.array([0.03, 0.2, 0.5, 0.74, 0.97])
+    prompts = [f"q{i}" for i in range(p.size)]
+    rows = [{"ranking_id": f"{q}|j", "prompt_id": q, "annotator_id": "j", "response_id": rid, "rank": rank,
+             "score": score} for q, pi in zip(prompts, p, strict=True)
+            for rid, rank, score in ((f"{q}-s", 1 if pi >= 0.5 else 2, pi), (f"{q}-ref", 1 if pi <= 0.5 else 2, 0.5))]
+    rankings = schema.conform(pa.Table.from_pylist(rows), schema.RANKINGS)
+    prompt_table = schema.conform(pa.table({"prompt_id": prompts, "prompt": prompts}), schema.PROMPTS)
+    responses = pa.table({"response_id": [f"{q}{x}" for q in prompts for x in ("-s", "-ref")],
+                          "is_anchor": [x == "-ref" for q in prompts for x in ("-s", "-ref")]})
+    pairs, _ = build_pairs(rankings, prompt_table, PairsConfig(), responses)
+
+    def win_prob(prior_sd, prior_centre):
+        targets, _ = fit_targets(pairs, responses, "thurstone", prior_sd, prior_centre)
+        u = dict(zip(targets["response_id"].to_pylist(), targets["utility"].to_numpy(), strict=True))
+        return ndtr(np.array([u[f"{q}-s"] for q in prompts]))
+
+    for centre in ("anchor", "prompt"):
+        np.testing.assert_allclose(win_prob(200.0, centre), p, atol=2e-4)
+    shrunk_anchor, shrunk_prompt = np.abs(win_prob(2.0, "anchor") - 0.5), np.abs(win_prob(2.0, "prompt") - 0.5)
+    assert np.all(shrunk_anchor[p != 0.5] < np.abs(p - 0.5)[p != 0.5])  # the prior pulls towards Φ = 1/2
+    assert np.all(shrunk_anchor[p != 0.5] < shrunk_prompt[p != 0.5])
+    assert np.all(shrunk_prompt <= np.abs(p - 0.5) + 1e-12)
+    hard, _ = build_pairs(rankings, prompt_table, PairsConfig(anchor_labels="rank"), responses)
+    assert set(hard["label"].to_pylist()) == {1.0} and hard.num_rows == p.size - 1  # rank labels: 0/1, tie dropped
 
 
 def test_a_pointless_prompt_set_gives_an_empty_table():

@@ -10,6 +10,9 @@ reference (``output_1`` by ``generator_1``): ``preference`` in [1, 2], 2 = sampl
     score(sample) = preference - 1   (= P(sample beats reference)),  score(reference) = 0.5
     rank 1 for the higher score, 2 for the lower; equal scores (preference = 1.5) tie at rank 1
 
+The pairs stage reads the sample's score as the soft label of this comparison, v = preference − 1
+(``pairs.anchor_labels: score``, the default), not the 0/1 of the ranks.
+
 The reference is stored once (response_id = ``generator_1``, qualified by the prompt in the
 canonical step) and flagged ``is_anchor``: the prompt's anchor response, utility 0. This part does
 not depend on the file layout: upstream AlpacaEval writes one file per sample index
