@@ -1,5 +1,6 @@
 """The ``prm`` objective: BCE at step separators only, unknown labels ignored, a hand-computed loss,
-the outcome term, real solutions labelled from their outcome, truncation by whole steps, and training + reloading with an encoder and a decoder."""
+the outcome term, real solutions labelled from their outcome, truncation by whole steps, and training +
+reloading with an encoder and a decoder."""
 
 from __future__ import annotations
 
