@@ -9,6 +9,9 @@ first-N in that order, records verbatim:
 * ``train_300.jsonl``: the first 300 training problems (reference solutions): the PRM's training data;
 * ``model_solutions_150.jsonl``: the first 150 model-solution problems (4 GPT-3 solutions each): the
   held-out best-of-4 evaluation set (GSM8K *test* problems: disjoint from the training problems);
+* ``model_solutions_train_200.jsonl``: model-solution problems 251..450 (4 GPT-3 solutions each): the
+  PRM's real-solution training data (``prm.sources``, step labels from the outcome); disjoint from the
+  150 evaluation problems and the 100 fixture problems;
 * ``tests/fixtures/gsm8k_train_20.jsonl``: training problems 301..320 in that order;
 * ``tests/fixtures/gsm8k_model_solutions_100.jsonl.gz``: model-solution problems 151..250.
 
@@ -53,6 +56,7 @@ def main() -> None:
     solutions = ordered(args.shared / "gsm8k" / "model_solutions_dev.jsonl.gz")
     write(train[:300], args.out / "train_300.jsonl")
     write(solutions[:150], args.out / "model_solutions_150.jsonl")
+    write(solutions[250:450], args.out / "model_solutions_train_200.jsonl")
     write(train[300:320], args.fixtures / "gsm8k_train_20.jsonl")
     write(solutions[150:250], args.fixtures / "gsm8k_model_solutions_100.jsonl.gz")
 

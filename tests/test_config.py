@@ -191,7 +191,8 @@ def test_configs_validate_on_creation_and_assignment_and_keep_dataclass_convenie
     with pytest.raises(ConfigError, match="pairs.ties"):
         config.replace(ties="third")
     source = Source("data/x.jsonl", "rankings")  # positional, as the dataclasses took them
-    assert source.model_dump() == {"path": "data/x.jsonl", "format": "rankings", "batch_id": None, "optional": False}
+    assert source.model_dump() == {"path": "data/x.jsonl", "format": "rankings", "batch_id": None, "optional": False,
+                                  "step_labels": "unknown"}
     assert IngestConfig([source]).sources == [source]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -52,6 +53,9 @@ class Source(Section):
                     "prm800k", "math-shepherd", "gsm8k", "solutions"] = "auto"
     batch_id: str | None = None
     optional: bool = False  # a local directory that may be absent or hold no data files yet (data/raw/fresh)
+    # format solutions only: unknown (every step label null) | outcome (steps labelled from the outcome, for
+    # PRM training: a correct solution's steps 1, an incorrect one's last step -1, its earlier steps null)
+    step_labels: Literal["unknown", "outcome"] = "unknown"
 
 
 class IngestConfig(Section):
@@ -120,7 +124,10 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
             empty_files.append(uri)
             continue
         fmt = adapters.detect_format(uri, data) if source.format == "auto" else source.format
-        result = adapters.read_file(data, uri, fmt=fmt, batch_id=source.batch_id, step_options=step_options,
+        if source.step_labels != "unknown" and fmt != "solutions":
+            raise ValueError(f"{uri}: step_labels: {source.step_labels} applies to format solutions only, not {fmt}")
+        options = replace(step_options, step_labels=source.step_labels)
+        result = adapters.read_file(data, uri, fmt=fmt, batch_id=source.batch_id, step_options=options,
                                     limits=bounds)
         formats[fmt] += result.records_in
         records_in += result.records_in

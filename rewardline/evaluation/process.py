@@ -53,8 +53,9 @@ class PrmConfig(Section):
 
     section: ClassVar[str] = "prm"
 
-    sources: list[Source] = Field(default_factory=lambda: [Source(path="data/raw/gsm8k/train_300.jsonl",
-                                                                  format="gsm8k")])
+    sources: list[Source] = Field(default_factory=lambda: [
+        Source(path="data/raw/gsm8k/train_300.jsonl", format="gsm8k"),
+        Source(path="data/raw/gsm8k/model_solutions_train_200.jsonl", format="solutions", step_labels="outcome")])
     candidates: list[Source] = Field(default_factory=lambda: [Source(
         path="data/raw/gsm8k/model_solutions_150.jsonl", format="solutions")])
     train: dict[str, Any] = Field(default_factory=dict)  # train.* keys for the PRM, over the train section

@@ -71,8 +71,14 @@ kept separator ``L(i)`` (the ORM term, weight ``λ = train.prm_outcome_weight``,
     ℓ_s   = BCEWithLogits(z_s, y_s) = -[y_s log σ(z_s) + (1 - y_s) log σ(-z_s)]
     loss  = ( Σ_s m_s ℓ_s + λ Σ_i q_i BCEWithLogits(z_{L(i)}, o_i) ) / W,   W = Σ m_s + λ Σ q_i
 
-so only hidden states at separator positions receive a gradient from the loss. Accuracy counts
-labelled steps with ``(z_s > 0) == (y_s = 1)``.
+so only hidden states at separator positions receive a gradient from the loss, and
+``∂loss/∂z_s = m_s (σ(z_s) − y_s) / W`` is 0 at an unknown step. Accuracy counts labelled steps with
+``(z_s > 0) == (y_s = 1)``. Real solutions judged only by their outcome ``o`` (the ``solutions``
+adapter with ``step_labels: outcome``, the default PRM recipe's GPT-3 solutions) are labelled the
+outcome way (Math-Shepherd's hard estimate, one rollout: the solution itself): ``o = 1`` gives
+``y_k = 1, m_k = 1`` at every step; ``o = 0`` gives ``y_K = 0, m_K = 1`` at the last step ``K`` and
+``m_k = 0`` before it (where the chain went wrong is unknown), so a wrong solution adds exactly
+``−log σ(−z_K)`` to the numerator and 1 to ``W``.
 """
 
 from __future__ import annotations

@@ -215,3 +215,27 @@ def test_cli_ingest_format_gsm8k_with_negatives_set(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["ingest", str(GSM8K), "--format", "gsm8k", "--out", str(tmp_path / "x"),
                                    "--set", "gsm8k_negatives=-1"])
     assert bad.exit_code == 2 and "gsm8k_negatives" in bad.output
+
+
+def test_solutions_step_labels_from_the_outcome_for_prm_training() -> None:
+    solutions, quarantine = solutions_of(MODEL_SOLUTIONS, "solutions", StepOptions(step_labels="outcome"))
+    assert quarantine.num_rows == 0 and solutions.num_rows == 400
+    rows = solutions.to_pylist()
+    assert {r["outcome"] for r in rows} == {0, 1} and all(r["synthetic"] for r in rows)
+    for r in rows:
+        if r["outcome"] == 1:  # a correct answer: every step labelled correct
+            assert r["step_labels"] == [1] * len(r["steps"])
+        else:  # a wrong answer: the last step incorrect, where it went wrong before is unknown
+            assert r["step_labels"] == [None] * (len(r["steps"]) - 1) + [-1]
+    plain, _ = solutions_of(MODEL_SOLUTIONS, "solutions")  # the default: only the outcome is known
+    assert plain["solution_id"].to_pylist() == solutions["solution_id"].to_pylist()
+    assert not any(plain["synthetic"].to_pylist())
+
+
+def test_outcome_step_labels_apply_to_the_solutions_format_only(tmp_path: Path) -> None:
+    data = b'{"question": "q", "solutions": [{"solution": "x\\nA: 3", "is_correct": null}]}\n'
+    result = read_file(data, "s.jsonl", fmt="solutions", step_options=StepOptions(step_labels="outcome"))
+    assert result.solutions.to_pylist()[0]["step_labels"] == [None, None]  # unknown outcome: nothing known
+    config = IngestConfig(sources=[Source(path=str(GSM8K), format="gsm8k", step_labels="outcome")])
+    with pytest.raises(ValueError, match="step_labels: outcome applies to format solutions only, not gsm8k"):
+        run_ingest(config, tmp_path / "ing")

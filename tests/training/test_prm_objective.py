@@ -1,8 +1,10 @@
 """The ``prm`` objective: BCE at step separators only, unknown labels ignored, a hand-computed loss,
-the outcome term, truncation by whole steps, and training + reloading with an encoder and a decoder."""
+the outcome term, real solutions labelled from their outcome, truncation by whole steps, and training +
+reloading with an encoder and a decoder."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import torch
 from conftest import arithmetic_solutions, write_solutions
 from transformers import AutoTokenizer
 
+from rewardline.data.ingest import IngestConfig, Source, run_ingest
 from rewardline.modeling.formatting import FormatConfig, Formatter
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.step_scores import score_steps
@@ -93,6 +96,36 @@ def test_gradient_reaches_hidden_states_only_at_separators(solutions_dir, backbo
     labelled[batch.step_row[known], batch.step_col[known]] = True
     assert (grad_norm[labelled] > 0).all()
     assert (batch.input_ids[at_sep] == tokenizer.convert_tokens_to_ids(separator)).all()
+
+
+def test_outcome_labels_train_a_wrong_solution_at_its_last_step_only(tmp_path):
+    """Real solutions ingested with ``step_labels: outcome``: the correct one's separators and the wrong
+    one's last separator get a gradient; the wrong one's earlier (unknown) separators none."""
+    record = {"question": "Tom has 3 boxes of 4 pens. How many pens?", "solutions": [
+        {"solver": "a", "solution": "Each box has 4 pens.\n3 * 4 = 12\nA: 12", "is_correct": True},
+        {"solver": "b", "solution": "Each box has 3 pens.\n3 * 3 = 9\nA: 9", "is_correct": False}]}
+    (tmp_path / "s.jsonl").write_text(json.dumps(record) + "\n")
+    run_ingest(IngestConfig(sources=[Source(path=str(tmp_path / "s.jsonl"), format="solutions",
+                                            step_labels="outcome")]), tmp_path / "ing")
+    cfg = TrainConfig(backbone="tiny-bert", objective="prm", max_length=64, prm_train_fraction=1.0,
+                      prm_val_fraction=0.0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path())
+    tok, groups, _, _, _ = load_step_groups(tmp_path / "ing", tokenizer, cfg)
+    batch = collate(groups, tok, tokenizer.pad_token_id)
+    assert batch.step_target.tolist() == [1, 1, 1, 0, 0, 0] and batch.step_known.tolist() == [1, 1, 1, 0, 0, 1]
+    model = RewardModel.from_backbone("tiny-bert", format_config=cfg.format_config)
+    captured = {}
+
+    def keep(_module, _inputs, output):
+        output.last_hidden_state.retain_grad()
+        captured["h"] = output.last_hidden_state
+
+    model.backbone.register_forward_hook(keep)
+    objective = build_objective("prm", cfg)
+    objective.loss(objective.forward(model, batch), objective.targets(batch)).loss.backward()
+    at_sep = captured["h"].grad.norm(dim=-1)[batch.step_row, batch.step_col]  # [6]: 3 steps per solution
+    assert (at_sep[[0, 1, 2, 5]] > 0).all()  # correct solution's steps, the wrong one's last step
+    assert (at_sep[[3, 4]] == 0).all()  # the wrong solution's unknown steps
 
 
 def test_tail_steps_are_dropped_whole_and_counted():

@@ -2,10 +2,25 @@
 
 Record: ``{"question", "ground_truth"?, "solutions": [{"solver"?, "solution", "is_correct"?}]}``, as in
 ``model_solutions_dev.jsonl.gz`` (openai/grade-school-math: 4 GPT-3 solutions per test problem). Each
-candidate is one solution row: one step a line (blank lines are not steps), every step label null
-(unknown: only the outcome was judged), outcome = ``is_correct`` (true 1, false 0, absent null),
-final answer from the last line ``A: <answer>`` (null without one), ``solver`` kept. The reference
-solution (``ground_truth``) is not a candidate: it would make best-of-N trivially easy.
+candidate is one solution row: one step a line (blank lines are not steps), outcome = ``is_correct``
+(true 1, false 0, absent null), final answer from the last line ``A: <answer>`` (null without one),
+``solver`` kept. The reference solution (``ground_truth``) is not a candidate: it would make
+best-of-N trivially easy.
+
+Step labels (``StepOptions.step_labels``, a source's ``step_labels``):
+
+* ``unknown`` (default): every step label null: only the outcome was judged (best-of-N candidates);
+* ``outcome``: labels from the outcome ``o`` for PRM training, the standard outcome labelling
+  (Math-Shepherd's hard estimate with the solution itself as the one rollout; the ORM's label on the
+  last step). For steps ``1..K``::
+
+      o = 1     ->  y_k = 1 for every k          (a correct answer: every step on a correct path)
+      o = 0     ->  y_K = -1, y_k = null, k < K  (the chain went wrong somewhere: only the end is known)
+      o = null  ->  y_k = null for every k
+
+  so in the PRM loss (:class:`rewardline.training.objectives.ProcessObjective`) a wrong solution gives
+  one BCE term ``-log σ(-z_K)`` at its last separator and its earlier separators no gradient.
+  ``synthetic`` is true (generated step labels), as for Math-Shepherd.
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ import pyarrow.compute as pc
 
 from rewardline.data.adapters.jsonl import Records
 from rewardline.data.adapters.native import combined, require
+from rewardline.data.steps import StepOptions
 
 CANDIDATE = pa.struct([("solver", pa.string()), ("solution", pa.string()), ("is_correct", pa.bool_())])
 SCHEMA = pa.schema([("question", pa.string()), ("ground_truth", pa.string()), ("solutions", pa.list_(CANDIDATE))])
@@ -44,8 +60,23 @@ def final_answers(steps: pa.Array) -> pa.Array:
     return pc.struct_field(pc.extract_regex(last, ANSWER_LINE), [0]).cast(pa.string())
 
 
-def to_solutions(records: Records, options: object = None) -> tuple[pa.Table, Records]:
-    """One row per candidate solution of each record."""
+def outcome_labels(steps: pa.Array, correct: pa.Array) -> pa.Array:
+    """Step labels from each solution's outcome (module docstring): all 1 when correct, the last step
+    -1 and the rest null when incorrect, all null when unknown."""
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(steps), 0), dtype=np.int64)
+    outcome = np.asarray(pc.fill_null(pc.if_else(correct, 1, 0), -1), dtype=np.int64)
+    parent = np.repeat(np.arange(len(lengths)), lengths)
+    is_last = np.zeros(len(parent), bool)
+    is_last[np.cumsum(lengths)[lengths > 0] - 1] = True
+    value = np.where(outcome[parent] == 1, 1, np.where((outcome[parent] == 0) & is_last, -1, 0))
+    known = (outcome[parent] == 1) | ((outcome[parent] == 0) & is_last)
+    flat = pa.array(value, pa.int64(), mask=~known)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, flat, mask=pc.is_null(steps))
+
+
+def to_solutions(records: Records, options: StepOptions | None = None) -> tuple[pa.Table, Records]:
+    """One row per candidate solution of each record (step labels per ``options.step_labels``)."""
     records = require(records, ["question", "solutions"])
     candidates = combined(records.table, "solutions")
     records = records.reject(pc.equal(pc.list_value_length(candidates), 0), "solutions",
@@ -59,14 +90,16 @@ def to_solutions(records: Records, options: object = None) -> tuple[pa.Table, Re
     texts = flat.field("solution")
     steps = split_lines(texts)
     correct = flat.field("is_correct")
+    from_outcome = options is not None and options.step_labels == "outcome"
+    labels = outcome_labels(steps, correct) if from_outcome else pa.nulls(len(flat), pa.list_(pa.int64()))
     table = pa.table(
         {
             "prompt": pc.take(combined(records.table, "question"), pa.array(parents)),
             "steps": steps,
-            "step_labels": pa.nulls(len(flat), pa.list_(pa.int64())),
+            "step_labels": labels,
             "outcome": pc.if_else(correct, 1, 0).cast(pa.int64()),
             "final_answer": final_answers(steps),
-            "synthetic": pa.array(np.zeros(len(flat), bool)),
+            "synthetic": pa.array(np.full(len(flat), from_outcome)),
             "solver": flat.field("solver"),
             "candidate": pa.array(candidate.astype(np.int32)),
             "origin_line": pa.array(records.line[parents]),
