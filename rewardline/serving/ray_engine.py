@@ -25,6 +25,8 @@ directory must then be readable at the same path on every node), otherwise a loc
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,16 +80,19 @@ class RewardActor:
 def ray_cluster(address: str | None) -> Iterator[Any]:
     """The ``ray`` module connected to a cluster: the one already initialised in this process, the one at
     ``address``, or a new local one on 127.0.0.1 (no dashboard) that is shut down on exit."""
+    level = logging.getLogger().level  # Ray's INFO lines as other third-party libraries' (-vv: rewardline.stage)
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", logging.getLevelName(level))  # read when Ray Data sets up logging
     try:
         import ray
     except ImportError:
         raise ConfigError("--engine ray needs Ray: pip install 'rewardline[ray]' "
                           "(-c requirements/constraints.txt)") from None
+    logging.getLogger("ray").setLevel(level)
     started = not ray.is_initialized()
     if started and address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=level)
     elif started:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=level)
     try:
         yield ray
     finally:
