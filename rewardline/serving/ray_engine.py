@@ -53,13 +53,14 @@ class RayOptions:
 
 class RewardActor:
     """Ray Data callable class: the reward model loaded once per actor, scoring ``{row, prompt, response}``
-    batches (``prompt`` JSON-encoded: text or a message list) into ``{row, reward, link}``."""
+    batches (``prompt`` JSON-encoded: text or a message list) into ``{row, reward, link}`` (``normalize``:
+    as :func:`~rewardline.modeling.score.score_texts`)."""
 
-    def __init__(self, model_dir: str, batch_tokens: int) -> None:
+    def __init__(self, model_dir: str, batch_tokens: int, normalize: bool = True) -> None:
         from rewardline.modeling.device import select_runtime
         from rewardline.modeling.model import RewardModel
 
-        self.model_dir, self.batch_tokens, self.error = model_dir, batch_tokens, None
+        self.model_dir, self.batch_tokens, self.normalize, self.error = model_dir, batch_tokens, normalize, None
         try:
             self.model, self.tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device)
         except Exception as err:  # noqa: BLE001 - raised by the first batch, where Ray keeps the exception itself:
@@ -72,7 +73,7 @@ class RewardActor:
             raise self.error
         prompts = [json.loads(p) for p in batch["prompt"]]
         rewards = score_texts(self.model_dir, prompts, [str(r) for r in batch["response"]], self.batch_tokens,
-                              model=self.model, tokenizer=self.tokenizer)
+                              self.normalize, model=self.model, tokenizer=self.tokenizer)
         return {"row": batch["row"], "reward": rewards, "link": np.full(len(rewards), self.link, dtype=object)}
 
 
@@ -110,9 +111,9 @@ def _actor_resources(ray: Any, actors: int | None) -> tuple[int, dict[str, float
 
 
 def ray_rewards(model_dir: Path | str, rows: list[dict], batch_tokens: int = 16384,
-                options: RayOptions | None = None) -> tuple[np.ndarray, str | None]:
+                options: RayOptions | None = None, normalize: bool = True) -> tuple[np.ndarray, str | None]:
     """``(rewards float32 [n] in row order, the model's link or None)`` of ``{prompt, response}`` rows,
-    scored by model actors on a Ray cluster (module docstring)."""
+    scored by model actors on a Ray cluster (module docstring); ``normalize=False``: raw f_θ, unshifted."""
     options = options or RayOptions()
     model_dir = str(Path(model_dir).resolve())
     with ray_cluster(options.address) as ray:
@@ -125,7 +126,7 @@ def ray_rewards(model_dir: Path | str, rows: list[dict], batch_tokens: int = 163
         items = [{"row": i, "prompt": json.dumps(r["prompt"]), "response": r["response"]} for i, r in enumerate(rows)]
         blocks = max(1, min(len(items), actors * 4))
         scored = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
-            RewardActor, fn_constructor_args=(model_dir, batch_tokens), batch_size=options.batch_rows,
+            RewardActor, fn_constructor_args=(model_dir, batch_tokens, normalize), batch_size=options.batch_rows,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), **resources)
         index, rewards, links = [], [], set()
         try:

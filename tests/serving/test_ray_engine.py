@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from rewardline.cli import app
 from rewardline.errors import BadInput, ConfigError, ModelLoadError
 from rewardline.modeling.model import RewardModel
-from rewardline.modeling.score import score_jsonl
+from rewardline.modeling.score import score_jsonl, score_texts
 from rewardline.serving.ray_engine import RayOptions, rerank_jsonl_ray, score_jsonl_ray
 from rewardline.serving.rerank import rerank_jsonl
 
@@ -100,6 +100,18 @@ def test_rerank_on_ray_equals_in_process_rerank_with_win_probabilities(models, c
     local, distributed = read_jsonl(tmp_path / "local.jsonl"), read_jsonl(tmp_path / "ray.jsonl")
     assert len(distributed) == 27 and all("win_prob" in r for r in distributed)
     assert_same_output(local, distributed, ("reward", "beats_others", "win_prob"))
+
+
+@pytest.mark.slow
+def test_the_retrain_flow_scores_raw_rewards_on_ray_as_in_process(models, cluster):
+    from rewardline.retraining.cycle import RetrainConfig, raw_rewards
+
+    rows = candidate_rows()
+    prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
+    local = raw_rewards(models["bt"], prompts, responses, RetrainConfig(engine="local"))
+    distributed = raw_rewards(models["bt"], prompts, responses, RetrainConfig(engine="ray"))
+    assert np.abs(distributed - local).max() <= 1e-6  # raw: not shifted by the stored reward_mean (0.25)
+    np.testing.assert_allclose(local - np.float32(0.25), score_texts(models["bt"], prompts, responses), atol=1e-6)
 
 
 @pytest.mark.slow
