@@ -114,8 +114,10 @@ def ray_rewards(model_dir: Path | str, rows: list[dict], batch_tokens: int = 163
                 options: RayOptions | None = None, normalize: bool = True) -> tuple[np.ndarray, str | None]:
     """``(rewards float32 [n] in row order, the model's link or None)`` of ``{prompt, response}`` rows,
     scored by model actors on a Ray cluster (module docstring); ``normalize=False``: raw f_θ, unshifted."""
+    if not rows:
+        return np.zeros(0, np.float32), None
     options = options or RayOptions()
-    model_dir = str(Path(model_dir).resolve())
+    model_dir = str(Path(model_dir).resolve()) if Path(model_dir).exists() else str(model_dir)  # else an HF id
     with ray_cluster(options.address) as ray:
         from ray.data import DataContext
 
@@ -154,7 +156,7 @@ def score_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path |
         raise ConfigError(f"{model_dir}: a process reward model; --engine ray scores outcome models "
                           "(score it with --engine local)")
     rows = read_score_rows(in_path, limits=limits)
-    rewards, link = ray_rewards(model_dir, rows, batch_tokens, options) if rows else (np.zeros(0, np.float32), None)
+    rewards, link = ray_rewards(model_dir, rows, batch_tokens, options)
     return write_scored(rows, rewards, link, out_path)
 
 

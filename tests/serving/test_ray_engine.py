@@ -129,7 +129,7 @@ def test_a_bad_model_fails_on_the_cluster_with_the_in_process_error(models, clus
     assert str(local.value) in str(distributed.value)
 
 
-def test_a_malformed_row_stops_before_any_cluster_starts(models, tmp_path):
+def test_a_malformed_row_or_no_rows_start_no_cluster(models, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n" + json.dumps({"prompt": "p"}) + "\n")
     unreachable = RayOptions(address="127.0.0.1:1")  # connecting would fail with another error
@@ -137,6 +137,11 @@ def test_a_malformed_row_stops_before_any_cluster_starts(models, tmp_path):
         score_jsonl_ray(models["bt"], src, tmp_path / "out.jsonl", options=unreachable)
     with pytest.raises(BadInput, match=r"in.jsonl:2: field 'response'"):
         rerank_jsonl_ray(models["bt"], src, tmp_path / "out.jsonl", options=unreachable)
+    (tmp_path / "empty.jsonl").write_text("\n")  # no rows: an empty output, no cluster
+    assert score_jsonl_ray(models["bt"], tmp_path / "empty.jsonl", tmp_path / "e.jsonl", options=unreachable) == 0
+    assert rerank_jsonl_ray(models["bt"], tmp_path / "empty.jsonl", tmp_path / "r.jsonl", options=unreachable)[
+        "rows_written"] == 0
+    assert (tmp_path / "e.jsonl").read_text() == (tmp_path / "r.jsonl").read_text() == ""
     prm = tmp_path / "prm"
     prm.mkdir()
     (prm / "reward_config.json").write_text(json.dumps({"step_separator": "\n"}))
