@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(VENV)/bin/python -m pip install -q torch==2.13.0
-	$(VENV)/bin/python -m pip install -q -c requirements/constraints.txt -e ".[dev]"
+	$(VENV)/bin/python -m pip install -q -c requirements/constraints.txt -e ".[dev,ray]"
 	$(VENV)/bin/python -m pip check
 	touch $@
 

@@ -110,7 +110,7 @@ def help_invocation(command: str) -> list[str] | None:
         if words[1:2] == ["-m"]:
             return [sys.executable, "-m", words[2], "--help"]
         return [sys.executable, words[1], "--help"]
-    depth = {"rewardline": 3, "dvc": 3, "prefect": 3, "mlflow": 3, "torchrun": 1, "pytest": 1}.get(program)
+    depth = {"rewardline": 3, "dvc": 3, "prefect": 3, "mlflow": 3, "ray": 2, "torchrun": 1, "pytest": 1}.get(program)
     if depth is None:
         pytest.fail(f"documented command {command!r}: program {program!r} is neither checked here nor in NOT_RUN")
     # sub-commands only: stop at the first argument that is a path, a URI or a value

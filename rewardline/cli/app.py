@@ -53,6 +53,13 @@ EvaluateOut = Annotated[Path, typer.Option("--out", help=_OUT + "metrics.json, r
 ExportPairsOut = Annotated[Path, typer.Option("--out", help=_OUT + "every split as JSONL / Parquet (and hf/)")]
 ExportOut = Annotated[Path, typer.Option("--out", help=_OUT + "the transformers model directory with its model card")]
 BonOut = Annotated[Path, typer.Option("--out", help=_OUT + "metrics.json, gates.json, report.md, bon.csv, bon.png")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="local: score in this process | ray: model actors on a "
+                                                         "Ray cluster (pip install 'rewardline[ray]')")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="--engine ray: join this cluster (auto, HOST:PORT of `ray start --head`, ray://...); "
+                          "default: start a local one on 127.0.0.1")]
+ActorsOpt = Annotated[int | None, typer.Option(
+    "--actors", min=1, help="--engine ray: model actors (default: one per GPU of the cluster, else one per CPU)")]
 OUTPUT = {"json": False, "verbose": False}  # set by the global options of the app callback
 
 
@@ -79,6 +86,20 @@ def main(
 
 def _section(params_path: Path, name: str) -> dict[str, Any]:
     return load_params(params_path).get(name, {}) if params_path.exists() else {}
+
+
+def _ray_options(engine: str, address: str | None, actors: int | None) -> Any:
+    """The :class:`~rewardline.serving.ray_engine.RayOptions` of ``--engine ray``, None for ``local``
+    (``--ray-address`` / ``--actors`` without ``--engine ray``: a usage error)."""
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"{engine!r} is not one of local, ray", param_hint="--engine")
+    if engine == "local":
+        if address is not None or actors is not None:
+            raise typer.BadParameter("--ray-address and --actors go with --engine ray", param_hint="--engine")
+        return None
+    from rewardline.serving.ray_engine import RayOptions
+
+    return RayOptions(address=address, actors=actors)
 
 
 def _show(metrics: dict, title: str, stage: str | None, out: Path | None) -> None:

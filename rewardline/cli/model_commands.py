@@ -8,11 +8,15 @@ from typing import Annotated
 import typer
 
 from rewardline.cli.app import (
+    ActorsOpt,
     BonOut,
+    EngineOpt,
     ExportOut,
     ExportPairsOut,
     ParamsOpt,
+    RayAddressOpt,
     SetOpt,
+    _ray_options,
     _run,
     _section,
     app,
@@ -31,6 +35,9 @@ def score(
     params: ParamsOpt = Path("params.yaml"),
     aggregate: Annotated[str | None, typer.Option(
         help="process reward model: min | prod | last | mean of the step scores (default: the model's)")] = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    actors: ActorsOpt = None,
 ) -> None:
     """Add a ``reward`` to each {prompt, response} row (batched, length-sorted, inference mode); with a
     process reward model, ``step_scores`` (P(step correct)) and their aggregate ``reward`` to each
@@ -39,16 +46,24 @@ def score(
     Fails fast: the first malformed row (invalid JSON, not an object, prompt or response missing or
     not text) exits 2 naming file, line and field; so does a row over the size bounds (``ingest.max_record_bytes``,
     ``max_prompt_chars``, ``max_response_chars`` of params.yaml, else their defaults) and a model directory
-    that is not complete (no tokenizer files, pickle-only or truncated weights, a bad reward_config.json)."""
+    that is not complete (no tokenizer files, pickle-only or truncated weights, a bad reward_config.json).
+
+    ``--engine ray``: the same rows, order and columns, scored by model actors on a Ray cluster (outcome
+    models; docs/serving.md)."""
     from rewardline.data.limits import Limits
     from rewardline.modeling.score import score_jsonl
 
     if aggregate is not None and aggregate not in AGGREGATES:
         raise typer.BadParameter(f"{aggregate!r} is not one of {', '.join(AGGREGATES)}", param_hint="--aggregate")
+    ray = _ray_options(engine, ray_address, actors)
 
     def action() -> dict:
         section = _section(params, "ingest")
         bounds = Limits(**{k: v for k, v in section.items() if k in Limits.model_fields})
+        if ray is not None:
+            from rewardline.serving.ray_engine import score_jsonl_ray
+
+            return {"rows_scored": score_jsonl_ray(model, input, out, limits=bounds, options=ray), "output": str(out)}
         return {"rows_scored": score_jsonl(model, input, out, limits=bounds, aggregate=aggregate), "output": str(out)}
 
     _run(action)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rewardline.cli.app import ParamsOpt, SetOpt, _run, _section, app
+from rewardline.cli.app import ActorsOpt, EngineOpt, ParamsOpt, RayAddressOpt, SetOpt, _ray_options, _run, _section, app
 from rewardline.config import build, parse_overrides
 
 
@@ -19,10 +19,20 @@ def rerank(
                                                     "with reward, rank, beats_others (and win_prob)")],
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="keep the best K of each prompt")] = None,
     batch_tokens: Annotated[int, typer.Option(min=64, help="token budget of one forward batch")] = 16384,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    actors: ActorsOpt = None,
 ) -> None:
     """Rank each prompt's candidates by reward: grouped by prompt, scored in token-budget batches.
 
-    Input rows as for ``score`` (the first malformed row exits 2 naming file, line and field)."""
+    Input rows as for ``score`` (the first malformed row exits 2 naming file, line and field).
+    ``--engine ray``: the same output, the rewards scored by model actors on a Ray cluster."""
+    ray = _ray_options(engine, ray_address, actors)
+    if ray is not None:
+        from rewardline.serving.ray_engine import rerank_jsonl_ray
+
+        _run(lambda: rerank_jsonl_ray(model, input, out, top_k, batch_tokens, ray))
+        return
     from rewardline.serving.rerank import rerank_jsonl
 
     _run(lambda: rerank_jsonl(model, input, out, top_k, batch_tokens))

@@ -275,7 +275,12 @@ def score_jsonl(
     model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device) if rows else (None, None)
     rewards = score_texts(model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_tokens,
                           normalize, model=model, tokenizer=tokenizer)
-    link = model.config.link if model is not None else None
+    return write_scored(rows, rewards, model.config.link if model is not None else None, out_path)
+
+
+def write_scored(rows: list[dict], rewards: np.ndarray, link: str | None, out_path: Path | str) -> int:
+    """``out_path``: each input row (input order) plus ``reward``, and ``win_prob`` = Φ(reward) or σ(reward)
+    when ``link`` is set (an absolute-scale model). Returns the number of rows written."""
     win_prob = win_probability(rewards, link) if link is not None else None
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "w") as f:

@@ -34,7 +34,7 @@ import shutil
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -86,6 +86,8 @@ class RetrainConfig(Section):
     auto_promote: bool = False  # move @champion to a registered challenger that is not worse on held-out
     promote_margin: float = Field(0.0, ge=0.0, le=1.0)  # ...i.e. challenger − champion held-out accuracy ≥ −margin
     push: bool = True  # `dvc push` after a cycle when a DVC remote is configured
+    engine: Literal["local", "ray"] = "local"  # score the batch in this process, or on a Ray cluster (docs/serving.md)
+    ray_address: str | None = None  # engine ray: the cluster to join (None: start a local one)
 
     @property
     def thresholds(self) -> drift.Thresholds:
@@ -227,17 +229,31 @@ def batch_pairs(batch: inbox.Batch, params: dict[str, Any]) -> BatchPairs | None
     return BatchPairs(pairs, prompt_of, response_of)
 
 
-def pair_credit(model_dir: Path, bp: BatchPairs, pairs: pa.Table | None = None) -> np.ndarray:
-    """Hard credit per pair (1 right, 0 wrong, 0.5 equal rewards, NaN tied label); each response scored once."""
+def raw_rewards(model_dir: Path, prompts: list[Any], responses: list[str],
+                cfg: RetrainConfig | None = None) -> np.ndarray:
+    """Raw rewards f_θ(prompt, response) (no ``reward_mean`` shift), in input order: in this process, or by
+    model actors on a Ray cluster when ``cfg.engine`` is ``ray`` (:mod:`rewardline.serving.ray_engine`)."""
+    if cfg is not None and cfg.engine == "ray":
+        from rewardline.serving.ray_engine import RayOptions, ray_rewards
+
+        rows = [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)]
+        return ray_rewards(model_dir, rows, options=RayOptions(address=cfg.ray_address), normalize=False)[0]
     from rewardline.modeling.score import score_texts
 
+    return score_texts(model_dir, prompts, responses, normalize=False)
+
+
+def pair_credit(model_dir: Path, bp: BatchPairs, pairs: pa.Table | None = None,
+                cfg: RetrainConfig | None = None) -> np.ndarray:
+    """Hard credit per pair (1 right, 0 wrong, 0.5 equal rewards, NaN tied label); each response scored once
+    (:func:`raw_rewards` with ``cfg``'s engine)."""
     pairs = bp.pairs if pairs is None else pairs
     a, b = pairs["response_a_id"].to_pylist(), pairs["response_b_id"].to_pylist()
     ids = sorted(set(a) | set(b))
     if not ids:
         return np.zeros(0)
-    rewards = score_texts(model_dir, [bp.prompt_of[bp.response_of[r][0]] for r in ids],
-                          [bp.response_of[r][1] for r in ids], normalize=False)
+    rewards = raw_rewards(model_dir, [bp.prompt_of[bp.response_of[r][0]] for r in ids],
+                          [bp.response_of[r][1] for r in ids], cfg)
     index = {r: i for i, r in enumerate(ids)}
     ra = rewards[[index[r] for r in a]]
     rb = rewards[[index[r] for r in b]]
@@ -246,14 +262,11 @@ def pair_credit(model_dir: Path, bp: BatchPairs, pairs: pa.Table | None = None) 
 
 def check_drift(batch: inbox.Batch, champion: Champion, bp: BatchPairs | None, cfg: RetrainConfig,
                 force: bool = False) -> tuple[drift.DriftReport, drift.Decision]:
-    """Score the batch's samples with the champion; PSI, KS (with their prompt-level permutation
-    p-values when the reference carries prompt ids), accuracy drop; the retrain decision."""
-    from rewardline.modeling.score import score_texts
-
+    """Score the batch's samples with the champion (``cfg.engine``: here or on Ray); PSI, KS (with their
+    prompt-level permutation p-values when the reference carries prompt ids), accuracy drop; the decision."""
     samples = batch.samples()
-    rewards = score_texts(champion.model_dir, [s["prompt"] for s in samples], [s["response"] for s in samples],
-                          normalize=False)
-    credit = pair_credit(champion.model_dir, bp) if bp is not None else None
+    rewards = raw_rewards(champion.model_dir, [s["prompt"] for s in samples], [s["response"] for s in samples], cfg)
+    credit = pair_credit(champion.model_dir, bp, cfg=cfg) if bp is not None else None
     grouped = champion.reference_prompts is not None
     report = drift.measure(champion.reference_rewards, rewards, cfg.psi_bins, pair_credit=credit,
                            reference_accuracy=champion.test_accuracy, reference_groups=champion.reference_prompts,

@@ -141,17 +141,25 @@ def rerank_rows(scorer: RewardScorer, rows: list[dict], top_k: int | None = None
     groups = group_by_prompt([r["prompt"] for r in rows])
     encoded = Encoded.concat([scorer.encode_group(rows[g[0]]["prompt"], [rows[i]["response"] for i in g])
                               for g in groups])
-    rewards = scorer.forward(encoded)
-    win = scorer.win_prob(rewards)
-    out, start = [], 0
-    for g in groups:
-        r = rewards[start : start + len(g)]
-        rank, beats = rank_group(r, scorer.temperature)
+    rewards = np.empty(len(rows), np.float32)
+    rewards[np.concatenate(groups) if groups else []] = scorer.forward(encoded)  # group order -> row order
+    return rank_rows(rows, rewards, scorer.temperature, scorer.link, top_k)
+
+
+def rank_rows(rows: list[dict], rewards: np.ndarray, temperature: float = 1.0, link: str | None = None,
+              top_k: int | None = None) -> list[dict]:
+    """Rows with their rewards (row order) grouped by prompt (first-seen order), each group best first (its
+    first ``top_k``), each row plus reward, rank and beats_others (:func:`rank_group` at ``temperature``), and
+    win_prob when ``link`` is set (module docstring)."""
+    win = None if link is None else win_probability(rewards, link)
+    out = []
+    for g in group_by_prompt([r["prompt"] for r in rows]):
+        rank, beats = rank_group(rewards[g], temperature)
         for j in np.argsort(rank)[: top_k or len(g)]:
-            extra = {} if win is None else {"win_prob": float(win[start + j])}
-            out.append({**rows[g[j]], "reward": float(r[j]), "rank": int(rank[j]), "beats_others": float(beats[j]),
+            i = int(g[j])
+            extra = {} if win is None else {"win_prob": float(win[i])}
+            out.append({**rows[i], "reward": float(rewards[i]), "rank": int(rank[j]), "beats_others": float(beats[j]),
                         **extra})
-        start += len(g)
     return out
 
 
@@ -162,6 +170,11 @@ def rerank_jsonl(model_dir: Path | str, in_path: Path | str, out_path: Path | st
     (and win_prob). Returns counts."""
     rows = read_score_rows(in_path)
     written = rerank_rows(RewardScorer(model_dir, batch_tokens=batch_tokens), rows, top_k) if rows else []
+    return write_reranked(rows, written, out_path)
+
+
+def write_reranked(rows: list[dict], written: list[dict], out_path: Path | str) -> dict[str, Any]:
+    """Write the ranked rows (:func:`rank_rows`) to ``out_path`` as JSONL; returns the ``rerank`` counts."""
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in written)
