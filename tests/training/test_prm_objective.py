@@ -71,13 +71,9 @@ def solutions_dir(tmp_path_factory) -> Path:
     return write_solutions(tmp_path_factory.mktemp("steps"), rows).parent
 
 
-@pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-qwen2"])
-def test_gradient_reaches_hidden_states_only_at_separators(solutions_dir, backbone):
-    cfg = TrainConfig(backbone=backbone, objective="prm", max_length=64)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path() if backbone == "tiny-bert" else tiny_qwen2_path())
-    tok, groups, _, separator, _ = load_step_groups(solutions_dir, tokenizer, cfg)
+def hidden_state_grad_norm(backbone: str, cfg: TrainConfig, batch) -> torch.Tensor:
+    """‖∂loss/∂h‖ per position ``[N, T]`` of the PRM loss of a fresh model on ``batch``."""
     model = RewardModel.from_backbone(backbone, format_config=cfg.format_config)
-    batch = collate(groups[:3], tok, tokenizer.pad_token_id)
     captured = {}
 
     def keep(_module, _inputs, output):
@@ -87,7 +83,16 @@ def test_gradient_reaches_hidden_states_only_at_separators(solutions_dir, backbo
     model.backbone.register_forward_hook(keep)
     objective = build_objective("prm", cfg)
     objective.loss(objective.forward(model, batch), objective.targets(batch)).loss.backward()
-    grad_norm = captured["h"].grad.norm(dim=-1)  # [N, T]
+    return captured["h"].grad.norm(dim=-1)
+
+
+@pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-qwen2"])
+def test_gradient_reaches_hidden_states_only_at_separators(solutions_dir, backbone):
+    cfg = TrainConfig(backbone=backbone, objective="prm", max_length=64)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path() if backbone == "tiny-bert" else tiny_qwen2_path())
+    tok, groups, _, separator, _ = load_step_groups(solutions_dir, tokenizer, cfg)
+    batch = collate(groups[:3], tok, tokenizer.pad_token_id)
+    grad_norm = hidden_state_grad_norm(backbone, cfg, batch)
     at_sep = torch.zeros_like(grad_norm, dtype=torch.bool)
     at_sep[batch.step_row, batch.step_col] = True
     assert (grad_norm[~at_sep] == 0).all()
@@ -113,17 +118,7 @@ def test_outcome_labels_train_a_wrong_solution_at_its_last_step_only(tmp_path):
     tok, groups, _, _, _ = load_step_groups(tmp_path / "ing", tokenizer, cfg)
     batch = collate(groups, tok, tokenizer.pad_token_id)
     assert batch.step_target.tolist() == [1, 1, 1, 0, 0, 0] and batch.step_known.tolist() == [1, 1, 1, 0, 0, 1]
-    model = RewardModel.from_backbone("tiny-bert", format_config=cfg.format_config)
-    captured = {}
-
-    def keep(_module, _inputs, output):
-        output.last_hidden_state.retain_grad()
-        captured["h"] = output.last_hidden_state
-
-    model.backbone.register_forward_hook(keep)
-    objective = build_objective("prm", cfg)
-    objective.loss(objective.forward(model, batch), objective.targets(batch)).loss.backward()
-    at_sep = captured["h"].grad.norm(dim=-1)[batch.step_row, batch.step_col]  # [6]: 3 steps per solution
+    at_sep = hidden_state_grad_norm("tiny-bert", cfg, batch)[batch.step_row, batch.step_col]  # [6]: 3 steps each
     assert (at_sep[[0, 1, 2, 5]] > 0).all()  # correct solution's steps, the wrong one's last step
     assert (at_sep[[3, 4]] == 0).all()  # the wrong solution's unknown steps
 
