@@ -288,7 +288,7 @@ def _quarantine_rows(
         "prompt_id=", pc.fill_null(sample["prompt_id"], ""),
         " annotator_id=", pc.fill_null(sample["annotator_id"], ""),
         " response_id=", pc.fill_null(sample["response_id"], ""),
-        " response=", pc.utf8_slice_codeunits(pc.fill_null(sample["response"], ""), 0, 300),
+        " response=", pc.utf8_slice_codeunits(pc.fill_null(sample["response"], ""), 0, 300).cast(pa.string()),
         "",
     )
     return pa.table(
