@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from rewardline.data import schema
 from rewardline.data.hashing import combine, hash64, hex_from_hashes
-from rewardline.data.keys import key_codes
+from rewardline.data.keys import key_codes, record_codes
 from rewardline.data.limits import Limits
 
 
@@ -122,7 +122,7 @@ def canonicalize(ranked: pa.Table, limits: Limits | None = None) -> CanonicalTab
     (:func:`_drop_small_rankings`). Every record ends ok or quarantined."""
     ranked, prompt_hash, response_hash = _fill_ids(schema.conform(ranked, schema.RANKED_RESPONSES))
     n = ranked.num_rows
-    record = key_codes(ranked["origin_file"], ranked["origin_line"].cast(pa.string()))
+    record = record_codes(ranked["origin_file"], ranked["origin_line"])
     n_records = int(record.max()) + 1 if n else 0
     ranking_ids = _ranking_ids(ranked)
     ranking = key_codes(ranking_ids)

@@ -129,14 +129,18 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
         options = replace(step_options, step_labels=source.step_labels)
         result = adapters.read_file(data, uri, fmt=fmt, batch_id=source.batch_id, step_options=options,
                                     limits=bounds)
+        del data  # the raw bytes are parsed: not held while the next file and the content checks run
         formats[fmt] += result.records_in
         records_in += result.records_in
         ranked_parts.append(schema.conform(result.ranked, schema.RANKED_RESPONSES))
         solution_parts.append(result.solutions)
         quarantine_parts.append(schema.conform(result.quarantine, schema.QUARANTINE))
+        del result
 
     ranked = pa.concat_tables(ranked_parts) if ranked_parts else schema.empty(schema.RANKED_RESPONSES)
+    del ranked_parts
     tables = canonicalize(ranked, bounds)
+    del ranked
     steps = canonicalize_solutions(pa.concat_tables(solution_parts) if solution_parts else empty_rows())
     quarantine = pa.concat_tables([*quarantine_parts, tables.quarantine, steps.quarantine])
     rows_quarantined = quarantine.num_rows

@@ -72,3 +72,15 @@ def test_ranked_texts_are_large_strings() -> None:
     assert ranked.schema.field("response").type == pa.large_string()
     assert ranked.schema.field("prompt").type == pa.large_string()
     assert np.all(pc.utf8_length(ranked["response"]).to_numpy() >= 0)
+
+
+def test_record_codes_equal_the_joined_text_codes() -> None:
+    """The numeric (file, line) codes number records exactly as key_codes on ``file + SEP + line`` does."""
+    from rewardline.data.keys import key_codes, record_codes
+
+    rng = np.random.default_rng(0)
+    files = pa.chunked_array([pa.array(rng.choice(["b.jsonl", "a.csv", "c"], 500).tolist()),
+                              pa.array(["a.csv", None, "d"])])
+    lines = pa.chunked_array([pa.array(rng.integers(1, 40, 500)), pa.array([3, 7, None], pa.int64())])
+    assert np.array_equal(record_codes(files, lines), key_codes(files, pc.cast(lines, pa.string())))
+    assert record_codes(pa.array([], pa.string()), pa.array([], pa.int64())).size == 0
