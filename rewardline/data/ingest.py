@@ -129,18 +129,14 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
         options = replace(step_options, step_labels=source.step_labels)
         result = adapters.read_file(data, uri, fmt=fmt, batch_id=source.batch_id, step_options=options,
                                     limits=bounds)
-        del data  # the raw bytes are parsed: not held while the next file and the content checks run
         formats[fmt] += result.records_in
         records_in += result.records_in
         ranked_parts.append(schema.conform(result.ranked, schema.RANKED_RESPONSES))
         solution_parts.append(result.solutions)
         quarantine_parts.append(schema.conform(result.quarantine, schema.QUARANTINE))
-        del result
+        del data, result  # parsed: neither the raw bytes nor the parts are held through the content checks
 
-    ranked = pa.concat_tables(ranked_parts) if ranked_parts else schema.empty(schema.RANKED_RESPONSES)
-    del ranked_parts
-    tables = canonicalize(ranked, bounds)
-    del ranked
+    tables = canonicalize(_drain(ranked_parts), bounds)
     steps = canonicalize_solutions(pa.concat_tables(solution_parts) if solution_parts else empty_rows())
     quarantine = pa.concat_tables([*quarantine_parts, tables.quarantine, steps.quarantine])
     rows_quarantined = quarantine.num_rows
@@ -185,6 +181,14 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
     examples = quarantine.slice(0, config.quarantine_examples).to_pylist()
     (out_dir / REPORT_FILE).write_text(_markdown(metrics, report, examples))
     return metrics
+
+
+def _drain(ranked_parts: list[pa.Table]) -> pa.Table:
+    """The ranked rows of all files as one table; the list is emptied, so that once the content checks have
+    used the rows nothing else holds them."""
+    ranked = pa.concat_tables(ranked_parts) if ranked_parts else schema.empty(schema.RANKED_RESPONSES)
+    ranked_parts.clear()
+    return ranked
 
 
 def _markdown(metrics: dict, report: GateReport, examples: list[dict]) -> str:
