@@ -131,13 +131,15 @@ def canonicalize(ranked: pa.Table, limits: Limits | None = None) -> CanonicalTab
     record_bad, record_field, record_reason = _record_faults(faults, record, n_records)
     row_ok = _drop_small_rankings(ranking, dup, record, record_bad, record_field, record_reason)
 
-    good_rows = pa.array(np.flatnonzero(row_ok))
-    id_columns = [c for c in ranked.column_names if c not in ("prompt", "prompt_messages", "response")]
-    good = ranked.select(id_columns).take(good_rows)
-    rankings = schema.conform(good.append_column("ranking_id", ranking_ids.take(good_rows)), schema.RANKINGS)
+    quarantine = _quarantine_rows(ranked, record, record_bad, record_field, record_reason)
     prompts = _first_rows(ranked, row_ok, "prompt_id", schema.PROMPTS)
     responses = _with_anchors(_first_rows(ranked, row_ok, "response_id", schema.RESPONSES), ranked, row_ok)
-    quarantine = _quarantine_rows(ranked, record, record_bad, record_field, record_reason)
+    # The texts are in prompts / responses now: the rankings table is built from the id columns alone, after the
+    # texts of the ranked rows are let go (their copies and the rankings table are never held together).
+    ranked = ranked.select([c for c in ranked.column_names if c not in ("prompt", "prompt_messages", "response")])
+    good_rows = pa.array(np.flatnonzero(row_ok))
+    rankings = schema.conform(ranked.take(good_rows).append_column("ranking_id", ranking_ids.take(good_rows)),
+                              schema.RANKINGS)
     records_ok = int(np.unique(record[row_ok]).size)
     records_bad = int(record_bad.sum())
     assert records_ok + records_bad == n_records, "record accounting broke: a record is neither ok nor quarantined"
