@@ -3,7 +3,8 @@
 K = 4 responses of ~200 characters per ranking, 20 % of prompts ranked by 3 annotators
 (pool of 50). The source is written once as native nested-rankings Parquet; then the
 three stages run in a fresh child process, timed stage by stage, and the child's
-peak RSS is read from ``resource.getrusage(RUSAGE_CHILDREN)``.
+peak RSS is read from ``resource.getrusage(RUSAGE_CHILDREN)`` (``peak_rss_gb_after``: the child's
+high-water mark once each stage has run, so the stage where it rises holds the peak).
 
     python benchmarks/bench_data_stages.py --rankings 1000000 --workdir /tmp/rl-bench [--targets thurstone]
 
@@ -41,19 +42,25 @@ def run_stages(source: Path, workdir: Path, targets: str = "none") -> dict:
     from rewardline.validation.validate import ValidateConfig, run_validate
 
     timings: dict[str, float] = {}
+    peaks: dict[str, float] = {}  # the process's peak RSS (a high-water mark) once the stage has run
+
+    def peak_gb() -> float:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
+
     start = time.perf_counter()
     ingest = run_ingest(IngestConfig([Source(str(source), "rankings")]), workdir / "ingested")
-    timings["ingest_s"] = time.perf_counter() - start
+    timings["ingest_s"], peaks["ingest"] = time.perf_counter() - start, peak_gb()
     start = time.perf_counter()
     validate = run_validate(workdir / "ingested", workdir / "validated", ValidateConfig(min_alpha=0.0))
-    timings["validate_s"] = time.perf_counter() - start
+    timings["validate_s"], peaks["validate"] = time.perf_counter() - start, peak_gb()
     start = time.perf_counter()
     pairs = run_pairs(workdir / "validated", workdir / "pairs", PairsConfig(targets=targets))
-    timings["pairs_s"] = time.perf_counter() - start
+    timings["pairs_s"], peaks["pairs"] = time.perf_counter() - start, peak_gb()
     timings["total_s"] = sum(timings.values())
     if targets != "none":
         timings["targets_s"] = time_target_fit(workdir / "pairs", targets)
-    return {"timings": timings, "rows_in": ingest["rows_in"], "rankings": ingest["rankings"],
+    return {"timings": timings, "peak_rss_gb_after": peaks, "rows_in": ingest["rows_in"], "rows_ok": ingest["rows_ok"],
+            "rows_quarantined": ingest["rows_quarantined"], "rankings": ingest["rankings"],
             "krippendorff_alpha": validate["krippendorff_alpha"], "pairs": pairs["pairs"],
             **({"targets": pairs["targets"]} if targets != "none" else {})}
 

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from rewardline.data import schema
 from rewardline.data.hashing import combine, hash64, hex_from_hashes
-from rewardline.data.keys import key_codes
+from rewardline.data.keys import key_codes, record_codes
 from rewardline.data.limits import Limits
 
 
@@ -122,7 +122,7 @@ def canonicalize(ranked: pa.Table, limits: Limits | None = None) -> CanonicalTab
     (:func:`_drop_small_rankings`). Every record ends ok or quarantined."""
     ranked, prompt_hash, response_hash = _fill_ids(schema.conform(ranked, schema.RANKED_RESPONSES))
     n = ranked.num_rows
-    record = key_codes(ranked["origin_file"], ranked["origin_line"].cast(pa.string()))
+    record = record_codes(ranked["origin_file"], ranked["origin_line"])
     n_records = int(record.max()) + 1 if n else 0
     ranking_ids = _ranking_ids(ranked)
     ranking = key_codes(ranking_ids)
@@ -131,13 +131,15 @@ def canonicalize(ranked: pa.Table, limits: Limits | None = None) -> CanonicalTab
     record_bad, record_field, record_reason = _record_faults(faults, record, n_records)
     row_ok = _drop_small_rankings(ranking, dup, record, record_bad, record_field, record_reason)
 
-    good_rows = pa.array(np.flatnonzero(row_ok))
-    id_columns = [c for c in ranked.column_names if c not in ("prompt", "prompt_messages", "response")]
-    good = ranked.select(id_columns).take(good_rows)
-    rankings = schema.conform(good.append_column("ranking_id", ranking_ids.take(good_rows)), schema.RANKINGS)
+    quarantine = _quarantine_rows(ranked, record, record_bad, record_field, record_reason)
     prompts = _first_rows(ranked, row_ok, "prompt_id", schema.PROMPTS)
     responses = _with_anchors(_first_rows(ranked, row_ok, "response_id", schema.RESPONSES), ranked, row_ok)
-    quarantine = _quarantine_rows(ranked, record, record_bad, record_field, record_reason)
+    # The texts are in prompts / responses now: the rankings table is built from the id columns alone, after the
+    # texts of the ranked rows are let go (their copies and the rankings table are never held together).
+    ranked = ranked.select([c for c in ranked.column_names if c not in ("prompt", "prompt_messages", "response")])
+    good_rows = pa.array(np.flatnonzero(row_ok))
+    rankings = schema.conform(ranked.take(good_rows).append_column("ranking_id", ranking_ids.take(good_rows)),
+                              schema.RANKINGS)
     records_ok = int(np.unique(record[row_ok]).size)
     records_bad = int(record_bad.sum())
     assert records_ok + records_bad == n_records, "record accounting broke: a record is neither ok nor quarantined"
@@ -288,7 +290,7 @@ def _quarantine_rows(
         "prompt_id=", pc.fill_null(sample["prompt_id"], ""),
         " annotator_id=", pc.fill_null(sample["annotator_id"], ""),
         " response_id=", pc.fill_null(sample["response_id"], ""),
-        " response=", pc.utf8_slice_codeunits(pc.fill_null(sample["response"], ""), 0, 300),
+        " response=", pc.utf8_slice_codeunits(pc.fill_null(sample["response"], ""), 0, 300).cast(pa.string()),
         "",
     )
     return pa.table(

@@ -134,9 +134,9 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
         ranked_parts.append(schema.conform(result.ranked, schema.RANKED_RESPONSES))
         solution_parts.append(result.solutions)
         quarantine_parts.append(schema.conform(result.quarantine, schema.QUARANTINE))
+        del data, result  # parsed: neither the raw bytes nor the parts are held through the content checks
 
-    ranked = pa.concat_tables(ranked_parts) if ranked_parts else schema.empty(schema.RANKED_RESPONSES)
-    tables = canonicalize(ranked, bounds)
+    tables = canonicalize(_drain(ranked_parts), bounds)
     steps = canonicalize_solutions(pa.concat_tables(solution_parts) if solution_parts else empty_rows())
     quarantine = pa.concat_tables([*quarantine_parts, tables.quarantine, steps.quarantine])
     rows_quarantined = quarantine.num_rows
@@ -181,6 +181,14 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
     examples = quarantine.slice(0, config.quarantine_examples).to_pylist()
     (out_dir / REPORT_FILE).write_text(_markdown(metrics, report, examples))
     return metrics
+
+
+def _drain(ranked_parts: list[pa.Table]) -> pa.Table:
+    """The ranked rows of all files as one table; the list is emptied, so that once the content checks have
+    used the rows nothing else holds them."""
+    ranked = pa.concat_tables(ranked_parts) if ranked_parts else schema.empty(schema.RANKED_RESPONSES)
+    ranked_parts.clear()
+    return ranked
 
 
 def _markdown(metrics: dict, report: GateReport, examples: list[dict]) -> str:

@@ -18,3 +18,28 @@ def key_codes(*columns: pa.ChunkedArray | pa.Array) -> np.ndarray:
         indices = [c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks]
         return np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64)
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def appearance_codes(values: np.ndarray) -> np.ndarray:
+    """Integer code per element of ``values`` (equal values ↔ equal codes), numbered in order of first
+    appearance, as :func:`key_codes` numbers its keys."""
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inverse.reshape(-1)]
+
+
+def record_codes(files: pa.ChunkedArray | pa.Array, lines: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """``key_codes(files, lines as text)`` without the joined strings: file code × (largest line + 1) + line
+    is unique per (file, line); a row with a null file or line gets the one null key, as the null joined
+    text does there. Numbered by first appearance."""
+    if len(lines) == 0:
+        return np.zeros(0, np.int64)
+    file_code = key_codes(files)
+    line = np.asarray(pc.fill_null(lines, 0), dtype=np.int64)
+    width = int(line.max()) + 1
+    if line.min() < 0 or width * (int(file_code.max()) + 1) >= 2**62:  # not representable: join as text
+        return key_codes(files, pc.cast(lines, pa.string()))
+    combined = file_code * width + line
+    combined[np.asarray(pc.or_(pc.is_null(files), pc.is_null(lines)), dtype=bool)] = -1
+    return appearance_codes(combined)

@@ -29,12 +29,14 @@ MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 RANKED_RESPONSES = pa.schema(
     [
         ("prompt_id", pa.string()),  # null -> derived from the prompt text
-        ("prompt", pa.string()),  # rendered text (multi-turn: the transcript)
+        # Texts are large_string (64-bit offsets): the rows of all sources together may hold more than the
+        # 2 GiB of text that one pa.string() array addresses (3M K = 4 rankings: 2.4 GB of responses).
+        ("prompt", pa.large_string()),  # rendered text (multi-turn: the transcript)
         ("prompt_messages", pa.list_(MESSAGE)),  # null for single-turn prompts
         ("category", pa.string()),
         ("annotator_id", pa.string()),
         ("response_id", pa.string()),  # null -> derived from (prompt_id, text)
-        ("response", pa.string()),
+        ("response", pa.large_string()),
         ("source", pa.string()),  # policy / model that wrote the response
         ("rank", pa.int32()),  # 1 = best; ties share a rank
         ("score", pa.float64()),  # optional Likert score / judge probability
@@ -157,7 +159,28 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = []
     for field in schema:
         if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type))
+            columns.append(cast_column(table.column(field.name), field.type))
         else:
             columns.append(pa.nulls(table.num_rows, field.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+#: Most text bytes per chunk when large_string is cast down to string (32-bit offsets: < 2 GiB).
+STRING_CHUNK_BYTES = 1 << 30
+
+
+def cast_column(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    """``column`` cast to ``target``; large_string → string is cast chunk by chunk, each chunk split so that
+    it holds at most :data:`STRING_CHUNK_BYTES` of text (the cast of a whole > 2 GiB array would overflow)."""
+    if not (pa.types.is_large_string(column.type) and pa.types.is_string(target)):
+        return column.cast(target)
+    pieces = []
+    for chunk in column.chunks:
+        ends = np.cumsum(np.asarray(pc.fill_null(pc.binary_length(chunk), 0), dtype=np.int64))
+        lo = 0
+        while lo < len(chunk) or not pieces:  # greedy: the most rows whose text fits (at least one)
+            base = int(ends[lo - 1]) if lo else 0
+            hi = max(lo + 1, int(np.searchsorted(ends, base + STRING_CHUNK_BYTES, side="right")))
+            pieces.append(chunk.slice(lo, min(hi, len(chunk)) - lo).cast(target))
+            lo = hi
+    return pa.chunked_array(pieces, type=target)

@@ -226,32 +226,48 @@ def synthetic_rankings_table(
     annotator = (first[prompt] + slot) % n_annotators  # distinct within a multi-annotator prompt
 
     buffer = _word_buffer(1 << 22, rng)
-    response_ids = (prompt[:, None] * k + np.arange(k)[None, :]).ravel()
     utility = rng.standard_normal((n_prompts, k))
     sigma = rng.uniform(0.3, 1.5, n_annotators)
     perceived = utility[prompt] + rng.standard_normal((n_rankings, k)) * sigma[annotator][:, None]
     ranks = np.argsort(np.argsort(-perceived, axis=1), axis=1).astype(np.int64) + 1
+    sources = rng.integers(0, 3, (n_rankings, k)).astype(np.int32)
+    columns = (prompt, annotator, ranks, sources)
+    bounds = [*range(0, n_rankings, _BATCH_RANKINGS), n_rankings] if n_rankings else [0, 0]
+    batches = [_ranking_batch(columns, lo, hi, response_chars, n_annotators, buffer)
+               for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    return pa.Table.from_batches(batches)
+
+
+#: Rankings per record batch of :func:`synthetic_rankings_table`: every string array of a batch stays far
+#: below the 2 GiB that 32-bit Arrow string offsets address (500,000 × K = 4 × 200 characters = 400 MB).
+_BATCH_RANKINGS = 500_000
+
+
+def _ranking_batch(columns: tuple[np.ndarray, ...], lo: int, hi: int, response_chars: int, n_annotators: int,
+                   buffer: np.ndarray) -> pa.RecordBatch:
+    """Rankings ``lo:hi`` of :func:`synthetic_rankings_table` as one record batch. Texts are a pure function
+    of the ids, so the batches concatenate to the same rows as a table built in one piece."""
+    prompt, annotator, ranks, sources = (column[lo:hi] for column in columns)
+    n, k = ranks.shape
+    response_ids = (prompt[:, None] * k + np.arange(k)[None, :]).ravel()
     items = pa.StructArray.from_arrays(
         [
-            pa.nulls(n_rankings * k, pa.string()),
+            pa.nulls(n * k, pa.string()),
             _texts(response_ids, response_chars, buffer),
             pa.DictionaryArray.from_arrays(
-                pa.array(rng.integers(0, 3, n_rankings * k).astype(np.int32)),
-                pa.array(["policy-a", "policy-b", "policy-c"]),
+                pa.array(sources.ravel()), pa.array(["policy-a", "policy-b", "policy-c"])
             ).cast(pa.string()),
             pa.array(ranks.ravel()),
-            pa.nulls(n_rankings * k, pa.float64()),
+            pa.nulls(n * k, pa.float64()),
         ],
         fields=list(RESPONSE),
     )
     prompt_id = pa.array(
-        np.concatenate([np.full((n_rankings, 1), ord("p"), np.uint8), _tags(prompt)], axis=1)
-        .view(f"S{_TAG + 1}")
-        .ravel()
+        np.concatenate([np.full((n, 1), ord("p"), np.uint8), _tags(prompt)], axis=1).view(f"S{_TAG + 1}").ravel()
     ).cast(pa.string())
     annotator_names = pa.array([f"annotator-{i:04d}" for i in range(n_annotators)])
     category = pa.array(list(CATEGORIES))
-    return pa.table(
+    return pa.record_batch(
         {
             "prompt_id": prompt_id,
             "prompt": _texts(prompt, 80, buffer, prefix=b"Prompt ", salt=12345),
@@ -261,6 +277,6 @@ def synthetic_rankings_table(
             "annotator_id": pa.DictionaryArray.from_arrays(pa.array(annotator.astype(np.int32)), annotator_names).cast(
                 pa.string()
             ),
-            "responses": pa.ListArray.from_arrays(pa.array(np.arange(0, n_rankings * k + 1, k, dtype=np.int32)), items),
+            "responses": pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), items),
         }
     )

@@ -17,7 +17,7 @@ import csv
 import gzip
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -293,16 +293,43 @@ def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | 
     else:
         module = _ADAPTERS.get(fmt) or (native.NESTED if "responses" in columns else native.LONG)
     schema = _flexible(module.SCHEMA, module.FLEXIBLE, first)
-    records = _read_records(data, origin_file, container, schema, limits or Limits())
-    records.table = _strings(records.table, module.FLEXIBLE)
-    ranked, records = module.to_ranked(records)
-
-    ranked = S.conform(ranked, S.RANKED_RESPONSES)
+    record_wise = module in (native.NESTED, native.LONG)
+    ranked_parts, quarantine_parts, records_in = [], [], 0
+    for records in _record_batches(data, origin_file, container, schema, limits or Limits(), record_wise):
+        records.table = _strings(records.table, module.FLEXIBLE)
+        ranked, records = module.to_ranked(records)
+        ranked_parts.append(S.conform(ranked, S.RANKED_RESPONSES))
+        quarantine_parts.append(records.quarantine())
+        records_in += records.records_in
+    ranked = pa.concat_tables(ranked_parts)
     batch = pc.fill_null(ranked.column("batch_id"), batch_id or default_batch_id(origin_file))
     ranked = ranked.set_column(ranked.schema.get_field_index("batch_id"), "batch_id", batch)
     origin = repeat(origin_file, ranked.num_rows)
     ranked = ranked.set_column(ranked.schema.get_field_index("origin_file"), "origin_file", origin)
-    return AdapterResult(ranked=ranked, quarantine=records.quarantine(), records_in=records.records_in)
+    return AdapterResult(ranked=ranked, quarantine=pa.concat_tables(quarantine_parts), records_in=records_in)
+
+
+#: Records per batch when a Parquet source of a record-wise format (native rankings: each record is
+#: checked and exploded on its own) is read batch by batch: a batch's strings stay far below the 2 GiB
+#: that 32-bit Arrow offsets address, and only one batch's nested input is decoded at a time.
+PARQUET_BATCH_RECORDS = 500_000
+
+
+def _record_batches(data: bytes, origin: str, container: str, schema: pa.Schema, limits: Limits,
+                    record_wise: bool) -> Iterator[Records]:
+    """The file's records: one :class:`Records` of all of them, or, for a Parquet file of a record-wise
+    format, one per batch of :data:`PARQUET_BATCH_RECORDS` records (record numbers stay file-wide)."""
+    if container != "parquet" or not record_wise:
+        yield _read_records(data, origin, container, schema, limits)
+        return
+    source = pq.ParquetFile(io.BytesIO(data))
+    first = 0
+    for batch in source.iter_batches(batch_size=PARQUET_BATCH_RECORDS):
+        lines = np.arange(first + 1, first + batch.num_rows + 1, dtype=np.int64)
+        yield tabular_records(pa.Table.from_batches([batch]), origin, schema, line=lines, limits=limits)
+        first += batch.num_rows
+    if first == 0:  # no rows: one empty batch, as the whole-file read gives
+        yield tabular_records(source.schema_arrow.empty_table(), origin, schema, limits=limits)
 
 
 __all__ = ["FORMATS", "AdapterResult", "default_batch_id", "detect_format", "is_empty", "read_file"]
