@@ -140,9 +140,8 @@ def evaluate_scores(
 
     ``pairs`` is the test split (``PAIRS`` schema) and ``reward_a[i]``, ``reward_b[i]``,
     ``response_lengths_*[i]`` belong to its row ``i``; likewise ``val_pairs`` and the val rewards.
-    ``anchor_ids``: the anchor responses' ids (absolute calibration; None: none); ``link``: the model's
-    ``reward_config.link`` (None: a BT model, calibrated by a logistic map fitted on val); ``residual_sd``: its
-    ``reward_config.residual_sd`` s (win_prob = Φ(r/√(1+s²))).
+    ``anchor_ids``: the anchor responses' ids (absolute calibration; None: none); ``link``, ``residual_sd``: the
+    model's ``reward_config`` (win_prob = Φ(r/√(1+s²)); link None: a BT model, a logistic map fitted on val).
     """
     cfg = thresholds
     n = pairs.num_rows
