@@ -12,7 +12,11 @@ Models (MiniLM-L6, same steps, seed and data; ``train.objective``):
   of the reward fitted on the *val* anchor comparisons) and ``bt+isotonic`` (``q = g(r)``, ``g`` the
   isotonic regression of the val anchor labels on the reward, sklearn, clipped at the ends);
 * ``thurstone`` — pointwise fit to the probit utilities, ``q = Φ(r)`` (no val fitting);
-* ``bt+thurstone`` — ``q = Φ(r)``.
+* ``thurstone+sd`` — the same model as served: ``q = Φ(r / √(1 + s²))``, ``s`` the model's ``residual_sd``
+  (the val rmse of r − u, stored by training; :func:`rewardline.modeling.score.win_probability`);
+* ``thurstone+valsd`` — ``q = Φ(r / √(1 + s²))`` with ``s ≥ 0`` fitted instead by maximum likelihood of the *val*
+  anchor comparisons' (soft) labels (s = 0 allowed, so never worse than Φ(r) on val; :func:`fit_scale_on_val`);
+* ``bt+thurstone`` — ``q = Φ(r)``; ``bt+thurstone+sd`` — ``q = Φ(r / √(1 + s²))``.
 
 Columns, on the *test* split only: pairwise accuracy over all test pairs (ties skipped, soft labels as
 in evaluate), absolute ECE (15 bins), Brier and AUROC on the test anchor comparisons, each with a 95 %
@@ -39,11 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROWS = ("bt+logistic", "bt+isotonic", "thurstone", "bt+thurstone")
-OBJECTIVE_OF_ROW = {"bt+logistic": "bt", "bt+isotonic": "bt", "thurstone": "thurstone", "bt+thurstone": "bt+thurstone"}
+ROWS = ("bt+logistic", "bt+isotonic", "thurstone", "thurstone+sd", "thurstone+valsd", "bt+thurstone",
+        "bt+thurstone+sd")
+OBJECTIVE_OF_ROW = {"bt+logistic": "bt", "bt+isotonic": "bt", "thurstone": "thurstone", "thurstone+sd": "thurstone",
+                    "thurstone+valsd": "thurstone", "bt+thurstone": "bt+thurstone", "bt+thurstone+sd": "bt+thurstone"}
+NEEDS_VAL = ("bt+logistic", "bt+isotonic", "thurstone+valsd")
 TSV_COLUMNS = ("date", "row", "seed", "split", "steps", "max_length", "lr", "prior_sd", "pointwise_weight",
                "accuracy", "accuracy_ci", "ece", "ece_ci", "brier", "brier_ci", "brier_skill", "auroc", "auroc_ci",
-               "n_pairs", "n_anchor", "n_prompts", "train_s", "load_avg")
+               "n_pairs", "n_anchor", "n_prompts", "train_s", "load_avg", "residual_sd")
 
 
 def combined_annotations(data: Path, out: Path) -> Path:
@@ -128,7 +135,21 @@ def prompt_bootstrap_auroc(q: np.ndarray, y: np.ndarray, prompts: np.ndarray, sa
     return float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))
 
 
-def win_probabilities(row: str, test, val, link: str | None) -> np.ndarray:
+def fit_scale_on_val(reward: np.ndarray, label: np.ndarray) -> float:
+    """``s = argmin_{s ≥ 0} −Σ [y log q + (1 − y) log(1 − q)]``, ``q = Φ(r / √(1 + s²))``, on the val anchor
+    comparisons (bounded scalar search on [0, 20], kept only when it beats s = 0)."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import ndtr
+
+    def nll(s: float) -> float:
+        q = np.clip(ndtr(reward / np.sqrt(1.0 + s * s)), 1e-12, 1 - 1e-12)
+        return float(-(label * np.log(q) + (1 - label) * np.log(1 - q)).sum())
+
+    best = minimize_scalar(nll, bounds=(0.0, 20.0), method="bounded")
+    return float(best.x) if best.fun < nll(0.0) else 0.0
+
+
+def win_probabilities(row: str, test, val, link: str | None, residual_sd: float = 0.0) -> np.ndarray:
     """``q`` of each anchor comparison of the evaluated split, by the row's method (module docstring)."""
     from scipy.special import expit
     from sklearn.isotonic import IsotonicRegression
@@ -136,10 +157,12 @@ def win_probabilities(row: str, test, val, link: str | None) -> np.ndarray:
     from rewardline.evaluation.absolute import fit_logistic_map
     from rewardline.modeling.score import win_probability
 
-    if row in ("thurstone", "bt+thurstone"):
+    if row.startswith("thurstone") or row.startswith("bt+thurstone"):
         if link is None:
             raise ValueError(f"{row}: the model has no link (not trained on utility targets)")
-        return win_probability(test.reward, link)
+        if row.endswith("+valsd"):
+            return win_probability(test.reward, link, fit_scale_on_val(val.reward, val.label))
+        return win_probability(test.reward, link, residual_sd if row.endswith("+sd") else 0.0)
     if row == "bt+logistic":
         w, c = fit_logistic_map(val.reward, val.label)
         return expit(w * test.reward + c)
@@ -153,7 +176,7 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
     from rewardline.evaluation.metrics import accuracy_with_ci
     from rewardline.evaluation.run import anchor_ids, model_link, score_pairs
 
-    needs_val = any(row.startswith("bt+") and row != "bt+thurstone" for row in rows)  # the BT maps fit on val
+    needs_val = any(row in NEEDS_VAL for row in rows)  # the BT maps fit on val
     scored = score_pairs(model_dir, pairs_dir, tuple(dict.fromkeys(("val",) * needs_val + (split,))))
     anchors = anchor_ids(pairs_dir)
     val = anchor_comparisons(*scored["val"][:3], anchors) if needs_val else None
@@ -162,15 +185,18 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
     prompts = np.asarray(pairs["prompt_id"].to_pylist(), dtype=object)
     accuracy = accuracy_with_ci(ra, rb, pairs["label"].to_numpy(zero_copy_only=False), prompts, samples)
     link = model_link(model_dir)
+    residual_sd = float(json.loads((model_dir / "reward_config.json").read_text()).get("residual_sd") or 0.0)
     out = {}
     for row in rows:
-        q = win_probabilities(row, held_out, val, link)
+        q = win_probabilities(row, held_out, val, link, residual_sd)
         details, _ = calibration_of(q, held_out.label, held_out.prompt_ids, samples)
         q_clipped = np.clip(q, 1e-12, 1 - 1e-12)
         out[row] = {"accuracy": accuracy.accuracy, "accuracy_ci": [accuracy.ci_low, accuracy.ci_high],
                     "n_pairs": accuracy.n_pairs, "n_prompts": accuracy.n_prompts, "n_anchor": details["n"],
                     **{k: details[k] for k in ("ece", "ece_ci", "brier", "brier_ci", "brier_skill", "auroc",
                                                "base_rate")},
+                    "residual_sd": (fit_scale_on_val(val.reward, val.label) if row.endswith("+valsd")
+                                    else residual_sd if row.endswith("+sd") else 0.0),
                     "auroc_ci": list(prompt_bootstrap_auroc(q_clipped, held_out.label, held_out.prompt_ids,
                                                             samples, 0))}
     return out

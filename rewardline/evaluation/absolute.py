@@ -176,8 +176,9 @@ def _skipped(reason: str, n: int, method: str) -> AbsoluteCalibration:
 
 
 def absolute_calibration(test: AnchorComparisons, val: AnchorComparisons, link: str | None, samples: int = 1000,
-                         seed: int = 0, confidence: float = 0.95) -> AbsoluteCalibration:
-    """Absolute calibration of ``win_prob`` on the test anchor comparisons (``link`` set), or of the
+                         seed: int = 0, confidence: float = 0.95, residual_sd: float = 0.0) -> AbsoluteCalibration:
+    """Absolute calibration of ``win_prob`` on the test anchor comparisons (``link`` set: as served,
+    Φ(r/√(1+s²)) with the model's val ``residual_sd`` s), or of the
     val-fitted logistic map of the reward (``link`` None: a BT model); skipped, with the reason, when
     there is nothing to measure."""
     method = "link" if link is not None else "logistic"
@@ -187,7 +188,7 @@ def absolute_calibration(test: AnchorComparisons, val: AnchorComparisons, link: 
     if link is not None:
         from rewardline.modeling.score import win_probability  # torch: only for an absolute-scale model
 
-        q, fitted = win_probability(test.reward, link), {"link": link}
+        q, fitted = win_probability(test.reward, link, residual_sd), {"link": link, "residual_sd": residual_sd}
     else:
         coef = fit_logistic_map(val.reward, val.label)
         if coef is None:

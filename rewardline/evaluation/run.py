@@ -76,7 +76,8 @@ def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalCo
         champion = score_pairs(champion_dir, pairs_dir, ("test",))["test"]
         champion_a, champion_b = champion[1], champion[2]
     return evaluate_scores(test, ra, rb, val, vra, vrb, len_a, len_b, config, champion_a, champion_b,
-                           out_dir=out_dir, anchor_ids=anchor_ids(pairs_dir), link=model_link(model_dir))
+                           out_dir=out_dir, anchor_ids=anchor_ids(pairs_dir), link=model_link(model_dir),
+                           residual_sd=model_residual_sd(model_dir))
 
 
 def anchor_ids(pairs_dir: Path) -> pa.Array:
@@ -91,3 +92,8 @@ def anchor_ids(pairs_dir: Path) -> pa.Array:
 def model_link(model_dir: Path) -> str | None:
     """The model's ``reward_config.json`` link (probit | logit: absolute-scale rewards), or None (a BT model)."""
     return json.loads((model_dir / REWARD_CONFIG).read_text()).get("link")
+
+
+def model_residual_sd(model_dir: Path) -> float:
+    """The model's ``reward_config.json`` residual_sd s (win_prob = Φ(r/√(1+s²))), 0 when absent."""
+    return float(json.loads((model_dir / REWARD_CONFIG).read_text()).get("residual_sd") or 0.0)

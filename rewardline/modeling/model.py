@@ -86,6 +86,7 @@ class RewardConfig:
     objective: str = "bt"
     link: str | None = None  # probit | logit: absolute-scale rewards (trained on utility targets)
     anchored: bool | None = None  # their utilities were measured against an anchor response (u = 0)
+    residual_sd: float = 0.0  # s: val rmse of r − u (pointwise fit); win_prob = Φ(r/√(1+s²)) (score.win_probability)
     step_separator: str | None = None  # a process reward model (objective prm): the token closing each step
     step_aggregate: str = "min"  # PRM: how step scores make the solution's reward (min | prod | last | mean)
 

@@ -14,10 +14,15 @@ Encoders and poolings other than ``last`` score per response.
 A model trained on utility targets (``reward_config.json``: ``link`` set) scores on an absolute
 scale: its reward is not shifted by ``reward_mean``, and :func:`score_jsonl` adds
 
-    win_prob = Φ(reward) (link probit) or σ(reward) (link logit),
+    win_prob = Φ(reward / √(1 + s²))              (link probit)
+    win_prob ≈ σ(reward / √(1 + π s²/8))          (link logit, MacKay's probit approximation),
 
 the probability that the response beats the prompt's anchor (``anchored``), or the prompt's
-typical response when the training utilities were centred per prompt.
+typical response when the training utilities were centred per prompt. ``s`` is the model's
+``residual_sd`` (``reward_config.json``): the val rmse of its pointwise fit r − u. If the target
+utility is u = r + e with e ~ N(0, s²) and the judge prefers the response with probability Φ(u),
+then P(win | r) = E_e[Φ(r + e)] = Φ(r / √(1 + s²)): a model that only estimates u is less sure
+than Φ(r), and serving Φ(r) would be overconfident by exactly that residual (s = 0 gives Φ(r)).
 """
 
 from __future__ import annotations
@@ -187,12 +192,24 @@ def score_prompt_groups(
     return np.split(flat, np.cumsum([len(c) for c in responses])[:-1])
 
 
-def win_probability(rewards: np.ndarray, link: str) -> np.ndarray:
-    """``Φ(r)`` (probit) or ``σ(r)`` (logit): P(the response beats the anchor / typical response)."""
+def win_probability(rewards: np.ndarray, link: str, residual_sd: float = 0.0) -> np.ndarray:
+    """P(the response beats the anchor / typical response): ``Φ(r / √(1 + s²))`` (probit) or
+    ``σ(r / √(1 + π s²/8))`` (logit), ``s = residual_sd`` the val residual sd of the pointwise fit
+    (module docstring; ``s = 0``: ``Φ(r)`` / ``σ(r)``)."""
     if link not in ("probit", "logit"):
         raise ValueError(f"link must be probit or logit, got {link!r}")
+    if not np.isfinite(residual_sd) or residual_sd < 0:
+        raise ValueError(f"residual_sd must be a finite number >= 0, got {residual_sd!r}")
     r = np.asarray(rewards, np.float64)
-    return ndtr(r) if link == "probit" else expit(r)
+    if link == "probit":
+        return ndtr(r / np.sqrt(1.0 + residual_sd**2))
+    return expit(r / np.sqrt(1.0 + np.pi * residual_sd**2 / 8.0))
+
+
+def residual_sd_of(model_dir: Path | str) -> float:
+    """The ``residual_sd`` s of a saved absolute-scale model (``reward_config.json``; 0 when absent)."""
+    path = Path(model_dir) / "reward_config.json"
+    return float(json.loads(path.read_text()).get("residual_sd") or 0.0) if path.exists() else 0.0
 
 
 PROMPT_EXPECTED = "a string or a list of {role, content} messages"
@@ -275,13 +292,15 @@ def score_jsonl(
     model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device) if rows else (None, None)
     rewards = score_texts(model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_tokens,
                           normalize, model=model, tokenizer=tokenizer)
-    return write_scored(rows, rewards, model.config.link if model is not None else None, out_path)
+    link, residual_sd = (model.config.link, model.config.residual_sd) if model is not None else (None, 0.0)
+    return write_scored(rows, rewards, link, out_path, residual_sd)
 
 
-def write_scored(rows: list[dict], rewards: np.ndarray, link: str | None, out_path: Path | str) -> int:
-    """``out_path``: each input row (input order) plus ``reward``, and ``win_prob`` = Φ(reward) or σ(reward)
-    when ``link`` is set (an absolute-scale model). Returns the number of rows written."""
-    win_prob = win_probability(rewards, link) if link is not None else None
+def write_scored(rows: list[dict], rewards: np.ndarray, link: str | None, out_path: Path | str,
+                 residual_sd: float = 0.0) -> int:
+    """``out_path``: each input row (input order) plus ``reward``, and ``win_prob`` (:func:`win_probability`
+    with the model's ``residual_sd``) when ``link`` is set (an absolute-scale model). Returns the rows written."""
+    win_prob = win_probability(rewards, link, residual_sd) if link is not None else None
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "w") as f:
         for i, (row, reward) in enumerate(zip(rows, rewards, strict=True)):

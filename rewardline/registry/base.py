@@ -126,7 +126,8 @@ def promote(registry: ModelRegistry, name: str, version: int | str, alias: str =
 
 def registry_summary(registry: ModelRegistry, name: str) -> dict[str, Any]:
     """``{model_name, versions: [{version, aliases, gates_passed, git_commit, calibration, run_id, created}],
-    aliases}``; ``calibration``: the version's ``calibration.*`` tags (objective, link, anchored, temperature)."""
+    aliases}``; ``calibration``: the version's ``calibration.*`` tags (objective, link, anchored, residual_sd,
+    temperature)."""
     versions = registry.list_versions(name)
     rows = [{"version": int(v.version), "aliases": sorted(v.aliases), "gates_passed": v.tags.get("gates_passed"),
              "git_commit": v.tags.get("git_commit"),

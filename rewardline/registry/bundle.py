@@ -17,16 +17,18 @@ from rewardline.modeling.hf_format import RL_KEY, write_rewardline_section
 from rewardline.paths import EVALUATE_DIR, METRICS_FILE, MODEL_DIR
 
 #: The calibration a registered version carries as tags ``calibration.<key>`` (``rewardline registry`` shows them).
-CALIBRATION_KEYS = ("objective", "link", "anchored", "temperature")
+CALIBRATION_KEYS = ("objective", "link", "anchored", "residual_sd", "temperature")
 
 
 def calibration_tags(bundle_dir: Path) -> dict[str, Any]:
-    """``calibration.objective`` / ``.link`` / ``.anchored`` (``reward_config.json``: the training objective;
-    link probit | logit = absolute-scale rewards, served with ``win_prob``; utilities anchored) and
+    """``calibration.objective`` / ``.link`` / ``.anchored`` / ``.residual_sd`` (``reward_config.json``: the
+    training objective; link probit | logit = absolute-scale rewards, served with ``win_prob`` =
+    Φ(r/√(1+s²)); utilities anchored; s = residual_sd, the val rmse of the pointwise fit) and
     ``calibration.temperature`` (``calibration.json``: T of σ((r_a − r_b) / T)); absent values are left out."""
     config = read_json(bundle_dir / "reward_config.json") if (bundle_dir / "reward_config.json").exists() else {}
     calibration = read_json(bundle_dir / "calibration.json") if (bundle_dir / "calibration.json").exists() else {}
     values = {**{k: config.get(k) for k in ("objective", "link", "anchored")},
+              "residual_sd": config.get("residual_sd") if config.get("link") else None,
               "temperature": calibration.get("temperature")}
     return {f"calibration.{k}": v for k, v in values.items() if v is not None}
 

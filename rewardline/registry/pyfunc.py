@@ -33,7 +33,8 @@ class RewardScorer:
     (``r − reward_mean``; an absolute-scale model's utility as is) and, for rows with a ``response_b``,
     ``reward_b`` and the calibrated preference probability ``p_prefer = σ((r_a − r_b) / T)``. An
     absolute-scale model (``reward_config.link`` set: objectives thurstone, bt+thurstone) also returns
-    ``win_prob = Φ(reward)`` (probit) or ``σ(reward)`` (logit): P(the response beats the prompt's anchor),
+    ``win_prob = Φ(reward/√(1+s²))`` (probit) or ``σ(reward/√(1+πs²/8))`` (logit), ``s`` the model's val
+    ``residual_sd``: P(the response beats the prompt's anchor),
     :func:`rewardline.modeling.score.win_probability`.
 
     A process reward model (``reward_config.step_separator`` set, objective ``prm``) takes columns ``prompt``
@@ -50,6 +51,7 @@ class RewardScorer:
         self.model, self.tokenizer = RewardModel.load(self.bundle_dir, self.device)
         self.temperature = float(read_json(self.bundle_dir / "calibration.json").get("temperature") or 1.0)
         self.link: str | None = self.model.config.link
+        self.residual_sd = float(self.model.config.residual_sd)  # win_prob = Φ(r/√(1+s²))
         self.process = self.model.config.is_process
 
     def _predict_steps(self, model_input: pd.DataFrame, params: dict[str, Any] | None) -> pd.DataFrame:
@@ -89,7 +91,7 @@ class RewardScorer:
                               device=self.device, model=self.model, tokenizer=self.tokenizer).astype(np.float64)
         out = pd.DataFrame({"reward": rewards[: len(responses)]})
         if self.link is not None:
-            out["win_prob"] = win_probability(out["reward"].to_numpy(), self.link)
+            out["win_prob"] = win_probability(out["reward"].to_numpy(), self.link, self.residual_sd)
         if pairwise:
             reward_b = np.full(len(responses), np.nan)
             reward_b[rows_b] = rewards[len(responses) :]

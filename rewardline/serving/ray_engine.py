@@ -37,7 +37,7 @@ import numpy as np
 
 from rewardline.data.limits import Limits
 from rewardline.errors import ConfigError
-from rewardline.modeling.score import read_score_rows, score_texts, write_scored
+from rewardline.modeling.score import read_score_rows, residual_sd_of, score_texts, write_scored
 from rewardline.serving.rerank import rank_rows, read_temperature, write_reranked
 
 
@@ -157,7 +157,7 @@ def score_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path |
                           "(score it with --engine local)")
     rows = read_score_rows(in_path, limits=limits)
     rewards, link = ray_rewards(model_dir, rows, batch_tokens, options)
-    return write_scored(rows, rewards, link, out_path)
+    return write_scored(rows, rewards, link, out_path, residual_sd_of(model_dir) if link else 0.0)
 
 
 def rerank_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path | str, top_k: int | None = None,
@@ -168,4 +168,6 @@ def rerank_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path 
     if not rows:
         return write_reranked(rows, [], out_path)
     rewards, link = ray_rewards(model_dir, rows, batch_tokens, options)
-    return write_reranked(rows, rank_rows(rows, rewards, read_temperature(Path(model_dir)), link, top_k), out_path)
+    ranked = rank_rows(rows, rewards, read_temperature(Path(model_dir)), link, top_k,
+                       residual_sd_of(model_dir) if link else 0.0)
+    return write_reranked(rows, ranked, out_path)

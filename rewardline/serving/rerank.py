@@ -76,6 +76,7 @@ class RewardScorer:
         self.pad_id = pad_id_of(self.tokenizer)
         self.batch_tokens = batch_tokens
         self.link = self.model.config.link
+        self.residual_sd = float(self.model.config.residual_sd)  # s of win_prob = Φ(r/√(1+s²))
         self.offset = 0.0 if self.model.config.absolute_scale else float(self.model.config.reward_mean)
         self.temperature = read_temperature(self.model_dir)
 
@@ -109,7 +110,7 @@ class RewardScorer:
 
     def win_prob(self, rewards: np.ndarray) -> np.ndarray | None:
         """P(beats the anchor) for an absolute-scale model, else None."""
-        return None if self.link is None else win_probability(rewards, self.link)
+        return None if self.link is None else win_probability(rewards, self.link, self.residual_sd)
 
 
 def rank_group(rewards: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -143,15 +144,15 @@ def rerank_rows(scorer: RewardScorer, rows: list[dict], top_k: int | None = None
                               for g in groups])
     rewards = np.empty(len(rows), np.float32)
     rewards[np.concatenate(groups) if groups else []] = scorer.forward(encoded)  # group order -> row order
-    return rank_rows(rows, rewards, scorer.temperature, scorer.link, top_k)
+    return rank_rows(rows, rewards, scorer.temperature, scorer.link, top_k, scorer.residual_sd)
 
 
 def rank_rows(rows: list[dict], rewards: np.ndarray, temperature: float = 1.0, link: str | None = None,
-              top_k: int | None = None) -> list[dict]:
+              top_k: int | None = None, residual_sd: float = 0.0) -> list[dict]:
     """Rows with their rewards (row order) grouped by prompt (first-seen order), each group best first (its
     first ``top_k``), each row plus reward, rank and beats_others (:func:`rank_group` at ``temperature``), and
-    win_prob when ``link`` is set (module docstring)."""
-    win = None if link is None else win_probability(rewards, link)
+    win_prob when ``link`` is set (module docstring; ``residual_sd``: the model's s of Φ(r/√(1+s²)))."""
+    win = None if link is None else win_probability(rewards, link, residual_sd)
     out = []
     for g in group_by_prompt([r["prompt"] for r in rows]):
         rank, beats = rank_group(rewards[g], temperature)

@@ -354,14 +354,14 @@ def run_metrics(objective: Objective, totals: dict[str, float], val: dict[str, f
 
 def save_model_and_drop_checkpoints(model: RewardModel, data: TrainingData, val: dict[str, float] | None,
                                     out_dir: Path, ckpt_root: Path, cfg: TrainConfig, rt: Runtime) -> None:
-    """Store the val reward statistics in the model, save it (rank 0) and, unless
-    ``keep_checkpoints``, delete the checkpoints of the now complete run."""
+    """Store the val reward statistics (a pointwise model: the val rmse of r − u as ``residual_sd``) in the
+    model, save it (rank 0) and, unless ``keep_checkpoints``, delete the checkpoints of the complete run."""
     if val:
         model.config.reward_mean, model.config.reward_std = val["reward_mean"], val["reward_std"]
-    model.config.objective = cfg.objective
-    model.config.step_aggregate = cfg.prm_aggregate
+    model.config.objective, model.config.step_aggregate = cfg.objective, cfg.prm_aggregate
     if data.targets is not None:  # absolute scale: F(r) = P(beats the anchor / the typical response)
         model.config.link, model.config.anchored = data.targets.link, data.targets.anchored
+        model.config.residual_sd = float((val or {}).get("rmse", 0.0))  # s of win_prob = Φ(r/√(1+s²)), on val
     weights = full_state_dict(model) if is_sharded(model) else None  # every rank sends its shards to rank 0
     if rt.is_main:
         if weights is not None:  # an unsharded copy to save

@@ -97,6 +97,22 @@ def test_a_perfectly_calibrated_scorer_has_ece_near_zero_and_a_scrambled_one_doe
     assert bad.headline["auroc_absolute"] == pytest.approx(0.5, abs=0.02) and bad.headline["brier_skill_absolute"] < 0
 
 
+def test_the_residual_sd_correction_calibrates_a_noisy_pointwise_fit_that_phi_of_r_overstates():
+    """The model predicts r, the judge decides with Φ(u), u = r + e, e ~ N(0, s²) independent of r:
+    P(win | r) = E[Φ(r + e)] = Φ(r/√(1+s²)). Served Φ(r) is overconfident; with ``residual_sd = s`` it is not."""
+    rng = np.random.default_rng(11)
+    n, s = 40000, 1.5
+    r = rng.normal(0.0, 1.5, n)
+    y = (rng.random(n) < ndtr(r + rng.normal(0.0, s, n))).astype(float)
+    test, none = AnchorComparisons(np.arange(n).astype(str), r, y), AnchorComparisons(*(np.array([]),) * 3)
+    raw = absolute_calibration(test, none, "probit", samples=100)
+    fixed = absolute_calibration(test, none, "probit", samples=100, residual_sd=s)
+    assert fixed.details["residual_sd"] == s and raw.details["residual_sd"] == 0.0
+    assert raw.headline["ece_absolute"] > 0.08 and fixed.headline["ece_absolute"] < 0.015
+    assert fixed.headline["brier_skill_absolute"] > raw.headline["brier_skill_absolute"]
+    assert fixed.headline["auroc_absolute"] == pytest.approx(raw.headline["auroc_absolute"])  # a monotone map
+
+
 def test_a_bt_model_is_calibrated_by_a_logistic_map_fitted_on_val():
     rng = np.random.default_rng(3)
     def world(n):

@@ -74,3 +74,23 @@ def test_an_absolute_scale_model_is_not_shifted_and_gets_win_probabilities(model
     assert win_probability(np.array([0.0]), "probit")[0] == 0.5
     with pytest.raises(ValueError, match="link"):
         win_probability(np.array([0.0]), "identity")
+    model.config.residual_sd = 0.8  # the val residual sd s: win_prob = σ(r/√(1 + π s²/8)), less sure than σ(r)
+    model.save(tmp_path / "absolute_sd", tok)
+    score_jsonl(tmp_path / "absolute_sd", src, tmp_path / "out_sd.jsonl")
+    out_sd = [json.loads(line)["win_prob"] for line in (tmp_path / "out_sd.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(out_sd, 1 / (1 + np.exp(-raw / np.sqrt(1 + np.pi * 0.64 / 8))), rtol=1e-5)
+
+
+def test_win_probability_with_a_residual_sd_is_the_expected_win_rate_over_the_residual():
+    """u = r + e, e ~ N(0, s²): E[Φ(u)] = Φ(r/√(1+s²)) exactly (probit); E[σ(u)] ≈ σ(r/√(1+πs²/8)) (logit)."""
+    from scipy.special import expit, ndtr
+
+    r, s = np.linspace(-3, 3, 13), 1.3
+    e = np.random.default_rng(0).normal(0.0, s, 400_000)
+    np.testing.assert_allclose(win_probability(r, "probit", s), [ndtr(x + e).mean() for x in r], atol=2e-3)
+    np.testing.assert_allclose(win_probability(r, "logit", s), [expit(x + e).mean() for x in r], atol=0.02)
+    np.testing.assert_array_equal(win_probability(r, "probit", 0.0), ndtr(r))
+    assert np.all(np.abs(win_probability(r, "probit", s) - 0.5) <= np.abs(ndtr(r) - 0.5))  # towards 1/2
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="residual_sd"):
+            win_probability(r, "probit", bad)

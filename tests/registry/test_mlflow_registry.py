@@ -533,7 +533,7 @@ def test_mlflow_models_serve_answers_win_prob_of_an_absolute_scale_version(tmp_p
         version = open_registry().register(NAME, model, {"gates_passed": "true"})
     assert {k: v for k, v in version.tags.items() if k.startswith("calibration.")} == {
         "calibration.objective": "thurstone", "calibration.link": "probit", "calibration.anchored": "true",
-        "calibration.temperature": "1.0"}
+        "calibration.residual_sd": "0.0", "calibration.temperature": "1.0"}
     shown = _run([str(BIN / "rewardline"), "--json", "registry"], tmp_path, env=env)
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert json.loads(shown.stdout)["versions"][0]["calibration"]["link"] == "probit"

@@ -218,7 +218,8 @@ def test_only_the_registry_package_imports_mlflow_and_training_imports_no_regist
 
 def test_an_absolute_scale_model_serves_win_prob_and_its_version_carries_the_calibration(
         bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """objective thurstone, link probit: the pyfunc adds win_prob = Φ(reward); tags calibration.*; summary shows it."""
+    """objective thurstone, link probit, residual_sd s: the pyfunc adds win_prob = Φ(reward/√(1+s²)); tags
+    calibration.* (residual_sd included); the summary shows it."""
     import shutil
 
     import mlflow
@@ -229,12 +230,12 @@ def test_an_absolute_scale_model_serves_win_prob_and_its_version_carries_the_cal
     absolute = tmp_path / "absolute"
     shutil.copytree(bundle, absolute)
     config = json.loads((absolute / "reward_config.json").read_text())
-    config.update(objective="thurstone", link="probit", anchored=True)
+    config.update(objective="thurstone", link="probit", anchored=True, residual_sd=0.75)
     (absolute / "reward_config.json").write_text(json.dumps(config))
 
     direct = RewardScorer(absolute).predict(ROWS)
     assert list(direct.columns) == ["reward", "win_prob", "reward_b", "p_prefer"]
-    np.testing.assert_allclose(direct["win_prob"], ndtr(direct["reward"]), rtol=1e-12)
+    np.testing.assert_allclose(direct["win_prob"], ndtr(direct["reward"] / 1.25), rtol=1e-12)  # √(1 + 0.75²)
     assert "win_prob" not in RewardScorer(bundle).predict(ROWS).columns  # a BT model has no absolute scale
     assert "win_prob" in model_signature().outputs.input_names()
 
@@ -244,8 +245,9 @@ def test_an_absolute_scale_model_serves_win_prob_and_its_version_carries_the_cal
     version = registry.register(MODEL_NAME, absolute, PASSED)
     assert {k: v for k, v in version.tags.items() if k.startswith("calibration.")} == {
         "calibration.objective": "thurstone", "calibration.link": "probit", "calibration.anchored": "true",
-        "calibration.temperature": "1.7"}
+        "calibration.residual_sd": "0.75", "calibration.temperature": "1.7"}
     served = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version.version}").predict(ROWS)
     np.testing.assert_allclose(served["win_prob"], direct["win_prob"], rtol=1e-6)
     row = registry_summary(registry, MODEL_NAME)["versions"][0]
-    assert row["calibration"] == {"anchored": "true", "link": "probit", "objective": "thurstone", "temperature": "1.7"}
+    assert row["calibration"] == {"anchored": "true", "link": "probit", "objective": "thurstone",
+                                  "residual_sd": "0.75", "temperature": "1.7"}

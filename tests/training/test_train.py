@@ -294,6 +294,7 @@ def test_thurstone_objective_trains_on_fitted_utilities_and_scores_win_probabili
     assert m["val_rmse"] < np.sqrt(np.mean(utility**2)), m  # beats predicting every target as 0
     model, _ = RewardModel.load(tmp_path / "model")
     assert (model.config.objective, model.config.link, model.config.anchored) == ("thurstone", "probit", False)
+    assert model.config.residual_sd == pytest.approx(m["val_rmse"]) and model.config.residual_sd > 0  # s on val
     rows = [{"prompt": "tell me about the cat", "response": text} for text in
             ("good good good the", "bad bad bad a", "good bad it")]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -301,7 +302,8 @@ def test_thurstone_objective_trains_on_fitted_utilities_and_scores_win_probabili
     scored = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     win = np.array([s["win_prob"] for s in scored])
     assert np.all((win >= 0) & (win <= 1)) and win[0] > win[1]
-    np.testing.assert_allclose(win, ndtr([s["reward"] for s in scored]), rtol=1e-6)
+    s_val = model.config.residual_sd  # served: Φ(r/√(1+s²)), the win rate of a response whose u = r ± s
+    np.testing.assert_allclose(win, ndtr(np.array([s["reward"] for s in scored]) / np.sqrt(1 + s_val**2)), rtol=1e-6)
     both = train(pairs_dir, tmp_path / "both", tiny_config(setup, objective="bt+thurstone", max_steps=2))
     assert {"train_bt_loss", "train_pointwise_loss", "val_accuracy", "val_rmse"} <= set(both)
 
