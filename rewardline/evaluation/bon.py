@@ -388,6 +388,18 @@ def write_plot(metrics: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def candidate_rewards(model_dir: Path | str, candidates: Candidates) -> np.ndarray:
+    """The model's reward of every candidate: for a process reward model its configured step aggregate
+    (``step_aggregate``, e.g. ``min_k p_k``) over the response's lines as steps
+    (:func:`rewardline.modeling.step_scores.score_solution_texts`), else the sequence reward."""
+    from rewardline.modeling.score import score_texts
+    from rewardline.modeling.step_scores import is_process_model, score_solution_texts
+
+    if is_process_model(model_dir):
+        return score_solution_texts(model_dir, candidates.prompts, candidates.responses).astype(np.float64)
+    return score_texts(model_dir, candidates.prompts, candidates.responses).astype(np.float64)
+
+
 def bon_from_sources(
     model_dir: Path | str,
     sources: list[Path | str],
@@ -398,13 +410,9 @@ def bon_from_sources(
 ) -> dict[str, Any]:
     """Load candidates, score them with the proxy model (and the gold model: Gao et al.'s synthetic
     setup, gold = a second RM's score), and :func:`run_bon`. Raises :class:`BadInput` on bad records."""
-    from rewardline.modeling.score import score_texts
-
     candidates = load_candidates(sources, fmt)
-    proxy = score_texts(model_dir, candidates.prompts, candidates.responses).astype(np.float64)
-    gold = None
-    if gold_model_dir is not None:
-        gold = score_texts(gold_model_dir, candidates.prompts, candidates.responses).astype(np.float64)
+    proxy = candidate_rewards(model_dir, candidates)
+    gold = candidate_rewards(gold_model_dir, candidates) if gold_model_dir is not None else None
     info = {"model": str(model_dir), "sources": candidates.origins,
             "gold": f"model {gold_model_dir}" if gold_model_dir is not None else "from the data"}
     return run_bon(candidates, proxy, out_dir, config, gold, info)

@@ -104,6 +104,27 @@ def score_steps(model: RewardModel, tokenizer: Any, prompts: list[str], steps: l
     return out
 
 
+def solution_steps(text: str) -> list[str]:
+    """A solution text's steps: its non-blank lines, stripped (the ``solutions`` adapter's split)."""
+    return [line.strip() for line in str(text).split("\n") if line.strip()]
+
+
+def score_solution_texts(model_dir: Path | str, prompts: list[Any], responses: list[str],
+                         aggregate: str | None = None, unscored: float = -1.0) -> np.ndarray:
+    """One reward per whole solution text from a PRM: the ``aggregate`` (default the model's ``step_aggregate``)
+    of the step scores ``p_k`` of its lines (:func:`solution_steps`), as ``rewardline score`` gives for
+    ``{prompt, steps}`` rows. A solution with no scored step gets ``unscored`` (below every ``p`` in [0, 1])."""
+    from rewardline.modeling.device import select_runtime
+    from rewardline.modeling.model import RewardModel
+
+    model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device)
+    steps = [solution_steps(r) or [str(r)] for r in responses]
+    texts = [p if isinstance(p, str) else "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in p)
+             for p in prompts]
+    rewards = aggregate_steps(score_steps(model, tokenizer, texts, steps), aggregate or model.config.step_aggregate)
+    return np.where(np.isnan(rewards), unscored, rewards)
+
+
 def check_step_row(row: Any, where: dict[str, Any]) -> None:
     """A PRM input row: ``prompt`` text, ``steps`` a non-empty list of non-empty strings (BadInput otherwise)."""
     if not isinstance(row, dict):

@@ -10,8 +10,7 @@
                      (a non-finite loss or grad norm stops the run: NonFiniteLoss, no model saved)
     evaluate on val, store reward statistics, save the model (safetensors + tokenizer + json)
 
-The objectives (K-wise Bradley-Terry, ...) live in :mod:`rewardline.training.objectives`;
-this module knows them only through :class:`~rewardline.training.objectives.Objective`.
+The objectives live in :mod:`rewardline.training.objectives`, known here only as ``Objective``.
 
 Distributed: launched by ``torchrun`` the same function runs as DDP (NCCL on CUDA, gloo
 on CPU) or, with ``train.strategy: fsdp``, FSDP2 (:mod:`rewardline.training.parallel`).
@@ -126,6 +125,8 @@ class TrainConfig(Section):
     cache_dir: str | None = None  # tokenisation cache, default ~/.cache/rewardline/tokenized
     prm_neutral_as: Literal["correct", "incorrect", "ignore"] = "correct"  # objective prm: target of a neutral step
     prm_outcome_weight: float = Field(0.0, ge=0.0)  # objective prm: λ of the outcome (ORM) term, 0 = off
+    prm_pair_weight: float = Field(0.0, ge=0.0)  # objective prm: μ of the within-problem correct-vs-wrong BT term
+    prm_pair_score: Literal["min", "last", "mean"] = "min"  # objective prm: the solution score that term ranks
     prm_aggregate: Literal["min", "prod", "last", "mean"] = "min"  # objective prm: the saved model's default reward
     prm_split_salt: str = "rewardline-v1"  # objective prm: train / val / test by prompt (pairs.split_salt's hash)
     prm_train_fraction: float = Field(0.8, gt=0.0, le=1.0)
@@ -134,8 +135,7 @@ class TrainConfig(Section):
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> TrainConfig:
-        """From ``params.yaml``'s ``train`` section (:func:`rewardline.config.build`: unknown keys,
-        wrong types and out-of-range values raise ConfigError)."""
+        """From ``params.yaml``'s ``train`` section (``config.build``: bad keys, types, ranges raise ConfigError)."""
         return build(cls, params, name="train")
 
     def override(self, assignments: list[str]) -> TrainConfig:

@@ -79,6 +79,22 @@ outcome way (Math-Shepherd's hard estimate, one rollout: the solution itself): `
 ``y_k = 1, m_k = 1`` at every step; ``o = 0`` gives ``y_K = 0, m_K = 1`` at the last step ``K`` and
 ``m_k = 0`` before it (where the chain went wrong is unknown), so a wrong solution adds exactly
 ``−log σ(−z_K)`` to the numerator and 1 to ``W``.
+
+Within-problem ranking (``μ = train.prm_pair_weight``, 0 = off): best-of-N picks among the solutions
+of *one* problem, and per-step BCE on outcome labels pooled over problems also rewards "looks like an
+easy problem". For every pair ``c = (a, b)`` of solutions of the same problem with ``a`` correct and
+``b`` wrong (outcome ``1`` vs ``0``; :func:`rewardline.training.step_data.solution_groups`, weight
+``w_c = 1``), a Bradley-Terry term on the solutions' scores ``s_i`` from their step logits
+(``train.prm_pair_score``: ``min`` — ``s_i = min_k z_k``, monotone in the ``min`` aggregate
+``min_k σ(z_k)``; ``last`` — ``s_i = z_{L(i)}``; ``mean`` — ``s_i = (1/K_i) Σ_k z_k``)::
+
+    ℓ_c  = −log σ(s_a − s_b) = softplus(s_b − s_a)         (log 2 when s_a = s_b)
+    loss = ( Σ_s m_s ℓ_s + λ Σ_i q_i ℓ_i^{outcome} + μ Σ_c w_c ℓ_c ) / W,
+    W    = Σ m_s + λ Σ q_i + μ Σ_c w_c
+
+so the pair term's gradient reaches only the logits that make ``s_a`` and ``s_b`` (``min``: each
+solution's lowest step; ``last``: its last step; ``mean``: all its steps). ``pair_accuracy`` counts
+pairs with ``s_a > s_b``.
 """
 
 from __future__ import annotations
@@ -338,28 +354,54 @@ class StepTargets:
     last_step: torch.Tensor  # [N] index into S of each solution's last kept step, -1 none
     outcome: torch.Tensor  # [N]
     outcome_known: torch.Tensor  # [N]
+    step_row: torch.Tensor | None = None  # [S] solution (row) of each step: for the pair term's scores
+    pair_a: torch.Tensor | None = None  # [C] correct solution of each within-problem pair
+    pair_b: torch.Tensor | None = None  # [C] wrong solution of the same problem
+    pair_weight: torch.Tensor | None = None  # [C]
+
+
+PAIR_SCORES = ("min", "last", "mean")
+
+
+def solution_scores(logits: torch.Tensor, step_row: torch.Tensor, last_step: torch.Tensor, n: int,
+                    how: str) -> torch.Tensor:
+    """``s_i`` [n] of every solution from its step logits ``z`` (``how``: ``min`` | ``last`` | ``mean``;
+    module docstring). A solution without a kept step gets 0 (it is never in a pair)."""
+    if how == "last":
+        return torch.where(last_step >= 0, logits[last_step.clamp_min(0)], torch.zeros_like(logits[:1]))
+    if how == "min":
+        out = torch.full((n,), float("inf"), dtype=logits.dtype, device=logits.device)
+        out = out.scatter_reduce(0, step_row, logits, "amin", include_self=True)
+        return torch.where(torch.isinf(out), torch.zeros_like(out), out)
+    if how == "mean":
+        total = torch.zeros(n, dtype=logits.dtype, device=logits.device).index_add(0, step_row, logits)
+        return total / torch.bincount(step_row, minlength=n).clamp_min(1).to(logits)
+    raise ConfigError(f"train.prm_pair_score: expected one of {PAIR_SCORES}, got {how!r}")
 
 
 class ProcessObjective(Objective):
-    """Per-step BCE at the step separators, plus an optional outcome term (``prm``):
-    ``loss = (Σ m_s ℓ_s + λ Σ q_i ℓ_{L(i)}^{outcome}) / W`` (module docstring)."""
+    """Per-step BCE at the step separators, plus optional outcome and within-problem pair terms (``prm``):
+    ``loss = (Σ m_s ℓ_s + λ Σ q_i ℓ_{L(i)}^{outcome} + μ Σ_c w_c softplus(s_b − s_a)) / W`` (module docstring)."""
 
     name = "prm"
-    count_names = ("correct", "counted", "solution_steps")
+    count_names = ("correct", "counted", "solution_steps", "pair_correct", "pairs")
     unit = "solution_steps"
     #: The batches are step-labelled solutions (``solutions.parquet``), not pairs.
     data_kind: ClassVar[str] = "steps"
 
-    def __init__(self, outcome_weight: float = 0.0) -> None:
-        self.outcome_weight = outcome_weight
+    def __init__(self, outcome_weight: float = 0.0, pair_weight: float = 0.0, pair_score: str = "min") -> None:
+        if pair_score not in PAIR_SCORES:
+            raise ConfigError(f"train.prm_pair_score: expected one of {PAIR_SCORES}, got {pair_score!r}")
+        self.outcome_weight, self.pair_weight, self.pair_score = outcome_weight, pair_weight, pair_score
 
     @classmethod
     def from_config(cls, config: Any) -> ProcessObjective:
-        return cls(outcome_weight=config.prm_outcome_weight)
+        return cls(config.prm_outcome_weight, config.prm_pair_weight, config.prm_pair_score)
 
     def group_weight(self, group: Group) -> float:
         assert group.step_known is not None and group.outcome_known is not None
-        return float(group.step_known.sum()) + self.outcome_weight * float(group.outcome_known.sum())
+        return (float(group.step_known.sum()) + self.outcome_weight * float(group.outcome_known.sum())
+                + self.pair_weight * float(group.weight.sum()))
 
     def forward(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """The head's logit at every step separator of the batch, ``[S]``."""
@@ -370,7 +412,8 @@ class ProcessObjective(Objective):
         if batch.step_target is None:
             raise ConfigError("train.objective: prm needs step-labelled solutions (solutions.parquet), and the "
                               "batch has none")
-        return StepTargets(batch.step_target, batch.step_known, batch.last_step, batch.outcome, batch.outcome_known)
+        return StepTargets(batch.step_target, batch.step_known, batch.last_step, batch.outcome, batch.outcome_known,
+                           batch.step_row, batch.idx_a, batch.idx_b, batch.weight)
 
     def loss(self, rewards: torch.Tensor, targets: StepTargets, normalizer: float | None = None) -> LossTerms:
         logits = rewards.float()
@@ -384,17 +427,29 @@ class ProcessObjective(Objective):
             per_out = F.binary_cross_entropy_with_logits(z_last, targets.outcome.to(logits)[has], reduction="none")
             weighted = weighted + self.outcome_weight * (q * per_out).sum()
             weight_sum = weight_sum + self.outcome_weight * q.sum()
+        pair_right, n_pairs = torch.zeros((), dtype=torch.int64), 0
+        if targets.pair_a is not None and targets.step_row is not None and len(targets.pair_a):
+            s = solution_scores(logits, targets.step_row, targets.last_step, len(targets.last_step), self.pair_score)
+            delta = s[targets.pair_a] - s[targets.pair_b]
+            w = targets.pair_weight.to(logits) if targets.pair_weight is not None else torch.ones_like(delta)
+            if self.pair_weight:
+                weighted = weighted + self.pair_weight * (w * F.softplus(-delta)).sum()
+                weight_sum = weight_sum + self.pair_weight * w.sum()
+            pair_right, n_pairs = (delta.detach() > 0).sum(), len(delta)
         denom = weight_sum.clamp_min(1e-12) if normalizer is None else normalizer
         with torch.no_grad():
             right = (((logits > 0) == (y > 0.5)) & (m > 0)).sum()
-        return self._terms(weighted / denom, weighted, weight_sum, right, m.sum(), len(logits))
+        return self._terms(weighted / denom, weighted, weight_sum, right, m.sum(), len(logits), pair_right, n_pairs)
 
     def summarize(self, sums: Mapping[str, float]) -> dict[str, float | int]:
-        """``loss = Σ w·ℓ / Σ w``, ``accuracy`` = right / labelled steps, ``solution_steps`` (all separators)."""
+        """``loss = Σ w·ℓ / Σ w``, ``accuracy`` = right / labelled steps, ``solution_steps`` (all separators),
+        ``pair_accuracy`` = within-problem pairs with ``s_a > s_b`` / pairs."""
         return {
             "loss": sums["weighted_loss"] / max(sums["weight"], 1e-12),
             "accuracy": sums["correct"] / max(sums["counted"], 1.0),
             "solution_steps": int(sums["solution_steps"]),
+            "pair_accuracy": sums["pair_correct"] / max(sums["pairs"], 1.0),
+            "pairs": int(sums["pairs"]),
         }
 
 

@@ -85,15 +85,23 @@ def tokenized_solutions(ids: list[str], enc: EncodedSolutions, fingerprint: str)
                               False)
 
 
+def outcome_pairs(outcome: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The within-problem pairs ``(a, b)`` (local indices) of one problem's solutions: every ``a`` with outcome
+    1 against every ``b`` with outcome 0, both known (the ``prm`` objective's pair term)."""
+    good = np.flatnonzero((known > 0) & (outcome > 0.5))
+    bad = np.flatnonzero((known > 0) & (outcome <= 0.5))
+    return np.repeat(good, len(bad)).astype(np.int64), np.tile(bad, len(good)).astype(np.int64)
+
+
 def solution_groups(table: pa.Table, enc: EncodedSolutions, tok: TokenizedResponses, neutral_as: str,
                     row_offset: int = 0) -> list[Group]:
     """One :class:`Group` per problem of ``table`` (rows ``row_offset ..`` of ``tok``): each solution's
-    kept steps with their separator positions, BCE targets and masks, and its outcome."""
+    kept steps with their separator positions, BCE targets and masks, its outcome, and the problem's
+    correct-vs-wrong pairs as the group's comparisons (:func:`outcome_pairs`, label 1, weight 1)."""
     cols = table.select(["prompt_id", "step_labels", "outcome"]).to_pydict()
     by_prompt: dict[str, list[int]] = {}
     for i, pid in enumerate(cols["prompt_id"]):
         by_prompt.setdefault(pid, []).append(i)
-    empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0, np.float32)
     groups = []
     for pid, idx in by_prompt.items():
         step_row, step_col, target, known = [], [], [], []
@@ -109,8 +117,10 @@ def solution_groups(table: pa.Table, enc: EncodedSolutions, tok: TokenizedRespon
             outcome.append(float(out) if out is not None else 0.0)
             outcome_known.append(1.0 if out is not None and positions else 0.0)
         rows = np.array(idx, np.int64) + row_offset
+        a, b = outcome_pairs(np.array(outcome), np.array(outcome_known))
+        ones = np.ones(len(a), np.float32)
         groups.append(Group(
-            prompt_id=pid, rows=rows, a=empty_i, b=empty_i, label=empty_f, margin=empty_f, weight=empty_f,
+            prompt_id=pid, rows=rows, a=a, b=b, label=ones, margin=ones * 0, weight=ones,
             max_len=int(tok.lengths[rows].max()), step_row=np.array(step_row, np.int64),
             step_col=np.array(step_col, np.int64), step_target=np.concatenate(target),
             step_known=np.concatenate(known), outcome=np.array(outcome, np.float32),

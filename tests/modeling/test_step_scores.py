@@ -78,3 +78,31 @@ def test_pyfunc_scores_steps(prm_dir):
     out = scorer.predict(pd.DataFrame({"prompt": ["2+2?"], "steps": [["2 + 2 = 4", "The answer is 4"]]}),
                          {"aggregate": "last"})
     assert list(out.columns) == ["step_scores", "reward"] and out["reward"][0] == out["step_scores"][0][-1]
+
+
+def test_bon_cli_scores_a_prm_by_its_step_aggregate(prm_dir, tmp_path):
+    """`rewardline bon` with a PRM: each candidate's reward is the model's step aggregate (``min``) over the
+    solution's lines as steps, as `rewardline score` gives for {prompt, steps}, not a pooled sequence score."""
+    from rewardline.modeling.step_scores import score_steps
+
+    problems = [(f"Tom has {a} apples and buys {b} more. How many?",
+                 [f"Tom starts with {a}.\n\nHe buys {b}: {a} + {b} = {a + b + d}.\nA: {a + b + d}" for d in (0, 1, 2)])
+                for a, b in ((3, 4), (10, 5), (7, 8))]
+    model, tokenizer = RewardModel.load(prm_dir)
+    steps = [[line.strip() for line in s.split("\n") if line.strip()] for _, sols in problems for s in sols]
+    prompts = [q for q, sols in problems for _ in sols]
+    expected = aggregate_steps(score_steps(model, tokenizer, prompts, steps), "min").reshape(3, 3)
+    assert all(len(s) == 3 for s in steps)  # the blank line is not a step
+    records = [{"question": q, "solutions": [{"solution": s, "is_correct": bool(j == expected[i].argmax())}
+                                             for j, s in enumerate(sols)]} for i, (q, sols) in enumerate(problems)]
+    src = tmp_path / "cands.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "bon"
+    result = CliRunner().invoke(app, ["bon", "--model", str(prm_dir), "--data", str(src), "--format", "gsm8k",
+                                      "--out", str(out), "--params", str(tmp_path / "none.yaml"),
+                                      "--set", "bootstrap_samples=50"])
+    assert result.exit_code in (0, 1), result.output  # 1: a gate failed; the metrics are written either way
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["proxy_by_n"]["1"] == pytest.approx(expected.mean(), abs=1e-6)  # mean reward of a random pick
+    assert m["proxy_by_n"]["3"] == pytest.approx(expected.max(1).mean(), abs=1e-6)
+    assert m["gold_by_n"]["3"] == pytest.approx(1.0)  # the highest min-aggregate is the correct one: picked

@@ -153,3 +153,59 @@ def test_trains_saves_and_reloads_with_the_same_step_scores(solutions_dir, tmp_p
         logits = model(ids, torch.ones_like(ids), torch.tensor(enc.token_type_ids),
                        step_rows=torch.zeros(2, dtype=torch.long), step_cols=torch.tensor(enc.positions[0]))
     np.testing.assert_allclose(scores, torch.sigmoid(logits).numpy(), rtol=1e-5)
+
+
+def _pair_targets(step_row, last, a, b, known=None) -> StepTargets:
+    s = len(step_row)
+    return StepTargets(torch.zeros(s), torch.tensor(known or [0.0] * s), torch.tensor(last), torch.zeros(len(last)),
+                       torch.zeros(len(last)), torch.tensor(step_row), torch.tensor(a), torch.tensor(b),
+                       torch.ones(len(a)))
+
+
+@pytest.mark.parametrize("how", ["min", "last", "mean"])
+def test_pair_term_is_log2_for_equal_scores(how):
+    objective = ProcessObjective(pair_weight=2.0, pair_score=how)
+    z = torch.tensor([0.3, 0.3, 0.3, 0.3])  # solutions 0 (steps 0, 1) and 1 (steps 2, 3): equal scores
+    terms = objective.loss(z, _pair_targets([0, 0, 1, 1], [1, 3], [0], [1]))
+    assert terms.loss.item() == pytest.approx(math.log(2), rel=1e-6)  # (2 · log 2) / (2 · 1)
+    sums = dict(zip(objective.sum_names, terms.sums.tolist(), strict=True))
+    assert sums["pairs"] == 1 and sums["pair_correct"] == 0  # a tie is not a right order
+
+
+def test_pair_term_with_step_bce_equals_a_hand_computation():
+    objective = ProcessObjective(pair_weight=0.5, pair_score="min")
+    z = torch.tensor([2.0, -1.0, 0.5, 1.5])  # solution 0: steps 0, 1 (min −1); solution 1: steps 2, 3 (min 0.5)
+    t = _pair_targets([0, 0, 1, 1], [1, 3], [0], [1], known=[1.0, 0.0, 0.0, 1.0])
+    t.target = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    pair = math.log1p(math.exp(0.5 - (-1.0)))  # −log σ(s_a − s_b), s_a = −1, s_b = 0.5
+    expected = (_bce(2.0, 1) + _bce(1.5, 0) + 0.5 * pair) / (2 + 0.5 * 1)
+    assert objective.loss(z, t).loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(("how", "touched"), [("min", [1, 2]), ("last", [1, 3]), ("mean", [0, 1, 2, 3])])
+def test_pair_gradient_reaches_only_the_logits_of_the_paired_solutions_scores(how, touched):
+    objective = ProcessObjective(pair_weight=1.0, pair_score=how)
+    z = torch.tensor([0.9, 0.1, -0.2, 0.4, 0.7, 0.8], requires_grad=True)  # solution 2 (steps 4, 5): in no pair
+    objective.loss(z, _pair_targets([0, 0, 1, 1, 2, 2], [1, 3, 5], [0], [1])).loss.backward()
+    nonzero = torch.nonzero(z.grad).flatten().tolist()
+    assert nonzero == touched
+    assert (z.grad[[i for i in touched if i < 2]] < 0).all() and (z.grad[[i for i in touched if i >= 2]] > 0).all()
+    # gradient descent raises the correct solution's score and lowers the wrong one's
+
+
+def test_pairs_are_every_correct_against_every_wrong_solution_of_a_problem():
+    from rewardline.training.step_data import outcome_pairs
+
+    a, b = outcome_pairs(np.array([1.0, 0.0, 1.0, 0.0, 1.0]), np.array([1.0, 1.0, 1.0, 1.0, 0.0]))
+    assert sorted(zip(a.tolist(), b.tolist(), strict=True)) == [(0, 1), (0, 3), (2, 1), (2, 3)]  # 4: unknown
+    assert len(outcome_pairs(np.array([1.0, 1.0]), np.ones(2))[0]) == 0  # all correct: no pair
+
+
+def test_pair_weight_enters_the_groups_normaliser(solutions_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_bert_path())
+    cfg = TrainConfig(backbone=str(tiny_bert_path()), objective="prm", max_length=64, prm_pair_weight=3.0)
+    _, train_groups, _, _, _ = load_step_groups(solutions_dir, tok, cfg)
+    objective = build_objective("prm", cfg)
+    for g in train_groups:
+        assert len(g.a) == int((g.outcome_known * g.outcome).sum() * (g.outcome_known * (1 - g.outcome)).sum())
+        assert objective.group_weight(g) == pytest.approx(float(g.step_known.sum()) + 3.0 * len(g.a))
