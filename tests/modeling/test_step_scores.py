@@ -106,3 +106,13 @@ def test_bon_cli_scores_a_prm_by_its_step_aggregate(prm_dir, tmp_path):
     assert m["proxy_by_n"]["1"] == pytest.approx(expected.mean(), abs=1e-6)  # mean reward of a random pick
     assert m["proxy_by_n"]["3"] == pytest.approx(expected.max(1).mean(), abs=1e-6)
     assert m["gold_by_n"]["3"] == pytest.approx(1.0)  # the highest min-aggregate is the correct one: picked
+
+
+def test_rerank_refuses_a_process_reward_model(prm_dir: Path, tmp_path: Path):
+    """rerank / serve read a pooled forward: for a PRM that is not its reward, so they refuse it (exit 2)."""
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps({"prompt": "2+2?", "response": "2+2=4\nThe answer is 4"}) + "\n")
+    result = CliRunner().invoke(app, ["rerank", "--model", str(prm_dir), "--input", str(rows),
+                                      "--out", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 2, result.output
+    assert "process reward model" in result.output
