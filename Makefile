@@ -24,9 +24,10 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 
 install: $(VENV)/.installed
 
-## The main job, end to end on the embedded default (local files, shipped sample data).
+## The main job, end to end on the embedded default (local files, shipped sample data): the reward-model
+## pipeline ingest -> ... -> register. The process-reward-model pipeline is `dvc repro prm_register`; `dvc repro` runs both.
 run: install
-	dvc repro
+	dvc repro register
 	@echo; cat reports/evaluate/report.md
 	@echo; rewardline registry
 
