@@ -92,7 +92,7 @@ class TrainConfig(Section):
     batch_tokens: int = Field(8192, ge=1)  # padded tokens per micro-batch
     grad_accum: int = Field(1, ge=1)
     epochs: int = Field(1, ge=1)
-    eval_every: int = Field(25, ge=0)  # evaluate on val every N optimizer steps (and after the last); 0 = at the end
+    eval_every: int = Field(0, ge=0)  # evaluate on val every N optimizer steps (and after the last); 0 = at the end
     patience: int = Field(0, ge=0)  # stop after N evaluations without a better val accuracy; 0 = never
     max_steps: int = Field(0, ge=0)  # > 0: stop after this many optimizer steps
     lr: float = Field(3e-4, gt=0.0)
