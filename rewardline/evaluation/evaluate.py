@@ -81,7 +81,7 @@ class EvalConfig(Section):
     champion_power: float = Field(0.8, gt=0.0, lt=1.0)  # power of the gate report's detectable-difference analysis
     min_calibration_pairs: int = Field(100, ge=0)  # fit T only on a val split with at least this many decided pairs
     min_temperature_gain: float = Field(0.01, ge=0.0)  # ... and apply it only if val NLL drops by this share (CI > 0)
-    min_bon_gain: float = 0.0  # gate of `rewardline bon`: CI low of gold(N_max) − gold(1) > this
+    min_bon_gain: float = -1.0  # gate of the bon stage: CI low of gold(N_max) − gold(1) > this; -1 = report only
     max_overoptimization: float = Field(0.05, ge=0.0)  # gate of `rewardline bon`: peak gold − gold(N_max) ≤ this
     bootstrap_samples: int = Field(1000, ge=1)
     seed: int = 0
