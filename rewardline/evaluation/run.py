@@ -68,6 +68,8 @@ def score_pairs(model_dir: Path, pairs_dir: Path, splits: tuple[str, ...], batch
 def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalConfig,
                  champion_dir: Path | None = None) -> dict:
     """Score val/test with the model (and the champion), write metrics, plots and the gate report."""
+    from rewardline.modeling.score import residual_sd_of
+
     scored = score_pairs(model_dir, pairs_dir, ("val", "test"))
     test, ra, rb, len_a, len_b = scored["test"]
     val, vra, vrb, _, _ = scored["val"]
@@ -77,7 +79,7 @@ def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalCo
         champion_a, champion_b = champion[1], champion[2]
     return evaluate_scores(test, ra, rb, val, vra, vrb, len_a, len_b, config, champion_a, champion_b,
                            out_dir=out_dir, anchor_ids=anchor_ids(pairs_dir), link=model_link(model_dir),
-                           residual_sd=model_residual_sd(model_dir))
+                           residual_sd=residual_sd_of(model_dir))
 
 
 def anchor_ids(pairs_dir: Path) -> pa.Array:
@@ -93,7 +95,3 @@ def model_link(model_dir: Path) -> str | None:
     """The model's ``reward_config.json`` link (probit | logit: absolute-scale rewards), or None (a BT model)."""
     return json.loads((model_dir / REWARD_CONFIG).read_text()).get("link")
 
-
-def model_residual_sd(model_dir: Path) -> float:
-    """The model's ``reward_config.json`` residual_sd s (win_prob = Φ(r/√(1+s²))), 0 when absent."""
-    return float(json.loads((model_dir / REWARD_CONFIG).read_text()).get("residual_sd") or 0.0)
