@@ -44,6 +44,7 @@ from pydantic import Field
 from rewardline.config import Section, build, load_params
 from rewardline.data import adapters
 from rewardline.data.canonical import canonicalize
+from rewardline.evaluation.bon import BonConfig, bon_curves, summarize
 from rewardline.evaluation.metrics import hard_credit
 from rewardline.ops import storage
 from rewardline.pairs.expand import PairsConfig, build_pairs
@@ -272,7 +273,29 @@ def check_drift(batch: inbox.Batch, champion: Champion, bp: BatchPairs | None, c
                            reference_accuracy=champion.test_accuracy, reference_groups=champion.reference_prompts,
                            groups=np.asarray([s.get("prompt_id") for s in samples], dtype=object) if grouped else None,
                            permutations=cfg.drift_permutations)
+    report.best_of_n = fresh_bon(samples, rewards)
     return report, drift.decide(report, cfg.thresholds, force=force or cfg.force)
+
+
+#: What the cycle report keeps of :func:`rewardline.evaluation.bon.summarize` for a fresh batch.
+FRESH_BON_KEYS = ("prompts", "n_max", "gold_by_n", "random_gold", "oracle_gold", "gain_n_max", "gain_n_max_ci")
+
+
+def fresh_bon(samples: list[dict], rewards: np.ndarray, config: BonConfig | None = None) -> dict[str, Any] | None:
+    """The champion's best-of-N on fresh policy samples that carry gold labels (every sample a numeric
+    ``gold``: a judge's preference, correctness, a gold RM's score), with the samples of a prompt as its
+    candidates: exact E[gold of the pick] per N, random pick, oracle, gain at N_max with its CI by prompt
+    (:func:`rewardline.evaluation.bon.bon_curves`, ``summarize``). None without gold or with < 2 samples per prompt."""
+    gold = [s.get("gold") for s in samples]
+    if not samples or any(isinstance(g, bool) or not isinstance(g, int | float) for g in gold):
+        return None
+    keys = [p if isinstance(p, str) else json.dumps(p, sort_keys=True) for p in (s["prompt"] for s in samples)]
+    _, prompt_index = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    if np.bincount(prompt_index).max() < 2:
+        return None
+    curves = bon_curves(prompt_index, np.asarray(rewards, np.float64), np.asarray(gold, np.float64))
+    metrics = summarize(curves, config or BonConfig())
+    return {k: metrics[k] for k in FRESH_BON_KEYS}
 
 
 # ---------------------------------------------------------------- 3. append, 4. compare and promote
@@ -367,6 +390,13 @@ def summary_markdown(results: list[BatchResult], cfg: RetrainConfig, rolled_back
                       f"(independent samples) {fmt(d.get('ks_pvalue'))}.", "",
                   f"Decision: **{'retrain' if r.decision.get('retrain') else 'no retrain'}**"
                   + (f" ({'; '.join(r.decision.get('reasons', []))})" if r.decision.get("reasons") else ""), ""]
+        if d.get("best_of_n"):
+            b = d["best_of_n"]
+            n_max = str(b["n_max"])
+            low, high = b["gain_n_max_ci"]
+            lines += [f"Best-of-N of the champion on the samples' gold ({b['prompts']} prompts): N = {n_max} "
+                      f"{fmt(b['gold_by_n'][n_max])}, random {fmt(b['random_gold'][n_max])}, oracle "
+                      f"{fmt(b['oracle_gold'][n_max])}; gain {fmt(b['gain_n_max'])} [{fmt(low)}, {fmt(high)}].", ""]
         if r.decision.get("within_noise"):
             lines += [f"Within sampling noise, not counted: {'; '.join(r.decision['within_noise'])}.", ""]
         if r.comparison:

@@ -129,6 +129,7 @@ class DriftReport:
     n_reference_prompts: int = 0
     psi_pvalue: float = float("nan")  # prompt-level permutation p-values (NaN: not tested)
     ks_perm_pvalue: float = float("nan")
+    best_of_n: dict | None = None  # the champion's best-of-N on the samples when they carry gold (cycle.fresh_bon)
 
     @property
     def accuracy_drop(self) -> float:
