@@ -55,6 +55,15 @@ def is_process_model(model_dir: Path | str) -> bool:
         return False  # RewardModel.load reports the bad file
 
 
+def refuse_process_model(model_dir: Path | str, command: str) -> None:
+    """ConfigError (exit 2) when ``model_dir`` is a PRM: ``command`` reads a pooled forward, not its reward."""
+    from rewardline.errors import ConfigError
+
+    if is_process_model(model_dir):
+        raise ConfigError(f"{model_dir}: a process reward model; {command} scores outcome models (score its "
+                          "steps with `rewardline score` rows {prompt, steps}, or `rewardline bon`)")
+
+
 def score_steps(model: RewardModel, tokenizer: Any, prompts: list[str], steps: list[list[str]],
                 batch_tokens: int = 16384, device: str = "auto") -> list[np.ndarray]:
     """``p_k`` for every step of every solution (float64 arrays, NaN for dropped steps), batched by length."""

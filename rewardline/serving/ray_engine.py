@@ -150,11 +150,9 @@ def score_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path |
                     limits: Limits | None = None, options: RayOptions | None = None) -> int:
     """``rewardline score --engine ray``: the output of :func:`rewardline.modeling.score.score_jsonl`
     (each row plus reward, and win_prob for an absolute-scale model), scored on a Ray cluster."""
-    from rewardline.modeling.step_scores import is_process_model
+    from rewardline.modeling.step_scores import refuse_process_model
 
-    if is_process_model(model_dir):
-        raise ConfigError(f"{model_dir}: a process reward model; --engine ray scores outcome models "
-                          "(score it with --engine local)")
+    refuse_process_model(model_dir, "--engine ray")
     rows = read_score_rows(in_path, limits=limits)
     rewards, link = ray_rewards(model_dir, rows, batch_tokens, options)
     return write_scored(rows, rewards, link, out_path, residual_sd_of(model_dir) if link else 0.0)
@@ -164,6 +162,9 @@ def rerank_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path 
                      batch_tokens: int = 16384, options: RayOptions | None = None) -> dict[str, Any]:
     """``rewardline rerank --engine ray``: the output and counts of
     :func:`rewardline.serving.rerank.rerank_jsonl`, the rewards scored on a Ray cluster."""
+    from rewardline.modeling.step_scores import refuse_process_model
+
+    refuse_process_model(model_dir, "rerank")
     rows = read_score_rows(in_path)
     if not rows:
         return write_reranked(rows, [], out_path)

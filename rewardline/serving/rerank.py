@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from rewardline.errors import ConfigError, NonFiniteError
+from rewardline.errors import NonFiniteError
 from rewardline.modeling.score import forward_encoded, message_list, pad_id_of, read_score_rows, win_probability
 
 
@@ -67,11 +67,9 @@ class RewardScorer:
         from rewardline.modeling.device import select_runtime
         from rewardline.modeling.formatting import Formatter
         from rewardline.modeling.model import RewardModel
-        from rewardline.modeling.step_scores import is_process_model
+        from rewardline.modeling.step_scores import refuse_process_model
 
-        if is_process_model(model_dir):  # its reward is an aggregate of step scores, not this pooled forward
-            raise ConfigError(f"{model_dir}: a process reward model; rerank and serve score outcome models "
-                              "(score its steps with `rewardline score` rows {prompt, steps}, or `rewardline bon`)")
+        refuse_process_model(model_dir, "rerank and serve")  # a PRM's reward aggregates step scores
         self.model_dir = Path(model_dir)
         self.runtime = select_runtime(device, "auto")
         self.model, self.tokenizer = RewardModel.load(model_dir, self.runtime.device)
