@@ -275,38 +275,50 @@ def read_file(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | 
     ``step_options`` configure the step adapters (GSM8K negatives and their seed).
     A record over ``limits.max_record_bytes`` (default :class:`Limits`) is quarantined before it is
     parsed; the text limits are content checks (:func:`rewardline.data.canonical.canonicalize`).
+    The whole file at once: :func:`read_file_batches` concatenated.
     """
+    parts = list(read_file_batches(data, origin_file, fmt, batch_id, step_options, limits))
+    if len(parts) == 1:
+        return parts[0]
+    return AdapterResult(ranked=pa.concat_tables([p.ranked for p in parts]),
+                         quarantine=pa.concat_tables([p.quarantine for p in parts]),
+                         records_in=sum(p.records_in for p in parts))
+
+
+def read_file_batches(data: bytes, origin_file: str, fmt: str = "auto", batch_id: str | None = None,
+                      step_options: ST.StepOptions | None = None, limits: Limits | None = None
+                      ) -> Iterator[AdapterResult]:
+    """:func:`read_file` one record batch at a time (a Parquet source of a record-wise format: batches of
+    :data:`PARQUET_BATCH_RECORDS` records; any other file: one result), so that a caller streaming the rows
+    (the out-of-core ingest) never holds a whole file's ranked rows."""
     if fmt != "auto" and fmt not in FORMATS:
         raise ValueError(f"{origin_file}: unknown format {fmt!r}; expected 'auto' or one of {FORMATS}")
     data = _decompress(origin_file, data)
     container = _container(origin_file, data)
     if not data.strip():
-        records_in, ranked, quarantine = 0, S.empty(S.RANKED_RESPONSES), S.empty(S.QUARANTINE)
-        return AdapterResult(ranked, quarantine, records_in)
+        yield AdapterResult(S.empty(S.RANKED_RESPONSES), S.empty(S.QUARANTINE), 0)
+        return
     columns, first = _columns(origin_file, data, container, required=fmt == "auto")
     fmt = _sniffed_format(origin_file, data, container, columns, first) if fmt == "auto" else fmt
     if fmt in _STEP_ADAPTERS:
-        return _read_solutions(data, origin_file, container, fmt, batch_id, step_options or ST.StepOptions(),
-                               limits or Limits())
+        yield _read_solutions(data, origin_file, container, fmt, batch_id, step_options or ST.StepOptions(),
+                              limits or Limits())
+        return
     if fmt in _SHAPED:
         module = _SHAPED[fmt](_list_fields(data, container, first))
     else:
         module = _ADAPTERS.get(fmt) or (native.NESTED if "responses" in columns else native.LONG)
     schema = _flexible(module.SCHEMA, module.FLEXIBLE, first)
     record_wise = module in (native.NESTED, native.LONG)
-    ranked_parts, quarantine_parts, records_in = [], [], 0
     for records in _record_batches(data, origin_file, container, schema, limits or Limits(), record_wise):
         records.table = _strings(records.table, module.FLEXIBLE)
         ranked, records = module.to_ranked(records)
-        ranked_parts.append(S.conform(ranked, S.RANKED_RESPONSES))
-        quarantine_parts.append(records.quarantine())
-        records_in += records.records_in
-    ranked = pa.concat_tables(ranked_parts)
-    batch = pc.fill_null(ranked.column("batch_id"), batch_id or default_batch_id(origin_file))
-    ranked = ranked.set_column(ranked.schema.get_field_index("batch_id"), "batch_id", batch)
-    origin = repeat(origin_file, ranked.num_rows)
-    ranked = ranked.set_column(ranked.schema.get_field_index("origin_file"), "origin_file", origin)
-    return AdapterResult(ranked=ranked, quarantine=pa.concat_tables(quarantine_parts), records_in=records_in)
+        ranked = S.conform(ranked, S.RANKED_RESPONSES)
+        batch = pc.fill_null(ranked.column("batch_id"), batch_id or default_batch_id(origin_file))
+        ranked = ranked.set_column(ranked.schema.get_field_index("batch_id"), "batch_id", batch)
+        origin = repeat(origin_file, ranked.num_rows)
+        ranked = ranked.set_column(ranked.schema.get_field_index("origin_file"), "origin_file", origin)
+        yield AdapterResult(ranked=ranked, quarantine=records.quarantine(), records_in=records.records_in)
 
 
 #: Records per batch when a Parquet source of a record-wise format (native rankings: each record is
@@ -332,4 +344,5 @@ def _record_batches(data: bytes, origin: str, container: str, schema: pa.Schema,
         yield tabular_records(source.schema_arrow.empty_table(), origin, schema, limits=limits)
 
 
-__all__ = ["FORMATS", "AdapterResult", "default_batch_id", "detect_format", "is_empty", "read_file"]
+__all__ = ["FORMATS", "AdapterResult", "default_batch_id", "detect_format", "is_empty", "read_file",
+           "read_file_batches"]
