@@ -119,7 +119,7 @@ def run_ingest(config: IngestConfig, out_dir: Path, shards: int | None = None) -
     empty_files: list[str] = []
     bounds = limits.Limits.of(config)
     for uri, source in _expand(config.sources):
-        data = storage.read_bytes(uri)
+        data = adapters.local_parquet(uri) or storage.read_bytes(uri)  # a local Parquet file: read by row group
         if adapters.is_empty(uri, data):  # no records: skipped (noted in metrics) unless named on its own
             if uri in (source.path, str(Path(source.path))):
                 raise ValueError(f"{uri}: the file is empty (no records); expected records of format {source.format}")
