@@ -72,9 +72,12 @@ class ShardSpill:
         return self.directory / f"{self.name}-{shard}.parquet"
 
     def write(self, table: pa.Table, shard: np.ndarray) -> None:
-        """Append each row of ``table`` to its ``shard``'s file (stable: rows keep their order)."""
-        if table.num_rows == 0:
-            return
+        """Append each row of ``table`` to its ``shard``'s file (stable: rows keep their order), in slices of
+        :data:`READ_BATCH_ROWS` rows (the regrouped copy of a slice is all that is made at once)."""
+        for start in range(0, table.num_rows, READ_BATCH_ROWS):
+            self._write(table.slice(start, READ_BATCH_ROWS), shard[start:start + READ_BATCH_ROWS])
+
+    def _write(self, table: pa.Table, shard: np.ndarray) -> None:
         order = np.argsort(shard, kind="stable")
         counts = np.bincount(shard, minlength=self.shards)
         grouped = table.take(pa.array(order)).cast(self.schema)
@@ -161,7 +164,7 @@ class RowSink:
 def stream_table(path: Path, columns: list[str] | None = None, batch_rows: int = READ_BATCH_ROWS
                  ) -> Iterator[pa.Table]:
     """The Parquet table at ``path`` in batches of ``batch_rows`` rows (only ``columns`` when given)."""
-    source = pq.ParquetFile(path)
+    source = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps every row group read so far cached
     for batch in source.iter_batches(batch_size=batch_rows, columns=columns):
         yield pa.Table.from_batches([batch])
 

@@ -79,6 +79,8 @@ def _fill_ids(ranked: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
 def filled_prompt_ids(ranked: pa.Table, prompt_hash: np.ndarray | None = None) -> pa.ChunkedArray:
     """The prompt id of each ranked row: as given, else ``p-<hash64(prompt text)>`` (the derivation
     :func:`_fill_ids` applies; the out-of-core ingest routes rows by it before canonicalising)."""
+    if ranked["prompt_id"].null_count == 0:  # every id given: no text to hash
+        return ranked["prompt_id"]
     prompt_hash = hash64(ranked["prompt"]) if prompt_hash is None else prompt_hash
     return pc.if_else(pc.is_null(ranked["prompt_id"]), hex_from_hashes(prompt_hash, "p-"), ranked["prompt_id"])
 

@@ -366,7 +366,9 @@ def _record_batches(data: FileData, origin: str, container: str, schema: pa.Sche
     if container != "parquet" or not record_wise:
         yield _read_records(data, origin, container, schema, limits)
         return
-    source = pq.ParquetFile(_parquet_input(data))
+    # pre_buffer off: pre-buffering caches the compressed column chunks of every row group read so far until the
+    # iteration ends (measured: +0.3 GB per 1M-record row group of the 3M benchmark source, so memory grew with it)
+    source = pq.ParquetFile(_parquet_input(data), pre_buffer=False)
     first = 0
     for batch in source.iter_batches(batch_size=PARQUET_BATCH_RECORDS):
         lines = np.arange(first + 1, first + batch.num_rows + 1, dtype=np.int64)
