@@ -134,11 +134,11 @@ def run_ingest(config: IngestConfig, out_dir: Path, shards: int | None = None) -
                                                  step_options=options, limits=bounds):
             formats[fmt] += result.records_in
             records_in += result.records_in
-            ranked = schema.conform(result.ranked, schema.RANKED_RESPONSES)
-            sink.add(ranked)
             solution_parts.append(result.solutions)
             quarantine_parts.append(schema.conform(result.quarantine, schema.QUARANTINE))
-        del data, result  # parsed: neither the raw bytes nor the parts are held through the content checks
+            sink.add(schema.conform(result.ranked, schema.RANKED_RESPONSES))
+            del result  # not held while the next batch is read
+        del data  # parsed: the raw bytes are not held through the content checks
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = _canonical_tables(sink, bounds, out_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,10 +17,8 @@ def key_codes(*columns: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if isinstance(keys, pa.ChunkedArray) and keys.num_chunks > 1:
         # one array when the offsets allow: unifying per-chunk dictionaries is slow with many chunks (a spilled
         # bucket has hundreds: 78 s for 14 calls on 1.2M rows), and the codes are the same (first appearance)
-        try:
+        with contextlib.suppress(pa.ArrowInvalid):  # over 2 GiB of key text in 32-bit offsets: stay chunked
             keys = keys.combine_chunks()
-        except pa.ArrowInvalid:  # more than 2 GiB of key text in a 32-bit-offset column: stay chunked
-            pass
     encoded = pc.fill_null(keys, "\x00null").dictionary_encode()
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.unify_dictionaries() if encoded.num_chunks > 1 else encoded

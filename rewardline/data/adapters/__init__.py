@@ -351,12 +351,13 @@ def read_file_batches(data: FileData, origin_file: str, fmt: str = "auto", batch
         origin = repeat(origin_file, ranked.num_rows)
         ranked = ranked.set_column(ranked.schema.get_field_index("origin_file"), "origin_file", origin)
         yield AdapterResult(ranked=ranked, quarantine=records.quarantine(), records_in=records.records_in)
+        del ranked, records, batch, origin  # not held while the next batch is read and decoded
 
 
 #: Records per batch when a Parquet source of a record-wise format (native rankings: each record is
 #: checked and exploded on its own) is read batch by batch: a batch's strings stay far below the 2 GiB
 #: that 32-bit Arrow offsets address, and only one batch's nested input is decoded at a time.
-PARQUET_BATCH_RECORDS = 500_000
+PARQUET_BATCH_RECORDS = 250_000
 
 
 def _record_batches(data: FileData, origin: str, container: str, schema: pa.Schema, limits: Limits,
