@@ -228,10 +228,10 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | No
     Past ``buckets.ROWS_PER_BUCKET`` ranking rows (or with ``shards``: forced buckets, for tests) the pairs
     are built one prompt bucket at a time (:func:`_bucketed_pairs`)."""
     files = {name: in_dir / schema.TABLE_FILES[name] for name in ("rankings", "prompts", "responses")}
-    columns = {"prompts": ["prompt_id", "category"], "responses": ["prompt_id", *anchor_columns(in_dir)]}
     for path in files.values():
         if not path.exists():
             raise FileNotFoundError(f"expected table {path.name} in {path.parent}, but it does not exist")
+    columns = {"prompts": ["prompt_id", "category"], "responses": ["prompt_id", *anchor_columns(in_dir)]}
     n_rankings = pq.read_metadata(files["rankings"]).num_rows
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / TARGETS_FILE).unlink(missing_ok=True)  # a stale fit of an earlier run
