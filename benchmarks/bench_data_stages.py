@@ -3,7 +3,7 @@
 K = 4 responses of ~200 characters per ranking, 20 % of prompts ranked by 3 annotators
 (pool of 50). The source is written once as native nested-rankings Parquet; then the
 three stages run in a fresh child process, timed stage by stage, and the child's
-peak RSS is read from ``resource.getrusage(RUSAGE_CHILDREN)`` (``peak_rss_gb_after``: the child's
+peak RSS is its own ``VmHWM`` (:func:`peak_rss_gib`, GiB; ``peak_rss_gb_after``: the child's
 high-water mark once each stage has run, so the stage where it rises holds the peak).
 
     python benchmarks/bench_data_stages.py --rankings 1000000 --workdir /tmp/rl-bench [--targets thurstone]
@@ -36,6 +36,20 @@ def generate(n: int, path: Path) -> float:
     return time.perf_counter() - start
 
 
+def peak_rss_gib() -> float:
+    """This process's peak RSS in GiB: ``VmHWM`` of ``/proc/self/status`` (the high-water mark of its own address
+    space). Not ``getrusage``'s ``ru_maxrss``: Linux carries the parent's high-water mark into a child through
+    fork/vfork + exec, so the child's ``ru_maxrss`` (and the parent's ``RUSAGE_CHILDREN``) was at least the
+    parent's peak, i.e. the generator's memory (3M rankings: 3.79 GiB whatever the stages used)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
 def run_stages(source: Path, workdir: Path, targets: str = "none") -> dict:
     from rewardline.data.ingest import IngestConfig, Source, run_ingest
     from rewardline.pairs.expand import PairsConfig, run_pairs
@@ -45,7 +59,7 @@ def run_stages(source: Path, workdir: Path, targets: str = "none") -> dict:
     peaks: dict[str, float] = {}  # the process's peak RSS (a high-water mark) once the stage has run
 
     def peak_gb() -> float:
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
+        return round(peak_rss_gib(), 3)
 
     start = time.perf_counter()
     ingest = run_ingest(IngestConfig([Source(str(source), "rankings")]), workdir / "ingested")
@@ -57,9 +71,11 @@ def run_stages(source: Path, workdir: Path, targets: str = "none") -> dict:
     pairs = run_pairs(workdir / "validated", workdir / "pairs", PairsConfig(targets=targets))
     timings["pairs_s"], peaks["pairs"] = time.perf_counter() - start, peak_gb()
     timings["total_s"] = sum(timings.values())
+    peak = peak_gb()
     if targets != "none":
         timings["targets_s"] = time_target_fit(workdir / "pairs", targets)
-    return {"timings": timings, "peak_rss_gb_after": peaks, "rows_in": ingest["rows_in"], "rows_ok": ingest["rows_ok"],
+    return {"timings": timings, "peak_rss_gb_after": peaks, "peak_rss_gb": peak,
+            "rows_in": ingest["rows_in"], "rows_ok": ingest["rows_ok"],
             "rows_quarantined": ingest["rows_quarantined"], "rankings": ingest["rankings"],
             "krippendorff_alpha": validate["krippendorff_alpha"], "pairs": pairs["pairs"],
             **({"targets": pairs["targets"]} if targets != "none" else {})}
@@ -97,7 +113,8 @@ def main() -> None:
     if out.returncode != 0:
         sys.exit(out.stderr)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+    # the child's own VmHWM (above); getrusage's figure, which includes the generator's peak, for comparison
+    result["ru_maxrss_children_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
     result["generation_s"] = generation_s
     result["source_mb"] = source.stat().st_size / 1e6
     result["machine"] = f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores"

@@ -65,7 +65,7 @@ def _fill_ids(ranked: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     across prompts. Also returns the texts' hashes (prompt, response) for the conflict checks.
     """
     prompt_hash = hash64(ranked["prompt"])
-    prompt_ids = pc.if_else(pc.is_null(ranked["prompt_id"]), hex_from_hashes(prompt_hash, "p-"), ranked["prompt_id"])
+    prompt_ids = filled_prompt_ids(ranked, prompt_hash)
     ranked = ranked.set_column(ranked.schema.get_field_index("prompt_id"), "prompt_id", prompt_ids)
     response_hash = hash64(ranked["response"])
     derived = hex_from_hashes(combine(hash64(prompt_ids), response_hash), "r-")
@@ -74,6 +74,15 @@ def _fill_ids(ranked: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     )
     ranked = ranked.set_column(ranked.schema.get_field_index("response_id"), "response_id", response_ids)
     return ranked, prompt_hash, response_hash
+
+
+def filled_prompt_ids(ranked: pa.Table, prompt_hash: np.ndarray | None = None) -> pa.ChunkedArray:
+    """The prompt id of each ranked row: as given, else ``p-<hash64(prompt text)>`` (the derivation
+    :func:`_fill_ids` applies; the out-of-core ingest routes rows by it before canonicalising)."""
+    if ranked["prompt_id"].null_count == 0:  # every id given: no text to hash
+        return ranked["prompt_id"]
+    prompt_hash = hash64(ranked["prompt"]) if prompt_hash is None else prompt_hash
+    return pc.if_else(pc.is_null(ranked["prompt_id"]), hex_from_hashes(prompt_hash, "p-"), ranked["prompt_id"])
 
 
 def _ranking_ids(ranked: pa.Table) -> pa.ChunkedArray:

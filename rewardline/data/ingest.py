@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from rewardline.config import Section
 from rewardline.data import adapters, limits, schema
-from rewardline.data.canonical import canonicalize
+from rewardline.data.buckets import RowSink
+from rewardline.data.canonical import canonicalize, filled_prompt_ids
 from rewardline.data.reasons import reason_counts
 from rewardline.data.steps import SOLUTIONS_FILE, StepOptions, canonicalize_solutions, empty_rows
 from rewardline.data.tables import write_json, write_table
@@ -101,13 +103,14 @@ def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
 
 
 @writes_output("out_dir")  # locked; written to a staging folder, published whole
-def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
+def run_ingest(config: IngestConfig, out_dir: Path, shards: int | None = None) -> dict:
     """Read every source, validate, write the canonical tables, ``metrics.json`` and the gate report.
 
     Returns the metrics (with ``gates_passed``); a failed gate does not raise here:
-    the caller checks (:func:`rewardline.gates.check`).
+    the caller checks (:func:`rewardline.gates.check`). Out of core past ``buckets.ROWS_PER_BUCKET`` ranked
+    rows (:func:`_canonical_tables`); ``shards`` forces that mode with that many one-shard buckets (tests).
     """
-    ranked_parts: list[pa.Table] = []
+    sink = RowSink(schema.RANKED_RESPONSES, filled_prompt_ids, shards=shards)
     solution_parts: list[pa.Table] = []
     quarantine_parts: list[pa.Table] = []
     step_options = StepOptions(gsm8k_negatives=config.gsm8k_negatives, seed=config.seed)
@@ -116,7 +119,7 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
     empty_files: list[str] = []
     bounds = limits.Limits.of(config)
     for uri, source in _expand(config.sources):
-        data = storage.read_bytes(uri)
+        data = adapters.local_parquet(uri) or storage.read_bytes(uri)  # a local Parquet file: read by row group
         if adapters.is_empty(uri, data):  # no records: skipped (noted in metrics) unless named on its own
             if uri in (source.path, str(Path(source.path))):
                 raise ValueError(f"{uri}: the file is empty (no records); expected records of format {source.format}")
@@ -127,16 +130,18 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
         if source.step_labels != "unknown" and fmt != "solutions":
             raise ValueError(f"{uri}: step_labels: {source.step_labels} applies to format solutions only, not {fmt}")
         options = replace(step_options, step_labels=source.step_labels)
-        result = adapters.read_file(data, uri, fmt=fmt, batch_id=source.batch_id, step_options=options,
-                                    limits=bounds)
-        formats[fmt] += result.records_in
-        records_in += result.records_in
-        ranked_parts.append(schema.conform(result.ranked, schema.RANKED_RESPONSES))
-        solution_parts.append(result.solutions)
-        quarantine_parts.append(schema.conform(result.quarantine, schema.QUARANTINE))
-        del data, result  # parsed: neither the raw bytes nor the parts are held through the content checks
+        for result in adapters.read_file_batches(data, uri, fmt=fmt, batch_id=source.batch_id,
+                                                 step_options=options, limits=bounds):
+            formats[fmt] += result.records_in
+            records_in += result.records_in
+            solution_parts.append(result.solutions)
+            quarantine_parts.append(schema.conform(result.quarantine, schema.QUARANTINE))
+            sink.add(schema.conform(result.ranked, schema.RANKED_RESPONSES))
+            del result  # not held while the next batch is read
+        del data  # parsed: the raw bytes are not held through the content checks
 
-    tables = canonicalize(_drain(ranked_parts), bounds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = _canonical_tables(sink, bounds, out_dir)
     steps = canonicalize_solutions(pa.concat_tables(solution_parts) if solution_parts else empty_rows())
     quarantine = pa.concat_tables([*quarantine_parts, tables.quarantine, steps.quarantine])
     rows_quarantined = quarantine.num_rows
@@ -147,10 +152,6 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
             f"rows_quarantined={rows_quarantined}"
         )
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_table(tables.prompts, out_dir / schema.TABLE_FILES["prompts"])
-    write_table(tables.responses, out_dir / schema.TABLE_FILES["responses"])
-    write_table(tables.rankings, out_dir / schema.TABLE_FILES["rankings"])
     write_table(steps.solutions, out_dir / SOLUTIONS_FILE)
     write_table(quarantine, out_dir / schema.TABLE_FILES["quarantine"])
 
@@ -164,11 +165,11 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
         "rows_in_by_format": dict(formats),
         "quarantine_reasons": reason_counts(quarantine["reason"]),  # <= 50 categories; detail in quarantine
         "empty_files": len(empty_files),  # skipped, each named in a warning on stderr
-        "prompts": tables.prompts.num_rows,
-        "responses": tables.responses.num_rows,
-        "rankings": pc.count_distinct(tables.rankings["ranking_id"]).as_py(),
-        "ranked_rows": tables.rankings.num_rows,
-        "annotators": len(tables.rankings["annotator_id"].unique()),
+        "prompts": tables.prompts,
+        "responses": tables.responses,
+        "rankings": tables.rankings,
+        "ranked_rows": tables.ranked_rows,
+        "annotators": len(tables.annotators),
         "solutions_ok": steps.solutions.num_rows,
         "solutions_synthetic": int(pc.sum(steps.solutions["synthetic"]).as_py() or 0),
         "solution_problems": pc.count_distinct(steps.solutions["prompt_id"]).as_py(),
@@ -183,12 +184,57 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> dict:
     return metrics
 
 
-def _drain(ranked_parts: list[pa.Table]) -> pa.Table:
-    """The ranked rows of all files as one table; the list is emptied, so that once the content checks have
-    used the rows nothing else holds them."""
-    ranked = pa.concat_tables(ranked_parts) if ranked_parts else schema.empty(schema.RANKED_RESPONSES)
-    ranked_parts.clear()
-    return ranked
+@dataclass
+class CanonicalCounts:
+    """What the ranking tables written by :func:`_canonical_tables` hold (sums over the buckets)."""
+
+    quarantine: pa.Table  # the content faults, bucket after bucket
+    records_ok: int = 0
+    prompts: int = 0
+    responses: int = 0
+    rankings: int = 0
+    ranked_rows: int = 0
+    annotators: set = field(default_factory=set)
+
+
+def _canonical_tables(sink: RowSink, bounds: limits.Limits, out_dir: Path) -> CanonicalCounts:
+    """Canonicalise the ranked rows bucket by bucket (:mod:`rewardline.data.buckets`) and write the prompts,
+    responses and rankings tables; returns their counts.
+
+    One bucket (the data fit in ``ROWS_PER_BUCKET`` rows): :func:`canonicalize` on all rows, as always. Several:
+    every check of :func:`canonicalize` is per prompt id (a duplicate or conflicting row has its prompt's id,
+    and a record's rows share one prompt), so each bucket is canonicalised on its own and appended to the
+    tables (a row group per bucket or more); the counts add up, a record is accounted in its one bucket
+    (``run_ingest`` asserts the total), and the annotators are the union over buckets."""
+    files = {name: out_dir / schema.TABLE_FILES[name] for name in ("prompts", "responses", "rankings")}
+    counts = CanonicalCounts(schema.empty(schema.QUARANTINE))
+    quarantine_parts: list[pa.Table] = []
+    writers: dict[str, pq.ParquetWriter] = {}
+    try:
+        for ranked in sink.buckets():
+            tables = canonicalize(ranked, bounds)
+            del ranked
+            for name in files:
+                table = getattr(tables, name)
+                if not sink.spilled:
+                    write_table(table, files[name])
+                    continue
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(files[name], table.schema, compression="zstd")
+                writers[name].write_table(table, row_group_size=256_000)
+            quarantine_parts.append(tables.quarantine)
+            counts.records_ok += tables.records_ok
+            counts.prompts += tables.prompts.num_rows
+            counts.responses += tables.responses.num_rows
+            counts.rankings += pc.count_distinct(tables.rankings["ranking_id"]).as_py()
+            counts.ranked_rows += tables.rankings.num_rows
+            counts.annotators.update(tables.rankings["annotator_id"].unique().to_pylist())
+    finally:
+        for writer in writers.values():
+            writer.close()
+        sink.close()
+    counts.quarantine = pa.concat_tables([counts.quarantine, *quarantine_parts])
+    return counts
 
 
 def _markdown(metrics: dict, report: GateReport, examples: list[dict]) -> str:

@@ -48,6 +48,7 @@ from pydantic import Field, model_validator
 
 from rewardline.config import Section
 from rewardline.data import schema
+from rewardline.data.buckets import PromptBuckets
 from rewardline.data.hashing import unit_interval
 from rewardline.data.keys import key_codes
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
@@ -221,23 +222,90 @@ def pairs_metrics(pairs: pa.Table, counts: dict) -> dict:
 
 
 @writes_output("out_dir")  # locked; written to a staging folder, published whole
-def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
-    """Read a validated dataset directory, write ``{train,val,test}.parquet`` + tables + metrics."""
-    rankings = read_table(in_dir / schema.TABLE_FILES["rankings"])
-    prompts = read_table(in_dir / schema.TABLE_FILES["prompts"])
-    responses = read_table(in_dir / schema.TABLE_FILES["responses"], columns=anchor_columns(in_dir))
-    pairs, counts = build_pairs(rankings, prompts, config, responses)
+def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | None = None) -> dict:
+    """Read a validated dataset directory, write ``{train,val,test}.parquet`` + tables + metrics.
+
+    Past ``buckets.ROWS_PER_BUCKET`` ranking rows (or with ``shards``: forced buckets, for tests) the pairs
+    are built one prompt bucket at a time (:func:`_bucketed_pairs`)."""
+    files = {name: in_dir / schema.TABLE_FILES[name] for name in ("rankings", "prompts", "responses")}
+    for path in files.values():
+        if not path.exists():
+            raise FileNotFoundError(f"expected table {path.name} in {path.parent}, but it does not exist")
+    columns = {"prompts": ["prompt_id", "category"], "responses": ["prompt_id", *anchor_columns(in_dir)]}
+    n_rankings = pq.read_metadata(files["rankings"]).num_rows
     out_dir.mkdir(parents=True, exist_ok=True)
-    for split in schema.SPLITS:
-        write_table(pairs.filter(pc.equal(pairs["split"], split)), out_dir / f"{split}.parquet")
+    (out_dir / TARGETS_FILE).unlink(missing_ok=True)  # a stale fit of an earlier run
+    with PromptBuckets(files, columns, n_rankings, shards=shards) as buckets:
+        if buckets.single:
+            tables = next(iter(buckets))
+            pairs, counts = build_pairs(tables["rankings"], tables["prompts"], config, tables["responses"])
+            del tables
+            for split in schema.SPLITS:
+                write_table(pairs.filter(pc.equal(pairs["split"], split)), out_dir / f"{split}.parquet")
+            metrics = pairs_metrics(pairs, counts)
+            if config.targets != "none":
+                metrics["targets"] = write_targets(pairs, in_dir, out_dir, config)
+        else:
+            metrics = _bucketed_pairs(buckets, out_dir, config)
     for name in ("prompts", "responses"):
         copy_table(in_dir / schema.TABLE_FILES[name], out_dir / schema.TABLE_FILES[name])
-    metrics = pairs_metrics(pairs, counts)
-    if config.targets != "none":
-        metrics["targets"] = write_targets(pairs, in_dir, out_dir, config)
-    else:
-        (out_dir / TARGETS_FILE).unlink(missing_ok=True)  # a stale fit of an earlier run
     write_json(metrics, out_dir / "metrics.json")
+    return metrics
+
+
+def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig) -> dict:
+    """:func:`build_pairs` (and the utility fit) per prompt bucket, each split's pairs (and the targets)
+    appended bucket after bucket; the metrics of :func:`pairs_metrics` from sums over the buckets (a prompt's
+    comparisons, pairs, split and utilities are all in its bucket). ``label_mean`` / ``votes_mean`` are
+    float64 sums over the count (the one-bucket path averages the float32 labels: equal to 6 decimals);
+    the targets' ``iterations`` and ``max_gradient`` are the largest over the buckets' fits (each bucket is
+    fitted to the same tolerance), ``se_median`` the median over all responses."""
+    writers: dict[str, pq.ParquetWriter] = {}
+    total: dict = {"comparisons": 0, "ties_dropped": 0, "pairs": 0}
+    labels = {"unanimous (p=1)": 0, "majority (0.5<p<1)": 0, "tied (p=0.5)": 0}
+    label_sum = votes_sum = 0.0
+    fits: list[dict] = []
+    standard_errors: list[np.ndarray] = []
+
+    def append(name: str, table: pa.Table) -> None:
+        if name not in writers:
+            writers[name] = pq.ParquetWriter(out_dir / name, table.schema, compression="zstd")
+        writers[name].write_table(table, row_group_size=256_000)
+
+    try:
+        for tables in buckets:
+            pairs, counts = build_pairs(tables["rankings"], tables["prompts"], config, tables["responses"])
+            part = pairs_metrics(pairs, counts)
+            for split in schema.SPLITS:
+                append(f"{split}.parquet", pairs.filter(pc.equal(pairs["split"], split)))
+                for key in (f"pairs_{split}", f"prompts_{split}"):
+                    total[key] = total.get(key, 0) + part[key]
+            for key in ("comparisons", "ties_dropped", "pairs"):
+                total[key] += part[key]
+            for key in labels:
+                labels[key] += part["label_distribution"][key]
+            label_sum += float(np.sum(pairs["label"].to_numpy(zero_copy_only=False), dtype=np.float64))
+            votes_sum += float(np.sum(pairs["n_votes"].to_numpy(zero_copy_only=False), dtype=np.float64))
+            if config.targets != "none":
+                targets, stats = fit_targets(pairs, tables["responses"], config.targets, config.target_prior_sd,
+                                             config.target_prior_centre)
+                append(TARGETS_FILE, targets)
+                fits.append(stats)
+                standard_errors.append(targets["se"].to_numpy())
+            del tables, pairs
+    finally:
+        for writer in writers.values():
+            writer.close()
+    n = total["pairs"]
+    metrics = {**total, "label_distribution": labels, "label_mean": round(label_sum / n, 6) if n else None,
+               "votes_mean": round(votes_sum / n, 6) if n else None}
+    if fits:
+        se = np.concatenate(standard_errors)
+        metrics["targets"] = {**fits[0], "responses": sum(f["responses"] for f in fits),
+                              "iterations": max(f["iterations"] for f in fits),
+                              "max_gradient": max(f["max_gradient"] for f in fits),
+                              "anchored_prompts": sum(f["anchored_prompts"] for f in fits),
+                              "se_median": float(np.median(se)) if se.size else None}
     return metrics
 
 

@@ -59,7 +59,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-import krippendorff
+import krippendorff.krippendorff as kripp  # pinned (0.9.0): its coincidence steps, summed over buckets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -173,24 +173,36 @@ def _smallest_ranking_mask(ranking_id: pa.ChunkedArray, pair: np.ndarray) -> np.
     return rid == smallest[pair]
 
 
-def _alpha(unit: np.ndarray, rank: np.ndarray) -> tuple[float | None, str | None]:
-    """Ordinal Krippendorff's alpha from per-row unit codes and rank values.
+def _coincidences(unit: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(value domain, ordinal coincidence matrix) of per-row unit codes and rank values.
 
-    ``value_counts[u, v]`` = number of annotators who gave unit u the v-th smallest rank
-    value; units coded by a single annotator add nothing to the coincidence matrix and
-    are dropped before calling :func:`krippendorff.alpha`.
-    """
+    ``value_counts[u, v]`` = number of annotators who gave unit u the v-th smallest rank value; units
+    coded by a single annotator add nothing to the coincidence matrix and are dropped. The matrix is
+    ``krippendorff``'s own (``_coincidences``, a sum over units), so the matrices of disjoint sets of
+    units (prompt buckets) add up to the matrix of their union."""
     domain, value = np.unique(rank, return_inverse=True)
-    if len(domain) < 2:
-        return None, "krippendorff_alpha: every rank value is identical"
+    if rank.size == 0:
+        return domain, np.zeros((0, 0))
     n_units = int(unit.max()) + 1
     counts = np.bincount(unit * len(domain) + value, minlength=n_units * len(domain))
     counts = counts.reshape(n_units, len(domain))
     counts = counts[counts.sum(axis=1) >= 2]
     if len(counts) == 0:
+        return domain, np.zeros((len(domain), len(domain)))
+    return domain, kripp._coincidences(counts, dtype=np.float64)
+
+
+def _alpha(domain: np.ndarray, coincidences: np.ndarray) -> tuple[float | None, str | None]:
+    """Ordinal Krippendorff's alpha, ``1 - D_o / D_e``, from the value domain and the coincidence matrix
+    ``o``: the steps of :func:`krippendorff.alpha` after its ``o`` (same arithmetic, same result)."""
+    if len(domain) < 2:
+        return None, "krippendorff_alpha: every rank value is identical"
+    if not coincidences.any():
         return None, "krippendorff_alpha: no response was ranked by two or more annotators"
-    result = krippendorff.alpha(value_counts=counts, value_domain=domain, level_of_measurement="ordinal")
-    return float(result), None
+    n_v = coincidences.sum(axis=0)
+    expected = kripp._random_coincidences(n_v, dtype=np.float64)
+    distances = kripp._distances(domain, kripp._distance_metric("ordinal"), n_v, dtype=np.float64)
+    return float(1 - (coincidences * distances).sum() / (expected * distances).sum()), None
 
 
 def _blocks(prompt: np.ndarray, m_prompt: np.ndarray) -> Iterator[np.ndarray]:
@@ -270,14 +282,96 @@ def _block_statistics(prompt: np.ndarray, annotator: np.ndarray, rank: np.ndarra
     return w_sum, w_count, agree, compared, rho_sum, rho_count
 
 
+@dataclass
+class AgreementSums:
+    """The additive parts of the agreement metrics over a set of prompts (one bucket, or several added with
+    :meth:`add`): every metric is a ratio of sums over prompts, or a function of the summed coincidence
+    matrix, so the sums of disjoint prompt sets add up to those of their union. Per-annotator sums are
+    keyed by annotator id."""
+
+    n_prompts: int = 0
+    n_overlap: int = 0
+    annotator_prompts: dict[str, int] = field(default_factory=dict)
+    annotator_overlap_prompts: dict[str, int] = field(default_factory=dict)
+    rho_sum: dict[str, float] = field(default_factory=dict)
+    rho_count: dict[str, int] = field(default_factory=dict)
+    domain: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    coincidences: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    w_sum: float = 0.0
+    w_count: int = 0
+    agree: int = 0
+    compared: int = 0
+
+    def add(self, other: AgreementSums) -> AgreementSums:
+        """Add ``other`` (the sums of a disjoint set of prompts) into ``self``; returns ``self``."""
+        self.n_prompts += other.n_prompts
+        self.n_overlap += other.n_overlap
+        for mine, theirs in ((self.annotator_prompts, other.annotator_prompts),
+                             (self.annotator_overlap_prompts, other.annotator_overlap_prompts),
+                             (self.rho_sum, other.rho_sum), (self.rho_count, other.rho_count)):
+            for name, value in theirs.items():
+                mine[name] = mine[name] + value if name in mine else value
+        domain = np.union1d(self.domain, other.domain)
+        total = np.zeros((len(domain), len(domain)))
+        for part_domain, part in ((self.domain, self.coincidences), (other.domain, other.coincidences)):
+            if part.size:
+                at = np.searchsorted(domain, part_domain)
+                total[np.ix_(at, at)] += part
+        self.domain, self.coincidences = domain, total
+        self.w_sum += other.w_sum
+        self.w_count += other.w_count
+        self.agree += other.agree
+        self.compared += other.compared
+        return self
+
+
 def measure_agreement(rankings: pa.Table) -> AgreementReport:
     """Agreement metrics of a ``RANKINGS`` table (see the module docstring for definitions)."""
+    return agreement_report(agreement_sums(rankings))
+
+
+def agreement_report(sums: AgreementSums) -> AgreementReport:
+    """The metrics of summed prompts (:class:`AgreementSums`)."""
+    names = sorted(sums.annotator_prompts)  # reports list annotators sorted by id
+    counts = {"annotator_prompts": {n: sums.annotator_prompts[n] for n in names},
+              "annotator_overlap_prompts": {n: sums.annotator_overlap_prompts.get(n, 0) for n in names}}
+    if sums.n_prompts == 0:
+        return AgreementReport(None, None, None, {}, {}, {}, 0, 0, "the rankings table has no usable rows")
+    if sums.n_overlap == 0:
+        return AgreementReport(None, None, None, dict.fromkeys(names), n_prompts=sums.n_prompts,
+                               n_overlap_prompts=0, reason=NO_OVERLAP, annotator_scored_prompts=dict.fromkeys(names, 0),
+                               **counts)
+    alpha, alpha_reason = _alpha(sums.domain, sums.coincidences)
+    reasons = [alpha_reason] if alpha_reason else []
+    if sums.compared == 0:
+        reasons.append(
+            "kendall_w, pairwise_agreement: no overlapping prompt has two responses ranked by all of its annotators"
+        )
+    elif sums.w_count == 0:
+        reasons.append("kendall_w: on every overlapping prompt every annotator tied all responses")
+    scored = {n: sums.rho_count.get(n, 0) for n in names}
+    return AgreementReport(
+        krippendorff_alpha=alpha,
+        kendall_w=sums.w_sum / sums.w_count if sums.w_count else None,
+        pairwise_agreement=sums.agree / sums.compared if sums.compared else None,
+        annotator_agreement={n: (float(np.float64(sums.rho_sum[n]) / scored[n]) if scored[n] else None)
+                             for n in names},
+        n_prompts=sums.n_prompts,
+        n_overlap_prompts=sums.n_overlap,
+        reason="; ".join(reasons) or None,
+        annotator_scored_prompts=scored,
+        **counts,
+    )
+
+
+def agreement_sums(rankings: pa.Table) -> AgreementSums:
+    """The additive parts (:class:`AgreementSums`) of the agreement metrics of a ``RANKINGS`` table."""
     columns = ["prompt_id", "annotator_id", "response_id", "rank"]
     if "ranking_id" in rankings.column_names:
         columns.append("ranking_id")
     table = rankings.select(columns).drop_null()
     if table.num_rows == 0:
-        return AgreementReport(None, None, None, {}, {}, {}, 0, 0, "the rankings table has no usable rows")
+        return AgreementSums()
 
     # Rankings = distinct (prompt, annotator) pairs; m_p = distinct annotators of prompt p.
     prompt, _ = _codes(table.column("prompt_id"))
@@ -293,56 +387,33 @@ def measure_agreement(rankings: pa.Table) -> AgreementReport:
     pair_prompt, pair_annot = pairs // n_annot, pairs % n_annot
     m_prompt = np.bincount(pair_prompt)
     names = annotators.to_pylist()
-    by_name = np.argsort(np.array(names, dtype=object))  # reports list annotators sorted by id
 
-    def per_annotator(values: np.ndarray, defined: np.ndarray | None = None) -> dict:
-        return {names[i]: (values[i].item() if defined is None or defined[i] else None) for i in by_name}
+    def per_annotator(values: np.ndarray) -> dict:
+        return {names[i]: values[i].item() for i in range(n_annot)}
 
-    n_prompts = int((m_prompt > 0).sum())
-    n_overlap = int((m_prompt >= 2).sum())
-    counts = {
-        "annotator_prompts": per_annotator(np.bincount(pair_annot, minlength=n_annot)),
-        "annotator_overlap_prompts": per_annotator(
-            np.bincount(pair_annot[m_prompt[pair_prompt] >= 2], minlength=n_annot)
-        ),
-    }
-    if n_overlap == 0:
-        nothing = np.zeros(n_annot, np.int64)
-        return AgreementReport(None, None, None, per_annotator(nothing, nothing > 0), n_prompts=n_prompts,
-                               n_overlap_prompts=0, reason=NO_OVERLAP, annotator_scored_prompts=per_annotator(nothing),
-                               **counts)
-
+    sums = AgreementSums(
+        n_prompts=int((m_prompt > 0).sum()), n_overlap=int((m_prompt >= 2).sum()),
+        annotator_prompts=per_annotator(np.bincount(pair_annot, minlength=n_annot)),
+        annotator_overlap_prompts=per_annotator(np.bincount(pair_annot[m_prompt[pair_prompt] >= 2],
+                                                            minlength=n_annot)),
+    )
+    if sums.n_overlap == 0:
+        return sums
     prompt, annotator, response, rank = _overlap_rows(table, prompt, annotator, m_prompt)
 
     # Units = (prompt, response); coders per unit = annotators who ranked it.
     _, unit, coders = np.unique(prompt * (int(response.max()) + 1) + response, return_inverse=True, return_counts=True)
-    alpha, alpha_reason = _alpha(unit, rank)
+    sums.domain, sums.coincidences = _coincidences(unit, rank)
 
     # Complete blocks: the responses every annotator of the prompt ranked.
     common = coders[unit] == m_prompt[prompt]
     prompt, annotator, rank = prompt[common], annotator[common], rank[common]
-    w_sum, w_count, agree, compared, rho_sum, rho_count = _block_statistics(prompt, annotator, rank, m_prompt, n_annot)
-
-    reasons = [alpha_reason] if alpha_reason else []
-    if compared == 0:
-        reasons.append(
-            "kendall_w, pairwise_agreement: no overlapping prompt has two responses ranked by all of its annotators"
-        )
-    elif w_count == 0:
-        reasons.append("kendall_w: on every overlapping prompt every annotator tied all responses")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_rho = rho_sum / rho_count
-    return AgreementReport(
-        krippendorff_alpha=alpha,
-        kendall_w=w_sum / w_count if w_count else None,
-        pairwise_agreement=agree / compared if compared else None,
-        annotator_agreement=per_annotator(mean_rho, rho_count > 0),
-        n_prompts=n_prompts,
-        n_overlap_prompts=n_overlap,
-        reason="; ".join(reasons) or None,
-        annotator_scored_prompts=per_annotator(rho_count),
-        **counts,
-    )
+    sums.w_sum, sums.w_count, sums.agree, sums.compared, rho_sum, rho_count = _block_statistics(
+        prompt, annotator, rank, m_prompt, n_annot)
+    scored = rho_count > 0
+    sums.rho_sum = {names[i]: rho_sum[i].item() for i in np.flatnonzero(scored)}
+    sums.rho_count = {names[i]: rho_count[i].item() for i in np.flatnonzero(scored)}
+    return sums
 
 
 def annotators_to_exclude(

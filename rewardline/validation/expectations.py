@@ -195,7 +195,7 @@ def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
     return table.column(name) if name in table.column_names else None
 
 
-def _fk_flags(tables: dict[str, pa.Table]) -> dict[str, dict[str, pa.ChunkedArray]]:
+def fk_flags(tables: dict[str, pa.Table]) -> dict[str, dict[str, pa.ChunkedArray]]:
     """Cross-table membership flags per table; null where the referencing id is null."""
     prompts, responses, rankings = (tables[t] for t in TABLES)
     prompt_ids = _column(prompts, "prompt_id")
@@ -379,7 +379,7 @@ def run_expectations(tables: dict[str, pa.Table], docs_dir: Path, max_k: int = 6
     context = _context(docs_dir.resolve())
     source = context.data_sources.add_pandas("rewardline")
     suites = build_suites(max_k, max_steps)
-    flags = _fk_flags(tables) if not missing else {}
+    flags = fk_flags(tables) if not missing else {}
     if SOLUTIONS in tables:
         flags[SOLUTIONS] = _solution_columns(tables[SOLUTIONS])
     result_format = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}

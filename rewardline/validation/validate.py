@@ -14,22 +14,32 @@ by that suite alone.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from rewardline.config import Section
 from rewardline.data import schema
+from rewardline.data.buckets import PromptBuckets, stream_table
 from rewardline.data.tables import copy_table, read_table, write_json, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops.atomic import writes_output
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
 from rewardline.report import fmt, md_cell
-from rewardline.validation.agreement import annotators_to_exclude, measure_agreement
-from rewardline.validation.expectations import run_expectations
+from rewardline.validation.agreement import (
+    AgreementReport,
+    AgreementSums,
+    agreement_report,
+    agreement_sums,
+    annotators_to_exclude,
+)
+from rewardline.validation.expectations import TABLES, ExpectationReport, fk_flags, run_expectations
+from rewardline.validation.table_checks import count_unexpected, merge_full_counts
 
 DATA_DOCS = "data_docs"  # the GX Data Docs site, inside the output directory
 
@@ -55,31 +65,31 @@ VALIDATE_GATES: tuple[GateSpec, ...] = (
 
 
 @writes_output("out_dir")  # locked; written to a staging folder, published whole
-def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
+def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig, shards: int | None = None) -> dict:
     """Validate an ingest directory; write the validated tables, Data Docs, gate report and metrics.
 
     Returns the metrics (with ``gates_passed``); a failed gate does not raise here:
-    the caller checks (:func:`rewardline.gates.check`).
+    the caller checks (:func:`rewardline.gates.check`). Past ``buckets.ROWS_PER_BUCKET`` ranking rows (or with
+    ``shards``, forced buckets for tests) the tables are checked one prompt bucket at a time
+    (:func:`_check_buckets`).
     """
-    tables = {name: read_table(in_dir / schema.TABLE_FILES[name]) for name in ("prompts", "responses", "rankings")}
+    files = {name: in_dir / schema.TABLE_FILES[name] for name in ("prompts", "responses", "rankings")}
+    for path in files.values():
+        if not path.exists():
+            raise FileNotFoundError(f"expected table {path.name} in {path.parent}, but it does not exist")
     solutions = read_table(in_dir / schema.SOLUTIONS_FILE) if (in_dir / schema.SOLUTIONS_FILE).exists() else None
-    checked = dict(tables)
-    if solutions is not None and solutions.num_rows:
-        checked["solutions"] = solutions
-        if tables["rankings"].num_rows == 0:  # step-only data: the ranking suites would fail on empty tables
-            checked = {"solutions": solutions}
+    n_rankings = pq.read_metadata(files["rankings"]).num_rows
     out_dir.mkdir(parents=True, exist_ok=True)
-    expectations = run_expectations(checked, out_dir / DATA_DOCS, max_k=config.max_k, max_steps=config.max_steps)
-    if expectations.data_docs_index:  # relative to the output dir (out_dir is a staging folder here)
-        expectations.data_docs_index = f"{DATA_DOCS}/index.html"
-
-    before = measure_agreement(tables["rankings"])
-    excluded = annotators_to_exclude(before, config.min_annotator_agreement, config.min_overlap_prompts)
-    rankings = tables["rankings"]
-    if excluded:
-        keep = pc.invert(pc.is_in(rankings["annotator_id"], value_set=pa.array(sorted(excluded))))
-        rankings = rankings.filter(keep)
-    after = measure_agreement(rankings) if excluded else before
+    with PromptBuckets(files, {}, n_rankings, shards=shards if n_rankings else None) as buckets:
+        expectations, before = _check_buckets(buckets, solutions, out_dir, config)
+        excluded = annotators_to_exclude(before, config.min_annotator_agreement, config.min_overlap_prompts)
+        after = before
+        if excluded:
+            sums = AgreementSums()
+            for tables in buckets:
+                sums.add(agreement_sums(_without(tables["rankings"], excluded)))
+            after = agreement_report(sums)
+    kept = _write_rankings(files["rankings"], out_dir / schema.TABLE_FILES["rankings"], excluded, buckets.single)
 
     metrics = {
         "krippendorff_alpha": after.krippendorff_alpha,
@@ -93,14 +103,13 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
         "expectations_evaluated": expectations.evaluated,
         "expectations_failed": len(expectations.failed),
         "min_alpha": config.min_alpha,
-        "rankings_removed": tables["rankings"].num_rows - rankings.num_rows,
+        "rankings_removed": n_rankings - kept,
         "solutions": solutions.num_rows if solutions is not None else 0,
     }
     report = evaluate_gates(VALIDATE_GATES, metrics, config, stage="validate")
     metrics.update(report.metrics_entries())
-    write_table(rankings, out_dir / schema.TABLE_FILES["rankings"])
     for name in ("prompts", "responses"):
-        copy_table(in_dir / schema.TABLE_FILES[name], out_dir / schema.TABLE_FILES[name])
+        copy_table(files[name], out_dir / schema.TABLE_FILES[name])
     if solutions is not None:
         copy_table(in_dir / schema.SOLUTIONS_FILE, out_dir / schema.SOLUTIONS_FILE)
     write_json(metrics, out_dir / METRICS_FILE)
@@ -109,6 +118,61 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig) -> dict:
     report.write_json(out_dir / GATES_FILE)
     (out_dir / REPORT_FILE).write_text(_markdown(metrics, report, excluded, expectations.summary(data_docs=False)))
     return metrics
+
+
+def _check_buckets(buckets: PromptBuckets, solutions: pa.Table | None, out_dir: Path,
+                   config: ValidateConfig) -> tuple[ExpectationReport, AgreementReport]:
+    """The expectation report and the agreement (before exclusion), one prompt bucket at a time.
+
+    One bucket: Great Expectations on the whole tables, as always. Several: GX (and its Data Docs) on the
+    first bucket, the documented sample (the prompts whose ``hash64(prompt_id)`` falls in the first shards,
+    about ``ROWS_PER_BUCKET`` ranking rows), and every ranking-table expectation counted exactly on every bucket
+    (:mod:`rewardline.validation.table_checks`), which sets the report's failures and their counts. The
+    agreement sums add over buckets (:class:`AgreementSums`)."""
+    sums = AgreementSums()
+    counts: Counter = Counter()
+    report: ExpectationReport | None = None
+    for tables in buckets:
+        if report is None:
+            checked = dict(tables)
+            if solutions is not None and solutions.num_rows:
+                checked["solutions"] = solutions
+                if tables["rankings"].num_rows == 0 and buckets.single:  # step-only data: no ranking suites
+                    checked = {"solutions": solutions}
+            report = run_expectations(checked, out_dir / DATA_DOCS, max_k=config.max_k, max_steps=config.max_steps)
+            if report.data_docs_index:  # relative to the output dir (out_dir is a staging folder here)
+                report.data_docs_index = f"{DATA_DOCS}/index.html"
+        if not buckets.single:
+            flags = fk_flags(tables)
+            for name in TABLES:
+                counts.update(count_unexpected(name, tables[name], flags[name], config.max_k))
+        sums.add(agreement_sums(tables["rankings"]))
+        del tables
+    assert report is not None, "no bucket: PromptBuckets yields at least one"
+    return (report if buckets.single else merge_full_counts(report, counts)), agreement_report(sums)
+
+
+def _without(rankings: pa.Table, excluded: dict[str, str]) -> pa.Table:
+    """``rankings`` less the rows of the ``excluded`` annotators."""
+    if not excluded:
+        return rankings
+    return rankings.filter(pc.invert(pc.is_in(rankings["annotator_id"], value_set=pa.array(sorted(excluded)))))
+
+
+def _write_rankings(source: Path, target: Path, excluded: dict[str, str], whole: bool) -> int:
+    """The validated rankings (``source`` less the excluded annotators' rows, in ``source``'s order) at
+    ``target``: read whole when ``whole``, else streamed batch by batch. Returns the rows written."""
+    if whole:
+        rankings = _without(read_table(source), excluded)
+        write_table(rankings, target)
+        return rankings.num_rows
+    kept = 0
+    with pq.ParquetWriter(target, pq.read_schema(source), compression="zstd") as writer:
+        for table in stream_table(source):
+            table = _without(table, excluded)
+            writer.write_table(table, row_group_size=256_000)
+            kept += table.num_rows
+    return kept
 
 
 def _markdown(metrics: dict, report: GateReport, excluded: dict[str, str], expectation_summary: str) -> str:
