@@ -148,7 +148,8 @@ def _check_buckets(buckets: PromptBuckets, solutions: pa.Table | None, out_dir: 
                 counts.update(count_unexpected(name, tables[name], flags[name], config.max_k))
         sums.add(agreement_sums(tables["rankings"]))
         del tables
-    assert report is not None, "no bucket: PromptBuckets yields at least one"
+    if report is None:  # PromptBuckets yields at least one bucket; a guard that survives python -O
+        raise RuntimeError("validate: no prompt bucket was read")
     return (report if buckets.single else merge_full_counts(report, counts)), agreement_report(sums)
 
 
