@@ -24,7 +24,6 @@ from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from rewardline.config import Section
@@ -33,7 +32,7 @@ from rewardline.data.buckets import RowSink
 from rewardline.data.canonical import canonicalize, filled_prompt_ids
 from rewardline.data.reasons import reason_counts
 from rewardline.data.steps import SOLUTIONS_FILE, StepOptions, canonicalize_solutions, empty_rows
-from rewardline.data.tables import write_json, write_table
+from rewardline.data.tables import TableAppender, write_json, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops import storage
 from rewardline.ops.atomic import writes_output
@@ -209,29 +208,21 @@ def _canonical_tables(sink: RowSink, bounds: limits.Limits, out_dir: Path) -> Ca
     files = {name: out_dir / schema.TABLE_FILES[name] for name in ("prompts", "responses", "rankings")}
     counts = CanonicalCounts(schema.empty(schema.QUARANTINE))
     quarantine_parts: list[pa.Table] = []
-    writers: dict[str, pq.ParquetWriter] = {}
     try:
-        for ranked in sink.buckets():
-            tables = canonicalize(ranked, bounds)
-            del ranked
-            for name in files:
-                table = getattr(tables, name)
-                if not sink.spilled:
-                    write_table(table, files[name])
-                    continue
-                if name not in writers:
-                    writers[name] = pq.ParquetWriter(files[name], table.schema, compression="zstd")
-                writers[name].write_table(table, row_group_size=256_000)
-            quarantine_parts.append(tables.quarantine)
-            counts.records_ok += tables.records_ok
-            counts.prompts += tables.prompts.num_rows
-            counts.responses += tables.responses.num_rows
-            counts.rankings += pc.count_distinct(tables.rankings["ranking_id"]).as_py()
-            counts.ranked_rows += tables.rankings.num_rows
-            counts.annotators.update(tables.rankings["annotator_id"].unique().to_pylist())
+        with TableAppender() as appender:
+            for ranked in sink.buckets():
+                tables = canonicalize(ranked, bounds)
+                del ranked
+                for name, path in files.items():
+                    appender.append(getattr(tables, name), path)
+                quarantine_parts.append(tables.quarantine)
+                counts.records_ok += tables.records_ok
+                counts.prompts += tables.prompts.num_rows
+                counts.responses += tables.responses.num_rows
+                counts.rankings += pc.count_distinct(tables.rankings["ranking_id"]).as_py()
+                counts.ranked_rows += tables.rankings.num_rows
+                counts.annotators.update(tables.rankings["annotator_id"].unique().to_pylist())
     finally:
-        for writer in writers.values():
-            writer.close()
         sink.close()
     counts.quarantine = pa.concat_tables([counts.quarantine, *quarantine_parts])
     return counts

@@ -18,12 +18,38 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+COMPRESSION = "zstd"
+ROW_GROUP_ROWS = 256_000
+
 
 def write_table(table: pa.Table, path: Path) -> Path:
     """Write ``table`` as Parquet at ``path`` (parent directories are created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, compression="zstd", row_group_size=256_000)
+    pq.write_table(table, path, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
     return path
+
+
+class TableAppender:
+    """Parquet files written a table at a time (the out-of-core stages' outputs, bucket after bucket): each
+    path is opened at its first :meth:`append`, with :func:`write_table`'s settings, and every file is closed
+    on exit. One append per path writes what :func:`write_table` writes."""
+
+    def __init__(self) -> None:
+        self._writers: dict[Path, pq.ParquetWriter] = {}
+
+    def append(self, table: pa.Table, path: Path, schema: pa.Schema | None = None) -> None:
+        if path not in self._writers:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writers[path] = pq.ParquetWriter(path, schema or table.schema, compression=COMPRESSION)
+        self._writers[path].write_table(table, row_group_size=ROW_GROUP_ROWS)
+
+    def __enter__(self) -> TableAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:

@@ -51,7 +51,7 @@ from rewardline.data import schema
 from rewardline.data.buckets import PromptBuckets
 from rewardline.data.hashing import unit_interval
 from rewardline.data.keys import key_codes
-from rewardline.data.tables import copy_table, read_table, write_json, write_table
+from rewardline.data.tables import TableAppender, copy_table, read_table, write_json, write_table
 from rewardline.ops.atomic import writes_output
 from rewardline.pairs.thurstone import fit_targets
 
@@ -260,24 +260,18 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig) 
     float64 sums over the count (the one-bucket path averages the float32 labels: equal to 6 decimals);
     the targets' ``iterations`` and ``max_gradient`` are the largest over the buckets' fits (each bucket is
     fitted to the same tolerance), ``se_median`` the median over all responses."""
-    writers: dict[str, pq.ParquetWriter] = {}
     total: dict = {"comparisons": 0, "ties_dropped": 0, "pairs": 0}
     labels = {"unanimous (p=1)": 0, "majority (0.5<p<1)": 0, "tied (p=0.5)": 0}
     label_sum = votes_sum = 0.0
     fits: list[dict] = []
     standard_errors: list[np.ndarray] = []
 
-    def append(name: str, table: pa.Table) -> None:
-        if name not in writers:
-            writers[name] = pq.ParquetWriter(out_dir / name, table.schema, compression="zstd")
-        writers[name].write_table(table, row_group_size=256_000)
-
-    try:
+    with TableAppender() as files:
         for tables in buckets:
             pairs, counts = build_pairs(tables["rankings"], tables["prompts"], config, tables["responses"])
             part = pairs_metrics(pairs, counts)
             for split in schema.SPLITS:
-                append(f"{split}.parquet", pairs.filter(pc.equal(pairs["split"], split)))
+                files.append(pairs.filter(pc.equal(pairs["split"], split)), out_dir / f"{split}.parquet")
                 for key in (f"pairs_{split}", f"prompts_{split}"):
                     total[key] = total.get(key, 0) + part[key]
             for key in ("comparisons", "ties_dropped", "pairs"):
@@ -289,13 +283,10 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig) 
             if config.targets != "none":
                 targets, stats = fit_targets(pairs, tables["responses"], config.targets, config.target_prior_sd,
                                              config.target_prior_centre)
-                append(TARGETS_FILE, targets)
+                files.append(targets, out_dir / TARGETS_FILE)
                 fits.append(stats)
                 standard_errors.append(targets["se"].to_numpy())
             del tables, pairs
-    finally:
-        for writer in writers.values():
-            writer.close()
     n = total["pairs"]
     metrics = {**total, "label_distribution": labels, "label_mean": round(label_sum / n, 6) if n else None,
                "votes_mean": round(votes_sum / n, 6) if n else None}

@@ -26,7 +26,7 @@ from pydantic import Field
 from rewardline.config import Section
 from rewardline.data import schema
 from rewardline.data.buckets import PromptBuckets, stream_table
-from rewardline.data.tables import copy_table, read_table, write_json, write_table
+from rewardline.data.tables import TableAppender, copy_table, read_table, write_json, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops.atomic import writes_output
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
@@ -167,11 +167,11 @@ def _write_rankings(source: Path, target: Path, excluded: dict[str, str], whole:
         rankings = _without(read_table(source), excluded)
         write_table(rankings, target)
         return rankings.num_rows
-    kept = 0
-    with pq.ParquetWriter(target, pq.read_schema(source), compression="zstd") as writer:
+    kept, source_schema = 0, pq.read_schema(source)
+    with TableAppender() as files:
         for table in stream_table(source):
             table = _without(table, excluded)
-            writer.write_table(table, row_group_size=256_000)
+            files.append(table, target, source_schema)
             kept += table.num_rows
     return kept
 
