@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, BertConfig, LlamaConfig, LlamaModel, Pre
 
 from rewardline.modeling.backbones import resolve_backbone
 from rewardline.modeling.formatting import FormatConfig, Formatter, resolve_template
-from rewardline.modeling.model import RewardModel, is_encoder
+from rewardline.modeling.model import CHUNK_LENGTH_RATIO, RewardModel, is_encoder, length_chunks
 from rewardline.modeling.tiny import build_tiny_bert
 
 WORDS = "the a cat dog sat ran on mat yes no good bad why how is it what who one two three four five six".split()  # noqa: SIM905
@@ -115,6 +115,46 @@ def test_reward_does_not_depend_on_padding_side(tmp_path, kind):
     r_left = model(left, (torch.arange(T) >= torch.tensor([[0], [3]])).long())
     torch.testing.assert_close(r_right, single, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(r_left, single, atol=1e-5, rtol=1e-4)
+
+
+def test_length_chunks_partition_rows_with_bounded_padding():
+    lengths = torch.tensor([5, 40, 38, 12, 36, 11, 40, 1, 13, 30])
+    chunks = length_chunks(lengths)
+    assert sorted(torch.cat(chunks).tolist()) == list(range(len(lengths)))
+    for rows in chunks:
+        assert lengths[rows].min() >= CHUNK_LENGTH_RATIO * lengths[rows].max()
+    assert len(length_chunks(torch.tensor([7, 7, 7]))) == 1
+
+
+@pytest.mark.parametrize("kind,pooling,side", [("encoder", "first", "right"), ("encoder", "mean", "right"),
+                                               ("decoder", "last", "right"), ("decoder", "last", "left")])
+def test_length_chunked_forward_equals_one_padded_pass(tmp_path, kind, pooling, side):
+    """Rows of very different lengths run as chunks of similar length: rewards and gradients equal
+    one pass over the whole padded batch (fp32, |delta| <= 1e-5)."""
+    path = tiny_encoder(tmp_path / "m") if kind == "encoder" else tiny_decoder(tmp_path / "m")
+    model = RewardModel.from_backbone(str(path), pooling)
+    g = torch.Generator().manual_seed(0)
+    lengths = [3, 30, 29, 8, 17, 30, 4, 16]
+    T = max(lengths)
+    ids = torch.zeros(len(lengths), T, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        cols = slice(0, n) if side == "right" else slice(T - n, T)
+        ids[i, cols] = torch.randint(4, 20, (n,), generator=g)
+        mask[i, cols] = 1
+    assert len(length_chunks(mask.sum(1))) > 1
+    results = []
+    for forward in (model, lambda i, m: model._forward_padded(i, m, None)):
+        model.zero_grad(set_to_none=True)
+        rewards = forward(ids, mask)
+        (rewards * torch.linspace(-1, 1, len(lengths))).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((rewards.detach(), grads))
+    (chunked, chunked_grads), (padded, padded_grads) = results
+    torch.testing.assert_close(chunked, padded, atol=1e-5, rtol=1e-4)
+    assert chunked_grads.keys() == padded_grads.keys()
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_save_and_load_without_pickle(tmp_path):
