@@ -83,6 +83,11 @@ PARAMS_DIFFER_FROM_DEFAULTS = {
     # models/reward-model to resume a killed run; a library call's default is <out_dir>/checkpoints
     # (no checkpoint directory relative to the caller's working directory)
     ("train", "checkpoint_dir"),
+    # the pipeline's recipe for MiniLM-L6 (6 blocks) freezes the embeddings and 3 blocks to fit max_length
+    # 512 into the 10-minute main job (docs/benchmarks.md, issue 13); a library caller's backbone may have
+    # fewer blocks, so TrainConfig trains the whole backbone unless told
+    ("train", "freeze_embeddings"),
+    ("train", "freeze_layers"),
     # read by stages/evaluate.py and `rewardline evaluate --champion` (a registry URI resolved through
     # MLflow), not an EvalConfig field
     ("evaluate", "champion_model"),

@@ -279,6 +279,28 @@ class RewardModel(nn.Module):
         self.zero_grad(set_to_none=True)
         return unused
 
+    def freeze_bottom(self, embeddings: bool, layers: int) -> list[str]:
+        """Freeze the backbone's embeddings (the parameters before its first block) and its first ``layers``
+        transformer blocks; returns their names. Nothing below the lowest trained block then needs a
+        backward pass. The blocks are the backbone's ``ModuleList`` of ``num_hidden_layers`` modules."""
+        if not embeddings and layers == 0:
+            return []
+        n_blocks = getattr(self.backbone.config, "num_hidden_layers", None)
+        blocks = next((m for m in self.backbone.modules() if isinstance(m, nn.ModuleList) and len(m) == n_blocks),
+                      None)
+        if blocks is None or layers > len(blocks):
+            raise ValueError(f"train.freeze_layers={layers}: {type(self.backbone).__name__} has "
+                             f"{0 if blocks is None else len(blocks)} transformer blocks")
+        in_block = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
+        frozen, before_blocks = [], True
+        for name, param in self.backbone.named_parameters():
+            block = in_block.get(id(param))
+            before_blocks = before_blocks and block is None
+            if (embeddings and before_blocks) or (block is not None and block < layers):
+                param.requires_grad_(False)
+                frozen.append(f"backbone.{name}")
+        return frozen
+
     # -- persistence -------------------------------------------------------------------
     def save(self, out_dir: Path, tokenizer: Any, temperature: float | None = None,
              require_standard: bool = False) -> None:

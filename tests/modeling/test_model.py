@@ -157,6 +157,24 @@ def test_length_chunked_forward_equals_one_padded_pass(tmp_path, kind, pooling, 
         torch.testing.assert_close(chunked_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_freeze_bottom_leaves_only_the_upper_blocks_and_head_trained(tmp_path, kind):
+    path = tiny_encoder(tmp_path / "m") if kind == "encoder" else tiny_decoder(tmp_path / "m")
+    model = RewardModel.from_backbone(str(path))
+    model.freeze_unused()
+    frozen = model.freeze_bottom(embeddings=True, layers=1)
+    ids = torch.tensor([[2, 7, 8, 9, 3]])
+    model(ids, torch.ones_like(ids)).sum().backward()
+    trained = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert frozen and not trained & set(frozen)
+    assert all(".0." in n or "embed" in n for n in frozen)  # block 0 and the embeddings, nothing above
+    assert any(".1." in n for n in trained) and "head.weight" in trained
+    assert not any("embed" in n or ".0." in n for n in trained)
+    with pytest.raises(ValueError, match="has 2 transformer blocks"):
+        RewardModel.from_backbone(str(path)).freeze_bottom(embeddings=False, layers=3)
+    assert RewardModel.from_backbone(str(path)).freeze_bottom(embeddings=False, layers=0) == []
+
+
 def test_save_and_load_without_pickle(tmp_path):
     model = RewardModel.from_backbone(str(tiny_encoder(tmp_path / "m")), format_config=FormatConfig(max_length=64))
     model.config.reward_mean = 0.25
