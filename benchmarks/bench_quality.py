@@ -2,10 +2,10 @@
 
 Both trainers see the same hh-rlhf-format training file and are scored on the same held-out pairs:
 
-* **rewardline**: the CLI's default recipe (``TrainConfig()`` defaults = ``params.yaml``'s ``train``,
-  overridable with ``--set``). It carves a val split out of the *training* file (``--val-fraction`` of its
-  prompts, by hash) for its evaluation every ``eval_every`` steps, best checkpoint and early stopping; it
-  never sees the test file while training.
+* **rewardline**: the CLI's default recipe, i.e. what ``rewardline train`` runs in the project: the ``train``
+  section of the repository's ``params.yaml`` (overridable with ``--set``). It carves a val split out of the
+  *training* file (``--val-fraction`` of its prompts, by hash) for its evaluation every ``eval_every`` steps,
+  best checkpoint and early stopping; it never sees the test file while training.
 * **TRL 1.16** ``RewardTrainer`` with ``RewardConfig``'s documented defaults (lr 1e-4, batch 8, 3 epochs,
   linear decay, no warm-up, no weight decay, dropout disabled) on the whole training file, as a plain
   script would run it: text rows ``{"chosen", "rejected"}`` (the whole dialogue, TRL's implicit-prompt
@@ -120,16 +120,26 @@ def held_out_score(chosen: np.ndarray, rejected: np.ndarray, test: list[Row], se
 
 
 # -- trainers -----------------------------------------------------------------------------
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def default_recipe(overrides: list[str]) -> Any:
+    """The pipeline's training recipe: ``params.yaml``'s ``train`` section with ``key=value`` overrides."""
+    from rewardline.config import build, load_params
+    from rewardline.training.loop import TrainConfig
+
+    return build(TrainConfig, load_params(PARAMS).get("train")).override(overrides)
+
+
 def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, overrides: list[str],
                    val_fraction: float) -> dict[str, Any]:
     """Train the default recipe on the training rows; score the test rows (prompt, last turn)."""
     from rewardline.modeling.score import score_texts
-    from rewardline.training.loop import TrainConfig
     from rewardline.training.loop import train as train_model
 
     data = pairs_dir(train, test, work / "pairs", val_fraction)
-    cfg = TrainConfig(progress=False, checkpoint_every=0, checkpoint_dir=str(work / "ck"),
-                      cache_dir=str(work / "cache")).override([*overrides, f"seed={seed}"])
+    cfg = default_recipe([*overrides, f"seed={seed}"]).replace(
+        progress=False, checkpoint_every=0, checkpoint_dir=str(work / "ck"), cache_dir=str(work / "cache"))
     t0 = time.perf_counter()
     metrics = train_model(data, work / "model", cfg)
     seconds = time.perf_counter() - t0
@@ -141,7 +151,7 @@ def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, ove
             "best_step": metrics.get("best_step"), "val_accuracy": metrics.get("val_accuracy"),
             "config": {k: v for k, v in cfg.model_dump().items()
                        if k in ("lr", "epochs", "batch_tokens", "max_length", "eval_every", "patience",
-                                "schedule", "warmup_ratio")}}
+                                "schedule", "warmup_ratio", "freeze_embeddings", "freeze_layers")}}
 
 
 def _trl_scores(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:
@@ -241,14 +251,12 @@ def main() -> None:
 
     import torch
 
-    from rewardline.training.loop import TrainConfig
-
     if args.hh:
         train_file, test_file = split_hh(args.hh, args.out / "data", args.test_fraction)
     else:
         train_file, test_file = args.train, args.test
     train, test = read_hh(train_file), read_hh(test_file)
-    backbone = TrainConfig().override(args.set).backbone
+    backbone = default_recipe(args.set).backbone
     seeds = [int(s) for s in args.seeds.split(",")]
     trainers = args.trainers.split(",")
     report: dict[str, Any] = {
