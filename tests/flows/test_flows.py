@@ -37,7 +37,8 @@ OVERLAY = {
         {"path": "data/raw/fresh", "format": "rankings", "optional": True},
     ]},
     "train": {"backbone": "tiny-bert", "max_length": 256, "batch_tokens": 8192, "max_steps": 60, "lr": 1.0e-3,
-              "warmup_ratio": 0.1, "checkpoint_every": 0, "progress": False},
+              "warmup_ratio": 0.1, "checkpoint_every": 0, "progress": False,
+              "freeze_layers": 1},  # the recipe freezes 3 of MiniLM's 6 blocks; tiny-bert has 2 (as in .ci/params.yaml)
     "evaluate": {"min_accuracy": 0.4, "max_ece_calibrated": 0.5, "max_length_bias": 0.5, "champion_delta": 0.5,
                  "bootstrap_samples": 200, "min_bon_gain": -1.0, "max_overoptimization": 1.0},  # bon: wiring only
     "retrain": {"accuracy_drop_threshold": 0.5, "min_pairs": 20, "auto_promote": False},
