@@ -238,8 +238,7 @@ def _fingerprint(cfg: TrainConfig, tok: TokenizedResponses, pairs_dir: Path, wor
 
 def resume_from_checkpoint(ckpt_root: Path, fingerprint: str, model: RewardModel, opt: torch.optim.Optimizer,
                            selection: ModelSelection, cfg: TrainConfig, rt: Runtime) -> int:
-    """Load the latest checkpoint with this run's fingerprint (when ``cfg.resume``), the best-so-far
-    state of ``selection`` included; its step, else 0."""
+    """Load the latest checkpoint of this fingerprint (if ``cfg.resume``), ``selection``'s state too; its step or 0."""
     if cfg.resume and (latest := latest_checkpoint(ckpt_root, fingerprint)) is not None:
         step = load_checkpoint(latest, model, opt, rt)
         selection.load_state(*checkpoint_extras(latest, BEST_WEIGHTS_FILE))
@@ -473,8 +472,7 @@ def _run_lock(out_dir: Path, ckpt_root: Path, rt: Runtime) -> contextlib.Abstrac
 
 
 def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, rt: Runtime) -> dict:
-    """Set up (objective, data, steps, model, optimizer, resume), run the steps with model
-    selection, put the best weights back, save."""
+    """Set up (objective, data, steps, model, optimizer, resume), run the steps with selection, keep the best, save."""
     torch.manual_seed(cfg.seed)
     objective = build_objective(cfg.objective, cfg)
     data = load_training_data(pairs_dir, cfg, rt)
