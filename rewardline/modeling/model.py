@@ -138,6 +138,7 @@ class RewardModel(nn.Module):
             backbone.config, "type_vocab_size", 0
         ) > 1
         self._takes_position_ids = "position_ids" in params
+        self.chunk_by_length = True  # length-chunked forward of padded batches (off under FSDP: training/parallel.py)
 
     @classmethod
     def from_backbone(
@@ -193,8 +194,8 @@ class RewardModel(nn.Module):
             return self._forward_packed(input_ids, attention_mask, position_ids, read_index)
         if step_rows is not None and step_cols is not None:
             return self._forward_padded(input_ids, attention_mask, token_type_ids, step_rows, step_cols)
-        chunks = length_chunks(attention_mask.sum(1))
-        if len(chunks) == 1:
+        chunks = length_chunks(attention_mask.sum(1)) if self.chunk_by_length else []
+        if len(chunks) <= 1:
             return self._forward_padded(input_ids, attention_mask, token_type_ids)
         rewards = []
         for rows in chunks:  # each chunk cut to the columns its rows use (right or left padding)

@@ -58,6 +58,8 @@ def wrap_model(model: torch.nn.Module, strategy: str, rt: Runtime) -> torch.nn.M
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
         else MixedPrecisionPolicy()
     blocks = set(getattr(getattr(model, "backbone", model), "_no_split_modules", None) or ())
+    if hasattr(model, "chunk_by_length"):  # ranks must all-gather each block equally often: one pass per batch
+        model.chunk_by_length = False
     for module in model.modules():
         if type(module).__name__ in blocks:
             fully_shard(module, mesh=mesh, mp_policy=policy)
