@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -73,3 +74,13 @@ def all_reduce_sum(t: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 def barrier(runtime: Runtime) -> None:
     if runtime.distributed:
         dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first(runtime: Runtime) -> Iterator[None]:
+    """Rank 0 runs the body first, the other ranks after it (e.g. they read the cache file it wrote)."""
+    if not runtime.is_main:
+        barrier(runtime)
+    yield
+    if runtime.is_main:
+        barrier(runtime)

@@ -138,7 +138,7 @@ class RewardModel(nn.Module):
             backbone.config, "type_vocab_size", 0
         ) > 1
         self._takes_position_ids = "position_ids" in params
-        self.chunk_by_length = True  # length-chunked forward of padded batches (off under FSDP: training/parallel.py)
+        self.chunk_by_length = True  # length-chunked forward of padded batches (train.chunk_by_length)
 
     @classmethod
     def from_backbone(

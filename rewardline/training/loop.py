@@ -12,16 +12,15 @@
 
 The objectives live in :mod:`rewardline.training.objectives`, known here only as ``Objective``.
 
-Distributed: launched by ``torchrun`` the same function runs as DDP (NCCL on CUDA, gloo
-on CPU) or, with ``train.strategy: fsdp``, FSDP2 (:mod:`rewardline.training.parallel`).
-Every rank plans the same global steps (``rewardline.training.batching``) and runs its
-share of micro-batches; the loss of each micro-batch is divided by the weight of the
-whole global step, times the world size (DDP averages gradients), so 1 process with
+Distributed: launched by ``torchrun`` the same function runs as DDP (NCCL on CUDA, gloo on CPU) or, with
+``train.strategy: fsdp``, FSDP2 (:mod:`rewardline.training.parallel`). Every rank plans the same global steps
+(``rewardline.training.batching``) and runs its share of micro-batches; the loss of each micro-batch is divided
+by the weight of the whole global step, times the world size (DDP averages gradients), so 1 process with
 ``grad_accum = A·W`` and ``W`` processes with ``grad_accum = A`` compute the same update.
 
-Checkpoints (``checkpoint_every`` steps) hold model + AdamW state in safetensors, the
-RNG states and the step; a run started with the same config and data resumes from the
-latest one and ends with the weights of an uninterrupted run.
+Checkpoints (``checkpoint_every`` steps) hold model + AdamW state in safetensors, the RNG states and the step;
+a run started with the same config and data resumes from the latest one and ends with the weights of an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ from transformers import AutoTokenizer
 from rewardline.config import Section, build, parse_overrides
 from rewardline.errors import ConfigError, NonFiniteLoss
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone
-from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, select_runtime
+from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, main_first, select_runtime
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.shared_prefix import resolve_shared_prefix
@@ -113,6 +112,7 @@ class TrainConfig(Section):
     freeze_embeddings: bool = False  # the backbone's embeddings get no gradient
     freeze_layers: int = Field(0, ge=0)  # ... nor its first N transformer blocks (no backward below block N+1)
     gradient_checkpointing: bool = False  # activation checkpointing: recompute each block's activations in backward
+    chunk_by_length: bool = True  # forward a padded batch as chunks of similar length (exact; off under fsdp)
     strategy: Literal["ddp", "fsdp"] = "ddp"  # data parallel: ddp (replicas) | fsdp (FSDP2 shards; parallel.py)
     shared_prefix: Literal["auto"] | bool = "auto"  # decoders: a prompt encoded once for its K responses (auto: on)
     device: str = "auto"
@@ -172,19 +172,15 @@ def _read_split(pairs_dir: Path, split: str) -> Any:
 
 
 def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> TrainingData:
-    """Tokenise every response once (rank 0 first, the others then load its cache file) and
-    group the comparisons of the train and val splits by prompt."""
+    """Tokenise every response once (rank 0 first) and group the comparisons of the train and val splits by prompt."""
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(cfg.backbone))
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     if OBJECTIVES[cfg.objective].data_kind == "steps":  # step-labelled solutions: rewardline.training.step_data
         tok, train, val, separator, added = load_step_groups(pairs_dir, tokenizer, cfg)
         return TrainingData(tokenizer, tok, pad_id, train, val, time.perf_counter() - t0, None, separator, added)
-    if not rt.is_main:
-        barrier(rt)
-    tok = tokenize_pairs_dir(pairs_dir, tokenizer, cfg.format_config, cfg.cache_dir)
-    if rt.is_main:
-        barrier(rt)
+    with main_first(rt):  # the other ranks load rank 0's cache file
+        tok = tokenize_pairs_dir(pairs_dir, tokenizer, cfg.format_config, cfg.cache_dir)
     tokenize_seconds = time.perf_counter() - t0
     targets = read_targets(pairs_dir) if OBJECTIVES[cfg.objective].needs_targets else None
     if OBJECTIVES[cfg.objective].needs_targets and targets is None:
@@ -215,6 +211,7 @@ def build_model(cfg: TrainConfig, rt: Runtime, data: TrainingData | None = None)
     if data is not None and data.separator_added:
         model.backbone.resize_token_embeddings(len(data.tokenizer))
     model = model.to(rt.device)
+    model.chunk_by_length = cfg.chunk_by_length  # fsdp turns it off (parallel.wrap_model)
     frozen = model.freeze_unused() + model.freeze_bottom(cfg.freeze_embeddings, cfg.freeze_layers)
     if cfg.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -89,7 +89,8 @@ def uninterrupted(setup, tmp_path_factory):
     """A 2-process FSDP run and a 1-process run of the same global batch, both to the end."""
     tmp = tmp_path_factory.mktemp("fsdp-runs")
     _finish(_launch(setup, tmp, "fsdp", tiny_config(setup, strategy="fsdp", grad_accum=1, **SELECTION), nproc=2))
-    _finish(_launch(setup, tmp, "single", tiny_config(setup, grad_accum=2, **SELECTION), nproc=0))
+    single = tiny_config(setup, grad_accum=2, chunk_by_length=False, **SELECTION)  # FSDP runs unchunked too
+    _finish(_launch(setup, tmp, "single", single, nproc=0))
     return tmp
 
 
