@@ -29,12 +29,12 @@ Data rules
 
 Metrics
 -------
-* ``krippendorff_alpha``: ordinal alpha, ``1 - D_o / D_e``, from the ``krippendorff``
-  package. Coders = annotators, units = (prompt, response), value = the raw ``rank``.
-  It is fed the units x values count matrix (``value_counts``), never the
-  annotators x units matrix; only units ranked by two or more annotators are passed.
-  The package builds a few (units, V, V) arrays, so memory is ~3 * 8 * units * V^2 bytes
-  for V distinct rank values (~0.3 GB for 570k units and V = 4).
+* ``krippendorff_alpha``: ordinal alpha, ``1 - D_o / D_e`` (formulas at :func:`_alpha`; the
+  ``krippendorff`` package is the tests' oracle). Coders = annotators, units = (prompt, response),
+  value = the raw ``rank``. Built from the units x values count matrix (``value_counts``), never the
+  annotators x units matrix; only units ranked by two or more annotators count. The coincidence
+  matrix is one (V, units) @ (units, V) product: memory ~2 * 8 * units * V bytes for V distinct
+  rank values.
 * ``kendall_w``: mean over prompts of the tie-corrected Kendall's W (see :func:`kendall_w`).
   Prompts on which every annotator tied every response have a zero denominator:
   W is undefined there and they are skipped.
@@ -59,7 +59,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-import krippendorff.krippendorff as kripp  # pinned (0.9.0): its coincidence steps, summed over buckets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -177,9 +176,12 @@ def _coincidences(unit: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.nd
     """(value domain, ordinal coincidence matrix) of per-row unit codes and rank values.
 
     ``value_counts[u, v]`` = number of annotators who gave unit u the v-th smallest rank value; units
-    coded by a single annotator add nothing to the coincidence matrix and are dropped. The matrix is
-    ``krippendorff``'s own (``_coincidences``, a sum over units), so the matrices of disjoint sets of
-    units (prompt buckets) add up to the matrix of their union."""
+    coded by a single annotator add nothing to the coincidence matrix and are dropped. The matrix is a sum
+    over units, so the matrices of disjoint sets of units (prompt buckets) add up to the matrix of their
+    union (Krippendorff 2011, with m_u = Σ_c n_uc ≥ 2)::
+
+        o_ck = Σ_u (n_uc·n_uk − [c = k]·n_uc) / (m_u − 1)
+    """
     domain, value = np.unique(rank, return_inverse=True)
     if rank.size == 0:
         return domain, np.zeros((0, 0))
@@ -189,19 +191,30 @@ def _coincidences(unit: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.nd
     counts = counts[counts.sum(axis=1) >= 2]
     if len(counts) == 0:
         return domain, np.zeros((len(domain), len(domain)))
-    return domain, kripp._coincidences(counts, dtype=np.float64)
+    per_pair = counts / (counts.sum(axis=1, keepdims=True) - 1.0)  # n_uc / (m_u − 1)
+    return domain, counts.T @ per_pair - np.diag(per_pair.sum(axis=0))
 
 
 def _alpha(domain: np.ndarray, coincidences: np.ndarray) -> tuple[float | None, str | None]:
-    """Ordinal Krippendorff's alpha, ``1 - D_o / D_e``, from the value domain and the coincidence matrix
-    ``o``: the steps of :func:`krippendorff.alpha` after its ``o`` (same arithmetic, same result)."""
+    """Ordinal Krippendorff's alpha from the value domain and the coincidence matrix ``o`` (Krippendorff 2011)::
+
+        n_c = Σ_k o_ck,   n = Σ_c n_c,   e_ck = (n_c·n_k − [c = k]·n_c) / (n − 1)     (expected coincidences)
+        δ²_ck = (Σ_{g=min(c,k)}^{max(c,k)} n_g − (n_c + n_k) / 2)²                    (ordinal distance)
+        α = 1 − Σ o_ck·δ²_ck / Σ e_ck·δ²_ck
+
+    ``krippendorff.alpha(level_of_measurement="ordinal")`` gives the same value (tests/validation)."""
     if len(domain) < 2:
         return None, "krippendorff_alpha: every rank value is identical"
     if not coincidences.any():
         return None, "krippendorff_alpha: no response was ranked by two or more annotators"
     n_v = coincidences.sum(axis=0)
-    expected = kripp._random_coincidences(n_v, dtype=np.float64)
-    distances = kripp._distances(domain, kripp._distance_metric("ordinal"), n_v, dtype=np.float64)
+    if np.count_nonzero(n_v) < 2:  # D_e = 0: alpha is undefined (the package refuses a one-value domain)
+        return None, "krippendorff_alpha: every response ranked by two or more annotators got the same rank value"
+    expected = (np.outer(n_v, n_v) - np.diag(n_v)) / (n_v.sum() - 1.0)
+    index = np.arange(len(n_v))
+    low, high = np.minimum.outer(index, index), np.maximum.outer(index, index)
+    through = np.concatenate(([0.0], np.cumsum(n_v)))  # Σ_{g<i} n_g
+    distances = (through[high + 1] - through[low] - (n_v[:, None] + n_v[None, :]) / 2.0) ** 2
     return float(1 - (coincidences * distances).sum() / (expected * distances).sum()), None
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
 from rewardline.data.schema import RANKINGS, conform
@@ -166,6 +168,32 @@ def test_alpha_matches_krippendorff_on_hand_built_matrix():
     # W and pairwise use p2's common responses (y1, y3) only: a says y1 > y3, b says y3 > y1.
     assert report.annotator_overlap_prompts == {"a": 2, "b": 2, "c": 1}
     assert report.annotator_prompts == {"a": 3, "b": 2, "c": 1}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(2, 4), st.integers(2, 5))
+def test_alpha_matches_krippendorff_on_random_rankings(seed, n_prompts, n_annotators, n_responses):
+    """Random rank values (ties, gaps) with annotators skipping responses: the same ordinal alpha as the
+    reference package fed the annotators x units matrix (NaN = not ranked)."""
+    rng = np.random.default_rng(seed)
+    data, columns = {}, []
+    for p in range(n_prompts):
+        ranks = rng.integers(1, n_responses + 1, size=(n_annotators, n_responses)).astype(float)
+        ranks[rng.random(ranks.shape) < 0.25] = np.nan
+        columns.append(ranks)
+        for a in range(n_annotators):
+            kept = {f"p{p}r{r}": int(v) for r, v in enumerate(ranks[a]) if not np.isnan(v)}
+            if kept:
+                data[(f"p{p}", f"a{a}")] = kept
+    reliability = np.concatenate(columns, axis=1)
+    report = measure_agreement(table_from(data))
+    pairable = (~np.isnan(reliability)).sum(axis=0) >= 2
+    values = np.unique(reliability[:, pairable][~np.isnan(reliability[:, pairable])])
+    if not pairable.any() or len(values) < 2:
+        assert report.krippendorff_alpha is None
+        return
+    expected = krippendorff.alpha(reliability_data=reliability, level_of_measurement="ordinal")
+    assert report.krippendorff_alpha == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 # ---------------------------------------------------------------- leave-one-out consensus
