@@ -51,6 +51,7 @@ label says: ``Δ > 0`` when ``p > 0.5``, ``Δ < 0`` when ``p < 0.5``.
 on a fixed scale (probit: ``Φ(u)`` = P(beats the anchor / the prompt's typical response))::
 
     ℓ_i  = ½ (r_i − u_i)²,    w_i = W_g · s_i⁻² / Σ_{j∈g} s_j⁻²,   s_i = max(se_i, MIN_TARGET_SE)
+    (an anchor, se = 0: s = the median s of its prompt's other responses)
     loss = Σ_i w_i ℓ_i / W
 
 a weighted MSE that is, within each prompt, the Gaussian NLL ``Σ (r_i − u_i)² / (2 s_i²)`` up to

@@ -210,7 +210,15 @@ def test_a_pointwise_objective_without_targets_is_a_config_error():
 
 
 def test_target_weights_share_the_group_weight_by_precision_with_a_floor():
-    # se = (0.5, 1, 0 [an anchor]) → s = (0.5, 1, MIN_TARGET_SE = 0.25) → precision (4, 1, 16) / 21
-    np.testing.assert_allclose(target_weights(np.array([0.5, 1.0, 0.0]), 3.0), 3.0 * np.array([4, 1, 16]) / 21,
+    # se = (0.5, 1, 0.1) → s = (0.5, 1, MIN_TARGET_SE = 0.25) → precision (4, 1, 16) / 21
+    np.testing.assert_allclose(target_weights(np.array([0.5, 1.0, 0.1]), 3.0), 3.0 * np.array([4, 1, 16]) / 21,
                                rtol=1e-6)
     assert MIN_TARGET_SE == 0.25
+
+
+def test_an_anchor_weighs_as_a_typical_response_of_its_prompt():
+    # se = (0.5, 1, 2, 0 [the anchor, u = 0 by definition]) → the anchor's s = median(0.5, 1, 2) = 1
+    weights = target_weights(np.array([0.5, 1.0, 2.0, 0.0]), 1.0)
+    np.testing.assert_allclose(weights, np.array([4, 1, 0.25, 1]) / 6.25, rtol=1e-6)
+    # a prompt of anchors alone (nothing else to compare with) keeps the floor: equal weights
+    np.testing.assert_allclose(target_weights(np.array([0.0, 0.0]), 2.0), [1.0, 1.0], rtol=1e-6)
