@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
 ROWS = ("bt+logistic", "bt+isotonic", "thurstone", "thurstone+sd", "thurstone+valsd", "bt+thurstone",
         "bt+thurstone+sd")
 OBJECTIVE_OF_ROW = {"bt+logistic": "bt", "bt+isotonic": "bt", "thurstone": "thurstone", "thurstone+sd": "thurstone",
@@ -95,23 +97,30 @@ def prepare(data: Path, workdir: Path, prior_sd: float, anchor_labels: str = "sc
 
 def model_key(objective: str, seed: int, args: argparse.Namespace) -> str:
     extra = f"-w{args.pointwise_weight:g}" if objective == "bt+thurstone" else ""
+    if args.recipe:  # params.yaml's train section: its max_length, lr, freezing; one epoch
+        return f"{objective}-s{seed}-recipe-sd{args.prior_sd:g}{extra}".replace("+", "_")
     return (f"{objective}-s{seed}-L{args.max_length}-n{args.steps}-lr{args.lr:g}-sd{args.prior_sd:g}{extra}"
             .replace("+", "_"))
 
 
-def trained_model(pairs_dir: Path, objective: str, seed: int, args: argparse.Namespace) -> tuple[Path, float]:
-    """Train (or reuse the cached) MiniLM reward model with ``objective``; returns its dir and train seconds."""
+def trained_model(pairs_dir: Path, objective: str, seed: int, args: argparse.Namespace) -> tuple[Path, dict]:
+    """Train (or reuse the cached) MiniLM reward model with ``objective``; its dir and training metrics (with
+    ``config``, the TrainConfig, for models trained since it was recorded)."""
+    from rewardline.config import load_params
     from rewardline.training.loop import TrainConfig, train
 
     out = args.workdir / "models" / model_key(objective, seed, args)
     done = out / "bench_train.json"
     if not done.exists():
-        cfg = TrainConfig(objective=objective, max_length=args.max_length, max_steps=args.steps, lr=args.lr,
-                          seed=seed, pointwise_weight=args.pointwise_weight, progress=False, checkpoint_every=0,
-                          cache_dir=str(args.workdir / "tokenized"))
+        run = {"objective": objective, "seed": seed, "pointwise_weight": args.pointwise_weight, "progress": False,
+               "checkpoint_every": 0, "cache_dir": str(args.workdir / "tokenized")}
+        if args.recipe:
+            cfg = TrainConfig.from_dict(load_params(PARAMS).get("train")).replace(**run)
+        else:
+            cfg = TrainConfig(**run, max_length=args.max_length, max_steps=args.steps, lr=args.lr)
         metrics = train(pairs_dir, out, cfg)
-        done.write_text(json.dumps(metrics, default=str))
-    return out, float(json.loads(done.read_text())["train_seconds"])
+        done.write_text(json.dumps({**metrics, "config": cfg.model_dump()}, default=str))
+    return out, json.loads(done.read_text())
 
 
 def prompt_bootstrap_auroc(q: np.ndarray, y: np.ndarray, prompts: np.ndarray, samples: int, seed: int,
@@ -284,6 +293,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--prior-sd", type=float, default=2.0, help="pairs.target_prior_sd")
     parser.add_argument("--pointwise-weight", type=float, default=1.0, help="train.pointwise_weight (bt+thurstone)")
+    parser.add_argument("--recipe", action="store_true",
+                        help="train params.yaml's recipe (its max_length, lr, freezing; one epoch) instead of "
+                             "--max-length / --steps / --lr")
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
     parser.add_argument("--split", choices=["val", "test"], default="test",
                         help="val: to choose knobs (the BT maps are then fitted and scored on val)")
@@ -306,12 +318,14 @@ def main() -> None:
     report: dict = {"data": data_stats, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": []}
     for seed in args.seeds:
         for objective in dict.fromkeys(OBJECTIVE_OF_ROW[r] for r in args.rows):
-            model_dir, train_s = trained_model(pairs_dir, objective, seed, args)
+            model_dir, trained = trained_model(pairs_dir, objective, seed, args)
+            cfg = trained.get("config", {"max_steps": args.steps, "max_length": args.max_length, "lr": args.lr})
             rows = [r for r in args.rows if OBJECTIVE_OF_ROW[r] == objective]
             for row, metrics in evaluate_model(model_dir, pairs_dir, rows, args.split, args.bootstrap).items():
                 line = {"date": time.strftime("%Y-%m-%dT%H:%M"), "row": row, "seed": seed, "split": args.split,
-                        "steps": args.steps, "max_length": args.max_length, "lr": args.lr,
-                        "prior_sd": args.prior_sd, "pointwise_weight": args.pointwise_weight, "train_s": train_s,
+                        "steps": trained.get("steps", cfg["max_steps"]), "max_length": cfg["max_length"],
+                        "lr": cfg["lr"], "prior_sd": args.prior_sd, "pointwise_weight": args.pointwise_weight,
+                        "train_s": float(trained["train_seconds"]), "val_accuracy": trained.get("val_accuracy"),
                         "load_avg": os.getloadavg()[0], **metrics}
                 report["runs"].append(line)
                 append_tsv(args.results, [line])
