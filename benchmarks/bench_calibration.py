@@ -43,8 +43,6 @@ from pathlib import Path
 
 import numpy as np
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
-
 ROWS = ("bt+logistic", "bt+isotonic", "thurstone", "thurstone+sd", "thurstone+valsd", "bt+thurstone",
         "bt+thurstone+sd")
 OBJECTIVE_OF_ROW = {"bt+logistic": "bt", "bt+isotonic": "bt", "thurstone": "thurstone", "thurstone+sd": "thurstone",
@@ -106,7 +104,8 @@ def model_key(objective: str, seed: int, args: argparse.Namespace) -> str:
 def trained_model(pairs_dir: Path, objective: str, seed: int, args: argparse.Namespace) -> tuple[Path, dict]:
     """Train (or reuse the cached) MiniLM reward model with ``objective``; its dir and training metrics (with
     ``config``, the TrainConfig, for models trained since it was recorded)."""
-    from rewardline.config import load_params
+    from bench_quality import default_recipe  # sibling benchmark script: params.yaml's train section
+
     from rewardline.training.loop import TrainConfig, train
 
     out = args.workdir / "models" / model_key(objective, seed, args)
@@ -115,7 +114,7 @@ def trained_model(pairs_dir: Path, objective: str, seed: int, args: argparse.Nam
         run = {"objective": objective, "seed": seed, "pointwise_weight": args.pointwise_weight, "progress": False,
                "checkpoint_every": 0, "cache_dir": str(args.workdir / "tokenized")}
         if args.recipe:
-            cfg = TrainConfig.from_dict(load_params(PARAMS).get("train")).replace(**run)
+            cfg = default_recipe([]).replace(**run)
         else:
             cfg = TrainConfig(**run, max_length=args.max_length, max_steps=args.steps, lr=args.lr)
         metrics = train(pairs_dir, out, cfg)

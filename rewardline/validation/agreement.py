@@ -195,15 +195,15 @@ def _coincidences(unit: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.nd
     return domain, counts.T @ per_pair - np.diag(per_pair.sum(axis=0))
 
 
-def _alpha(domain: np.ndarray, coincidences: np.ndarray) -> tuple[float | None, str | None]:
-    """Ordinal Krippendorff's alpha from the value domain and the coincidence matrix ``o`` (Krippendorff 2011)::
+def _alpha(coincidences: np.ndarray) -> tuple[float | None, str | None]:
+    """Ordinal Krippendorff's alpha from the coincidence matrix ``o`` over the value domain (Krippendorff 2011)::
 
         n_c = Σ_k o_ck,   n = Σ_c n_c,   e_ck = (n_c·n_k − [c = k]·n_c) / (n − 1)     (expected coincidences)
         δ²_ck = (Σ_{g=min(c,k)}^{max(c,k)} n_g − (n_c + n_k) / 2)²                    (ordinal distance)
         α = 1 − Σ o_ck·δ²_ck / Σ e_ck·δ²_ck
 
     ``krippendorff.alpha(level_of_measurement="ordinal")`` gives the same value (tests/validation)."""
-    if len(domain) < 2:
+    if len(coincidences) < 2:  # one row / column per value of the domain
         return None, "krippendorff_alpha: every rank value is identical"
     if not coincidences.any():
         return None, "krippendorff_alpha: no response was ranked by two or more annotators"
@@ -354,7 +354,7 @@ def agreement_report(sums: AgreementSums) -> AgreementReport:
         return AgreementReport(None, None, None, dict.fromkeys(names), n_prompts=sums.n_prompts,
                                n_overlap_prompts=0, reason=NO_OVERLAP, annotator_scored_prompts=dict.fromkeys(names, 0),
                                **counts)
-    alpha, alpha_reason = _alpha(sums.domain, sums.coincidences)
+    alpha, alpha_reason = _alpha(sums.coincidences)
     reasons = [alpha_reason] if alpha_reason else []
     if sums.compared == 0:
         reasons.append(
