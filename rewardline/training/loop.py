@@ -10,13 +10,12 @@
                      (a non-finite loss or grad norm stops the run: NonFiniteLoss, no model saved)
     evaluate on val, store reward statistics, save the model (safetensors + tokenizer + json)
 
-The objectives live in :mod:`rewardline.training.objectives`, known here only as ``Objective``.
-
-Distributed: launched by ``torchrun`` the same function runs as DDP (NCCL on CUDA, gloo on CPU) or, with
-``train.strategy: fsdp``, FSDP2 (:mod:`rewardline.training.parallel`). Every rank plans the same global steps
-(``rewardline.training.batching``) and runs its share of micro-batches; the loss of each micro-batch is divided
-by the weight of the whole global step, times the world size (DDP averages gradients), so 1 process with
-``grad_accum = A·W`` and ``W`` processes with ``grad_accum = A`` compute the same update.
+The objectives live in :mod:`rewardline.training.objectives`, known here only as ``Objective``. Distributed:
+launched by ``torchrun`` the same function runs as DDP (NCCL on CUDA, gloo on CPU) or, with ``train.strategy:
+fsdp``, FSDP2 (:mod:`rewardline.training.parallel`). Every rank plans the same global steps (``plan_run``) and runs
+its share of micro-batches; the loss of each micro-batch is divided by the weight of the whole global step, times
+the world size (DDP averages gradients), so 1 process with ``grad_accum = A·W`` and ``W`` processes with
+``grad_accum = A`` compute the same update.
 
 Checkpoints (``checkpoint_every`` steps) hold model + AdamW state in safetensors, the RNG states and the step;
 a run started with the same config and data resumes from the latest one and ends with the weights of an
@@ -91,6 +90,7 @@ class TrainConfig(Section):
     batch_tokens: int = Field(8192, ge=1)  # padded tokens per micro-batch
     grad_accum: int = Field(1, ge=1)
     epochs: int = Field(1, ge=1)
+    min_steps: int = Field(0, ge=0)  # more whole epochs until the run has >= this many optimizer steps; 0 = off
     eval_every: int = Field(0, ge=0)  # evaluate on val every N optimizer steps (and after the last); 0 = at the end
     patience: int = Field(0, ge=0)  # stop after N evaluations without a better val accuracy; 0 = never
     max_steps: int = Field(0, ge=0)  # > 0: stop after this many optimizer steps
@@ -195,11 +195,14 @@ def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> Traini
 
 
 def plan_run(groups: list[Group], cfg: TrainConfig, world_size: int, packed: bool = False) -> list[list[list[int]]]:
-    """The whole run's global steps (micro-batches of group indices), identical on every rank."""
+    """The run's global steps (micro-batches of group indices), identical on every rank: ``epochs`` epochs, more whole
+    epochs while there are < ``min_steps`` steps (each pair seen equally often), then cut to ``max_steps``."""
     steps: list[list[list[int]]] = []
-    for epoch in range(cfg.epochs):
+    epoch = 0
+    while epoch < cfg.epochs or (len(steps) < cfg.min_steps and steps):
         batches = plan_batches(groups, cfg.batch_tokens, cfg.seed, epoch, packed=packed)
         steps += plan_steps(batches, world_size, cfg.grad_accum)
+        epoch += 1
     return steps[: cfg.max_steps] if cfg.max_steps > 0 else steps
 
 

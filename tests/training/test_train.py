@@ -33,7 +33,7 @@ from rewardline.pairs.expand import write_pairs_rows
 from rewardline.pairs.thurstone import fit_targets
 from rewardline.tracking import JsonlTracker
 from rewardline.training.batching import Batch, Group, build_groups, plan_batches, plan_steps, rank_micro_batches
-from rewardline.training.loop import TrainConfig, lr_at, train
+from rewardline.training.loop import TrainConfig, lr_at, plan_run, train
 from rewardline.training.objectives import OBJECTIVES, BradleyTerryObjective, LossTerms, Objective
 
 TOPICS = ["cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat"]
@@ -96,6 +96,22 @@ def test_batches_pack_whole_prompt_groups_under_the_token_budget(setup):
     assert len(two) == len(one) == -(-len(batches) // 2)
     for s2, s1 in zip(two, one, strict=True):
         assert rank_micro_batches(s2, 0, 2) + rank_micro_batches(s2, 1, 2) == rank_micro_batches(s1, 0, 1)
+
+
+def test_min_steps_adds_whole_epochs_until_the_run_is_long_enough(setup):
+    tok = tokenize_pairs_dir(setup["pairs"], AutoTokenizer.from_pretrained(setup["backbone"]),
+                             FormatConfig(max_length=48), setup["root"] / "cache")
+    groups = build_groups(pq.read_table(setup["pairs"] / "train.parquet"), tok, "prompt")
+    per_epoch = len(plan_run(groups, tiny_config(setup, batch_tokens=200), world_size=1))
+    assert per_epoch >= 3
+    for min_steps, epochs in [(0, 1), (per_epoch, 1), (per_epoch + 1, 2), (2 * per_epoch + 1, 3)]:
+        steps = plan_run(groups, tiny_config(setup, batch_tokens=200, min_steps=min_steps), world_size=1)
+        seen = sorted(g for step in steps for micro in step for g in micro)
+        assert seen == sorted(list(range(len(groups))) * epochs), (min_steps, epochs)  # whole epochs only
+    # more epochs asked than min_steps needs: epochs win; max_steps still cuts the run
+    steps = plan_run(groups, tiny_config(setup, batch_tokens=200, epochs=3, min_steps=1), 1)
+    assert sorted(g for step in steps for micro in step for g in micro) == sorted(list(range(len(groups))) * 3)
+    assert len(plan_run(groups, tiny_config(setup, batch_tokens=200, min_steps=99, max_steps=2), 1)) == 2
 
 
 def test_lr_schedule_warms_up_then_decays():
