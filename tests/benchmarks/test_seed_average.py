@@ -1,0 +1,51 @@
+"""benchmarks/bench_seed_average.py: the weight average is the tensor-wise mean and scores like a saved model."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer
+
+from rewardline.modeling.formatting import FormatConfig
+from rewardline.modeling.model import RewardModel
+from rewardline.modeling.score import score_texts
+from rewardline.modeling.tiny import build_tiny_bert
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("bench_seed_average", ROOT / "benchmarks" / "bench_seed_average.py")
+avg = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(avg)
+
+
+def _reward_model(tmp_path: Path, seed: int) -> Path:
+    backbone = build_tiny_bert(tmp_path / f"backbone{seed}", seed=seed)
+    torch.manual_seed(seed)  # the head's initialisation
+    model = RewardModel.from_backbone(str(backbone), format_config=FormatConfig(max_length=64)).eval()
+    model.save(tmp_path / f"rm{seed}", AutoTokenizer.from_pretrained(backbone))
+    return tmp_path / f"rm{seed}"
+
+
+def test_weight_average_is_the_mean_of_every_tensor_and_loads_as_a_reward_model(tmp_path):
+    models = [_reward_model(tmp_path, s) for s in (0, 1)]
+    soup = avg.weight_average(models, tmp_path / "soup")
+    states = [load_file(m / avg.WEIGHTS) for m in models]
+    averaged = load_file(soup / avg.WEIGHTS)
+    assert averaged.keys() == states[0].keys()
+    for name, tensor in averaged.items():
+        if tensor.is_floating_point():
+            assert torch.allclose(tensor, (states[0][name] + states[1][name]) / 2, atol=1e-7), name
+        assert not torch.equal(states[0][name], states[1][name]) or torch.equal(tensor, states[0][name])
+    rewards = score_texts(soup, ["what is two plus two?"] * 2, ["four", "five, I think"], normalize=False)
+    assert rewards.shape == (2,) and rewards[0] != rewards[1]
+
+
+def test_weight_average_refuses_models_of_different_architectures(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    save_file({"w": torch.zeros(2)}, str(other / avg.WEIGHTS))
+    with pytest.raises(ValueError, match="architecture"):
+        avg.weight_average([_reward_model(tmp_path, 0), other], tmp_path / "soup")
