@@ -134,7 +134,6 @@ def default_recipe(overrides: list[str]) -> Any:
 def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, overrides: list[str],
                    val_fraction: float) -> dict[str, Any]:
     """Train the default recipe on the training rows; score the test rows (prompt, last turn)."""
-    from rewardline.modeling.score import score_texts
     from rewardline.training.loop import train as train_model
 
     data = pairs_dir(train, test, work / "pairs", val_fraction)
@@ -143,15 +142,21 @@ def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, ove
     t0 = time.perf_counter()
     metrics = train_model(data, work / "model", cfg)
     seconds = time.perf_counter() - t0
-    prompts = [r["prompt"].strip() for r in test]
-    side = {s: [r[s][len(r["prompt"]):].strip() for r in test] for s in ("chosen", "rejected")}
-    chosen = score_texts(work / "model", prompts, side["chosen"])
-    rejected = score_texts(work / "model", prompts, side["rejected"])
+    chosen, rejected = rewardline_pair_rewards(work / "model", test)
     return {**held_out_score(chosen, rejected, test, seed), "train_seconds": seconds, "steps": metrics["steps"],
             "best_step": metrics.get("best_step"), "val_accuracy": metrics.get("val_accuracy"),
             "config": {k: v for k, v in cfg.model_dump().items()
                        if k in ("lr", "epochs", "batch_tokens", "max_length", "eval_every", "patience",
                                 "schedule", "warmup_ratio", "freeze_embeddings", "freeze_layers")}}
+
+
+def rewardline_pair_rewards(model: Path, test: list[Row]) -> tuple[np.ndarray, np.ndarray]:
+    """A rewardline model's rewards of each test row's chosen and rejected last turn (prompt = the dialogue before)."""
+    from rewardline.modeling.score import score_texts
+
+    prompts = [r["prompt"].strip() for r in test]
+    chosen, rejected = ([r[s][len(r["prompt"]):].strip() for r in test] for s in ("chosen", "rejected"))
+    return score_texts(model, prompts, chosen), score_texts(model, prompts, rejected)
 
 
 def _trl_scores(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:

@@ -6,13 +6,13 @@ Issue 13, item 2 (optional): "average the 2-3 best checkpoints or seeds and repo
 
 * each model alone: accuracy of ``r(chosen) > r(rejected)``;
 * the **reward ensemble**: ``r̄ = (1/M) Σ_m r_m / σ_m``, each model's reward divided by its stored val reward std
-  ``σ_m`` (``reward_config.json``: a BT reward's scale is arbitrary per run, the mean cancels in a difference);
+  ``σ_m`` (``reward_config.json``: a BT reward's scale is arbitrary per run; its shift cancels in a difference);
 * the **weight average** ("model soup"): one model whose every tensor is the mean of the M models' tensors
   (same backbone and initialisation of the pretrained part; the head was initialised per seed), scored alone,
   so it costs one model at inference where the ensemble costs M.
 
-Accuracies carry the prompt-bootstrap 95 % CI of ``bench_quality.held_out_score``. Scores are cached per model
-under ``--workdir``.
+Accuracies carry the prompt-bootstrap 95 % CI of ``bench_quality.held_out_score``; the weight average is written
+to ``--workdir/weight-average``.
 
     python benchmarks/bench_seed_average.py --test OUT/data/test.jsonl \
         --models OUT/rewardline-seed0/model OUT/rewardline-seed1/model OUT/rewardline-seed2/model \
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_quality import held_out_score, read_hh  # noqa: E402  (sibling benchmark script)
+from bench_quality import held_out_score, read_hh, rewardline_pair_rewards  # noqa: E402  (sibling benchmark script)
 
 WEIGHTS = "model.safetensors"
 
@@ -49,16 +49,6 @@ def weight_average(models: list[Path], out: Path) -> Path:
     return out
 
 
-def pair_rewards(model: Path, test: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
-    """Unnormalised rewards of each test row's chosen and rejected last turn (as bench_quality scores them)."""
-    from rewardline.modeling.score import score_texts
-
-    prompts = [r["prompt"].strip() for r in test]
-    chosen, rejected = ([r[s][len(r["prompt"]):].strip() for r in test] for s in ("chosen", "rejected"))
-    return (score_texts(model, prompts, chosen, normalize=False),
-            score_texts(model, prompts, rejected, normalize=False))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--test", type=Path, required=True, help="hh-rlhf-format held-out file")
@@ -70,7 +60,7 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {}
     ensemble = []
     for model in args.models:
-        chosen, rejected = pair_rewards(model, test)
+        chosen, rejected = rewardline_pair_rewards(model, test)
         sigma = json.loads((model / "reward_config.json").read_text())["reward_std"]
         ensemble.append((chosen / sigma, rejected / sigma))
         rows[str(model)] = held_out_score(chosen, rejected, test, seed=0)
@@ -78,7 +68,7 @@ def main() -> None:
     rows["reward ensemble"] = held_out_score(np.mean([c for c, _ in ensemble], axis=0),
                                              np.mean([r for _, r in ensemble], axis=0), test, seed=0)
     soup = weight_average(args.models, args.workdir / "weight-average")
-    rows["weight average"] = held_out_score(*pair_rewards(soup, test), test, seed=0)
+    rows["weight average"] = held_out_score(*rewardline_pair_rewards(soup, test), test, seed=0)
     report = {"test": str(args.test), "n_pairs": len(test), "models": [str(m) for m in args.models], "rows": rows,
               "single_mean": float(np.mean(single)), "single_sd": float(np.std(single, ddof=1)) if len(single) > 1
               else 0.0}
