@@ -218,12 +218,12 @@ def target_diagnostic(pairs_dir: Path, samples: int) -> dict:
     import pyarrow.compute as pc
     from scipy.special import ndtr
 
-    from rewardline.data.tables import read_table
+    from rewardline.data.tables import read_split, read_table
     from rewardline.evaluation.absolute import anchor_comparisons, calibration_of
     from rewardline.evaluation.run import anchor_ids
 
     targets = read_table(pairs_dir / "targets.parquet", columns=["response_id", "utility"])
-    val = read_table(pairs_dir / "val.parquet")
+    val = read_split(pairs_dir, "val")
     index = {r: u for r, u in zip(targets["response_id"].to_pylist(), targets["utility"].to_numpy(), strict=True)}
     ua = np.array([index[r] for r in val["response_a_id"].to_pylist()])
     ub = np.array([index[r] for r in val["response_b_id"].to_pylist()])

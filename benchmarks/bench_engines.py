@@ -254,15 +254,15 @@ RUNNERS = {"rewardline": run_rewardline, "duckdb": run_duckdb, "polars": run_pol
 
 def output_relation(engine: str, out: Path) -> str:
     if engine == "rewardline":
-        files = ", ".join(f"'{out / f'{split}.parquet'}'" for split in ("train", "val", "test"))
+        files = ", ".join(f"'{out / split}/*.parquet'" for split in ("train", "val", "test"))
         return f"read_parquet([{files}])"
     return f"read_parquet('{out}/**/*.parquet', hive_partitioning = true)"
 
 
 def output_bytes(engine: str, out: Path) -> int:
     """Bytes of the pairs files (not rewardline's copies of prompts / responses)."""
-    files = [out / f"{split}.parquet" for split in ("train", "val", "test")] if engine == "rewardline" else list(
-        out.rglob("*.parquet"))
+    files = [p for s in ("train", "val", "test") for p in (out / s).glob("*.parquet")] if engine == "rewardline" \
+        else list(out.rglob("*.parquet"))
     return sum(path.stat().st_size for path in files)
 
 
@@ -275,7 +275,7 @@ def check(workdir: Path, engines: list[str], full: bool) -> dict[str, Any]:
     con.execute(f"SET temp_directory = '{workdir / 'check-tmp'}'")
     rankings = workdir / "validated" / "rankings.parquet"
     columns = "prompt_id, response_a_id, response_b_id, label, n_votes, margin, category"
-    if "rewardline" not in engines and (workdir / "out" / "rewardline" / "train.parquet").exists():
+    if "rewardline" not in engines and (workdir / "out" / "rewardline" / "train").is_dir():
         engines = ["rewardline", *engines]  # the reference: rewardline's output of an earlier run in this workdir
     comparisons, = con.execute(f"SELECT sum(k * (k - 1) // 2) FROM (SELECT count(*) AS k FROM read_parquet('"
                                f"{rankings}') GROUP BY ranking_id)").fetchone()

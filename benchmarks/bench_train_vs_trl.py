@@ -46,7 +46,8 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import torch
 
-from rewardline.data.schema import PAIRS, PROMPTS, RESPONSES, conform
+from rewardline.data.tables import read_split, write_split
+from rewardline.pairs.expand import write_pairs_rows
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -59,15 +60,8 @@ def _split(prompt_id: str, held_out: float = 0.2) -> str:
 
 
 def write_pairs_dir(out: Path, prompts: list[dict], responses: list[dict], pairs: list[dict]) -> Path:
-    """Write a pairs directory (schema PAIRS / PROMPTS / RESPONSES) from row dicts."""
-    out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(conform(pa.Table.from_pylist(prompts), PROMPTS), out / "prompts.parquet")
-    pq.write_table(conform(pa.Table.from_pylist(responses), RESPONSES), out / "responses.parquet")
-    table = conform(pa.Table.from_pylist(pairs), PAIRS)
-    for split in ("train", "val", "test"):
-        mask = pa.compute.equal(table.column("split"), split)
-        pq.write_table(table.filter(mask), out / f"{split}.parquet")
-    return out
+    """Write a pairs directory (schema PAIRS / PROMPTS / RESPONSES, the pairs stage's layout) from row dicts."""
+    return write_pairs_rows(out, prompts, responses, pairs)
 
 
 def build_hh(path: Path, out: Path) -> Path:
@@ -137,7 +131,7 @@ def build_main_job_like(alpaca: Path, hh: Path, root: Path) -> Path:
     keep = set(pq.read_table(s / "prompts.parquet").column("prompt_id").to_pylist()[:200])
     for src, prefix in ((a, ""), (h, ""), (s, "syn-")):
         for name in ("prompts", "responses", "train", "val", "test"):
-            t = pq.read_table(src / f"{name}.parquet")
+            t = pq.read_table(src / f"{name}.parquet") if name in ("prompts", "responses") else read_split(src, name)
             if prefix:
                 t = t.filter(pa.compute.is_in(t.column("prompt_id"), pa.array(sorted(keep))))
                 for col in ("prompt_id", "response_id", "response_a_id", "response_b_id"):
@@ -148,14 +142,17 @@ def build_main_job_like(alpaca: Path, hh: Path, root: Path) -> Path:
     out = root / "main_job"
     out.mkdir(parents=True, exist_ok=True)
     for name, parts in tables.items():
-        pq.write_table(pa.concat_tables(parts), out / f"{name}.parquet")
+        if name in ("prompts", "responses"):
+            pq.write_table(pa.concat_tables(parts), out / f"{name}.parquet")
+        else:
+            write_split(pa.concat_tables(parts), out, name)
     return out
 
 
 # -- runs ---------------------------------------------------------------------------------
 def held_out_pairs(pairs_dir: Path, tok, split: str = "val") -> list[tuple[np.ndarray, np.ndarray]]:
     row = tok.row_index()
-    t = pq.read_table(pairs_dir / f"{split}.parquet")
+    t = read_split(pairs_dir, split)
     keep = np.array(t.column("label")) != 0.5
     a = [tok.sequence(row[r])[0] for r in np.array(t.column("response_a_id"))[keep]]
     b = [tok.sequence(row[r])[0] for r in np.array(t.column("response_b_id"))[keep]]

@@ -4,7 +4,7 @@ Provenance: allenai/reward-bench at commit 4319b31, ``bon_eval/alpaca_eval_n=16`
 ``/work/shared/data/alpacaeval_bon/annotations/tulu-2-dpo-13b.{0..10}.json.gz``: 486 instructions, samples
 0-10 of tulu-2-dpo-13b judged against the gpt-3.5-turbo-0613 reference by GPT-4-turbo (``preference`` in
 [1, 2], 2 = the sample preferred). An instruction is held out when its text is not the prompt of any pair in
-the model's train split (``<pairs>/train.parquet`` + ``prompts.parquet``; the shipped sample splits by
+the model's train split (``<pairs>/train/`` + ``prompts.parquet``; the shipped sample splits by
 prompt, so the val and test instructions qualify). Every judged record of a held-out instruction is kept
 (fields as in ``data/raw/alpacaeval_bon_k4.json``), in one AlpacaEval annotations JSON list:
 
@@ -29,7 +29,9 @@ FIELDS = ("id", "instruction", "dataset", "output_1", "generator_1", "output_2",
 
 def train_prompts(pairs_dir: Path) -> set[str]:
     """Prompt texts of the pairs in ``pairs_dir``'s train split."""
-    ids = pq.read_table(pairs_dir / "train.parquet", columns=["prompt_id"]).column("prompt_id")
+    split = pairs_dir / "train"  # a partitioned split (a part per prompt bucket), or an older train.parquet
+    split = split if split.is_dir() else pairs_dir / "train.parquet"
+    ids = pq.read_table(split, columns=["prompt_id"]).column("prompt_id")
     prompts = pq.read_table(pairs_dir / "prompts.parquet", columns=["prompt_id", "prompt"])
     return set(prompts.filter(pc.is_in(prompts.column("prompt_id"), value_set=pc.unique(ids)))
                .column("prompt").to_pylist())

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rewardline.cli import app
+from rewardline.data.tables import read_split
 
 runner = CliRunner()
 
@@ -100,7 +101,7 @@ def test_validate_and_pairs_on_the_shipped_synthetic_sample(tmp_path: Path):
 
     result = runner.invoke(app, ["pairs", str(tmp_path / "v"), "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
-    splits = {s: pq.read_table(tmp_path / "p" / f"{s}.parquet") for s in ("train", "val", "test")}
+    splits = {s: read_split(tmp_path / "p", s) for s in ("train", "val", "test")}
     prompts = [set(t["prompt_id"].to_pylist()) for t in splits.values()]
     assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])  # no leakage
     pairs_metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())

@@ -21,6 +21,7 @@ import pytest
 from rewardline.data import buckets
 from rewardline.data.ingest import IngestConfig, Source, run_ingest
 from rewardline.data.synthetic import synthetic_rankings_table
+from rewardline.data.tables import parts_of, read_table
 from rewardline.pairs.expand import PairsConfig, run_pairs
 from rewardline.validation.validate import ValidateConfig, run_validate
 
@@ -48,8 +49,8 @@ def _source(path: Path) -> Path:
 
 
 def _rows(path: Path) -> list[dict]:
-    """The table's rows, sorted (a table holds its buckets one after the other)."""
-    rows = pq.read_table(path).to_pylist()
+    """The table's rows, sorted (a table holds its buckets one after the other; a split, one part per bucket)."""
+    rows = read_table(path).to_pylist()
     return sorted(rows, key=lambda row: json.dumps(row, sort_keys=True, default=str))
 
 
@@ -96,12 +97,13 @@ def test_forced_buckets_give_the_one_bucket_metrics(runs: tuple[Path, dict, Path
 
 @pytest.mark.parametrize("table", ["ingested/prompts.parquet", "ingested/responses.parquet",
                                    "ingested/rankings.parquet", "ingested/quarantine.parquet",
-                                   "validated/rankings.parquet", "pairs/train.parquet", "pairs/val.parquet",
-                                   "pairs/test.parquet"])
+                                   "validated/rankings.parquet", "pairs/train", "pairs/val", "pairs/test"])
 def test_forced_buckets_give_the_one_bucket_tables(runs: tuple[Path, dict, Path, dict], table: str) -> None:
     one_dir, _, four_dir, _ = runs
     one, four = _rows(one_dir / table), _rows(four_dir / table)
     assert one and four == one
+    if table.startswith("pairs/"):  # partitioned: a part per prompt bucket
+        assert len(parts_of(one_dir / table)) == 1 and len(parts_of(four_dir / table)) == SHARDS
 
 
 def test_forced_buckets_give_the_one_bucket_utilities(runs: tuple[Path, dict, Path, dict]) -> None:

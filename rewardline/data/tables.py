@@ -6,12 +6,19 @@ opens the same files as HF ``datasets`` (``Dataset.from_parquet``: memory-mapped
 cached by fingerprint). Writing through ``datasets.Dataset(table).to_parquet`` was
 measured at +2.7 GB peak RSS on 1M rankings (it fingerprints the table), so the data
 stages write with pyarrow directly.
+
+A pairs directory's splits are *partitioned*: ``{split}/part-NNN.parquet``, one file per prompt bucket
+(:mod:`rewardline.data.buckets`; one part below a million rows), so a reader can take them a bucket at a
+time (:func:`split_parts`) and parallel readers split the work by file. :func:`split_path` also finds
+the single ``{split}.parquet`` file of pairs directories written before partitioning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +60,64 @@ class TableAppender:
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet table memory-mapped; a clear error if the file is missing."""
+    """Read a Parquet table memory-mapped (a file, or a partitioned folder: its parts in order); a clear error
+    if it is missing."""
     if not path.exists():
         raise FileNotFoundError(f"expected table {path.name} in {path.parent}, but it does not exist")
+    if path.is_dir():
+        return pa.concat_tables(pq.read_table(part, columns=columns, memory_map=True) for part in parts_of(path))
     return pq.read_table(path, columns=columns, memory_map=True)
+
+
+def part_name(index: int) -> str:
+    """The file name of part ``index`` of a partitioned table."""
+    return f"part-{index:03d}.parquet"
+
+
+def parts_of(folder: Path) -> list[Path]:
+    """A partitioned table's part files in part order; a clear error if there are none."""
+    parts = sorted(folder.glob("part-*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"{folder} holds no part-NNN.parquet file: not a partitioned table")
+    return parts
+
+
+def split_path(pairs_dir: Path, split: str) -> Path:
+    """Where ``pairs_dir`` keeps ``split``: its partitioned folder ``{split}/`` or (written before partitioning)
+    the file ``{split}.parquet``; the folder's path when neither exists."""
+    single = pairs_dir / f"{split}.parquet"
+    return single if single.is_file() and not (pairs_dir / split).is_dir() else pairs_dir / split
+
+
+def read_split(pairs_dir: Path, split: str, columns: list[str] | None = None) -> pa.Table | None:
+    """Split ``split`` of a pairs directory, or None when the directory has none."""
+    path = split_path(pairs_dir, split)
+    return read_table(path, columns) if path.exists() else None
+
+
+def split_parts(pairs_dir: Path, split: str) -> Iterator[pa.Table]:
+    """Split ``split`` of a pairs directory one part (prompt bucket) at a time: a prompt's pairs are in one part."""
+    path = split_path(pairs_dir, split)
+    for part in parts_of(path) if path.is_dir() else [path]:
+        yield pq.read_table(part, memory_map=True)
+
+
+def write_split(table: pa.Table, pairs_dir: Path, split: str, part: int = 0) -> Path:
+    """Write part ``part`` of split ``split`` (part 0 clears the folder: a rerun leaves no stale part)."""
+    folder = pairs_dir / split
+    if part == 0 and folder.exists():
+        shutil.rmtree(folder)
+    return write_table(table, folder / part_name(part))
+
+
+def content_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, or of a partitioned folder's parts' bytes in part order."""
+    digest = hashlib.new(algorithm)
+    for file in parts_of(path) if path.is_dir() else [path]:
+        with file.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def copy_table(src: Path, dst: Path) -> None:

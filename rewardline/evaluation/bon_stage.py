@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rewardline.data import schema
-from rewardline.data.tables import read_table
+from rewardline.data.tables import read_table, split_path
 from rewardline.evaluation.bon import BON_GATES, BonConfig, bon_curves, run_bon, summarize
 from rewardline.evaluation.candidates import Candidates
 from rewardline.gates import GateReport, GateResult
@@ -37,7 +37,7 @@ def anchored_test_candidates(validated_dir: Path, pairs_dir: Path, split: str = 
     responses = read_table(pairs_dir / schema.TABLE_FILES["responses"])
     if "is_anchor" not in responses.schema.names:
         return None
-    prompt_ids = read_table(pairs_dir / f"{split}.parquet", columns=["prompt_id"])["prompt_id"].unique()
+    prompt_ids = read_table(split_path(pairs_dir, split), columns=["prompt_id"])["prompt_id"].unique()
     rankings = read_table(validated_dir / schema.TABLE_FILES["rankings"],
                           columns=["ranking_id", "prompt_id", "response_id", "score"])
     rankings = rankings.filter(pc.is_in(rankings["prompt_id"], value_set=prompt_ids))
@@ -62,7 +62,7 @@ def anchored_test_candidates(validated_dir: Path, pairs_dir: Path, split: str = 
                       responses=texts.to_pylist(), gold=gold["score_mean"].to_numpy().astype(np.float64),
                       prompt_index=codes.to_numpy().astype(np.int64),
                       origins=[str(validated_dir / schema.TABLE_FILES["rankings"]),
-                               str(pairs_dir / f"{split}.parquet")])
+                               str(split_path(pairs_dir, split))])
 
 
 def _skipped(out_dir: Path, config: BonConfig, reason: str) -> dict[str, Any]:

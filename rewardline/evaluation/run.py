@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rewardline.data import schema
-from rewardline.data.tables import read_table
+from rewardline.data.tables import read_table, split_path
 from rewardline.evaluation.evaluate import EvalConfig, evaluate_scores
 from rewardline.ops.atomic import writes_output
 
@@ -41,7 +41,7 @@ def score_pairs(model_dir: Path, pairs_dir: Path, splits: tuple[str, ...], batch
     """For each split: (pairs, reward_a, reward_b, length_a, length_b), each response scored once."""
     from rewardline.modeling.score import score_texts  # torch only when a model is scored
 
-    tables = {s: read_table(pairs_dir / f"{s}.parquet") for s in splits}
+    tables = {s: read_table(split_path(pairs_dir, s)) for s in splits}
     responses = read_table(pairs_dir / schema.TABLE_FILES["responses"])
     prompts = read_table(pairs_dir / schema.TABLE_FILES["prompts"])
     needed = pa.chunked_array(

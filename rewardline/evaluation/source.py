@@ -27,19 +27,20 @@ import pyarrow as pa
 
 from rewardline.data import schema
 from rewardline.data.ingest import IngestConfig, Source, run_ingest
-from rewardline.data.tables import copy_table, read_table, write_json, write_table
+from rewardline.data.tables import copy_table, read_table, split_path, write_json, write_split
 from rewardline.evaluation.evaluate import EvalConfig
 from rewardline.evaluation.run import run_evaluate
 from rewardline.pairs.expand import PairsConfig, anchor_columns, build_pairs
 from rewardline.paths import METRICS_FILE
 
-PAIRS_DIR_FILES = ("test.parquet", schema.TABLE_FILES["prompts"], schema.TABLE_FILES["responses"])
+PAIRS_DIR_FILES = (schema.TABLE_FILES["prompts"], schema.TABLE_FILES["responses"])
 
 
 def is_pairs_dir(data: str) -> bool:
     """A local directory holding a pairs stage's test split and tables."""
     path = Path(data)
-    return path.is_dir() and all((path / name).is_file() for name in PAIRS_DIR_FILES)
+    return (path.is_dir() and split_path(path, "test").exists()
+            and all((path / name).is_file() for name in PAIRS_DIR_FILES))
 
 
 def pairs_from_source(data: str, fmt: str, work: Path) -> tuple[Path, dict]:
@@ -55,9 +56,9 @@ def pairs_from_source(data: str, fmt: str, work: Path) -> tuple[Path, dict]:
     pairs = pairs.set_column(pairs.schema.get_field_index("split"), "split",
                              pa.array(["test"] * pairs.num_rows, pa.string()))
     pairs_dir.mkdir(parents=True)
-    write_table(pairs, pairs_dir / "test.parquet")
+    write_split(pairs, pairs_dir, "test")
     for split in ("train", "val"):
-        write_table(schema.empty(schema.PAIRS), pairs_dir / f"{split}.parquet")
+        write_split(schema.empty(schema.PAIRS), pairs_dir, split)
     for name in ("prompts", "responses"):
         copy_table(ingested / schema.TABLE_FILES[name], pairs_dir / schema.TABLE_FILES[name])
     accounting = {

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +111,17 @@ def pad_id_of(tokenizer: Any) -> int:
     return next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
 
 
+def length_batches(lengths: np.ndarray, batch_tokens: int) -> Iterator[np.ndarray]:
+    """Row indices in batches of at most ``batch_tokens`` padded tokens: rows sorted longest first (stable), each
+    batch ``n = max(1, batch_tokens // L)`` rows, where ``L`` is its first (longest) row's length, its padded width."""
+    order = np.argsort(-lengths, kind="stable")
+    i = 0
+    while i < len(order):
+        n = max(1, batch_tokens // max(int(lengths[order[i]]), 1))
+        yield order[i : i + n]
+        i += n
+
+
 def forward_encoded(
     model: RewardModel, rt: Any, pad_id: int, input_ids: list[list[int]], token_type_ids: list[list[int]],
     batch_tokens: int = 16384,
@@ -121,14 +132,10 @@ def forward_encoded(
     import torch  # here, not at import: `rewardline score` rejects a malformed input file without torch
 
     lengths = np.fromiter((len(ids) for ids in input_ids), np.int64, len(input_ids))
-    order = np.argsort(-lengths, kind="stable")
     out = np.zeros(len(input_ids), dtype=np.float32)
     with torch.inference_mode():
-        i = 0
-        while i < len(order):
-            width = int(lengths[order[i]])  # longest first: the first row sets the padded width
-            n = max(1, batch_tokens // max(width, 1))
-            rows = order[i : i + n]
+        for rows in length_batches(lengths, batch_tokens):
+            width = int(lengths[rows[0]])
             ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
             types = torch.zeros_like(ids)
             mask = torch.zeros_like(ids)
@@ -140,7 +147,6 @@ def forward_encoded(
             with rt.autocast():
                 rewards = model(ids.to(rt.device), mask.to(rt.device), types.to(rt.device))
             out[rows] = rewards.float().cpu().numpy()
-            i += n
     return out
 
 
@@ -156,19 +162,14 @@ def _score_shared_prefix(model: RewardModel, rt: Runtime, ids: list[list[int]], 
         by_key.setdefault(key, []).append(i)
     chunks = [rows[j : j + MAX_BRANCHES] for rows in by_key.values() for j in range(0, len(rows), MAX_BRANCHES)]
     seqs = [[np.asarray(ids[r]) for r in chunk] for chunk in chunks]
-    lengths = np.array([packed_length(s) for s in seqs])
-    order = np.argsort(-lengths, kind="stable")
+    lengths = np.array([packed_length(s) for s in seqs], np.int64)
     out = np.zeros(len(ids), dtype=np.float32)
-    i = 0
-    while i < len(order):
-        n = max(1, batch_tokens // max(int(lengths[order[i]]), 1))  # the first (longest) row sets the width
-        take = order[i : i + n]
+    for take in length_batches(lengths, batch_tokens):
         packed = pack_groups([seqs[c] for c in take], pad_id)
         with rt.autocast():
             rewards = model(packed.input_ids.to(rt.device), packed.attention_mask.to(rt.device),
                             position_ids=packed.position_ids.to(rt.device), read_index=packed.read_index.to(rt.device))
         out[[r for c in take for r in chunks[c]]] = rewards.float().cpu().numpy()  # read_index: chunk by chunk
-        i += n
     return out
 
 

@@ -71,6 +71,7 @@ def score_steps(model: RewardModel, tokenizer: Any, prompts: list[str], steps: l
 
     from rewardline.modeling.device import select_runtime
     from rewardline.modeling.formatting import Formatter
+    from rewardline.modeling.score import length_batches
     from rewardline.modeling.steps import StepFormatter
 
     if not model.config.is_process:
@@ -79,16 +80,13 @@ def score_steps(model: RewardModel, tokenizer: Any, prompts: list[str], steps: l
     model.eval()
     fmt = StepFormatter(tokenizer, Formatter(tokenizer, model.config.format_config), model.config.step_separator)
     enc = fmt.encode([str(p) for p in prompts], steps)
-    lengths = np.array([len(x) for x in enc.input_ids])
-    order = np.argsort(-lengths, kind="stable")
+    lengths = np.array([len(x) for x in enc.input_ids], np.int64)
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     out = [np.full(len(s), np.nan) for s in steps]
     device_ = next(model.parameters()).device
     with torch.inference_mode():
-        i = 0
-        while i < len(order):
-            width = int(lengths[order[i]])
-            rows = order[i : i + max(1, batch_tokens // max(width, 1))]
+        for rows in length_batches(lengths, batch_tokens):
+            width = int(lengths[rows[0]])
             ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
             types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
             step_rows, step_cols = [], []
@@ -109,7 +107,6 @@ def score_steps(model: RewardModel, tokenizer: Any, prompts: list[str], steps: l
                 k = len(enc.positions[r])
                 out[r][:k] = probs[at : at + k]
                 at += k
-            i += len(rows)
     return out
 
 

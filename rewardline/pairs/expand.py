@@ -51,7 +51,7 @@ from rewardline.data import schema
 from rewardline.data.buckets import PromptBuckets
 from rewardline.data.hashing import unit_interval
 from rewardline.data.keys import key_codes
-from rewardline.data.tables import TableAppender, copy_table, read_table, write_json, write_table
+from rewardline.data.tables import TableAppender, copy_table, read_table, write_json, write_split, write_table
 from rewardline.ops.atomic import writes_output
 from rewardline.pairs.thurstone import fit_targets
 
@@ -223,10 +223,10 @@ def pairs_metrics(pairs: pa.Table, counts: dict) -> dict:
 
 @writes_output("out_dir")  # locked; written to a staging folder, published whole
 def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | None = None) -> dict:
-    """Read a validated dataset directory, write ``{train,val,test}.parquet`` + tables + metrics.
+    """Read a validated dataset directory, write the splits ``{train,val,test}/part-NNN.parquet`` + tables + metrics.
 
     Past ``buckets.ROWS_PER_BUCKET`` ranking rows (or with ``shards``: forced buckets, for tests) the pairs
-    are built one prompt bucket at a time (:func:`_bucketed_pairs`)."""
+    are built one prompt bucket at a time (:func:`_bucketed_pairs`), and each split gets one part per bucket."""
     files = {name: in_dir / schema.TABLE_FILES[name] for name in ("rankings", "prompts", "responses")}
     for path in files.values():
         if not path.exists():
@@ -241,7 +241,7 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | No
             pairs, counts = build_pairs(tables["rankings"], tables["prompts"], config, tables["responses"])
             del tables
             for split in schema.SPLITS:
-                write_table(pairs.filter(pc.equal(pairs["split"], split)), out_dir / f"{split}.parquet")
+                write_split(pairs.filter(pc.equal(pairs["split"], split)), out_dir, split)
             metrics = pairs_metrics(pairs, counts)
             if config.targets != "none":
                 metrics["targets"] = write_targets(pairs, in_dir, out_dir, config)
@@ -254,10 +254,11 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | No
 
 
 def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig) -> dict:
-    """:func:`build_pairs` (and the utility fit) per prompt bucket, each split's pairs (and the targets)
-    appended bucket after bucket; the metrics of :func:`pairs_metrics` from sums over the buckets (a prompt's
-    comparisons, pairs, split and utilities are all in its bucket). ``label_mean`` / ``votes_mean`` are
-    float64 sums over the count (the one-bucket path averages the float32 labels: equal to 6 decimals);
+    """:func:`build_pairs` (and the utility fit) per prompt bucket: bucket ``i``'s pairs of each split are the
+    split's part ``i``, the targets are appended bucket after bucket; the metrics of :func:`pairs_metrics` from
+    sums over the buckets (a prompt's comparisons, pairs, split and utilities are all in its bucket).
+    ``label_mean`` / ``votes_mean`` are float64 sums over the count (the one-bucket path averages the float32
+    labels: equal to 6 decimals);
     the targets' ``iterations`` and ``max_gradient`` are the largest over the buckets' fits (each bucket is
     fitted to the same tolerance), ``se_median`` the median over all responses."""
     total: dict = {"comparisons": 0, "ties_dropped": 0, "pairs": 0}
@@ -267,11 +268,11 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig) 
     standard_errors: list[np.ndarray] = []
 
     with TableAppender() as files:
-        for tables in buckets:
+        for index, tables in enumerate(buckets):
             pairs, counts = build_pairs(tables["rankings"], tables["prompts"], config, tables["responses"])
             part = pairs_metrics(pairs, counts)
             for split in schema.SPLITS:
-                files.append(pairs.filter(pc.equal(pairs["split"], split)), out_dir / f"{split}.parquet")
+                write_split(pairs.filter(pc.equal(pairs["split"], split)), out_dir, split, part=index)
                 for key in (f"pairs_{split}", f"prompts_{split}"):
                     total[key] = total.get(key, 0) + part[key]
             for key in ("comparisons", "ties_dropped", "pairs"):
@@ -322,6 +323,6 @@ def write_pairs_rows(out_dir: Path, prompts: list[dict], responses: list[dict], 
     write_table(schema.conform(pa.Table.from_pylist(prompts), schema.PROMPTS), out_dir / "prompts.parquet")
     write_table(schema.conform(pa.Table.from_pylist(responses), schema.RESPONSES), out_dir / "responses.parquet")
     table = schema.conform(pa.Table.from_pylist(pairs), schema.PAIRS)
-    for split in ("train", "val", "test"):
-        write_table(table.filter(pc.equal(table["split"], split)), out_dir / f"{split}.parquet")
+    for split in schema.SPLITS:
+        write_split(table.filter(pc.equal(table["split"], split)), out_dir, split)
     return out_dir

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rewardline.data import schema
-from rewardline.data.tables import read_table, write_json
+from rewardline.data.tables import read_table, split_path, write_json
 
 EXPORT_FORMATS = ("trl",)
 FileFormat = Literal["jsonl", "parquet", "both"]
@@ -78,11 +78,11 @@ def export_pairs(pairs_dir: Path, out_dir: Path, fmt: str = "trl", files: FileFo
         raise ValueError(f"export format {fmt!r} is not supported; expected one of {EXPORT_FORMATS}")
     if files not in ("jsonl", "parquet", "both"):
         raise ValueError(f"--files {files!r}: expected jsonl, parquet or both")
-    present = [s for s in schema.SPLITS if (pairs_dir / f"{s}.parquet").exists()]
+    present = [s for s in schema.SPLITS if split_path(pairs_dir, s).exists()]
     if not present:
-        names = ", ".join(f"{s}.parquet" for s in schema.SPLITS)
+        names = ", ".join(f"{s}/" for s in schema.SPLITS)
         raise FileNotFoundError(f"{pairs_dir}: none of {names}: not a pairs directory")
-    splits = {s: read_table(pairs_dir / f"{s}.parquet") for s in present}
+    splits = {s: read_table(split_path(pairs_dir, s)) for s in present}
     prompts = read_table(pairs_dir / schema.TABLE_FILES["prompts"])
     responses = read_table(pairs_dir / schema.TABLE_FILES["responses"])
     exported = {s: trl_rows(t, prompts, responses, pairs_dir) for s, t in splits.items()}

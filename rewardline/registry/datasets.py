@@ -3,39 +3,31 @@
 Each stage run that reads data gets :func:`log_stage_datasets`: ``train`` the pairs ``train`` and ``val``
 splits, ``evaluate`` the ``test`` split (contexts ``train`` / ``val`` / ``test``), ``ingest`` its output
 ``data/ingested`` (context ``ingested``). A dataset's digest is DVC's: the ``dvc.lock`` md5 of the output
-directory (``<md5>.dir``) for a whole output, and the md5 of the file's bytes (what DVC lists for that
-file inside the directory's manifest) for a split; the output's ``dvc.lock`` md5 is also a tag of the
-input (``dvc_out``, ``dvc_md5``). Outputs missing on disk are skipped.
+directory (``<md5>.dir``) for a whole output, and for a split the md5 of its bytes (a split file's is what
+DVC lists for it in the directory's manifest; a partitioned split's covers its parts in order); the
+``dvc.lock`` md5 of the output that holds it is also a tag of the input (``dvc_out``, ``dvc_md5``). Outputs
+missing on disk are skipped.
 """
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rewardline.data.tables import content_digest, split_path
 from rewardline.paths import INGESTED_DIR, PAIRS_DIR
 from rewardline.registry.lineage import dvc_hashes
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-#: stage -> (project path, dataset name, context) of what the stage's run records as inputs.
-STAGE_DATASETS: dict[str, tuple[tuple[Path, str, str], ...]] = {
-    "ingest": ((INGESTED_DIR, "ingested", "ingested"),),
-    "train": ((PAIRS_DIR / "train.parquet", "pairs-train", "train"), (PAIRS_DIR / "val.parquet", "pairs-val", "val")),
-    "evaluate": ((PAIRS_DIR / "test.parquet", "pairs-test", "test"),),
+#: stage -> (DVC output, split or None for the whole output, dataset name, context) of the stage's inputs.
+STAGE_DATASETS: dict[str, tuple[tuple[Path, str | None, str, str], ...]] = {
+    "ingest": ((INGESTED_DIR, None, "ingested", "ingested"),),
+    "train": ((PAIRS_DIR, "train", "pairs-train", "train"), (PAIRS_DIR, "val", "pairs-val", "val")),
+    "evaluate": ((PAIRS_DIR, "test", "pairs-test", "test"),),
 }
-
-
-def file_md5(path: Path) -> str:
-    """md5 of the file's bytes, as DVC hashes a file."""
-    digest = hashlib.md5()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def log_stage_datasets(mlflow_client: MlflowClient, run_id: str, root: Path, stage: str) -> list[str]:
@@ -46,13 +38,12 @@ def log_stage_datasets(mlflow_client: MlflowClient, run_id: str, root: Path, sta
 
     hashes = dvc_hashes(root)
     inputs, names = [], []
-    for rel, name, context in STAGE_DATASETS.get(stage, ()):
-        path = root / rel
+    for out, split, name, context in STAGE_DATASETS.get(stage, ()):
+        path = root / out if split is None else split_path(root / out, split)
         if not path.exists():
             continue
-        out = rel if path.is_dir() else rel.parent  # the DVC output that holds it
         out_md5 = hashes.get(f"dvc.{out.as_posix()}.md5", "")
-        digest = out_md5 if path.is_dir() else file_md5(path)
+        digest = out_md5 if split is None else content_digest(path, "md5")
         if not digest:  # a directory output before any `dvc commit`: nothing names its content
             continue
         with warnings.catch_warnings():  # MLflow registers its local-file source class twice and says so

@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from pydantic import Field
 from transformers import AutoTokenizer
 
 from rewardline.config import Section, build, parse_overrides
+from rewardline.data.schema import SPLITS
+from rewardline.data.tables import content_digest, read_split, split_path
 from rewardline.errors import ConfigError, NonFiniteLoss
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, main_first, select_runtime
@@ -166,11 +167,6 @@ class TrainingData:
     packed: bool = False  # shared-prefix rows (``train.shared_prefix`` resolved for the model)
 
 
-def _read_split(pairs_dir: Path, split: str) -> Any:
-    path = pairs_dir / f"{split}.parquet"
-    return pq.read_table(path) if path.exists() else None
-
-
 def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> TrainingData:
     """Tokenise every response once (rank 0 first) and group the comparisons of the train and val splits by prompt."""
     t0 = time.perf_counter()
@@ -186,11 +182,11 @@ def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> Traini
     if OBJECTIVES[cfg.objective].needs_targets and targets is None:
         raise ConfigError(f"train.objective={cfg.objective} needs per-response targets, but {pairs_dir}/{TARGETS_FILE} "
                           "does not exist (expected the pairs stage run with pairs.targets: thurstone or bt)")
-    train_groups = build_groups(_read_split(pairs_dir, "train"), tok, cfg.weighting, targets)
-    val_table = _read_split(pairs_dir, "val")
+    train_groups = build_groups(read_split(pairs_dir, "train"), tok, cfg.weighting, targets)
+    val_table = read_split(pairs_dir, "val")
     val_groups = build_groups(val_table, tok, cfg.weighting, targets) if val_table is not None else []
     if not train_groups:
-        raise ValueError(f"{pairs_dir}/train.parquet has no pairs")
+        raise ValueError(f"{split_path(pairs_dir, 'train')} has no pairs")
     return TrainingData(tokenizer, tok, pad_id, train_groups, val_groups, tokenize_seconds, targets)
 
 
@@ -231,8 +227,8 @@ def _fingerprint(cfg: TrainConfig, tok: TokenizedResponses, pairs_dir: Path, wor
     kind = OBJECTIVES[cfg.objective]
     splits = ("solutions",) if kind.data_kind == "steps" else ("train", "val", *(("targets",) * kind.needs_targets))
     for split in splits:
-        path = pairs_dir / f"{split}.parquet"
-        key[split] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+        path = split_path(pairs_dir, split) if split in SPLITS else pairs_dir / f"{split}.parquet"
+        key[split] = content_digest(path) if path.exists() else None
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

@@ -16,7 +16,7 @@ from rewardline.cli import app
 from rewardline.data import schema
 from rewardline.data.adapters import read_file
 from rewardline.data.canonical import canonicalize
-from rewardline.data.tables import read_table
+from rewardline.data.tables import read_split, read_table
 from rewardline.evaluation.absolute import anchor_comparisons
 from rewardline.pairs.expand import TARGETS_FILE
 
@@ -123,7 +123,7 @@ def test_anchor_flows_through_validate_and_pairs_to_zero_utility(tmp_path: Path)
     assert in_pairs and all(t["anchored"] for t in targets)
     assert all(t["utility"] == 0.0 and t["se"] == 0.0 for t in targets if t["response_id"] in anchor_ids)
     # each prompt's pairs are sample-vs-reference only
-    pairs = pa.concat_tables([read_table(tmp_path / "pairs" / f"{s}.parquet") for s in schema.SPLITS])
+    pairs = pa.concat_tables([read_split(tmp_path / "pairs", s) for s in schema.SPLITS])
     has_anchor = pc.or_(pc.is_in(pairs["response_a_id"], value_set=pa.array(sorted(anchor_ids))),
                         pc.is_in(pairs["response_b_id"], value_set=pa.array(sorted(anchor_ids))))
     assert pairs.num_rows == 15 and pc.all(has_anchor).as_py()

@@ -15,6 +15,7 @@ from conftest import save_tiny_reward_model
 from typer.testing import CliRunner
 
 from rewardline.cli import app
+from rewardline.data.tables import read_split
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 RELAXED = ["--params", "absent.yaml", "--set", "min_accuracy=0", "--set", "max_ece_calibrated=1",
@@ -118,7 +119,7 @@ def test_raw_trl_folder_counts_quarantined_rows_and_pairs_dirs_still_work(tiny_m
     runner.invoke(app, ["pairs", str(tmp_path / "ing"), "--out", str(tmp_path / "pairs")])
     pairs_metrics = evaluate(tiny_model, tmp_path / "pairs", tmp_path / "eval2")
     assert "data" not in pairs_metrics
-    assert pairs_metrics["n_pairs"] == pq.read_table(tmp_path / "pairs" / "test.parquet").num_rows
+    assert pairs_metrics["n_pairs"] == read_split(tmp_path / "pairs", "test").num_rows
     bad = runner.invoke(app, ["evaluate", "--model", str(tiny_model), "--data", str(tmp_path / "pairs"),
                               "--out", str(tmp_path / "eval3"), "--format", "trl", *RELAXED])
     assert bad.exit_code == 2 and "pairs directory" in bad.output

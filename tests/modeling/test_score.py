@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import save_tiny_reward_model
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rewardline.modeling.formatting import Formatter
 from rewardline.modeling.model import RewardModel
-from rewardline.modeling.score import score_jsonl, score_texts, win_probability
+from rewardline.modeling.score import length_batches, score_jsonl, score_texts, win_probability
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +96,14 @@ def test_win_probability_with_a_residual_sd_is_the_expected_win_rate_over_the_re
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="residual_sd"):
             win_probability(r, "probit", bad)
+
+
+@given(st.lists(st.integers(0, 300), max_size=60), st.integers(1, 1000))
+def test_length_batches_cover_every_row_once_longest_first_within_the_budget(lengths, batch_tokens):
+    lengths = np.array(lengths, np.int64)
+    batches = list(length_batches(lengths, batch_tokens))
+    order = np.concatenate(batches) if batches else np.array([], np.int64)
+    assert sorted(order.tolist()) == list(range(len(lengths)))  # every row exactly once
+    assert (np.diff(lengths[order]) <= 0).all()  # longest first, across batches too
+    for rows in batches:  # the first row sets the padded width; a row longer than the budget goes alone
+        assert len(rows) * max(int(lengths[rows[0]]), 1) <= batch_tokens or len(rows) == 1

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from rewardline.cli import app
 from rewardline.data import schema
-from rewardline.data.tables import read_table
+from rewardline.data.tables import read_split, read_table
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 runner = CliRunner()
@@ -42,7 +42,7 @@ def triples(directory: Path) -> set[tuple]:
     text = {r["response_id"]: r["response"] for r in responses}
     out = set()
     for split in schema.SPLITS:
-        for p in read_table(directory / f"{split}.parquet").to_pylist():
+        for p in read_split(directory, split).to_pylist():
             out.add((split, *prompt[p["prompt_id"]], text[p["response_a_id"]], text[p["response_b_id"]],
                      p["label"], p["n_votes"], round(p["margin"], 4)))
     return out
@@ -56,7 +56,7 @@ def test_export_then_ingest_as_trl_gives_the_same_pairs(tmp_path: Path, margin: 
                          margin=margin)
     out = tmp_path / "export"
     metrics = invoke("export-pairs", str(original), "--out", str(out), "--format", "trl", "--hf")
-    counts = {s: read_table(original / f"{s}.parquet").num_rows for s in schema.SPLITS}
+    counts = {s: read_split(original, s).num_rows for s in schema.SPLITS}
     assert metrics["rows"] == counts and metrics["ties_left_out"] == dict.fromkeys(schema.SPLITS, 0)
     # 30 hh-rlhf pairs + 20 prompts x (3 sample-vs-reference + 3 sample-vs-sample); no ties in this fixture
     assert sum(counts.values()) == 30 + 20 * (3 + 3)
@@ -86,7 +86,7 @@ def test_export_leaves_out_tied_pairs_and_names_a_bad_directory(tmp_path: Path) 
     (tmp_path / "tied.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
     invoke("ingest", str(tmp_path / "tied.jsonl"), "--out", str(tmp_path / "ingested"))
     invoke("pairs", str(tmp_path / "ingested"), "--out", str(original), "--set", "ties=half")
-    ties = sum(int(pc.sum(pc.equal(read_table(original / f"{s}.parquet")["label"], 0.5)).as_py() or 0)
+    ties = sum(int(pc.sum(pc.equal(read_split(original, s)["label"], 0.5)).as_py() or 0)
                for s in schema.SPLITS)
     assert ties == 10
     metrics = invoke("export-pairs", str(original), "--out", str(tmp_path / "out"), "--files", "parquet")

@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 from scipy.special import log_expit, log_ndtr, ndtr
 
 from rewardline.data import schema
-from rewardline.data.tables import read_table, write_table
+from rewardline.data.tables import read_split, read_table, write_table
 from rewardline.errors import ConfigError
 from rewardline.pairs.expand import TARGETS_FILE, PairsConfig, build_pairs, run_pairs
 from rewardline.pairs.thurstone import fit_targets, fit_utilities
@@ -199,7 +199,7 @@ def test_the_pairs_stage_writes_targets_only_when_asked(tmp_path):
     targets = read_table(tmp_path / "pairs" / TARGETS_FILE)
     assert targets.schema.remove_metadata() == schema.TARGETS and targets.schema.metadata[b"prior_sd"] == b"1.5"
     assert metrics["targets"]["responses"] == targets.num_rows == len(ids)
-    pairs = pa.concat_tables(read_table(tmp_path / "pairs" / f"{s}.parquet") for s in schema.SPLITS)
+    pairs = pa.concat_tables(read_split(tmp_path / "pairs", s) for s in schema.SPLITS)
     split_of = dict(zip(pairs["prompt_id"].to_pylist(), pairs["split"].to_pylist(), strict=True))
     assert all(split_of[p] == s for p, s in zip(targets["prompt_id"].to_pylist(), targets["split"].to_pylist(),
                                                 strict=True))

@@ -79,9 +79,10 @@ def test_register_nests_the_live_run_and_gives_stage_runs_their_real_times(
     with LiveRun("train", root, system_metrics=False) as run:
         run.log_metrics({"train/loss": 0.5}, 1)
         live_id = run.run_id
-    (root / PAIRS_DIR).mkdir(parents=True)
-    for split in ("train", "val"):
-        (root / PAIRS_DIR / f"{split}.parquet").write_bytes(split.encode() * 10)
+    for split in ("train", "val"):  # partitioned splits: the digest covers the parts in order
+        (root / PAIRS_DIR / split).mkdir(parents=True)
+        for part in (0, 1):
+            (root / PAIRS_DIR / split / f"part-00{part}.parquet").write_bytes(split.encode() * (10 + part))
     lock = {"schema": "2.0", "stages": {"pairs": {"cmd": "python stages/pairs.py", "outs": [
         {"path": "data/pairs", "hash": "md5", "md5": "0123456789abcdef0123456789abcdef.dir"}]}}}
     (root / "dvc.lock").write_text(yaml.safe_dump(lock))
@@ -98,10 +99,10 @@ def test_register_nests_the_live_run_and_gives_stage_runs_their_real_times(
     train = mlflow_client.get_run(live_id)
     assert train.data.tags["mlflow.parentRunId"] == ids["parent"] and train.data.tags["stage"] == "train"
     assert train.data.metrics["val_accuracy"] == 0.7
-    # The splits it read, as dataset inputs: DVC's md5 of each file, the output's dvc.lock md5 as a tag.
+    # The splits it read, as dataset inputs: the md5 of each split's bytes, the output's dvc.lock md5 as a tag.
     inputs = {d.dataset.name: d for d in train.inputs.dataset_inputs}
     assert set(inputs) == {"pairs-train", "pairs-val"}
-    assert inputs["pairs-train"].dataset.digest == hashlib.md5(b"train" * 10).hexdigest()
+    assert inputs["pairs-train"].dataset.digest == hashlib.md5(b"train" * 10 + b"train" * 11).hexdigest()
     tags = {t.key: t.value for t in inputs["pairs-val"].tags}
     assert tags == {"mlflow.data.context": "val", "dvc_out": "data/pairs",
                     "dvc_md5": "0123456789abcdef0123456789abcdef.dir"}

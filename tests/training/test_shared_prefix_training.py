@@ -6,12 +6,12 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
+from rewardline.data.tables import read_split
 from rewardline.modeling.backbones import resolve_backbone
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
@@ -51,7 +51,7 @@ def data(tmp_path_factory):
     pairs = write_long_prompt_pairs(root / "pairs")
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("tiny-qwen2"))
     tok = tokenize_pairs_dir(pairs, tokenizer, FormatConfig(max_length=128), root / "cache")
-    groups = build_groups(pq.read_table(pairs / "train.parquet"), tok, "prompt")
+    groups = build_groups(read_split(pairs, "train"), tok, "prompt")
     assert not tok.prompt_truncated.any() and not tok.response_truncated.any()
     return {"root": root, "pairs": pairs, "tok": tok, "groups": groups, "pad_id": tokenizer.pad_token_id}
 

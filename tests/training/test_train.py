@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from scipy.special import ndtr
 from transformers import AutoTokenizer
 
+from rewardline.data.tables import read_split
 from rewardline.errors import ConfigError, NonFiniteLoss, exit_code
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
@@ -81,7 +82,7 @@ def tiny_config(setup, **kw) -> TrainConfig:
 def test_batches_pack_whole_prompt_groups_under_the_token_budget(setup):
     tok = tokenize_pairs_dir(setup["pairs"], AutoTokenizer.from_pretrained(setup["backbone"]),
                              FormatConfig(max_length=48), setup["root"] / "cache")
-    groups = build_groups(pq.read_table(setup["pairs"] / "train.parquet"), tok, "prompt")
+    groups = build_groups(read_split(setup["pairs"], "train"), tok, "prompt")
     assert sorted(len(g.rows) for g in groups)[-1] == 4 and all(np.isclose(g.weight.sum(), 1) for g in groups)
     for epoch in range(2):
         batches = plan_batches(groups, 200, seed=0, epoch=epoch)
@@ -101,7 +102,7 @@ def test_batches_pack_whole_prompt_groups_under_the_token_budget(setup):
 def test_min_steps_adds_whole_epochs_until_the_run_is_long_enough(setup):
     tok = tokenize_pairs_dir(setup["pairs"], AutoTokenizer.from_pretrained(setup["backbone"]),
                              FormatConfig(max_length=48), setup["root"] / "cache")
-    groups = build_groups(pq.read_table(setup["pairs"] / "train.parquet"), tok, "prompt")
+    groups = build_groups(read_split(setup["pairs"], "train"), tok, "prompt")
     per_epoch = len(plan_run(groups, tiny_config(setup, batch_tokens=200), world_size=1))
     assert per_epoch >= 3
     for min_steps, epochs in [(0, 1), (per_epoch, 1), (per_epoch + 1, 2), (2 * per_epoch + 1, 3)]:
@@ -125,7 +126,7 @@ def test_train_learns_encodes_each_response_once_and_saves_a_loadable_model(setu
     tracker = JsonlTracker(tmp_path / "track.jsonl")
     cfg = tiny_config(setup, epochs=4)
     m = train(setup["pairs"], tmp_path / "model", cfg, tracker)
-    train_pairs = pq.read_table(setup["pairs"] / "train.parquet")
+    train_pairs = read_split(setup["pairs"], "train")
     unique = len(set(train_pairs.column("response_a_id").to_pylist() + train_pairs.column("response_b_id").to_pylist()))
     assert m["train_sequences"] == 4 * unique  # one forward pass per unique response per epoch
     assert m["train_comparisons"] == 4 * train_pairs.num_rows
@@ -183,7 +184,7 @@ def test_an_objective_added_to_the_registry_trains_without_touching_the_loop(set
     losses = [r["metrics"]["train/loss"] for r in tracker.read() if "train/loss" in r.get("metrics", {})]
     assert len(losses) == m["steps"] and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
     assert m["val_loss"] < 0.5 * np.mean(losses[:5]), m  # it learned the rule, not only the training batches
-    train_pairs = pq.read_table(setup["pairs"] / "train.parquet")
+    train_pairs = read_split(setup["pairs"], "train")
     unique = len(set(train_pairs.column("response_a_id").to_pylist() + train_pairs.column("response_b_id").to_pylist()))
     assert m["train_responses"] == 8 * unique and m["val_responses"] > 0 and m["responses_per_s"] > 0
     assert "train_comparisons" not in m and "train_accuracy" not in m
@@ -299,7 +300,7 @@ def test_thurstone_objective_trains_on_fitted_utilities_and_scores_win_probabili
     shutil.copytree(setup["pairs"], pairs_dir)
     with pytest.raises(ConfigError, match=r"train.objective=thurstone needs per-response targets.*targets.parquet"):
         train(pairs_dir, tmp_path / "none", tiny_config(setup, objective="thurstone"))
-    pairs = pa.concat_tables(pq.read_table(pairs_dir / f"{s}.parquet") for s in ("train", "val", "test"))
+    pairs = pa.concat_tables(read_split(pairs_dir, s) for s in ("train", "val", "test"))
     targets, _ = fit_targets(pairs, pq.read_table(pairs_dir / "responses.parquet"), "thurstone")
     pq.write_table(targets, pairs_dir / "targets.parquet")
     tracker = JsonlTracker(tmp_path / "track.jsonl")
@@ -360,7 +361,7 @@ def test_train_and_evaluate_exit_codes_through_the_cli(setup, tmp_path):
     runner = CliRunner()
     pairs = tmp_path / "pairs"
     shutil.copytree(setup["pairs"], pairs)
-    shutil.copy(pairs / "val.parquet", pairs / "test.parquet")  # evaluate reads val and test
+    shutil.copytree(pairs / "val", pairs / "test", dirs_exist_ok=True)  # evaluate reads val and test
     params = ["--params", str(tmp_path / "none.yaml")]  # not the project's params.yaml
     sets = [f"--set={kv}" for kv in (f"backbone={setup['backbone']}", "max_length=48", "batch_tokens=512",
                                      f"cache_dir={setup['root'] / 'cache'}", "progress=false", "checkpoint_every=0",
