@@ -6,7 +6,10 @@ hh-rlhf-shaped groups: ``--groups`` prompts per step, each a prompt of ``P`` tok
 of ``R`` tokens (fixed lengths, so neither side pads). For each (P, R, K):
 
 * per-response: ``groups · K`` sequences of ``P + R`` tokens (``RewardModel.forward`` with a 2-D mask),
-* shared prefix: ``groups`` rows of ``P + K·R`` tokens (``rewardline.modeling.shared_prefix.pack_groups``).
+* shared prefix: ``groups`` rows of ``P + K·R`` tokens (``rewardline.modeling.shared_prefix.pack_groups``),
+* scoring also with prompt KV reuse (what ``score`` / ``rerank`` run): the ``groups`` prompts encoded once
+  (``P`` tokens each), then the ``groups · K`` responses (``R`` tokens) against their prompt's cached keys and
+  values (``shared_prefix.split_groups`` + ``prefix_cache_rewards``).
 
 Training step = forward + grouped BT loss over all C(K, 2) pairs + backward (no optimizer step:
 the same on both sides); scoring = forward under ``torch.inference_mode``. Each is timed
@@ -15,7 +18,8 @@ default, so CPU time is the compute and other processes on a shared machine bare
 median wall time is in the JSON too) give pairs/s (training) and responses/s (scoring).
 Tokens encoded per step: ``K(P+R)`` vs ``P+KR``, whose ratio bounds the
 speed-up of the token-linear part of the model (projections, MLP); attention with a dense block
-mask does not skip the masked half of the score matrix, so the measured speed-up is below it.
+mask does not skip the masked half of the score matrix, so the measured speed-up is below it; KV reuse
+computes attention only where a token looks (``P²/2 + K·R·(P + R/2)`` per group).
 
     nice -n 5 .venv/bin/python benchmarks/bench_shared_prefix.py --out /tmp/bench_shared_prefix.json
 """
@@ -36,7 +40,7 @@ import torch
 from transformers import Qwen2Config, Qwen2Model
 
 from rewardline.modeling.model import RewardConfig, RewardModel
-from rewardline.modeling.shared_prefix import pack_groups
+from rewardline.modeling.shared_prefix import pack_groups, prefix_cache_rewards, split_groups
 
 
 def build_model(layers: int, hidden: int, seed: int = 0) -> RewardModel:
@@ -86,8 +90,11 @@ def measure(model: RewardModel, groups: list[list[np.ndarray]], k: int, repeats:
     packed = pack_groups(groups, pad_id=0)
     shared = {"input_ids": packed.input_ids, "attention_mask": packed.attention_mask,
               "position_ids": packed.position_ids, "read_index": packed.read_index}
-    with torch.no_grad():  # same rewards either way (the tests hold it to 1e-5; a sanity check here)
-        gap = float((model(**per_response) - model(**shared)).abs().max())
+    branches = split_groups(groups, pad_id=0)
+    with torch.inference_mode():  # same rewards either way (the tests hold it to 1e-5; a sanity check here)
+        reference = model(**per_response)
+        gap = max(float((reference - model(**shared)).abs().max()),
+                  float((reference - prefix_cache_rewards(model, branches)).abs().max()))
     if gap > 1e-4:
         raise SystemExit(f"shared-prefix rewards differ from per-response ones by {gap:.2e}: the packing is wrong")
 
@@ -112,6 +119,13 @@ def measure(model: RewardModel, groups: list[list[np.ndarray]], k: int, repeats:
         out[f"{name}_train_s"], out[f"{name}_score_s"] = t_train, t_score
         out[f"{name}_train_pairs_per_s"] = pairs / t_train
         out[f"{name}_score_responses_per_s"] = responses / t_score
+    def score_kv() -> None:
+        with torch.inference_mode():
+            prefix_cache_rewards(model, branches)
+
+    out["kv_score_wall_s"], out["kv_score_s"] = timed(score_kv, repeats)
+    out["kv_score_responses_per_s"] = responses / out["kv_score_s"]
+    out["kv_score_speedup"] = out["per_response_score_s"] / out["kv_score_s"]
     for kind in ("train", "score"):
         out[f"{kind}_speedup"] = out[f"per_response_{kind}_s"] / out[f"shared_{kind}_s"]
         out[f"{kind}_speedup_wall"] = out[f"per_response_{kind}_wall_s"] / out[f"shared_{kind}_wall_s"]
@@ -137,8 +151,8 @@ def main() -> None:
                            "load_before": os.getloadavg()},
                "config": vars(args), "runs": []}
     print("| P:R | K | tokens/step per-resp → shared | train pairs/s per-resp → shared | speed-up | "
-          "score resp/s per-resp → shared | speed-up |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "score resp/s per-resp → shared | speed-up | score resp/s, KV reuse | speed-up |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for shape in args.shapes.split(","):
         p, r, k = (int(x) for x in shape.split(":"))
         m = measure(model, make_groups(args.groups, k, p, r), k, args.repeats)
@@ -146,7 +160,8 @@ def main() -> None:
         print(f"| {p}:{r} | {k} | {m['tokens_per_response']} → {m['tokens_shared']} ({m['token_ratio']:.2f}x) | "
               f"{m['per_response_train_pairs_per_s']:.2f} → {m['shared_train_pairs_per_s']:.2f} | "
               f"{m['train_speedup']:.2f}x | {m['per_response_score_responses_per_s']:.1f} → "
-              f"{m['shared_score_responses_per_s']:.1f} | {m['score_speedup']:.2f}x |  (max reward gap "
+              f"{m['shared_score_responses_per_s']:.1f} | {m['score_speedup']:.2f}x | "
+              f"{m['kv_score_responses_per_s']:.1f} | {m['kv_score_speedup']:.2f}x |  (max reward gap "
               f"{m['max_reward_gap']:.1e}; wall-clock speed-ups {m['train_speedup_wall']:.2f}x / "
               f"{m['score_speedup_wall']:.2f}x)", flush=True)
     results["machine"]["load_after"] = os.getloadavg()

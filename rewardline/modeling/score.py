@@ -4,12 +4,13 @@ Rows are formatted exactly as in training (the model directory's ``reward_config
 sorted by length, packed to ``batch_tokens`` padded tokens, run under
 ``torch.inference_mode`` and returned in input order.
 
-Shared prefix (decoders, ``shared_prefix="auto"``): rows are grouped by prompt and each group of up
-to ``MAX_BRANCHES`` responses is one row ``[prompt | r_1 | ... | r_K]``
-(:mod:`rewardline.modeling.shared_prefix`), so the prompt is encoded once; rows are packed to
-``batch_tokens`` packed tokens. The rewards equal per-response encoding (the prefix is the common
-token prefix of the group's sequences, so any grouping is exact; grouping by prompt makes it long).
-Encoders and poolings other than ``last`` score per response.
+Shared prefix (decoders, ``shared_prefix="auto"``): rows are grouped by prompt in groups of up to
+``MAX_BRANCHES`` responses; each group's prompt is encoded once and its responses run against the
+prompt's keys and values (prompt KV reuse, :func:`rewardline.modeling.shared_prefix.prefix_cache_rewards`),
+``batch_tokens`` packed tokens (prompt once + the responses) per batch. The rewards equal per-response
+encoding (the prefix is the common token prefix of the group's sequences, so any grouping is exact;
+grouping by prompt makes it long; a group with no common first token scores per response). Encoders and
+poolings other than ``last`` score per response.
 
 A model trained on utility targets (``reward_config.json``: ``link`` set) scores on an absolute
 scale: its reward is not shifted by ``reward_mean``, and :func:`score_jsonl` adds
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,12 +39,13 @@ from scipy.special import expit, ndtr
 
 from rewardline.data.limits import Limits
 from rewardline.errors import BadInput, NonFiniteError, json_type
+from rewardline.modeling.batching import length_batches
 
 if TYPE_CHECKING:
     from rewardline.modeling.device import Runtime
     from rewardline.modeling.model import RewardModel
 
-#: Responses of one prompt packed into one shared-prefix row at most (its attention mask is T² per row).
+#: Responses of one prompt that share one encoding of it at most (a larger group is scored in several).
 MAX_BRANCHES = 16
 
 
@@ -93,7 +95,7 @@ def score_texts(
     with torch.inference_mode():
         if resolve_shared_prefix(shared_prefix, model):
             keys = [json.dumps(p, sort_keys=True, default=str) for p in prompts]
-            out = _score_shared_prefix(model, rt, enc["input_ids"], keys, pad_id, batch_tokens)
+            out = shared_prefix_rewards(model, rt, enc["input_ids"], keys, pad_id, batch_tokens)
         else:
             out = forward_encoded(model, rt, pad_id, enc["input_ids"], enc["token_type_ids"], batch_tokens)
     bad = np.flatnonzero(~np.isfinite(out))
@@ -109,17 +111,6 @@ def score_texts(
 def pad_id_of(tokenizer: Any) -> int:
     """The id padding positions get (masked out): the pad token, else EOS, else 0."""
     return next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-
-
-def length_batches(lengths: np.ndarray, batch_tokens: int) -> Iterator[np.ndarray]:
-    """Row indices in batches of at most ``batch_tokens`` padded tokens: rows sorted longest first (stable), each
-    batch ``n = max(1, batch_tokens // L)`` rows, where ``L`` is its first (longest) row's length, its padded width."""
-    order = np.argsort(-lengths, kind="stable")
-    i = 0
-    while i < len(order):
-        n = max(1, batch_tokens // max(int(lengths[order[i]]), 1))
-        yield order[i : i + n]
-        i += n
 
 
 def forward_encoded(
@@ -150,26 +141,35 @@ def forward_encoded(
     return out
 
 
-def _score_shared_prefix(model: RewardModel, rt: Runtime, ids: list[list[int]], keys: list[str], pad_id: int,
-                         batch_tokens: int) -> np.ndarray:
-    """Raw rewards of the encoded rows, grouped by ``keys`` (the prompt) into chunks of at most
-    ``MAX_BRANCHES``, one shared-prefix row per chunk, longest rows first, ``batch_tokens`` packed
-    tokens per batch."""
-    from rewardline.modeling.shared_prefix import pack_groups, packed_length
+def shared_prefix_rewards(model: RewardModel, rt: Runtime, ids: list[list[int]], keys: Sequence[Hashable],
+                          pad_id: int, batch_tokens: int) -> np.ndarray:
+    """Raw rewards of the encoded rows, grouped by ``keys`` (the prompt) into groups of at most
+    ``MAX_BRANCHES``, each group's prefix encoded once (prompt KV reuse), longest groups first,
+    ``batch_tokens`` packed tokens per batch; a lone row, or a group with no common first token, per response."""
+    from rewardline.modeling.shared_prefix import (
+        common_prefix_length,
+        packed_length,
+        prefix_cache_rewards,
+        split_groups,
+    )
 
-    by_key: dict[str, list[int]] = {}
+    by_key: dict[Hashable, list[int]] = {}
     for i, key in enumerate(keys):
         by_key.setdefault(key, []).append(i)
     chunks = [rows[j : j + MAX_BRANCHES] for rows in by_key.values() for j in range(0, len(rows), MAX_BRANCHES)]
     seqs = [[np.asarray(ids[r]) for r in chunk] for chunk in chunks]
-    lengths = np.array([packed_length(s) for s in seqs], np.int64)
+    shared = np.array([len(s) > 1 and common_prefix_length(s) >= 1 for s in seqs], bool)
     out = np.zeros(len(ids), dtype=np.float32)
+    alone = [r for c in np.flatnonzero(~shared) for r in chunks[c]]
+    if alone:
+        out[alone] = forward_encoded(model, rt, pad_id, [ids[r] for r in alone], [[0] * len(ids[r]) for r in alone],
+                                     batch_tokens)
+    groups = np.flatnonzero(shared)
+    lengths = np.array([packed_length(seqs[c]) for c in groups], np.int64)
     for take in length_batches(lengths, batch_tokens):
-        packed = pack_groups([seqs[c] for c in take], pad_id)
         with rt.autocast():
-            rewards = model(packed.input_ids.to(rt.device), packed.attention_mask.to(rt.device),
-                            position_ids=packed.position_ids.to(rt.device), read_index=packed.read_index.to(rt.device))
-        out[[r for c in take for r in chunks[c]]] = rewards.float().cpu().numpy()  # read_index: chunk by chunk
+            rewards = prefix_cache_rewards(model, split_groups([seqs[c] for c in groups[take]], pad_id))
+        out[[r for c in groups[take] for r in chunks[c]]] = rewards.float().cpu().numpy()  # group by group
     return out
 
 

@@ -23,6 +23,14 @@ Every token then attends to exactly the keys, at the same positions, as in per-r
 encoding, so the reward read at the last token of branch ``i`` equals ``r(prompt, r_i)`` (up to
 floating-point summation order) and so do the gradients.
 
+**Prompt KV reuse (scoring).** Without gradients, ``score`` and ``rerank`` encode the prefixes of a batch of
+groups once, right-padded (``[G, P]``, the cache ``past_key_values``), select each response's prefix from the
+cache, and run only the suffixes against it (``[N, S]``, ``position_ids`` ``p_g .. p_g+S-1``, a 2-D mask over
+``[prefix | suffix]``): attention costs ``Σ_g p_g²/2 + Σ_i S_i·(p_g + S_i)`` instead of the packed row's
+``(P + ΣS_i)²``, which is what the dense block mask costs at long prompts (:func:`prefix_cache_rewards`).
+Training keeps the block mask: transformers drops ``past_key_values`` in a layer run under gradient
+checkpointing, so prompt KV reuse would not work there.
+
 The prefix is the longest common *token* prefix of the group's sequences (capped so that every
 branch keeps at least its last token), so it needs no knowledge of the template and stays
 exact when truncation cut the prompt differently for different responses (the prefix is then
@@ -127,3 +135,53 @@ def resolve_shared_prefix(setting: str | bool, model: Any) -> bool:
     if setting is True and why_not is not None:
         raise ConfigError(f"shared_prefix=true, but {why_not}; set shared_prefix: auto or false")
     return why_not is None
+
+
+@dataclass
+class PrefixBranches:
+    """Groups split at their common prefix for prompt KV reuse (module docstring); right-padded."""
+
+    prefix_ids: torch.Tensor  # int64 [G, P]
+    prefix_mask: torch.Tensor  # int64 [G, P], 1 = real token
+    branch_ids: torch.Tensor  # int64 [N, S]: each response's tokens after its group's prefix
+    branch_mask: torch.Tensor  # int64 [N, S]
+    branch_group: torch.Tensor  # int64 [N]: the group (row of the prefix batch) of each response
+    n_tokens: int  # non-pad tokens of both
+
+
+def split_groups(groups: Sequence[Sequence[np.ndarray]], pad_id: int) -> PrefixBranches:
+    """Each group's common prefix (:func:`common_prefix_length`, at least 1 token: a group without a common
+    first token cannot share) and its responses' suffixes, as right-padded batches."""
+    cuts = [common_prefix_length(g) for g in groups]
+    if min(cuts, default=1) < 1:
+        raise ValueError("a group without a common first token has no prefix to share; score it per response")
+    suffixes = [np.asarray(s[p:]) for g, p in zip(groups, cuts, strict=True) for s in g]
+    width_p, width_s = max(cuts), max(len(x) for x in suffixes)
+    prefix_ids = np.full((len(groups), width_p), pad_id, np.int64)
+    branch_ids = np.full((len(suffixes), width_s), pad_id, np.int64)
+    prefix_mask, branch_mask = np.zeros_like(prefix_ids), np.zeros_like(branch_ids)
+    for row, (g, p) in enumerate(zip(groups, cuts, strict=True)):
+        prefix_ids[row, :p], prefix_mask[row, :p] = np.asarray(g[0][:p]), 1
+    for row, x in enumerate(suffixes):
+        branch_ids[row, : len(x)], branch_mask[row, : len(x)] = x, 1
+    group_of = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
+    return PrefixBranches(torch.from_numpy(prefix_ids), torch.from_numpy(prefix_mask), torch.from_numpy(branch_ids),
+                          torch.from_numpy(branch_mask), torch.from_numpy(group_of),
+                          int(prefix_mask.sum() + branch_mask.sum()))
+
+
+def prefix_cache_rewards(model: Any, batch: PrefixBranches) -> torch.Tensor:
+    """Rewards ``[N]`` of ``batch``'s responses, group by group, with each prefix encoded once (``model``: a
+    ``RewardModel`` that can share a prefix). No gradients: under ``torch.inference_mode``."""
+    backbone, device = model.backbone, next(model.parameters()).device
+    prefix_mask, branch_mask = batch.prefix_mask.to(device), batch.branch_mask.to(device)
+    group = batch.branch_group.to(device)
+    cache = backbone(input_ids=batch.prefix_ids.to(device), attention_mask=prefix_mask, use_cache=True).past_key_values
+    cache.batch_select_indices(group)  # response i reads its group's prefix keys and values
+    start = prefix_mask.sum(1)[group, None]  # p_g: the suffix continues the prompt's positions
+    positions = start + torch.arange(branch_mask.shape[1], device=device)[None]
+    mask = torch.cat([prefix_mask[group], branch_mask], 1)  # [N, P + S]: the prefix's padding stays masked
+    hidden = backbone(input_ids=batch.branch_ids.to(device), attention_mask=mask, position_ids=positions,
+                      past_key_values=cache, use_cache=True).last_hidden_state
+    last = hidden[torch.arange(hidden.shape[0], device=device), branch_mask.sum(1) - 1]
+    return model.head(last.to(model.head.weight.dtype)).squeeze(-1).float()

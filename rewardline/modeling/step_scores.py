@@ -69,9 +69,9 @@ def score_steps(model: RewardModel, tokenizer: Any, prompts: list[str], steps: l
     """``p_k`` for every step of every solution (float64 arrays, NaN for dropped steps), batched by length."""
     import torch
 
+    from rewardline.modeling.batching import length_batches
     from rewardline.modeling.device import select_runtime
     from rewardline.modeling.formatting import Formatter
-    from rewardline.modeling.score import length_batches
     from rewardline.modeling.steps import StepFormatter
 
     if not model.config.is_process:

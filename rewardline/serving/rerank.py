@@ -1,12 +1,14 @@
 """Rerank candidates: a loaded reward model scoring prompt groups, and the JSONL ``rerank`` command.
 
 A *prompt group* is one prompt with its candidate responses. :meth:`RewardScorer.encode_group`
-turns a group into model inputs; it is the one seam where a backbone could share work across a
-group. For encoder backbones (BERT, MiniLM: every layer attends both ways) the prompt's hidden
-states depend on the response, so each (prompt, response) is one full sequence and nothing can be
-shared. For decoders, causal attention makes the prompt prefix identical for every candidate: the
-shared-prefix path (one forward pass over the prompt, its KV cache reused by every candidate;
-issue 18) replaces ``encode_group`` and :meth:`RewardScorer.forward` for those backbones.
+turns a group into model inputs, one (prompt, response) sequence per candidate, and marks them as one
+group (``Encoded.group``). For encoder backbones (BERT, MiniLM: every layer attends both ways) the prompt's
+hidden states depend on the response, so :meth:`RewardScorer.forward` runs every sequence whole. For
+decoders that can share a prefix (:meth:`rewardline.modeling.model.RewardModel.shared_prefix_unsupported`)
+causal attention makes the prompt's hidden states the same for every candidate, so ``forward`` encodes a
+group's prompt once and runs its candidates against the prompt's keys and values
+(:func:`rewardline.modeling.score.shared_prefix_rewards`, prompt KV reuse): the same rewards (fp32, 1e-5).
+Groups survive the server's micro-batching (``Encoded.concat`` renumbers them).
 
 Per candidate the output holds the input row plus
 
@@ -29,7 +31,14 @@ import numpy as np
 from scipy.special import expit
 
 from rewardline.errors import NonFiniteError
-from rewardline.modeling.score import forward_encoded, message_list, pad_id_of, read_score_rows, win_probability
+from rewardline.modeling.score import (
+    forward_encoded,
+    message_list,
+    pad_id_of,
+    read_score_rows,
+    shared_prefix_rewards,
+    win_probability,
+)
 
 
 @dataclass
@@ -38,6 +47,8 @@ class Encoded:
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]]
+    group: list[int] | None = None  # the prompt group of each row (rows of a group share a prompt); None: none
+
 
     @property
     def tokens(self) -> int:
@@ -49,7 +60,15 @@ class Encoded:
 
     @staticmethod
     def concat(parts: list[Encoded]) -> Encoded:
-        return Encoded([ids for p in parts for ids in p.input_ids], [t for p in parts for t in p.token_type_ids])
+        """The rows of ``parts`` in order; groups renumbered so that no two parts share one (a part without
+        groups: a group per row)."""
+        groups, offset = [], 0
+        for part in parts:
+            local = part.group if part.group is not None else list(range(len(part)))
+            groups += [offset + g for g in local]
+            offset += max(local, default=-1) + 1
+        return Encoded([ids for p in parts for ids in p.input_ids], [t for p in parts for t in p.token_type_ids],
+                       groups)
 
 
 def read_temperature(model_dir: Path) -> float:
@@ -67,6 +86,7 @@ class RewardScorer:
         from rewardline.modeling.device import select_runtime
         from rewardline.modeling.formatting import Formatter
         from rewardline.modeling.model import RewardModel
+        from rewardline.modeling.shared_prefix import resolve_shared_prefix
         from rewardline.modeling.step_scores import refuse_process_model
 
         refuse_process_model(model_dir, "rerank and serve")  # a PRM's reward aggregates step scores
@@ -81,13 +101,13 @@ class RewardScorer:
         self.residual_sd = float(self.model.config.residual_sd)  # s of win_prob = Φ(r/√(1+s²))
         self.offset = 0.0 if self.model.config.absolute_scale else float(self.model.config.reward_mean)
         self.temperature = read_temperature(self.model_dir)
+        self.shared_prefix = resolve_shared_prefix("auto", self.model)  # decoders: a group's prompt encoded once
 
     def encode_group(self, prompt: Any, responses: list[str]) -> Encoded:
-        """One prompt group's model inputs: for every backbone today one (prompt, response) sequence per
-        candidate (encoders cannot share the prompt; the decoder shared-prefix path of issue 18 goes here)."""
+        """One prompt group's model inputs: one (prompt, response) sequence per candidate, all in group 0."""
         text, messages = message_list(prompt)
         enc = self.formatter.encode([text] * len(responses), list(responses), [messages] * len(responses))
-        return Encoded(enc["input_ids"], enc["token_type_ids"])
+        return Encoded(enc["input_ids"], enc["token_type_ids"], [0] * len(responses))
 
     def encode_rows(self, prompts: list[Any], responses: list[str]) -> Encoded:
         """Independent (prompt, response) rows (``/score``), formatted as in training."""
@@ -98,9 +118,17 @@ class RewardScorer:
         return Encoded(enc["input_ids"], enc["token_type_ids"])
 
     def forward(self, encoded: Encoded) -> np.ndarray:
-        """Normalised rewards (float32, row order): token-budget batches, one forward pass each."""
-        raw = forward_encoded(self.model, self.runtime, self.pad_id, encoded.input_ids, encoded.token_type_ids,
-                              self.batch_tokens)
+        """Normalised rewards (float32, row order): token-budget batches, one forward pass each (a decoder's
+        groups: each group's prompt once, module docstring)."""
+        if self.shared_prefix and encoded.group is not None:
+            import torch
+
+            with torch.inference_mode():
+                raw = shared_prefix_rewards(self.model, self.runtime, encoded.input_ids, encoded.group, self.pad_id,
+                                            self.batch_tokens)
+        else:
+            raw = forward_encoded(self.model, self.runtime, self.pad_id, encoded.input_ids, encoded.token_type_ids,
+                                  self.batch_tokens)
         bad = np.flatnonzero(~np.isfinite(raw))
         if len(bad):
             raise NonFiniteError(self.model_dir, detail=f"{len(bad)} of {len(raw)} rewards are not finite")

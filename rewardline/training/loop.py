@@ -41,7 +41,6 @@ from pydantic import Field
 from transformers import AutoTokenizer
 
 from rewardline.config import Section, build, parse_overrides
-from rewardline.data.schema import SPLITS
 from rewardline.data.tables import content_digest, read_split, split_path
 from rewardline.errors import ConfigError, NonFiniteLoss
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone
@@ -227,7 +226,7 @@ def _fingerprint(cfg: TrainConfig, tok: TokenizedResponses, pairs_dir: Path, wor
     kind = OBJECTIVES[cfg.objective]
     splits = ("solutions",) if kind.data_kind == "steps" else ("train", "val", *(("targets",) * kind.needs_targets))
     for split in splits:
-        path = split_path(pairs_dir, split) if split in SPLITS else pairs_dir / f"{split}.parquet"
+        path = split_path(pairs_dir, split)  # a partitioned split, or a one-file table (targets, solutions)
         key[split] = content_digest(path) if path.exists() else None
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

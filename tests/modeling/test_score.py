@@ -11,9 +11,10 @@ from conftest import save_tiny_reward_model
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rewardline.modeling.batching import length_batches
 from rewardline.modeling.formatting import Formatter
 from rewardline.modeling.model import RewardModel
-from rewardline.modeling.score import length_batches, score_jsonl, score_texts, win_probability
+from rewardline.modeling.score import score_jsonl, score_texts, win_probability
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,14 @@ import torch
 from rewardline.errors import ConfigError
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.score import score_prompt_groups, score_texts
-from rewardline.modeling.shared_prefix import common_prefix_length, pack_groups, packed_length, resolve_shared_prefix
+from rewardline.modeling.shared_prefix import (
+    common_prefix_length,
+    pack_groups,
+    packed_length,
+    prefix_cache_rewards,
+    resolve_shared_prefix,
+    split_groups,
+)
 
 #: fp32 on CPU: packed and per-response attention sum the same terms in a different order.
 ATOL = 1e-5
@@ -78,6 +85,37 @@ def test_packed_rewards_equal_per_response_encoding(decoder, attention, monkeypa
                   read_index=packed.read_index)
     assert packed.n_tokens < sum(len(s) for g in groups for s in g)  # each prompt encoded once
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_prompt_kv_reuse_rewards_equal_per_response_encoding(decoder, attention, monkeypatch):
+    """Scoring's path: each prefix encoded once (right-padded to the batch's longest), the responses run against
+    its keys and values; a group without a common first token cannot share and is refused."""
+    monkeypatch.setattr(decoder.backbone.config, "_attn_implementation", attention)
+    groups = random_groups()[:-1]
+    expected = per_response_rewards(decoder, [s for g in groups for s in g])
+    batch = split_groups(groups, pad_id=0)
+    assert batch.prefix_ids.shape == (4, 40) and batch.branch_group.tolist() == [0, 0, 1, 1, 1, 1, 2, 3, 3, 3]
+    assert batch.n_tokens == sum(len(s) for s in [g[0] for g in groups]) + sum(
+        len(s) - common_prefix_length(g) for g in groups for s in g[1:])
+    with torch.inference_mode():
+        got = prefix_cache_rewards(decoder, batch)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="no prefix to share"):
+        split_groups(random_groups()[-1:], pad_id=0)
+
+
+def test_grouped_scoring_scores_lone_rows_and_groups_without_a_common_prefix_per_response(decoder):
+    from rewardline.modeling.device import select_runtime
+    from rewardline.modeling.score import shared_prefix_rewards
+
+    groups = random_groups()  # a lone response (K = 1), and a last group with no common first token
+    seqs = [s for g in groups for s in g]
+    keys = [f"prompt-{i}" for i, g in enumerate(groups) for _ in g]
+    expected = per_response_rewards(decoder, seqs).detach().numpy()
+    with torch.inference_mode():
+        got = shared_prefix_rewards(decoder, select_runtime("cpu", "auto"), [s.tolist() for s in seqs], keys, 0, 64)
+    np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
 
 
 def test_encoders_and_other_poolings_fall_back_to_per_response_encoding(decoder):

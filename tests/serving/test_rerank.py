@@ -61,6 +61,31 @@ def test_rerank_groups_by_prompt_and_orders_by_reward(model_dir: Path):
     assert len(top) == 40 and [r["rank"] for r in top[:4]] == [1, 2, 1, 2]
 
 
+def test_a_decoder_reranks_with_each_prompt_encoded_once_and_the_same_rewards(tmp_path: Path):
+    """A tiny Qwen2 reward model: rerank (and the server's concatenated batches) run each group's prompt once
+    (prompt KV reuse) and give per-response encoding's rewards (fp32, 1e-5)."""
+    from transformers import AutoTokenizer
+
+    from rewardline.modeling.backbones import resolve_backbone
+    from rewardline.modeling.formatting import FormatConfig
+    from rewardline.modeling.model import RewardModel
+    from rewardline.serving.rerank import Encoded
+
+    model = RewardModel.from_backbone("tiny-qwen2", format_config=FormatConfig(max_length=96))
+    model.save(tmp_path / "decoder", AutoTokenizer.from_pretrained(resolve_backbone("tiny-qwen2")))
+    rows = alpaca_candidates()[:40] + alpaca_candidates()[60:70]  # groups of 1 to 3 candidates, interleaved
+    scorer = RewardScorer(tmp_path / "decoder", batch_tokens=512)
+    assert scorer.shared_prefix
+    shared = {r["id"]: r["reward"] for r in rerank_rows(scorer, rows)}
+    scorer.shared_prefix = False
+    per_response = {r["id"]: r["reward"] for r in rerank_rows(scorer, rows)}
+    assert shared.keys() == per_response.keys() and len(shared) == len(rows)
+    np.testing.assert_allclose([shared[k] for k in per_response], list(per_response.values()), atol=1e-5)
+    parts = [scorer.encode_group("a prompt", ["x", "y"]), scorer.encode_rows(["b", "c"], ["z", "w"]),
+             scorer.encode_group("d", ["v"])]
+    assert Encoded.concat(parts).group == [0, 0, 1, 2, 3]  # groups stay apart across a micro-batch
+
+
 def test_rank_group_beats_others_is_the_mean_pairwise_bt_probability():
     r = np.array([0.3, -1.0, 2.0, 0.3])
     rank, beats = rank_group(r, temperature=2.0)
