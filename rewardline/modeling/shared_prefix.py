@@ -170,9 +170,10 @@ def split_groups(groups: Sequence[Sequence[np.ndarray]], pad_id: int) -> PrefixB
                           int(prefix_mask.sum() + branch_mask.sum()))
 
 
+@torch.inference_mode()
 def prefix_cache_rewards(model: Any, batch: PrefixBranches) -> torch.Tensor:
     """Rewards ``[N]`` of ``batch``'s responses, group by group, with each prefix encoded once (``model``: a
-    ``RewardModel`` that can share a prefix). No gradients: under ``torch.inference_mode``."""
+    ``RewardModel`` that can share a prefix). No gradients: it runs under ``torch.inference_mode``."""
     backbone, device = model.backbone, next(model.parameters()).device
     prefix_mask, branch_mask = batch.prefix_mask.to(device), batch.branch_mask.to(device)
     group = batch.branch_group.to(device)

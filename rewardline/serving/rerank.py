@@ -49,7 +49,6 @@ class Encoded:
     token_type_ids: list[list[int]]
     group: list[int] | None = None  # the prompt group of each row (rows of a group share a prompt); None: none
 
-
     @property
     def tokens(self) -> int:
         """Total (unpadded) tokens: what the batchers' token budgets count."""
@@ -121,11 +120,8 @@ class RewardScorer:
         """Normalised rewards (float32, row order): token-budget batches, one forward pass each (a decoder's
         groups: each group's prompt once, module docstring)."""
         if self.shared_prefix and encoded.group is not None:
-            import torch
-
-            with torch.inference_mode():
-                raw = shared_prefix_rewards(self.model, self.runtime, encoded.input_ids, encoded.group, self.pad_id,
-                                            self.batch_tokens)
+            raw = shared_prefix_rewards(self.model, self.runtime, encoded.input_ids, encoded.group, self.pad_id,
+                                        self.batch_tokens)
         else:
             raw = forward_encoded(self.model, self.runtime, self.pad_id, encoded.input_ids, encoded.token_type_ids,
                                   self.batch_tokens)
