@@ -16,7 +16,14 @@ Models (MiniLM-L6, same steps, seed and data; ``train.objective``):
   (the val rmse of r − u, stored by training; :func:`rewardline.modeling.score.win_probability`);
 * ``thurstone+valsd`` — ``q = Φ(r / √(1 + s²))`` with ``s ≥ 0`` fitted instead by maximum likelihood of the *val*
   anchor comparisons' (soft) labels (s = 0 allowed, so never worse than Φ(r) on val; :func:`fit_scale_on_val`);
-* ``bt+thurstone`` — ``q = Φ(r)``; ``bt+thurstone+sd`` — ``q = Φ(r / √(1 + s²))``.
+* ``bt+thurstone`` — ``q = Φ(r)``; ``bt+thurstone+sd`` — ``q = Φ(r / √(1 + s²))``;
+* ``+anchor`` rows score the anchor too and use the reward *difference* ``Δ = r − r_anchor``:
+  ``bt+anchor`` ``q = σ(Δ / T)``, ``T`` the pairwise temperature fitted on all val pairs (what evaluate fits);
+  ``thurstone+anchor`` and ``bt+thurstone+anchor`` ``q = Φ(Δ)`` (Thurstone Case V: P(i ≻ j) = Φ(u_i − u_j),
+  and u_anchor = 0), nothing fitted. The prompt's level, which one response cannot show, cancels in Δ.
+  ``+anchor+sd``: ``q = Φ(Δ / √(1 + 2s²))``, s the model's ``residual_sd`` (Δ's error is the difference of two
+  responses' errors, sd s√2 if independent); ``+anchor+valsd``: s√2 replaced by the scale fitted on the val
+  anchor comparisons' Δ (:func:`fit_scale_on_val`).
 
 Columns, on the *test* split only: pairwise accuracy over all test pairs (ties skipped, soft labels as
 in evaluate), absolute ECE (15 bins), Brier and AUROC on the test anchor comparisons, each with a 95 %
@@ -40,17 +47,19 @@ import os
 import platform
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-ROWS = ("bt+logistic", "bt+isotonic", "thurstone", "thurstone+sd", "thurstone+valsd", "bt+thurstone",
-        "bt+thurstone+sd")
-OBJECTIVE_OF_ROW = {"bt+logistic": "bt", "bt+isotonic": "bt", "thurstone": "thurstone", "thurstone+sd": "thurstone",
-                    "thurstone+valsd": "thurstone", "bt+thurstone": "bt+thurstone", "bt+thurstone+sd": "bt+thurstone"}
-NEEDS_VAL = ("bt+logistic", "bt+isotonic", "thurstone+valsd")
+ROWS = ("bt+logistic", "bt+isotonic", "bt+anchor", "thurstone", "thurstone+sd", "thurstone+valsd",
+        "thurstone+anchor", "thurstone+anchor+sd", "thurstone+anchor+valsd", "bt+thurstone", "bt+thurstone+sd",
+        "bt+thurstone+anchor", "bt+thurstone+anchor+sd", "bt+thurstone+anchor+valsd")
+OBJECTIVE_OF_ROW = {row: ("bt+thurstone" if row.startswith("bt+thurstone") else row.split("+")[0]) for row in ROWS}
+NEEDS_VAL = ("bt+logistic", "bt+isotonic", "bt+anchor", "thurstone+valsd", "thurstone+anchor+valsd",
+             "bt+thurstone+anchor+valsd")
 TSV_COLUMNS = ("date", "row", "seed", "split", "steps", "max_length", "lr", "prior_sd", "pointwise_weight",
                "accuracy", "accuracy_ci", "ece", "ece_ci", "brier", "brier_ci", "brier_skill", "auroc", "auroc_ci",
-               "n_pairs", "n_anchor", "n_prompts", "train_s", "load_avg", "residual_sd")
+               "n_pairs", "n_anchor", "n_prompts", "train_s", "load_avg", "residual_sd", "target_centre")
 
 
 def combined_annotations(data: Path, out: Path) -> Path:
@@ -95,6 +104,7 @@ def prepare(data: Path, workdir: Path, prior_sd: float, anchor_labels: str = "sc
 
 def model_key(objective: str, seed: int, args: argparse.Namespace) -> str:
     extra = f"-w{args.pointwise_weight:g}" if objective == "bt+thurstone" else ""
+    extra += "-cprompt" if args.target_centre == "prompt" and objective != "bt" else ""
     if args.recipe:  # params.yaml's train section: its max_length, lr, freezing; one epoch
         return f"{objective}-s{seed}-recipe-sd{args.prior_sd:g}{extra}".replace("+", "_")
     return (f"{objective}-s{seed}-L{args.max_length}-n{args.steps}-lr{args.lr:g}-sd{args.prior_sd:g}{extra}"
@@ -112,6 +122,7 @@ def trained_model(pairs_dir: Path, objective: str, seed: int, args: argparse.Nam
     done = out / "bench_train.json"
     if not done.exists():
         run = {"objective": objective, "seed": seed, "pointwise_weight": args.pointwise_weight, "progress": False,
+               "target_centre": args.target_centre,
                "checkpoint_every": 0, "cache_dir": str(args.workdir / "tokenized")}
         if args.recipe:
             cfg = default_recipe([]).replace(**run)
@@ -165,12 +176,13 @@ def win_probabilities(row: str, test, val, link: str | None, residual_sd: float 
     from rewardline.evaluation.absolute import fit_logistic_map
     from rewardline.modeling.score import win_probability
 
-    if row.startswith("thurstone") or row.startswith("bt+thurstone"):
+    if row == "bt+anchor":
+        return expit((test.reward - test.anchor_reward) / val.temperature)
+    if row.startswith(("thurstone", "bt+thurstone")):
         if link is None:
             raise ValueError(f"{row}: the model has no link (not trained on utility targets)")
-        if row.endswith("+valsd"):
-            return win_probability(test.reward, link, fit_scale_on_val(val.reward, val.label))
-        return win_probability(test.reward, link, residual_sd if row.endswith("+sd") else 0.0)
+        x = test.reward - test.anchor_reward if "+anchor" in row else test.reward
+        return win_probability(x, link, row_scale(row, val, residual_sd))
     if row == "bt+logistic":
         w, c = fit_logistic_map(val.reward, val.label)
         return expit(w * test.reward + c)
@@ -178,9 +190,20 @@ def win_probabilities(row: str, test, val, link: str | None, residual_sd: float 
     return iso.fit(val.reward, val.label).predict(test.reward)
 
 
+def row_scale(row: str, val, residual_sd: float) -> float:
+    """The s a row applies in Φ(x / √(1 + s²)) (0: none)."""
+    if row.endswith("+valsd"):
+        x = val.reward - val.anchor_reward if "+anchor" in row else val.reward
+        return fit_scale_on_val(x, val.label)
+    if row.endswith("+sd"):
+        return float(np.sqrt(2.0) * residual_sd if "+anchor" in row else residual_sd)
+    return 0.0
+
+
 def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str, samples: int) -> dict[str, dict]:
     """Each row's accuracy, ECE, Brier, Brier skill and AUROC with prompt-bootstrap CIs on ``split``."""
     from rewardline.evaluation.absolute import anchor_comparisons, calibration_of
+    from rewardline.evaluation.calibration import fit_temperature
     from rewardline.evaluation.metrics import accuracy_with_ci
     from rewardline.evaluation.run import anchor_ids, model_link, score_pairs
 
@@ -188,6 +211,10 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
     scored = score_pairs(model_dir, pairs_dir, tuple(dict.fromkeys(("val",) * needs_val + (split,))))
     anchors = anchor_ids(pairs_dir)
     val = anchor_comparisons(*scored["val"][:3], anchors) if needs_val else None
+    if needs_val:  # the pairwise temperature of σ((r_a − r_b) / T), fitted on every val pair (bt+anchor)
+        val_pairs, va, vb = scored["val"][:3]
+        val = SimpleNamespace(**vars(val), temperature=fit_temperature(va - vb, val_pairs["label"].to_numpy(
+            zero_copy_only=False).astype(np.float64)))
     held_out = anchor_comparisons(*scored[split][:3], anchors)
     pairs, ra, rb = scored[split][:3]
     prompts = np.asarray(pairs["prompt_id"].to_pylist(), dtype=object)
@@ -203,8 +230,7 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
                     "n_pairs": accuracy.n_pairs, "n_prompts": accuracy.n_prompts, "n_anchor": details["n"],
                     **{k: details[k] for k in ("ece", "ece_ci", "brier", "brier_ci", "brier_skill", "auroc",
                                                "base_rate")},
-                    "residual_sd": (fit_scale_on_val(val.reward, val.label) if row.endswith("+valsd")
-                                    else residual_sd if row.endswith("+sd") else 0.0),
+                    "residual_sd": row_scale(row, val, residual_sd),
                     "auroc_ci": list(prompt_bootstrap_auroc(q_clipped, held_out.label, held_out.prompt_ids,
                                                             samples, 0))}
     return out
@@ -292,6 +318,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--prior-sd", type=float, default=2.0, help="pairs.target_prior_sd")
     parser.add_argument("--pointwise-weight", type=float, default=1.0, help="train.pointwise_weight (bt+thurstone)")
+    parser.add_argument("--target-centre", choices=["anchor", "prompt"], default="prompt",
+                        help="train.target_centre (prompt: the pointwise objectives regress u − the prompt mean u)")
     parser.add_argument("--recipe", action="store_true",
                         help="train params.yaml's recipe (its max_length, lr, freezing; one epoch) instead of "
                              "--max-length / --steps / --lr")
@@ -324,8 +352,8 @@ def main() -> None:
                 line = {"date": time.strftime("%Y-%m-%dT%H:%M"), "row": row, "seed": seed, "split": args.split,
                         "steps": trained.get("steps", cfg["max_steps"]), "max_length": cfg["max_length"],
                         "lr": cfg["lr"], "prior_sd": args.prior_sd, "pointwise_weight": args.pointwise_weight,
-                        "train_s": float(trained["train_seconds"]), "val_accuracy": trained.get("val_accuracy"),
-                        "load_avg": os.getloadavg()[0], **metrics}
+                        "target_centre": args.target_centre, "train_s": float(trained["train_seconds"]),
+                        "val_accuracy": trained.get("val_accuracy"), "load_avg": os.getloadavg()[0], **metrics}
                 report["runs"].append(line)
                 append_tsv(args.results, [line])
                 print(json.dumps(line, default=float), flush=True)

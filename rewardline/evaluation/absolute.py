@@ -9,8 +9,15 @@ is the label itself, so ``y`` = the judge's P(response beats the anchor), averag
 
 * prediction ``q`` = ``win_prob`` of the non-anchor response:
   - ``method = "link"`` (an absolute-scale model, ``reward_config.link`` set: objectives
-    ``thurstone`` / ``bt+thurstone``): ``q = Φ(r)`` (probit) or ``σ(r)`` (logit), exactly what
-    ``rewardline score`` and the registry pyfunc serve (:func:`rewardline.modeling.score.win_probability`);
+    ``thurstone`` / ``bt+thurstone``, trained on anchored utilities): ``q = Φ(r/√(1+s²))`` (probit) or its logit
+    form, exactly what ``rewardline score`` and the registry pyfunc serve
+    (:func:`rewardline.modeling.score.win_probability`, ``s = residual_sd``);
+  - ``method = "difference"`` (an absolute-scale model trained on prompt-centred utilities,
+    ``train.target_centre: prompt``, so ``anchored`` is False and its reward is relative to the prompt's typical
+    response): the anchor is scored too, and ``q = Φ(Δ)`` with ``Δ = r − r_anchor`` (Thurstone Case V,
+    P(i ≻ j) = Φ(u_i − u_j)). No residual correction: the two responses' errors share their prompt and largely
+    cancel in Δ; on AlpacaEval the scale fitted on the val anchor comparisons was 0 for both centred models, and
+    the independent-error correction Φ(Δ/√(1+2s²)) lowered the test Brier skill (docs/benchmarks.md, issue 14);
   - ``method = "logistic"`` (a BT model, rewards meaningful only up to a shift): one global logistic map
     ``q = σ(w·r + c)`` fitted by maximum likelihood to the *val* anchor comparisons (soft labels as
     weights: each comparison counts ``y`` times as a win and ``1 − y`` times as a loss), applied to test.
@@ -53,11 +60,13 @@ NO_ANCHORS = "no anchor comparisons in the test split"
 
 @dataclass(frozen=True)
 class AnchorComparisons:
-    """Per anchor comparison: its prompt, the reward of the non-anchor response, and y = P(it beats the anchor)."""
+    """Per anchor comparison: its prompt, the reward of the non-anchor response, y = P(it beats the anchor),
+    and the anchor's own reward when scored (``reward − anchor_reward``: the comparison's reward difference)."""
 
     prompt_ids: np.ndarray
     reward: np.ndarray
     label: np.ndarray
+    anchor_reward: np.ndarray | None = None
 
 
 def anchor_comparisons(pairs: pa.Table, reward_a: np.ndarray, reward_b: np.ndarray,
@@ -67,10 +76,12 @@ def anchor_comparisons(pairs: pa.Table, reward_a: np.ndarray, reward_b: np.ndarr
     b_anchor = np.asarray(pc.is_in(pairs["response_b_id"], value_set=anchor_ids), bool)
     one = a_anchor ^ b_anchor
     label = pairs["label"].to_numpy(zero_copy_only=False).astype(np.float64)
-    reward = np.where(a_anchor, np.asarray(reward_b, np.float64), np.asarray(reward_a, np.float64))
+    reward_a, reward_b = np.asarray(reward_a, np.float64), np.asarray(reward_b, np.float64)
+    reward = np.where(a_anchor, reward_b, reward_a)
+    anchor_reward = np.where(a_anchor, reward_a, reward_b)
     y = np.where(a_anchor, 1.0 - label, label)
     prompts = np.asarray(pairs["prompt_id"].to_pylist(), dtype=object)
-    return AnchorComparisons(prompts[one], reward[one], y[one])
+    return AnchorComparisons(prompts[one], reward[one], y[one], anchor_reward[one])
 
 
 def fit_logistic_map(reward: np.ndarray, label: np.ndarray) -> tuple[float, float] | None:
@@ -176,19 +187,22 @@ def _skipped(reason: str, n: int, method: str) -> AbsoluteCalibration:
 
 
 def absolute_calibration(test: AnchorComparisons, val: AnchorComparisons, link: str | None, samples: int = 1000,
-                         seed: int = 0, confidence: float = 0.95, residual_sd: float = 0.0) -> AbsoluteCalibration:
+                         seed: int = 0, confidence: float = 0.95, residual_sd: float = 0.0,
+                         anchored: bool | None = True) -> AbsoluteCalibration:
     """Absolute calibration of ``win_prob`` on the test anchor comparisons (``link`` set: as served,
-    Φ(r/√(1+s²)) with the model's val ``residual_sd`` s), or of the
-    val-fitted logistic map of the reward (``link`` None: a BT model); skipped, with the reason, when
-    there is nothing to measure."""
-    method = "link" if link is not None else "logistic"
+    Φ(r/√(1+s²)) with the model's val ``residual_sd`` s; ``anchored`` False: of Φ(Δ), Δ = r − r_anchor),
+    or of the val-fitted logistic map of the reward (``link`` None: a BT model); skipped, with the reason, when
+    there is nothing to measure (module docstring)."""
+    method = "logistic" if link is None else "difference" if anchored is False else "link"
     n = int(test.reward.size)
     if n == 0:
         return _skipped(NO_ANCHORS, 0, method)
     if link is not None:
         from rewardline.modeling.score import win_probability  # torch: only for an absolute-scale model
 
-        q, fitted = win_probability(test.reward, link, residual_sd), {"link": link, "residual_sd": residual_sd}
+        scale = 0.0 if method == "difference" else residual_sd
+        x = test.reward - test.anchor_reward if method == "difference" else test.reward
+        q, fitted = win_probability(x, link, scale), {"link": link, "residual_sd": residual_sd, "scale": scale}
     else:
         coef = fit_logistic_map(val.reward, val.label)
         if coef is None:

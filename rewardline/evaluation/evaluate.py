@@ -135,13 +135,15 @@ def evaluate_scores(
     anchor_ids: pa.Array | None = None,
     link: str | None = None,
     residual_sd: float = 0.0,
+    anchored: bool | None = True,
 ) -> dict[str, Any]:
     """Compute every metric and gate from scores, write the outputs to ``out_dir``, return ``metrics.json``'s dict.
 
     ``pairs`` is the test split (``PAIRS`` schema) and ``reward_a[i]``, ``reward_b[i]``,
     ``response_lengths_*[i]`` belong to its row ``i``; likewise ``val_pairs`` and the val rewards.
     ``anchor_ids``: the anchor responses' ids (absolute calibration; None: none); ``link``, ``residual_sd``: the
-    model's ``reward_config`` (win_prob = Φ(r/√(1+s²)); link None: a BT model, a logistic map fitted on val).
+    model's ``reward_config`` (win_prob = Φ(r/√(1+s²)); link None: a BT model, a logistic map fitted on val;
+    ``anchored`` False: prompt-centred utilities, win_prob vs the anchor from the reward difference).
     """
     cfg = thresholds
     n = pairs.num_rows
@@ -180,7 +182,8 @@ def evaluate_scores(
         metrics.update(champion_accuracy=diff.champion, champion_diff=diff.difference,
                        champion_diff_ci_low=diff.ci_low, champion_diff_ci_high=diff.ci_high,
                        **_champion_power(diff, cfg))
-    absolute = _absolute(pairs, ra, rb, val_pairs, vra, vrb, anchor_ids, link, {**boot, "residual_sd": residual_sd})
+    absolute = _absolute(pairs, ra, rb, val_pairs, vra, vrb, anchor_ids, link,
+                         {**boot, "residual_sd": residual_sd, "anchored": anchored})
     metrics.update(absolute.headline)
     metrics = _json_safe(metrics)
 

@@ -79,7 +79,7 @@ def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalCo
         champion_a, champion_b = champion[1], champion[2]
     return evaluate_scores(test, ra, rb, val, vra, vrb, len_a, len_b, config, champion_a, champion_b,
                            out_dir=out_dir, anchor_ids=anchor_ids(pairs_dir), link=model_link(model_dir),
-                           residual_sd=residual_sd_of(model_dir))
+                           residual_sd=residual_sd_of(model_dir), anchored=model_anchored(model_dir))
 
 
 def anchor_ids(pairs_dir: Path) -> pa.Array:
@@ -94,4 +94,9 @@ def anchor_ids(pairs_dir: Path) -> pa.Array:
 def model_link(model_dir: Path) -> str | None:
     """The model's ``reward_config.json`` link (probit | logit: absolute-scale rewards), or None (a BT model)."""
     return json.loads((model_dir / REWARD_CONFIG).read_text()).get("link")
+
+
+def model_anchored(model_dir: Path) -> bool | None:
+    """The model's ``reward_config.json`` ``anchored``: False when its utilities were centred per prompt."""
+    return json.loads((model_dir / REWARD_CONFIG).read_text()).get("anchored")
 

@@ -70,16 +70,29 @@ class ResponseTargets:
     anchored: bool  # every prompt of the table has an anchor (u_anchor = 0); else utilities are centred
 
 
-def read_targets(pairs_dir: Path) -> ResponseTargets | None:
-    """``pairs_dir/targets.parquet`` as :class:`ResponseTargets`; None when the pairs stage wrote none."""
+def read_targets(pairs_dir: Path, centre: str = "anchor") -> ResponseTargets | None:
+    """``pairs_dir/targets.parquet`` as :class:`ResponseTargets`; None when the pairs stage wrote none.
+
+    ``centre="anchor"``: the fitted utilities as they are (``u_anchor = 0`` on an anchored prompt).
+    ``centre="prompt"`` (``train.target_centre``): ``u_i − ū_p``, ``ū_p`` the mean utility of prompt p's
+    responses, so a target holds only the within-prompt part of u (the prompt's level, e.g. how good its
+    reference answer is, cannot be seen in one response); then ``anchored`` is False and
+    ``Φ(r_i − r_j)`` still estimates P(i ≻ j) (Case V depends on differences only)."""
     path = Path(pairs_dir) / TARGETS_FILE
     if not path.exists():
         return None
+    if centre not in ("anchor", "prompt"):
+        raise ValueError(f"target centre must be anchor or prompt, got {centre!r}")
     table = pq.read_table(path)
     ids = table["response_id"].to_pylist()
     link = (table.schema.metadata or {}).get(b"link", b"probit").decode()
     anchored = bool(table.num_rows) and all(table["anchored"].to_pylist())
-    return ResponseTargets(dict(zip(ids, table["utility"].to_pylist(), strict=True)),
+    utility = table["utility"].to_numpy(zero_copy_only=False).astype(np.float64)
+    if centre == "prompt":
+        codes = table["prompt_id"].combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False)
+        utility = utility - (np.bincount(codes, utility) / np.bincount(codes))[codes]
+        anchored = False
+    return ResponseTargets(dict(zip(ids, utility.tolist(), strict=True)),
                            dict(zip(ids, table["se"].to_pylist(), strict=True)), link, anchored)
 
 

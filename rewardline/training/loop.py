@@ -105,6 +105,7 @@ class TrainConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0.0)
     objective: str = "bt"  # loss by name (objectives.OBJECTIVES): bt | thurstone (pointwise) | bt+thurstone
     pointwise_weight: float = Field(1.0, ge=0.0)  # λ of bt+thurstone: loss_bt + λ·loss_thurstone
+    target_centre: Literal["anchor", "prompt"] = "prompt"  # pointwise targets: u − the prompt's mean u, or u
     weighting: Literal["prompt", "comparison"] = "prompt"  # prompt (each prompt counts once) | comparison
     margin_scale: float = Field(0.0, ge=0.0)  # m = margin_scale * pairs.margin; 0 = no margin
     center_coef: float = Field(0.0, ge=0.0)  # c in c·(r_a + r_b)²
@@ -177,7 +178,7 @@ def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> Traini
     with main_first(rt):  # the other ranks load rank 0's cache file
         tok = tokenize_pairs_dir(pairs_dir, tokenizer, cfg.format_config, cfg.cache_dir)
     tokenize_seconds = time.perf_counter() - t0
-    targets = read_targets(pairs_dir) if OBJECTIVES[cfg.objective].needs_targets else None
+    targets = read_targets(pairs_dir, cfg.target_centre) if OBJECTIVES[cfg.objective].needs_targets else None
     if OBJECTIVES[cfg.objective].needs_targets and targets is None:
         raise ConfigError(f"train.objective={cfg.objective} needs per-response targets, but {pairs_dir}/{TARGETS_FILE} "
                           "does not exist (expected the pairs stage run with pairs.targets: thurstone or bt)")

@@ -113,6 +113,25 @@ def test_the_residual_sd_correction_calibrates_a_noisy_pointwise_fit_that_phi_of
     assert fixed.headline["auroc_absolute"] == pytest.approx(raw.headline["auroc_absolute"])  # a monotone map
 
 
+def test_a_prompt_centred_model_is_judged_by_its_reward_difference_with_the_anchor():
+    """``anchored`` False (``train.target_centre: prompt``): rewards r = u − ū_p carry a per-prompt offset the
+    anchor shares, so P(win) = Φ(r − r_anchor) is calibrated while Φ(r) (the anchored reading) is not."""
+    rng = np.random.default_rng(7)
+    n = 20000
+    level = rng.normal(0.0, 2.0, n)  # each comparison its own prompt, whose mean utility is −level
+    u = rng.normal(0.0, 1.0, n)  # the response's utility against the anchor (u_anchor = 0)
+    y = (rng.random(n) < ndtr(u)).astype(float)
+    test = AnchorComparisons(np.arange(n).astype(str), u + level, y, anchor_reward=level)
+    none = AnchorComparisons(*(np.array([]),) * 3)
+    centred = absolute_calibration(test, none, "probit", samples=100, anchored=False)
+    as_anchored = absolute_calibration(test, none, "probit", samples=100, anchored=True)
+    assert centred.details["method"] == "difference" and as_anchored.details["method"] == "link"
+    assert centred.headline["ece_absolute"] < 0.015 < 0.1 < as_anchored.headline["ece_absolute"]
+    assert centred.headline["auroc_absolute"] > as_anchored.headline["auroc_absolute"] + 0.1
+    noisy = absolute_calibration(test, none, "probit", samples=100, anchored=False, residual_sd=0.5)
+    assert noisy.details["scale"] == 0.0 and noisy.headline == centred.headline  # errors cancel in Δ (docstring)
+
+
 def test_a_bt_model_is_calibrated_by_a_logistic_map_fitted_on_val():
     rng = np.random.default_rng(3)
     def world(n):

@@ -222,3 +222,22 @@ def test_an_anchor_weighs_as_a_typical_response_of_its_prompt():
     np.testing.assert_allclose(weights, np.array([4, 1, 0.25, 1]) / 6.25, rtol=1e-6)
     # a prompt of anchors alone (nothing else to compare with) keeps the floor: equal weights
     np.testing.assert_allclose(target_weights(np.array([0.0, 0.0]), 2.0), [1.0, 1.0], rtol=1e-6)
+
+
+def test_prompt_centred_targets_keep_only_the_within_prompt_part(tmp_path):
+    """``train.target_centre: prompt``: u_i − mean u of its prompt; differences, se and link are unchanged."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rewardline.training.batching import TARGETS_FILE, read_targets
+
+    table = pa.table({"prompt_id": ["p", "p", "p", "q", "q"], "response_id": ["a", "b", "c", "d", "e"],
+                      "split": ["train"] * 5, "utility": [0.0, 1.0, -4.0, 0.0, 3.0],
+                      "se": [0.0, 0.5, 0.7, 0.0, 1.0], "anchored": [True] * 5})
+    pq.write_table(table.replace_schema_metadata({"link": "probit"}), tmp_path / TARGETS_FILE)
+    raw, centred = read_targets(tmp_path), read_targets(tmp_path, "prompt")
+    assert raw.utility == {"a": 0.0, "b": 1.0, "c": -4.0, "d": 0.0, "e": 3.0} and raw.anchored
+    assert centred.utility == pytest.approx({"a": 1.0, "b": 2.0, "c": -3.0, "d": -1.5, "e": 1.5})
+    assert not centred.anchored and centred.se == raw.se and centred.link == "probit"
+    with pytest.raises(ValueError, match="anchor or prompt"):
+        read_targets(tmp_path, "mean")
