@@ -177,11 +177,7 @@ def evaluate_scores(
     metrics = _headline_metrics(overall, by_cat, ra, rb, label, cal, reward_mean, reward_std, lb)
     metrics.update(benchmark_metrics(pairs, ra, rb, by_cat, **boot))  # RewardBench sections, best-of-N
     if champion_reward_a is not None:
-        diff = paired_bootstrap_difference(ra, rb, np.asarray(champion_reward_a, np.float64),
-                                           np.asarray(champion_reward_b, np.float64), label, prompts, **boot)
-        metrics.update(champion_accuracy=diff.champion, champion_diff=diff.difference,
-                       champion_diff_ci_low=diff.ci_low, champion_diff_ci_high=diff.ci_high,
-                       **_champion_power(diff, cfg))
+        metrics.update(_champion_metrics(ra, rb, champion_reward_a, champion_reward_b, label, prompts, cfg, boot))
     absolute = _absolute(pairs, ra, rb, val_pairs, vra, vrb, anchor_ids, link,
                          {**boot, "residual_sd": residual_sd, "anchored": anchored})
     metrics.update(absolute.headline)
@@ -201,6 +197,15 @@ def evaluate_scores(
     write_json(_json_safe(absolute.details), out_dir / "absolute_calibration.json")
     _write_outputs(out_dir, metrics, report, test_rewards, [prompt_of[i] for i in test_ids])
     return metrics
+
+
+def _champion_metrics(ra: np.ndarray, rb: np.ndarray, champion_a: np.ndarray, champion_b: np.ndarray,
+                      label: np.ndarray, prompts: np.ndarray, cfg: EvalConfig, boot: dict) -> dict[str, Any]:
+    """The challenger − champion accuracy difference on the same test pairs, its paired CI and the power report."""
+    diff = paired_bootstrap_difference(ra, rb, np.asarray(champion_a, np.float64), np.asarray(champion_b, np.float64),
+                                       label, prompts, **boot)
+    return {"champion_accuracy": diff.champion, "champion_diff": diff.difference, "champion_diff_ci_low": diff.ci_low,
+            "champion_diff_ci_high": diff.ci_high, **_champion_power(diff, cfg)}
 
 
 def _absolute(pairs: pa.Table, ra: np.ndarray, rb: np.ndarray, val_pairs: pa.Table, vra: np.ndarray,
