@@ -47,7 +47,6 @@ import os
 import platform
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -168,7 +167,8 @@ def fit_scale_on_val(reward: np.ndarray, label: np.ndarray) -> float:
     return float(best.x) if best.fun < nll(0.0) else 0.0
 
 
-def win_probabilities(row: str, test, val, link: str | None, residual_sd: float = 0.0) -> np.ndarray:
+def win_probabilities(row: str, test, val, link: str | None, residual_sd: float = 0.0,
+                      temperature: float = 1.0) -> np.ndarray:
     """``q`` of each anchor comparison of the evaluated split, by the row's method (module docstring)."""
     from scipy.special import expit
     from sklearn.isotonic import IsotonicRegression
@@ -177,7 +177,7 @@ def win_probabilities(row: str, test, val, link: str | None, residual_sd: float 
     from rewardline.modeling.score import win_probability
 
     if row == "bt+anchor":
-        return expit((test.reward - test.anchor_reward) / val.temperature)
+        return expit((test.reward - test.anchor_reward) / temperature)
     if row.startswith(("thurstone", "bt+thurstone")):
         if link is None:
             raise ValueError(f"{row}: the model has no link (not trained on utility targets)")
@@ -205,25 +205,25 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
     from rewardline.evaluation.absolute import anchor_comparisons, calibration_of
     from rewardline.evaluation.calibration import fit_temperature
     from rewardline.evaluation.metrics import accuracy_with_ci
-    from rewardline.evaluation.run import anchor_ids, model_link, score_pairs
+    from rewardline.evaluation.run import anchor_ids, model_calibration, score_pairs
 
     needs_val = any(row in NEEDS_VAL for row in rows)  # the BT maps fit on val
     scored = score_pairs(model_dir, pairs_dir, tuple(dict.fromkeys(("val",) * needs_val + (split,))))
     anchors = anchor_ids(pairs_dir)
     val = anchor_comparisons(*scored["val"][:3], anchors) if needs_val else None
-    if needs_val:  # the pairwise temperature of σ((r_a − r_b) / T), fitted on every val pair (bt+anchor)
+    temperature = 1.0  # of σ((r_a − r_b) / T), fitted on every val pair (bt+anchor)
+    if needs_val:
         val_pairs, va, vb = scored["val"][:3]
-        val = SimpleNamespace(**vars(val), temperature=fit_temperature(va - vb, val_pairs["label"].to_numpy(
-            zero_copy_only=False).astype(np.float64)))
+        temperature = fit_temperature(va - vb, val_pairs["label"].to_numpy(zero_copy_only=False).astype(np.float64))
     held_out = anchor_comparisons(*scored[split][:3], anchors)
     pairs, ra, rb = scored[split][:3]
     prompts = np.asarray(pairs["prompt_id"].to_pylist(), dtype=object)
     accuracy = accuracy_with_ci(ra, rb, pairs["label"].to_numpy(zero_copy_only=False), prompts, samples)
-    link = model_link(model_dir)
-    residual_sd = float(json.loads((model_dir / "reward_config.json").read_text()).get("residual_sd") or 0.0)
+    calibration = model_calibration(model_dir)
+    link, residual_sd = calibration["link"], calibration["residual_sd"]
     out = {}
     for row in rows:
-        q = win_probabilities(row, held_out, val, link, residual_sd)
+        q = win_probabilities(row, held_out, val, link, residual_sd, temperature)
         details, _ = calibration_of(q, held_out.label, held_out.prompt_ids, samples)
         q_clipped = np.clip(q, 1e-12, 1 - 1e-12)
         out[row] = {"accuracy": accuracy.accuracy, "accuracy_ci": [accuracy.ci_low, accuracy.ci_high],

@@ -68,8 +68,6 @@ def score_pairs(model_dir: Path, pairs_dir: Path, splits: tuple[str, ...], batch
 def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalConfig,
                  champion_dir: Path | None = None) -> dict:
     """Score val/test with the model (and the champion), write metrics, plots and the gate report."""
-    from rewardline.modeling.score import residual_sd_of
-
     scored = score_pairs(model_dir, pairs_dir, ("val", "test"))
     test, ra, rb, len_a, len_b = scored["test"]
     val, vra, vrb, _, _ = scored["val"]
@@ -78,8 +76,7 @@ def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalCo
         champion = score_pairs(champion_dir, pairs_dir, ("test",))["test"]
         champion_a, champion_b = champion[1], champion[2]
     return evaluate_scores(test, ra, rb, val, vra, vrb, len_a, len_b, config, champion_a, champion_b,
-                           out_dir=out_dir, anchor_ids=anchor_ids(pairs_dir), link=model_link(model_dir),
-                           residual_sd=residual_sd_of(model_dir), anchored=model_anchored(model_dir))
+                           out_dir=out_dir, anchor_ids=anchor_ids(pairs_dir), **model_calibration(model_dir))
 
 
 def anchor_ids(pairs_dir: Path) -> pa.Array:
@@ -91,12 +88,10 @@ def anchor_ids(pairs_dir: Path) -> pa.Array:
     return responses.filter(pc.fill_null(responses["is_anchor"], False))["response_id"].combine_chunks()
 
 
-def model_link(model_dir: Path) -> str | None:
-    """The model's ``reward_config.json`` link (probit | logit: absolute-scale rewards), or None (a BT model)."""
-    return json.loads((model_dir / REWARD_CONFIG).read_text()).get("link")
-
-
-def model_anchored(model_dir: Path) -> bool | None:
-    """The model's ``reward_config.json`` ``anchored``: False when its utilities were centred per prompt."""
-    return json.loads((model_dir / REWARD_CONFIG).read_text()).get("anchored")
-
+def model_calibration(model_dir: Path) -> dict:
+    """The model's ``reward_config.json`` fields that evaluate's absolute calibration needs, read once (without
+    importing torch): ``link`` (probit | logit: absolute-scale rewards; None: a BT model), ``residual_sd`` (0 when
+    absent) and ``anchored`` (False: utilities centred per prompt)."""
+    config = json.loads((model_dir / REWARD_CONFIG).read_text())
+    return {"link": config.get("link"), "residual_sd": float(config.get("residual_sd") or 0.0),
+            "anchored": config.get("anchored")}
