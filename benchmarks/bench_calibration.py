@@ -244,11 +244,11 @@ def target_diagnostic(pairs_dir: Path, samples: int) -> dict:
     import pyarrow.compute as pc
     from scipy.special import ndtr
 
-    from rewardline.data.tables import read_split, read_table
+    from rewardline.data.tables import TARGETS, read_split, read_table, split_path
     from rewardline.evaluation.absolute import anchor_comparisons, calibration_of
     from rewardline.evaluation.run import anchor_ids
 
-    targets = read_table(pairs_dir / "targets.parquet", columns=["response_id", "utility"])
+    targets = read_table(split_path(pairs_dir, TARGETS), columns=["response_id", "utility"])
     val = read_split(pairs_dir, "val")
     index = {r: u for r, u in zip(targets["response_id"].to_pylist(), targets["utility"].to_numpy(), strict=True)}
     ua = np.array([index[r] for r in val["response_a_id"].to_pylist()])

@@ -97,7 +97,8 @@ def test_forced_buckets_give_the_one_bucket_metrics(runs: tuple[Path, dict, Path
 
 @pytest.mark.parametrize("table", ["ingested/prompts.parquet", "ingested/responses.parquet",
                                    "ingested/rankings.parquet", "ingested/quarantine.parquet",
-                                   "validated/rankings.parquet", "pairs/train", "pairs/val", "pairs/test"])
+                                   "validated/rankings.parquet", "pairs/train", "pairs/val", "pairs/test",
+                                   "pairs/targets"])
 def test_forced_buckets_give_the_one_bucket_tables(runs: tuple[Path, dict, Path, dict], table: str) -> None:
     one_dir, _, four_dir, _ = runs
     one, four = _rows(one_dir / table), _rows(four_dir / table)
@@ -109,8 +110,8 @@ def test_forced_buckets_give_the_one_bucket_tables(runs: tuple[Path, dict, Path,
 def test_forced_buckets_give_the_one_bucket_utilities(runs: tuple[Path, dict, Path, dict]) -> None:
     one_dir, _, four_dir, _ = runs
     key = ("prompt_id", "response_id")
-    one = pq.read_table(one_dir / "pairs/targets.parquet").sort_by([(k, "ascending") for k in key])
-    four = pq.read_table(four_dir / "pairs/targets.parquet").sort_by([(k, "ascending") for k in key])
+    one = read_table(one_dir / "pairs/targets").sort_by([(k, "ascending") for k in key])
+    four = read_table(four_dir / "pairs/targets").sort_by([(k, "ascending") for k in key])
     assert one.select([*key, "split", "anchored"]).equals(four.select([*key, "split", "anchored"]))
     np.testing.assert_allclose(four["utility"].to_numpy(), one["utility"].to_numpy(), atol=1e-6)
     np.testing.assert_allclose(four["se"].to_numpy(), one["se"].to_numpy(), atol=1e-6)

@@ -10,7 +10,10 @@ stages write with pyarrow directly.
 A pairs directory's splits are *partitioned*: ``{split}/part-NNN.parquet``, one file per prompt bucket
 (:mod:`rewardline.data.buckets`; one part below a million rows), so a reader can take them a bucket at a
 time (:func:`split_parts`) and parallel readers split the work by file. :func:`split_path` also finds
-the single ``{split}.parquet`` file of pairs directories written before partitioning.
+the single ``{split}.parquet`` file of pairs directories written before partitioning. The per-response
+utility targets (``pairs.targets``) are partitioned the same way, ``targets/part-NNN.parquet`` (part ``i`` holds
+bucket ``i``'s responses, so it pairs with part ``i`` of every split), and the same functions read and write them
+under the name :data:`TARGETS`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 COMPRESSION = "zstd"
+#: The partitioned table of a pairs directory that holds the per-response utility targets.
+TARGETS = "targets"
 ROW_GROUP_ROWS = 256_000
 
 
@@ -83,8 +88,8 @@ def parts_of(folder: Path) -> list[Path]:
 
 
 def split_path(pairs_dir: Path, split: str) -> Path:
-    """Where ``pairs_dir`` keeps ``split``: its partitioned folder ``{split}/`` or (written before partitioning)
-    the file ``{split}.parquet``; the folder's path when neither exists."""
+    """Where ``pairs_dir`` keeps ``split`` (or :data:`TARGETS`): its partitioned folder ``{split}/`` or (written
+    before partitioning) the file ``{split}.parquet``; the folder's path when neither exists."""
     single = pairs_dir / f"{split}.parquet"
     return single if single.is_file() and not (pairs_dir / split).is_dir() else pairs_dir / split
 
@@ -103,11 +108,18 @@ def split_parts(pairs_dir: Path, split: str) -> Iterator[pa.Table]:
 
 
 def write_split(table: pa.Table, pairs_dir: Path, split: str, part: int = 0) -> Path:
-    """Write part ``part`` of split ``split`` (part 0 clears the folder: a rerun leaves no stale part)."""
-    folder = pairs_dir / split
-    if part == 0 and folder.exists():
-        shutil.rmtree(folder)
-    return write_table(table, folder / part_name(part))
+    """Write part ``part`` of split ``split`` (or :data:`TARGETS`); part 0 clears the table first (a rerun leaves
+    no stale part, nor the one-file table of an older layout)."""
+    if part == 0:
+        remove_split(pairs_dir, split)
+    return write_table(table, pairs_dir / split / part_name(part))
+
+
+def remove_split(pairs_dir: Path, split: str) -> None:
+    """Delete ``split`` (or :data:`TARGETS`) from ``pairs_dir``, partitioned or one-file; nothing if absent."""
+    if (pairs_dir / split).is_dir():
+        shutil.rmtree(pairs_dir / split)
+    (pairs_dir / f"{split}.parquet").unlink(missing_ok=True)
 
 
 def content_digest(path: Path, algorithm: str = "sha256") -> str:

@@ -28,7 +28,8 @@ missing), ``rank_gap`` → |rank_a − rank_b| / (K − 1), ``none`` → 0; time
 
 Targets (``pairs.targets: thurstone | bt``, default ``none``): per-response utilities fitted
 per prompt to all of its comparisons (:mod:`rewardline.pairs.thurstone`), written to
-``targets.parquet``; with ``none`` nothing is fitted and the outputs are those of before.
+``targets/part-NNN.parquet`` (one part per prompt bucket, like the splits); with ``none`` nothing is fitted
+and the outputs are those of before.
 
 Split: u = FNV-1a(salt + prompt_id) / 2^64 ∈ [0, 1); train if u < f_train, val if
 u < f_train + f_val, else test. It depends on the prompt id alone, so a prompt keeps
@@ -51,11 +52,17 @@ from rewardline.data import schema
 from rewardline.data.buckets import PromptBuckets
 from rewardline.data.hashing import unit_interval
 from rewardline.data.keys import key_codes
-from rewardline.data.tables import TableAppender, copy_table, read_table, write_json, write_split, write_table
+from rewardline.data.tables import (
+    TARGETS,
+    copy_table,
+    read_table,
+    remove_split,
+    write_json,
+    write_split,
+    write_table,
+)
 from rewardline.ops.atomic import writes_output
 from rewardline.pairs.thurstone import fit_targets
-
-TARGETS_FILE = "targets.parquet"
 
 
 class PairsConfig(Section):
@@ -234,7 +241,7 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | No
     columns = {"prompts": ["prompt_id", "category"], "responses": ["prompt_id", *anchor_columns(in_dir)]}
     n_rankings = pq.read_metadata(files["rankings"]).num_rows
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / TARGETS_FILE).unlink(missing_ok=True)  # a stale fit of an earlier run
+    remove_split(out_dir, TARGETS)  # a stale fit of an earlier run
     with PromptBuckets(files, columns, n_rankings, shards=shards) as buckets:
         if buckets.single:
             tables = next(iter(buckets))
@@ -255,7 +262,7 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | No
 
 def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig) -> dict:
     """:func:`build_pairs` (and the utility fit) per prompt bucket: bucket ``i``'s pairs of each split are the
-    split's part ``i``, the targets are appended bucket after bucket; the metrics of :func:`pairs_metrics` from
+    split's part ``i``, and its targets are part ``i`` of ``targets/``; the metrics of :func:`pairs_metrics` from
     sums over the buckets (a prompt's comparisons, pairs, split and utilities are all in its bucket).
     ``label_mean`` / ``votes_mean`` are float64 sums over the count (the one-bucket path averages the float32
     labels: equal to 6 decimals);
@@ -267,27 +274,26 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig) 
     fits: list[dict] = []
     standard_errors: list[np.ndarray] = []
 
-    with TableAppender() as files:
-        for index, tables in enumerate(buckets):
-            pairs, counts = build_pairs(tables["rankings"], tables["prompts"], config, tables["responses"])
-            part = pairs_metrics(pairs, counts)
-            for split in schema.SPLITS:
-                write_split(pairs.filter(pc.equal(pairs["split"], split)), out_dir, split, part=index)
-                for key in (f"pairs_{split}", f"prompts_{split}"):
-                    total[key] = total.get(key, 0) + part[key]
-            for key in ("comparisons", "ties_dropped", "pairs"):
-                total[key] += part[key]
-            for key in labels:
-                labels[key] += part["label_distribution"][key]
-            label_sum += float(np.sum(pairs["label"].to_numpy(zero_copy_only=False), dtype=np.float64))
-            votes_sum += float(np.sum(pairs["n_votes"].to_numpy(zero_copy_only=False), dtype=np.float64))
-            if config.targets != "none":
-                targets, stats = fit_targets(pairs, tables["responses"], config.targets, config.target_prior_sd,
-                                             config.target_prior_centre)
-                files.append(targets, out_dir / TARGETS_FILE)
-                fits.append(stats)
-                standard_errors.append(targets["se"].to_numpy())
-            del tables, pairs
+    for index, tables in enumerate(buckets):
+        pairs, counts = build_pairs(tables["rankings"], tables["prompts"], config, tables["responses"])
+        part = pairs_metrics(pairs, counts)
+        for split in schema.SPLITS:
+            write_split(pairs.filter(pc.equal(pairs["split"], split)), out_dir, split, part=index)
+            for key in (f"pairs_{split}", f"prompts_{split}"):
+                total[key] = total.get(key, 0) + part[key]
+        for key in ("comparisons", "ties_dropped", "pairs"):
+            total[key] += part[key]
+        for key in labels:
+            labels[key] += part["label_distribution"][key]
+        label_sum += float(np.sum(pairs["label"].to_numpy(zero_copy_only=False), dtype=np.float64))
+        votes_sum += float(np.sum(pairs["n_votes"].to_numpy(zero_copy_only=False), dtype=np.float64))
+        if config.targets != "none":
+            targets, stats = fit_targets(pairs, tables["responses"], config.targets, config.target_prior_sd,
+                                         config.target_prior_centre)
+            write_split(targets, out_dir, TARGETS, part=index)
+            fits.append(stats)
+            standard_errors.append(targets["se"].to_numpy())
+        del tables, pairs
     n = total["pairs"]
     metrics = {**total, "label_distribution": labels, "label_mean": round(label_sum / n, 6) if n else None,
                "votes_mean": round(votes_sum / n, 6) if n else None}
@@ -309,11 +315,12 @@ def anchor_columns(in_dir: Path) -> list[str]:
 
 def write_targets(pairs: pa.Table, in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
     """Fit the per-response utilities of ``pairs`` (anchors from ``responses.is_anchor`` when present),
-    write ``targets.parquet``; returns the fit statistics (no timings: the metrics stay byte-identical on a rerun)."""
+    write them as ``targets/part-000.parquet``; returns the fit statistics (no timings: the metrics stay
+    byte-identical on a rerun)."""
     responses = read_table(in_dir / schema.TABLE_FILES["responses"], columns=anchor_columns(in_dir))
     targets, stats = fit_targets(pairs, responses, config.targets, config.target_prior_sd,
                                  config.target_prior_centre)
-    write_table(targets, out_dir / TARGETS_FILE)
+    write_split(targets, out_dir, TARGETS)
     return stats
 
 

@@ -28,7 +28,7 @@ pairs of the K responses are present), so each prompt counts once; ``"comparison
 ``w = 1``.
 
 Per-response targets (pointwise objectives, :func:`read_targets`): when the pairs directory has
-``targets.parquet`` (``pairs.targets``) and the objective asks for them, every sequence of a group
+``targets/`` (``pairs.targets``) and the objective asks for them, every sequence of a group
 carries its fitted utility ``u_i`` and a weight (:func:`target_weights`)
 
     w_i = W_g · s_i⁻² / Σ_{j∈g} s_j⁻²,   s_i = max(se_i, MIN_TARGET_SE),   W_g = Σ_c w_c of the group,
@@ -48,21 +48,20 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
+from rewardline.data.tables import TARGETS, read_table, split_path
 from rewardline.modeling.shared_prefix import pack_groups, packed_length
 from rewardline.modeling.tokenize import TokenizedResponses
 
 WEIGHTINGS = ("prompt", "comparison")
-TARGETS_FILE = "targets.parquet"
 #: Floor of a target's standard error in its weight 1/se² (an anchor has se = 0).
 MIN_TARGET_SE = 0.25
 
 
 @dataclass
 class ResponseTargets:
-    """Fitted utilities of ``targets.parquet`` by response id, and how they were fitted."""
+    """Fitted utilities of the pairs directory's ``targets/`` by response id, and how they were fitted."""
 
     utility: dict[str, float]
     se: dict[str, float]
@@ -71,19 +70,20 @@ class ResponseTargets:
 
 
 def read_targets(pairs_dir: Path, centre: str = "anchor") -> ResponseTargets | None:
-    """``pairs_dir/targets.parquet`` as :class:`ResponseTargets`; None when the pairs stage wrote none.
+    """``pairs_dir/targets/`` (or an older pairs directory's ``targets.parquet``) as :class:`ResponseTargets`;
+    None when the pairs stage wrote none.
 
     ``centre="anchor"``: the fitted utilities as they are (``u_anchor = 0`` on an anchored prompt).
     ``centre="prompt"`` (``train.target_centre``): ``u_i − ū_p``, ``ū_p`` the mean utility of prompt p's
     responses, so a target holds only the within-prompt part of u (the prompt's level, e.g. how good its
     reference answer is, cannot be seen in one response); then ``anchored`` is False and
     ``Φ(r_i − r_j)`` still estimates P(i ≻ j) (Case V depends on differences only)."""
-    path = Path(pairs_dir) / TARGETS_FILE
+    path = split_path(Path(pairs_dir), TARGETS)
     if not path.exists():
         return None
     if centre not in ("anchor", "prompt"):
         raise ValueError(f"target centre must be anchor or prompt, got {centre!r}")
-    table = pq.read_table(path)
+    table = read_table(path)
     ids = table["response_id"].to_pylist()
     link = (table.schema.metadata or {}).get(b"link", b"probit").decode()
     anchored = bool(table.num_rows) and all(table["anchored"].to_pylist())
@@ -218,7 +218,7 @@ def build_groups(pairs: pa.Table, tok: TokenizedResponses, weighting: str = "pro
 def _attach_targets(group: Group, response_ids: list[str], targets: ResponseTargets) -> None:
     missing = [r for r in response_ids if r not in targets.utility]
     if missing:
-        raise KeyError(f"{TARGETS_FILE} has no target for response {missing[0]!r} of prompt {group.prompt_id!r} "
+        raise KeyError(f"{TARGETS}/ has no target for response {missing[0]!r} of prompt {group.prompt_id!r} "
                        f"({len(missing)} missing): it is stale, rerun the pairs stage")
     group.target = np.array([targets.utility[r] for r in response_ids], dtype=np.float32)
     se = np.array([targets.se[r] for r in response_ids])

@@ -41,7 +41,7 @@ from pydantic import Field
 from transformers import AutoTokenizer
 
 from rewardline.config import Section, build, parse_overrides
-from rewardline.data.tables import content_digest, read_split, split_path
+from rewardline.data.tables import TARGETS, content_digest, read_split, split_path
 from rewardline.errors import ConfigError, NonFiniteLoss
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, main_first, select_runtime
@@ -52,7 +52,6 @@ from rewardline.modeling.tokenize import TokenizedResponses, tokenize_pairs_dir
 from rewardline.ops.atomic import exclusive, staged_output
 from rewardline.tracking import NullTracker, Tracker
 from rewardline.training.batching import (
-    TARGETS_FILE,
     Group,
     ResponseTargets,
     build_groups,
@@ -180,7 +179,7 @@ def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> Traini
     tokenize_seconds = time.perf_counter() - t0
     targets = read_targets(pairs_dir, cfg.target_centre) if OBJECTIVES[cfg.objective].needs_targets else None
     if OBJECTIVES[cfg.objective].needs_targets and targets is None:
-        raise ConfigError(f"train.objective={cfg.objective} needs per-response targets, but {pairs_dir}/{TARGETS_FILE} "
+        raise ConfigError(f"train.objective={cfg.objective} needs per-response targets, but {pairs_dir}/{TARGETS}/ "
                           "does not exist (expected the pairs stage run with pairs.targets: thurstone or bt)")
     train_groups = build_groups(read_split(pairs_dir, "train"), tok, cfg.weighting, targets)
     val_table = read_split(pairs_dir, "val")

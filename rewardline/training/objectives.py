@@ -108,8 +108,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from rewardline.data.tables import TARGETS
 from rewardline.errors import ConfigError
-from rewardline.training.batching import TARGETS_FILE, Batch, Group
+from rewardline.training.batching import Batch, Group
 
 #: The first two sums of every objective: Σ w·ℓ and Σ w.
 LOSS_SUMS = ("weighted_loss", "weight")
@@ -137,7 +138,7 @@ class Objective(ABC):
     name: ClassVar[str]
     count_names: ClassVar[tuple[str, ...]]
     unit: ClassVar[str]
-    #: The batches must carry per-response targets (``targets.parquet`` of the pairs stage).
+    #: The batches must carry per-response targets (``targets/`` of the pairs stage).
     needs_targets: ClassVar[bool] = False
     #: What the batches are made of: ``pairs`` (a pairs directory) or ``steps`` (step-labelled solutions).
     data_kind: ClassVar[str] = "pairs"
@@ -257,7 +258,7 @@ def pointwise_targets(batch: Batch) -> PointwiseTargets:
     """The batch's per-response utilities; ConfigError when the batches carry none."""
     if batch.target is None or batch.target_weight is None:
         raise ConfigError(f"train.objective: a pointwise objective needs per-response targets, and the batch has "
-                          f"none (expected {TARGETS_FILE} in the pairs directory: set pairs.targets: thurstone)")
+                          f"none (expected {TARGETS}/ in the pairs directory: set pairs.targets: thurstone)")
     return PointwiseTargets(batch.target, batch.target_weight)
 
 

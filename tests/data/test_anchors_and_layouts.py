@@ -16,9 +16,8 @@ from rewardline.cli import app
 from rewardline.data import schema
 from rewardline.data.adapters import read_file
 from rewardline.data.canonical import canonicalize
-from rewardline.data.tables import read_split, read_table
+from rewardline.data.tables import TARGETS, read_split, read_table
 from rewardline.evaluation.absolute import anchor_comparisons
-from rewardline.pairs.expand import TARGETS_FILE
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 UPSTREAM = FIXTURES / "alpacaeval_upstream"
@@ -117,7 +116,7 @@ def test_anchor_flows_through_validate_and_pairs_to_zero_utility(tmp_path: Path)
     validated = read_table(tmp_path / "valid" / schema.TABLE_FILES["responses"])
     assert validated.schema.field("is_anchor").type == pa.bool_() and pc.sum(validated["is_anchor"]).as_py() == 5
     invoke("pairs", str(tmp_path / "valid"), "--out", str(tmp_path / "pairs"), "--set", "targets=thurstone")
-    targets = read_table(tmp_path / "pairs" / TARGETS_FILE).to_pylist()
+    targets = read_table(tmp_path / "pairs" / TARGETS).to_pylist()
     anchor_ids = set(validated.filter(pc.field("is_anchor"))["response_id"].to_pylist())
     in_pairs = {t["response_id"] for t in targets} & anchor_ids
     assert in_pairs and all(t["anchored"] for t in targets)

@@ -9,9 +9,9 @@ from scipy.optimize import minimize
 from scipy.special import log_expit, log_ndtr, ndtr
 
 from rewardline.data import schema
-from rewardline.data.tables import read_split, read_table, write_table
+from rewardline.data.tables import TARGETS, read_split, read_table, write_table
 from rewardline.errors import ConfigError
-from rewardline.pairs.expand import TARGETS_FILE, PairsConfig, build_pairs, run_pairs
+from rewardline.pairs.expand import PairsConfig, build_pairs, run_pairs
 from rewardline.pairs.thurstone import fit_targets, fit_utilities
 
 
@@ -196,22 +196,23 @@ def test_the_pairs_stage_writes_targets_only_when_asked(tmp_path):
     for name, table in (("rankings", rankings), ("prompts", prompts), ("responses", responses)):
         write_table(table, validated / schema.TABLE_FILES[name])
     metrics = run_pairs(validated, tmp_path / "pairs", PairsConfig(targets="thurstone", target_prior_sd=1.5))
-    targets = read_table(tmp_path / "pairs" / TARGETS_FILE)
+    targets = read_table(tmp_path / "pairs" / TARGETS)
     assert targets.schema.remove_metadata() == schema.TARGETS and targets.schema.metadata[b"prior_sd"] == b"1.5"
     assert metrics["targets"]["responses"] == targets.num_rows == len(ids)
     pairs = pa.concat_tables(read_split(tmp_path / "pairs", s) for s in schema.SPLITS)
     split_of = dict(zip(pairs["prompt_id"].to_pylist(), pairs["split"].to_pylist(), strict=True))
     assert all(split_of[p] == s for p, s in zip(targets["prompt_id"].to_pylist(), targets["split"].to_pylist(),
                                                 strict=True))
+    write_table(targets, tmp_path / "pairs" / "targets.parquet")  # and a fit in the older one-file layout
     off = run_pairs(validated, tmp_path / "pairs", PairsConfig())
-    assert "targets" not in off and not (tmp_path / "pairs" / TARGETS_FILE).exists()  # the stale fit is gone
+    assert "targets" not in off and not list((tmp_path / "pairs").glob("targets*"))  # the stale fits are gone
     with pytest.raises(ConfigError, match="targets"):
         PairsConfig(targets="elo")
     anchors = responses.set_column(responses.schema.get_field_index("is_anchor"), "is_anchor",
                                    pa.array([r.endswith("-r0") for r in ids]))
     write_table(anchors, validated / schema.TABLE_FILES["responses"])  # an optional column of responses
     run_pairs(validated, tmp_path / "anchored", PairsConfig(targets="bt"))
-    anchored = read_table(tmp_path / "anchored" / TARGETS_FILE).to_pylist()
+    anchored = read_table(tmp_path / "anchored" / TARGETS).to_pylist()
     with_r0 = {r["prompt_id"] for r in anchored if r["response_id"].endswith("-r0")}
     assert with_r0 and all(r["anchored"] == (r["prompt_id"] in with_r0) for r in anchored)
     assert all(r["utility"] == 0.0 for r in anchored if r["response_id"].endswith("-r0"))

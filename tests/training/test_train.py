@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from scipy.special import ndtr
 from transformers import AutoTokenizer
 
-from rewardline.data.tables import read_split
+from rewardline.data.tables import TARGETS, read_split, write_split
 from rewardline.errors import ConfigError, NonFiniteLoss, exit_code
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
@@ -298,11 +298,11 @@ def test_killed_run_resumes_to_identical_weights(setup, tmp_path):
 def test_thurstone_objective_trains_on_fitted_utilities_and_scores_win_probabilities(setup, tmp_path):
     pairs_dir = tmp_path / "pairs"
     shutil.copytree(setup["pairs"], pairs_dir)
-    with pytest.raises(ConfigError, match=r"train.objective=thurstone needs per-response targets.*targets.parquet"):
+    with pytest.raises(ConfigError, match=r"train.objective=thurstone needs per-response targets.*targets/"):
         train(pairs_dir, tmp_path / "none", tiny_config(setup, objective="thurstone"))
     pairs = pa.concat_tables(read_split(pairs_dir, s) for s in ("train", "val", "test"))
     targets, _ = fit_targets(pairs, pq.read_table(pairs_dir / "responses.parquet"), "thurstone")
-    pq.write_table(targets, pairs_dir / "targets.parquet")
+    write_split(targets, pairs_dir, TARGETS)
     tracker = JsonlTracker(tmp_path / "track.jsonl")
     m = train(pairs_dir, tmp_path / "model", tiny_config(setup, objective="thurstone", epochs=6), tracker)
     losses = [r["metrics"]["train/loss"] for r in tracker.read() if "train/loss" in r.get("metrics", {})]
