@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--rankings", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/rewardline-bench"))
     parser.add_argument("--targets", choices=["none", "thurstone", "bt"], default="none",
-                        help="pairs.targets: also fit per-response utilities (targets.parquet)")
+                        help="pairs.targets: also fit per-response utilities (targets/)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     source = args.workdir / "source" / "rankings.parquet"
