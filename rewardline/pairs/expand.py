@@ -26,6 +26,20 @@ mean per-vote margin: ``score`` → |score_a − score_b| (rank gap where a scor
 missing), ``rank_gap`` → |rank_a − rank_b| / (K − 1), ``none`` → 0; times
 ``margin_scale``.
 
+Annotator weights (``pairs.annotator_weights: agreement``; default ``none``, every vote counts 1): a
+noisier annotator counts less. Its weight comes from the agreement the validate stage measured
+(``metrics.json``'s ``annotator_agreement``: ρ_a, the mean leave-one-out Spearman correlation of the
+annotator's ranks with the other annotators' consensus):
+
+    w_a = (max(ρ_a, 0) / ρ_max)²,   ρ_max = the largest ρ of the scored annotators,
+
+and ``w_a = 1`` for an annotator without a score (no overlap: no evidence). Why the square: if annotator
+a perceives ``u + e_a`` (noise sd σ_a, the utilities' spread τ), ρ_a ∝ corr(u + e_a, u) = τ/√(τ² + σ_a²),
+and the Fisher information one probit vote carries about a utility difference is ∝ 1/(τ² + σ_a²)
+relative to the same scale, i.e. ∝ ρ_a². The aggregated label becomes ``p = Σ w·v / Σ w`` (the plain
+share where every vote on the pair weighs 0) and the utility fit counts ``Σ w`` votes on the pair, not
+``n_votes`` (which stays the number of votes).
+
 Targets (``pairs.targets: thurstone | bt``, default ``none``): per-response utilities fitted
 per prompt to all of its comparisons (:mod:`rewardline.pairs.thurstone`), written to
 ``targets/part-NNN.parquet`` (one part per prompt bucket, like the splits); with ``none`` nothing is fitted
@@ -38,6 +52,7 @@ its split when new batches arrive, and no prompt is in two splits.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -55,12 +70,12 @@ from rewardline.data.keys import key_codes
 from rewardline.data.tables import (
     TARGETS,
     copy_table,
-    read_table,
     remove_split,
     write_json,
     write_split,
     write_table,
 )
+from rewardline.errors import ConfigError
 from rewardline.ops.atomic import writes_output
 from rewardline.pairs.thurstone import fit_targets
 
@@ -78,6 +93,7 @@ class PairsConfig(Section):
     target_prior_sd: float = Field(2.0, gt=0.0)
     target_prior_centre: Literal["anchor", "prompt"] = "prompt"
     anchor_labels: Literal["score", "rank"] = "score"
+    annotator_weights: Literal["none", "agreement"] = "none"
 
     @model_validator(mode="after")
     def _fractions_leave_a_test_share(self) -> PairsConfig:
@@ -156,6 +172,45 @@ def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig,
     """Expand and aggregate the comparisons of ``rankings``; returns the PAIRS table and counts.
 
     ``responses`` (optional, ``response_id`` and ``is_anchor``) marks the anchors of soft anchor judgements."""
+    pairs, counts, _ = aggregate_pairs(rankings, prompts, config, responses)
+    return pairs, counts
+
+
+def annotator_vote_weights(agreement: dict[str, float | None]) -> dict[str, float]:
+    """``w_a = (max(ρ_a, 0) / ρ_max)²``, 1 without a score (module docstring); all 1 when no ρ is positive."""
+    scored = {a: r for a, r in agreement.items() if r is not None}
+    top = max(scored.values(), default=0.0)
+    if top <= 0:
+        return dict.fromkeys(agreement, 1.0)
+    return {a: 1.0 if r is None else (max(r, 0.0) / top) ** 2 for a, r in agreement.items()}
+
+
+def read_annotator_weights(in_dir: Path) -> dict[str, float]:
+    """The vote weights of the annotators validated in ``in_dir`` (its ``metrics.json``'s agreement)."""
+    path = in_dir / "metrics.json"
+    try:
+        agreement = json.loads(path.read_text())["annotator_agreement"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise ConfigError(f"pairs.annotator_weights=agreement: expected the validate stage's {path} with an "
+                          f"'annotator_agreement' object ({type(exc).__name__}: {exc})") from exc
+    return annotator_vote_weights(agreement)
+
+
+def _row_weights(table: pa.Table, annotator_weight: dict[str, float] | None) -> np.ndarray:
+    """Each ranking row's annotator weight (1 for an annotator not in ``annotator_weight``)."""
+    if annotator_weight is None:
+        return np.ones(table.num_rows)
+    codes = pc.dictionary_encode(table["annotator_id"].combine_chunks())
+    names = codes.dictionary.to_pylist()
+    weight_of = np.array([annotator_weight.get(name, 1.0) for name in names] + [1.0])  # last: a null annotator
+    index = pc.fill_null(codes.indices, len(names)).to_numpy(zero_copy_only=False)
+    return weight_of[index]
+
+
+def aggregate_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig, responses: pa.Table | None = None,
+                    annotator_weight: dict[str, float] | None = None) -> tuple[pa.Table, dict, np.ndarray]:
+    """:func:`build_pairs`, with each vote weighted by its annotator's weight (``annotator_weight``, module
+    docstring; None: every vote 1), and the pairs' vote weights ``Σ w`` (the utility fit's vote counts)."""
     config.check()
     ranking = key_codes(rankings["ranking_id"])
     order = np.argsort(ranking, kind="stable")
@@ -172,8 +227,12 @@ def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig,
     key = response[a] * n_responses + response[b]
     uniq, first_index, inverse = np.unique(key, return_index=True, return_inverse=True)
     n_votes = np.bincount(inverse, minlength=uniq.size)
-    margin_mean = np.bincount(inverse, weights=margin, minlength=uniq.size) / np.maximum(n_votes, 1)
-    p = np.bincount(inverse, weights=vote, minlength=uniq.size) / np.maximum(n_votes, 1)
+    weight = _row_weights(table, annotator_weight)[a]
+    weighed = np.bincount(inverse, weights=weight, minlength=uniq.size) > 0
+    weight = np.where(weighed[inverse], weight, 1.0)  # a pair whose every vote weighs 0: the plain share
+    vote_weight = np.bincount(inverse, weights=weight, minlength=uniq.size)
+    margin_mean = np.bincount(inverse, weights=weight * margin, minlength=uniq.size) / np.maximum(vote_weight, 1e-300)
+    p = np.bincount(inverse, weights=weight * vote, minlength=uniq.size) / np.maximum(vote_weight, 1e-300)
 
     rows_a, rows_b = a[first_index], b[first_index]
     flip = p < 0.5
@@ -201,7 +260,7 @@ def build_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig,
         schema=schema.PAIRS,
     )
     counts = {"comparisons": n_comparisons, "ties_dropped": ties_dropped}
-    return pairs, counts
+    return pairs, counts, vote_weight
 
 
 def _lookup_category(prompt_ids: pa.ChunkedArray | pa.Array, prompts: pa.Table) -> pa.Array:
@@ -242,25 +301,31 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | No
     n_rankings = pq.read_metadata(files["rankings"]).num_rows
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_split(out_dir, TARGETS)  # a stale fit of an earlier run
+    weights = read_annotator_weights(in_dir) if config.annotator_weights == "agreement" else None
     with PromptBuckets(files, columns, n_rankings, shards=shards) as buckets:
         if buckets.single:
             tables = next(iter(buckets))
-            pairs, counts = build_pairs(tables["rankings"], tables["prompts"], config, tables["responses"])
-            del tables
+            pairs, counts, vote_weight = aggregate_pairs(tables["rankings"], tables["prompts"], config,
+                                                         tables["responses"], weights)
             for split in schema.SPLITS:
                 write_split(pairs.filter(pc.equal(pairs["split"], split)), out_dir, split)
             metrics = pairs_metrics(pairs, counts)
             if config.targets != "none":
-                metrics["targets"] = write_targets(pairs, in_dir, out_dir, config)
+                targets, metrics["targets"] = fit_pair_targets(pairs, tables["responses"], vote_weight, config)
+                write_split(targets, out_dir, TARGETS)
+            del tables
         else:
-            metrics = _bucketed_pairs(buckets, out_dir, config)
+            metrics = _bucketed_pairs(buckets, out_dir, config, weights)
+    if weights is not None:
+        metrics["annotator_weights"] = weights
     for name in ("prompts", "responses"):
         copy_table(in_dir / schema.TABLE_FILES[name], out_dir / schema.TABLE_FILES[name])
     write_json(metrics, out_dir / "metrics.json")
     return metrics
 
 
-def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig) -> dict:
+def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig,
+                    weights: dict[str, float] | None) -> dict:
     """:func:`build_pairs` (and the utility fit) per prompt bucket: bucket ``i``'s pairs of each split are the
     split's part ``i``, and its targets are part ``i`` of ``targets/``; the metrics of :func:`pairs_metrics` from
     sums over the buckets (a prompt's comparisons, pairs, split and utilities are all in its bucket).
@@ -275,7 +340,8 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig) 
     standard_errors: list[np.ndarray] = []
 
     for index, tables in enumerate(buckets):
-        pairs, counts = build_pairs(tables["rankings"], tables["prompts"], config, tables["responses"])
+        pairs, counts, vote_weight = aggregate_pairs(tables["rankings"], tables["prompts"], config,
+                                                     tables["responses"], weights)
         part = pairs_metrics(pairs, counts)
         for split in schema.SPLITS:
             write_split(pairs.filter(pc.equal(pairs["split"], split)), out_dir, split, part=index)
@@ -288,8 +354,7 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig) 
         label_sum += float(np.sum(pairs["label"].to_numpy(zero_copy_only=False), dtype=np.float64))
         votes_sum += float(np.sum(pairs["n_votes"].to_numpy(zero_copy_only=False), dtype=np.float64))
         if config.targets != "none":
-            targets, stats = fit_targets(pairs, tables["responses"], config.targets, config.target_prior_sd,
-                                         config.target_prior_centre)
+            targets, stats = fit_pair_targets(pairs, tables["responses"], vote_weight, config)
             write_split(targets, out_dir, TARGETS, part=index)
             fits.append(stats)
             standard_errors.append(targets["se"].to_numpy())
@@ -313,15 +378,12 @@ def anchor_columns(in_dir: Path) -> list[str]:
     return ["response_id", *(["is_anchor"] if "is_anchor" in names else [])]
 
 
-def write_targets(pairs: pa.Table, in_dir: Path, out_dir: Path, config: PairsConfig) -> dict:
-    """Fit the per-response utilities of ``pairs`` (anchors from ``responses.is_anchor`` when present),
-    write them as ``targets/part-000.parquet``; returns the fit statistics (no timings: the metrics stay
-    byte-identical on a rerun)."""
-    responses = read_table(in_dir / schema.TABLE_FILES["responses"], columns=anchor_columns(in_dir))
-    targets, stats = fit_targets(pairs, responses, config.targets, config.target_prior_sd,
-                                 config.target_prior_centre)
-    write_split(targets, out_dir, TARGETS)
-    return stats
+def fit_pair_targets(pairs: pa.Table, responses: pa.Table, vote_weight: np.ndarray,
+                     config: PairsConfig) -> tuple[pa.Table, dict]:
+    """The per-response utilities of ``pairs`` (anchors from ``responses.is_anchor`` when present; ``Σ w`` votes
+    per pair) and the fit statistics (no timings: the metrics stay byte-identical on a rerun)."""
+    return fit_targets(pairs, responses, config.targets, config.target_prior_sd, config.target_prior_centre,
+                       votes=vote_weight)
 
 
 def write_pairs_rows(out_dir: Path, prompts: list[dict], responses: list[dict], pairs: list[dict]) -> Path:

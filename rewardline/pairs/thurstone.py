@@ -277,10 +277,12 @@ def _centre_and_errors(u: np.ndarray, hess: np.ndarray, lay: _Blocks, anchor: np
 
 
 def fit_targets(pairs: pa.Table, responses: pa.Table | None = None, model: str = "thurstone",
-                prior_sd: float = 2.0, prior_centre: PriorCentre = "prompt") -> tuple[pa.Table, dict]:
+                prior_sd: float = 2.0, prior_centre: PriorCentre = "prompt",
+                votes: np.ndarray | None = None) -> tuple[pa.Table, dict]:
     """The ``TARGETS`` table (one row per response in ``pairs``) and fit statistics.
 
-    ``responses`` may carry the optional boolean ``is_anchor``; absent: no prompt is anchored.
+    ``responses`` may carry the optional boolean ``is_anchor``; absent: no prompt is anchored. ``votes``: each
+    row's vote count ``n`` (default its ``n_votes``; the annotator-weighted ``Σ w`` of ``pairs.annotator_weights``).
     The link is stored in the table's schema metadata (``link``: probit | logit).
     """
     link = LINKS[model]
@@ -297,7 +299,9 @@ def fit_targets(pairs: pa.Table, responses: pa.Table | None = None, model: str =
         anchor_ids = responses.filter(pc.fill_null(responses["is_anchor"], False))["response_id"]
         anchor = np.asarray(pc.is_in(response_ids, value_set=anchor_ids.combine_chunks()), bool)
     label = pairs["label"].to_numpy(zero_copy_only=False).astype(np.float64)
-    votes = pairs["n_votes"].to_numpy(zero_copy_only=False).astype(np.float64)
+    if votes is None:
+        votes = pairs["n_votes"].to_numpy(zero_copy_only=False)
+    votes = np.asarray(votes, np.float64)
     fit = fit_utilities(item_prompt, codes[:n_rows], codes[n_rows:], label * votes, votes, anchor, link, prior_sd,
                         prior_centre=prior_centre)
     order = np.lexsort((np.arange(first.size), item_prompt))
