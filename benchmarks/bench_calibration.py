@@ -23,7 +23,10 @@ Models (MiniLM-L6, same steps, seed and data; ``train.objective``):
   and u_anchor = 0), nothing fitted. The prompt's level, which one response cannot show, cancels in Δ.
   ``+anchor+sd``: ``q = Φ(Δ / √(1 + 2s²))``, s the model's ``residual_sd`` (Δ's error is the difference of two
   responses' errors, sd s√2 if independent); ``+anchor+valsd``: s√2 replaced by the scale fitted on the val
-  anchor comparisons' Δ (:func:`fit_scale_on_val`).
+  anchor comparisons' Δ (:func:`fit_scale_on_val`); ``+anchor+valmap``: ``q = F(a·Δ + b)`` (F = Φ, or σ for
+  ``bt``), slope and offset fitted by maximum likelihood on the val anchor comparisons (:func:`fit_map_on_val`),
+  which also reports the 5-fold cross-validated val NLL (folds by prompt) of the map against the unfitted
+  ``F(Δ)`` (``F(Δ/T)`` for ``bt``): the rule for whether evaluate should fit such a map.
 
 Columns, on the *test* split only: pairwise accuracy over all test pairs (ties skipped, soft labels as
 in evaluate), absolute ECE (15 bins), Brier and AUROC on the test anchor comparisons, each with a 95 %
@@ -50,12 +53,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROWS = ("bt+logistic", "bt+isotonic", "bt+anchor", "thurstone", "thurstone+sd", "thurstone+valsd",
-        "thurstone+anchor", "thurstone+anchor+sd", "thurstone+anchor+valsd", "bt+thurstone", "bt+thurstone+sd",
-        "bt+thurstone+anchor", "bt+thurstone+anchor+sd", "bt+thurstone+anchor+valsd")
+ROWS = ("bt+logistic", "bt+isotonic", "bt+anchor", "bt+anchor+valmap", "thurstone", "thurstone+sd", "thurstone+valsd",
+        "thurstone+anchor", "thurstone+anchor+sd", "thurstone+anchor+valsd", "thurstone+anchor+valmap", "bt+thurstone",
+        "bt+thurstone+sd", "bt+thurstone+anchor", "bt+thurstone+anchor+sd", "bt+thurstone+anchor+valsd",
+        "bt+thurstone+anchor+valmap")
 OBJECTIVE_OF_ROW = {row: ("bt+thurstone" if row.startswith("bt+thurstone") else row.split("+")[0]) for row in ROWS}
 NEEDS_VAL = ("bt+logistic", "bt+isotonic", "bt+anchor", "thurstone+valsd", "thurstone+anchor+valsd",
-             "bt+thurstone+anchor+valsd")
+             "bt+thurstone+anchor+valsd", *(row for row in ROWS if row.endswith("+valmap")))
 TSV_COLUMNS = ("date", "row", "seed", "split", "steps", "max_length", "lr", "prior_sd", "pointwise_weight",
                "accuracy", "accuracy_ci", "ece", "ece_ci", "brier", "brier_ci", "brier_skill", "auroc", "auroc_ci",
                "n_pairs", "n_anchor", "n_prompts", "train_s", "load_avg", "residual_sd", "target_centre")
@@ -167,6 +171,37 @@ def fit_scale_on_val(reward: np.ndarray, label: np.ndarray) -> float:
     return float(best.x) if best.fun < nll(0.0) else 0.0
 
 
+def _nll(q: np.ndarray, y: np.ndarray) -> float:
+    q = np.clip(q, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
+
+
+def fit_map_on_val(delta: np.ndarray, label: np.ndarray, prompts: np.ndarray, link: str, scale: float = 1.0,
+                   folds: int = 5) -> dict:
+    """``(a, b)`` of ``q = F(a·Δ + b)`` by maximum likelihood of the val anchor comparisons' soft labels (F = Φ for
+    probit, σ for logit; start ``a = 1/scale``), and the ``folds``-fold cross-validated val NLL by prompt of the
+    map and of the unfitted ``F(Δ / scale)`` (prompts permuted with seed 0)."""
+    from scipy.optimize import minimize
+    from scipy.special import expit, ndtr
+
+    cdf = ndtr if link == "probit" else expit
+
+    def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return minimize(lambda ab: _nll(cdf(ab[0] * x + ab[1]), y), [1.0 / scale, 0.0], method="Nelder-Mead").x
+
+    unique = np.unique(prompts)
+    np.random.default_rng(0).shuffle(unique)
+    cv_map = cv_raw = 0.0
+    for held in np.array_split(unique, folds):
+        out = np.isin(prompts, held)
+        a, b = fit(delta[~out], label[~out])
+        cv_map += _nll(cdf(a * delta[out] + b), label[out]) * out.sum()
+        cv_raw += _nll(cdf(delta[out] / scale), label[out]) * out.sum()
+    a, b = fit(delta, label)
+    return {"slope": float(a), "offset": float(b), "cv_nll_map": cv_map / delta.size,
+            "cv_nll_unfitted": cv_raw / delta.size, "cdf": cdf}
+
+
 def win_probabilities(row: str, test, val, link: str | None, residual_sd: float = 0.0,
                       temperature: float = 1.0) -> np.ndarray:
     """``q`` of each anchor comparison of the evaluated split, by the row's method (module docstring)."""
@@ -176,6 +211,9 @@ def win_probabilities(row: str, test, val, link: str | None, residual_sd: float 
     from rewardline.evaluation.absolute import fit_logistic_map
     from rewardline.modeling.score import win_probability
 
+    if row.endswith("+anchor+valmap"):
+        fitted = valmap(row, val, link, temperature)
+        return fitted["cdf"](fitted["slope"] * (test.reward - test.anchor_reward) + fitted["offset"])
     if row == "bt+anchor":
         return expit((test.reward - test.anchor_reward) / temperature)
     if row.startswith(("thurstone", "bt+thurstone")):
@@ -190,6 +228,13 @@ def win_probabilities(row: str, test, val, link: str | None, residual_sd: float 
     return iso.fit(val.reward, val.label).predict(test.reward)
 
 
+def valmap(row: str, val, link: str | None, temperature: float) -> dict:
+    """:func:`fit_map_on_val` for a ``+anchor+valmap`` row: logit with the pairwise ``T`` for bt, else probit."""
+    bt = OBJECTIVE_OF_ROW[row] == "bt"
+    return fit_map_on_val(val.reward - val.anchor_reward, val.label, val.prompt_ids, "logit" if bt else link,
+                          temperature if bt else 1.0)
+
+
 def row_scale(row: str, val, residual_sd: float) -> float:
     """The s a row applies in Φ(x / √(1 + s²)) (0: none)."""
     if row.endswith("+valsd"):
@@ -200,15 +245,31 @@ def row_scale(row: str, val, residual_sd: float) -> float:
     return 0.0
 
 
+def scored_splits(model_dir: Path, pairs_dir: Path, splits: tuple[str, ...]) -> dict[str, tuple]:
+    """Per split: (pairs, reward_a, reward_b) of :func:`rewardline.evaluation.run.score_pairs`; the rewards are
+    cached beside the model (``bench_scores-<data>.npz``), so further rows on a cached model cost no scoring."""
+    from rewardline.data.tables import read_split
+    from rewardline.evaluation.run import score_pairs
+
+    cache = model_dir / f"bench_scores-{pairs_dir.parent.name}.npz"
+    held = dict(np.load(cache)) if cache.exists() else {}
+    missing = tuple(s for s in splits if f"{s}_a" not in held)
+    if missing:
+        for split, (_, reward_a, reward_b, *_) in score_pairs(model_dir, pairs_dir, missing).items():
+            held[f"{split}_a"], held[f"{split}_b"] = reward_a, reward_b
+        np.savez(cache, **held)
+    return {s: (read_split(pairs_dir, s), held[f"{s}_a"], held[f"{s}_b"]) for s in splits}
+
+
 def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str, samples: int) -> dict[str, dict]:
     """Each row's accuracy, ECE, Brier, Brier skill and AUROC with prompt-bootstrap CIs on ``split``."""
     from rewardline.evaluation.absolute import anchor_comparisons, calibration_of
     from rewardline.evaluation.calibration import fit_temperature
     from rewardline.evaluation.metrics import accuracy_with_ci
-    from rewardline.evaluation.run import anchor_ids, model_calibration, score_pairs
+    from rewardline.evaluation.run import anchor_ids, model_calibration
 
     needs_val = any(row in NEEDS_VAL for row in rows)  # the BT maps fit on val
-    scored = score_pairs(model_dir, pairs_dir, tuple(dict.fromkeys(("val",) * needs_val + (split,))))
+    scored = scored_splits(model_dir, pairs_dir, tuple(dict.fromkeys(("val",) * needs_val + (split,))))
     anchors = anchor_ids(pairs_dir)
     val = anchor_comparisons(*scored["val"][:3], anchors) if needs_val else None
     temperature = 1.0  # of σ((r_a − r_b) / T), fitted on every val pair (bt+anchor)
@@ -231,6 +292,8 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
                     **{k: details[k] for k in ("ece", "ece_ci", "brier", "brier_ci", "brier_skill", "auroc",
                                                "base_rate")},
                     "residual_sd": row_scale(row, val, residual_sd),
+                    **({k: v for k, v in valmap(row, val, link, temperature).items() if k != "cdf"}
+                       if row.endswith("+valmap") else {}),
                     "auroc_ci": list(prompt_bootstrap_auroc(q_clipped, held_out.label, held_out.prompt_ids,
                                                             samples, 0))}
     return out
