@@ -38,7 +38,9 @@ a perceives ``u + e_a`` (noise sd σ_a, the utilities' spread τ), ρ_a ∝ corr
 and the Fisher information one probit vote carries about a utility difference is ∝ 1/(τ² + σ_a²)
 relative to the same scale, i.e. ∝ ρ_a². The aggregated label becomes ``p = Σ w·v / Σ w`` (the plain
 share where every vote on the pair weighs 0) and the utility fit counts ``Σ w`` votes on the pair, not
-``n_votes`` (which stays the number of votes).
+``n_votes`` (which stays the number of votes). Only the pairs stage (:func:`run_pairs`) weighs votes, since it
+reads validate's agreement; :func:`build_pairs` on a batch of its own (the retrain flow's fresh labelled batch,
+``rewardline evaluate`` on a raw source) counts every vote 1.
 
 Targets (``pairs.targets: thurstone | bt``, default ``none``): per-response utilities fitted
 per prompt to all of its comparisons (:mod:`rewardline.pairs.thurstone`), written to
