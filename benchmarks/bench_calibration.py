@@ -176,6 +176,20 @@ def _nll(q: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
 
 
+def ece_floor(q: np.ndarray, draws: int = 500, seed: int = 0) -> float:
+    """Mean ECE of a *perfectly calibrated* predictor with these ``q`` on this many comparisons: labels drawn
+    ``y ~ Bernoulli(q)``, ECE as reported (15 bins), averaged over ``draws``. The sampling floor of the metric
+    (the judge's soft labels vary less than 0/1 ones, so for them the floor is somewhat lower)."""
+    from scipy.special import logit
+
+    from rewardline.evaluation.calibration import calibration_metrics
+
+    q = np.clip(q, 1e-6, 1 - 1e-6)
+    rng = np.random.default_rng(seed)
+    return float(np.mean([calibration_metrics(logit(q), rng.binomial(1, q).astype(np.float64)).ece
+                          for _ in range(draws)]))
+
+
 def fit_map_on_val(delta: np.ndarray, label: np.ndarray, prompts: np.ndarray, link: str, scale: float = 1.0,
                    folds: int = 5) -> dict:
     """``(a, b)`` of ``q = F(a·Δ + b)`` by maximum likelihood of the val anchor comparisons' soft labels (F = Φ for
@@ -291,7 +305,7 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
                     "n_pairs": accuracy.n_pairs, "n_prompts": accuracy.n_prompts, "n_anchor": details["n"],
                     **{k: details[k] for k in ("ece", "ece_ci", "brier", "brier_ci", "brier_skill", "auroc",
                                                "base_rate")},
-                    "residual_sd": row_scale(row, val, residual_sd),
+                    "residual_sd": row_scale(row, val, residual_sd), "ece_floor": ece_floor(q),
                     **({k: v for k, v in valmap(row, val, link, temperature).items() if k != "cdf"}
                        if row.endswith("+valmap") else {}),
                     "auroc_ci": list(prompt_bootstrap_auroc(q_clipped, held_out.label, held_out.prompt_ids,
