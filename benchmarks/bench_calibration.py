@@ -158,20 +158,20 @@ def prompt_bootstrap_auroc(q: np.ndarray, y: np.ndarray, prompts: np.ndarray, sa
 
 
 def fit_scale_on_val(reward: np.ndarray, label: np.ndarray) -> float:
-    """``s = argmin_{s ≥ 0} −Σ [y log q + (1 − y) log(1 − q)]``, ``q = Φ(r / √(1 + s²))``, on the val anchor
+    """``s = argmin_{s ≥ 0} −mean[y log q + (1 − y) log(1 − q)]``, ``q = Φ(r / √(1 + s²))``, on the val anchor
     comparisons (bounded scalar search on [0, 20], kept only when it beats s = 0)."""
     from scipy.optimize import minimize_scalar
     from scipy.special import ndtr
 
     def nll(s: float) -> float:
-        q = np.clip(ndtr(reward / np.sqrt(1.0 + s * s)), 1e-12, 1 - 1e-12)
-        return float(-(label * np.log(q) + (1 - label) * np.log(1 - q)).sum())
+        return _nll(ndtr(reward / np.sqrt(1.0 + s * s)), label)
 
     best = minimize_scalar(nll, bounds=(0.0, 20.0), method="bounded")
     return float(best.x) if best.fun < nll(0.0) else 0.0
 
 
 def _nll(q: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of soft labels ``y`` under ``q`` (clipped to [1e-12, 1 − 1e-12])."""
     q = np.clip(q, 1e-12, 1 - 1e-12)
     return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
 
@@ -225,9 +225,6 @@ def win_probabilities(row: str, test, val, link: str | None, residual_sd: float 
     from rewardline.evaluation.absolute import fit_logistic_map
     from rewardline.modeling.score import win_probability
 
-    if row.endswith("+anchor+valmap"):
-        fitted = valmap(row, val, link, temperature)
-        return fitted["cdf"](fitted["slope"] * (test.reward - test.anchor_reward) + fitted["offset"])
     if row == "bt+anchor":
         return expit((test.reward - test.anchor_reward) / temperature)
     if row.startswith(("thurstone", "bt+thurstone")):
@@ -298,7 +295,11 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
     link, residual_sd = calibration["link"], calibration["residual_sd"]
     out = {}
     for row in rows:
-        q = win_probabilities(row, held_out, val, link, residual_sd, temperature)
+        fitted = valmap(row, val, link, temperature) if row.endswith("+valmap") else {}
+        if fitted:  # q = F(a·Δ + b), the map fitted on val
+            q = fitted.pop("cdf")(fitted["slope"] * (held_out.reward - held_out.anchor_reward) + fitted["offset"])
+        else:
+            q = win_probabilities(row, held_out, val, link, residual_sd, temperature)
         details, _ = calibration_of(q, held_out.label, held_out.prompt_ids, samples)
         q_clipped = np.clip(q, 1e-12, 1 - 1e-12)
         out[row] = {"accuracy": accuracy.accuracy, "accuracy_ci": [accuracy.ci_low, accuracy.ci_high],
@@ -306,8 +307,7 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
                     **{k: details[k] for k in ("ece", "ece_ci", "brier", "brier_ci", "brier_skill", "auroc",
                                                "base_rate")},
                     "residual_sd": row_scale(row, val, residual_sd), "ece_floor": ece_floor(q),
-                    **({k: v for k, v in valmap(row, val, link, temperature).items() if k != "cdf"}
-                       if row.endswith("+valmap") else {}),
+                    **fitted,
                     "auroc_ci": list(prompt_bootstrap_auroc(q_clipped, held_out.label, held_out.prompt_ids,
                                                             samples, 0))}
     return out

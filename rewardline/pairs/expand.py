@@ -232,9 +232,9 @@ def aggregate_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig, 
     weight = _row_weights(table, annotator_weight)[a]
     weighed = np.bincount(inverse, weights=weight, minlength=uniq.size) > 0
     weight = np.where(weighed[inverse], weight, 1.0)  # a pair whose every vote weighs 0: the plain share
-    vote_weight = np.bincount(inverse, weights=weight, minlength=uniq.size)
-    margin_mean = np.bincount(inverse, weights=weight * margin, minlength=uniq.size) / np.maximum(vote_weight, 1e-300)
-    p = np.bincount(inverse, weights=weight * vote, minlength=uniq.size) / np.maximum(vote_weight, 1e-300)
+    vote_weight = np.bincount(inverse, weights=weight, minlength=uniq.size)  # > 0: every pair has a vote
+    margin_mean = np.bincount(inverse, weights=weight * margin, minlength=uniq.size) / vote_weight
+    p = np.bincount(inverse, weights=weight * vote, minlength=uniq.size) / vote_weight
 
     rows_a, rows_b = a[first_index], b[first_index]
     flip = p < 0.5
