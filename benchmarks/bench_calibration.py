@@ -321,11 +321,11 @@ def target_diagnostic(pairs_dir: Path, samples: int) -> dict:
     import pyarrow.compute as pc
     from scipy.special import ndtr
 
-    from rewardline.data.tables import TARGETS, read_split, read_table, split_path
+    from rewardline.data.tables import TARGETS, read_split, read_table, table_path
     from rewardline.evaluation.absolute import anchor_comparisons, calibration_of
     from rewardline.evaluation.run import anchor_ids
 
-    targets = read_table(split_path(pairs_dir, TARGETS), columns=["response_id", "utility"])
+    targets = read_table(table_path(pairs_dir, TARGETS), columns=["response_id", "utility"])
     val = read_split(pairs_dir, "val")
     index = {r: u for r, u in zip(targets["response_id"].to_pylist(), targets["utility"].to_numpy(), strict=True)}
     ua = np.array([index[r] for r in val["response_a_id"].to_pylist()])
@@ -353,9 +353,9 @@ def judge_probabilities(validated: Path, anchors) -> dict[str, float]:
     (AlpacaEval: ``preference − 1``), read from the validated rankings (whatever ``pairs.anchor_labels``)."""
     import pyarrow.compute as pc
 
-    from rewardline.data.tables import read_table
+    from rewardline.data.tables import read_table, table_path
 
-    rankings = read_table(validated / "rankings.parquet", columns=["ranking_id", "response_id", "score"])
+    rankings = read_table(table_path(validated, "rankings"), columns=["ranking_id", "response_id", "score"])
     rid = np.asarray(rankings["ranking_id"].to_pylist(), object)
     is_anchor = np.asarray(pc.is_in(rankings["response_id"], value_set=anchors), bool)
     _, code, size = np.unique(rid, return_inverse=True, return_counts=True)

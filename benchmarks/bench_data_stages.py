@@ -85,11 +85,11 @@ def time_target_fit(pairs_dir: Path, model: str) -> float:
     """Seconds of the utility fit alone (``fit_targets`` on the pairs the stage wrote), for the report."""
     import pyarrow as pa
 
-    from rewardline.data.tables import read_split, read_table
+    from rewardline.data.tables import read_split, read_table, table_path
     from rewardline.pairs.thurstone import fit_targets
 
     pairs = pa.concat_tables(read_split(pairs_dir, split) for split in ("train", "val", "test"))
-    responses = read_table(pairs_dir / "responses.parquet", columns=["response_id"])
+    responses = read_table(table_path(pairs_dir, "responses"), columns=["response_id"])
     start = time.perf_counter()
     fit_targets(pairs, responses, model)
     return time.perf_counter() - start

@@ -89,9 +89,8 @@ def pairs_settings() -> dict[str, Any]:
 
 def prepare(n: int, workdir: Path) -> dict[str, Any]:
     """Generate the source and run the project's ingest + validate on it (the engines' input)."""
-    import pyarrow.parquet as pq
-
     from rewardline.data.ingest import IngestConfig, Source, run_ingest
+    from rewardline.data.tables import table_path, table_rows
     from rewardline.validation.validate import ValidateConfig, run_validate
 
     source = workdir / "source" / "rankings.parquet"
@@ -105,7 +104,7 @@ def prepare(n: int, workdir: Path) -> dict[str, Any]:
     info = {"rankings": n, "generation_s": round(generation_s, 2), "ingest_s": round(ingest_s, 2),
             "validate_s": round(validate_s, 2), "rows_in": ingest["rows_in"], "rows_ok": ingest["rows_ok"],
             "rows_quarantined": ingest["rows_quarantined"], "krippendorff_alpha": validate["krippendorff_alpha"],
-            "validated_rankings_rows": pq.read_metadata(workdir / "validated" / "rankings.parquet").num_rows,
+            "validated_rankings_rows": table_rows(table_path(workdir / "validated", "rankings")),
             "source_mb": round(source.stat().st_size / 1e6, 1)}
     shutil.rmtree(workdir / "ingested")
     (workdir / "prepared.json").write_text(json.dumps(info, indent=2))
@@ -115,14 +114,23 @@ def prepare(n: int, workdir: Path) -> dict[str, Any]:
 # --- the three engines -------------------------------------------------------------------------------------
 
 
+def parquet_glob(stage_dir: Path, name: str) -> str:
+    """Table ``name`` of a stage directory as DuckDB's ``read_parquet`` and Polars' ``scan_parquet`` take it: the
+    glob of its parts (``name/*.parquet``), or the one file of an older layout."""
+    from rewardline.data.tables import table_path
+
+    path = table_path(stage_dir, name)
+    return str(path / "*.parquet") if path.is_dir() else str(path)
+
+
 def run_rewardline(validated: Path, out: Path, **_: Any) -> dict[str, Any]:
     import pyarrow
-    import pyarrow.parquet as pq
 
     from rewardline.data.buckets import ROWS_PER_BUCKET
+    from rewardline.data.tables import copy_table, table_path, table_rows
     from rewardline.pairs.expand import run_pairs
 
-    rows = pq.read_metadata(validated / "rankings.parquet").num_rows
+    rows = table_rows(table_path(validated, "rankings"))
     config = pairs_config()
     before = gib()
     start = time.perf_counter()
@@ -132,8 +140,8 @@ def run_rewardline(validated: Path, out: Path, **_: Any) -> dict[str, Any]:
     start = time.perf_counter()  # the copy of prompts / responses run_pairs does, timed alone (page cache warm)
     scratch = out.parent / "rewardline-copy-check"
     scratch.mkdir(exist_ok=True)
-    for name in ("prompts.parquet", "responses.parquet"):
-        shutil.copyfile(validated / name, scratch / name)
+    for name in ("prompts", "responses"):
+        copy_table(validated, scratch, name)
     copy_s = time.perf_counter() - start
     shutil.rmtree(scratch)
     return {"wall_s": wall, "peak_rss_gib": peak, "rss_gib_before_step": before, "copy_s": round(copy_s, 3),
@@ -173,7 +181,7 @@ def run_duckdb(validated: Path, out: Path, threads: int, memory_limit: str, **_:
     settings = pairs_settings()
     temp, profile = out.parent / "duckdb-tmp", out.parent / "duckdb-profile.json"
     query = DUCKDB_QUERY.format(
-        rankings=validated / "rankings.parquet", prompts=validated / "prompts.parquet", out=out,
+        rankings=parquet_glob(validated, "rankings"), prompts=parquet_glob(validated, "prompts"), out=out,
         salt=settings["split_salt"], train=settings["train_fraction"],
         train_val=settings["train_fraction"] + settings["val_fraction"])
     before = gib()
@@ -207,7 +215,7 @@ def run_polars(validated: Path, out: Path, threads: int, **_: Any) -> dict[str, 
     train, train_val = settings["train_fraction"], settings["train_fraction"] + settings["val_fraction"]
     before = gib()
     start = time.perf_counter()
-    rankings = pl.scan_parquet(validated / "rankings.parquet").select("ranking_id", "prompt_id", "response_id",
+    rankings = pl.scan_parquet(parquet_glob(validated, "rankings")).select("ranking_id", "prompt_id", "response_id",
                                                                        "rank")
     other = rankings.select("ranking_id", pl.col("response_id").alias("b"), pl.col("rank").alias("rank_b"))
     votes = (
@@ -219,7 +227,7 @@ def run_polars(validated: Path, out: Path, threads: int, **_: Any) -> dict[str, 
     agg = votes.group_by("prompt_id", "a", "b").agg((pl.col("v").sum() / pl.len()).alias("p"), pl.len().alias("n"))
     flip = pl.col("p") < 0.5
     u = (pl.lit(settings["split_salt"]) + pl.col("prompt_id")).hash().cast(pl.Float64) / 2.0**64
-    prompts = pl.scan_parquet(validated / "prompts.parquet").select("prompt_id", "category")
+    prompts = pl.scan_parquet(parquet_glob(validated, "prompts")).select("prompt_id", "category")
     pairs = (
         agg.select(
             "prompt_id",
@@ -273,7 +281,7 @@ def check(workdir: Path, engines: list[str], full: bool) -> dict[str, Any]:
     con.execute("SET threads = 2")
     con.execute("SET memory_limit = '6GB'")
     con.execute(f"SET temp_directory = '{workdir / 'check-tmp'}'")
-    rankings = workdir / "validated" / "rankings.parquet"
+    rankings = parquet_glob(workdir / "validated", "rankings")
     columns = "prompt_id, response_a_id, response_b_id, label, n_votes, margin, category"
     if "rewardline" not in engines and (workdir / "out" / "rewardline" / "train").is_dir():
         engines = ["rewardline", *engines]  # the reference: rewardline's output of an earlier run in this workdir

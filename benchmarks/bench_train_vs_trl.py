@@ -43,10 +43,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
-import pyarrow.parquet as pq
 import torch
 
-from rewardline.data.tables import read_split, write_split
+from rewardline.data.tables import read_split, write_part
 from rewardline.pairs.expand import write_pairs_rows
 
 
@@ -128,10 +127,10 @@ def build_main_job_like(alpaca: Path, hh: Path, root: Path) -> Path:
     s = build_alpaca(alpaca, root / "_s", k=8)
     h = build_hh(hh, root / "_h")
     tables: dict[str, list[pa.Table]] = {}
-    keep = set(pq.read_table(s / "prompts.parquet").column("prompt_id").to_pylist()[:200])
+    keep = set(read_split(s, "prompts").column("prompt_id").to_pylist()[:200])
     for src, prefix in ((a, ""), (h, ""), (s, "syn-")):
         for name in ("prompts", "responses", "train", "val", "test"):
-            t = pq.read_table(src / f"{name}.parquet") if name in ("prompts", "responses") else read_split(src, name)
+            t = read_split(src, name)
             if prefix:
                 t = t.filter(pa.compute.is_in(t.column("prompt_id"), pa.array(sorted(keep))))
                 for col in ("prompt_id", "response_id", "response_a_id", "response_b_id"):
@@ -142,10 +141,7 @@ def build_main_job_like(alpaca: Path, hh: Path, root: Path) -> Path:
     out = root / "main_job"
     out.mkdir(parents=True, exist_ok=True)
     for name, parts in tables.items():
-        if name in ("prompts", "responses"):
-            pq.write_table(pa.concat_tables(parts), out / f"{name}.parquet")
-        else:
-            write_split(pa.concat_tables(parts), out, name)
+        write_part(pa.concat_tables(parts), out, name)
     return out
 
 

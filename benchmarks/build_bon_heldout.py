@@ -21,7 +21,8 @@ import json
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from rewardline.data.tables import read_table, table_path
 
 FIELDS = ("id", "instruction", "dataset", "output_1", "generator_1", "output_2", "generator_2", "preference",
           "annotator")
@@ -29,10 +30,8 @@ FIELDS = ("id", "instruction", "dataset", "output_1", "generator_1", "output_2",
 
 def train_prompts(pairs_dir: Path) -> set[str]:
     """Prompt texts of the pairs in ``pairs_dir``'s train split."""
-    split = pairs_dir / "train"  # a partitioned split (a part per prompt bucket), or an older train.parquet
-    split = split if split.is_dir() else pairs_dir / "train.parquet"
-    ids = pq.read_table(split, columns=["prompt_id"]).column("prompt_id")
-    prompts = pq.read_table(pairs_dir / "prompts.parquet", columns=["prompt_id", "prompt"])
+    ids = read_table(table_path(pairs_dir, "train"), columns=["prompt_id"]).column("prompt_id")
+    prompts = read_table(table_path(pairs_dir, "prompts"), columns=["prompt_id", "prompt"])
     return set(prompts.filter(pc.is_in(prompts.column("prompt_id"), value_set=pc.unique(ids)))
                .column("prompt").to_pylist())
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rewardline.cli import app
-from rewardline.data.tables import read_split
+from rewardline.data.tables import read_split, read_table
 
 runner = CliRunner()
 
@@ -55,9 +55,9 @@ def test_ingest_accounts_for_every_record_exactly(corrupted_rankings: Path, tmp_
     assert "K=1" in by_line[4]["reason"]
     assert by_line[5]["field"] == "response" and "empty response" in by_line[5]["reason"]
     assert "duplicate" in by_line[6]["reason"] and f"{corrupted_rankings}:1" in by_line[6]["reason"]
-    rankings = pq.read_table(out / "rankings.parquet")
+    rankings = read_table(out / "rankings")
     assert sorted(set(rankings["origin_line"].to_pylist())) == [1, 2, 7, 8, 9, 10]
-    assert pq.read_table(out / "responses.parquet").num_rows == 3 + 2 + 3 + 2 + 2  # stored once
+    assert read_table(out / "responses").num_rows == 3 + 2 + 3 + 2 + 2  # stored once
 
 
 def test_ingest_gate_fails_with_a_message_naming_the_share(corrupted_rankings: Path, tmp_path: Path):

@@ -21,7 +21,7 @@ import pytest
 from rewardline.data import buckets
 from rewardline.data.ingest import IngestConfig, Source, run_ingest
 from rewardline.data.synthetic import synthetic_rankings_table
-from rewardline.data.tables import parts_of, read_table
+from rewardline.data.tables import copy_table, parts_of, read_table
 from rewardline.pairs.expand import PairsConfig, run_pairs
 from rewardline.validation.validate import ValidateConfig, run_validate
 
@@ -64,12 +64,15 @@ def _close(a: object, b: object, tol: float) -> bool:
     return a == b
 
 
-def _run(source: Path, out: Path, shards: int | None) -> dict[str, dict]:
+def _run(source: Path, out: Path, shards: int | None, later_shards: int | None = -1) -> dict[str, dict]:
+    """The three stages, ingest forced to ``shards`` buckets, validate and pairs to ``later_shards`` (default: the
+    same; None: not forced, so they take ingest's parts as their buckets)."""
+    later = shards if later_shards == -1 else later_shards
     ingest = run_ingest(IngestConfig(sources=[Source(path=str(source), format="rankings")]), out / "ingested",
                         shards=shards)
     validate = run_validate(out / "ingested", out / "validated", ValidateConfig(min_annotator_agreement=0.3,
-                                                                                min_alpha=0.0), shards=shards)
-    pairs = run_pairs(out / "validated", out / "pairs", PairsConfig(targets="thurstone"), shards=shards)
+                                                                                min_alpha=0.0), shards=later)
+    pairs = run_pairs(out / "validated", out / "pairs", PairsConfig(targets="thurstone"), shards=later)
     return {"ingest": ingest, "validate": validate, "pairs": pairs}
 
 
@@ -95,15 +98,15 @@ def test_forced_buckets_give_the_one_bucket_metrics(runs: tuple[Path, dict, Path
     assert math.isclose(targets_four["se_median"], targets_one["se_median"], rel_tol=1e-6)
 
 
-@pytest.mark.parametrize("table", ["ingested/prompts.parquet", "ingested/responses.parquet",
-                                   "ingested/rankings.parquet", "ingested/quarantine.parquet",
-                                   "validated/rankings.parquet", "pairs/train", "pairs/val", "pairs/test",
-                                   "pairs/targets"])
+@pytest.mark.parametrize("table", ["ingested/prompts", "ingested/responses", "ingested/rankings",
+                                   "ingested/quarantine.parquet", "validated/prompts", "validated/responses",
+                                   "validated/rankings", "pairs/prompts", "pairs/responses", "pairs/train",
+                                   "pairs/val", "pairs/test", "pairs/targets"])
 def test_forced_buckets_give_the_one_bucket_tables(runs: tuple[Path, dict, Path, dict], table: str) -> None:
     one_dir, _, four_dir, _ = runs
     one, four = _rows(one_dir / table), _rows(four_dir / table)
     assert one and four == one
-    if table.startswith("pairs/"):  # partitioned: a part per prompt bucket
+    if not table.endswith(".parquet"):  # partitioned: a part per prompt bucket
         assert len(parts_of(one_dir / table)) == 1 and len(parts_of(four_dir / table)) == SHARDS
 
 
@@ -124,12 +127,12 @@ def test_validate_counts_a_fault_outside_the_sample_bucket(tmp_path: Path,
     broken = tmp_path / "ingested"
     broken.mkdir()
     for name in ("prompts", "responses"):
-        (broken / f"{name}.parquet").write_bytes((one_dir / f"ingested/{name}.parquet").read_bytes())
-    rankings = pq.read_table(one_dir / "ingested/rankings.parquet")
+        copy_table(one_dir / "ingested", broken, name)
+    rankings = read_table(one_dir / "ingested/rankings")
     batch = rankings["batch_id"].to_pylist()
     batch[-1] = None
     pq.write_table(rankings.set_column(rankings.schema.get_field_index("batch_id"), "batch_id",
-                                       pa.array(batch, pa.string())), broken / "rankings.parquet")
+                                       pa.array(batch, pa.string())), broken / "rankings.parquet")  # older layout
     for shards in (None, SHARDS):
         metrics = run_validate(broken, tmp_path / f"validated-{shards}", ValidateConfig(min_alpha=0.0), shards=shards)
         assert metrics["expectations_failed"] == 1, shards
@@ -137,6 +140,31 @@ def test_validate_counts_a_fault_outside_the_sample_bucket(tmp_path: Path,
         failure = report["expectations"]["failed"][0]
         assert (failure["expectation"], failure["column"], failure["unexpected_count"]) == (
             "expect_column_values_to_not_be_null", "batch_id", 1)
+
+
+def test_validate_and_pairs_take_ingests_parts_as_their_buckets(tmp_path: Path,
+                                                                 runs: tuple[Path, dict, Path, dict]) -> None:
+    """Ingest in 4 buckets writes 4 prompt-aligned parts per table; validate and pairs, not forced, read part ``i``
+    of each table as bucket ``i`` (nothing re-partitioned) and give the forced run's tables and metrics."""
+    one_dir, _, four_dir, four = runs
+    source = one_dir.parent / "rankings.parquet"  # the runs' source (its path is in the rows' origin_file)
+    files = {name: one_dir / "ingested" / name for name in ("prompts", "responses", "rankings")}
+    assert buckets.PromptBuckets(files, {}, 10**9).parts is None  # one part each: the one-bucket path
+    files = {name: four_dir / "ingested" / name for name in ("prompts", "responses", "rankings")}
+    with buckets.PromptBuckets(files, {}, 10**9) as parted:
+        assert parted.parts is not None and len(parted.parts) == SHARDS and not parted.spills and not parted.single
+    parts = _run(source, tmp_path / "parts", SHARDS, None)
+    assert parts["ingest"] == four["ingest"] and _close(parts["validate"], four["validate"], 1e-9)
+    without_targets = [{k: v for k, v in run["pairs"].items() if k != "targets"} for run in (parts, four)]
+    assert _close(*without_targets, 1e-9) and parts["pairs"]["targets"]["responses"] > 0
+    for table in ("validated/prompts", "validated/rankings", "pairs/responses", "pairs/train", "pairs/targets"):
+        assert _rows(tmp_path / "parts" / table) == _rows(four_dir / table), table
+    for index in range(SHARDS):  # prompt-aligned: part i of every table holds the same prompts
+        prompts = set(pq.read_table(tmp_path / f"parts/validated/prompts/part-00{index}.parquet")["prompt_id"]
+                      .to_pylist())
+        for table in ("validated/rankings", "pairs/train", "pairs/test", "pairs/targets"):
+            held = set(pq.read_table(tmp_path / f"parts/{table}/part-00{index}.parquet")["prompt_id"].to_pylist())
+            assert held <= prompts, (table, index)
 
 
 def test_shard_groups_cover_every_shard_once() -> None:

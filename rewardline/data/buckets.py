@@ -14,9 +14,10 @@ in-memory code on one bucket at a time and adds the buckets' partial results; th
 that of one bucket, not of the data.
 
 Small inputs never spill (:class:`RowSink` holds them until they pass ``rows_per_bucket``): one
-bucket, processed exactly as before. With several buckets a stage's output tables hold the buckets
-one after the other (bucket 0 first), each bucket's rows in the order the single-bucket code gives
-them, so the output is deterministic for a given input, shard count and bucket size.
+bucket, processed exactly as before. With several buckets a stage writes bucket ``i`` as part ``i`` of
+each output table (:mod:`rewardline.data.tables`), its rows in the order the single-bucket code gives
+them, so the output is deterministic for a given input, shard count and bucket size; the next stage
+takes those prompt-aligned parts as its buckets (:class:`PromptBuckets`) instead of spilling again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rewardline.data.hashing import hash64
+from rewardline.data.tables import part_files, read_table, table_schema
 
 #: Shards a spilled table is cut into; buckets are runs of consecutive shards.
 SHARDS = 64
@@ -163,34 +165,48 @@ class RowSink:
 
 def stream_table(path: Path, columns: list[str] | None = None, batch_rows: int = READ_BATCH_ROWS
                  ) -> Iterator[pa.Table]:
-    """The Parquet table at ``path`` in batches of ``batch_rows`` rows (only ``columns`` when given)."""
-    source = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps every row group read so far cached
-    for batch in source.iter_batches(batch_size=batch_rows, columns=columns):
-        yield pa.Table.from_batches([batch])
+    """The Parquet table at ``path`` (a file, or a partitioned folder: part after part) in batches of
+    ``batch_rows`` rows (only ``columns`` when given)."""
+    for file in part_files(path):
+        source = pq.ParquetFile(file, pre_buffer=False)  # pre-buffering keeps every row group read so far cached
+        for batch in source.iter_batches(batch_size=batch_rows, columns=columns):
+            yield pa.Table.from_batches([batch])
 
 
 class PromptBuckets:
     """Stage input tables (each with a ``prompt_id`` column) cut into the same prompt buckets; iterate (as often
     as needed) for one dict of tables per bucket. Use as a context manager: the spill files go on exit.
 
-    ``rows`` (the row count that sizes the buckets: the rankings') at most ``rows_per_bucket`` and no forced
-    ``shards``: one bucket, the whole tables read at once (memory-mapped), as the in-memory stages did."""
+    Three ways, the first that applies:
+
+    * every table partitioned into the same number (> 1) of parts, written prompt-aligned by the stage before
+      (:mod:`rewardline.data.tables`), and no forced ``shards``: bucket ``i`` is part ``i`` of each table, read as
+      it is, with nothing spilled (:attr:`parts`);
+    * ``rows`` (the row count that sizes the buckets: the rankings') at most ``rows_per_bucket`` and no forced
+      ``shards``: one bucket, the whole tables read at once (memory-mapped), as the in-memory stages did;
+    * otherwise the tables are re-partitioned by prompt shard into temporary files (one-file tables of an older
+      layout past ``rows_per_bucket`` rows, or tests forcing ``shards``)."""
 
     def __init__(self, paths: dict[str, Path], columns: dict[str, list[str] | None], rows: int,
                  rows_per_bucket: int = ROWS_PER_BUCKET, shards: int | None = None) -> None:
         self.paths, self.columns = paths, columns
-        self.single = shards is None and rows <= rows_per_bucket
+        files = [part_files(path) for path in paths.values()]
+        aligned = all(path.is_dir() for path in paths.values()) and len({len(f) for f in files}) == 1
+        self.parts: list[dict[str, Path]] | None = None
+        if shards is None and aligned and len(files[0]) > 1:
+            self.parts = [dict(zip(paths, bucket, strict=True)) for bucket in zip(*files, strict=True)]
+        self.single = self.parts is None and shards is None and rows <= rows_per_bucket
         self.count = shards or SHARDS
         self.forced, self.rows_per_bucket = shards is not None, rows_per_bucket
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.spills: dict[str, ShardSpill] = {}
 
     def __enter__(self) -> PromptBuckets:
-        if self.single:
+        if self.single or self.parts is not None:
             return self
         self._tmp = tempfile.TemporaryDirectory(prefix="rewardline-spill-")
         for name, path in self.paths.items():
-            schema = pq.read_schema(path)
+            schema = table_schema(path)
             if self.columns.get(name) is not None:
                 schema = pa.schema([schema.field(c) for c in self.columns[name]])
             spill = self.spills[name] = ShardSpill(Path(self._tmp.name), name, self.count, schema)
@@ -211,9 +227,13 @@ class PromptBuckets:
         return shard_groups(sizing.rows, self.rows_per_bucket)
 
     def __iter__(self) -> Iterator[dict[str, pa.Table]]:
+        if self.parts is not None:
+            for bucket in self.parts:
+                yield {name: pq.read_table(path, columns=self.columns.get(name), memory_map=True)
+                       for name, path in bucket.items()}
+            return
         if self.single:
-            yield {name: pq.read_table(path, columns=self.columns.get(name), memory_map=True)
-                   for name, path in self.paths.items()}
+            yield {name: read_table(path, self.columns.get(name)) for name, path in self.paths.items()}
             return
         for group in self.groups():
             yield {name: spill.read(group) for name, spill in self.spills.items()}

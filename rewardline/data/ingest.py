@@ -2,8 +2,11 @@
 
 Output directory::
 
-    prompts.parquet  responses.parquet  rankings.parquet  solutions.parquet  quarantine.parquet
-    metrics.json  gates.json  report.md
+    prompts/part-NNN.parquet  responses/part-NNN.parquet  rankings/part-NNN.parquet
+    solutions.parquet  quarantine.parquet  metrics.json  gates.json  report.md
+
+The ranking tables are partitioned by prompt bucket (one part below a million ranked rows; part ``i`` of the
+three tables holds the same prompts: :mod:`rewardline.data.tables`).
 
 ``solutions.parquet`` is the step-level table (:mod:`rewardline.data.steps`) from the step formats
 (prm800k, math-shepherd, gsm8k, solutions); empty for ranking-only sources, as the ranking tables are
@@ -32,7 +35,7 @@ from rewardline.data.buckets import RowSink
 from rewardline.data.canonical import canonicalize, filled_prompt_ids
 from rewardline.data.reasons import reason_counts
 from rewardline.data.steps import SOLUTIONS_FILE, StepOptions, canonicalize_solutions, empty_rows
-from rewardline.data.tables import TableAppender, write_json, write_table
+from rewardline.data.tables import write_json, write_part, write_table
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops import storage
 from rewardline.ops.atomic import writes_output
@@ -152,7 +155,7 @@ def run_ingest(config: IngestConfig, out_dir: Path, shards: int | None = None) -
         )
 
     write_table(steps.solutions, out_dir / SOLUTIONS_FILE)
-    write_table(quarantine, out_dir / schema.TABLE_FILES["quarantine"])
+    write_table(quarantine, out_dir / schema.QUARANTINE_FILE)
 
     share = rows_quarantined / records_in if records_in else 0.0
     metrics = {
@@ -202,26 +205,24 @@ def _canonical_tables(sink: RowSink, bounds: limits.Limits, out_dir: Path) -> Ca
 
     One bucket (the data fit in ``ROWS_PER_BUCKET`` rows): :func:`canonicalize` on all rows, as always. Several:
     every check of :func:`canonicalize` is per prompt id (a duplicate or conflicting row has its prompt's id,
-    and a record's rows share one prompt), so each bucket is canonicalised on its own and appended to the
-    tables (a row group per bucket or more); the counts add up, a record is accounted in its one bucket
+    and a record's rows share one prompt), so each bucket is canonicalised on its own and written as part ``i``
+    of each table; the counts add up, a record is accounted in its one bucket
     (``run_ingest`` asserts the total), and the annotators are the union over buckets."""
-    files = {name: out_dir / schema.TABLE_FILES[name] for name in ("prompts", "responses", "rankings")}
     counts = CanonicalCounts(schema.empty(schema.QUARANTINE))
     quarantine_parts: list[pa.Table] = []
     try:
-        with TableAppender() as appender:
-            for ranked in sink.buckets():
-                tables = canonicalize(ranked, bounds)
-                del ranked
-                for name, path in files.items():
-                    appender.append(getattr(tables, name), path)
-                quarantine_parts.append(tables.quarantine)
-                counts.records_ok += tables.records_ok
-                counts.prompts += tables.prompts.num_rows
-                counts.responses += tables.responses.num_rows
-                counts.rankings += pc.count_distinct(tables.rankings["ranking_id"]).as_py()
-                counts.ranked_rows += tables.rankings.num_rows
-                counts.annotators.update(tables.rankings["annotator_id"].unique().to_pylist())
+        for index, ranked in enumerate(sink.buckets()):
+            tables = canonicalize(ranked, bounds)
+            del ranked
+            for name in schema.RANKING_TABLES:
+                write_part(getattr(tables, name), out_dir, name, part=index)
+            quarantine_parts.append(tables.quarantine)
+            counts.records_ok += tables.records_ok
+            counts.prompts += tables.prompts.num_rows
+            counts.responses += tables.responses.num_rows
+            counts.rankings += pc.count_distinct(tables.rankings["ranking_id"]).as_py()
+            counts.ranked_rows += tables.rankings.num_rows
+            counts.annotators.update(tables.rankings["annotator_id"].unique().to_pylist())
     finally:
         sink.close()
     counts.quarantine = pa.concat_tables([counts.quarantine, *quarantine_parts])
@@ -248,7 +249,7 @@ def _markdown(metrics: dict, report: GateReport, examples: list[dict]) -> str:
         lines += ["", "## Quarantine reasons", "", "| reason | records |", "| --- | --- |"]
         lines += [f"| {md_cell(reason)} | {count} |" for reason, count in metrics["quarantine_reasons"].items()]
     if examples:
-        table = schema.TABLE_FILES["quarantine"]  # relative to report.md: no machine-specific path in the output
+        table = schema.QUARANTINE_FILE  # relative to report.md: no machine-specific path in the output
         lines += ["", f"## First quarantined records (all of them: [{table}]({table}))", ""]
         lines += [f"* `{e['origin_file']}:{e['origin_line']}` [{e['field']}] {e['reason']}" for e in examples]
     return "\n".join(lines) + "\n"

@@ -5,16 +5,17 @@ source format into a *ranked-responses* table (``RANKED_RESPONSES``, one row per
 (ranking, response)); :mod:`rewardline.data.canonical` validates that table and splits
 it into the three canonical tables written by the ingest stage:
 
-* ``prompts.parquet``   – one row per prompt (``PROMPTS``);
-* ``responses.parquet`` – one row per response, texts stored once (``RESPONSES``);
-* ``rankings.parquet``  – one row per (ranking, response) with the response's rank,
+* ``prompts``   – one row per prompt (``PROMPTS``);
+* ``responses`` – one row per response, texts stored once (``RESPONSES``);
+* ``rankings``  – one row per (ranking, response) with the response's rank,
   1 = best, tied responses share a rank (``RANKINGS``). A ranking is the group of
   rows sharing ``ranking_id`` = one (prompt, annotator) judgement, or one (prompt, annotator,
   ``ranking_key``) judgement when the adapter gives a key (a pairwise judgement: one ranking per pair).
 
-The pairs stage writes ``{train,val,test}.parquet`` with schema ``PAIRS`` and
-copies ``prompts.parquet`` / ``responses.parquet`` next to them, so a pairs
-directory is self-contained for training; pairs refer to responses by id only.
+Each is a partitioned Parquet table, ``{name}/part-NNN.parquet``, one part per prompt bucket
+(:mod:`rewardline.data.tables`). The pairs stage writes the splits ``train`` / ``val`` / ``test`` with
+schema ``PAIRS`` and copies ``prompts`` / ``responses`` next to them, so a pairs directory is
+self-contained for training; pairs refer to responses by id only.
 """
 
 from __future__ import annotations
@@ -140,13 +141,11 @@ TARGETS = pa.schema(
 )
 
 SPLITS = ("train", "val", "test")
-SOLUTIONS_FILE = "solutions.parquet"  # the step-level table (rewardline.data.steps.SOLUTIONS), beside TABLE_FILES
-TABLE_FILES = {
-    "prompts": "prompts.parquet",
-    "responses": "responses.parquet",
-    "rankings": "rankings.parquet",
-    "quarantine": "quarantine.parquet",
-}
+#: The ranking tables of an ingest or validate directory, each partitioned by prompt bucket
+#: (``{name}/part-NNN.parquet``, :func:`rewardline.data.tables.table_path`); a pairs directory holds the first two.
+RANKING_TABLES = ("prompts", "responses", "rankings")
+SOLUTIONS_FILE = "solutions.parquet"  # the step-level table (rewardline.data.steps.SOLUTIONS): one file
+QUARANTINE_FILE = "quarantine.parquet"  # ingest's rows that failed a check, with the reason: one file
 
 
 def empty(schema: pa.Schema) -> pa.Table:

@@ -7,13 +7,15 @@ cached by fingerprint). Writing through ``datasets.Dataset(table).to_parquet`` w
 measured at +2.7 GB peak RSS on 1M rankings (it fingerprints the table), so the data
 stages write with pyarrow directly.
 
-A pairs directory's splits are *partitioned*: ``{split}/part-NNN.parquet``, one file per prompt bucket
-(:mod:`rewardline.data.buckets`; one part below a million rows), so a reader can take them a bucket at a
-time (:func:`split_parts`) and parallel readers split the work by file. :func:`split_path` also finds
-the single ``{split}.parquet`` file of pairs directories written before partitioning. The per-response
-utility targets (``pairs.targets``) are partitioned the same way, ``targets/part-NNN.parquet`` (part ``i`` holds
-bucket ``i``'s responses, so it pairs with part ``i`` of every split), and the same functions read and write them
-under the name :data:`TARGETS`.
+A stage directory's tables are *partitioned*: ``{name}/part-NNN.parquet``, one file per prompt bucket
+(:mod:`rewardline.data.buckets`; one part below a million rows). That holds for ingest's and validate's
+``prompts``, ``responses`` and ``rankings``, and for a pairs directory's splits, its copies of the prompts and
+responses, and its per-response utility targets (:data:`TARGETS`). The parts are **prompt-aligned**: part ``i``
+of every table of one directory holds the rows of the same prompts, so a stage reads its input a bucket at a time
+by taking part ``i`` of each table (:class:`rewardline.data.buckets.PromptBuckets`), a trainer finds part ``i``'s
+targets in part ``i``, and parallel readers split the work by file. :func:`table_path` also finds the single
+``{name}.parquet`` file of directories written before partitioning (and the one-file quarantine and solutions
+tables); every reader goes through it.
 """
 
 from __future__ import annotations
@@ -87,39 +89,64 @@ def parts_of(folder: Path) -> list[Path]:
     return parts
 
 
-def split_path(pairs_dir: Path, split: str) -> Path:
-    """Where ``pairs_dir`` keeps ``split`` (or :data:`TARGETS`): its partitioned folder ``{split}/`` or (written
-    before partitioning) the file ``{split}.parquet``; the folder's path when neither exists."""
-    single = pairs_dir / f"{split}.parquet"
-    return single if single.is_file() and not (pairs_dir / split).is_dir() else pairs_dir / split
+def table_path(stage_dir: Path, name: str) -> Path:
+    """Where ``stage_dir`` keeps table ``name`` (a split, :data:`TARGETS`, ``rankings``, ...): its partitioned
+    folder ``{name}/`` or (written before partitioning) the file ``{name}.parquet``; the folder's path when
+    neither exists."""
+    single = stage_dir / f"{name}.parquet"
+    return single if single.is_file() and not (stage_dir / name).is_dir() else stage_dir / name
+
+
+def stage_tables(stage_dir: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    """``{name: table_path(stage_dir, name)}`` for ``names``; a clear error naming the first one missing."""
+    paths = {name: table_path(stage_dir, name) for name in names}
+    for name, path in paths.items():
+        if not path.exists():
+            raise FileNotFoundError(f"expected table {name} ({name}/part-NNN.parquet or {name}.parquet) in "
+                                    f"{stage_dir}, but it does not exist")
+    return paths
+
+
+def part_files(path: Path) -> list[Path]:
+    """The files of the table at ``path``: a partitioned folder's parts in order, or the one file."""
+    return parts_of(path) if path.is_dir() else [path]
+
+
+def table_schema(path: Path) -> pa.Schema:
+    """The Arrow schema of the table at ``path`` (its first part's: every part has the table's schema)."""
+    return pq.read_schema(part_files(path)[0])
+
+
+def table_rows(path: Path) -> int:
+    """The row count of the table at ``path`` (summed over its parts), from the Parquet footers."""
+    return sum(pq.read_metadata(file).num_rows for file in part_files(path))
 
 
 def read_split(pairs_dir: Path, split: str, columns: list[str] | None = None) -> pa.Table | None:
     """Split ``split`` of a pairs directory, or None when the directory has none."""
-    path = split_path(pairs_dir, split)
+    path = table_path(pairs_dir, split)
     return read_table(path, columns) if path.exists() else None
 
 
-def split_parts(pairs_dir: Path, split: str) -> Iterator[pa.Table]:
-    """Split ``split`` of a pairs directory one part (prompt bucket) at a time: a prompt's pairs are in one part."""
-    path = split_path(pairs_dir, split)
-    for part in parts_of(path) if path.is_dir() else [path]:
+def table_parts(stage_dir: Path, name: str) -> Iterator[pa.Table]:
+    """Table ``name`` of a stage directory one part (prompt bucket) at a time: a prompt's rows are in one part."""
+    for part in part_files(table_path(stage_dir, name)):
         yield pq.read_table(part, memory_map=True)
 
 
-def write_split(table: pa.Table, pairs_dir: Path, split: str, part: int = 0) -> Path:
-    """Write part ``part`` of split ``split`` (or :data:`TARGETS`); part 0 clears the table first (a rerun leaves
-    no stale part, nor the one-file table of an older layout)."""
+def write_part(table: pa.Table, stage_dir: Path, name: str, part: int = 0) -> Path:
+    """Write part ``part`` of table ``name``; part 0 clears the table first (a rerun leaves no stale part, nor the
+    one-file table of an older layout)."""
     if part == 0:
-        remove_split(pairs_dir, split)
-    return write_table(table, pairs_dir / split / part_name(part))
+        remove_table(stage_dir, name)
+    return write_table(table, stage_dir / name / part_name(part))
 
 
-def remove_split(pairs_dir: Path, split: str) -> None:
-    """Delete ``split`` (or :data:`TARGETS`) from ``pairs_dir``, partitioned or one-file; nothing if absent."""
-    if (pairs_dir / split).is_dir():
-        shutil.rmtree(pairs_dir / split)
-    (pairs_dir / f"{split}.parquet").unlink(missing_ok=True)
+def remove_table(stage_dir: Path, name: str) -> None:
+    """Delete table ``name`` from ``stage_dir``, partitioned or one-file; nothing if absent."""
+    if (stage_dir / name).is_dir():
+        shutil.rmtree(stage_dir / name)
+    (stage_dir / f"{name}.parquet").unlink(missing_ok=True)
 
 
 def content_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -132,10 +159,16 @@ def content_digest(path: Path, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
-def copy_table(src: Path, dst: Path) -> None:
-    """Copy a table file unchanged (stage directories are self-contained)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
+def copy_table(src_dir: Path, dst_dir: Path, name: str) -> None:
+    """Copy table ``name`` of ``src_dir`` unchanged into ``dst_dir``, in its layout (stage directories are
+    self-contained); a stale copy of either layout is removed first."""
+    src = table_path(src_dir, name)
+    remove_table(dst_dir, name)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dst_dir / name)
+    else:
+        shutil.copyfile(src, dst_dir / src.name)
 
 
 def read_json(path: Path | None) -> dict[str, Any]:

@@ -22,8 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rewardline.data import schema
-from rewardline.data.tables import read_table, split_path
+from rewardline.data.tables import read_table, table_path
 from rewardline.evaluation.bon import BON_GATES, BonConfig, bon_curves, run_bon, summarize
 from rewardline.evaluation.candidates import Candidates
 from rewardline.gates import GateReport, GateResult
@@ -34,11 +33,11 @@ from rewardline.report import fmt
 
 def anchored_test_candidates(validated_dir: Path, pairs_dir: Path, split: str = "test") -> Candidates | None:
     """Candidates with gold of the ``split`` prompts (module docstring); None when no prompt has two."""
-    responses = read_table(pairs_dir / schema.TABLE_FILES["responses"])
+    responses = read_table(table_path(pairs_dir, "responses"))
     if "is_anchor" not in responses.schema.names:
         return None
-    prompt_ids = read_table(split_path(pairs_dir, split), columns=["prompt_id"])["prompt_id"].unique()
-    rankings = read_table(validated_dir / schema.TABLE_FILES["rankings"],
+    prompt_ids = read_table(table_path(pairs_dir, split), columns=["prompt_id"])["prompt_id"].unique()
+    rankings = read_table(table_path(validated_dir, "rankings"),
                           columns=["ranking_id", "prompt_id", "response_id", "score"])
     rankings = rankings.filter(pc.is_in(rankings["prompt_id"], value_set=prompt_ids))
     anchors = responses.filter(pc.fill_null(responses["is_anchor"], False))["response_id"].combine_chunks()
@@ -54,15 +53,15 @@ def anchored_test_candidates(validated_dir: Path, pairs_dir: Path, split: str = 
     if gold.num_rows == 0:
         return None
     texts = responses.take(pc.index_in(gold["response_id"], value_set=responses["response_id"]))["response"]
-    prompts = read_table(pairs_dir / schema.TABLE_FILES["prompts"])
+    prompts = read_table(table_path(pairs_dir, "prompts"))
     at = pc.index_in(gold["prompt_id"], value_set=prompts["prompt_id"])
     prompt_text, messages = prompts["prompt"].take(at).to_pylist(), prompts["prompt_messages"].take(at).to_pylist()
     codes = pa.chunked_array([gold["prompt_id"].combine_chunks().dictionary_encode().indices])
     return Candidates(prompts=[m or t for t, m in zip(prompt_text, messages, strict=True)],
                       responses=texts.to_pylist(), gold=gold["score_mean"].to_numpy().astype(np.float64),
                       prompt_index=codes.to_numpy().astype(np.int64),
-                      origins=[str(validated_dir / schema.TABLE_FILES["rankings"]),
-                               str(split_path(pairs_dir, split))])
+                      origins=[str(table_path(validated_dir, "rankings")),
+                               str(table_path(pairs_dir, split))])
 
 
 def _skipped(out_dir: Path, config: BonConfig, reason: str) -> dict[str, Any]:

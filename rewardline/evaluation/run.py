@@ -5,7 +5,7 @@ batched, length-sorted, inference mode); pairs take their two rewards from those
 Response length is counted in characters. The metrics, plots and gate report come
 from :func:`rewardline.evaluation.evaluate.evaluate_scores`; a champion model (a model directory
 for now), when given, is scored on the same pairs for the non-inferiority gate.
-Absolute calibration uses the anchors of the pairs directory's ``responses.parquet`` (``is_anchor``)
+Absolute calibration uses the anchors of the pairs directory's ``responses`` table (``is_anchor``)
 and the model's ``reward_config.json`` ``link``. Outputs in ``out_dir``: ``metrics.json``,
 ``gates.json``, ``report.md``, ``calibration.json``, ``absolute_calibration.json``, ``plots/``.
 """
@@ -18,10 +18,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from rewardline.data import schema
-from rewardline.data.tables import read_table, split_path
+from rewardline.data.tables import read_table, table_path, table_schema
 from rewardline.evaluation.evaluate import EvalConfig, evaluate_scores
 from rewardline.ops.atomic import writes_output
 
@@ -41,16 +39,16 @@ def score_pairs(model_dir: Path, pairs_dir: Path, splits: tuple[str, ...], batch
     """For each split: (pairs, reward_a, reward_b, length_a, length_b), each response scored once."""
     from rewardline.modeling.score import score_texts  # torch only when a model is scored
 
-    tables = {s: read_table(split_path(pairs_dir, s)) for s in splits}
-    responses = read_table(pairs_dir / schema.TABLE_FILES["responses"])
-    prompts = read_table(pairs_dir / schema.TABLE_FILES["prompts"])
+    tables = {s: read_table(table_path(pairs_dir, s)) for s in splits}
+    responses = read_table(table_path(pairs_dir, "responses"))
+    prompts = read_table(table_path(pairs_dir, "prompts"))
     needed = pa.chunked_array(
         [t[c].combine_chunks() for t in tables.values() for c in ("response_a_id", "response_b_id")],
         type=pa.string(),
     ).unique()
     rows = pc.index_in(needed, value_set=responses["response_id"].combine_chunks())
     if rows.null_count:
-        raise ValueError(f"{pairs_dir}: {rows.null_count} response ids of the pairs are missing from responses.parquet")
+        raise ValueError(f"{pairs_dir}: {rows.null_count} response ids of the pairs are missing from its responses")
     chosen = responses.take(rows)
     texts = chosen["response"].to_pylist()
     rewards = score_texts(model_dir, _prompt_inputs(prompts, chosen["prompt_id"].combine_chunks()), texts,
@@ -80,9 +78,9 @@ def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalCo
 
 
 def anchor_ids(pairs_dir: Path) -> pa.Array:
-    """Ids of the responses flagged ``is_anchor`` in ``responses.parquet`` (none when the column is absent)."""
-    path = pairs_dir / schema.TABLE_FILES["responses"]
-    if "is_anchor" not in pq.read_schema(path).names:
+    """Ids of the responses flagged ``is_anchor`` in the responses table (none when the column is absent)."""
+    path = table_path(pairs_dir, "responses")
+    if "is_anchor" not in table_schema(path).names:
         return pa.array([], pa.string())
     responses = read_table(path, columns=["response_id", "is_anchor"])
     return responses.filter(pc.fill_null(responses["is_anchor"], False))["response_id"].combine_chunks()

@@ -2,7 +2,7 @@
 
 ``rewardline evaluate --data SRC``:
 
-* SRC is a pairs directory (``test.parquet`` + ``responses.parquet`` + ``prompts.parquet``): its
+* SRC is a pairs directory (the tables ``test``, ``responses`` and ``prompts``): its
   val / test splits are evaluated as by the evaluate stage (:func:`rewardline.evaluation.run.run_evaluate`);
 * otherwise SRC is read like an ingest source (a file, a folder, ``s3://``; ``--format`` or auto):
   ingested into a temporary directory (no quarantine gate: every record is read, faulty ones are
@@ -27,20 +27,17 @@ import pyarrow as pa
 
 from rewardline.data import schema
 from rewardline.data.ingest import IngestConfig, Source, run_ingest
-from rewardline.data.tables import copy_table, read_table, split_path, write_json, write_split
+from rewardline.data.tables import copy_table, read_table, table_path, write_json, write_part
 from rewardline.evaluation.evaluate import EvalConfig
 from rewardline.evaluation.run import run_evaluate
 from rewardline.pairs.expand import PairsConfig, anchor_columns, build_pairs
 from rewardline.paths import METRICS_FILE
 
-PAIRS_DIR_FILES = (schema.TABLE_FILES["prompts"], schema.TABLE_FILES["responses"])
-
 
 def is_pairs_dir(data: str) -> bool:
     """A local directory holding a pairs stage's test split and tables."""
     path = Path(data)
-    return (path.is_dir() and split_path(path, "test").exists()
-            and all((path / name).is_file() for name in PAIRS_DIR_FILES))
+    return path.is_dir() and all(table_path(path, name).exists() for name in ("test", "prompts", "responses"))
 
 
 def pairs_from_source(data: str, fmt: str, work: Path) -> tuple[Path, dict]:
@@ -49,18 +46,18 @@ def pairs_from_source(data: str, fmt: str, work: Path) -> tuple[Path, dict]:
     Returns (the pairs directory, the source's accounting for ``metrics.json``)."""
     ingested, pairs_dir = work / "ingested", work / "pairs"
     ingest = run_ingest(IngestConfig(sources=[Source(path=data, format=fmt)], max_quarantine_share=1.0), ingested)
-    rankings = read_table(ingested / schema.TABLE_FILES["rankings"])
-    responses = read_table(ingested / schema.TABLE_FILES["responses"], columns=anchor_columns(ingested))
-    pairs, counts = build_pairs(rankings, read_table(ingested / schema.TABLE_FILES["prompts"]), PairsConfig(),
+    rankings = read_table(table_path(ingested, "rankings"))
+    responses = read_table(table_path(ingested, "responses"), columns=anchor_columns(ingested))
+    pairs, counts = build_pairs(rankings, read_table(table_path(ingested, "prompts")), PairsConfig(),
                                 responses)  # soft anchor judgements: the judge's p is the label
     pairs = pairs.set_column(pairs.schema.get_field_index("split"), "split",
                              pa.array(["test"] * pairs.num_rows, pa.string()))
     pairs_dir.mkdir(parents=True)
-    write_split(pairs, pairs_dir, "test")
+    write_part(pairs, pairs_dir, "test")
     for split in ("train", "val"):
-        write_split(schema.empty(schema.PAIRS), pairs_dir, split)
+        write_part(schema.empty(schema.PAIRS), pairs_dir, split)
     for name in ("prompts", "responses"):
-        copy_table(ingested / schema.TABLE_FILES[name], pairs_dir / schema.TABLE_FILES[name])
+        copy_table(ingested, pairs_dir, name)
     accounting = {
         "source": data,
         "formats": ingest["rows_in_by_format"],
@@ -88,8 +85,7 @@ def evaluate_data(model_dir: Path, data: str, out_dir: Path, config: EvalConfig,
                              f"{accounting['rows_quarantined']} quarantined: {accounting['quarantine_reasons']})")
         metrics = run_evaluate(model_dir, pairs_dir, out_dir, config, champion_dir)
         if accounting["rows_quarantined"]:
-            shutil.copyfile(Path(tmp) / "ingested" / schema.TABLE_FILES["quarantine"],
-                            out_dir / schema.TABLE_FILES["quarantine"])
+            shutil.copyfile(Path(tmp) / "ingested" / schema.QUARANTINE_FILE, out_dir / schema.QUARANTINE_FILE)
     metrics["data"] = accounting
     write_json(metrics, out_dir / METRICS_FILE)
     return metrics

@@ -20,8 +20,8 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from rewardline.data.tables import content_digest, read_table, table_path
 from rewardline.modeling.formatting import FormatConfig, Formatter
 
 FORMAT_VERSION = 1
@@ -55,14 +55,6 @@ class TokenizedResponses:
         return self.ids[lo:hi], self.types[lo:hi]
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def tokenizer_digest(tokenizer: Any) -> str:
     """Hash of everything in the tokenizer that changes its output."""
     parts = [
@@ -74,13 +66,13 @@ def tokenizer_digest(tokenizer: Any) -> str:
 
 
 def _load_texts(pairs_dir: Path) -> pa.Table:
-    """responses.parquet joined with their prompts, in responses.parquet order."""
-    responses = pq.read_table(pairs_dir / "responses.parquet", columns=["response_id", "prompt_id", "response"])
-    prompts = pq.read_table(pairs_dir / "prompts.parquet", columns=["prompt_id", "prompt", "prompt_messages"])
+    """The responses table joined with their prompts, in the responses' order."""
+    responses = read_table(table_path(pairs_dir, "responses"), columns=["response_id", "prompt_id", "response"])
+    prompts = read_table(table_path(pairs_dir, "prompts"), columns=["prompt_id", "prompt", "prompt_messages"])
     where = {pid: i for i, pid in enumerate(prompts.column("prompt_id").to_pylist())}
     missing = {p for p in responses.column("prompt_id").to_pylist() if p not in where}
     if missing:
-        raise ValueError(f"{len(missing)} responses refer to prompts absent from prompts.parquet")
+        raise ValueError(f"{len(missing)} responses refer to prompts absent from {table_path(pairs_dir, 'prompts')}")
     take = pa.array([where[p] for p in responses.column("prompt_id").to_pylist()], pa.int64())
     return pa.table(
         {
@@ -106,8 +98,8 @@ def tokenize_pairs_dir(
     formatter = Formatter(tokenizer, fmt)
     key = {
         "version": FORMAT_VERSION,
-        "prompts": _file_digest(pairs_dir / "prompts.parquet"),
-        "responses": _file_digest(pairs_dir / "responses.parquet"),
+        "prompts": content_digest(table_path(pairs_dir, "prompts")),
+        "responses": content_digest(table_path(pairs_dir, "responses")),
         "tokenizer": tokenizer_digest(tokenizer),
         "format": fmt.to_dict(),
         "template": formatter.template,

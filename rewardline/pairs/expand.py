@@ -61,7 +61,6 @@ from typing import ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from rewardline.config import Section
@@ -72,10 +71,13 @@ from rewardline.data.keys import key_codes
 from rewardline.data.tables import (
     TARGETS,
     copy_table,
-    remove_split,
+    remove_table,
+    stage_tables,
+    table_path,
+    table_rows,
+    table_schema,
     write_json,
-    write_split,
-    write_table,
+    write_part,
 )
 from rewardline.errors import ConfigError
 from rewardline.ops.atomic import writes_output
@@ -295,14 +297,11 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | No
 
     Past ``buckets.ROWS_PER_BUCKET`` ranking rows (or with ``shards``: forced buckets, for tests) the pairs
     are built one prompt bucket at a time (:func:`_bucketed_pairs`), and each split gets one part per bucket."""
-    files = {name: in_dir / schema.TABLE_FILES[name] for name in ("rankings", "prompts", "responses")}
-    for path in files.values():
-        if not path.exists():
-            raise FileNotFoundError(f"expected table {path.name} in {path.parent}, but it does not exist")
+    files = stage_tables(in_dir, schema.RANKING_TABLES)
     columns = {"prompts": ["prompt_id", "category"], "responses": ["prompt_id", *anchor_columns(in_dir)]}
-    n_rankings = pq.read_metadata(files["rankings"]).num_rows
+    n_rankings = table_rows(files["rankings"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_split(out_dir, TARGETS)  # a stale fit of an earlier run
+    remove_table(out_dir, TARGETS)  # a stale fit of an earlier run
     weights = read_annotator_weights(in_dir) if config.annotator_weights == "agreement" else None
     with PromptBuckets(files, columns, n_rankings, shards=shards) as buckets:
         if buckets.single:
@@ -310,18 +309,18 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | No
             pairs, counts, vote_weight = aggregate_pairs(tables["rankings"], tables["prompts"], config,
                                                          tables["responses"], weights)
             for split in schema.SPLITS:
-                write_split(pairs.filter(pc.equal(pairs["split"], split)), out_dir, split)
+                write_part(pairs.filter(pc.equal(pairs["split"], split)), out_dir, split)
             metrics = pairs_metrics(pairs, counts)
             if config.targets != "none":
                 targets, metrics["targets"] = fit_pair_targets(pairs, tables["responses"], vote_weight, config)
-                write_split(targets, out_dir, TARGETS)
+                write_part(targets, out_dir, TARGETS)
             del tables
         else:
             metrics = _bucketed_pairs(buckets, out_dir, config, weights)
     if weights is not None:
         metrics["annotator_weights"] = weights
     for name in ("prompts", "responses"):
-        copy_table(in_dir / schema.TABLE_FILES[name], out_dir / schema.TABLE_FILES[name])
+        copy_table(in_dir, out_dir, name)
     write_json(metrics, out_dir / "metrics.json")
     return metrics
 
@@ -346,7 +345,7 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig,
                                                      tables["responses"], weights)
         part = pairs_metrics(pairs, counts)
         for split in schema.SPLITS:
-            write_split(pairs.filter(pc.equal(pairs["split"], split)), out_dir, split, part=index)
+            write_part(pairs.filter(pc.equal(pairs["split"], split)), out_dir, split, part=index)
             for key in (f"pairs_{split}", f"prompts_{split}"):
                 total[key] = total.get(key, 0) + part[key]
         for key in ("comparisons", "ties_dropped", "pairs"):
@@ -357,7 +356,7 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig,
         votes_sum += float(np.sum(pairs["n_votes"].to_numpy(zero_copy_only=False), dtype=np.float64))
         if config.targets != "none":
             targets, stats = fit_pair_targets(pairs, tables["responses"], vote_weight, config)
-            write_split(targets, out_dir, TARGETS, part=index)
+            write_part(targets, out_dir, TARGETS, part=index)
             fits.append(stats)
             standard_errors.append(targets["se"].to_numpy())
         del tables, pairs
@@ -376,7 +375,7 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig,
 
 def anchor_columns(in_dir: Path) -> list[str]:
     """``response_id`` and, when the table has it, ``is_anchor``: the responses' ids, not their texts."""
-    names = pq.read_schema(in_dir / schema.TABLE_FILES["responses"]).names
+    names = table_schema(table_path(in_dir, "responses")).names
     return ["response_id", *(["is_anchor"] if "is_anchor" in names else [])]
 
 
@@ -391,9 +390,9 @@ def fit_pair_targets(pairs: pa.Table, responses: pa.Table, vote_weight: np.ndarr
 def write_pairs_rows(out_dir: Path, prompts: list[dict], responses: list[dict], pairs: list[dict]) -> Path:
     """A pairs directory in :func:`run_pairs`'s layout (``prompts``, ``responses``, one table per split) from
     plain rows, each conformed to its schema: synthetic preference data for tests and benchmarks."""
-    write_table(schema.conform(pa.Table.from_pylist(prompts), schema.PROMPTS), out_dir / "prompts.parquet")
-    write_table(schema.conform(pa.Table.from_pylist(responses), schema.RESPONSES), out_dir / "responses.parquet")
+    write_part(schema.conform(pa.Table.from_pylist(prompts), schema.PROMPTS), out_dir, "prompts")
+    write_part(schema.conform(pa.Table.from_pylist(responses), schema.RESPONSES), out_dir, "responses")
     table = schema.conform(pa.Table.from_pylist(pairs), schema.PAIRS)
     for split in schema.SPLITS:
-        write_split(table.filter(pc.equal(table["split"], split)), out_dir, split)
+        write_part(table.filter(pc.equal(table["split"], split)), out_dir, split)
     return out_dir

@@ -1,7 +1,7 @@
 """Export a pairs directory with its texts, as TRL's standard explicit-prompt preference dataset.
 
-A pairs directory (:mod:`rewardline.pairs.expand`) holds ``{train,val,test}.parquet`` with response
-*ids* plus ``prompts.parquet`` / ``responses.parquet`` with the texts. Each pair becomes one row::
+A pairs directory (:mod:`rewardline.pairs.expand`) holds the splits ``train`` / ``val`` / ``test`` with
+response *ids* plus the ``prompts`` / ``responses`` tables with the texts. Each pair becomes one row::
 
     {"prompt": str, "chosen": str, "rejected": str[, "margin": float]}
 
@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rewardline.data import schema
-from rewardline.data.tables import read_table, split_path, write_json
+from rewardline.data.tables import read_table, table_path, write_json
 
 EXPORT_FORMATS = ("trl",)
 FileFormat = Literal["jsonl", "parquet", "both"]
@@ -52,11 +52,11 @@ def trl_rows(pairs: pa.Table, prompts: pa.Table, responses: pa.Table, pairs_dir:
     a_wins = pa.array(label[decided] > 0.5)
     ids_a, ids_b = pairs["response_a_id"].combine_chunks(), pairs["response_b_id"].combine_chunks()
     chosen_ids, rejected_ids = pc.if_else(a_wins, ids_a, ids_b), pc.if_else(a_wins, ids_b, ids_a)
-    responses_file = pairs_dir / schema.TABLE_FILES["responses"]
+    responses_file = table_path(pairs_dir, "responses")
     rows = pa.table(
         {
             "prompt": _texts(pairs["prompt_id"].combine_chunks(), prompts, "prompt_id", "prompt",
-                             pairs_dir / schema.TABLE_FILES["prompts"]),
+                             table_path(pairs_dir, "prompts")),
             "chosen": _texts(chosen_ids, responses, "response_id", "response", responses_file),
             "rejected": _texts(rejected_ids, responses, "response_id", "response", responses_file),
             "margin": pairs["margin"].combine_chunks().cast(pa.float64()),
@@ -78,13 +78,13 @@ def export_pairs(pairs_dir: Path, out_dir: Path, fmt: str = "trl", files: FileFo
         raise ValueError(f"export format {fmt!r} is not supported; expected one of {EXPORT_FORMATS}")
     if files not in ("jsonl", "parquet", "both"):
         raise ValueError(f"--files {files!r}: expected jsonl, parquet or both")
-    present = [s for s in schema.SPLITS if split_path(pairs_dir, s).exists()]
+    present = [s for s in schema.SPLITS if table_path(pairs_dir, s).exists()]
     if not present:
         names = ", ".join(f"{s}/" for s in schema.SPLITS)
         raise FileNotFoundError(f"{pairs_dir}: none of {names}: not a pairs directory")
-    splits = {s: read_table(split_path(pairs_dir, s)) for s in present}
-    prompts = read_table(pairs_dir / schema.TABLE_FILES["prompts"])
-    responses = read_table(pairs_dir / schema.TABLE_FILES["responses"])
+    splits = {s: read_table(table_path(pairs_dir, s)) for s in present}
+    prompts = read_table(table_path(pairs_dir, "prompts"))
+    responses = read_table(table_path(pairs_dir, "responses"))
     exported = {s: trl_rows(t, prompts, responses, pairs_dir) for s, t in splits.items()}
     with_margin = any(pc.any(pc.not_equal(rows["margin"], 0.0)).as_py() for rows, _ in exported.values())
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rewardline.data.tables import content_digest, split_path
+from rewardline.data.tables import content_digest, table_path
 from rewardline.paths import INGESTED_DIR, PAIRS_DIR
 from rewardline.registry.lineage import dvc_hashes
 
@@ -39,7 +39,7 @@ def log_stage_datasets(mlflow_client: MlflowClient, run_id: str, root: Path, sta
     hashes = dvc_hashes(root)
     inputs, names = [], []
     for out, split, name, context in STAGE_DATASETS.get(stage, ()):
-        path = root / out if split is None else split_path(root / out, split)
+        path = root / out if split is None else table_path(root / out, split)
         if not path.exists():
             continue
         out_md5 = hashes.get(f"dvc.{out.as_posix()}.md5", "")

@@ -50,7 +50,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from rewardline.data.tables import TARGETS, read_table, split_path
+from rewardline.data.tables import TARGETS, read_table, table_path
 from rewardline.modeling.shared_prefix import pack_groups, packed_length
 from rewardline.modeling.tokenize import TokenizedResponses
 
@@ -78,7 +78,7 @@ def read_targets(pairs_dir: Path, centre: str = "anchor") -> ResponseTargets | N
     responses, so a target holds only the within-prompt part of u (the prompt's level, e.g. how good its
     reference answer is, cannot be seen in one response); then ``anchored`` is False and
     ``Φ(r_i − r_j)`` still estimates P(i ≻ j) (Case V depends on differences only)."""
-    path = split_path(Path(pairs_dir), TARGETS)
+    path = table_path(Path(pairs_dir), TARGETS)
     if not path.exists():
         return None
     if centre not in ("anchor", "prompt"):

@@ -41,7 +41,7 @@ from pydantic import Field
 from transformers import AutoTokenizer
 
 from rewardline.config import Section, build, parse_overrides
-from rewardline.data.tables import TARGETS, content_digest, read_split, split_path
+from rewardline.data.tables import TARGETS, content_digest, read_split, table_path
 from rewardline.errors import ConfigError, NonFiniteLoss
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, main_first, select_runtime
@@ -185,7 +185,7 @@ def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> Traini
     val_table = read_split(pairs_dir, "val")
     val_groups = build_groups(val_table, tok, cfg.weighting, targets) if val_table is not None else []
     if not train_groups:
-        raise ValueError(f"{split_path(pairs_dir, 'train')} has no pairs")
+        raise ValueError(f"{table_path(pairs_dir, 'train')} has no pairs")
     return TrainingData(tokenizer, tok, pad_id, train_groups, val_groups, tokenize_seconds, targets)
 
 
@@ -226,7 +226,7 @@ def _fingerprint(cfg: TrainConfig, tok: TokenizedResponses, pairs_dir: Path, wor
     kind = OBJECTIVES[cfg.objective]
     splits = ("solutions",) if kind.data_kind == "steps" else ("train", "val", *(("targets",) * kind.needs_targets))
     for split in splits:
-        path = split_path(pairs_dir, split)  # a partitioned split, or a one-file table (targets, solutions)
+        path = table_path(pairs_dir, split)  # a partitioned split, or a one-file table (targets, solutions)
         key[split] = content_digest(path) if path.exists() else None
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

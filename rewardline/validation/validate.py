@@ -14,19 +14,30 @@ by that suite alone.
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from rewardline.config import Section
 from rewardline.data import schema
 from rewardline.data.buckets import PromptBuckets, stream_table
-from rewardline.data.tables import TableAppender, copy_table, read_table, write_json, write_table
+from rewardline.data.tables import (
+    TableAppender,
+    copy_table,
+    part_files,
+    part_name,
+    read_table,
+    remove_table,
+    stage_tables,
+    table_rows,
+    table_schema,
+    write_json,
+)
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops.atomic import writes_output
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
@@ -73,12 +84,9 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig, shards: in
     ``shards``, forced buckets for tests) the tables are checked one prompt bucket at a time
     (:func:`_check_buckets`).
     """
-    files = {name: in_dir / schema.TABLE_FILES[name] for name in ("prompts", "responses", "rankings")}
-    for path in files.values():
-        if not path.exists():
-            raise FileNotFoundError(f"expected table {path.name} in {path.parent}, but it does not exist")
+    files = stage_tables(in_dir, schema.RANKING_TABLES)
     solutions = read_table(in_dir / schema.SOLUTIONS_FILE) if (in_dir / schema.SOLUTIONS_FILE).exists() else None
-    n_rankings = pq.read_metadata(files["rankings"]).num_rows
+    n_rankings = table_rows(files["rankings"])
     out_dir.mkdir(parents=True, exist_ok=True)
     with PromptBuckets(files, {}, n_rankings, shards=shards if n_rankings else None) as buckets:
         expectations, before = _check_buckets(buckets, solutions, out_dir, config)
@@ -89,7 +97,7 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig, shards: in
             for tables in buckets:
                 sums.add(agreement_sums(_without(tables["rankings"], excluded)))
             after = agreement_report(sums)
-    kept = _write_rankings(files["rankings"], out_dir / schema.TABLE_FILES["rankings"], excluded, buckets.single)
+    kept = _write_rankings(files["rankings"], out_dir, excluded, buckets.single)
 
     metrics = {
         "krippendorff_alpha": after.krippendorff_alpha,
@@ -109,9 +117,9 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig, shards: in
     report = evaluate_gates(VALIDATE_GATES, metrics, config, stage="validate")
     metrics.update(report.metrics_entries())
     for name in ("prompts", "responses"):
-        copy_table(files[name], out_dir / schema.TABLE_FILES[name])
+        copy_table(in_dir, out_dir, name)
     if solutions is not None:
-        copy_table(in_dir / schema.SOLUTIONS_FILE, out_dir / schema.SOLUTIONS_FILE)
+        shutil.copyfile(in_dir / schema.SOLUTIONS_FILE, out_dir / schema.SOLUTIONS_FILE)
     write_json(metrics, out_dir / METRICS_FILE)
     write_json({"expectations": expectations.to_dict(), "agreement_before": before.to_dict(),
                 "agreement_after": after.to_dict(), "excluded": excluded}, out_dir / "report.json")
@@ -160,19 +168,19 @@ def _without(rankings: pa.Table, excluded: dict[str, str]) -> pa.Table:
     return rankings.filter(pc.invert(pc.is_in(rankings["annotator_id"], value_set=pa.array(sorted(excluded)))))
 
 
-def _write_rankings(source: Path, target: Path, excluded: dict[str, str], whole: bool) -> int:
-    """The validated rankings (``source`` less the excluded annotators' rows, in ``source``'s order) at
-    ``target``: read whole when ``whole``, else streamed batch by batch. Returns the rows written."""
-    if whole:
-        rankings = _without(read_table(source), excluded)
-        write_table(rankings, target)
-        return rankings.num_rows
-    kept, source_schema = 0, pq.read_schema(source)
+def _write_rankings(source: Path, out_dir: Path, excluded: dict[str, str], whole: bool) -> int:
+    """The validated rankings (``source`` less the excluded annotators' rows, in ``source``'s order) as
+    ``out_dir``'s ``rankings`` table, part ``i`` from ``source``'s part ``i``, so the parts stay prompt-aligned
+    with the prompts and responses copied beside them. Each part is read whole when ``whole`` (the in-memory
+    case), else streamed batch by batch. Returns the rows written."""
+    kept, source_schema = 0, table_schema(source)
+    remove_table(out_dir, "rankings")
     with TableAppender() as files:
-        for table in stream_table(source):
-            table = _without(table, excluded)
-            files.append(table, target, source_schema)
-            kept += table.num_rows
+        for index, part in enumerate(part_files(source)):
+            for table in [read_table(part)] if whole else stream_table(part):
+                table = _without(table, excluded)
+                files.append(table, out_dir / "rankings" / part_name(index), source_schema)
+                kept += table.num_rows
     return kept
 
 

@@ -16,7 +16,7 @@ from rewardline.cli import app
 from rewardline.data import schema
 from rewardline.data.adapters import read_file
 from rewardline.data.canonical import canonicalize
-from rewardline.data.tables import TARGETS, read_split, read_table
+from rewardline.data.tables import TARGETS, read_split, read_table, table_path
 from rewardline.evaluation.absolute import anchor_comparisons
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -33,8 +33,8 @@ def invoke(*args: str) -> dict:
 def test_upstream_alpaca_eval_layout_ingests_without_quarantine(tmp_path: Path) -> None:
     metrics = invoke("ingest", str(UPSTREAM), "--format", "alpaca-eval", "--out", str(tmp_path / "in"))
     assert metrics["rows_in"] == 15 and metrics["rows_quarantined"] == 0 and metrics["rows_ok"] == 15
-    rankings = read_table(tmp_path / "in" / schema.TABLE_FILES["rankings"])
-    responses = read_table(tmp_path / "in" / schema.TABLE_FILES["responses"])
+    rankings = read_table(table_path(tmp_path / "in", "rankings"))
+    responses = read_table(table_path(tmp_path / "in", "responses"))
     # one K = 2 ranking (sample, reference) per judgement: 5 prompts x 3 sample files
     sizes = rankings.group_by("ranking_id").aggregate([("response_id", "count")])
     assert sizes.num_rows == 15 and set(sizes["response_id_count"].to_pylist()) == {2}
@@ -78,13 +78,13 @@ def test_several_samples_per_instruction_in_one_file_give_both_rankings(tmp_path
     metrics = invoke("ingest", str(FIXTURES / "alpacaeval_20x3.json"), "--format", "alpaca-eval",
                      "--out", str(tmp_path / "in"))
     assert metrics["rows_in"] == 60 and metrics["rows_ok"] == 60 and metrics["rows_quarantined"] == 0
-    rankings = read_table(tmp_path / "in" / schema.TABLE_FILES["rankings"])
+    rankings = read_table(table_path(tmp_path / "in", "rankings"))
     sizes = rankings.group_by("ranking_id").aggregate([("response_id", "count")])
     k_way = pc.ends_with(sizes["ranking_id"], "|samples@alpacaeval_20x3.json")
     # 60 sample-vs-reference comparisons + one K = 3 ranking of the samples per instruction
     assert pc.sum(k_way).as_py() == 20 and set(sizes.filter(k_way)["response_id_count"].to_pylist()) == {3}
     assert set(sizes.filter(pc.invert(k_way))["response_id_count"].to_pylist()) == {2}
-    responses = read_table(tmp_path / "in" / schema.TABLE_FILES["responses"])
+    responses = read_table(table_path(tmp_path / "in", "responses"))
     assert responses.num_rows == 20 * 4 and pc.sum(responses["is_anchor"]).as_py() == 20  # each text once
 
 
@@ -113,7 +113,7 @@ def test_a_faulty_record_does_not_quarantine_the_valid_comparison_of_another() -
 def test_anchor_flows_through_validate_and_pairs_to_zero_utility(tmp_path: Path) -> None:
     invoke("ingest", str(UPSTREAM), "--format", "alpaca-eval", "--out", str(tmp_path / "in"))
     invoke("validate", str(tmp_path / "in"), "--out", str(tmp_path / "valid"))
-    validated = read_table(tmp_path / "valid" / schema.TABLE_FILES["responses"])
+    validated = read_table(table_path(tmp_path / "valid", "responses"))
     assert validated.schema.field("is_anchor").type == pa.bool_() and pc.sum(validated["is_anchor"]).as_py() == 5
     invoke("pairs", str(tmp_path / "valid"), "--out", str(tmp_path / "pairs"), "--set", "targets=thurstone")
     targets = read_table(tmp_path / "pairs" / TARGETS).to_pylist()
@@ -130,7 +130,7 @@ def test_anchor_flows_through_validate_and_pairs_to_zero_utility(tmp_path: Path)
     # score), and evaluate's absolute calibration scores win_prob against exactly that
     records = [r for i in range(3) for r in json.loads((UPSTREAM / f"tulu-2-dpo-13b.{i}.json").read_text())]
     judge = {(r["instruction"], r["generator_2"]): r["preference"] - 1.0 for r in records}
-    prompt_text = dict(zip(*read_table(tmp_path / "pairs" / "prompts.parquet").select(["prompt_id", "prompt"])
+    prompt_text = dict(zip(*read_table(tmp_path / "pairs" / "prompts").select(["prompt_id", "prompt"])
                            .to_pydict().values(), strict=True))
     source = dict(zip(validated["response_id"].to_pylist(), validated["source"].to_pylist(), strict=True))
     comparisons = anchor_comparisons(pairs, np.zeros(15), np.zeros(15), pa.array(sorted(anchor_ids)))
@@ -158,11 +158,11 @@ def test_pairwise_several_pairs_per_judge_ingest_without_quarantine(tmp_path: Pa
     source = FIXTURES / "pairwise_several_pairs.jsonl"
     metrics = invoke("ingest", str(source), "--format", "pairwise", "--out", str(tmp_path / "in"))
     assert metrics["rows_in"] == 15 and metrics["rows_quarantined"] == 0
-    rankings = read_table(tmp_path / "in" / schema.TABLE_FILES["rankings"])
+    rankings = read_table(table_path(tmp_path / "in", "rankings"))
     sizes = rankings.group_by("ranking_id").aggregate([("response_id", "count"), ("prompt_id", "count_distinct")])
     assert sizes.num_rows == 15 and set(sizes["response_id_count"].to_pylist()) == {2}
     # 3 battles per (question, judge), the reference answer in each: stored once per question
-    responses = read_table(tmp_path / "in" / schema.TABLE_FILES["responses"])
+    responses = read_table(table_path(tmp_path / "in", "responses"))
     assert responses.num_rows == 5 * 4
     per_prompt = np.unique(rankings["prompt_id"].to_numpy(zero_copy_only=False), return_counts=True)[1]
     assert per_prompt.tolist() == [6] * 5

@@ -60,7 +60,7 @@ def test_ingest_from_an_hf_style_source_matches_the_local_files(hub: Path, fixtu
     local = run_ingest(IngestConfig(sources=[Source(path=str(fixtures_dir / n)) for n in NAMES]), tmp_path / "local")
     assert remote["rows_in"] == local["rows_in"] > 0
     assert remote["rows_quarantined"] == local["rows_quarantined"]
-    assert (tmp_path / "remote" / "rankings.parquet").exists()
+    assert (tmp_path / "remote" / "rankings" / "part-000.parquet").exists()
 
 
 def test_writes_without_atomic_put_go_through_a_temp_name(hub: Path, tmp_path: Path):

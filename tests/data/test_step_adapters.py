@@ -15,6 +15,7 @@ from rewardline.data import schema
 from rewardline.data.adapters import FORMATS, detect_format, read_file
 from rewardline.data.ingest import IngestConfig, Source, run_ingest
 from rewardline.data.steps import SOLUTIONS, STEP_FORMATS, StepOptions, canonicalize_solutions
+from rewardline.data.tables import table_path, table_rows
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 PRM800K = FIXTURES / "prm800k_phase12.jsonl"
@@ -211,7 +212,7 @@ def test_cli_ingest_format_gsm8k_with_negatives_set(tmp_path: Path) -> None:
     assert (metrics["rows_in"], metrics["rows_ok"], metrics["rows_quarantined"]) == (20, 20, 0)
     table = pq.read_table(out / schema.SOLUTIONS_FILE)
     assert metrics["solutions_ok"] == table.num_rows == 20 + metrics["solutions_synthetic"] > 50
-    assert pq.read_table(out / "rankings.parquet").num_rows == 0  # step-only data: empty ranking tables
+    assert table_rows(table_path(out, "rankings")) == 0  # step-only data: empty ranking tables
     bad = CliRunner().invoke(app, ["ingest", str(GSM8K), "--format", "gsm8k", "--out", str(tmp_path / "x"),
                                    "--set", "gsm8k_negatives=-1"])
     assert bad.exit_code == 2 and "gsm8k_negatives" in bad.output

@@ -13,7 +13,7 @@ import pytest
 from conftest import FIXTURES, save_tiny_reward_model
 
 from rewardline.data import schema
-from rewardline.data.tables import write_split, write_table
+from rewardline.data.tables import write_part, write_table
 from rewardline.evaluation.bon import BonConfig
 from rewardline.evaluation.bon_stage import anchored_test_candidates, run_bon_stage
 from rewardline.modeling.score import score_texts
@@ -52,7 +52,7 @@ def build_tables(root: Path, anchors: bool = True) -> tuple[Path, Path, dict]:
     for split, ids in (("test", list(pid.values())[:TEST_PROMPTS]), ("train", list(pid.values())[TEST_PROMPTS:])):
         rows = [{"prompt_id": p, "response_a_id": f"{p}/a", "response_b_id": f"{p}/b", "label": 1.0, "n_votes": 1,
                  "margin": 0.0, "category": "c", "split": split} for p in ids]
-        write_split(pa.Table.from_pylist(rows, schema.PAIRS), pairs, split)
+        write_part(pa.Table.from_pylist(rows, schema.PAIRS), pairs, split)
     return validated, pairs, gold
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from rewardline.data import schema
 from rewardline.data.synthetic import synthetic_rankings_table
+from rewardline.data.tables import table_path, table_rows
 from rewardline.ops import atomic, storage
 from rewardline.retraining.ledger import Ledger
 
@@ -45,7 +46,8 @@ def fingerprint(folder: Path) -> dict[str, str]:
 def assert_complete(folder: Path) -> None:
     """Every table readable and metrics.json consistent with the tables' row counts."""
     metrics = json.loads((folder / "metrics.json").read_text())
-    rows = {name: pq.read_table(folder / file).num_rows for name, file in schema.TABLE_FILES.items()}
+    rows = {name: table_rows(table_path(folder, name)) for name in schema.RANKING_TABLES}
+    rows["quarantine"] = table_rows(folder / schema.QUARANTINE_FILE)
     assert (rows["prompts"], rows["responses"], rows["rankings"], rows["quarantine"]) == (
         metrics["prompts"], metrics["responses"], metrics["ranked_rows"], metrics["rows_quarantined"])
     assert json.loads((folder / "gates.json").read_text())
@@ -102,7 +104,8 @@ def _kill_at(cmd: list[str], out: Path, delay: float, after_first_table: bool) -
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
     while after_first_table and proc.poll() is None and time.monotonic() - t0 < 60:
-        if any(any(p.glob("*.parquet")) for p in out.parent.glob(f".{out.name}.staging-*")):
+        # a part of the first partitioned table (prompts/part-000.parquet) or a one-file table
+        if any(any(p.rglob("*.parquet")) for p in out.parent.glob(f".{out.name}.staging-*")):
             break
         time.sleep(0.005)
     time.sleep(delay)

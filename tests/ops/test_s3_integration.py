@@ -96,7 +96,7 @@ def test_ingest_from_s3_prefix(s3_env, fixtures_dir: Path, tmp_path: Path) -> No
     )
     assert metrics["rows_in"] == local["rows_in"] > 0
     assert metrics["rows_quarantined"] == local["rows_quarantined"]
-    assert (tmp_path / "ingested" / "rankings.parquet").exists()
+    assert (tmp_path / "ingested" / "rankings" / "part-000.parquet").exists()
 
 
 def test_server_killed_mid_upload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -113,7 +113,7 @@ def test_stack_up_pipeline_down(tmp_path: Path, fixtures_dir: Path, monkeypatch:
             timeout=300,
         )
         assert done.returncode == 0, done.stderr
-        assert (out / "rankings.parquet").exists() and '"rows_in": 30' in done.stdout
+        assert (out / "rankings" / "part-000.parquet").exists() and '"rows_in": 30' in done.stdout
 
         for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # the in-process client: the admin
             monkeypatch.setenv(key, auth[key])

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from rewardline.cli import app
 from rewardline.data import schema
-from rewardline.data.tables import read_split, read_table
+from rewardline.data.tables import read_split, read_table, table_path
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 runner = CliRunner()
@@ -36,8 +36,8 @@ def pairs_dir(tmp_path: Path, *sources: Path, margin: str) -> Path:
 
 def triples(directory: Path) -> set[tuple]:
     """Every pair as (split, prompt text, prompt turns, chosen text, rejected text, label, votes, margin)."""
-    prompts = read_table(directory / schema.TABLE_FILES["prompts"]).to_pylist()
-    responses = read_table(directory / schema.TABLE_FILES["responses"]).to_pylist()
+    prompts = read_table(table_path(directory, "prompts")).to_pylist()
+    responses = read_table(table_path(directory, "responses")).to_pylist()
     prompt = {p["prompt_id"]: (p["prompt"], json.dumps(p["prompt_messages"])) for p in prompts}
     text = {r["response_id"]: r["response"] for r in responses}
     out = set()

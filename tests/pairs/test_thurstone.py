@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 from scipy.special import log_expit, log_ndtr, ndtr
 
 from rewardline.data import schema
-from rewardline.data.tables import TARGETS, read_split, read_table, write_table
+from rewardline.data.tables import TARGETS, read_split, read_table, table_path, write_table
 from rewardline.errors import ConfigError
 from rewardline.pairs.expand import (
     PairsConfig,
@@ -248,7 +248,7 @@ def test_the_pairs_stage_writes_targets_only_when_asked(tmp_path):
                                          "response": ids}), schema.RESPONSES)
     validated = tmp_path / "validated"
     for name, table in (("rankings", rankings), ("prompts", prompts), ("responses", responses)):
-        write_table(table, validated / schema.TABLE_FILES[name])
+        write_table(table, validated / f"{name}.parquet")  # the one-file layout of older stage directories
     metrics = run_pairs(validated, tmp_path / "pairs", PairsConfig(targets="thurstone", target_prior_sd=1.5))
     targets = read_table(tmp_path / "pairs" / TARGETS)
     assert targets.schema.remove_metadata() == schema.TARGETS and targets.schema.metadata[b"prior_sd"] == b"1.5"
@@ -269,7 +269,7 @@ def test_the_pairs_stage_writes_targets_only_when_asked(tmp_path):
     assert weighted["annotator_weights"] == pytest.approx({"a0": 0.25, "a1": 1.0, "a2": 1.0})
     anchors = responses.set_column(responses.schema.get_field_index("is_anchor"), "is_anchor",
                                    pa.array([r.endswith("-r0") for r in ids]))
-    write_table(anchors, validated / schema.TABLE_FILES["responses"])  # an optional column of responses
+    write_table(anchors, table_path(validated, "responses"))  # an optional column of responses
     run_pairs(validated, tmp_path / "anchored", PairsConfig(targets="bt"))
     anchored = read_table(tmp_path / "anchored" / TARGETS).to_pylist()
     with_r0 = {r["prompt_id"] for r in anchored if r["response_id"].endswith("-r0")}

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
 from scipy.special import ndtr
 from transformers import AutoTokenizer
 
-from rewardline.data.tables import TARGETS, read_split, write_split
+from rewardline.data.tables import TARGETS, read_split, read_table, write_part
 from rewardline.errors import ConfigError, NonFiniteLoss, exit_code
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
@@ -301,8 +300,8 @@ def test_thurstone_objective_trains_on_fitted_utilities_and_scores_win_probabili
     with pytest.raises(ConfigError, match=r"train.objective=thurstone needs per-response targets.*targets/"):
         train(pairs_dir, tmp_path / "none", tiny_config(setup, objective="thurstone"))
     pairs = pa.concat_tables(read_split(pairs_dir, s) for s in ("train", "val", "test"))
-    targets, _ = fit_targets(pairs, pq.read_table(pairs_dir / "responses.parquet"), "thurstone")
-    write_split(targets, pairs_dir, TARGETS)
+    targets, _ = fit_targets(pairs, read_table(pairs_dir / "responses"), "thurstone")
+    write_part(targets, pairs_dir, TARGETS)
     tracker = JsonlTracker(tmp_path / "track.jsonl")
     m = train(pairs_dir, tmp_path / "model", tiny_config(setup, objective="thurstone", epochs=6), tracker)
     losses = [r["metrics"]["train/loss"] for r in tracker.read() if "train/loss" in r.get("metrics", {})]
