@@ -27,11 +27,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rewardline.data.hashing import unit_interval
+from rewardline.data.schema import SOLUTIONS_FILE
 from rewardline.modeling.steps import EncodedSolutions
 from rewardline.modeling.tokenize import TokenizedResponses
 from rewardline.training.batching import Group
 
-SOLUTIONS_FILE = "solutions.parquet"
 NEUTRAL_TARGETS = {"correct": 1.0, "incorrect": 0.0, "ignore": None}
 SPLITS = ("train", "val", "test")
 
