@@ -227,13 +227,9 @@ class PromptBuckets:
         return shard_groups(sizing.rows, self.rows_per_bucket)
 
     def __iter__(self) -> Iterator[dict[str, pa.Table]]:
-        if self.parts is not None:
-            for bucket in self.parts:
-                yield {name: pq.read_table(path, columns=self.columns.get(name), memory_map=True)
-                       for name, path in bucket.items()}
-            return
-        if self.single:
-            yield {name: read_table(path, self.columns.get(name)) for name, path in self.paths.items()}
+        if self.parts is not None or self.single:  # read as they are: part i of each table, or each table whole
+            for bucket in self.parts or [self.paths]:
+                yield {name: read_table(path, self.columns.get(name)) for name, path in bucket.items()}
             return
         for group in self.groups():
             yield {name: spill.read(group) for name, spill in self.spills.items()}

@@ -131,7 +131,7 @@ def read_split(pairs_dir: Path, split: str, columns: list[str] | None = None) ->
 def table_parts(stage_dir: Path, name: str) -> Iterator[pa.Table]:
     """Table ``name`` of a stage directory one part (prompt bucket) at a time: a prompt's rows are in one part."""
     for part in part_files(table_path(stage_dir, name)):
-        yield pq.read_table(part, memory_map=True)
+        yield read_table(part)
 
 
 def write_part(table: pa.Table, stage_dir: Path, name: str, part: int = 0) -> Path:
