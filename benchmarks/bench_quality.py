@@ -30,6 +30,7 @@ files it used next to the report. TRL is a benchmark-only dependency (``pip inst
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import hashlib
 import json
@@ -131,8 +132,27 @@ def default_recipe(overrides: list[str]) -> Any:
     return build(TrainConfig, load_params(PARAMS).get("train")).override(overrides)
 
 
+@contextlib.contextmanager
+def torch_seed_fixed_at(seed: int | None) -> Any:
+    """Inside, every ``torch.manual_seed(s)`` seeds ``seed`` instead (``None``: no change). Training then draws the
+    head's initialisation and the dropout stream from ``seed`` whatever ``train.seed`` is, while the data order
+    still comes from ``train.seed`` (``plan_batches`` draws it with NumPy): runs that differ in data order only,
+    the members of a model soup."""
+    import torch
+
+    if seed is None:
+        yield
+        return
+    manual_seed = torch.manual_seed
+    torch.manual_seed = lambda _s: manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.manual_seed = manual_seed
+
+
 def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, overrides: list[str],
-                   val_fraction: float) -> dict[str, Any]:
+                   val_fraction: float, init_seed: int | None = None) -> dict[str, Any]:
     """Train the default recipe on the training rows; score the test rows (prompt, last turn)."""
     from rewardline.training.loop import train as train_model
 
@@ -140,7 +160,8 @@ def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, ove
     cfg = default_recipe([*overrides, f"seed={seed}"]).replace(
         progress=False, checkpoint_every=0, checkpoint_dir=str(work / "ck"), cache_dir=str(work / "cache"))
     t0 = time.perf_counter()
-    metrics = train_model(data, work / "model", cfg)
+    with torch_seed_fixed_at(init_seed):
+        metrics = train_model(data, work / "model", cfg)
     seconds = time.perf_counter() - t0
     chosen, rejected = rewardline_pair_rewards(work / "model", test)
     return {**held_out_score(chosen, rejected, test, seed), "train_seconds": seconds, "steps": metrics["steps"],
@@ -249,6 +270,9 @@ def main() -> None:
     ap.add_argument("--trainers", default="rewardline,trl")
     ap.add_argument("--set", nargs="*", default=[], help="rewardline TrainConfig overrides key=value")
     ap.add_argument("--trl-set", nargs="*", default=[], help="RewardConfig overrides key=value")
+    ap.add_argument("--init-seed", type=int, default=None,
+                    help="rewardline: one torch seed for every run (same head init and dropout; data order from "
+                         "--seeds), e.g. members of a weight average (bench_seed_average.py)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_quality"))
     args = ap.parse_args()
     if args.train and not args.test:
@@ -272,7 +296,8 @@ def main() -> None:
     for seed in seeds:
         for name in trainers:
             work = args.out / f"{name}-seed{seed}"
-            res = (run_rewardline(train, test, work, seed, args.set, args.val_fraction) if name == "rewardline"
+            res = (run_rewardline(train, test, work, seed, args.set, args.val_fraction, args.init_seed)
+                   if name == "rewardline"
                    else run_trl(train, test, work, seed, args.trl_set, backbone))
             report["runs"][name].append(res)
             print(json.dumps({"trainer": name, "seed": seed, **res}, default=str), flush=True)

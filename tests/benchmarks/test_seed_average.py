@@ -49,3 +49,21 @@ def test_weight_average_refuses_models_of_different_architectures(tmp_path):
     save_file({"w": torch.zeros(2)}, str(other / avg.WEIGHTS))
     with pytest.raises(ValueError, match="architecture"):
         avg.weight_average([_reward_model(tmp_path, 0), other], tmp_path / "soup")
+
+
+def test_members_of_a_soup_share_torchs_seed_and_the_seed_is_restored_after():
+    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "benchmarks" / "bench_quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    torch.manual_seed(0)
+    reference = torch.randn(4)
+    with quality.torch_seed_fixed_at(0):
+        torch.manual_seed(7)  # what training does with train.seed = 7
+        inside = torch.randn(4)
+    torch.manual_seed(7)
+    after = torch.randn(4)
+    assert torch.equal(inside, reference)
+    assert not torch.equal(after, reference)  # restored: seed 7 is seed 7 again
+    with quality.torch_seed_fixed_at(None):
+        torch.manual_seed(7)
+        assert torch.equal(torch.randn(4), after)
