@@ -86,7 +86,7 @@ class TrainConfig(Section):
     template: Literal["auto", "chat", "pair", "text"] = "auto"
     max_length: int = Field(512, ge=1)  # the whole response of 95 % of the shipped sample (docs/benchmarks.md)
     min_prompt_tokens: int = Field(64, ge=0)
-    batch_tokens: int = Field(8192, ge=1)  # padded tokens per micro-batch
+    batch_tokens: int = Field(4096, ge=1)  # padded tokens per micro-batch
     grad_accum: int = Field(1, ge=1)
     epochs: int = Field(1, ge=1)
     min_steps: int = Field(0, ge=0)  # more whole epochs until the run has >= this many optimizer steps; 0 = off
