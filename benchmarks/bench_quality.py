@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -132,8 +133,7 @@ def default_recipe(overrides: list[str]) -> Any:
     return build(TrainConfig, load_params(PARAMS).get("train")).override(overrides)
 
 
-@contextlib.contextmanager
-def torch_seed_fixed_at(seed: int | None) -> Any:
+def torch_seed_fixed_at(seed: int | None) -> contextlib.AbstractContextManager:
     """Inside, every ``torch.manual_seed(s)`` seeds ``seed`` instead (``None``: no change). Training then draws the
     head's initialisation and the dropout stream from ``seed`` whatever ``train.seed`` is, while the data order
     still comes from ``train.seed`` (``plan_batches`` draws it with NumPy): runs that differ in data order only,
@@ -141,14 +141,9 @@ def torch_seed_fixed_at(seed: int | None) -> Any:
     import torch
 
     if seed is None:
-        yield
-        return
+        return contextlib.nullcontext()
     manual_seed = torch.manual_seed
-    torch.manual_seed = lambda _s: manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.manual_seed = manual_seed
+    return mock.patch.object(torch, "manual_seed", lambda _s: manual_seed(seed))
 
 
 def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, overrides: list[str],

@@ -16,9 +16,17 @@ from rewardline.modeling.score import score_texts
 from rewardline.modeling.tiny import build_tiny_bert
 
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("bench_seed_average", ROOT / "benchmarks" / "bench_seed_average.py")
-avg = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(avg)
+
+
+def _benchmark(name: str):
+    """A script of ``benchmarks/`` imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+avg = _benchmark("bench_seed_average")
 
 
 def _reward_model(tmp_path: Path, seed: int) -> Path:
@@ -52,9 +60,7 @@ def test_weight_average_refuses_models_of_different_architectures(tmp_path):
 
 
 def test_members_of_a_soup_share_torchs_seed_and_the_seed_is_restored_after():
-    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "benchmarks" / "bench_quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+    quality = _benchmark("bench_quality")
     torch.manual_seed(0)
     reference = torch.randn(4)
     with quality.torch_seed_fixed_at(0):
