@@ -3,9 +3,11 @@
 Both trainers see the same hh-rlhf-format training file and are scored on the same held-out pairs:
 
 * **rewardline**: the CLI's default recipe, i.e. what ``rewardline train`` runs in the project: the ``train``
-  section of the repository's ``params.yaml`` (overridable with ``--set``). It carves a val split out of the
-  *training* file (``--val-fraction`` of its prompts, by hash) for its evaluation every ``eval_every`` steps,
-  best checkpoint and early stopping; it never sees the test file while training.
+  section of the repository's ``params.yaml`` (overridable with ``--set``). When the recipe selects on val
+  (``eval_every`` or ``patience`` > 0: evaluation every N steps, best checkpoint, early stopping) it carves a val
+  split out of the *training* file (``--val-fraction``, default 0.1 of its prompts, by hash); when it selects
+  nothing on val (the default recipe) it trains on the whole training file, the same pairs TRL gets. It never
+  sees the test file while training.
 * **TRL 1.16** ``RewardTrainer`` with ``RewardConfig``'s documented defaults (lr 1e-4, batch 8, 3 epochs,
   linear decay, no warm-up, no weight decay, dropout disabled) on the whole training file, as a plain
   script would run it: text rows ``{"chosen", "rejected"}`` (the whole dialogue, TRL's implicit-prompt
@@ -146,14 +148,22 @@ def torch_seed_fixed_at(seed: int | None) -> contextlib.AbstractContextManager:
     return mock.patch.object(torch, "manual_seed", lambda _s: manual_seed(seed))
 
 
+def default_val_fraction(cfg: Any) -> float:
+    """0.1 when the recipe selects on val (``eval_every`` or ``patience`` > 0), else 0: nothing would use the val
+    split but the final val metrics, and carving it out would train rewardline on fewer pairs than TRL."""
+    return 0.1 if cfg.eval_every > 0 or cfg.patience > 0 else 0.0
+
+
 def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, overrides: list[str],
-                   val_fraction: float, init_seed: int | None = None) -> dict[str, Any]:
-    """Train the default recipe on the training rows; score the test rows (prompt, last turn)."""
+                   val_fraction: float | None, init_seed: int | None = None) -> dict[str, Any]:
+    """Train the default recipe on the training rows; score the test rows (prompt, last turn).
+    ``val_fraction`` None: :func:`default_val_fraction`."""
     from rewardline.training.loop import train as train_model
 
-    data = pairs_dir(train, test, work / "pairs", val_fraction)
     cfg = default_recipe([*overrides, f"seed={seed}"]).replace(
         progress=False, checkpoint_every=0, checkpoint_dir=str(work / "ck"), cache_dir=str(work / "cache"))
+    val_fraction = default_val_fraction(cfg) if val_fraction is None else val_fraction
+    data = pairs_dir(train, test, work / "pairs", val_fraction)
     t0 = time.perf_counter()
     with torch_seed_fixed_at(init_seed):
         metrics = train_model(data, work / "model", cfg)
@@ -161,6 +171,7 @@ def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, ove
     chosen, rejected = rewardline_pair_rewards(work / "model", test)
     return {**held_out_score(chosen, rejected, test, seed), "train_seconds": seconds, "steps": metrics["steps"],
             "best_step": metrics.get("best_step"), "val_accuracy": metrics.get("val_accuracy"),
+            "val_fraction": val_fraction,
             "config": {k: v for k, v in cfg.model_dump().items()
                        if k in ("lr", "epochs", "batch_tokens", "max_length", "eval_every", "patience",
                                 "schedule", "warmup_ratio", "freeze_embeddings", "freeze_layers")}}
@@ -260,7 +271,9 @@ def main() -> None:
     src.add_argument("--train", type=Path, help="hh-rlhf-format training file (needs --test)")
     ap.add_argument("--test", type=Path, help="hh-rlhf-format held-out file")
     ap.add_argument("--test-fraction", type=float, default=0.2)
-    ap.add_argument("--val-fraction", type=float, default=0.1, help="rewardline's val share of the training prompts")
+    ap.add_argument("--val-fraction", type=float, default=None,
+                    help="rewardline's val share of the training prompts (default: 0.1 if the recipe selects on "
+                         "val, else 0: the whole training file, as TRL)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--trainers", default="rewardline,trl")
     ap.add_argument("--set", nargs="*", default=[], help="rewardline TrainConfig overrides key=value")
