@@ -36,6 +36,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import math
 import platform
 import statistics
 import sys
@@ -148,6 +149,12 @@ def torch_seed_fixed_at(seed: int | None) -> contextlib.AbstractContextManager:
     return mock.patch.object(torch, "manual_seed", lambda _s: manual_seed(seed))
 
 
+def finite_or_none(value: float | None) -> float | None:
+    """``value``, or None where it is missing or NaN (train's val metrics when there is no val split): the report
+    is strict JSON, which has no NaN."""
+    return None if value is None or math.isnan(value) else value
+
+
 def default_val_fraction(cfg: Any) -> float:
     """0.1 when the recipe selects on val (``eval_every`` or ``patience`` > 0), else 0: nothing would use the val
     split but the final val metrics, and carving it out would train rewardline on fewer pairs than TRL."""
@@ -170,7 +177,7 @@ def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, ove
     seconds = time.perf_counter() - t0
     chosen, rejected = rewardline_pair_rewards(work / "model", test)
     return {**held_out_score(chosen, rejected, test, seed), "train_seconds": seconds, "steps": metrics["steps"],
-            "best_step": metrics.get("best_step"), "val_accuracy": metrics.get("val_accuracy"),
+            "best_step": metrics.get("best_step"), "val_accuracy": finite_or_none(metrics.get("val_accuracy")),
             "val_fraction": val_fraction,
             "config": {k: v for k, v in cfg.model_dump().items()
                        if k in ("lr", "epochs", "batch_tokens", "max_length", "eval_every", "patience",

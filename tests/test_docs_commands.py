@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 DOCS = ("README.md", "infra/README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")))
 SHELL_BLOCKS = {"bash", "sh", "shell", "console"}
-FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^[ \t]*```(\w*)[^\n]*\n(.*?)^[ \t]*```", re.S | re.M)  # list items' indented blocks too
 BIN = Path(sys.executable).parent
 
 #: Programs documented but not run here, and why (no network, no Docker, or they change state).
@@ -45,6 +45,7 @@ NOT_RUN = {
     "do": "shell loop keyword",
     "done": "shell loop keyword",
     "srun": "Slurm: not on the dev machine",
+    "vllm": "vLLM: not a dependency (a GPU server that loads the exported model)",
     "head=$(scontrol": "Slurm: the rendezvous host from the job's node list",
 }
 #: Documented sub-commands whose ``--help`` is not the check (they need services or change state).

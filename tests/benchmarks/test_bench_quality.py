@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 from rewardline.data.tables import read_table, table_path
@@ -27,7 +26,7 @@ def test_without_a_val_split_rewardline_trains_on_every_training_pair_and_scores
     backbone = build_tiny_bert(tmp_path / "backbone", seed=0)
     overrides = [f"backbone={backbone}", "max_length=64", "batch_tokens=512", "freeze_layers=1"]
     res = quality.run_rewardline(train, test, tmp_path / "run", 0, overrides, None)
-    assert res["val_fraction"] == 0.0 and math.isnan(res["val_accuracy"])  # no val split: no val metrics
+    assert res["val_fraction"] == 0.0 and res["val_accuracy"] is None  # no val split: no val metrics (strict JSON)
     assert res["n_pairs"] == len(test) and 0.0 <= res["accuracy"] <= 1.0
     pairs = read_table(table_path(tmp_path / "run" / "pairs", "train"))
     assert pairs.num_rows == len(train)
