@@ -278,6 +278,8 @@ def main() -> None:
     src.add_argument("--train", type=Path, help="hh-rlhf-format training file (needs --test)")
     ap.add_argument("--test", type=Path, help="hh-rlhf-format held-out file")
     ap.add_argument("--test-fraction", type=float, default=0.2)
+    ap.add_argument("--split-salt", default="bench-quality",
+                    help="--hh: the salt of the split by prompt (another salt, another draw of test prompts)")
     ap.add_argument("--val-fraction", type=float, default=None,
                     help="rewardline's val share of the training prompts (default: 0.1 if the recipe selects on "
                          "val, else 0: the whole training file, as TRL)")
@@ -296,7 +298,7 @@ def main() -> None:
     import torch
 
     if args.hh:
-        train_file, test_file = split_hh(args.hh, args.out / "data", args.test_fraction)
+        train_file, test_file = split_hh(args.hh, args.out / "data", args.test_fraction, args.split_salt)
     else:
         train_file, test_file = args.train, args.test
     train, test = read_hh(train_file), read_hh(test_file)

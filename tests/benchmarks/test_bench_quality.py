@@ -30,3 +30,15 @@ def test_without_a_val_split_rewardline_trains_on_every_training_pair_and_scores
     assert res["n_pairs"] == len(test) and 0.0 <= res["accuracy"] <= 1.0
     pairs = read_table(table_path(tmp_path / "run" / "pairs", "train"))
     assert pairs.num_rows == len(train)
+
+
+def test_split_by_prompt_is_a_partition_and_the_salt_draws_another_one(tmp_path):
+    source = ROOT / "tests" / "fixtures" / "hh_rlhf_30.jsonl"
+    splits = {salt: quality.split_hh(source, tmp_path / salt, 0.3, salt) for salt in ("bench-quality", "other")}
+    tests = {}
+    for salt, (train_file, test_file) in splits.items():
+        train, test = quality.read_hh(train_file), quality.read_hh(test_file)
+        assert len(train) + len(test) == 30 and test  # every row on one side
+        assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}  # no prompt on both sides
+        tests[salt] = {r["prompt"] for r in test}
+    assert tests["bench-quality"] != tests["other"]
