@@ -36,7 +36,6 @@ import contextlib
 import gzip
 import hashlib
 import json
-import math
 import platform
 import statistics
 import sys
@@ -149,12 +148,6 @@ def torch_seed_fixed_at(seed: int | None) -> contextlib.AbstractContextManager:
     return mock.patch.object(torch, "manual_seed", lambda _s: manual_seed(seed))
 
 
-def finite_or_none(value: float | None) -> float | None:
-    """``value``, or None where it is missing or NaN (train's val metrics when there is no val split): the report
-    is strict JSON, which has no NaN."""
-    return None if value is None or math.isnan(value) else value
-
-
 def default_val_fraction(cfg: Any) -> float:
     """0.1 when the recipe selects on val (``eval_every`` or ``patience`` > 0), else 0: nothing would use the val
     split but the final val metrics, and carving it out would train rewardline on fewer pairs than TRL."""
@@ -165,6 +158,7 @@ def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, ove
                    val_fraction: float | None, init_seed: int | None = None) -> dict[str, Any]:
     """Train the default recipe on the training rows; score the test rows (prompt, last turn).
     ``val_fraction`` None: :func:`default_val_fraction`."""
+    from rewardline.data.tables import json_safe
     from rewardline.training.loop import train as train_model
 
     cfg = default_recipe([*overrides, f"seed={seed}"]).replace(
@@ -176,12 +170,13 @@ def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, ove
         metrics = train_model(data, work / "model", cfg)
     seconds = time.perf_counter() - t0
     chosen, rejected = rewardline_pair_rewards(work / "model", test)
-    return {**held_out_score(chosen, rejected, test, seed), "train_seconds": seconds, "steps": metrics["steps"],
-            "best_step": metrics.get("best_step"), "val_accuracy": finite_or_none(metrics.get("val_accuracy")),
-            "val_fraction": val_fraction,
-            "config": {k: v for k, v in cfg.model_dump().items()
-                       if k in ("lr", "epochs", "batch_tokens", "max_length", "eval_every", "patience",
-                                "schedule", "warmup_ratio", "freeze_embeddings", "freeze_layers")}}
+    # json_safe: no val split leaves train's val metrics NaN, and report.json is strict JSON (null)
+    return json_safe({**held_out_score(chosen, rejected, test, seed), "train_seconds": seconds,
+                      "steps": metrics["steps"], "best_step": metrics.get("best_step"),
+                      "val_accuracy": metrics.get("val_accuracy"), "val_fraction": val_fraction,
+                      "config": {k: v for k, v in cfg.model_dump().items()
+                                 if k in ("lr", "epochs", "batch_tokens", "max_length", "eval_every", "patience",
+                                          "schedule", "warmup_ratio", "freeze_embeddings", "freeze_layers")}})
 
 
 def rewardline_pair_rewards(model: Path, test: list[Row]) -> tuple[np.ndarray, np.ndarray]:

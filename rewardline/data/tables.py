@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -174,6 +176,19 @@ def copy_table(src_dir: Path, dst_dir: Path, name: str) -> None:
 def read_json(path: Path | None) -> dict[str, Any]:
     """The JSON object in ``path``; ``{}`` when ``path`` is None or names no file (an optional report)."""
     return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN / inf → None, NumPy scalars → Python, through dicts, lists and tuples (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def write_json(obj: Any, path: Path) -> Path:

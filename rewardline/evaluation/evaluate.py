@@ -35,7 +35,6 @@ The function returns the metrics dict and does not raise on failed gates: the ca
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,7 +43,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from rewardline.config import Section
-from rewardline.data.tables import write_json
+from rewardline.data.tables import json_safe, write_json
 from rewardline.errors import NonFiniteError
 from rewardline.evaluation.absolute import AbsoluteCalibration, absolute_calibration, anchor_comparisons
 from rewardline.evaluation.benchmark import benchmark_metrics
@@ -103,19 +102,6 @@ def _check_lengths(n: int, **arrays: np.ndarray | None) -> None:
             if len(bad):
                 raise NonFiniteError(field=name, detail=f"{len(bad)} of {n} rewards are not finite (first: pair "
                                                         f"{int(bad[0])}); expected finite rewards")
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN / inf → None, NumPy scalars → Python (JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def evaluate_scores(
@@ -181,7 +167,7 @@ def evaluate_scores(
     absolute = _absolute(pairs, ra, rb, val_pairs, vra, vrb, anchor_ids, link,
                          {**boot, "residual_sd": residual_sd, "anchored": anchored})
     metrics.update(absolute.headline)
-    metrics = _json_safe(metrics)
+    metrics = json_safe(metrics)
 
     report = evaluate_gates(EVALUATE_GATES, metrics, cfg, stage="evaluate")
     metrics.update(report.metrics_entries())
@@ -194,7 +180,7 @@ def evaluate_scores(
                 overall=overall, by_category=by_cat, **_chosen_rejected(ra, rb, label), rewards=test_rewards,
                 lengths=test_lengths, spearman=lb.length_spearman, seed=cfg.seed)
     write_absolute_reliability(absolute.bins, absolute.details["method"], out_dir / "plots")
-    write_json(_json_safe(absolute.details), out_dir / "absolute_calibration.json")
+    write_json(json_safe(absolute.details), out_dir / "absolute_calibration.json")
     _write_outputs(out_dir, metrics, report, test_rewards, [prompt_of[i] for i in test_ids])
     return metrics
 
