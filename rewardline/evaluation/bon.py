@@ -62,6 +62,7 @@ from pydantic import Field
 from scipy.special import gammaln
 
 from rewardline.config import Section
+from rewardline.data.tables import json_safe
 from rewardline.evaluation.candidates import Candidates, load_candidates
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
@@ -192,12 +193,14 @@ def fit_bon(sqrt_kl: np.ndarray, gain: np.ndarray) -> dict[str, Any] | None:
 
 
 def _by_n(values: np.ndarray) -> dict[str, float | None]:
-    return {str(n): (None if not np.isfinite(v) else float(v)) for n, v in enumerate(values, start=1)}
+    """``{"1": v_1, "2": v_2, ...}`` with NaN as None (JSON)."""
+    return json_safe({str(n): v for n, v in enumerate(values.tolist(), start=1)})
 
 
 def _ci_by_n(low: np.ndarray, high: np.ndarray) -> dict[str, list[float | None]]:
-    return {str(n): [None if not np.isfinite(lo) else float(lo), None if not np.isfinite(hi) else float(hi)]
-            for n, (lo, hi) in enumerate(zip(low, high, strict=True), start=1)}
+    """``{"1": [low_1, high_1], ...}`` with NaN as None (JSON)."""
+    pairs = zip(low.tolist(), high.tolist(), strict=True)
+    return json_safe({str(n): list(pair) for n, pair in enumerate(pairs, start=1)})
 
 
 def summarize(curves: BonCurves, config: BonConfig) -> dict[str, Any]:

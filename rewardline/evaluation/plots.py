@@ -29,6 +29,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from rewardline.data.tables import json_safe
 from rewardline.evaluation.calibration import CalibrationMetrics
 from rewardline.evaluation.metrics import Accuracy
 from rewardline.report import fmt
@@ -69,11 +70,10 @@ def reliability_rows(raw: CalibrationMetrics, calibrated: CalibrationMetrics) ->
 def category_rows(by_category: Mapping[str, Accuracy], overall: Accuracy | None = None) -> list[dict]:
     """One row per category (and ``all`` first when ``overall`` is given)."""
     items = ([("all", overall)] if overall is not None else []) + sorted(by_category.items())
-    return [
-        {"category": name, "accuracy": _none(a.accuracy), "ci_low": _none(a.ci_low), "ci_high": _none(a.ci_high),
-         "n_pairs": a.n_pairs}
+    return json_safe([
+        {"category": name, "accuracy": a.accuracy, "ci_low": a.ci_low, "ci_high": a.ci_high, "n_pairs": a.n_pairs}
         for name, a in items
-    ]
+    ])
 
 
 def histogram_rows(chosen: np.ndarray, rejected: np.ndarray, bins: int = HIST_BINS) -> list[dict]:
@@ -97,10 +97,6 @@ def sample_points(rewards: np.ndarray, lengths: np.ndarray, max_points: int = 50
         return rewards, lengths
     idx = np.sort(np.random.default_rng(seed).choice(rewards.size, max_points, replace=False))
     return rewards[idx], lengths[idx]
-
-
-def _none(x: float) -> float | None:
-    return None if x is None or np.isnan(x) else float(x)
 
 
 # -- figures -----------------------------------------------------------------------------
