@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rewardline.data.tables import json_safe
 from rewardline.errors import BadInput, NonFiniteError, json_type
 
 if TYPE_CHECKING:
@@ -164,7 +165,6 @@ def score_step_rows(model_dir: Path | str, rows: list[dict], out_path: Path | st
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "w") as f:
         for row, s, reward in zip(rows, scores, rewards, strict=True):
-            step_scores = [None if np.isnan(x) else float(x) for x in s]
-            f.write(json.dumps({**row, "step_scores": step_scores,
-                                "reward": None if np.isnan(reward) else float(reward)}) + "\n")
+            scored = json_safe({"step_scores": s.tolist(), "reward": float(reward)})  # unscored (NaN) → null
+            f.write(json.dumps({**row, **scored}) + "\n")
     return len(rows)

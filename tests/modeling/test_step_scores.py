@@ -65,6 +65,28 @@ def test_score_cli_writes_step_scores_and_each_aggregate(prm_dir, tmp_path):
     assert results[None][0]["reward"] == results["min"][0]["reward"]  # the model's default: min
 
 
+def _strict_json(line: str) -> dict:
+    """``json.loads`` that refuses NaN / Infinity (Python's default accepts them; JSON has neither)."""
+    return json.loads(line, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name} in {line[:80]}"))
+
+
+def test_steps_past_max_length_are_null_in_strict_json(prm_dir, tmp_path):
+    """max_length 64: a solution of 40 long steps has steps that are never scored: null (not NaN) in the output;
+    a solution with no scored step at all gets reward null."""
+    long_steps = [f"step {k}: we add {k} apples to the basket and count them all again" for k in range(40)]
+    rows = [{"prompt": "Count.", "steps": long_steps},
+            {"prompt": "Count.", "steps": ["apple " * 200]}]  # one step longer than max_length
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(app, ["score", "--model", str(prm_dir), "--input", str(src), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    long_row, no_step = [_strict_json(line) for line in out.read_text().splitlines()]
+    scores = long_row["step_scores"]
+    assert len(scores) == 40 and scores[0] is not None and scores[-1] is None  # the tail was cut
+    assert long_row["reward"] == pytest.approx(min(x for x in scores if x is not None))
+    assert no_step["step_scores"] == [None] and no_step["reward"] is None
+
+
 def test_score_cli_names_line_and_field_of_a_bad_step_row(prm_dir, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"prompt": "p", "steps": ["ok"]}\n{"prompt": "p", "steps": ["ok", ""]}\n')
