@@ -15,7 +15,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rewardline.data.tables import read_json
+from rewardline.data.tables import json_safe, read_json
 from rewardline.errors import BadInput
 
 if TYPE_CHECKING:
@@ -31,7 +31,9 @@ class RewardScorer:
 
     Input columns ``prompt``, ``response`` and optionally ``response_b``; output ``reward``
     (``r − reward_mean``; an absolute-scale model's utility as is) and, for rows with a ``response_b``,
-    ``reward_b`` and the calibrated preference probability ``p_prefer = σ((r_a − r_b) / T)``. An
+    ``reward_b`` and the calibrated preference probability ``p_prefer = σ((r_a − r_b) / T)`` (missing, ``<NA>``,
+    on rows without one: those columns are pandas' nullable ``Float64``, so that ``mlflow models serve`` answers
+    ``null`` there; NumPy's NaN would go out as ``NaN``, which is not JSON and which strict parsers refuse). An
     absolute-scale model (``reward_config.link`` set: objectives thurstone, bt+thurstone) also returns
     ``win_prob = Φ(reward/√(1+s²))`` (probit) or ``σ(reward/√(1+πs²/8))`` (logit), ``s`` the model's val
     ``residual_sd``: P(the response beats the prompt's anchor),
@@ -39,7 +41,8 @@ class RewardScorer:
 
     A process reward model (``reward_config.step_separator`` set, objective ``prm``) takes columns ``prompt``
     and ``steps`` (a list of step strings per row) and returns ``step_scores`` (P(step correct) per step,
-    NaN for a step beyond ``max_length``) and ``reward``, their aggregate (the model's ``step_aggregate``,
+    None for a step beyond ``max_length``) and ``reward`` (``Float64``; ``<NA>`` when no step was scored), their
+    aggregate (the model's ``step_aggregate``,
     or ``params={"aggregate": "min" | "prod" | "last" | "mean"}``), :mod:`rewardline.modeling.step_scores`."""
 
     def __init__(self, bundle_dir: Path | str, device: str = "auto") -> None:
@@ -67,7 +70,8 @@ class RewardScorer:
         scores = score_steps(self.model, self.tokenizer, [r["prompt"] for r in rows], [r["steps"] for r in rows],
                              device=self.device)
         how = (params or {}).get("aggregate") or self.model.config.step_aggregate
-        return pd.DataFrame({"step_scores": [s.tolist() for s in scores], "reward": aggregate_steps(scores, how)})
+        return pd.DataFrame({"step_scores": [json_safe(s.tolist()) for s in scores],  # unscored step: None
+                             "reward": pd.array(aggregate_steps(scores, how), dtype="Float64")})  # NaN → <NA>
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         import numpy as np
@@ -95,8 +99,9 @@ class RewardScorer:
         if pairwise:
             reward_b = np.full(len(responses), np.nan)
             reward_b[rows_b] = rewards[len(responses) :]
-            out["reward_b"] = reward_b
-            out["p_prefer"] = preference_probability(out["reward"].to_numpy(), reward_b, self.temperature)
+            p_prefer = preference_probability(out["reward"].to_numpy(), reward_b, self.temperature)
+            out["reward_b"] = pd.array(reward_b, dtype="Float64")  # NaN (no response_b) → <NA>, null in JSON
+            out["p_prefer"] = pd.array(p_prefer, dtype="Float64")
         return out
 
 

@@ -506,6 +506,16 @@ def test_champion_loads_by_alias_in_a_fresh_process_and_is_served(
         np.testing.assert_allclose(got[["reward", "reward_b", "p_prefer"]], expected, rtol=1e-5, atol=1e-5)
         (tmp_path / "serve-example.json").write_text(json.dumps({"request": {"dataframe_records": pairs},
                                                                  "response": answer.json()}, indent=2))
+        # a batch where only some rows have a response_b: the others get null (strict JSON, no NaN)
+        mixed = [records[0], *pairs[1:]]
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": mixed}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        strict = json.loads(answer.text, parse_constant=lambda c: pytest.fail(f"{c} in the served JSON: {answer.text}"))
+        first, *rest = strict["predictions"]
+        assert first["reward_b"] is None and first["p_prefer"] is None
+        np.testing.assert_allclose(first["reward"], expected["reward"][0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(pd.DataFrame(rest)[["reward", "reward_b", "p_prefer"]], expected.iloc[1:],
+                                   rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow

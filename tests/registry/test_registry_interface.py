@@ -189,9 +189,13 @@ def test_a_model_logged_with_the_old_loader_module_loads_and_predicts_the_same(
         predictions[label] = mlflow.pyfunc.load_model(info.model_uri).predict(ROWS)  # <loader_module>._load_pyfunc
     direct = RewardScorer(bundle).predict(ROWS)
     assert list(predictions["old"].columns) == ["reward", "reward_b", "p_prefer"]
-    np.testing.assert_allclose(predictions["old"].to_numpy(), predictions["new"].to_numpy(), rtol=1e-6)
-    np.testing.assert_allclose(predictions["old"].to_numpy(), direct.to_numpy(), rtol=1e-6)
-    assert np.isnan(predictions["old"]["p_prefer"][1]) and not np.isnan(predictions["old"]["p_prefer"][0])
+    old_values, new_values, direct_values = (frame.to_numpy(dtype=float, na_value=np.nan)
+                                             for frame in (predictions["old"], predictions["new"], direct))
+    np.testing.assert_allclose(old_values, new_values, rtol=1e-6)
+    np.testing.assert_allclose(old_values, direct_values, rtol=1e-6)
+    # no response_b in row 1: missing (pandas' NA, null in served JSON), not NaN
+    assert predictions["old"]["p_prefer"].isna().tolist() == [False, True, False]
+    assert direct["reward_b"].dtype == "Float64" and '"reward_b":null' in direct.to_json(orient="records")
 
 
 def _imports(path: Path) -> set[str]:
