@@ -51,7 +51,6 @@ Files may be gzipped, JSONL or one JSON list; a directory means its files, sorte
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +61,7 @@ from pydantic import Field
 from scipy.special import gammaln
 
 from rewardline.config import Section
-from rewardline.data.tables import json_safe
+from rewardline.data.tables import json_safe, write_json
 from rewardline.evaluation.candidates import Candidates, load_candidates
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
@@ -443,7 +442,7 @@ def run_bon(
     metrics.update(info or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_json(json_safe(metrics), out / METRICS_FILE)  # strict JSON: NaN → null
     gates.write_json(out / GATES_FILE)
     (out / REPORT_FILE).write_text(report_markdown(metrics))
     write_csv(metrics, out / "bon.csv")

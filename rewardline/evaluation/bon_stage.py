@@ -14,7 +14,6 @@ sit beside the challenger's curve in ``metrics.json`` and ``report.md``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rewardline.data.tables import read_table, table_path
+from rewardline.data.tables import json_safe, read_table, table_path, write_json
 from rewardline.evaluation.bon import BON_GATES, BonConfig, bon_curves, run_bon, summarize
 from rewardline.evaluation.candidates import Candidates
 from rewardline.gates import GateReport, GateResult
@@ -70,7 +69,7 @@ def _skipped(out_dir: Path, config: BonConfig, reason: str) -> dict[str, Any]:
     metrics = {"status": "skipped", "reason": reason, "prompts": 0, "candidates": 0, **gates.metrics_entries(),
                "config": config.model_dump()}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_json(json_safe(metrics), out_dir / METRICS_FILE)  # strict JSON: NaN → null
     gates.write_json(out_dir / GATES_FILE)
     (out_dir / REPORT_FILE).write_text(f"# Best-of-N\n\nskipped: {reason}\n\n{gates.to_markdown().rstrip()}\n")
     (out_dir / "bon.csv").write_text("n,prompts,kl,sqrt_kl,gold,proxy\n")  # the declared plots: empty,
@@ -122,7 +121,7 @@ def run_bon_stage(model_dir: Path, validated_dir: Path, pairs_dir: Path, out_dir
     metrics = run_bon(candidates, proxy, out_dir, config, info=info)
     metrics.update(gain_n_max_ci_low=metrics["gain_n_max_ci"][0], gold_n_max=metrics["observed_peak"]["gold_n_max"],
                    overoptimization=metrics["observed_peak"]["overoptimization"])
-    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_json(json_safe(metrics), out_dir / METRICS_FILE)  # strict JSON: NaN → null
     if champion_dir is not None:
         with (out_dir / REPORT_FILE).open("a") as report:
             report.write(champion_section(metrics, champion))
