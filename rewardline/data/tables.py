@@ -99,14 +99,32 @@ def table_path(stage_dir: Path, name: str) -> Path:
     return single if single.is_file() and not (stage_dir / name).is_dir() else stage_dir / name
 
 
-def stage_tables(stage_dir: Path, names: tuple[str, ...]) -> dict[str, Path]:
-    """``{name: table_path(stage_dir, name)}`` for ``names``; a clear error naming the first one missing."""
+def stage_tables(stage_dir: Path, names: tuple[str, ...], expected: str | None = None) -> dict[str, Path]:
+    """``{name: table_path(stage_dir, name)}`` for ``names``; a clear error (exit 2) naming the first one missing,
+    what ``stage_dir`` is instead (:func:`stage_kind`) and, when given, the ``expected`` kind of directory."""
     paths = {name: table_path(stage_dir, name) for name in names}
     for name, path in paths.items():
         if not path.exists():
-            raise FileNotFoundError(f"expected table {name} ({name}/part-NNN.parquet or {name}.parquet) in "
-                                    f"{stage_dir}, but it does not exist")
+            found = stage_kind(stage_dir)
+            raise FileNotFoundError(
+                f"expected table {name} ({name}/part-NNN.parquet or {name}.parquet) in {stage_dir}, but it does not "
+                f"exist{f': expected {expected}' if expected else ''}{f'; {stage_dir} is {found}' if found else ''}")
     return paths
+
+
+def stage_kind(stage_dir: Path) -> str | None:
+    """What ``stage_dir`` is, from its tables, for error messages: a pairs directory (a ``train`` split), an ingest
+    or validate output (``rankings``), missing, not a directory, or None when none of these."""
+    if not stage_dir.exists():
+        return "missing"
+    if not stage_dir.is_dir():
+        return "a file, not a directory"
+    if table_path(stage_dir, "train").exists():
+        return "a pairs directory"
+    if table_path(stage_dir, "rankings").exists():
+        return "an ingest or validate output (rankings): `rewardline validate` and then `rewardline pairs` on it " \
+               "make a pairs directory"
+    return None
 
 
 def part_files(path: Path) -> list[Path]:

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from rewardline.data import schema
 from rewardline.data.ingest import IngestConfig, Source, run_ingest
-from rewardline.data.tables import copy_table, read_table, table_path, write_json, write_part
+from rewardline.data.tables import copy_table, read_table, stage_kind, stage_tables, table_path, write_json, write_part
 from rewardline.evaluation.evaluate import EvalConfig
 from rewardline.evaluation.run import run_evaluate
 from rewardline.pairs.expand import PairsConfig, anchor_columns, build_pairs
@@ -78,6 +78,9 @@ def evaluate_data(model_dir: Path, data: str, out_dir: Path, config: EvalConfig,
         if fmt != "auto":
             raise ValueError(f"{data} is a pairs directory; --format {fmt} applies to raw sources only")
         return run_evaluate(model_dir, Path(data), out_dir, config, champion_dir)
+    if Path(data).is_dir() and stage_kind(Path(data)):  # a stage's output, not a raw source: say so (exit 2)
+        stage_tables(Path(data), ("test", "prompts", "responses"),
+                     expected="a pairs directory or a raw source file / folder in an ingest format")
     with tempfile.TemporaryDirectory(prefix="rewardline-evaluate-") as tmp:
         pairs_dir, accounting = pairs_from_source(data, fmt, Path(tmp))
         if accounting["pairs"] == 0:

@@ -41,7 +41,7 @@ from pydantic import Field
 from transformers import AutoTokenizer
 
 from rewardline.config import Section, build, parse_overrides
-from rewardline.data.tables import TARGETS, content_digest, read_split, table_path
+from rewardline.data.tables import TARGETS, content_digest, read_split, stage_tables, table_path
 from rewardline.errors import ConfigError, NonFiniteLoss
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, main_first, select_runtime
@@ -174,6 +174,8 @@ def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> Traini
     if OBJECTIVES[cfg.objective].data_kind == "steps":  # step-labelled solutions: rewardline.training.step_data
         tok, train, val, separator, added = load_step_groups(pairs_dir, tokenizer, cfg)
         return TrainingData(tokenizer, tok, pad_id, train, val, time.perf_counter() - t0, None, separator, added)
+    stage_tables(pairs_dir, ("train", "prompts", "responses"),  # before any work: exit 2 naming what is there
+                 expected="a pairs directory (`rewardline pairs --out DIR`; the pipeline's data/pairs)")
     with main_first(rt):  # the other ranks load rank 0's cache file
         tok = tokenize_pairs_dir(pairs_dir, tokenizer, cfg.format_config, cfg.cache_dir)
     tokenize_seconds = time.perf_counter() - t0

@@ -394,6 +394,18 @@ def test_train_and_evaluate_exit_codes_through_the_cli(setup, tmp_path):
     assert broken.exit_code == 2 and broken.output.strip() == (
         f"error: {no_tokenizer}: no tokenizer files; expected one of tokenizer.json, vocab.txt, vocab.json, "
         "spiece.model, sentencepiece.bpe.model, tokenizer.model")
+    # an ingest output given where a pairs directory is expected: exit 2 saying what it is and what to run
+    ingested = tmp_path / "ingested"
+    made = runner.invoke(app, ["ingest", str(Path(__file__).parents[1] / "fixtures" / "hh_rlhf_30.jsonl"),
+                               "--out", str(ingested), *params])
+    assert made.exit_code == 0, made.output
+    data = ["--data", str(ingested), *params]
+    for command in (["train", *data, "--out", str(tmp_path / "m3"), *sets],
+                    ["evaluate", *data, "--model", str(model), "--out", str(tmp_path / "e3")]):
+        wrong = runner.invoke(app, command)
+        last = wrong.output.strip().splitlines()[-1]
+        assert wrong.exit_code == 2 and last.startswith("error: expected table "), wrong.output
+        assert f"{ingested} is an ingest or validate output" in last and "rewardline pairs" in last, last
 
 
 def test_training_without_a_terminal_logs_a_line_every_log_every_steps(setup, tmp_path, caplog):
