@@ -1,9 +1,11 @@
 """``rewardline export``: a reward model as a standard transformers directory with a model card.
 
 The output loads with ``AutoModelForSequenceClassification.from_pretrained(out)`` (``num_labels=1``;
-:mod:`rewardline.modeling.hf_format`): ``config.json`` (with the ``rewardline`` object: logit
-normalisation and temperature), ``model.safetensors``, the tokenizer, ``reward_config.json`` (so it
-is a rewardline model directory too) and ``README.md``, a model card with YAML front matter.
+:mod:`rewardline.modeling.hf_format`), a process reward model with ``AutoModelForTokenClassification`` (labels
+``incorrect``, ``correct``: P(step correct) at each step separator): ``config.json`` (with the
+``rewardline`` object: logit normalisation and temperature), ``model.safetensors``, the tokenizer,
+``reward_config.json`` (so it is a rewardline model directory too) and ``README.md``, a model card with YAML
+front matter.
 
 Calibration (``T``, ``reward_mean``, ``reward_std``) comes from the evaluate stage's
 ``calibration.json``: the one in the model directory (a registry bundle) or beside ``metrics``.
@@ -20,6 +22,7 @@ from typing import Any
 
 from rewardline.data.tables import read_json
 from rewardline.gates import GateReport
+from rewardline.modeling.hf_format import TOKEN_LAYOUT
 from rewardline.modeling.model import RewardModel
 from rewardline.report import fmt
 
@@ -60,7 +63,9 @@ def export_model(model_dir: Path | str, out_dir: Path | str, metrics: Path | Non
     model.save(out_dir, tokenizer, float(temperature) if temperature is not None else None, require_standard=True)
     hf_config = json.loads((out_dir / "config.json").read_text())
     section = hf_config["rewardline"]
-    (out_dir / "README.md").write_text(model_card(section, meta, (hf_config.get("architectures") or ["?"])[0]))
+    architecture = (hf_config.get("architectures") or ["?"])[0]
+    card = process_model_card if section["layout"] == TOKEN_LAYOUT else model_card
+    (out_dir / "README.md").write_text(card(section, meta, architecture))
     summary: dict[str, Any] = {"out_dir": str(out_dir), "layout": section["layout"], "temperature": temperature,
                                "reward_mean": section["reward_mean"], "reward_std": section["reward_std"],
                                "has_metrics": bool(meta["evaluate"]), "pushed_to": None}
@@ -141,5 +146,52 @@ def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], archite
         "p_a_wins = torch.sigmoid((rewards[0] - rewards[1]) / (cal['temperature'] or 1.0))",
         "```", "",
         "With rewardline: `rewardline score --model MODEL --input rows.jsonl --out scored.jsonl`.", "",
+    ]
+    return "\n".join(lines)
+
+
+def process_model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], architecture: str) -> str:
+    """README.md of a process reward model: what it scores, its training data and gates, how to load it."""
+    train, evaluate = meta["train"], meta["evaluate"]
+    train_rows = [f"| {k} | {fmt(train[k])} |" for k in CARD_TRAINING if k in train]
+    separator = section.get("step_separator")
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: token-classification",
+        "tags:", "- process-reward-model", "- reward-model", "- rewardline", "---", "",
+        "# Process reward model", "",
+        f"A `{architecture}` with two labels, `0: incorrect` and `1: correct` (TRL's PRM convention), trained by "
+        f"rewardline (backbone `{section.get('backbone')}`). A solution is the prompt followed by its steps, each "
+        f"closed by the step separator `{separator}`; `softmax(logits)[1]` at a separator is P(that step is "
+        "correct). Aggregate the steps' probabilities (min, product, last or mean) to score a whole solution.", "",
+        "## Data", "",
+        *(["| field | value |", "|---|---|", *train_rows] if train_rows else
+          ["No training metadata was given (pass `--train-metrics` with the train stage's metrics.json)."]), "",
+        "## Metrics and gates", "",
+        *_gates_table(evaluate), "",
+        "## Intended use", "",
+        "Verifying step-by-step solutions like those of the training data (best-of-N selection, pruning a chain "
+        "at its first bad step, per-step credit). Scores on problems far from the training distribution carry no "
+        "guarantee.", "",
+        "## How to load", "",
+        "```python",
+        "import torch",
+        "from transformers import AutoModelForTokenClassification, AutoTokenizer",
+        "",
+        "model = AutoModelForTokenClassification.from_pretrained(MODEL)  # 0: incorrect, 1: correct",
+        "tokenizer = AutoTokenizer.from_pretrained(MODEL)",
+        "sep = tokenizer.convert_tokens_to_ids(model.config.rewardline['step_separator'])",
+        "prompt, steps = 'What is 3 + 4, times 2?', ['3 + 4 = 7', '7 * 2 = 14', 'The answer is 14']",
+        "ids = lambda text: tokenizer(text, add_special_tokens=False)['input_ids']",
+        "body = [t for step in steps for t in ids(step) + [sep]]",
+        "head = [tokenizer.cls_token_id, *ids(prompt), tokenizer.sep_token_id]  # encoder pair layout",
+        "input_ids = torch.tensor([head + body + [tokenizer.sep_token_id]])",
+        "token_type_ids = torch.tensor([[0] * len(head) + [1] * (len(body) + 1)])",
+        "with torch.no_grad():",
+        "    logits = model(input_ids=input_ids, token_type_ids=token_type_ids).logits[0]",
+        "p_correct = logits.softmax(-1)[input_ids[0] == sep, 1]  # one per step",
+        "```", "",
+        "Decoders: `prompt + \"\\n\\n\"` tokenised with the tokenizer's special tokens, then the same `body`, "
+        "then EOS (no token types). With rewardline: `rewardline score --model MODEL --input rows.jsonl --out "
+        "scored.jsonl` on rows `{prompt, steps}`.", "",
     ]
     return "\n".join(lines)

@@ -25,6 +25,13 @@ Other poolings (``mean``; ``last`` on an encoder; ``first`` on a decoder) and ot
 no exact ``*ForSequenceClassification`` form: :class:`UnsupportedExport` (``rewardline export`` exits 2;
 :meth:`RewardModel.save` warns and keeps the rewardline-only layout).
 
+A **process reward model** (``reward_config.step_separator`` set) has no sequence reward: it reads
+``z_k = w · h_SEP_k + b`` at each step separator (:mod:`rewardline.modeling.steps`). It is saved as the
+architecture's ``*ForTokenClassification`` with two labels, ``0: incorrect`` and ``1: correct``, as TRL's
+``PRMTrainer`` trains them: ``classifier`` / ``score`` rows ``[0, w]``, biases ``[0, b]``, so at every token
+``softmax(logits)[1] = σ(z)`` and, at a separator, P(step correct) exactly (layout ``token``). Loading reads
+``w = W_1 − W_0``, ``b = b_1 − b_0`` (the same for any two-label PRM; one label: ``w = W_0``).
+
 ``config.json`` gets a ``rewardline`` object: ``reward_mean`` / ``reward_std`` *of the logit* (so a
 consumer normalises with ``logit - reward_mean``; ``reward_mean = μ_r − c``), ``temperature``
 (``P(a ≻ b) = σ((logit_a − logit_b) / T)``), and what rewardline needs to rebuild its own head exactly
@@ -39,11 +46,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, PreTrainedModel
 from transformers.modeling_layers import GenericForSequenceClassification
 
 RL_KEY = "rewardline"  # the config.json object rewardline writes
 POOLER_SCALE = 2.0**-12  # ε of the ``bert`` layout
+TOKEN_LAYOUT = "token"  # a process reward model as *ForTokenClassification (labels incorrect, correct)
+STEP_LABELS = {0: "incorrect", 1: "correct"}
 
 
 class UnsupportedExport(ValueError):
@@ -123,6 +132,49 @@ def head_from_sequence_classification(seqcls: PreTrainedModel, info: dict[str, A
         return weight.clone(), torch.full((1,), float(info["logit_offset"]), dtype=weight.dtype)
     weight = seqcls.classifier.weight.detach() * float(info["pooler_scale"])
     return weight, seqcls.classifier.bias.detach().clone()
+
+
+def to_token_classification(backbone: PreTrainedModel, head: torch.nn.Linear) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """``(*ForTokenClassification model, its rewardline head info)`` of a process reward model (module docstring):
+    labels ``incorrect``, ``correct`` with logits ``[0, z]`` at every token, so ``softmax(logits)[1] = σ(z)``."""
+    tokcls_class = AutoModelForTokenClassification._model_mapping.get(type(backbone.config), None)
+    if tokcls_class is None:
+        raise UnsupportedExport(f"transformers has no *ForTokenClassification for {type(backbone.config).__name__}")
+    config = copy.deepcopy(backbone.config)
+    config.num_labels = len(STEP_LABELS)
+    config.id2label, config.label2id = dict(STEP_LABELS), {v: k for k, v in STEP_LABELS.items()}
+    config.architectures, config.token_classification_bias = None, True  # the generic score layer: with a bias
+    tokcls = tokcls_class(config).to(head.weight.dtype).eval()
+    missing, unexpected = tokcls.base_model.load_state_dict(backbone.state_dict(), strict=False)
+    if missing or [k for k in unexpected if not k.startswith("pooler.")]:  # token classifiers have no pooler
+        raise UnsupportedExport(f"backbone weights do not fit {tokcls_class.__name__}: missing {missing}, "
+                                f"unexpected {unexpected}")
+    linear = _token_head(tokcls)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.zero_()
+        linear.weight[1].copy_(head.weight.detach()[0].cpu())
+        linear.bias[1].copy_(head.bias.detach()[0].cpu())
+    return tokcls, {"layout": TOKEN_LAYOUT, "logit_offset": 0.0, "pooler_scale": None}
+
+
+def head_from_token_classification(tokcls: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """rewardline's step head ``(w [1, H], b [1])`` of a token classifier: ``σ(z) = softmax(logits)[1]`` with
+    ``z = (W_1 − W_0) h + b_1 − b_0`` (two labels), or ``z = W_0 h + b_0`` (one label)."""
+    linear = _token_head(tokcls)
+    weight = linear.weight.detach()
+    bias = linear.bias.detach() if linear.bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype)
+    if weight.shape[0] == 1:
+        return weight.clone(), bias.clone()
+    if weight.shape[0] == len(STEP_LABELS):
+        return (weight[1] - weight[0]).unsqueeze(0), (bias[1] - bias[0]).reshape(1)
+    raise ValueError(f"{type(tokcls).__name__} has num_labels={weight.shape[0]}; a process reward model has one "
+                     "output (sigmoid) or two (incorrect, correct)")
+
+
+def _token_head(tokcls: PreTrainedModel) -> torch.nn.Linear:
+    """The per-token linear layer: ``classifier`` (BERT, DeBERTa) or ``score`` (the generic decoder classes)."""
+    return tokcls.classifier if hasattr(tokcls, "classifier") else tokcls.score
 
 
 def read_rewardline_section(model_dir: Path) -> dict[str, Any]:

@@ -33,7 +33,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from rewardline.errors import ModelLoadError, json_type, one_line
@@ -41,9 +47,13 @@ from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone  # 
 from rewardline.modeling.formatting import FormatConfig, Formatter
 from rewardline.modeling.hf_format import (
     RL_KEY,
+    TOKEN_LAYOUT,
     UnsupportedExport,
     head_from_sequence_classification,
+    head_from_token_classification,
+    read_rewardline_section,
     to_sequence_classification,
+    to_token_classification,
     write_rewardline_section,
 )
 from rewardline.modeling.model_files import UNREADABLE, check_model_dir, load_pretrained, load_tokenizer, require
@@ -305,7 +315,8 @@ class RewardModel(nn.Module):
     # -- persistence -------------------------------------------------------------------
     def save(self, out_dir: Path, tokenizer: Any, temperature: float | None = None,
              require_standard: bool = False) -> None:
-        """Write the standard ``*ForSequenceClassification`` directory (safetensors), the tokenizer,
+        """Write the standard ``*ForSequenceClassification`` directory (a PRM: ``*ForTokenClassification``,
+        :mod:`rewardline.modeling.hf_format`) (safetensors), the tokenizer,
         ``reward_config.json`` and the ``rewardline`` object of ``config.json`` (module docstring).
 
         A pooling without such a form (``mean``, ...) raises :class:`UnsupportedExport` when
@@ -313,9 +324,11 @@ class RewardModel(nn.Module):
         (backbone + ``reward_head.safetensors``), so a training run never fails at its last step."""
         out_dir = Path(out_dir)
         try:
-            pad_id = _last_token_pad_id(tokenizer, self.config.format_config) if self.config.pooling == "last" \
-                else None
-            if self.config.pooling == MODEL_POOLING:
+            last = self.config.pooling == "last" and not self.config.is_process
+            pad_id = _last_token_pad_id(tokenizer, self.config.format_config) if last else None
+            if self.config.is_process:  # no sequence reward: the step logits, as a token classifier
+                seqcls, info = to_token_classification(self.backbone, self.head)
+            elif self.config.pooling == MODEL_POOLING:
                 seqcls, info = self.backbone, {"layout": MODEL_POOLING, "logit_offset": 0.0}
             else:
                 seqcls, info = to_sequence_classification(self.backbone, self.head, self.config.pooling, pad_id)
@@ -346,6 +359,14 @@ class RewardModel(nn.Module):
             check_model_dir(path)
         if _is_old_layout(path):
             return cls._load_old_layout(path, device)
+        if path.exists() and read_rewardline_section(path).get("layout") == TOKEN_LAYOUT:  # a saved PRM
+            tokcls = load_pretrained(AutoModelForTokenClassification, path)
+            model = cls(tokcls.base_model, read_reward_config(path))
+            weight, bias = head_from_token_classification(tokcls)
+            with torch.no_grad():
+                model.head.weight.copy_(weight)
+                model.head.bias.copy_(bias)
+            return model.to(device).eval(), load_tokenizer(path, tokcls)
         ref = str(model_dir)
         seqcls = load_pretrained(AutoModelForSequenceClassification, ref)
         tokenizer = load_tokenizer(ref, seqcls)
@@ -435,6 +456,7 @@ def rewardline_section(config: RewardConfig, info: dict[str, Any], temperature: 
         "pooling": config.pooling,
         "format": config.format,
         "backbone": config.backbone,
+        **({"step_separator": config.step_separator} if config.is_process else {}),
     }
 
 

@@ -15,9 +15,9 @@ still gives one score per step from one pass.
 
 The separator (:func:`choose_separator`) is a token the vocabulary already has and text never
 produces: BERT-style ``[unused0]``, Qwen-style ``<|reserved_special_token_0|>`` (no embedding
-resize, so export and loading are those of any reward model); a vocabulary with none of them
-gets the special token ``<|step|>`` added and the embeddings resized (the saved tokenizer carries
-it). Its text is stored in ``reward_config.json`` (``step_separator``). Steps are tokenised
+resize; the model saves as a ``*ForTokenClassification``, :mod:`rewardline.modeling.hf_format`); a vocabulary
+with none of them gets the special token ``<|step|>`` added and the embeddings resized (the saved tokenizer
+carries it). Its text is stored in ``reward_config.json`` (``step_separator``). Steps are tokenised
 separately and the separator's id is inserted between them, so no text inside a step can become
 a separator.
 
