@@ -30,6 +30,7 @@ from rewardline.data.ingest import IngestConfig, Source, run_ingest
 from rewardline.data.tables import copy_table, read_table, stage_kind, stage_tables, table_path, write_json, write_part
 from rewardline.evaluation.evaluate import EvalConfig
 from rewardline.evaluation.run import run_evaluate
+from rewardline.modeling.step_scores import refuse_process_model
 from rewardline.pairs.expand import PairsConfig, anchor_columns, build_pairs
 from rewardline.paths import METRICS_FILE
 
@@ -73,7 +74,9 @@ def pairs_from_source(data: str, fmt: str, work: Path) -> tuple[Path, dict]:
 
 def evaluate_data(model_dir: Path, data: str, out_dir: Path, config: EvalConfig, champion_dir: Path | None = None,
                   fmt: str = "auto") -> dict:
-    """Evaluate ``model_dir`` on a pairs directory (val/test) or on every pair of a raw source; see the module doc."""
+    """Evaluate ``model_dir`` on a pairs directory (val/test) or on every pair of a raw source; see the module doc.
+    A process reward model is refused (exit 2): its evaluation is the ``prm_evaluate`` stage or ``rewardline bon``."""
+    refuse_process_model(model_dir, "evaluate")  # pairs would be scored by a pooled forward, not by its steps
     if is_pairs_dir(data):
         if fmt != "auto":
             raise ValueError(f"{data} is a pairs directory; --format {fmt} applies to raw sources only")

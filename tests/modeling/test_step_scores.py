@@ -130,11 +130,13 @@ def test_bon_cli_scores_a_prm_by_its_step_aggregate(prm_dir, tmp_path):
     assert m["gold_by_n"]["3"] == pytest.approx(1.0)  # the highest min-aggregate is the correct one: picked
 
 
-def test_rerank_refuses_a_process_reward_model(prm_dir: Path, tmp_path: Path):
-    """rerank / serve read a pooled forward: for a PRM that is not its reward, so they refuse it (exit 2)."""
+@pytest.mark.parametrize("command", ["rerank", "evaluate"])
+def test_rerank_and_evaluate_refuse_a_process_reward_model(prm_dir: Path, tmp_path: Path, command: str):
+    """rerank / serve / evaluate read a pooled forward: for a PRM that is not its reward, so they refuse it
+    (exit 2) before reading any data."""
     rows = tmp_path / "in.jsonl"
     rows.write_text(json.dumps({"prompt": "2+2?", "response": "2+2=4\nThe answer is 4"}) + "\n")
-    result = CliRunner().invoke(app, ["rerank", "--model", str(prm_dir), "--input", str(rows),
-                                      "--out", str(tmp_path / "out.jsonl")])
+    data = ["--input", str(rows)] if command == "rerank" else ["--data", str(rows)]
+    result = CliRunner().invoke(app, [command, "--model", str(prm_dir), *data, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
-    assert "process reward model" in result.output
+    assert f"{prm_dir}: a process reward model; {command}" in result.output
