@@ -85,6 +85,14 @@ def _gates_table(evaluate: dict[str, Any]) -> list[str]:
     return [GateReport.from_dict(evaluate, stage="evaluate").to_markdown().rstrip()]
 
 
+def _data_lines(train: dict[str, Any], train_metrics: str) -> list[str]:
+    """The card's data table (the train stage's :data:`CARD_TRAINING` fields), or where to get them."""
+    rows = [f"| {k} | {fmt(train[k])} |" for k in CARD_TRAINING if k in train]
+    if not rows:
+        return [f"No training metadata was given (pass `--train-metrics {train_metrics}`)."]
+    return ["| field | value |", "|---|---|", *rows]
+
+
 def _batch_line(section: dict[str, Any]) -> str:
     """How the card's example tokenises: the encoder pair layout, else prompt + separator + response + EOS
     (for a chat template, render the conversation with ``apply_chat_template`` instead)."""
@@ -101,7 +109,6 @@ def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], archite
     temperature = section.get("temperature")
     t_text = fmt(temperature) if temperature is not None else "not fitted (1.0 until the evaluate stage runs)"
     metric_rows = [f"| {k} | {fmt(evaluate[k])} |" for k in CARD_METRICS if k in evaluate]
-    train_rows = [f"| {k} | {fmt(train[k])} |" for k in CARD_TRAINING if k in train]
     lines = [
         "---", "library_name: transformers", "pipeline_tag: text-classification",
         "tags:", "- reward-model", "- rewardline", "---", "",
@@ -110,8 +117,7 @@ def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], archite
         "trained by rewardline on annotator rankings with a Bradley-Terry objective "
         f"(backbone `{section.get('backbone')}`, pooling `{section.get('pooling')}`).", "",
         "## Data", "",
-        *(["| field | value |", "|---|---|", *train_rows] if train_rows else
-          ["No training metadata was given (pass `--train-metrics models/reward-model/metrics.json`)."]), "",
+        *_data_lines(train, "models/reward-model/metrics.json"), "",
         f"Input format: `{json.dumps(section.get('format'))}`: rewardline's `Formatter` turns (prompt, response) "
         "into one sequence (the tokenizer's chat template, the encoder pair layout `[CLS] prompt [SEP] response "
         "[SEP]`, or `prompt + separator + response + EOS`); score inputs formatted the same way.", "",
@@ -153,7 +159,6 @@ def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], archite
 def process_model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], architecture: str) -> str:
     """README.md of a process reward model: what it scores, its training data and gates, how to load it."""
     train, evaluate = meta["train"], meta["evaluate"]
-    train_rows = [f"| {k} | {fmt(train[k])} |" for k in CARD_TRAINING if k in train]
     separator = section.get("step_separator")
     lines = [
         "---", "library_name: transformers", "pipeline_tag: token-classification",
@@ -164,8 +169,7 @@ def process_model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]],
         f"closed by the step separator `{separator}`; `softmax(logits)[1]` at a separator is P(that step is "
         "correct). Aggregate the steps' probabilities (min, product, last or mean) to score a whole solution.", "",
         "## Data", "",
-        *(["| field | value |", "|---|---|", *train_rows] if train_rows else
-          ["No training metadata was given (pass `--train-metrics` with the train stage's metrics.json)."]), "",
+        *_data_lines(train, "models/process-reward-model/metrics.json"), "",
         "## Metrics and gates", "",
         *_gates_table(evaluate), "",
         "## Intended use", "",

@@ -98,15 +98,10 @@ def to_sequence_classification(
     backbone: PreTrainedModel, head: torch.nn.Linear, pooling: str, pad_token_id: int | None
 ) -> tuple[PreTrainedModel, dict[str, Any]]:
     """``(*ForSequenceClassification model, its rewardline head info)`` computing ``logit = r − c``."""
-    seqcls_class = AutoModelForSequenceClassification._model_mapping.get(type(backbone.config), None)
-    if seqcls_class is None:
-        raise UnsupportedExport(f"transformers has no *ForSequenceClassification for {type(backbone.config).__name__}")
+    seqcls_class = _head_class(AutoModelForSequenceClassification, backbone)
     layout = layout_of(backbone.config.model_type, seqcls_class, pooling)
-    seqcls = seqcls_class(_seqcls_config(backbone.config, pad_token_id, layout)).to(head.weight.dtype).eval()
-    missing, unexpected = seqcls.base_model.load_state_dict(backbone.state_dict(), strict=False)
-    if unexpected or [k for k in missing if not k.startswith("pooler.")]:
-        raise UnsupportedExport(f"backbone weights do not fit {seqcls_class.__name__}: missing {missing}, "
-                                f"unexpected {unexpected}")
+    seqcls = _with_backbone_weights(seqcls_class(_seqcls_config(backbone.config, pad_token_id, layout)), backbone,
+                                    head.weight.dtype)
     w, b = head.weight.detach().cpu(), head.bias.detach().cpu()
     info: dict[str, Any] = {"layout": layout, "logit_offset": 0.0, "pooler_scale": None}
     with torch.no_grad():
@@ -137,18 +132,12 @@ def head_from_sequence_classification(seqcls: PreTrainedModel, info: dict[str, A
 def to_token_classification(backbone: PreTrainedModel, head: torch.nn.Linear) -> tuple[PreTrainedModel, dict[str, Any]]:
     """``(*ForTokenClassification model, its rewardline head info)`` of a process reward model (module docstring):
     labels ``incorrect``, ``correct`` with logits ``[0, z]`` at every token, so ``softmax(logits)[1] = σ(z)``."""
-    tokcls_class = AutoModelForTokenClassification._model_mapping.get(type(backbone.config), None)
-    if tokcls_class is None:
-        raise UnsupportedExport(f"transformers has no *ForTokenClassification for {type(backbone.config).__name__}")
+    tokcls_class = _head_class(AutoModelForTokenClassification, backbone)
     config = copy.deepcopy(backbone.config)
     config.num_labels = len(STEP_LABELS)
     config.id2label, config.label2id = dict(STEP_LABELS), {v: k for k, v in STEP_LABELS.items()}
     config.architectures, config.token_classification_bias = None, True  # the generic score layer: with a bias
-    tokcls = tokcls_class(config).to(head.weight.dtype).eval()
-    missing, unexpected = tokcls.base_model.load_state_dict(backbone.state_dict(), strict=False)
-    if missing or [k for k in unexpected if not k.startswith("pooler.")]:  # token classifiers have no pooler
-        raise UnsupportedExport(f"backbone weights do not fit {tokcls_class.__name__}: missing {missing}, "
-                                f"unexpected {unexpected}")
+    tokcls = _with_backbone_weights(tokcls_class(config), backbone, head.weight.dtype)
     linear = _token_head(tokcls)
     with torch.no_grad():
         linear.weight.zero_()
@@ -170,6 +159,28 @@ def head_from_token_classification(tokcls: PreTrainedModel) -> tuple[torch.Tenso
         return (weight[1] - weight[0]).unsqueeze(0), (bias[1] - bias[0]).reshape(1)
     raise ValueError(f"{type(tokcls).__name__} has num_labels={weight.shape[0]}; a process reward model has one "
                      "output (sigmoid) or two (incorrect, correct)")
+
+
+def _head_class(auto_class: Any, backbone: PreTrainedModel) -> type:
+    """``auto_class``'s model class (``*ForSequenceClassification``, ``*ForTokenClassification``) for the
+    backbone's config type; :class:`UnsupportedExport` when transformers has none."""
+    head_class = auto_class._model_mapping.get(type(backbone.config), None)
+    if head_class is None:
+        kind = auto_class.__name__.removeprefix("AutoModel")
+        raise UnsupportedExport(f"transformers has no *{kind} for {type(backbone.config).__name__}")
+    return head_class
+
+
+def _with_backbone_weights(model: PreTrainedModel, backbone: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
+    """``model`` (in eval mode, ``dtype``) with the backbone's weights in its base model. Only pooler weights may be
+    on one side alone (a token classifier has no pooler; a layout writes the pooler it needs); any other
+    mismatch is :class:`UnsupportedExport`."""
+    model = model.to(dtype).eval()
+    missing, unexpected = model.base_model.load_state_dict(backbone.state_dict(), strict=False)
+    if [k for k in (*missing, *unexpected) if not k.startswith("pooler.")]:
+        raise UnsupportedExport(f"backbone weights do not fit {type(model).__name__}: missing {missing}, "
+                                f"unexpected {unexpected}")
+    return model
 
 
 def _token_head(tokcls: PreTrainedModel) -> torch.nn.Linear:

@@ -362,10 +362,7 @@ class RewardModel(nn.Module):
         if path.exists() and read_rewardline_section(path).get("layout") == TOKEN_LAYOUT:  # a saved PRM
             tokcls = load_pretrained(AutoModelForTokenClassification, path)
             model = cls(tokcls.base_model, read_reward_config(path))
-            weight, bias = head_from_token_classification(tokcls)
-            with torch.no_grad():
-                model.head.weight.copy_(weight)
-                model.head.bias.copy_(bias)
+            model.set_head(*head_from_token_classification(tokcls))
             return model.to(device).eval(), load_tokenizer(path, tokcls)
         ref = str(model_dir)
         seqcls = load_pretrained(AutoModelForSequenceClassification, ref)
@@ -375,10 +372,7 @@ class RewardModel(nn.Module):
         if section.get("layout") not in (None, MODEL_POOLING):  # written by save: rebuild the exact head
             config = saved or config_from_section(section, ref)
             model = cls(seqcls.base_model, config)
-            weight, bias = head_from_sequence_classification(seqcls, section)
-            with torch.no_grad():
-                model.head.weight.copy_(weight)
-                model.head.bias.copy_(bias)
+            model.set_head(*head_from_sequence_classification(seqcls, section))
             return model.to(device).eval(), tokenizer
         if seqcls.config.num_labels != 1:
             raise ValueError(f"{ref}: {type(seqcls).__name__} has num_labels={seqcls.config.num_labels}; a reward "
@@ -387,6 +381,12 @@ class RewardModel(nn.Module):
         config = replace(saved, pooling=MODEL_POOLING) if saved else config_from_section(
             {**section, "pooling": MODEL_POOLING}, ref)
         return cls(seqcls, config).to(device).eval(), tokenizer
+
+    @torch.no_grad()
+    def set_head(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """The reward head's ``w [1, H]`` and ``b [1]`` (read back from a saved classification head)."""
+        self.head.weight.copy_(weight)
+        self.head.bias.copy_(bias)
 
     def _save_old_layout(self, out_dir: Path, tokenizer: Any) -> None:
         """Backbone (``save_pretrained``), ``reward_head.safetensors``, tokenizer, ``reward_config.json``."""
