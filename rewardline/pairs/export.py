@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rewardline.data import schema
-from rewardline.data.tables import read_table, table_path, write_json
+from rewardline.data.tables import read_table, stage_kind, table_path, write_json
 
 EXPORT_FORMATS = ("trl",)
 FileFormat = Literal["jsonl", "parquet", "both"]
@@ -81,7 +81,9 @@ def export_pairs(pairs_dir: Path, out_dir: Path, fmt: str = "trl", files: FileFo
     present = [s for s in schema.SPLITS if table_path(pairs_dir, s).exists()]
     if not present:
         names = ", ".join(f"{s}/" for s in schema.SPLITS)
-        raise FileNotFoundError(f"{pairs_dir}: none of {names}: not a pairs directory")
+        found = stage_kind(pairs_dir)
+        raise FileNotFoundError(f"{pairs_dir}: none of {names}: not a pairs directory"
+                                f"{f'; it is {found}' if found else ''}")
     splits = {s: read_table(table_path(pairs_dir, s)) for s in present}
     prompts = read_table(table_path(pairs_dir, "prompts"))
     responses = read_table(table_path(pairs_dir, "responses"))

@@ -94,5 +94,7 @@ def test_export_leaves_out_tied_pairs_and_names_a_bad_directory(tmp_path: Path) 
     assert not (tmp_path / "out" / "train.jsonl").exists() and (tmp_path / "out" / "train.parquet").exists()
     bad = runner.invoke(app, ["export-pairs", str(tmp_path / "ingested"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "not a pairs directory" in bad.output
+    assert "it is an ingest or validate output (rankings): `rewardline validate` and then `rewardline pairs`" \
+        in bad.output.replace("\n", "")  # what to run instead
     bad = runner.invoke(app, ["export-pairs", str(original), "--out", str(tmp_path / "x"), "--format", "csv"])
     assert bad.exit_code == 2 and "not supported" in bad.output
