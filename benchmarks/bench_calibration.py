@@ -26,7 +26,9 @@ Models (MiniLM-L6, same steps, seed and data; ``train.objective``):
   anchor comparisons' Δ (:func:`fit_scale_on_val`); ``+anchor+valmap``: ``q = F(a·Δ + b)`` (F = Φ, or σ for
   ``bt``), slope and offset fitted by maximum likelihood on the val anchor comparisons (:func:`fit_map_on_val`),
   which also reports the 5-fold cross-validated val NLL (folds by prompt) of the map against the unfitted
-  ``F(Δ)`` (``F(Δ/T)`` for ``bt``): the rule for whether evaluate should fit such a map.
+  ``F(Δ)`` (``F(Δ/T)`` for ``bt``): the rule for whether evaluate should fit such a map; ``+anchor+trainmap``: the
+  same map fitted instead on the *train* split's anchor comparisons (about 8× the val prompts;
+  :func:`fit_map_on_train`), with the evaluated split's NLL of the map and of the unfitted reading.
 
 Columns, on the *test* split only: pairwise accuracy over all test pairs (ties skipped, soft labels as
 in evaluate), absolute ECE (15 bins), Brier and AUROC on the test anchor comparisons, each with a 95 %
@@ -56,10 +58,10 @@ import numpy as np
 ROWS = ("bt+logistic", "bt+isotonic", "bt+anchor", "bt+anchor+valmap", "thurstone", "thurstone+sd", "thurstone+valsd",
         "thurstone+anchor", "thurstone+anchor+sd", "thurstone+anchor+valsd", "thurstone+anchor+valmap", "bt+thurstone",
         "bt+thurstone+sd", "bt+thurstone+anchor", "bt+thurstone+anchor+sd", "bt+thurstone+anchor+valsd",
-        "bt+thurstone+anchor+valmap")
+        "bt+thurstone+anchor+valmap", "bt+anchor+trainmap", "thurstone+anchor+trainmap")
 OBJECTIVE_OF_ROW = {row: ("bt+thurstone" if row.startswith("bt+thurstone") else row.split("+")[0]) for row in ROWS}
 NEEDS_VAL = ("bt+logistic", "bt+isotonic", "bt+anchor", "thurstone+valsd", "thurstone+anchor+valsd",
-             "bt+thurstone+anchor+valsd", *(row for row in ROWS if row.endswith("+valmap")))
+             "bt+thurstone+anchor+valsd", "bt+anchor+trainmap", *(row for row in ROWS if row.endswith("+valmap")))
 TSV_COLUMNS = ("date", "row", "seed", "split", "steps", "max_length", "lr", "prior_sd", "pointwise_weight",
                "accuracy", "accuracy_ci", "ece", "ece_ci", "brier", "brier_ci", "brier_skill", "auroc", "auroc_ci",
                "n_pairs", "n_anchor", "n_prompts", "train_s", "load_avg", "residual_sd", "target_centre")
@@ -126,7 +128,8 @@ def trained_model(pairs_dir: Path, objective: str, seed: int, args: argparse.Nam
     if not done.exists():
         run = {"objective": objective, "seed": seed, "pointwise_weight": args.pointwise_weight, "progress": False,
                "target_centre": args.target_centre,
-               "checkpoint_every": 0, "cache_dir": str(args.workdir / "tokenized")}
+               "checkpoint_every": 0, "cache_dir": str(args.workdir / "tokenized"),
+               "checkpoint_dir": str(out.parent / f"{out.name}.checkpoints")}  # not the pipeline's: runs side by side
         if args.recipe:
             cfg = default_recipe([]).replace(**run)
         else:
@@ -195,25 +198,40 @@ def fit_map_on_val(delta: np.ndarray, label: np.ndarray, prompts: np.ndarray, li
     """``(a, b)`` of ``q = F(a·Δ + b)`` by maximum likelihood of the val anchor comparisons' soft labels (F = Φ for
     probit, σ for logit; start ``a = 1/scale``), and the ``folds``-fold cross-validated val NLL by prompt of the
     map and of the unfitted ``F(Δ / scale)`` (prompts permuted with seed 0)."""
-    from scipy.optimize import minimize
     from scipy.special import expit, ndtr
 
     cdf = ndtr if link == "probit" else expit
-
-    def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return minimize(lambda ab: _nll(cdf(ab[0] * x + ab[1]), y), [1.0 / scale, 0.0], method="Nelder-Mead").x
-
     unique = np.unique(prompts)
     np.random.default_rng(0).shuffle(unique)
     cv_map = cv_raw = 0.0
     for held in np.array_split(unique, folds):
         out = np.isin(prompts, held)
-        a, b = fit(delta[~out], label[~out])
+        a, b = fit_slope_offset(delta[~out], label[~out], cdf, scale)
         cv_map += _nll(cdf(a * delta[out] + b), label[out]) * out.sum()
         cv_raw += _nll(cdf(delta[out] / scale), label[out]) * out.sum()
-    a, b = fit(delta, label)
+    a, b = fit_slope_offset(delta, label, cdf, scale)
     return {"slope": float(a), "offset": float(b), "cv_nll_map": cv_map / delta.size,
             "cv_nll_unfitted": cv_raw / delta.size, "cdf": cdf}
+
+
+def fit_slope_offset(delta: np.ndarray, label: np.ndarray, cdf, scale: float = 1.0) -> np.ndarray:
+    """``(a, b) = argmin NLL(F(a·Δ + b); y)`` of soft labels ``y`` (Nelder–Mead from ``a = 1/scale, b = 0``)."""
+    from scipy.optimize import minimize
+
+    return minimize(lambda ab: _nll(cdf(ab[0] * delta + ab[1]), label), [1.0 / scale, 0.0], method="Nelder-Mead").x
+
+
+def fit_map_on_train(train, held, link: str, scale: float = 1.0) -> dict:
+    """``q = F(a·Δ + b)`` fitted on the *train* anchor comparisons (``train``; F = Φ for probit, σ for logit), and
+    on the evaluated ones (``held``) the NLL of the map and of the unfitted ``F(Δ / scale)``: the rule's figures."""
+    from scipy.special import expit, ndtr
+
+    cdf = ndtr if link == "probit" else expit
+    a, b = fit_slope_offset(train.reward - train.anchor_reward, train.label, cdf, scale)
+    delta = held.reward - held.anchor_reward
+    return {"slope": float(a), "offset": float(b), "n_train_anchor": int(train.label.size),
+            "nll_map": _nll(cdf(a * delta + b), held.label), "nll_unfitted": _nll(cdf(delta / scale), held.label),
+            "cdf": cdf}
 
 
 def win_probabilities(row: str, test, val, link: str | None, residual_sd: float = 0.0,
@@ -280,7 +298,9 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
     from rewardline.evaluation.run import anchor_ids, model_calibration
 
     needs_val = any(row in NEEDS_VAL for row in rows)  # the BT maps fit on val
-    scored = scored_splits(model_dir, pairs_dir, tuple(dict.fromkeys(("val",) * needs_val + (split,))))
+    needs_train = any(row.endswith("+trainmap") for row in rows)
+    scored = scored_splits(model_dir, pairs_dir,
+                           tuple(dict.fromkeys(("val",) * needs_val + ("train",) * needs_train + (split,))))
     anchors = anchor_ids(pairs_dir)
     val = anchor_comparisons(*scored["val"][:3], anchors) if needs_val else None
     temperature = 1.0  # of σ((r_a − r_b) / T), fitted on every val pair (bt+anchor)
@@ -296,7 +316,11 @@ def evaluate_model(model_dir: Path, pairs_dir: Path, rows: list[str], split: str
     out = {}
     for row in rows:
         fitted = valmap(row, val, link, temperature) if row.endswith("+valmap") else {}
-        if fitted:  # q = F(a·Δ + b), the map fitted on val
+        if row.endswith("+trainmap"):
+            bt = OBJECTIVE_OF_ROW[row] == "bt"
+            fitted = fit_map_on_train(anchor_comparisons(*scored["train"][:3], anchors), held_out,
+                                      "logit" if bt else link, temperature if bt else 1.0)
+        if fitted:  # q = F(a·Δ + b), the map fitted on val or train
             q = fitted.pop("cdf")(fitted["slope"] * (held_out.reward - held_out.anchor_reward) + fitted["offset"])
         else:
             q = win_probabilities(row, held_out, val, link, residual_sd, temperature)
