@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -28,6 +29,14 @@ WEED_PORTS = (
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/{name}.py`` imported as a module (the benchmark scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def save_tiny_reward_model(root: Path, max_length: int, reward_mean: float = 0.0) -> Path:

@@ -49,11 +49,17 @@ def resolve_backbone(name_or_path: str) -> str:
     resolve = NAMED_BACKBONES.get(name_or_path)
     if resolve is not None:
         return str(resolve())
-    if not Path(name_or_path).exists():
-        try:
-            validate_repo_id(name_or_path)
-        except HFValidationError:
-            raise BadInput(field="backbone", got=f"{name_or_path!r}, no such directory",
-                           expected=f"a model directory, a Hugging Face model id (org/name) or one of "
-                                    f"{', '.join(NAMED_BACKBONES)}") from None
+    if not Path(name_or_path).exists() and not is_hub_id(name_or_path):
+        raise BadInput(field="backbone", got=f"{name_or_path!r}, no such directory",
+                       expected=f"a model directory, a Hugging Face model id (org/name) or one of "
+                                f"{', '.join(NAMED_BACKBONES)}")
     return name_or_path
+
+
+def is_hub_id(ref: str) -> bool:
+    """``ref`` has the shape of a Hugging Face repo id (``name`` or ``org/name``; no absolute path, ``..``, ...)."""
+    try:
+        validate_repo_id(ref)
+    except HFValidationError:
+        return False
+    return True

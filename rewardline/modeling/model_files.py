@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import SafetensorError
 from transformers import AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from rewardline.errors import ModelLoadError, one_line
+from rewardline.modeling.backbones import is_hub_id
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
@@ -79,9 +79,7 @@ def not_found(ref: str, err: Exception) -> str:
     can and the Hub (or its cache, offline) did not have it."""
     expected = "expected a model directory (the output of `rewardline train` or `rewardline export`) or a " \
                "Hugging Face model id (org/name)"
-    try:
-        validate_repo_id(ref)
-    except HFValidationError:
+    if not is_hub_id(ref):
         return f"no such directory; {expected}"
     return f"no such directory, and no Hugging Face model of that id could be loaded ({one_line(str(err))}); {expected}"
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from conftest import load_benchmark
 
 from rewardline.data.tables import read_table, table_path
 from rewardline.modeling.tiny import build_tiny_bert
 
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "benchmarks" / "bench_quality.py")
-quality = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quality)
+quality = load_benchmark("bench_quality")
 
 
 def test_val_split_only_when_the_recipe_selects_on_val():

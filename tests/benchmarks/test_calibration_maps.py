@@ -3,24 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from conftest import load_benchmark
 from scipy.special import ndtr
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-calib = _benchmark("bench_calibration")
+calib = load_benchmark("bench_calibration")
 
 
 def _comparisons(n: int, slope: float, offset: float, seed: int) -> SimpleNamespace:

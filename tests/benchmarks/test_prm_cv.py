@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("bench_prm_cv", ROOT / "benchmarks" / "bench_prm_cv.py")
-cv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cv)
+cv = load_benchmark("bench_prm_cv")
 
 
 def test_folds_are_seeded_balanced_and_disjoint():

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
 
@@ -15,18 +15,7 @@ from rewardline.modeling.model import RewardModel
 from rewardline.modeling.score import score_texts
 from rewardline.modeling.tiny import build_tiny_bert
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _benchmark(name: str):
-    """A script of ``benchmarks/`` imported as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-avg = _benchmark("bench_seed_average")
+avg = load_benchmark("bench_seed_average")
 
 
 def _reward_model(tmp_path: Path, seed: int) -> Path:
@@ -60,7 +49,7 @@ def test_weight_average_refuses_models_of_different_architectures(tmp_path):
 
 
 def test_members_of_a_soup_share_torchs_seed_and_the_seed_is_restored_after():
-    quality = _benchmark("bench_quality")
+    quality = load_benchmark("bench_quality")
     torch.manual_seed(0)
     reference = torch.randn(4)
     with quality.torch_seed_fixed_at(0):
