@@ -198,9 +198,7 @@ def fit_map_on_val(delta: np.ndarray, label: np.ndarray, prompts: np.ndarray, li
     """``(a, b)`` of ``q = F(a·Δ + b)`` by maximum likelihood of the val anchor comparisons' soft labels (F = Φ for
     probit, σ for logit; start ``a = 1/scale``), and the ``folds``-fold cross-validated val NLL by prompt of the
     map and of the unfitted ``F(Δ / scale)`` (prompts permuted with seed 0)."""
-    from scipy.special import expit, ndtr
-
-    cdf = ndtr if link == "probit" else expit
+    cdf = link_cdf(link)
     unique = np.unique(prompts)
     np.random.default_rng(0).shuffle(unique)
     cv_map = cv_raw = 0.0
@@ -214,6 +212,13 @@ def fit_map_on_val(delta: np.ndarray, label: np.ndarray, prompts: np.ndarray, li
             "cv_nll_unfitted": cv_raw / delta.size, "cdf": cdf}
 
 
+def link_cdf(link: str):
+    """F of a link: Φ for probit, σ for logit."""
+    from scipy.special import expit, ndtr
+
+    return ndtr if link == "probit" else expit
+
+
 def fit_slope_offset(delta: np.ndarray, label: np.ndarray, cdf, scale: float = 1.0) -> np.ndarray:
     """``(a, b) = argmin NLL(F(a·Δ + b); y)`` of soft labels ``y`` (Nelder–Mead from ``a = 1/scale, b = 0``)."""
     from scipy.optimize import minimize
@@ -224,9 +229,7 @@ def fit_slope_offset(delta: np.ndarray, label: np.ndarray, cdf, scale: float = 1
 def fit_map_on_train(train, held, link: str, scale: float = 1.0) -> dict:
     """``q = F(a·Δ + b)`` fitted on the *train* anchor comparisons (``train``; F = Φ for probit, σ for logit), and
     on the evaluated ones (``held``) the NLL of the map and of the unfitted ``F(Δ / scale)``: the rule's figures."""
-    from scipy.special import expit, ndtr
-
-    cdf = ndtr if link == "probit" else expit
+    cdf = link_cdf(link)
     a, b = fit_slope_offset(train.reward - train.anchor_reward, train.label, cdf, scale)
     delta = held.reward - held.anchor_reward
     return {"slope": float(a), "offset": float(b), "n_train_anchor": int(train.label.size),

@@ -112,6 +112,9 @@ def stage_tables(stage_dir: Path, names: tuple[str, ...], expected: str | None =
     return paths
 
 
+PAIRS_DIRECTORY = "a pairs directory"  # stage_kind's answer for a directory with a train split
+
+
 def stage_kind(stage_dir: Path) -> str | None:
     """What ``stage_dir`` is, from its tables, for error messages: a pairs directory (a ``train`` split), an ingest
     or validate output (``rankings``), missing, not a directory, or None when none of these."""
@@ -120,7 +123,7 @@ def stage_kind(stage_dir: Path) -> str | None:
     if not stage_dir.is_dir():
         return "a file, not a directory"
     if table_path(stage_dir, "train").exists():
-        return "a pairs directory"
+        return PAIRS_DIRECTORY
     if table_path(stage_dir, "rankings").exists():
         return "an ingest or validate output (rankings): `rewardline validate` and then `rewardline pairs` on it " \
                "make a pairs directory"

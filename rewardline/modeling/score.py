@@ -38,7 +38,7 @@ import numpy as np
 from scipy.special import expit, ndtr
 
 from rewardline.data.limits import Limits
-from rewardline.data.tables import stage_kind
+from rewardline.data.tables import PAIRS_DIRECTORY, stage_kind
 from rewardline.errors import BadInput, NonFiniteError, json_type
 from rewardline.modeling.batching import length_batches
 
@@ -252,7 +252,7 @@ def not_a_rows_file(path: Path) -> str:
     """What ``path`` is instead of a rows file; a stage directory says which command reads it."""
     if not path.exists():
         return "missing"
-    if stage_kind(path) == "a pairs directory":
+    if stage_kind(path) == PAIRS_DIRECTORY:
         return "a pairs directory (`rewardline evaluate --data` scores its splits; `rewardline export-pairs` writes " \
                "its texts as JSONL)"
     return "a directory"
@@ -266,11 +266,12 @@ def read_score_rows(in_path: Path | str, check: Callable[[Any, dict[str, Any]], 
     ``max_record_bytes`` raises :class:`~rewardline.errors.TooLarge` before it is parsed."""
     limits = limits or Limits()
     check = check or functools.partial(check_score_row, limits=limits)
-    if not Path(in_path).is_file():
-        raise BadInput(in_path, detail=f"{not_a_rows_file(Path(in_path))}; expected a JSONL file of rows, one JSON "
-                                       "object per line")
+    path = Path(in_path)
+    if not path.is_file():
+        raise BadInput(in_path, detail=f"{not_a_rows_file(path)}; expected a JSONL file of rows, one JSON object "
+                                       "per line")
     rows = []
-    for number, raw in enumerate(Path(in_path).read_bytes().splitlines(), start=1):
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
         if not raw.strip():
             continue
         where: dict[str, Any] = {"file": in_path, "line": number}
