@@ -232,9 +232,15 @@ def check(report: GateReport | Mapping[str, Any], report_path: Path | str | None
     raise GateFailed("\n".join(lines))
 
 
+def read_output_report(out_dir: Path) -> GateReport | None:
+    """The :class:`GateReport` a gated stage left in ``out_dir`` (its ``gates.json``), or None when it has none."""
+    path = out_dir / GATES_FILE
+    return GateReport.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
 def check_output(out_dir: Path) -> None:
     """:func:`check` on a gated stage's output directory: its ``gates.json``, naming its ``report.md``."""
-    path = out_dir / GATES_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: the stage wrote no gate report")
-    check(json.loads(path.read_text()), report_path=out_dir / REPORT_FILE)
+    report = read_output_report(out_dir)
+    if report is None:
+        raise FileNotFoundError(f"{out_dir / GATES_FILE} does not exist: the stage wrote no gate report")
+    check(report, report_path=out_dir / REPORT_FILE)

@@ -69,7 +69,8 @@ def validate(
 
 @app.command()
 def pairs(
-    data: Annotated[Path, typer.Argument(help="a validate output directory")],
+    data: Annotated[Path, typer.Argument(help="a validate output directory (an ingest output is read with a warning: "
+                                                 "no annotator exclusions, no gates)")],
     out: PairsOut,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,

@@ -55,6 +55,7 @@ its split when new batches arrive, and no prompt is in two splits.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -80,8 +81,12 @@ from rewardline.data.tables import (
     write_part,
 )
 from rewardline.errors import ConfigError
+from rewardline.gates import read_output_report
 from rewardline.ops.atomic import writes_output
 from rewardline.pairs.thurstone import fit_targets
+from rewardline.paths import REPORT_FILE
+
+LOG = logging.getLogger(__name__)
 
 
 class PairsConfig(Section):
@@ -291,6 +296,19 @@ def pairs_metrics(pairs: pa.Table, counts: dict) -> dict:
     return metrics
 
 
+def _warn_if_not_validated(in_dir: Path) -> None:
+    """Pairs are built from a validate output. An ingest output works too (its tables are the same), but without
+    validate's annotator exclusions and gates, and a validate output may hold a failed gate: say so, and go on."""
+    report = read_output_report(in_dir)
+    if report is not None and report.stage == "ingest":
+        LOG.warning("%s is an ingest output, not validated: validate's annotator exclusions and gates were not "
+                    "applied to these pairs (`rewardline validate %s --out DIR`, then pairs on DIR)", in_dir, in_dir)
+    elif report is not None and not report.passed:
+        failed = ", ".join(gate.name for gate in report.failed)
+        LOG.warning("%s: its %s gate failed (%s; %s/%s): the pairs are built from data that did not pass",
+                    in_dir, report.stage, failed, in_dir, REPORT_FILE)
+
+
 @writes_output("out_dir")  # locked; written to a staging folder, published whole
 def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | None = None) -> dict:
     """Read a validated dataset directory, write the splits ``{train,val,test}/part-NNN.parquet`` + tables + metrics.
@@ -298,6 +316,7 @@ def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | No
     Past ``buckets.ROWS_PER_BUCKET`` ranking rows (or with ``shards``: forced buckets, for tests) the pairs
     are built one prompt bucket at a time (:func:`_bucketed_pairs`), and each split gets one part per bucket."""
     files = stage_tables(in_dir, schema.RANKING_TABLES)
+    _warn_if_not_validated(in_dir)
     columns = {"prompts": ["prompt_id", "category"], "responses": ["prompt_id", *anchor_columns(in_dir)]}
     n_rankings = table_rows(files["rankings"])
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -162,3 +162,29 @@ def test_params_numbers_that_yaml_reads_as_strings_are_converted():
     assert config.margin_scale == pytest.approx(0.1) and isinstance(config.val_fraction, float)
     with pytest.raises(ConfigError, match="pairs.margin_scale: 'lots' is not a number"):
         build(PairsConfig, {"margin_scale": "lots"}, name="pairs")
+
+
+def test_pairs_on_an_ingest_output_or_a_failed_validate_output_warns_and_still_builds(tmp_path, caplog):
+    """The pairs stage reads a validate output; an ingest output or a validate output whose gate failed is used
+    (same tables) with a warning naming what was skipped or failed, and a passed validate output gives none."""
+    from pathlib import Path
+
+    from rewardline.data.ingest import IngestConfig, Source, run_ingest
+    from rewardline.pairs.expand import run_pairs
+    from rewardline.validation.validate import ValidateConfig, run_validate
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "trl_standard_explicit.jsonl"
+    run_ingest(IngestConfig(sources=[Source(path=str(fixture), format="trl")]), tmp_path / "ing")
+    run_validate(tmp_path / "ing", tmp_path / "passed", ValidateConfig())
+    failed = run_validate(tmp_path / "ing", tmp_path / "failed", ValidateConfig(require_overlap=True))
+    assert not failed["gates_passed"]  # no prompt is ranked by two annotators
+    warnings = {}
+    for name in ("ing", "failed", "passed"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="rewardline.pairs.expand"):
+            metrics = run_pairs(tmp_path / name, tmp_path / f"pairs-{name}", PairsConfig())
+        assert sum(metrics[f"pairs_{split}"] for split in schema.SPLITS) == 10
+        warnings[name] = caplog.text
+    assert "is an ingest output, not validated" in warnings["ing"]
+    assert "its validate gate failed (min_alpha" in warnings["failed"] and "report.md" in warnings["failed"]
+    assert warnings["passed"] == ""
