@@ -48,7 +48,7 @@ from rewardline.errors import NonFiniteError
 from rewardline.evaluation.absolute import AbsoluteCalibration, absolute_calibration, anchor_comparisons
 from rewardline.evaluation.benchmark import benchmark_metrics
 from rewardline.evaluation.calibration import CalibrationReport, calibrate, reward_stats
-from rewardline.evaluation.gates import EVALUATE_GATES, report_markdown
+from rewardline.evaluation.gates import EVALUATE_GATES, NO_TEST_PAIRS, report_markdown
 from rewardline.evaluation.length_bias import LengthBias, length_bias, unique_responses
 from rewardline.evaluation.metrics import (
     Accuracy,
@@ -208,7 +208,8 @@ def _headline_metrics(overall: Accuracy, by_cat: dict[str, Accuracy], ra: np.nda
                       lb: LengthBias) -> dict[str, Any]:
     """``metrics.json`` before the champion comparison and the gates: accuracy with its CI and by
     category, agreement-aware accuracy and its ceiling, calibration (T; ECE, MCE, Brier, NLL raw and
-    after temperature scaling), reward statistics, length bias."""
+    after temperature scaling), reward statistics, length bias; and ``test_unmeasured_reason`` when the test split
+    has no decided pair (the accuracy, ECE and length-bias gates fail with it as their reason)."""
     n = label.size
     return {
         "accuracy": overall.accuracy,
@@ -237,7 +238,17 @@ def _headline_metrics(overall: Accuracy, by_cat: dict[str, Accuracy], ra: np.nda
         "nll": cal.calibrated.nll,
         **lb.to_dict(),
         "champion_accuracy": None,
-    }
+    } | ({NO_TEST_PAIRS: reason} if (reason := _unmeasured_reason(n, overall.n_pairs)) else {})
+
+
+def _unmeasured_reason(n_test_pairs: int, n_decided: int) -> str | None:
+    """Why the test split gives no accuracy (the gates show it), or None when it has decided pairs."""
+    if n_decided:
+        return None
+    if n_test_pairs:
+        return f"every one of the {n_test_pairs} test pairs is a tie"
+    return ("the test split has no pairs: too few prompts for 1 − pairs.train_fraction − pairs.val_fraction to "
+            "hold one, or evaluate a file with --data FILE")
 
 
 def _champion_power(diff: PairedDifference, cfg: EvalConfig) -> dict[str, Any]:

@@ -26,7 +26,8 @@ is about ±0.04 wide, so an equal challenger could almost never show non-inferio
 
 It is *skipped* (reported, not failing) when there is no champion; the CI gate is skipped when
 ``require_ci_above_chance`` is false.
-Any other value that could not be measured (NaN / None, e.g. an empty test split) fails its gate.
+Any other value that could not be measured (NaN / None, e.g. an empty test split) fails its gate, with the reason
+in ``metrics["test_unmeasured_reason"]`` when the test split has no decided pair.
 """
 
 from __future__ import annotations
@@ -37,17 +38,21 @@ from typing import Any
 from rewardline.gates import GateReport, GateSpec
 from rewardline.report import fmt, md_cell
 
+NO_TEST_PAIRS = "test_unmeasured_reason"  # the metric saying why the test split measured nothing
+
 EVALUATE_GATES: tuple[GateSpec, ...] = (
-    GateSpec("min_accuracy", "accuracy", "min_accuracy", ">=", "pairwise accuracy"),
+    GateSpec("min_accuracy", "accuracy", "min_accuracy", ">=", "pairwise accuracy", why_missing_key=NO_TEST_PAIRS),
     GateSpec("accuracy_ci_above_chance", "accuracy_ci_low", 0.5, ">",
              "lower end of the accuracy's 95 % CI, above chance", enabled_field="require_ci_above_chance"),
-    GateSpec("max_ece_calibrated", "ece_calibrated", "max_ece_calibrated", "<=", "ECE after temperature scaling"),
+    GateSpec("max_ece_calibrated", "ece_calibrated", "max_ece_calibrated", "<=", "ECE after temperature scaling",
+             why_missing_key=NO_TEST_PAIRS),
     GateSpec("max_ece_absolute", "ece_absolute", "max_ece_absolute", "<=",
              "ECE of win_prob against the judge on the test pairs with the prompt's anchor response",
              skip_if_missing=True, why_missing="no anchor comparisons in the test split (or none in val to fit a "
              "BT model's logistic map)"),
     GateSpec("max_length_bias", "length_bias", "max_length_bias", "<=",
-             "share of pairs where the model prefers the longer response − share where the labels do"),
+             "share of pairs where the model prefers the longer response − share where the labels do",
+             why_missing_key=NO_TEST_PAIRS),
     GateSpec("champion_non_inferiority", "champion_diff_ci_low", "champion_delta", ">=",
              "lower end of the 95 % paired-bootstrap CI of accuracy(challenger) − accuracy(champion)",
              negate=True, skip_if_missing=True, why_missing="no champion", inconclusive_key="champion_inconclusive",

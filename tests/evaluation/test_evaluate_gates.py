@@ -173,6 +173,25 @@ def test_evaluate_scores_failed_gate_raises_after_outputs(tmp_path):
         check(metrics)
 
 
+def test_an_empty_or_all_tied_test_split_fails_its_gates_saying_why(tmp_path):
+    val = _pairs(4, "val", 1)
+    vra, vrb = np.zeros(val.num_rows), np.ones(val.num_rows)
+    empty = _pairs(4, "test", 0).slice(0, 0)
+    metrics = evaluate_scores(empty, np.zeros(0), np.zeros(0), val, vra, vrb, np.zeros(0), np.zeros(0),
+                              EvalConfig(bootstrap_samples=50), out_dir=tmp_path / "empty")
+    with pytest.raises(GateFailed, match=r"min_accuracy: pairwise accuracy is not measurable \(the test split has "
+                                         r"no pairs: too few prompts"):
+        check(metrics)
+    assert {name for name, gate in metrics["gates"].items() if gate["reason"].startswith("the test split has no")} \
+        == {"min_accuracy", "max_ece_calibrated", "max_length_bias"}
+    tied = _pairs(4, "test", 0)
+    tied = tied.set_column(tied.schema.get_field_index("label"), "label", pa.array([0.5] * tied.num_rows, pa.float32()))
+    n = tied.num_rows
+    metrics = evaluate_scores(tied, np.zeros(n), np.ones(n), val, vra, vrb, np.ones(n), np.ones(n),
+                              EvalConfig(bootstrap_samples=50), out_dir=tmp_path / "tied")
+    assert metrics["gates"]["min_accuracy"]["reason"] == f"every one of the {n} test pairs is a tie"
+
+
 def test_evaluate_scores_rejects_misaligned_scores(tmp_path):
     test = _pairs(2, "test", 0)
     with pytest.raises(ValueError, match="reward_b has 3 entries"):
