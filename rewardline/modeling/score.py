@@ -258,6 +258,16 @@ def not_a_rows_file(path: Path) -> str:
     return "a directory"
 
 
+def not_jsonl_kind(path: Path, first_line: bytes) -> str | None:
+    """What a rows file that does not parse as JSONL from its first line looks like (a Parquet, CSV or TSV table,
+    or one JSON array), for the error message; None when it looks like none of these."""
+    if first_line.startswith(b"PAR1") or path.suffix == ".parquet":
+        return "a Parquet file"
+    if path.suffix in (".csv", ".tsv"):
+        return f"a {path.suffix[1:].upper()} file"
+    return "a JSON array" if first_line.lstrip().startswith(b"[") else None
+
+
 def read_score_rows(in_path: Path | str, check: Callable[[Any, dict[str, Any]], None] | None = None,
                     limits: Limits | None = None) -> list[dict]:
     """The JSON object of each non-blank line of ``in_path``, each checked by ``check`` (default
@@ -278,10 +288,13 @@ def read_score_rows(in_path: Path | str, check: Callable[[Any, dict[str, Any]], 
         limits.check_row("", "", **where, raw_bytes=len(raw))
         try:
             row = json.loads(raw)
-        except UnicodeDecodeError:
-            raise BadInput(**where, detail="not UTF-8 text") from None
-        except json.JSONDecodeError as err:
-            raise BadInput(**where, detail=f"not valid JSON ({err.msg} at column {err.colno})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            what = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else \
+                f"not valid JSON ({err.msg} at column {err.colno})"
+            kind = not_jsonl_kind(path, raw) if not rows else None
+            raise BadInput(**where, detail=what + (
+                f": {kind}, not JSONL; expected one JSON object per line (pandas: `read_csv` / `read_parquet` / "
+                "`read_json`, then `to_json(PATH, orient='records', lines=True)`)" if kind else "")) from None
         check(row, where)
         rows.append(row)
     return rows

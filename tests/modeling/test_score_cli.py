@@ -136,6 +136,30 @@ def test_an_input_that_is_not_a_rows_file_exits_2_saying_what_it_is(model_dir: P
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_a_table_or_a_json_array_given_as_rows_is_named(tmp_path: Path):
+    """A CSV, Parquet or pretty-printed JSON array used to fail as "line 1: not valid JSON" alone: the message now
+    says what the file is and how to make JSONL of it; a bad line after good rows stays a plain JSON error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rewardline.errors import BadInput
+    from rewardline.modeling.score import read_score_rows
+
+    pq.write_table(pa.table({"prompt": ["hi"], "response": ["there"]}), tmp_path / "rows.parquet")
+    (tmp_path / "rows.csv").write_text("prompt,response\nhi,there\n")
+    (tmp_path / "rows.json").write_text(json.dumps([GOOD_ROW], indent=1))
+    (tmp_path / "rows.bin").write_bytes((tmp_path / "rows.parquet").read_bytes())  # Parquet by its magic bytes
+    for name, kind in (("rows.parquet", "a Parquet file"), ("rows.csv", "a CSV file"), ("rows.json", "a JSON array"),
+                       ("rows.bin", "a Parquet file")):
+        with pytest.raises(BadInput, match=rf"{name}:1: not (valid JSON|UTF-8 text).*: {kind}, not JSONL; expected "
+                                           r"one JSON object per line \(pandas"):
+            read_score_rows(tmp_path / name)
+    (tmp_path / "later.jsonl").write_text(json.dumps(GOOD_ROW) + "\n[\n")
+    with pytest.raises(BadInput) as later:
+        read_score_rows(tmp_path / "later.jsonl")
+    assert str(later.value).endswith("later.jsonl:2: not valid JSON (Expecting value at column 2)")
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ('{"pooling": "first",', "reward_config.json:1: not valid JSON"),
     ("[1]", "reward_config.json: expected a JSON object, got an array"),
