@@ -20,7 +20,9 @@ exit   meaning                                     Prefect
   permitted (:class:`PermissionDenied`; MLflow ``PERMISSION_DENIED`` 403, ``UNAUTHENTICATED`` 401).
 * 3: :class:`TransientError`, any other ``OSError`` (``ConnectionError``, ``TimeoutError``, disk full,
   permissions), out of memory, botocore / S3 endpoint errors, a server down (found anywhere in the
-  exception's chain); anything else is a bug, reported as ``internal error`` (retried, bounded).
+  exception's chain), a file missing because the network failed (a Hugging Face model not in the cache and the
+  Hub unreachable: :func:`is_unreachable`); anything else is a bug, reported as ``internal error`` (retried,
+  bounded).
 
 Messages are one line (``error: FILE:LINE: field 'F': expected E, got G``); an internal error
 prints ``internal error: <type>: <message>``, and its traceback only when verbose
@@ -137,6 +139,14 @@ def _is_missing(err: BaseException) -> bool:
     return code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound")
 
 
+def is_unreachable(err: BaseException) -> bool:
+    """A network failure anywhere in ``err``'s chain: a connection refused or timed out, a host name not resolved.
+    A service's answer is not one (an S3 ``NoSuchKey`` or an HTTP 404 carries a ``response``)."""
+    return any((isinstance(e, ConnectionError | TimeoutError)
+                or any(k.__module__.startswith(_NETWORK_MODULES) for k in type(e).__mro__))
+               and getattr(e, "response", None) is None for e in _chain(err))
+
+
 def _is_environment(err: BaseException) -> bool:
     """An outage or a resource limit: network, endpoints, memory (CUDA included)."""
     if isinstance(err, ConnectionError | TimeoutError | TransientError | MemoryError):
@@ -153,7 +163,9 @@ def exit_code(err: BaseException) -> int:
     if isinstance(err, ConfigError | BadInput):
         return EXIT_BAD_INPUT
     if isinstance(err, OSError | ValueError) and any(_is_missing(e) for e in _chain(err, implicit=False)):
-        return EXIT_BAD_INPUT  # a file the user named is not there (raised as such, or re-raised `from` it)
+        # a file the user named is not there (raised as such, or re-raised `from` it); unless it is missing because
+        # the network failed while fetching it (a Hugging Face Hub cache miss with the Hub unreachable)
+        return EXIT_TRANSIENT if is_unreachable(err) else EXIT_BAD_INPUT
     if any(_is_environment(e) for e in _chain(err)):
         return EXIT_TRANSIENT
     if getattr(err, "error_code", None) in _REFUSED_CODES:  # e.g. MLflow: no such model version

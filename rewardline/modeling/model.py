@@ -23,6 +23,7 @@ files and size; a bad ``reward_config.json`` is refused naming the key (exit 2).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import warnings
@@ -43,7 +44,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from rewardline.errors import ModelLoadError, json_type, one_line
-from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone  # also importable from here
+from rewardline.modeling.backbones import DEFAULT_BACKBONE, load_backbone
 from rewardline.modeling.formatting import FormatConfig, Formatter
 from rewardline.modeling.hf_format import (
     RL_KEY,
@@ -162,7 +163,7 @@ class RewardModel(nn.Module):
 
         ``dropout=False`` sets every dropout probability to 0 (as TRL's ``disable_dropout``).
         """
-        backbone = AutoModel.from_pretrained(resolve_backbone(name_or_path), dtype=torch.float32)
+        backbone = load_backbone(functools.partial(AutoModel.from_pretrained, dtype=torch.float32), name_or_path)
         config = RewardConfig(
             pooling=resolve_pooling(backbone.config, pooling),
             format=(format_config or FormatConfig()).to_dict(),

@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from transformers import AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from rewardline.errors import ModelLoadError, one_line
-from rewardline.modeling.backbones import is_hub_id
+from rewardline.errors import ModelLoadError, TransientError, is_unreachable, one_line
+from rewardline.modeling.backbones import hub_miss_reason, is_hub_id
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
@@ -60,6 +60,8 @@ def load_pretrained(auto_class: Any, ref: Path | str) -> PreTrainedModel:
         loaded, info = auto_class.from_pretrained(ref, dtype=torch.float32, use_safetensors=True,
                                                   output_loading_info=True)
     except UNREADABLE as err:
+        if not local.exists() and is_unreachable(err):
+            raise TransientError(f"{ref}: {hub_miss_reason(str(ref), err)}") from err
         if not local.exists():
             raise ModelLoadError(local, detail=not_found(str(ref), err)) from None
         raise ModelLoadError(weights, detail=f"unreadable ({one_line(str(err))}); "
@@ -81,7 +83,7 @@ def not_found(ref: str, err: Exception) -> str:
                "Hugging Face model id (org/name)"
     if not is_hub_id(ref):
         return f"no such directory; {expected}"
-    return f"no such directory, and no Hugging Face model of that id could be loaded ({one_line(str(err))}); {expected}"
+    return f"no such directory, and {hub_miss_reason(ref, err)}; {expected}"
 
 
 def load_tokenizer(model_dir: Path | str, model: PreTrainedModel) -> Any:

@@ -43,7 +43,7 @@ from transformers import AutoTokenizer
 from rewardline.config import Section, build, parse_overrides
 from rewardline.data.tables import TARGETS, content_digest, read_split, stage_tables, table_path
 from rewardline.errors import ConfigError, NonFiniteLoss
-from rewardline.modeling.backbones import DEFAULT_BACKBONE, resolve_backbone
+from rewardline.modeling.backbones import DEFAULT_BACKBONE, load_backbone
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, main_first, select_runtime
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
@@ -169,7 +169,7 @@ class TrainingData:
 def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> TrainingData:
     """Tokenise every response once (rank 0 first) and group the comparisons of the train and val splits by prompt."""
     t0 = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(cfg.backbone))
+    tokenizer = load_backbone(AutoTokenizer.from_pretrained, cfg.backbone)
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     if OBJECTIVES[cfg.objective].data_kind == "steps":  # step-labelled solutions: rewardline.training.step_data
         tok, train, val, separator, added = load_step_groups(pairs_dir, tokenizer, cfg)

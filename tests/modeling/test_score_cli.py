@@ -110,8 +110,44 @@ def test_a_model_reference_that_is_neither_a_directory_nor_a_hub_model_says_so(t
     run = score_cli(id_shaped, rows, tmp_path / "out.jsonl")
     assert run.returncode == 2, run.stderr
     [line] = run.stderr.strip().splitlines()
-    assert line.startswith(f"error: {id_shaped}: no such directory, and no Hugging Face model of that id could be "
-                           "loaded (") and line.endswith(expected), line
+    assert line.startswith(f"error: {id_shaped}: no such directory, and not in the local Hugging Face cache, and "
+                           "HF_HUB_OFFLINE is set") and line.endswith(expected), line
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_hub_model_that_cannot_be_fetched_says_why_with_the_contract_exit_code(model_dir: Path, tmp_path: Path):
+    """A Hub id with no cached copy: offline (HF_HUB_OFFLINE) is bad input (exit 2) saying so, for `score --model`
+    and for `train`'s backbone; the Hub unreachable (a closed local port as HF_ENDPOINT: a real refused connection)
+    is transient (exit 3: the flows retry it). Both used to exit 2 with the Hub's "couldn't connect" text."""
+    import socket
+
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps(GOOD_ROW) + "\n")
+    offline = score_cli(Path("org/no-such-model"), rows, tmp_path / "out.jsonl")
+    assert offline.returncode == 2, offline.stderr
+    assert offline.stderr.strip().splitlines()[-1].startswith(
+        "error: org/no-such-model: no such directory, and not in the local Hugging Face cache, and HF_HUB_OFFLINE is "
+        "set (`hf download org/no-such-model` once online); expected a model directory"), offline.stderr
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}
+    train = subprocess.run([sys.executable, "-m", "rewardline.cli", "train", "--data", str(tmp_path / "pairs"),
+                            "--out", str(tmp_path / "model"), "--set", "backbone=org/no-such-model"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert train.returncode == 2 and train.stderr.strip().splitlines()[-1].startswith(
+        "error: field 'backbone': expected a model directory, a Hugging Face model id or one of "), train.stderr
+    assert "got 'org/no-such-model': not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" in train.stderr
+    with socket.socket() as probe:  # a local port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**env, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+           "HF_HOME": str(tmp_path / "hf")}
+    down = subprocess.run([sys.executable, "-m", "rewardline.cli", "score", "--model", "org/no-such-model", "--input",
+                           str(rows), "--out", str(tmp_path / "out.jsonl")], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert down.returncode == 3, down.stderr
+    last = down.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: org/no-such-model: the Hugging Face Hub could not be reached and no copy is "
+                           "cached (")
+    assert last.endswith("); retry") and f"127.0.0.1:{port}" in last, last
     assert not (tmp_path / "out.jsonl").exists()
 
 

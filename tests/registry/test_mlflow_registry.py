@@ -91,7 +91,7 @@ def build_project(root: Path) -> Path:
     from rewardline.data.ingest import IngestConfig, Source, run_ingest
     from rewardline.evaluation.evaluate import EvalConfig
     from rewardline.evaluation.run import run_evaluate
-    from rewardline.modeling.model import resolve_backbone
+    from rewardline.modeling.backbones import resolve_backbone
     from rewardline.pairs.expand import PairsConfig, run_pairs
     from rewardline.training.loop import TrainConfig, train
     from rewardline.validation.validate import ValidateConfig, run_validate
