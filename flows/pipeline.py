@@ -10,6 +10,8 @@ Failed with the stage's message, which names the gate. The gate reports (ingest,
 validate, evaluate) are published as Markdown artifacts ``<stage>-gate-report``.
 
     python -m flows.pipeline [--project DIR]     # one run (ephemeral API unless PREFECT_API_URL is set)
+
+Exit status: the contract's (:mod:`flows.command_line`): 0 done, 1 a gate failed, 2 bad input, 3 transient.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from rewardline.errors import ConfigError, GateFailed
+from flows.command_line import run_flow_command
+from rewardline.errors import ConfigError, GateFailed, TransientError
 from rewardline.ops import dvc_run
 from rewardline.registry.names import TAGS_ENV  # parent-run tags the register stage adds
 
 
-class StageError(RuntimeError):
+class StageError(TransientError):
     """DVC or a stage failed for a reason other than a gate or bad input (stage exit 3, or DVC itself): retried."""
 
 
@@ -84,4 +87,4 @@ if __name__ == "__main__":
     parser.add_argument("--project", default=".")
     parser.add_argument("--stage", action="append", help="only these stages (repeatable)")
     args = parser.parse_args()
-    pipeline(project=args.project, stages=args.stage)
+    run_flow_command(lambda: pipeline(project=args.project, stages=args.stage))

@@ -12,6 +12,9 @@ table in its summary. Only errors (bad input, a stage or DVC failing after its r
     python -m flows.retrain run [--project DIR] [--force]   # one cycle now
     python -m flows.retrain serve [--project DIR]           # scheduler in this process (cron from params)
 
+Exit status: the contract's (:mod:`flows.command_line`): 0 done (a rejected challenger included), 2 bad input,
+3 transient.
+
 Deployments for a work pool: ``prefect.yaml`` (see docs/retraining.md).
 """
 
@@ -30,6 +33,7 @@ from prefect.runtime import flow_run
 from prefect.schedules import Cron
 from prefect.tasks import exponential_backoff
 
+from flows.command_line import run_flow_command
 from flows.pipeline import pipeline
 from rewardline.errors import GateFailed
 from rewardline.ops import dvc_run
@@ -181,11 +185,15 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.project).resolve()
     if args.command == "run":
-        retrain(project=str(root), force=args.force)
+        run_flow_command(lambda: retrain(project=str(root), force=args.force))
         return
-    cfg, _ = rt.load_config(root)
-    retrain.serve(name=args.name, schedules=[Cron(cfg.schedule_cron, timezone=cfg.timezone)],
-                  parameters={"project": str(root)}, limit=1)
+
+    def serve() -> None:
+        cfg, _ = rt.load_config(root)
+        retrain.serve(name=args.name, schedules=[Cron(cfg.schedule_cron, timezone=cfg.timezone)],
+                      parameters={"project": str(root)}, limit=1)
+
+    run_flow_command(serve)
 
 
 if __name__ == "__main__":

@@ -101,3 +101,32 @@ def test_a_failed_gate_or_bad_input_is_not_retried(project: Path, prefect_api: N
     assert state.is_failed() and message in state.message, state.message
     assert (project / f"attempts-{stage}.txt").read_text() == "x"  # ran once
     assert run_counts(state.state_details.flow_run_id) == {f"dvc repro {stage}": 1}
+
+
+def test_the_flow_commands_exit_with_the_contracts_code_and_one_line(project: Path, prefect_api: None):
+    """`python -m flows.pipeline` / `flows.retrain` exit 1 on a gate, 2 on bad input, 0 when done (an uncaught
+    exception used to exit 1 with a traceback, whatever it was), against the harness's Prefect API."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {"PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(project),
+           "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+
+    def flow_command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", *args], cwd=project, capture_output=True, text=True, env=env,
+                              timeout=600)
+
+    def lines(run: subprocess.CompletedProcess) -> list[str]:
+        return run.stderr.splitlines()
+
+    gate = flow_command("flows.pipeline", "--project", str(project), "--stage", "gate")
+    assert gate.returncode == 1, gate.stderr
+    assert "stage gate: toy gate failed (1 of 1)" in lines(gate), gate.stderr  # the message, on its own line
+    bad = flow_command("flows.pipeline", "--project", str(project), "--stage", "bad")
+    assert bad.returncode == 2, bad.stderr
+    assert "error: stage bad: error: data/raw/in.jsonl:3: field 'response': expected a string, got null" in lines(bad)
+    missing = flow_command("flows.retrain", "run", "--project", str(project / "absent"))
+    assert missing.returncode == 2, missing.stderr
+    assert f"error: {project / 'absent' / 'params.yaml'} not found; run from the project root or pass --params" \
+        in lines(missing), missing.stderr
+    done = flow_command("flows.pipeline", "--project", str(project), "--stage", "flaky")
+    assert done.returncode == 0, done.stderr

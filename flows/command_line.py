@@ -1,0 +1,22 @@
+"""The flows' command-line entries (``python -m flows.pipeline``, ``python -m flows.retrain``) end like every
+``rewardline`` command: the contract's exit code (:mod:`rewardline.errors`: 1 a gate failed, 2 bad input or usage,
+3 transient) and one line on stderr, below Prefect's own log of the failed run; the traceback only when verbose
+(``REWARDLINE_VERBOSE=1``). Without this an uncaught exception exited 1, which the contract reserves for a gate."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from rewardline.errors import describe, verbose_from_env
+
+
+def run_flow_command(call: Callable[[], object]) -> None:
+    """Call ``call`` (a flow run); on an exception print :func:`~rewardline.errors.describe`'s line and exit with its
+    code."""
+    try:
+        call()
+    except Exception as err:  # noqa: BLE001 - every failure leaves with the contract's exit code
+        code, text = describe(err, verbose=verbose_from_env())
+        print(text, file=sys.stderr)
+        raise SystemExit(code) from None
