@@ -44,6 +44,9 @@ NAMED_BACKBONES: dict[str, Callable[[], Path]] = {
 }
 
 
+_BACKBONE_EXPECTED = f"a model directory, a Hugging Face model id (org/name) or one of {', '.join(NAMED_BACKBONES)}"
+
+
 def resolve_backbone(name_or_path: str) -> str:
     """The local directory of a named backbone (:data:`NAMED_BACKBONES`), or ``name_or_path``
     unchanged (an HF model id or a local path). A value that is none of these (no such path, and not
@@ -52,9 +55,7 @@ def resolve_backbone(name_or_path: str) -> str:
     if resolve is not None:
         return str(resolve())
     if not Path(name_or_path).exists() and not is_hub_id(name_or_path):
-        raise BadInput(field="backbone", got=f"{name_or_path!r}, no such directory",
-                       expected=f"a model directory, a Hugging Face model id (org/name) or one of "
-                                f"{', '.join(NAMED_BACKBONES)}")
+        raise BadInput(field="backbone", got=f"{name_or_path!r}, no such directory", expected=_BACKBONE_EXPECTED)
     return name_or_path
 
 
@@ -73,8 +74,7 @@ def load_backbone(load: Callable[[str], Loaded], name_or_path: str) -> Loaded:
             raise
         if is_unreachable(err):
             raise TransientError(f"field 'backbone': {ref!r}: {hub_miss_reason(ref, err)}") from err
-        raise BadInput(field="backbone", got=f"{ref!r}: {hub_miss_reason(ref, err)}",
-                       expected=f"a model directory, a Hugging Face model id or one of {', '.join(NAMED_BACKBONES)}") \
+        raise BadInput(field="backbone", got=f"{ref!r}: {hub_miss_reason(ref, err)}", expected=_BACKBONE_EXPECTED) \
             from err
 
 

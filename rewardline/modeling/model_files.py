@@ -60,9 +60,9 @@ def load_pretrained(auto_class: Any, ref: Path | str) -> PreTrainedModel:
         loaded, info = auto_class.from_pretrained(ref, dtype=torch.float32, use_safetensors=True,
                                                   output_loading_info=True)
     except UNREADABLE as err:
-        if not local.exists() and is_unreachable(err):
-            raise TransientError(f"{ref}: {hub_miss_reason(str(ref), err)}") from err
-        if not local.exists():
+        if not local.exists():  # an HF id: the Hub unreachable is an outage, anything else not loadable
+            if is_unreachable(err):
+                raise TransientError(f"{ref}: {hub_miss_reason(str(ref), err)}") from err
             raise ModelLoadError(local, detail=not_found(str(ref), err)) from None
         raise ModelLoadError(weights, detail=f"unreadable ({one_line(str(err))}); "
                                              "expected complete safetensors weights of config.json's model") from None

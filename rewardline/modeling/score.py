@@ -261,10 +261,11 @@ def not_a_rows_file(path: Path) -> str:
 def not_jsonl_kind(path: Path, first_line: bytes) -> str | None:
     """What a rows file that does not parse as JSONL from its first line looks like (a Parquet, CSV or TSV table,
     or one JSON array), for the error message; None when it looks like none of these."""
-    if first_line.startswith(b"PAR1") or path.suffix == ".parquet":
+    suffix = path.suffix.lower()
+    if first_line.startswith(b"PAR1") or suffix == ".parquet":
         return "a Parquet file"
-    if path.suffix in (".csv", ".tsv"):
-        return f"a {path.suffix[1:].upper()} file"
+    if suffix in (".csv", ".tsv"):
+        return f"a {suffix[1:].upper()} file"
     return "a JSON array" if first_line.lstrip().startswith(b"[") else None
 
 

@@ -133,7 +133,8 @@ def test_a_hub_model_that_cannot_be_fetched_says_why_with_the_contract_exit_code
                             "--out", str(tmp_path / "model"), "--set", "backbone=org/no-such-model"],
                            capture_output=True, text=True, env=env, timeout=300)
     assert train.returncode == 2 and train.stderr.strip().splitlines()[-1].startswith(
-        "error: field 'backbone': expected a model directory, a Hugging Face model id or one of "), train.stderr
+        "error: field 'backbone': expected a model directory, a Hugging Face model id (org/name) or one of "), \
+        train.stderr
     assert "got 'org/no-such-model': not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" in train.stderr
     with socket.socket() as probe:  # a local port nothing listens on
         probe.bind(("127.0.0.1", 0))
@@ -182,10 +183,10 @@ def test_a_table_or_a_json_array_given_as_rows_is_named(tmp_path: Path):
     from rewardline.modeling.score import read_score_rows
 
     pq.write_table(pa.table({"prompt": ["hi"], "response": ["there"]}), tmp_path / "rows.parquet")
-    (tmp_path / "rows.csv").write_text("prompt,response\nhi,there\n")
+    (tmp_path / "rows.CSV").write_text("prompt,response\nhi,there\n")
     (tmp_path / "rows.json").write_text(json.dumps([GOOD_ROW], indent=1))
     (tmp_path / "rows.bin").write_bytes((tmp_path / "rows.parquet").read_bytes())  # Parquet by its magic bytes
-    for name, kind in (("rows.parquet", "a Parquet file"), ("rows.csv", "a CSV file"), ("rows.json", "a JSON array"),
+    for name, kind in (("rows.parquet", "a Parquet file"), ("rows.CSV", "a CSV file"), ("rows.json", "a JSON array"),
                        ("rows.bin", "a Parquet file")):
         with pytest.raises(BadInput, match=rf"{name}:1: not (valid JSON|UTF-8 text).*: {kind}, not JSONL; expected "
                                            r"one JSON object per line \(pandas"):
