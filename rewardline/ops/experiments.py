@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewardline.errors import BadInput, TransientError
+from rewardline.errors import BadInput, TransientError, one_line
 
 #: The metric experiments are ranked by (a key of a metrics file, e.g. ``metrics/train.json``).
 DEFAULT_METRIC = "val_accuracy"
@@ -174,8 +174,9 @@ def _dvc(args: list[str], project: Path) -> str:
     except FileNotFoundError as err:  # dvc not on PATH
         raise TransientError(f"dvc not found: {err}") from err
     if proc.returncode != 0:
-        raise BadInput(project, field=f"dvc {' '.join(args)}",
-                       detail=f"exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
+        raise BadInput(project, detail=f"`dvc {' '.join(args)}` exited with {proc.returncode} "
+                                       f"({one_line(proc.stderr)[-500:]}); expected a DVC project with experiments "
+                                       "(`dvc exp run`)")
     return proc.stdout
 
 
@@ -185,7 +186,7 @@ def exp_show(project: Path) -> list[dict[str, Any]]:
     try:
         return json.loads(out)
     except json.JSONDecodeError as err:
-        raise BadInput(project, field="dvc exp show --json", expected="JSON", got=out[:200]) from err
+        raise BadInput(project, detail=f"`dvc exp show --json` printed no JSON ({one_line(out)[:200]})") from err
 
 
 def select_experiment(project: Path | str = ".", metric: str = DEFAULT_METRIC,

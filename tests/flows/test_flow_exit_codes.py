@@ -126,7 +126,10 @@ def test_the_flow_commands_exit_with_the_contracts_code_and_one_line(project: Pa
     assert "error: stage bad: error: data/raw/in.jsonl:3: field 'response': expected a string, got null" in lines(bad)
     missing = flow_command("flows.retrain", "run", "--project", str(project / "absent"))
     assert missing.returncode == 2, missing.stderr
-    assert f"error: {project / 'absent' / 'params.yaml'} not found; run from the project root or pass --params" \
-        in lines(missing), missing.stderr
+    assert f"error: {project / 'absent'}: not a rewardline project (no dvc.yaml or params.yaml); run the flow in " \
+           "the project or pass --project DIR" in lines(missing), missing.stderr
+    no_params = flow_command("flows.retrain", "run", "--project", str(project))  # a DVC project, not rewardline's
+    assert no_params.returncode == 2 and f"error: {project}: not a rewardline project (no params.yaml); run the " \
+        "flow in the project or pass --project DIR" in lines(no_params), no_params.stderr
     done = flow_command("flows.pipeline", "--project", str(project), "--stage", "flaky")
     assert done.returncode == 0, done.stderr

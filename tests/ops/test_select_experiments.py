@@ -129,3 +129,15 @@ def test_select_promotes_the_best_configurations_best_run_of_a_real_grid(tmp_pat
     applied = json.loads((project / "train.json").read_text())  # ...its metrics and its model
     assert applied["val_accuracy"] == pytest.approx(result["selected_val_accuracy"])
     assert (project / "model" / "model.safetensors").stat().st_size > 0
+
+
+def test_select_outside_a_dvc_project_says_so(tmp_path: Path):
+    """It printed "field 'dvc exp show --json': exited with 253: ..." as if a field of the input were wrong."""
+    from rewardline.ops.experiments import exp_show
+
+    with pytest.raises(BadInput) as err:
+        exp_show(tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path}: `dvc exp show --json` exited with ") and "field" not in message
+    assert "not inside of a DVC repository" in message and message.endswith(
+        "; expected a DVC project with experiments (`dvc exp run`)"), message
