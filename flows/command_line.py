@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from rewardline.errors import describe, verbose_from_env
+from rewardline.errors import ConfigError, describe, verbose_from_env
 
 
 def run_flow_command(call: Callable[[], object]) -> None:
@@ -20,3 +21,14 @@ def run_flow_command(call: Callable[[], object]) -> None:
         code, text = describe(err, verbose=verbose_from_env())
         print(text, file=sys.stderr)
         raise SystemExit(code) from None
+
+
+def require_project(project: str, *files: str) -> Path:
+    """``project`` resolved, or :class:`~rewardline.errors.ConfigError` (exit 2) when it lacks one of ``files``
+    (``dvc.yaml``, ``params.yaml``): the flows take the project as ``--project DIR``."""
+    root = Path(project).resolve()
+    missing = [name for name in files if not (root / name).is_file()]
+    if missing:
+        raise ConfigError(f"{root}: not a rewardline project (no {' or '.join(missing)}); run the flow in the project "
+                          "or pass --project DIR")
+    return root

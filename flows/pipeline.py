@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from flows.command_line import run_flow_command
+from flows.command_line import require_project, run_flow_command
 from rewardline.errors import ConfigError, GateFailed, TransientError
 from rewardline.ops import dvc_run
 from rewardline.registry.names import TAGS_ENV  # parent-run tags the register stage adds
@@ -87,4 +87,4 @@ if __name__ == "__main__":
     parser.add_argument("--project", default=".")
     parser.add_argument("--stage", action="append", help="only these stages (repeatable)")
     args = parser.parse_args()
-    run_flow_command(lambda: pipeline(project=args.project, stages=args.stage))
+    run_flow_command(lambda: pipeline(project=str(require_project(args.project, "dvc.yaml")), stages=args.stage))

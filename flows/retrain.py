@@ -33,7 +33,7 @@ from prefect.runtime import flow_run
 from prefect.schedules import Cron
 from prefect.tasks import exponential_backoff
 
-from flows.command_line import run_flow_command
+from flows.command_line import require_project, run_flow_command
 from flows.pipeline import pipeline
 from rewardline.errors import GateFailed
 from rewardline.ops import dvc_run
@@ -183,12 +183,13 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="retrain on every new batch (run only)")
     parser.add_argument("--name", default="retrain-scheduled", help="deployment name (serve only)")
     args = parser.parse_args()
-    root = Path(args.project).resolve()
     if args.command == "run":
-        run_flow_command(lambda: retrain(project=str(root), force=args.force))
+        run_flow_command(lambda: retrain(project=str(require_project(args.project, "dvc.yaml", "params.yaml")),
+                                         force=args.force))
         return
 
     def serve() -> None:
+        root = require_project(args.project, "dvc.yaml", "params.yaml")
         cfg, _ = rt.load_config(root)
         retrain.serve(name=args.name, schedules=[Cron(cfg.schedule_cron, timezone=cfg.timezone)],
                       parameters={"project": str(root)}, limit=1)
