@@ -10,17 +10,26 @@ docs/distributed.md for the Slurm and Prefect recipes.
 
 The stage script writes ``models/reward-model`` as ``dvc repro train`` would, but outside DVC:
 record the result with ``dvc commit train`` afterwards (rank 0's node holds it on shared storage).
+Exit status: the contract's, from the failed worker's own exit (:func:`worker_failure`; torchrun exits 1 for any).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+
+from flows.command_line import require_project, run_flow_command
+from rewardline.errors import ConfigError, GateFailed, TransientError
+
+#: The worker exit that torchrun reports as the root cause of its failure (torchrun itself exits 1 whatever it was).
+_ROOT_CAUSE_EXIT = re.compile(r"Root Cause \(first observed failure\):.*?exitcode\s*:\s*(-?\d+)", re.DOTALL)
 
 
 def torchrun_command(nnodes: int, nproc_per_node: int, rdzv_endpoint: str | None = None, rdzv_id: str = "rewardline",
@@ -44,11 +53,28 @@ def launch_torchrun(project: str, command: list[str]) -> int:
     log = get_run_logger()
     log.info("%s", " ".join(command))
     proc = subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: collections.deque[str] = collections.deque(maxlen=500)
     for line in proc.stdout or ():
         log.info("%s", line.rstrip())
+        tail.append(line.rstrip())
     if proc.wait() != 0:
-        raise RuntimeError(f"torchrun exited with {proc.returncode}: {' '.join(command)}")
+        raise worker_failure(list(tail), proc.returncode, command)
     return proc.returncode
+
+
+def worker_failure(output: list[str], returncode: int, command: list[str]) -> Exception:
+    """The contract's error for a failed torchrun (its last output lines ``output``): the first failed worker's
+    exit (torchrun's root cause) decides, as a stage's would (:mod:`rewardline.ops.dvc_run`): 1 a gate
+    (:class:`GateFailed`), 2 bad input (:class:`ConfigError`), 3 transient; with the worker's ``error:`` line as
+    the message. Anything else (torchrun itself failed, a signal) is a RuntimeError: an internal error, retried."""
+    found = _ROOT_CAUSE_EXIT.search("\n".join(output))
+    worker_exit = int(found.group(1)) if found else None
+    said = next((line for line in output if "gate failed" in line or line.startswith(("error:", "internal error:"))),
+                None)
+    message = f"torchrun: worker exited with {worker_exit}: {said}" if said else \
+        f"torchrun exited with {returncode} (worker exit {worker_exit}): {' '.join(command)}"
+    kind = {1: GateFailed, 2: ConfigError, 3: TransientError}.get(worker_exit, RuntimeError)
+    return kind(message)
 
 
 @flow(name="train-distributed")
@@ -75,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.print_command:
         print(" ".join(command))
         return
-    train_distributed(args.nnodes, args.nproc_per_node, args.rdzv_endpoint, args.rdzv_id, args.project)
+    run_flow_command(lambda: train_distributed(args.nnodes, args.nproc_per_node, args.rdzv_endpoint, args.rdzv_id,
+                                               str(require_project(args.project, "params.yaml"))))
 
 
 if __name__ == "__main__":
