@@ -168,21 +168,22 @@ def summarize(configs: list[Configuration], metric: str, baseline: Mapping[str, 
             f"baseline_{metric}": base, "varied_params": varied, "configurations": rows}
 
 
-def _dvc(args: list[str], project: Path) -> str:
+def _dvc(args: list[str], project: Path, expected: str = "") -> str:
+    """``dvc ARGS`` in ``project``: its stdout, or :class:`BadInput` quoting its stderr (``expected``: a hint)."""
     try:
         proc = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, check=False)
     except FileNotFoundError as err:  # dvc not on PATH
         raise TransientError(f"dvc not found: {err}") from err
     if proc.returncode != 0:
+        hint = f"; expected {expected}" if expected else ""
         raise BadInput(project, detail=f"`dvc {' '.join(args)}` exited with {proc.returncode} "
-                                       f"({one_line(proc.stderr)[-500:]}); expected a DVC project with experiments "
-                                       "(`dvc exp run`)")
+                                       f"({one_line(proc.stderr)[-500:]}){hint}")
     return proc.stdout
 
 
 def exp_show(project: Path) -> list[dict[str, Any]]:
     """``dvc exp show --json`` in ``project`` (the experiments of the current commit)."""
-    out = _dvc(["exp", "show", "--json"], project)
+    out = _dvc(["exp", "show", "--json"], project, expected="a DVC project with experiments (`dvc exp run`)")
     try:
         return json.loads(out)
     except json.JSONDecodeError as err:
