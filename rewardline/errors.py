@@ -142,9 +142,13 @@ def _is_missing(err: BaseException) -> bool:
 def is_unreachable(err: BaseException) -> bool:
     """A network failure anywhere in ``err``'s chain: a connection refused or timed out, a host name not resolved.
     A service's answer is not one (an S3 ``NoSuchKey`` or an HTTP 404 carries a ``response``)."""
-    return any((isinstance(e, ConnectionError | TimeoutError)
-                or any(k.__module__.startswith(_NETWORK_MODULES) for k in type(e).__mro__))
+    return any((isinstance(e, ConnectionError | TimeoutError) or _from_network_module(e))
                and getattr(e, "response", None) is None for e in _chain(err))
+
+
+def _from_network_module(err: BaseException) -> bool:
+    """``err``'s class (or a base) comes from a network / endpoint library (:data:`_NETWORK_MODULES`)."""
+    return any(k.__module__.startswith(_NETWORK_MODULES) for k in type(err).__mro__)
 
 
 def _is_environment(err: BaseException) -> bool:
@@ -153,7 +157,7 @@ def _is_environment(err: BaseException) -> bool:
         return True
     if type(err).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
         return True
-    return any(k.__module__.startswith(_NETWORK_MODULES) for k in type(err).__mro__)
+    return _from_network_module(err)
 
 
 def exit_code(err: BaseException) -> int:
