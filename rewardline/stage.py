@@ -102,7 +102,10 @@ def finish_gated_stage(stage: str, stage_out: Path, show_report: bool = False) -
 def configure_logging(verbosity: int = 0) -> None:
     """``logging`` to stderr: INFO (``verbosity`` 0), DEBUG (> 0) or WARNING (< 0) for rewardline;
     third-party libraries (MLflow, alembic, urllib3, httpx, Great Expectations, ...) at WARNING unless
-    ``verbosity`` > 1."""
+    ``verbosity`` > 1. MLflow's artifact download / upload bars only on a terminal (as training's own bar):
+    to a log file or a pipe they are a screen of carriage returns."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     level = logging.DEBUG if verbosity > 0 else logging.INFO if verbosity == 0 else logging.WARNING
     if verbosity <= 1:  # MLflow sets its own logger's level from this when it is imported (later, lazily)
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

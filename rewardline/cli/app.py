@@ -32,6 +32,7 @@ from rewardline.config import load_params
 from rewardline.errors import describe, verbose_from_env
 from rewardline.gates import check_output
 from rewardline.ops.stack_cli import stack_app
+from rewardline.registry.names import model_uri
 from rewardline.report import print_summary
 from rewardline.stage import configure_logging, headline_metrics
 
@@ -43,6 +44,8 @@ app.add_typer(stack_app, name="stack", help="Local stack on 127.0.0.1: S3 (Seawe
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to take stage defaults from")]
 SetOpt = Annotated[list[str] | None,
                    typer.Option("--set", help="override a stage param: key=value or section.key=value")]
+MODEL_REF = f"a model directory (trained or exported), a Hugging Face id or a registry URI ({model_uri()})"
+ModelOpt = Annotated[str, typer.Option("--model", help=MODEL_REF)]
 OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
 _OUT = "output directory: "
 IngestOut = Annotated[Path, typer.Option("--out", help=_OUT + "canonical tables, quarantine, metrics.json, report.md")]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from rewardline.cli.app import (
+    MODEL_REF,
     ActorsOpt,
     BonOut,
     EngineOpt,
     ExportOut,
     ExportPairsOut,
+    ModelOpt,
     ParamsOpt,
     RayAddressOpt,
     SetOpt,
@@ -22,14 +25,12 @@ from rewardline.cli.app import (
     app,
 )
 from rewardline.config import build, parse_overrides
-from rewardline.errors import ConfigError
 from rewardline.modeling.step_scores import AGGREGATES
-from rewardline.registry.names import model_uri
 
 
 @app.command()
 def score(
-    model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
+    model: ModelOpt,
     input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response")],
     out: Annotated[Path, typer.Option("--out", help="output JSONL file (the input rows plus reward)")],
     params: ParamsOpt = Path("params.yaml"),
@@ -52,6 +53,7 @@ def score(
     models; docs/serving.md)."""
     from rewardline.data.limits import Limits
     from rewardline.modeling.score import score_jsonl
+    from rewardline.registry.champion import model_dir
 
     if aggregate is not None and aggregate not in AGGREGATES:
         raise typer.BadParameter(f"{aggregate!r} is not one of {', '.join(AGGREGATES)}", param_hint="--aggregate")
@@ -60,11 +62,14 @@ def score(
     def action() -> dict:
         section = _section(params, "ingest")
         bounds = Limits(**{k: v for k, v in section.items() if k in Limits.model_fields})
-        if ray is not None:
-            from rewardline.serving.ray_engine import score_jsonl_ray
+        with model_dir(model) as path:
+            if ray is not None:
+                from rewardline.serving.ray_engine import score_jsonl_ray
 
-            return {"rows_scored": score_jsonl_ray(model, input, out, limits=bounds, options=ray), "output": str(out)}
-        return {"rows_scored": score_jsonl(model, input, out, limits=bounds, aggregate=aggregate), "output": str(out)}
+                rows = score_jsonl_ray(path, input, out, limits=bounds, options=ray)
+            else:
+                rows = score_jsonl(path, input, out, limits=bounds, aggregate=aggregate)
+        return {"rows_scored": rows, "output": str(out)}
 
     _run(action)
 
@@ -85,7 +90,7 @@ def export_pairs(
 
 @app.command()
 def export(
-    model: Annotated[str, typer.Option("--model", help=f"a model directory or a registry URI ({model_uri()})")],
+    model: ModelOpt,
     out: ExportOut,
     metrics: Annotated[Path | None, typer.Option(help="evaluate metrics.json or its directory, for the card")] = None,
     train_metrics: Annotated[Path | None, typer.Option(
@@ -94,36 +99,35 @@ def export(
 ) -> None:
     """Write a standard transformers reward model (AutoModelForSequenceClassification, num_labels=1) + model card."""
     from rewardline.modeling.export import export_model
-    from rewardline.registry.base import is_registry_uri
-    from rewardline.registry.champion import resolved_model_dir
+    from rewardline.registry.champion import model_dir
 
     def action() -> dict:
-        if not is_registry_uri(model):  # any directory RewardModel.load reads, or an HF id
-            return export_model(Path(model), out, metrics, train_metrics, push_to_hub)
-        with resolved_model_dir(model) as model_dir:
-            if model_dir is None:
-                raise ConfigError(f"--model {model}: no such registered model, version or alias")
-            return export_model(model_dir, out, metrics, train_metrics, push_to_hub)
+        with model_dir(model) as path:
+            return export_model(path, out, metrics, train_metrics, push_to_hub)
 
     _run(action, out=out)
 
 
 @app.command()
 def bon(
-    model: Annotated[Path, typer.Option("--model", help="the proxy reward model directory")],
+    model: Annotated[str, typer.Option("--model", help="the proxy reward model: " + MODEL_REF)],
     data: Annotated[list[Path], typer.Option("--data", help="candidates: file or directory (repeatable)")],
     out: BonOut,
     format: Annotated[str, typer.Option(help="auto | jsonl (prompt, response, gold) | alpaca-eval | gsm8k")] = "auto",
-    gold_model: Annotated[Path | None, typer.Option(help="score gold with this model instead of the data")] = None,
+    gold_model: Annotated[str | None, typer.Option(
+        help="score gold with this model instead of the data (a directory, Hub id or registry URI)")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
     """Best-of-N: exact expected gold of the proxy's pick vs N and KL, Gao et al.'s fit, gates (evaluate.*)."""
     from rewardline.evaluation.bon import BonConfig, bon_from_sources
+    from rewardline.registry.champion import model_dir
 
     def action() -> dict:
         section = {k: v for k, v in _section(params, "evaluate").items() if k in BonConfig.model_fields}
         config = build(BonConfig, section, parse_overrides(set_ or [], "evaluate"), source=str(params))
-        return bon_from_sources(model, data, out, config, format, gold_model)
+        with model_dir(model) as proxy, contextlib.ExitStack() as stack:
+            gold = None if gold_model is None else stack.enter_context(model_dir(gold_model))
+            return bon_from_sources(proxy, data, out, config, format, gold)
 
     _run(action, gated_out=out, out=out)

@@ -7,13 +7,24 @@ from typing import Annotated
 
 import typer
 
-from rewardline.cli.app import ActorsOpt, EngineOpt, ParamsOpt, RayAddressOpt, SetOpt, _ray_options, _run, _section, app
+from rewardline.cli.app import (
+    ActorsOpt,
+    EngineOpt,
+    ModelOpt,
+    ParamsOpt,
+    RayAddressOpt,
+    SetOpt,
+    _ray_options,
+    _run,
+    _section,
+    app,
+)
 from rewardline.config import build, parse_overrides
 
 
 @app.command()
 def rerank(
-    model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
+    model: ModelOpt,
     input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response (candidates)")],
     out: Annotated[Path, typer.Option("--out", help="output JSONL: rows grouped by prompt, best first, "
                                                     "with reward, rank, beats_others (and win_prob)")],
@@ -27,20 +38,26 @@ def rerank(
 
     Input rows as for ``score`` (the first malformed row exits 2 naming file, line and field).
     ``--engine ray``: the same output, the rewards scored by model actors on a Ray cluster."""
+    from rewardline.registry.champion import model_dir
+
     ray = _ray_options(engine, ray_address, actors)
-    if ray is not None:
-        from rewardline.serving.ray_engine import rerank_jsonl_ray
 
-        _run(lambda: rerank_jsonl_ray(model, input, out, top_k, batch_tokens, ray))
-        return
-    from rewardline.serving.rerank import rerank_jsonl
+    def action() -> dict:
+        with model_dir(model) as path:
+            if ray is not None:
+                from rewardline.serving.ray_engine import rerank_jsonl_ray
 
-    _run(lambda: rerank_jsonl(model, input, out, top_k, batch_tokens))
+                return rerank_jsonl_ray(path, input, out, top_k, batch_tokens, ray)
+            from rewardline.serving.rerank import rerank_jsonl
+
+            return rerank_jsonl(path, input, out, top_k, batch_tokens)
+
+    _run(action)
 
 
 @app.command()
 def serve(
-    model: Annotated[Path, typer.Option("--model", help="a trained or exported model directory")],
+    model: ModelOpt,
     host: Annotated[str | None, typer.Option(help="bind address (default serve.host: 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default serve.port: 8000)")] = None,
     api_key_file: Annotated[Path | None, typer.Option(
@@ -51,6 +68,7 @@ def serve(
 ) -> None:
     """Serve /score and /rerank over HTTP with dynamic batching, limits (413 / 422), /healthz, /readyz,
     /metrics (Prometheus). Limits and batching: params.yaml ``serve`` section or --set serve.KEY=VALUE."""
+    from rewardline.registry.champion import model_dir
     from rewardline.serving.config import ServeConfig
     from rewardline.serving.server import serve as run_server
 
@@ -58,6 +76,7 @@ def serve(
         overrides = parse_overrides(set_ or [], "serve")
         overrides.update({k: v for k, v in (("host", host), ("port", port)) if v is not None})
         config = build(ServeConfig, _section(params, "serve"), overrides, source=str(params))
-        return run_server(model, config, api_key_file, device)
+        with model_dir(model) as path:  # a registry URI's bundle stays downloaded while the server runs
+            return run_server(path, config, api_key_file, device)
 
     _run(action)

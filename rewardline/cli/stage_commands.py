@@ -11,6 +11,7 @@ import typer
 from rewardline.cli.app import (
     EvaluateOut,
     IngestOut,
+    ModelOpt,
     PairsOut,
     ParamsOpt,
     SetOpt,
@@ -118,7 +119,7 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Option("--model", help="a trained model directory")],
+    model: ModelOpt,
     data: Annotated[str, typer.Option("--data", help="a pairs directory (val and test splits), or a raw "
                                                      "source file / folder / s3:// (every pair is test)")],
     out: EvaluateOut,
@@ -132,12 +133,12 @@ def evaluate(
     """Held-out accuracy, calibration and length bias; write the gate report; fail on a failed gate."""
     from rewardline.evaluation.evaluate import EvalConfig
     from rewardline.evaluation.source import evaluate_data
-    from rewardline.registry.champion import resolved_model_dir, split_champion
+    from rewardline.registry.champion import model_dir, resolved_model_dir, split_champion
 
     def action() -> dict:
         _, section = split_champion(_section(params, "evaluate"))  # --champion names it here
         config = build(EvalConfig, section, parse_overrides(set_ or [], "evaluate"), source=str(params))
-        with resolved_model_dir(champion) as champion_dir:  # None when the URI's model / alias does not exist
-            return evaluate_data(model, data, out, config, champion_dir, format)
+        with model_dir(model) as path, resolved_model_dir(champion) as champion_dir:  # None: no such champion
+            return evaluate_data(path, data, out, config, champion_dir, format)
 
     _run(action, gated_out=out, stage="evaluate")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from rewardline.errors import ConfigError, GateFailed
-from rewardline.registry.names import CHAMPION
+from rewardline.registry.names import CHAMPION, MODEL_NAME
 
 REGISTRY_SCHEMES = ("models:/", "runs:/")
 
@@ -95,6 +95,29 @@ def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None] | None
     """``models:/name@alias`` → ``(name, None, alias)``; ``models:/name/3`` → ``(name, "3", None)``; else None."""
     m = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
     return (m.group(1), m.group(3), m.group(2)) if m else None
+
+
+def missing_model_reason(registry: ModelRegistry, model_uri: str) -> str:
+    """Why ``registry.load(model_uri)`` found nothing, for the user: which of the name, the version or the
+    alias does not exist in the registry at ``registry.tracking_uri``, what there is instead, and how to get it."""
+    where = f"in the registry at {registry.tracking_uri}"
+    target = parse_model_uri(model_uri)
+    if target is None:
+        return f"{model_uri}: no such model or run {where}"
+    name, version, alias = target
+    versions = registry.list_versions(name)
+    if not versions:
+        return (f"{model_uri}: no registered model {name!r} {where} (`rewardline register` or `make run` registers "
+                "one; outside the project, cd to it or set MLFLOW_TRACKING_URI)")
+    aliases = {a: v.version for v in versions for a in v.aliases}
+    held = ", ".join(f"@{a} → version {v}" for a, v in sorted(aliases.items())) or "no aliases"
+    numbers = f"versions {versions[0].version}–{versions[-1].version}" if len(versions) > 1 else \
+        f"version {versions[0].version}"
+    if alias is not None:
+        options = (f" --name {name}" if name != MODEL_NAME else "") + (f" --alias {alias}" if alias != CHAMPION else "")
+        return (f"{model_uri}: {name!r} has no alias {alias!r} {where} ({held}; {numbers}); point it at a version "
+                f"in the MLflow UI or with `rewardline promote --version N{options}`")
+    return f"{model_uri}: {name!r} has no version {version} {where} ({numbers}; {held})"
 
 
 def local_model_dir(path: str | Path) -> Path:

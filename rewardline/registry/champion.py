@@ -1,9 +1,12 @@
-"""The champion a challenger is compared against: ``evaluate.champion_model`` → a local model directory.
+"""Model references → local model directories: the champion a challenger is compared against, and the
+``--model`` of every command that uses a model.
 
 The evaluate section of ``params.yaml`` names the champion by a registry URI
 (``models:/reward-model@champion``) or a model directory; :func:`split_champion` takes it out of the
 section (it is not an :class:`~rewardline.evaluation.evaluate.EvalConfig` field) and
-:func:`resolved_model_dir` turns it into a directory through a :class:`ModelRegistry`.
+:func:`resolved_model_dir` turns it into a directory through a :class:`ModelRegistry` (None: no champion
+yet). :func:`model_dir` does the same for a model that must exist (``rewardline score --model
+models:/reward-model@champion``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rewardline.registry.base import ModelRegistry, is_registry_uri, local_model_dir
+from rewardline.errors import ConfigError
+from rewardline.registry.base import ModelRegistry, is_registry_uri, local_model_dir, missing_model_reason
 
 CHAMPION_KEY = "champion_model"  # the evaluate section's champion reference
 
@@ -45,3 +49,24 @@ def resolved_model_dir(ref: str | Path | None, registry: ModelRegistry | None = 
         registry = open_registry()
     with tempfile.TemporaryDirectory(prefix="rewardline-model-") as tmp:
         yield registry.load(str(ref), tmp)
+
+
+@contextlib.contextmanager
+def model_dir(ref: str | Path, registry: ModelRegistry | None = None) -> Iterator[Path]:
+    """A model that must exist, as a local directory for the duration of the block.
+
+    A ``models:/`` or ``runs:/`` URI → its bundle downloaded into a temporary directory; one that names no
+    model, version or alias is a :class:`ConfigError` saying what the registry holds instead. Anything else
+    → ``Path(ref)`` untouched: a trained or exported directory, or a Hugging Face id, whose loader reports
+    what is wrong with it."""
+    if not is_registry_uri(ref):
+        yield Path(ref)
+        return
+    if registry is None:
+        from rewardline.registry import open_registry
+
+        registry = open_registry()
+    with resolved_model_dir(ref, registry) as found:
+        if found is None:
+            raise ConfigError(missing_model_reason(registry, str(ref)))
+        yield found

@@ -243,4 +243,4 @@ def test_export_resolves_a_registry_uri_and_cards_the_bundle_metrics(tmp_path, m
     assert (section["temperature"], section["reward_std"]) == (1.3, 1.1)
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").config.num_labels == 1
     missing = runner.invoke(app, ["export", "--model", model_uri(alias="nobody"), "--out", str(tmp_path / "x")])
-    assert missing.exit_code == 2 and "no such registered model" in missing.output
+    assert missing.exit_code == 2 and "'reward-model' has no alias 'nobody'" in missing.output
