@@ -69,6 +69,8 @@ class IngestConfig(Section):
     max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
     quarantine_examples: int = Field(10, ge=0)
     gsm8k_negatives: int = Field(1, ge=0, le=16)  # synthetic step-level negatives per GSM8K reference solution
+    # how a negative's step goes wrong: a miscomputed result, or a wrong operator recomputed (adapters/gsm8k)
+    gsm8k_negative_kind: Literal["result", "operation"] = "result"
     seed: int = Field(0, ge=0)  # seeds the GSM8K negatives (with each question's text)
     # size bounds (rewardline.data.limits): a record over one is quarantined, naming the field and the bound
     max_record_bytes: int = Field(limits.MAX_RECORD_BYTES, ge=1)  # one raw record, checked before parsing
@@ -115,7 +117,8 @@ def run_ingest(config: IngestConfig, out_dir: Path, shards: int | None = None) -
     sink = RowSink(schema.RANKED_RESPONSES, filled_prompt_ids, shards=shards)
     solution_parts: list[pa.Table] = []
     quarantine_parts: list[pa.Table] = []
-    step_options = StepOptions(gsm8k_negatives=config.gsm8k_negatives, seed=config.seed)
+    step_options = StepOptions(gsm8k_negatives=config.gsm8k_negatives,
+                               gsm8k_negative_kind=config.gsm8k_negative_kind, seed=config.seed)
     records_in = 0
     formats: Counter[str] = Counter()
     empty_files: list[str] = []

@@ -75,9 +75,11 @@ SOLUTIONS = pa.schema(
 
 @dataclass(frozen=True)
 class StepOptions:
-    """Options of the step adapters (``ingest.gsm8k_negatives``, ``ingest.seed``, a source's ``step_labels``)."""
+    """Options of the step adapters (``ingest.gsm8k_negatives``, ``ingest.gsm8k_negative_kind``, ``ingest.seed``,
+    a source's ``step_labels``)."""
 
     gsm8k_negatives: int = 1  # synthetic negatives per GSM8K reference solution
+    gsm8k_negative_kind: str = "result"  # how a negative's step goes wrong: "result" | "operation" (adapters/gsm8k)
     seed: int = 0
     step_labels: str = "unknown"  # solutions format: "unknown" | "outcome" (labels from the outcome)
 

@@ -87,3 +87,36 @@ def test_negatives_are_deterministic_for_a_seed(tmp_path: Path) -> None:
     assert _ingest_hash(tmp_path, "c", 1) != _ingest_hash(tmp_path, "a", 0)
     table = pq.read_table(tmp_path / "a" / schema.SOLUTIONS_FILE)
     assert table["synthetic"].to_pylist().count(True) > 20  # two negatives for most problems
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_an_operation_negative_changes_an_operator_and_keeps_the_arithmetic_right(seed: int) -> None:
+    wrong, labels, index = perturb(NATALIA, np.random.default_rng(seed), "operation")
+    assert labels[:index] == [1] * index and labels[index] == -1 and labels[-1] == -1
+    assert consistent(wrong[index]) == [True]  # the annotation holds: the error is the operation, not the sum
+    before, after = ANNOTATION.search(NATALIA[index]).group(1), ANNOTATION.search(wrong[index]).group(1)
+    assert len(before) == len(after) and sum(a != b for a, b in zip(before, after, strict=True)) == 1  # one operator
+    written = wrong[index].split("=")[0].split("sold ")[1].strip()  # "48/2 " -> the words show the new operation
+    assert written.replace(" ", "") == after
+    assert wrong[-1] != NATALIA[-1] and all(consistent(step) == [True] for step in wrong[index + 1:-1])
+
+
+def test_operation_negatives_of_real_problems_hold_their_arithmetic_and_fall_back_when_no_operator_fits() -> None:
+    options = StepOptions(gsm8k_negatives=2, gsm8k_negative_kind="operation")
+    rows = canonicalize_solutions(read_file(GSM8K.read_bytes(), str(GSM8K), fmt="gsm8k",
+                                            step_options=options).solutions).solutions.to_pylist()
+    reference = {r["prompt_id"]: r for r in rows if not r["synthetic"]}
+    negatives = [r for r in rows if r["synthetic"]]
+    assert len(negatives) == 40  # as many as the result kind: a solution without a clean operator change gets one
+    sound = [all(consistent(neg["steps"][neg["step_labels"].index(-1)])) for neg in negatives]
+    assert sum(sound) >= 0.8 * len(negatives)  # most wrong steps are arithmetically right
+    for neg in negatives:
+        first = neg["step_labels"].index(-1)
+        assert neg["steps"][:first] == reference[neg["prompt_id"]]["steps"][:first]
+        assert neg["steps"][first] != reference[neg["prompt_id"]]["steps"][first]
+
+
+def test_the_result_kind_is_the_default_and_unchanged() -> None:
+    for seed in range(8):
+        assert perturb(NATALIA, np.random.default_rng(seed)) == perturb(NATALIA, np.random.default_rng(seed), "result")
+    assert IngestConfig(sources=[Source(path=str(GSM8K), format="gsm8k")]).gsm8k_negative_kind == "result"

@@ -18,6 +18,13 @@ Each record gives
   that did not change null (unknown: locally sound, but on a wrong path). Outcome = the changed
   final answer equals the reference's (almost always 0), ``synthetic`` true.
 
+  ``StepOptions.gsm8k_negative_kind`` says how the step goes wrong: ``result`` (above: the arithmetic is
+  miscomputed, so the annotation itself is false) or ``operation`` (:func:`_operation_change`): one operator
+  of the expression is replaced and the result recomputed, ``<<48/2=24>>24`` -> ``<<48*2=96>>96``; the
+  annotation is arithmetically right and the step is wrong in its reasoning, like most errors of real model
+  solutions (their calculator annotations hold). A solution none of whose annotations admits a clean operator
+  change (an integer result stays an integer, a non-negative one non-negative) gets a ``result`` negative.
+
 A record without an annotated step whose expression evaluates to its result gets no negative.
 """
 
@@ -175,16 +182,69 @@ def _wrong_value(old: float, rng: np.random.Generator) -> float:
     return old + sign * delta
 
 
-def perturb(steps: list[str], rng: np.random.Generator) -> tuple[list[str], list[int | None], int] | None:
-    """(steps, labels, perturbed step index) of one synthetic negative, or None when no step can be changed."""
+#: A binary operator of a calculator expression: after a number or ``)``, so a sign is not one.
+BINARY_OPERATOR = re.compile(r"(?<=[\d)\s])\s*([-+*/])\s*(?=[\d(.])")
+
+
+WRITTEN_OPERATOR = {"+": r"\+", "-": r"[-−]", "*": r"[*x×]", "/": r"[/÷]"}  # how the text writes each operator
+
+
+def _operation_change(expression: str, old: float,
+                      rng: np.random.Generator) -> tuple[str, float, int, str] | None:
+    """``(expression with its k-th binary operator replaced by op, its value, k, op)``, drawn at random among the
+    changes to another of ``+ - * /`` whose value differs from ``old``, is finite, stays an integer when ``old`` is
+    one and stays non-negative when ``old`` is; None when there is no such change."""
+    options = []
+    for k, match in enumerate(BINARY_OPERATOR.finditer(expression)):
+        for op in "+-*/":
+            if op != match.group(1):
+                changed = f"{expression[:match.start(1)]}{op}{expression[match.end(1):]}"
+                value = evaluate(changed)
+                if value is not None and not same(value, old) and (old < 0 or value >= 0) and \
+                        (not same(old, round(old)) or same(value, round(value))):
+                    options.append((changed, value, k, op))
+    return options[int(rng.integers(len(options)))] if options else None
+
+
+def _rewrite_written(text: str, expression: str, k: int, op: str) -> str:
+    """``text`` with operator ``k`` of the last written-out copy of ``expression`` (``10/2 =``, ``40 x 20 =``,
+    ``$4.50 x 100``) replaced by ``op``, so the words before an annotation show the changed operation too."""
+    parts = BINARY_OPERATOR.split(expression.strip())  # operand, operator, operand, ...
+    pattern = r"\$?\s*".join(
+        rf"\s*({WRITTEN_OPERATOR[part]})\s*" if i % 2 else re.escape(part.strip()).replace(r"\,", ",?")
+        for i, part in enumerate(parts))
+    found = list(re.finditer(pattern, text))
+    if not found:
+        return text
+    start, end = found[-1].span(k + 1)
+    return f"{text[:start]}{op}{text[end:]}"
+
+
+def perturb(steps: list[str], rng: np.random.Generator,
+            kind: str = "result") -> tuple[list[str], list[int | None], int] | None:
+    """(steps, labels, perturbed step index) of one synthetic negative, or None when no step can be changed.
+    ``kind``: ``result`` (a miscomputed result) or ``operation`` (:func:`_operation_change`, else ``result``)."""
     found = _candidates(steps)
     if not found:
         return None
-    index, match = found[int(rng.integers(len(found)))]
+    changes = []
+    if kind == "operation":
+        for i in rng.permutation(len(found)):
+            index, match = found[int(i)]
+            change = _operation_change(match.group(1), number(match.group(2)), rng)
+            if change is not None:
+                expression, value, k, op = change
+                words = _rewrite_written(steps[index][:match.start()], match.group(1), k, op)
+                changes.append((index, match, words, expression, value))
+                break
+    if not changes:
+        index, match = found[int(rng.integers(len(found)))]
+        words = steps[index][:match.start()]
+        changes.append((index, match, words, match.group(1), _wrong_value(number(match.group(2)), rng)))
+    index, match, words, expression, new = changes[0]
     old = number(match.group(2))
-    new = _wrong_value(old, rng)
     step = steps[index]
-    head = step[:match.start()] + f"<<{match.group(1)}={fmt(new)}>>"
+    head = words + f"<<{expression}={fmt(new)}>>"
     rest = step[match.end():]
     changed = {_key(old): new}
     rest, _ = _carry(rest, changed)
@@ -232,7 +292,7 @@ def to_solutions(records: Records, options: StepOptions) -> tuple[pa.Table, Reco
         steps, final = split_steps(answer)
         add(question, steps, [CORRECT] * len(steps), 1, final, False, 0, int(line))
         for k in range(options.gsm8k_negatives):
-            negative = perturb(steps, np.random.default_rng([int(seed), k]))
+            negative = perturb(steps, np.random.default_rng([int(seed), k]), options.gsm8k_negative_kind)
             if negative is None:
                 break
             wrong, labels, _ = negative
