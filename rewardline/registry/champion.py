@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from rewardline.errors import ConfigError
-from rewardline.registry.base import ModelRegistry, is_registry_uri, local_model_dir, missing_model_reason
+from rewardline.registry.base import (
+    ModelRegistry,
+    is_registry_uri,
+    local_model_dir,
+    missing_model_reason,
+    parse_model_uri,
+)
 
 CHAMPION_KEY = "champion_model"  # the evaluate section's champion reference
 
@@ -70,3 +76,17 @@ def model_dir(ref: str | Path, registry: ModelRegistry | None = None) -> Iterato
         if found is None:
             raise ConfigError(missing_model_reason(registry, str(ref)))
         yield found
+
+
+def model_label(ref: str | Path, registry: ModelRegistry | None = None) -> str:
+    """How to name a model reference to a person: ``models:/reward-model@champion (version 3)`` for an alias (the
+    version it points to now), the reference itself otherwise."""
+    target = parse_model_uri(str(ref)) if is_registry_uri(ref) else None
+    if target is None or target[2] is None:
+        return str(ref)
+    if registry is None:
+        from rewardline.registry import open_registry
+
+        registry = open_registry()
+    version = registry.resolve_alias(target[0], target[2])
+    return f"{ref} (version {version})" if version is not None else str(ref)

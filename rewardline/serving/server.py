@@ -179,8 +179,10 @@ class ServerState:
             raise ApiError(503, str(err), headers={"Retry-After": "1"}) from None
 
 
-def create_app(scorer: RewardScorer, config: ServeConfig, api_key: str | None = None) -> FastAPI:  # long: routes
-    """The FastAPI app around a loaded :class:`RewardScorer` (module docstring for the endpoints)."""
+def create_app(scorer: RewardScorer, config: ServeConfig, api_key: str | None = None,  # long: routes
+               model_name: str | None = None) -> FastAPI:
+    """The FastAPI app around a loaded :class:`RewardScorer` (module docstring for the endpoints); ``model_name``:
+    what /readyz calls the model (default: its directory)."""
     state = ServerState(scorer, config, api_key)
 
     @contextlib.asynccontextmanager
@@ -225,7 +227,7 @@ def create_app(scorer: RewardScorer, config: ServeConfig, api_key: str | None = 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         ready = state.batcher is not None
-        return JSONResponse({"ready": ready, "model": str(scorer.model_dir)}, 200 if ready else 503)
+        return JSONResponse({"ready": ready, "model": model_name or str(scorer.model_dir)}, 200 if ready else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -273,8 +275,9 @@ def create_app(scorer: RewardScorer, config: ServeConfig, api_key: str | None = 
 
 
 def serve(model_dir: Path | str, config: ServeConfig, api_key_file: Path | None = None,
-          device: str = "auto") -> dict[str, Any]:
-    """Load the model, then serve until interrupted (SIGINT / SIGTERM); returns what was served."""
+          device: str = "auto", model_name: str | None = None) -> dict[str, Any]:
+    """Load the model, then serve until interrupted (SIGINT / SIGTERM); returns what was served. ``model_name``:
+    how /readyz, the log and the result name the model (a registry URI and its version; default: the directory)."""
     import uvicorn
 
     api_key = load_api_key(api_key_file)
@@ -286,10 +289,11 @@ def serve(model_dir: Path | str, config: ServeConfig, api_key_file: Path | None 
 
         torch.set_num_threads(config.torch_threads)  # process-wide: the forward thread's OpenMP team too
     scorer = RewardScorer(model_dir, device, config.batch_tokens)
-    app = create_app(scorer, config, api_key)
-    log.info("serving %s on http://%s:%d (API key: %s)", model_dir, config.host, config.port,
+    model_name = model_name or str(model_dir)
+    app = create_app(scorer, config, api_key, model_name)
+    log.info("serving %s on http://%s:%d (API key: %s)", model_name, config.host, config.port,
              "required" if api_key else "none")
     uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                   access_log=False)).run()
     scored = app.state.rewardline.metrics.registry.get_sample_value("rewardline_rows_scored_total") or 0
-    return {"model": str(model_dir), "url": f"http://{config.host}:{config.port}", "rows_scored": int(scored)}
+    return {"model": model_name, "url": f"http://{config.host}:{config.port}", "rows_scored": int(scored)}

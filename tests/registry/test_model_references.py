@@ -105,3 +105,11 @@ def test_outside_a_project_a_uri_names_the_store_it_looked_in_and_creates_none(t
     assert f"no registered model 'reward-model' in the registry at sqlite:///{tmp_path / 'mlflow.db'}" in result.stderr
     assert "cd to it or set MLFLOW_TRACKING_URI" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]  # no store made, no output
+
+
+def test_a_served_alias_is_named_with_the_version_it_points_to(registered: Path):
+    from rewardline.registry.champion import model_label
+
+    assert model_label(model_uri(alias=CHALLENGER)) == "models:/reward-model@challenger (version 1)"
+    assert model_label(model_uri(version=1)) == "models:/reward-model/1"
+    assert model_label(str(registered)) == str(registered)
