@@ -220,6 +220,20 @@ def _rewrite_written(text: str, expression: str, k: int, op: str) -> str:
     return f"{text[:start]}{op}{text[end:]}"
 
 
+def _operation_negative(steps: list[str], found: list[tuple[int, re.Match]],
+                        rng: np.random.Generator) -> tuple[int, re.Match, str, str, float] | None:
+    """``(step index, annotation, words before it, new expression, new result)`` of an operator change at the first
+    annotation, in a random order of ``found``, that admits one (:func:`_operation_change`); None when none does."""
+    for i in rng.permutation(len(found)):
+        index, match = found[int(i)]
+        change = _operation_change(match.group(1), number(match.group(2)), rng)
+        if change is not None:
+            expression, value, k, op = change
+            words = _rewrite_written(steps[index][:match.start()], match.group(1), k, op)
+            return index, match, words, expression, value
+    return None
+
+
 def perturb(steps: list[str], rng: np.random.Generator,
             kind: str = "result") -> tuple[list[str], list[int | None], int] | None:
     """(steps, labels, perturbed step index) of one synthetic negative, or None when no step can be changed.
@@ -227,21 +241,11 @@ def perturb(steps: list[str], rng: np.random.Generator,
     found = _candidates(steps)
     if not found:
         return None
-    changes = []
-    if kind == "operation":
-        for i in rng.permutation(len(found)):
-            index, match = found[int(i)]
-            change = _operation_change(match.group(1), number(match.group(2)), rng)
-            if change is not None:
-                expression, value, k, op = change
-                words = _rewrite_written(steps[index][:match.start()], match.group(1), k, op)
-                changes.append((index, match, words, expression, value))
-                break
-    if not changes:
+    change = _operation_negative(steps, found, rng) if kind == "operation" else None
+    if change is None:  # a miscomputed result: the words and the expression stay, the result changes
         index, match = found[int(rng.integers(len(found)))]
-        words = steps[index][:match.start()]
-        changes.append((index, match, words, match.group(1), _wrong_value(number(match.group(2)), rng)))
-    index, match, words, expression, new = changes[0]
+        change = index, match, steps[index][:match.start()], match.group(1), _wrong_value(number(match.group(2)), rng)
+    index, match, words, expression, new = change
     old = number(match.group(2))
     step = steps[index]
     head = words + f"<<{expression}={fmt(new)}>>"
