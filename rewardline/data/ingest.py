@@ -70,7 +70,7 @@ class IngestConfig(Section):
     quarantine_examples: int = Field(10, ge=0)
     gsm8k_negatives: int = Field(1, ge=0, le=16)  # synthetic step-level negatives per GSM8K reference solution
     # how a negative's step goes wrong: a miscomputed result, or a wrong operator recomputed (adapters/gsm8k)
-    gsm8k_negative_kind: Literal["result", "operation"] = "result"
+    gsm8k_negative_kind: Literal["result", "operation"] = "operation"
     seed: int = Field(0, ge=0)  # seeds the GSM8K negatives (with each question's text)
     # size bounds (rewardline.data.limits): a record over one is quarantined, naming the field and the bound
     max_record_bytes: int = Field(limits.MAX_RECORD_BYTES, ge=1)  # one raw record, checked before parsing

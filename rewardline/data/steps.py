@@ -79,7 +79,7 @@ class StepOptions:
     a source's ``step_labels``)."""
 
     gsm8k_negatives: int = 1  # synthetic negatives per GSM8K reference solution
-    gsm8k_negative_kind: str = "result"  # how a negative's step goes wrong: "result" | "operation" (adapters/gsm8k)
+    gsm8k_negative_kind: str = "operation"  # how a negative's step goes wrong: "result" | "operation" (adapters/gsm8k)
     seed: int = 0
     step_labels: str = "unknown"  # solutions format: "unknown" | "outcome" (labels from the outcome)
 

@@ -45,7 +45,7 @@ def test_carrying_an_error_forward_recomputes_the_steps_that_use_it() -> None:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_a_negative_changes_one_result_and_carries_it_to_the_answer(seed: int) -> None:
-    wrong, labels, index = perturb(NATALIA, np.random.default_rng(seed))
+    wrong, labels, index = perturb(NATALIA, np.random.default_rng(seed), "result")
     assert labels[:index] == [1] * index and labels[index] == -1
     assert consistent(wrong[index]) == [False]  # the changed step's arithmetic is wrong
     assert wrong[-1] != NATALIA[-1] and labels[-1] == -1  # ... and the final answer follows it
@@ -53,7 +53,8 @@ def test_a_negative_changes_one_result_and_carries_it_to_the_answer(seed: int) -
 
 
 def test_every_negative_of_real_problems_is_wrong_at_its_first_error_and_carried_forward() -> None:
-    result = read_file(GSM8K.read_bytes(), str(GSM8K), fmt="gsm8k", step_options=StepOptions(gsm8k_negatives=3))
+    options = StepOptions(gsm8k_negatives=3, gsm8k_negative_kind="result")
+    result = read_file(GSM8K.read_bytes(), str(GSM8K), fmt="gsm8k", step_options=options)
     rows = canonicalize_solutions(result.solutions).solutions.to_pylist()
     reference = {r["prompt_id"]: r for r in rows if not r["synthetic"]}
     negatives = [r for r in rows if r["synthetic"]]
@@ -116,7 +117,9 @@ def test_operation_negatives_of_real_problems_hold_their_arithmetic_and_fall_bac
         assert neg["steps"][first] != reference[neg["prompt_id"]]["steps"][first]
 
 
-def test_the_result_kind_is_the_default_and_unchanged() -> None:
+def test_the_operation_kind_is_the_default_everywhere() -> None:
     for seed in range(8):
-        assert perturb(NATALIA, np.random.default_rng(seed)) == perturb(NATALIA, np.random.default_rng(seed), "result")
-    assert IngestConfig(sources=[Source(path=str(GSM8K), format="gsm8k")]).gsm8k_negative_kind == "result"
+        assert perturb(NATALIA, np.random.default_rng(seed)) == perturb(NATALIA, np.random.default_rng(seed),
+                                                                        "operation")
+    assert IngestConfig(sources=[Source(path=str(GSM8K), format="gsm8k")]).gsm8k_negative_kind == "operation"
+    assert StepOptions().gsm8k_negative_kind == "operation"

@@ -19,7 +19,8 @@ Each record gives
   final answer equals the reference's (almost always 0), ``synthetic`` true.
 
   ``StepOptions.gsm8k_negative_kind`` says how the step goes wrong: ``result`` (above: the arithmetic is
-  miscomputed, so the annotation itself is false) or ``operation`` (:func:`_operation_change`): one operator
+  miscomputed, so the annotation itself is false) or ``operation`` (the default, chosen by cross-validation over
+  the training problems, docs/benchmarks.md; :func:`_operation_change`): one operator
   of the expression is replaced and the result recomputed, ``<<48/2=24>>24`` -> ``<<48*2=96>>96``; the
   annotation is arithmetically right and the step is wrong in its reasoning, like most errors of real model
   solutions (their calculator annotations hold). A solution none of whose annotations admits a clean operator
@@ -235,7 +236,7 @@ def _operation_negative(steps: list[str], found: list[tuple[int, re.Match]],
 
 
 def perturb(steps: list[str], rng: np.random.Generator,
-            kind: str = "result") -> tuple[list[str], list[int | None], int] | None:
+            kind: str = "operation") -> tuple[list[str], list[int | None], int] | None:
     """(steps, labels, perturbed step index) of one synthetic negative, or None when no step can be changed.
     ``kind``: ``result`` (a miscomputed result) or ``operation`` (:func:`_operation_change`, else ``result``)."""
     found = _candidates(steps)
