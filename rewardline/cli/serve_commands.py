@@ -68,7 +68,7 @@ def serve(
 ) -> None:
     """Serve /score and /rerank over HTTP with dynamic batching, limits (413 / 422), /healthz, /readyz,
     /metrics (Prometheus). Limits and batching: params.yaml ``serve`` section or --set serve.KEY=VALUE."""
-    from rewardline.registry.champion import model_dir, model_label
+    from rewardline.registry.champion import model_dir, pinned
     from rewardline.serving.config import ServeConfig
     from rewardline.serving.server import serve as run_server
 
@@ -76,7 +76,8 @@ def serve(
         overrides = parse_overrides(set_ or [], "serve")
         overrides.update({k: v for k, v in (("host", host), ("port", port)) if v is not None})
         config = build(ServeConfig, _section(params, "serve"), overrides, source=str(params))
-        with model_dir(model) as path:  # a registry URI's bundle stays downloaded while the server runs
-            return run_server(path, config, api_key_file, device, model_label(model))
+        source, label = pinned(model)  # an alias: the version it points to now, loaded and named alike
+        with model_dir(source) as path:  # a registry URI's bundle stays downloaded while the server runs
+            return run_server(path, config, api_key_file, device, label)
 
     _run(action)

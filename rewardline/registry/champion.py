@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardline.errors import ConfigError
+from rewardline.registry import open_registry
 from rewardline.registry.base import (
     ModelRegistry,
     is_registry_uri,
@@ -49,10 +50,7 @@ def resolved_model_dir(ref: str | Path | None, registry: ModelRegistry | None = 
     if not is_registry_uri(ref):
         yield local_model_dir(ref)
         return
-    if registry is None:
-        from rewardline.registry import open_registry
-
-        registry = open_registry()
+    registry = registry if registry is not None else open_registry()
     with tempfile.TemporaryDirectory(prefix="rewardline-model-") as tmp:
         yield registry.load(str(ref), tmp)
 
@@ -68,25 +66,24 @@ def model_dir(ref: str | Path, registry: ModelRegistry | None = None) -> Iterato
     if not is_registry_uri(ref):
         yield Path(ref)
         return
-    if registry is None:
-        from rewardline.registry import open_registry
-
-        registry = open_registry()
+    registry = registry if registry is not None else open_registry()
     with resolved_model_dir(ref, registry) as found:
         if found is None:
             raise ConfigError(missing_model_reason(registry, str(ref)))
         yield found
 
 
-def model_label(ref: str | Path, registry: ModelRegistry | None = None) -> str:
-    """How to name a model reference to a person: ``models:/reward-model@champion (version 3)`` for an alias (the
-    version it points to now), the reference itself otherwise."""
+def pinned(ref: str | Path, registry: ModelRegistry | None = None) -> tuple[str, str]:
+    """``(what to load, how to name it to a person)``, from one lookup so the two agree: an alias URI →
+    ``models:/reward-model/3`` and ``models:/reward-model@champion (version 3)``, the version it points to now
+    (moving the alias later does not change what was loaded); any other reference, or an alias that points
+    nowhere (:func:`model_dir` then says so), as it is, twice."""
     target = parse_model_uri(str(ref)) if is_registry_uri(ref) else None
     if target is None or target[2] is None:
-        return str(ref)
-    if registry is None:
-        from rewardline.registry import open_registry
-
-        registry = open_registry()
+        return str(ref), str(ref)
+    registry = registry if registry is not None else open_registry()
     version = registry.resolve_alias(target[0], target[2])
-    return f"{ref} (version {version})" if version is not None else str(ref)
+    if version is None:
+        return str(ref), str(ref)
+    return f"models:/{target[0]}/{version}", f"{ref} (version {version})"
+

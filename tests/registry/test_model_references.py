@@ -108,8 +108,10 @@ def test_outside_a_project_a_uri_names_the_store_it_looked_in_and_creates_none(t
 
 
 def test_a_served_alias_is_named_with_the_version_it_points_to(registered: Path):
-    from rewardline.registry.champion import model_label
+    from rewardline.registry.champion import pinned
 
-    assert model_label(model_uri(alias=CHALLENGER)) == "models:/reward-model@challenger (version 1)"
-    assert model_label(model_uri(version=1)) == "models:/reward-model/1"
-    assert model_label(str(registered)) == str(registered)
+    label = "models:/reward-model@challenger (version 1)"
+    assert pinned(model_uri(alias=CHALLENGER)) == ("models:/reward-model/1", label)
+    assert pinned(model_uri(version=1)) == ("models:/reward-model/1", "models:/reward-model/1")
+    assert pinned(str(registered)) == (str(registered), str(registered))
+    assert pinned(model_uri()) == (model_uri(), model_uri())  # no champion: model_dir says so
