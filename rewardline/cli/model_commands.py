@@ -10,6 +10,7 @@ import typer
 
 from rewardline.cli.app import (
     MODEL_REF,
+    ROWS_LAYOUTS,
     ActorsOpt,
     BonOut,
     EngineOpt,
@@ -31,8 +32,8 @@ from rewardline.modeling.step_scores import AGGREGATES
 @app.command()
 def score(
     model: ModelOpt,
-    input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response")],
-    out: Annotated[Path, typer.Option("--out", help="output JSONL file (the input rows plus reward)")],
+    input: Annotated[Path, typer.Option("--input", help=f"rows with prompt and response: {ROWS_LAYOUTS}")],
+    out: Annotated[Path, typer.Option("--out", help=f"output rows file, the input rows plus reward: {ROWS_LAYOUTS}")],
     params: ParamsOpt = Path("params.yaml"),
     aggregate: Annotated[str | None, typer.Option(
         help="process reward model: min | prod | last | mean of the step scores (default: the model's)")] = None,

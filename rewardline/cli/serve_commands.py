@@ -1,4 +1,4 @@
-"""Scoring many candidates: ``rerank`` (in-process, JSONL) and ``serve`` (HTTP, dynamic batching)."""
+"""Scoring many candidates: ``rerank`` (in-process, a rows file) and ``serve`` (HTTP, dynamic batching)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from rewardline.cli.app import (
+    ROWS_LAYOUTS,
     ActorsOpt,
     EngineOpt,
     ModelOpt,
@@ -25,9 +26,9 @@ from rewardline.config import build, parse_overrides
 @app.command()
 def rerank(
     model: ModelOpt,
-    input: Annotated[Path, typer.Option("--input", help="JSONL rows with prompt and response (candidates)")],
-    out: Annotated[Path, typer.Option("--out", help="output JSONL: rows grouped by prompt, best first, "
-                                                    "with reward, rank, beats_others (and win_prob)")],
+    input: Annotated[Path, typer.Option("--input", help=f"candidate rows with prompt and response: {ROWS_LAYOUTS}")],
+    out: Annotated[Path, typer.Option("--out", help="output rows grouped by prompt, best first, with reward, rank, "
+                                                    f"beats_others (and win_prob): {ROWS_LAYOUTS}")],
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="keep the best K of each prompt")] = None,
     batch_tokens: Annotated[int, typer.Option(min=64, help="token budget of one forward batch")] = 16384,
     engine: EngineOpt = "local",

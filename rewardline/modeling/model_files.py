@@ -10,6 +10,7 @@ to a multiple of 64-128 rows and sometimes more, never to many times the vocabul
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,11 @@ def load_pretrained(auto_class: Any, ref: Path | str) -> PreTrainedModel:
 def not_found(ref: str, err: Exception) -> str:
     """Why a model reference that is no local path failed: it cannot be a Hugging Face model id either, or it
     can and the Hub (or its cache, offline) did not have it."""
-    expected = "expected a model directory (the output of `rewardline train` or `rewardline export`) or a " \
-               "Hugging Face model id (org/name)"
+    expected = "expected a model directory (the output of `rewardline train` or `rewardline export`), a " \
+               "Hugging Face model id (org/name) or a registry URI (models:/NAME@ALIAS, models:/NAME/VERSION)"
+    scheme = re.match(r"([A-Za-z][\w+.-]*):/", ref)
+    if scheme:  # a URI, but not one the registry reads (``model:/``, ``Models:/``): the scheme is what is wrong
+        return f"{scheme.group(1)!r} is not a scheme rewardline reads; {expected}"
     if not is_hub_id(ref):
         return f"no such directory; {expected}"
     return f"no such directory, and {hub_miss_reason(ref, err)}; {expected}"

@@ -41,6 +41,7 @@ from rewardline.data.limits import Limits
 from rewardline.data.tables import PAIRS_DIRECTORY, stage_kind
 from rewardline.errors import BadInput, NonFiniteError, json_type
 from rewardline.modeling.batching import length_batches
+from rewardline.modeling.rows_files import check_writable, read_table_rows, rows_layout, write_rows
 
 if TYPE_CHECKING:
     from rewardline.modeling.device import Runtime
@@ -258,31 +259,29 @@ def not_a_rows_file(path: Path) -> str:
     return "a directory"
 
 
-def not_jsonl_kind(path: Path, first_line: bytes) -> str | None:
-    """What a rows file that does not parse as JSONL from its first line looks like (a Parquet, CSV or TSV table,
-    or one JSON array), for the error message; None when it looks like none of these."""
-    suffix = path.suffix.lower()
-    if first_line.startswith(b"PAR1") or suffix == ".parquet":
-        return "a Parquet file"
-    if suffix in (".csv", ".tsv"):
-        return f"a {suffix[1:].upper()} file"
-    return "a JSON array" if first_line.lstrip().startswith(b"[") else None
-
-
 def read_score_rows(in_path: Path | str, check: Callable[[Any, dict[str, Any]], None] | None = None,
                     limits: Limits | None = None) -> list[dict]:
-    """The JSON object of each non-blank line of ``in_path``, each checked by ``check`` (default
-    :func:`check_score_row` within ``limits``: ``prompt`` text or messages, ``response`` text). Fails fast:
-    the first malformed line raises :class:`BadInput` naming file, line and field; a line over
-    ``max_record_bytes`` raises :class:`~rewardline.errors.TooLarge` before it is parsed."""
+    """The rows of ``in_path``, a rows file (:mod:`rewardline.modeling.rows_files`: JSONL, Parquet, CSV or TSV),
+    each checked by ``check`` (default :func:`check_score_row` within ``limits``: ``prompt`` text or messages,
+    ``response`` text). Fails fast: the first malformed row raises :class:`BadInput` naming file, line (a table's
+    row) and field; a JSONL line over ``max_record_bytes`` raises :class:`~rewardline.errors.TooLarge` before it is
+    parsed."""
     limits = limits or Limits()
     check = check or functools.partial(check_score_row, limits=limits)
     path = Path(in_path)
     if not path.is_file():
-        raise BadInput(in_path, detail=f"{not_a_rows_file(path)}; expected a JSONL file of rows, one JSON object "
-                                       "per line")
+        raise BadInput(in_path, detail=f"{not_a_rows_file(path)}; expected a rows file: JSONL (one JSON object per "
+                                       "line), Parquet, CSV or TSV")
+    data = path.read_bytes()
+    layout = rows_layout(path, data[:4])
+    if layout != "jsonl":
+        rows = []
+        for where, row in read_table_rows(path, layout):
+            check(row, where)
+            rows.append(row)
+        return rows
     rows = []
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+    for number, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue
         where: dict[str, Any] = {"file": in_path, "line": number}
@@ -292,10 +291,10 @@ def read_score_rows(in_path: Path | str, check: Callable[[Any, dict[str, Any]], 
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             what = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else \
                 f"not valid JSON ({err.msg} at column {err.colno})"
-            kind = not_jsonl_kind(path, raw) if not rows else None
+            array = not rows and raw.lstrip().startswith(b"[")
             raise BadInput(**where, detail=what + (
-                f": {kind}, not JSONL; expected one JSON object per line (pandas: `read_csv` / `read_parquet` / "
-                "`read_json`, then `to_json(PATH, orient='records', lines=True)`)" if kind else "")) from None
+                ": a JSON array, not JSONL; expected one JSON object per line (`jq -c '.[]' FILE`), or a Parquet, "
+                "CSV or TSV file named by its suffix" if array else "")) from None
         check(row, where)
         rows.append(row)
     return rows
@@ -306,8 +305,9 @@ def score_jsonl(
     limits: Limits | None = None,
     aggregate: str | None = None,
 ) -> int:
-    """Read ``{prompt, response, ...}`` rows from ``in_path``, write them to ``out_path`` with
-    a ``reward`` field added, and ``win_prob`` for an absolute-scale model. Returns the number of rows.
+    """Read ``{prompt, response, ...}`` rows from ``in_path``, write them to ``out_path`` with a ``reward`` field
+    added (both rows files: JSONL, Parquet, CSV or TSV by suffix), and ``win_prob`` for an absolute-scale model.
+    Returns the number of rows.
     A process reward model (:mod:`rewardline.modeling.step_scores`) reads ``{prompt, steps: [...]}`` rows and
     adds ``step_scores`` and ``reward`` (their ``aggregate``, default the model's ``step_aggregate``).
     The first malformed row stops it (:class:`BadInput`, exit 2) before the model is loaded."""
@@ -317,8 +317,10 @@ def score_jsonl(
 
     if is_process_model(model_dir):
         rows = read_score_rows(in_path, check_step_row, limits)
+        check_writable(rows, out_path)
         return score_step_rows(model_dir, rows, out_path, aggregate, batch_tokens)
     rows = read_score_rows(in_path, limits=limits)
+    check_writable(rows, out_path)
     model_dir = Path(model_dir)
     model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device) if rows else (None, None)
     rewards = score_texts(model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_tokens,
@@ -329,12 +331,10 @@ def score_jsonl(
 
 def write_scored(rows: list[dict], rewards: np.ndarray, link: str | None, out_path: Path | str,
                  residual_sd: float = 0.0) -> int:
-    """``out_path``: each input row (input order) plus ``reward``, and ``win_prob`` (:func:`win_probability`
-    with the model's ``residual_sd``) when ``link`` is set (an absolute-scale model). Returns the rows written."""
+    """``out_path`` (a rows file, its layout by suffix): each input row (input order) plus ``reward``, and
+    ``win_prob`` (:func:`win_probability` with the model's ``residual_sd``) when ``link`` is set (an absolute-scale
+    model). Returns the rows written."""
     win_prob = win_probability(rewards, link, residual_sd) if link is not None else None
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "w") as f:
-        for i, (row, reward) in enumerate(zip(rows, rewards, strict=True)):
-            extra = {} if win_prob is None else {"win_prob": float(win_prob[i])}
-            f.write(json.dumps({**row, "reward": float(reward), **extra}) + "\n")
+    write_rows(({**row, "reward": float(reward), **({} if win_prob is None else {"win_prob": float(win_prob[i])})}
+                for i, (row, reward) in enumerate(zip(rows, rewards, strict=True))), out_path)
     return len(rows)

@@ -27,6 +27,7 @@ import numpy as np
 
 from rewardline.data.tables import json_safe
 from rewardline.errors import BadInput, NonFiniteError, json_type
+from rewardline.modeling.rows_files import write_rows
 
 if TYPE_CHECKING:
     from rewardline.modeling.model import RewardModel
@@ -151,8 +152,9 @@ def check_step_row(row: Any, where: dict[str, Any]) -> None:
 
 def score_step_rows(model_dir: Path | str, rows: list[dict], out_path: Path | str, aggregate: str | None = None,
                     batch_tokens: int = 16384) -> int:
-    """Write ``rows`` to ``out_path`` with ``step_scores`` (``p_k``, null for a dropped step) and ``reward``
-    (the aggregate: ``aggregate`` or the model's ``step_aggregate``). Returns the number of rows."""
+    """Write ``rows`` to ``out_path`` (a rows file, :mod:`~rewardline.modeling.rows_files`) with ``step_scores``
+    (``p_k``, null for a dropped step) and ``reward`` (the aggregate: ``aggregate`` or the model's
+    ``step_aggregate``). Returns the number of rows."""
     from rewardline.modeling.device import select_runtime
     from rewardline.modeling.model import RewardModel
 
@@ -162,9 +164,6 @@ def score_step_rows(model_dir: Path | str, rows: list[dict], out_path: Path | st
     rewards = aggregate_steps(scores, how)
     if any(np.isinf(s).any() for s in scores):
         raise NonFiniteError(model_dir, detail="a step score is infinite; expected probabilities")
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "w") as f:
-        for row, s, reward in zip(rows, scores, rewards, strict=True):
-            scored = json_safe({"step_scores": s.tolist(), "reward": float(reward)})  # unscored (NaN) → null
-            f.write(json.dumps({**row, **scored}) + "\n")
+    write_rows(({**row, **json_safe({"step_scores": s.tolist(), "reward": float(reward)})}  # unscored (NaN) → null
+                for row, s, reward in zip(rows, scores, rewards, strict=True)), out_path)
     return len(rows)

@@ -37,6 +37,7 @@ import numpy as np
 
 from rewardline.data.limits import Limits
 from rewardline.errors import ConfigError
+from rewardline.modeling.rows_files import check_writable
 from rewardline.modeling.score import read_score_rows, residual_sd_of, score_texts, write_scored
 from rewardline.serving.rerank import rank_rows, read_temperature, write_reranked
 
@@ -154,6 +155,7 @@ def score_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path |
 
     refuse_process_model(model_dir, "--engine ray")
     rows = read_score_rows(in_path, limits=limits)
+    check_writable(rows, out_path)
     rewards, link = ray_rewards(model_dir, rows, batch_tokens, options)
     return write_scored(rows, rewards, link, out_path, residual_sd_of(model_dir) if link else 0.0)
 
@@ -166,6 +168,7 @@ def rerank_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path 
 
     refuse_process_model(model_dir, "rerank")
     rows = read_score_rows(in_path)
+    check_writable(rows, out_path)
     if not rows:
         return write_reranked(rows, [], out_path)
     rewards, link = ray_rewards(model_dir, rows, batch_tokens, options)

@@ -31,6 +31,7 @@ import numpy as np
 from scipy.special import expit
 
 from rewardline.errors import NonFiniteError
+from rewardline.modeling.rows_files import check_writable, write_rows
 from rewardline.modeling.score import (
     forward_encoded,
     message_list,
@@ -196,14 +197,14 @@ def rerank_jsonl(model_dir: Path | str, in_path: Path | str, out_path: Path | st
     before the model loads) → ``out_path`` grouped by prompt, best first, with reward, rank, beats_others
     (and win_prob). Returns counts."""
     rows = read_score_rows(in_path)
+    check_writable(rows, out_path)
     written = rerank_rows(RewardScorer(model_dir, batch_tokens=batch_tokens), rows, top_k) if rows else []
     return write_reranked(rows, written, out_path)
 
 
 def write_reranked(rows: list[dict], written: list[dict], out_path: Path | str) -> dict[str, Any]:
-    """Write the ranked rows (:func:`rank_rows`) to ``out_path`` as JSONL; returns the ``rerank`` counts."""
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in written)
+    """Write the ranked rows (:func:`rank_rows`) to ``out_path`` (JSONL, Parquet, CSV or TSV by its suffix); returns
+    the ``rerank`` counts."""
+    write_rows(written, out_path)
     return {"candidates": len(rows), "prompts": len(group_by_prompt([r["prompt"] for r in rows])),
             "rows_written": len(written), "output": str(out_path)}

@@ -97,11 +97,12 @@ def test_broken_model_directories_exit_2_naming_the_file(model_dir: Path, tmp_pa
 
 def test_a_model_reference_that_is_neither_a_directory_nor_a_hub_model_says_so(tmp_path: Path):
     """A path that does not exist used to surface the Hub's repo-id validation ("Repo id must use
-    alphanumeric chars ...") or its connection error as if a file were unreadable."""
+    alphanumeric chars ...") or its connection error as if a file were unreadable; a mistyped registry URI
+    (``model:/``) was called "no such directory"."""
     rows = tmp_path / "in.jsonl"
     rows.write_text(json.dumps(GOOD_ROW) + "\n")
-    expected = "expected a model directory (the output of `rewardline train` or `rewardline export`) or a " \
-               "Hugging Face model id (org/name)"
+    expected = "expected a model directory (the output of `rewardline train` or `rewardline export`), a " \
+               "Hugging Face model id (org/name) or a registry URI (models:/NAME@ALIAS, models:/NAME/VERSION)"
     not_an_id = tmp_path / "no-such-model"  # absolute: no Hub id has that shape
     run = score_cli(not_an_id, rows, tmp_path / "out.jsonl")
     assert run.returncode == 2, run.stderr
@@ -112,6 +113,11 @@ def test_a_model_reference_that_is_neither_a_directory_nor_a_hub_model_says_so(t
     [line] = run.stderr.strip().splitlines()
     assert line.startswith(f"error: {id_shaped}: no such directory, and not in the local Hugging Face cache, and "
                            "HF_HUB_OFFLINE is set") and line.endswith(expected), line
+    mistyped = "model:/reward-model@champion"  # a URI in a scheme the registry does not read: no "no such directory"
+    run = score_cli(Path(mistyped), rows, tmp_path / "out.jsonl")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"error: {mistyped}: 'model' is not a scheme rewardline reads; {expected}"]
     assert not (tmp_path / "out.jsonl").exists()
 
 
@@ -159,7 +165,7 @@ def test_an_input_that_is_not_a_rows_file_exits_2_saying_what_it_is(model_dir: P
     (pairs / "train").mkdir(parents=True)  # a pairs directory: its train split's partitioned table
     plain = tmp_path / "plain"
     plain.mkdir()
-    rows_file = "expected a JSONL file of rows, one JSON object per line"
+    rows_file = "expected a rows file: JSONL (one JSON object per line), Parquet, CSV or TSV"
     expected = {
         pairs: f"error: {pairs}: a pairs directory (`rewardline evaluate --data` scores its splits; "
                f"`rewardline export-pairs` writes its texts as JSONL); {rows_file}",
@@ -173,24 +179,17 @@ def test_an_input_that_is_not_a_rows_file_exits_2_saying_what_it_is(model_dir: P
     assert not (tmp_path / "out.jsonl").exists()
 
 
-def test_a_table_or_a_json_array_given_as_rows_is_named(tmp_path: Path):
-    """A CSV, Parquet or pretty-printed JSON array used to fail as "line 1: not valid JSON" alone: the message now
-    says what the file is and how to make JSONL of it; a bad line after good rows stays a plain JSON error."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def test_a_json_array_given_as_rows_is_named(tmp_path: Path):
+    """A pretty-printed JSON array used to fail as "line 1: not valid JSON" alone: the message now says what the
+    file is and how to make JSONL of it (Parquet, CSV and TSV are read: test_rows_files.py); a bad line after good
+    rows stays a plain JSON error."""
     from rewardline.errors import BadInput
     from rewardline.modeling.score import read_score_rows
 
-    pq.write_table(pa.table({"prompt": ["hi"], "response": ["there"]}), tmp_path / "rows.parquet")
-    (tmp_path / "rows.CSV").write_text("prompt,response\nhi,there\n")
     (tmp_path / "rows.json").write_text(json.dumps([GOOD_ROW], indent=1))
-    (tmp_path / "rows.bin").write_bytes((tmp_path / "rows.parquet").read_bytes())  # Parquet by its magic bytes
-    for name, kind in (("rows.parquet", "a Parquet file"), ("rows.CSV", "a CSV file"), ("rows.json", "a JSON array"),
-                       ("rows.bin", "a Parquet file")):
-        with pytest.raises(BadInput, match=rf"{name}:1: not (valid JSON|UTF-8 text).*: {kind}, not JSONL; expected "
-                                           r"one JSON object per line \(pandas"):
-            read_score_rows(tmp_path / name)
+    with pytest.raises(BadInput, match=r"rows\.json:1: not valid JSON .*: a JSON array, not JSONL; expected one JSON "
+                                       r"object per line \(`jq -c '\.\[\]' FILE`\), or a Parquet, CSV or TSV file"):
+        read_score_rows(tmp_path / "rows.json")
     (tmp_path / "later.jsonl").write_text(json.dumps(GOOD_ROW) + "\n[\n")
     with pytest.raises(BadInput) as later:
         read_score_rows(tmp_path / "later.jsonl")

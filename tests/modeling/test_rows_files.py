@@ -1,0 +1,102 @@
+"""Rows files: `score` and `rerank` read and write JSONL, Parquet, CSV and TSV (layout by suffix), the same rewards
+whichever layout, a bad table row named by file, row and field, and rows that do not fit the output's table refused
+before any scoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+from conftest import save_tiny_reward_model
+
+from rewardline.errors import BadInput
+from rewardline.modeling.rows_files import rows_layout, write_rows
+from rewardline.modeling.score import read_score_rows, score_jsonl
+from rewardline.serving.rerank import rerank_jsonl
+
+MESSAGES = [{"role": "user", "content": "name a colour"}]
+ROWS = [
+    {"prompt": "what is a cat", "response": "a small animal", "source": "a", "id": 1},
+    {"prompt": "what is a cat", "response": "7", "source": "b", "id": 2},
+    {"prompt": "name a prime", "response": "seven, or 7", "source": "c", "id": 3},
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_reward_model(tmp_path_factory.mktemp("rows-files"), max_length=40)
+
+
+def test_the_layout_is_the_suffix_or_parquet_magic(tmp_path: Path):
+    pq.write_table(pa.table({"prompt": ["p"], "response": ["r"]}), tmp_path / "table.bin")
+    assert [rows_layout(name) for name in ("a.jsonl", "a.PARQUET", "a.pq", "a.csv", "a.tsv", "a.json")] == \
+        ["jsonl", "parquet", "parquet", "csv", "tsv", "jsonl"]
+    assert rows_layout(tmp_path / "table.bin", (tmp_path / "table.bin").read_bytes()[:4]) == "parquet"
+
+
+def test_parquet_csv_and_tsv_score_as_jsonl_does_with_their_columns_kept(model_dir: Path, tmp_path: Path):
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    table = pa.Table.from_pylist(ROWS)
+    pq.write_table(table, tmp_path / "in.parquet")
+    pcsv.write_csv(table, tmp_path / "in.csv")
+    pcsv.write_csv(table, tmp_path / "in.tsv", pcsv.WriteOptions(delimiter="\t"))
+    score_jsonl(model_dir, tmp_path / "in.jsonl", tmp_path / "out.jsonl")
+    expected = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["response"] for r in read_score_rows(tmp_path / "in.csv")] == ["a small animal", "7", "seven, or 7"]
+    for source, out in (("in.parquet", "out.parquet"), ("in.csv", "out.csv"), ("in.tsv", "out.tsv"),
+                        ("in.parquet", "out-from-parquet.jsonl")):
+        assert score_jsonl(model_dir, tmp_path / source, tmp_path / out) == len(ROWS)
+        if out.endswith(".parquet"):
+            got = pq.read_table(tmp_path / out).to_pylist()
+        elif out.endswith(".jsonl"):
+            got = [json.loads(line) for line in (tmp_path / out).read_text().splitlines()]
+        else:
+            options = pcsv.ParseOptions(delimiter="\t" if out.endswith(".tsv") else ",")
+            got = pcsv.read_csv(tmp_path / out, parse_options=options).to_pylist()
+        assert [{k: v for k, v in r.items() if k not in ("reward", "id")} for r in got] == \
+            [{k: v for k, v in r.items() if k not in ("reward", "id")} for r in expected], out
+        assert [int(r["id"]) for r in got] == [1, 2, 3]  # CSV cells are read as text, a CSV written back as numbers
+        assert [r["reward"] for r in got] == pytest.approx([r["reward"] for r in expected], abs=1e-6), out
+
+
+def test_a_bad_table_row_is_named_by_file_row_and_field(tmp_path: Path):
+    pq.write_table(pa.table({"prompt": ["p", "q"], "response": ["r", None]}), tmp_path / "in.parquet")
+    with pytest.raises(BadInput) as bad:
+        read_score_rows(tmp_path / "in.parquet")
+    assert str(bad.value) == f"{tmp_path / 'in.parquet'}: row 2: field 'response': expected a string, got null"
+    (tmp_path / "in.csv").write_text("prompt,answer\np,r\n")
+    with pytest.raises(BadInput, match=r"in\.csv: row 1: field 'response': missing; expected a string$"):
+        read_score_rows(tmp_path / "in.csv")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(BadInput, match=r"broken\.parquet: not a readable PARQUET file \(.+\); expected a Parquet "
+                                       r"table of rows with a header$"):
+        read_score_rows(tmp_path / "broken.parquet")
+
+
+def test_rows_that_do_not_fit_one_table_are_refused_before_scoring(tmp_path: Path):
+    rows = tmp_path / "mixed.jsonl"  # a text prompt, then a prompt of messages: fine as JSONL, not as one column
+    rows.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps({"prompt": MESSAGES, "response": "red"}) + "\n")
+    with pytest.raises(BadInput, match=r"out\.parquet: the rows do not fit one PARQUET table \(.+\); expected rows "
+                                       r"of one shape, or write \.jsonl$"):
+        score_jsonl(tmp_path / "no-such-model", rows, tmp_path / "out.parquet")  # refused before the model loads
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_list_cell_is_written_to_csv_as_its_json_text(tmp_path: Path):
+    write_rows([{"prompt": MESSAGES, "steps": ["a", "b"], "step_scores": [0.25, None], "reward": 0.25}],
+               tmp_path / "out.csv")
+    (row,) = pcsv.read_csv(tmp_path / "out.csv").to_pylist()
+    assert json.loads(row["prompt"]) == MESSAGES and json.loads(row["step_scores"]) == [0.25, None]
+    assert row["reward"] == 0.25
+
+
+def test_rerank_writes_a_parquet_table_grouped_by_prompt(model_dir: Path, tmp_path: Path):
+    pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "in.parquet")
+    counts = rerank_jsonl(model_dir, tmp_path / "in.parquet", tmp_path / "ranked.parquet", top_k=1)
+    assert counts["rows_written"] == 2 and counts["prompts"] == 2
+    ranked = pq.read_table(tmp_path / "ranked.parquet").to_pylist()
+    assert [r["prompt"] for r in ranked] == ["what is a cat", "name a prime"] and [r["rank"] for r in ranked] == [1, 1]
