@@ -47,8 +47,9 @@ SetOpt = Annotated[list[str] | None,
 MODEL_REF = f"a model directory (trained or exported), a Hugging Face id or a registry URI ({model_uri()})"
 ModelOpt = Annotated[str, typer.Option("--model", help=MODEL_REF)]
 OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
-#: A rows file (rewardline.modeling.rows_files): the layout by its suffix.
-ROWS_LAYOUTS = "JSONL, or Parquet / CSV / TSV by the suffix"
+#: A rows file (rewardline.modeling.rows_files): the layout by its suffix; a path or a URL (kept a str: a Path
+#: would fold ``s3://`` into ``s3:/``).
+ROWS_LAYOUTS = "JSONL, or Parquet / CSV / TSV by the suffix (.gz: gzip); a path or a URL (s3://...)"
 _OUT = "output directory: "
 IngestOut = Annotated[Path, typer.Option("--out", help=_OUT + "canonical tables, quarantine, metrics.json, report.md")]
 ValidateOut = Annotated[Path, typer.Option("--out", help=_OUT + "validated tables, Data Docs, metrics.json, report.md")]

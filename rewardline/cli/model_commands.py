@@ -32,8 +32,8 @@ from rewardline.modeling.step_scores import AGGREGATES
 @app.command()
 def score(
     model: ModelOpt,
-    input: Annotated[Path, typer.Option("--input", help=f"rows with prompt and response: {ROWS_LAYOUTS}")],
-    out: Annotated[Path, typer.Option("--out", help=f"output rows file, the input rows plus reward: {ROWS_LAYOUTS}")],
+    input: Annotated[str, typer.Option("--input", help=f"rows with prompt and response: {ROWS_LAYOUTS}")],
+    out: Annotated[str, typer.Option("--out", help=f"output rows file, the input rows plus reward: {ROWS_LAYOUTS}")],
     params: ParamsOpt = Path("params.yaml"),
     aggregate: Annotated[str | None, typer.Option(
         help="process reward model: min | prod | last | mean of the step scores (default: the model's)")] = None,

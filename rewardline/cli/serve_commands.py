@@ -26,8 +26,8 @@ from rewardline.config import build, parse_overrides
 @app.command()
 def rerank(
     model: ModelOpt,
-    input: Annotated[Path, typer.Option("--input", help=f"candidate rows with prompt and response: {ROWS_LAYOUTS}")],
-    out: Annotated[Path, typer.Option("--out", help="output rows grouped by prompt, best first, with reward, rank, "
+    input: Annotated[str, typer.Option("--input", help=f"candidate rows with prompt and response: {ROWS_LAYOUTS}")],
+    out: Annotated[str, typer.Option("--out", help="output rows grouped by prompt, best first, with reward, rank, "
                                                     f"beats_others (and win_prob): {ROWS_LAYOUTS}")],
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="keep the best K of each prompt")] = None,
     batch_tokens: Annotated[int, typer.Option(min=64, help="token budget of one forward batch")] = 16384,

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +38,9 @@ import numpy as np
 from scipy.special import expit, ndtr
 
 from rewardline.data.limits import Limits
-from rewardline.data.tables import PAIRS_DIRECTORY, stage_kind
 from rewardline.errors import BadInput, NonFiniteError, json_type
 from rewardline.modeling.batching import length_batches
-from rewardline.modeling.rows_files import check_writable, read_table_rows, rows_layout, write_rows
+from rewardline.modeling.rows_files import check_writable, read_rows_file, read_table_rows, write_rows
 
 if TYPE_CHECKING:
     from rewardline.modeling.device import Runtime
@@ -249,55 +248,44 @@ def check_score_row(row: Any, where: dict[str, Any], limits: Limits | None = Non
     (limits or Limits()).check_row(message_list(row["prompt"])[0], row["response"], **where)
 
 
-def not_a_rows_file(path: Path) -> str:
-    """What ``path`` is instead of a rows file; a stage directory says which command reads it."""
-    if not path.exists():
-        return "missing"
-    if stage_kind(path) == PAIRS_DIRECTORY:
-        return "a pairs directory (`rewardline evaluate --data` scores its splits; `rewardline export-pairs` writes " \
-               "its texts as JSONL)"
-    return "a directory"
-
-
-def read_score_rows(in_path: Path | str, check: Callable[[Any, dict[str, Any]], None] | None = None,
+def read_score_rows(in_path: str | Path, check: Callable[[Any, dict[str, Any]], None] | None = None,
                     limits: Limits | None = None) -> list[dict]:
-    """The rows of ``in_path``, a rows file (:mod:`rewardline.modeling.rows_files`: JSONL, Parquet, CSV or TSV),
-    each checked by ``check`` (default :func:`check_score_row` within ``limits``: ``prompt`` text or messages,
-    ``response`` text). Fails fast: the first malformed row raises :class:`BadInput` naming file, line (a table's
-    row) and field; a JSONL line over ``max_record_bytes`` raises :class:`~rewardline.errors.TooLarge` before it is
-    parsed."""
+    """The rows of ``in_path``, a rows file (:mod:`rewardline.modeling.rows_files`: JSONL, Parquet, CSV or TSV; a
+    local path or a URL), each checked by ``check`` (default :func:`check_score_row` within ``limits``: ``prompt``
+    text or messages, ``response`` text). Fails fast: the first malformed row raises :class:`BadInput` naming file,
+    line (a table's row) and field; a JSONL line over ``max_record_bytes`` raises
+    :class:`~rewardline.errors.TooLarge` before it is parsed."""
     limits = limits or Limits()
     check = check or functools.partial(check_score_row, limits=limits)
-    path = Path(in_path)
-    if not path.is_file():
-        raise BadInput(in_path, detail=f"{not_a_rows_file(path)}; expected a rows file: JSONL (one JSON object per "
-                                       "line), Parquet, CSV or TSV")
-    data = path.read_bytes()
-    layout = rows_layout(path, data[:4])
-    if layout != "jsonl":
-        rows = []
-        for where, row in read_table_rows(path, layout):
-            check(row, where)
-            rows.append(row)
-        return rows
+    data, layout = read_rows_file(in_path)
     rows = []
+    for where, row in read_table_rows(data, layout, in_path) if layout != "jsonl" else \
+            _jsonl_rows(data, in_path, limits):
+        check(row, where)
+        rows.append(row)
+    return rows
+
+
+def _jsonl_rows(data: bytes, in_path: str | Path, limits: Limits) -> Iterator[tuple[dict[str, Any], Any]]:
+    """``(where, value)`` of each non-blank line of JSONL ``data``; the first line that is not JSON raises
+    :class:`BadInput` (a pretty-printed JSON array is named as one)."""
+    first = True
     for number, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue
         where: dict[str, Any] = {"file": in_path, "line": number}
         limits.check_row("", "", **where, raw_bytes=len(raw))
         try:
-            row = json.loads(raw)
+            value = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             what = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else \
                 f"not valid JSON ({err.msg} at column {err.colno})"
-            array = not rows and raw.lstrip().startswith(b"[")
+            array = first and raw.lstrip().startswith(b"[")
             raise BadInput(**where, detail=what + (
                 ": a JSON array, not JSONL; expected one JSON object per line (`jq -c '.[]' FILE`), or a Parquet, "
                 "CSV or TSV file named by its suffix" if array else "")) from None
-        check(row, where)
-        rows.append(row)
-    return rows
+        first = False
+        yield where, value
 
 
 def score_jsonl(

@@ -1,10 +1,15 @@
-"""Rows files: `score` and `rerank` read and write JSONL, Parquet, CSV and TSV (layout by suffix), the same rewards
-whichever layout, a bad table row named by file, row and field, and rows that do not fit the output's table refused
-before any scoring."""
+"""Rows files: `score` and `rerank` read and write JSONL, Parquet, CSV and TSV (layout by suffix, gzip after .gz),
+local or on S3, the same rewards whichever layout, a bad table row named by file, row and field, and rows that do
+not fit the output's table refused before any scoring."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,8 +38,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_layout_is_the_suffix_or_parquet_magic(tmp_path: Path):
     pq.write_table(pa.table({"prompt": ["p"], "response": ["r"]}), tmp_path / "table.bin")
-    assert [rows_layout(name) for name in ("a.jsonl", "a.PARQUET", "a.pq", "a.csv", "a.tsv", "a.json")] == \
-        ["jsonl", "parquet", "parquet", "csv", "tsv", "jsonl"]
+    names = ("a.jsonl", "a.PARQUET", "a.pq", "a.csv", "a.tsv", "a.json", "a.csv.gz", "a.jsonl.gz", "s3://b/a.tsv")
+    assert [rows_layout(name) for name in names] == \
+        ["jsonl", "parquet", "parquet", "csv", "tsv", "jsonl", "csv", "jsonl", "tsv"]
     assert rows_layout(tmp_path / "table.bin", (tmp_path / "table.bin").read_bytes()[:4]) == "parquet"
 
 
@@ -100,3 +106,38 @@ def test_rerank_writes_a_parquet_table_grouped_by_prompt(model_dir: Path, tmp_pa
     assert counts["rows_written"] == 2 and counts["prompts"] == 2
     ranked = pq.read_table(tmp_path / "ranked.parquet").to_pylist()
     assert [r["prompt"] for r in ranked] == ["what is a cat", "name a prime"] and [r["rank"] for r in ranked] == [1, 1]
+
+
+def test_gzip_in_and_out(model_dir: Path, tmp_path: Path):
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    (tmp_path / "in.jsonl.gz").write_bytes(gzip.compress((tmp_path / "in.jsonl").read_bytes()))
+    score_jsonl(model_dir, tmp_path / "in.jsonl", tmp_path / "plain.jsonl")
+    score_jsonl(model_dir, tmp_path / "in.jsonl.gz", tmp_path / "out.csv.gz")
+    got = pcsv.read_csv(pa.BufferReader(gzip.decompress((tmp_path / "out.csv.gz").read_bytes()))).to_pylist()
+    expected = [json.loads(line) for line in (tmp_path / "plain.jsonl").read_text().splitlines()]
+    assert [r["reward"] for r in got] == pytest.approx([r["reward"] for r in expected], abs=1e-6)
+    assert not list(tmp_path.glob(".*.part"))  # written through a temp file renamed into place
+
+
+def test_score_reads_and_writes_s3(model_dir: Path, tmp_path: Path, s3_env):
+    """`rewardline score --input s3://... --out s3://...` against a real S3 server (SeaweedFS): a Parquet table in,
+    gzipped JSONL out, the rewards of the local run."""
+    from rewardline.ops import storage
+
+    prefix = f"s3://{s3_env.bucket}/rows-{uuid.uuid4().hex[:8]}"
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(ROWS), sink)
+    storage.write_bytes(f"{prefix}/in.parquet", sink.getvalue().to_pybytes())
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-m", "rewardline.cli", "--json", "score", "--model", str(model_dir),
+                          "--input", f"{prefix}/in.parquet", "--out", f"{prefix}/out.jsonl.gz"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["output"] == f"{prefix}/out.jsonl.gz"
+    got = [json.loads(line) for line in gzip.decompress(storage.read_bytes(f"{prefix}/out.jsonl.gz")).splitlines()]
+    pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "in.parquet")
+    score_jsonl(model_dir, tmp_path / "in.parquet", tmp_path / "local.jsonl")
+    local = [json.loads(line) for line in (tmp_path / "local.jsonl").read_text().splitlines()]
+    assert [{**r, "reward": None} for r in got] == [{**r, "reward": None} for r in local]
+    assert [r["reward"] for r in got] == pytest.approx([r["reward"] for r in local], abs=1e-6)
