@@ -5,8 +5,9 @@ it meaning gzip:
 
 * JSONL (any other suffix): one JSON object per line; a row is named ``FILE:LINE``;
 * Parquet (``.parquet``, ``.pq``): the table's rows, nested columns (a ``prompt`` of messages, ``steps``) included;
-* CSV / TSV (``.csv``, ``.tsv``): a header line, then one row per record, every cell read as text; a row is named
-  ``FILE: row N`` (N counts records from 1, not lines: a quoted cell may span lines).
+* CSV / TSV (``.csv``, ``.tsv``): a header line, then one row per record, every cell read as text, except that a
+  ``prompt`` or ``steps`` cell holding a JSON array is that array (messages, a PRM's steps: what this module writes
+  for them); a row is named ``FILE: row N`` (N counts records from 1, not lines: a quoted cell may span lines).
 
 A file is a local path or any URL :mod:`rewardline.ops.storage` reads (``s3://``, ``gs://``, ``hf://``,
 ``https://``); the output is written whole or not at all (a temp file renamed into place; an object store's PUT).
@@ -104,8 +105,27 @@ def read_table_rows(data: bytes, layout: str, source: str | Path) -> Iterator[tu
     except (pa.ArrowInvalid, OSError) as err:
         raise BadInput(source, detail=f"not a readable {layout.upper()} file ({_first_line(err)}); expected a "
                                       f"{_LAYOUT_NAMES[layout]} of rows with a header") from None
-    for number, row in enumerate(table.to_pylist(), start=1):
+    rows = table.to_pylist()
+    for name in set(LIST_COLUMNS).intersection(table.column_names) if layout != "parquet" else ():
+        for row in rows:
+            row[name] = _json_array(row[name])
+    for number, row in enumerate(rows, start=1):
         yield {"file": f"{source}: row {number}"}, row
+
+
+#: The CSV / TSV columns whose cells may hold a JSON array (a prompt of messages, a PRM's steps).
+LIST_COLUMNS = ("prompt", "steps")
+
+
+def _json_array(cell: Any) -> Any:
+    """``cell`` as the list its JSON text holds when it is one (``[{"role": ...}]``), else unchanged."""
+    if not isinstance(cell, str) or not cell.lstrip().startswith("["):
+        return cell
+    try:
+        value = json.loads(cell)
+    except json.JSONDecodeError:
+        return cell
+    return value if isinstance(value, list) else cell
 
 
 def _first_line(err: Exception) -> str:

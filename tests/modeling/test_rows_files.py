@@ -141,3 +141,18 @@ def test_score_reads_and_writes_s3(model_dir: Path, tmp_path: Path, s3_env):
     local = [json.loads(line) for line in (tmp_path / "local.jsonl").read_text().splitlines()]
     assert [{**r, "reward": None} for r in got] == [{**r, "reward": None} for r in local]
     assert [r["reward"] for r in got] == pytest.approx([r["reward"] for r in local], abs=1e-6)
+
+
+def test_a_csv_written_by_score_reads_back_as_the_same_rows(model_dir: Path, tmp_path: Path):
+    """A prompt of messages (and a PRM's steps) is written to CSV as JSON text; read back, it is the list again, so
+    scoring the CSV that `score` wrote gives the same rewards (it used to score the JSON text as a text prompt)."""
+    rows = [{"prompt": MESSAGES, "response": "red", "note": "[not json"}, {"prompt": MESSAGES, "response": "blue",
+                                                                          "note": "[1, 2]"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
+    score_jsonl(model_dir, tmp_path / "in.parquet", tmp_path / "first.csv")
+    score_jsonl(model_dir, tmp_path / "first.csv", tmp_path / "second.jsonl")
+    second = [json.loads(line) for line in (tmp_path / "second.jsonl").read_text().splitlines()]
+    first = pcsv.read_csv(tmp_path / "first.csv").to_pylist()
+    assert [r["prompt"] for r in second] == [MESSAGES, MESSAGES]
+    assert [r["note"] for r in second] == ["[not json", "[1, 2]"]  # other columns stay text
+    assert [r["reward"] for r in second] == pytest.approx([r["reward"] for r in first], abs=1e-6)
