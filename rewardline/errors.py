@@ -17,7 +17,8 @@ exit   meaning                                     Prefect
 * 2: :class:`ConfigError`, :class:`BadInput` (:class:`ModelLoadError`, :class:`NonFiniteError`, :class:`TooLarge`), a
   ``ValueError`` from parsing user data, a file the user named that is missing (``FileNotFoundError``,
   S3 ``NoSuchKey``), a request a service refused as invalid (MLflow ``RESOURCE_DOES_NOT_EXIST``) or as not
-  permitted (:class:`PermissionDenied`; MLflow ``PERMISSION_DENIED`` 403, ``UNAUTHENTICATED`` 401).
+  permitted (:class:`PermissionDenied`; MLflow ``PERMISSION_DENIED`` 403, ``UNAUTHENTICATED`` 401; an object store's
+  ``AccessDenied`` / unknown key / no credentials found, :mod:`rewardline.ops.storage`).
 * 3: :class:`TransientError`, any other ``OSError`` (``ConnectionError``, ``TimeoutError``, disk full,
   permissions), out of memory, botocore / S3 endpoint errors, a server down (found anywhere in the
   exception's chain), a file missing because the network failed (a Hugging Face model not in the cache and the

@@ -21,7 +21,9 @@ Remote URLs go through `fsspec <https://filesystem-spec.readthedocs.io>`_; S3 th
 Atomic writes: a reader never sees a half-written file. Local writes go to a temp file in the target
 directory and are renamed into place (``os.replace``); on object stores (:data:`ATOMIC_PUT`) an object
 appears only once its PUT or multipart upload completed; on any other filesystem the data go to a
-temp name beside the target and are moved onto it. Failures raise :class:`StorageError` naming the URI.
+temp name beside the target and are moved onto it. Failures raise :class:`StorageError` naming the URI
+(exit 3: retried), or :class:`~rewardline.errors.PermissionDenied` (exit 2: retrying will not help) when a
+remote store refuses the caller: no credentials found, a key it does not know, a wrong secret, access denied.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from rewardline.errors import PermissionDenied
 
 S3_SCHEME = "s3://"
 DEFAULT_MAX_ATTEMPTS = 5
@@ -171,9 +175,36 @@ def _protocols(fs) -> set[str]:  # noqa: ANN001
     return {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
 
 
-def _fail(op: str, uri: str, err: Exception) -> StorageError:
+#: S3 error codes of a refused caller (botocore ``ClientError``'s ``Error.Code``): not an outage.
+DENIED_CODES = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                "TokenRefreshRequired", "AllAccessDisabled", "401", "403")
+#: botocore's errors for credentials it could not find or use, by class name (no import needed).
+CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError")
+
+
+def _refusal(err: Exception) -> str | None:
+    """Why a remote store refused the caller, when that is what ``err`` (or an exception it came from) says."""
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in seen and len(seen) < 8:
+        seen.append(current)
+        if type(current).__name__ in CREDENTIAL_ERRORS:
+            return "no credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+        response = getattr(current, "response", None)
+        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+        if code in DENIED_CODES:  # a HEAD request's answer has no body: its status code is all there is
+            return f"refused ({'HTTP ' if code.isdigit() else ''}{code}): check the credentials and the bucket's " \
+                   "permissions"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _fail(op: str, uri: str, err: Exception) -> StorageError | PermissionDenied:
     if isinstance(err, FileNotFoundError):
         return StorageNotFound(f"{op} {uri} failed: {err or 'not found'}")
+    refusal = _refusal(err) if is_remote(uri) else None
+    if refusal:
+        return PermissionDenied(uri, detail=f"{op} failed: {refusal}")
     return StorageError(f"{op} {uri} failed: {err}")
 
 
@@ -308,7 +339,7 @@ def write_bytes(uri: str, data: bytes) -> None:
             return
         with _atomic_local(Path(uri.removeprefix("file://"))) as tmp:
             tmp.write_bytes(data)
-    except StorageError:
+    except (StorageError, PermissionDenied):
         raise
     except Exception as err:
         raise _fail("writing", uri, err) from err

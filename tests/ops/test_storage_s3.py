@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,3 +76,31 @@ def test_ingest_hh_rlhf_from_s3(s3_env, fixtures_dir: Path) -> None:
     assert set(result.ranked.column("origin_file").to_pylist()) == {uri}
     from_disk = read_file(local, "hh_rlhf_30.jsonl").ranked
     assert result.ranked.drop_columns(["origin_file"]).equals(from_disk.drop_columns(["origin_file"]))
+
+
+def test_a_refused_caller_is_bad_input_not_an_outage(s3_env, monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    """A key the server does not know, or no credentials at all, used to be a StorageError (exit 3), which the
+    flows retry with backoff to no avail: it is PermissionDenied (exit 2) naming the URI and what to check."""
+    from rewardline.errors import EXIT_BAD_INPUT, PermissionDenied, exit_code
+
+    uri = f"s3://{s3_env.bucket}/refused/x.jsonl"
+    storage.write_bytes(uri, b"{}\n")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody-we-know")
+    with pytest.raises(PermissionDenied) as unknown:
+        storage.read_bytes(uri)
+    assert re.fullmatch(rf"{uri}: reading failed: refused \((HTTP 403|InvalidAccessKeyId)\): check the credentials "
+                        r"and the bucket's permissions", str(unknown.value)), str(unknown.value)
+    assert exit_code(unknown.value) == EXIT_BAD_INPUT
+    with pytest.raises(PermissionDenied, match="writing failed: refused"):
+        storage.write_bytes(f"s3://{s3_env.bucket}/refused/y.jsonl", b"{}\n")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(PermissionDenied) as nobody:
+        storage.read_bytes(uri)
+    assert str(nobody.value) == f"{uri}: reading failed: no credentials found (set AWS_ACCESS_KEY_ID and " \
+                                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+    assert exit_code(nobody.value) == EXIT_BAD_INPUT
