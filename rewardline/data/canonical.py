@@ -142,6 +142,7 @@ def canonicalize(ranked: pa.Table, limits: Limits | None = None) -> CanonicalTab
 
     quarantine = _quarantine_rows(ranked, record, record_bad, record_field, record_reason)
     prompts = _first_rows(ranked, row_ok, "prompt_id", schema.PROMPTS)
+    ranked = ranked.append_column("text_hash", pa.array(response_hash.view(np.int64)))
     responses = _with_anchors(_first_rows(ranked, row_ok, "response_id", schema.RESPONSES), ranked, row_ok)
     # The texts are in prompts / responses now: the rankings table is built from the id columns alone, after the
     # texts of the ranked rows are let go (their copies and the rankings table are never held together).

@@ -84,6 +84,9 @@ RESPONSES = pa.schema(
         ("response", pa.string()),
         ("source", pa.string()),
         ("is_anchor", pa.bool_()),  # optional; null or absent (older tables) = not an anchor
+        # hash64 of the text (as int64): two responses of a prompt with one text (e.g. two policy samples that came out
+        # the same) compare as one in pairs; optional: null or absent (older tables) = every response its own text
+        ("text_hash", pa.int64()),
     ]
 )
 

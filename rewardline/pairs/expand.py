@@ -15,6 +15,13 @@ it beats the anchor, e.g. AlpacaEval's ``preference − 1``), the vote is that p
 never dropped as a tie (s = 1/2 is the judge's indifference, not a tied rank); with
 ``anchor_labels: rank`` such a comparison votes from its ranks like any other.
 
+Responses are compared by text: two responses of one prompt with the same text (``responses.text_hash``,
+e.g. two policy samples that came out identical) are one response here, so a comparison between them is
+dropped (``identical_texts_dropped``: a judge's preference between equal texts says nothing a reward model can
+learn, and its score difference is 0 by construction) and their comparisons with a third response aggregate
+into one pair, named by one of their ids (the same on every run). Tables without ``text_hash`` (older ones)
+compare by id.
+
 Every comparison of a K-way ranking counts as one vote (rank breaking: C(K, 2) votes per
 ranking). Across the annotators of a prompt the votes on one unordered pair aggregate into a
 single row with the soft label
@@ -68,7 +75,7 @@ from rewardline.config import Section
 from rewardline.data import schema
 from rewardline.data.buckets import PromptBuckets
 from rewardline.data.hashing import unit_interval
-from rewardline.data.keys import key_codes
+from rewardline.data.keys import SEP, key_codes
 from rewardline.data.tables import (
     TARGETS,
     copy_table,
@@ -144,13 +151,13 @@ def anchor_response_ids(responses: pa.Table | None) -> pa.Array:
 
 
 def comparison_votes(table: pa.Table, sizes: np.ndarray, config: PairsConfig,
-                     anchors: pa.Array) -> tuple[np.ndarray, ...]:
-    """Rows ``a``, ``b`` (a = smaller response code) of every comparison of the rankings in ``table`` (sorted
-    by ranking, ``sizes`` per ranking), the vote ``v`` for ``a``, the margin, and the number of ties dropped
-    (module docstring)."""
+                     anchors: pa.Array, response: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Rows ``a``, ``b`` (a = smaller response code: ``response``, default the ids' codes) of every comparison
+    of the rankings in ``table`` (sorted by ranking, ``sizes`` per ranking), the vote ``v`` for ``a``, the
+    margin, and the number of ties dropped (module docstring)."""
     first, second = comparison_indices(sizes)
     k_row = np.repeat(sizes, sizes).astype(np.float64)
-    response = key_codes(table["response_id"])
+    response = key_codes(table["response_id"]) if response is None else response
     rank = table["rank"].to_numpy(zero_copy_only=False).astype(np.float64)
     score = table["score"].to_numpy(zero_copy_only=False).astype(np.float64)  # NaN where null
     swap = response[first] > response[second]
@@ -227,11 +234,14 @@ def aggregate_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig, 
     table = rankings.take(pa.array(order))
     sizes = np.bincount(ranking)
     sizes = sizes[sizes > 0]
-    a, b, vote, margin, ties_dropped = comparison_votes(table, sizes, config, anchor_response_ids(responses))
+    response = response_text_codes(table, responses)
+    a, b, vote, margin, ties_dropped = comparison_votes(table, sizes, config, anchor_response_ids(responses),
+                                                        response)
     n_comparisons = int((sizes * (sizes - 1) // 2).sum())  # C(K, 2) per ranking
+    distinct = response[a] != response[b]  # a comparison of one text with itself: dropped (module docstring)
+    a, b, vote, margin = a[distinct], b[distinct], vote[distinct], margin[distinct]
 
-    # Aggregate over annotators: one row per unordered (a, b) pair (responses belong to one prompt).
-    response = key_codes(table["response_id"])
+    # Aggregate over annotators: one row per unordered (a, b) pair of texts (responses belong to one prompt).
     n_responses = int(response.max()) + 1 if response.size else 0
     key = response[a] * n_responses + response[b]
     uniq, first_index, inverse = np.unique(key, return_index=True, return_inverse=True)
@@ -268,8 +278,21 @@ def aggregate_pairs(rankings: pa.Table, prompts: pa.Table, config: PairsConfig, 
         },
         schema=schema.PAIRS,
     )
-    counts = {"comparisons": n_comparisons, "ties_dropped": ties_dropped}
+    counts = {"comparisons": n_comparisons, "ties_dropped": ties_dropped,
+              "identical_texts_dropped": int((~distinct).sum())}
     return pairs, counts, vote_weight
+
+
+def response_text_codes(table: pa.Table, responses: pa.Table | None) -> np.ndarray:
+    """A code per ranking row of ``table``, equal for the rows of two responses of one prompt with the same text
+    (``responses.text_hash``); without that column, or where it is null, the response id's own code."""
+    if responses is None or "text_hash" not in responses.column_names:
+        return key_codes(table["response_id"])
+    index = pc.index_in(table["response_id"], value_set=responses["response_id"].combine_chunks())
+    text_hash = responses["text_hash"].combine_chunks().take(index)
+    key = pc.if_else(pc.is_null(text_hash), pc.binary_join_element_wise("\x00id", table["response_id"], SEP),
+                     pc.binary_join_element_wise(table["prompt_id"], text_hash.cast(pa.string()), SEP))
+    return key_codes(key)
 
 
 def _lookup_category(prompt_ids: pa.ChunkedArray | pa.Array, prompts: pa.Table) -> pa.Array:
@@ -353,7 +376,7 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig,
     labels: equal to 6 decimals);
     the targets' ``iterations`` and ``max_gradient`` are the largest over the buckets' fits (each bucket is
     fitted to the same tolerance), ``se_median`` the median over all responses."""
-    total: dict = {"comparisons": 0, "ties_dropped": 0, "pairs": 0}
+    total: dict = {"comparisons": 0, "ties_dropped": 0, "identical_texts_dropped": 0, "pairs": 0}
     labels = {"unanimous (p=1)": 0, "majority (0.5<p<1)": 0, "tied (p=0.5)": 0}
     label_sum = votes_sum = 0.0
     fits: list[dict] = []
@@ -367,7 +390,7 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig,
             write_part(pairs.filter(pc.equal(pairs["split"], split)), out_dir, split, part=index)
             for key in (f"pairs_{split}", f"prompts_{split}"):
                 total[key] = total.get(key, 0) + part[key]
-        for key in ("comparisons", "ties_dropped", "pairs"):
+        for key in ("comparisons", "ties_dropped", "identical_texts_dropped", "pairs"):
             total[key] += part[key]
         for key in labels:
             labels[key] += part["label_distribution"][key]
@@ -393,9 +416,10 @@ def _bucketed_pairs(buckets: PromptBuckets, out_dir: Path, config: PairsConfig,
 
 
 def anchor_columns(in_dir: Path) -> list[str]:
-    """``response_id`` and, when the table has it, ``is_anchor``: the responses' ids, not their texts."""
+    """``response_id`` and, when the table has them, ``is_anchor`` and ``text_hash``: the responses' ids, not their
+    texts."""
     names = table_schema(table_path(in_dir, "responses")).names
-    return ["response_id", *(["is_anchor"] if "is_anchor" in names else [])]
+    return ["response_id", *(name for name in ("is_anchor", "text_hash") if name in names)]
 
 
 def fit_pair_targets(pairs: pa.Table, responses: pa.Table, vote_weight: np.ndarray,

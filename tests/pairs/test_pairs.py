@@ -188,3 +188,31 @@ def test_pairs_on_an_ingest_output_or_a_failed_validate_output_warns_and_still_b
     assert "is an ingest output, not validated" in warnings["ing"]
     assert "its validate gate failed (min_alpha" in warnings["failed"] and "report.md" in warnings["failed"]
     assert warnings["passed"] == ""
+
+
+def test_responses_with_one_text_compare_as_one():
+    """Two samples of a prompt that came out identical (x, x2; AlpacaEval has such): ingest gives them one
+    ``text_hash``; a judge's preference between them is dropped (it teaches nothing, and a reward model scores
+    them equal by construction), and their comparisons with y aggregate into one pair of texts. Without
+    ``text_hash`` (older tables) the ids are compared, as before."""
+    from rewardline.data.canonical import canonicalize
+
+    ranked = schema.conform(pa.Table.from_pylist([
+        {"prompt": "p", "annotator_id": annotator, "response_id": rid, "response": text, "rank": rank,
+         "origin_file": "f", "origin_line": line}
+        for line, annotator, ranks in ((1, "a1", {"x": 1, "x2": 2, "y": 3}), (2, "a2", {"y": 1, "x2": 2}))
+        for rid, rank in ranks.items()
+        for text in [{"x": "same words", "x2": "same words", "y": "other words"}[rid]]]), schema.RANKED_RESPONSES)
+    tables = canonicalize(ranked)
+    text_hash = dict(zip(tables.responses["response_id"].to_pylist(), tables.responses["text_hash"].to_pylist(),
+                         strict=True))
+    x, x2, y = (f"{tables.prompts['prompt_id'][0]}/{rid}" for rid in ("x", "x2", "y"))
+    assert text_hash[x] == text_hash[x2] != text_hash[y]
+
+    pairs, counts = build_pairs(tables.rankings, tables.prompts, PairsConfig(), tables.responses)
+    assert counts["comparisons"] == 4 and counts["identical_texts_dropped"] == 1
+    # a1: x > y and x2 > y; a2: y > x2 -> one pair of the two texts, 2 of its 3 votes for "same words"
+    [(pair, value)] = as_dict(pairs).items()
+    assert pair in ((x, y), (x2, y)) and value[:2] == (pytest.approx(2 / 3), 3)
+    by_id = build_pairs(tables.rankings, tables.prompts, PairsConfig(), tables.responses.drop_columns(["text_hash"]))
+    assert len(by_id[0]) == 3 and by_id[1]["identical_texts_dropped"] == 0

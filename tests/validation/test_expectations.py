@@ -40,6 +40,7 @@ def canonical() -> Tables:
             "response": ["4", "four", "5", "old pond", "frog jumps", "splash"],
             "source": ["m1", "m2", "m3"] * 2,
             "is_anchor": [True, False, False, None, None, None],
+            "text_hash": [None] * 6,  # optional: every response its own text
         },
         schema=schema.RESPONSES,
     )
