@@ -79,6 +79,38 @@ def test_export_then_ingest_as_trl_gives_the_same_pairs(tmp_path: Path, margin: 
     assert triples(back / "pairs") == triples(original)
 
 
+def test_samples_with_one_text_export_and_ingest_back_as_one_response(tmp_path: Path) -> None:
+    """Two AlpacaEval samples of one prompt that came out the same text (the shared data has such) are one response
+    to the pairs stage: no pair of a text with itself, so the TRL export has no row whose chosen equals its rejected,
+    and re-ingesting it quarantines nothing and gives the same pairs (it used to quarantine such rows as "duplicate
+    response in a ranking" and merge the rest)."""
+    records = json.loads((FIXTURES / "alpacaeval_20x3.json").read_text())
+    same_prompt = [r for r in records if r["instruction"] == records[0]["instruction"]]
+    same_prompt[1]["output_2"] = same_prompt[0]["output_2"]  # sample 1 wrote what sample 0 wrote; the judge
+    same_prompt[0]["preference"], same_prompt[1]["preference"] = 1.2, 1.8  # ranked them apart all the same
+    source = tmp_path / "alpacaeval_same_text.json"
+    source.write_text(json.dumps(records))
+    original = pairs_dir(tmp_path / "a", source, margin="none")
+    pairs = triples(original)
+    assert json.loads((original / "metrics.json").read_text())["identical_texts_dropped"] == 1
+    assert all(chosen != rejected for _, _, _, chosen, rejected, *_ in pairs)
+    assert len(pairs) < 20 * (3 + 3)  # the two samples' comparisons with a third response are one pair
+    out = tmp_path / "export"
+    invoke("export-pairs", str(original), "--out", str(out), "--format", "trl")
+    back = tmp_path / "b"
+    ingested = invoke("ingest", *[str(out / f"{s}.jsonl") for s in schema.SPLITS], "--format", "trl",
+                      "--out", str(back / "ingested"))
+    assert ingested["rows_quarantined"] == 0
+    invoke("pairs", str(back / "ingested"), "--out", str(back / "pairs"), "--set", "margin=none")
+
+    def without_votes(rows: set[tuple]) -> set[tuple]:
+        """A TRL row is one vote: a merged pair's count is not kept, and a tied pair is left out of the export (the
+        equal texts' two judgements against the reference disagree: one pair with label 1/2)."""
+        return {(*row[:6], row[7]) for row in rows if row[5] != 0.5}
+
+    assert without_votes(triples(back / "pairs")) == without_votes(pairs)
+
+
 def test_export_leaves_out_tied_pairs_and_names_a_bad_directory(tmp_path: Path) -> None:
     original = tmp_path / "pairs"
     rows = [{"prompt": f"q{i}", "annotator_id": "a", "responses": [{"text": "x", "rank": 1}, {"text": "y", "rank": 1},
