@@ -39,8 +39,8 @@ def test_help_offers_shell_completion_and_names_each_commands_output():
         text = " ".join(runner.invoke(app, [command, "--help"], terminal_width=200).output.split())
         assert "a file for score" not in text, command
         helps[command] = text
-    assert "output JSONL file" in helps["score"] and "output directory" in helps["ingest"]
-    assert "output JSONL" in helps["rerank"]
+    assert "output rows file" in helps["score"] and "output directory" in helps["ingest"]
+    assert "output rows grouped by prompt" in helps["rerank"] and "Parquet / CSV / TSV" in helps["rerank"]
 
 
 def test_numbers_are_rounded_for_people():

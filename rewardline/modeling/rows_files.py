@@ -43,6 +43,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 DELIMITERS = {"csv": ",", "tsv": "\t"}
 _LAYOUT_NAMES = {"parquet": "Parquet table", "csv": "CSV file", "tsv": "TSV file"}
+#: The CSV / TSV columns whose cells may hold a JSON array (a prompt of messages, a PRM's steps).
+LIST_COLUMNS = ("prompt", "steps")
 
 
 def _suffix(name: str | Path) -> str:
@@ -113,10 +115,6 @@ def read_table_rows(data: bytes, layout: str, source: str | Path) -> Iterator[tu
         yield {"file": f"{source}: row {number}"}, row
 
 
-#: The CSV / TSV columns whose cells may hold a JSON array (a prompt of messages, a PRM's steps).
-LIST_COLUMNS = ("prompt", "steps")
-
-
 def _json_array(cell: Any) -> Any:
     """``cell`` as the list its JSON text holds when it is one (``[{"role": ...}]``), else unchanged."""
     if not isinstance(cell, str) or not cell.lstrip().startswith("["):
@@ -150,7 +148,7 @@ def _table(rows: list[dict[str, Any]], out: str | Path, layout: str) -> pa.Table
         return pa.Table.from_pylist(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         raise BadInput(out, detail=f"the rows do not fit one {layout.upper()} table ({_first_line(err)}); "
-                                        "expected rows of one shape, or write .jsonl") from None
+                                   "expected rows of one shape, or write .jsonl") from None
 
 
 def check_writable(rows: list[dict[str, Any]], out: str | Path) -> None:
