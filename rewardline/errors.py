@@ -120,7 +120,7 @@ def json_type(value: Any) -> str:
     return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
 
 
-def _chain(err: BaseException, implicit: bool = True, limit: int = 8) -> list[BaseException]:
+def exception_chain(err: BaseException, implicit: bool = True, limit: int = 8) -> list[BaseException]:
     """``err`` and the exceptions it was raised from (``__cause__``) or, when ``implicit``, during
     (``__context__``)."""
     out: list[BaseException] = []
@@ -131,20 +131,24 @@ def _chain(err: BaseException, implicit: bool = True, limit: int = 8) -> list[Ba
     return out
 
 
+def service_error_code(err: BaseException) -> str | None:
+    """The error code a service answered with (botocore ``ClientError``: ``response["Error"]["Code"]``), if any."""
+    response = getattr(err, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+
+
 def _is_missing(err: BaseException) -> bool:
     """A path or S3 object that does not exist (``NoSuchKey`` / ``NoSuchBucket`` / 404)."""
     if isinstance(err, _MISSING_PATH):
         return True
-    response = getattr(err, "response", None)
-    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-    return code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound")
+    return service_error_code(err) in ("NoSuchKey", "NoSuchBucket", "404", "NotFound")
 
 
 def is_unreachable(err: BaseException) -> bool:
     """A network failure anywhere in ``err``'s chain: a connection refused or timed out, a host name not resolved.
     A service's answer is not one (an S3 ``NoSuchKey`` or an HTTP 404 carries a ``response``)."""
     return any((isinstance(e, ConnectionError | TimeoutError) or _from_network_module(e))
-               and getattr(e, "response", None) is None for e in _chain(err))
+               and getattr(e, "response", None) is None for e in exception_chain(err))
 
 
 def _from_network_module(err: BaseException) -> bool:
@@ -167,11 +171,12 @@ def exit_code(err: BaseException) -> int:
         return EXIT_GATE_FAILED
     if isinstance(err, ConfigError | BadInput):
         return EXIT_BAD_INPUT
-    if isinstance(err, OSError | ValueError) and any(_is_missing(e) for e in _chain(err, implicit=False)):
+    if isinstance(err, OSError | ValueError) and any(_is_missing(e)
+                                                     for e in exception_chain(err, implicit=False)):
         # a file the user named is not there (raised as such, or re-raised `from` it); unless it is missing because
         # the network failed while fetching it (a Hugging Face Hub cache miss with the Hub unreachable)
         return EXIT_TRANSIENT if is_unreachable(err) else EXIT_BAD_INPUT
-    if any(_is_environment(e) for e in _chain(err)):
+    if any(_is_environment(e) for e in exception_chain(err)):
         return EXIT_TRANSIENT
     if getattr(err, "error_code", None) in _REFUSED_CODES:  # e.g. MLflow: no such model version
         return EXIT_BAD_INPUT
@@ -185,7 +190,7 @@ def exit_code(err: BaseException) -> int:
 def is_internal(err: BaseException) -> bool:
     """Whether ``err`` is none of the contract's kinds, i.e. a bug (exit 3 with ``internal error``)."""
     return exit_code(err) == EXIT_TRANSIENT and not (
-        isinstance(err, OSError) or any(_is_environment(e) for e in _chain(err)))
+        isinstance(err, OSError) or any(_is_environment(e) for e in exception_chain(err)))
 
 
 def one_line(text: str) -> str:

@@ -153,7 +153,7 @@ def _table(rows: list[dict[str, Any]], out: str | Path, layout: str) -> pa.Table
 
 def check_writable(rows: list[dict[str, Any]], out: str | Path) -> None:
     """Raise :class:`BadInput` now, before any scoring, if ``rows`` cannot be written to ``out``'s layout."""
-    layout = TABLE_SUFFIXES.get(_suffix(out), "jsonl")
+    layout = rows_layout(out)
     if layout != "jsonl" and rows:
         _table(rows, out, layout)
 
@@ -163,7 +163,7 @@ def write_rows(rows: Iterable[dict[str, Any]], out: str | Path) -> None:
     (:func:`rows_layout`; gzip after ``.gz``), a row's columns in its own order; in a CSV / TSV file a list or
     struct cell is its JSON text. Rows Arrow cannot put in one table raise :class:`BadInput`
     (:func:`check_writable` tells before the work is done)."""
-    layout = TABLE_SUFFIXES.get(_suffix(out), "jsonl")
+    layout = rows_layout(out)
     if layout == "jsonl":
         data = "".join(json.dumps(row, default=_json_value) + "\n" for row in rows).encode()
     else:

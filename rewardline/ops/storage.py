@@ -40,7 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from rewardline.errors import PermissionDenied
+from rewardline.errors import PermissionDenied, exception_chain, service_error_code
 
 S3_SCHEME = "s3://"
 DEFAULT_MAX_ATTEMPTS = 5
@@ -184,18 +184,13 @@ CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "Credentia
 
 def _refusal(err: Exception) -> str | None:
     """Why a remote store refused the caller, when that is what ``err`` (or an exception it came from) says."""
-    seen: list[BaseException] = []
-    current: BaseException | None = err
-    while current is not None and current not in seen and len(seen) < 8:
-        seen.append(current)
-        if type(current).__name__ in CREDENTIAL_ERRORS:
+    for cause in exception_chain(err):
+        if type(cause).__name__ in CREDENTIAL_ERRORS:
             return "no credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
-        response = getattr(current, "response", None)
-        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+        code = service_error_code(cause)
         if code in DENIED_CODES:  # a HEAD request's answer has no body: its status code is all there is
             return f"refused ({'HTTP ' if code.isdigit() else ''}{code}): check the credentials and the bucket's " \
                    "permissions"
-        current = current.__cause__ or current.__context__
     return None
 
 

@@ -151,13 +151,12 @@ def anchor_response_ids(responses: pa.Table | None) -> pa.Array:
 
 
 def comparison_votes(table: pa.Table, sizes: np.ndarray, config: PairsConfig,
-                     anchors: pa.Array, response: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    """Rows ``a``, ``b`` (a = smaller response code: ``response``, default the ids' codes) of every comparison
+                     anchors: pa.Array, response: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Rows ``a``, ``b`` (a = smaller ``response`` code, :func:`response_text_codes`) of every comparison
     of the rankings in ``table`` (sorted by ranking, ``sizes`` per ranking), the vote ``v`` for ``a``, the
     margin, and the number of ties dropped (module docstring)."""
     first, second = comparison_indices(sizes)
     k_row = np.repeat(sizes, sizes).astype(np.float64)
-    response = key_codes(table["response_id"]) if response is None else response
     rank = table["rank"].to_numpy(zero_copy_only=False).astype(np.float64)
     score = table["score"].to_numpy(zero_copy_only=False).astype(np.float64)  # NaN where null
     swap = response[first] > response[second]
