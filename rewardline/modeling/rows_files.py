@@ -10,30 +10,39 @@ it meaning gzip:
   for them); a row is named ``FILE: row N`` (N counts records from 1, not lines: a quoted cell may span lines).
 
 A file is a local path or any URL :mod:`rewardline.ops.storage` reads (``s3://``, ``gs://``, ``hf://``,
-``https://``); the output is written whole or not at all (a temp file renamed into place; an object store's PUT).
-Output takes its layout from ``--out``'s suffix the same way, so ``--input rows.parquet --out scored.parquet``
-round-trips a table with its extra columns. A CSV cell cannot hold a list (``step_scores``, a prompt of messages):
-such a cell is written as its JSON text. A table needs rows of one shape (a ``prompt`` that is text on one row and
-messages on another does not fit one column): :func:`check_writable` says so before any row is scored. Tables are
-read and written with Arrow (one call per file).
+``https://``; downloaded once to a temp file). Files are streamed: :class:`RowsFile` yields rows in chunks of
+:data:`CHUNK_ROWS` (JSONL line by line, a JSONL line read no further than ``max_record_bytes``; Parquet by record
+batch; CSV by Arrow's streaming reader) and :func:`rows_writer` appends chunks, so memory holds one chunk, not the
+file. The output is written whole or not at all (:func:`rewardline.ops.storage.staged_output`: a temp file renamed
+into place, or uploaded once complete). It takes its layout from ``--out``'s suffix the same way, so ``--input
+rows.parquet --out scored.parquet`` round-trips a table with its extra columns (a Parquet input's column types
+kept). A CSV cell cannot hold a list (``step_scores``, a prompt of messages): such a cell is written as its JSON
+text. A table's columns are every key of any row, in order of first appearance (a key only some rows have is null
+on the others); rows must be of one shape (a ``prompt`` that is text on one row and messages on another does not
+fit one column): :meth:`RowsFile.check` and :func:`check_writable` say so before any row is scored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import decimal
 import gzip
-import io
+import itertools
 import json
-from collections.abc import Iterable, Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from rewardline.data.limits import Limits
 from rewardline.data.tables import PAIRS_DIRECTORY, stage_kind
 from rewardline.errors import BadInput
 from rewardline.ops import storage
@@ -45,6 +54,10 @@ DELIMITERS = {"csv": ",", "tsv": "\t"}
 _LAYOUT_NAMES = {"parquet": "Parquet table", "csv": "CSV file", "tsv": "TSV file"}
 #: The CSV / TSV columns whose cells may hold a JSON array (a prompt of messages, a PRM's steps).
 LIST_COLUMNS = ("prompt", "steps")
+#: Rows read, checked and scored at a time: memory holds one chunk of rows (and their tokens), not the file.
+CHUNK_ROWS = 8192
+#: Where a row is, for :class:`BadInput`: ``{"file": ..., "line": N}`` (JSONL) or ``{"file": "SOURCE: row N"}``.
+Where = dict[str, Any]
 
 
 def _suffix(name: str | Path) -> str:
@@ -62,26 +75,6 @@ def rows_layout(name: str | Path, head: bytes = b"") -> str:
     return layout or "jsonl"
 
 
-def read_rows_file(source: str | Path) -> tuple[bytes, str]:
-    """The content of a rows file (a local path or a URL), gunzipped, and its layout (:func:`rows_layout`).
-    A local path that is no file raises :class:`BadInput` saying what it is instead (:func:`not_a_rows_file`)."""
-    where = str(source)
-    if storage.is_remote(where):
-        data = storage.read_bytes(where)
-    else:
-        path = Path(where.removeprefix("file://"))
-        if not path.is_file():
-            raise BadInput(source, detail=f"{not_a_rows_file(path)}; expected a rows file: JSONL (one JSON object "
-                                          "per line), Parquet, CSV or TSV")
-        data = path.read_bytes()
-    if data.startswith(GZIP_MAGIC):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise BadInput(source, detail=f"not a readable gzip file ({err}); expected complete gzip data") from None
-    return data, rows_layout(where, data[:4])
-
-
 def not_a_rows_file(path: Path) -> str:
     """What ``path`` is instead of a rows file; a stage directory says which command reads it."""
     if not path.exists():
@@ -90,29 +83,6 @@ def not_a_rows_file(path: Path) -> str:
         return "a pairs directory (`rewardline evaluate --data` scores its splits; `rewardline export-pairs` writes " \
                "its texts as JSONL)"
     return "a directory"
-
-
-def read_table_rows(data: bytes, layout: str, source: str | Path) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """Each row of a Parquet / CSV / TSV file's ``data`` as ``(where, row)``: ``where`` names ``source`` and the row
-    for :class:`BadInput` (``{"file": "SOURCE: row N"}``), ``row`` is the row as a dict (CSV cells as text)."""
-    try:
-        if layout == "parquet":
-            table = pq.read_table(pa.BufferReader(data))
-        else:
-            header = data.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
-            names = next(csv.reader([header], delimiter=DELIMITERS[layout]), [])
-            table = pcsv.read_csv(io.BytesIO(data), parse_options=pcsv.ParseOptions(
-                delimiter=DELIMITERS[layout], newlines_in_values=True),
-                convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())))
-    except (pa.ArrowInvalid, OSError) as err:
-        raise BadInput(source, detail=f"not a readable {layout.upper()} file ({_first_line(err)}); expected a "
-                                      f"{_LAYOUT_NAMES[layout]} of rows with a header") from None
-    rows = table.to_pylist()
-    for name in set(LIST_COLUMNS).intersection(table.column_names) if layout != "parquet" else ():
-        for row in rows:
-            row[name] = _json_array(row[name])
-    for number, row in enumerate(rows, start=1):
-        yield {"file": f"{source}: row {number}"}, row
 
 
 def _json_array(cell: Any) -> Any:
@@ -143,39 +113,247 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _table(rows: list[dict[str, Any]], out: str | Path, layout: str) -> pa.Table:
+
+
+@dataclass(frozen=True)
+class RowsFile:
+    """An opened rows file (:func:`open_rows_file`): ``source`` as the user named it (in messages), ``path`` the
+    local file read (a remote file's downloaded copy), its ``layout`` (:func:`rows_layout`) and whether it is
+    ``gzipped``. Each pass (:meth:`rows`, :meth:`chunks`, :meth:`check`) reads it again from the start."""
+
+    source: str
+    path: Path
+    layout: str
+    gzipped: bool
+
+    @contextlib.contextmanager
+    def _stream(self) -> Iterator[IO[bytes]]:
+        with self.path.open("rb") as raw, (gzip.GzipFile(fileobj=raw) if self.gzipped else contextlib.nullcontext(raw)
+                                           ) as stream:
+            try:
+                yield stream
+            except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+                if not self.gzipped:
+                    raise
+                raise BadInput(self.source, detail=f"not a readable gzip file ({err}); expected complete gzip "
+                                                   "data") from None
+
+    def rows(self, limits: Limits | None = None) -> Iterator[tuple[Where, Any]]:
+        """``(where, row)`` of every row in file order; a JSONL line over ``limits.max_record_bytes`` raises
+        :class:`~rewardline.errors.TooLarge` before it is parsed, a line that is not JSON :class:`BadInput`."""
+        with self._stream() as stream:
+            if self.layout == "jsonl":
+                yield from _jsonl_rows(stream, self.source, limits or Limits())
+                return
+            rows = (row for batch in self._batches(stream) for row in self._decoded(batch.to_pylist()))
+            for number, row in enumerate(rows, start=1):
+                yield {"file": f"{self.source}: row {number}"}, row
+
+    def chunks(self, limits: Limits | None = None, size: int = CHUNK_ROWS) -> Iterator[list[tuple[Where, Any]]]:
+        """:meth:`rows` in lists of at most ``size``."""
+        rows = self.rows(limits)
+        while chunk := list(itertools.islice(rows, size)):
+            yield chunk
+
+    def check(self, check: Callable[[Any, Where], None], out: str | Path, limits: Limits | None = None,
+              size: int = CHUNK_ROWS) -> tuple[int, pa.Schema | None]:
+        """Read every row and ``check(row, where)`` it (the first bad row raises), before any work on the rows.
+        Returns the number of rows and, when ``out`` is a table layout, the schema of the rows' columns: a Parquet
+        input's own, else inferred and unified chunk by chunk (:func:`rows_schema`; rows that cannot form one table
+        raise :class:`BadInput`)."""
+        table_out = rows_layout(out) != "jsonl"
+        count, schema = 0, None
+        for chunk in self.chunks(limits, size):
+            for where, row in chunk:
+                check(row, where)
+            count += len(chunk)
+            if table_out and self.layout != "parquet":
+                schema = rows_schema([row for _, row in chunk], out, schema)
+        return count, pq.read_schema(self.path) if table_out and self.layout == "parquet" else schema
+
+    def _batches(self, stream: IO[bytes]) -> Iterator[pa.RecordBatch]:
+        """The table's record batches (Parquet or CSV / TSV, every CSV cell as text); a file Arrow cannot read
+        raises :class:`BadInput`."""
+        try:
+            if self.layout == "parquet":
+                yield from pq.ParquetFile(self.path).iter_batches(batch_size=CHUNK_ROWS)
+                return
+            header = stream.readline().decode("utf-8", "replace").lstrip("\ufeff")
+            names = next(csv.reader([header], delimiter=DELIMITERS[self.layout]), [])
+            with self._stream() as again:
+                yield from pcsv.open_csv(again, parse_options=pcsv.ParseOptions(
+                    delimiter=DELIMITERS[self.layout], newlines_in_values=True),
+                    convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
+            what = f"not a readable {self.layout.upper()} file ({_first_line(err)})"
+            raise BadInput(self.source, detail=f"{what}; expected a {_LAYOUT_NAMES[self.layout]} of rows with a "
+                                               "header") from None
+
+    def _decoded(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """CSV / TSV rows with their :data:`LIST_COLUMNS` cells that hold a JSON array read as that list."""
+        if self.layout in DELIMITERS:
+            for row in rows:
+                for name in LIST_COLUMNS:
+                    if name in row:
+                        row[name] = _json_array(row[name])
+        return rows
+
+
+@contextlib.contextmanager
+def open_rows_file(source: str | Path) -> Iterator[RowsFile]:
+    """Open a rows file (a local path or a URL; a remote one is downloaded once, to a temp file removed on exit).
+    A local path that is no file raises :class:`BadInput` saying what it is instead (:func:`not_a_rows_file`)."""
+    where = str(source)
+    with tempfile.TemporaryDirectory(prefix="rewardline-rows-") as folder:
+        if storage.is_remote(where):
+            path = Path(folder) / "input"
+            storage.download_file(where, path)
+        else:
+            path = Path(where.removeprefix("file://"))
+            if not path.is_file():
+                raise BadInput(source, detail=f"{not_a_rows_file(path)}; expected a rows file: JSONL (one JSON "
+                                              "object per line), Parquet, CSV or TSV")
+        with path.open("rb") as raw:
+            gzipped = raw.read(2) == GZIP_MAGIC
+        rows_file = RowsFile(where, path, "jsonl", gzipped)
+        with rows_file._stream() as stream:
+            layout = rows_layout(where, stream.read(4))
+        if layout == "parquet" and gzipped:  # Parquet is read by seeking: decompress it first
+            with rows_file._stream() as stream, (Path(folder) / "input.parquet").open("wb") as plain:
+                shutil.copyfileobj(stream, plain)
+            path, gzipped = Path(folder) / "input.parquet", False
+        yield RowsFile(where, path, layout, gzipped)
+
+
+def _jsonl_rows(stream: IO[bytes], source: str, limits: Limits) -> Iterator[tuple[Where, Any]]:
+    """``(where, value)`` of each non-blank line of a JSONL ``stream``, read no further than
+    ``limits.max_record_bytes`` per line (a longer line raises :class:`~rewardline.errors.TooLarge` with its
+    size); the first line that is not JSON raises :class:`BadInput` (a pretty-printed JSON array is named as one)."""
+    first = True
+    for number in itertools.count(1):
+        raw = stream.readline(limits.max_record_bytes + 2)
+        if not raw:
+            return
+        size = len(raw.rstrip(b"\r\n"))
+        while size > limits.max_record_bytes and not raw.endswith(b"\n") and (rest := stream.readline(1 << 20)):
+            size, raw = size + len(rest.rstrip(b"\r\n")), rest  # measure the rest of an oversized line, keep none
+        where: Where = {"file": source, "line": number}
+        limits.check_row("", "", **where, raw_bytes=size)
+        raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            what = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else \
+                f"not valid JSON ({err.msg} at column {err.colno})"
+            array = first and raw.lstrip().startswith(b"[")
+            raise BadInput(**where, detail=what + (
+                ": a JSON array, not JSONL; expected one JSON object per line (`jq -c '.[]' FILE`), or a Parquet, "
+                "CSV or TSV file named by its suffix" if array else "")) from None
+        first = False
+        yield where, value
+
+
+def rows_schema(rows: list[dict[str, Any]], out: str | Path, schema: pa.Schema | None = None) -> pa.Schema | None:
+    """The Arrow schema of ``rows`` for ``out``'s table layout (None for JSONL): a column per key of any row, in
+    order of first appearance, its type inferred from the values, unified with ``schema`` (a previous chunk's; a
+    column null so far takes the type it meets). Rows that do not fit one table raise :class:`BadInput`."""
+    layout = rows_layout(out)
+    if layout == "jsonl":
+        return None
+    names = dict.fromkeys(key for row in rows for key in row)
     try:
-        return pa.Table.from_pylist(rows)
+        chunk = pa.table({name: pa.array([row.get(name) for row in rows]) for name in names}).schema
+        return chunk if schema is None else pa.unify_schemas([schema, chunk], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
-        raise BadInput(out, detail=f"the rows do not fit one {layout.upper()} table ({_first_line(err)}); "
-                                   "expected rows of one shape, or write .jsonl") from None
+        raise _unfit(out, layout, err) from None
+
+
+def _unfit(out: str | Path, layout: str, err: Exception) -> BadInput:
+    return BadInput(out, detail=f"the rows do not fit one {layout.upper()} table ({_first_line(err)}); expected rows "
+                                "of one shape, or write .jsonl")
 
 
 def check_writable(rows: list[dict[str, Any]], out: str | Path) -> None:
     """Raise :class:`BadInput` now, before any scoring, if ``rows`` cannot be written to ``out``'s layout."""
+    rows_schema(rows, out)
+
+
+def with_columns(schema: pa.Schema | None, columns: dict[str, pa.DataType]) -> pa.Schema | None:
+    """``schema`` with each of ``columns`` set to its type (replaced in place, or appended); None stays None."""
+    if schema is None:
+        return None
+    for name, kind in columns.items():
+        index = schema.get_field_index(name)
+        schema = schema.set(index, pa.field(name, kind)) if index >= 0 else schema.append(pa.field(name, kind))
+    return schema
+
+
+@contextlib.contextmanager
+def rows_writer(out: str | Path, schema: pa.Schema | None = None) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
+    """A function that appends a chunk of rows to ``out`` (a local path or a URL) in the layout of its suffix
+    (gzip after ``.gz``); the file appears whole when the block ends without an error, and not at all otherwise
+    (:func:`rewardline.ops.storage.staged_output`). A table layout writes ``schema``'s columns (:func:`rows_schema`
+    of the rows to come; None: of the first chunk); a CSV / TSV cell of a list or struct column is its JSON text."""
     layout = rows_layout(out)
-    if layout != "jsonl" and rows:
-        _table(rows, out, layout)
+    with storage.staged_output(str(out)) as staged, staged.open("wb") as raw, \
+            (gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if _suffix_is_gz(out) else contextlib.nullcontext(raw)
+             ) as sink:
+        if layout == "jsonl":
+            yield lambda rows: sink.write("".join(json.dumps(row, default=_json_value) + "\n" for row in rows).encode())
+            return
+        table_sink = _TableSink(sink, layout, schema, out)
+        yield table_sink.write
+        table_sink.close()
+
+
+def _suffix_is_gz(out: str | Path) -> bool:
+    return Path(str(out).split("?", 1)[0]).suffix.lower() == ".gz"
+
+
+class _TableSink:
+    """Parquet / CSV / TSV record batches appended to ``sink`` under one schema (fixed by the first chunk when not
+    given); an empty output is a table with the schema's columns and no rows."""
+
+    def __init__(self, sink: IO[bytes], layout: str, schema: pa.Schema | None, out: str | Path) -> None:
+        self.sink, self.layout, self.schema, self.out = sink, layout, schema, out
+        self.writer: pq.ParquetWriter | pcsv.CSVWriter | None = None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if self.schema is None:
+            self.schema = rows_schema(rows, self.out)
+        try:
+            table = pa.Table.from_pylist(rows, schema=self.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise _unfit(self.out, self.layout, err) from None
+        if self.layout != "parquet":
+            table = _nested_as_json(table)
+        if self.writer is None:
+            options = pcsv.WriteOptions(delimiter=DELIMITERS.get(self.layout, ","))
+            self.writer = pq.ParquetWriter(self.sink, table.schema) if self.layout == "parquet" else \
+                pcsv.CSVWriter(self.sink, table.schema, write_options=options)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is None:
+            self.write([])
+        self.writer.close()
+
+
+def _nested_as_json(table: pa.Table) -> pa.Table:
+    """``table`` with each list or struct column replaced by its cells' JSON text (a CSV cell holds text)."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_nested(field.type):
+            texts = [None if v is None else json.dumps(v, default=_json_value) for v in table.column(index).to_pylist()]
+            table = table.set_column(index, field.name, pa.array(texts, pa.string()))
+    return table
 
 
 def write_rows(rows: Iterable[dict[str, Any]], out: str | Path) -> None:
-    """Write ``rows`` to ``out`` (a local path or a URL), whole or not at all, in the layout of its suffix
-    (:func:`rows_layout`; gzip after ``.gz``), a row's columns in its own order; in a CSV / TSV file a list or
-    struct cell is its JSON text. Rows Arrow cannot put in one table raise :class:`BadInput`
-    (:func:`check_writable` tells before the work is done)."""
-    layout = rows_layout(out)
-    if layout == "jsonl":
-        data = "".join(json.dumps(row, default=_json_value) + "\n" for row in rows).encode()
-    else:
-        table, sink = _table(list(rows), out, layout), io.BytesIO()
-        if layout == "parquet":
-            pq.write_table(table, sink)
-        else:
-            for index, field in enumerate(table.schema):
-                if pa.types.is_nested(field.type):
-                    texts = [None if v is None else json.dumps(v, default=_json_value)
-                             for v in table.column(index).to_pylist()]
-                    table = table.set_column(index, field.name, pa.array(texts, pa.string()))
-            pcsv.write_csv(table, sink, pcsv.WriteOptions(delimiter=DELIMITERS[layout]))
-        data = sink.getvalue()
-    storage.write_bytes(str(out), gzip.compress(data, mtime=0) if Path(str(out)).suffix.lower() == ".gz" else data)
+    """Write ``rows`` to ``out`` whole or not at all (:func:`rows_writer`, one chunk; the table's columns are
+    :func:`rows_schema`'s). Rows Arrow cannot put in one table raise :class:`BadInput` (:func:`check_writable`
+    tells before the work is done)."""
+    rows = list(rows)
+    with rows_writer(out, rows_schema(rows, out)) as write:
+        write(rows)

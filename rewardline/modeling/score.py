@@ -30,17 +30,18 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 from scipy.special import expit, ndtr
 
 from rewardline.data.limits import Limits
 from rewardline.errors import BadInput, NonFiniteError, json_type
 from rewardline.modeling.batching import length_batches
-from rewardline.modeling.rows_files import check_writable, read_rows_file, read_table_rows, write_rows
+from rewardline.modeling.rows_files import CHUNK_ROWS, open_rows_file, rows_writer, with_columns, write_rows
 
 if TYPE_CHECKING:
     from rewardline.modeling.device import Runtime
@@ -252,77 +253,81 @@ def read_score_rows(in_path: str | Path, check: Callable[[Any, dict[str, Any]], 
                     limits: Limits | None = None) -> list[dict]:
     """The rows of ``in_path``, a rows file (:mod:`rewardline.modeling.rows_files`: JSONL, Parquet, CSV or TSV; a
     local path or a URL), each checked by ``check`` (default :func:`check_score_row` within ``limits``: ``prompt``
-    text or messages, ``response`` text). Fails fast: the first malformed row raises :class:`BadInput` naming file,
-    line (a table's row) and field; a JSONL line over ``max_record_bytes`` raises
-    :class:`~rewardline.errors.TooLarge` before it is parsed."""
+    text or messages, ``response`` text), all in memory (``rerank`` groups them by prompt; ``score`` streams them
+    instead: :func:`score_jsonl`). Fails fast: the first malformed row raises :class:`BadInput` naming file, line
+    (a table's row) and field; a JSONL line over ``max_record_bytes`` raises :class:`~rewardline.errors.TooLarge`
+    before it is parsed."""
     limits = limits or Limits()
     check = check or functools.partial(check_score_row, limits=limits)
-    data, layout = read_rows_file(in_path)
-    rows = []
-    for where, row in read_table_rows(data, layout, in_path) if layout != "jsonl" else \
-            _jsonl_rows(data, in_path, limits):
-        check(row, where)
-        rows.append(row)
+    with open_rows_file(in_path) as rows_file:
+        rows = []
+        for where, row in rows_file.rows(limits):
+            check(row, where)
+            rows.append(row)
     return rows
-
-
-def _jsonl_rows(data: bytes, in_path: str | Path, limits: Limits) -> Iterator[tuple[dict[str, Any], Any]]:
-    """``(where, value)`` of each non-blank line of JSONL ``data``; the first line that is not JSON raises
-    :class:`BadInput` (a pretty-printed JSON array is named as one)."""
-    first = True
-    for number, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        where: dict[str, Any] = {"file": in_path, "line": number}
-        limits.check_row("", "", **where, raw_bytes=len(raw))
-        try:
-            value = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            what = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else \
-                f"not valid JSON ({err.msg} at column {err.colno})"
-            array = first and raw.lstrip().startswith(b"[")
-            raise BadInput(**where, detail=what + (
-                ": a JSON array, not JSONL; expected one JSON object per line (`jq -c '.[]' FILE`), or a Parquet, "
-                "CSV or TSV file named by its suffix" if array else "")) from None
-        first = False
-        yield where, value
 
 
 def score_jsonl(
     model_dir: Path | str, in_path: Path | str, out_path: Path | str, batch_tokens: int = 16384, normalize: bool = True,
     limits: Limits | None = None,
     aggregate: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> int:
     """Read ``{prompt, response, ...}`` rows from ``in_path``, write them to ``out_path`` with a ``reward`` field
     added (both rows files: JSONL, Parquet, CSV or TSV by suffix), and ``win_prob`` for an absolute-scale model.
     Returns the number of rows.
     A process reward model (:mod:`rewardline.modeling.step_scores`) reads ``{prompt, steps: [...]}`` rows and
     adds ``step_scores`` and ``reward`` (their ``aggregate``, default the model's ``step_aggregate``).
-    The first malformed row stops it (:class:`BadInput`, exit 2) before the model is loaded."""
+
+    Two passes over the file, each ``chunk_rows`` rows at a time, so memory holds one chunk, not the file: the first
+    checks every row (the first malformed row stops it, :class:`BadInput`, exit 2, before the model is loaded; so do
+    rows that cannot form the output's table), the second scores each chunk and appends it to the output, which
+    appears whole at the end (or not at all). A chunk is scored as :func:`score_texts` scores its rows (length-sorted,
+    packed to ``batch_tokens``), so the rewards do not depend on ``chunk_rows``."""
     from rewardline.modeling.device import select_runtime
     from rewardline.modeling.model import RewardModel
-    from rewardline.modeling.step_scores import check_step_row, is_process_model, score_step_rows
+    from rewardline.modeling.step_scores import STEP_COLUMNS, check_step_row, is_process_model, step_scored_rows
 
-    if is_process_model(model_dir):
-        rows = read_score_rows(in_path, check_step_row, limits)
-        check_writable(rows, out_path)
-        return score_step_rows(model_dir, rows, out_path, aggregate, batch_tokens)
-    rows = read_score_rows(in_path, limits=limits)
-    check_writable(rows, out_path)
-    model_dir = Path(model_dir)
-    model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device) if rows else (None, None)
+    limits = limits or Limits()
+    process = is_process_model(model_dir)
+    check = check_step_row if process else functools.partial(check_score_row, limits=limits)
+    with open_rows_file(in_path) as rows_file:
+        count, schema = rows_file.check(check, out_path, limits, chunk_rows)
+        if count == 0:
+            write_rows([], out_path)
+            return 0
+        model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device)
+        if process:
+            how = aggregate or model.config.step_aggregate
+            score_chunk, columns = functools.partial(step_scored_rows, model_dir, model, tokenizer, how=how,
+                                                     batch_tokens=batch_tokens), STEP_COLUMNS
+        else:
+            score_chunk = functools.partial(_scored_chunk, model_dir, model, tokenizer, batch_tokens, normalize)
+            columns = dict.fromkeys(("reward", "win_prob") if model.config.link else ("reward",), pa.float64())
+        with rows_writer(out_path, with_columns(schema, columns)) as write:
+            for chunk in rows_file.chunks(limits, chunk_rows):
+                write(score_chunk([row for _, row in chunk]))
+    return count
+
+
+def _scored_chunk(model_dir: Path | str, model: RewardModel, tokenizer: Any, batch_tokens: int, normalize: bool,
+                  rows: list[dict]) -> list[dict]:
+    """``rows`` with ``reward`` (and ``win_prob``) from the loaded ``model`` (:func:`score_texts`)."""
     rewards = score_texts(model_dir, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_tokens,
                           normalize, model=model, tokenizer=tokenizer)
-    link, residual_sd = (model.config.link, model.config.residual_sd) if model is not None else (None, 0.0)
-    return write_scored(rows, rewards, link, out_path, residual_sd)
+    return scored_rows(rows, rewards, model.config.link, model.config.residual_sd)
+
+
+def scored_rows(rows: list[dict], rewards: np.ndarray, link: str | None, residual_sd: float = 0.0) -> list[dict]:
+    """Each input row (input order) plus ``reward``, and ``win_prob`` (:func:`win_probability` with the model's
+    ``residual_sd``) when ``link`` is set (an absolute-scale model)."""
+    win_prob = win_probability(rewards, link, residual_sd) if link is not None else None
+    return [{**row, "reward": float(reward), **({} if win_prob is None else {"win_prob": float(win_prob[i])})}
+            for i, (row, reward) in enumerate(zip(rows, rewards, strict=True))]
 
 
 def write_scored(rows: list[dict], rewards: np.ndarray, link: str | None, out_path: Path | str,
                  residual_sd: float = 0.0) -> int:
-    """``out_path`` (a rows file, its layout by suffix): each input row (input order) plus ``reward``, and
-    ``win_prob`` (:func:`win_probability` with the model's ``residual_sd``) when ``link`` is set (an absolute-scale
-    model). Returns the rows written."""
-    win_prob = win_probability(rewards, link, residual_sd) if link is not None else None
-    write_rows(({**row, "reward": float(reward), **({} if win_prob is None else {"win_prob": float(win_prob[i])})}
-                for i, (row, reward) in enumerate(zip(rows, rewards, strict=True))), out_path)
+    """``out_path`` (a rows file, its layout by suffix): :func:`scored_rows`. Returns the rows written."""
+    write_rows(scored_rows(rows, rewards, link, residual_sd), out_path)
     return len(rows)

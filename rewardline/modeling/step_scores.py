@@ -24,15 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from rewardline.data.tables import json_safe
 from rewardline.errors import BadInput, NonFiniteError, json_type
-from rewardline.modeling.rows_files import write_rows
 
 if TYPE_CHECKING:
     from rewardline.modeling.model import RewardModel
 
 AGGREGATES = ("min", "prod", "last", "mean")
+#: The columns :func:`step_scored_rows` adds to a row, with their Arrow types.
+STEP_COLUMNS = {"step_scores": pa.list_(pa.float64()), "reward": pa.float64()}
 
 
 def aggregate_steps(scores: list[np.ndarray], how: str = "min") -> np.ndarray:
@@ -150,20 +152,14 @@ def check_step_row(row: Any, where: dict[str, Any]) -> None:
                            got=json_type(step) if not isinstance(step, str) else "an empty string")
 
 
-def score_step_rows(model_dir: Path | str, rows: list[dict], out_path: Path | str, aggregate: str | None = None,
-                    batch_tokens: int = 16384) -> int:
-    """Write ``rows`` to ``out_path`` (a rows file, :mod:`~rewardline.modeling.rows_files`) with ``step_scores``
-    (``p_k``, null for a dropped step) and ``reward`` (the aggregate: ``aggregate`` or the model's
-    ``step_aggregate``). Returns the number of rows."""
-    from rewardline.modeling.device import select_runtime
-    from rewardline.modeling.model import RewardModel
-
-    model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device)
-    how = aggregate or model.config.step_aggregate
+def step_scored_rows(model_dir: Path | str, model: RewardModel, tokenizer: Any, rows: list[dict], how: str,
+                     batch_tokens: int = 16384) -> list[dict]:
+    """``rows`` (checked by :func:`check_step_row`) with ``step_scores`` (``p_k``, null for a dropped step) and
+    ``reward`` (their aggregate ``how``: :func:`aggregate_steps`) from the process reward ``model`` loaded from
+    ``model_dir`` (:data:`STEP_COLUMNS`: the columns added)."""
     scores = score_steps(model, tokenizer, [r["prompt"] for r in rows], [r["steps"] for r in rows], batch_tokens)
     rewards = aggregate_steps(scores, how)
     if any(np.isinf(s).any() for s in scores):
         raise NonFiniteError(model_dir, detail="a step score is infinite; expected probabilities")
-    write_rows(({**row, **json_safe({"step_scores": s.tolist(), "reward": float(reward)})}  # unscored (NaN) → null
-                for row, s, reward in zip(rows, scores, rewards, strict=True)), out_path)
-    return len(rows)
+    return [{**row, **json_safe({"step_scores": s.tolist(), "reward": float(reward)})}  # unscored (NaN) → null
+            for row, s, reward in zip(rows, scores, rewards, strict=True)]

@@ -325,10 +325,8 @@ def write_bytes(uri: str, data: bytes) -> None:
             fs, path = filesystem(uri)
             chunk = {"chunksize": settings().multipart_chunksize} if is_s3(uri) else {}
             if is_s3(uri) and len(data) >= settings().multipart_threshold:
-                with tempfile.NamedTemporaryFile(suffix=".upload") as tmp:
-                    tmp.write(data)
-                    tmp.flush()
-                    upload_file(tmp.name, uri)
+                with staged_output(uri) as staged:
+                    staged.write_bytes(data)
                 return
             _atomic_remote(fs, path, lambda target: fs.pipe_file(target, data, **chunk))
             return
@@ -336,6 +334,35 @@ def write_bytes(uri: str, data: bytes) -> None:
             tmp.write_bytes(data)
     except (StorageError, PermissionDenied):
         raise
+    except Exception as err:
+        raise _fail("writing", uri, err) from err
+
+
+@contextlib.contextmanager
+def staged_output(uri: str) -> Iterator[Path]:
+    """A local file to write ``uri``'s content into, piece by piece; when the block ends without an error the file
+    becomes ``uri`` whole (a local target: fsynced and renamed into place; a remote one: :func:`upload_file`), and
+    on an error it is removed and ``uri`` is left as it was. Errors of the storage itself raise
+    :class:`StorageError` / :class:`~rewardline.errors.PermissionDenied`; the block's own errors pass unchanged."""
+    if is_remote(uri):
+        with tempfile.TemporaryDirectory(prefix="rewardline-staged-") as folder:
+            staged = Path(folder) / "staged"
+            staged.touch()
+            yield staged
+            upload_file(staged, uri)
+        return
+    atomic = _atomic_local(Path(uri.removeprefix("file://")))
+    try:
+        staged = atomic.__enter__()
+    except Exception as err:
+        raise _fail("writing", uri, err) from err
+    try:
+        yield staged
+    except BaseException as err:
+        atomic.__exit__(type(err), err, err.__traceback__)  # removes the staged file, then the error goes on
+        raise
+    try:
+        atomic.__exit__(None, None, None)
     except Exception as err:
         raise _fail("writing", uri, err) from err
 

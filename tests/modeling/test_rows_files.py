@@ -156,3 +156,46 @@ def test_a_csv_written_by_score_reads_back_as_the_same_rows(model_dir: Path, tmp
     assert [r["prompt"] for r in second] == [MESSAGES, MESSAGES]
     assert [r["note"] for r in second] == ["[not json", "[1, 2]"]  # other columns stay text
     assert [r["reward"] for r in second] == pytest.approx([r["reward"] for r in first], abs=1e-6)
+
+
+def test_score_streams_chunk_by_chunk_with_the_rewards_of_one_pass(model_dir: Path, tmp_path: Path, monkeypatch):
+    """`score` reads, scores and writes ``chunk_rows`` rows at a time (memory holds a chunk, not the file): the
+    rewards do not depend on the chunk size, and a table's columns are every key of any chunk (a column null in the
+    first chunk takes its type from a later one; a key only the last row has is kept, where one table built from
+    the first row's keys dropped it)."""
+    import rewardline.modeling.score as score_module
+
+    rows = [{**row, "note": None} for row in ROWS] + [{"prompt": "name a prime", "response": "2", "note": "even",
+                                                       "id": 4, "judge": "gpt"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    score_jsonl(model_dir, tmp_path / "in.jsonl", tmp_path / "whole.jsonl")
+    whole = [json.loads(line) for line in (tmp_path / "whole.jsonl").read_text().splitlines()]
+    sizes: list[int] = []
+    real = score_module.score_texts
+    monkeypatch.setattr(score_module, "score_texts", lambda *a, **k: sizes.append(len(a[1])) or real(*a, **k))
+    for out in ("chunked.parquet", "chunked.csv", "chunked.jsonl.gz"):
+        assert score_jsonl(model_dir, tmp_path / "in.jsonl", tmp_path / out, chunk_rows=3) == 4
+        if out.endswith(".parquet"):
+            got = pq.read_table(tmp_path / out).to_pylist()
+        elif out.endswith(".csv"):
+            got = pcsv.read_csv(tmp_path / out).to_pylist()
+        else:
+            got = [json.loads(line) for line in gzip.decompress((tmp_path / out).read_bytes()).splitlines()]
+        assert [r["reward"] for r in got] == pytest.approx([r["reward"] for r in whole], abs=1e-6), out
+        assert [r["note"] or None for r in got] == [None, None, None, "even"], out  # CSV: null is an empty cell
+        assert [r.get("judge") or None for r in got] == [None, None, None, "gpt"], out
+    assert sizes == [3, 1] * 3  # each chunk scored on its own
+
+
+def test_an_oversized_jsonl_line_is_measured_without_being_held(tmp_path: Path):
+    """A JSONL line over ``max_record_bytes`` is refused with its whole size, read in bounded pieces."""
+    from rewardline.data.limits import Limits
+    from rewardline.errors import TooLarge
+
+    huge = json.dumps({"prompt": "p", "response": "x" * 3_000_000})
+    (tmp_path / "in.jsonl").write_text(json.dumps(ROWS[0]) + "\n" + huge + "\n" + json.dumps(ROWS[1]) + "\n")
+    with pytest.raises(TooLarge) as err:
+        read_score_rows(tmp_path / "in.jsonl", limits=Limits(max_record_bytes=1_000))
+    assert err.value.size == len(huge) and str(err.value).startswith(f"{tmp_path / 'in.jsonl'}:2: ")
+    assert len(read_score_rows(tmp_path / "in.jsonl", limits=Limits(max_record_bytes=4_000_000,
+                                                                  max_response_chars=4_000_000))) == 3

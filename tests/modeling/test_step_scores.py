@@ -140,3 +140,26 @@ def test_rerank_and_evaluate_refuse_a_process_reward_model(prm_dir: Path, tmp_pa
     result = CliRunner().invoke(app, [command, "--model", str(prm_dir), *data, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert f"{prm_dir}: a process reward model; {command}" in result.output
+
+
+def test_step_scores_are_the_same_chunk_by_chunk_and_into_a_table(prm_dir, tmp_path):
+    """`score` streams a PRM's rows in chunks too: one row per chunk gives the scores of one chunk, and a Parquet
+    output holds the step scores as a list column (a solution with no scored step: [null], reward null)."""
+    import pyarrow.parquet as pq
+
+    from rewardline.modeling.score import score_jsonl
+
+    rows = [{"prompt": "What is 3 plus 4?", "steps": ["3 + 4 = 7", "The answer is 7"]},
+            {"prompt": "Count.", "steps": ["apple " * 200]},  # longer than max_length: never scored
+            {"prompt": "Name a prime.", "steps": ["7 is prime"], "id": 3}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert score_jsonl(prm_dir, src, tmp_path / "whole.jsonl") == 3
+    assert score_jsonl(prm_dir, src, tmp_path / "chunked.parquet", chunk_rows=1) == 3
+    whole = [json.loads(line) for line in (tmp_path / "whole.jsonl").read_text().splitlines()]
+    chunked = pq.read_table(tmp_path / "chunked.parquet").to_pylist()
+    assert [r["id"] for r in chunked] == [None, None, 3]  # a key of a later chunk's row is a column
+    assert chunked[1]["step_scores"] == [None] and chunked[1]["reward"] is None and whole[1]["reward"] is None
+    for i in (0, 2):
+        assert chunked[i]["step_scores"] == pytest.approx(whole[i]["step_scores"], abs=1e-6)
+        assert chunked[i]["reward"] == pytest.approx(whole[i]["reward"], abs=1e-6)

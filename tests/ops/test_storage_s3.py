@@ -40,6 +40,28 @@ def test_local_list_read_write(tmp_path: Path) -> None:
         storage.list_files(str(tmp_path / "missing"))
 
 
+@pytest.mark.parametrize("remote", [False, True])
+def test_a_staged_output_appears_whole_or_not_at_all(tmp_path: Path, remote: bool, request) -> None:
+    """`staged_output` (what `score` streams its chunks into): written piece by piece, the target appears only when
+    the block succeeds; an error in the block leaves the old target (or none) and no temp file behind."""
+    if remote:
+        s3 = request.getfixturevalue("s3_env")
+        target = f"s3://{s3.bucket}/staged/{tmp_path.name}/out.jsonl"
+    else:
+        target = str(tmp_path / "out" / "out.jsonl")
+    with storage.staged_output(target) as staged, staged.open("wb") as sink:
+        for piece in (b"1\n", b"2\n"):
+            sink.write(piece)
+            assert not storage.exists(target)  # nothing visible while it is written
+    assert storage.read_bytes(target) == b"1\n2\n"
+    with pytest.raises(RuntimeError, match="killed mid-write"), storage.staged_output(target) as staged:
+        staged.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert storage.read_bytes(target) == b"1\n2\n"  # the old content, untouched
+    if not remote:
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["out.jsonl"]  # no .part left
+
+
 def test_s3_pagination_and_round_trip(s3_env) -> None:
     prefix = f"s3://{s3_env.bucket}/many/"
     uris = [f"{prefix}part-{i:05d}.jsonl" for i in range(N_OBJECTS)]

@@ -1,0 +1,100 @@
+"""Peak memory and time of `rewardline score` against the size of its input file: this checkout, and another
+checkout (the code before streaming) in the same run.
+
+    python benchmarks/bench_score_memory.py --rows 20000 100000 300000 [--base /tmp/rl-base] [--layout jsonl]
+        [--dir /tmp/score-mem] [--results benchmarks/results/score_memory.jsonl]
+
+Writes ``rows`` synthetic ``{prompt, response, id}`` rows (seeded: 20–120-word prompts, 20–200-word responses,
+about 1.2 kB a row) as JSONL or Parquet, trains a tiny-bert reward model once (2 steps: the model's quality is
+beside the point, a small model keeps the run short so that the rows, not the forward passes, dominate memory),
+then runs ``python -m rewardline.cli score`` on each file in a fresh process per checkout under
+``/usr/bin/time -v`` and records wall seconds and peak RSS. With ``--base``, the same command runs with
+``PYTHONPATH`` at that checkout (``git worktree add /tmp/rl-base COMMIT``), and the two outputs' rewards are
+compared (max |Δ|).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+HERE = Path(__file__).resolve().parents[1]
+WORDS = ("the", "a", "reward", "model", "scores", "prompt", "response", "with", "scalar", "trained", "on", "preference",
+         "pairs", "signal", "optimise", "annotators", "rank", "answers", "judge", "helpful", "harmless")
+
+
+def write_rows(path: Path, n: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    rows = [{"prompt": " ".join(rng.choices(WORDS, k=rng.randint(20, 120))),
+             "response": " ".join(rng.choices(WORDS, k=rng.randint(20, 200))), "id": i} for i in range(n)]
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def run_score(checkout: Path, model: Path, source: Path, out: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(checkout), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = ["/usr/bin/time", "-v", sys.executable, "-m", "rewardline.cli", "-q", "score", "--model", str(model),
+               "--input", str(source), "--out", str(out)]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=checkout)
+    if run.returncode != 0:
+        return {"returncode": run.returncode, "error": run.stderr.strip().splitlines()[-3:]}
+    wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", run.stderr)
+    hours, minutes, seconds = (float(g or 0) for g in wall.groups())
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1))
+    return {"returncode": 0, "wall_s": round(hours * 3600 + minutes * 60 + seconds, 1),
+            "peak_rss_mb": round(rss_kb / 1024)}
+
+
+def rewards(path: Path) -> list[float]:
+    if path.suffix == ".parquet":
+        return pq.read_table(path, columns=["reward"])["reward"].to_pylist()
+    return [json.loads(line)["reward"] for line in path.read_text().splitlines()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[20_000, 100_000])
+    parser.add_argument("--base", type=Path, help="another checkout to run the same command with, in the same run")
+    parser.add_argument("--layout", choices=("jsonl", "parquet"), default="jsonl")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/score-mem"))
+    parser.add_argument("--results", type=Path)
+    args = parser.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    model = args.dir / "tiny-rm"
+    if not model.exists():
+        subprocess.run([sys.executable, "-m", "rewardline.cli", "-q", "train", "--data", str(HERE / "data" / "pairs"),
+                        "--out", str(model), "--set", "backbone=tiny-bert", "--set", "freeze_layers=0",
+                        "--set", "max_steps=2", "--set", f"checkpoint_dir={args.dir / 'checkpoints'}"],
+                       check=True, cwd=HERE, env={**os.environ, "PYTHONPATH": str(HERE)})
+    checkouts = {"this": HERE, **({"base": args.base.resolve()} if args.base else {})}
+    for n in args.rows:
+        source = args.dir / f"rows{n}.{args.layout}"
+        if not source.exists():
+            write_rows(source, n)
+        outputs = {}
+        for name, checkout in checkouts.items():
+            outputs[name] = args.dir / f"scored{n}-{name}.{args.layout}"
+            result = {"rows": n, "layout": args.layout, "file_mb": round(source.stat().st_size / 1e6, 1),
+                      "checkout": name, **run_score(checkout, model, source, outputs[name])}
+            if name == "base" and result["returncode"] == 0:
+                result["max_abs_reward_diff"] = max(abs(a - b) for a, b in zip(
+                    rewards(outputs["this"]), rewards(outputs["base"]), strict=True))
+            print(json.dumps(result), flush=True)
+            if args.results:
+                with args.results.open("a") as sink:
+                    sink.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
