@@ -180,7 +180,7 @@ class RowsFile:
                 return
             header = stream.readline().decode("utf-8", "replace").lstrip("\ufeff")
             names = next(csv.reader([header], delimiter=DELIMITERS[self.layout]), [])
-            with self._stream() as again:
+            with self._stream() as again:  # from the start, header included: a header-only file is zero rows
                 yield from pcsv.open_csv(again, parse_options=pcsv.ParseOptions(
                     delimiter=DELIMITERS[self.layout], newlines_in_values=True),
                     convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())))

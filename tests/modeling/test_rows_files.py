@@ -77,6 +77,8 @@ def test_a_bad_table_row_is_named_by_file_row_and_field(tmp_path: Path):
     (tmp_path / "in.csv").write_text("prompt,answer\np,r\n")
     with pytest.raises(BadInput, match=r"in\.csv: row 1: field 'response': missing; expected a string$"):
         read_score_rows(tmp_path / "in.csv")
+    (tmp_path / "header-only.csv").write_text("\ufeffprompt,response\n")
+    assert read_score_rows(tmp_path / "header-only.csv") == []  # a header and no rows: zero rows, not an error
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(BadInput, match=r"broken\.parquet: not a readable PARQUET file \(.+\); expected a Parquet "
                                        r"table of rows with a header$"):
