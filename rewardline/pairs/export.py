@@ -65,10 +65,11 @@ def trl_rows(pairs: pa.Table, prompts: pa.Table, responses: pa.Table, pairs_dir:
     return rows, int((~decided).sum())
 
 
-def _write_jsonl(table: pa.Table, path: Path) -> None:
+def _write_jsonl(table: pa.Table, path: Path, batch_rows: int = 8192) -> None:
+    """``table`` as JSON lines, ``batch_rows`` rows at a time (Python objects for one batch, not the table)."""
     with path.open("wb") as out:
-        for row in table.to_pylist():
-            out.write(orjson.dumps(row) + b"\n")
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            out.write(b"".join(orjson.dumps(row) + b"\n" for row in batch.to_pylist()))
 
 
 def export_pairs(pairs_dir: Path, out_dir: Path, fmt: str = "trl", files: FileFormat = "both",

@@ -130,3 +130,13 @@ def test_export_leaves_out_tied_pairs_and_names_a_bad_directory(tmp_path: Path) 
         in bad.output.replace("\n", "")  # what to run instead
     bad = runner.invoke(app, ["export-pairs", str(original), "--out", str(tmp_path / "x"), "--format", "csv"])
     assert bad.exit_code == 2 and "not supported" in bad.output
+
+
+def test_jsonl_is_written_batch_by_batch_with_every_row(tmp_path: Path):
+    import pyarrow as pa
+
+    from rewardline.pairs.export import _write_jsonl
+
+    table = pa.table({"prompt": [f"p{i}" for i in range(5)], "chosen": ["a"] * 5, "margin": [0.5, 0.0, 1.0, 2.0, 0.25]})
+    _write_jsonl(table, tmp_path / "out.jsonl", batch_rows=2)  # batches of 2, 2 and 1 rows
+    assert [orjson.loads(line) for line in (tmp_path / "out.jsonl").read_bytes().splitlines()] == table.to_pylist()
