@@ -1,8 +1,8 @@
-"""Peak memory and time of `rewardline score` against the size of its input file: this checkout, and another
-checkout (the code before streaming) in the same run.
+"""Peak memory and time of `rewardline score` (or `rerank`) against the size of its input file: this checkout, and
+another checkout (the code before streaming) in the same run.
 
     python benchmarks/bench_score_memory.py --rows 20000 100000 300000 [--base /tmp/rl-base] [--layout jsonl]
-        [--dir /tmp/score-mem] [--results benchmarks/results/score_memory.jsonl]
+        [--command score|rerank] [--dir /tmp/score-mem] [--results benchmarks/results/score_memory.jsonl]
 
 Writes ``rows`` synthetic ``{prompt, response, id}`` rows (seeded: 20–120-word prompts, 20–200-word responses,
 about 1.2 kB a row) as JSONL or Parquet, trains a tiny-bert reward model once (2 steps: the model's quality is
@@ -10,7 +10,9 @@ beside the point, a small model keeps the run short so that the rows, not the fo
 then runs ``python -m rewardline.cli score`` on each file in a fresh process per checkout under
 ``/usr/bin/time -v`` and records wall seconds and peak RSS. With ``--base``, the same command runs with
 ``PYTHONPATH`` at that checkout (``git worktree add /tmp/rl-base COMMIT``), and the two outputs' rewards are
-compared (max |Δ|).
+compared (max |Δ|). ``--command rerank`` runs ``rewardline rerank`` instead, on rows whose prompts repeat: 16
+candidates per prompt, interleaved (row i has prompt i mod rows/16, so every prompt's candidates span the file);
+its comparison also checks that both outputs list the same ids with the same ranks.
 """
 
 from __future__ import annotations
@@ -32,19 +34,21 @@ WORDS = ("the", "a", "reward", "model", "scores", "prompt", "response", "with", 
          "pairs", "signal", "optimise", "annotators", "rank", "answers", "judge", "helpful", "harmless")
 
 
-def write_rows(path: Path, n: int, seed: int = 0) -> None:
+def write_rows(path: Path, n: int, seed: int = 0, per_prompt: int = 1) -> None:
+    """``n`` rows, each prompt shared by ``per_prompt`` of them (row i: prompt i mod n/per_prompt)."""
     rng = random.Random(seed)
-    rows = [{"prompt": " ".join(rng.choices(WORDS, k=rng.randint(20, 120))),
-             "response": " ".join(rng.choices(WORDS, k=rng.randint(20, 200))), "id": i} for i in range(n)]
+    prompts = [" ".join(rng.choices(WORDS, k=rng.randint(20, 120))) for _ in range(max(1, n // per_prompt))]
+    rows = [{"prompt": prompts[i % len(prompts)], "response": " ".join(rng.choices(WORDS, k=rng.randint(20, 200))),
+             "id": i} for i in range(n)]
     if path.suffix == ".parquet":
         pq.write_table(pa.Table.from_pylist(rows), path)
     else:
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def run_score(checkout: Path, model: Path, source: Path, out: Path) -> dict:
+def run_score(checkout: Path, model: Path, source: Path, out: Path, cli_command: str = "score") -> dict:
     env = {**os.environ, "PYTHONPATH": str(checkout), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "rewardline.cli", "-q", "score", "--model", str(model),
+    command = ["/usr/bin/time", "-v", sys.executable, "-m", "rewardline.cli", "-q", cli_command, "--model", str(model),
                "--input", str(source), "--out", str(out)]
     run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=checkout)
     if run.returncode != 0:
@@ -56,10 +60,22 @@ def run_score(checkout: Path, model: Path, source: Path, out: Path) -> dict:
             "peak_rss_mb": round(rss_kb / 1024)}
 
 
-def rewards(path: Path) -> list[float]:
+def output_columns(path: Path, names: tuple[str, ...]) -> list[tuple]:
+    """The ``names`` columns of an output file, row by row."""
     if path.suffix == ".parquet":
-        return pq.read_table(path, columns=["reward"])["reward"].to_pylist()
-    return [json.loads(line)["reward"] for line in path.read_text().splitlines()]
+        table = pq.read_table(path, columns=list(names))
+        return list(zip(*(table[name].to_pylist() for name in names), strict=True))
+    return [tuple(row[name] for name in names) for row in map(json.loads, path.read_text().splitlines())]
+
+
+def compare(this: Path, base: Path, cli_command: str) -> dict:
+    """max |Δ reward| between two outputs (row by row), and for ``rerank`` whether ids and ranks agree."""
+    names = ("reward", "id", "rank") if cli_command == "rerank" else ("reward",)
+    ours, theirs = output_columns(this, names), output_columns(base, names)
+    result = {"max_abs_reward_diff": max(abs(a[0] - b[0]) for a, b in zip(ours, theirs, strict=True))}
+    if cli_command == "rerank":
+        result["same_ids_and_ranks"] = [a[1:] for a in ours] == [b[1:] for b in theirs]
+    return result
 
 
 def main() -> None:
@@ -67,6 +83,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[20_000, 100_000])
     parser.add_argument("--base", type=Path, help="another checkout to run the same command with, in the same run")
     parser.add_argument("--layout", choices=("jsonl", "parquet"), default="jsonl")
+    parser.add_argument("--command", choices=("score", "rerank"), default="score")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/score-mem"))
     parser.add_argument("--results", type=Path)
     args = parser.parse_args()
@@ -79,17 +96,18 @@ def main() -> None:
                        check=True, cwd=HERE, env={**os.environ, "PYTHONPATH": str(HERE)})
     checkouts = {"this": HERE, **({"base": args.base.resolve()} if args.base else {})}
     for n in args.rows:
-        source = args.dir / f"rows{n}.{args.layout}"
+        per_prompt = 16 if args.command == "rerank" else 1
+        source = args.dir / f"rows{n}{'-grouped' if per_prompt > 1 else ''}.{args.layout}"
         if not source.exists():
-            write_rows(source, n)
+            write_rows(source, n, per_prompt=per_prompt)
         outputs = {}
         for name, checkout in checkouts.items():
-            outputs[name] = args.dir / f"scored{n}-{name}.{args.layout}"
-            result = {"rows": n, "layout": args.layout, "file_mb": round(source.stat().st_size / 1e6, 1),
-                      "checkout": name, **run_score(checkout, model, source, outputs[name])}
+            outputs[name] = args.dir / f"{args.command}d{n}-{name}.{args.layout}"
+            result = {"command": args.command, "rows": n, "layout": args.layout,
+                      "file_mb": round(source.stat().st_size / 1e6, 1), "checkout": name,
+                      **run_score(checkout, model, source, outputs[name], args.command)}
             if name == "base" and result["returncode"] == 0:
-                result["max_abs_reward_diff"] = max(abs(a - b) for a, b in zip(
-                    rewards(outputs["this"]), rewards(outputs["base"]), strict=True))
+                result.update(compare(outputs["this"], outputs["base"], args.command))
             print(json.dumps(result), flush=True)
             if args.results:
                 with args.results.open("a") as sink:

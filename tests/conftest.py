@@ -39,6 +39,18 @@ def load_benchmark(name: str):
     return module
 
 
+def read_score_rows(path: Path | str, limits: object = None) -> list[dict]:
+    """The rows of a rows file in memory, each checked as `rewardline score` checks them (the first bad row raises,
+    naming file, line and field)."""
+    from rewardline.data.limits import Limits
+    from rewardline.modeling.rows_files import open_rows_file
+    from rewardline.modeling.score import check_score_row
+
+    limits = limits or Limits()
+    with open_rows_file(path) as rows_file:
+        return [row for where, row in rows_file.rows(limits) if check_score_row(row, where, limits) is None]
+
+
 def save_tiny_reward_model(root: Path, max_length: int, reward_mean: float = 0.0) -> Path:
     """A reward model on the seeded 2-layer ``tiny-bert`` (built under ``root/backbone``), saved to
     ``root/model`` with its stored ``reward_mean``; returns the model directory."""

@@ -49,7 +49,7 @@ def rerank(
                 from rewardline.serving.ray_engine import rerank_jsonl_ray
 
                 return rerank_jsonl_ray(path, input, out, top_k, batch_tokens, ray)
-            from rewardline.serving.rerank import rerank_jsonl
+            from rewardline.serving.rerank_file import rerank_jsonl
 
             return rerank_jsonl(path, input, out, top_k, batch_tokens)
 

@@ -28,9 +28,11 @@ than Φ(r), and serving Φ(r) would be overconfident by exactly that residual (s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -249,22 +251,9 @@ def check_score_row(row: Any, where: dict[str, Any], limits: Limits | None = Non
     (limits or Limits()).check_row(message_list(row["prompt"])[0], row["response"], **where)
 
 
-def read_score_rows(in_path: str | Path, check: Callable[[Any, dict[str, Any]], None] | None = None,
-                    limits: Limits | None = None) -> list[dict]:
-    """The rows of ``in_path``, a rows file (:mod:`rewardline.modeling.rows_files`: JSONL, Parquet, CSV or TSV; a
-    local path or a URL), each checked by ``check`` (default :func:`check_score_row` within ``limits``: ``prompt``
-    text or messages, ``response`` text), all in memory (``rerank`` groups them by prompt; ``score`` streams them
-    instead: :func:`score_jsonl`). Fails fast: the first malformed row raises :class:`BadInput` naming file, line
-    (a table's row) and field; a JSONL line over ``max_record_bytes`` raises :class:`~rewardline.errors.TooLarge`
-    before it is parsed."""
-    limits = limits or Limits()
-    check = check or functools.partial(check_score_row, limits=limits)
-    with open_rows_file(in_path) as rows_file:
-        rows = []
-        for where, row in rows_file.rows(limits):
-            check(row, where)
-            rows.append(row)
-    return rows
+#: What :func:`score_jsonl` scores chunks with: a context manager factory yielding ``(score_chunk, columns)``, the
+#: function from a chunk of rows to the scored rows, and the columns (name → Arrow type) it adds.
+ChunkScoring = Callable[[], AbstractContextManager[tuple[Callable[[list[dict]], list[dict]], dict[str, pa.DataType]]]]
 
 
 def score_jsonl(
@@ -272,6 +261,7 @@ def score_jsonl(
     limits: Limits | None = None,
     aggregate: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    scoring: ChunkScoring | None = None,
 ) -> int:
     """Read ``{prompt, response, ...}`` rows from ``in_path``, write them to ``out_path`` with a ``reward`` field
     added (both rows files: JSONL, Parquet, CSV or TSV by suffix), and ``win_prob`` for an absolute-scale model.
@@ -283,31 +273,46 @@ def score_jsonl(
     checks every row (the first malformed row stops it, :class:`BadInput`, exit 2, before the model is loaded; so do
     rows that cannot form the output's table), the second scores each chunk and appends it to the output, which
     appears whole at the end (or not at all). A chunk is scored as :func:`score_texts` scores its rows (length-sorted,
-    packed to ``batch_tokens``), so the rewards do not depend on ``chunk_rows``."""
-    from rewardline.modeling.device import select_runtime
-    from rewardline.modeling.model import RewardModel
-    from rewardline.modeling.step_scores import STEP_COLUMNS, check_step_row, is_process_model, step_scored_rows
+    packed to ``batch_tokens``), so the rewards do not depend on ``chunk_rows``. ``scoring``: score the chunks
+    elsewhere (``--engine ray``: :mod:`rewardline.serving.ray_engine`); default the model loaded in this process."""
+    from rewardline.modeling.step_scores import check_step_row, is_process_model
 
     limits = limits or Limits()
-    process = is_process_model(model_dir)
+    process = scoring is None and is_process_model(model_dir)
     check = check_step_row if process else functools.partial(check_score_row, limits=limits)
     with open_rows_file(in_path) as rows_file:
         count, schema = rows_file.check(check, out_path, limits, chunk_rows)
         if count == 0:
             write_rows([], out_path)
             return 0
-        model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device)
-        if process:
-            how = aggregate or model.config.step_aggregate
-            score_chunk, columns = functools.partial(step_scored_rows, model_dir, model, tokenizer, how=how,
-                                                     batch_tokens=batch_tokens), STEP_COLUMNS
-        else:
-            score_chunk = functools.partial(_scored_chunk, model_dir, model, tokenizer, batch_tokens, normalize)
-            columns = dict.fromkeys(("reward", "win_prob") if model.config.link else ("reward",), pa.float64())
-        with rows_writer(out_path, with_columns(schema, columns)) as write:
+        scoring = scoring or functools.partial(_local_scoring, model_dir, batch_tokens, normalize, process, aggregate)
+        with scoring() as (score_chunk, columns), rows_writer(out_path, with_columns(schema, columns)) as write:
             for chunk in rows_file.chunks(limits, chunk_rows):
                 write(score_chunk([row for _, row in chunk]))
     return count
+
+
+@contextlib.contextmanager
+def _local_scoring(model_dir: Path | str, batch_tokens: int, normalize: bool, process: bool, aggregate: str | None,
+                   ) -> Iterator[tuple[Callable[[list[dict]], list[dict]], dict[str, pa.DataType]]]:
+    """:data:`ChunkScoring` with the model loaded in this process: an outcome model's :func:`_scored_chunk`, or a
+    process model's :func:`~rewardline.modeling.step_scores.step_scored_rows` (``aggregate``: its reward)."""
+    from rewardline.modeling.device import select_runtime
+    from rewardline.modeling.model import RewardModel
+    from rewardline.modeling.step_scores import STEP_COLUMNS, step_scored_rows
+
+    model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device)
+    if process:
+        yield functools.partial(step_scored_rows, model_dir, model, tokenizer, how=aggregate or
+                                model.config.step_aggregate, batch_tokens=batch_tokens), STEP_COLUMNS
+    else:
+        yield (functools.partial(_scored_chunk, model_dir, model, tokenizer, batch_tokens, normalize),
+               reward_columns(model.config.link))
+
+
+def reward_columns(link: str | None) -> dict[str, pa.DataType]:
+    """The columns scoring adds: ``reward``, and ``win_prob`` for an absolute-scale model (``link`` set)."""
+    return dict.fromkeys(("reward", "win_prob") if link else ("reward",), pa.float64())
 
 
 def _scored_chunk(model_dir: Path | str, model: RewardModel, tokenizer: Any, batch_tokens: int, normalize: bool,
@@ -324,10 +329,3 @@ def scored_rows(rows: list[dict], rewards: np.ndarray, link: str | None, residua
     win_prob = win_probability(rewards, link, residual_sd) if link is not None else None
     return [{**row, "reward": float(reward), **({} if win_prob is None else {"win_prob": float(win_prob[i])})}
             for i, (row, reward) in enumerate(zip(rows, rewards, strict=True))]
-
-
-def write_scored(rows: list[dict], rewards: np.ndarray, link: str | None, out_path: Path | str,
-                 residual_sd: float = 0.0) -> int:
-    """``out_path`` (a rows file, its layout by suffix): :func:`scored_rows`. Returns the rows written."""
-    write_rows(scored_rows(rows, rewards, link, residual_sd), out_path)
-    return len(rows)

@@ -1,20 +1,21 @@
 """Scoring on a Ray cluster: ``rewardline score --engine ray`` and ``rewardline rerank --engine ray``.
 
-The driver reads and checks the input exactly as in-process scoring does
-(:func:`rewardline.modeling.score.read_score_rows`: the first malformed row stops it, exit 2, before any
-cluster starts), then maps the rows over a Ray Data pipeline::
+The driver streams the input exactly as in-process scoring does (:func:`rewardline.modeling.score.score_jsonl`,
+:func:`rewardline.serving.rerank_file.rerank_jsonl`): every row is checked first (the first malformed row stops
+it, exit 2, before any cluster starts), then the file is read ``RayOptions.chunk_rows`` rows at a time, and each
+chunk is mapped over a Ray Data pipeline (:class:`RayScorer`)::
 
-    rows ──from_items──▶ blocks ──map_batches(RewardActor, one actor per GPU, else per CPU)──▶ (row, reward)
+    chunk ──from_items──▶ blocks ──map_batches(RewardActor, one actor per GPU, else per CPU)──▶ (row, reward)
 
-Each actor loads the reward model once and scores its batches with
+Each actor loads the reward model once per chunk and scores its batches with
 :func:`rewardline.modeling.score.score_texts`, so row ``i`` gets the in-process reward
 
     r_i = f_θ(prompt_i, response_i) − reward_mean     (no shift for an absolute-scale model)
 
 whatever batch it lands in (batches differ only in padding, which the attention mask removes: equal to
 float32 rounding). Results come back keyed by row index and are put back in input order; the output is
-then written by the in-process writers (:func:`~rewardline.modeling.score.write_scored`,
-:func:`~rewardline.serving.rerank.rank_rows`), so rows, order and columns are those of ``--engine local``.
+written by the in-process writers, so rows, order and columns are those of ``--engine local``, and the
+driver's memory holds one chunk, not the file.
 
 The cluster: ``address`` joins a running one (``ray start --head`` / ``auto`` / ``ray://host:port``; the model
 directory must then be readable at the same path on every node), otherwise a local one is started on
@@ -24,10 +25,11 @@ directory must then be readable at the same path on every node), otherwise a loc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,19 +39,22 @@ import numpy as np
 
 from rewardline.data.limits import Limits
 from rewardline.errors import ConfigError
-from rewardline.modeling.rows_files import check_writable
-from rewardline.modeling.score import read_score_rows, residual_sd_of, score_texts, write_scored
-from rewardline.serving.rerank import rank_rows, read_temperature, write_reranked
+from rewardline.modeling.score import reward_columns, score_jsonl, score_texts, scored_rows
+from rewardline.serving.rerank import read_temperature
+from rewardline.serving.rerank_file import rerank_jsonl
 
 
 @dataclass(frozen=True)
 class RayOptions:
     """Where and how wide to score: ``address`` of a running cluster (None: start a local one), ``actors``
-    (None: one per GPU of the cluster, else one per CPU), ``batch_rows`` rows per ``map_batches`` call."""
+    (None: one per GPU of the cluster, else one per CPU), ``batch_rows`` rows per ``map_batches`` call,
+    ``chunk_rows`` rows of the file per Ray dataset (the driver holds one chunk; a dataset starts its own actors,
+    each loading the model, so chunks are large)."""
 
     address: str | None = None
     actors: int | None = None
     batch_rows: int = 256
+    chunk_rows: int = 65536  # rows of the file per Ray dataset: the driver holds one chunk; each starts the actors
 
 
 class RewardActor:
@@ -111,67 +116,104 @@ def _actor_resources(ray: Any, actors: int | None) -> tuple[int, dict[str, float
     return max(1, actors or gpus or cpus), resources
 
 
-def ray_rewards(model_dir: Path | str, rows: list[dict], batch_tokens: int = 16384,
-                options: RayOptions | None = None, normalize: bool = True) -> tuple[np.ndarray, str | None]:
-    """``(rewards float32 [n] in row order, the model's link or None)`` of ``{prompt, response}`` rows,
-    scored by model actors on a Ray cluster (module docstring); ``normalize=False``: raw f_θ, unshifted."""
-    if not rows:
-        return np.zeros(0, np.float32), None
-    options = options or RayOptions()
-    model_dir = str(Path(model_dir).resolve()) if Path(model_dir).exists() else str(model_dir)  # else an HF id
-    with ray_cluster(options.address) as ray:
-        from ray.data import DataContext
+class RayScorer:
+    """Model actors on a Ray cluster (a context manager: the cluster is joined or started on entry, and a started
+    one shut down on exit), scoring chunks of ``{prompt, response}`` rows (:meth:`rewards`). ``link``,
+    ``residual_sd`` and ``temperature`` are the model's, as :class:`~rewardline.serving.rerank.RewardScorer` has
+    them, so ``score`` and ``rerank`` stream their files through either (``options.chunk_rows`` rows a chunk)."""
 
-        context = DataContext.get_current()
-        context.enable_progress_bars = False
-        context.raise_original_map_exception = True  # the actor's exception, not a UserCodeException without it
-        actors, resources = _actor_resources(ray, options.actors)
+    def __init__(self, model_dir: Path | str, batch_tokens: int = 16384, options: RayOptions | None = None,
+                 normalize: bool = True) -> None:
+        from rewardline.modeling.model import REWARD_CONFIG, read_reward_config
+
+        local = Path(model_dir).exists()
+        self.model_dir = str(Path(model_dir).resolve()) if local else str(model_dir)  # else an HF id
+        self.batch_tokens, self.options, self.normalize = batch_tokens, options or RayOptions(), normalize
+        config = read_reward_config(Path(model_dir)) if local and (Path(model_dir) / REWARD_CONFIG).exists() else None
+        self.link = config.link if config is not None else None
+        self.residual_sd = float(config.residual_sd) if config is not None and self.link else 0.0
+        self.temperature = read_temperature(Path(model_dir))
+        self._cluster: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> RayScorer:
+        with contextlib.ExitStack() as stack:
+            self.ray = stack.enter_context(ray_cluster(self.options.address))
+            from ray.data import DataContext
+
+            context = DataContext.get_current()
+            context.enable_progress_bars = False
+            context.raise_original_map_exception = True  # the actor's exception, not a UserCodeException without it
+            self.actors, self.resources = _actor_resources(self.ray, self.options.actors)
+            self._cluster = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def rewards(self, rows: list[dict]) -> np.ndarray:
+        """Rewards (float32, row order) of ``rows``: one Ray dataset, mapped over :class:`RewardActor` actors
+        (each loads the model once per dataset), results put back in row order by index."""
+        if not rows:
+            return np.zeros(0, np.float32)
+        ray = self.ray
         items = [{"row": i, "prompt": json.dumps(r["prompt"]), "response": r["response"]} for i, r in enumerate(rows)]
-        blocks = max(1, min(len(items), actors * 4))
+        blocks = max(1, min(len(items), self.actors * 4))
         scored = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
-            RewardActor, fn_constructor_args=(model_dir, batch_tokens, normalize), batch_size=options.batch_rows,
-            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), **resources)
-        index, rewards, links = [], [], set()
+            RewardActor, fn_constructor_args=(self.model_dir, self.batch_tokens, self.normalize),
+            batch_size=self.options.batch_rows, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=self.actors), **self.resources)
+        index, rewards = [], []
         try:
             for batch in scored.iter_batches(batch_format="numpy", batch_size=None):
                 index.append(batch["row"])
                 rewards.append(batch["reward"])
-                links.update(batch["link"].tolist())
         except ray.exceptions.RayTaskError as err:  # an actor's error (bad model, non-finite rewards): its own
             raise (err.cause if isinstance(err.cause, Exception) else err) from err  # exit code, as in-process
-    index_all = np.concatenate(index).astype(np.int64)
-    if not np.array_equal(np.sort(index_all), np.arange(len(rows))):
-        raise RuntimeError(f"the Ray pipeline returned {len(index_all)} rewards for {len(rows)} rows")
-    out = np.empty(len(rows), np.float32)
-    out[index_all] = np.concatenate(rewards)
-    return out, (links.pop() or None)
+        index_all = np.concatenate(index).astype(np.int64)
+        if not np.array_equal(np.sort(index_all), np.arange(len(rows))):
+            raise RuntimeError(f"the Ray pipeline returned {len(index_all)} rewards for {len(rows)} rows")
+        out = np.empty(len(rows), np.float32)
+        out[index_all] = np.concatenate(rewards)
+        return out
+
+
+def ray_rewards(model_dir: Path | str, rows: list[dict], batch_tokens: int = 16384,
+                options: RayOptions | None = None, normalize: bool = True) -> tuple[np.ndarray, str | None]:
+    """``(rewards float32 [n] in row order, the model's link or None)`` of ``{prompt, response}`` rows held in
+    memory, scored by model actors on a Ray cluster (:class:`RayScorer`); ``normalize=False``: raw f_θ."""
+    with RayScorer(model_dir, batch_tokens, options, normalize) as scorer:
+        return scorer.rewards(rows), scorer.link
 
 
 def score_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path | str, batch_tokens: int = 16384,
                     limits: Limits | None = None, options: RayOptions | None = None) -> int:
-    """``rewardline score --engine ray``: the output of :func:`rewardline.modeling.score.score_jsonl`
-    (each row plus reward, and win_prob for an absolute-scale model), scored on a Ray cluster."""
+    """``rewardline score --engine ray``: :func:`rewardline.modeling.score.score_jsonl` (each row plus reward, and
+    win_prob for an absolute-scale model; the file streamed, ``options.chunk_rows`` rows a chunk), each chunk
+    scored on a Ray cluster."""
     from rewardline.modeling.step_scores import refuse_process_model
 
     refuse_process_model(model_dir, "--engine ray")
-    rows = read_score_rows(in_path, limits=limits)
-    check_writable(rows, out_path)
-    rewards, link = ray_rewards(model_dir, rows, batch_tokens, options)
-    return write_scored(rows, rewards, link, out_path, residual_sd_of(model_dir) if link else 0.0)
+    options = options or RayOptions()
+
+    @contextlib.contextmanager
+    def scoring() -> Iterator[tuple[Callable[[list[dict]], list[dict]], dict[str, Any]]]:
+        with RayScorer(model_dir, batch_tokens, options) as scorer:
+            yield (lambda rows: scored_rows(rows, scorer.rewards(rows), scorer.link, scorer.residual_sd),
+                   reward_columns(scorer.link))
+
+    return score_jsonl(model_dir, in_path, out_path, batch_tokens, limits=limits, chunk_rows=options.chunk_rows,
+                       scoring=scoring)
 
 
 def rerank_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path | str, top_k: int | None = None,
                      batch_tokens: int = 16384, options: RayOptions | None = None) -> dict[str, Any]:
     """``rewardline rerank --engine ray``: the output and counts of
-    :func:`rewardline.serving.rerank.rerank_jsonl`, the rewards scored on a Ray cluster."""
+    :func:`rewardline.serving.rerank_file.rerank_jsonl` (the file streamed, ``options.chunk_rows`` rows a chunk),
+    each chunk's rewards scored on a Ray cluster."""
     from rewardline.modeling.step_scores import refuse_process_model
 
     refuse_process_model(model_dir, "rerank")
-    rows = read_score_rows(in_path)
-    check_writable(rows, out_path)
-    if not rows:
-        return write_reranked(rows, [], out_path)
-    rewards, link = ray_rewards(model_dir, rows, batch_tokens, options)
-    ranked = rank_rows(rows, rewards, read_temperature(Path(model_dir)), link, top_k,
-                       residual_sd_of(model_dir) if link else 0.0)
-    return write_reranked(rows, ranked, out_path)
+    options = options or RayOptions()
+    return rerank_jsonl(model_dir, in_path, out_path, top_k, batch_tokens, chunk_rows=options.chunk_rows,
+                        open_scorer=lambda: RayScorer(model_dir, batch_tokens, options))

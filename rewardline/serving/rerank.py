@@ -23,6 +23,7 @@ Per candidate the output holds the input row plus
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,11 @@ import numpy as np
 from scipy.special import expit
 
 from rewardline.errors import NonFiniteError
-from rewardline.modeling.rows_files import check_writable, write_rows
+from rewardline.modeling.rows_files import write_rows
 from rewardline.modeling.score import (
     forward_encoded,
     message_list,
     pad_id_of,
-    read_score_rows,
     shared_prefix_rewards,
     win_probability,
 )
@@ -135,6 +135,10 @@ class RewardScorer:
         """Rewards of independent rows; equal to :func:`rewardline.modeling.score.score_texts`."""
         return self.forward(self.encode_rows(prompts, responses))
 
+    def rewards(self, rows: list[dict]) -> np.ndarray:
+        """Rewards of ``{prompt, response}`` rows (row order), grouped by prompt (:func:`group_rewards`)."""
+        return group_rewards(self, rows)
+
     def win_prob(self, rewards: np.ndarray) -> np.ndarray | None:
         """P(beats the anchor) for an absolute-scale model, else None."""
         return None if self.link is None else win_probability(rewards, self.link, self.residual_sd)
@@ -154,57 +158,73 @@ def rank_group(rewards: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarra
     return rank, beats
 
 
+def prompt_key(prompt: Any) -> str:
+    """What tells prompts apart: the text, or a list of messages as its JSON (keys sorted)."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+
+def group_rows(codes: np.ndarray) -> list[np.ndarray]:
+    """Row indices of each group number in ``codes`` (numbered in first-seen order), each in row order."""
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1) if len(order) else []
+
+
 def group_by_prompt(prompts: list[Any]) -> list[np.ndarray]:
     """Row indices of each distinct prompt (text, or messages compared as JSON), in first-seen order."""
     codes: dict[str, int] = {}
-    keys = [codes.setdefault(p if isinstance(p, str) else json.dumps(p, sort_keys=True), len(codes)) for p in prompts]
-    index = np.asarray(keys, np.int64)
-    order = np.argsort(index, kind="stable")
-    return np.split(order, np.flatnonzero(np.diff(index[order])) + 1) if len(order) else []
+    return group_rows(np.asarray([codes.setdefault(prompt_key(p), len(codes)) for p in prompts], np.int64))
 
 
-def rerank_rows(scorer: RewardScorer, rows: list[dict], top_k: int | None = None) -> list[dict]:
-    """Rows grouped by prompt, each group encoded once (:meth:`RewardScorer.encode_group`), all groups
-    scored together in token-budget batches; returns each group's rows best first (the first ``top_k``)."""
+def group_rewards(scorer: RewardScorer, rows: list[dict]) -> np.ndarray:
+    """Rewards of ``rows`` (row order): grouped by prompt, each group encoded once
+    (:meth:`RewardScorer.encode_group`), all groups scored together in token-budget batches."""
     groups = group_by_prompt([r["prompt"] for r in rows])
     encoded = Encoded.concat([scorer.encode_group(rows[g[0]]["prompt"], [rows[i]["response"] for i in g])
                               for g in groups])
     rewards = np.empty(len(rows), np.float32)
     rewards[np.concatenate(groups) if groups else []] = scorer.forward(encoded)  # group order -> row order
-    return rank_rows(rows, rewards, scorer.temperature, scorer.link, top_k, scorer.residual_sd)
+    return rewards
+
+
+def rerank_rows(scorer: RewardScorer, rows: list[dict], top_k: int | None = None) -> list[dict]:
+    """Rows scored by :func:`group_rewards`; returns each group's rows best first (the first ``top_k``)."""
+    return rank_rows(rows, group_rewards(scorer, rows), scorer.temperature, scorer.link, top_k, scorer.residual_sd)
+
+
+def ranked(groups: list[np.ndarray], rewards: np.ndarray, temperature: float = 1.0,
+           top_k: int | None = None) -> Iterator[tuple[int, int, float]]:
+    """``(row, rank, beats_others)`` in output order: ``groups`` (row indices of each, :func:`group_rows`) in
+    order, each group's rows best first (its first ``top_k``), :func:`rank_group` at ``temperature``."""
+    for g in groups:
+        rank, beats = rank_group(rewards[g], temperature)
+        for j in np.argsort(rank)[: top_k or len(g)]:
+            yield int(g[j]), int(rank[j]), float(beats[j])
+
+
+def ranked_row(row: dict, reward: float, rank: int, beats_others: float, win_prob: float | None) -> dict:
+    """``row`` plus its reward, rank, beats_others (and win_prob when the model has an absolute scale)."""
+    extra = {} if win_prob is None else {"win_prob": float(win_prob)}
+    return {**row, "reward": float(reward), "rank": rank, "beats_others": beats_others, **extra}
 
 
 def rank_rows(rows: list[dict], rewards: np.ndarray, temperature: float = 1.0, link: str | None = None,
               top_k: int | None = None, residual_sd: float = 0.0) -> list[dict]:
     """Rows with their rewards (row order) grouped by prompt (first-seen order), each group best first (its
-    first ``top_k``), each row plus reward, rank and beats_others (:func:`rank_group` at ``temperature``), and
+    first ``top_k``), each row plus reward, rank and beats_others (:func:`ranked` at ``temperature``), and
     win_prob when ``link`` is set (module docstring; ``residual_sd``: the model's s of Φ(r/√(1+s²)))."""
     win = None if link is None else win_probability(rewards, link, residual_sd)
-    out = []
-    for g in group_by_prompt([r["prompt"] for r in rows]):
-        rank, beats = rank_group(rewards[g], temperature)
-        for j in np.argsort(rank)[: top_k or len(g)]:
-            i = int(g[j])
-            extra = {} if win is None else {"win_prob": float(win[i])}
-            out.append({**rows[i], "reward": float(rewards[i]), "rank": int(rank[j]), "beats_others": float(beats[j]),
-                        **extra})
-    return out
-
-
-def rerank_jsonl(model_dir: Path | str, in_path: Path | str, out_path: Path | str, top_k: int | None = None,
-                 batch_tokens: int = 16384) -> dict[str, Any]:
-    """``rewardline rerank``: ``{prompt, response, ...}`` rows of ``in_path`` (checked as ``score`` does,
-    before the model loads) → ``out_path`` grouped by prompt, best first, with reward, rank, beats_others
-    (and win_prob). Returns counts."""
-    rows = read_score_rows(in_path)
-    check_writable(rows, out_path)
-    written = rerank_rows(RewardScorer(model_dir, batch_tokens=batch_tokens), rows, top_k) if rows else []
-    return write_reranked(rows, written, out_path)
+    groups = group_by_prompt([r["prompt"] for r in rows])
+    return [ranked_row(rows[i], rewards[i], rank, beats, None if win is None else win[i])
+            for i, rank, beats in ranked(groups, rewards, temperature, top_k)]
 
 
 def write_reranked(rows: list[dict], written: list[dict], out_path: Path | str) -> dict[str, Any]:
     """Write the ranked rows (:func:`rank_rows`) to ``out_path`` (JSONL, Parquet, CSV or TSV by its suffix); returns
     the ``rerank`` counts."""
     write_rows(written, out_path)
-    return {"candidates": len(rows), "prompts": len(group_by_prompt([r["prompt"] for r in rows])),
-            "rows_written": len(written), "output": str(out_path)}
+    return rerank_counts(len(rows), len(group_by_prompt([r["prompt"] for r in rows])), len(written), out_path)
+
+
+def rerank_counts(candidates: int, prompts: int, rows_written: int, out_path: Path | str) -> dict[str, Any]:
+    """What ``rewardline rerank`` reports."""
+    return {"candidates": candidates, "prompts": prompts, "rows_written": rows_written, "output": str(out_path)}

@@ -16,12 +16,12 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import save_tiny_reward_model
+from conftest import read_score_rows, save_tiny_reward_model
 
 from rewardline.errors import BadInput
 from rewardline.modeling.rows_files import rows_layout, write_rows
-from rewardline.modeling.score import read_score_rows, score_jsonl
-from rewardline.serving.rerank import rerank_jsonl
+from rewardline.modeling.score import score_jsonl
+from rewardline.serving.rerank_file import rerank_jsonl
 
 MESSAGES = [{"role": "user", "content": "name a colour"}]
 ROWS = [

@@ -183,8 +183,9 @@ def test_a_json_array_given_as_rows_is_named(tmp_path: Path):
     """A pretty-printed JSON array used to fail as "line 1: not valid JSON" alone: the message now says what the
     file is and how to make JSONL of it (Parquet, CSV and TSV are read: test_rows_files.py); a bad line after good
     rows stays a plain JSON error."""
+    from conftest import read_score_rows
+
     from rewardline.errors import BadInput
-    from rewardline.modeling.score import read_score_rows
 
     (tmp_path / "rows.json").write_text(json.dumps([GOOD_ROW], indent=1))
     with pytest.raises(BadInput, match=r"rows\.json:1: not valid JSON .*: a JSON array, not JSONL; expected one JSON "

@@ -21,7 +21,7 @@ from rewardline.errors import BadInput, ConfigError, ModelLoadError
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.score import score_jsonl, score_texts
 from rewardline.serving.ray_engine import RayOptions, rerank_jsonl_ray, score_jsonl_ray
-from rewardline.serving.rerank import rerank_jsonl
+from rewardline.serving.rerank_file import rerank_jsonl
 
 MESSAGES = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
             {"role": "user", "content": "what is a cat"}]
@@ -81,8 +81,10 @@ def test_score_on_two_ray_actors_equals_in_process_scoring(models, cluster, tmp_
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in candidate_rows()))
     assert score_jsonl(models["bt"], src, tmp_path / "local.jsonl") == 36
-    # 8-row batches over 2 actors: rows come back out of order and are put back
-    assert score_jsonl_ray(models["bt"], src, tmp_path / "ray.jsonl", options=RayOptions(batch_rows=8)) == 36
+    # 8-row batches over 2 actors: rows come back out of order and are put back; the file streamed to the cluster
+    # in two chunks (a Ray dataset each), so the driver never holds the whole file
+    options = RayOptions(batch_rows=8, chunk_rows=20)
+    assert score_jsonl_ray(models["bt"], src, tmp_path / "ray.jsonl", options=options) == 36
     local, distributed = read_jsonl(tmp_path / "local.jsonl"), read_jsonl(tmp_path / "ray.jsonl")
     assert_same_output(local, distributed, ("reward",))
     assert [r["id"] for r in distributed] == [r["id"] for r in candidate_rows()]
@@ -94,7 +96,7 @@ def test_rerank_on_ray_equals_in_process_rerank_with_win_probabilities(models, c
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in candidate_rows()))
     counts = rerank_jsonl(models["absolute"], src, tmp_path / "local.jsonl", top_k=3)
-    options = RayOptions(actors=2, batch_rows=5)
+    options = RayOptions(actors=2, batch_rows=5, chunk_rows=10)  # 4 chunks: every prompt's candidates span them
     assert rerank_jsonl_ray(models["absolute"], src, tmp_path / "ray.jsonl", top_k=3, options=options) == {
         **counts, "output": str(tmp_path / "ray.jsonl")}
     local, distributed = read_jsonl(tmp_path / "local.jsonl"), read_jsonl(tmp_path / "ray.jsonl")

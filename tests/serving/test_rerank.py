@@ -125,3 +125,29 @@ def test_rerank_command_writes_ranked_rows_and_rejects_a_malformed_line(model_di
                cwd=tmp_path)
     assert bad.returncode == 2
     assert f"{src}:2" in bad.stderr and "field 'response': expected a string, got a number" in bad.stderr
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_rerank_file_in_chunks_equals_rerank_in_memory(model_dir: Path, tmp_path: Path, suffix: str):
+    """The file command streams (chunks of 7 rows here, so every prompt's candidates span chunks: they are
+    interleaved across prompts) and writes what the in-memory rerank gives: same rows, order, ranks, rewards."""
+    import pyarrow.parquet as pq
+
+    from rewardline.modeling.rows_files import write_rows
+    from rewardline.serving.rerank_file import rerank_jsonl
+
+    rows = [{**r, "n": i} for i, r in enumerate(alpaca_candidates())]  # 80 rows, 20 prompts
+    rows[-1]["only_here"] = "a key only the last row has"
+    write_rows(rows, tmp_path / f"in{suffix}")
+    expected = rerank_rows(RewardScorer(model_dir), rows, top_k=3)
+    counts = rerank_jsonl(model_dir, tmp_path / f"in{suffix}", tmp_path / f"out{suffix}", top_k=3, chunk_rows=7)
+    assert counts == {"candidates": 80, "prompts": 20, "rows_written": 60, "output": str(tmp_path / f"out{suffix}")}
+    out = pq.read_table(tmp_path / "out.parquet").to_pylist() if suffix == ".parquet" else \
+        [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["rank"]) for r in out] == [(r["id"], r["rank"]) for r in expected]
+    np.testing.assert_allclose([r["reward"] for r in out], [r["reward"] for r in expected], atol=1e-5)
+    np.testing.assert_allclose([r["beats_others"] for r in out], [r["beats_others"] for r in expected], atol=1e-5)
+    assert [r.get("only_here") for r in out] == [r.get("only_here") for r in expected]
+    if suffix == ".parquet":  # the table's columns are every key of any row, the last chunk's included
+        assert "only_here" in pq.read_schema(tmp_path / "out.parquet").names
+    assert not list(tmp_path.glob(".*.part"))
