@@ -69,12 +69,18 @@ def output_columns(path: Path, names: tuple[str, ...]) -> list[tuple]:
 
 
 def compare(this: Path, base: Path, cli_command: str) -> dict:
-    """max |Δ reward| between two outputs (row by row), and for ``rerank`` whether ids and ranks agree."""
-    names = ("reward", "id", "rank") if cli_command == "rerank" else ("reward",)
+    """max |Δ reward| between two outputs (row by row, by ``id``), and for ``rerank`` the rows whose (id, rank)
+    differ, with the largest reward gap between the two candidates swapped there (a gap within the rounding
+    between the runs is a near-tie ordered either way; a larger one would be a wrong order)."""
+    names = ("id", "reward", "rank") if cli_command == "rerank" else ("id", "reward")
     ours, theirs = output_columns(this, names), output_columns(base, names)
-    result = {"max_abs_reward_diff": max(abs(a[0] - b[0]) for a, b in zip(ours, theirs, strict=True))}
+    reward_of, base_reward_of = {row[0]: row[1] for row in ours}, {row[0]: row[1] for row in theirs}
+    result = {"max_abs_reward_diff": max(abs(reward_of[key] - base_reward_of[key]) for key in reward_of)}
     if cli_command == "rerank":
-        result["same_ids_and_ranks"] = [a[1:] for a in ours] == [b[1:] for b in theirs]
+        swapped = [(a[0], b[0]) for a, b in zip(ours, theirs, strict=True) if (a[0], a[2]) != (b[0], b[2])]
+        result["rows_ranked_differently"] = len(swapped)
+        result["max_reward_gap_where_ranked_differently"] = max(
+            (abs(reward_of[x] - reward_of[y]) for x, y in swapped), default=0.0)
     return result
 
 
