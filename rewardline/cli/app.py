@@ -94,6 +94,15 @@ def _section(params_path: Path, name: str) -> dict[str, Any]:
     return load_params(params_path).get(name, {}) if params_path.exists() else {}
 
 
+def _row_limits(params_path: Path) -> Any:
+    """The size bounds of an input row (:class:`~rewardline.data.limits.Limits`): ``max_record_bytes``,
+    ``max_prompt_chars`` and ``max_response_chars`` of the params file's ``ingest`` section, else the defaults."""
+    from rewardline.data.limits import Limits
+
+    section = _section(params_path, "ingest")
+    return Limits(**{k: v for k, v in section.items() if k in Limits.model_fields})
+
+
 def _ray_options(engine: str, address: str | None, actors: int | None) -> Any:
     """The :class:`~rewardline.serving.ray_engine.RayOptions` of ``--engine ray``, None for ``local``
     (``--ray-address`` / ``--actors`` without ``--engine ray``: a usage error)."""

@@ -21,6 +21,7 @@ from rewardline.cli.app import (
     RayAddressOpt,
     SetOpt,
     _ray_options,
+    _row_limits,
     _run,
     _section,
     app,
@@ -52,7 +53,6 @@ def score(
 
     ``--engine ray``: the same rows, order and columns, scored by model actors on a Ray cluster (outcome
     models; docs/serving.md)."""
-    from rewardline.data.limits import Limits
     from rewardline.modeling.score import score_jsonl
     from rewardline.registry.champion import model_dir
 
@@ -61,8 +61,7 @@ def score(
     ray = _ray_options(engine, ray_address, actors)
 
     def action() -> dict:
-        section = _section(params, "ingest")
-        bounds = Limits(**{k: v for k, v in section.items() if k in Limits.model_fields})
+        bounds = _row_limits(params)
         with model_dir(model) as path:
             if ray is not None:
                 from rewardline.serving.ray_engine import score_jsonl_ray

@@ -16,6 +16,7 @@ from rewardline.cli.app import (
     RayAddressOpt,
     SetOpt,
     _ray_options,
+    _row_limits,
     _run,
     _section,
     app,
@@ -31,27 +32,31 @@ def rerank(
                                                     f"beats_others (and win_prob): {ROWS_LAYOUTS}")],
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="keep the best K of each prompt")] = None,
     batch_tokens: Annotated[int, typer.Option(min=64, help="token budget of one forward batch")] = 16384,
+    params: ParamsOpt = Path("params.yaml"),
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,
     actors: ActorsOpt = None,
 ) -> None:
     """Rank each prompt's candidates by reward: grouped by prompt, scored in token-budget batches.
 
-    Input rows as for ``score`` (the first malformed row exits 2 naming file, line and field).
-    ``--engine ray``: the same output, the rewards scored by model actors on a Ray cluster."""
+    Input rows as for ``score``: the first malformed row exits 2 naming file, line and field, and so does a row
+    over the size bounds (``ingest.max_record_bytes``, ``max_prompt_chars``, ``max_response_chars`` of
+    params.yaml, else their defaults). ``--engine ray``: the same output, the rewards scored by model actors on
+    a Ray cluster."""
     from rewardline.registry.champion import model_dir
 
     ray = _ray_options(engine, ray_address, actors)
 
     def action() -> dict:
+        bounds = _row_limits(params)
         with model_dir(model) as path:
             if ray is not None:
                 from rewardline.serving.ray_engine import rerank_jsonl_ray
 
-                return rerank_jsonl_ray(path, input, out, top_k, batch_tokens, ray)
+                return rerank_jsonl_ray(path, input, out, top_k, batch_tokens, ray, limits=bounds)
             from rewardline.serving.rerank_file import rerank_jsonl
 
-            return rerank_jsonl(path, input, out, top_k, batch_tokens)
+            return rerank_jsonl(path, input, out, top_k, batch_tokens, limits=bounds)
 
     _run(action)
 

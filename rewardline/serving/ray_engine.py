@@ -207,7 +207,8 @@ def score_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path |
 
 
 def rerank_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path | str, top_k: int | None = None,
-                     batch_tokens: int = 16384, options: RayOptions | None = None) -> dict[str, Any]:
+                     batch_tokens: int = 16384, options: RayOptions | None = None, limits: Limits | None = None,
+                     ) -> dict[str, Any]:
     """``rewardline rerank --engine ray``: the output and counts of
     :func:`rewardline.serving.rerank_file.rerank_jsonl` (the file streamed, ``options.chunk_rows`` rows a chunk),
     each chunk's rewards scored on a Ray cluster."""
@@ -215,5 +216,5 @@ def rerank_jsonl_ray(model_dir: Path | str, in_path: Path | str, out_path: Path 
 
     refuse_process_model(model_dir, "rerank")
     options = options or RayOptions()
-    return rerank_jsonl(model_dir, in_path, out_path, top_k, batch_tokens, chunk_rows=options.chunk_rows,
+    return rerank_jsonl(model_dir, in_path, out_path, top_k, batch_tokens, limits, options.chunk_rows,
                         open_scorer=lambda: RayScorer(model_dir, batch_tokens, options))

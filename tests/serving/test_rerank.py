@@ -151,3 +151,18 @@ def test_rerank_file_in_chunks_equals_rerank_in_memory(model_dir: Path, tmp_path
     if suffix == ".parquet":  # the table's columns are every key of any row, the last chunk's included
         assert "only_here" in pq.read_schema(tmp_path / "out.parquet").names
     assert not list(tmp_path.glob(".*.part"))
+
+
+def test_rerank_command_bounds_rows_by_the_params_file_as_score_does(model_dir: Path, tmp_path: Path):
+    """``rerank`` reads the row bounds of ``params.yaml``'s ingest section, as ``score`` does (it used the defaults
+    whatever the params said, so one file could pass ``score`` and fail ``rerank``, or the other way round)."""
+    rows = alpaca_candidates()[:4]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "params.yaml").write_text("ingest:\n  max_response_chars: 20\n")
+    for command in ("rerank", "score"):
+        done = _cli(command, "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.jsonl"),
+                    cwd=tmp_path)
+        assert done.returncode == 2, (command, done.stderr)
+        assert f"{src}:1: field 'response': too large" in done.stderr and "max_response_chars=20" in done.stderr
+    assert not (tmp_path / "o.jsonl").exists()
