@@ -176,14 +176,17 @@ def group_by_prompt(prompts: list[Any]) -> list[np.ndarray]:
 
 
 def group_rewards(scorer: RewardScorer, rows: list[dict]) -> np.ndarray:
-    """Rewards of ``rows`` (row order): grouped by prompt, each group encoded once
-    (:meth:`RewardScorer.encode_group`), all groups scored together in token-budget batches."""
-    groups = group_by_prompt([r["prompt"] for r in rows])
-    encoded = Encoded.concat([scorer.encode_group(rows[g[0]]["prompt"], [rows[i]["response"] for i in g])
-                              for g in groups])
-    rewards = np.empty(len(rows), np.float32)
-    rewards[np.concatenate(groups) if groups else []] = scorer.forward(encoded)  # group order -> row order
-    return rewards
+    """Rewards of ``rows`` (row order): all rows tokenized in one call (:meth:`RewardScorer.encode_rows`, the
+    tokens :meth:`RewardScorer.encode_group` gives), the rows of one prompt marked as one group so that a decoder
+    encodes the prompt once, all scored together in token-budget batches. (One tokenizer call per prompt cost as
+    much as the forward passes of a small model when a chunk holds thousands of prompts.)"""
+    prompts = [r["prompt"] for r in rows]
+    encoded = scorer.encode_rows(prompts, [r["response"] for r in rows])
+    group = np.empty(len(rows), np.int64)
+    for number, members in enumerate(group_by_prompt(prompts)):
+        group[members] = number
+    encoded.group = group.tolist()
+    return scorer.forward(encoded)
 
 
 def rerank_rows(scorer: RewardScorer, rows: list[dict], top_k: int | None = None) -> list[dict]:
