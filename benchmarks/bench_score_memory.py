@@ -46,18 +46,33 @@ def write_rows(path: Path, n: int, seed: int = 0, per_prompt: int = 1) -> None:
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def run_score(checkout: Path, model: Path, source: Path, out: Path, cli_command: str = "score") -> dict:
+#: ``python -c`` this, then the CLI's arguments: the CLI run as ``python -m rewardline.cli`` is, then the peak RSS of
+#: this process alone (with ``--engine ray`` the tree ``/usr/bin/time`` measures includes Ray's daemons and actors).
+DRIVER = """import resource, runpy, sys
+sys.argv = ["rewardline", *sys.argv[1:]]
+try:
+    runpy.run_module("rewardline.cli", run_name="__main__", alter_sys=True)
+finally:
+    sys.stderr.write(f"driver peak RSS kB: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+"""
+
+
+def run_score(checkout: Path, model: Path, source: Path, out: Path, cli_command: str = "score",
+              engine: str = "local") -> dict:
     env = {**os.environ, "PYTHONPATH": str(checkout), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "rewardline.cli", "-q", cli_command, "--model", str(model),
+    command = ["/usr/bin/time", "-v", sys.executable, "-c", DRIVER, "-q", cli_command, "--model", str(model),
                "--input", str(source), "--out", str(out)]
+    if engine == "ray":
+        command += ["--engine", "ray", "--actors", "2"]
     run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=checkout)
     if run.returncode != 0:
         return {"returncode": run.returncode, "error": run.stderr.strip().splitlines()[-3:]}
     wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", run.stderr)
     hours, minutes, seconds = (float(g or 0) for g in wall.groups())
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1))
+    driver_kb = int(re.search(r"driver peak RSS kB: (\d+)", run.stderr).group(1))
     return {"returncode": 0, "wall_s": round(hours * 3600 + minutes * 60 + seconds, 1),
-            "peak_rss_mb": round(rss_kb / 1024)}
+            "peak_rss_mb": round(rss_kb / 1024), "driver_peak_rss_mb": round(driver_kb / 1024)}
 
 
 def output_columns(path: Path, names: tuple[str, ...]) -> list[tuple]:
@@ -90,6 +105,8 @@ def main() -> None:
     parser.add_argument("--base", type=Path, help="another checkout to run the same command with, in the same run")
     parser.add_argument("--layout", choices=("jsonl", "parquet"), default="jsonl")
     parser.add_argument("--command", choices=("score", "rerank"), default="score")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: a local 2-actor Ray cluster; driver_peak_rss_mb is then the figure to read")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/score-mem"))
     parser.add_argument("--results", type=Path)
     args = parser.parse_args()
@@ -108,10 +125,10 @@ def main() -> None:
             write_rows(source, n, per_prompt=per_prompt)
         outputs = {}
         for name, checkout in checkouts.items():
-            outputs[name] = args.dir / f"{args.command}d{n}-{name}.{args.layout}"
-            result = {"command": args.command, "rows": n, "layout": args.layout,
+            outputs[name] = args.dir / f"{args.command}d{n}-{args.engine}-{name}.{args.layout}"
+            result = {"command": args.command, "engine": args.engine, "rows": n, "layout": args.layout,
                       "file_mb": round(source.stat().st_size / 1e6, 1), "checkout": name,
-                      **run_score(checkout, model, source, outputs[name], args.command)}
+                      **run_score(checkout, model, source, outputs[name], args.command, args.engine)}
             if name == "base" and result["returncode"] == 0:
                 result.update(compare(outputs["this"], outputs["base"], args.command))
             print(json.dumps(result), flush=True)

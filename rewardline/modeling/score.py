@@ -211,13 +211,6 @@ def win_probability(rewards: np.ndarray, link: str, residual_sd: float = 0.0) ->
     return expit(r / np.sqrt(1.0 + np.pi * residual_sd**2 / 8.0))
 
 
-def residual_sd_of(model_dir: Path | str) -> float:
-    """The ``residual_sd`` s of a saved absolute-scale model (``reward_config.json``; 0 when absent)."""
-    from rewardline.modeling.model import REWARD_CONFIG, read_reward_config
-
-    return float(read_reward_config(Path(model_dir)).residual_sd) if (Path(model_dir) / REWARD_CONFIG).exists() else 0.0
-
-
 PROMPT_EXPECTED = "a string or a list of {role, content} messages"
 
 

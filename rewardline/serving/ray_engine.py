@@ -40,7 +40,7 @@ import numpy as np
 from rewardline.data.limits import Limits
 from rewardline.errors import ConfigError
 from rewardline.modeling.score import reward_columns, score_jsonl, score_texts, scored_rows
-from rewardline.serving.rerank import read_temperature
+from rewardline.serving.rerank import read_scale, read_temperature
 from rewardline.serving.rerank_file import rerank_jsonl
 
 
@@ -124,14 +124,10 @@ class RayScorer:
 
     def __init__(self, model_dir: Path | str, batch_tokens: int = 16384, options: RayOptions | None = None,
                  normalize: bool = True) -> None:
-        from rewardline.modeling.model import REWARD_CONFIG, read_reward_config
-
         local = Path(model_dir).exists()
         self.model_dir = str(Path(model_dir).resolve()) if local else str(model_dir)  # else an HF id
         self.batch_tokens, self.options, self.normalize = batch_tokens, options or RayOptions(), normalize
-        config = read_reward_config(Path(model_dir)) if local and (Path(model_dir) / REWARD_CONFIG).exists() else None
-        self.link = config.link if config is not None else None
-        self.residual_sd = float(config.residual_sd) if config is not None and self.link else 0.0
+        self.link, self.residual_sd = read_scale(Path(model_dir))  # the driver never imports torch
         self.temperature = read_temperature(Path(model_dir))
         self._cluster: contextlib.ExitStack | None = None
 

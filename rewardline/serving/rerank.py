@@ -79,6 +79,19 @@ def read_temperature(model_dir: Path) -> float:
     return float((json.loads(config.read_text()).get("rewardline") or {}).get("temperature") or 1.0)
 
 
+def read_scale(model_dir: Path) -> tuple[str | None, float]:
+    """``(link, residual_sd)`` of an absolute-scale model's ``reward_config.json``; ``(None, 0.0)`` for a
+    Bradley-Terry model, a missing file or one that does not parse. Read as JSON, without importing torch, for a
+    process that never loads the model (the Ray driver: each actor's ``RewardModel.load`` validates the file)."""
+    path = Path(model_dir) / "reward_config.json"
+    try:
+        values = json.loads(path.read_text()) if path.is_file() else {}
+        link = values.get("link") or None
+        return link, float(values.get("residual_sd") or 0.0) if link else 0.0
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError):
+        return None, 0.0
+
+
 class RewardScorer:
     """A reward model loaded once, scoring prompt groups (module docstring). Thread use: one forward at a time."""
 
