@@ -90,7 +90,10 @@ def compare(this: Path, base: Path, cli_command: str) -> dict:
     names = ("id", "reward", "rank") if cli_command == "rerank" else ("id", "reward")
     ours, theirs = output_columns(this, names), output_columns(base, names)
     reward_of, base_reward_of = {row[0]: row[1] for row in ours}, {row[0]: row[1] for row in theirs}
-    result = {"max_abs_reward_diff": max(abs(reward_of[key] - base_reward_of[key]) for key in reward_of)}
+    result = {"same_rows": sorted(reward_of) == sorted(base_reward_of),
+              "max_abs_reward_diff": max(abs(reward_of[key] - base_reward_of[key]) for key in reward_of)}
+    if cli_command == "score":
+        result["same_order"] = [row[0] for row in ours] == [row[0] for row in theirs]
     if cli_command == "rerank":
         swapped = [(a[0], b[0]) for a, b in zip(ours, theirs, strict=True) if (a[0], a[2]) != (b[0], b[2])]
         result["rows_ranked_differently"] = len(swapped)

@@ -59,7 +59,7 @@ class RayOptions:
 
 class RewardActor:
     """Ray Data callable class: the reward model loaded once per actor, scoring ``{row, prompt, response}``
-    batches (``prompt`` JSON-encoded: text or a message list) into ``{row, reward, link}`` (``normalize``:
+    batches (``prompt`` JSON-encoded: text or a message list) into ``{row, reward}`` (``normalize``:
     as :func:`~rewardline.modeling.score.score_texts`)."""
 
     def __init__(self, model_dir: str, batch_tokens: int, normalize: bool = True) -> None:
@@ -71,8 +71,6 @@ class RewardActor:
             self.model, self.tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device)
         except Exception as err:  # noqa: BLE001 - raised by the first batch, where Ray keeps the exception itself:
             self.error = err  # an actor that dies in __init__ reaches the driver as an ActorDiedError's text only
-            return
-        self.link = self.model.config.link or ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.error is not None:
@@ -80,7 +78,7 @@ class RewardActor:
         prompts = [json.loads(p) for p in batch["prompt"]]
         rewards = score_texts(self.model_dir, prompts, [str(r) for r in batch["response"]], self.batch_tokens,
                               self.normalize, model=self.model, tokenizer=self.tokenizer)
-        return {"row": batch["row"], "reward": rewards, "link": np.full(len(rewards), self.link, dtype=object)}
+        return {"row": batch["row"], "reward": rewards}
 
 
 @contextmanager
