@@ -182,10 +182,15 @@ def group_rows(codes: np.ndarray) -> list[np.ndarray]:
     return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1) if len(order) else []
 
 
+def prompt_numbers(prompts: list[Any]) -> np.ndarray:
+    """Each row's prompt group: distinct prompts (:func:`prompt_key`) numbered 0, 1, ... in first-seen order."""
+    numbers: dict[str, int] = {}
+    return np.fromiter((numbers.setdefault(prompt_key(p), len(numbers)) for p in prompts), np.int64, len(prompts))
+
+
 def group_by_prompt(prompts: list[Any]) -> list[np.ndarray]:
     """Row indices of each distinct prompt (text, or messages compared as JSON), in first-seen order."""
-    codes: dict[str, int] = {}
-    return group_rows(np.asarray([codes.setdefault(prompt_key(p), len(codes)) for p in prompts], np.int64))
+    return group_rows(prompt_numbers(prompts))
 
 
 def group_rewards(scorer: RewardScorer, rows: list[dict]) -> np.ndarray:
@@ -195,10 +200,7 @@ def group_rewards(scorer: RewardScorer, rows: list[dict]) -> np.ndarray:
     much as the forward passes of a small model when a chunk holds thousands of prompts.)"""
     prompts = [r["prompt"] for r in rows]
     encoded = scorer.encode_rows(prompts, [r["response"] for r in rows])
-    group = np.empty(len(rows), np.int64)
-    for number, members in enumerate(group_by_prompt(prompts)):
-        group[members] = number
-    encoded.group = group.tolist()
+    encoded.group = prompt_numbers(prompts).tolist()
     return scorer.forward(encoded)
 
 
