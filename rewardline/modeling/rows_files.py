@@ -19,7 +19,7 @@ rows.parquet --out scored.parquet`` round-trips a table with its extra columns (
 kept). A CSV cell cannot hold a list (``step_scores``, a prompt of messages): such a cell is written as its JSON
 text. A table's columns are every key of any row, in order of first appearance (a key only some rows have is null
 on the others); rows must be of one shape (a ``prompt`` that is text on one row and messages on another does not
-fit one column): :meth:`RowsFile.check` and :func:`check_writable` say so before any row is scored.
+fit one column): :meth:`RowsFile.check` says so before any row is scored.
 """
 
 from __future__ import annotations
@@ -275,11 +275,6 @@ def _unfit(out: str | Path, layout: str, err: Exception) -> BadInput:
                                 "of one shape, or write .jsonl")
 
 
-def check_writable(rows: list[dict[str, Any]], out: str | Path) -> None:
-    """Raise :class:`BadInput` now, before any scoring, if ``rows`` cannot be written to ``out``'s layout."""
-    rows_schema(rows, out)
-
-
 def with_columns(schema: pa.Schema | None, columns: dict[str, pa.DataType]) -> pa.Schema | None:
     """``schema`` with each of ``columns`` set to its type (replaced in place, or appended); None stays None."""
     if schema is None:
@@ -352,7 +347,7 @@ def _nested_as_json(table: pa.Table) -> pa.Table:
 
 def write_rows(rows: Iterable[dict[str, Any]], out: str | Path) -> None:
     """Write ``rows`` to ``out`` whole or not at all (:func:`rows_writer`, one chunk; the table's columns are
-    :func:`rows_schema`'s). Rows Arrow cannot put in one table raise :class:`BadInput` (:func:`check_writable`
+    :func:`rows_schema`'s). Rows Arrow cannot put in one table raise :class:`BadInput` (:meth:`RowsFile.check`
     tells before the work is done)."""
     rows = list(rows)
     with rows_writer(out, rows_schema(rows, out)) as write:

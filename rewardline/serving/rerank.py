@@ -32,7 +32,6 @@ import numpy as np
 from scipy.special import expit
 
 from rewardline.errors import NonFiniteError
-from rewardline.modeling.rows_files import write_rows
 from rewardline.modeling.score import (
     forward_encoded,
     message_list,
@@ -234,13 +233,6 @@ def rank_rows(rows: list[dict], rewards: np.ndarray, temperature: float = 1.0, l
     groups = group_by_prompt([r["prompt"] for r in rows])
     return [ranked_row(rows[i], rewards[i], rank, beats, None if win is None else win[i])
             for i, rank, beats in ranked(groups, rewards, temperature, top_k)]
-
-
-def write_reranked(rows: list[dict], written: list[dict], out_path: Path | str) -> dict[str, Any]:
-    """Write the ranked rows (:func:`rank_rows`) to ``out_path`` (JSONL, Parquet, CSV or TSV by its suffix); returns
-    the ``rerank`` counts."""
-    write_rows(written, out_path)
-    return rerank_counts(len(rows), len(group_by_prompt([r["prompt"] for r in rows])), len(written), out_path)
 
 
 def rerank_counts(candidates: int, prompts: int, rows_written: int, out_path: Path | str) -> dict[str, Any]:
