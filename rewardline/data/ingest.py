@@ -86,7 +86,10 @@ INGEST_GATES: tuple[GateSpec, ...] = (
 
 
 def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
+    """The data files of every source, each once: a file named twice (or by a directory and on its own) is read
+    once, by the first source naming it (its records are one file's: accounting counts them once)."""
     files: list[tuple[str, Source]] = []
+    seen: set[str] = set()
     for source in sources:
         if source.format != "auto" and source.format not in adapters.FORMATS:
             raise ValueError(
@@ -102,7 +105,13 @@ def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
             raise FileNotFoundError(
                 f"ingest source {source.path!r} holds no data files (looked for {', '.join(DATA_SUFFIXES)})"
             )
-        files.extend((uri, source) for uri in found)
+        for uri in found:
+            key = uri if storage.is_remote(uri) else str(Path(uri.removeprefix("file://")).resolve())
+            if key in seen:
+                log.warning("ingest: %s is named by more than one source; read once", uri)
+                continue
+            seen.add(key)
+            files.append((uri, source))
     return files
 
 
