@@ -193,11 +193,15 @@ def staged_output(out_dir: Path | str, timeout: float | None = None, carry: tupl
 
     ``carry``: entries of the old ``out_dir`` (direct children, e.g. training checkpoints) moved
     into the staging folder just before publishing, so the new result keeps them. On an
-    exception the staging folder is removed and ``out_dir`` left as it was.
+    exception the staging folder is removed and ``out_dir`` left as it was. An ``out_dir`` that is a file is refused
+    (``NotADirectoryError``: bad input, exit 2) before anything is written.
     """
     out_dir = Path(out_dir)
     if out_dir.is_symlink():  # publish beside the real folder (same filesystem), keep the link
         out_dir = Path(os.path.realpath(out_dir))
+    if os.path.lexists(out_dir) and not out_dir.is_dir():  # publishing would put the folder in the file's place
+        raise NotADirectoryError(f"output {out_dir} is a file, not a directory; expected a directory (or a path "
+                                 "that does not exist yet): give another --out")
     with exclusive(out_dir, timeout=timeout):
         clean_leftovers(out_dir)
         staging = out_dir.parent / f".{out_dir.name}.{STAGING}-{secrets.token_hex(4)}"

@@ -168,6 +168,22 @@ def test_a_failed_stage_leaves_the_old_output_untouched(tmp_path: Path):
     assert (out / "a.txt").read_text() == "old" and not leftovers(out)
 
 
+def test_an_output_path_that_is_a_file_is_refused_and_left_alone(tmp_path: Path):
+    """Was: the stage ran, the output folder took the file's name, the file moved to a hidden staging name and the
+    command failed with 'error: [Errno 20] Not a directory: PosixPath('.../.X.staging-...')'."""
+    out = tmp_path / "X"
+    out.write_text("precious")
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory"), atomic.staged_output(out):
+        pass
+    assert out.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == ["X"]
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"prompt": "q", "annotator_id": "a", "responses": [{"text": "x", "rank": 1},
+                                                                                  {"text": "y", "rank": 2}]}) + "\n")
+    result = ingest(src, out)
+    assert result.returncode == 2 and result.stderr.startswith(f"error: output {out} is a file"), result.stderr
+    assert out.read_text() == "precious"
+
+
 def test_carried_entries_of_the_old_output_move_into_the_new_one(tmp_path: Path):
     """Training keeps its checkpoints inside the model dir (keep_checkpoints) across the swap."""
     out = tmp_path / "model"
