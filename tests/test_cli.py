@@ -96,6 +96,25 @@ def test_a_file_named_twice_is_read_once(corrupted_rankings: Path, tmp_path: Pat
         assert (metrics["rows_in"], metrics["rows_ok"], metrics["rows_quarantined"]) == (10, 6, 4)
 
 
+def test_an_out_that_holds_an_input_is_refused(corrupted_rankings: Path, tmp_path: Path):
+    """Publishing --out replaces the folder whole: one holding the stage's input would delete it (was: exit 0, the
+    raw folder replaced by the ingest output, its files gone)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    source = corrupted_rankings.rename(raw / corrupted_rankings.name)
+    for out in (raw, tmp_path):
+        result = runner.invoke(app, ["ingest", str(source), "--out", str(out), "--set", "max_quarantine_share=0.5"])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: output {out} holds the input {source}"), result.output
+        assert source.exists() and not (out / "metrics.json").exists()
+    assert runner.invoke(app, ["ingest", str(source), "--out", str(tmp_path / "data" / "ingested"),
+                               "--set", "max_quarantine_share=0.5"]).exit_code == 0
+    for command in ("validate", "pairs"):
+        result = runner.invoke(app, [command, str(tmp_path / "data" / "ingested"), "--out", str(tmp_path / "data")])
+        assert result.exit_code == 2 and "holds the input" in result.output, result.output
+        assert (tmp_path / "data" / "ingested" / "metrics.json").exists()
+
+
 def test_validate_and_pairs_on_the_shipped_synthetic_sample(tmp_path: Path):
     sample = Path(__file__).parents[1] / "data" / "raw" / "synthetic_multiannotator.jsonl"
     assert runner.invoke(app, ["ingest", str(sample), "--out", str(tmp_path / "i")]).exit_code == 0

@@ -115,7 +115,8 @@ def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
     return files
 
 
-@writes_output("out_dir")  # locked; written to a staging folder, published whole
+# locked; written to a staging folder, published whole; an --out holding a source is refused
+@writes_output("out_dir", inputs=lambda args: [source.path for source in args["config"].sources])
 def run_ingest(config: IngestConfig, out_dir: Path, shards: int | None = None) -> dict:
     """Read every source, validate, write the canonical tables, ``metrics.json`` and the gate report.
 

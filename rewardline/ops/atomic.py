@@ -44,11 +44,13 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
+
+from rewardline.errors import BadInput
 
 LOCK_TIMEOUT_ENV = "REWARDLINE_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 10.0  # seconds a second writer waits before giving up
@@ -218,9 +220,26 @@ def staged_output(out_dir: Path | str, timeout: float | None = None, carry: tupl
             raise
 
 
-def writes_output(param: str = "out_dir") -> Callable[[_F], _F]:
+def refuse_holding_inputs(out_dir: Path | str, inputs: Iterable[str | os.PathLike]) -> None:
+    """Raise :class:`~rewardline.errors.BadInput` (exit 2) when ``out_dir`` is, or holds, one of the local
+    ``inputs``: publishing the output replaces the folder whole, which would delete them."""
+    out = Path(os.path.realpath(out_dir))
+    for given in inputs:
+        text = os.fspath(given)
+        if "://" in text and not text.startswith("file://"):  # a remote source is never under a local folder
+            continue
+        path = Path(os.path.realpath(text.removeprefix("file://")))
+        if path == out or out in path.parents:
+            raise BadInput(detail=f"output {out_dir} holds the input {text}: writing the output replaces the folder "
+                                  "whole and would delete it; expected an --out outside the inputs")
+
+
+def writes_output(param: str = "out_dir",
+                  inputs: Callable[[dict[str, Any]], Iterable[str | os.PathLike]] | None = None) -> Callable[[_F], _F]:
     """Decorator: the function writes its output directory (argument ``param``) through
-    :func:`staged_output`: locked for the whole call, published whole on return."""
+    :func:`staged_output`: locked for the whole call, published whole on return. ``inputs`` gives the paths the
+    function reads, from its arguments by name: an output folder that is or holds one is refused first
+    (:func:`refuse_holding_inputs`)."""
 
     def wrap(fn: _F) -> _F:
         signature = inspect.signature(fn)
@@ -228,6 +247,8 @@ def writes_output(param: str = "out_dir") -> Callable[[_F], _F]:
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
+            if inputs is not None:
+                refuse_holding_inputs(bound.arguments[param], inputs(bound.arguments))
             with staged_output(bound.arguments[param]) as staging:
                 bound.arguments[param] = staging
                 return fn(*bound.args, **bound.kwargs)

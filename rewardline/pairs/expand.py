@@ -331,7 +331,7 @@ def _warn_if_not_validated(in_dir: Path) -> None:
                     in_dir, report.stage, failed, in_dir, REPORT_FILE)
 
 
-@writes_output("out_dir")  # locked; written to a staging folder, published whole
+@writes_output("out_dir", inputs=lambda args: [args["in_dir"]])  # locked; written to a staging folder, published whole
 def run_pairs(in_dir: Path, out_dir: Path, config: PairsConfig, shards: int | None = None) -> dict:
     """Read a validated dataset directory, write the splits ``{train,val,test}/part-NNN.parquet`` + tables + metrics.
 

@@ -75,7 +75,7 @@ VALIDATE_GATES: tuple[GateSpec, ...] = (
 )
 
 
-@writes_output("out_dir")  # locked; written to a staging folder, published whole
+@writes_output("out_dir", inputs=lambda args: [args["in_dir"]])  # locked; written to a staging folder, published whole
 def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig, shards: int | None = None) -> dict:
     """Validate an ingest directory; write the validated tables, Data Docs, gate report and metrics.
 
