@@ -130,6 +130,10 @@ def test_export_leaves_out_tied_pairs_and_names_a_bad_directory(tmp_path: Path) 
         in bad.output.replace("\n", "")  # what to run instead
     bad = runner.invoke(app, ["export-pairs", str(original), "--out", str(tmp_path / "x"), "--format", "csv"])
     assert bad.exit_code == 2 and "not supported" in bad.output
+    (tmp_path / "file").write_text("precious")  # was: exit 3 (transient), "[Errno 17] File exists"
+    bad = runner.invoke(app, ["export-pairs", str(original), "--out", str(tmp_path / "file")])
+    assert bad.exit_code == 2 and bad.output.startswith(f"error: output {tmp_path / 'file'} is a file"), bad.output
+    assert (tmp_path / "file").read_text() == "precious"
 
 
 def test_jsonl_is_written_batch_by_batch_with_every_row(tmp_path: Path):
