@@ -279,6 +279,11 @@ def test_detect_format_errors() -> None:
         detect_format("weird.jsonl", b'{"a": 1, "b": 2}\n')
     with pytest.raises(ValueError, match="no JSON object"):
         detect_format("junk.jsonl", b"not json\n")
+    # a truncated JSON list: where it breaks (was: "no JSON object found in the first records")
+    with pytest.raises(ValueError, match=r"cut\.json: not a valid JSON document: unexpected end of data: line 1 col"):
+        detect_format("cut.json", b'[{"a": 1}, {')
+    with pytest.raises(ValueError, match=r"nums\.json: no JSON object found"):
+        detect_format("nums.json", b"[1, 2]")
     with pytest.raises(ValueError, match="unknown format"):
         read_file(b"{}", "x.jsonl", fmt="csv")
     assert set(FORMATS) == {"rankings", "hh-rlhf", "alpaca-eval", "pairwise", "trl", "rewardbench",

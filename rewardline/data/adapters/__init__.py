@@ -42,6 +42,7 @@ from rewardline.data.adapters import (
 from rewardline.data.adapters.jsonl import (
     Records,
     first_record,
+    loads_lenient,
     read_json_list,
     read_jsonl,
     repeat,
@@ -139,6 +140,11 @@ def _columns(origin: str, data: FileData, container: str, required: bool = True)
     record = first_record(data)
     if record is None and not required:
         return [], None
+    if record is None and container == "json-list":  # say where the document breaks, as a given format does
+        try:
+            loads_lenient(data)
+        except ValueError as err:
+            raise ValueError(f"{origin}: not a valid JSON document: {err}") from err
     if record is None:
         raise ValueError(f"{origin}: no JSON object found in the first records; cannot read it as {container}")
     return list(record), record
