@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from rewardline.data.ingest import IngestConfig, Source, run_ingest
@@ -68,15 +69,21 @@ def test_empty_files_in_a_source_folder_are_skipped_and_counted(tmp_path: Path) 
     (raw / "c.json").write_bytes(b" [ ]\n")
     (raw / "d.csv").write_bytes(b"\n\n")
     (raw / "e.jsonl.gz").write_bytes(gzip.compress(b""))
+    (raw / "f.csv").write_bytes(b"prompt,annotator_id,response,rank\r\n\n")  # a header, no records
+    pq.write_table(pa.table({"chosen": pa.array([], pa.string()), "rejected": pa.array([], pa.string())}),
+                   raw / "g.parquet")  # zero rows
     metrics = run_ingest(IngestConfig([Source(str(raw))], max_quarantine_share=1.0), tmp_path / "out")
-    assert metrics["empty_files"] == 4 and metrics["rows_in"] == 30 and metrics["rows_ok"] == 30
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["empty_files"] == 4
+    assert metrics["empty_files"] == 6 and metrics["rows_in"] == 30 and metrics["rows_ok"] == 30
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["empty_files"] == 6
 
 
 def test_an_empty_explicit_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "x.jsonl").write_bytes(b"\n  \n")
-    with pytest.raises(ValueError, match=r"x\.jsonl: the file is empty \(no records\)"):
-        run_ingest(IngestConfig([Source(str(tmp_path / "x.jsonl"))]), tmp_path / "out")
+    (tmp_path / "x.csv").write_bytes(b"prompt,annotator_id,response,rank\n")  # was: exit 0, rows_in 0
+    pq.write_table(pa.table({"prompt": pa.array([], pa.string())}), tmp_path / "x.parquet")  # was: the same
+    for name in ("x.jsonl", "x.csv", "x.parquet"):
+        with pytest.raises(ValueError, match=rf"x\.{name[2:]}: the file is empty \(no records\)"):
+            run_ingest(IngestConfig([Source(str(tmp_path / name))]), tmp_path / "out")
 
 
 def test_ingest_metrics_keep_at_most_50_reason_keys(tmp_path: Path) -> None:

@@ -231,10 +231,17 @@ def _list_fields(data: FileData, container: str, first: dict | None) -> dict[str
 
 
 def is_empty(origin: str, data: FileData) -> bool:
-    """True if the file holds no records at all: only whitespace, or an empty JSON list ``[]`` (gzip allowed)."""
-    if isinstance(data, LocalParquet):
-        return False  # a Parquet file is never blank (a zero-row one is read as a file without records)
-    return re.fullmatch(rb"\s*(\[\s*\])?\s*", _decompress(origin, data)) is not None
+    """True if the file holds no records at all: only whitespace, an empty JSON list ``[]``, a CSV file with only its
+    header line, or a Parquet file of zero rows (gzip allowed)."""
+    data = _decompress(origin, data)
+    container = _container(origin, data)
+    if container == "parquet":
+        try:
+            return pq.ParquetFile(_parquet_input(data)).metadata.num_rows == 0
+        except (pa.ArrowException, OSError):
+            return False  # not readable: the reader says why
+    blank = rb"\s*[^\n]*(\n\s*)?" if container == "csv" else rb"\s*(\[\s*\])?\s*"  # CSV: a header line at most
+    return re.fullmatch(blank, data) is not None
 
 
 def detect_format(origin: str, data: FileData) -> str:
