@@ -274,6 +274,18 @@ def test_gzip_and_batch_id(tmp_path: Path) -> None:
         read_file(data, "a/hh.jsonl.gz")
 
 
+def test_csv_cells_that_are_not_utf8_are_named_as_such() -> None:
+    """Was: 'prompt: expected a value of type string' for a Latin-1 prompt, and in a rank column also holding a
+    cell that is no integer, that cell's record blamed for a missing rank and the undecodable one for not an integer."""
+    data = b"prompt,annotator_id,response,rank\nQ\xe9,a,x,1\nQ,a,x,\xff\nQ,a,y,x\nQ,a,z,1\nQ,a,w,2\n"
+    result = read_file(data, "latin.csv")
+    rows = {r["origin_line"]: (r["field"], r["reason"]) for r in result.quarantine.to_pylist()}
+    assert rows == {1: ("prompt", "invalid UTF-8 in prompt; expected UTF-8 text"),
+                    2: ("rank", "invalid UTF-8 in rank; expected UTF-8 text"),
+                    3: ("rank", "rank: expected an integer")}
+    assert result.ranked["origin_line"].to_pylist() == [4, 5] and result.records_in == 5
+
+
 def test_detect_format_errors() -> None:
     with pytest.raises(ValueError, match=r"weird\.jsonl: cannot detect the source format from fields \['a', 'b'\]"):
         detect_format("weird.jsonl", b'{"a": 1, "b": 2}\n')

@@ -38,17 +38,29 @@ def _expected(typ: pa.DataType) -> str:
     return f"a value of type {typ}"
 
 
+def _utf8_column(col: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """A binary column as strings; rows that are not UTF-8 become null and are flagged in the mask."""
+    try:
+        return col.cast(pa.string()), np.zeros(len(col), bool)
+    except pa.ArrowInvalid:  # failure path: find the rows that are not UTF-8
+        pass
+
+    def text(value: bytes | None) -> str | None:
+        try:
+            return None if value is None else value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    values = col.to_pylist()
+    texts = [text(v) for v in values]
+    bad = np.array([v is not None and t is None for v, t in zip(values, texts, strict=True)], dtype=bool)
+    return pa.array(texts, pa.string()), bad
+
+
 def _coerce_column(col: pa.Array, typ: pa.DataType) -> tuple[pa.Array, np.ndarray]:
     """Cast ``col`` to ``typ``; rows that do not fit become null and are flagged in the mask."""
     if col.type == typ:
         return col, np.zeros(len(col), bool)
-    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-        try:
-            col = col.cast(pa.string())
-        except pa.ArrowInvalid:  # failure path: find the rows that are not UTF-8
-            texts = [None if v is None else v.decode("utf-8", "replace") for v in col.to_pylist()]
-            bad = np.array([v is not None and "\ufffd" in v for v in texts])
-            return _coerce_column(pa.array([None if b else t for t, b in zip(texts, bad, strict=True)]), typ)[0], bad
     try:
         return col.cast(typ), np.zeros(len(col), bool)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -146,6 +158,10 @@ def tabular_records(
             except (pa.ArrowException, ValueError) as err:
                 raise ValueError(f"{origin}: column '{f.name}' cannot be read as {f.type}: {err}") from err
             continue
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            col, not_utf8 = _utf8_column(col)
+            if not_utf8.any():
+                faults.append((not_utf8, f.name, f"invalid UTF-8 in {f.name}; expected UTF-8 text"))
         casted, bad = _coerce_column(col, f.type)
         columns.append(casted)
         if bad.any():
