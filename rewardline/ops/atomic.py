@@ -196,11 +196,16 @@ def staged_output(out_dir: Path | str, timeout: float | None = None, carry: tupl
     ``carry``: entries of the old ``out_dir`` (direct children, e.g. training checkpoints) moved
     into the staging folder just before publishing, so the new result keeps them. On an
     exception the staging folder is removed and ``out_dir`` left as it was. An ``out_dir`` that is a file is refused
-    (``NotADirectoryError``: bad input, exit 2) before anything is written.
+    (``NotADirectoryError``: bad input, exit 2) before anything is written, and so is the working directory or a
+    folder holding it (:class:`~rewardline.errors.BadInput`).
     """
     out_dir = Path(out_dir)
     if out_dir.is_symlink():  # publish beside the real folder (same filesystem), keep the link
         out_dir = Path(os.path.realpath(out_dir))
+    here = Path.cwd()
+    if Path(os.path.realpath(out_dir)) in (here, *here.parents):  # publishing would replace the working directory
+        raise BadInput(detail=f"output {out_dir} is or holds the working directory {here}: writing the output "
+                              "replaces the folder whole and would delete it; expected an --out below or beside it")
     if os.path.lexists(out_dir) and not out_dir.is_dir():  # publishing would put the folder in the file's place
         raise NotADirectoryError(f"output {out_dir} is a file, not a directory; expected a directory (or a path "
                                  "that does not exist yet): give another --out")

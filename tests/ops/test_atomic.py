@@ -21,6 +21,7 @@ import pytest
 from rewardline.data import schema
 from rewardline.data.synthetic import synthetic_rankings_table
 from rewardline.data.tables import table_path, table_rows
+from rewardline.errors import BadInput
 from rewardline.ops import atomic, storage
 from rewardline.retraining.ledger import Ledger
 
@@ -182,6 +183,22 @@ def test_an_output_path_that_is_a_file_is_refused_and_left_alone(tmp_path: Path)
     result = ingest(src, out)
     assert result.returncode == 2 and result.stderr.startswith(f"error: output {out} is a file"), result.stderr
     assert out.read_text() == "precious"
+
+
+def test_the_working_directory_or_a_folder_holding_it_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Was: `--out $PWD` replaced the working directory with the output, its files gone (exit 0); `--out .` ran the
+    stage and failed to publish, exit 3 '[Errno 16] Device or resource busy: '..staging-XXXX' -> '.''."""
+    here = tmp_path / "work"
+    here.mkdir()
+    (here / "notes.txt").write_text("mine")
+    monkeypatch.chdir(here)
+    for out in (Path("."), here, tmp_path):
+        with pytest.raises(BadInput, match="is or holds the working directory"), atomic.staged_output(out):
+            pass
+    assert (here / "notes.txt").read_text() == "mine" and sorted(p.name for p in here.iterdir()) == ["notes.txt"]
+    with atomic.staged_output(here / "out") as staging:  # below it: fine
+        (staging / "a.txt").write_text("new")
+    assert (here / "out" / "a.txt").read_text() == "new"
 
 
 def test_carried_entries_of_the_old_output_move_into_the_new_one(tmp_path: Path):
