@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pytest
 
 from rewardline.data import schema as S
-from rewardline.data.adapters import FORMATS, AdapterResult, detect_format, read_file
+from rewardline.data.adapters import FORMATS, AdapterResult, detect_format, is_empty, read_file
 from rewardline.data.adapters.jsonl import read_jsonl
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -294,6 +294,16 @@ def test_csv_cells_that_are_not_utf8_are_named_as_such() -> None:
                     2: ("rank", "invalid UTF-8 in rank; expected UTF-8 text"),
                     3: ("rank", "rank: expected an integer")}
     assert result.ranked["origin_line"].to_pylist() == [4, 5] and result.records_in == 5
+
+
+def test_csv_with_cr_line_endings() -> None:
+    """Classic Mac / Excel "CSV (Macintosh)": lines ended by CR alone (was: exit 3, "internal error: Error: new-line
+    character seen in unquoted field"; a CR-ended header alone is a file without records)."""
+    data = b"prompt,annotator_id,response,rank\rQ,a,x,1\rQ,a,y,2\r"
+    assert detect_format("mac.csv", data) == "rankings"
+    result = read_file(data, "mac.csv")
+    assert result.records_in == 2 and result.ranked["response"].to_pylist() == ["x", "y"]
+    assert is_empty("mac.csv", b"prompt,annotator_id,response,rank\r") and not is_empty("mac.csv", data)
 
 
 def test_detect_format_errors() -> None:

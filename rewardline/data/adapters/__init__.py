@@ -240,7 +240,7 @@ def is_empty(origin: str, data: FileData) -> bool:
             return pq.ParquetFile(_parquet_input(data)).metadata.num_rows == 0
         except (pa.ArrowException, OSError):
             return False  # not readable: the reader says why
-    blank = rb"\s*[^\n]*(\n\s*)?" if container == "csv" else rb"\s*(\[\s*\])?\s*"  # CSV: a header line at most
+    blank = rb"\s*[^\r\n]*\s*" if container == "csv" else rb"\s*(\[\s*\])?\s*"  # CSV: a header line at most
     return re.fullmatch(blank, data) is not None
 
 

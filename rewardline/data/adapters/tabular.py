@@ -21,8 +21,8 @@ RawOf = Callable[[np.ndarray], list[str]]
 
 
 def csv_header(data: bytes) -> list[str]:
-    """Field names in a CSV file's first line (a UTF-8 BOM dropped)."""
-    header = data.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
+    """Field names in a CSV file's first line, ended by LF, CRLF or CR (a UTF-8 BOM dropped)."""
+    header = re.split(rb"[\r\n]", data, maxsplit=1)[0].decode("utf-8", "replace").lstrip("\ufeff")
     return next(csv.reader([header]), [])
 
 
