@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from rewardline.data import schema as S
@@ -304,6 +305,20 @@ def test_csv_with_cr_line_endings() -> None:
     result = read_file(data, "mac.csv")
     assert result.records_in == 2 and result.ranked["response"].to_pylist() == ["x", "y"]
     assert is_empty("mac.csv", b"prompt,annotator_id,response,rank\r") and not is_empty("mac.csv", data)
+
+
+def test_a_column_repeated_in_a_csv_header_or_parquet_schema_is_a_clear_error(tmp_path: Path) -> None:
+    """Was: exit 3, "internal error: KeyError: 'Field "rank" exists 2 times in schema'"."""
+    csv = b"prompt,annotator_id,response,rank,rank\nQ,a,x,1,2\nQ,a,y,2,1\n"
+    for data in (csv, csv.replace(b"y,2,1\n", b"y,2\n")):  # the second: a wrong-width row, read row by row
+        with pytest.raises(ValueError, match=r"dup\.csv: column 'rank' appears 2 times; expected each column once"):
+            read_file(data, "dup.csv")
+    table = pa.Table.from_arrays([pa.array(["Q", "Q"]), pa.array(["a", "a"]), pa.array(["x", "y"]),
+                                  pa.array([1, 2]), pa.array([2, 1])],
+                                 names=["prompt", "annotator_id", "response", "rank", "rank"])
+    pq.write_table(table, tmp_path / "dup.parquet")
+    with pytest.raises(ValueError, match=r"dup\.parquet: column 'rank' appears 2 times"):
+        read_file((tmp_path / "dup.parquet").read_bytes(), "dup.parquet")
 
 
 def test_detect_format_errors() -> None:

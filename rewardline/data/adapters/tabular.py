@@ -125,6 +125,15 @@ def _reject_oversized(records: Records, limits: Limits) -> Records:
                    quarantined=[*records.quarantined, quarantined])
 
 
+def refuse_repeated_columns(names: list[str], origin: str, schema: pa.Schema) -> None:
+    """ValueError (the whole file: which of the columns is meant is unknown) when a column of ``schema`` appears
+    more than once in a CSV header or a Parquet schema."""
+    repeated = sorted({name for name in names if name in schema.names and names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{origin}: column {repeated[0]!r} appears {names.count(repeated[0])} times; "
+                         "expected each column once")
+
+
 def tabular_records(
     table: pa.Table,
     origin: str,
@@ -140,6 +149,7 @@ def tabular_records(
     never became rows too (CSV rows with the wrong number of columns). A row whose text fields
     hold more than ``limits.max_record_bytes`` bytes in all is quarantined first, before any cast.
     """
+    refuse_repeated_columns(table.column_names, origin, schema)
     n = table.num_rows
     line = np.arange(1, n + 1, dtype=np.int64) if line is None else np.asarray(line, dtype=np.int64)
     records = Records(origin, table, line, records_in=n if records_in is None else records_in, raw_of=raw_of)
@@ -226,6 +236,7 @@ def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema, limits: Limit
 
 def read_csv_records(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None) -> Records:
     header = csv_header(data)
+    refuse_repeated_columns(header, origin, schema)
     try:
         table = pcsv.read_csv(
             io.BytesIO(data),
