@@ -321,6 +321,20 @@ def test_a_column_repeated_in_a_csv_header_or_parquet_schema_is_a_clear_error(tm
         read_file((tmp_path / "dup.parquet").read_bytes(), "dup.parquet")
 
 
+def test_a_json_list_with_a_byte_order_mark() -> None:
+    """Was: --format auto, exit 2 "no JSON object found in the first records; cannot read it as jsonl"; a given
+    format, the whole list one record quarantined ("UTF-8 byte order mark (BOM) is not supported"), its items lost."""
+    items = [{"prompt": f"q{i}", "annotator_id": "a", "responses": [{"text": "x", "rank": 1}, {"text": "y", "rank": 2}]}
+             for i in range(2)]
+    data = b"\xef\xbb\xbf" + json.dumps(items).encode()
+    assert detect_format("win.json", data) == "rankings"
+    for fmt in ("auto", "rankings"):
+        result = read_file(data, "win.json", fmt=fmt)
+        assert result.records_in == 2 and result.quarantine.num_rows == 0
+        assert result.ranked["origin_line"].to_pylist() == [1, 1, 2, 2]
+    assert read_file(gzip.compress(data), "win.json.gz").records_in == 2
+
+
 def test_detect_format_errors() -> None:
     with pytest.raises(ValueError, match=r"weird\.jsonl: cannot detect the source format from fields \['a', 'b'\]"):
         detect_format("weird.jsonl", b'{"a": 1, "b": 2}\n')

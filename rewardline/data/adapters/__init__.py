@@ -105,17 +105,22 @@ def _parquet_input(data: FileData) -> str | io.BytesIO:
     return data.path if isinstance(data, LocalParquet) else io.BytesIO(data)
 
 
+#: A JSON list behind a UTF-8 byte-order mark (as Windows tools save JSON), which the JSON decoders refuse.
+_BOM_LIST = re.compile(rb"\xef\xbb\xbf\s*\[")
+
+
 def _decompress(origin: str, data: FileData) -> FileData:
+    """The file's bytes, gunzipped; a JSON list's leading byte-order mark dropped (JSONL and CSV readers skip it)."""
     if isinstance(data, LocalParquet):
         return data
     if data[:2] == GZIP_MAGIC:
         try:
-            return gzip.decompress(data)
+            data = gzip.decompress(data)
         except (OSError, EOFError) as err:
             raise ValueError(f"{origin}: corrupt gzip data: {err}") from err
-    if origin.endswith(".gz"):
+    elif origin.endswith(".gz"):
         raise ValueError(f"{origin}: name ends in .gz but the data is not gzip")
-    return data
+    return data[3:] if _BOM_LIST.match(data) else data
 
 
 def _container(origin: str, data: FileData) -> str:
