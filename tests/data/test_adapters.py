@@ -335,6 +335,24 @@ def test_a_json_list_with_a_byte_order_mark() -> None:
     assert read_file(gzip.compress(data), "win.json.gz").records_in == 2
 
 
+def test_a_message_list_ending_with_the_assistant_is_quarantined() -> None:
+    """The data contract: a multi-turn prompt's last turn is the user's (was: accepted, the prompt rendered as
+    '...Assistant: yo\\n\\nAssistant:' with nothing for the responses to answer)."""
+    def record(*roles: str) -> dict:
+        return {"messages": [{"role": r, "content": f"turn {i}"} for i, r in enumerate(roles)], "annotator_id": "a",
+                "responses": [{"text": "x", "rank": 1}, {"text": "y", "rank": 2}]}
+
+    lines = [record("user"), record("user", "assistant"), record("system", "user", "Assistant", "user"),
+             record("user", "Assistant")]
+    result = read_file(b"\n".join(json.dumps(r).encode() for r in lines), "msgs.jsonl")
+    check_accounting(result)
+    rows = {r["origin_line"]: (r["field"], r["reason"]) for r in result.quarantine.to_pylist()}
+    reason = "messages: the last turn is the assistant's; expected the user's turn that the responses answer"
+    assert rows == {2: ("messages", reason), 4: ("messages", reason)}
+    plain = {"prompt": "q", "annotator_id": "a", "responses": [{"text": "x", "rank": 1}, {"text": "y", "rank": 2}]}
+    assert read_file(json.dumps(plain).encode(), "plain.jsonl").quarantine.num_rows == 0  # no message list at all
+
+
 def test_detect_format_errors() -> None:
     with pytest.raises(ValueError, match=r"weird\.jsonl: cannot detect the source format from fields \['a', 'b'\]"):
         detect_format("weird.jsonl", b'{"a": 1, "b": 2}\n')

@@ -144,13 +144,26 @@ LONG_SCHEMA = pa.schema(
 )
 
 
+def _ends_with_assistant(messages: pa.Array) -> np.ndarray:
+    """Mask of message lists whose last turn is the assistant's (no user turn left for the responses to answer)."""
+    ends = np.asarray(messages.offsets)[1:] - 1
+    has = np.asarray(pc.fill_null(pc.greater(pc.list_value_length(messages), 0), False), dtype=bool)
+    if not has.any():
+        return has
+    roles = pc.utf8_lower(messages.values.field("role")).take(pa.array(np.where(has, ends, 0)))
+    return has & np.asarray(pc.fill_null(pc.equal(roles, "assistant"), False), dtype=bool)
+
+
 def _prompt_checks(records: Records) -> Records:
     records = require(records, ["annotator_id"])
     t = records.table
     n_messages = pc.fill_null(pc.list_value_length(combined(t, "messages")), 0)
     no_prompt = pc.and_(pc.is_null(combined(t, "prompt")), pc.equal(n_messages, 0))
     records = records.reject(no_prompt, "prompt", "missing required field 'prompt' (or a non-empty 'messages')")
-    return check_messages(records)
+    records = check_messages(records)
+    return records.reject(_ends_with_assistant(combined(records.table, "messages")), "messages",
+                          "messages: the last turn is the assistant's; expected the user's turn that the responses "
+                          "answer")
 
 
 def nested_to_ranked(records: Records) -> tuple[pa.Table, Records]:
