@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from rewardline.errors import BadInput, json_type
 from rewardline.ops import storage
 
 MANIFEST = "manifest.json"
@@ -52,14 +53,38 @@ class Batch:
         return storage.read_bytes(self.file_uri(name))
 
     def samples(self) -> list[dict]:
-        """The policy samples, one dict per line of ``samples.jsonl``."""
-        return [orjson.loads(line) for line in self.read(SAMPLES).splitlines() if line.strip()]
+        """The policy samples, one dict per line of ``samples.jsonl``; a line that is not
+        ``{prompt_id, prompt, response, ...}`` raises :class:`~rewardline.errors.BadInput` (exit 2) naming it."""
+        return parse_samples(self.read(SAMPLES), self.file_uri(SAMPLES))
 
 
 @dataclass(frozen=True)
 class Skipped:
     batch_id: str
     reason: str
+
+
+def parse_samples(data: bytes, source: str) -> list[dict]:
+    """The rows of a ``samples.jsonl`` (``source`` names it in errors): each a JSON object with a string
+    ``prompt_id`` and the ``prompt`` / ``response`` that ``rewardline score`` takes (its row check), else
+    :class:`~rewardline.errors.BadInput` ``FILE:LINE: field 'F': expected E, got G``."""
+    from rewardline.modeling.score import check_score_row
+
+    samples = []
+    for number, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = {"file": source, "line": number}
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as err:
+            raise BadInput(**where, detail=f"not valid JSON ({err}); expected one JSON object per line") from None
+        check_score_row(row, where)
+        if not isinstance(row.get("prompt_id"), str):
+            got = json_type(row["prompt_id"]) if "prompt_id" in row else "nothing (missing)"
+            raise BadInput(**where, field="prompt_id", expected="a string", got=got)
+        samples.append(row)
+    return samples
 
 
 def sha256(data: bytes) -> str:

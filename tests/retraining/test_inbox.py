@@ -52,6 +52,26 @@ def test_an_s3_inbox_is_the_same_thing(s3_env):
     check_discovery(root)
 
 
+@pytest.mark.parametrize(("line", "message"), [
+    (b'{"prompt_id": "p1", "prompt": "hi"}', "samples.jsonl:2: field 'response': missing; expected a string"),
+    (b'{"prompt_id": "p1", "prompt": "hi", "response": null}',
+     "samples.jsonl:2: field 'response': expected a string, got null"),
+    (b'{"prompt": "hi", "response": "yo"}', "samples.jsonl:2: field 'prompt_id': expected a string, got nothing"),
+    (b'{"prompt_id": "p1", "prompt": "hi", "response": "yo"', "samples.jsonl:2: not valid JSON"),
+])
+def test_a_malformed_sample_is_bad_input_naming_its_file_line_and_field(tmp_path: Path, line: bytes, message: str):
+    """``python -m flows.retrain run`` on such a batch exited 3, ``internal error: KeyError: 'response'``."""
+    from rewardline.errors import EXIT_BAD_INPUT, BadInput, exit_code
+
+    good = b'{"prompt_id": "p1", "prompt": "hi", "response": "hello"}\n'
+    batch = inbox.write_batch(str(tmp_path / "inbox"), "bad", good + line + b"\n")
+    with pytest.raises(BadInput) as err:
+        batch.samples()
+    assert str(err.value).startswith(f"{tmp_path / 'inbox' / 'bad'}/{message}"), str(err.value)
+    assert exit_code(err.value) == EXIT_BAD_INPUT
+    assert inbox.parse_samples(good + b"\n" + good, "s.jsonl")[1]["response"] == "hello"  # blank lines skipped
+
+
 def test_the_batch_fixtures_match_their_manifests():
     ready, skipped = inbox.discover(str(FRESH))
     assert [b.batch_id for b in ready] == [IN_DIST, SHIFTED] and not skipped
