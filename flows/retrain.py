@@ -147,7 +147,7 @@ def retrain(project: str = ".", force: bool = False) -> list[dict]:
             result, champion = drift_check(root, batch, force, Path(tmp) / batch.batch_id)
             results.append(result)
             if not result.decision["retrain"]:
-                result.outcome = "no retrain (below every threshold)"
+                result.outcome = rt.no_retrain_outcome(result.decision)
             elif not batch.labelled:
                 result.outcome = "drift, but the batch has no rankings: annotate it and submit the labelled batch"
             else:

@@ -364,6 +364,15 @@ class BatchResult:
         return asdict(self)
 
 
+def no_retrain_outcome(decision: dict[str, Any]) -> str:
+    """The outcome of a batch the decision does not retrain on: below every threshold, or a crossing that
+    the permutation test put within sampling noise (``decision["within_noise"]``), said as such."""
+    noise = decision.get("within_noise") or []
+    if not noise:
+        return "no retrain (below every threshold)"
+    return f"no retrain ({', '.join(n.split()[0].upper() for n in noise)} crossed within sampling noise)"
+
+
 def summary_markdown(results: list[BatchResult], cfg: RetrainConfig, rolled_back: list[str],
                      duplicates: list[dict], skipped: list[inbox.Skipped]) -> str:
     """The cycle's report: per batch the drift numbers against the thresholds, the decision, the gates."""

@@ -126,3 +126,13 @@ def test_summary_and_gate_table():
     assert "| KS statistic | 0.2500 | 0.2 | 0.2000 | yes |" in md
     assert "Within sampling noise, not counted: ks 0.2500 > 0.2 but permutation p 0.2000 > 0.05." in md
     assert "accuracy drop (test − batch) | n/a" in md and "c = a" in md and "redone" in md
+
+
+def test_no_retrain_outcome_says_when_a_threshold_was_crossed_within_noise():
+    """The in-distribution batch (PSI 1.02 > 0.25, KS 0.25 > 0.2, both p > 0.05) was reported
+    "no retrain (below every threshold)" in the ledger and the summary's heading."""
+    assert rt.no_retrain_outcome({"retrain": False, "reasons": [], "within_noise": []}) == \
+        "no retrain (below every threshold)"
+    noise = ["psi 1.0157 > 0.25 but permutation p 0.1528 > 0.05", "ks 0.2533 > 0.2 but permutation p 0.1169 > 0.05"]
+    outcome = rt.no_retrain_outcome({"retrain": False, "reasons": [], "within_noise": noise})
+    assert outcome == "no retrain (PSI, KS crossed within sampling noise)"
