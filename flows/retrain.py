@@ -31,18 +31,27 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 from prefect.schedules import Cron
+from prefect.states import State
 from prefect.tasks import exponential_backoff
 
 from flows.command_line import require_project, run_flow_command
 from flows.pipeline import pipeline
-from rewardline.errors import GateFailed
+from rewardline.errors import EXIT_TRANSIENT, GateFailed, exit_code
 from rewardline.ops import dvc_run
 from rewardline.registry.names import TAGS_ENV
 from rewardline.retraining import cycle as rt
 from rewardline.retraining import inbox
 from rewardline.retraining.ledger import Ledger
 
-TRANSIENT = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=5)}
+
+def transient(task: object, task_run: object, state: State) -> bool:
+    """Retry a task only on what the exit-code contract retries (exit 3: an outage, an internal error), not on
+    bad input (exit 2) or a gate (exit 1): the same batch fails the same way (README, "Exit codes")."""
+    return not isinstance(state.data, BaseException) or exit_code(state.data) == EXIT_TRANSIENT
+
+
+TRANSIENT = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=5),
+             "retry_condition_fn": transient}
 
 
 def _ledger(root: Path) -> Ledger:

@@ -133,3 +133,30 @@ def test_the_flow_commands_exit_with_the_contracts_code_and_one_line(project: Pa
         "flow in the project or pass --project DIR" in lines(no_params), no_params.stderr
     done = flow_command("flows.pipeline", "--project", str(project), "--stage", "flaky")
     assert done.returncode == 0, done.stderr
+
+
+def test_the_retrain_flows_tasks_retry_an_outage_but_not_bad_input(prefect_api: None):
+    """The retrain flow's drift-check (and discover, version-ledger) retried a malformed batch's BadInput twice,
+    15 s of backoff, before failing with exit 2: the contract retries only exit 3."""
+    from prefect import flow, task
+
+    from flows.retrain import TRANSIENT
+    from rewardline.errors import BadInput
+
+    calls: list[str] = []
+
+    @task(**{**TRANSIENT, "retry_delay_seconds": 0})
+    def fails(kind: str) -> None:
+        calls.append(kind)
+        if kind == "bad" or calls.count(kind) == 1:
+            raise (BadInput("samples.jsonl", line=2, field="response", detail="missing") if kind == "bad"
+                   else ConnectionError("Could not connect to the endpoint URL (first attempt)"))
+
+    @flow
+    def run(kind: str) -> None:
+        fails(kind)
+
+    assert run("outage", return_state=True).is_completed() and calls == ["outage", "outage"]
+    calls.clear()
+    state = run("bad", return_state=True)
+    assert state.is_failed() and "field 'response'" in state.message and calls == ["bad"]
