@@ -42,6 +42,7 @@ OVERLAY = {
     "evaluate": {"min_accuracy": 0.4, "max_ece_calibrated": 0.5, "max_length_bias": 0.5, "champion_delta": 0.5,
                  "bootstrap_samples": 200, "min_bon_gain": -1.0, "max_overoptimization": 1.0},  # bon: wiring only
     "retrain": {"accuracy_drop_threshold": 0.5, "min_pairs": 20, "auto_promote": False},
+    "prm": yaml.safe_load((ROOT / ".ci" / "params.yaml").read_text())["prm"],  # CI's tiny PRM, not MiniLM for 2 epochs
 }
 SHIPPED_DRIFT = {k: yaml.safe_load((ROOT / "params.yaml").read_text())["retrain"][k]
                  for k in ("psi_threshold", "ks_threshold", "drift_alpha", "drift_permutations")}
