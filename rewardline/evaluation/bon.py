@@ -64,6 +64,7 @@ from rewardline.config import Section
 from rewardline.data.tables import json_safe, write_json
 from rewardline.evaluation.candidates import Candidates, load_candidates
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
+from rewardline.ops.atomic import check_output_dir
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
 from rewardline.report import fmt
 
@@ -412,6 +413,7 @@ def bon_from_sources(
 ) -> dict[str, Any]:
     """Load candidates, score them with the proxy model (and the gold model: Gao et al.'s synthetic
     setup, gold = a second RM's score), and :func:`run_bon`. Raises :class:`BadInput` on bad records."""
+    check_output_dir(out_dir)  # before the scoring, not after it
     candidates = load_candidates(sources, fmt)
     proxy = candidate_rewards(model_dir, candidates)
     gold = candidate_rewards(gold_model_dir, candidates) if gold_model_dir is not None else None

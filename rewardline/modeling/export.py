@@ -24,6 +24,7 @@ from rewardline.data.tables import read_json
 from rewardline.gates import GateReport
 from rewardline.modeling.hf_format import TOKEN_LAYOUT
 from rewardline.modeling.model import RewardModel
+from rewardline.ops.atomic import check_output_dir
 from rewardline.report import fmt
 
 CARD_METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "agreement_aware_accuracy", "n_pairs",
@@ -53,6 +54,7 @@ def export_model(model_dir: Path | str, out_dir: Path | str, metrics: Path | Non
     """Write the standard directory + model card of ``model_dir`` (any layout :meth:`RewardModel.load`
     reads) to ``out_dir``; upload it to the Hub repo ``push_to_hub`` when given. Returns a summary."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    check_output_dir(out_dir)
     meta = find_metadata(model_dir, metrics, train_metrics)
     model, tokenizer = RewardModel.load(model_dir)
     calibration = meta["calibration"]

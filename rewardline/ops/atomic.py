@@ -189,26 +189,34 @@ def publish(staging: Path, out_dir: Path, exchange: bool = True) -> None:
     _fsync(out_dir.parent)
 
 
+def check_output_dir(out_dir: Path | str) -> None:
+    """Refuse, with :class:`~rewardline.errors.BadInput` (exit 2) before any work, an ``out_dir`` that publishing
+    would wreck: one that exists and is not a directory (a file named by mistake: it would be swapped out of its
+    name into a hidden staging name, and the run would then fail), or the working directory or a folder holding it
+    (replaced whole, it would be deleted)."""
+    out_dir = Path(out_dir)
+    here = Path.cwd()
+    if Path(os.path.realpath(out_dir)) in (here, *here.parents):
+        raise BadInput(detail=f"output {out_dir} is or holds the working directory {here}: writing the output "
+                              "replaces the folder whole and would delete it; expected an --out below or beside it")
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
+        raise BadInput(out_dir, detail="exists and is not a directory; expected an output directory "
+                                       "(absent, or a previous result to replace)")
+
+
 @contextlib.contextmanager
 def staged_output(out_dir: Path | str, timeout: float | None = None, carry: tuple[Path, ...] = ()) -> Iterator[Path]:
     """Lock ``out_dir``, yield an empty staging folder beside it; publish it as ``out_dir`` on success.
 
     ``carry``: entries of the old ``out_dir`` (direct children, e.g. training checkpoints) moved
     into the staging folder just before publishing, so the new result keeps them. On an
-    exception the staging folder is removed and ``out_dir`` left as it was. An ``out_dir`` that is a file is refused
-    (``NotADirectoryError``: bad input, exit 2) before anything is written, and so is the working directory or a
-    folder holding it (:class:`~rewardline.errors.BadInput`).
+    exception the staging folder is removed and ``out_dir`` left as it was. An ``out_dir`` that is a file, the
+    working directory or a folder holding it is refused before anything is written (:func:`check_output_dir`).
     """
     out_dir = Path(out_dir)
     if out_dir.is_symlink():  # publish beside the real folder (same filesystem), keep the link
         out_dir = Path(os.path.realpath(out_dir))
-    here = Path.cwd()
-    if Path(os.path.realpath(out_dir)) in (here, *here.parents):  # publishing would replace the working directory
-        raise BadInput(detail=f"output {out_dir} is or holds the working directory {here}: writing the output "
-                              "replaces the folder whole and would delete it; expected an --out below or beside it")
-    if os.path.lexists(out_dir) and not out_dir.is_dir():  # publishing would put the folder in the file's place
-        raise NotADirectoryError(f"output {out_dir} is a file, not a directory; expected a directory (or a path "
-                                 "that does not exist yet): give another --out")
+    check_output_dir(out_dir)
     with exclusive(out_dir, timeout=timeout):
         clean_leftovers(out_dir)
         staging = out_dir.parent / f".{out_dir.name}.{STAGING}-{secrets.token_hex(4)}"

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from rewardline.data import schema
 from rewardline.data.tables import read_table, stage_kind, table_path, write_json
+from rewardline.ops.atomic import check_output_dir
 
 EXPORT_FORMATS = ("trl",)
 FileFormat = Literal["jsonl", "parquet", "both"]
@@ -79,9 +80,7 @@ def export_pairs(pairs_dir: Path, out_dir: Path, fmt: str = "trl", files: FileFo
         raise ValueError(f"export format {fmt!r} is not supported; expected one of {EXPORT_FORMATS}")
     if files not in ("jsonl", "parquet", "both"):
         raise ValueError(f"--files {files!r}: expected jsonl, parquet or both")
-    if out_dir.exists() and not out_dir.is_dir():  # mkdir would fail with FileExistsError: exit 3, a retry
-        raise NotADirectoryError(f"output {out_dir} is a file, not a directory; expected a directory (or a path "
-                                 "that does not exist yet): give another --out")
+    check_output_dir(out_dir)  # mkdir would fail with FileExistsError: exit 3, a retry
     present = [s for s in schema.SPLITS if table_path(pairs_dir, s).exists()]
     if not present:
         names = ", ".join(f"{s}/" for s in schema.SPLITS)

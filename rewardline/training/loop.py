@@ -49,7 +49,7 @@ from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.shared_prefix import resolve_shared_prefix
 from rewardline.modeling.tokenize import TokenizedResponses, tokenize_pairs_dir
-from rewardline.ops.atomic import exclusive, staged_output
+from rewardline.ops.atomic import check_output_dir, exclusive, staged_output
 from rewardline.tracking import NullTracker, Tracker
 from rewardline.training.batching import (
     Group,
@@ -382,6 +382,7 @@ def train(pairs_dir: Path, out_dir: Path, config: TrainConfig | None = None, tra
     save it to ``out_dir``. Returns the training metrics (:func:`run_metrics`)."""
     cfg = config or TrainConfig()
     pairs_dir, out_dir = Path(pairs_dir), Path(out_dir)
+    check_output_dir(out_dir)  # before training, not after it
     created_group = not dist.is_initialized()
     rt = select_runtime(cfg.device, cfg.precision, group_of_one=cfg.strategy == "fsdp")
     created_group = created_group and dist.is_initialized()

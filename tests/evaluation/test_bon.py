@@ -240,3 +240,13 @@ def test_cli_exit_2_on_malformed_row(tiny_model, tmp_path):
                                  "--params", str(tmp_path / "none.yaml")])
     assert result.exit_code == 2, result.output
     assert f"{path}:5: field 'gold'" in result.output
+
+
+def test_cli_exit_2_when_out_is_a_file(tiny_model, tmp_path):
+    """--out naming an existing file: exit 2 naming it, the file untouched (was exit 3, ``[Errno 17] File exists``)."""
+    data, out = _write(_tiny_rows(), tmp_path / "rows.jsonl"), _write([], tmp_path / "notes.txt")
+    out.write_text("keep")
+    result = runner.invoke(app, ["bon", "--model", str(tiny_model), "--data", str(data), "--out", str(out),
+                                 "--params", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2, result.output
+    assert f"{out}: exists and is not a directory" in result.output and out.read_text() == "keep"

@@ -244,3 +244,13 @@ def test_export_resolves_a_registry_uri_and_cards_the_bundle_metrics(tmp_path, m
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").config.num_labels == 1
     missing = runner.invoke(app, ["export", "--model", model_uri(alias="nobody"), "--out", str(tmp_path / "x")])
     assert missing.exit_code == 2 and "'reward-model' has no alias 'nobody'" in missing.output
+
+
+def test_export_into_an_existing_file_exits_2_and_leaves_it(tmp_path):
+    """--out naming an existing file: exit 2 naming it (was exit 3, ``[Errno 17] File exists``), the file untouched."""
+    trained_looking("tiny-bert").save(tmp_path / "rm", AutoTokenizer.from_pretrained(resolve_backbone("tiny-bert")))
+    (tmp_path / "notes.txt").write_text("keep")
+    result = runner.invoke(app, ["export", "--model", str(tmp_path / "rm"), "--out", str(tmp_path / "notes.txt")])
+    assert result.exit_code == 2, result.output
+    assert f"{tmp_path / 'notes.txt'}: exists and is not a directory" in result.output
+    assert (tmp_path / "notes.txt").read_text() == "keep"

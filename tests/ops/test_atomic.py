@@ -169,20 +169,18 @@ def test_a_failed_stage_leaves_the_old_output_untouched(tmp_path: Path):
     assert (out / "a.txt").read_text() == "old" and not leftovers(out)
 
 
-def test_an_output_path_that_is_a_file_is_refused_and_left_alone(tmp_path: Path):
-    """Was: the stage ran, the output folder took the file's name, the file moved to a hidden staging name and the
-    command failed with 'error: [Errno 20] Not a directory: PosixPath('.../.X.staging-...')'."""
-    out = tmp_path / "X"
-    out.write_text("precious")
-    with pytest.raises(NotADirectoryError, match="is a file, not a directory"), atomic.staged_output(out):
-        pass
-    assert out.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == ["X"]
-    src = tmp_path / "in.jsonl"
-    src.write_text(json.dumps({"prompt": "q", "annotator_id": "a", "responses": [{"text": "x", "rank": 1},
-                                                                                  {"text": "y", "rank": 2}]}) + "\n")
-    result = ingest(src, out)
-    assert result.returncode == 2 and result.stderr.startswith(f"error: output {out} is a file"), result.stderr
-    assert out.read_text() == "precious"
+def test_an_out_that_is_a_file_is_refused_and_left_in_place(runs, tmp_path: Path):
+    """``--out`` naming an existing file: exit 2 naming it, before any work; the file keeps its name and content
+    (publishing used to swap it into a hidden ``.<name>.staging-*`` and then fail on it: exit 2, the file hidden)."""
+    out = tmp_path / "scores.jsonl"
+    out.write_text('{"keep": 1}\n')
+    with pytest.raises(BadInput, match="scores.jsonl: exists and is not a directory"), \
+            atomic.staged_output(out) as staging:
+        (staging / "metrics.json").write_text("{}")
+    done = ingest(runs["a"][0], out)
+    assert done.returncode == 2, done.stderr
+    assert f"{out}: exists and is not a directory; expected an output directory" in done.stderr
+    assert out.read_text() == '{"keep": 1}\n' and not leftovers(out)
 
 
 def test_the_working_directory_or_a_folder_holding_it_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -23,7 +23,7 @@ from scipy.special import ndtr
 from transformers import AutoTokenizer
 
 from rewardline.data.tables import TARGETS, read_split, read_table, write_part
-from rewardline.errors import ConfigError, NonFiniteLoss, exit_code
+from rewardline.errors import BadInput, ConfigError, NonFiniteLoss, exit_code
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.score import score_jsonl
@@ -350,6 +350,17 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_saves_nothing(setu
     assert not out.exists()  # no model directory
     assert [p.name for p in (tmp_path / "ck").glob("step-*")] == ["step-00000002"]  # the last finite step's
 
+
+
+def test_an_out_that_is_a_file_is_refused_before_training(setup, tmp_path, monkeypatch):
+    """--out naming an existing file: BadInput (exit 2) before any step, the file untouched (training used to run
+    to the end, then publishing hid the file under ``.<name>.staging-*`` and failed on it)."""
+    out = tmp_path / "notes.txt"
+    out.write_text("keep")
+    monkeypatch.setattr("rewardline.training.loop._run_steps", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(BadInput, match="notes.txt: exists and is not a directory") as info:
+        train(setup["pairs"], out, tiny_config(setup, checkpoint_dir=str(tmp_path / "ck")))
+    assert exit_code(info.value) == 2 and out.read_text() == "keep"
 
 def test_train_and_evaluate_exit_codes_through_the_cli(setup, tmp_path):
     """0 ok, 1 a failed evaluate gate, 2 bad input (missing data, a learning rate that diverges, a broken model)."""
