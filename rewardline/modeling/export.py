@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardline.data.tables import read_json
+from rewardline.errors import BadInput, json_type
 from rewardline.gates import GateReport
 from rewardline.modeling.hf_format import TOKEN_LAYOUT
 from rewardline.modeling.model import RewardModel
@@ -34,17 +35,34 @@ CARD_TRAINING = ("objective", "n_sequences", "train_sequences", "n_prompt_trunca
                  "train_seconds", "git_commit", "pairs_fingerprint")
 
 
+def _read_object(path: Path | None, flag: str) -> dict[str, Any]:
+    """The JSON object in ``path``, a file the user named with ``flag`` (``{}`` when None); a file that is missing,
+    not JSON or holds no object is :class:`BadInput` naming it."""
+    if path is None:
+        return {}
+    expected = f"{flag}: a metrics.json (a JSON object)"
+    if not path.is_file():
+        raise BadInput(path, detail=f"no such file; expected {expected}")
+    try:
+        value = read_json(path)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise BadInput(path, detail=f"not valid JSON ({err}); expected {expected}") from None
+    if not isinstance(value, dict):
+        raise BadInput(path, expected=expected, got=json_type(value))
+    return value
+
+
 def find_metadata(model_dir: Path, metrics: Path | None, train_metrics: Path | None) -> dict[str, dict[str, Any]]:
     """``{evaluate, calibration, train}`` dicts ({} when not found) for the card and ``config.json``."""
     metrics_file = metrics / "metrics.json" if metrics is not None and metrics.is_dir() else metrics
     if metrics is not None and not (metrics_file and metrics_file.is_file()):
         raise FileNotFoundError(f"--metrics {metrics}: no evaluate metrics.json there")
-    evaluate = read_json(metrics_file) or read_json(model_dir / "evaluate_metrics.json")
+    evaluate = _read_object(metrics_file, "--metrics") or read_json(model_dir / "evaluate_metrics.json")
     calibration = read_json(model_dir / "calibration.json")
     if metrics_file is not None and not calibration:
         calibration = read_json(metrics_file.parent / "calibration.json")
     calibration = calibration or {k: evaluate[k] for k in ("temperature", "reward_mean", "reward_std") if k in evaluate}
-    train = (read_json(train_metrics) or read_json(model_dir / "train_metrics.json")
+    train = (_read_object(train_metrics, "--train-metrics") or read_json(model_dir / "train_metrics.json")
              or read_json(model_dir / "metrics.json"))  # the train stage's full metrics, saved with the model
     return {"evaluate": evaluate, "calibration": calibration, "train": train}
 

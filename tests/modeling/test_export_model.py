@@ -254,3 +254,19 @@ def test_export_into_an_existing_file_exits_2_and_leaves_it(tmp_path):
     assert result.exit_code == 2, result.output
     assert f"{tmp_path / 'notes.txt'}: exists and is not a directory" in result.output
     assert (tmp_path / "notes.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize(("flag", "content", "message"), [
+    ("--metrics", "[1]", "expected --metrics: a metrics.json (a JSON object), got an array"),  # was internal error
+    ("--metrics", '{"a": 1}\n{"b": 2}\n', "not valid JSON (Extra data: line 2 column 1 (char 9))"),  # no file named
+    ("--train-metrics", None, "no such file; expected --train-metrics"),  # was silently ignored
+])
+def test_export_names_a_metrics_file_it_cannot_use(tmp_path, flag, content, message):
+    trained_looking("tiny-bert").save(tmp_path / "rm", AutoTokenizer.from_pretrained(resolve_backbone("tiny-bert")))
+    given = tmp_path / "given.json"
+    if content is not None:
+        given.write_text(content)
+    result = runner.invoke(app, ["export", "--model", str(tmp_path / "rm"), "--out", str(tmp_path / "hf"),
+                                 flag, str(given)])
+    assert result.exit_code == 2, result.output
+    assert f"error: {given}: {message}" in result.output and not (tmp_path / "hf").exists()
