@@ -3,6 +3,7 @@ functions through ``stages/``)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -94,6 +95,8 @@ def train(
     mlflow: Annotated[bool, typer.Option("--mlflow", help="also log params and curves live to an MLflow run")] = False,
 ) -> None:
     """Train a reward model (K-wise grouped Bradley-Terry) on a pairs directory. torchrun works too."""
+    from rewardline.data.tables import write_json
+    from rewardline.paths import METRICS_FILE
     from rewardline.registry.mlflow_tracking import MlflowTracker
     from rewardline.tracking import JsonlTracker, MultiTracker, Tracker
     from rewardline.training.loop import TrainConfig
@@ -112,6 +115,8 @@ def train(
         if live:
             live.close()
             metrics["mlflow_run_id"] = live.run_id
+        if os.environ.get("RANK", "0") == "0":  # the full metrics beside the model (torchrun: rank 0 writes)
+            write_json(metrics, out / METRICS_FILE)
         return metrics
 
     _run(action, stage="train", out=out)

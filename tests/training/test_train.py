@@ -362,6 +362,7 @@ def test_an_out_that_is_a_file_is_refused_before_training(setup, tmp_path, monke
         train(setup["pairs"], out, tiny_config(setup, checkpoint_dir=str(tmp_path / "ck")))
     assert exit_code(info.value) == 2 and out.read_text() == "keep"
 
+
 def test_train_and_evaluate_exit_codes_through_the_cli(setup, tmp_path):
     """0 ok, 1 a failed evaluate gate, 2 bad input (missing data, a learning rate that diverges, a broken model)."""
     from typer.testing import CliRunner
@@ -379,6 +380,8 @@ def test_train_and_evaluate_exit_codes_through_the_cli(setup, tmp_path):
     model = tmp_path / "model"
     trained = runner.invoke(app, ["train", "--data", str(pairs), "--out", str(model), *params, *sets])
     assert trained.exit_code == 0, trained.output
+    assert f"all metrics: {model / 'metrics.json'}" in trained.output  # and there they are (were not: no file)
+    assert {"steps", "train_loss", "val_accuracy"} <= set(json.loads((model / "metrics.json").read_text()))
     diverged = runner.invoke(app, ["train", "--data", str(pairs), "--out", str(tmp_path / "nan"), *params, *sets,
                                    "--set=lr=1e30"])
     assert diverged.exit_code == 2, diverged.output
