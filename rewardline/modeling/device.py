@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from rewardline.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -34,12 +36,29 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
 
+def check_device(device: str) -> None:
+    """``device`` names a device this machine has (``auto`` always does): else :class:`ConfigError` (exit 2)
+    naming it, not torch's parse error or a CUDA call on a machine without CUDA."""
+    if device == "auto":
+        return
+    try:
+        requested = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device {device!r}: not a device name; expected auto, cpu, cuda, cuda:N or mps") from None
+    count = {"cpu": 1, "cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+             "mps": int(torch.backends.mps.is_available())}.get(requested.type)
+    if count is not None and (requested.index or 0) >= count:
+        have = "no CUDA device" if requested.type == "cuda" and not count else f"{count} {requested.type} device(s)"
+        raise ConfigError(f"device {device!r}: this machine has {have}; expected auto or cpu")
+
+
 def select_runtime(device: str = "auto", precision: str = "auto", group_of_one: bool = False) -> Runtime:
     """Pick the device (``auto``: CUDA if available), start the process group when launched
     by ``torchrun`` (``WORLD_SIZE > 1``: NCCL on CUDA, gloo on CPU), enable TF32 and choose
     bf16 autocast on CUDA (``precision``: ``auto`` | ``bf16`` | ``fp32``). ``group_of_one``: a
     process group also for a single process (FSDP needs one), from torchrun's environment or,
     without it, an in-memory store."""
+    check_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

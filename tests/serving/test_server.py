@@ -180,3 +180,18 @@ def test_api_key_file_must_be_private(tmp_path: Path, monkeypatch: pytest.Monkey
     assert load_api_key(None) == "from-env"
     monkeypatch.delenv("REWARDLINE_API_KEY")
     assert load_api_key(None) is None
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("tpu", "error: device 'tpu': not a device name; expected auto, cpu, cuda, cuda:N or mps"),
+    ("cuda:99", "error: device 'cuda:99': this machine has "),
+])
+def test_a_device_the_machine_lacks_exits_2_naming_it(model_dir: Path, tmp_path: Path, device: str, message: str):
+    """--device that is no device name, or one this machine lacks: exit 2 before the port opens (was exit 3:
+    ``internal error: RuntimeError: Expected one of cpu, cuda, ...`` / ``AttributeError: ... _cuda_setDevice``)."""
+    done = subprocess.run([sys.executable, "-m", "rewardline.cli", "serve", "--model", str(model_dir), "--device",
+                           device, "--port", str(_free_ports(1)[0]), "--params", str(tmp_path / "none.yaml")],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr

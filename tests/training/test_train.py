@@ -363,6 +363,13 @@ def test_an_out_that_is_a_file_is_refused_before_training(setup, tmp_path, monke
     assert exit_code(info.value) == 2 and out.read_text() == "keep"
 
 
+
+def test_a_device_that_is_no_device_name_is_a_config_error(setup, tmp_path):
+    """train.device=tpu: ConfigError (exit 2) naming it, before any step (was exit 3, torch's RuntimeError)."""
+    with pytest.raises(ConfigError, match="device 'tpu': not a device name; expected auto, cpu") as info:
+        train(setup["pairs"], tmp_path / "model", tiny_config(setup, device="tpu"))
+    assert exit_code(info.value) == 2 and not (tmp_path / "model").exists()
+
 def test_train_and_evaluate_exit_codes_through_the_cli(setup, tmp_path):
     """0 ok, 1 a failed evaluate gate, 2 bad input (missing data, a learning rate that diverges, a broken model)."""
     from typer.testing import CliRunner
