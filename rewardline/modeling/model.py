@@ -44,7 +44,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from rewardline.errors import ModelLoadError, json_type, one_line
-from rewardline.modeling.backbones import DEFAULT_BACKBONE, load_backbone
+from rewardline.modeling.backbones import DEFAULT_BACKBONE, check_max_length, load_backbone
 from rewardline.modeling.formatting import FormatConfig, Formatter
 from rewardline.modeling.hf_format import (
     RL_KEY,
@@ -164,6 +164,7 @@ class RewardModel(nn.Module):
         ``dropout=False`` sets every dropout probability to 0 (as TRL's ``disable_dropout``).
         """
         backbone = load_backbone(functools.partial(AutoModel.from_pretrained, dtype=torch.float32), name_or_path)
+        check_max_length(backbone, (format_config or FormatConfig()).max_length, name_or_path)
         config = RewardConfig(
             pooling=resolve_pooling(backbone.config, pooling),
             format=(format_config or FormatConfig()).to_dict(),

@@ -10,6 +10,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, BertConfig, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
+from rewardline.errors import ConfigError, exit_code
 from rewardline.modeling.backbones import resolve_backbone
 from rewardline.modeling.formatting import FormatConfig, Formatter, resolve_template
 from rewardline.modeling.model import CHUNK_LENGTH_RATIO, RewardModel, is_encoder, length_chunks
@@ -219,3 +220,14 @@ def test_tiny_bert_name_builds_the_same_seeded_backbone_offline(tmp_path, monkey
     first, second = load_file(path / "model.safetensors"), load_file(again / "model.safetensors")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     assert RewardModel.from_backbone("tiny-bert").config.backbone == "tiny-bert"
+
+
+def test_a_max_length_past_the_position_table_is_a_config_error():
+    """train --set max_length=513 on a 512-position BERT: exit 2 naming both numbers (was exit 3 mid-training,
+    ``internal error: IndexError: index out of range in self``); rotary decoders have no table and are not limited."""
+    with pytest.raises(ConfigError, match=r"max_length: 513 is more than backbone tiny-bert reads "
+                                          r"\(512 position embeddings\); expected <= 512") as info:
+        RewardModel.from_backbone("tiny-bert", format_config=FormatConfig(max_length=513))
+    assert exit_code(info.value) == 2
+    assert RewardModel.from_backbone("tiny-bert", format_config=FormatConfig(max_length=512))
+    assert RewardModel.from_backbone("tiny-qwen2", format_config=FormatConfig(max_length=1024))
