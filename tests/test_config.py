@@ -24,6 +24,7 @@ from rewardline.config import (
 from rewardline.data import adapters
 from rewardline.data.ingest import IngestConfig, Source
 from rewardline.errors import ConfigError
+from rewardline.evaluation.bon import BonConfig
 from rewardline.evaluation.evaluate import EvalConfig
 from rewardline.evaluation.process import PrmConfig
 from rewardline.pairs.expand import PairsConfig
@@ -158,6 +159,14 @@ def test_out_of_range_values_are_exit_2_naming_the_bound(validated: Path, tmp_pa
     assert result.exit_code == 2 and "train_fraction 0.95 + val_fraction 0.1 > 1" in result.output
     assert not (tmp_path / "o").exists()
 
+
+
+@pytest.mark.parametrize("config", [TrainConfig, EvalConfig, BonConfig, PrmConfig])
+def test_a_negative_seed_is_exit_2_naming_the_key(config: type):
+    """--set seed=-5 (train, evaluate, bon): was exit 2 with only numpy's "expected non-negative integer", after
+    the data was read and scored; now the override itself fails naming the key and the bound."""
+    with pytest.raises(ConfigError, match=r"\.seed: -5 is out of range \(expected >= 0\)"):
+        build(config, {}, parse_overrides(["seed=-5"]))
 
 @pytest.mark.parametrize(("text", "expected"), [("true", True), ("false", False), ("1", True), ("0", False),
                                                 ("True", True), ("'true'", True), ("'0'", False)])

@@ -77,7 +77,7 @@ class BonConfig(Section):
     min_bon_gain: float = 0.0  # gate: lower CI end of gold(N_max) − gold(1) > this
     max_overoptimization: float = Field(0.05, ge=0.0)  # gate: peak gold − gold(N_max) ≤ this
     bootstrap_samples: int = Field(1000, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     max_n: int = Field(0, ge=0)  # > 0: stop the curves at this N (default: the most candidates of any prompt)
 

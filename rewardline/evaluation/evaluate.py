@@ -83,7 +83,7 @@ class EvalConfig(Section):
     min_bon_gain: float = -1.0  # gate of the bon stage: CI low of gold(N_max) − gold(1) > this; -1 = report only
     max_overoptimization: float = Field(0.05, ge=0.0)  # gate of `rewardline bon`: peak gold − gold(N_max) ≤ this
     bootstrap_samples: int = Field(1000, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
 
 

@@ -64,7 +64,7 @@ class PrmConfig(Section):
     min_bon_gain: float = -1.0  # gate: CI low of best-of-N accuracy(PRM) - accuracy(random pick) > this
     model_name: str = "process-reward-model"  # MLflow registered model
     bootstrap_samples: int = Field(1000, ge=10)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
 
 

@@ -117,7 +117,7 @@ class TrainConfig(Section):
     shared_prefix: Literal["auto"] | bool = "auto"  # decoders: a prompt encoded once for its K responses (auto: on)
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     eval_batch_tokens: int = Field(32768, ge=1)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=0)  # 0 = never
