@@ -168,6 +168,25 @@ def test_a_negative_seed_is_exit_2_naming_the_key(config: type):
     with pytest.raises(ConfigError, match=r"\.seed: -5 is out of range \(expected >= 0\)"):
         build(config, {}, parse_overrides(["seed=-5"]))
 
+
+SCORE = ["score", "--input", "in.jsonl", "--out", "o.jsonl"]
+
+
+@pytest.mark.parametrize(("command", "text", "message"), [
+    (SCORE, "ingest: 5\n", "ingest: expected a mapping of keys, got int"),
+    (["bon", "--data", "in.jsonl", "--out", "o"], "evaluate: [1]\n", "evaluate: expected a mapping of keys, got list"),
+    (SCORE, "ingest:\n", "in.jsonl: missing; expected a rows file"),  # an empty section: the defaults, then the input
+])
+def test_a_params_section_that_is_no_mapping_is_exit_2_naming_it(tmp_path: Path, command: list[str], text: str,
+                                                                    message: str):
+    """score / bon read their params sections directly: a section that is not a mapping was an internal error
+    (exit 3, ``AttributeError: 'int' object has no attribute 'items'``), and so was an empty one (None)."""
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    result = runner.invoke(app, [*command, "--model", str(tmp_path / "nowhere"), "--params", str(params)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "internal error" not in result.output
+
 @pytest.mark.parametrize(("text", "expected"), [("true", True), ("false", False), ("1", True), ("0", False),
                                                 ("True", True), ("'true'", True), ("'0'", False)])
 def test_booleans_take_true_false_1_0(text: str, expected: bool):

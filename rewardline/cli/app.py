@@ -29,7 +29,7 @@ import typer
 
 from rewardline import __version__
 from rewardline.config import load_params
-from rewardline.errors import describe, verbose_from_env
+from rewardline.errors import ConfigError, describe, verbose_from_env
 from rewardline.gates import check_output
 from rewardline.ops.stack_cli import stack_app
 from rewardline.registry.names import model_uri
@@ -91,7 +91,12 @@ def main(
 
 
 def _section(params_path: Path, name: str) -> dict[str, Any]:
-    return load_params(params_path).get(name, {}) if params_path.exists() else {}
+    """The ``name`` section of the params file ({} when the file or the section is absent or empty); a section that
+    is not a mapping is a ConfigError naming the file and the section."""
+    section = load_params(params_path).get(name) if params_path.exists() else None
+    if section is not None and not isinstance(section, dict):
+        raise ConfigError(f"{params_path}: {name}: expected a mapping of keys, got {type(section).__name__}")
+    return section or {}
 
 
 def _row_limits(params_path: Path) -> Any:
