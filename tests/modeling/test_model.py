@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoTokenizer, BertConfig, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
 from rewardline.errors import ConfigError, exit_code
@@ -73,6 +73,34 @@ def test_truncation_cuts_the_prompt_from_the_left_and_keeps_the_response_end():
     sep = toks[2].index("[SEP]")
     assert sep - 1 == 4 and toks[2][-2:] == ["end", "[SEP]"]
     assert enc["token_type_ids"][2][sep + 1] == 1 and enc["token_type_ids"][2][0] == 0
+
+
+def _with_post_processor(post: object | None) -> PreTrainedTokenizerFast:
+    """MiniLM's vocabulary with another post-processor (None: a decoder's plain text)."""
+    raw = Tokenizer.from_str(minilm_tokenizer().backend_tokenizer.to_str())
+    raw.post_processor = post
+    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="[CLS]", eos_token="[SEP]", pad_token="[PAD]",
+                                   unk_token="[UNK]")
+
+
+@pytest.mark.parametrize("variant", ["bert", "roberta", "template-bos", "none"])
+@pytest.mark.parametrize("template", ["pair", "text"])
+def test_special_tokens_from_the_learned_layout_equal_post_process(variant: str, template: str):
+    """Rows assembled from id lists with the learned layout (SpecialLayout) equal the tokenizer's own post_process
+    on cut encodings, for every cut; the latter took 298 s for 200 long rows at max_length 8 (0.8 s now)."""
+    tok = {"bert": minilm_tokenizer, "roberta": lambda: _with_post_processor(
+               processors.RobertaProcessing(("[SEP]", 102), ("[CLS]", 101))),
+           "template-bos": lambda: _with_post_processor(processors.TemplateProcessing(
+               single="[CLS] $A", pair="[CLS] $A:0 $B:1 [SEP]:1", special_tokens=[("[CLS]", 101), ("[SEP]", 102)])),
+           "none": lambda: _with_post_processor(None)}[variant]()
+    prompts = ["why " * n + "is it" for n in range(0, 90, 11)]
+    responses = ["yes " * (90 - n) + "end" for n in range(0, 90, 11)]
+    for max_length in (6, 16, 64, 512):
+        fast = Formatter(tok, FormatConfig(template=template, max_length=max_length, min_prompt_tokens=4))
+        assert fast.layout is not None
+        reference = Formatter(tok, FormatConfig(template=template, max_length=max_length, min_prompt_tokens=4))
+        reference.layout = None  # post_process on the cut encodings
+        assert fast.encode(prompts, responses) == reference.encode(prompts, responses), (variant, max_length)
 
 
 def test_no_row_is_dropped_for_length():
