@@ -41,7 +41,7 @@ import pyarrow as pa
 from scipy.special import expit, ndtr
 
 from rewardline.data.limits import Limits
-from rewardline.errors import BadInput, NonFiniteError, json_type
+from rewardline.errors import BadInput, ConfigError, NonFiniteError, json_type
 from rewardline.modeling.batching import length_batches
 from rewardline.modeling.rows_files import CHUNK_ROWS, open_rows_file, rows_writer, with_columns, write_rows
 
@@ -272,6 +272,9 @@ def score_jsonl(
 
     limits = limits or Limits()
     process = scoring is None and is_process_model(model_dir)
+    if aggregate is not None and not process:
+        raise ConfigError(f"{model_dir}: an outcome reward model; --aggregate {aggregate} combines a process reward "
+                          "model's step scores (leave it out, or give a process reward model)")
     check = check_step_row if process else functools.partial(check_score_row, limits=limits)
     with open_rows_file(in_path) as rows_file:
         count, schema = rows_file.check(check, out_path, limits, chunk_rows)

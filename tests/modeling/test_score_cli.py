@@ -254,3 +254,16 @@ def test_non_finite_rewards_are_refused(model_dir: Path):
         model.head.bias.fill_(float("nan"))
     with pytest.raises(NonFiniteError, match=r"2 of 2 rewards are not finite \(first: row 1, nan\)"):
         score_texts(model_dir, ["a", "b"], ["c", "d"], model=model, tokenizer=tokenizer)
+
+
+def test_an_aggregate_for_an_outcome_model_is_refused(model_dir: Path, tmp_path: Path):
+    """Was: `score --aggregate mean` with an outcome model exited 0 and ignored the flag."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps(GOOD_ROW) + "\n")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "rewardline.cli", "score", "--model", str(model_dir), "--input",
+                           str(rows), "--out", str(tmp_path / "out.jsonl"), "--aggregate", "mean"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "an outcome reward model; --aggregate mean combines a process reward model's step scores" in done.stderr
+    assert not (tmp_path / "out.jsonl").exists()
