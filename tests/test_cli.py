@@ -113,6 +113,11 @@ def test_an_out_that_holds_an_input_is_refused(corrupted_rankings: Path, tmp_pat
         result = runner.invoke(app, [command, str(tmp_path / "data" / "ingested"), "--out", str(tmp_path / "data")])
         assert result.exit_code == 2 and "holds the input" in result.output, result.output
         assert (tmp_path / "data" / "ingested" / "metrics.json").exists()
+    # inside an input folder: the next `ingest raw` read the output's gates.json as a data file (exit 2)
+    result = runner.invoke(app, ["ingest", str(raw), "--out", str(raw / "out"), "--set", "max_quarantine_share=0.5"])
+    assert result.exit_code == 2 and result.output.startswith(f"error: output {raw / 'out'} is inside the input "
+                                                              f"folder {raw}"), result.output
+    assert not (raw / "out").exists()
 
 
 def test_validate_and_pairs_on_the_shipped_synthetic_sample(tmp_path: Path):

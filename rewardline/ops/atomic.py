@@ -235,7 +235,8 @@ def staged_output(out_dir: Path | str, timeout: float | None = None, carry: tupl
 
 def refuse_holding_inputs(out_dir: Path | str, inputs: Iterable[str | os.PathLike]) -> None:
     """Raise :class:`~rewardline.errors.BadInput` (exit 2) when ``out_dir`` is, or holds, one of the local
-    ``inputs``: publishing the output replaces the folder whole, which would delete them."""
+    ``inputs`` (publishing the output replaces the folder whole, which would delete them), or lies inside an input
+    folder (a later run would read the output as input, and publishing that input would delete it)."""
     out = Path(os.path.realpath(out_dir))
     for given in inputs:
         text = os.fspath(given)
@@ -245,6 +246,9 @@ def refuse_holding_inputs(out_dir: Path | str, inputs: Iterable[str | os.PathLik
         if path == out or out in path.parents:
             raise BadInput(detail=f"output {out_dir} holds the input {text}: writing the output replaces the folder "
                                   "whole and would delete it; expected an --out outside the inputs")
+        if path in out.parents:
+            raise BadInput(detail=f"output {out_dir} is inside the input folder {text}: a later run would read the "
+                                  "output as input; expected an --out outside the inputs")
 
 
 def writes_output(param: str = "out_dir",
