@@ -154,6 +154,9 @@ def run_ingest(config: IngestConfig, out_dir: Path, shards: int | None = None) -
             sink.add(schema.conform(result.ranked, schema.RANKED_RESPONSES))
             del result  # not held while the next batch is read
         del data  # parsed: the raw bytes are not held through the content checks
+    if records_in == 0 and empty_files:  # as an empty folder or an empty file named on its own
+        raise ValueError(f"the sources hold no records: every data file is empty ({len(empty_files)}, e.g. "
+                         f"{empty_files[0]}); expected records of format {config.sources[0].format}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = _canonical_tables(sink, bounds, out_dir)

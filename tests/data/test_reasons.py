@@ -75,6 +75,9 @@ def test_empty_files_in_a_source_folder_are_skipped_and_counted(tmp_path: Path) 
     metrics = run_ingest(IngestConfig([Source(str(raw))], max_quarantine_share=1.0), tmp_path / "out")
     assert metrics["empty_files"] == 6 and metrics["rows_in"] == 30 and metrics["rows_ok"] == 30
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["empty_files"] == 6
+    (raw / "b.jsonl").unlink()  # only empty files left (was: exit 0, rows_in 0, then validate's gate failed)
+    with pytest.raises(ValueError, match=r"the sources hold no records: every data file is empty \(6, e\.g\. "):
+        run_ingest(IngestConfig([Source(str(raw))]), tmp_path / "out2")
 
 
 def test_an_empty_explicit_file_is_a_clear_error(tmp_path: Path) -> None:
