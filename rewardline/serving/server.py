@@ -41,7 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rewardline.errors import ConfigError
+from rewardline.errors import ConfigError, TransientError
 from rewardline.serving.batcher import DynamicBatcher, QueueFull
 from rewardline.serving.config import ServeConfig
 from rewardline.serving.metrics import ServerMetrics
@@ -274,12 +274,37 @@ def create_app(scorer: RewardScorer, config: ServeConfig, api_key: str | None = 
     return app
 
 
+def check_listen(host: str, port: int) -> None:
+    """Fail before the model loads where uvicorn could not listen (it logs a bare ``ERROR:`` line and exits 3): a
+    host that is no address of this machine is :class:`~rewardline.errors.ConfigError` (exit 2), a port in use
+    :class:`~rewardline.errors.TransientError` (exit 3: free later). The port is bound and released at once."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise ConfigError(f"serve.host {host!r}: not an address ({err.strerror}); expected an address of this "
+                          "machine such as 127.0.0.1 or 0.0.0.0") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise TransientError(f"serve.port {port}: already in use on {host}; expected a free port "
+                                     "(stop what holds it, or give another --port)") from None
+            raise ConfigError(f"serve.host {host!r}, port {port}: cannot listen there ({err.strerror}); expected "
+                              "an address of this machine and a port this user may open") from None
+
+
 def serve(model_dir: Path | str, config: ServeConfig, api_key_file: Path | None = None,
           device: str = "auto", model_name: str | None = None) -> dict[str, Any]:
     """Load the model, then serve until interrupted (SIGINT / SIGTERM); returns what was served. ``model_name``:
     how /readyz, the log and the result name the model (a registry URI and its version; default: the directory)."""
     import uvicorn
 
+    check_listen(config.host, config.port)
     api_key = load_api_key(api_key_file)
     if api_key is None and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key: anyone who reaches the port can use the model "

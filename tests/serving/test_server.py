@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -195,3 +196,22 @@ def test_a_device_the_machine_lacks_exits_2_naming_it(model_dir: Path, tmp_path:
                           text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
+
+
+def test_where_serve_cannot_listen_it_says_so_before_loading_the_model(model_dir: Path, tmp_path: Path):
+    """A port in use: exit 3 (free later), a host that is no address: exit 2, each with one ``error:`` line naming
+    it (was: the model loaded, then uvicorn's bare ``ERROR: [Errno 98] ...`` / ``[Errno -2] ...``, exit 3)."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    cases = {("127.0.0.1", port): (3, f"error: serve.port {port}: already in use on 127.0.0.1"),
+             ("999.1.1.1", 8123): (2, "error: serve.host '999.1.1.1': not an address")}
+    with held:
+        for (host, port_given), (code, message) in cases.items():
+            done = subprocess.run([sys.executable, "-m", "rewardline.cli", "serve", "--model", str(model_dir),
+                                   "--host", host, "--port", str(port_given), "--params", str(tmp_path / "none.yaml")],
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == code and message in done.stderr, done.stderr
+            assert "serving " not in done.stderr  # refused before the model loaded
