@@ -7,9 +7,9 @@ its AlpacaEval-derived sources so that "like the training data" means the same p
 prompt sources; the tiny model's accuracy is noise, so the accuracy-drop threshold is overlaid
 (0.5) and the retrain decision rests on PSI/KS, with the project's own shipped thresholds
 (``params.yaml: retrain``: psi_threshold, ks_threshold, drift_alpha, drift_permutations; not
-overlaid). Measured with this champion (docs/retraining.md, "Drift under sampling noise"):
-in-distribution PSI 0.84 (prompt-level permutation p 0.085: within noise), KS 0.13 (p 0.78);
-terse PSI 5.1, KS 0.76 (both p 0.001).
+overlaid). Measured with this champion on 2026-12-04 (189ad26; docs/retraining.md, "Drift under sampling
+noise"): in-distribution PSI 0.295 (prompt-level permutation p 0.744: within noise), KS 0.137 (p 0.72);
+terse PSI 2.55, KS 0.53 (both p 0.001). The figures move with the champion; the tests assert the decisions.
 """
 
 from __future__ import annotations
