@@ -451,3 +451,24 @@ def test_training_without_a_terminal_logs_a_line_every_log_every_steps(setup, tm
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
     assert [line.split("  ")[0] for line in lines] == ["step 2/4 (50 %)", "step 4/4 (100 %)"]
     assert all("loss " in line and "accuracy " in line and "tokens/s " in line and "ETA " in line for line in lines)
+
+
+def test_ctrl_c_stops_train_with_exit_130_and_leaves_no_output(setup, tmp_path):
+    """SIGINT mid-run (Ctrl-C): exit 130 (128 + SIGINT), no traceback, no model at --out (README, "Exit codes")."""
+    out = tmp_path / "model"
+    sets = [f"--set={kv}" for kv in (f"backbone={setup['backbone']}", "max_length=48", "batch_tokens=512",
+                                     f"cache_dir={setup['root'] / 'cache'}", "progress=true", "log_every=1",
+                                     "checkpoint_every=0", "epochs=1000", "patience=100000")]
+    proc = subprocess.Popen([sys.executable, "-m", "rewardline.cli", "train", "--data", str(setup["pairs"]), "--out",
+                             str(out), "--params", str(tmp_path / "none.yaml"), *sets],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+    seen = []
+    for line in proc.stderr:  # wait until training runs
+        seen.append(line)
+        if " step " in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, "".join(seen) + rest
+    assert "Traceback" not in rest and not out.exists(), rest
