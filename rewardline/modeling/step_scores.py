@@ -20,6 +20,7 @@ solution with no scored step gets a NaN reward.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ import pyarrow as pa
 
 from rewardline.data.tables import json_safe
 from rewardline.errors import BadInput, NonFiniteError, json_type
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from rewardline.modeling.model import RewardModel
@@ -84,6 +87,8 @@ def score_steps(model: RewardModel, tokenizer: Any, prompts: list[str], steps: l
     model.eval()
     fmt = StepFormatter(tokenizer, Formatter(tokenizer, model.config.format_config), model.config.step_separator)
     enc = fmt.encode([str(p) for p in prompts], steps)
+    _warn_dropped(np.asarray(enc.steps_dropped, np.int64), np.array([len(s) for s in steps], np.int64),
+                  model.config.format_config.max_length)
     lengths = np.array([len(x) for x in enc.input_ids], np.int64)
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     out = [np.full(len(s), np.nan) for s in steps]
@@ -112,6 +117,17 @@ def score_steps(model: RewardModel, tokenizer: Any, prompts: list[str], steps: l
                 out[r][:k] = probs[at : at + k]
                 at += k
     return out
+
+
+def _warn_dropped(dropped: np.ndarray, n_steps: np.ndarray, max_length: int) -> None:
+    """Say how many solutions lost tail steps to ``max_length`` (their scores null) and how many lost all of them
+    (reward null: the prompt and the first step already fill ``max_length``)."""
+    cut, none = int((dropped > 0).sum()), int((dropped == n_steps).sum())
+    if cut:
+        log.warning("%d of %d solutions pass max_length=%d: %d tail steps not scored (null in step_scores)%s",
+                    cut, len(n_steps), max_length, int(dropped.sum()),
+                    f"; {none} with no step scored (reward null: the prompt and first step fill max_length)"
+                    if none else "")
 
 
 def solution_steps(text: str) -> list[str]:

@@ -72,7 +72,7 @@ def _strict_json(line: str) -> dict:
 
 def test_steps_past_max_length_are_null_in_strict_json(prm_dir, tmp_path):
     """max_length 64: a solution of 40 long steps has steps that are never scored: null (not NaN) in the output;
-    a solution with no scored step at all gets reward null."""
+    a solution with no scored step at all gets reward null; a warning counts both."""
     long_steps = [f"step {k}: we add {k} apples to the basket and count them all again" for k in range(40)]
     rows = [{"prompt": "Count.", "steps": long_steps},
             {"prompt": "Count.", "steps": ["apple " * 200]}]  # one step longer than max_length
@@ -85,6 +85,9 @@ def test_steps_past_max_length_are_null_in_strict_json(prm_dir, tmp_path):
     assert len(scores) == 40 and scores[0] is not None and scores[-1] is None  # the tail was cut
     assert long_row["reward"] == pytest.approx(min(x for x in scores if x is not None))
     assert no_step["step_scores"] == [None] and no_step["reward"] is None
+    dropped = 1 + sum(x is None for x in scores)
+    assert (f"2 of 2 solutions pass max_length=64: {dropped} tail steps not scored (null in step_scores); 1 with no "
+            "step scored (reward null") in result.output
 
 
 def test_score_cli_names_line_and_field_of_a_bad_step_row(prm_dir, tmp_path):
