@@ -127,6 +127,10 @@ def test_validate_and_pairs_on_the_shipped_synthetic_sample(tmp_path: Path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "v" / "metrics.json").read_text())
     assert metrics["annotators_excluded"] == ["synth-e"]  # the careless annotator of the noise model
+    rankings = pq.read_table(tmp_path / "v" / "rankings").num_rows
+    ingested = pq.read_table(tmp_path / "i" / "rankings").num_rows
+    assert (metrics["rankings_in"], metrics["rankings_out"]) == (ingested, rankings)  # counts add up:
+    assert metrics["rankings_in"] == metrics["rankings_out"] + metrics["rankings_removed"] and rankings < ingested
     assert metrics["krippendorff_alpha"] > metrics["krippendorff_alpha_before_exclusion"]
     assert metrics["gates_passed"] and (tmp_path / "v" / "data_docs" / "index.html").exists()
     assert set(metrics["gates"]) == {"expectations", "min_alpha"}

@@ -111,6 +111,8 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig, shards: in
         "expectations_evaluated": expectations.evaluated,
         "expectations_failed": len(expectations.failed),
         "min_alpha": config.min_alpha,
+        "rankings_in": n_rankings,  # = rankings_out + rankings_removed (the excluded annotators' rankings)
+        "rankings_out": kept,
         "rankings_removed": n_rankings - kept,
         "solutions": solutions.num_rows if solutions is not None else 0,
     }
