@@ -41,6 +41,8 @@ def test_help_offers_shell_completion_and_names_each_commands_output():
         helps[command] = text
     assert "output rows file" in helps["score"] and "output directory" in helps["ingest"]
     assert "output rows grouped by prompt" in helps["rerank"] and "Parquet / CSV / TSV" in helps["rerank"]
+    # markdown help: square brackets are text (rich markup ate "[ray]"), ``code`` spans lose their backticks
+    assert "'rewardline[ray]'" in helps["score"] and "``" not in helps["score"]
 
 
 def test_numbers_are_rounded_for_people():

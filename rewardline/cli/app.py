@@ -36,9 +36,10 @@ from rewardline.registry.names import model_uri
 from rewardline.report import print_summary
 from rewardline.stage import configure_logging, headline_metrics
 
-app = typer.Typer(add_completion=True, no_args_is_help=True,
+app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Annotator rankings in, calibrated reward models out. "
-                       "Exit: 0 ok, 1 gate failed, 2 bad input, 3 transient / environment or internal error.")
+                       "Exit: 0 ok, 1 gate failed, 2 bad input, 3 transient / environment or internal error, "
+                       "130 interrupted.")
 app.add_typer(stack_app, name="stack", help="Local stack on 127.0.0.1: S3 (SeaweedFS), MLflow, Prefect.")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to take stage defaults from")]
@@ -85,7 +86,7 @@ def main(
                                           help="print the version and exit")] = False,
 ) -> None:
     """Annotator rankings in, calibrated reward models out. Exit: 0 ok, 1 gate failed, 2 bad input,
-    3 transient / environment or internal error. Global options go before the command."""
+    3 transient / environment or internal error, 130 interrupted. Global options go before the command."""
     OUTPUT["json"], OUTPUT["verbose"] = json_output, verbose > 0
     configure_logging(-1 if quiet else verbose)
 
