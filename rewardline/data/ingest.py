@@ -115,6 +115,50 @@ def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
     return files
 
 
+@dataclass
+class SourcesRead:
+    """What :func:`_read_sources` took from the sources besides the ranked rows (those went into the sink)."""
+
+    records_in: int = 0
+    formats: Counter[str] = field(default_factory=Counter)  # records read per format
+    solution_parts: list[pa.Table] = field(default_factory=list)
+    quarantine_parts: list[pa.Table] = field(default_factory=list)  # the adapters' record faults
+    empty_files: list[str] = field(default_factory=list)  # skipped, each named in a warning
+
+
+def _read_sources(config: IngestConfig, sink: RowSink, bounds: limits.Limits) -> SourcesRead:
+    """Read every file of every source through its adapter: ranked rows into ``sink``, the rest returned. An empty
+    file is skipped unless named on its own; sources whose files are all empty are a ValueError (exit 2)."""
+    read = SourcesRead()
+    step_options = StepOptions(gsm8k_negatives=config.gsm8k_negatives,
+                               gsm8k_negative_kind=config.gsm8k_negative_kind, seed=config.seed)
+    for uri, source in _expand(config.sources):
+        data = adapters.local_parquet(uri) or storage.read_bytes(uri)  # a local Parquet file: read by row group
+        if adapters.is_empty(uri, data):  # no records: skipped (noted in metrics) unless named on its own
+            if uri in (source.path, str(Path(source.path))):
+                raise ValueError(f"{uri}: the file is empty (no records); expected records of format {source.format}")
+            log.warning("ingest: skipping empty file %s (no records)", uri)
+            read.empty_files.append(uri)
+            continue
+        fmt = adapters.detect_format(uri, data) if source.format == "auto" else source.format
+        if source.step_labels != "unknown" and fmt != "solutions":
+            raise ValueError(f"{uri}: step_labels: {source.step_labels} applies to format solutions only, not {fmt}")
+        options = replace(step_options, step_labels=source.step_labels)
+        for result in adapters.read_file_batches(data, uri, fmt=fmt, batch_id=source.batch_id,
+                                                 step_options=options, limits=bounds):
+            read.formats[fmt] += result.records_in
+            read.records_in += result.records_in
+            read.solution_parts.append(result.solutions)
+            read.quarantine_parts.append(schema.conform(result.quarantine, schema.QUARANTINE))
+            sink.add(schema.conform(result.ranked, schema.RANKED_RESPONSES))
+            del result  # not held while the next batch is read
+        del data  # parsed: the raw bytes are not held through the content checks
+    if read.records_in == 0 and read.empty_files:  # as an empty folder or an empty file named on its own
+        raise ValueError(f"the sources hold no records: every data file is empty ({len(read.empty_files)}, e.g. "
+                         f"{read.empty_files[0]}); expected records of format {config.sources[0].format}")
+    return read
+
+
 # locked; written to a staging folder, published whole; an --out holding a source is refused
 @writes_output("out_dir", inputs=lambda args: [source.path for source in args["config"].sources])
 def run_ingest(config: IngestConfig, out_dir: Path, shards: int | None = None) -> dict:
@@ -125,43 +169,14 @@ def run_ingest(config: IngestConfig, out_dir: Path, shards: int | None = None) -
     rows (:func:`_canonical_tables`); ``shards`` forces that mode with that many one-shard buckets (tests).
     """
     sink = RowSink(schema.RANKED_RESPONSES, filled_prompt_ids, shards=shards)
-    solution_parts: list[pa.Table] = []
-    quarantine_parts: list[pa.Table] = []
-    step_options = StepOptions(gsm8k_negatives=config.gsm8k_negatives,
-                               gsm8k_negative_kind=config.gsm8k_negative_kind, seed=config.seed)
-    records_in = 0
-    formats: Counter[str] = Counter()
-    empty_files: list[str] = []
     bounds = limits.Limits.of(config)
-    for uri, source in _expand(config.sources):
-        data = adapters.local_parquet(uri) or storage.read_bytes(uri)  # a local Parquet file: read by row group
-        if adapters.is_empty(uri, data):  # no records: skipped (noted in metrics) unless named on its own
-            if uri in (source.path, str(Path(source.path))):
-                raise ValueError(f"{uri}: the file is empty (no records); expected records of format {source.format}")
-            log.warning("ingest: skipping empty file %s (no records)", uri)
-            empty_files.append(uri)
-            continue
-        fmt = adapters.detect_format(uri, data) if source.format == "auto" else source.format
-        if source.step_labels != "unknown" and fmt != "solutions":
-            raise ValueError(f"{uri}: step_labels: {source.step_labels} applies to format solutions only, not {fmt}")
-        options = replace(step_options, step_labels=source.step_labels)
-        for result in adapters.read_file_batches(data, uri, fmt=fmt, batch_id=source.batch_id,
-                                                 step_options=options, limits=bounds):
-            formats[fmt] += result.records_in
-            records_in += result.records_in
-            solution_parts.append(result.solutions)
-            quarantine_parts.append(schema.conform(result.quarantine, schema.QUARANTINE))
-            sink.add(schema.conform(result.ranked, schema.RANKED_RESPONSES))
-            del result  # not held while the next batch is read
-        del data  # parsed: the raw bytes are not held through the content checks
-    if records_in == 0 and empty_files:  # as an empty folder or an empty file named on its own
-        raise ValueError(f"the sources hold no records: every data file is empty ({len(empty_files)}, e.g. "
-                         f"{empty_files[0]}); expected records of format {config.sources[0].format}")
+    read = _read_sources(config, sink, bounds)
+    records_in, formats, empty_files = read.records_in, read.formats, read.empty_files
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = _canonical_tables(sink, bounds, out_dir)
-    steps = canonicalize_solutions(pa.concat_tables(solution_parts) if solution_parts else empty_rows())
-    quarantine = pa.concat_tables([*quarantine_parts, tables.quarantine, steps.quarantine])
+    steps = canonicalize_solutions(pa.concat_tables(read.solution_parts) if read.solution_parts else empty_rows())
+    quarantine = pa.concat_tables([*read.quarantine_parts, tables.quarantine, steps.quarantine])
     rows_quarantined = quarantine.num_rows
     rows_ok = tables.records_ok + steps.records_ok
     if rows_ok + rows_quarantined != records_in:
