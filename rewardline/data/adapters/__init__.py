@@ -266,30 +266,17 @@ def _sniffed_format(origin: str, data: FileData, container: str, columns: list[s
 
 
 
-def _read_records(data: FileData, origin: str, container: str, schema: pa.Schema, limits: Limits) -> Records:
+def _read_records(data: FileData, origin: str, container: str, schema: pa.Schema, limits: Limits,
+                  ids: tuple[str, ...] = ()) -> Records:
+    """The file's records against ``schema``. The id fields ``ids`` (string-typed in ``schema``) take a string or
+    an integer in any record and are read as the string (Parquet and CSV columns are cast to it)."""
     if container == "parquet":
         return tabular_records(pq.read_table(_parquet_input(data)), origin, schema, limits=limits)
     if container == "csv":
         return read_csv_records(data, origin, schema, limits)
     if container == "json-list":
-        return read_json_list(data, origin, schema, limits)
-    return read_jsonl(data, origin, schema, limits=limits)
-
-
-def _flexible(schema: pa.Schema, names: tuple[str, ...], record: dict | None) -> pa.Schema:
-    """Id-like fields take the JSON type of the first record's value (int ids are common)."""
-    for name in names:
-        value = (record or {}).get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            schema = schema.set(schema.get_field_index(name), pa.field(name, pa.int64()))
-    return schema
-
-
-def _strings(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
-    for name in names:
-        i = table.schema.get_field_index(name)
-        table = table.set_column(i, name, table.column(name).cast(pa.string()))
-    return table
+        return read_json_list(data, origin, schema, limits, ids=ids)
+    return read_jsonl(data, origin, schema, limits=limits, ids=ids)
 
 
 _ADAPTERS = {
@@ -358,10 +345,9 @@ def read_file_batches(data: FileData, origin_file: str, fmt: str = "auto", batch
         module = _SHAPED[fmt](_list_fields(data, container, first))
     else:
         module = _ADAPTERS.get(fmt) or (native.NESTED if "responses" in columns else native.LONG)
-    schema = _flexible(module.SCHEMA, module.FLEXIBLE, first)
     record_wise = module in (native.NESTED, native.LONG)
-    for records in _record_batches(data, origin_file, container, schema, limits or Limits(), record_wise):
-        records.table = _strings(records.table, module.FLEXIBLE)
+    for records in _record_batches(data, origin_file, container, module.SCHEMA, limits or Limits(), record_wise,
+                                   module.FLEXIBLE):
         ranked, records = module.to_ranked(records)
         ranked = S.conform(ranked, S.RANKED_RESPONSES)
         batch = pc.fill_null(ranked.column("batch_id"), batch_id or default_batch_id(origin_file))
@@ -379,11 +365,11 @@ PARQUET_BATCH_RECORDS = 250_000
 
 
 def _record_batches(data: FileData, origin: str, container: str, schema: pa.Schema, limits: Limits,
-                    record_wise: bool) -> Iterator[Records]:
+                    record_wise: bool, ids: tuple[str, ...]) -> Iterator[Records]:
     """The file's records: one :class:`Records` of all of them, or, for a Parquet file of a record-wise
     format, one per batch of :data:`PARQUET_BATCH_RECORDS` records (record numbers stay file-wide)."""
     if container != "parquet" or not record_wise:
-        yield _read_records(data, origin, container, schema, limits)
+        yield _read_records(data, origin, container, schema, limits, ids)
         return
     # pre_buffer off: pre-buffering caches the compressed column chunks of every row group read so far until the
     # iteration ends (measured: +0.3 GB per 1M-record row group of the 3M benchmark source, so memory grew with it)

@@ -21,6 +21,7 @@ an all-null record. Lines with bytes that are not UTF-8 are cut out the same way
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -34,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from rewardline.data import schema as S
+from rewardline.data.adapters.ids import id_fault, ids_as_strings, integer_ids, switched, with_int_ids
 from rewardline.data.limits import MAX_RECORD_BYTES, Limits
 
 SNIFF_MAX_BYTES = 16 * MAX_RECORD_BYTES  # longer lines are skipped when looking for the first record
@@ -202,11 +204,15 @@ def _kind(value: object) -> str:
     )
 
 
-def type_fault(value: object, typ: pa.DataType, path: str) -> tuple[str, str] | None:
-    """First (field, reason) where a decoded JSON ``value`` does not fit Arrow type ``typ``."""
+def type_fault(value: object, typ: pa.DataType, path: str, ids: tuple[str, ...] = ()) -> tuple[str, str] | None:
+    """First (field, reason) where a decoded JSON ``value`` does not fit Arrow type ``typ``; the fields ``ids``
+    (dotted paths) take a string or an integer (:mod:`rewardline.data.adapters.ids`)."""
     if value is None:
         return None
     field_name = re.sub(r"\[\d+\]", "", path)
+    if field_name in ids:
+        reason = id_fault(value, path)
+        return None if reason is None else (field_name, reason)
 
     def fault(expected: str) -> tuple[str, str]:
         # the stdlib, not orjson: values from the lenient decoder may hold NaN or ints beyond 64 bits
@@ -218,14 +224,14 @@ def type_fault(value: object, typ: pa.DataType, path: str) -> tuple[str, str] | 
             return fault("an object")
         for child in typ:
             sub = f"{path}.{child.name}" if path else child.name
-            found = type_fault(value.get(child.name), child.type, sub)
+            found = type_fault(value.get(child.name), child.type, sub, ids)
             if found:
                 return found
     elif pa.types.is_list(typ) or pa.types.is_large_list(typ):
         if not isinstance(value, list):
             return fault("an array")
         for i, item in enumerate(value):
-            found = type_fault(item, typ.value_type, f"{path}[{i}]")
+            found = type_fault(item, typ.value_type, f"{path}[{i}]", ids)
             if found:
                 return found
     elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
@@ -253,18 +259,18 @@ def loads_error(text: str) -> str:
     return "not strict JSON"
 
 
-def _line_fault(text: str, schema: pa.Schema, arrow_error: str) -> tuple[str | None, str]:
+def _line_fault(text: str, schema: pa.Schema, arrow_error: str, ids: tuple[str, ...]) -> tuple[str | None, str]:
     """(field, reason) for one line that Arrow could not parse against ``schema`` (or was not shown)."""
     try:
         value, lenient = loads_lenient(text)
     except ValueError as err:
         return None, f"invalid JSON: {err}"
     if lenient:  # NaN / Infinity / 1e400: name the field if it is one we read, else a syntax fault
-        found = type_fault(value, pa.struct(list(schema)), "") if isinstance(value, dict) else None
+        found = type_fault(value, pa.struct(list(schema)), "", ids) if isinstance(value, dict) else None
         return found or (None, f"invalid JSON: {loads_error(text)}")
     if not isinstance(value, dict):
         return None, f"record is not a JSON object (got {_kind(value)}); expected one JSON object per line"
-    return type_fault(value, pa.struct(list(schema)), "") or (None, f"unreadable record: {arrow_error}")
+    return type_fault(value, pa.struct(list(schema)), "", ids) or (None, f"unreadable record: {arrow_error}")
 
 
 def _parse(chunk: memoryview, schema: pa.Schema, block_size: int) -> pa.Table:
@@ -275,13 +281,104 @@ def _parse(chunk: memoryview, schema: pa.Schema, block_size: int) -> pa.Table:
     )
 
 
+#: A span of lines whose ids hold both strings and integers is read in Python (its integer ids written as
+#: strings, then one Arrow parse) when it holds at most this many bytes; a longer one is split first.
+MIXED_SPAN_BYTES = 1 << 20
+
+
+@dataclass
+class _SpanParser:
+    """Arrow parses of spans [lo, hi) of a file's lines (indices into ``starts`` / ``ends``).
+
+    A span that fails to parse, or yields another number of rows than it has lines, is split in half and
+    each half parsed again; a single line that fails is looked at in Python, to say why. Id fields are
+    typed as the values met so far are (string or int64, :func:`~rewardline.data.adapters.ids.switched`): a
+    span is parsed again with an id's type switched once, so a run of records with integer ids after string
+    ones costs one parse more; a span that holds both kinds is split down to :data:`MIXED_SPAN_BYTES`, then
+    read with its integer ids written as strings.
+    """
+
+    view: memoryview
+    starts: np.ndarray
+    ends: np.ndarray
+    schema: pa.Schema
+    ids: tuple[str, ...]
+    block_size: int
+    ints: frozenset[str] = frozenset()  # the id fields now typed int64
+
+    def text(self, i: int) -> str:
+        return bytes(self.view[self.starts[i] : self.ends[i]]).decode()
+
+    def parse(self, spans: list[tuple[int, int]], bad: dict[int, tuple[str | None, str]]) -> list[tuple[int, pa.Table]]:
+        """(first line, table cast to ``schema``) of the spans' lines that parse, in order; the others' faults
+        go to ``bad``."""
+        if spans and self.ids:  # the first record's integer ids: a file of integer ids parses at once
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self.ints = integer_ids(orjson.loads(self.text(spans[0][0])), self.ids)
+        good: list[tuple[int, pa.Table]] = []
+        for span in spans:
+            stack = [(*span, frozenset())]
+            while stack:
+                lo, hi, tried = stack.pop()
+                error, mixed = "row count differs from line count", hi - lo == 1
+                try:
+                    table = _parse(self.view[self.starts[lo] : self.ends[hi - 1]],
+                                   with_int_ids(self.schema, self.ints), self.block_size)
+                    if table.num_rows == hi - lo:
+                        good.append((lo, table.select(self.schema.names).cast(self.schema)))
+                        continue
+                except (pa.ArrowException, ValueError) as err:
+                    error = str(err)
+                    path = switched(error, self.ids, self.ints)
+                    if path is not None and path not in tried:  # the span again, this id typed the other way
+                        self.ints ^= {path}
+                        stack.append((lo, hi, tried | {path}))
+                        continue
+                    mixed = mixed or (path is not None and self.ends[hi - 1] - self.starts[lo] <= MIXED_SPAN_BYTES)
+                table = self.with_string_ids(lo, hi) if mixed else None
+                if table is not None:
+                    good.append((lo, table))
+                elif hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    stack += [(mid, hi, frozenset()), (lo, mid, frozenset())]
+                else:
+                    bad[lo] = _line_fault(self.text(lo), self.schema, error, self.ids)
+        return sorted(good, key=lambda item: item[0])
+
+    def with_string_ids(self, lo: int, hi: int) -> pa.Table | None:
+        """Lines [lo, hi) read with their integer ids written as strings (records whose ids hold both kinds:
+        ``prompt_id`` 7 and "p-2", or one record's two ``response_id`` 1 and "r2"), cast to ``schema``; None
+        when a line is no strict JSON object, none has an integer id, or they still do not parse."""
+        if not self.ids:
+            return None
+        records, changed = [], False
+        for i in range(lo, hi):
+            try:
+                value = orjson.loads(self.view[self.starts[i] : self.ends[i]])
+            except orjson.JSONDecodeError:
+                return None
+            if not isinstance(value, dict):
+                return None
+            changed = ids_as_strings(value, self.ids) or changed
+            records.append(orjson.dumps(value))
+        if not changed:
+            return None
+        try:
+            table = _parse(memoryview(b"\n".join(records)), self.schema, self.block_size)
+        except (pa.ArrowException, ValueError):
+            return None
+        return table.select(self.schema.names).cast(self.schema) if table.num_rows == hi - lo else None
+
+
 def read_jsonl(data: bytes, origin_file: str, schema: pa.Schema, line_numbers: np.ndarray | None = None,
-               limits: Limits | None = None) -> Records:
+               limits: Limits | None = None, ids: tuple[str, ...] = ()) -> Records:
     """Parse JSONL ``data`` against ``schema``; bad lines are quarantined with a reason.
 
     Blank lines are not records. ``line_numbers`` overrides the record numbers of the
     non-blank lines (used for JSON lists, whose records are numbered by item). A line over
     ``limits.max_record_bytes`` is quarantined from its length alone: no decoder or parser sees it.
+    The fields ``ids`` (dotted paths, string-typed in ``schema``) take a string or an integer in any
+    record, read as the string (:mod:`rewardline.data.adapters.ids`).
     """
     limits = limits or Limits()
     starts, ends = _line_spans(data)
@@ -295,42 +392,21 @@ def read_jsonl(data: bytes, origin_file: str, schema: pa.Schema, line_numbers: n
     block_size = max(1 << 20, int(np.where(oversized, 0, ends - starts).max(initial=0)) * 2 + 16)
     view = memoryview(data)
 
-    good: list[tuple[int, pa.Table]] = []
     bad: dict[int, tuple[str | None, str]] = {
         int(i): (None, limits.record_reason(int(ends[i] - starts[i]))) for i in np.flatnonzero(oversized)}
     bad.update({i: (None, r) for i, r in utf8_bad.items() if i not in bad})
     for i in np.flatnonzero(~object_shaped):  # failure path: never shown to Arrow
         if i not in bad:
             text = bytes(view[starts[i] : ends[i]]).decode()
-            bad[int(i)] = _line_fault(text, schema, "expected one JSON object per line")
-
-    def parse_span(lo: int, hi: int) -> None:
-        stack = [(lo, hi)]
-        while stack:
-            lo, hi = stack.pop()
-            error = "row count differs from line count"
-            try:
-                table = _parse(view[starts[lo] : ends[hi - 1]], schema, block_size)
-                if table.num_rows == hi - lo:
-                    good.append((lo, table))
-                    continue
-            except (pa.ArrowException, ValueError) as err:
-                error = str(err)
-            if hi - lo == 1:
-                bad[lo] = _line_fault(bytes(view[starts[lo] : ends[lo]]).decode(), schema, error)
-            else:
-                mid = (lo + hi) // 2
-                stack += [(mid, hi), (lo, mid)]
+            bad[int(i)] = _line_fault(text, schema, "expected one JSON object per line", ids)
 
     # Lines that are not UTF-8 or not object-shaped split the file into spans that Arrow can parse.
     cuts = [-1, *sorted(bad), n]
-    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-        if b - a > 1:
-            parse_span(a + 1, b)
+    spans = [(a + 1, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b - a > 1]
+    good = _SpanParser(view, starts, ends, schema, ids, block_size).parse(spans, bad)
 
-    good.sort(key=lambda item: item[0])
     row_idx = np.concatenate([np.arange(lo, lo + t.num_rows) for lo, t in good]) if good else np.zeros(0, int)
-    tables = [t.select(schema.names).cast(schema) for _, t in good]
+    tables = [t for _, t in good]
     table = pa.concat_tables(tables) if tables else S.empty(schema)
 
     def raw_of(record_numbers: np.ndarray) -> list[str]:
@@ -366,7 +442,8 @@ def loads_lenient(data: bytes | str) -> tuple[object, bool]:
             raise ValueError(str(err)) from err
 
 
-def read_json_list(data: bytes, origin_file: str, schema: pa.Schema, limits: Limits | None = None) -> Records:
+def read_json_list(data: bytes, origin_file: str, schema: pa.Schema, limits: Limits | None = None,
+                   ids: tuple[str, ...] = ()) -> Records:
     """A JSON document holding a list of records; item i (0-based) is record i + 1 (its size for
     ``limits.max_record_bytes``: the item re-serialised as compact JSON)."""
     try:
@@ -378,7 +455,7 @@ def read_json_list(data: bytes, origin_file: str, schema: pa.Schema, limits: Lim
     # json.dumps writes NaN/Infinity back, which Arrow reads, so the score checks can quarantine
     # the one record holding them.
     jsonl = b"\n".join(json.dumps(item).encode() for item in items) if lenient else b"\n".join(map(orjson.dumps, items))
-    return read_jsonl(jsonl, origin_file, schema, line_numbers=np.arange(1, len(items) + 1), limits=limits)
+    return read_jsonl(jsonl, origin_file, schema, line_numbers=np.arange(1, len(items) + 1), limits=limits, ids=ids)
 
 
 def first_record(data: bytes) -> dict | None:

@@ -231,12 +231,13 @@ def long_to_ranked(records: Records) -> tuple[pa.Table, Records]:
 
 
 class Shape(NamedTuple):
-    """An input shape: its input schema, id-like fields that may be JSON ints, and its adapter."""
+    """An input shape: its input schema, its id fields (dotted paths; a string or an integer in any record, read
+    as the string: :mod:`rewardline.data.adapters.ids`), and its adapter."""
 
     SCHEMA: pa.Schema
     FLEXIBLE: tuple[str, ...]
     to_ranked: Callable[[Records], tuple[pa.Table, Records]]
 
 
-NESTED = Shape(NESTED_SCHEMA, ("prompt_id", "annotator_id", "batch_id"), nested_to_ranked)
+NESTED = Shape(NESTED_SCHEMA, ("prompt_id", "annotator_id", "batch_id", "responses.response_id"), nested_to_ranked)
 LONG = Shape(LONG_SCHEMA, ("prompt_id", "annotator_id", "batch_id", "response_id"), long_to_ranked)
