@@ -66,11 +66,12 @@ class Records:
         rows = self.table.filter(pa.array(mask)).to_pylist()
         return [orjson.dumps(r, default=str).decode() for r in rows]
 
-    def reject(self, mask: np.ndarray | pa.Array, field: str | None, reason: str) -> Records:
-        """Quarantine the rows where ``mask`` is true (with ``field`` and ``reason``) and drop them."""
+    def reject(self, mask: np.ndarray | pa.Array, field: str | None, reason: str | np.ndarray) -> Records:
+        """Quarantine the rows where ``mask`` is true (with ``field`` and ``reason``: one for all, or an array of
+        one per table row) and drop them."""
         return self.reject_many([(mask, field, reason)])
 
-    def reject_many(self, checks: list[tuple[np.ndarray | pa.Array, str | None, str]]) -> Records:
+    def reject_many(self, checks: list[tuple[np.ndarray | pa.Array, str | None, str | np.ndarray]]) -> Records:
         """Apply several (mask, field, reason) checks computed on the same table; a record
         failing several is quarantined once, under the first check it fails."""
         first = np.full(self.table.num_rows, -1)
@@ -80,7 +81,8 @@ class Records:
         if (first < 0).all():
             return self
         bad = [
-            quarantine_rows(self.origin_file, self.line[first == k], field, reason, self.raw_text(first == k))
+            quarantine_rows(self.origin_file, self.line[first == k], field,
+                            reason if isinstance(reason, str) else list(reason[first == k]), self.raw_text(first == k))
             for k, (_, field, reason) in enumerate(checks)
             if (first == k).any()
         ]

@@ -67,7 +67,9 @@ def items_fault(lists: pa.Array, item_mask: pa.Array | np.ndarray) -> np.ndarray
     return out
 
 
-ROLE_LABELS = {"user": "Human", "human": "Human", "assistant": "Assistant", "system": "System"}
+ROLE_LABELS = {"user": "Human", "assistant": "Assistant", "system": "System"}
+#: The message roles that chat templates know; the adapters compare roles case-blind ("Assistant" is one).
+ROLES = tuple(sorted(ROLE_LABELS))
 
 
 def render(messages: pa.Array) -> pa.Array:
@@ -99,8 +101,29 @@ def prompt_columns(prompt: pa.Array, messages: pa.Array) -> tuple[pa.Array, pa.A
     return prompt, kept
 
 
+def unknown_roles(messages: pa.Array, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of message lists holding a role outside :data:`ROLES`, the reason per list, naming its first such
+    message: ``"messages[2].role: expected one of assistant, system, user, got 'robot'"``). Null roles pass."""
+    flat = pc.list_flatten(messages)
+    known = pc.is_in(pc.utf8_lower(flat.field("role")), value_set=pa.array(ROLES))
+    bad = np.flatnonzero(~np.asarray(pc.fill_null(known, True), dtype=bool))
+    mask, reasons = np.zeros(len(messages), bool), np.full(len(messages), None, dtype=object)
+    if not len(bad):
+        return mask, reasons
+    parents = np.asarray(pc.list_parent_indices(messages))[bad]
+    lists, first = np.unique(parents, return_index=True)  # each list's first message with an unknown role
+    items = bad[first]
+    roles = flat.field("role").take(pa.array(items)).to_pylist()
+    positions = items - offsets_of(messages)[lists]
+    mask[lists] = True
+    reasons[lists] = [f"{name}[{i}].role: expected one of {', '.join(ROLES)}, got {role[:60]!r}"
+                      for i, role in zip(positions, roles, strict=True)]
+    return mask, reasons
+
+
 def check_messages(records: Records, name: str = "messages") -> Records:
-    """Quarantine records whose message list has a null item, role or content."""
+    """Quarantine records whose message list has a null item, role or content, or a role that is not one of
+    :data:`ROLES`."""
     msgs = combined(records.table, name)
     flat = pc.list_flatten(msgs)
     for part in ("role", "content"):
@@ -108,7 +131,8 @@ def check_messages(records: Records, name: str = "messages") -> Records:
         records = records.reject(items_fault(msgs, bad_items), f"{name}.{part}", f"missing '{part}' in {name}")
         msgs = combined(records.table, name)
         flat = pc.list_flatten(msgs)
-    return records
+    unknown, reasons = unknown_roles(msgs, name)
+    return records.reject(unknown, f"{name}.role", reasons)
 
 
 # ------------------------------------------------------------------ the two shapes

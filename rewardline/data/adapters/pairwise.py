@@ -20,7 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rewardline.data.adapters.jsonl import Records
-from rewardline.data.adapters.native import MESSAGES, combined, items_fault, list_from_parents, prompt_columns
+from rewardline.data.adapters.native import (
+    MESSAGES,
+    combined,
+    items_fault,
+    list_from_parents,
+    prompt_columns,
+    unknown_roles,
+)
 from rewardline.data.hashing import combine, hash64, hex_from_hashes
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
@@ -89,6 +96,8 @@ def to_ranked(records: Records) -> tuple[pa.Table, Records]:
         for part in ("role", "content"):
             bad = items_fault(conv, pc.or_(pc.is_null(flat), pc.is_null(flat.field(part))))
             checks.append((bad, f"conversation_{side}.{part}", f"missing '{part}' in conversation_{side}"))
+        unknown, reasons = unknown_roles(conv, f"conversation_{side}")
+        checks.append((unknown, f"conversation_{side}.role", reasons))
     checks += [
         (has_conv & np.asarray(pc.is_null(conv_a)), "conversation_a", "missing required field 'conversation_a'"),
         (has_conv & np.asarray(pc.is_null(conv_b)), "conversation_b", "missing required field 'conversation_b'"),
