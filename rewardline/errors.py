@@ -18,9 +18,10 @@ exit   meaning                                     Prefect
   ``ValueError`` from parsing user data, a file the user named that is missing (``FileNotFoundError``,
   S3 ``NoSuchKey``), a request a service refused as invalid (MLflow ``RESOURCE_DOES_NOT_EXIST``) or as not
   permitted (:class:`PermissionDenied`; MLflow ``PERMISSION_DENIED`` 403, ``UNAUTHENTICATED`` 401; an object store's
-  ``AccessDenied`` / unknown key / no credentials found, :mod:`rewardline.ops.storage`).
+  ``AccessDenied`` / unknown key / no credentials found, :mod:`rewardline.ops.storage`), an output or lock in a
+  folder this user cannot write (checked before any work, :func:`rewardline.ops.atomic.check_writable`).
 * 3: :class:`TransientError`, any other ``OSError`` (``ConnectionError``, ``TimeoutError``, disk full,
-  permissions), out of memory, botocore / S3 endpoint errors, a server down (found anywhere in the
+  permissions met during a run), out of memory, botocore / S3 endpoint errors, a server down (found anywhere in the
   exception's chain), a file missing because the network failed (a Hugging Face model not in the cache and the
   Hub unreachable: :func:`is_unreachable`); anything else is a bug, reported as ``internal error`` (retried,
   bounded).

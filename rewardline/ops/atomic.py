@@ -22,7 +22,13 @@ it. A second writer waits up to ``timeout`` seconds (``REWARDLINE_LOCK_TIMEOUT``
 :data:`DEFAULT_LOCK_TIMEOUT`; ``-1`` waits forever), then raises :class:`OutputLocked`
 naming the holder (the CLI exits 3: transient, retry later). The kernel drops a ``flock`` when its holder dies,
 SIGKILL included, so no stale lock outlives a crash. ``flock`` is per host: on NFS two
-machines may not exclude each other.
+machines may not exclude each other. A lock file that cannot be created (a folder this user cannot write, a
+read-only filesystem, ``/proc``, a parent that is a file) is :class:`~rewardline.errors.BadInput` at once (exit 2),
+not a wait.
+
+**Writable.** :func:`check_writable` (through :func:`check_output_dir`, before any work) refuses an output whose
+folder this user cannot create files in, exit 2 naming it (:data:`UNWRITABLE`): retrying would fail the same way.
+Disk full, quota and I/O errors stay ``OSError`` (exit 3).
 
 S3 outputs are not directories: objects are written whole (single PUT, or a multipart upload
 that becomes visible only on completion, :mod:`rewardline.ops.storage`), and a multi-object
@@ -57,6 +63,13 @@ DEFAULT_LOCK_TIMEOUT = 10.0  # seconds a second writer waits before giving up
 STAGING, ASIDE = "staging", "old"
 _RENAME_EXCHANGE, _AT_FDCWD = 2, -100  # linux/fs.h, fcntl.h
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+#: ``errno`` of a place where this user cannot create a file: no permission, a read-only filesystem, a path
+#: through a file, a pseudo-filesystem (``/proc`` answers ENOENT). Not an outage: a retry fails the same (exit 2).
+UNWRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOENT,
+                        errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG})
+EXPECT_WRITABLE = "expected a directory this user can write"
 
 
 class OutputLocked(TimeoutError):
@@ -99,6 +112,20 @@ def describe_holder(lock_file: Path) -> str:
         return "an unknown process (no holder recorded yet)"
 
 
+def _create_lock_file(target: Path, lock_file: Path, what: str) -> None:
+    """Create ``lock_file`` (and its folder) if absent, so that a place where it cannot be created is
+    :class:`BadInput` naming it at once: filelock would take a ``/proc`` path's ENOENT for a race and wait out the
+    timeout, then report a lock held by an unknown process (exit 3)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o666))  # no O_TRUNC: the holder's record
+    except OSError as err:
+        if err.errno not in UNWRITABLE:
+            raise
+        raise BadInput(detail=f"{what} {target}: cannot create its lock file {lock_file} ({err.strerror}); "
+                              f"{EXPECT_WRITABLE}") from None
+
+
 @contextlib.contextmanager
 def exclusive(target: Path | str, timeout: float | None = None, what: str = "output") -> Iterator[Path]:
     """Hold the exclusive lock on ``target`` (a directory or file, existing or not); yields the lock file.
@@ -107,9 +134,9 @@ def exclusive(target: Path | str, timeout: float | None = None, what: str = "out
     seconds (None: :func:`lock_timeout`).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     wait = lock_timeout() if timeout is None else timeout
     lock_file = lock_path(target)
+    _create_lock_file(target, lock_file, what)
     lock = FileLock(lock_file, timeout=wait, preserve_lock_file=True, on_acquired=_write_holder)
     try:
         lock.acquire()
@@ -192,8 +219,8 @@ def publish(staging: Path, out_dir: Path, exchange: bool = True) -> None:
 def check_output_dir(out_dir: Path | str) -> None:
     """Refuse, with :class:`~rewardline.errors.BadInput` (exit 2) before any work, an ``out_dir`` that publishing
     would wreck: one that exists and is not a directory (a file named by mistake: it would be swapped out of its
-    name into a hidden staging name, and the run would then fail), or the working directory or a folder holding it
-    (replaced whole, it would be deleted)."""
+    name into a hidden staging name, and the run would then fail), the working directory or a folder holding it
+    (replaced whole, it would be deleted), or one in a folder this user cannot write (:func:`check_writable`)."""
     out_dir = Path(out_dir)
     here = Path.cwd()
     if Path(os.path.realpath(out_dir)) in (here, *here.parents):
@@ -202,6 +229,28 @@ def check_output_dir(out_dir: Path | str) -> None:
     if os.path.lexists(out_dir) and not out_dir.is_dir():
         raise BadInput(out_dir, detail="exists and is not a directory; expected an output directory "
                                        "(absent, or a previous result to replace)")
+    check_writable(out_dir)
+
+
+def check_writable(path: Path | str, what: str = "output") -> None:
+    """Refuse with :class:`~rewardline.errors.BadInput` (exit 2), before any work, a ``path`` whose folder this user
+    cannot create files in (:data:`UNWRITABLE`; a folder above it that is a file). The nearest existing folder above
+    ``path`` is probed with a file created and removed at once; the missing folders below it are left to the writer.
+    Other errors (disk full, I/O) pass unchanged (exit 3)."""
+    folder = Path(os.path.abspath(path)).parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise BadInput(detail=f"{what} {path}: {folder} is not a directory; {EXPECT_WRITABLE}")
+    probe = folder / f".{Path(path).name}.probe-{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError as err:
+        if err.errno not in UNWRITABLE:
+            raise
+        raise BadInput(detail=f"{what} {path}: cannot create files in {folder} ({err.strerror}); "
+                              f"{EXPECT_WRITABLE}") from None
+    os.unlink(probe)
 
 
 @contextlib.contextmanager

@@ -40,7 +40,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from rewardline.errors import PermissionDenied, exception_chain, service_error_code
+from rewardline.errors import BadInput, PermissionDenied, exception_chain, service_error_code
+from rewardline.ops.atomic import UNWRITABLE, check_writable
 
 S3_SCHEME = "s3://"
 DEFAULT_MAX_ATTEMPTS = 5
@@ -279,11 +280,17 @@ def _atomic_local(path: Path) -> Iterator[Path]:
     """A temp path next to ``path`` that is fsynced and renamed onto it on success, removed on failure.
 
     The temp file is created with mode 0666 minus the umask (as ``open`` would create ``path``),
-    not ``mkstemp``'s 0600, so the published file has the usual mode (0644 under umask 022).
+    not ``mkstemp``'s 0600, so the published file has the usual mode (0644 under umask 022). A place where this user
+    cannot create it is :class:`~rewardline.errors.BadInput` naming it (:func:`~rewardline.ops.atomic.check_writable`).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as err:
+        if err.errno in UNWRITABLE:
+            check_writable(path)  # raises BadInput naming the folder and why
+        raise
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
@@ -332,7 +339,7 @@ def write_bytes(uri: str, data: bytes) -> None:
             return
         with _atomic_local(Path(uri.removeprefix("file://"))) as tmp:
             tmp.write_bytes(data)
-    except (StorageError, PermissionDenied):
+    except (StorageError, BadInput):
         raise
     except Exception as err:
         raise _fail("writing", uri, err) from err
@@ -354,6 +361,8 @@ def staged_output(uri: str) -> Iterator[Path]:
     atomic = _atomic_local(Path(uri.removeprefix("file://")))
     try:
         staged = atomic.__enter__()
+    except BadInput:  # a folder this user cannot write: named as such
+        raise
     except Exception as err:
         raise _fail("writing", uri, err) from err
     try:

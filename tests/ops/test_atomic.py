@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -197,6 +198,45 @@ def test_the_working_directory_or_a_folder_holding_it_is_refused(tmp_path: Path,
     with atomic.staged_output(here / "out") as staging:  # below it: fine
         (staging / "a.txt").write_text("new")
     assert (here / "out" / "a.txt").read_text() == "new"
+
+
+def unwritable_places(tmp_path: Path) -> list[tuple[Path, str]]:
+    """Folders this user cannot create files in, each with the reason the message gives: below a regular file, /proc
+    (ENOENT, root included) and, when not root (root ignores modes), a folder of mode 0500."""
+    (tmp_path / "a-file").write_text("")
+    places = [(tmp_path / "a-file" / "sub", f"{tmp_path / 'a-file'} is not a directory")]
+    if Path("/proc/self").is_dir():
+        places.append((Path("/proc"), "cannot create files in /proc (No such file or directory)"))
+    if os.geteuid() != 0:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        places.append((tmp_path / "ro", f"cannot create files in {tmp_path / 'ro'} (Permission denied)"))
+    return places
+
+
+def test_an_out_this_user_cannot_write_exits_2_at_once_naming_it(tmp_path: Path):
+    """Was: `rewardline ingest SRC --out /proc/x` waited out the lock timeout, then exited 3 'locked by an unknown
+    process'; an --out below a file or in a folder without write permission exited 3 with a bare '[Errno 17] File
+    exists' / '[Errno 13] Permission denied' (transient: a retry fails the same). Now exit 2 before any work."""
+    from rewardline.errors import exit_code
+
+    src = tmp_path / "src.jsonl"
+    src.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")  # never read
+    expected = "expected a directory this user can write"
+    for folder, why in unwritable_places(tmp_path):
+        out = folder / "rl-out"
+        t0 = time.monotonic()
+        with pytest.raises(BadInput, match=re.escape(f"output {out}: {why}; {expected}")), \
+                atomic.staged_output(out, timeout=5):
+            pass
+        lock_refused = f"ledger {re.escape(str(out))}: cannot create its lock file .*; {expected}"
+        with pytest.raises(BadInput, match=lock_refused), atomic.exclusive(out, timeout=5, what="ledger"):
+            pass
+        with pytest.raises(BadInput, match=re.escape(f"output {out}.jsonl: {why}; {expected}")) as caught:
+            storage.write_bytes(f"{out}.jsonl", b"{}\n")  # score's, rerank's files
+        assert exit_code(caught.value) == 2 and time.monotonic() - t0 < 4  # no wait for a lock
+        done = ingest(src, out)
+        assert done.returncode == 2, done.stderr
+        assert f"error: output {out}: {why}; {expected}" in done.stderr
 
 
 def test_carried_entries_of_the_old_output_move_into_the_new_one(tmp_path: Path):
