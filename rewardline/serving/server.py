@@ -13,7 +13,8 @@ Endpoints (JSON bodies; prompts are text or a list of ``{role, content}`` messag
 
 Errors: 401 (API key missing or wrong), 413 (body over ``max_request_bytes``, more rows or candidates
 than ``max_rows`` / ``max_candidates``, a text over ``max_chars``), 422 (not JSON, or a field missing or
-of the wrong type: the message names the field), 503 (not ready, or the queue is over ``max_queue_rows``).
+of the wrong type: the message names the field; no coercion: ``"top_k": true`` is not 1), 503 (not ready,
+or the queue is over ``max_queue_rows``).
 Every error body is ``{"error": "<what and where>", "detail": ...}``; the server keeps serving.
 
 Security: binds 127.0.0.1 unless ``--host`` says otherwise. With an API key (``REWARDLINE_API_KEY`` or a 0600
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from rewardline.errors import ConfigError, TransientError
 from rewardline.serving.batcher import DynamicBatcher, QueueFull
@@ -74,7 +75,7 @@ class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: str | list[Message] = Field(min_length=1)
     candidates: list[str] = Field(min_length=1)
-    top_k: int | None = Field(None, ge=1)
+    top_k: StrictInt | None = Field(None, ge=1)  # a JSON integer: true, "2" or 2.0 are refused, not coerced
 
 
 class ApiError(Exception):

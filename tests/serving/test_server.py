@@ -136,6 +136,10 @@ def test_malformed_requests_get_422_naming_the_field(server: str):
         b'{"rows": [{"prompt": "hi", "response": 3}]}': "rows.0.response: Input should be a valid string",
         b'{"rows": []}': "rows: List should have at least 1 item",
         b'{"prompt": "p", "candidates": ["a"], "top_k": 0}': "top_k: Input should be greater than or equal to 1",
+        # was accepted as top_k 1 / 2 (pydantic's lax coercion): a JSON integer only
+        b'{"prompt": "p", "candidates": ["a", "b"], "top_k": true}': "top_k: Input should be a valid integer",
+        b'{"prompt": "p", "candidates": ["a", "b"], "top_k": "2"}': "top_k: Input should be a valid integer",
+        b'{"prompt": "p", "candidates": ["a", "b"], "top_k": 2.0}': "top_k: Input should be a valid integer",
     }
     for body, message in cases.items():
         path = "/rerank" if b"candidates" in body else "/score"
