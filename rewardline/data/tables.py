@@ -32,6 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rewardline.data.schema import SOLUTIONS_FILE
+
 COMPRESSION = "zstd"
 #: The partitioned table of a pairs directory that holds the per-response utility targets.
 TARGETS = "targets"
@@ -113,20 +115,28 @@ def stage_tables(stage_dir: Path, names: tuple[str, ...], expected: str | None =
 
 
 PAIRS_DIRECTORY = "a pairs directory"  # stage_kind's answer for a directory with a train split
+RANKINGS_OUTPUT = "an ingest or validate output (rankings)"  # ... for one with rankings (preference data)
+STEP_DATA = "step-labelled PRM data"  # ... for an ingest of step-labelled solutions
+STEP_FORMATS = "gsm8k, prm800k, math-shepherd or solutions"
 
 
 def stage_kind(stage_dir: Path) -> str | None:
     """What ``stage_dir`` is, from its tables, for error messages: a pairs directory (a ``train`` split), an ingest
-    or validate output (``rankings``), missing, not a directory, or None when none of these."""
+    of step-labelled solutions (a ``solutions.parquet`` with rows: what it trains), an ingest or validate output
+    (``rankings``), missing, not a directory, or None when none of these."""
     if not stage_dir.exists():
         return "missing"
     if not stage_dir.is_dir():
         return "a file, not a directory"
     if table_path(stage_dir, "train").exists():
         return PAIRS_DIRECTORY
+    solutions = stage_dir / SOLUTIONS_FILE
+    if solutions.is_file() and pq.read_metadata(solutions).num_rows > 0:
+        return (f"{STEP_DATA} ({SOLUTIONS_FILE}, an ingest of --format {STEP_FORMATS}): it trains a process reward "
+                f"model (`rewardline train --data {stage_dir} --set objective=prm`), which the prm_evaluate stage "
+                "evaluates; an outcome reward model trains and is evaluated on a pairs directory (`rewardline pairs`)")
     if table_path(stage_dir, "rankings").exists():
-        return "an ingest or validate output (rankings): `rewardline validate` and then `rewardline pairs` on it " \
-               "make a pairs directory"
+        return f"{RANKINGS_OUTPUT}: `rewardline validate` and then `rewardline pairs` on it make a pairs directory"
     return None
 
 

@@ -27,7 +27,16 @@ import pyarrow as pa
 
 from rewardline.data import schema
 from rewardline.data.ingest import IngestConfig, Source, run_ingest
-from rewardline.data.tables import copy_table, read_table, stage_kind, stage_tables, table_path, write_json, write_part
+from rewardline.data.tables import (
+    STEP_DATA,
+    copy_table,
+    read_table,
+    stage_kind,
+    stage_tables,
+    table_path,
+    write_json,
+    write_part,
+)
 from rewardline.evaluation.evaluate import EvalConfig
 from rewardline.evaluation.run import run_evaluate
 from rewardline.modeling.step_scores import refuse_process_model
@@ -86,6 +95,13 @@ def evaluate_data(model_dir: Path, data: str, out_dir: Path, config: EvalConfig,
                      expected="a pairs directory or a raw source file / folder in an ingest format")
     with tempfile.TemporaryDirectory(prefix="rewardline-evaluate-") as tmp:
         pairs_dir, accounting = pairs_from_source(data, fmt, Path(tmp))
+        if accounting["pairs"] == 0 and (stage_kind(Path(tmp) / "ingested") or "").startswith(STEP_DATA):
+            formats = ", ".join(accounting["formats"])
+            raise ValueError(f"{data}: no pair to evaluate: its records are {STEP_DATA} (format {formats}), for a "
+                             f"process reward model (`rewardline ingest {data} --format {formats} --out DIR`, then "
+                             "`rewardline train --data DIR --set objective=prm`; "
+                             "the prm_evaluate stage evaluates it); evaluate scores an outcome reward model on "
+                             "preference data (a pairs directory or a raw source of rankings or pairs)")
         if accounting["pairs"] == 0:
             raise ValueError(f"{data}: no pair to evaluate ({accounting['rows_in']} records read, "
                              f"{accounting['rows_quarantined']} quarantined: {accounting['quarantine_reasons']})")

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from rewardline.data.hashing import unit_interval
 from rewardline.data.schema import SOLUTIONS_FILE
+from rewardline.data.tables import PAIRS_DIRECTORY, RANKINGS_OUTPUT, STEP_DATA, STEP_FORMATS, stage_kind
 from rewardline.modeling.steps import EncodedSolutions
 from rewardline.modeling.tokenize import TokenizedResponses
 from rewardline.training.batching import Group
@@ -49,12 +50,25 @@ def split_of(prompt_ids: pa.Array | pa.ChunkedArray | list[str], salt: str, trai
     return np.where(u < train_fraction, "train", np.where(u < train_fraction + val_fraction, "val", "test"))
 
 
+def no_step_data(data_dir: Path, problem: str) -> str:
+    """The message for a ``data_dir`` without step-labelled solutions: ``problem`` (not found, empty), what was
+    expected and what ``data_dir`` is instead (preference data: what it trains)."""
+    found = stage_kind(data_dir) or ""
+    if found == PAIRS_DIRECTORY or found.startswith(RANKINGS_OUTPUT):
+        there = (f"; {data_dir} is {found.split(':')[0]}, preference data: it trains an outcome reward model "
+                 "(train.objective bt, thurstone or bt+thurstone, not prm)")
+    else:
+        there = f"; {data_dir} is {found}" if found else ""
+    return (f"{data_dir / SOLUTIONS_FILE} {problem}: expected {STEP_DATA}, the solutions table of `rewardline ingest "
+            f"SRC --format F` (F: {STEP_FORMATS}){there}")
+
+
 def read_solutions(data_dir: Path, split: str | None = None, salt: str = "", train_fraction: float = 0.8,
                    val_fraction: float = 0.1) -> pa.Table:
     """The solutions of ``data_dir`` (one ``split`` of them when given)."""
     path = Path(data_dir) / SOLUTIONS_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found (expected the solutions table of an ingest of step-labelled data)")
+        raise FileNotFoundError(no_step_data(Path(data_dir), "not found"))
     table = pq.read_table(path)
     if split is None:
         return table
@@ -156,6 +170,8 @@ def load_step_groups(data_dir: Path, tokenizer: Any, cfg: Any) -> tuple[Tokenize
     train = solution_groups(parts[0], _take(enc, 0, parts[0].num_rows), tok, cfg.prm_neutral_as, 0)
     val = solution_groups(parts[1], _take(enc, parts[0].num_rows, table.num_rows), tok, cfg.prm_neutral_as,
                           parts[0].num_rows)
+    if table.num_rows == 0:  # e.g. an ingest of rankings (every ingest writes the table)
+        raise ValueError(no_step_data(Path(data_dir), "holds no solutions"))
     if not train:
         raise ValueError(f"{path} has no solutions in the train split")
     return tok, train, val, separator, added

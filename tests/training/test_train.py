@@ -443,6 +443,47 @@ def test_train_and_evaluate_exit_codes_through_the_cli(setup, tmp_path):
         f"got '{absent}', which holds no config.json"), empty.output
 
 
+def test_step_data_and_preference_data_given_to_the_other_kind_of_model_say_what_they_are(setup, tmp_path):
+    """Step-labelled (PRM) data given to an outcome model, and preference data to a PRM: exit 2 saying what the data
+    is and what it trains. Was: 'run validate and then pairs on it' for an ingest of step-labelled data; 'no pair to
+    evaluate' for a raw PRM file; 'solutions.parquet not found' or '... has no solutions in the train split' for a
+    pairs directory or an ingest of rankings."""
+    from conftest import save_tiny_reward_model
+    from typer.testing import CliRunner
+
+    from rewardline.cli import app
+
+    runner = CliRunner()
+    pairs, fixtures = setup["pairs"], Path(__file__).parents[1] / "fixtures"
+    params = ["--params", str(tmp_path / "none.yaml")]  # not the project's params.yaml
+    sets = [f"--set={kv}" for kv in (f"backbone={setup['backbone']}", "max_length=48", "progress=false",
+                                     f"cache_dir={setup['root'] / 'cache'}", "checkpoint_every=0", "max_steps=2")]
+    model = save_tiny_reward_model(tmp_path / "rm", max_length=48)
+    steps, ingested = tmp_path / "steps", tmp_path / "ingested"
+    for source, fmt, out in (("gsm8k_train_20.jsonl", "gsm8k", steps), ("hh_rlhf_30.jsonl", "auto", ingested)):
+        made = runner.invoke(app, ["ingest", str(fixtures / source), "--format", fmt, "--out", str(out), *params])
+        assert made.exit_code == 0, made.output
+    for command in (["train", "--data", str(steps), *params, "--out", str(tmp_path / "m6"), *sets],
+                    ["evaluate", "--data", str(steps), *params, "--model", str(model), "--out", str(tmp_path / "e6")]):
+        wrong = runner.invoke(app, command)
+        last = wrong.output.strip().splitlines()[-1]
+        assert wrong.exit_code == 2 and f"{steps} is step-labelled PRM data (solutions.parquet" in last, wrong.output
+        assert f"`rewardline train --data {steps} --set objective=prm`" in last and "validate" not in last, last
+    raw = runner.invoke(app, ["evaluate", "--data", str(fixtures / "gsm8k_train_20.jsonl"), *params, "--model",
+                              str(model), "--out", str(tmp_path / "e7")])
+    assert raw.exit_code == 2 and "no pair to evaluate: its records are step-labelled PRM data (format gsm8k)" in \
+        raw.output.strip().splitlines()[-1], raw.output
+    for data, problem, kind in ((pairs, "not found", "a pairs directory"),
+                                (ingested, "holds no solutions", "an ingest or validate output (rankings)")):
+        wrong = runner.invoke(app, ["train", "--data", str(data), *params, "--out", str(tmp_path / "m7"), *sets,
+                                    "--set=objective=prm"])
+        assert wrong.exit_code == 2 and wrong.output.strip().splitlines()[-1] == (
+            f"error: {data / 'solutions.parquet'} {problem}: expected step-labelled PRM data, the solutions table of "
+            "`rewardline ingest SRC --format F` (F: gsm8k, prm800k, math-shepherd or solutions); "
+            f"{data} is {kind}, preference data: it trains an outcome reward model (train.objective bt, thurstone or "
+            "bt+thurstone, not prm)"), wrong.output
+
+
 def test_training_without_a_terminal_logs_a_line_every_log_every_steps(setup, tmp_path, caplog):
     """Under DVC / CI (stderr not a TTY) the run reports step, loss, accuracy, tokens/s and ETA."""
     cfg = tiny_config(setup, progress=True, log_every=2, max_steps=4)
