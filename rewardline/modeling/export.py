@@ -12,6 +12,11 @@ Calibration (``T``, ``reward_mean``, ``reward_std``) comes from the evaluate sta
 Metrics and gates come from ``metrics`` (an evaluate ``metrics.json`` or its directory) or the
 bundle's ``evaluate_metrics.json``; the data section from ``train_metrics`` (the train stage's
 ``models/reward-model/metrics.json``) or the model directory's ``train_metrics.json`` / ``metrics.json``.
+
+``out`` is replaced whole, as every stage's ``--out`` (:func:`rewardline.ops.atomic.staged_output`: written in a
+staging folder beside it, swapped into place under its lock), so files of an earlier export or of anything else
+there (a stale weights shard, notes) never ride along into the exported model; an ``out`` that is or holds
+the model directory or a metrics file is refused first (exit 2).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from rewardline.errors import BadInput, json_type
 from rewardline.gates import GateReport
 from rewardline.modeling.hf_format import TOKEN_LAYOUT
 from rewardline.modeling.model import RewardModel
-from rewardline.ops.atomic import check_output_dir
+from rewardline.ops.atomic import check_output_dir, refuse_holding_inputs, staged_output
 from rewardline.report import fmt
 
 CARD_METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "agreement_aware_accuracy", "n_pairs",
@@ -72,6 +77,7 @@ def export_model(model_dir: Path | str, out_dir: Path | str, metrics: Path | Non
     """Write the standard directory + model card of ``model_dir`` (any layout :meth:`RewardModel.load`
     reads) to ``out_dir``; upload it to the Hub repo ``push_to_hub`` when given. Returns a summary."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    refuse_holding_inputs(out_dir, [p for p in (model_dir, metrics, train_metrics) if p is not None and p.exists()])
     check_output_dir(out_dir)
     meta = find_metadata(model_dir, metrics, train_metrics)
     model, tokenizer = RewardModel.load(model_dir)
@@ -80,12 +86,14 @@ def export_model(model_dir: Path | str, out_dir: Path | str, metrics: Path | Non
         if calibration.get(key) is not None:
             setattr(model.config, key, float(calibration[key]))
     temperature = calibration.get("temperature")
-    model.save(out_dir, tokenizer, float(temperature) if temperature is not None else None, require_standard=True)
-    hf_config = json.loads((out_dir / "config.json").read_text())
-    section = hf_config["rewardline"]
-    architecture = (hf_config.get("architectures") or ["?"])[0]
-    card = process_model_card if section["layout"] == TOKEN_LAYOUT else model_card
-    (out_dir / "README.md").write_text(card(section, meta, architecture))
+    with staged_output(out_dir) as staging:  # locked; out_dir is replaced whole, nothing else in it is kept
+        model.save(staging, tokenizer, float(temperature) if temperature is not None else None,
+                   require_standard=True)
+        hf_config = json.loads((staging / "config.json").read_text())
+        section = hf_config["rewardline"]
+        architecture = (hf_config.get("architectures") or ["?"])[0]
+        card = process_model_card if section["layout"] == TOKEN_LAYOUT else model_card
+        (staging / "README.md").write_text(card(section, meta, architecture))
     summary: dict[str, Any] = {"out_dir": str(out_dir), "layout": section["layout"], "temperature": temperature,
                                "reward_mean": section["reward_mean"], "reward_std": section["reward_std"],
                                "has_metrics": bool(meta["evaluate"]), "pushed_to": None}

@@ -256,6 +256,31 @@ def test_export_into_an_existing_file_exits_2_and_leaves_it(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "keep"
 
 
+def test_export_replaces_an_existing_out_whole_and_refuses_one_holding_the_model(tmp_path):
+    """Was: export wrote into an existing --out and left what else was there (notes, a stale weights shard and its
+    index from another model), which rode along into the exported model and a --push-to-hub upload. Now --out is
+    replaced whole, as every stage's; an --out that is or holds the model directory is refused (exit 2)."""
+    rm = tmp_path / "rm"
+    trained_looking("tiny-bert").save(rm, AutoTokenizer.from_pretrained(resolve_backbone("tiny-bert")))
+    out = tmp_path / "hf"
+    out.mkdir()
+    for name in ("notes.txt", "model-00001-of-00002.safetensors", "model.safetensors.index.json"):
+        (out / name).write_text("stale")
+    result = runner.invoke(app, ["export", "--model", str(rm), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                     "reward_config.json", "tokenizer.json", "tokenizer_config.json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.") and not p.name.endswith(".lock")]
+    np.testing.assert_allclose(score_texts(out, PROMPTS, RESPONSES, device="cpu"),
+                               score_texts(rm, PROMPTS, RESPONSES, device="cpu"), atol=1e-6)
+    before = sorted(p.name for p in rm.iterdir())
+    for given in (rm, tmp_path):
+        refused = runner.invoke(app, ["export", "--model", str(rm), "--out", str(given)])
+        assert refused.exit_code == 2 and f"error: output {given} holds the input {rm}: " in refused.output, \
+            refused.output
+    assert sorted(p.name for p in rm.iterdir()) == before
+
+
 @pytest.mark.parametrize(("flag", "content", "message"), [
     ("--metrics", "[1]", "expected --metrics: a metrics.json (a JSON object), got an array"),  # was internal error
     ("--metrics", '{"a": 1}\n{"b": 2}\n', "not valid JSON (Extra data: line 2 column 1 (char 9))"),  # no file named
