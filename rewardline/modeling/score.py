@@ -41,6 +41,7 @@ import pyarrow as pa
 from scipy.special import expit, ndtr
 
 from rewardline.data.limits import Limits
+from rewardline.data.schema import MESSAGE_ROLES
 from rewardline.errors import BadInput, ConfigError, NonFiniteError, json_type
 from rewardline.modeling.batching import length_batches
 from rewardline.modeling.rows_files import CHUNK_ROWS, open_rows_file, rows_writer, with_columns, write_rows
@@ -227,6 +228,9 @@ def _check_prompt(prompt: Any, where: dict[str, Any]) -> None:
             if not isinstance(message.get(key), str):
                 got = json_type(message[key]) if key in message else "nothing (missing)"
                 raise BadInput(**where, field=f"prompt[{i}].{key}", expected="a string", got=got)
+        if message["role"].lower() not in MESSAGE_ROLES:
+            raise BadInput(**where, field=f"prompt[{i}].role", expected=f"one of {', '.join(MESSAGE_ROLES)}",
+                           got=repr(message["role"][:60]))
 
 
 def check_score_row(row: Any, where: dict[str, Any], limits: Limits | None = None) -> None:

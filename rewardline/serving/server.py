@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
+from rewardline.data.schema import MESSAGE_ROLES
 from rewardline.errors import ConfigError, TransientError
 from rewardline.serving.batcher import DynamicBatcher, QueueFull
 from rewardline.serving.config import ServeConfig
@@ -56,8 +57,15 @@ INLINE_TOKENIZE_CHARS = 200_000  # requests up to this many characters are token
 
 
 class Message(BaseModel):
-    role: str
+    role: str  # one of MESSAGE_ROLES, case-blind (as ingest and score)
     content: str
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, role: str) -> str:
+        if role.lower() not in MESSAGE_ROLES:
+            raise ValueError(f"expected one of {', '.join(MESSAGE_ROLES)}, got {role[:60]!r}")
+        return role
 
 
 class ScoreRow(BaseModel):

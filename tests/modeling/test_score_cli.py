@@ -52,6 +52,9 @@ MALFORMED = {
                     "field 'prompt': expected a string or a list of {role, content} messages, got null"),
     "message without content": ('{"prompt": [{"role": "user"}], "response": "x"}',
                                 "field 'prompt[0].content': expected a string, got nothing (missing)"),
+    "unknown role": ('{"prompt": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}], '
+                     '"response": "x"}',  # was scored, rendered as a "Robot:" turn; ingest quarantines it
+                     "field 'prompt[1].role': expected one of assistant, system, user, got 'robot'"),
 }
 
 

@@ -140,6 +140,9 @@ def test_malformed_requests_get_422_naming_the_field(server: str):
         b'{"prompt": "p", "candidates": ["a", "b"], "top_k": true}': "top_k: Input should be a valid integer",
         b'{"prompt": "p", "candidates": ["a", "b"], "top_k": "2"}': "top_k: Input should be a valid integer",
         b'{"prompt": "p", "candidates": ["a", "b"], "top_k": 2.0}': "top_k: Input should be a valid integer",
+        # a role no chat template knows (was scored, rendered as a "Robot:" turn), as ingest and score refuse it
+        b'{"rows": [{"prompt": [{"role": "robot", "content": "hi"}], "response": "r"}]}':
+            "rows.0.prompt.list[Message].0.role: Value error, expected one of assistant, system, user, got 'robot'",
     }
     for body, message in cases.items():
         path = "/rerank" if b"candidates" in body else "/score"

@@ -69,7 +69,7 @@ def items_fault(lists: pa.Array, item_mask: pa.Array | np.ndarray) -> np.ndarray
 
 ROLE_LABELS = {"user": "Human", "assistant": "Assistant", "system": "System"}
 #: The message roles that chat templates know; the adapters compare roles case-blind ("Assistant" is one).
-ROLES = tuple(sorted(ROLE_LABELS))
+ROLES = S.MESSAGE_ROLES
 
 
 def render(messages: pa.Array) -> pa.Array:
