@@ -64,7 +64,7 @@ from rewardline.config import Section
 from rewardline.data.tables import json_safe, write_json
 from rewardline.evaluation.candidates import Candidates, load_candidates
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
-from rewardline.ops.atomic import check_output_dir
+from rewardline.ops.atomic import writes_output
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
 from rewardline.report import fmt
 
@@ -403,6 +403,10 @@ def candidate_rewards(model_dir: Path | str, candidates: Candidates) -> np.ndarr
     return score_texts(model_dir, candidates.prompts, candidates.responses).astype(np.float64)
 
 
+# locked; written to a staging folder, published whole (nothing else in out_dir is kept); an --out holding an input is
+# refused
+@writes_output("out_dir", inputs=lambda args: [p for p in (*args["sources"], args["model_dir"],
+                                                            args.get("gold_model_dir")) if p and Path(p).exists()])
 def bon_from_sources(
     model_dir: Path | str,
     sources: list[Path | str],
@@ -413,7 +417,6 @@ def bon_from_sources(
 ) -> dict[str, Any]:
     """Load candidates, score them with the proxy model (and the gold model: Gao et al.'s synthetic
     setup, gold = a second RM's score), and :func:`run_bon`. Raises :class:`BadInput` on bad records."""
-    check_output_dir(out_dir)  # before the scoring, not after it
     candidates = load_candidates(sources, fmt)
     proxy = candidate_rewards(model_dir, candidates)
     gold = candidate_rewards(gold_model_dir, candidates) if gold_model_dir is not None else None

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from rewardline.data import schema
 from rewardline.data.tables import read_table, stage_kind, table_path, write_json
-from rewardline.ops.atomic import check_output_dir
+from rewardline.ops.atomic import writes_output
 
 EXPORT_FORMATS = ("trl",)
 FileFormat = Literal["jsonl", "parquet", "both"]
@@ -73,6 +73,9 @@ def _write_jsonl(table: pa.Table, path: Path, batch_rows: int = 8192) -> None:
             out.write(b"".join(orjson.dumps(row) + b"\n" for row in batch.to_pylist()))
 
 
+# locked; written to a staging folder, published whole (nothing else in out_dir is kept); an --out holding the input
+# is refused
+@writes_output("out_dir", inputs=lambda args: [args["pairs_dir"]])
 def export_pairs(pairs_dir: Path, out_dir: Path, fmt: str = "trl", files: FileFormat = "both",
                  hf: bool = False) -> dict:
     """Write every split of ``pairs_dir`` as TRL rows with texts; return counts and the files written."""
@@ -80,7 +83,6 @@ def export_pairs(pairs_dir: Path, out_dir: Path, fmt: str = "trl", files: FileFo
         raise ValueError(f"export format {fmt!r} is not supported; expected one of {EXPORT_FORMATS}")
     if files not in ("jsonl", "parquet", "both"):
         raise ValueError(f"--files {files!r}: expected jsonl, parquet or both")
-    check_output_dir(out_dir)  # mkdir would fail with FileExistsError: exit 3, a retry
     present = [s for s in schema.SPLITS if table_path(pairs_dir, s).exists()]
     if not present:
         names = ", ".join(f"{s}/" for s in schema.SPLITS)
@@ -92,7 +94,6 @@ def export_pairs(pairs_dir: Path, out_dir: Path, fmt: str = "trl", files: FileFo
     responses = read_table(table_path(pairs_dir, "responses"))
     exported = {s: trl_rows(t, prompts, responses, pairs_dir) for s, t in splits.items()}
     with_margin = any(pc.any(pc.not_equal(rows["margin"], 0.0)).as_py() for rows, _ in exported.values())
-    out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict = {"format": fmt, "margin_column": with_margin, "rows": {}, "ties_left_out": {}, "files": []}
     tables = {}
     for split, (rows, ties) in exported.items():

@@ -202,11 +202,13 @@ def test_cli_end_to_end_exit_codes_and_files(tiny_model, tmp_path):
     proxy = score_texts(tiny_model, [r["prompt"] for r in rows], [r["response"] for r in rows])
     good = _write([{**r, "gold": float(s)} for r, s in zip(rows, proxy, strict=True)], tmp_path / "good.jsonl")
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("from before")  # --out is replaced whole, as a stage's (was: kept)
     params = tmp_path / "none.yaml"  # absent: BonConfig defaults (min_bon_gain 0, max_overoptimization 0.05)
     result = runner.invoke(app, ["bon", "--model", str(tiny_model), "--data", str(good), "--out", str(out),
                                  "--params", str(params), "--set", "bootstrap_samples=200"])
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} >= {"metrics.json", "report.md", "bon.png", "bon.csv"}
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "gates.json", "report.md", "bon.png", "bon.csv"}
     m = json.loads((out / "metrics.json").read_text())
     assert list(m["gold_by_n"]) == ["1", "2", "3", "4", "5"] and m["prompts_by_n"]["5"] == 6
     assert m["gold_by_n"] == pytest.approx(m["proxy_by_n"], abs=1e-6)  # gold = proxy: the pick is the oracle
@@ -250,3 +252,7 @@ def test_cli_exit_2_when_out_is_a_file(tiny_model, tmp_path):
                                  "--params", str(tmp_path / "none.yaml")])
     assert result.exit_code == 2, result.output
     assert f"{out}: exists and is not a directory" in result.output and out.read_text() == "keep"
+    inside = runner.invoke(app, ["bon", "--model", str(tiny_model), "--data", str(data), "--out",
+                                 str(tiny_model / "bon"), "--params", str(tmp_path / "none.yaml")])
+    assert inside.exit_code == 2 and f"is inside the input folder {tiny_model}" in inside.output, inside.output
+    assert not (tiny_model / "bon").exists()

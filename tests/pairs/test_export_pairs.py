@@ -121,9 +121,13 @@ def test_export_leaves_out_tied_pairs_and_names_a_bad_directory(tmp_path: Path) 
     ties = sum(int(pc.sum(pc.equal(read_split(original, s)["label"], 0.5)).as_py() or 0)
                for s in schema.SPLITS)
     assert ties == 10
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "train.jsonl").write_text("{}\n")  # an earlier export's: --out is replaced whole (was kept)
     metrics = invoke("export-pairs", str(original), "--out", str(tmp_path / "out"), "--files", "parquet")
     assert sum(metrics["ties_left_out"].values()) == ties and sum(metrics["rows"].values()) == 20
     assert not (tmp_path / "out" / "train.jsonl").exists() and (tmp_path / "out" / "train.parquet").exists()
+    inside = runner.invoke(app, ["export-pairs", str(original), "--out", str(original / "trl")])
+    assert inside.exit_code == 2 and f"is inside the input folder {original}" in inside.output, inside.output
     bad = runner.invoke(app, ["export-pairs", str(tmp_path / "ingested"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "not a pairs directory" in bad.output
     assert "it is an ingest or validate output (rankings): `rewardline validate` and then `rewardline pairs`" \
