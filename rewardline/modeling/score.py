@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 from scipy.special import expit, ndtr
 
+from rewardline.data.adapters.native import render_one
 from rewardline.data.limits import Limits
 from rewardline.data.schema import MESSAGE_ROLES
 from rewardline.errors import BadInput, ConfigError, NonFiniteError, json_type
@@ -57,8 +58,8 @@ MAX_BRANCHES = 16
 def message_list(prompt: Any) -> tuple[str, list[dict] | None]:
     """A prompt given as text, or as a list of ``{role, content}`` messages."""
     if isinstance(prompt, list):
-        text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
-        return text, [{"role": m["role"], "content": m["content"]} for m in prompt]
+        messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
+        return render_one(messages), messages  # the text ingest stores for these messages (train = serve)
     return str(prompt), None
 
 

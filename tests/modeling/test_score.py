@@ -108,3 +108,21 @@ def test_length_batches_cover_every_row_once_longest_first_within_the_budget(len
     assert (np.diff(lengths[order]) <= 0).all()  # longest first, across batches too
     for rows in batches:  # the first row sets the padded width; a row longer than the budget goes alone
         assert len(rows) * max(int(lengths[rows[0]]), 1) <= batch_tokens or len(rows) == 1
+
+
+def test_a_prompt_of_messages_is_scored_on_the_text_ingest_trains_on(model_dir):
+    """Train = serve: ``score`` rendered messages as "User: hi\n\nAssistant: hello ..." while ingest stores
+    "hi" (a lone user message) or "\n\nHuman: hi\n\nAssistant: hello ...\n\nAssistant:", so an encoder model
+    scored another text than it was trained on."""
+    import pyarrow as pa
+
+    from rewardline.data import schema as S
+    from rewardline.data.adapters.native import prompt_columns
+
+    conversations = [[{"role": "user", "content": "what is a cat"}],
+                     [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                      {"role": "user", "content": "what is a cat"}]]
+    stored, _ = prompt_columns(pa.nulls(2, pa.string()), pa.array(conversations, pa.list_(S.MESSAGE)))
+    responses = ["a small animal", "a small animal"]
+    np.testing.assert_allclose(score_texts(model_dir, conversations, responses),
+                               score_texts(model_dir, stored.to_pylist(), responses), rtol=1e-6, atol=1e-6)

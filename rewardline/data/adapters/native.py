@@ -101,6 +101,18 @@ def prompt_columns(prompt: pa.Array, messages: pa.Array) -> tuple[pa.Array, pa.A
     return prompt, kept
 
 
+def render_one(messages: list[dict]) -> str:
+    """The prompt text :func:`prompt_columns` gives one message list, in plain Python for rows met one at a time
+    (``rewardline score``, ``rerank``, the server: the text an encoder model reads must be the one it was trained
+    on): the content of a lone user message, else :func:`render`'s transcript. ``tests/data/test_render_one.py``
+    checks the two agree."""
+    if len(messages) == 1 and messages[0]["role"].lower() == "user":
+        return messages[0]["content"]
+    turns = "".join(f"\n\n{ROLE_LABELS.get(m['role'].lower(), m['role'].lower().capitalize())}: {m['content']}"
+                    for m in messages)
+    return turns + "\n\nAssistant:"
+
+
 def unknown_roles(messages: pa.Array, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(mask of message lists holding a role outside :data:`ROLES`, the reason per list, naming its first such
     message: ``"messages[2].role: expected one of assistant, system, user, got 'robot'"``). Null roles pass."""
