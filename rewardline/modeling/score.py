@@ -58,7 +58,7 @@ MAX_BRANCHES = 16
 def message_list(prompt: Any) -> tuple[str, list[dict] | None]:
     """A prompt given as text, or as a list of ``{role, content}`` messages."""
     if isinstance(prompt, list):
-        messages = [{"role": m["role"], "content": m["content"]} for m in prompt]
+        messages = [{"role": m["role"].lower(), "content": m["content"]} for m in prompt]  # as ingest stores them
         return render_one(messages), messages  # the text ingest stores for these messages (train = serve)
     return str(prompt), None
 

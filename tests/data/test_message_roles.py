@@ -49,3 +49,18 @@ def test_trl_and_arena_conversations_with_an_unknown_role_are_quarantined() -> N
     assert reasons([battle("user"), battle("human")], "arena.jsonl") == {
         2: ("conversation_a.role", f"conversation_a[0].role: {EXPECTED}, got 'human'"),
     }
+
+
+def test_roles_are_stored_in_lower_case_as_chat_templates_compare_them() -> None:
+    """Roles are read case-blind; stored as given ('User'), a chat template's ``message['role'] == 'user'`` missed
+    them. Stored (and scored) in lower case."""
+    from rewardline.modeling.score import message_list
+
+    conversation = [{"role": "System", "content": "s"}, {"role": "USER", "content": "q"},
+                    {"role": "Assistant", "content": "a"}, {"role": "user", "content": "q2"}]
+    record = {"messages": conversation, "annotator_id": "a",
+              "responses": [{"text": "x", "rank": 1}, {"text": "y", "rank": 2}]}
+    result = read_file(json.dumps(record).encode(), "caps.jsonl")
+    stored = result.ranked["prompt_messages"].to_pylist()[0]
+    assert [m["role"] for m in stored] == ["system", "user", "assistant", "user"]
+    assert message_list(conversation)[1] == stored  # score gives a chat template the same messages

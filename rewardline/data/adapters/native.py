@@ -97,8 +97,20 @@ def prompt_columns(prompt: pa.Array, messages: pa.Array) -> tuple[pa.Array, pa.A
     text = pc.if_else(single, first.field("content"), render(messages))
     text = pc.if_else(pc.greater(length, 0), text, pa.scalar(None, pa.string()))
     prompt = pc.coalesce(prompt, text)
-    kept = pc.if_else(pc.or_(single, pc.equal(length, 0)), pa.scalar(None, messages.type), messages)
+    kept = pc.if_else(pc.or_(single, pc.equal(length, 0)), pa.scalar(None, messages.type), lower_roles(messages))
     return prompt, kept
+
+
+def lower_roles(messages: pa.Array) -> pa.Array:
+    """``messages`` with each role in lower case: roles are read case-blind, chat templates compare them exactly
+    (``message['role'] == 'user'``)."""
+    flat = pc.list_flatten(messages)
+    if not len(flat):
+        return messages
+    parts = [pc.utf8_lower(flat.field(f.name)) if f.name == "role" else flat.field(f.name) for f in flat.type]
+    lowered = pa.StructArray.from_arrays(parts, fields=list(flat.type))
+    return pa.ListArray.from_arrays(pa.array(offsets_of(messages)), lowered, type=messages.type,
+                                    mask=pc.is_null(messages))
 
 
 def render_one(messages: list[dict]) -> str:
