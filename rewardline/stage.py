@@ -117,14 +117,21 @@ def configure_logging(verbosity: int = 0) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
 
 
+#: What an interrupted command says (exit 130): outputs are published whole or not at all.
+INTERRUPTED = "interrupted: the output is as it was before the run (outputs appear whole or not at all)"
+
+
 def stage_main(main: Callable[[], None]) -> None:
     """Run a stage with INFO logging; end the process with the exit-code contract of :mod:`rewardline.errors`:
-    1 a gate failed, 2 bad input or parameters, 3 a transient / environment or internal error
+    1 a gate failed, 2 bad input or parameters, 3 a transient / environment or internal error, 130 interrupted
     (one line on stderr; the traceback with ``REWARDLINE_VERBOSE=1``)."""
     configure_logging()
     started = datetime.now(UTC)
     try:
         main()
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, 128 + SIGINT
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
     except Exception as err:  # noqa: BLE001 - every failure leaves with the contract's exit code
         code, text = describe(err, verbose=verbose_from_env())
         print(text, file=sys.stderr)

@@ -34,7 +34,7 @@ from rewardline.gates import check_output
 from rewardline.ops.stack_cli import stack_app
 from rewardline.registry.names import model_uri
 from rewardline.report import print_summary
-from rewardline.stage import configure_logging, headline_metrics
+from rewardline.stage import INTERRUPTED, configure_logging, headline_metrics
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Annotator rankings in, calibrated reward models out. "
@@ -142,6 +142,9 @@ def _run(action: Callable[[], dict], gated_out: Path | None = None, stage: str |
         metrics = action()
         if gated_out is not None:
             check_output(gated_out)
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, 128 + SIGINT
+        typer.secho(INTERRUPTED, fg=typer.colors.RED, err=True)
+        raise typer.Exit(130) from None
     except Exception as err:  # noqa: BLE001 - every failure leaves with the contract's exit code
         code, text = describe(err, verbose=OUTPUT["verbose"] or verbose_from_env())
         typer.secho(text, fg=typer.colors.RED, err=True)

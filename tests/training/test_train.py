@@ -513,3 +513,5 @@ def test_ctrl_c_stops_train_with_exit_130_and_leaves_no_output(setup, tmp_path):
     rest = proc.stderr.read()
     assert proc.wait(timeout=60) == 130, "".join(seen) + rest
     assert "Traceback" not in rest and not out.exists(), rest
+    assert rest.strip().splitlines()[-1] == "interrupted: the output is as it was before the run (outputs appear " \
+        "whole or not at all)", rest
