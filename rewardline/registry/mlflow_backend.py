@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rewardline.errors import PermissionDenied
+from rewardline.errors import PermissionDenied, TransientError, one_line
 from rewardline.registry.base import ModelVersion, is_registry_uri, local_model_dir, parse_model_uri
 from rewardline.registry.mlflow_values import MAX_DESCRIPTION, tag_values
 from rewardline.registry.names import EXPERIMENT
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 _configured = False
 #: MLflow's error codes for a refused user -> the HTTP status the auth app answered.
 _AUTH_CODES = {"PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401}
+#: MLflow's error codes for a registered model or version that is not there (a version that is not a number:
+#: INVALID_PARAMETER_VALUE); any other error is a store that did not answer.
+_ABSENT_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
 
 
 def refused(err: Exception, action: str, needs: str, tracking_uri: str) -> Exception:
@@ -186,7 +189,9 @@ class MlflowRegistry:
             if _AUTH_CODES.get(str(err.error_code)):
                 raise refused(err, f"read registered model {name!r}", f"READ on registered model {name!r}",
                               self.tracking_uri) from err
-            return None
+            if str(err.error_code) in _ABSENT_CODES:
+                return None
+            raise self._unanswered(err, f"read registered model {name!r}") from err
 
     def resolve_alias(self, name: str, alias: str) -> str | None:
         return (self._aliases(name) or {}).get(alias)
@@ -199,8 +204,10 @@ class MlflowRegistry:
             return None
         try:
             found = self.client.get_model_version(name, str(version))
-        except MlflowException:
-            return None
+        except MlflowException as err:
+            if str(err.error_code) in _ABSENT_CODES:
+                return None
+            raise self._unanswered(err, f"read version {version} of registered model {name!r}") from err
         return self._version(found, tuple(a for a, v in aliases.items() if v == str(found.version)))
 
     def list_versions(self, name: str) -> list[ModelVersion]:
@@ -236,6 +243,15 @@ class MlflowRegistry:
         return bundle_data_dir(Path(local))
 
     # -- helpers ---------------------------------------------------------------------------
+    def _unanswered(self, err: Exception, action: str) -> TransientError:
+        """``err`` (MLflow could not answer: a server down or failing) as a one-line :class:`TransientError`
+        naming the store: not an absent model, which would skip the champion gate or misreport a version."""
+        detail = one_line(str(err))
+        detail = detail if len(detail) <= 240 else detail[:240] + "…"
+        return TransientError(f"cannot {action}: the MLflow store at {self.tracking_uri} did not answer "
+                              f"({err.error_code}: {detail}); is the server up? "  # type: ignore[attr-defined]
+                              "(MLFLOW_TRACKING_URI, `rewardline stack up`)")
+
     def _store_missing(self) -> bool:
         """An embedded sqlite store whose file does not exist (looking must not create it)."""
         db = sqlite_path(self.tracking_uri)

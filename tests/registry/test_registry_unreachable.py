@@ -1,0 +1,51 @@
+"""An MLflow server that does not answer is an outage (exit 3, naming the server), never "no registered model":
+`rewardline registry` must not list nothing with exit 0, `promote` must not say the version does not exist (exit 2),
+and a ``models:/`` reference (the evaluate stage's champion) must not resolve to "no champion"."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rewardline.cli import app
+from rewardline.errors import TransientError
+from rewardline.registry.mlflow_backend import MlflowRegistry
+from rewardline.registry.names import CHAMPION, MODEL_NAME, model_uri
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def down_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` of a loopback port nothing listens on; no retries, so that failing is quick."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.chdir(tmp_path)
+    return uri
+
+
+def test_registry_and_promote_on_a_server_that_is_down_exit_3_naming_it(down_uri: str):
+    for args in (["registry"], ["promote", "--version", "1"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 3, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: cannot read registered model 'reward-model'"), lines
+        assert f"the MLflow store at {down_uri} did not answer" in lines[0]
+
+
+def test_a_registry_reference_on_a_server_that_is_down_is_an_outage_not_a_missing_model(down_uri: str):
+    registry = MlflowRegistry()
+    with pytest.raises(TransientError, match="did not answer"):
+        registry.resolve_alias(MODEL_NAME, CHAMPION)
+    with pytest.raises(TransientError, match="did not answer"):
+        registry.load(model_uri(alias=CHAMPION))
+    with pytest.raises(TransientError, match="did not answer"):
+        registry.list_versions(MODEL_NAME)
