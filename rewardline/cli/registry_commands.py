@@ -50,13 +50,15 @@ def promote(
     """Move an alias (default: champion) to a model version, after checking its gate tags."""
     from rewardline.registry import open_registry
     from rewardline.registry.base import promote as move_alias
+    from rewardline.registry.base import version_number
 
     _require_project()
 
     def action() -> dict:
         registry = open_registry(".")
-        before = move_alias(registry, name, version, alias, require_gates=not force)
-        return {"model_name": name, "alias": alias, "version": str(version), "previous_version": before,
+        number = version_number(version)
+        before = move_alias(registry, name, number, alias, require_gates=not force)
+        return {"model_name": name, "alias": alias, "version": number, "previous_version": before,
                 "tracking_uri": registry.tracking_uri}
 
     _run(action)

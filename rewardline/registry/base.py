@@ -128,15 +128,26 @@ def local_model_dir(path: str | Path) -> Path:
     return path
 
 
+def version_number(version: int | str) -> str:
+    """A model version as the registry spells it (``"01"`` → ``"1"``); ConfigError when it is not a number."""
+    text = str(version).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"--version {version!r}: expected a model version number (1, 2, ...; "
+                          "`rewardline registry` lists them)")
+    return str(int(text))
+
+
 def promote(registry: ModelRegistry, name: str, version: int | str, alias: str = CHAMPION,
             require_gates: bool = True) -> str | None:
     """Point ``name@alias`` at ``version``; return the version it pointed to before (None: none).
 
     Refuses (:class:`GateFailed`) a version whose ``gates_passed`` tag is not ``true`` unless
-    ``require_gates=False``, and (:class:`ConfigError`) a version that does not exist."""
+    ``require_gates=False``, and (:class:`ConfigError`) a version that is not a number or does not exist (saying
+    what the registry holds instead)."""
+    version = version_number(version)
     found = registry.get_version(name, version)
     if found is None:
-        raise ConfigError(f"registered model {name!r} has no version {version}")
+        raise ConfigError(missing_model_reason(registry, f"models:/{name}/{version}"))
     if require_gates and not found.gates_passed:
         failed = found.failed_gates()
         raise GateFailed(f"refusing to make version {version} of {name!r} the {alias}: its gates_passed tag is "

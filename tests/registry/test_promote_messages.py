@@ -1,0 +1,64 @@
+"""`rewardline promote --version V` on a version that is not there says where it looked and what the registry holds
+(as every ``--model models:/...`` does), a version that is not a number is a usage error, and ``01`` is version 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+from typer.testing import CliRunner
+
+from rewardline.cli import app
+from rewardline.modeling.backbones import resolve_backbone
+from rewardline.modeling.formatting import FormatConfig
+from rewardline.modeling.model import RewardModel
+from rewardline.registry import open_registry
+from rewardline.registry.names import CHALLENGER, MODEL_NAME
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Version 1 of ``reward-model`` (gates passed, alias ``challenger``) in a sqlite store; returns its URI."""
+    bundle = tmp_path / "bundle"
+    model = RewardModel.from_backbone("tiny-bert", format_config=FormatConfig(max_length=64)).eval()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(5)))
+    model.save(bundle, AutoTokenizer.from_pretrained(resolve_backbone("tiny-bert")))
+    (bundle / "calibration.json").write_text(json.dumps({"temperature": 1.0, "reward_mean": 0.0, "reward_std": 1.0}))
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    registry = open_registry()
+    registry.set_alias(MODEL_NAME, CHALLENGER, registry.register(MODEL_NAME, bundle, {"gates_passed": "true"}).version)
+    return uri
+
+
+def _error(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, (args, result.output)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_promote_to_a_missing_version_or_model_names_the_store_and_what_it_holds(store: str):
+    missing = _error(["promote", "--version", "9"])
+    assert f"'reward-model' has no version 9 in the registry at {store}" in missing
+    assert "version 1; @challenger → version 1" in missing
+    unknown = _error(["promote", "--version", "1", "--name", "nope"])
+    assert f"no registered model 'nope' in the registry at {store}" in unknown
+
+
+def test_promote_version_must_be_a_number_and_is_normalised(store: str):
+    for bad in ("abc", "0", "-1"):
+        assert "expected a model version number" in _error(["promote", "--version", bad])
+    moved = runner.invoke(app, ["--json", "promote", "--version", "01"])
+    assert moved.exit_code == 0, moved.output
+    assert json.loads(moved.output)["version"] == "1"
+    assert open_registry().resolve_alias(MODEL_NAME, "champion") == "1"
