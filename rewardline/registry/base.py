@@ -97,11 +97,22 @@ def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None] | None
     return (m.group(1), m.group(3), m.group(2)) if m else None
 
 
+def bare_model_name(model_uri: str) -> str | None:
+    """``models:/reward-model`` → ``reward-model``: a registered model's name with neither a version nor an alias,
+    which MLflow would take for a logged model's id (those are ``m-`` and 32 hex digits); else None."""
+    m = re.fullmatch(r"models:/([^/@]+)/?", model_uri)
+    return m.group(1) if m and not re.fullmatch(r"m-[0-9a-f]{32}", m.group(1)) else None
+
+
 def missing_model_reason(registry: ModelRegistry, model_uri: str) -> str:
     """Why ``registry.load(model_uri)`` found nothing, for the user: which of the name, the version or the
     alias does not exist in the registry at ``registry.tracking_uri``, what there is instead, and how to get it."""
     where = f"in the registry at {registry.tracking_uri}"
     target = parse_model_uri(model_uri)
+    bare = bare_model_name(model_uri)
+    if bare is not None:
+        return (f"{model_uri}: names no version or alias; expected models:/{bare}@ALIAS (e.g. "
+                f"models:/{bare}@{CHAMPION}) or models:/{bare}/VERSION (`rewardline registry` lists them)")
     if target is None:
         return f"{model_uri}: no such model or run {where}"
     name, version, alias = target

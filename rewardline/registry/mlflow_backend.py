@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rewardline.errors import PermissionDenied, TransientError, one_line
-from rewardline.registry.base import ModelVersion, is_registry_uri, local_model_dir, parse_model_uri
+from rewardline.registry.base import ModelVersion, bare_model_name, is_registry_uri, local_model_dir, parse_model_uri
 from rewardline.registry.mlflow_values import MAX_DESCRIPTION, tag_values
 from rewardline.registry.names import EXPERIMENT
 
@@ -229,8 +229,8 @@ class MlflowRegistry:
 
         if not is_registry_uri(model_uri):
             return local_model_dir(model_uri)
-        if self._store_missing():
-            return None  # an embedded store that was never written: nothing is registered
+        if self._store_missing() or bare_model_name(model_uri) is not None:
+            return None  # an embedded store that was never written: nothing is registered; a name alone: no version
         target = parse_model_uri(model_uri)
         if target is not None:
             name, version, alias = target

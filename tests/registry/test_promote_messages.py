@@ -62,3 +62,12 @@ def test_promote_version_must_be_a_number_and_is_normalised(store: str):
     assert moved.exit_code == 0, moved.output
     assert json.loads(moved.output)["version"] == "1"
     assert open_registry().resolve_alias(MODEL_NAME, "champion") == "1"
+
+
+def test_a_model_uri_with_a_name_alone_asks_for_a_version_or_alias(store: str, tmp_path: Path):
+    for command in (["export", "--model", "models:/reward-model", "--out", str(tmp_path / "hf")],
+                    ["score", "--model", "models:/reward-model/", "--input", "x.jsonl", "--out", str(tmp_path / "s")]):
+        line = _error(command)
+        assert "names no version or alias; expected models:/reward-model@ALIAS (e.g. models:/reward-model@champion) " \
+               "or models:/reward-model/VERSION" in line, line
+    assert not (tmp_path / "hf").exists()
