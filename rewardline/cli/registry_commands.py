@@ -17,6 +17,7 @@ from rewardline.cli.app import (
 )
 from rewardline.config import build, parse_overrides
 from rewardline.errors import GateFailed
+from rewardline.paths import REGISTRATION
 from rewardline.registry.names import CHAMPION, MODEL_NAME
 
 
@@ -27,15 +28,20 @@ def register(
     set_: SetOpt = None,
 ) -> None:
     """Log the pipeline run to MLflow (nested run per stage, lineage tags); register the model if every gate passed."""
+    from rewardline.registry import open_registry
     from rewardline.registry.record import RegisterConfig, register_pipeline
 
     def action() -> dict:
         config = build(RegisterConfig, _section(params, "register"), parse_overrides(set_ or [], "register"),
                        name="register")
-        result = register_pipeline(project, config)
+        registry = open_registry(project)
+        result = register_pipeline(project, config, registry)
         if not result["registered"]:
-            raise GateFailed(f"register: not registering the model ({result.get('reason')})")
-        return result
+            raise GateFailed(f"register: not registering the model ({result.get('reason')}); "
+                             f"pipeline run {result['parent_run_id']} logged; see {project / REGISTRATION}")
+        name = "" if result["model_name"] == MODEL_NAME else f" --name {result['model_name']}"
+        return {**result, "mlflow_ui": registry.ui_command(),
+                "promote": f"rewardline promote --version {result['version']}{name}"}
 
     _run(action)
 

@@ -339,6 +339,21 @@ def test_a_gate_failing_model_is_not_registered(project: Path, tmp_path: Path, s
 
 
 @pytest.mark.slow
+def test_register_command_says_how_to_look_at_and_promote_the_new_version(project: Path, sqlite_store: str):
+    """README: register "prints the version and the `mlflow ui` command to look at it", as the stage script does."""
+    from typer.testing import CliRunner
+
+    from rewardline.cli import app
+
+    done = CliRunner().invoke(app, ["--json", "register", "--project", str(project),
+                                    "--params", str(project / "params.yaml")])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert result.get("mlflow_ui") == f"mlflow ui --backend-store-uri {sqlite_store} --host 127.0.0.1 --port 5000"
+    assert result.get("promote") == f"rewardline promote --version {result['version']}"
+
+
+@pytest.mark.slow
 def test_champion_alias_is_never_set_automatically_unless_params_allow(project: Path, sqlite_store: str):
     with pytest.raises(ConfigError, match="promote_to_champion"):
         register_pipeline(project, RegisterConfig(alias="champion"))
