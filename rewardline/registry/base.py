@@ -161,9 +161,11 @@ def promote(registry: ModelRegistry, name: str, version: int | str, alias: str =
         raise ConfigError(missing_model_reason(registry, f"models:/{name}/{version}"))
     if require_gates and not found.gates_passed:
         failed = found.failed_gates()
-        raise GateFailed(f"refusing to make version {version} of {name!r} the {alias}: its gates_passed tag is "
-                         f"{found.tags.get('gates_passed')!r}" + (f" (failed: {', '.join(failed)})" if failed else "")
-                         + "; use --force to promote anyway")
+        tag = found.tags.get("gates_passed")
+        state = (f"its gates_passed tag is {tag!r}" if tag is not None else
+                 "it has no gates_passed tag (registered outside the register stage, its gates unknown)")
+        raise GateFailed(f"refusing to make version {version} of {name!r} the {alias}: {state}"
+                         + (f" (failed: {', '.join(failed)})" if failed else "") + "; use --force to promote anyway")
     before = registry.resolve_alias(name, alias)
     registry.set_alias(name, alias, version)
     return before

@@ -71,3 +71,13 @@ def test_a_model_uri_with_a_name_alone_asks_for_a_version_or_alias(store: str, t
         assert "names no version or alias; expected models:/reward-model@ALIAS (e.g. models:/reward-model@champion) " \
                "or models:/reward-model/VERSION" in line, line
     assert not (tmp_path / "hf").exists()
+
+
+def test_promoting_a_version_without_a_gates_passed_tag_says_it_has_none(store: str, tmp_path: Path):
+    registry = open_registry()
+    untagged = registry.register(MODEL_NAME, tmp_path / "bundle", {"note": "by hand"}).version
+    result = runner.invoke(app, ["promote", "--version", untagged])
+    assert result.exit_code == 1, result.output
+    assert f"refusing to make version {untagged} of 'reward-model' the champion: it has no gates_passed tag " \
+           "(registered outside the register stage, its gates unknown); use --force to promote anyway" in result.output
+    assert registry.resolve_alias(MODEL_NAME, "champion") is None
