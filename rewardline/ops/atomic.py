@@ -45,6 +45,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -70,6 +71,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 UNWRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOENT,
                         errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG})
 EXPECT_WRITABLE = "expected a directory this user can write"
+#: ``s3://b/k`` as given, or as :class:`~pathlib.Path` left it (``s3:/b/k``): a URL, not a local folder.
+URL_PREFIX = re.compile(r"^(?P<protocol>[A-Za-z][A-Za-z0-9+.-]+):/+")
 
 
 class OutputLocked(TimeoutError):
@@ -218,9 +221,14 @@ def publish(staging: Path, out_dir: Path, exchange: bool = True) -> None:
 
 def check_output_dir(out_dir: Path | str) -> None:
     """Refuse, with :class:`~rewardline.errors.BadInput` (exit 2) before any work, an ``out_dir`` that publishing
-    would wreck: one that exists and is not a directory (a file named by mistake: it would be swapped out of its
-    name into a hidden staging name, and the run would then fail), the working directory or a folder holding it
-    (replaced whole, it would be deleted), or one in a folder this user cannot write (:func:`check_writable`)."""
+    would wreck: a URL (``s3://b/k``, which as a path made a local folder ``s3:``), one that exists and is not a
+    directory (a file named by mistake: it would be swapped out of its name into a hidden staging name, and the run
+    would then fail), the working directory or a folder holding it (replaced whole, it would be deleted), or one in a
+    folder this user cannot write (:func:`check_writable`)."""
+    if (url := URL_PREFIX.match(os.fspath(out_dir))) and url["protocol"].lower() not in ("file", "local"):
+        shown = URL_PREFIX.sub(rf"{url['protocol']}://", os.fspath(out_dir), count=1)
+        raise BadInput(detail=f"output {shown} is a URL: a stage writes a local directory (published by a rename; "
+                              "`dvc push` copies stage outputs to the S3 remote); expected a local --out")
     out_dir = Path(out_dir)
     here = Path.cwd()
     if Path(os.path.realpath(out_dir)) in (here, *here.parents):

@@ -239,6 +239,27 @@ def test_an_out_this_user_cannot_write_exits_2_at_once_naming_it(tmp_path: Path)
         assert f"error: output {out}: {why}; {expected}" in done.stderr
 
 
+def test_an_s3_out_of_a_stage_exits_2_naming_the_url_and_makes_no_local_folder(tmp_path: Path):
+    """Was: `rewardline ingest SRC --out s3://bucket/out/ing` (the CLI's Path made it s3:/bucket/out/ing) created
+    ./s3:/bucket/out/.ing.lock in the working directory, ingested, then exited 2 with pyarrow's 'Missing bucket name
+    in S3 URI'. A stage's --out is a local directory: a URL is refused before any work, naming it."""
+    src = tmp_path / "src.jsonl"
+    src.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    expected = ("output s3://bucket/out/ing is a URL: a stage writes a local directory (published by a rename; "
+                "`dvc push` copies stage outputs to the S3 remote); expected a local --out")
+    for given in ("s3://bucket/out/ing", Path("s3://bucket/out/ing")):
+        with pytest.raises(BadInput, match=re.escape(expected)), atomic.staged_output(given, timeout=5):
+            pass
+    cmd = [arg if arg != str(tmp_path / "unused") else "s3://bucket/out/ing" for arg in ingest_cmd(src, tmp_path /
+                                                                                                    "unused")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"error: {expected}" in done.stderr
+    assert not (tmp_path / "s3:").exists()
+    with atomic.staged_output(tmp_path / "s3-out" / "x", timeout=5) as staging:  # a local name is still fine
+        (staging / "f").write_text("x")
+
+
 def test_carried_entries_of_the_old_output_move_into_the_new_one(tmp_path: Path):
     """Training keeps its checkpoints inside the model dir (keep_checkpoints) across the swap."""
     out = tmp_path / "model"
