@@ -431,6 +431,8 @@ def upload_file(local_path: str | Path, uri: str, progress: Callable[[int], None
     try:
         fs.put_file(str(local_path), path, callback=_Progress(progress).callback, chunksize=chunksize)
     except Exception as err:
+        if refusal := _refusal(err):  # a retry is refused the same way: exit 2, not an outage
+            raise PermissionDenied(uri, detail=f"writing failed: {refusal}") from err
         multipart = size >= 2 * chunksize
         note = ("the object is not visible; if the server kept the parts of the incomplete multipart upload, "
                 "remove them with rewardline.ops.storage.abort_incomplete_uploads" if multipart

@@ -126,3 +126,25 @@ def test_a_refused_caller_is_bad_input_not_an_outage(s3_env, monkeypatch: pytest
     assert str(nobody.value) == f"{uri}: reading failed: no credentials found (set AWS_ACCESS_KEY_ID and " \
                                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
     assert exit_code(nobody.value) == EXIT_BAD_INPUT
+
+
+def test_a_refused_upload_is_bad_input_naming_the_uri(s3_env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Was: `rewardline score --input x.parquet --out s3://bucket/y.parquet` with a wrong AWS_SECRET_ACCESS_KEY exited 3
+    (transient, retried to no avail) 'writing s3://... failed after 5 attempts per request: The request signature we
+    calculated does not match ...'; upload_file (score's, rerank's and every staged S3 output) did not check for a
+    refusal as write_bytes does. Now PermissionDenied, exit 2."""
+    from rewardline.errors import EXIT_BAD_INPUT, PermissionDenied, exit_code
+
+    local = tmp_path / "y.jsonl"
+    local.write_bytes(b"{}\n")
+    uri = f"s3://{s3_env.bucket}/refused-upload/y.jsonl"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody-we-know")
+    for size in (4, storage.settings().multipart_threshold):  # one PUT; a multipart upload
+        local.write_bytes(b"{}\n".ljust(size, b" "))
+        with pytest.raises(PermissionDenied) as refused:
+            storage.upload_file(local, uri)
+        assert re.fullmatch(rf"{uri}: writing failed: refused \((HTTP 403|InvalidAccessKeyId)\): check the credentials "
+                            r"and the bucket's permissions", str(refused.value)), refused.value
+        assert exit_code(refused.value) == EXIT_BAD_INPUT
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_env.env["AWS_ACCESS_KEY_ID"])
+    assert not storage.exists(uri)
