@@ -75,6 +75,24 @@ def rows_layout(name: str | Path, head: bytes = b"") -> str:
     return layout or "jsonl"
 
 
+def check_rows_out(out: str | Path) -> None:
+    """Refuse, with :class:`BadInput` (exit 2) before any row is read, an ``out`` that names no file: a folder (an
+    existing local directory, a name ending in ``/``: the file would be written as the folder's own name, or fail
+    once every row is scored) or an object store's bucket alone (``s3://bucket``)."""
+    text = str(out)
+    protocol, sep, rest = text.partition("://")
+    if sep and protocol in storage.BUCKET_PROTOCOLS and "/" not in rest.strip("/"):
+        what = f"names the bucket {rest.strip('/') or '(none)'}, not an object ({protocol}://bucket/key)"
+    elif text.endswith("/"):
+        what = "ends in '/', a folder"
+    elif not storage.is_remote(text) and Path(text.removeprefix("file://")).is_dir():
+        what = "is a directory"
+    else:
+        return
+    raise BadInput(detail=f"output {text}: {what}; expected a rows file name, its suffix picking the layout "
+                          "(.jsonl, .parquet, .csv or .tsv; .gz after any for gzip)")
+
+
 def not_a_rows_file(path: Path) -> str:
     """What ``path`` is instead of a rows file; a stage directory says which command reads it."""
     if not path.exists():
@@ -157,10 +175,12 @@ class RowsFile:
 
     def check(self, check: Callable[[Any, Where], None], out: str | Path, limits: Limits | None = None,
               size: int = CHUNK_ROWS) -> tuple[int, pa.Schema | None]:
-        """Read every row and ``check(row, where)`` it (the first bad row raises), before any work on the rows.
+        """Read every row and ``check(row, where)`` it (the first bad row raises), before any work on the rows; an
+        ``out`` that names no file is refused first (:func:`check_rows_out`).
         Returns the number of rows and, when ``out`` is a table layout, the schema of the rows' columns: a Parquet
         input's own, else inferred and unified chunk by chunk (:func:`rows_schema`; rows that cannot form one table
         raise :class:`BadInput`)."""
+        check_rows_out(out)
         table_out = rows_layout(out) != "jsonl"
         count, schema = 0, None
         for chunk in self.chunks(limits, size):

@@ -145,6 +145,31 @@ def test_score_reads_and_writes_s3(model_dir: Path, tmp_path: Path, s3_env):
     assert [r["reward"] for r in got] == pytest.approx([r["reward"] for r in local], abs=1e-6)
 
 
+def test_an_out_naming_a_folder_or_a_bucket_is_refused_before_scoring(model_dir: Path, tmp_path: Path, s3_env):
+    """Was: `rewardline score --input x.parquet --out s3://bucket/out/` wrote an object named `out`, `--out DIR/`
+    a file named DIR, `--out s3://bucket` exited 3 (transient) 'Parameter validation failed: Invalid length for
+    parameter Key', and an --out that is an existing directory exited 2 with '[Errno 21] Is a directory:
+    /tmp/.DIR.<hex>.part' once every row was scored. Now exit 2 before any row is scored, nothing written."""
+    from rewardline.ops import storage
+
+    src = tmp_path / "in.jsonl"
+    write_rows(ROWS, src)
+    (tmp_path / "existing").mkdir()
+    prefix = f"s3://{s3_env.bucket}/out-{uuid.uuid4().hex[:8]}"
+    expected = "expected a rows file name, its suffix picking the layout (.jsonl, .parquet, .csv or .tsv; .gz after " \
+               "any for gzip)"
+    cases = {f"{prefix}/": "ends in '/', a folder", f"{tmp_path}/absent/": "ends in '/', a folder",
+             str(tmp_path / "existing"): "is a directory", f"s3://{s3_env.bucket}": f"names the bucket "
+             f"{s3_env.bucket}, not an object (s3://bucket/key)"}
+    for out, what in cases.items():
+        for run in (score_jsonl, rerank_jsonl):
+            with pytest.raises(BadInput) as refused:
+                run(model_dir, src, out)
+            assert str(refused.value) == f"output {out}: {what}; {expected}"
+    assert not storage.exists(prefix) and not (tmp_path / "absent").exists()
+    assert list((tmp_path / "existing").iterdir()) == []
+
+
 def test_a_csv_written_by_score_reads_back_as_the_same_rows(model_dir: Path, tmp_path: Path):
     """A prompt of messages (and a PRM's steps) is written to CSV as JSON text; read back, it is the list again, so
     scoring the CSV that `score` wrote gives the same rewards (it used to score the JSON text as a text prompt)."""
