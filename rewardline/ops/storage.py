@@ -159,11 +159,14 @@ def _cached_fs(protocol: str, options: str, identity: tuple[str | None, ...]):  
 
 
 def filesystem(uri: str):  # noqa: ANN201
-    """The fsspec filesystem of ``uri`` and the path inside it, ``(fs, path)``."""
+    """The fsspec filesystem of ``uri`` and the path inside it, ``(fs, path)``; a bucket protocol's URL without a
+    bucket (``s3://``) raises ``FileNotFoundError`` (bad input, not an outage)."""
     from fsspec.core import split_protocol
 
-    protocol, _ = split_protocol(uri)
+    protocol, rest = split_protocol(uri)
     protocol = protocol or "file"
+    if protocol in BUCKET_PROTOCOLS and not rest.strip("/"):  # s3fs would list every bucket, or say 'Cannot traverse'
+        raise FileNotFoundError(f"no bucket named; expected {protocol}://bucket/key")
     options = s3_options() if protocol in ("s3", "s3a") else {}
     identity = tuple(os.environ.get(k) for k in (
         "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION", "HF_TOKEN"))

@@ -148,3 +148,17 @@ def test_a_refused_upload_is_bad_input_naming_the_uri(s3_env, monkeypatch: pytes
         assert exit_code(refused.value) == EXIT_BAD_INPUT
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_env.env["AWS_ACCESS_KEY_ID"])
     assert not storage.exists(uri)
+
+
+def test_an_s3_url_without_a_bucket_is_bad_input(s3_env) -> None:
+    """Was: `rewardline ingest s3:// --out DIR` exited 3 (transient, retried to no avail) 'listing s3:// failed:
+    Cannot traverse all of S3'. A URL naming no bucket is the user's: StorageNotFound, exit 2, saying what to give."""
+    from rewardline.errors import EXIT_BAD_INPUT, exit_code
+
+    for uri in ("s3://", "s3:///"):
+        with pytest.raises(storage.StorageNotFound) as listing:
+            storage.list_files(uri)
+        assert str(listing.value) == f"listing {uri} failed: no bucket named; expected s3://bucket/key"
+        assert exit_code(listing.value) == EXIT_BAD_INPUT
+        with pytest.raises(storage.StorageNotFound, match=re.escape(f"reading {uri} failed: no bucket named")):
+            storage.read_bytes(uri)
