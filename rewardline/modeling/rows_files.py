@@ -219,6 +219,18 @@ class RowsFile:
         return rows
 
 
+def _not_a_remote_rows_file(uri: str) -> str | None:
+    """What a remote ``uri`` that is no object is instead: a prefix holding files, or missing; None when the store
+    cannot say (a missing bucket: its own error says so)."""
+    try:
+        under = storage.list_files(uri.rstrip("/") + "/")
+    except storage.StorageError:
+        return None
+    if under:
+        return f"a prefix holding {len(under)} file(s) ({under[0]}{', ...' if len(under) > 1 else ''}), not an object"
+    return "missing"
+
+
 @contextlib.contextmanager
 def open_rows_file(source: str | Path) -> Iterator[RowsFile]:
     """Open a rows file (a local path or a URL; a remote one is downloaded once, to a temp file removed on exit).
@@ -227,7 +239,13 @@ def open_rows_file(source: str | Path) -> Iterator[RowsFile]:
     with tempfile.TemporaryDirectory(prefix="rewardline-rows-") as folder:
         if storage.is_remote(where):
             path = Path(folder) / "input"
-            storage.download_file(where, path)
+            try:
+                storage.download_file(where, path)
+            except storage.StorageNotFound as err:
+                if (what := _not_a_remote_rows_file(where)) is None:
+                    raise
+                raise BadInput(source, detail=f"{what}; expected a rows file: JSONL (one JSON object per line), "
+                                              "Parquet, CSV or TSV") from err
         else:
             path = Path(where.removeprefix("file://"))
             if not path.is_file():

@@ -170,6 +170,28 @@ def test_an_out_naming_a_folder_or_a_bucket_is_refused_before_scoring(model_dir:
     assert list((tmp_path / "existing").iterdir()) == []
 
 
+def test_an_s3_input_that_is_a_prefix_or_missing_says_so(model_dir: Path, tmp_path: Path, s3_env):
+    """Was: `rewardline score --input s3://bucket/in --out y.jsonl` with in/ a prefix of rows files said 'reading
+    s3://bucket/in failed: The specified key does not exist.', as for a key that is missing, where a local folder
+    or a missing file says what it is. Now: 'URI: a prefix holding N file(s) (FIRST, ...), not an object; expected
+    a rows file: ...' / 'URI: missing; expected a rows file: ...', exit 2 as before."""
+    from rewardline.ops import storage
+
+    prefix = f"s3://{s3_env.bucket}/in-{uuid.uuid4().hex[:8]}"
+    for name in ("a.jsonl", "b.jsonl"):
+        storage.write_bytes(f"{prefix}/{name}", b"".join(json.dumps(r).encode() + b"\n" for r in ROWS))
+    expected = "expected a rows file: JSONL (one JSON object per line), Parquet, CSV or TSV"
+    cases = {prefix: f"a prefix holding 2 file(s) ({prefix}/a.jsonl, ...), not an object",
+             f"{prefix}/": f"a prefix holding 2 file(s) ({prefix}/a.jsonl, ...), not an object",
+             f"{prefix}/missing.parquet": "missing"}
+    for given, what in cases.items():
+        for run in (score_jsonl, rerank_jsonl):
+            with pytest.raises(BadInput) as refused:
+                run(model_dir, given, tmp_path / "out.jsonl")
+            assert str(refused.value) == f"{given}: {what}; {expected}"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_a_csv_written_by_score_reads_back_as_the_same_rows(model_dir: Path, tmp_path: Path):
     """A prompt of messages (and a PRM's steps) is written to CSV as JSON text; read back, it is the list again, so
     scoring the CSV that `score` wrote gives the same rewards (it used to score the JSON text as a text prompt)."""
