@@ -239,10 +239,12 @@ def test_an_out_this_user_cannot_write_exits_2_at_once_naming_it(tmp_path: Path)
         assert f"error: output {out}: {why}; {expected}" in done.stderr
 
 
-def test_an_s3_out_of_a_stage_exits_2_naming_the_url_and_makes_no_local_folder(tmp_path: Path):
+def test_an_s3_out_of_a_stage_exits_2_naming_the_url_and_makes_no_local_folder(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch):
     """Was: `rewardline ingest SRC --out s3://bucket/out/ing` (the CLI's Path made it s3:/bucket/out/ing) created
     ./s3:/bucket/out/.ing.lock in the working directory, ingested, then exited 2 with pyarrow's 'Missing bucket name
     in S3 URI'. A stage's --out is a local directory: a URL is refused before any work, naming it."""
+    monkeypatch.chdir(tmp_path)  # the old code made ./s3:/bucket/out/ here
     src = tmp_path / "src.jsonl"
     src.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
     expected = ("output s3://bucket/out/ing is a URL: a stage writes a local directory (published by a rename; "
