@@ -25,9 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-#: The roles a message may have (compared case-blind): the ones chat templates know. Ingest quarantines a record
-#: with another; score, rerank and the server refuse the row.
-MESSAGE_ROLES = ("assistant", "system", "user")
 
 #: What every adapter returns: one row per (ranking, response).
 RANKED_RESPONSES = pa.schema(

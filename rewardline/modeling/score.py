@@ -40,9 +40,8 @@ import numpy as np
 import pyarrow as pa
 from scipy.special import expit, ndtr
 
-from rewardline.data.adapters.native import render_one
 from rewardline.data.limits import Limits
-from rewardline.data.schema import MESSAGE_ROLES
+from rewardline.data.messages import MESSAGE_ROLES, render_one
 from rewardline.errors import BadInput, ConfigError, NonFiniteError, json_type
 from rewardline.modeling.batching import length_batches
 from rewardline.modeling.rows_files import CHUNK_ROWS, open_rows_file, rows_writer, with_columns, write_rows

@@ -42,7 +42,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from rewardline.data.schema import MESSAGE_ROLES
+from rewardline.data.messages import MESSAGE_ROLES
 from rewardline.errors import ConfigError, TransientError
 from rewardline.serving.batcher import DynamicBatcher, QueueFull
 from rewardline.serving.config import ServeConfig

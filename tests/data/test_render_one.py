@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardline.data import schema as S
-from rewardline.data.adapters.native import prompt_columns, render_one
+from rewardline.data.adapters.native import prompt_columns
+from rewardline.data.messages import render_one
 
 ROLE = st.sampled_from(["user", "assistant", "system", "User", "ASSISTANT", "System"])
 MESSAGE = st.fixed_dictionaries({"role": ROLE, "content": st.text(max_size=20)})

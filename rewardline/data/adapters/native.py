@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from rewardline.data import schema as S
 from rewardline.data.adapters.jsonl import Records
+from rewardline.data.messages import MESSAGE_ROLES, ROLE_LABELS
 
 INT32_MAX = 2**31 - 1
 
@@ -67,13 +68,13 @@ def items_fault(lists: pa.Array, item_mask: pa.Array | np.ndarray) -> np.ndarray
     return out
 
 
-ROLE_LABELS = {"user": "Human", "assistant": "Assistant", "system": "System"}
 #: The message roles that chat templates know; the adapters compare roles case-blind ("Assistant" is one).
-ROLES = S.MESSAGE_ROLES
+ROLES = MESSAGE_ROLES
 
 
 def render(messages: pa.Array) -> pa.Array:
-    r"""Transcript of each message list, hh-rlhf style, ending with the turn to answer.
+    r"""Transcript of each message list, hh-rlhf style, ending with the turn to answer (one list in plain Python:
+    :func:`rewardline.data.messages.render_one`).
 
     ``[{user, a}, {assistant, b}, {user, c}]`` -> ``"\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:"``
     """
@@ -111,18 +112,6 @@ def lower_roles(messages: pa.Array) -> pa.Array:
     lowered = pa.StructArray.from_arrays(parts, fields=list(flat.type))
     return pa.ListArray.from_arrays(pa.array(offsets_of(messages)), lowered, type=messages.type,
                                     mask=pc.is_null(messages))
-
-
-def render_one(messages: list[dict]) -> str:
-    """The prompt text :func:`prompt_columns` gives one message list, in plain Python for rows met one at a time
-    (``rewardline score``, ``rerank``, the server: the text an encoder model reads must be the one it was trained
-    on): the content of a lone user message, else :func:`render`'s transcript. ``tests/data/test_render_one.py``
-    checks the two agree."""
-    if len(messages) == 1 and messages[0]["role"].lower() == "user":
-        return messages[0]["content"]
-    turns = "".join(f"\n\n{ROLE_LABELS.get(m['role'].lower(), m['role'].lower().capitalize())}: {m['content']}"
-                    for m in messages)
-    return turns + "\n\nAssistant:"
 
 
 def unknown_roles(messages: pa.Array, name: str) -> tuple[np.ndarray, np.ndarray]:
