@@ -113,8 +113,20 @@ def configure_logging(verbosity: int = 0) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr, force=True)
     logging.getLogger("rewardline").setLevel(level)
+    if verbosity < 0:  # quiet: no progress bars of huggingface_hub / transformers ("Loading weights", shards)
+        _disable_progress_bars()
     for noisy in ("mlflow", "alembic", "urllib3", "httpx", "great_expectations", "botocore", "filelock"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
+
+
+def _disable_progress_bars() -> None:
+    """Silence the Hugging Face progress bars: the environment for libraries not yet imported (transformers reads
+    it when imported), their switches for those already imported."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 #: What an interrupted command says (exit 130): outputs are published whole or not at all.

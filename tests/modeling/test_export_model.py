@@ -295,3 +295,19 @@ def test_export_names_a_metrics_file_it_cannot_use(tmp_path, flag, content, mess
                                  flag, str(given)])
     assert result.exit_code == 2, result.output
     assert f"error: {given}: {message}" in result.output and not (tmp_path / "hf").exists()
+
+
+def test_quiet_export_prints_no_progress_bar(tmp_path):
+    """``rewardline -q``: warnings and errors only (was: transformers' "Writing model shards" bar on stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    trained_looking("tiny-bert").save(tmp_path / "rm", AutoTokenizer.from_pretrained(resolve_backbone("tiny-bert")))
+    args = [sys.executable, "-m", "rewardline.cli", "export", "--model", str(tmp_path / "rm"), "--out"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    loud = subprocess.run([*args, str(tmp_path / "a")], env=env, capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0 and "Writing model shards" in loud.stderr, loud.stderr  # the bar, when not quiet
+    quiet = subprocess.run([args[0], *args[1:3], "-q", *args[3:], str(tmp_path / "b")], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
