@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -158,6 +159,11 @@ def _cached_fs(protocol: str, options: str, identity: tuple[str | None, ...]):  
     return fs
 
 
+def _digest(*names: str) -> str:
+    """A digest of the environment variables ``names`` (secrets: the cache key holds no secret itself)."""
+    return hashlib.sha256("\0".join(os.environ.get(n) or "" for n in names).encode()).hexdigest()
+
+
 def filesystem(uri: str):  # noqa: ANN201
     """The fsspec filesystem of ``uri`` and the path inside it, ``(fs, path)``; a bucket protocol's URL without a
     bucket (``s3://``) raises ``FileNotFoundError`` (bad input, not an outage)."""
@@ -168,8 +174,8 @@ def filesystem(uri: str):  # noqa: ANN201
     if protocol in BUCKET_PROTOCOLS and not rest.strip("/"):  # s3fs would list every bucket, or say 'Cannot traverse'
         raise FileNotFoundError(f"no bucket named; expected {protocol}://bucket/key")
     options = s3_options() if protocol in ("s3", "s3a") else {}
-    identity = tuple(os.environ.get(k) for k in (
-        "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION", "HF_TOKEN"))
+    identity = (*(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION")),
+                _digest("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN"))  # a rotated secret: a new client
     fs = _cached_fs(protocol, json.dumps(options, sort_keys=True), identity)
     return fs, fs._strip_protocol(uri)
 

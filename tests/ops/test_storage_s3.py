@@ -150,6 +150,21 @@ def test_a_refused_upload_is_bad_input_naming_the_uri(s3_env, monkeypatch: pytes
     assert not storage.exists(uri)
 
 
+def test_a_changed_secret_is_used_not_the_cached_clients(s3_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: the cached filesystem was keyed by the access key id only, so a process (a server, a flow) whose
+    AWS_SECRET_ACCESS_KEY or session token changed under the same id kept signing with the old secret."""
+    from rewardline.errors import PermissionDenied
+
+    uri = f"s3://{s3_env.bucket}/rotated/x.txt"
+    storage.write_bytes(uri, b"x")
+    assert storage.read_bytes(uri) == b"x"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(PermissionDenied, match="reading failed: refused"):
+        storage.read_bytes(uri)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.env["AWS_SECRET_ACCESS_KEY"])
+    assert storage.read_bytes(uri) == b"x"
+
+
 def test_an_s3_url_without_a_bucket_is_bad_input(s3_env) -> None:
     """Was: `rewardline ingest s3:// --out DIR` exited 3 (transient, retried to no avail) 'listing s3:// failed:
     Cannot traverse all of S3'. A URL naming no bucket is the user's: StorageNotFound, exit 2, saying what to give."""
