@@ -31,6 +31,7 @@ import decimal
 import gzip
 import itertools
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -75,13 +76,16 @@ def rows_layout(name: str | Path, head: bytes = b"") -> str:
     return layout or "jsonl"
 
 
-def check_rows_out(out: str | Path) -> None:
+def check_rows_out(out: str | Path, source: str | Path | None = None) -> None:
     """Refuse, with :class:`BadInput` (exit 2) before any row is read, an ``out`` that names no file: a folder (an
     existing local directory, a name ending in ``/``: the file would be written as the folder's own name, or fail
-    once every row is scored) or an object store's bucket alone (``s3://bucket``)."""
+    once every row is scored) or an object store's bucket alone (``s3://bucket``); or that is the input ``source``
+    (published over it, the output would replace the rows it was made from)."""
     text = str(out)
     protocol, sep, rest = text.partition("://")
-    if sep and protocol in storage.BUCKET_PROTOCOLS and "/" not in rest.strip("/"):
+    if source is not None and _same_file(text, str(source)):
+        what = "is the input; writing it would replace the rows being scored"
+    elif sep and protocol in storage.BUCKET_PROTOCOLS and "/" not in rest.strip("/"):
         what = f"names the bucket {rest.strip('/') or '(none)'}, not an object ({protocol}://bucket/key)"
     elif text.endswith("/"):
         what = "ends in '/', a folder"
@@ -91,6 +95,13 @@ def check_rows_out(out: str | Path) -> None:
         return
     raise BadInput(detail=f"output {text}: {what}; expected a rows file name, its suffix picking the layout "
                           "(.jsonl, .parquet, .csv or .tsv; .gz after any for gzip)")
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two rows-file names are one file: the same local file (links resolved), or the same URL."""
+    if storage.is_remote(a) or storage.is_remote(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a.removeprefix("file://")) == os.path.realpath(b.removeprefix("file://"))
 
 
 def not_a_rows_file(path: Path) -> str:
@@ -176,11 +187,11 @@ class RowsFile:
     def check(self, check: Callable[[Any, Where], None], out: str | Path, limits: Limits | None = None,
               size: int = CHUNK_ROWS) -> tuple[int, pa.Schema | None]:
         """Read every row and ``check(row, where)`` it (the first bad row raises), before any work on the rows; an
-        ``out`` that names no file is refused first (:func:`check_rows_out`).
+        ``out`` that names no file, or the input itself, is refused first (:func:`check_rows_out`).
         Returns the number of rows and, when ``out`` is a table layout, the schema of the rows' columns: a Parquet
         input's own, else inferred and unified chunk by chunk (:func:`rows_schema`; rows that cannot form one table
         raise :class:`BadInput`)."""
-        check_rows_out(out)
+        check_rows_out(out, self.source)
         table_out = rows_layout(out) != "jsonl"
         count, schema = 0, None
         for chunk in self.chunks(limits, size):

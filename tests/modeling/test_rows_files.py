@@ -160,14 +160,17 @@ def test_an_out_naming_a_folder_or_a_bucket_is_refused_before_scoring(model_dir:
                "any for gzip)"
     cases = {f"{prefix}/": "ends in '/', a folder", f"{tmp_path}/absent/": "ends in '/', a folder",
              str(tmp_path / "existing"): "is a directory", f"s3://{s3_env.bucket}": f"names the bucket "
-             f"{s3_env.bucket}, not an object (s3://bucket/key)"}
+             f"{s3_env.bucket}, not an object (s3://bucket/key)",
+             # was: exit 0, the input replaced by its scored copy
+             str(src): "is the input; writing it would replace the rows being scored"}
+    before = src.read_bytes()
     for out, what in cases.items():
         for run in (score_jsonl, rerank_jsonl):
             with pytest.raises(BadInput) as refused:
                 run(model_dir, src, out)
             assert str(refused.value) == f"output {out}: {what}; {expected}"
     assert not storage.exists(prefix) and not (tmp_path / "absent").exists()
-    assert list((tmp_path / "existing").iterdir()) == []
+    assert list((tmp_path / "existing").iterdir()) == [] and src.read_bytes() == before
 
 
 def test_an_s3_input_that_is_a_prefix_or_missing_says_so(model_dir: Path, tmp_path: Path, s3_env):
