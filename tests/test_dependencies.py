@@ -40,13 +40,14 @@ def test_a_real_mlflow_registry_call(tmp_path: Path):
     import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("dependency-check")
     with mlflow.start_run() as run:
         mlflow.log_metric("accuracy", 0.7)
         (tmp_path / "weights.txt").write_text("w")
         mlflow.log_artifact(str(tmp_path / "weights.txt"), artifact_path="model")
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not a registry URI an earlier test left behind
     client.create_registered_model("dependency-check-model")
     version = client.create_model_version(
         "dependency-check-model", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id

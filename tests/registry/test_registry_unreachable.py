@@ -25,6 +25,14 @@ def down_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
         s.bind(("127.0.0.1", 0))
         uri = f"http://127.0.0.1:{s.getsockname()[1]}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # MlflowRegistry makes its URI MLflow's process-wide one (mlflow.set_registry_uri also exports
+    # MLFLOW_REGISTRY_URI): restored after the test, so later tests' default clients do not call the dead server
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
