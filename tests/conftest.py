@@ -67,6 +67,33 @@ def save_tiny_reward_model(root: Path, max_length: int, reward_mean: float = 0.0
     return root / "model"
 
 
+def register_tiny_bundle(tmp_path: Path, seed: int, reward_mean: float = 0.0) -> Path:
+    """A ``tiny-bert`` reward-model bundle (head drawn from ``seed``, ``calibration.json`` with ``reward_mean``) at
+    ``tmp_path/bundle``, registered as version 1 of ``reward-model`` (gates passed, alias ``challenger``) in the
+    store ``MLFLOW_TRACKING_URI`` names; returns the bundle directory."""
+    import json
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from rewardline.modeling.backbones import resolve_backbone
+    from rewardline.modeling.formatting import FormatConfig
+    from rewardline.modeling.model import RewardModel
+    from rewardline.registry import open_registry
+    from rewardline.registry.names import CHALLENGER, MODEL_NAME
+
+    bundle = tmp_path / "bundle"
+    model = RewardModel.from_backbone("tiny-bert", format_config=FormatConfig(max_length=64)).eval()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(seed)))
+    model.save(bundle, AutoTokenizer.from_pretrained(resolve_backbone("tiny-bert")))
+    (bundle / "calibration.json").write_text(json.dumps({"temperature": 1.0, "reward_mean": reward_mean,
+                                                         "reward_std": 1.0}))
+    registry = open_registry()
+    registry.set_alias(MODEL_NAME, CHALLENGER, registry.register(MODEL_NAME, bundle, {"gates_passed": "true"}).version)
+    return bundle
+
+
 def write_solutions(directory: Path, rows: list[dict]) -> Path:
     """``directory/solutions.parquet`` in the step-level contract (docs: the PRM data contract) from rows
     ``{prompt, steps, step_labels, outcome?, final_answer?}``; ids hashed as the contract says. For the

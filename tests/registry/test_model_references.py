@@ -11,16 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer
+from conftest import register_tiny_bundle
 from typer.testing import CliRunner
 
 from rewardline.cli import app
-from rewardline.modeling.backbones import resolve_backbone
-from rewardline.modeling.formatting import FormatConfig
-from rewardline.modeling.model import RewardModel
-from rewardline.registry import open_registry
-from rewardline.registry.names import CHALLENGER, MODEL_NAME, model_uri
+from rewardline.registry.names import CHALLENGER, model_uri
 
 runner = CliRunner()
 ROWS = [{"prompt": "What is 2+2?", "response": "4"}, {"prompt": "What is 2+2?", "response": "Five, I think."},
@@ -31,18 +26,10 @@ ROWS = [{"prompt": "What is 2+2?", "response": "4"}, {"prompt": "What is 2+2?", 
 def registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A tiny model bundle registered as version 1 of ``reward-model`` with alias ``challenger`` (no champion);
     MLFLOW_TRACKING_URI points at its store. Returns the bundle directory."""
-    bundle = tmp_path / "bundle"
-    model = RewardModel.from_backbone("tiny-bert", format_config=FormatConfig(max_length=64)).eval()
-    with torch.no_grad():
-        model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(3)))
-    model.save(bundle, AutoTokenizer.from_pretrained(resolve_backbone("tiny-bert")))
-    (bundle / "calibration.json").write_text(json.dumps({"temperature": 1.0, "reward_mean": 0.25, "reward_std": 1.0}))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     # this test's own store (MLflow's set_tracking_uri also sets the variable: monkeypatch puts it back afterwards)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
-    registry = open_registry()
-    version = registry.register(MODEL_NAME, bundle, {"gates_passed": "true"})
-    registry.set_alias(MODEL_NAME, CHALLENGER, version.version)
+    bundle = register_tiny_bundle(tmp_path, seed=3, reward_mean=0.25)
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     return bundle
 

@@ -7,16 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer
+from conftest import register_tiny_bundle
 from typer.testing import CliRunner
 
 from rewardline.cli import app
-from rewardline.modeling.backbones import resolve_backbone
-from rewardline.modeling.formatting import FormatConfig
-from rewardline.modeling.model import RewardModel
 from rewardline.registry import open_registry
-from rewardline.registry.names import CHALLENGER, MODEL_NAME
+from rewardline.registry.names import MODEL_NAME
 
 runner = CliRunner()
 
@@ -24,18 +20,11 @@ runner = CliRunner()
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Version 1 of ``reward-model`` (gates passed, alias ``challenger``) in a sqlite store; returns its URI."""
-    bundle = tmp_path / "bundle"
-    model = RewardModel.from_backbone("tiny-bert", format_config=FormatConfig(max_length=64)).eval()
-    with torch.no_grad():
-        model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(5)))
-    model.save(bundle, AutoTokenizer.from_pretrained(resolve_backbone("tiny-bert")))
-    (bundle / "calibration.json").write_text(json.dumps({"temperature": 1.0, "reward_mean": 0.0, "reward_std": 1.0}))
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
-    registry = open_registry()
-    registry.set_alias(MODEL_NAME, CHALLENGER, registry.register(MODEL_NAME, bundle, {"gates_passed": "true"}).version)
+    register_tiny_bundle(tmp_path, seed=5)
     return uri
 
 
