@@ -120,6 +120,12 @@ STEP_DATA = "step-labelled PRM data"  # ... for an ingest of step-labelled solut
 STEP_FORMATS = "gsm8k, prm800k, math-shepherd or solutions"
 
 
+def has_step_data(stage_dir: Path) -> bool:
+    """Whether ``stage_dir`` holds step-labelled solutions: a ``solutions.parquet`` with rows."""
+    solutions = stage_dir / SOLUTIONS_FILE
+    return solutions.is_file() and pq.read_metadata(solutions).num_rows > 0
+
+
 def stage_kind(stage_dir: Path) -> str | None:
     """What ``stage_dir`` is, from its tables, for error messages: a pairs directory (a ``train`` split), an ingest
     of step-labelled solutions (a ``solutions.parquet`` with rows: what it trains), an ingest or validate output
@@ -130,8 +136,7 @@ def stage_kind(stage_dir: Path) -> str | None:
         return "a file, not a directory"
     if table_path(stage_dir, "train").exists():
         return PAIRS_DIRECTORY
-    solutions = stage_dir / SOLUTIONS_FILE
-    if solutions.is_file() and pq.read_metadata(solutions).num_rows > 0:
+    if has_step_data(stage_dir):
         return (f"{STEP_DATA} ({SOLUTIONS_FILE}, an ingest of --format {STEP_FORMATS}): it trains a process reward "
                 f"model (`rewardline train --data {stage_dir} --set objective=prm`), which the prm_evaluate stage "
                 "evaluates; an outcome reward model trains and is evaluated on a pairs directory (`rewardline pairs`)")

@@ -30,6 +30,7 @@ from rewardline.data.ingest import IngestConfig, Source, run_ingest
 from rewardline.data.tables import (
     STEP_DATA,
     copy_table,
+    has_step_data,
     read_table,
     stage_kind,
     stage_tables,
@@ -95,7 +96,7 @@ def evaluate_data(model_dir: Path, data: str, out_dir: Path, config: EvalConfig,
                      expected="a pairs directory or a raw source file / folder in an ingest format")
     with tempfile.TemporaryDirectory(prefix="rewardline-evaluate-") as tmp:
         pairs_dir, accounting = pairs_from_source(data, fmt, Path(tmp))
-        if accounting["pairs"] == 0 and (stage_kind(Path(tmp) / "ingested") or "").startswith(STEP_DATA):
+        if accounting["pairs"] == 0 and has_step_data(Path(tmp) / "ingested"):
             formats = ", ".join(accounting["formats"])
             raise ValueError(f"{data}: no pair to evaluate: its records are {STEP_DATA} (format {formats}), for a "
                              f"process reward model (`rewardline ingest {data} --format {formats} --out DIR`, then "
