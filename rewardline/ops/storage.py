@@ -260,6 +260,24 @@ def _why_missing(path: Path) -> str:
     return f"{path} is neither a file nor a directory"
 
 
+def check_destination(uri: str) -> None:
+    """Before a job that ends by writing ``uri`` on S3: one ``HeadBucket``, so an outage (:class:`StorageError`,
+    exit 3), a missing bucket (:class:`StorageNotFound`, exit 2) or a refused caller (:class:`PermissionDenied`,
+    exit 2) is found before the work, not at the upload after it. Elsewhere (local, other filesystems): no check."""
+    if not uri.startswith((S3_SCHEME, "s3a://")):
+        return
+    try:
+        fs, path = filesystem(uri)
+        try:
+            bucket = path.split("/")[0]
+            fs.call_s3("head_bucket", Bucket=bucket)
+        except FileNotFoundError:
+            where = f" at {endpoint_url()}" if endpoint_url() else ""
+            raise FileNotFoundError(f"no bucket named {bucket!r}{where}") from None
+    except Exception as err:  # each backend raises its own types
+        raise _fail("checking the bucket of", uri, err) from err
+
+
 def exists(uri: str) -> bool:
     """True when the file exists (an S3 object only once its write completed)."""
     if not is_remote(uri):

@@ -173,6 +173,42 @@ def test_an_out_naming_a_folder_or_a_bucket_is_refused_before_scoring(model_dir:
     assert list((tmp_path / "existing").iterdir()) == [] and src.read_bytes() == before
 
 
+def test_an_s3_out_with_no_bucket_or_no_endpoint_fails_before_scoring(tmp_path: Path, s3_env,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    """Was: `rewardline score --out s3://no-such-bucket/x.jsonl`, or an --out on an S3 endpoint that does not answer,
+    scored every row and only then failed, at the upload. Now the bucket is checked before any row is scored: a
+    missing bucket exits 2 naming it, an endpoint that does not answer exits 3. The model here is an empty folder,
+    which scoring would refuse: an error about the bucket shows the check came first."""
+    from rewardline.errors import exit_code
+    from rewardline.ops import storage
+
+    src, unloaded = tmp_path / "in.jsonl", tmp_path / "empty-model"
+    write_rows(ROWS, src)
+    unloaded.mkdir()
+    out = f"s3://no-such-bucket-{uuid.uuid4().hex[:6]}/scored.jsonl"
+    for run in (score_jsonl, rerank_jsonl):
+        with pytest.raises(storage.StorageNotFound) as missing:
+            run(unloaded, src, out)
+        assert str(missing.value) == f"checking the bucket of {out} failed: no bucket named " \
+                                     f"{out.split('/')[2]!r} at {s3_env.endpoint_url}"
+        assert exit_code(missing.value) == 2
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("REWARDLINE_S3_MAX_ATTEMPTS", "1")
+    with pytest.raises(storage.StorageError) as down:
+        score_jsonl(unloaded, src, f"s3://{s3_env.bucket}/scored.jsonl")
+    assert str(down.value).startswith(f"checking the bucket of s3://{s3_env.bucket}/scored.jsonl failed: ")
+    assert exit_code(down.value) == 3
+
+
+def _closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_an_s3_input_that_is_a_prefix_or_missing_says_so(model_dir: Path, tmp_path: Path, s3_env):
     """Was: `rewardline score --input s3://bucket/in --out y.jsonl` with in/ a prefix of rows files said 'reading
     s3://bucket/in failed: The specified key does not exist.', as for a key that is missing, where a local folder
