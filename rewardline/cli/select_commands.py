@@ -23,7 +23,8 @@ def select(
 ) -> None:
     """Rank the finished DVC experiments (``dvc exp show --json``) by the mean val accuracy of each
     configuration over its seeds, report each configuration's mean / sd / n, and ``dvc exp apply``
-    the best configuration's best run, so the pipeline's model is the promoted one."""
+    the best configuration's best run, so the pipeline's model is the promoted one (not over uncommitted
+    changes to tracked files: commit or stash them first)."""
     from rewardline.ops.experiments import select_experiment
 
     seeds = tuple(seed_param) if seed_param else DEFAULT_SEED_PARAMS

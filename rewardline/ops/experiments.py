@@ -13,7 +13,8 @@ Selecting on the mean over seeds rather than on the single best run keeps a luck
 configuration from winning; the spread s_c says how much one run of that configuration can move.
 Only val metrics are read: the test split stays untouched until the chosen model is evaluated.
 ``dvc exp apply`` puts the run's params, metrics and outputs (the model) into the workspace, so the
-pipeline's next stages (``dvc repro evaluate``) use the promoted model.
+pipeline's next stages (``dvc repro evaluate``) use the promoted model. It also overwrites every tracked
+file the experiment's commit holds, so uncommitted edits (:func:`uncommitted_edits`) stop the apply.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from rewardline.errors import BadInput, TransientError, one_line
 DEFAULT_METRIC = "val_accuracy"
 #: Params that only change the seed: runs differing in these alone are one configuration.
 DEFAULT_SEED_PARAMS = ("train.seed",)
+#: Where ``dvc exp apply`` records the experiment it applied last.
+APPLIED_REF = "refs/exps/exec/EXEC_APPLY"
 
 
 @dataclass(frozen=True)
@@ -168,17 +171,35 @@ def summarize(configs: list[Configuration], metric: str, baseline: Mapping[str, 
             f"baseline_{metric}": base, "varied_params": varied, "configurations": rows}
 
 
-def _dvc(args: list[str], project: Path, expected: str = "") -> str:
-    """``dvc ARGS`` in ``project``: its stdout, or :class:`BadInput` quoting its stderr (``expected``: a hint)."""
+def _command(argv: list[str], project: Path, expected: str = "") -> str:
+    """``argv`` run in ``project``: its stdout, or :class:`BadInput` quoting its stderr (``expected``: a hint)."""
     try:
-        proc = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, check=False)
-    except FileNotFoundError as err:  # dvc not on PATH
-        raise TransientError(f"dvc not found: {err}") from err
+        proc = subprocess.run(argv, cwd=project, capture_output=True, text=True, check=False)
+    except FileNotFoundError as err:  # dvc / git not on PATH
+        raise TransientError(f"{argv[0]} not found: {err}") from err
     if proc.returncode != 0:
         hint = f"; expected {expected}" if expected else ""
-        raise BadInput(project, detail=f"`dvc {' '.join(args)}` exited with {proc.returncode} "
+        raise BadInput(project, detail=f"`{' '.join(argv)}` exited with {proc.returncode} "
                                        f"({one_line(proc.stderr)[-500:]}){hint}")
     return proc.stdout
+
+
+def _dvc(args: list[str], project: Path, expected: str = "") -> str:
+    """``dvc ARGS`` in ``project`` (:func:`_command`)."""
+    return _command(["dvc", *args], project, expected)
+
+
+def uncommitted_edits(project: Path) -> list[str]:
+    """Tracked files (repository paths) with uncommitted changes that ``dvc exp apply`` would overwrite.
+
+    Changes that are exactly the content of the experiment applied last (:data:`APPLIED_REF`) are left out:
+    they are the previous selection, which a second ``rewardline select`` may replace."""
+    changed = set(_command(["git", "diff", "--name-only", "HEAD"], project).splitlines())
+    applied = subprocess.run(["git", "rev-parse", "--verify", "-q", f"{APPLIED_REF}^{{commit}}"], cwd=project,
+                             capture_output=True, text=True, check=False).stdout.strip()
+    if changed and applied:
+        changed &= set(_command(["git", "diff", "--name-only", applied], project).splitlines())
+    return sorted(changed)
 
 
 def exp_show(project: Path) -> list[dict[str, Any]]:
@@ -199,6 +220,11 @@ def select_experiment(project: Path | str = ".", metric: str = DEFAULT_METRIC,
     seed_params = tuple(seed_params)
     result = summarize(group_configurations(runs, metric, seed_params), metric, baseline, seed_params)
     if apply:
+        edits = uncommitted_edits(project)
+        if edits:  # dvc exp apply would replace them with the experiment's versions, without a word
+            shown = ", ".join(edits[:10]) + (f" and {len(edits) - 10} more" if len(edits) > 10 else "")
+            raise BadInput(project, detail=f"uncommitted changes to {shown}: `dvc exp apply {result['selected']}` "
+                                           "would overwrite them; commit or stash them first (rank only: --dry-run)")
         _dvc(["exp", "apply", result["selected"]], project)
     result["applied"] = apply
     return result
