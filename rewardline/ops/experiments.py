@@ -19,6 +19,7 @@ file the experiment's commit holds, so uncommitted edits (:func:`uncommitted_edi
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import subprocess
@@ -118,11 +119,29 @@ def parse_exp_show(rows: list[dict[str, Any]]) -> tuple[list[ExperimentRun], dic
     return runs, baseline
 
 
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"did you mean 'X'? "`` for the closest of ``known`` to ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _check_seed_params(runs: list[ExperimentRun], seeds: set[str]) -> None:
+    """:class:`BadInput` naming the first of ``seeds`` that is no param of any of ``runs`` (none: no check)."""
+    known = sorted({key for run in runs for key in run.params})
+    for seed in sorted(seeds):
+        if runs and seed not in known:
+            raise BadInput("--seed-param", detail=f"{seed!r} is not a param of the experiments; "
+                                                  f"{_did_you_mean(seed, known)}expected "
+                                                  "a param that only changes the seed (e.g. train.seed)")
+
+
 def group_configurations(runs: Iterable[ExperimentRun], metric: str = DEFAULT_METRIC,
                          seed_params: Iterable[str] = DEFAULT_SEED_PARAMS) -> list[Configuration]:
     """Group runs by every param except ``seed_params``; runs without a finite ``metric`` are left out.
-    Sorted best first (mean score, then more seeds, then key)."""
-    seeds = set(seed_params)
+    Sorted best first (mean score, then more seeds, then key). A seed param no run has is :class:`BadInput`
+    (a typo would make every seed its own configuration)."""
+    runs, seeds = list(runs), set(seed_params)
+    _check_seed_params(runs, seeds)
     groups: dict[str, Configuration] = {}
     for run in runs:
         score = run.metrics.get(metric)

@@ -141,3 +141,13 @@ def test_select_outside_a_dvc_project_says_so(tmp_path: Path):
     assert message.startswith(f"{tmp_path}: `dvc exp show --json` exited with ") and "field" not in message
     assert "not inside of a DVC repository" in message and message.endswith(
         "; expected a DVC project with experiments (`dvc exp run`)"), message
+
+
+def test_a_seed_param_no_experiment_has_is_bad_input_not_one_configuration_per_seed():
+    """``--seed-param train.sed`` grouped nothing: every seed became its own configuration and a lucky seed won."""
+    runs = [_run("a0", 1e-4, 0, 0.60), _run("a1", 1e-4, 1, 0.62), _run("b0", 5e-5, 0, 0.66), _run("b1", 5e-5, 1, 0.50)]
+    with pytest.raises(BadInput, match=r"^--seed-param: 'train\.sed' is not a param of the experiments; "
+                                       r"did you mean 'train\.seed'\?"):
+        group_configurations(runs, seed_params=("train.seed", "train.sed"))
+    assert [c.key for c in group_configurations(runs)] == ["train.epochs=2 train.lr=0.0001",
+                                                           "train.epochs=2 train.lr=5e-05"]
