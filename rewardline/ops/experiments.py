@@ -135,13 +135,24 @@ def _check_seed_params(runs: list[ExperimentRun], seeds: set[str]) -> None:
                                                   "a param that only changes the seed (e.g. train.seed)")
 
 
+def _check_metric(runs: list[ExperimentRun], metric: str) -> None:
+    """:class:`BadInput` listing the runs' metrics when ``metric`` is none of them (no runs: no check)."""
+    known = sorted({key for run in runs for key in run.metrics})
+    if runs and metric not in known:
+        hint = _did_you_mean(metric.rsplit(":", 1)[-1], known)  # dvc's FILE:KEY names the key after the colon
+        shown = ", ".join(known[:30]) + (f" and {len(known) - 30} more" if len(known) > 30 else "")
+        raise BadInput("--metric", detail=f"{metric!r} is not a metric of the finished experiments; {hint}"
+                                          f"expected one of: {shown or '(none: no experiment wrote metrics)'}")
+
+
 def group_configurations(runs: Iterable[ExperimentRun], metric: str = DEFAULT_METRIC,
                          seed_params: Iterable[str] = DEFAULT_SEED_PARAMS) -> list[Configuration]:
     """Group runs by every param except ``seed_params``; runs without a finite ``metric`` are left out.
     Sorted best first (mean score, then more seeds, then key). A seed param no run has is :class:`BadInput`
-    (a typo would make every seed its own configuration)."""
+    (a typo would make every seed its own configuration), and so is a ``metric`` no run has."""
     runs, seeds = list(runs), set(seed_params)
     _check_seed_params(runs, seeds)
+    _check_metric(runs, metric)
     groups: dict[str, Configuration] = {}
     for run in runs:
         score = run.metrics.get(metric)

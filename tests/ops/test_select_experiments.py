@@ -151,3 +151,15 @@ def test_a_seed_param_no_experiment_has_is_bad_input_not_one_configuration_per_s
         group_configurations(runs, seed_params=("train.seed", "train.sed"))
     assert [c.key for c in group_configurations(runs)] == ["train.epochs=2 train.lr=0.0001",
                                                            "train.epochs=2 train.lr=5e-05"]
+
+
+@pytest.mark.parametrize("metric", ["val_acc", "metrics/train.json:val_accuracy"])
+def test_a_metric_no_experiment_has_names_the_metrics_they_have(metric: str):
+    """A typo in --metric said "no finished experiment has a numeric 'val_acc': run the grid first" to someone
+    whose grid had run; dvc's FILE:KEY form (dvc exp show --sort-by) got the same."""
+    runs = [_run("a0", 1e-4, 0, 0.60), _run("b0", 5e-5, 0, None)]
+    runs[0].metrics["train_loss"] = 0.69
+    with pytest.raises(BadInput) as err:
+        group_configurations(runs, metric)
+    assert str(err.value) == (f"--metric: {metric!r} is not a metric of the finished experiments; did you mean "
+                              "'val_accuracy'? expected one of: train_loss, val_accuracy")
