@@ -58,7 +58,8 @@ class Configuration:
 
     @property
     def mean(self) -> float:
-        return sum(self.scores) / len(self.scores)
+        """Mean over seeds; ``fsum`` (exactly rounded) so equal scores tie whatever order the runs came in."""
+        return math.fsum(self.scores) / len(self.scores)
 
     @property
     def sd(self) -> float:
@@ -67,7 +68,7 @@ class Configuration:
         if n < 2:
             return 0.0
         m = self.mean
-        return math.sqrt(sum((s - m) ** 2 for s in self.scores) / (n - 1))
+        return math.sqrt(math.fsum((s - m) ** 2 for s in self.scores) / (n - 1))
 
     def best_run(self) -> tuple[ExperimentRun, float]:
         """The run with the highest score (ties: the lexically first name)."""

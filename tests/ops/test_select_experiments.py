@@ -163,3 +163,15 @@ def test_a_metric_no_experiment_has_names_the_metrics_they_have(metric: str):
         group_configurations(runs, metric)
     assert str(err.value) == (f"--metric: {metric!r} is not a metric of the finished experiments; did you mean "
                               "'val_accuracy'? expected one of: train_loss, val_accuracy")
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+def test_equal_seed_scores_tie_whatever_order_the_runs_come_in(first: str):
+    """The mean summed in run order: 0.1 + 0.2 + 0.3 != 0.3 + 0.2 + 0.1 in floats, so of two configurations with the
+    same scores the one whose runs came in ascending order won, not the documented tie-break (then the name)."""
+    ascending = [_run(f"{first}{i}", 1e-4 if first == "a" else 5e-5, i, acc) for i, acc in enumerate((0.1, 0.2, 0.3))]
+    other = "b" if first == "a" else "a"
+    descending = [_run(f"{other}{i}", 1e-4 if other == "a" else 5e-5, i, acc) for i, acc in enumerate((0.3, 0.2, 0.1))]
+    configs = group_configurations(ascending + descending)
+    assert configs[0].mean == configs[1].mean
+    assert [c.key for c in configs] == ["train.epochs=2 train.lr=0.0001", "train.epochs=2 train.lr=5e-05"]
