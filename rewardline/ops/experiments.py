@@ -96,28 +96,31 @@ def _files_data(section: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def parse_exp_show(rows: list[dict[str, Any]]) -> tuple[list[ExperimentRun], dict[str, Any] | None]:
-    """The finished experiments in ``dvc exp show --json`` output, and the baseline commit's metrics.
-
-    Experiments that failed, are queued or running, or have no data are left out."""
+def parse_exp_show(rows: list[dict[str, Any]]) -> tuple[list[ExperimentRun], dict[str, Any] | None, list[str]]:
+    """The finished experiments in ``dvc exp show --json`` output, the baseline commit's metrics, and the
+    experiments left out (failed, queued or running, or without data) as ``"name (why)"``."""
     runs: list[ExperimentRun] = []
     baseline: dict[str, Any] | None = None
+    left_out: list[str] = []
     for row in rows:
         if row.get("rev") == "workspace":
             continue
         if baseline is None and row.get("data"):
             baseline = _files_data(row["data"].get("metrics"))
         for exp in row.get("experiments") or []:
-            if (exp.get("executor") or {}).get("state") not in (None, "success"):
+            state = (exp.get("executor") or {}).get("state")
+            if state not in (None, "success"):
+                left_out.append(f"{exp.get('name') or '?'} ({state})")
                 continue
             for rev in exp.get("revs") or []:
                 data = rev.get("data")
                 if rev.get("error") or not data:
+                    left_out.append(f"{rev.get('name') or rev.get('rev', '?')[:7]} (no data)")
                     continue
                 runs.append(ExperimentRun(name=rev.get("name") or exp.get("name") or rev["rev"][:7],
                                           rev=rev["rev"], params=_files_data(data.get("params")),
                                           metrics=_files_data(data.get("metrics"))))
-    return runs, baseline
+    return runs, baseline, left_out
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -177,11 +180,14 @@ def _differing(configs: list[Configuration]) -> list[str]:
 
 
 def summarize(configs: list[Configuration], metric: str, baseline: Mapping[str, Any] | None,
-              seed_params: Iterable[str] = DEFAULT_SEED_PARAMS) -> dict[str, Any]:
-    """The selection as a result dict: the promoted run, and each configuration's mean / sd / n."""
+              seed_params: Iterable[str] = DEFAULT_SEED_PARAMS, left_out: Iterable[str] = ()) -> dict[str, Any]:
+    """The selection as a result dict: the promoted run, each configuration's mean / sd / n, and the
+    experiments ``left_out`` of the ranking (``"name (why)"``)."""
+    left_out = sorted(left_out)
     if not configs:
+        why = f" (left out: {', '.join(left_out)})" if left_out else ""
         raise BadInput("dvc exp show", field=metric,
-                       detail=f"no finished experiment has a numeric {metric!r}: run the grid first "
+                       detail=f"no finished experiment has a numeric {metric!r}{why}: run the grid first "
                               "(dvc exp run --queue -S train.lr=... ; dvc exp run --run-all)")
     varied, seeds = _differing(configs), set(seed_params)
     best = configs[0]
@@ -199,7 +205,7 @@ def summarize(configs: list[Configuration], metric: str, baseline: Mapping[str, 
     return {"selected": run.name, "selected_rev": run.rev, "metric": metric, f"selected_{metric}": score,
             "configuration": label, f"configuration_{metric}_mean": best.mean,
             f"configuration_{metric}_sd": best.sd, "configuration_n_seeds": len(best.scores),
-            f"baseline_{metric}": base, "varied_params": varied, "configurations": rows}
+            f"baseline_{metric}": base, "varied_params": varied, "left_out": left_out, "configurations": rows}
 
 
 def _command(argv: list[str], project: Path, expected: str = "") -> str:
@@ -247,9 +253,12 @@ def select_experiment(project: Path | str = ".", metric: str = DEFAULT_METRIC,
     """Rank the project's finished experiments (:func:`group_configurations`) and, with ``apply``,
     ``dvc exp apply`` the best configuration's best run into the workspace."""
     project = Path(project)
-    runs, baseline = parse_exp_show(exp_show(project))
+    runs, baseline, left_out = parse_exp_show(exp_show(project))
     seed_params = tuple(seed_params)
-    result = summarize(group_configurations(runs, metric, seed_params), metric, baseline, seed_params)
+    configs = group_configurations(runs, metric, seed_params)
+    ranked = {run.name for config in configs for run in config.runs}
+    left_out += [f"{run.name} (no {metric})" for run in runs if run.name not in ranked]
+    result = summarize(configs, metric, baseline, seed_params, left_out)
     if apply:
         edits = uncommitted_edits(project)
         if edits:  # dvc exp apply would replace them with the experiment's versions, without a word

@@ -53,11 +53,13 @@ def test_failed_and_queued_experiments_are_ignored_and_none_left_is_bad_input():
     rows = [{"rev": "workspace", "data": {"metrics": {}}},
             {"rev": "c0ffee", "data": {"metrics": {"metrics/train.json": {"data": {"val_accuracy": 0.5}}}},
              "experiments": [exp("failed", "failed", 0.9), exp("queued", "queued", 0.9), exp("ok", "success", 0.6)]}]
-    runs, baseline = parse_exp_show(rows)
+    runs, baseline, left_out = parse_exp_show(rows)
     assert [r.name for r in runs] == ["ok"] and baseline == {"val_accuracy": 0.5}
+    assert left_out == ["failed (failed)", "queued (queued)"]  # named in the result: a whole configuration may fail
     assert runs[0].params == {"train.lr": 0.1, "train.seed": 0}
-    with pytest.raises(BadInput, match="no finished experiment"):
-        summarize(group_configurations(runs[:0]), "val_accuracy", baseline)
+    with pytest.raises(BadInput, match=r"no finished experiment has a numeric 'val_accuracy' "
+                                       r"\(left out: failed \(failed\), queued \(queued\)\): run the grid first"):
+        summarize(group_configurations(runs[:0]), "val_accuracy", baseline, left_out=left_out)
 
 
 # -- a real grid -----------------------------------------------------------------------------

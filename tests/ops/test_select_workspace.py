@@ -20,7 +20,8 @@ from rewardline.ops.experiments import select_experiment
 
 BIN = Path(sys.executable).parent
 WRITE_METRIC = ("python -c \"import json, yaml; p = yaml.safe_load(open('params.yaml'))['train']; "
-                "json.dump({'val_accuracy': p['lr'] / 10 + p['seed'] / 100}, open('m.json', 'w'))\"")
+                "json.dump({'val_accuracy': p['lr'] / 10 + p['seed'] / 100} if p['lr'] else {'val_loss': 1}, "
+                "open('m.json', 'w'))\"")
 DVC_YAML = {"stages": {"train": {"cmd": WRITE_METRIC, "params": ["train"],
                                  "metrics": [{"m.json": {"cache": False}}]}}}
 
@@ -68,6 +69,17 @@ def test_select_refuses_to_apply_over_uncommitted_edits(project: Path):
     assert (project / "NOTES.md").read_text() == "notes\nmy uncommitted edit\n"  # the edit is still there
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["lr"] == 1  # nothing applied
     assert select_experiment(project, apply=False)["selected"] == "lr3"  # ranking alone still works
+
+
+def test_select_names_the_experiments_it_left_out(project: Path):
+    """A queued experiment and one without val_accuracy vanished from the ranking without a word."""
+    _sh(project, "dvc", "exp", "run", "--temp", "-S", "train.lr=0", "-n", "lr0")  # writes no val_accuracy
+    _sh(project, "dvc", "exp", "run", "--queue", "-S", "train.lr=5", "-n", "lr5")  # no worker: stays queued
+
+    result = select_experiment(project, apply=False)
+
+    assert result["selected"] == "lr3" and [c["runs"] for c in result["configurations"]] == ["lr3", "lr2"]
+    assert result["left_out"] == ["lr0 (no val_accuracy)", "lr5 (queued)"]
 
 
 def test_select_twice_replaces_its_own_selection_but_not_edits_made_after_it(project: Path):
