@@ -253,6 +253,9 @@ def select_experiment(project: Path | str = ".", metric: str = DEFAULT_METRIC,
     """Rank the project's finished experiments (:func:`group_configurations`) and, with ``apply``,
     ``dvc exp apply`` the best configuration's best run into the workspace."""
     project = Path(project)
+    if not project.is_dir():  # else subprocess's cwd error read as "dvc not found" (exit 3)
+        what = "not a directory" if project.exists() else "no such directory"
+        raise BadInput(project, detail=f"{what}; expected the DVC project's directory (--project)")
     runs, baseline, left_out = parse_exp_show(exp_show(project))
     seed_params = tuple(seed_params)
     configs = group_configurations(runs, metric, seed_params)

@@ -177,3 +177,16 @@ def test_equal_seed_scores_tie_whatever_order_the_runs_come_in(first: str):
     configs = group_configurations(ascending + descending)
     assert configs[0].mean == configs[1].mean
     assert [c.key for c in configs] == ["train.epochs=2 train.lr=0.0001", "train.epochs=2 train.lr=5e-05"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_select_with_a_project_that_is_no_directory_is_bad_input(tmp_path: Path, kind: str):
+    """--project /nope said "dvc not found: ... No such file or directory: '/nope'" and exited 3 (retryable)."""
+    project = tmp_path / "nope"
+    if kind == "file":
+        project.write_text("")
+    done = subprocess.run([str(BIN / "rewardline"), "select", "--project", str(project)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    expected = "no such directory" if kind == "missing" else "not a directory"
+    assert done.stderr.strip() == f"error: {project}: {expected}; expected the DVC project's directory (--project)"
