@@ -4,7 +4,7 @@ The grid runs as DVC experiments (``dvc exp run --queue -S train.lr=... -S train
 ``dvc exp run --run-all``); each experiment's params and metrics come from ``dvc exp show --json``.
 Runs that differ only in their seed parameters (``train.seed``) form one *configuration*:
 
-    for configuration c with runs i = 1..n_c:  m_c = mean_i val_accuracy_i,  s_c = sd_i (ddof 1; 0 when n_c = 1)
+    for configuration c with runs i = 1..n_c:  m_c = mean_i val_accuracy_i,  s_c = sd_i (ddof 1; None when n_c = 1)
     best configuration  c* = argmax_c m_c       (ties: more seeds, then the lexically first name)
     promoted run        i* = argmax_{i in c*} val_accuracy_i   →  ``dvc exp apply <name of i*>``
                         (ties: the lexically first experiment name)
@@ -62,11 +62,11 @@ class Configuration:
         return math.fsum(self.scores) / len(self.scores)
 
     @property
-    def sd(self) -> float:
-        """Sample standard deviation over seeds (ddof 1); 0 for a single run."""
+    def sd(self) -> float | None:
+        """Sample standard deviation over seeds (ddof 1); None (not measured) for a single run."""
         n = len(self.scores)
         if n < 2:
-            return 0.0
+            return None
         m = self.mean
         return math.sqrt(math.fsum((s - m) ** 2 for s in self.scores) / (n - 1))
 
@@ -197,8 +197,8 @@ def summarize(configs: list[Configuration], metric: str, baseline: Mapping[str, 
         first = config.runs[0].params
         rows.append({**{k: str(first.get(k)) for k in varied if k not in seeds},  # str: 1e-05 stays 1e-05
                      "n_seeds": len(config.scores), f"{metric}_mean": round(config.mean, 4),
-                     f"{metric}_sd": round(config.sd, 4), f"{metric}_min": round(min(config.scores), 4),
-                     f"{metric}_max": round(max(config.scores), 4),
+                     f"{metric}_sd": None if config.sd is None else round(config.sd, 4),
+                     f"{metric}_min": round(min(config.scores), 4), f"{metric}_max": round(max(config.scores), 4),
                      "runs": ",".join(r.name for r in config.runs)})
     base = (baseline or {}).get(metric)
     label = " ".join(f"{k}={run.params.get(k)}" for k in varied if k not in seeds)  # what the grid varied

@@ -190,3 +190,11 @@ def test_select_with_a_project_that_is_no_directory_is_bad_input(tmp_path: Path,
     assert done.returncode == 2, done.stderr
     expected = "no such directory" if kind == "missing" else "not a directory"
     assert done.stderr.strip() == f"error: {project}: {expected}; expected the DVC project's directory (--project)"
+
+
+def test_the_spread_of_a_single_seed_is_unknown_not_zero():
+    """One run per configuration reported sd 0.000: no seed noise at all, when nothing measured it."""
+    runs = [_run("a0", 1e-4, 0, 0.60), _run("b0", 5e-5, 0, 0.55), _run("b1", 5e-5, 1, 0.57)]
+    result = summarize(group_configurations(runs), "val_accuracy", None)
+    assert result["selected"] == "a0" and result["configuration_val_accuracy_sd"] is None
+    assert [row["val_accuracy_sd"] for row in result["configurations"]] == [None, pytest.approx(0.0141, abs=1e-4)]
