@@ -226,16 +226,18 @@ def _dvc(args: list[str], project: Path, expected: str = "") -> str:
     return _command(["dvc", *args], project, expected)
 
 
-def uncommitted_edits(project: Path) -> list[str]:
-    """Tracked files (repository paths) with uncommitted changes that ``dvc exp apply`` would overwrite.
+def uncommitted_edits(project: Path, selected_rev: str) -> list[str]:
+    """Tracked files (repository paths) with uncommitted changes that ``dvc exp apply selected_rev`` would lose.
 
-    Changes that are exactly the content of the experiment applied last (:data:`APPLIED_REF`) are left out:
-    they are the previous selection, which a second ``rewardline select`` may replace."""
+    Left out: changes that are exactly the content of the run to apply (a failed apply leaves its params and
+    metrics behind) or of the experiment applied last (:data:`APPLIED_REF`, the previous selection, which a
+    second ``rewardline select`` may replace)."""
     changed = set(_command(["git", "diff", "--name-only", "HEAD"], project).splitlines())
     applied = subprocess.run(["git", "rev-parse", "--verify", "-q", f"{APPLIED_REF}^{{commit}}"], cwd=project,
                              capture_output=True, text=True, check=False).stdout.strip()
-    if changed and applied:
-        changed &= set(_command(["git", "diff", "--name-only", applied], project).splitlines())
+    for rev in (selected_rev, applied):
+        if changed and rev:
+            changed &= set(_command(["git", "diff", "--name-only", rev], project).splitlines())
     return sorted(changed)
 
 
@@ -263,7 +265,7 @@ def select_experiment(project: Path | str = ".", metric: str = DEFAULT_METRIC,
     left_out += [f"{run.name} (no {metric})" for run in runs if run.name not in ranked]
     result = summarize(configs, metric, baseline, seed_params, left_out)
     if apply:
-        edits = uncommitted_edits(project)
+        edits = uncommitted_edits(project, result["selected_rev"])
         if edits:  # dvc exp apply would replace them with the experiment's versions, without a word
             shown = ", ".join(edits[:10]) + (f" and {len(edits) - 10} more" if len(edits) > 10 else "")
             raise BadInput(project, detail=f"uncommitted changes to {shown}: `dvc exp apply {result['selected']}` "

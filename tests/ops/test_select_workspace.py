@@ -71,6 +71,16 @@ def test_select_refuses_to_apply_over_uncommitted_edits(project: Path):
     assert select_experiment(project, apply=False)["selected"] == "lr3"  # ranking alone still works
 
 
+def test_select_again_after_a_failed_apply(project: Path):
+    """``dvc exp apply`` that fails at checkout (an output not in the cache) has already written the run's params
+    and metrics, and records nothing: the next select refused, calling them uncommitted changes it would overwrite."""
+    rev = select_experiment(project, apply=False)["selected_rev"]
+    _sh(project, "git", "checkout", rev, "--", "params.yaml")  # what the failed apply left in the workspace
+
+    assert select_experiment(project)["applied"] is True
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["lr"] == 3
+
+
 def test_select_names_the_experiments_it_left_out(project: Path):
     """A queued experiment and one without val_accuracy vanished from the ranking without a word."""
     _sh(project, "dvc", "exp", "run", "--temp", "-S", "train.lr=0", "-n", "lr0")  # writes no val_accuracy
