@@ -97,4 +97,5 @@ def print_summary(title: str, values: Mapping[str, Any], file: TextIO | None = N
         listing = Table(*columns, title=key, title_justify="left", box=None, pad_edge=False)
         for item in items:
             listing.add_row(*(human(item.get(c)) for c in columns))
-        console.print(listing)
+        # as wide as its widest row: cut to 160 columns, headers and cells ended in "…" (which was which lost)
+        Console(file=stream, soft_wrap=False, width=10_000).print(listing)

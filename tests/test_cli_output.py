@@ -3,6 +3,7 @@ scripts, logging flags, the registry commands outside a project, each command's 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from rewardline import __version__
 from rewardline.cli import app
-from rewardline.report import human
+from rewardline.report import human, print_summary
 
 ROOT = Path(__file__).parents[1]
 SAMPLE = ROOT / "data/raw/synthetic_multiannotator.jsonl"
@@ -50,6 +51,18 @@ def test_numbers_are_rounded_for_people():
         "0.585", "12.35", "338.36", "1,566"]
     assert [human(v) for v in (4766, True, None, float("nan"), ["synth-e"], [])] == [
         "4,766", "yes", "n/a", "n/a", "synth-e", "-"]
+
+
+def test_a_wide_listing_is_printed_whole_not_cut_to_ellipses():
+    """rewardline select's configurations table over 5 varied params printed val_accuracy_mean, _sd, _min and _max
+    all as "val_accurac…" and the runs as "spumy-gobs,na…": which number was which, and the winner, were lost."""
+    row = {**{f"train.param_{i}": "1024" for i in range(5)}, "n_seeds": 3, "val_accuracy_mean": 0.5431,
+           "val_accuracy_sd": 0.0291, "val_accuracy_min": 0.5122, "val_accuracy_max": 0.5634,
+           "runs": "spumy-gobs,nasty-hate,genic-chic"}
+    stream = io.StringIO()
+    print_summary("select", {"selected": "nasty-hate", "configurations": [row, row]}, file=stream)
+    header, first = [line.split() for line in stream.getvalue().splitlines()[-3:-1]]
+    assert header == list(row) and first == [human(value) for value in row.values()], stream.getvalue()
 
 
 def test_a_stage_prints_a_table_by_default_and_json_with_the_flag(tmp_path: Path):
