@@ -87,12 +87,16 @@ def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _files_data(section: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``{"params.yaml": {"data": {...}}, ...}`` (dvc exp show) → one flat dict over the files, in file order."""
+def _files_data(section: Mapping[str, Any] | None, qualified: bool = False) -> dict[str, Any]:
+    """``{"params.yaml": {"data": {...}}, ...}`` (dvc exp show) → one flat dict over the files: a key the files
+    share is the first file's (dvc.yaml order); with ``qualified`` each is also there as ``FILE:KEY``, as
+    ``dvc exp show --sort-by`` names it (``metrics/prm_train.json:val_accuracy``)."""
     out: dict[str, Any] = {}
-    for content in (section or {}).values():
+    for name, content in (section or {}).items():
         for key, value in _flatten((content or {}).get("data") or {}).items():
             out.setdefault(key, value)
+            if qualified:
+                out[f"{name}:{key}"] = value
     return out
 
 
@@ -106,7 +110,7 @@ def parse_exp_show(rows: list[dict[str, Any]]) -> tuple[list[ExperimentRun], dic
         if row.get("rev") == "workspace":
             continue
         if baseline is None and row.get("data"):
-            baseline = _files_data(row["data"].get("metrics"))
+            baseline = _files_data(row["data"].get("metrics"), qualified=True)
         for exp in row.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state")
             if state not in (None, "success"):
@@ -119,7 +123,7 @@ def parse_exp_show(rows: list[dict[str, Any]]) -> tuple[list[ExperimentRun], dic
                     continue
                 runs.append(ExperimentRun(name=rev.get("name") or exp.get("name") or rev["rev"][:7],
                                           rev=rev["rev"], params=_files_data(data.get("params")),
-                                          metrics=_files_data(data.get("metrics"))))
+                                          metrics=_files_data(data.get("metrics"), qualified=True)))
     return runs, baseline, left_out
 
 
@@ -141,12 +145,16 @@ def _check_seed_params(runs: list[ExperimentRun], seeds: set[str]) -> None:
 
 def _check_metric(runs: list[ExperimentRun], metric: str) -> None:
     """:class:`BadInput` listing the runs' metrics when ``metric`` is none of them (no runs: no check)."""
-    known = sorted({key for run in runs for key in run.metrics})
-    if runs and metric not in known:
-        hint = _did_you_mean(metric.rsplit(":", 1)[-1], known)  # dvc's FILE:KEY names the key after the colon
-        shown = ", ".join(known[:30]) + (f" and {len(known) - 30} more" if len(known) > 30 else "")
-        raise BadInput("--metric", detail=f"{metric!r} is not a metric of the finished experiments; {hint}"
-                                          f"expected one of: {shown or '(none: no experiment wrote metrics)'}")
+    names = {key for run in runs for key in run.metrics}
+    if not runs or metric in names:
+        return
+    known = sorted(key for key in names if ":" not in key)  # FILE:KEY names: listed by file
+    files = list(dict.fromkeys(key.rsplit(":", 1)[0] for run in runs for key in run.metrics if ":" in key))
+    hint = _did_you_mean(metric.rsplit(":", 1)[-1], known)  # for a FILE:KEY, the closest key
+    shown = ", ".join(known[:30]) + (f" and {len(known) - 30} more" if len(known) > 30 else "")
+    qualified = f" (or FILE:KEY: {', '.join(f'{name}:KEY' for name in files)})" if files else ""
+    raise BadInput("--metric", detail=f"{metric!r} is not a metric of the finished experiments; {hint}"
+                                      f"expected one of: {shown or '(none: no experiment wrote metrics)'}{qualified}")
 
 
 def group_configurations(runs: Iterable[ExperimentRun], metric: str = DEFAULT_METRIC,

@@ -54,7 +54,8 @@ def test_failed_and_queued_experiments_are_ignored_and_none_left_is_bad_input():
             {"rev": "c0ffee", "data": {"metrics": {"metrics/train.json": {"data": {"val_accuracy": 0.5}}}},
              "experiments": [exp("failed", "failed", 0.9), exp("queued", "queued", 0.9), exp("ok", "success", 0.6)]}]
     runs, baseline, left_out = parse_exp_show(rows)
-    assert [r.name for r in runs] == ["ok"] and baseline == {"val_accuracy": 0.5}
+    assert [r.name for r in runs] == ["ok"]
+    assert baseline == {"val_accuracy": 0.5, "metrics/train.json:val_accuracy": 0.5}
     assert left_out == ["failed (failed)", "queued (queued)"]  # named in the result: a whole configuration may fail
     assert runs[0].params == {"train.lr": 0.1, "train.seed": 0}
     with pytest.raises(BadInput, match=r"no finished experiment has a numeric 'val_accuracy' "
@@ -198,3 +199,24 @@ def test_the_spread_of_a_single_seed_is_unknown_not_zero():
     result = summarize(group_configurations(runs), "val_accuracy", None)
     assert result["selected"] == "a0" and result["configuration_val_accuracy_sd"] is None
     assert [row["val_accuracy_sd"] for row in result["configurations"]] == [None, pytest.approx(0.0141, abs=1e-4)]
+
+
+def test_file_key_metric_names_pick_the_file_dvc_exp_show_names():
+    """metrics/train.json and metrics/prm_train.json both hold val_accuracy: the name meant the first file's, and
+    a PRM grid (-S prm.train.lr=...) could not be ranked on its own val accuracy at all."""
+    def rev(name: str, lr: float, reward_val: float, prm_val: float) -> dict:
+        metrics = {"metrics/train.json": {"data": {"val_accuracy": reward_val}},
+                   "metrics/prm_train.json": {"data": {"val_accuracy": prm_val}}}
+        params = {"params.yaml": {"data": {"prm": {"train": {"lr": lr, "seed": 0}}}}}
+        return {"name": name, "revs": [{"rev": name * 8, "name": name, "data": {"params": params, "metrics": metrics}}]}
+
+    rows = [{"rev": "c0ffee", "data": {}, "experiments": [rev("low", 1e-4, 0.6, 0.55), rev("high", 2e-4, 0.6, 0.70)]}]
+    runs, _, _ = parse_exp_show(rows)
+    assert runs[0].metrics["val_accuracy"] == 0.6  # a bare name: the first file's (dvc.yaml order)
+    configs = group_configurations(runs, "metrics/prm_train.json:val_accuracy", ("prm.train.seed",))
+    assert [c.runs[0].name for c in configs] == ["high", "low"]
+    result = summarize(configs, "metrics/prm_train.json:val_accuracy", None, ("prm.train.seed",))
+    assert result["selected"] == "high" and result["selected_metrics/prm_train.json:val_accuracy"] == 0.70
+    with pytest.raises(BadInput, match=r"expected one of: val_accuracy \(or FILE:KEY: metrics/train.json:KEY, "
+                                       r"metrics/prm_train.json:KEY\)"):
+        group_configurations(runs, "val_acc", ("prm.train.seed",))
