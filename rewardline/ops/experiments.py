@@ -20,6 +20,7 @@ file the experiment's commit holds, so uncommitted edits (:func:`uncommitted_edi
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import math
 import subprocess
@@ -224,8 +225,10 @@ def _command(argv: list[str], project: Path, expected: str = "") -> str:
         raise TransientError(f"{argv[0]} not found: {err}") from err
     if proc.returncode != 0:
         hint = f"; expected {expected}" if expected else ""
-        raise BadInput(project, detail=f"`{' '.join(argv)}` exited with {proc.returncode} "
-                                       f"({one_line(proc.stderr)[-500:]}){hint}")
+        error = BadInput(project, detail=f"`{' '.join(argv)}` exited with {proc.returncode} "
+                                         f"({one_line(proc.stderr)[-500:]}){hint}")
+        error.stderr = proc.stderr  # type: ignore[attr-defined]  # for callers that read what failed
+        raise error
     return proc.stdout
 
 
@@ -247,6 +250,23 @@ def uncommitted_edits(project: Path, selected_rev: str) -> list[str]:
         if changed and rev:
             changed &= set(_command(["git", "diff", "--name-only", rev], project).splitlines())
     return sorted(changed)
+
+
+def _apply(project: Path, name: str) -> None:
+    """``dvc exp apply NAME``; when outputs are not in the cache, a message naming them and saying that dvc
+    has already written the run's params and metrics (the model may not be the run's)."""
+    try:
+        _dvc(["exp", "apply", name], project)
+    except BadInput as err:
+        lines = [line.strip() for line in getattr(err, "stderr", "").splitlines()]
+        start = next((i for i, line in enumerate(lines) if "Checkout failed for following targets" in line), None)
+        if start is None:
+            raise
+        targets = itertools.takewhile(lambda line: not line.startswith("Is your cache"), lines[start + 1:])
+        missing = ", ".join(line for line in targets if line) or "its outputs"
+        raise BadInput(project, detail=f"`dvc exp apply {name}` wrote the run's params and metrics but could not "
+                                       f"check out {missing} (not in the DVC cache), so the workspace lacks them; "
+                                       "`dvc pull` them (or `dvc repro` their stages), then select again") from None
 
 
 def exp_show(project: Path) -> list[dict[str, Any]]:
@@ -278,6 +298,6 @@ def select_experiment(project: Path | str = ".", metric: str = DEFAULT_METRIC,
             shown = ", ".join(edits[:10]) + (f" and {len(edits) - 10} more" if len(edits) > 10 else "")
             raise BadInput(project, detail=f"uncommitted changes to {shown}: `dvc exp apply {result['selected']}` "
                                            "would overwrite them; commit or stash them first (rank only: --dry-run)")
-        _dvc(["exp", "apply", result["selected"]], project)
+        _apply(project, result["selected"])
     result["applied"] = apply
     return result

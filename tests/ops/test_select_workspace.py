@@ -21,8 +21,8 @@ from rewardline.ops.experiments import select_experiment
 BIN = Path(sys.executable).parent
 WRITE_METRIC = ("python -c \"import json, yaml; p = yaml.safe_load(open('params.yaml'))['train']; "
                 "json.dump({'val_accuracy': p['lr'] / 10 + p['seed'] / 100} if p['lr'] else {'val_loss': 1}, "
-                "open('m.json', 'w'))\"")
-DVC_YAML = {"stages": {"train": {"cmd": WRITE_METRIC, "params": ["train"],
+                "open('m.json', 'w')); open('model.txt', 'w').write(str(p['lr']))\"")
+DVC_YAML = {"stages": {"train": {"cmd": WRITE_METRIC, "params": ["train"], "outs": ["model.txt"],
                                  "metrics": [{"m.json": {"cache": False}}]}}}
 
 
@@ -78,6 +78,20 @@ def test_select_again_after_a_failed_apply(project: Path):
     _sh(project, "git", "checkout", rev, "--", "params.yaml")  # what the failed apply left in the workspace
 
     assert select_experiment(project)["applied"] is True
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["lr"] == 3
+
+
+def test_an_apply_that_cannot_check_out_the_model_names_it_and_what_was_applied(project: Path):
+    """With the run's model not in the DVC cache, ``dvc exp apply`` wrote its params and metrics, not its model,
+    and select passed on dvc's "Checkout failed for following targets: ... Is your cache up to date?"."""
+    shutil.rmtree(project / ".dvc" / "cache")
+
+    with pytest.raises(BadInput) as err:
+        select_experiment(project)
+
+    assert str(err.value) == (f"{project}: `dvc exp apply lr3` wrote the run's params and metrics but could not "
+                              "check out model.txt (not in the DVC cache), so the workspace lacks them; `dvc pull` "
+                              "them (or `dvc repro` their stages), then select again")
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["lr"] == 3
 
 
