@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -102,3 +105,77 @@ def test_booleans_floats_and_integers_beyond_64_bits_are_no_ids(first: str) -> N
     }
     assert set(result.ranked["origin_line"].to_pylist()) == {1, 7}
     assert "9223372036854775808" in result.ranked["prompt_id"].to_pylist()
+
+
+def parquet(records: list[dict], tmp_path: Path) -> bytes:
+    """``records`` as Parquet bytes, each column typed as Arrow infers it from the values."""
+    path = tmp_path / "source.parquet"
+    pq.write_table(pa.Table.from_pylist(records), path)
+    return path.read_bytes()
+
+
+def test_parquet_id_columns_of_floats_or_booleans_quarantine_their_rows_as_json_does(tmp_path: Path) -> None:
+    """Was: `rewardline ingest ids.parquet` cast a float or boolean id column to strings (2.5 -> "2.5",
+    3.0 -> "3", True -> "true") and ingested every row, where the same records in JSONL were quarantined
+    with 'prompt_id: expected a string or an integer, got float 2.5'. Now each row with such a value is
+    quarantined with the JSON reason; integer and string id columns are still read as strings."""
+    floats = [nested(2.5), nested(3.0)]
+    assert read_file(jsonl(floats), "ids.jsonl").ranked.num_rows == 0
+    result = read_file(parquet(floats, tmp_path), "ids.parquet")
+    assert result.ranked.num_rows == 0 and result.records_in == 2
+    assert [(r["field"], r["reason"]) for r in result.quarantine.to_pylist()] == [
+        ("prompt_id", "prompt_id: expected a string or an integer, got float 2.5"),
+        ("prompt_id", "prompt_id: expected a string or an integer, got float 3.0"),
+    ]
+    booleans = [nested("p-1", annotator=True), nested("p-2", annotator=None)]
+    result = read_file(parquet(booleans, tmp_path), "ids.parquet")
+    assert [(r["field"], r["reason"]) for r in result.quarantine.to_pylist()] == [
+        ("annotator_id", "annotator_id: expected a string or an integer, got boolean true"),
+        ("annotator_id", "missing required field 'annotator_id'"),
+    ]
+    nested_ids = [nested("p-3", response_ids=(None, 1.5)), nested("p-4", response_ids=(None, None))]
+    result = read_file(parquet(nested_ids, tmp_path), "ids.parquet")
+    assert result.ranked["origin_line"].to_pylist() == [2, 2]
+    assert [(r["field"], r["reason"]) for r in result.quarantine.to_pylist()] == [
+        ("responses.response_id", "responses[1].response_id: expected a string or an integer, got float 1.5")]
+    integers = [nested(1, 10, (100, 101), batch_id=5), nested(2, 11, (102, 103), batch_id=6)]
+    result = read_file(parquet(integers, tmp_path), "ids.parquet")
+    assert result.quarantine.num_rows == 0
+    assert {r[:4] for r in rows(result)} == {("1", "10", "100", "5"), ("1", "10", "101", "5"),
+                                             ("2", "11", "102", "6"), ("2", "11", "103", "6")}
+
+
+def test_parquet_text_columns_of_numbers_quarantine_their_rows_and_the_counts_add_up(tmp_path: Path) -> None:
+    """A text field (the long shape's prompt) given as an integer column is refused as in JSON; a
+    dictionary-encoded string column (pandas' categorical) is text. `rewardline ingest` accounts for every row."""
+    long = [{"prompt_id": "p", "prompt": 7, "annotator_id": "a", "response": t, "rank": k}
+            for t, k in (("x", 1), ("y", 2))]
+    reasons = ["prompt: expected a string, got int 7"] * 2
+    assert read_file(jsonl(long), "long.jsonl").quarantine["reason"].to_pylist() == reasons
+    path = tmp_path / "long.parquet"
+    path.write_bytes(parquet(long, tmp_path))
+    result = runner.invoke(app, ["ingest", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output  # the quarantine gate: every record quarantined
+    quarantine = pq.read_table(tmp_path / "out" / "quarantine.parquet")
+    assert quarantine["reason"].to_pylist() == reasons
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert (metrics["rows_in"], metrics["rows_ok"], metrics["rows_quarantined"]) == (2, 0, 2)
+    table = pa.Table.from_pylist([dict(r, prompt="q") for r in long])
+    table = table.set_column(1, "prompt", table.column("prompt").dictionary_encode())
+    pq.write_table(table, path)
+    assert read_file(path.read_bytes(), "long.parquet").quarantine.num_rows == 0
+
+
+def test_parquet_id_columns_of_dates_or_decimals_quarantine_their_rows_naming_the_type(tmp_path: Path) -> None:
+    """Columns whose values JSON has no type for (timestamps, dates, decimals) are named by their Python type."""
+    rows = [nested("p-1"), nested("p-2")]
+    table = pa.Table.from_pylist(rows)
+    for values, shown in (([datetime.datetime(2024, 1, 2)] * 2, 'datetime "2024-01-02 00:00:00"'),
+                          ([datetime.date(2024, 1, 2)] * 2, 'date "2024-01-02"'),
+                          ([decimal.Decimal("1.5")] * 2, 'Decimal "1.5"')):
+        path = tmp_path / "ids.parquet"
+        pq.write_table(table.set_column(0, "prompt_id", pa.array(values)), path)
+        result = read_file(path.read_bytes(), "ids.parquet")
+        assert result.ranked.num_rows == 0
+        reason = f"prompt_id: expected a string or an integer, got {shown}"
+        assert result.quarantine["reason"].to_pylist() == [reason] * 2

@@ -269,9 +269,10 @@ def _sniffed_format(origin: str, data: FileData, container: str, columns: list[s
 def _read_records(data: FileData, origin: str, container: str, schema: pa.Schema, limits: Limits,
                   ids: tuple[str, ...] = ()) -> Records:
     """The file's records against ``schema``. The id fields ``ids`` (string-typed in ``schema``) take a string or
-    an integer in any record and are read as the string (Parquet and CSV columns are cast to it)."""
+    an integer in any record and are read as the string (Parquet integer columns and CSV cells are cast to it;
+    another Parquet column type in a text field quarantines its rows, as in JSON)."""
     if container == "parquet":
-        return tabular_records(pq.read_table(_parquet_input(data)), origin, schema, limits=limits)
+        return tabular_records(pq.read_table(_parquet_input(data)), origin, schema, limits=limits, ids=ids)
     if container == "csv":
         return read_csv_records(data, origin, schema, limits)
     if container == "json-list":
@@ -377,10 +378,10 @@ def _record_batches(data: FileData, origin: str, container: str, schema: pa.Sche
     first = 0
     for batch in source.iter_batches(batch_size=PARQUET_BATCH_RECORDS):
         lines = np.arange(first + 1, first + batch.num_rows + 1, dtype=np.int64)
-        yield tabular_records(pa.Table.from_batches([batch]), origin, schema, line=lines, limits=limits)
+        yield tabular_records(pa.Table.from_batches([batch]), origin, schema, line=lines, limits=limits, ids=ids)
         first += batch.num_rows
     if first == 0:  # no rows: one empty batch, as the whole-file read gives
-        yield tabular_records(source.schema_arrow.empty_table(), origin, schema, limits=limits)
+        yield tabular_records(source.schema_arrow.empty_table(), origin, schema, limits=limits, ids=ids)
 
 
 __all__ = ["FORMATS", "AdapterResult", "default_batch_id", "detect_format", "is_empty", "read_file",

@@ -29,7 +29,7 @@ def id_fault(value: object, path: str) -> str | None:
     an integer. The JSON decoder reads an integer beyond 64 bits as a float: such a float is named as too long."""
     if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
         return None
-    shown = json.dumps(value, separators=(",", ":"), ensure_ascii=False)[:60]
+    shown = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)[:60]  # str: Parquet dates
     kind = {dict: "object", list: "array", bool: "boolean"}.get(type(value), type(value).__name__)
     huge = isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) >= 2**63
     expected = "a string, or an integer within 64 bits" if huge else "a string or an integer"

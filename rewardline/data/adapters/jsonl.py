@@ -218,7 +218,7 @@ def type_fault(value: object, typ: pa.DataType, path: str, ids: tuple[str, ...] 
 
     def fault(expected: str) -> tuple[str, str]:
         # the stdlib, not orjson: values from the lenient decoder may hold NaN or ints beyond 64 bits
-        shown = json.dumps(value, separators=(",", ":"), ensure_ascii=False)[:60]
+        shown = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)[:60]  # str: Parquet dates
         return field_name, f"{path}: expected {expected}, got {_kind(value)} {shown}"
 
     if pa.types.is_struct(typ):

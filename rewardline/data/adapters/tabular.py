@@ -1,6 +1,8 @@
 """Tabular records (Parquet tables, CSV files) against a format's input schema: cells coerced to the
 schema's types (a cell that does not convert quarantines its row, naming the field and the expected
-type), rows over ``limits.max_record_bytes`` quarantined before the adapter sees them."""
+type), rows over ``limits.max_record_bytes`` quarantined before the adapter sees them. A text field takes
+text alone (an id field also integers), as in JSON: a Parquet column of numbers or booleans there
+quarantines its rows with the JSON reason instead of being cast to strings."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from rewardline.data.adapters.jsonl import Records, quarantine_rows
+from rewardline.data.adapters.jsonl import Records, quarantine_rows, type_fault
 from rewardline.data.limits import Limits
 
 RawOf = Callable[[np.ndarray], list[str]]
@@ -125,6 +127,58 @@ def _reject_oversized(records: Records, limits: Limits) -> Records:
                    quarantined=[*records.quarantined, quarantined])
 
 
+def _is_text(typ: pa.DataType) -> bool:
+    """A column type whose values are text (or all null): a string field reads it as it is."""
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    return (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_binary(typ)
+            or pa.types.is_large_binary(typ) or pa.types.is_null(typ))
+
+
+def _feeds_text_wrongly(source: pa.DataType, target: pa.DataType, path: str, ids: tuple[str, ...]) -> bool:
+    """True if a string field of ``target`` (at dotted ``path``) would be cast from a column or struct field of
+    ``source`` that holds neither text nor, for an id field of ``ids``, integers."""
+    if pa.types.is_string(target) or pa.types.is_large_string(target):
+        return not (_is_text(source) or (path in ids and pa.types.is_integer(source)))
+    if pa.types.is_struct(target) and pa.types.is_struct(source):
+        present = {f.name: f.type for f in source}
+        return any(_feeds_text_wrongly(present[f.name], f.type, f"{path}.{f.name}", ids)
+                   for f in target if f.name in present)
+    if (pa.types.is_list(target) or pa.types.is_large_list(target)) and (
+            pa.types.is_list(source) or pa.types.is_large_list(source)):
+        return _feeds_text_wrongly(source.value_type, target.value_type, path, ids)
+    return False
+
+
+def _text_leaves(typ: pa.DataType) -> pa.DataType:
+    """``typ`` with every leaf but its strings typed null, so that :func:`type_fault` checks the text alone."""
+    if pa.types.is_struct(typ):
+        return pa.struct([f.with_type(_text_leaves(f.type)) for f in typ])
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        return pa.list_(_text_leaves(typ.value_type))
+    return typ if pa.types.is_string(typ) or pa.types.is_large_string(typ) else pa.null()
+
+
+def _reject_non_text(records: Records, schema: pa.Schema, ids: tuple[str, ...]) -> Records:
+    """Quarantine rows whose value for a text field is not text (an id field's: not text or an integer), with
+    the reason JSON records get: ``prompt_id: expected a string or an integer, got float 2.5`` (failure path:
+    only columns of another type are read value by value)."""
+    checks = []
+    for f in schema:
+        if f.name not in records.table.column_names:
+            continue
+        col = records.table.column(f.name)
+        if not _feeds_text_wrongly(col.type, f.type, f.name, ids):
+            continue
+        typ = _text_leaves(f.type)
+        found = [type_fault(value, typ, f.name, ids) for value in col.to_pylist()]
+        for name in dict.fromkeys(fault[0] for fault in found if fault):  # one check per field, in order met
+            mask = np.array([fault is not None and fault[0] == name for fault in found], dtype=bool)
+            reasons = np.array([fault[1] if fault else None for fault in found], dtype=object)
+            checks.append((mask, name, reasons))
+    return records.reject_many(checks) if checks else records
+
+
 def refuse_repeated_columns(names: list[str], origin: str, schema: pa.Schema) -> None:
     """ValueError (the whole file: which of the columns is meant is unknown) when a column of ``schema`` appears
     more than once in a CSV header or a Parquet schema."""
@@ -142,18 +196,20 @@ def tabular_records(
     line: np.ndarray | None = None,
     records_in: int | None = None,
     limits: Limits | None = None,
+    ids: tuple[str, ...] = (),
 ) -> Records:
     """Records from a CSV/Parquet table: conform columns, flag rows whose values have the wrong type.
 
     ``line`` is each row's record number (default 1..n); ``records_in`` counts records that
     never became rows too (CSV rows with the wrong number of columns). A row whose text fields
-    hold more than ``limits.max_record_bytes`` bytes in all is quarantined first, before any cast.
+    hold more than ``limits.max_record_bytes`` bytes in all is quarantined first, before any cast. The id
+    fields ``ids`` (dotted paths, string-typed in ``schema``) take integer columns too, cast to strings.
     """
     refuse_repeated_columns(table.column_names, origin, schema)
     n = table.num_rows
     line = np.arange(1, n + 1, dtype=np.int64) if line is None else np.asarray(line, dtype=np.int64)
     records = Records(origin, table, line, records_in=n if records_in is None else records_in, raw_of=raw_of)
-    records = _reject_oversized(records, limits or Limits())
+    records = _reject_non_text(_reject_oversized(records, limits or Limits()), schema, ids)
     table, line = records.table, records.line
     n = table.num_rows
     columns, faults = [], []
