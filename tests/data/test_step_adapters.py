@@ -156,6 +156,21 @@ def test_gsm8k_reference_solutions_are_all_correct_with_a_final_answer_step() ->
     }
 
 
+def test_gsm8k_a_final_line_without_an_answer_is_quarantined() -> None:
+    """Was: a last line '#### ' (or '####') with no answer was taken as the final line: the reference solution got
+    the step 'A: ' and no final answer, and its synthetic negative outcome 1 (no answer equals no answer) though
+    its changed step is labelled -1. Now the record is quarantined, naming the empty answer."""
+    data = (b'{"question": "q1", "answer": "2+3 = <<2+3=5>>5\\n#### "}\n'
+            b'{"question": "q2", "answer": "2+3 = <<2+3=5>>5\\n####\\n"}\n'
+            b'{"question": "q3", "answer": "2+3 = <<2+3=5>>5\\n#### 5"}\n')
+    result = read_file(data, "g.jsonl", fmt="gsm8k", step_options=StepOptions(gsm8k_negatives=1))
+    reason = ("answer: the final '####' line holds no answer; expected GSM8K's reference solution (steps, then "
+              "'#### <final answer>')")
+    assert quarantined(result.quarantine) == {1: ("answer", reason), 2: ("answer", reason)}
+    assert set(result.solutions["origin_line"].to_pylist()) == {3}
+    assert result.solutions["final_answer"].to_pylist() == ["5", "6"]
+
+
 def test_ingest_accounts_for_step_and_ranking_records_together(tmp_path: Path) -> None:
     config = IngestConfig(sources=[Source(path=str(PRM800K)), Source(path=str(GSM8K), format="gsm8k"),
                                    Source(path=str(FIXTURES / "hh_rlhf_30.jsonl"))],

@@ -281,8 +281,10 @@ def to_solutions(records: Records, options: StepOptions) -> tuple[pa.Table, Reco
     records = require(records, ["question", "answer"])
     answers = combined(records.table, "answer")
     no_final = pc.invert(pc.match_substring_regex(answers, r"(^|\n)[ \t]*####[^\n]*\s*$"))
-    records = records.reject(no_final, "answer", "answer: no final '#### <answer>' line; expected GSM8K's "
-                                                 "reference solution (steps, then '#### <final answer>')")
+    no_answer = pc.match_substring_regex(answers, r"(^|\n)[ \t]*####\s*$")
+    expected = "expected GSM8K's reference solution (steps, then '#### <final answer>')"
+    records = records.reject_many([(no_final, "answer", f"answer: no final '#### <answer>' line; {expected}"),
+                                   (no_answer, "answer", f"answer: the final '####' line holds no answer; {expected}")])
     questions, answers = combined(records.table, "question"), combined(records.table, "answer").to_pylist()
     seeds = _seed(options, questions)
     rows: dict[str, list] = {k: [] for k in ("prompt", "steps", "step_labels", "outcome", "final_answer",
