@@ -103,6 +103,20 @@ def test_math_shepherd_reads_the_label_at_each_step_tag() -> None:
     assert faults[7] == ("label", "label: '?' at a step tag is not + or -")
 
 
+def test_math_shepherd_text_after_the_last_step_tag_is_quarantined() -> None:
+    """Was: a record whose last step lacks its tag ('... Step 2: b' after the last 'ки') lost that step silently:
+    the solution was ingested without it, its outcome taken from the step before. Now the record is quarantined,
+    naming the text; whitespace after the last tag is still fine."""
+    records = [{"input": "Q? Step 1: a ки\nStep 2: b", "label": "Q? Step 1: a +\nStep 2: b", "task": "x"},
+               {"input": "Q? Step 1: a ки\nStep 2: b ки\n", "label": "Q? Step 1: a +\nStep 2: b -\n", "task": "x"}]
+    data = "\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode()
+    result = read_file(data, "ms.jsonl", fmt="math-shepherd")
+    assert quarantined(result.quarantine) == {
+        1: ("input", "input: text after the last step tag ('Step 2: b'); expected every step to end with 'ки'")}
+    (row,) = result.solutions.to_pylist()
+    assert (row["origin_line"], row["steps"], row["step_labels"]) == (2, ["Step 1: a", "Step 2: b"], [1, -1])
+
+
 def test_solutions_gives_one_row_per_candidate_with_its_outcome() -> None:
     solutions, quarantine = solutions_of(MODEL_SOLUTIONS)
     raw = [json.loads(line) for line in gzip.decompress(MODEL_SOLUTIONS.read_bytes()).splitlines()]

@@ -12,8 +12,9 @@ Labels: ``+`` -> 1, ``-`` -> -1; outcome = the last step's label (1 / 0: for the
 completion is the solution itself); final answer from ``The answer is: X`` in the last step.
 ``synthetic`` is true (generated labels). ``task`` (GSM8K / MATH, the problem's source) is not kept.
 
-Quarantined: no step tag, no ``Step 1:`` to split the problem from the first step, a label text that
-does not line up with the input (other length, or a character other than ``+``/``-`` at a tag).
+Quarantined: no step tag, text after the last tag (a last step without its tag), no ``Step 1:`` to split the
+problem from the first step, a label text that does not line up with the input (other length, or a character other
+than ``+``/``-`` at a tag).
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def parse(text: str, label: str) -> tuple[str, list[str], list[int]] | str:
     if any(mark not in "+-" for mark in marks):
         bad = next(mark for mark in marks if mark not in "+-")
         return f"label: {bad!r} at a step tag is not + or -"
-    pieces = tagged.split(_ONE)[:-1]  # the text after the last tag is no step
+    *pieces, tail = tagged.split(_ONE)
+    if tail.strip():  # a last step without its tag: dropping it would change the outcome
+        return (f"input: text after the last step tag ({tail.strip()[:60]!r}); expected every step to end with "
+                f"'{STEP_TAG}'")
     head = FIRST_STEP.search(pieces[0])
     if head is None:
         return "input: no 'Step 1:' before the first step tag; expected '<problem> Step 1: ... ки'"
