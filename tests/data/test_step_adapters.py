@@ -83,6 +83,26 @@ def test_prm800k_takes_the_chosen_completions_and_stops_at_the_first_error() -> 
     }
 
 
+def test_prm800k_a_finish_reason_of_another_value_is_quarantined() -> None:
+    """Was: a finish_reason other than upstream's four ('Solution', a typo) was read as give_up: the solution was
+    ingested with outcome null (unknown) instead of 1. Now its record is quarantined, naming the value; a missing
+    finish_reason still gives an unknown outcome."""
+    record = next(r for r in map(json.loads, PRM800K.read_text().splitlines())
+                  if r["label"]["finish_reason"] == "solution")
+    variants = []
+    for reason in ("solution", "Solution", "found error", None):
+        variant = json.loads(json.dumps(record))
+        variant["label"]["finish_reason"] = reason
+        variants.append(variant)
+    result = read_file("\n".join(map(json.dumps, variants)).encode(), "p.jsonl", fmt="prm800k")
+    expected = "expected solution, found_error, give_up or bad_problem"
+    assert quarantined(result.quarantine) == {
+        2: ("label.finish_reason", f"label.finish_reason: 'Solution' is not a finish reason; {expected}"),
+        3: ("label.finish_reason", f"label.finish_reason: 'found error' is not a finish reason; {expected}")}
+    assert dict(zip(result.solutions["origin_line"].to_pylist(), result.solutions["outcome"].to_pylist(),
+                    strict=True)) == {1: 1, 4: None}
+
+
 def test_math_shepherd_reads_the_label_at_each_step_tag() -> None:
     solutions, quarantine = solutions_of(SHEPHERD)
     rows = {r["line"]: r for r in solutions.to_pylist()}

@@ -16,8 +16,9 @@ stops at the first error, whose completions then hold the erroneous step and alt
 without a -1 completion the solution ends before it. The solution also ends at its first -1 step.
 
 Outcome: 0 when a step is -1 or ``finish_reason`` is ``found_error``, 1 when it is ``solution``, else
-null (``give_up``). Records with ``finish_reason`` ``bad_problem`` (the labeller reported the problem
-as broken) are quarantined. Final answer: the text after ``# Answer`` in the last step, else null.
+null (``give_up``, or no ``finish_reason``). Records with ``finish_reason`` ``bad_problem`` (the labeller
+reported the problem as broken), or a value other than those four, are quarantined. Final answer: the text
+after ``# Answer`` in the last step, else null.
 ``synthetic`` is false (human labels).
 """
 
@@ -42,6 +43,7 @@ LABEL = pa.struct([("steps", pa.list_(STEP)), ("finish_reason", pa.string())])
 SCHEMA = pa.schema([("question", QUESTION), ("label", LABEL)])
 FLEXIBLE: tuple[str, ...] = ()
 ANSWER = re.compile(r"#\s*Answer\s*(.+?)\s*$", re.S)
+FINISH_REASONS = ("solution", "found_error", "give_up", "bad_problem")  # upstream's values of label.finish_reason
 
 
 def trajectory(steps: list[dict | None]) -> tuple[list[str | None], list[int | None]] | str:
@@ -71,6 +73,17 @@ def trajectory(steps: list[dict | None]) -> tuple[list[str | None], list[int | N
     return texts, labels
 
 
+def _unknown_finish(finish: pa.Array) -> tuple[np.ndarray, str, np.ndarray]:
+    """A check (mask, field, reason per record) for a ``finish_reason`` that is none of :data:`FINISH_REASONS`
+    (a typo would otherwise read as ``give_up``: an unknown outcome); a missing one passes."""
+    known = pc.is_in(finish, value_set=pa.array(FINISH_REASONS))
+    unknown = np.asarray(pc.and_(pc.is_valid(finish), pc.invert(known)), dtype=bool)
+    values = finish.to_pylist() if unknown.any() else [None] * len(finish)
+    reasons = np.array([None if v is None else f"label.finish_reason: {v[:60]!r} is not a finish reason; expected "
+                        f"{', '.join(FINISH_REASONS[:-1])} or {FINISH_REASONS[-1]}" for v in values], dtype=object)
+    return unknown, "label.finish_reason", reasons
+
+
 def to_solutions(records: Records, options: object = None) -> tuple[pa.Table, Records]:
     """One solution per record: the labelled trajectory."""
     records = require(records, ["question", "label"])
@@ -81,6 +94,7 @@ def to_solutions(records: Records, options: object = None) -> tuple[pa.Table, Re
         (pc.fill_null(pc.equal(finish, "bad_problem"), False), "label.finish_reason",
          "label.finish_reason: 'bad_problem' (the labeller reported the problem as broken); expected solution, "
          "found_error or give_up"),
+        _unknown_finish(finish),
     ])
     label = combined(records.table, "label")
     parsed = [trajectory(steps or []) for steps in pc.struct_field(label, "steps").to_pylist()]
