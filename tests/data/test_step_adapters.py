@@ -173,6 +173,22 @@ def test_solutions_quarantines_a_problem_without_candidates_or_question() -> Non
     assert (row["line"], row["outcome"], row["final_answer"]) == (4, None, "1000")
 
 
+def test_solutions_a_candidate_without_its_solution_text_is_quarantined_naming_it() -> None:
+    """Was: a candidate with no 'solution' (null, or the field misnamed 'text') or a null candidate quarantined
+    its record as 'no steps; expected at least one reasoning step', which does not say the field is missing.
+    Now the reason names the candidate and the field, as for the record's own required fields."""
+    data = (b'{"question": "q1", "solutions": [{"solution": "1+1=2\\nA: 2"}, {"text": "1+1=2\\nA: 2"}]}\n'
+            b'{"question": "q2", "solutions": [{"solution": null, "is_correct": true}]}\n'
+            b'{"question": "q3", "solutions": [{"solution": "x\\nA: 3"}, null]}\n'
+            b'{"question": "q4", "solutions": [{"solution": "y\\nA: 4"}]}\n')
+    result = read_file(data, "s.jsonl", fmt="solutions")
+    assert quarantined(result.quarantine) == {
+        1: ("solutions.solution", "solutions[1]: missing required field 'solution'"),
+        2: ("solutions.solution", "solutions[0]: missing required field 'solution'"),
+        3: ("solutions.solution", "solutions[1]: missing required field 'solution'")}
+    assert result.solutions["origin_line"].to_pylist() == [4]
+
+
 def test_gsm8k_reference_solutions_are_all_correct_with_a_final_answer_step() -> None:
     solutions, quarantine = solutions_of(GSM8K, options=StepOptions(gsm8k_negatives=0))
     raw = [json.loads(line) for line in GSM8K.read_text().splitlines()]

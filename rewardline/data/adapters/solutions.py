@@ -5,7 +5,7 @@ Record: ``{"question", "ground_truth"?, "solutions": [{"solver"?, "solution", "i
 candidate is one solution row: one step a line (blank lines are not steps), outcome = ``is_correct``
 (true 1, false 0, absent null), final answer from the last line ``A: <answer>`` (null without one),
 ``solver`` kept. The reference solution (``ground_truth``) is not a candidate: it would make
-best-of-N trivially easy.
+best-of-N trivially easy. A record with a candidate without its ``solution`` text is quarantined, naming it.
 
 Step labels (``StepOptions.step_labels``, a source's ``step_labels``):
 
@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rewardline.data.adapters.jsonl import Records
-from rewardline.data.adapters.native import combined, require
+from rewardline.data.adapters.native import combined, offsets_of, require
 from rewardline.data.steps import StepOptions
 
 CANDIDATE = pa.struct([("solver", pa.string()), ("solution", pa.string()), ("is_correct", pa.bool_())])
@@ -75,12 +75,28 @@ def outcome_labels(steps: pa.Array, correct: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, flat, mask=pc.is_null(steps))
 
 
+def _without_text(candidates: pa.Array) -> tuple[np.ndarray, str, np.ndarray]:
+    """A check (mask, field, reason per record) for records with a candidate that is null or has no ``solution``
+    (null, or the field misnamed), naming the first: ``solutions[1]: missing required field 'solution'``."""
+    flat = pc.list_flatten(candidates)
+    missing = np.asarray(pc.fill_null(pc.or_(pc.is_null(flat), pc.is_null(flat.field("solution"))), True), bool)
+    mask, reasons = np.zeros(len(candidates), bool), np.full(len(candidates), None, dtype=object)
+    if missing.any():
+        parents = np.asarray(pc.list_parent_indices(candidates), dtype=np.int64)[missing]
+        position = np.flatnonzero(missing) - offsets_of(candidates)[:-1][parents]
+        records, first = np.unique(parents, return_index=True)  # each record's first such candidate
+        mask[records] = True
+        reasons[records] = [f"solutions[{k}]: missing required field 'solution'" for k in position[first]]
+    return mask, "solutions.solution", reasons
+
+
 def to_solutions(records: Records, options: StepOptions | None = None) -> tuple[pa.Table, Records]:
     """One row per candidate solution of each record (step labels per ``options.step_labels``)."""
     records = require(records, ["question", "solutions"])
     candidates = combined(records.table, "solutions")
     records = records.reject(pc.equal(pc.list_value_length(candidates), 0), "solutions",
                              "solutions: an empty list; expected at least one candidate solution")
+    records = records.reject(*_without_text(combined(records.table, "solutions")))
     candidates = combined(records.table, "solutions")
     parents = np.asarray(pc.list_parent_indices(candidates), dtype=np.int64)
     flat = pc.list_flatten(candidates)
