@@ -161,6 +161,7 @@ def check_step_row(row: Any, where: dict[str, Any]) -> None:
     steps = row.get("steps")
     if not isinstance(steps, list) or not steps:
         got = json_type(steps) if "steps" in row else "nothing (missing)"
+        got = "an empty array" if isinstance(steps, list) else got
         raise BadInput(**where, field="steps", expected="a non-empty list of step strings", got=got)
     for k, step in enumerate(steps):
         if not isinstance(step, str) or not step.strip():

@@ -98,6 +98,17 @@ def test_score_cli_names_line_and_field_of_a_bad_step_row(prm_dir, tmp_path):
     assert result.exit_code == 2 and ":2" in result.output and "steps[1]" in result.output
 
 
+def test_score_cli_says_an_empty_step_list_is_empty(prm_dir, tmp_path):
+    """Was: `steps: []` exited 2 with "expected a non-empty list of step strings, got an array", which reads as if
+    a list were not what was expected. Now it says the array is empty."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "p", "steps": []}\n')
+    result = CliRunner().invoke(app, ["score", "--model", str(prm_dir), "--input", str(src), "--out",
+                                      str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 2
+    assert "in.jsonl:1: field 'steps': expected a non-empty list of step strings, got an empty array" in result.output
+
+
 def test_pyfunc_scores_steps(prm_dir):
     scorer = RewardScorer(prm_dir)
     out = scorer.predict(pd.DataFrame({"prompt": ["2+2?"], "steps": [["2 + 2 = 4", "The answer is 4"]]}),
