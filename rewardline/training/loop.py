@@ -67,7 +67,7 @@ from rewardline.training.optim import lr_at, make_optimizer
 from rewardline.training.parallel import as_float, full_state_dict, grad_sync, is_sharded, wrap_model
 from rewardline.training.progress import TrainingProgress
 from rewardline.training.selection import BEST_WEIGHTS_FILE, ModelSelection, evaluate, no_evaluation
-from rewardline.training.step_data import load_step_groups
+from rewardline.training.step_data import labelled_groups, load_step_groups
 
 __all__ = ["TrainConfig", "evaluate", "lr_at", "train"]
 LOG = logging.getLogger(__name__)
@@ -474,6 +474,8 @@ def _train(pairs_dir: Path, out_dir: Path, cfg: TrainConfig, tracker: Tracker, r
     torch.manual_seed(cfg.seed)
     objective = build_objective(cfg.objective, cfg)
     data = load_training_data(pairs_dir, cfg, rt)
+    if OBJECTIVES[cfg.objective].data_kind == "steps":  # problems without a labelled target: no loss, no gradient
+        data.train_groups = labelled_groups(data.train_groups, objective.group_weight, pairs_dir)
     model, frozen = build_model(cfg, rt, data)
     data.packed = OBJECTIVES[cfg.objective].data_kind != "steps" and resolve_shared_prefix(cfg.shared_prefix, model)
     steps = plan_run(data.train_groups, cfg, rt.world_size, data.packed)

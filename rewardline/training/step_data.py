@@ -19,6 +19,7 @@ a problem is never in two splits and the PRM never trains on the test problems.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,20 @@ def load_step_groups(data_dir: Path, tokenizer: Any, cfg: Any) -> tuple[Tokenize
     if not train:
         raise ValueError(f"{path} has no solutions in the train split")
     return tok, train, val, separator, added
+
+
+def labelled_groups(groups: list[Group], weight_of: Callable[[Group], float], data_dir: Path) -> list[Group]:
+    """The train ``groups`` (problems) of positive weight under the objective (``weight_of``: its ``group_weight``):
+    a problem without a labelled step (nor, with ``train.prm_outcome_weight``, a known outcome) adds no loss and no
+    gradient, and a global step of such problems alone would have a zero normaliser. ValueError if none is left."""
+    kept = [g for g in groups if weight_of(g) > 0]
+    if not kept:
+        raise ValueError(
+            f"{Path(data_dir) / SOLUTIONS_FILE}: no labelled step in the train split ({len(groups)} problems, every "
+            "step label null: unknown, as in an ingest of --format solutions without step_labels: outcome); expected "
+            "step labels (an ingest of --format gsm8k, prm800k or math-shepherd, or of solutions with step_labels: "
+            "outcome), or known outcomes with train.prm_outcome_weight > 0")
+    return kept
 
 
 def _take(enc: EncodedSolutions, lo: int, hi: int) -> EncodedSolutions:

@@ -13,7 +13,9 @@ import pytest
 import torch
 from conftest import arithmetic_solutions, write_solutions
 from transformers import AutoTokenizer
+from typer.testing import CliRunner
 
+from rewardline.cli import app
 from rewardline.data.ingest import IngestConfig, Source, run_ingest
 from rewardline.modeling.formatting import FormatConfig, Formatter
 from rewardline.modeling.model import RewardModel
@@ -209,3 +211,37 @@ def test_pair_weight_enters_the_groups_normaliser(solutions_dir):
     for g in train_groups:
         assert len(g.a) == int((g.outcome_known * g.outcome).sum() * (g.outcome_known * (1 - g.outcome)).sum())
         assert objective.group_weight(g) == pytest.approx(float(g.step_known.sum()) + 3.0 * len(g.a))
+
+
+def _unlabelled(n_problems: int) -> list[dict]:
+    """Solutions whose step labels and outcome are all unknown (a `solutions` ingest with step_labels: unknown)."""
+    return [{"prompt": f"Unlabelled {i}: what is {i} plus 1?", "steps": [f"{i} + 1 = {i + 1}", f"A: {i + 1}"],
+             "step_labels": [None, None]} for i in range(n_problems)]
+
+
+def test_problems_without_a_labelled_step_are_left_out_of_training(tmp_path):
+    """Was: a global step holding only problems without a labelled step (solutions with unknown labels beside
+    labelled ones) had weight 0 and `rewardline train --set objective=prm` died with 'internal error:
+    ZeroDivisionError' (exit 3). They add no loss and no gradient: they are left out, and the run trains."""
+    data = write_solutions(tmp_path / "mixed", arithmetic_solutions(3) + _unlabelled(6)).parent
+    cfg = TrainConfig(backbone="tiny-bert", objective="prm", max_length=64, batch_tokens=64, epochs=1,
+                      checkpoint_every=0, progress=False, prm_train_fraction=1.0, prm_val_fraction=0.0,
+                      cache_dir=str(tmp_path / "cache"))
+    metrics = train(data, tmp_path / "model", cfg)
+    assert math.isfinite(metrics["train_loss"]) and metrics["steps"] == 3  # one step per labelled problem
+
+
+def test_training_on_solutions_without_any_labelled_step_exits_2_saying_so(tmp_path):
+    """Was: `rewardline train --data ING --set objective=prm` on an ingest of `--format solutions` (step labels
+    unknown by default) died with 'internal error: ZeroDivisionError: float division by zero', exit 3. Now it
+    exits 2 naming the file and what would train."""
+    data = write_solutions(tmp_path / "ing", _unlabelled(4)).parent
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "model"),
+                                      "--set", "objective=prm", "--set", "backbone=tiny-bert", "--set", "max_steps=2",
+                                      "--set", "freeze_layers=0",
+                                      "--set", f"checkpoint_dir={tmp_path / 'ck'}", "--set", "prm_train_fraction=1.0",
+                                      "--set", "prm_val_fraction=0.0"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    assert f"{data / 'solutions.parquet'}: no labelled step in the train split" in " ".join(result.output.split())
+    assert not (tmp_path / "model").exists()
