@@ -137,6 +137,17 @@ def test_math_shepherd_text_after_the_last_step_tag_is_quarantined() -> None:
     assert (row["origin_line"], row["steps"], row["step_labels"]) == (2, ["Step 1: a", "Step 2: b"], [1, -1])
 
 
+def test_math_shepherd_a_step_tag_typo_is_pointed_at() -> None:
+    """Was: a mistyped step tag ('kи', a Latin k) quarantined the record as "label: 26 characters where the input
+    has 27 ...", leaving the user to diff the two texts. Now the reason also shows where they first differ."""
+    record = {"input": "Q? Step 1: a kи\nStep 2: b ки", "label": "Q? Step 1: a +\nStep 2: b +", "task": "x"}
+    result = read_file(json.dumps(record, ensure_ascii=False).encode(), "ms.jsonl", fmt="math-shepherd")
+    (row,) = result.quarantine.to_pylist()
+    assert row["field"] == "label" and row["reason"] == (
+        "label: 26 characters where the input has 27 (tags counted once); expected the input with each 'ки' replaced "
+        "by + or -; they first differ at character 14: input 'Step 1: a kи\\nStep 2:', label 'Step 1: a +\\nStep 2: '")
+
+
 def test_solutions_gives_one_row_per_candidate_with_its_outcome() -> None:
     solutions, quarantine = solutions_of(MODEL_SOLUTIONS)
     raw = [json.loads(line) for line in gzip.decompress(MODEL_SOLUTIONS.read_bytes()).splitlines()]

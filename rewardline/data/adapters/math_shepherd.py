@@ -36,6 +36,16 @@ FIRST_STEP = re.compile(r"[Ss]tep 1:")
 ANSWER = re.compile(r"The answer is:?\s*(.+?)\s*$", re.S)
 
 
+def _first_difference(tagged: str, label: str) -> str:
+    """Where ``label`` first stops being the input (``tagged``: its tags as one character) with each tag replaced
+    by a mark, with 10 characters either side of both texts: a mistyped tag shows there."""
+    at = next((i for i, (a, b) in enumerate(zip(tagged, label, strict=False))
+               if (a != b and a != _ONE) or (a == _ONE and b not in "+-")), min(len(tagged), len(label)))
+    lo, hi = max(0, at - 10), at + 10
+    return (f"they first differ at character {at + 1}: input {tagged[lo:hi].replace(_ONE, STEP_TAG)!r}, "
+            f"label {label[lo:hi]!r}")
+
+
 def parse(text: str, label: str) -> tuple[str, list[str], list[int]] | str:
     """(problem, steps, labels), or the reason the record cannot be read."""
     if STEP_TAG not in text:
@@ -43,7 +53,7 @@ def parse(text: str, label: str) -> tuple[str, list[str], list[int]] | str:
     tagged = text.replace(STEP_TAG, _ONE)
     if len(label) != len(tagged):
         return (f"label: {len(label)} characters where the input has {len(tagged)} (tags counted once); expected "
-                f"the input with each '{STEP_TAG}' replaced by + or -")
+                f"the input with each '{STEP_TAG}' replaced by + or -; {_first_difference(tagged, label)}")
     positions = [m.start() for m in re.finditer(_ONE, tagged)]
     marks = [label[p] for p in positions]
     if any(mark not in "+-" for mark in marks):
