@@ -18,19 +18,31 @@ MAX_REASON_KEYS = 50
 OTHER = "other"
 
 # Reasons whose wording embeds values before any ":" -> their fixed category (first match wins).
-_FIXED = [
-    (re.compile(r"^record too large: .* (ingest\.max_record_bytes)="), r"record too large (over \1)"),
-    (re.compile(r"^(\w+): too long: .* (ingest\.max_\w+)="), r"\1: too long (over \2)"),
-    (re.compile(r"^invalid JSON\b"), "invalid JSON"),
-    (re.compile(r"^invalid UTF-8\b"), "invalid UTF-8"),
-    (re.compile(r"^unreadable record\b"), "unreadable record"),
-    (re.compile(r"^record is not a JSON object\b"), "record is not a JSON object"),
-    (re.compile(r"^expected \d+ fields \(as in the header\)"), "CSV row with another number of fields than the header"),
-    (re.compile(r"^duplicate\b"), "duplicate response in a ranking"),
-    (re.compile(r"^(\w+) .* reused with a different (\w+) text\b"), r"\1 reused with a different \2 text"),
-    (re.compile(r"^rank .* is not an integer in 1\.\.K\b"), "rank is not an integer in 1..K"),
-    (re.compile(r"^ranking has K=\d+ valid response"), "ranking has fewer than 2 valid responses"),
+_FIXED_TEXTS = [
+    (r"^record too large: .* (ingest\.max_record_bytes)=", r"record too large (over \1)"),
+    (r"^(\w+): too long: .* (ingest\.max_\w+)=", r"\1: too long (over \2)"),
+    (r"^invalid JSON\b", "invalid JSON"),
+    (r"^invalid UTF-8\b", "invalid UTF-8"),
+    (r"^unreadable record\b", "unreadable record"),
+    (r"^record is not a JSON object\b", "record is not a JSON object"),
+    (r"^expected \d+ fields \(as in the header\)", "CSV row with another number of fields than the header"),
+    (r"^duplicate\b", "duplicate response in a ranking"),
+    (r"^(\w+) .* reused with a different (\w+) text\b", r"\1 reused with a different \2 text"),
+    (r"^rank .* is not an integer in 1\.\.K\b", "rank is not an integer in 1..K"),
+    (r"^ranking has K=\d+ valid response", "ranking has fewer than 2 valid responses"),
+    # the step-level adapters and content checks (rewardline.data.steps, adapters/prm800k.py, math_shepherd.py)
+    (r"^step \d+ of \d+ is empty\b", "a step is empty"),
+    (r"^\d+ step labels for \d+ steps\b", "another number of step labels than steps"),
+    (r"^step label .* is not one of -1, 0, 1 or null\b", "step label is not one of -1, 0, 1 or null"),
+    (r"^outcome .* is not one of 0, 1 or null\b", "outcome is not one of 0, 1 or null"),
+    (r"^label: \d+ characters where the input has \d+", "label: does not line up with the input"),
+    (r"^label: .* at a step tag is not \+ or -", "label: a mark at a step tag is not + or -"),
+    (r"^label\.steps\[\d+\]\.chosen_completion: .* is not an index\b",
+     "label.steps.chosen_completion: not an index of a completion"),
+    (r"^label\.finish_reason: .* is not a finish reason\b", "label.finish_reason: not a finish reason"),
+    (r"^input: text after the last step tag\b", "input: text after the last step tag"),
 ]
+_FIXED = [(re.compile(pattern), category) for pattern, category in _FIXED_TEXTS]
 _INDEX = re.compile(r"\[\d+\]")  # responses[3].rank -> responses.rank
 _VALUE = re.compile(r",? got .*$")  # "...: expected an integer, got float 1.5" -> drop the value
 _FIELD_PREFIX = re.compile(r"^[\w.]+: ")  # "field.path: expected ..." keeps its "expected ..."

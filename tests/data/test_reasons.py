@@ -39,6 +39,22 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
         ("some new fault at line 4166: value 12", "some new fault at line 4166"),
         ("expected 5 fields (as in the header), got 7", "CSV row with another number of fields than the header"),
         (None, "(no reason)"),
+        # the step-level reasons (was: each value its own metrics key, e.g. "step 2 of 3 is empty")
+        ("step 2 of 3 is empty; expected non-empty step texts", "a step is empty"),
+        ("3 step labels for 2 steps; expected one label per step", "another number of step labels than steps"),
+        ("step label 2 is not one of -1, 0, 1 or null (incorrect, neutral, correct, unknown)",
+         "step label is not one of -1, 0, 1 or null"),
+        ("outcome 2 is not one of 0, 1 or null (incorrect, correct, unknown)", "outcome is not one of 0, 1 or null"),
+        ("label: 26 characters where the input has 27 (tags counted once); expected the input with each 'ки' "
+         "replaced by + or -; they first differ at character 14: input 'a kи', label 'a +'",
+         "label: does not line up with the input"),
+        ("label: '?' at a step tag is not + or -", "label: a mark at a step tag is not + or -"),
+        ("label.steps[3].chosen_completion: 5 is not an index of its 1 completion(s)",
+         "label.steps.chosen_completion: not an index of a completion"),
+        ("label.finish_reason: 'Solution' is not a finish reason; expected solution, found_error, give_up or "
+         "bad_problem", "label.finish_reason: not a finish reason"),
+        ("input: text after the last step tag ('Step 2: b'); expected every step to end with 'ки'",
+         "input: text after the last step tag"),
     ],
 )
 def test_reason_category_drops_values_and_positions(reason: str | None, category: str) -> None:
