@@ -240,8 +240,10 @@ def check_score_row(row: Any, where: dict[str, Any], limits: Limits | None = Non
         raise BadInput(**where, expected="a JSON object {prompt, response}", got=json_type(row))
     for key in ("prompt", "response"):
         if key not in row:
+            steps = ("; the row has 'steps', which a process reward model reads"
+                     if key == "response" and "steps" in row else "")
             raise BadInput(**where, field=key, detail="missing; expected "
-                           + ("a string" if key == "response" else PROMPT_EXPECTED))
+                           + ("a string" if key == "response" else PROMPT_EXPECTED) + steps)
     _check_prompt(row["prompt"], where)
     if not isinstance(row["response"], str):
         raise BadInput(**where, field="response", expected="a string", got=json_type(row["response"]))

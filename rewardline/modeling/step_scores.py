@@ -160,7 +160,9 @@ def check_step_row(row: Any, where: dict[str, Any]) -> None:
         raise BadInput(**where, field="prompt", expected="a string", got=got)
     steps = row.get("steps")
     if not isinstance(steps, list) or not steps:
-        got = json_type(steps) if "steps" in row else "nothing (missing)"
+        got = json_type(steps) if "steps" in row else "nothing (missing)" + (
+            "; the row has 'response', which an outcome reward model reads, and this is a process reward model"
+            if "response" in row else "")
         got = "an empty array" if isinstance(steps, list) else got
         raise BadInput(**where, field="steps", expected="a non-empty list of step strings", got=got)
     for k, step in enumerate(steps):

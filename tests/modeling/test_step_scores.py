@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import save_tiny_reward_model
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
@@ -107,6 +108,26 @@ def test_score_cli_says_an_empty_step_list_is_empty(prm_dir, tmp_path):
                                       str(tmp_path / "o.jsonl")])
     assert result.exit_code == 2
     assert "in.jsonl:1: field 'steps': expected a non-empty list of step strings, got an empty array" in result.output
+
+
+def test_score_says_a_row_of_the_other_kind_of_model_is_for_that_kind(prm_dir, tmp_path):
+    """Was: step rows {prompt, steps} given to an outcome model failed with "field 'response': missing; expected a
+    string", and {prompt, response} rows given to a PRM with "field 'steps': ... got nothing (missing)": neither
+    said that the rows suit the other kind of model. Now each says which kind reads the field the row has (the
+    PRM's check runs for a PRM only, so it also says what the model is)."""
+    outcome_dir = save_tiny_reward_model(tmp_path / "orm", max_length=64)
+    cases = [(outcome_dir, '{"prompt": "p", "steps": ["2 + 2 = 4"]}',
+              "in.jsonl:1: field 'response': missing; expected a string; the row has 'steps', which a process "
+              "reward model reads"),
+             (prm_dir, '{"prompt": "p", "response": "4"}',
+              "in.jsonl:1: field 'steps': expected a non-empty list of step strings, got nothing (missing); the row "
+              "has 'response', which an outcome reward model reads, and this is a process reward model")]
+    for model, row, message in cases:
+        src = tmp_path / "in.jsonl"
+        src.write_text(row + "\n")
+        result = CliRunner().invoke(app, ["score", "--model", str(model), "--input", str(src), "--out",
+                                          str(tmp_path / "o.jsonl")])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
 
 
 def test_pyfunc_scores_steps(prm_dir):
