@@ -44,6 +44,8 @@ from pydantic import Field
 from rewardline.config import Section, build, load_params
 from rewardline.data import adapters
 from rewardline.data.canonical import canonicalize
+from rewardline.data.ingest import IngestConfig
+from rewardline.errors import BadInput
 from rewardline.evaluation.bon import BonConfig, bon_curves, summarize
 from rewardline.evaluation.metrics import hard_credit
 from rewardline.ops import storage
@@ -219,6 +221,7 @@ def batch_pairs(batch: inbox.Batch, params: dict[str, Any]) -> BatchPairs | None
     result = adapters.read_file(batch.read(inbox.RANKINGS), batch.file_uri(inbox.RANKINGS), fmt="rankings",
                                 batch_id=batch.batch_id)
     tables = canonicalize(result.ranked)
+    check_quarantine(pa.concat_tables([result.quarantine, tables.quarantine]), result.records_in, params)
     pairs, _ = build_pairs(tables.rankings, tables.prompts, build(PairsConfig, params.get("pairs"), name="pairs"),
                            tables.responses)
     prompts = tables.prompts.to_pydict()
@@ -228,6 +231,20 @@ def batch_pairs(batch: inbox.Batch, params: dict[str, Any]) -> BatchPairs | None
     response_of = {rid: (pid, text) for rid, pid, text in
                    zip(responses["response_id"], responses["prompt_id"], responses["response"], strict=True)}
     return BatchPairs(pairs, prompt_of, response_of)
+
+
+def check_quarantine(quarantine: pa.Table, records_in: int, params: dict[str, Any]) -> None:
+    """:class:`~rewardline.errors.BadInput` naming the first quarantined record of a batch's rankings when more
+    than ``ingest.max_quarantine_share`` of its records were quarantined: a file in another format (all of them)
+    would otherwise give the drift check no labelled pairs and be appended to the training data."""
+    share = build(IngestConfig, params.get("ingest"), name="ingest").max_quarantine_share
+    if not quarantine.num_rows or quarantine.num_rows <= share * records_in:
+        return
+    first = quarantine.slice(0, 1).to_pylist()[0]
+    raise BadInput(first["origin_file"], line=first["origin_line"], field=first["field"],
+                   detail=f"{first['reason']} ({quarantine.num_rows} of {records_in} records quarantined, more than "
+                          f"ingest.max_quarantine_share {share}); expected native `rankings` records "
+                          "(docs/data-contract.md)")
 
 
 def raw_rewards(model_dir: Path, prompts: list[Any], responses: list[str],
