@@ -68,11 +68,12 @@ def recover(root: Path) -> list[str]:
 
 @task(cache_policy=NO_CACHE, name="discover", **TRANSIENT)
 def discover(root: Path) -> tuple[list[inbox.Batch], list[dict], list[inbox.Skipped]]:
-    """Ready batches not in the ledger; duplicates recorded; not-ready ones reported."""
+    """Ready batches not in the ledger; duplicates recorded; not-ready and changed-since-processed ones reported."""
     cfg, _ = rt.load_config(root)
     batches, skipped = inbox.discover(rt.inbox_uri(root, cfg))
     todo, duplicates = rt.pending(batches, _ledger(root))
-    get_run_logger().info("inbox %s: %d ready, %d new, %d duplicates, %d not ready", cfg.inbox, len(batches),
+    skipped += rt.resubmitted(batches, _ledger(root))
+    get_run_logger().info("inbox %s: %d ready, %d new, %d duplicates, %d skipped", cfg.inbox, len(batches),
                           len(todo), len(duplicates), len(skipped))
     return todo, duplicates, skipped
 

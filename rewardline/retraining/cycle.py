@@ -56,7 +56,7 @@ from rewardline.registry.base import promote
 from rewardline.registry.names import CHAMPION, MODEL_NAME, model_uri
 from rewardline.report import fmt
 from rewardline.retraining import drift, inbox
-from rewardline.retraining.ledger import Ledger
+from rewardline.retraining.ledger import FINAL, Ledger
 
 FAIL_AT_ENV = "REWARDLINE_RETRAIN_FAIL_AT"
 KILL_AT_ENV = "REWARDLINE_RETRAIN_KILL_AT"
@@ -160,6 +160,21 @@ def pending(batches: list[inbox.Batch], ledger: Ledger) -> tuple[list[inbox.Batc
             continue
         todo.append(batch)
     return todo, duplicates
+
+
+def resubmitted(batches: list[inbox.Batch], ledger: Ledger) -> list[inbox.Skipped]:
+    """Batches the ledger closed (``done``, ``duplicate``) whose files changed since, under the same id: a batch id
+    is processed once, so they are skipped, with the reason (else a corrected or annotated batch put back in
+    place was ignored without a word)."""
+    last = {e["batch_id"]: e for e in ledger.events()}
+    changed = []
+    for batch in batches:
+        event = last.get(batch.batch_id)
+        if event and event["state"] in FINAL and event["content_hash"] != batch.content_hash:
+            changed.append(inbox.Skipped(batch.batch_id, f"changed since it was processed ({event['state']} on "
+                                         f"{event['time']}); a batch id is processed once: submit the new content "
+                                         "under a new batch id"))
+    return changed
 
 
 # ---------------------------------------------------------------- 2. champion and drift
@@ -442,7 +457,7 @@ def summary_markdown(results: list[BatchResult], cfg: RetrainConfig, rolled_back
         lines += ["", "Duplicates (same content as a processed batch, not processed again): "
                   + ", ".join(f"{d['batch_id']} = {d['duplicate_of']}" for d in duplicates) + "."]
     if skipped:
-        lines += ["", "Not ready: " + "; ".join(f"{s.batch_id} ({s.reason})" for s in skipped) + "."]
+        lines += ["", "Skipped: " + "; ".join(f"{s.batch_id} ({s.reason})" for s in skipped) + "."]
     return "\n".join(lines).rstrip() + "\n"
 
 

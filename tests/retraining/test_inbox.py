@@ -136,3 +136,21 @@ def test_no_retrain_outcome_says_when_a_threshold_was_crossed_within_noise():
     noise = ["psi 1.0157 > 0.25 but permutation p 0.1528 > 0.05", "ks 0.2533 > 0.2 but permutation p 0.1169 > 0.05"]
     outcome = rt.no_retrain_outcome({"retrain": False, "reasons": [], "within_noise": noise})
     assert outcome == "no retrain (PSI, KS crossed within sampling noise)"
+
+
+def test_a_processed_batch_put_back_with_other_content_is_reported_not_ignored(tmp_path: Path):
+    """An annotated or corrected batch dropped back under its processed id was skipped without a word
+    ("1 ready, 0 new", "No new batch in the inbox."): now it is listed, with what to do."""
+    root, ledger = str(tmp_path / "inbox"), Ledger(tmp_path / "ledger.jsonl")
+    a = submit(root, "a")
+    same = submit(root, "same", SHIFTED)
+    for batch in (a, same):
+        ledger.record(batch.batch_id, batch.content_hash, "done")
+    changed = submit(root, "a", SHIFTED)  # other content, same id
+    ready, _ = inbox.discover(root)
+    assert rt.pending(ready, ledger) == ([], [])
+    [skipped] = rt.resubmitted(ready, ledger)
+    assert skipped.batch_id == "a" and changed.content_hash != a.content_hash
+    assert skipped.reason.startswith("changed since it was processed (done on ") and "new batch id" in skipped.reason
+    md = rt.summary_markdown([], rt.RetrainConfig(), [], [], [skipped])
+    assert "Skipped: a (changed since it was processed" in md
