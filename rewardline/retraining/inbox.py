@@ -142,18 +142,34 @@ def discover(inbox: str) -> tuple[list[Batch], list[Skipped]]:
             skipped.append(Skipped(batch_id, "no manifest.json yet (upload not finished)"))
             continue
         uri = _join(inbox, batch_id)
-        try:
-            manifest = orjson.loads(storage.read_bytes(_join(uri, MANIFEST)))
-            files = dict(manifest["files"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            skipped.append(Skipped(batch_id, f"unreadable manifest.json: {err}"))
-            continue
-        problem = _verify(uri, files, names)
+        files = manifest_files(storage.read_bytes(_join(uri, MANIFEST)))
+        problem = files if isinstance(files, str) else _verify(uri, files, names)
         if problem:
             skipped.append(Skipped(batch_id, problem))
             continue
         ready.append(Batch(batch_id, uri, files, content_hash(files)))
     return ready, skipped
+
+
+MANIFEST_SHAPE = '{"batch_id": ..., "files": {"samples.jsonl": "<sha256>", ...}}'
+
+
+def manifest_files(data: bytes) -> dict[str, str] | str:
+    """The ``files`` of a ``manifest.json`` (file name -> sha256), or what is wrong with it, naming the field and
+    the expected shape (:data:`MANIFEST_SHAPE`)."""
+    try:
+        manifest = orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        return f"{MANIFEST} is not valid JSON ({err}); expected {MANIFEST_SHAPE}"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        got = json_type(manifest) if not isinstance(manifest, dict) else (
+            json_type(files) if "files" in manifest else "no field 'files'")
+        return f"{MANIFEST}: expected {MANIFEST_SHAPE}, got {got}"
+    for name, digest in files.items():
+        if not isinstance(digest, str):
+            return f"{MANIFEST}: field 'files.{name}': expected a sha256 hex string, got {json_type(digest)}"
+    return files
 
 
 def _verify(uri: str, files: dict[str, str], present: set[str]) -> str | None:

@@ -154,3 +154,24 @@ def test_a_processed_batch_put_back_with_other_content_is_reported_not_ignored(t
     assert skipped.reason.startswith("changed since it was processed (done on ") and "new batch id" in skipped.reason
     md = rt.summary_markdown([], rt.RetrainConfig(), [], [], [skipped])
     assert "Skipped: a (changed since it was processed" in md
+
+
+SHAPE = '{"batch_id": ..., "files": {"samples.jsonl": "<sha256>", ...}}'
+
+
+@pytest.mark.parametrize(("manifest", "reason"), [
+    (b'{"files": {', "manifest.json is not valid JSON (unexpected end of data"),
+    (b'{"batch_id": "m"}', f"manifest.json: expected {SHAPE}, got no field 'files'"),
+    (b"[1, 2]", f"manifest.json: expected {SHAPE}, got an array"),
+    (b'{"files": ["samples.jsonl"]}', f"manifest.json: expected {SHAPE}, got an array"),
+    (b'{"files": {"samples.jsonl": 7}}', "manifest.json: field 'files.samples.jsonl': expected a sha256 hex "
+                                         "string, got a number"),
+])
+def test_a_malformed_manifest_is_skipped_with_what_is_expected(tmp_path: Path, manifest: bytes, reason: str):
+    """The reasons were Python's: "unreadable manifest.json: 'files'", "... list indices must be integers or
+    slices, not str"."""
+    root = str(tmp_path / "inbox")
+    storage.write_bytes(f"{root}/m/samples.jsonl", b'{"prompt_id": "p", "prompt": "p", "response": "r"}\n')
+    storage.write_bytes(f"{root}/m/manifest.json", manifest)
+    ready, [skipped] = inbox.discover(root)
+    assert not ready and skipped.batch_id == "m" and skipped.reason.startswith(reason), skipped.reason
