@@ -73,8 +73,11 @@ def discover(root: Path) -> tuple[list[inbox.Batch], list[dict], list[inbox.Skip
     batches, skipped = inbox.discover(rt.inbox_uri(root, cfg))
     todo, duplicates = rt.pending(batches, _ledger(root))
     skipped += rt.resubmitted(batches, _ledger(root))
-    get_run_logger().info("inbox %s: %d ready, %d new, %d duplicates, %d skipped", cfg.inbox, len(batches),
-                          len(todo), len(duplicates), len(skipped))
+    logger = get_run_logger()
+    logger.info("inbox %s: %d ready, %d new, %d duplicates, %d skipped", cfg.inbox, len(batches), len(todo),
+                len(duplicates), len(skipped))
+    for batch in skipped:  # in the run's output too, not only in retrain-summary: cron mails the output
+        logger.warning("batch %s skipped: %s", batch.batch_id, batch.reason)
     return todo, duplicates, skipped
 
 

@@ -160,3 +160,23 @@ def test_the_retrain_flows_tasks_retry_an_outage_but_not_bad_input(prefect_api: 
     calls.clear()
     state = run("bad", return_state=True)
     assert state.is_failed() and "field 'response'" in state.message and calls == ["bad"]
+
+
+def test_the_retrain_command_says_why_it_skipped_a_batch(tmp_path: Path, prefect_api: None):
+    """`python -m flows.retrain run` logged only "inbox data/inbox: 0 ready, 0 new, 0 duplicates, 1 not ready": why
+    (a damaged file, a bad manifest) was in the retrain-summary artifact alone, not in the output cron mails."""
+    from prefect.settings import PREFECT_API_URL
+
+    from rewardline.ops import storage
+    from rewardline.retraining.inbox import write_batch
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "params.yaml").write_text("retrain: {}\n")
+    write_batch(str(tmp_path / "data/inbox"), "b1", b'{"prompt_id": "p", "prompt": "p", "response": "r"}\n')
+    storage.write_bytes(str(tmp_path / "data/inbox/b1/samples.jsonl"), b"changed after the manifest\n")
+    env = {"PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    run = subprocess.run([sys.executable, "-m", "flows.retrain", "run", "--project", str(tmp_path)], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "batch b1 skipped: samples.jsonl does not match its sha256 in the manifest" in run.stdout + run.stderr
