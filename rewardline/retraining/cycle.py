@@ -32,6 +32,8 @@ import math
 import os
 import shutil
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -45,7 +47,7 @@ from rewardline.config import Section, build, load_params
 from rewardline.data import adapters
 from rewardline.data.canonical import canonicalize
 from rewardline.data.ingest import IngestConfig
-from rewardline.errors import BadInput
+from rewardline.errors import BadInput, ModelLoadError, one_line
 from rewardline.evaluation.bon import BonConfig, bon_curves, summarize
 from rewardline.evaluation.metrics import hard_credit
 from rewardline.ops import storage
@@ -204,19 +206,40 @@ def load_champion(project: Path, params: dict[str, Any], cfg: RetrainConfig, dst
     uri = model_uri(name, cfg.champion_alias)
     bundle = registry.load(uri, dst / "registry")
     if bundle is not None:
-        reference, prompts = read_reference(bundle / "reference_rewards.json")
-        metrics = json.loads((bundle / "evaluate_metrics.json").read_text())
-        version = registry.resolve_alias(name, cfg.champion_alias)
-        return Champion(bundle, reference, float(metrics["accuracy"]), f"{uri} (version {version})", prompts)
+        source = f"{uri} (version {registry.resolve_alias(name, cfg.champion_alias)})"
+        return champion_from(source, bundle, bundle / "reference_rewards.json", bundle / "evaluate_metrics.json")
     model, report = project / MODEL_DIR, project / EVALUATE_DIR
     if not (model / "reward_config.json").exists() or not (report / "reference_rewards.json").exists():
         raise FileNotFoundError(f"no champion: {uri} is not registered and {model} / "
                                 f"{report / 'reference_rewards.json'} do not exist; run the pipeline first")
     local = dst / "local"
     shutil.copytree(model, local, dirs_exist_ok=True)
-    reference, prompts = read_reference(report / "reference_rewards.json")
-    metrics = json.loads((report / METRICS_FILE).read_text())
-    return Champion(local, reference, float(metrics["accuracy"]), f"{MODEL_DIR} (no {uri} registered)", prompts)
+    return champion_from(f"{MODEL_DIR} (no {uri} registered)", local, report / "reference_rewards.json",
+                         report / METRICS_FILE)
+
+
+def champion_from(source: str, model_dir: Path, reference_file: Path, metrics_file: Path) -> Champion:
+    """The champion ``source`` (its model in ``model_dir``, its reference rewards and test accuracy read from the
+    files), or :class:`~rewardline.errors.ModelLoadError` (:func:`champion_errors`)."""
+    with champion_errors(source, model_dir):
+        reference, prompts = read_reference(reference_file)
+        accuracy = float(json.loads(metrics_file.read_text())["accuracy"])
+    return Champion(model_dir, reference, accuracy, source, prompts)
+
+
+@contextmanager
+def champion_errors(source: str, model_dir: Path) -> Iterator[None]:
+    """A champion file missing or malformed, or weights that do not load, as :class:`~rewardline.errors.ModelLoadError`
+    (exit 2) naming the champion and the file, not the temporary directory it was downloaded to (gone after the run),
+    and what to do."""
+    try:
+        yield
+    except (ModelLoadError, FileNotFoundError, KeyError, json.JSONDecodeError) as err:
+        what = (f"no field {err.args[0]!r} in its records" if isinstance(err, KeyError)
+                else f"no {Path(err.filename).name}" if isinstance(err, FileNotFoundError) and err.filename
+                else one_line(str(err)).replace(f"{model_dir}/", ""))
+        raise ModelLoadError(detail=f"champion {source} is not usable: {what}; move the alias to a version that is "
+                                    "(rewardline promote --version N)") from err
 
 
 @dataclass
@@ -298,8 +321,10 @@ def check_drift(batch: inbox.Batch, champion: Champion, bp: BatchPairs | None, c
     """Score the batch's samples with the champion (``cfg.engine``: here or on Ray); PSI, KS (with their
     prompt-level permutation p-values when the reference carries prompt ids), accuracy drop; the decision."""
     samples = batch.samples()
-    rewards = raw_rewards(champion.model_dir, [s["prompt"] for s in samples], [s["response"] for s in samples], cfg)
-    credit = pair_credit(champion.model_dir, bp, cfg=cfg) if bp is not None else None
+    with champion_errors(champion.source, champion.model_dir):
+        rewards = raw_rewards(champion.model_dir, [s["prompt"] for s in samples], [s["response"] for s in samples],
+                              cfg)
+        credit = pair_credit(champion.model_dir, bp, cfg=cfg) if bp is not None else None
     grouped = champion.reference_prompts is not None
     report = drift.measure(champion.reference_rewards, rewards, cfg.psi_bins, pair_credit=credit,
                            reference_accuracy=champion.test_accuracy, reference_groups=champion.reference_prompts,
