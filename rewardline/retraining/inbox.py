@@ -125,13 +125,16 @@ def discover(inbox: str) -> tuple[list[Batch], list[Skipped]]:
         return [], []
     root = inbox.rstrip("/") + "/"
     by_batch: dict[str, set[str]] = {}
+    ready, skipped = [], []
     for uri in storage.list_files(root):
         rel = uri[len(root):] if uri.startswith(root) else None
+        if rel in (MANIFEST, SAMPLES, RANKINGS):  # a batch's file dropped without its folder: said, not ignored
+            skipped.append(Skipped(rel, f"{rel} is at the inbox's top level; a batch goes in its own folder: "
+                                        f"{_join(inbox, '<batch_id>', rel)}"))
         if not rel or "/" not in rel:
             continue  # a file at the inbox's top level, or another prefix sharing the name
         batch_id, name = rel.split("/", 1)
         by_batch.setdefault(batch_id, set()).add(name)
-    ready, skipped = [], []
     for batch_id in sorted(by_batch):
         names = by_batch[batch_id]
         problem = batch_id_problem(batch_id)

@@ -175,3 +175,17 @@ def test_a_malformed_manifest_is_skipped_with_what_is_expected(tmp_path: Path, m
     storage.write_bytes(f"{root}/m/manifest.json", manifest)
     ready, [skipped] = inbox.discover(root)
     assert not ready and skipped.batch_id == "m" and skipped.reason.startswith(reason), skipped.reason
+
+
+def test_a_batchs_files_at_the_inbox_top_level_are_reported(tmp_path: Path):
+    """samples.jsonl and manifest.json copied into the inbox itself (not into <inbox>/<batch_id>/) were ignored
+    without a word: "0 ready, 0 not ready", "No new batch in the inbox."."""
+    root = str(tmp_path / "inbox")
+    for name in ("samples.jsonl", "rankings.jsonl", "manifest.json"):
+        storage.write_bytes(f"{root}/{name}", (FRESH / IN_DIST / name).read_bytes())
+    storage.write_bytes(f"{root}/README.txt", b"other top-level files are not batches\n")
+    ready, skipped = inbox.discover(root)
+    assert not ready
+    assert {s.batch_id: s.reason for s in skipped} == {
+        name: f"{name} is at the inbox's top level; a batch goes in its own folder: {root}/<batch_id>/{name}"
+        for name in ("samples.jsonl", "rankings.jsonl", "manifest.json")}
