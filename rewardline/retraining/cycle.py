@@ -149,18 +149,20 @@ def recover(project: Path, cfg: RetrainConfig, ledger: Ledger) -> list[str]:
 
 
 def pending(batches: list[inbox.Batch], ledger: Ledger) -> tuple[list[inbox.Batch], list[dict]]:
-    """Batches to process, and the ones that are duplicates of a done batch (recorded as such)."""
-    done_by_hash = ledger.done_by_hash()
+    """Batches to process, and the ones that are duplicates (recorded as such) of a done batch or of a batch to
+    process earlier in this cycle: the same data under two names in one inbox is processed once."""
+    original_of = ledger.done_by_hash()  # content hash -> the batch that has (or will have) processed it
     todo, duplicates = [], []
     for batch in batches:
         if ledger.finished(batch.batch_id):
             continue
-        original = done_by_hash.get(batch.content_hash)
+        original = original_of.get(batch.content_hash)
         if original is not None:
             ledger.record(batch.batch_id, batch.content_hash, "duplicate", of=original)
             duplicates.append({"batch_id": batch.batch_id, "duplicate_of": original})
             continue
         todo.append(batch)
+        original_of[batch.content_hash] = batch.batch_id
     return todo, duplicates
 
 

@@ -189,3 +189,17 @@ def test_a_batchs_files_at_the_inbox_top_level_are_reported(tmp_path: Path):
     assert {s.batch_id: s.reason for s in skipped} == {
         name: f"{name} is at the inbox's top level; a batch goes in its own folder: {root}/<batch_id>/{name}"
         for name in ("samples.jsonl", "rankings.jsonl", "manifest.json")}
+
+
+def test_the_same_data_under_two_names_in_one_cycle_is_processed_once(tmp_path: Path):
+    """Only copies of a done batch counted as duplicates: two copies dropped before the same run were both
+    processed, their rankings appended twice to data/raw/fresh."""
+    root, ledger = str(tmp_path / "inbox"), Ledger(tmp_path / "ledger.jsonl")
+    submit(root, "a")
+    submit(root, "a-copy")
+    submit(root, "b", SHIFTED)
+    ready, _ = inbox.discover(root)
+    todo, duplicates = rt.pending(ready, ledger)
+    assert [t.batch_id for t in todo] == ["a", "b"]
+    assert duplicates == [{"batch_id": "a-copy", "duplicate_of": "a"}]
+    assert ledger.last_state() == {"a-copy": "duplicate"}
