@@ -24,6 +24,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -36,7 +37,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.command_line import require_project, run_flow_command
 from flows.pipeline import pipeline
-from rewardline.errors import EXIT_TRANSIENT, GateFailed, exit_code
+from rewardline.errors import EXIT_TRANSIENT, ConfigError, GateFailed, exit_code
 from rewardline.ops import dvc_run
 from rewardline.registry.names import TAGS_ENV
 from rewardline.retraining import cycle as rt
@@ -189,6 +190,21 @@ def retrain(project: str = ".", force: bool = False) -> list[dict]:
     return [r.to_dict() for r in results]
 
 
+def schedule(cfg: rt.RetrainConfig) -> Cron:
+    """The deployment's schedule (``retrain.schedule_cron`` in ``retrain.timezone``), or
+    :class:`~rewardline.errors.ConfigError` (exit 2) naming the setting: Prefect's own errors named neither."""
+    try:
+        ZoneInfo(cfg.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"params.yaml: retrain.timezone: {cfg.timezone!r} is not a time zone; expected an IANA "
+                          "name such as 'UTC' or 'Europe/Berlin'") from None
+    try:
+        return Cron(cfg.schedule_cron, timezone=cfg.timezone)
+    except ValueError as err:
+        raise ConfigError(f"params.yaml: retrain.schedule_cron: {err}; expected 5 fields (minute hour day month "
+                          "weekday) such as '0 3 * * 1'") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Retraining on fresh policy samples (Prefect flow).")
     parser.add_argument("command", choices=("run", "serve"), help="run one cycle now, or serve the cron schedule")
@@ -204,8 +220,7 @@ def main() -> None:
     def serve() -> None:
         root = require_project(args.project, "dvc.yaml", "params.yaml")
         cfg, _ = rt.load_config(root)
-        retrain.serve(name=args.name, schedules=[Cron(cfg.schedule_cron, timezone=cfg.timezone)],
-                      parameters={"project": str(root)}, limit=1)
+        retrain.serve(name=args.name, schedules=[schedule(cfg)], parameters={"project": str(root)}, limit=1)
 
     run_flow_command(serve)
 
