@@ -10,7 +10,7 @@ Failed (naming the gate), the retrain run ends Completed with "challenger reject
 table in its summary. Only errors (bad input, a stage or DVC failing after its retries) fail the run.
 
     python -m flows.retrain run [--project DIR] [--force]   # one cycle now
-    python -m flows.retrain serve [--project DIR]           # scheduler in this process (cron from params)
+    python -m flows.retrain serve [--project DIR] [--name N] # scheduler in this process (cron from params)
 
 Exit status: the contract's (:mod:`flows.command_line`): 0 done (a rejected challenger included), 2 bad input,
 3 transient.
@@ -206,11 +206,16 @@ def schedule(cfg: rt.RetrainConfig) -> Cron:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Retraining on fresh policy samples (Prefect flow).")
-    parser.add_argument("command", choices=("run", "serve"), help="run one cycle now, or serve the cron schedule")
-    parser.add_argument("--project", default=".")
-    parser.add_argument("--force", action="store_true", help="retrain on every new batch (run only)")
-    parser.add_argument("--name", default="retrain-scheduled", help="deployment name (serve only)")
+    parser = argparse.ArgumentParser(prog="python -m flows.retrain",
+                                     description="Retraining on fresh policy samples (Prefect flow).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,serve}")
+    run = commands.add_parser("run", help="run one cycle now", description="One retraining cycle over the inbox.")
+    run.add_argument("--force", action="store_true", help="retrain on every new batch, whatever its drift")
+    serve_cmd = commands.add_parser("serve", help="serve the cron schedule of params.yaml (retrain.schedule_cron)",
+                                    description="Serve the retrain deployment on its schedule, in this process.")
+    serve_cmd.add_argument("--name", default="retrain-scheduled", help="deployment name")
+    for command in (run, serve_cmd):
+        command.add_argument("--project", default=".", help="the project directory (default: the current one)")
     args = parser.parse_args()
     if args.command == "run":
         run_flow_command(lambda: retrain(project=str(require_project(args.project, "dvc.yaml", "params.yaml")),
