@@ -16,7 +16,8 @@ reads the file, appends its line and rewrites it atomically (temp file + rename,
 :mod:`rewardline.ops.storage`): concurrent writers queue and no event is lost, and a crash
 leaves the previous or the next version, never half a line. Batch ids are checked
 (:func:`rewardline.retraining.inbox.batch_id_problem`): recording a bad one raises, and an
-event with a bad one (a hand-edited file) is skipped with a warning, never acted on.
+event with a bad one (a hand-edited file) is skipped with a warning, never acted on. A line that is not an event
+(not JSON, no string ``content_hash`` or ``state``) is :class:`~rewardline.errors.BadInput` naming the ledger's line.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import orjson
 
+from rewardline.errors import BadInput, json_type
 from rewardline.ops import storage
 from rewardline.ops.atomic import exclusive, lock_timeout
 from rewardline.retraining.inbox import batch_id_problem, check_batch_id
@@ -36,6 +38,19 @@ STATES = ("started", "decided", "appended", "done", "duplicate", "rolled_back")
 FINAL = ("done", "duplicate")
 LOCK_TIMEOUT = 60.0  # seconds a writer waits for the ledger (appends take milliseconds)
 log = logging.getLogger(__name__)
+
+
+def parse_event(line: bytes, where: dict) -> dict:
+    """One ledger line as a JSON object, else :class:`~rewardline.errors.BadInput` (exit 2) naming ``where``
+    (file and line): a damaged or hand-edited ledger is not a crash to retry."""
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError as err:
+        raise BadInput(**where, detail=f"not valid JSON ({err}); expected one event per line: "
+                                       "{batch_id, content_hash, state, time, ...}") from None
+    if not isinstance(event, dict):
+        raise BadInput(**where, expected="an event {batch_id, content_hash, state, time, ...}", got=json_type(event))
+    return event
 
 
 @dataclass
@@ -50,11 +65,15 @@ class Ledger:
         for number, line in enumerate(self.path.read_bytes().splitlines(), start=1):
             if not line.strip():
                 continue
-            event = orjson.loads(line)
+            event = parse_event(line, {"file": str(self.path), "line": number})
             problem = batch_id_problem(event.get("batch_id"))
             if problem:
                 log.warning("%s:%d: %s; event skipped", self.path, number, problem)
                 continue
+            for name in ("content_hash", "state"):
+                if not isinstance(event.get(name), str):
+                    raise BadInput(self.path, line=number, field=name, expected="a string",
+                                   got=json_type(event[name]) if name in event else "nothing (missing)")
             events.append(event)
         return events
 

@@ -203,3 +203,24 @@ def test_the_same_data_under_two_names_in_one_cycle_is_processed_once(tmp_path: 
     assert [t.batch_id for t in todo] == ["a", "b"]
     assert duplicates == [{"batch_id": "a-copy", "duplicate_of": "a"}]
     assert ledger.last_state() == {"a-copy": "duplicate"}
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    (b'{"batch_id": "x", "state": "done"', ":2: not valid JSON (unexpected end of data"),
+    (b'{"batch_id": "x", "state": "done"}', ":2: field 'content_hash': expected a string, got nothing (missing)"),
+    (b'{"batch_id": "x", "content_hash": "h", "state": null}', ":2: field 'state': expected a string, got null"),
+    (b'["x", "done"]', ":2: expected an event {batch_id, content_hash, state, time, ...}, got an array"),
+])
+def test_a_damaged_ledger_line_is_bad_input_naming_the_ledger_and_line(tmp_path: Path, line: bytes, message: str):
+    """`python -m flows.retrain run` on such a ledger said "error: unexpected end of data: line 1 column 34"
+    (no file; the line of the JSON text, not of the ledger) or "internal error: KeyError: 'content_hash'" (exit 3,
+    retried)."""
+    from rewardline.errors import EXIT_BAD_INPUT, BadInput, exit_code
+
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    ledger.record("a", "h", "done")
+    ledger.path.write_bytes(ledger.path.read_bytes() + line + b"\n")
+    with pytest.raises(BadInput) as err:
+        ledger.done_by_hash()
+    assert str(err.value).startswith(f"{ledger.path}{message}"), str(err.value)
+    assert exit_code(err.value) == EXIT_BAD_INPUT
