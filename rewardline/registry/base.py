@@ -20,6 +20,7 @@ from rewardline.errors import ConfigError, GateFailed
 from rewardline.registry.names import CHAMPION, MODEL_NAME
 
 REGISTRY_SCHEMES = ("models:/", "runs:/")
+SHOWN_NAMES = 20  # registered model names a message lists at most
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class ModelRegistry(Protocol):
         """Every version of ``name``, oldest first, with its aliases and tags; [] for an unknown name."""
         ...
 
+    def model_names(self) -> list[str]:
+        """The names of the registered models, sorted; [] when there are none."""
+        ...
+
     def load(self, model_uri: str, dst: Path | str | None = None) -> Path | None:
         """The local bundle directory of ``model_uri`` (a registry URI is downloaded into ``dst``; a
         plain model directory is returned as it is); None when the name, version or alias does not exist."""
@@ -118,8 +123,7 @@ def missing_model_reason(registry: ModelRegistry, model_uri: str) -> str:
     name, version, alias = target
     versions = registry.list_versions(name)
     if not versions:
-        return (f"{model_uri}: no registered model {name!r} {where} (`rewardline register` or `make run` registers "
-                "one; outside the project, cd to it or set MLFLOW_TRACKING_URI)")
+        return f"{model_uri}: {unknown_model_reason(registry, name)}"
     aliases = {a: v.version for v in versions for a in v.aliases}
     held = ", ".join(f"@{a} → version {v}" for a, v in sorted(aliases.items())) or "no aliases"
     numbers = f"versions {versions[0].version}–{versions[-1].version}" if len(versions) > 1 else \
@@ -129,6 +133,20 @@ def missing_model_reason(registry: ModelRegistry, model_uri: str) -> str:
         return (f"{model_uri}: {name!r} has no alias {alias!r} {where} ({held}; {numbers}); point it at a version "
                 f"in the MLflow UI or with `rewardline promote --version N{options}`")
     return f"{model_uri}: {name!r} has no version {version} {where} ({numbers}; {held})"
+
+
+def unknown_model_reason(registry: ModelRegistry, name: str) -> str:
+    """Why ``name`` has no versions in ``registry``, for the user: no registered model of that name (naming the
+    ones there are, or how to register one when there are none), or a registered model without versions."""
+    where = f"in the registry at {registry.tracking_uri}"
+    names = registry.model_names()
+    if name in names:
+        return f"registered model {name!r} has no versions {where} (`rewardline register` or `make run` adds one)"
+    if names:
+        shown = ", ".join(names[:SHOWN_NAMES]) + (f", … ({len(names)} in all)" if len(names) > SHOWN_NAMES else "")
+        return f"no registered model {name!r} {where}; it holds: {shown} (choose one with --name or in the URI)"
+    return (f"no registered model {name!r} {where} (`rewardline register` or `make run` registers one; outside the "
+            "project, cd to it or set MLFLOW_TRACKING_URI)")
 
 
 def local_model_dir(path: str | Path) -> Path:
@@ -174,8 +192,13 @@ def promote(registry: ModelRegistry, name: str, version: int | str, alias: str =
 def registry_summary(registry: ModelRegistry, name: str) -> dict[str, Any]:
     """``{model_name, versions: [{version, aliases, gates_passed, git_commit, calibration, run_id, created}],
     aliases}``; ``calibration``: the version's ``calibration.*`` tags (objective, link, anchored, residual_sd,
-    temperature)."""
+    temperature). ConfigError when there is no registered model ``name``, unless it is the default name in a
+    registry that holds none yet (a new project: an empty summary)."""
     versions = registry.list_versions(name)
+    if not versions:
+        names = registry.model_names()
+        if name not in names and (names or name != MODEL_NAME):
+            raise ConfigError(unknown_model_reason(registry, name))
     rows = [{"version": int(v.version), "aliases": sorted(v.aliases), "gates_passed": v.tags.get("gates_passed"),
              "git_commit": v.tags.get("git_commit"),
              "calibration": {k.removeprefix("calibration."): t for k, t in sorted(v.tags.items())

@@ -219,6 +219,25 @@ class MlflowRegistry:
                     for mv in found]
         return sorted(versions, key=lambda v: int(v.version))
 
+    def model_names(self) -> list[str]:
+        from mlflow.exceptions import MlflowException
+
+        if self._store_missing():
+            return []
+        names: list[str] = []
+        token: str | None = None
+        try:
+            while True:  # MLflow answers a page at a time
+                page = self.client.search_registered_models(max_results=1000, page_token=token)
+                names += [model.name for model in page]
+                token = page.token
+                if not token:
+                    return sorted(names)
+        except MlflowException as err:
+            raise refused(err, "list the registered models", "READ on the registered models",
+                          self.tracking_uri) if _AUTH_CODES.get(str(err.error_code)) else \
+                self._unanswered(err, "list the registered models") from err
+
     def load(self, model_uri: str, dst: Path | str | None = None) -> Path | None:
         """The bundle of ``model_uri`` (``models:/name@alias``, ``models:/name/3``, ``runs:/...``,
         ``models:/<model id>``) downloaded into ``dst`` (a temporary directory when None); a plain model

@@ -69,7 +69,7 @@ def test_evaluate_takes_a_registry_uri(registered: Path, tmp_path: Path):
                    "rewardline promote --version N`"]),
     (model_uri(alias="staging"), ["no alias 'staging'", "rewardline promote --version N --alias staging`"]),
     (model_uri(version=7), ["'reward-model' has no version 7", "(version 1; @challenger → version 1)"]),
-    (model_uri(name="nobody"), ["no registered model 'nobody'", "set MLFLOW_TRACKING_URI"]),
+    (model_uri(name="nobody"), ["no registered model 'nobody'", "it holds: reward-model (choose one"]),
 ])
 def test_a_uri_that_names_nothing_says_what_the_registry_holds(registered: Path, tmp_path: Path, uri: str,
                                                                said: list[str]):

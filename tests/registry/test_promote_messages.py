@@ -41,7 +41,18 @@ def test_promote_to_a_missing_version_or_model_names_the_store_and_what_it_holds
     assert f"'reward-model' has no version 9 in the registry at {store}" in missing
     assert "version 1; @challenger → version 1" in missing
     unknown = _error(["promote", "--version", "1", "--name", "nope"])
-    assert f"no registered model 'nope' in the registry at {store}" in unknown
+    assert f"no registered model 'nope' in the registry at {store}; it holds: reward-model" in unknown
+
+
+def test_registry_of_a_name_that_is_not_registered_exits_2_naming_the_ones_there_are(store: str, tmp_path: Path):
+    line = _error(["registry", "--name", "nope"])
+    assert line == (f"error: no registered model 'nope' in the registry at {store}; it holds: reward-model "
+                    "(choose one with --name or in the URI)")
+    open_registry().register("other-model", tmp_path / "bundle", {"gates_passed": "true"})
+    assert "it holds: other-model, reward-model" in _error(["registry", "--name", "reward-modle"])
+    listed = runner.invoke(app, ["--json", "registry", "--name", "other-model"])
+    assert listed.exit_code == 0, listed.output
+    assert [v["version"] for v in json.loads(listed.output)["versions"]] == [1]
 
 
 def test_promote_version_must_be_a_number_and_is_normalised(store: str):
