@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rewardline.errors import PermissionDenied, TransientError, one_line
+from rewardline.errors import ConfigError, PermissionDenied, TransientError, one_line
 from rewardline.registry.base import ModelVersion, bare_model_name, is_registry_uri, local_model_dir, parse_model_uri
 from rewardline.registry.mlflow_values import MAX_DESCRIPTION, tag_values
 from rewardline.registry.names import EXPERIMENT
@@ -85,11 +85,32 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def client(tracking_uri: str | None = None) -> MlflowClient:
-    """A client of ``tracking_uri`` (default: :func:`ensure_configured`) for tracking and registry."""
+    """A client of ``tracking_uri`` (default: :func:`ensure_configured`) for tracking and registry;
+    ConfigError (:func:`unusable_store`) when MLflow cannot open a store at that URI."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+    from sqlalchemy.exc import ArgumentError
 
     uri = tracking_uri or ensure_configured()
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except ArgumentError as err:  # SQLAlchemy: a sqlite URL of the wrong form (sqlite://path)
+        raise unusable_store(uri, "a malformed sqlite URL") from err
+    except UnsupportedModelRegistryStoreURIException as err:
+        raise unusable_store(uri, f"unknown scheme {uri.split(':', 1)[0]!r}") from err
+    except MlflowException as err:  # a path or file: URI: MLflow's file store, retired
+        if str(err.error_code) != "INVALID_PARAMETER_VALUE":
+            raise
+        raise unusable_store(uri, "a path, which MLflow reads as its retired file store") from err
+
+
+def unusable_store(uri: str, reason: str) -> ConfigError:
+    """The one-line error for a tracking URI MLflow cannot open a store at (a typo in ``MLFLOW_TRACKING_URI``):
+    never "no registered model", which would skip the champion gate."""
+    setting = "MLFLOW_TRACKING_URI=" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking URI "
+    return ConfigError(f"{setting}{uri!r}: not a store MLflow can open ({reason}); expected http(s)://HOST:PORT "
+                       "(a server), sqlite:////ABSOLUTE/PATH.db or sqlite:///RELATIVE/PATH.db (docs/registry.md)")
 
 
 def experiment_id(name: str = EXPERIMENT, tracking_uri: str | None = None) -> str:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rewardline.cli import app
-from rewardline.errors import TransientError
+from rewardline.errors import ConfigError, TransientError
 from rewardline.registry.mlflow_backend import MlflowRegistry
 from rewardline.registry.names import CHAMPION, MODEL_NAME, model_uri
 
@@ -19,20 +19,24 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def down_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` of a loopback port nothing listens on; no retries, so that failing is quick."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    # MlflowRegistry makes its URI MLflow's process-wide one (mlflow.set_registry_uri also exports
-    # MLFLOW_REGISTRY_URI): restored after the test, so later tests' default clients do not call the dead server
+def mlflow_uris_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MlflowRegistry makes its URI MLflow's process-wide one (mlflow.set_registry_uri also exports
+    MLFLOW_REGISTRY_URI): restored after the test, so later tests' default clients do not use this test's URI."""
     import mlflow.tracking._model_registry.utils as registry_utils
     import mlflow.tracking._tracking_service.utils as tracking_utils
 
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
     monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+
+
+@pytest.fixture
+def down_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mlflow_uris_restored: None) -> str:
+    """``MLFLOW_TRACKING_URI`` of a loopback port nothing listens on; no retries, so that failing is quick."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -57,3 +61,28 @@ def test_a_registry_reference_on_a_server_that_is_down_is_an_outage_not_a_missin
         registry.load(model_uri(alias=CHAMPION))
     with pytest.raises(TransientError, match="did not answer"):
         registry.list_versions(MODEL_NAME)
+
+
+@pytest.mark.parametrize(("uri", "reason"), [("sqllite:///store.db", "unknown scheme 'sqllite'"),
+                                             ("sqlite://store.db", "a malformed sqlite URL"),
+                                             ("store.db", "a path, which MLflow reads as its retired file store")])
+def test_a_tracking_uri_mlflow_cannot_open_is_a_usage_error_not_a_missing_model(
+        uri: str, reason: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mlflow_uris_restored: None):
+    """A typo in MLFLOW_TRACKING_URI exits 2 naming it (it read as "no registered model", so the evaluate stage
+    skipped the champion gate; `sqlite://` was an internal error), and creates nothing."""
+    from rewardline.registry.champion import resolved_model_dir
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    for args in (["registry"], ["promote", "--version", "1"],
+                 ["score", "--model", model_uri(), "--input", "in.jsonl", "--out", "out.jsonl"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.strip() == (f"error: MLFLOW_TRACKING_URI={uri!r}: not a store MLflow can open ({reason}); "
+                                         "expected http(s)://HOST:PORT (a server), sqlite:////ABSOLUTE/PATH.db or "
+                                         "sqlite:///RELATIVE/PATH.db (docs/registry.md)"), args
+    with pytest.raises(ConfigError, match="not a store MLflow can open"), resolved_model_dir(model_uri()):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
