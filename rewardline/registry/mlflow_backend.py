@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
 
 _configured = False
+_project_defaults: set[str] = set()  # the embedded default stores configure_mlflow chose in this process
 #: MLflow's error codes for a refused user -> the HTTP status the auth app answered.
 _AUTH_CODES = {"PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401}
 #: MLflow's error codes for a registered model or version that is not there (a version that is not a number:
@@ -57,7 +58,10 @@ def configure_mlflow(project_dir: Path | str = ".") -> str:
     import mlflow
 
     global _configured
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_dir).resolve() / 'mlflow.db'}"
+    default = f"sqlite:///{Path(project_dir).resolve() / 'mlflow.db'}"
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default
+    if uri == default:  # mlflow.set_tracking_uri exports the variable: remember which URIs nobody set
+        _project_defaults.add(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     _configured = True
@@ -241,9 +245,17 @@ class MlflowRegistry:
         return sorted(versions, key=lambda v: int(v.version))
 
     def model_names(self) -> list[str]:
+        """The registered models' names, sorted; [] when there are none. ConfigError when ``MLFLOW_TRACKING_URI``
+        names a sqlite file that does not exist (a typo'd path, most likely; the project's own default store
+        not made yet is a new project, []): what lists the registry or explains a missing model says so."""
         from mlflow.exceptions import MlflowException
 
         if self._store_missing():
+            db = sqlite_path(self.tracking_uri)
+            if self.tracking_uri not in _project_defaults and db is not None:
+                raise ConfigError(f"MLFLOW_TRACKING_URI={self.tracking_uri!r}: no MLflow store there (no file "
+                                  f"{db.absolute()}: nothing was logged or registered there); a sqlite URI is "
+                                  "sqlite:////ABSOLUTE/PATH.db or sqlite:///PATH/RELATIVE/TO/CWD.db")
             return []
         names: list[str] = []
         token: str | None = None

@@ -63,6 +63,20 @@ def test_a_registry_reference_on_a_server_that_is_down_is_an_outage_not_a_missin
         registry.list_versions(MODEL_NAME)
 
 
+def _reading_commands_say(uri: str, line: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With ``MLFLOW_TRACKING_URI=uri`` in ``tmp_path``, `registry`, `promote` and `score --model models:/...` each
+    exit 2 printing ``line`` alone."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    for args in (["registry"], ["promote", "--version", "1"],
+                 ["score", "--model", model_uri(), "--input", "in.jsonl", "--out", "out.jsonl"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.strip() == line, args
+
+
 @pytest.mark.parametrize(("uri", "reason"), [("sqllite:///store.db", "unknown scheme 'sqllite'"),
                                              ("sqlite://store.db", "a malformed sqlite URL"),
                                              ("store.db", "a path, which MLflow reads as its retired file store")])
@@ -72,17 +86,26 @@ def test_a_tracking_uri_mlflow_cannot_open_is_a_usage_error_not_a_missing_model(
     skipped the champion gate; `sqlite://` was an internal error), and creates nothing."""
     from rewardline.registry.champion import resolved_model_dir
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "in.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
-    for args in (["registry"], ["promote", "--version", "1"],
-                 ["score", "--model", model_uri(), "--input", "in.jsonl", "--out", "out.jsonl"]):
-        result = runner.invoke(app, args)
-        assert result.exit_code == 2, (args, result.output)
-        assert result.output.strip() == (f"error: MLFLOW_TRACKING_URI={uri!r}: not a store MLflow can open ({reason}); "
-                                         "expected http(s)://HOST:PORT (a server), sqlite:////ABSOLUTE/PATH.db or "
-                                         "sqlite:///RELATIVE/PATH.db (docs/registry.md)"), args
+    line = (f"error: MLFLOW_TRACKING_URI={uri!r}: not a store MLflow can open ({reason}); expected http(s)://HOST:PORT "
+            "(a server), sqlite:////ABSOLUTE/PATH.db or sqlite:///RELATIVE/PATH.db (docs/registry.md)")
+    _reading_commands_say(uri, line, monkeypatch, tmp_path)
     with pytest.raises(ConfigError, match="not a store MLflow can open"), resolved_model_dir(model_uri()):
         pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_a_tracking_uri_naming_a_sqlite_file_that_is_not_there_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path, mlflow_uris_restored: None):
+    """``sqlite:///tmp/x.db`` (three slashes: relative to the current directory) listed nothing with exit 0 and
+    read as "no registered model"; the commands that read the registry now name the file they did not find. A
+    models:/ champion in a store not made yet is still no champion (a first run), and nothing is created."""
+    from rewardline.registry.champion import resolved_model_dir
+
+    uri = "sqlite:///tmp/store.db"
+    line = (f"error: MLFLOW_TRACKING_URI={uri!r}: no MLflow store there (no file {tmp_path / 'tmp/store.db'}: nothing "
+            "was logged or registered there); a sqlite URI is sqlite:////ABSOLUTE/PATH.db or "
+            "sqlite:///PATH/RELATIVE/TO/CWD.db")
+    _reading_commands_say(uri, line, monkeypatch, tmp_path)
+    with resolved_model_dir(model_uri()) as champion:
+        assert champion is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
