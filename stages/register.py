@@ -21,7 +21,8 @@ def main() -> None:
         raise GateFailed(f"register: not registering the model ({result.get('reason')}); "
                          f"pipeline run {result['parent_run_id']} logged; see {REGISTRATION}")
     aliases = ", ".join(f"@{a}" for a in result["aliases"])
-    print(f"Registered {result['model_name']} version {result['version']} ({aliases}); "
+    again = " (already registered: the same bundle)" if result.get("already_registered") else ""
+    print(f"Registered {result['model_name']} version {result['version']}{again} ({aliases}); "
           f"pipeline run {result['parent_run_id']}")
     print(f"Look at it: {registry.ui_command()}")
     print(f"Promote it: rewardline promote --version {result['version']}")

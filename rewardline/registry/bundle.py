@@ -7,15 +7,18 @@ into its ``reward_config.json``), ``reference_rewards.json`` and ``evaluate_metr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from rewardline.data.tables import read_json
+from rewardline.data.tables import content_digest, read_json
 from rewardline.modeling.hf_format import RL_KEY, write_rewardline_section
 from rewardline.paths import EVALUATE_DIR, METRICS_FILE, MODEL_DIR
 
+#: The version tag holding :func:`bundle_digest`: registering the same bundle again reuses that version.
+BUNDLE_DIGEST_TAG = "bundle_sha256"
 #: The calibration a registered version carries as tags ``calibration.<key>`` (``rewardline registry`` shows them).
 CALIBRATION_KEYS = ("objective", "link", "anchored", "residual_sd", "temperature")
 
@@ -56,3 +59,12 @@ def build_bundle(project_dir: Path | str, dst: Path) -> Path:
                                        "reward_std": config["reward_std"],
                                        "temperature": calibration.get("temperature")})
     return dst
+
+
+def bundle_digest(bundle_dir: Path) -> str:
+    """sha256 over the bundle's files (relative names and contents): the same trained model and evaluation give
+    the same digest, whichever run built the bundle."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(bundle_dir).as_posix()}\0{content_digest(file)}\0".encode())
+    return digest.hexdigest()

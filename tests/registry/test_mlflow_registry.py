@@ -158,6 +158,14 @@ def failing_copy(project: Path, dst: Path) -> Path:
     return dst
 
 
+def changed_copy(project: Path, dst: Path) -> Path:
+    """A copy of ``project`` whose bundle differs (a note in the evaluate metrics): registered as a new version."""
+    shutil.copytree(project, dst, ignore=shutil.ignore_patterns(".cache", ".dvc"))
+    metrics = json.loads((dst / "reports/evaluate/metrics.json").read_text())
+    _write_json({**metrics, "note": "another run"}, dst / "reports/evaluate/metrics.json")
+    return dst
+
+
 # ------------------------------------------------------------------------------------------------
 # Pure helpers
 # ------------------------------------------------------------------------------------------------
@@ -354,14 +362,29 @@ def test_register_command_says_how_to_look_at_and_promote_the_new_version(projec
 
 
 @pytest.mark.slow
-def test_champion_alias_is_never_set_automatically_unless_params_allow(project: Path, sqlite_store: str):
+def test_champion_alias_is_never_set_automatically_unless_params_allow(project: Path, tmp_path: Path,
+                                                                       sqlite_store: str):
     with pytest.raises(ConfigError, match="promote_to_champion"):
         register_pipeline(project, RegisterConfig(alias="champion"))
     first = register_pipeline(project, RegisterConfig())
     assert alias_version("champion") is None
-    second = register_pipeline(project, RegisterConfig(promote_to_champion=True))
+    second = register_pipeline(changed_copy(project, tmp_path / "changed"), RegisterConfig(promote_to_champion=True))
     assert (first["version"], second["version"]) == ("1", "2")
     assert alias_version("champion") == "2" and alias_version("challenger") == "2"
+
+
+@pytest.mark.slow
+def test_registering_the_same_bundle_again_reuses_its_version(project: Path, sqlite_store: str):
+    """Registering twice (by hand, or a retried register stage) added an identical version and moved the aliases
+    to it; the bundle's digest (tag bundle_sha256) now finds the version that holds it, which gets the aliases."""
+    first = register_pipeline(project, RegisterConfig())
+    again = register_pipeline(project, RegisterConfig(alias="staging", promote_to_champion=True))
+    assert (first["version"], again["version"]) == ("1", "1")
+    assert (first["already_registered"], again["already_registered"], again["registered"]) == (False, True, True)
+    assert json.loads((project / "reports/register/registration.json").read_text()) == again
+    versions = open_registry().list_versions(NAME)
+    assert [v.version for v in versions] == ["1"] and len(versions[0].tags["bundle_sha256"]) == 64
+    assert versions[0].aliases == ("challenger", "champion", "staging")
 
 
 @pytest.mark.slow
@@ -372,7 +395,7 @@ def test_promote_moves_champion_and_refuses_a_version_without_passed_gates(
     from rewardline.cli import app
 
     v1 = register_pipeline(project, RegisterConfig())["version"]
-    v2 = register_pipeline(project, RegisterConfig())["version"]
+    v2 = register_pipeline(changed_copy(project, tmp_path / "changed"), RegisterConfig())["version"]
     # a version registered by hand, outside the pipeline, from a gate-failing evaluation
     failing = failing_copy(project, tmp_path / "failing")
     import mlflow
