@@ -68,6 +68,22 @@ def configure_mlflow(project_dir: Path | str = ".") -> str:
     return uri
 
 
+def name_problem(kind: str, value: str) -> str | None:
+    """Why MLflow would refuse ``value`` as a registered model's name (``kind`` "model") or an alias ("alias"), in
+    MLflow's words; None when it accepts it. Checked before anything is logged, so a bad name registers nothing."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils import validation
+
+    checks = ((validation._validate_model_name,) if kind == "model" else
+              (validation._validate_model_alias_name, validation._validate_model_alias_name_reserved))
+    try:
+        for check in checks:
+            check(value)
+    except MlflowException as err:
+        return one_line(err.message)
+    return None
+
+
 def is_configured() -> bool:
     """Whether :func:`configure_mlflow` ran in this process."""
     return _configured
@@ -195,6 +211,9 @@ class MlflowRegistry:
     def set_alias(self, name: str, alias: str, version: int | str) -> None:
         from mlflow.exceptions import MlflowException
 
+        problem = name_problem("alias", alias)
+        if problem is not None:
+            raise ConfigError(f"alias {alias!r}: {problem}")
         try:
             self.client.set_registered_model_alias(name, alias, str(version))
         except MlflowException as err:

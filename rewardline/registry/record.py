@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import ValidationInfo, field_validator
+
 from rewardline.config import Section, load_params
 from rewardline.data.tables import read_json
 from rewardline.errors import ConfigError
@@ -37,7 +39,14 @@ from rewardline.registry.base import ModelRegistry, ModelVersion
 from rewardline.registry.bundle import BUNDLE_DIGEST_TAG, build_bundle, bundle_digest
 from rewardline.registry.datasets import log_stage_datasets
 from rewardline.registry.lineage import extra_tags_from_env, git_info, lineage_tags
-from rewardline.registry.mlflow_backend import client, configure_mlflow, ensure_configured, experiment_id, is_configured
+from rewardline.registry.mlflow_backend import (
+    client,
+    configure_mlflow,
+    ensure_configured,
+    experiment_id,
+    is_configured,
+    name_problem,
+)
 from rewardline.registry.mlflow_values import MAX_TAG, MetricRow, log_batch, metric_values, param_values
 from rewardline.registry.names import CHALLENGER, CHAMPION, EXPERIMENT, MODEL_NAME, model_uri
 from rewardline.registry.pyfunc import BUNDLE
@@ -69,6 +78,16 @@ class RegisterConfig(Section):
     experiment: str = EXPERIMENT
     alias: str = CHALLENGER  # set on every newly registered version
     promote_to_champion: bool = False  # explicit opt-in: also move `champion` to the new version
+
+    @field_validator("model_name", "alias")
+    @classmethod
+    def _accepted_by_mlflow(cls, value: str, info: ValidationInfo) -> str:
+        """A name MLflow refuses stops the stage before the model is logged and registered (it was registered,
+        then the alias failed)."""
+        problem = name_problem("model" if info.field_name == "model_name" else "alias", value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 def train_curves(log_path: Path) -> list[MetricRow]:

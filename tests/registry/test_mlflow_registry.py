@@ -374,6 +374,22 @@ def test_champion_alias_is_never_set_automatically_unless_params_allow(project: 
 
 
 @pytest.mark.slow
+def test_a_name_or_alias_mlflow_refuses_stops_register_before_anything_is_registered(project: Path,
+                                                                                    sqlite_store: str):
+    """`register --set alias=v1` (reserved by MLflow) registered the version, then failed to set the alias."""
+    from typer.testing import CliRunner
+
+    from rewardline.cli import app
+
+    for setting, said in (("alias=v1", "register.alias: 'v1' Version alias name 'v1' is reserved"),
+                          ("model_name=team/rm", "register.model_name: 'team/rm' Invalid model name 'team/rm'")):
+        done = CliRunner().invoke(app, ["register", "--project", str(project), "--params",
+                                        str(project / "params.yaml"), "--set", setting])
+        assert done.exit_code == 2 and said in done.output, done.output
+    assert open_registry().list_versions(NAME) == []  # a bare MlflowClient would read an earlier MLFLOW_REGISTRY_URI
+
+
+@pytest.mark.slow
 def test_registering_the_same_bundle_again_reuses_its_version(project: Path, sqlite_store: str):
     """Registering twice (by hand, or a retried register stage) added an identical version and moved the aliases
     to it; the bundle's digest (tag bundle_sha256) now finds the version that holds it, which gets the aliases."""

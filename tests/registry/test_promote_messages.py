@@ -55,6 +55,12 @@ def test_registry_of_a_name_that_is_not_registered_exits_2_naming_the_ones_there
     assert [v["version"] for v in json.loads(listed.output)["versions"]] == [1]
 
 
+def test_promote_to_an_alias_mlflow_refuses_names_the_alias(store: str):
+    assert _error(["promote", "--version", "1", "--alias", "v2"]) == "error: alias 'v2': Version alias name 'v2' " \
+                                                                    "is reserved."
+    assert "alias 'my alias': Invalid alias name" in _error(["promote", "--version", "1", "--alias", "my alias"])
+
+
 def test_promote_version_must_be_a_number_and_is_normalised(store: str):
     for bad in ("abc", "0", "-1"):
         assert "expected a model version number" in _error(["promote", "--version", bad])
