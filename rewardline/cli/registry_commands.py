@@ -33,7 +33,7 @@ def register(
 
     def action() -> dict:
         config = build(RegisterConfig, _section(params, "register"), parse_overrides(set_ or [], "register"),
-                       name="register")
+                       name="register", source=str(params))
         registry = open_registry(project)
         result = register_pipeline(project, config, registry)
         if not result["registered"]:

@@ -61,6 +61,13 @@ def test_promote_to_an_alias_mlflow_refuses_names_the_alias(store: str):
     assert "alias 'my alias': Invalid alias name" in _error(["promote", "--version", "1", "--alias", "my alias"])
 
 
+def test_a_bad_register_setting_names_the_params_file_it_came_from(store: str, tmp_path: Path):
+    params = tmp_path / "release.yaml"
+    params.write_text("register: {alias: v1}\n")
+    line = _error(["register", "--project", str(tmp_path), "--params", str(params)])
+    assert line == f"error: {params}: register.alias: 'v1' Version alias name 'v1' is reserved.", line
+
+
 def test_promote_version_must_be_a_number_and_is_normalised(store: str):
     for bad in ("abc", "0", "-1"):
         assert "expected a model version number" in _error(["promote", "--version", bad])
