@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from rewardline.data.tables import content_digest, read_json
 from rewardline.modeling.hf_format import RL_KEY, write_rewardline_section
 from rewardline.paths import EVALUATE_DIR, METRICS_FILE, MODEL_DIR
+from rewardline.registry.base import ModelRegistry, ModelVersion
 
 #: The version tag holding :func:`bundle_digest`: registering the same bundle again reuses that version.
 BUNDLE_DIGEST_TAG = "bundle_sha256"
@@ -68,3 +70,15 @@ def bundle_digest(bundle_dir: Path) -> str:
     for file in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
         digest.update(f"{file.relative_to(bundle_dir).as_posix()}\0{content_digest(file)}\0".encode())
     return digest.hexdigest()
+
+
+def register_once(registry: ModelRegistry, name: str, bundle: Path, tags: Mapping[str, Any], report: str,
+                  run_id: str | None = None) -> tuple[ModelVersion, bool]:
+    """``(the version, whether it was there already)``: the version of ``name`` that holds this very bundle
+    (:data:`BUNDLE_DIGEST_TAG`), so that registering again (by hand, or a retried stage) adds no duplicate;
+    else ``bundle`` registered as a new version with ``tags`` and ``report`` as its description."""
+    digest = bundle_digest(bundle)
+    found = next((v for v in registry.list_versions(name) if v.tags.get(BUNDLE_DIGEST_TAG) == digest), None)
+    if found is not None:
+        return found, True
+    return registry.register(name, bundle, {**tags, BUNDLE_DIGEST_TAG: digest}, report, run_id=run_id), False

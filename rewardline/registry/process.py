@@ -21,6 +21,7 @@ from rewardline.data.tables import read_json
 from rewardline.errors import ConfigError
 from rewardline.paths import GATES_FILE, METRICS_FILE, PRM_EVALUATE_DIR, PRM_MODEL_DIR, REPORT_FILE, REPORTS_DIR
 from rewardline.registry.base import ModelRegistry
+from rewardline.registry.bundle import register_once
 from rewardline.registry.lineage import git_info
 from rewardline.registry.names import CHALLENGER, MODEL_TYPE_TAG, PRM_MODEL_NAME, model_uri
 
@@ -41,7 +42,8 @@ def prm_tags(gates: dict[str, Any], model_dir: Path) -> dict[str, str]:
 
 def register_prm(project_dir: Path | str, registry: ModelRegistry, name: str = PRM_MODEL_NAME,
                  alias: str = CHALLENGER) -> dict[str, Any]:
-    """Register the PRM when its gates passed (never otherwise); write and return ``registration.json``."""
+    """Register the PRM when its gates passed (never otherwise; a PRM registered before: its version gets the
+    alias, ``already_registered``); write and return ``registration.json``."""
     root = Path(project_dir).resolve()
     gates = read_json(root / PRM_EVALUATE_DIR / GATES_FILE)
     if not gates:
@@ -56,9 +58,9 @@ def register_prm(project_dir: Path | str, registry: ModelRegistry, name: str = P
             (bundle / "calibration.json").write_text("{}\n")
             shutil.copyfile(root / PRM_EVALUATE_DIR / METRICS_FILE, bundle / "evaluate_metrics.json")
             report = (root / PRM_EVALUATE_DIR / REPORT_FILE).read_text()
-            version = registry.register(name, bundle, tags, report)
+            version, reused = register_once(registry, name, bundle, tags, report)
         registry.set_alias(name, alias, version.version)
-        result.update(version=version.version, aliases=[alias], registered=True,
+        result.update(version=version.version, aliases=[alias], registered=True, already_registered=reused,
                       model_uri=model_uri(name, version=version.version))
     else:
         failed = [n for n, g in (gates.get("gates") or {}).items() if not g.get("passed")]

@@ -35,8 +35,8 @@ from rewardline.paths import (
     stage_metrics,
     stage_times,
 )
-from rewardline.registry.base import ModelRegistry, ModelVersion
-from rewardline.registry.bundle import BUNDLE_DIGEST_TAG, build_bundle, bundle_digest
+from rewardline.registry.base import ModelRegistry
+from rewardline.registry.bundle import build_bundle, register_once
 from rewardline.registry.datasets import log_stage_datasets
 from rewardline.registry.lineage import extra_tags_from_env, git_info, lineage_tags
 from rewardline.registry.mlflow_backend import (
@@ -241,18 +241,6 @@ def log_pipeline_run(project_dir: Path | str = ".", experiment: str = EXPERIMENT
         return ids
 
 
-def _register_once(registry: ModelRegistry, name: str, bundle: Path, tags: Mapping[str, Any], report: str,
-                   run_id: str) -> tuple[ModelVersion, bool]:
-    """``(the version, whether it was there already)``: the version of ``name`` that holds this very bundle
-    (:data:`BUNDLE_DIGEST_TAG`), so that registering again (by hand, or a retried stage) adds no duplicate;
-    else ``bundle`` registered as a new version."""
-    digest = bundle_digest(bundle)
-    found = next((v for v in registry.list_versions(name) if v.tags.get(BUNDLE_DIGEST_TAG) == digest), None)
-    if found is not None:
-        return found, True
-    return registry.register(name, bundle, {**tags, BUNDLE_DIGEST_TAG: digest}, report, run_id=run_id), False
-
-
 def register_pipeline(project_dir: Path | str = ".", config: RegisterConfig | None = None,
                       registry: ModelRegistry | None = None) -> dict[str, Any]:
     """The ``register`` stage: log the pipeline record; when every gate in
@@ -294,7 +282,7 @@ def register_pipeline(project_dir: Path | str = ".", config: RegisterConfig | No
                 report = (root / EVALUATE_DIR / "report.md").read_text()
                 with tempfile.TemporaryDirectory() as tmp:
                     bundle = build_bundle(root, Path(tmp) / BUNDLE)
-                    version, reused = _register_once(registry, config.model_name, bundle, tags, report, run.info.run_id)
+                    version, reused = register_once(registry, config.model_name, bundle, tags, report, run.info.run_id)
                 for alias in aliases:
                     registry.set_alias(config.model_name, alias, version.version)
                 result.update(version=version.version, aliases=aliases, registered=True, already_registered=reused,

@@ -48,6 +48,9 @@ def test_a_passing_prm_is_registered_served_and_promotable_a_failing_one_is_not(
     assert version.tags["model_type"] == "prm" and version.gates_passed and version.tags["step_aggregate"] == "min"
     assert promote(registry, PRM_MODEL_NAME, result["version"]) is None
     assert registry.resolve_alias(PRM_MODEL_NAME, "champion") == result["version"]
+    repeated = register_prm(root, registry)  # the same PRM again: no second version
+    assert [v.version for v in registry.list_versions(PRM_MODEL_NAME)] == [result["version"]]
+    assert (repeated["version"], repeated["already_registered"]) == (result["version"], True)
 
     import mlflow
 
