@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rewardline.errors import ConfigError, describe, verbose_from_env
+from rewardline.stage import artifact_bars_on_terminal_only
 
 
 def run_flow_command(call: Callable[[], object]) -> None:
     """Call ``call`` (a flow run); on an exception print :func:`~rewardline.errors.describe`'s line and exit with its
-    code."""
+    code. MLflow's artifact bars (the retrain flow downloads the champion) only on a terminal, as in ``rewardline``."""
+    artifact_bars_on_terminal_only()
     try:
         call()
     except Exception as err:  # noqa: BLE001 - every failure leaves with the contract's exit code

@@ -99,13 +99,18 @@ def finish_gated_stage(stage: str, stage_out: Path, show_report: bool = False) -
         raise
 
 
+def artifact_bars_on_terminal_only() -> None:
+    """MLflow's artifact download / upload bars only when stderr is a terminal (as training's own bar): to a log
+    file, a pipe or cron's mail they are a screen of carriage returns. An explicit setting of the variable wins."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def configure_logging(verbosity: int = 0) -> None:
     """``logging`` to stderr: INFO (``verbosity`` 0), DEBUG (> 0) or WARNING (< 0) for rewardline;
     third-party libraries (MLflow, alembic, urllib3, httpx, Great Expectations, ...) at WARNING unless
-    ``verbosity`` > 1. MLflow's artifact download / upload bars only on a terminal (as training's own bar):
-    to a log file or a pipe they are a screen of carriage returns."""
-    if not sys.stderr.isatty():
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    ``verbosity`` > 1; MLflow's artifact bars only on a terminal (:func:`artifact_bars_on_terminal_only`)."""
+    artifact_bars_on_terminal_only()
     level = logging.DEBUG if verbosity > 0 else logging.INFO if verbosity == 0 else logging.WARNING
     if verbosity <= 1:  # MLflow sets its own logger's level from this when it is imported (later, lazily)
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

@@ -34,3 +34,26 @@ def test_each_sub_command_has_its_own_help():
     serve = retrain_command("serve", "--help")
     assert serve.returncode == 0 and serve.stdout.startswith("usage: python -m flows.retrain serve [-h] [--name NAME]")
     assert "--force" not in serve.stdout
+
+
+def test_the_champion_download_prints_no_progress_bar_off_a_terminal(tmp_path: Path, capfd: pytest.CaptureFixture,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    """Was: `python -m flows.retrain run` from cron mailed MLflow's 'Downloading artifacts' bar (a line of carriage
+    returns per file of the champion's bundle), where `rewardline` commands show it on a terminal only. The flows'
+    command-line entry now applies the same rule: stderr not a terminal, no bar."""
+    from conftest import register_tiny_bundle
+
+    from flows.command_line import run_flow_command
+    from rewardline.registry import open_registry
+    from rewardline.registry.names import CHALLENGER, MODEL_NAME, model_uri
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")  # restored to absent at the end
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    register_tiny_bundle(tmp_path, seed=0)
+    capfd.readouterr()
+    loaded = []
+    run_flow_command(lambda: loaded.append(open_registry().load(model_uri(MODEL_NAME, CHALLENGER), tmp_path / "dl")))
+    assert loaded[0] is not None and (loaded[0] / "reward_config.json").is_file()
+    assert "Downloading artifacts" not in capfd.readouterr().err
