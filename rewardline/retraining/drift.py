@@ -74,7 +74,10 @@ def permutation_pvalues(reference: np.ndarray, actual: np.ndarray, reference_gro
     The groups of both samples are pooled (a group never spans the two); each of the
     ``permutations`` rounds draws as many groups as ``actual`` has for a pseudo-batch, the rest
     is the pseudo-reference; p = (1 + #{T* ≥ T}) / (1 + R). ``None`` groups: one per sample.
-    NaN for an empty sample, ``permutations`` 0 or fewer than two groups on a side.
+    NaN for an empty sample or ``permutations`` 0. A batch of one prompt is tested too: its pseudo-batches are single
+    prompts of the pool, so p says whether its rewards stand out from those of a typical prompt (≥ 1/(1 + groups in
+    the pool), so a small pool is never significant); a threshold alone would always fire, as one prompt's rewards
+    bunch together and are far from the spread of many.
     """
     reference, actual = np.asarray(reference, np.float64), np.asarray(actual, np.float64)
     ref_groups = np.arange(reference.size) if reference_groups is None else np.asarray(reference_groups)
@@ -84,7 +87,7 @@ def permutation_pvalues(reference: np.ndarray, actual: np.ndarray, reference_gro
     _, ref_codes = np.unique(ref_groups.astype(str), return_inverse=True)
     _, act_codes = np.unique(act_groups.astype(str), return_inverse=True)
     n_ref, n_act = int(ref_codes.max(initial=-1)) + 1, int(act_codes.max(initial=-1)) + 1
-    if permutations <= 0 or n_ref < 2 or n_act < 2:
+    if permutations <= 0 or n_ref < 1 or n_act < 1:
         return float("nan"), float("nan")
     values = np.concatenate([reference, actual])
     codes = np.concatenate([ref_codes, act_codes + n_ref])  # group ids of the pool

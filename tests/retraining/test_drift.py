@@ -119,7 +119,7 @@ def test_permutation_pvalue_by_hand_for_two_groups_a_side():
     _, p_ks = drift.permutation_pvalues(ref, act, permutations=3000, seed=0)
     assert p_ks == pytest.approx((1 + 3000 * 2 / 6) / 3001, abs=0.03)
     assert all(math.isnan(p) for p in drift.permutation_pvalues(ref, act, permutations=0))
-    assert all(math.isnan(p) for p in drift.permutation_pvalues(ref, act[:1]))  # one group: not testable
+    assert all(math.isnan(p) for p in drift.permutation_pvalues(ref, act[:0]))  # an empty batch: not testable
     with pytest.raises(ValueError, match="one entry per sample"):
         drift.permutation_pvalues(ref, act, groups=np.array([1]))
 
@@ -134,3 +134,24 @@ def test_a_crossing_within_sampling_noise_is_reported_but_does_not_retrain():
     noisy.psi_pvalue = 0.01
     assert drift.decide(noisy, t).reasons == ["psi 0.8400 > 0.25 (permutation p 0.0100 <= 0.05)"]
     assert drift.decide(noisy, drift.Thresholds(alpha=0.005)).retrain is False
+
+
+def test_a_batch_of_one_prompt_is_tested_against_single_prompts_of_the_reference():
+    """Was: a batch of one prompt got no permutation p-value (NaN), so the thresholds alone decided, and one prompt's
+    rewards, bunched together, always crossed them: even a batch that is one of the champion's own reference prompts
+    was retrained on. Now its pseudo-batches are single prompts of the pool: a typical prompt is within noise; one
+    whose rewards lie past every reference prompt's is drift by KS (PSI, ≈ 8 for any prompt whose rewards share a
+    bin, cannot tell one prompt from another)."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(200), 4).astype(str)
+    reference = rng.normal(size=200)[np.repeat(np.arange(200), 4)] + 0.1 * rng.normal(size=800)
+    t = drift.Thresholds(psi=0.25, ks=0.2, accuracy_drop=0.05, min_pairs=20, alpha=0.05)
+    own = drift.measure(reference, reference[:4], reference_groups=groups, groups=np.array(["x"] * 4))
+    assert own.psi > t.psi and own.ks > t.ks  # the thresholds alone would retrain
+    assert own.psi_pvalue > t.alpha and own.ks_perm_pvalue > t.alpha
+    assert drift.decide(own, t).retrain is False and len(drift.decide(own, t).within_noise) == 2
+    far = drift.measure(reference, reference.max() + 5 + 0.1 * rng.normal(size=4), reference_groups=groups,
+                        groups=np.array(["x"] * 4))
+    assert far.ks_perm_pvalue <= t.alpha < far.psi_pvalue
+    decision = drift.decide(far, t)
+    assert decision.retrain is True and [r.split()[0] for r in decision.reasons] == ["ks"]
