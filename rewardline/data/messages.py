@@ -3,11 +3,15 @@
 Ingest renders a column of message lists in Arrow (:func:`rewardline.data.adapters.native.prompt_columns`);
 ``rewardline score``, ``rerank`` and the server meet rows one at a time and render each list with
 :func:`render_one`, to the same text (``tests/data/test_render_one.py``), so that an encoder reward model reads
-at serving time the text it was trained on. Plain Python, no Arrow: the modeling stages import it without the
-adapters.
+at serving time the text it was trained on (:func:`message_list`; :func:`check_prompt` refuses a malformed list).
+Plain Python, no Arrow: the modeling stages import it without the adapters.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from rewardline.errors import BadInput, json_type
 
 #: The roles a message may have, compared case-blind and stored in lower case: the ones chat templates know.
 #: Ingest quarantines a record with another; score, rerank and the server refuse the row.
@@ -24,3 +28,33 @@ def render_one(messages: list[dict]) -> str:
     turns = "".join(f"\n\n{ROLE_LABELS.get(m['role'].lower(), m['role'].lower().capitalize())}: {m['content']}"
                     for m in messages)
     return turns + "\n\nAssistant:"
+
+
+def message_list(prompt: Any) -> tuple[str, list[dict] | None]:
+    """A prompt given as text, or as a list of ``{role, content}`` messages."""
+    if isinstance(prompt, list):
+        messages = [{"role": m["role"].lower(), "content": m["content"]} for m in prompt]  # as ingest stores them
+        return render_one(messages), messages  # the text ingest stores for these messages (train = serve)
+    return str(prompt), None
+
+
+#: What a prompt may be, in error messages.
+PROMPT_EXPECTED = "a string or a list of {role, content} messages"
+
+
+def check_prompt(prompt: Any, where: dict[str, Any]) -> None:
+    """A prompt is text or a list of ``{"role": str, "content": str}`` messages (:class:`BadInput` otherwise)."""
+    if isinstance(prompt, str):
+        return
+    if not isinstance(prompt, list) or not prompt:
+        raise BadInput(**where, field="prompt", expected=PROMPT_EXPECTED, got=json_type(prompt))
+    for i, message in enumerate(prompt):
+        if not isinstance(message, dict):
+            raise BadInput(**where, field=f"prompt[{i}]", expected="an object {role, content}", got=json_type(message))
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                got = json_type(message[key]) if key in message else "nothing (missing)"
+                raise BadInput(**where, field=f"prompt[{i}].{key}", expected="a string", got=got)
+        if message["role"].lower() not in MESSAGE_ROLES:
+            raise BadInput(**where, field=f"prompt[{i}].role", expected=f"one of {', '.join(MESSAGE_ROLES)}",
+                           got=repr(message["role"][:60]))

@@ -41,7 +41,7 @@ import pyarrow as pa
 from scipy.special import expit, ndtr
 
 from rewardline.data.limits import Limits
-from rewardline.data.messages import MESSAGE_ROLES, render_one
+from rewardline.data.messages import PROMPT_EXPECTED, check_prompt, message_list
 from rewardline.errors import BadInput, ConfigError, NonFiniteError, json_type
 from rewardline.modeling.batching import length_batches
 from rewardline.modeling.rows_files import CHUNK_ROWS, open_rows_file, rows_writer, with_columns, write_rows
@@ -52,14 +52,6 @@ if TYPE_CHECKING:
 
 #: Responses of one prompt that share one encoding of it at most (a larger group is scored in several).
 MAX_BRANCHES = 16
-
-
-def message_list(prompt: Any) -> tuple[str, list[dict] | None]:
-    """A prompt given as text, or as a list of ``{role, content}`` messages."""
-    if isinstance(prompt, list):
-        messages = [{"role": m["role"].lower(), "content": m["content"]} for m in prompt]  # as ingest stores them
-        return render_one(messages), messages  # the text ingest stores for these messages (train = serve)
-    return str(prompt), None
 
 
 def score_texts(
@@ -212,27 +204,6 @@ def win_probability(rewards: np.ndarray, link: str, residual_sd: float = 0.0) ->
     return expit(r / np.sqrt(1.0 + np.pi * residual_sd**2 / 8.0))
 
 
-PROMPT_EXPECTED = "a string or a list of {role, content} messages"
-
-
-def _check_prompt(prompt: Any, where: dict[str, Any]) -> None:
-    """A prompt is text or a list of ``{"role": str, "content": str}`` messages (:class:`BadInput` otherwise)."""
-    if isinstance(prompt, str):
-        return
-    if not isinstance(prompt, list) or not prompt:
-        raise BadInput(**where, field="prompt", expected=PROMPT_EXPECTED, got=json_type(prompt))
-    for i, message in enumerate(prompt):
-        if not isinstance(message, dict):
-            raise BadInput(**where, field=f"prompt[{i}]", expected="an object {role, content}", got=json_type(message))
-        for key in ("role", "content"):
-            if not isinstance(message.get(key), str):
-                got = json_type(message[key]) if key in message else "nothing (missing)"
-                raise BadInput(**where, field=f"prompt[{i}].{key}", expected="a string", got=got)
-        if message["role"].lower() not in MESSAGE_ROLES:
-            raise BadInput(**where, field=f"prompt[{i}].role", expected=f"one of {', '.join(MESSAGE_ROLES)}",
-                           got=repr(message["role"][:60]))
-
-
 def check_score_row(row: Any, where: dict[str, Any], limits: Limits | None = None) -> None:
     """An outcome-model input row: ``prompt`` text or messages, ``response`` text (BadInput otherwise),
     within ``limits`` (default :class:`Limits`; :class:`~rewardline.errors.TooLarge` names the bound)."""
@@ -244,7 +215,7 @@ def check_score_row(row: Any, where: dict[str, Any], limits: Limits | None = Non
                      if key == "response" and "steps" in row else "")
             raise BadInput(**where, field=key, detail="missing; expected "
                            + ("a string" if key == "response" else PROMPT_EXPECTED) + steps)
-    _check_prompt(row["prompt"], where)
+    check_prompt(row["prompt"], where)
     if not isinstance(row["response"], str):
         raise BadInput(**where, field="response", expected="a string", got=json_type(row["response"]))
     (limits or Limits()).check_row(message_list(row["prompt"])[0], row["response"], **where)

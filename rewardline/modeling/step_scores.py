@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from rewardline.data.messages import PROMPT_EXPECTED, check_prompt, message_list
 from rewardline.data.tables import json_safe
 from rewardline.errors import BadInput, NonFiniteError, json_type
 
@@ -130,6 +131,12 @@ def _warn_dropped(dropped: np.ndarray, n_steps: np.ndarray, max_length: int) -> 
                     if none else "")
 
 
+def prompt_texts(prompts: list[Any]) -> list[str]:
+    """The text a PRM reads for each prompt: the text itself, or a message list rendered as ingest stores it
+    (:func:`rewardline.data.messages.message_list`), so a prompt scores as the same prompt trained on."""
+    return [message_list(p)[0] for p in prompts]
+
+
 def solution_steps(text: str) -> list[str]:
     """A solution text's steps: its non-blank lines, stripped (the ``solutions`` adapter's split)."""
     return [line.strip() for line in str(text).split("\n") if line.strip()]
@@ -145,19 +152,19 @@ def score_solution_texts(model_dir: Path | str, prompts: list[Any], responses: l
 
     model, tokenizer = RewardModel.load(model_dir, select_runtime("auto", "auto").device)
     steps = [solution_steps(r) or [str(r)] for r in responses]
-    texts = [p if isinstance(p, str) else "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in p)
-             for p in prompts]
-    rewards = aggregate_steps(score_steps(model, tokenizer, texts, steps), aggregate or model.config.step_aggregate)
+    rewards = aggregate_steps(score_steps(model, tokenizer, prompt_texts(prompts), steps),
+                              aggregate or model.config.step_aggregate)
     return np.where(np.isnan(rewards), unscored, rewards)
 
 
 def check_step_row(row: Any, where: dict[str, Any]) -> None:
-    """A PRM input row: ``prompt`` text, ``steps`` a non-empty list of non-empty strings (BadInput otherwise)."""
+    """A PRM input row: ``prompt`` text or ``{role, content}`` messages (as an outcome model's), ``steps`` a non-empty
+    list of non-empty strings (BadInput otherwise)."""
     if not isinstance(row, dict):
         raise BadInput(**where, expected="a JSON object {prompt, steps}", got=json_type(row))
-    if not isinstance(row.get("prompt"), str):
-        got = json_type(row["prompt"]) if "prompt" in row else "nothing (missing)"
-        raise BadInput(**where, field="prompt", expected="a string", got=got)
+    if "prompt" not in row:
+        raise BadInput(**where, field="prompt", expected=PROMPT_EXPECTED, got="nothing (missing)")
+    check_prompt(row["prompt"], where)
     steps = row.get("steps")
     if not isinstance(steps, list) or not steps:
         got = json_type(steps) if "steps" in row else "nothing (missing)" + (
@@ -176,7 +183,8 @@ def step_scored_rows(model_dir: Path | str, model: RewardModel, tokenizer: Any, 
     """``rows`` (checked by :func:`check_step_row`) with ``step_scores`` (``p_k``, null for a dropped step) and
     ``reward`` (their aggregate ``how``: :func:`aggregate_steps`) from the process reward ``model`` loaded from
     ``model_dir`` (:data:`STEP_COLUMNS`: the columns added)."""
-    scores = score_steps(model, tokenizer, [r["prompt"] for r in rows], [r["steps"] for r in rows], batch_tokens)
+    scores = score_steps(model, tokenizer, prompt_texts([r["prompt"] for r in rows]), [r["steps"] for r in rows],
+                         batch_tokens)
     rewards = aggregate_steps(scores, how)
     if any(np.isinf(s).any() for s in scores):
         raise NonFiniteError(model_dir, detail="a step score is infinite; expected probabilities")

@@ -61,14 +61,14 @@ class RewardScorer:
         """``step_scores`` and their aggregate ``reward`` for ``{prompt, steps}`` rows (a PRM)."""
         import pandas as pd
 
-        from rewardline.modeling.step_scores import aggregate_steps, check_step_row, score_steps
+        from rewardline.modeling.step_scores import aggregate_steps, check_step_row, prompt_texts, score_steps
 
         rows = [{"prompt": p, "steps": list(s) if s is not None and not isinstance(s, str) else s}
                 for p, s in zip(model_input["prompt"], model_input["steps"], strict=True)]
         for i, row in enumerate(rows):
             check_step_row(row, {"line": i + 1})
-        scores = score_steps(self.model, self.tokenizer, [r["prompt"] for r in rows], [r["steps"] for r in rows],
-                             device=self.device)
+        scores = score_steps(self.model, self.tokenizer, prompt_texts([r["prompt"] for r in rows]),
+                             [r["steps"] for r in rows], device=self.device)
         how = (params or {}).get("aggregate") or self.model.config.step_aggregate
         return pd.DataFrame({"step_scores": [json_safe(s.tolist()) for s in scores],  # unscored step: None
                              "reward": pd.array(aggregate_steps(scores, how), dtype="Float64")})  # NaN → <NA>

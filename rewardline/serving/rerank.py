@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
+from rewardline.data.messages import message_list
 from rewardline.errors import NonFiniteError
 from rewardline.modeling.score import (
     forward_encoded,
-    message_list,
     pad_id_of,
     shared_prefix_rewards,
     win_probability,

@@ -54,7 +54,7 @@ def test_trl_and_arena_conversations_with_an_unknown_role_are_quarantined() -> N
 def test_roles_are_stored_in_lower_case_as_chat_templates_compare_them() -> None:
     """Roles are read case-blind; stored as given ('User'), a chat template's ``message['role'] == 'user'`` missed
     them. Stored (and scored) in lower case."""
-    from rewardline.modeling.score import message_list
+    from rewardline.data.messages import message_list
 
     conversation = [{"role": "System", "content": "s"}, {"role": "USER", "content": "q"},
                     {"role": "Assistant", "content": "a"}, {"role": "user", "content": "q2"}]

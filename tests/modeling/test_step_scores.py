@@ -198,3 +198,25 @@ def test_step_scores_are_the_same_chunk_by_chunk_and_into_a_table(prm_dir, tmp_p
     for i in (0, 2):
         assert chunked[i]["step_scores"] == pytest.approx(whole[i]["step_scores"], abs=1e-6)
         assert chunked[i]["reward"] == pytest.approx(whole[i]["reward"], abs=1e-6)
+
+
+def test_a_prompt_of_messages_scores_as_the_text_ingest_stores(prm_dir, tmp_path):
+    """Was: `rewardline score` on a PRM refused a prompt of messages ('field prompt: expected a string'), which an
+    outcome model takes, and `bon` with a PRM rendered one as 'System: ...\\n\\nUser: ...', a text ingest never stores
+    (train != serve). Now both read the messages as the text ingest stores for them (messages.render_one)."""
+    from rewardline.data.messages import render_one
+    from rewardline.modeling.step_scores import score_solution_texts
+
+    messages = [{"role": "system", "content": "Be exact."}, {"role": "User", "content": "What is 3 plus 4?"}]
+    stored = render_one([{**m, "role": m["role"].lower()} for m in messages])
+    steps = ["3 + 4 = 7", "The answer is 7"]
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"prompt": messages, "steps": steps}) + "\n" + json.dumps({"prompt": stored,
+                                                                                          "steps": steps}) + "\n")
+    result = CliRunner().invoke(app, ["score", "--model", str(prm_dir), "--input", str(src), "--out",
+                                      str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.output
+    as_messages, as_text = (json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines())
+    assert as_messages["prompt"] == messages and as_messages["step_scores"] == pytest.approx(as_text["step_scores"])
+    by_bon = score_solution_texts(prm_dir, [messages, stored], ["\n".join(steps)] * 2)
+    assert by_bon[0] == pytest.approx(by_bon[1]) and by_bon[1] == pytest.approx(as_text["reward"])
