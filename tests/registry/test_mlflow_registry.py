@@ -321,7 +321,7 @@ def test_a_gate_failing_model_is_not_registered(project: Path, tmp_path: Path, s
     failing = failing_copy(project, tmp_path / "failing")
     result = register_pipeline(failing, RegisterConfig())
     assert not result["registered"] and result["version"] is None and "min_accuracy" in result["reason"]
-    client = MlflowClient(sqlite_store)
+    client = MlflowClient(sqlite_store, registry_uri=sqlite_store)  # not an earlier test's MLFLOW_REGISTRY_URI
     assert client.search_registered_models() == []
     parent = client.get_run(result["parent_run_id"])  # the run itself is still tracked
     assert parent.data.tags["gates_passed"] == "false" and parent.data.tags["registered"] == "false"
