@@ -171,10 +171,14 @@ def load_step_groups(data_dir: Path, tokenizer: Any, cfg: Any) -> tuple[Tokenize
     train = solution_groups(parts[0], _take(enc, 0, parts[0].num_rows), tok, cfg.prm_neutral_as, 0)
     val = solution_groups(parts[1], _take(enc, parts[0].num_rows, table.num_rows), tok, cfg.prm_neutral_as,
                           parts[0].num_rows)
-    if table.num_rows == 0:  # e.g. an ingest of rankings (every ingest writes the table)
-        raise ValueError(no_step_data(Path(data_dir), "holds no solutions"))
     if not train:
-        raise ValueError(f"{path} has no solutions in the train split")
+        problems = len(set(read_solutions(data_dir)["prompt_id"].to_pylist()))
+        if problems == 0:  # e.g. an ingest of rankings (every ingest writes the table)
+            raise ValueError(no_step_data(Path(data_dir), "holds no solutions"))
+        raise ValueError(f"{path} has no solutions in the train split: its {problems} problem(s) all fall in val or "
+                         f"test by train.prm_split_salt {cfg.prm_split_salt!r}, prm_train_fraction "
+                         f"{cfg.prm_train_fraction}, prm_val_fraction {cfg.prm_val_fraction} (problems are split by "
+                         "a hash of their id); expected more problems, or another salt or larger prm_train_fraction")
     return tok, train, val, separator, added
 
 

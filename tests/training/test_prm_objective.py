@@ -245,3 +245,17 @@ def test_training_on_solutions_without_any_labelled_step_exits_2_saying_so(tmp_p
     assert "Traceback" not in result.output and "internal error" not in result.output
     assert f"{data / 'solutions.parquet'}: no labelled step in the train split" in " ".join(result.output.split())
     assert not (tmp_path / "model").exists()
+
+
+def test_an_empty_train_split_says_how_the_problems_were_split(tmp_path):
+    """Was: '.../solutions.parquet has no solutions in the train split', with no word of how many problems there are
+    or which settings split them. Now it names the count and the split settings, and what would give a train split."""
+    data = write_solutions(tmp_path / "ing", arithmetic_solutions(2)).parent
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "model"),
+                                      "--set", "objective=prm", "--set", "backbone=tiny-bert", "--set", "max_steps=2",
+                                      "--set", "freeze_layers=0", "--set", f"checkpoint_dir={tmp_path / 'ck'}",
+                                      "--set", "prm_train_fraction=0.000001", "--set", "prm_val_fraction=0.0"])
+    assert result.exit_code == 2, result.output
+    assert f"{data / 'solutions.parquet'} has no solutions in the train split: its 2 problem(s) all fall in val or " \
+           "test by train.prm_split_salt 'rewardline-v1', prm_train_fraction 1e-06, prm_val_fraction 0.0" in \
+           " ".join(result.output.split())
