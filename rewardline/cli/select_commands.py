@@ -14,8 +14,8 @@ from rewardline.ops.experiments import DEFAULT_METRIC, DEFAULT_SEED_PARAMS
 @app.command("select")
 def select(
     project: Annotated[Path, typer.Option(help="the DVC project whose experiments to rank")] = Path("."),
-    metric: Annotated[str, typer.Option(help="metric to maximise: a key of the experiments' metrics files, or "
-                                           "FILE:KEY (metrics/prm_train.json:val_accuracy)")]
+    metric: Annotated[str, typer.Option(help="validation metric to maximise (val_*): a key of the experiments' "
+                                           "metrics files, or FILE:KEY (metrics/prm_train.json:val_accuracy)")]
     = DEFAULT_METRIC,
     seed_param: Annotated[list[str] | None, typer.Option(
         "--seed-param", help="param that only changes the seed (repeatable); runs differing in these alone "

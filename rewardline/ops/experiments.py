@@ -11,7 +11,8 @@ Runs that differ only in their seed parameters (``train.seed``) form one *config
 
 Selecting on the mean over seeds rather than on the single best run keeps a lucky seed of a worse
 configuration from winning; the spread s_c says how much one run of that configuration can move.
-Only val metrics are read: the test split stays untouched until the chosen model is evaluated.
+Only val metrics are read (keys starting ``val_``; any other ``--metric`` is bad input): the test split stays
+untouched until the chosen model is evaluated.
 ``dvc exp apply`` puts the run's params, metrics and outputs (the model) into the workspace, so the
 pipeline's next stages (``dvc repro evaluate``) use the promoted model. It also overwrites every tracked
 file the experiment's commit holds, so uncommitted edits (:func:`uncommitted_edits`) stop the apply.
@@ -33,6 +34,8 @@ from rewardline.errors import BadInput, TransientError, one_line
 
 #: The metric experiments are ranked by (a key of a metrics file, e.g. ``metrics/train.json``).
 DEFAULT_METRIC = "val_accuracy"
+#: Only metrics whose key starts with this are validation metrics, the only ones selection may read.
+VALIDATION_PREFIX = "val_"
 #: Params that only change the seed: runs differing in these alone are one configuration.
 DEFAULT_SEED_PARAMS = ("train.seed",)
 #: Where ``dvc exp apply`` records the experiment it applied last.
@@ -158,14 +161,34 @@ def _check_metric(runs: list[ExperimentRun], metric: str) -> None:
                                       f"expected one of: {shown or '(none: no experiment wrote metrics)'}{qualified}")
 
 
+def _check_validation_metric(runs: list[ExperimentRun], metric: str) -> None:
+    """:class:`BadInput` naming ``metric``'s file and the runs' val metrics when ``metric``'s key does not start
+    with :data:`VALIDATION_PREFIX`: selecting on a test metric (``metrics/evaluate.json``'s ``accuracy``) or a
+    training one would leak the split that is meant to judge the chosen model."""
+    file, _, key = metric.rpartition(":")
+    if key.startswith(VALIDATION_PREFIX):
+        return
+    if not file:  # a bare key: the first file holding it, as the ranking would read it
+        file = next((name.rsplit(":", 1)[0] for run in runs for name in run.metrics if name.endswith(f":{key}")), "")
+    named = f"{key!r} of {file}" if file else repr(key)
+    allowed = sorted({name for run in runs for name in run.metrics
+                      if ":" not in name and name.startswith(VALIDATION_PREFIX)})
+    raise BadInput("--metric", detail=f"{named} is not a validation metric: selection reads only "
+                                      f"{VALIDATION_PREFIX}* metrics, so the test split stays untouched until the "
+                                      "chosen model is evaluated; expected one of: "
+                                      f"{', '.join(allowed) or '(none: no experiment wrote one)'}")
+
+
 def group_configurations(runs: Iterable[ExperimentRun], metric: str = DEFAULT_METRIC,
                          seed_params: Iterable[str] = DEFAULT_SEED_PARAMS) -> list[Configuration]:
     """Group runs by every param except ``seed_params``; runs without a finite ``metric`` are left out.
     Sorted best first (mean score, then more seeds, then key). A seed param no run has is :class:`BadInput`
-    (a typo would make every seed its own configuration), and so is a ``metric`` no run has."""
+    (a typo would make every seed its own configuration), and so are a ``metric`` no run has and one that is
+    no validation metric (:func:`_check_validation_metric`)."""
     runs, seeds = list(runs), set(seed_params)
     _check_seed_params(runs, seeds)
     _check_metric(runs, metric)
+    _check_validation_metric(runs, metric)
     groups: dict[str, Configuration] = {}
     for run in runs:
         score = run.metrics.get(metric)

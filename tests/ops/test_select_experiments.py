@@ -220,3 +220,25 @@ def test_file_key_metric_names_pick_the_file_dvc_exp_show_names():
     with pytest.raises(BadInput, match=r"expected one of: val_accuracy \(or FILE:KEY: metrics/train.json:KEY, "
                                        r"metrics/prm_train.json:KEY\)"):
         group_configurations(runs, "val_acc", ("prm.train.seed",))
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "metrics/evaluate.json:accuracy", "train_accuracy"])
+def test_a_metric_that_is_not_a_validation_metric_is_refused(metric: str):
+    """``--metric accuracy`` ranked the runs on metrics/evaluate.json's TEST accuracy (and ``train_accuracy`` on the
+    training split), though selection is documented to read val metrics only: the test split leaked into the choice."""
+    def rev(name: str, lr: float, val: float, test: float) -> dict:
+        metrics = {"metrics/train.json": {"data": {"val_accuracy": val, "val_loss": 1 - val, "train_accuracy": test}},
+                   "metrics/evaluate.json": {"data": {"accuracy": test}}}
+        params = {"params.yaml": {"data": {"train": {"lr": lr, "seed": 0}}}}
+        return {"name": name, "revs": [{"rev": name * 8, "name": name, "data": {"params": params, "metrics": metrics}}]}
+
+    rows = [{"rev": "c0ffee", "data": {}, "experiments": [rev("a", 1e-4, 0.6, 0.7), rev("b", 2e-4, 0.7, 0.6)]}]
+    runs, _, _ = parse_exp_show(rows)
+    with pytest.raises(BadInput) as err:
+        group_configurations(runs, metric)
+    key = metric.rsplit(":", 1)[-1]
+    file = "metrics/train.json" if key == "train_accuracy" else "metrics/evaluate.json"
+    assert str(err.value) == (f"--metric: {key!r} of {file} is not a validation metric: selection reads only val_* "
+                              "metrics, so the test split stays untouched until the chosen model is evaluated; "
+                              "expected one of: val_accuracy, val_loss")
+    assert group_configurations(runs)[0].runs[0].name == "b"  # val_accuracy still ranks
