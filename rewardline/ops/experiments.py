@@ -181,7 +181,8 @@ def _check_validation_metric(runs: list[ExperimentRun], metric: str) -> None:
 
 def group_configurations(runs: Iterable[ExperimentRun], metric: str = DEFAULT_METRIC,
                          seed_params: Iterable[str] = DEFAULT_SEED_PARAMS) -> list[Configuration]:
-    """Group runs by every param except ``seed_params``; runs without a finite ``metric`` are left out.
+    """Group runs by every param except ``seed_params``; runs without a finite number (not a bool) as ``metric``
+    are left out.
     Sorted best first (mean score, then more seeds, then key). A seed param no run has is :class:`BadInput`
     (a typo would make every seed its own configuration), and so are a ``metric`` no run has and one that is
     no validation metric (:func:`_check_validation_metric`)."""
@@ -192,8 +193,8 @@ def group_configurations(runs: Iterable[ExperimentRun], metric: str = DEFAULT_ME
     groups: dict[str, Configuration] = {}
     for run in runs:
         score = run.metrics.get(metric)
-        if not isinstance(score, int | float) or not math.isfinite(score):
-            continue
+        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+            continue  # bool is an int: true/false would rank as 1/0
         key = " ".join(f"{k}={v}" for k, v in sorted(run.params.items()) if k not in seeds)
         config = groups.setdefault(key, Configuration(key))
         config.runs.append(run)

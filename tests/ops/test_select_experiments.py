@@ -242,3 +242,14 @@ def test_a_metric_that_is_not_a_validation_metric_is_refused(metric: str):
                               "metrics, so the test split stays untouched until the chosen model is evaluated; "
                               "expected one of: val_accuracy, val_loss")
     assert group_configurations(runs)[0].runs[0].name == "b"  # val_accuracy still ranks
+
+
+def test_a_boolean_metric_is_no_score():
+    """bool is an int in Python: a run whose metric was ``true`` ranked as 1.0 and beat every real accuracy, and
+    ``--metric`` on a true/false metric ranked the runs on it instead of saying it is no number."""
+    runs = [_run("a0", 1e-4, 0, 0.60), _run("b0", 5e-5, 0, True)]  # type: ignore[arg-type]  # what a JSON file holds
+    configs = group_configurations(runs)
+    assert [run.name for config in configs for run in config.runs] == ["a0"]
+    flags = [_run("a0", 1e-4, 0, False), _run("b0", 5e-5, 0, True)]  # type: ignore[arg-type]
+    with pytest.raises(BadInput, match=r"no finished experiment has a numeric 'val_accuracy'"):
+        summarize(group_configurations(flags), "val_accuracy", None)
