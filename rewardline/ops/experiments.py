@@ -9,6 +9,8 @@ Runs that differ only in their seed parameters (``train.seed``) form one *config
     promoted run        i* = argmax_{i in c*} val_accuracy_i   →  ``dvc exp apply <name of i*>``
                         (ties: the lexically first experiment name)
 
+with argmin instead of argmax for a lower-is-better metric (:func:`lower_is_better`: ``val_loss``).
+
 Selecting on the mean over seeds rather than on the single best run keeps a lucky seed of a worse
 configuration from winning; the spread s_c says how much one run of that configuration can move.
 Only val metrics are read (keys starting ``val_``; any other ``--metric`` is bad input): the test split stays
@@ -36,6 +38,8 @@ from rewardline.errors import BadInput, TransientError, one_line
 DEFAULT_METRIC = "val_accuracy"
 #: Only metrics whose key starts with this are validation metrics, the only ones selection may read.
 VALIDATION_PREFIX = "val_"
+#: Metric keys ending in one of these are lower-is-better (``val_loss``, ``val_nll``); the rest higher-is-better.
+LOWER_IS_BETTER_SUFFIXES = ("loss", "nll", "ece", "brier")
 #: Params that only change the seed: runs differing in these alone are one configuration.
 DEFAULT_SEED_PARAMS = ("train.seed",)
 #: Where ``dvc exp apply`` records the experiment it applied last.
@@ -59,6 +63,7 @@ class Configuration:
     key: str
     runs: list[ExperimentRun] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    higher_is_better: bool = True
 
     @property
     def mean(self) -> float:
@@ -75,9 +80,15 @@ class Configuration:
         return math.sqrt(math.fsum((s - m) ** 2 for s in self.scores) / (n - 1))
 
     def best_run(self) -> tuple[ExperimentRun, float]:
-        """The run with the highest score (ties: the lexically first name)."""
-        i = min(range(len(self.runs)), key=lambda j: (-self.scores[j], self.runs[j].name))
+        """The run with the best score, the highest or the lowest (ties: the lexically first name)."""
+        sign = -1 if self.higher_is_better else 1
+        i = min(range(len(self.runs)), key=lambda j: (sign * self.scores[j], self.runs[j].name))
         return self.runs[i], self.scores[i]
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether ``metric``'s key (``FILE:KEY``: KEY) ends in one of :data:`LOWER_IS_BETTER_SUFFIXES`."""
+    return metric.rsplit(":", 1)[-1].lower().endswith(LOWER_IS_BETTER_SUFFIXES)
 
 
 def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -180,13 +191,15 @@ def _check_validation_metric(runs: list[ExperimentRun], metric: str) -> None:
 
 
 def group_configurations(runs: Iterable[ExperimentRun], metric: str = DEFAULT_METRIC,
-                         seed_params: Iterable[str] = DEFAULT_SEED_PARAMS) -> list[Configuration]:
+                         seed_params: Iterable[str] = DEFAULT_SEED_PARAMS,
+                         higher_is_better: bool | None = None) -> list[Configuration]:
     """Group runs by every param except ``seed_params``; runs without a finite number (not a bool) as ``metric``
-    are left out.
+    are left out. ``higher_is_better`` None: the metric's own direction (:func:`lower_is_better`).
     Sorted best first (mean score, then more seeds, then key). A seed param no run has is :class:`BadInput`
     (a typo would make every seed its own configuration), and so are a ``metric`` no run has and one that is
     no validation metric (:func:`_check_validation_metric`)."""
     runs, seeds = list(runs), set(seed_params)
+    higher = not lower_is_better(metric) if higher_is_better is None else higher_is_better
     _check_seed_params(runs, seeds)
     _check_metric(runs, metric)
     _check_validation_metric(runs, metric)
@@ -196,10 +209,11 @@ def group_configurations(runs: Iterable[ExperimentRun], metric: str = DEFAULT_ME
         if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
             continue  # bool is an int: true/false would rank as 1/0
         key = " ".join(f"{k}={v}" for k, v in sorted(run.params.items()) if k not in seeds)
-        config = groups.setdefault(key, Configuration(key))
+        config = groups.setdefault(key, Configuration(key, higher_is_better=higher))
         config.runs.append(run)
         config.scores.append(float(score))
-    return sorted(groups.values(), key=lambda c: (-c.mean, -len(c.scores), c.key))
+    sign = -1 if higher else 1
+    return sorted(groups.values(), key=lambda c: (sign * c.mean, -len(c.scores), c.key))
 
 
 def _differing(configs: list[Configuration]) -> list[str]:
@@ -235,7 +249,9 @@ def summarize(configs: list[Configuration], metric: str, baseline: Mapping[str, 
                      "runs": ",".join(r.name for r in config.runs)})
     base = (baseline or {}).get(metric)
     label = " ".join(f"{k}={run.params.get(k)}" for k in varied if k not in seeds)  # what the grid varied
-    return {"selected": run.name, "selected_rev": run.rev, "metric": metric, f"selected_{metric}": score,
+    direction = "higher is better" if best.higher_is_better else "lower is better"
+    return {"selected": run.name, "selected_rev": run.rev, "metric": metric, "direction": direction,
+            f"selected_{metric}": score,
             "configuration": label, f"configuration_{metric}_mean": best.mean,
             f"configuration_{metric}_sd": best.sd, "configuration_n_seeds": len(best.scores),
             f"baseline_{metric}": base, "varied_params": varied, "left_out": left_out, "configurations": rows}
@@ -303,16 +319,17 @@ def exp_show(project: Path) -> list[dict[str, Any]]:
 
 
 def select_experiment(project: Path | str = ".", metric: str = DEFAULT_METRIC,
-                      seed_params: Iterable[str] = DEFAULT_SEED_PARAMS, apply: bool = True) -> dict[str, Any]:
-    """Rank the project's finished experiments (:func:`group_configurations`) and, with ``apply``,
-    ``dvc exp apply`` the best configuration's best run into the workspace."""
+                      seed_params: Iterable[str] = DEFAULT_SEED_PARAMS, apply: bool = True,
+                      higher_is_better: bool | None = None) -> dict[str, Any]:
+    """Rank the project's finished experiments (:func:`group_configurations`; ``higher_is_better`` None: the
+    metric's own direction) and, with ``apply``, ``dvc exp apply`` the best configuration's best run."""
     project = Path(project)
     if not project.is_dir():  # else subprocess's cwd error read as "dvc not found" (exit 3)
         what = "not a directory" if project.exists() else "no such directory"
         raise BadInput(project, detail=f"{what}; expected the DVC project's directory (--project)")
     runs, baseline, left_out = parse_exp_show(exp_show(project))
     seed_params = tuple(seed_params)
-    configs = group_configurations(runs, metric, seed_params)
+    configs = group_configurations(runs, metric, seed_params, higher_is_better)
     ranked = {run.name for config in configs for run in config.runs}
     left_out += [f"{run.name} (no {metric})" for run in runs if run.name not in ranked]
     result = summarize(configs, metric, baseline, seed_params, left_out)

@@ -253,3 +253,18 @@ def test_a_boolean_metric_is_no_score():
     flags = [_run("a0", 1e-4, 0, False), _run("b0", 5e-5, 0, True)]  # type: ignore[arg-type]
     with pytest.raises(BadInput, match=r"no finished experiment has a numeric 'val_accuracy'"):
         summarize(group_configurations(flags), "val_accuracy", None)
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "metrics/train.json:val_loss", "val_nll", "val_ece", "val_brier"])
+def test_a_loss_is_minimised_not_maximised(metric: str):
+    """``--metric val_loss`` selected the run with the HIGHEST val loss: the worst configuration was promoted."""
+    runs = [ExperimentRun(name, name * 5, {"train.lr": lr, "train.seed": seed},
+                          {metric: loss, "val_accuracy": 1 - loss})
+            for name, lr, seed, loss in (("a0", 1e-4, 0, 0.40), ("a1", 1e-4, 1, 0.50), ("b0", 5e-5, 0, 0.70))]
+    result = summarize(group_configurations(runs, metric), metric, None)
+    assert result["selected"] == "a0" and result["direction"] == "lower is better"
+    assert [row["runs"] for row in result["configurations"]] == ["a0,a1", "b0"]
+    assert summarize(group_configurations(runs), "val_accuracy", None)["direction"] == "higher is better"
+    assert summarize(group_configurations(runs, metric, higher_is_better=True), metric, None)["selected"] == "b0"
+    assert summarize(group_configurations(runs, "val_accuracy", higher_is_better=False), "val_accuracy",
+                     None)["selected"] == "b0"

@@ -6,6 +6,7 @@ script (no model), and its experiments are real ``dvc exp run --temp`` runs: sec
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -116,3 +117,12 @@ def test_select_twice_replaces_its_own_selection_but_not_edits_made_after_it(pro
     with pytest.raises(BadInput, match="params.yaml"):
         select_experiment(project)
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["seed"] == 7
+
+
+def test_lower_is_better_picks_the_lowest(project: Path):
+    """``--lower-is-better`` (the default for ``val_loss``) ranks the lowest mean first: lr2's val_accuracy 0.2."""
+    done = _sh(project, "rewardline", "--json", "select", "--dry-run", "--lower-is-better")
+
+    result = json.loads(done.stdout)
+    assert result["selected"] == "lr2" and result["direction"] == "lower is better"
+    assert [c["runs"] for c in result["configurations"]] == ["lr2", "lr3"]
