@@ -160,6 +160,8 @@ def describe_errors(err: ValidationError, model: type[Section], where: str = "",
             lines.append(f"{_dotted(model.section, loc)}: missing (a value is required)")
         elif not loc:  # a check across keys (model validator)
             lines.append(f"{model.section}: {_expected(error)}")
+        elif error["input"] is None:  # `--set lr=` or `lr:` in YAML: "None is not a number" named no mistake
+            lines.append(f"{_dotted(model.section, loc)}: the value is empty (or null), which {_expected(error)}")
         else:
             lines.append(f"{_dotted(model.section, loc)}: {error['input']!r} {_expected(error)}")
     return "; ".join((f"{origin}: " if origin else "") + "; ".join(lines) for origin, lines in groups.items())

@@ -291,3 +291,14 @@ def test_a_stage_script_turns_a_bad_param_into_exit_2_without_a_traceback(tmp_pa
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == ("error: params.yaml: validate.require_overlap: 'maybe' is not a boolean "
                                    "(expected true/false)")
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("lr", "is not a number (expected a float)"),
+                                                   ("epochs", "is not an integer"), ("backbone", "is not a string")])
+def test_an_empty_set_value_says_it_is_empty(tmp_path: Path, setting: str, expected: str):
+    """``--set lr=`` said "None is not a number": a value nobody typed, and no word that the value was missing."""
+    result = runner.invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"),
+                                 "--set", f"{setting}="])
+    assert result.exit_code == 2, result.output
+    assert f"--set: train.{setting}: the value is empty (or null), which {expected}" in result.output
+    assert "None" not in result.output
