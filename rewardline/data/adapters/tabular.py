@@ -172,9 +172,9 @@ def _reject_non_text(records: Records, schema: pa.Schema, ids: tuple[str, ...]) 
             continue
         typ = _text_leaves(f.type)
         found = [type_fault(value, typ, f.name, ids) for value in col.to_pylist()]
+        reasons = np.array([fault[1] if fault else None for fault in found], dtype=object)
         for name in dict.fromkeys(fault[0] for fault in found if fault):  # one check per field, in order met
             mask = np.array([fault is not None and fault[0] == name for fault in found], dtype=bool)
-            reasons = np.array([fault[1] if fault else None for fault in found], dtype=object)
             checks.append((mask, name, reasons))
     return records.reject_many(checks) if checks else records
 
