@@ -45,6 +45,17 @@ WORDS = ["the", "a", "it", "is", "on", "and", "then", "so", "cat", "dog", "bird"
          "step", "therefore", "value", "total", "each", "more", "less", "than", "equal"]
 
 
+def full_size_config(tiny: Path) -> Any:
+    """The tiny decoder's config at ``tiny`` with Qwen2-0.5B's shape. Its per-layer ``layer_types`` list is
+    dropped so that the config derives it again for 24 layers (kept, it has the tiny model's 2 entries and
+    transformers 5 fails at layer 3 with ``IndexError``)."""
+    from transformers import AutoConfig, Qwen2Config
+
+    settings = {**AutoConfig.from_pretrained(tiny).to_dict(), **QWEN2_05B}
+    settings.pop("layer_types", None)
+    return Qwen2Config(**settings)
+
+
 def build_backbone(path: Path, dry_run: bool) -> dict[str, Any]:
     """A random-init Qwen2 decoder at ``path`` (the tiny test one for a dry run) with the
     project's offline MiniLM-vocabulary tokenizer; returns its shape for the FLOP count."""
@@ -55,10 +66,7 @@ def build_backbone(path: Path, dry_run: bool) -> dict[str, Any]:
 
     build_tiny_qwen2(path, max_positions=4096)
     if not dry_run:
-        config = AutoConfig.from_pretrained(path)
-        for key, value in QWEN2_05B.items():
-            setattr(config, key, value)
-        Qwen2Model(config).save_pretrained(path)
+        Qwen2Model(full_size_config(path)).save_pretrained(path)
     config = AutoConfig.from_pretrained(path)
     d, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
     with torch.device("meta"):  # shape only: counts parameters without allocating them
@@ -115,6 +123,8 @@ def run_training(strategy: str, args: argparse.Namespace, backbone: Path, pairs:
                gradient_checkpointing=args.gradient_checkpointing)
     (work / f"{strategy}.json").write_text(json.dumps(cfg))
     result = work / f"{strategy}-metrics.json"
+    say(f"training with strategy {strategy}: {args.steps} steps (tokenising first; the worker's output is kept "
+        "for the error message)")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1", __file__, "--worker",
            str(work / f"{strategy}.json"), str(pairs), str(work / f"model-{strategy}"), str(result)]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -141,6 +151,11 @@ def mfu(run: dict[str, Any], shape: dict[str, Any], peak_tflops: float | None) -
             "mfu": achieved / (peak_tflops * 1e12) if peak_tflops else None}
 
 
+def say(line: str) -> None:
+    """A progress line on stderr with the time, so a long run shows which phase it is in."""
+    print(f"[gpu_check {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
 def machine(peak_override: float | None) -> dict[str, Any]:
     import torch
 
@@ -158,6 +173,7 @@ def _json_tail(stdout: str) -> dict[str, Any]:
 
 
 def shared_prefix(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    say("shared-prefix throughput (CPU timing)")
     script = ROOT / "benchmarks" / "bench_shared_prefix.py"
     if not script.exists():
         return {"status": "not available (benchmarks/bench_shared_prefix.py does not exist in this checkout)"}
@@ -174,6 +190,7 @@ def shared_prefix(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def data_stages(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if args.skip_data:
         return {"status": "skipped (--skip-data)"}
+    say(f"data stages on {args.rankings:,} rankings")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_data_stages.py"), "--rankings", str(args.rankings),
            "--workdir", str(work / "data-bench")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -238,6 +255,7 @@ def main() -> None:
     work = args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    say(f"building the backbone ({'tiny' if small else 'Qwen2-0.5B shape'}) and {args.prompts} synthetic prompts")
     shape = build_backbone(work / "backbone", small)
     pairs = write_pairs(work / "pairs", args.prompts, (8, 24) if small else (150, 450))
     peak = machine(args.peak_tflops)

@@ -34,3 +34,21 @@ def test_gpu_check_dry_run_writes_json_and_markdown_figures(tmp_path):
     assert data["status"] == "ran" and data["rankings"] == 2000 and data["result"]
     table = (out / "gpu_check.md").read_text()
     assert "| ddp | 3 |" in table and "| fsdp | 3 |" in table and "MFU" in table
+
+
+def test_full_size_config_has_qwen2_05b_shape_and_a_layer_type_per_layer(tmp_path):
+    """The full-size backbone is built from the tiny one's config; its per-layer list must follow the new
+    depth (a kept 2-entry ``layer_types`` made the first GPU run fail at layer 3 with ``IndexError``)."""
+    import torch
+    from conftest import load_benchmark
+    from transformers import Qwen2Model
+
+    from rewardline.modeling.tiny import build_tiny_qwen2
+
+    gpu_check = load_benchmark("gpu_check")
+    config = gpu_check.full_size_config(build_tiny_qwen2(tmp_path / "tiny", max_positions=4096))
+    assert (config.num_hidden_layers, config.hidden_size, config.vocab_size) == (24, 896, 151936)
+    assert len(config.layer_types) == 24
+    with torch.device("meta"):
+        model = Qwen2Model(config)
+    assert sum(p.numel() for p in model.parameters()) == 494_032_768
