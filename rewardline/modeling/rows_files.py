@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from rewardline.data.json_cells import json_array
 from rewardline.data.limits import Limits
 from rewardline.data.tables import PAIRS_DIRECTORY, stage_kind
 from rewardline.errors import BadInput
@@ -115,17 +116,6 @@ def not_a_rows_file(path: Path) -> str:
         return "a pairs directory (`rewardline evaluate --data` scores its splits; `rewardline export-pairs` writes " \
                "its texts as JSONL)"
     return "a directory"
-
-
-def _json_array(cell: Any) -> Any:
-    """``cell`` as the list its JSON text holds when it is one (``[{"role": ...}]``), else unchanged."""
-    if not isinstance(cell, str) or not cell.lstrip().startswith("["):
-        return cell
-    try:
-        value = json.loads(cell)
-    except json.JSONDecodeError:
-        return cell
-    return value if isinstance(value, list) else cell
 
 
 def _first_line(err: Exception) -> str:
@@ -229,7 +219,7 @@ class RowsFile:
             for row in rows:
                 for name in LIST_COLUMNS:
                     if name in row:
-                        row[name] = _json_array(row[name])
+                        row[name] = json_array(row[name])
         return rows
 
 

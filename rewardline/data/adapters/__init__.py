@@ -48,6 +48,7 @@ from rewardline.data.adapters.jsonl import (
     repeat,
 )
 from rewardline.data.adapters.tabular import csv_header, read_csv_records, tabular_records
+from rewardline.data.json_cells import json_array
 from rewardline.data.limits import Limits
 
 RawOf = Callable[[np.ndarray], list[str]]
@@ -226,12 +227,15 @@ def _first_values(data: FileData, container: str, names: tuple[str, ...]) -> dic
 
 
 def _list_fields(data: FileData, container: str, first: dict | None) -> dict[str, bool]:
-    """Which of prompt / chosen / rejected hold lists (messages, or RewardBench 2 responses)."""
+    """Which of prompt / chosen / rejected hold lists (messages, or RewardBench 2 responses; in a CSV file, the
+    first record's cells of a list's JSON text)."""
     names = ("prompt", "chosen", "rejected")
     if container == "parquet":
         types = pq.read_schema(_parquet_input(data))
         return {n: n in types.names and (pa.types.is_list(types.field(n).type)
                                          or pa.types.is_large_list(types.field(n).type)) for n in names}
+    if container == "csv":  # a CSV cell holds text: a list is its JSON text
+        first = {k: json_array(v) for k, v in _first_values(data, container, names).items()}
     return {n: isinstance((first or {}).get(n), list) for n in names}
 
 
@@ -274,7 +278,7 @@ def _read_records(data: FileData, origin: str, container: str, schema: pa.Schema
     if container == "parquet":
         return tabular_records(pq.read_table(_parquet_input(data)), origin, schema, limits=limits, ids=ids)
     if container == "csv":
-        return read_csv_records(data, origin, schema, limits)
+        return read_csv_records(data, origin, schema, limits, ids)
     if container == "json-list":
         return read_json_list(data, origin, schema, limits, ids=ids)
     return read_jsonl(data, origin, schema, limits=limits, ids=ids)

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from rewardline.data.adapters.jsonl import Records, quarantine_rows, type_fault
+from rewardline.data.json_cells import json_array
 from rewardline.data.limits import Limits
 
 RawOf = Callable[[np.ndarray], list[str]]
@@ -102,6 +103,38 @@ def _cast_nested(col: pa.Array, typ: pa.DataType) -> pa.Array:
         offsets = col.offsets.cast(pa.int32())
         return pa.ListArray.from_arrays(offsets, values, type=typ, mask=col.is_null())
     return col.cast(typ)
+
+
+def _json_cells(col: pa.Array, typ: pa.DataType, name: str, ids: tuple[str, ...]) -> tuple[pa.Array, np.ndarray,
+                                                                                           np.ndarray]:
+    """A text column of a list field (a CSV cell holds text) read as its cells' JSON: (column of ``typ``, rows
+    whose cell is not a JSON list of the field's shape, their reasons, as JSON records get them)."""
+    values, reasons = [], np.full(len(col), None, dtype=object)
+    for i, cell in enumerate(col.to_pylist()):
+        if isinstance(cell, bytes):
+            cell = cell.decode("utf-8", "replace")
+        value = json_array(cell)
+        if cell is not None and not isinstance(value, list):
+            shown = cell if len(cell) <= 60 else cell[:57] + "..."
+            reasons[i] = f"{name}: expected a JSON array (a list in a CSV cell is its JSON text), got {shown!r}"
+        else:
+            fault = type_fault(value, typ, name, ids)
+            reasons[i] = None if fault is None else fault[1]
+        values.append(None if reasons[i] is not None else _ids_as_text(value, typ))
+    return pa.array(values, typ), reasons != None, reasons  # noqa: E711 - elementwise
+
+
+def _ids_as_text(value: object, typ: pa.DataType) -> object:
+    """A checked JSON value with the integers of its string fields (ids: :func:`type_fault` let only those
+    through) as their strings, so that Arrow takes it as ``typ``."""
+    if isinstance(value, int) and not isinstance(value, bool) and (pa.types.is_string(typ)
+                                                                   or pa.types.is_large_string(typ)):
+        return str(value)
+    if isinstance(value, list) and (pa.types.is_list(typ) or pa.types.is_large_list(typ)):
+        return [_ids_as_text(v, typ.value_type) for v in value]
+    if isinstance(value, dict) and pa.types.is_struct(typ):
+        return {**value, **{f.name: _ids_as_text(value[f.name], f.type) for f in typ if f.name in value}}
+    return value
 
 
 def _text_bytes(table: pa.Table) -> np.ndarray:
@@ -219,6 +252,10 @@ def tabular_records(
             continue
         col = table.column(f.name).combine_chunks()
         if pa.types.is_nested(f.type):
+            if _is_text(col.type) and not pa.types.is_null(col.type):  # CSV: the list's JSON text
+                col, bad, reasons = _json_cells(col, f.type, f.name, ids)
+                if bad.any():
+                    faults.append((bad, f.name, reasons))
             try:
                 columns.append(_cast_nested(col, f.type))
             except (pa.ArrowException, ValueError) as err:
@@ -233,8 +270,9 @@ def tabular_records(
         if bad.any():
             faults.append((bad, f.name, f"{f.name}: expected {_expected(f.type)}"))
     records.table = pa.Table.from_arrays(columns, schema=schema)
-    for bad, name, reason in faults:  # bad is over the original rows; line is sorted
-        records = records.reject(bad[np.searchsorted(line, records.line)], name, reason)
+    for bad, name, reason in faults:  # bad (and an array of reasons) is over the original rows; line is sorted
+        at = np.searchsorted(line, records.line)
+        records = records.reject(bad[at], name, reason if isinstance(reason, str) else reason[at])
     return records
 
 
@@ -267,7 +305,8 @@ def _csv_raw_of(rows: list[list[str]]) -> RawOf:
     return raw_of
 
 
-def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None) -> Records:
+def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None,
+                      ids: tuple[str, ...] = ()) -> Records:
     """Failure path for CSV files with rows of the wrong width: split records in Python, quarantine
     those whose number of fields differs from the header's, read the rest as :func:`read_csv_records` does."""
     rows = _csv_rows(data, origin)
@@ -282,7 +321,8 @@ def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema, limits: Limit
     kept = [body[i] for i in np.flatnonzero(fits)]
     table = pa.table({name: pa.array([cell(row[j]) for row in kept], pa.binary()) for j, name in enumerate(header)})
     raw_of = _csv_raw_of(rows)
-    records = tabular_records(table, origin, schema, raw_of, line=numbers[fits], records_in=len(body), limits=limits)
+    records = tabular_records(table, origin, schema, raw_of, line=numbers[fits], records_in=len(body), limits=limits,
+                              ids=ids)
     wrong = numbers[~fits]
     if wrong.size:
         reasons = [f"expected {len(header)} fields (as in the header), got {w}" for w in width[~fits]]
@@ -290,7 +330,10 @@ def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema, limits: Limit
     return records
 
 
-def read_csv_records(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None) -> Records:
+def read_csv_records(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None,
+                     ids: tuple[str, ...] = ()) -> Records:
+    """Records of a CSV file against ``schema``: cells are text; a list field's cell is the list's JSON text
+    (integers in it at the id fields ``ids`` read as their strings)."""
     header = csv_header(data)
     refuse_repeated_columns(header, origin, schema)
     try:
@@ -306,9 +349,9 @@ def read_csv_records(data: bytes, origin: str, schema: pa.Schema, limits: Limits
         )
     except pa.ArrowInvalid:  # a row with another number of fields than the header (pyarrow's
         # invalid_row_handler cannot be used: it fails to show the handler a row that is not UTF-8)
-        return _read_csv_rowwise(data, origin, schema, limits)
+        return _read_csv_rowwise(data, origin, schema, limits, ids)
 
     def raw_of(record_numbers: np.ndarray) -> list[str]:  # failure path: re-split the text by CSV rows
         return _csv_raw_of(_csv_rows(data, origin))(record_numbers)
 
-    return tabular_records(table, origin, schema, raw_of, limits=limits)
+    return tabular_records(table, origin, schema, raw_of, limits=limits, ids=ids)

@@ -1,0 +1,75 @@
+"""CSV sources of the formats with list fields (RewardBench 2's chosen / rejected, TRL's conversational prompt /
+chosen / rejected, the arena's conversation_a / conversation_b, native rankings' responses): a CSV cell holds text,
+so a list is its JSON text, read back as the list (as ``rewardline score`` reads a CSV prompt cell), giving the
+ranked rows of the JSONL source; a cell that is not a JSON list of the field's shape quarantines its row, naming
+the line and the field (fixtures: tests/fixtures/README.md)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from rewardline.data.adapters import detect_format, read_file
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+LIST_SOURCES = {  # fixture -> format
+    "rewardbench2_bo4.jsonl": "rewardbench",
+    "trl_conversational_explicit.jsonl": "trl",
+    "trl_conversational_implicit.jsonl": "trl",
+    "pairwise_conversations.jsonl": "pairwise",
+    "rankings_nested.jsonl": "rankings",
+}
+COMPARED = ("prompt", "prompt_messages", "category", "annotator_id", "response", "rank", "score", "origin_line")
+
+
+def records(name: str) -> list[dict]:
+    return [orjson.loads(line) for line in (FIXTURES / name).read_bytes().splitlines() if line.strip()]
+
+
+def as_csv(rows: list[dict]) -> bytes:
+    """The rows as CSV: a list or object cell as its JSON text, a missing field as an empty cell."""
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, names, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()})
+    return out.getvalue().encode()
+
+
+def ranked(result, name: str) -> list[tuple]:
+    table = result.ranked.select(list(COMPARED)).to_pylist()
+    return [tuple(str(row[c]) if c == "annotator_id" else row[c] for c in COMPARED) for row in table]
+
+
+@pytest.mark.parametrize("name", sorted(LIST_SOURCES))
+def test_a_csv_of_list_cells_gives_the_rows_of_the_jsonl(name: str) -> None:
+    rows = records(name)
+    data = as_csv(rows)
+    csv_name = name.replace(".jsonl", ".csv")
+    assert detect_format(csv_name, data) == LIST_SOURCES[name]
+    jsonl = read_file((FIXTURES / name).read_bytes(), name, fmt=LIST_SOURCES[name])
+    for given in ("auto", LIST_SOURCES[name]):
+        result = read_file(data, csv_name, fmt=given)
+        assert result.quarantine.num_rows == jsonl.quarantine.num_rows
+        assert result.records_in == len(rows)
+        want = [r[:3] + (r[3].replace(name, csv_name),) + r[4:] for r in ranked(jsonl, name)]  # trl:<file>:<n>
+        assert ranked(result, csv_name) == want
+
+
+def test_a_csv_cell_that_is_not_a_json_list_quarantines_its_row_naming_line_and_field() -> None:
+    rows = records("rewardbench2_bo4.jsonl")[:4]
+    rows[1]["chosen"] = 'oops ["a text"]'  # record 2: the cell is not JSON
+    rows[2]["chosen"] = [1, "a text"]  # record 3: a list holding a number
+    result = read_file(as_csv(rows), "rb2.csv", fmt="rewardbench")
+    assert result.records_in == 4
+    assert sorted(set(result.ranked["origin_line"].to_pylist())) == [1, 4]
+    faults = {row["origin_line"]: (row["field"], row["reason"]) for row in result.quarantine.to_pylist()}
+    assert set(faults) == {2, 3}
+    assert faults[2][0] == "chosen" and "expected a JSON array" in faults[2][1], faults
+    assert faults[3] == ("chosen", "chosen[0]: expected a string, got int 1"), faults
