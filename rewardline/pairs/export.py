@@ -3,15 +3,17 @@
 A pairs directory (:mod:`rewardline.pairs.expand`) holds the splits ``train`` / ``val`` / ``test`` with
 response *ids* plus the ``prompts`` / ``responses`` tables with the texts. Each pair becomes one row::
 
-    {"prompt": str, "chosen": str, "rejected": str[, "margin": float]}
+    {"prompt": str, "chosen": str, "rejected": str[, "margin": float][, "category": str]}
 
 chosen = the majority's choice (``response_a`` when p = label > 1/2, else ``response_b``); pairs
 whose label is a tie (|p − 1/2| ≤ 1e-6, only with ``pairs.ties: half``) have no chosen side and
 are left out (counted). The prompt is its rendered text (multi-turn prompts: the
 ``\\n\\nHuman: ... \\n\\nAssistant:`` transcript, which the ``trl`` adapter reads back into turns).
 ``margin`` is written when any pair has a non-zero margin (TRL's RewardTrainer adds it to the
-logit; ``ingest --format trl`` reads it back as the chosen response's score). The soft label and
-vote count are not part of TRL's format and are not written.
+logit; ``ingest --format trl`` reads it back as the chosen response's score). ``category`` is written
+when any pair has one (TRL's trainers ignore the column; ``ingest --format trl`` reads it back, so evaluate's
+accuracy by category survives the round trip). The soft label and vote count are not part of TRL's format and
+are not written.
 
 Outputs per split in ``out_dir``: ``<split>.jsonl`` and/or ``<split>.parquet``, and with ``hf`` a
 Hugging Face ``datasets.DatasetDict`` saved with ``save_to_disk`` in ``out_dir/hf``.
@@ -46,7 +48,7 @@ def _texts(ids: pa.Array, table: pa.Table, id_col: str, text_col: str, where: Pa
 
 
 def trl_rows(pairs: pa.Table, prompts: pa.Table, responses: pa.Table, pairs_dir: Path) -> tuple[pa.Table, int]:
-    """(TRL standard explicit rows {prompt, chosen, rejected, margin}, number of tied pairs left out)."""
+    """(TRL standard explicit rows {prompt, chosen, rejected, margin, category}, number of tied pairs left out)."""
     label = np.asarray(pairs["label"].to_numpy(zero_copy_only=False), np.float64)
     decided = np.abs(label - 0.5) > TIE_TOL
     pairs = pairs.filter(pa.array(decided))
@@ -61,6 +63,7 @@ def trl_rows(pairs: pa.Table, prompts: pa.Table, responses: pa.Table, pairs_dir:
             "chosen": _texts(chosen_ids, responses, "response_id", "response", responses_file),
             "rejected": _texts(rejected_ids, responses, "response_id", "response", responses_file),
             "margin": pairs["margin"].combine_chunks().cast(pa.float64()),
+            "category": pairs["category"].combine_chunks(),
         }
     )
     return rows, int((~decided).sum())
@@ -94,10 +97,13 @@ def export_pairs(pairs_dir: Path, out_dir: Path, fmt: str = "trl", files: FileFo
     responses = read_table(table_path(pairs_dir, "responses"))
     exported = {s: trl_rows(t, prompts, responses, pairs_dir) for s, t in splits.items()}
     with_margin = any(pc.any(pc.not_equal(rows["margin"], 0.0)).as_py() for rows, _ in exported.values())
-    metrics: dict = {"format": fmt, "margin_column": with_margin, "rows": {}, "ties_left_out": {}, "files": []}
+    with_category = any(rows["category"].null_count < rows.num_rows for rows, _ in exported.values())
+    dropped = [name for name, kept in (("margin", with_margin), ("category", with_category)) if not kept]
+    metrics: dict = {"format": fmt, "margin_column": with_margin, "category_column": with_category, "rows": {},
+                     "ties_left_out": {}, "files": []}
     tables = {}
     for split, (rows, ties) in exported.items():
-        table = rows if with_margin else rows.drop_columns(["margin"])
+        table = rows.drop_columns(dropped)
         tables[split] = table
         metrics["rows"][split], metrics["ties_left_out"][split] = table.num_rows, ties
         if files in ("jsonl", "both"):

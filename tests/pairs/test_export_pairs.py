@@ -35,7 +35,8 @@ def pairs_dir(tmp_path: Path, *sources: Path, margin: str) -> Path:
 
 
 def triples(directory: Path) -> set[tuple]:
-    """Every pair as (split, prompt text, prompt turns, chosen text, rejected text, label, votes, margin)."""
+    """Every pair as (split, prompt text, prompt turns, chosen text, rejected text, label, votes, margin,
+    category)."""
     prompts = read_table(table_path(directory, "prompts")).to_pylist()
     responses = read_table(table_path(directory, "responses")).to_pylist()
     prompt = {p["prompt_id"]: (p["prompt"], json.dumps(p["prompt_messages"])) for p in prompts}
@@ -44,7 +45,7 @@ def triples(directory: Path) -> set[tuple]:
     for split in schema.SPLITS:
         for p in read_split(directory, split).to_pylist():
             out.add((split, *prompt[p["prompt_id"]], text[p["response_a_id"]], text[p["response_b_id"]],
-                     p["label"], p["n_votes"], round(p["margin"], 4)))
+                     p["label"], p["n_votes"], round(p["margin"], 4), p["category"]))
     return out
 
 
@@ -62,8 +63,8 @@ def test_export_then_ingest_as_trl_gives_the_same_pairs(tmp_path: Path, margin: 
     assert sum(counts.values()) == 30 + 20 * (3 + 3)
     assert metrics["margin_column"] is (margin == "score")
     first = orjson.loads((out / "train.jsonl").read_bytes().splitlines()[0])
-    assert set(first) == ({"prompt", "chosen", "rejected", "margin"} if margin == "score"
-                          else {"prompt", "chosen", "rejected"})
+    assert set(first) == ({"prompt", "chosen", "rejected", "margin", "category"} if margin == "score"
+                          else {"prompt", "chosen", "rejected", "category"})  # AlpacaEval's dataset: the category
     assert pq.read_table(out / "train.parquet").to_pylist()[0] == first
 
     from datasets import load_from_disk
@@ -106,7 +107,7 @@ def test_samples_with_one_text_export_and_ingest_back_as_one_response(tmp_path: 
     def without_votes(rows: set[tuple]) -> set[tuple]:
         """A TRL row is one vote: a merged pair's count is not kept, and a tied pair is left out of the export (the
         equal texts' two judgements against the reference disagree: one pair with label 1/2)."""
-        return {(*row[:6], row[7]) for row in rows if row[5] != 0.5}
+        return {(*row[:6], *row[7:]) for row in rows if row[5] != 0.5}
 
     assert without_votes(triples(back / "pairs")) == without_votes(pairs)
 
