@@ -78,7 +78,8 @@ def score(
 def export_pairs(
     data: Annotated[Path, typer.Argument(help="a pairs output directory")],
     out: ExportPairsOut,
-    format: Annotated[str, typer.Option(help="trl: {prompt, chosen, rejected[, margin][, category]} rows")] = "trl",
+    format: Annotated[str, typer.Option(
+        help="trl: {prompt, chosen, rejected[, margin][, category], prompt_id} rows")] = "trl",
     files: Annotated[str, typer.Option(help="jsonl | parquet | both")] = "both",
     hf: Annotated[bool, typer.Option("--hf", help="also a Hugging Face datasets save_to_disk dir (OUT/hf)")] = False,
 ) -> None:

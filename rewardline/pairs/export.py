@@ -3,7 +3,7 @@
 A pairs directory (:mod:`rewardline.pairs.expand`) holds the splits ``train`` / ``val`` / ``test`` with
 response *ids* plus the ``prompts`` / ``responses`` tables with the texts. Each pair becomes one row::
 
-    {"prompt": str, "chosen": str, "rejected": str[, "margin": float][, "category": str]}
+    {"prompt": str, "chosen": str, "rejected": str[, "margin": float][, "category": str], "prompt_id": str}
 
 chosen = the majority's choice (``response_a`` when p = label > 1/2, else ``response_b``); pairs
 whose label is a tie (|p − 1/2| ≤ 1e-6, only with ``pairs.ties: half``) have no chosen side and
@@ -13,7 +13,8 @@ are left out (counted). The prompt is its rendered text (multi-turn prompts: the
 logit; ``ingest --format trl`` reads it back as the chosen response's score). ``category`` is written
 when any pair has one (TRL's trainers ignore the column; ``ingest --format trl`` reads it back, so evaluate's
 accuracy by category survives the round trip). The soft label and vote count are not part of TRL's format and
-are not written.
+are not written. ``prompt_id`` names the prompt (TRL's trainers ignore it; ``ingest --format trl`` reads it back,
+so a prompt keeps its id, and the pairs stage, which splits by a hash of the id, its split).
 
 Outputs per split in ``out_dir``: ``<split>.jsonl`` and/or ``<split>.parquet``, and with ``hf`` a
 Hugging Face ``datasets.DatasetDict`` saved with ``save_to_disk`` in ``out_dir/hf``.
@@ -48,7 +49,8 @@ def _texts(ids: pa.Array, table: pa.Table, id_col: str, text_col: str, where: Pa
 
 
 def trl_rows(pairs: pa.Table, prompts: pa.Table, responses: pa.Table, pairs_dir: Path) -> tuple[pa.Table, int]:
-    """(TRL standard explicit rows {prompt, chosen, rejected, margin, category}, number of tied pairs left out)."""
+    """(TRL standard explicit rows {prompt, chosen, rejected, margin, category, prompt_id}, number of tied pairs
+    left out)."""
     label = np.asarray(pairs["label"].to_numpy(zero_copy_only=False), np.float64)
     decided = np.abs(label - 0.5) > TIE_TOL
     pairs = pairs.filter(pa.array(decided))
@@ -64,6 +66,7 @@ def trl_rows(pairs: pa.Table, prompts: pa.Table, responses: pa.Table, pairs_dir:
             "rejected": _texts(rejected_ids, responses, "response_id", "response", responses_file),
             "margin": pairs["margin"].combine_chunks().cast(pa.float64()),
             "category": pairs["category"].combine_chunks(),
+            "prompt_id": pairs["prompt_id"].combine_chunks(),
         }
     )
     return rows, int((~decided).sum())

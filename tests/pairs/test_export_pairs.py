@@ -63,8 +63,8 @@ def test_export_then_ingest_as_trl_gives_the_same_pairs(tmp_path: Path, margin: 
     assert sum(counts.values()) == 30 + 20 * (3 + 3)
     assert metrics["margin_column"] is (margin == "score")
     first = orjson.loads((out / "train.jsonl").read_bytes().splitlines()[0])
-    assert set(first) == ({"prompt", "chosen", "rejected", "margin", "category"} if margin == "score"
-                          else {"prompt", "chosen", "rejected", "category"})  # AlpacaEval's dataset: the category
+    assert set(first) == ({"prompt", "chosen", "rejected", "margin", "category", "prompt_id"} if margin == "score"
+                          else {"prompt", "chosen", "rejected", "category", "prompt_id"})  # category: AlpacaEval's
     assert pq.read_table(out / "train.parquet").to_pylist()[0] == first
 
     from datasets import load_from_disk
@@ -110,6 +110,28 @@ def test_samples_with_one_text_export_and_ingest_back_as_one_response(tmp_path: 
         return {(*row[:6], *row[7:]) for row in rows if row[5] != 0.5}
 
     assert without_votes(triples(back / "pairs")) == without_votes(pairs)
+
+
+def test_a_source_with_its_own_prompt_ids_comes_back_in_the_same_splits(tmp_path: Path) -> None:
+    """Sources that name their prompts (native ``prompt_id``, RewardBench ``id``): the split is a hash of that id,
+    so the export carries it and ingest reads it back; without it the re-ingested prompts got ids hashed from their
+    texts and pairs moved between train, val and test (a prompt evaluated as test had been trained on)."""
+    rows = [{"prompt_id": f"q{i}", "prompt": f"Question {i}?", "category": f"c{i % 3}", "annotator_id": "a",
+             "responses": [{"text": f"good {i}", "rank": 1}, {"text": f"fair {i}", "rank": 2},
+                           {"text": f"bad {i}", "rank": 3}]} for i in range(40)]
+    (tmp_path / "named.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    original = pairs_dir(tmp_path / "a", tmp_path / "named.jsonl", margin="none")
+    out = tmp_path / "export"
+    invoke("export-pairs", str(original), "--out", str(out), "--format", "trl")
+    rows = [orjson.loads(line) for s in schema.SPLITS for line in (out / f"{s}.jsonl").read_bytes().splitlines()]
+    assert {row["prompt_id"] for row in rows} == {p["prompt_id"] for p in read_table(table_path(original,
+                                                                                                 "prompts")).to_pylist()}
+    back = tmp_path / "b"
+    invoke("ingest", *[str(out / f"{s}.jsonl") for s in schema.SPLITS], "--out", str(back / "ingested"))
+    invoke("pairs", str(back / "ingested"), "--out", str(back / "pairs"), "--set", "margin=none")
+    assert triples(back / "pairs") == triples(original)
+    assert {s: read_split(back / "pairs", s).num_rows for s in schema.SPLITS} == \
+        {s: read_split(original, s).num_rows for s in schema.SPLITS}
 
 
 def test_export_leaves_out_tied_pairs_and_names_a_bad_directory(tmp_path: Path) -> None:

@@ -23,7 +23,9 @@ Chosen -> rank 1, rejected -> rank 2. Prompt of an implicit row:
 An explicit conversational completion must be one assistant message. A string prompt that is
 an hh-style transcript (``\n\nHuman: ... \n\nAssistant:``) gets its turns as prompt_messages.
 ``margin`` m becomes score(chosen) = m, score(rejected) = 0, so ``pairs.margin: score`` gives
-the pair the margin |m|. Optional ``category`` and ``annotator_id`` columns are kept.
+the pair the margin |m|. Optional ``category``, ``annotator_id`` and ``prompt_id`` columns are kept (a given
+``prompt_id``, a string or an integer, names the prompt as the native format's does: ``export-pairs`` writes
+it, so that a re-ingested export keeps its prompts' ids and thus their splits).
 
 A TRL row is one judgement by an unnamed rater, so each row is its own ranking: without an
 ``annotator_id`` the row's annotator is ``trl:<file name>:<record number>``. Rows that repeat
@@ -45,7 +47,7 @@ from rewardline.data.adapters.native import MESSAGES, Shape, check_messages, com
 from rewardline.data.adapters.pairwise import split_conversation
 
 SIDES = ("chosen", "rejected")
-FLEXIBLE = ("annotator_id",)
+FLEXIBLE = ("annotator_id", "prompt_id")
 
 
 def schema_for(prompt_is_list: bool, responses_are_lists: bool) -> pa.Schema:
@@ -59,6 +61,7 @@ def schema_for(prompt_is_list: bool, responses_are_lists: bool) -> pa.Schema:
             ("margin", pa.float64()),
             ("category", pa.string()),
             ("annotator_id", pa.string()),
+            ("prompt_id", pa.string()),
         ]
     )
 
@@ -200,6 +203,7 @@ def to_ranked(records: Records) -> tuple[pa.Table, Records]:
     annotator = pc.coalesce(combined(t, "annotator_id"), default_annotator)
     ranked = pa.table(
         {
+            "prompt_id": pc.take(combined(t, "prompt_id"), rec),
             "prompt": pc.take(prompt, rec),
             "prompt_messages": pc.take(messages, rec),
             "category": pc.take(combined(t, "category"), rec),
