@@ -89,7 +89,9 @@ def anchor_ids(pairs_dir: Path) -> pa.Array:
 def model_calibration(model_dir: Path) -> dict:
     """The model's ``reward_config.json`` fields that evaluate's absolute calibration needs, read once (without
     importing torch): ``link`` (probit | logit: absolute-scale rewards; None: a BT model), ``residual_sd`` (0 when
-    absent) and ``anchored`` (False: utilities centred per prompt)."""
-    config = json.loads((model_dir / REWARD_CONFIG).read_text())
+    absent) and ``anchored`` (False: utilities centred per prompt). A model trained elsewhere (a
+    ``*ForSequenceClassification`` folder or Hub id without the file) is a BT model: no link, nothing anchored."""
+    path = Path(model_dir) / REWARD_CONFIG
+    config = json.loads(path.read_text()) if path.is_file() else {}
     return {"link": config.get("link"), "residual_sd": float(config.get("residual_sd") or 0.0),
             "anchored": config.get("anchored")}
