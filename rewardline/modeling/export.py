@@ -28,6 +28,7 @@ from typing import Any
 from rewardline.data.tables import read_json
 from rewardline.errors import BadInput, json_type
 from rewardline.gates import GateReport
+from rewardline.modeling.formatting import resolve_template
 from rewardline.modeling.hf_format import TOKEN_LAYOUT
 from rewardline.modeling.model import RewardModel
 from rewardline.ops.atomic import check_output_dir, refuse_holding_inputs, staged_output
@@ -92,8 +93,12 @@ def export_model(model_dir: Path | str, out_dir: Path | str, metrics: Path | Non
         hf_config = json.loads((staging / "config.json").read_text())
         section = hf_config["rewardline"]
         architecture = (hf_config.get("architectures") or ["?"])[0]
-        card = process_model_card if section["layout"] == TOKEN_LAYOUT else model_card
-        (staging / "README.md").write_text(card(section, meta, architecture))
+        if section["layout"] == TOKEN_LAYOUT:
+            card = process_model_card(section, meta, architecture)
+        else:  # the card's snippet lays the inputs out as the Formatter does for this tokenizer
+            template = resolve_template(tokenizer, (section.get("format") or {}).get("template", "auto"))
+            card = model_card(section, meta, architecture, template)
+        (staging / "README.md").write_text(card)
     summary: dict[str, Any] = {"out_dir": str(out_dir), "layout": section["layout"], "temperature": temperature,
                                "reward_mean": section["reward_mean"], "reward_std": section["reward_std"],
                                "has_metrics": bool(meta["evaluate"]), "pushed_to": None}
@@ -121,18 +126,21 @@ def _data_lines(train: dict[str, Any], train_metrics: str) -> list[str]:
     return ["| field | value |", "|---|---|", *rows]
 
 
-def _batch_line(section: dict[str, Any]) -> str:
-    """How the card's example tokenises: the encoder pair layout, else prompt + separator + response + EOS
-    (for a chat template, render the conversation with ``apply_chat_template`` instead)."""
-    if section.get("pooling") == "first":
+def _batch_line(section: dict[str, Any], template: str) -> str:
+    """How the card's example tokenises: the encoder pair layout (``template`` ``pair``: a tokenizer with a separator,
+    whatever the pooling, a model trained elsewhere's ``model`` too), else prompt + separator + response + EOS (for a
+    chat template, render the conversation with ``apply_chat_template`` instead)."""
+    if template == "pair":
         return "batch = tokenizer(prompts, responses, padding=True, truncation=True, return_tensors='pt')"
     separator = json.dumps((section.get("format") or {}).get("text_separator", "\n\n"))
     return (f"batch = tokenizer([p + {separator} + r + tokenizer.eos_token for p, r in zip(prompts, responses)], "
             "padding=True, return_tensors='pt')")
 
 
-def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], architecture: str) -> str:
-    """README.md: YAML front matter, then data, metrics and gates, calibration, intended use, how to load."""
+def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], architecture: str,
+               template: str = "text") -> str:
+    """README.md: YAML front matter, then data, metrics and gates, calibration, intended use, how to load (inputs laid
+    out by the resolved ``template``: :func:`rewardline.modeling.formatting.resolve_template`)."""
     evaluate, train = meta["evaluate"], meta["train"]
     temperature = section.get("temperature")
     t_text = fmt(temperature) if temperature is not None else "not fitted (1.0 until the evaluate stage runs)"
@@ -173,7 +181,7 @@ def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], archite
         "model = AutoModelForSequenceClassification.from_pretrained(MODEL)  # num_labels=1",
         "tokenizer = AutoTokenizer.from_pretrained(MODEL)",
         "cal = model.config.rewardline  # reward_mean, reward_std, temperature",
-        _batch_line(section),
+        _batch_line(section, template),
         "with torch.no_grad():",
         "    logits = model(**batch).logits[:, 0]",
         "rewards = logits - cal['reward_mean']",
