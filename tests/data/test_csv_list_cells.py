@@ -73,3 +73,22 @@ def test_a_csv_cell_that_is_not_a_json_list_quarantines_its_row_naming_line_and_
     assert set(faults) == {2, 3}
     assert faults[2][0] == "chosen" and "expected a JSON array" in faults[2][1], faults
     assert faults[3] == ("chosen", "chosen[0]: expected a string, got int 1"), faults
+
+
+def test_rewardbench2_lists_written_as_python_reprs_are_quarantined_not_read_as_texts() -> None:
+    """pandas' ``to_csv`` writes a list cell as its Python repr (``['a', 'b']``), which is not JSON: the rows said
+    ``num_correct`` (RewardBench 2) but were read as v1 pairs of texts such as ``['r1', 'r2', 'r3']``, exit 0."""
+    rows = records("rewardbench2_bo4.jsonl")[:3]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: repr(v) if isinstance(v, list) else v for k, v in row.items()} for row in rows)
+    result = read_file(out.getvalue().encode(), "rb2_pandas.csv")
+    assert result.records_in == 3 and result.ranked.num_rows == 0
+    faults = result.quarantine.to_pylist()
+    assert [(f["origin_line"], f["field"]) for f in faults] == [(1, "chosen"), (2, "chosen"), (3, "chosen")]
+    assert faults[0]["reason"].startswith("chosen: expected a list of responses, as num_correct says (RewardBench 2)"
+                                          "; got text in brackets"), faults[0]["reason"]
+    flattened = [{**row, "chosen": row["chosen"][0], "rejected": row["rejected"][0]} for row in rows]
+    kept = read_file(as_csv(flattened), "rb2_pairs.csv")  # RewardBench 2 flattened to text pairs: read as v1
+    assert kept.quarantine.num_rows == 0 and kept.ranked.num_rows == 6

@@ -16,7 +16,9 @@ and with ``ties: skip`` nothing between two rejected). ``subset`` -> category; `
 prompt_id, so each row is its own prompt (RewardBench scores rows, and a prompt text that
 occurs in two subsets stays two items); chosen_model / rejected_model -> source (v1).
 annotator_id = ``rewardbench``. A v2 response text repeated on the same side of a row is kept
-once (it is the same response); ``num_correct``, when given, must equal ``len(chosen)``.
+once (it is the same response); ``num_correct``, when given, must equal ``len(chosen)``, and a row with it whose
+``chosen`` is bracketed text that is not JSON (a list that reached a CSV cell as pandas' repr, ``['a']``) is
+quarantined, not read as a v1 pair of list-shaped texts.
 """
 
 from __future__ import annotations
@@ -100,6 +102,13 @@ def to_ranked(records: Records) -> tuple[pa.Table, Records]:
         wrong_count = pc.not_equal(combined(t, "num_correct"), pc.list_value_length(combined(t, "chosen")))
         checks.append((wrong_count, "num_correct", "num_correct: expected the number of chosen responses"))
         records = records.reject_many(checks)
+    else:  # num_correct is RewardBench 2's: text here is a list written another way (pandas' repr in a CSV cell)
+        t = records.table
+        bracketed = pc.match_substring_regex(combined(t, "chosen"), r"(?s)^\s*\[.*\]\s*$")
+        records = records.reject(pc.and_(pc.is_valid(combined(t, "num_correct")), bracketed), "chosen",
+                                 "chosen: expected a list of responses, as num_correct says (RewardBench 2); got text "
+                                 "in brackets that is not a JSON array (a list in a CSV cell is its JSON text: "
+                                 "[\"a\", \"b\"])")
     t = records.table
     rec, response, rank, source = _v2(t, records.line) if lists else _v1(t)
     taken = pa.array(rec, pa.int64())
