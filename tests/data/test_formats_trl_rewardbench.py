@@ -176,6 +176,28 @@ def test_trl_faults_are_quarantined_with_a_reason() -> None:
     assert set(result.ranked["origin_line"].to_pylist()) == {1, 5}
 
 
+def test_trl_row_whose_chosen_is_its_rejected_is_quarantined_saying_so() -> None:
+    """A TRL row has no response ids: it was quarantined by canonicalize as "response_id: duplicate: response
+    'r-...' already ranked in ranking ..." (the implicit shape as "empty response text"), naming a field the row
+    does not have."""
+    msgs = lambda *turns: [{"role": r, "content": c} for r, c in turns]  # noqa: E731
+    good = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    good_conv = {"chosen": msgs(("user", "q"), ("assistant", "a")), "rejected": msgs(("user", "q"), ("assistant", "b"))}
+    cases = [
+        ({"prompt": "p", "chosen": "same", "rejected": "same"}, good),
+        ({"chosen": "Q: why? Because.", "rejected": "Q: why? Because."}, good),
+        ({"chosen": msgs(("user", "q"), ("assistant", "a")), "rejected": msgs(("user", "q"), ("assistant", "a"))},
+         good_conv),
+    ]
+    for i, (row, ok) in enumerate(cases):
+        result = read_file(b"\n".join(orjson.dumps(r) for r in [row, ok]), "t.jsonl", fmt="trl")
+        check_accounting(result)
+        faults = [(r["origin_line"], r["field"], r["reason"]) for r in result.quarantine.to_pylist()]
+        assert faults == [(1, "rejected", "rejected: the same response as chosen; expected two different "
+                                          "responses")], (i, faults)
+        assert set(result.ranked["origin_line"].to_pylist()) == {2}
+
+
 def test_rewardbench_faults_are_quarantined_with_a_reason() -> None:
     rows = [
         {"id": "a", "prompt": "p", "chosen": ["x"], "rejected": ["y", "z"], "subset": "Math", "num_correct": 1},

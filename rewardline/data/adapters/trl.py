@@ -193,6 +193,12 @@ def to_ranked(records: Records) -> tuple[pa.Table, Records]:
         records = _conversational_checks(records)
     t = records.table
     prompt, messages, response_c, response_r = (_conversational if conversational else _standard)(t)
+    same = np.asarray(pc.fill_null(pc.equal(response_c, response_r), False))
+    if same.any():  # failure path: say so, and split the rest again (the implicit prompts are per row anyway)
+        records = records.reject(same, "rejected", "rejected: the same response as chosen; expected two different "
+                                                   "responses")
+        t = records.table
+        prompt, messages, response_c, response_r = (_conversational if conversational else _standard)(t)
     n = t.num_rows
     rec = np.repeat(np.arange(n), 2)  # record of each output row: chosen, rejected, chosen, ...
     pick = np.arange(2 * n) % 2 * n + rec  # index into concat([chosen side, rejected side])
