@@ -150,10 +150,12 @@ def unknown_model_reason(registry: ModelRegistry, name: str) -> str:
 
 
 def local_model_dir(path: str | Path) -> Path:
-    """``path`` when it is a reward model directory (it has ``reward_config.json``); else ConfigError."""
+    """``path`` when it is a reward model directory: rewardline's (it has ``reward_config.json``) or one trained
+    elsewhere (a transformers ``config.json``: ``--model`` takes it, the model loader checks it); else ConfigError."""
     path = Path(path)
-    if not (path / "reward_config.json").exists():
-        raise ConfigError(f"{path} is not a reward model directory (no reward_config.json)")
+    if not (path / "reward_config.json").exists() and not (path / "config.json").is_file():
+        raise ConfigError(f"{path} is not a reward model directory (no reward_config.json, nor the config.json of a "
+                          "transformers model)")
     return path
 
 

@@ -53,3 +53,17 @@ def test_evaluate_takes_a_save_pretrained_folder_and_agrees_with_score(foreign_m
     reward = [json.loads(line)["reward"] for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
     credit = [0.5 * (1 + np.sign(c - r)) for c, r in zip(reward[::2], reward[1::2], strict=True)]
     assert metrics["accuracy"] == pytest.approx(float(np.mean(credit)))
+
+
+def test_a_model_trained_elsewhere_is_a_champion_too(foreign_model: Path, tmp_path: Path) -> None:
+    """``--champion DIR`` takes what ``--model`` takes: it refused a save_pretrained folder (exit 2, "is not a reward
+    model directory (no reward_config.json)"), so a public reward model could not be the baseline of the gate."""
+    source = FIXTURES / "rewardbench_v1.jsonl"
+    result = runner.invoke(app, ["evaluate", "--model", str(foreign_model), "--champion", str(foreign_model),
+                                 "--data", str(source), "--out", str(tmp_path / "eval"), *RELAXED])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["champion_accuracy"] == pytest.approx(metrics["accuracy"])  # the same model on both sides
+    missing = runner.invoke(app, ["evaluate", "--model", str(foreign_model), "--champion", str(tmp_path / "nope"),
+                                  "--data", str(source), "--out", str(tmp_path / "eval2"), *RELAXED])
+    assert missing.exit_code == 2 and "is not a reward model directory" in missing.output, missing.output
