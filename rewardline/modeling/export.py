@@ -30,7 +30,7 @@ from rewardline.errors import BadInput, json_type
 from rewardline.gates import GateReport
 from rewardline.modeling.formatting import resolve_template
 from rewardline.modeling.hf_format import TOKEN_LAYOUT
-from rewardline.modeling.model import RewardModel
+from rewardline.modeling.model import MODEL_POOLING, RewardModel
 from rewardline.ops.atomic import check_output_dir, refuse_holding_inputs, staged_output
 from rewardline.report import fmt
 
@@ -150,8 +150,10 @@ def model_card(section: dict[str, Any], meta: dict[str, dict[str, Any]], archite
         "tags:", "- reward-model", "- rewardline", "---", "",
         "# Reward model", "",
         f"A `{architecture}` with one output: the logit is a scalar reward for a (prompt, response) pair, "
-        "trained by rewardline on annotator rankings with a Bradley-Terry objective "
-        f"(backbone `{section.get('backbone')}`, pooling `{section.get('pooling')}`).", "",
+        + ("trained elsewhere and exported by rewardline (its own pooling and head; "
+           if section.get("pooling") == MODEL_POOLING else
+           "trained by rewardline on annotator rankings with a Bradley-Terry objective (")
+        + f"backbone `{section.get('backbone')}`, pooling `{section.get('pooling')}`).", "",
         "## Data", "",
         *_data_lines(train, "models/reward-model/metrics.json"), "",
         f"Input format: `{json.dumps(section.get('format'))}`: rewardline's `Formatter` turns (prompt, response) "

@@ -49,3 +49,12 @@ def test_the_cards_snippet_reproduces_the_scores(kind: str, tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     scored = [json.loads(line)["reward"] for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
     assert scope["rewards"].tolist() == pytest.approx(scored, abs=1e-5)
+
+
+def test_the_card_of_a_model_trained_elsewhere_does_not_claim_rewardline_trained_it(tmp_path: Path) -> None:
+    model = foreign_model("encoder", tmp_path / "rm")
+    result = runner.invoke(app, ["export", "--model", str(model), "--out", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "trained by rewardline" not in card  # was: "... trained by rewardline on annotator rankings with a BT ..."
+    assert "trained elsewhere" in card and "exported by rewardline" in card
