@@ -105,12 +105,6 @@ def _with_anchors(responses: pa.Table, ranked: pa.Table, row_ok: np.ndarray) -> 
     return responses.set_column(responses.schema.get_field_index("is_anchor"), "is_anchor", is_anchor)
 
 
-def _blank(column: pa.ChunkedArray) -> np.ndarray:
-    """Null, empty or whitespace-only (a regex match: no copy of the texts)."""
-    blank = pc.match_substring_regex(column, r"^\s*$")
-    return pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
-
-
 def _origin(table: pa.Table, rows: np.ndarray) -> list[str]:
     """``file:line`` of the given rows (only ever called on the few faulty ones)."""
     taken = table.select(["origin_file", "origin_line"]).take(pa.array(rows, pa.int64()))
@@ -173,8 +167,8 @@ def _row_faults(ranked: pa.Table, ranking_ids: pa.Array, ranking: np.ndarray, pr
         reason[np.flatnonzero(mask)] = texts
         return reason
 
-    add("prompt", _blank(ranked["prompt"]), "empty prompt text; expected a non-empty string")
-    add("response", _blank(ranked["response"]), "empty response text; expected a non-empty string")
+    add("prompt", schema.blank(ranked["prompt"]), "empty prompt text; expected a non-empty string")
+    add("response", schema.blank(ranked["response"]), "empty response text; expected a non-empty string")
     for field, limit in (("prompt", limits.max_prompt_chars), ("response", limits.max_response_chars)):
         chars = limits.text_lengths(ranked[field])
         over = chars > limit

@@ -68,6 +68,12 @@ def bad_scores(scores: pa.Array | pa.ChunkedArray) -> np.ndarray:
 SCORE_EXPECTED = f"expected a finite number, got NaN, Infinity or |score| > {MAX_ABS_SCORE:g}"
 
 
+def blank(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Null, empty or whitespace-only text (a regex match: no copy of the texts): not a prompt or response."""
+    found = pc.match_substring_regex(column, r"^\s*$")
+    return pc.fill_null(found, True).to_numpy(zero_copy_only=False)
+
+
 PROMPTS = pa.schema(
     [
         ("prompt_id", pa.string()),

@@ -198,6 +198,20 @@ def test_trl_row_whose_chosen_is_its_rejected_is_quarantined_saying_so() -> None
         assert set(result.ranked["origin_line"].to_pylist()) == {2}
 
 
+def test_trl_row_with_an_empty_side_names_that_side() -> None:
+    """An empty chosen or rejected (or an implicit one that is all prompt) was quarantined by canonicalize under
+    field ``response``, which a TRL row does not have, without saying which side."""
+    good = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    cases = [({"prompt": "p", "chosen": "", "rejected": "b"}, "chosen"),
+             ({"prompt": "p", "chosen": "a", "rejected": "  "}, "rejected"),
+             ({"chosen": "Question: why", "rejected": "Question: why not"}, "chosen")]  # chosen is all prompt
+    for row, side in cases:
+        result = read_file(b"\n".join(orjson.dumps(r) for r in [row, good]), "t.jsonl", fmt="trl")
+        check_accounting(result)
+        faults = [(r["origin_line"], r["field"], r["reason"]) for r in result.quarantine.to_pylist()]
+        assert faults == [(1, side, f"{side}: empty response text; expected a non-empty string")], (row, faults)
+
+
 def test_rewardbench_faults_are_quarantined_with_a_reason() -> None:
     rows = [
         {"id": "a", "prompt": "p", "chosen": ["x"], "rejected": ["y", "z"], "subset": "Math", "num_correct": 1},

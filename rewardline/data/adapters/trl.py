@@ -193,10 +193,12 @@ def to_ranked(records: Records) -> tuple[pa.Table, Records]:
         records = _conversational_checks(records)
     t = records.table
     prompt, messages, response_c, response_r = (_conversational if conversational else _standard)(t)
-    same = np.asarray(pc.fill_null(pc.equal(response_c, response_r), False))
-    if same.any():  # failure path: say so, and split the rest again (the implicit prompts are per row anyway)
-        records = records.reject(same, "rejected", "rejected: the same response as chosen; expected two different "
-                                                   "responses")
+    checks = [(np.asarray(pc.fill_null(pc.equal(response_c, response_r), False)), "rejected",
+               "rejected: the same response as chosen; expected two different responses")]
+    checks += [(S.blank(response), side, f"{side}: empty response text; expected a non-empty string")
+               for side, response in (("chosen", response_c), ("rejected", response_r))]
+    if any(mask.any() for mask, _, _ in checks):  # failure path: say which side, and split the rest again
+        records = records.reject_many(checks)
         t = records.table
         prompt, messages, response_c, response_r = (_conversational if conversational else _standard)(t)
     n = t.num_rows
