@@ -106,7 +106,7 @@ class PairsConfig(Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_salt: str = "rewardline-v1"
     targets: Literal["none", "thurstone", "bt"] = "none"
-    target_prior_sd: float = Field(2.0, gt=0.0)
+    target_prior_sd: float = Field(2.0, ge=1e-6, le=1e6)  # 1/sd² stays a finite, non-zero precision
     target_prior_centre: Literal["anchor", "prompt"] = "prompt"
     anchor_labels: Literal["score", "rank"] = "score"
     annotator_weights: Literal["none", "agreement"] = "none"

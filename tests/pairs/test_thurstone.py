@@ -275,3 +275,27 @@ def test_the_pairs_stage_writes_targets_only_when_asked(tmp_path):
     with_r0 = {r["prompt_id"] for r in anchored if r["response_id"].endswith("-r0")}
     assert with_r0 and all(r["anchored"] == (r["prompt_id"] in with_r0) for r in anchored)
     assert all(r["utility"] == 0.0 for r in anchored if r["response_id"].endswith("-r0"))
+
+
+@pytest.mark.parametrize("prior_sd", ["1e200", "1e-300"])
+def test_a_prior_sd_whose_precision_overflows_is_refused_naming_the_setting(tmp_path, prior_sd):
+    """Was: ``rewardline pairs --set target_prior_sd=1e200`` (or 1e-300) crashed in the fit, 1/sd² out of
+    range: exit 3, "internal error: OverflowError" (ZeroDivisionError) and no word of the setting."""
+    from typer.testing import CliRunner
+
+    from rewardline.cli import app
+
+    rankings, prompts, _ = thurstone_rankings(n_prompts=4, k=4, n_annotators=2, seed=0)
+    ids = sorted(set(rankings["response_id"].to_pylist()))
+    responses = schema.conform(pa.table({"response_id": ids, "prompt_id": [r.split("-")[0] for r in ids],
+                                         "response": ids}), schema.RESPONSES)
+    for name, table in (("rankings", rankings), ("prompts", prompts), ("responses", responses)):
+        write_table(table, tmp_path / "validated" / f"{name}.parquet")
+    result = CliRunner().invoke(app, ["pairs", str(tmp_path / "validated"), "--out", str(tmp_path / "pairs"),
+                                      "--params", "absent.yaml", "--set", "targets=thurstone",
+                                      "--set", f"target_prior_sd={prior_sd}"])
+    assert result.exit_code == 2, result.output
+    assert "pairs.target_prior_sd" in result.output and "expected" in result.output
+    for extreme in (1e-6, 1e6):  # the ends of the accepted range fit finite utilities
+        fit = fit_utilities(np.zeros(2, np.int64), [0], [1], [3.0], [3.0], prior_sd=extreme)
+        assert np.isfinite(fit.utility).all() and np.isfinite(fit.se).all()
