@@ -51,6 +51,7 @@ import pyarrow as pa
 import torch
 
 from rewardline.data.tables import TARGETS, read_table, table_path
+from rewardline.errors import ConfigError
 from rewardline.modeling.shared_prefix import pack_groups, packed_length
 from rewardline.modeling.tokenize import TokenizedResponses
 
@@ -94,6 +95,21 @@ def read_targets(pairs_dir: Path, centre: str = "anchor") -> ResponseTargets | N
         anchored = False
     return ResponseTargets(dict(zip(ids, utility.tolist(), strict=True)),
                            dict(zip(ids, table["se"].to_pylist(), strict=True)), link, anchored)
+
+
+def required_targets(pairs_dir: Path, objective: str, centre: str, val: pa.Table | None) -> ResponseTargets:
+    """:func:`read_targets` for a pointwise objective; a :class:`ConfigError` naming the setting when the pairs
+    stage wrote no targets, or when ``val`` (the val split) has no pairs: the served ``win_prob`` needs the model's
+    ``residual_sd``, the val rmse of its pointwise fit, and 0 (no val) would make it as overconfident as the fit."""
+    targets = read_targets(pairs_dir, centre)
+    if targets is None:
+        raise ConfigError(f"train.objective={objective} needs per-response targets, but {pairs_dir}/{TARGETS}/ "
+                          "does not exist (expected the pairs stage run with pairs.targets: thurstone or bt)")
+    if val is None or val.num_rows == 0:
+        raise ConfigError(f"train.objective={objective}: {table_path(pairs_dir, 'val')} has no pairs, and win_prob's "
+                          "residual_sd is the val rmse of the pointwise fit (expected pairs.val_fraction > 0, or "
+                          "train.objective=bt)")
+    return targets
 
 
 def target_weights(se: np.ndarray, group_weight: float) -> np.ndarray:

@@ -41,8 +41,8 @@ from pydantic import Field
 from transformers import AutoTokenizer
 
 from rewardline.config import Section, build, parse_overrides
-from rewardline.data.tables import TARGETS, content_digest, read_split, stage_tables, table_path
-from rewardline.errors import ConfigError, NonFiniteLoss
+from rewardline.data.tables import content_digest, read_split, stage_tables, table_path
+from rewardline.errors import NonFiniteLoss
 from rewardline.modeling.backbones import DEFAULT_BACKBONE, load_backbone
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, main_first, select_runtime
 from rewardline.modeling.formatting import FormatConfig
@@ -59,7 +59,7 @@ from rewardline.training.batching import (
     plan_batches,
     plan_steps,
     rank_micro_batches,
-    read_targets,
+    required_targets,
 )
 from rewardline.training.checkpoint import checkpoint_extras, latest_checkpoint, load_checkpoint, save_checkpoint
 from rewardline.training.objectives import OBJECTIVES, Objective, build_objective
@@ -179,12 +179,10 @@ def load_training_data(pairs_dir: Path, cfg: TrainConfig, rt: Runtime) -> Traini
     with main_first(rt):  # the other ranks load rank 0's cache file
         tok = tokenize_pairs_dir(pairs_dir, tokenizer, cfg.format_config, cfg.cache_dir)
     tokenize_seconds = time.perf_counter() - t0
-    targets = read_targets(pairs_dir, cfg.target_centre) if OBJECTIVES[cfg.objective].needs_targets else None
-    if OBJECTIVES[cfg.objective].needs_targets and targets is None:
-        raise ConfigError(f"train.objective={cfg.objective} needs per-response targets, but {pairs_dir}/{TARGETS}/ "
-                          "does not exist (expected the pairs stage run with pairs.targets: thurstone or bt)")
-    train_groups = build_groups(read_split(pairs_dir, "train"), tok, cfg.weighting, targets)
     val_table = read_split(pairs_dir, "val")
+    targets = (required_targets(pairs_dir, cfg.objective, cfg.target_centre, val_table)
+               if OBJECTIVES[cfg.objective].needs_targets else None)
+    train_groups = build_groups(read_split(pairs_dir, "train"), tok, cfg.weighting, targets)
     val_groups = build_groups(val_table, tok, cfg.weighting, targets) if val_table is not None else []
     if not train_groups:
         raise ValueError(f"{table_path(pairs_dir, 'train')} has no pairs")

@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ from safetensors.torch import load_file
 from scipy.special import ndtr
 from transformers import AutoTokenizer
 
-from rewardline.data.tables import TARGETS, read_split, read_table, write_part
+from rewardline.data.tables import TARGETS, read_split, read_table, table_path, write_part
 from rewardline.errors import BadInput, ConfigError, NonFiniteLoss, exit_code
 from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
@@ -322,6 +323,27 @@ def test_thurstone_objective_trains_on_fitted_utilities_and_scores_win_probabili
     np.testing.assert_allclose(win, ndtr(np.array([s["reward"] for s in scored]) / np.sqrt(1 + s_val**2)), rtol=1e-6)
     both = train(pairs_dir, tmp_path / "both", tiny_config(setup, objective="bt+thurstone", max_steps=2))
     assert {"train_bt_loss", "train_pointwise_loss", "val_accuracy", "val_rmse"} <= set(both)
+
+
+@pytest.mark.parametrize("val", ["absent", "empty"])
+def test_an_absolute_objective_without_val_pairs_is_refused_naming_the_setting(setup, tmp_path, val):
+    """Was: ``rewardline train --set objective=thurstone`` on pairs made with ``pairs.val_fraction: 0`` exited 0 and
+    saved ``residual_sd: 0.0`` (the val rmse it had no val to measure), so the served win_prob was Φ(r): as
+    overconfident as the model's residual, with nothing said."""
+    pairs_dir = tmp_path / "pairs"
+    shutil.copytree(setup["pairs"], pairs_dir)
+    pairs = pa.concat_tables(read_split(pairs_dir, s) for s in ("train", "val", "test"))
+    write_part(fit_targets(pairs, read_table(pairs_dir / "responses"), "thurstone")[0], pairs_dir, TARGETS)
+    val_table = read_split(pairs_dir, "val")
+    shutil.rmtree(table_path(pairs_dir, "val"))
+    if val == "empty":
+        write_part(val_table.slice(0, 0), pairs_dir, "val")
+    for objective in ("thurstone", "bt+thurstone"):
+        expected = rf"train.objective={re.escape(objective)}: .*val has no pairs.*residual_sd.*pairs.val_fraction > 0"
+        with pytest.raises(ConfigError, match=expected) as raised:
+            train(pairs_dir, tmp_path / "model", tiny_config(setup, objective=objective, max_steps=1))
+        assert exit_code(raised.value) == 2 and not (tmp_path / "model").exists()
+    assert train(pairs_dir, tmp_path / "bt", tiny_config(setup, max_steps=1))["steps"] == 1  # bt needs no val
 
 
 class NaNBradleyTerry(BradleyTerryObjective):
