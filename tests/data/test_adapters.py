@@ -36,7 +36,7 @@ CORRUPT = {
         9: ("rejected", "do not share a prompt"),
     },
     "alpacaeval_corrupt.json": {
-        2: ("preference", "expected a number in [1, 2]"),
+        2: ("preference", "preference: expected a number in [1, 2], got 2.5"),
         3: ("preference", "expected a number"),
         4: ("instruction", "missing required field 'instruction'"),
     },

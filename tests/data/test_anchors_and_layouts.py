@@ -177,3 +177,20 @@ def test_pairwise_repeat_of_the_same_pair_by_the_same_judge_is_a_duplicate() -> 
     tables = canonicalize(result.ranked)
     assert tables.records_ok == 1 and tables.records_quarantined == 1
     assert tables.quarantine["reason"][0].as_py().startswith("duplicate")
+
+
+def test_a_preference_outside_one_to_two_is_quarantined_with_the_value_it_had() -> None:
+    """Was: every out-of-range preference (2.5, 0, NaN, Infinity) got the one reason "preference: expected a
+    number in [1, 2]", with no word of the value found; the metrics category still drops the value."""
+    from rewardline.data.reasons import reason_category
+
+    values = {1: "2.5", 2: "0", 3: "NaN", 4: "-Infinity", 5: "1.25"}
+    text = "\n".join(json.dumps(_record(f"s{line}", f"g.{line}", 1.5))[:-1].replace('"preference": 1.5',
+                                                                                  f'"preference": {v}') + "}"
+                     for line, v in values.items())
+    result = read_file(text.encode(), "prefs.jsonl", "alpaca-eval")
+    reasons = {r["origin_line"]: (r["field"], r["reason"]) for r in result.quarantine.to_pylist()}
+    assert reasons == {line: ("preference", f"preference: expected a number in [1, 2], got {shown}")
+                       for line, shown in ((1, "2.5"), (2, "0.0"), (3, "NaN"), (4, "-Infinity"))}
+    assert {reason_category(r) for _, r in reasons.values()} == {"preference: expected a number in [1, 2]"}
+    assert set(result.ranked["origin_line"].to_pylist()) == {5}  # the valid record is kept

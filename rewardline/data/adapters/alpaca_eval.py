@@ -40,6 +40,7 @@ must share its id and split; category = ``dataset``.
 
 from __future__ import annotations
 
+import json
 from pathlib import PurePath
 
 import numpy as np
@@ -88,9 +89,19 @@ def to_ranked(records: Records) -> tuple[pa.Table, Records]:
     pref = combined(t, "preference")
     in_range = pc.and_(pc.greater_equal(pref, 1.0), pc.less_equal(pref, 2.0))  # NaN -> false
     checks = [(pc.is_null(combined(t, name)), name, f"missing required field '{name}'") for name in REQUIRED]
-    checks.append((pc.invert(in_range), "preference", "preference: expected a number in [1, 2]"))
+    checks.append((pc.invert(in_range), "preference", _preference_reasons(pref, in_range)))
     records = records.reject_many(checks)
     return pa.concat_tables([_anchor_comparisons(records), _sample_rankings(records)]), records
+
+
+def _preference_reasons(pref: pa.Array, in_range: pa.Array) -> np.ndarray:
+    """Per record, the reason of a preference outside [1, 2] with the value found (JSON-style: 2.5, NaN,
+    -Infinity); None where it is inside (or null: the missing-field check names that)."""
+    reasons = np.full(len(pref), None, dtype=object)
+    bad = np.flatnonzero(~np.asarray(pc.fill_null(in_range, True), bool))
+    values = np.asarray(pc.take(pref, pa.array(bad, pa.int64())), np.float64)
+    reasons[bad] = [f"preference: expected a number in [1, 2], got {json.dumps(float(v))}" for v in values]
+    return reasons
 
 
 def _anchor_comparisons(records: Records) -> pa.Table:
