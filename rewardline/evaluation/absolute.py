@@ -56,6 +56,8 @@ from rewardline.evaluation.metrics import (
 THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 PROB_CLIP = 1e-12
 NO_ANCHORS = "no anchor comparisons in the test split"
+#: The ``metrics.json`` key saying why ``ece_absolute`` was not measured (present only then): the gate's reason.
+ABSOLUTE_UNMEASURED = "absolute_unmeasured_reason"
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ class AbsoluteCalibration:
 
 def _skipped(reason: str, n: int, method: str) -> AbsoluteCalibration:
     headline = {"ece_absolute": None, "auroc_absolute": None, "brier_skill_absolute": None,
-                "n_anchor_comparisons": n}
+                "n_anchor_comparisons": n, ABSOLUTE_UNMEASURED: reason}
     return AbsoluteCalibration(headline, {"method": method, "skipped": reason, "n": n}, None)
 
 

@@ -27,7 +27,9 @@ is about ±0.04 wide, so an equal challenger could almost never show non-inferio
 It is *skipped* (reported, not failing) when there is no champion; the CI gate is skipped when
 ``require_ci_above_chance`` is false.
 Any other value that could not be measured (NaN / None, e.g. an empty test split) fails its gate, with the reason
-in ``metrics["test_unmeasured_reason"]`` when the test split has no decided pair.
+in ``metrics["test_unmeasured_reason"]`` when the test split has no decided pair. A skipped
+``max_ece_absolute`` gives ``metrics["absolute_unmeasured_reason"]`` (no anchor comparisons in test, or none in
+val to fit a BT model's logistic map).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from rewardline.evaluation.absolute import ABSOLUTE_UNMEASURED
 from rewardline.gates import GateReport, GateSpec
 from rewardline.report import fmt, md_cell
 
@@ -48,8 +51,8 @@ EVALUATE_GATES: tuple[GateSpec, ...] = (
              why_missing_key=NO_TEST_PAIRS),
     GateSpec("max_ece_absolute", "ece_absolute", "max_ece_absolute", "<=",
              "ECE of win_prob against the judge on the test pairs with the prompt's anchor response",
-             skip_if_missing=True, why_missing="no anchor comparisons in the test split (or none in val to fit a "
-             "BT model's logistic map)"),
+             skip_if_missing=True, why_missing_key=ABSOLUTE_UNMEASURED, why_missing="no anchor comparisons in the "
+             "test split (or none in val to fit a BT model's logistic map)"),
     GateSpec("max_length_bias", "length_bias", "max_length_bias", "<=",
              "share of pairs where the model prefers the longer response − share where the labels do",
              why_missing_key=NO_TEST_PAIRS),

@@ -187,3 +187,22 @@ def test_evaluate_gate_is_skipped_without_anchor_comparisons(tmp_path):
     details = json.loads((tmp_path / "absolute_calibration.json").read_text())
     assert details["skipped"].startswith("no anchor comparisons")
     assert json.loads((tmp_path / "plots" / "absolute_reliability.json").read_text()) == []
+
+
+def test_a_skipped_absolute_gate_names_the_reason_that_applies(tmp_path):
+    """Was: a BT model whose val split had no anchor comparisons (its test split 3000) got the gate reason
+    "no anchor comparisons in the test split (or none in val to fit a BT model's logistic map)": it named the
+    test split, which had them; the gate now gives absolute_calibration.json's own reason."""
+    r, y = probit_world(3000, seed=5)
+    test, ra, rb = anchored_pairs(r, y, "test")
+    rv, yv = probit_world(500, seed=6)
+    val, vra, vrb = anchored_pairs(rv, yv, "val")
+    lengths = np.random.default_rng(7).integers(10, 100, (2, test.num_rows))
+    config = EvalConfig(bootstrap_samples=100, min_accuracy=0.0, max_length_bias=1.0, max_ece_calibrated=1.0)
+    m = evaluate_scores(test, ra, rb, val, vra, vrb, lengths[0], lengths[1], config, out_dir=tmp_path,
+                        anchor_ids=anchors(test), link=None)  # the val pairs' anchors are not anchors
+    gate = m["gates"]["max_ece_absolute"]
+    details = json.loads((tmp_path / "absolute_calibration.json").read_text())
+    assert m["n_anchor_comparisons"] == 3000 and details["skipped"].startswith("BT model: no val anchor comparisons")
+    assert gate["skipped"] and gate["reason"] == details["skipped"]
+    assert "test split" not in gate["reason"]
