@@ -41,7 +41,7 @@ CORRUPT = {
         4: ("instruction", "missing required field 'instruction'"),
     },
     "pairwise_corrupt.jsonl": {
-        2: ("winner", "expected one of"),
+        2: ("winner", "winner: expected one of ('model_a', 'model_b', 'tie', 'tie (bothbad)'), got 'model_c'"),
         3: ("model_b", "missing required field 'model_b'"),
         4: ("winner", "missing required field 'winner'"),
     },

@@ -71,6 +71,17 @@ def split_conversation(conversation: pa.Array) -> tuple[pa.Array, pa.Array, np.n
     return prompt_messages, response, found
 
 
+def _winner_reasons(winner: pa.Array) -> np.ndarray:
+    """Per record, the reason of a ``winner`` outside :data:`WINNERS`, with the value found (None elsewhere: a
+    null winner is a missing field, named by that check)."""
+    reasons = np.full(len(winner), None, dtype=object)
+    outside = pc.and_(pc.is_valid(winner), pc.invert(pc.is_in(winner, pa.array(WINNERS))))
+    bad = np.flatnonzero(np.asarray(outside, bool))
+    values = pc.take(winner, pa.array(bad, pa.int64())).to_pylist()
+    reasons[bad] = [f"winner: expected one of {WINNERS}, got {value[:60]!r}" for value in values]
+    return reasons
+
+
 def to_ranked(records: Records) -> tuple[pa.Table, Records]:
     """Two ranked rows per well-formed record (winner rank 1; a tie ranks both 1)."""
     t = records.table
@@ -86,8 +97,9 @@ def to_ranked(records: Records) -> tuple[pa.Table, Records]:
         return where & np.asarray(pc.is_null(combined(t, name))), name, f"missing required field '{name}'"
 
     checks = [missing(name, np.ones(len(t), bool)) for name in ("model_a", "model_b", "winner")]
+    winner = combined(t, "winner")
     checks += [
-        (pc.invert(pc.is_in(combined(t, "winner"), pa.array(WINNERS))), "winner", f"winner: expected one of {WINNERS}"),
+        (pc.invert(pc.is_in(winner, pa.array(WINNERS))), "winner", _winner_reasons(winner)),
         (pc.is_null(annotator), "judge", "missing required field 'judge' (or 'annotator_id')"),
     ]
     checks += [missing(name, ~has_conv) for name in ("prompt", "response_a", "response_b")]
