@@ -133,12 +133,12 @@ def test_validate_and_pairs_on_the_shipped_synthetic_sample(tmp_path: Path):
     assert metrics["rankings_in"] == metrics["rankings_out"] + metrics["rankings_removed"] and rankings < ingested
     assert metrics["krippendorff_alpha"] > metrics["krippendorff_alpha_before_exclusion"]
     assert metrics["gates_passed"] and (tmp_path / "v" / "data_docs" / "index.html").exists()
-    assert set(metrics["gates"]) == {"expectations", "min_alpha"}
+    assert set(metrics["gates"]) == {"expectations", "min_alpha", "rankings_left"}
     assert set(metrics) >= {"krippendorff_alpha", "kendall_w", "pairwise_agreement", "annotators_excluded"}
 
     failing = runner.invoke(app, ["validate", str(tmp_path / "i"), "--out", str(tmp_path / "v2"),
                                   "--set", "min_alpha=0.95"])
-    assert failing.exit_code == 1 and "validate gate failed (1 of 2)" in failing.output
+    assert failing.exit_code == 1 and "validate gate failed (1 of 3)" in failing.output
     assert "min_alpha: Krippendorff's α (ordinal, after annotator exclusion)" in failing.output
     assert "is not >= 0.9500" in failing.output
 

@@ -4,8 +4,9 @@ Output directory: the validated canonical tables (rankings of excluded annotator
 prompts, responses and the step-level ``solutions.parquet`` copied), ``data_docs/`` (GX Data
 Docs HTML), ``report.md``, ``gates.json`` and ``metrics.json``.
 
-Gates (:data:`VALIDATE_GATES`): every expectation passes, and Krippendorff's α (after
-exclusion) ≥ ``min_alpha``. When α is not measurable (e.g. no prompt was ranked by two
+Gates (:data:`VALIDATE_GATES`): every expectation passes, Krippendorff's α (after
+exclusion) ≥ ``min_alpha``, and annotator exclusion leaves at least one ranking (``rankings_left``; skipped
+for step-only data). When α is not measurable (e.g. no prompt was ranked by two
 annotators) it is reported as null with the reason, and the α gate is skipped, unless
 ``require_overlap`` is true: then it fails. Step-level data (``solutions.parquet``, written by
 ingest) has its own suite; step-only data (empty ranking tables, solutions present) is validated
@@ -72,6 +73,8 @@ VALIDATE_GATES: tuple[GateSpec, ...] = (
              "Krippendorff's α (ordinal, after annotator exclusion)", skip_if_missing=True,
              why_missing="agreement not measurable", why_missing_key="agreement_not_measurable_reason",
              strict_field="require_overlap"),
+    GateSpec("rankings_left", "rankings_left", 0, ">", "rankings left after annotator exclusion",
+             skip_if_missing=True, why_missing="no rankings in (step-level data only)"),
 )
 
 
@@ -114,6 +117,7 @@ def run_validate(in_dir: Path, out_dir: Path, config: ValidateConfig, shards: in
         "rankings_in": n_rankings,  # = rankings_out + rankings_removed (the excluded annotators' rankings)
         "rankings_out": kept,
         "rankings_removed": n_rankings - kept,
+        "rankings_left": kept if n_rankings else None,  # the gate: exclusion must leave a ranking to train on
         "solutions": solutions.num_rows if solutions is not None else 0,
     }
     report = evaluate_gates(VALIDATE_GATES, metrics, config, stage="validate")

@@ -380,3 +380,31 @@ def test_disjoint_response_sets_of_one_prompt_are_separate_items():
     assert report.n_overlap_prompts == 1
     assert report.kendall_w is not None and report.pairwise_agreement is not None
     assert report.annotator_agreement["judge"] is None and report.annotator_overlap_prompts["judge"] == 0
+
+
+def test_validate_fails_when_annotator_exclusion_leaves_no_ranking(tmp_path):
+    """Was: two arena judges who always disagree were both excluded (agreement −1 < 0.2); validate exited 0 with
+    gates passed, rankings_out 0 and the α gate skipped ("no usable rows"), so pairs wrote 0 pairs and train
+    failed later on an empty train split. Now the rankings_left gate fails: exit 1 naming it."""
+    from typer.testing import CliRunner
+
+    from rewardline.cli import app
+
+    rows = [{"question_id": q, "model_a": "m1", "model_b": "m2", "judge": judge, "prompt": f"question {q}",
+             "response_a": f"a{q}", "response_b": f"b{q}", "winner": winner}
+            for q in range(8) for judge, winner in (("j1", "model_a"), ("j2", "model_b"))]
+    (tmp_path / "arena.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runner = CliRunner()
+    common = ["--params", "absent.yaml"]
+    ingest = runner.invoke(app, ["ingest", str(tmp_path / "arena.jsonl"), "--format", "pairwise", "--out",
+                                 str(tmp_path / "in"), *common])
+    assert ingest.exit_code == 0, ingest.output
+    result = runner.invoke(app, ["validate", str(tmp_path / "in"), "--out", str(tmp_path / "v"), *common])
+    metrics = json.loads((tmp_path / "v" / "metrics.json").read_text())
+    assert metrics["annotators_excluded"] == ["j1", "j2"] and metrics["rankings_out"] == 0
+    assert result.exit_code == 1, result.output
+    assert "rankings_left" in result.output and not metrics["gates"]["rankings_left"]["passed"]
+    kept = runner.invoke(app, ["validate", str(tmp_path / "in"), "--out", str(tmp_path / "v2"), *common,
+                               "--set", "min_annotator_agreement=-1", "--set", "min_alpha=-1"])  # nobody excluded
+    assert kept.exit_code == 0, kept.output
+    assert json.loads((tmp_path / "v2" / "metrics.json").read_text())["gates"]["rankings_left"]["passed"]
