@@ -48,7 +48,7 @@ from rewardline.errors import NonFiniteError
 from rewardline.evaluation.absolute import AbsoluteCalibration, absolute_calibration, anchor_comparisons
 from rewardline.evaluation.benchmark import benchmark_metrics
 from rewardline.evaluation.calibration import CalibrationReport, calibrate, reward_stats
-from rewardline.evaluation.gates import EVALUATE_GATES, NO_TEST_PAIRS, report_markdown
+from rewardline.evaluation.gates import EVALUATE_GATES, LENGTH_UNMEASURED, NO_TEST_PAIRS, report_markdown
 from rewardline.evaluation.length_bias import LengthBias, length_bias, unique_responses
 from rewardline.evaluation.metrics import (
     Accuracy,
@@ -209,7 +209,8 @@ def _headline_metrics(overall: Accuracy, by_cat: dict[str, Accuracy], ra: np.nda
     """``metrics.json`` before the champion comparison and the gates: accuracy with its CI and by
     category, agreement-aware accuracy and its ceiling, calibration (T; ECE, MCE, Brier, NLL raw and
     after temperature scaling), reward statistics, length bias; and ``test_unmeasured_reason`` when the test split
-    has no decided pair (the accuracy, ECE and length-bias gates fail with it as their reason)."""
+    has no decided pair (the accuracy, ECE and length-bias gates fail with it as their reason);
+    ``length_bias_unmeasured_reason`` when no decided pair has responses of two lengths (that gate's reason)."""
     n = label.size
     return {
         "accuracy": overall.accuracy,
@@ -238,7 +239,9 @@ def _headline_metrics(overall: Accuracy, by_cat: dict[str, Accuracy], ra: np.nda
         "nll": cal.calibrated.nll,
         **lb.to_dict(),
         "champion_accuracy": None,
-    } | ({NO_TEST_PAIRS: reason} if (reason := _unmeasured_reason(n, overall.n_pairs)) else {})
+    } | ({NO_TEST_PAIRS: reason} if (reason := _unmeasured_reason(n, overall.n_pairs)) else {}) | (
+        {LENGTH_UNMEASURED: reason or f"none of the {overall.n_pairs} decided test pairs has two responses of "
+                                      "different lengths"} if not lb.n_decisive_pairs else {})
 
 
 def _unmeasured_reason(n_test_pairs: int, n_decided: int) -> str | None:

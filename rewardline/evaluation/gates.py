@@ -27,7 +27,8 @@ is about ±0.04 wide, so an equal challenger could almost never show non-inferio
 It is *skipped* (reported, not failing) when there is no champion; the CI gate is skipped when
 ``require_ci_above_chance`` is false.
 Any other value that could not be measured (NaN / None, e.g. an empty test split) fails its gate, with the reason
-in ``metrics["test_unmeasured_reason"]`` when the test split has no decided pair. A skipped
+in ``metrics["test_unmeasured_reason"]`` when the test split has no decided pair (``max_length_bias``: in
+``metrics["length_bias_unmeasured_reason"]``, also when no decided pair has two lengths). A skipped
 ``max_ece_absolute`` gives ``metrics["absolute_unmeasured_reason"]`` (no anchor comparisons in test, or none in
 val to fit a BT model's logistic map).
 """
@@ -42,6 +43,7 @@ from rewardline.gates import GateReport, GateSpec
 from rewardline.report import fmt, md_cell
 
 NO_TEST_PAIRS = "test_unmeasured_reason"  # the metric saying why the test split measured nothing
+LENGTH_UNMEASURED = "length_bias_unmeasured_reason"  # ... why length_bias was not measured
 
 EVALUATE_GATES: tuple[GateSpec, ...] = (
     GateSpec("min_accuracy", "accuracy", "min_accuracy", ">=", "pairwise accuracy", why_missing_key=NO_TEST_PAIRS),
@@ -55,7 +57,7 @@ EVALUATE_GATES: tuple[GateSpec, ...] = (
              "test split (or none in val to fit a BT model's logistic map)"),
     GateSpec("max_length_bias", "length_bias", "max_length_bias", "<=",
              "share of pairs where the model prefers the longer response − share where the labels do",
-             why_missing_key=NO_TEST_PAIRS),
+             why_missing_key=LENGTH_UNMEASURED),
     GateSpec("champion_non_inferiority", "champion_diff_ci_low", "champion_delta", ">=",
              "lower end of the 95 % paired-bootstrap CI of accuracy(challenger) − accuracy(champion)",
              negate=True, skip_if_missing=True, why_missing="no champion", inconclusive_key="champion_inconclusive",

@@ -192,6 +192,19 @@ def test_an_empty_or_all_tied_test_split_fails_its_gates_saying_why(tmp_path):
     assert metrics["gates"]["min_accuracy"]["reason"] == f"every one of the {n} test pairs is a tie"
 
 
+def test_a_length_bias_not_measurable_on_equal_lengths_says_why(tmp_path):
+    """Was: a test split whose decided pairs all had two responses of one length (arena rows "answer 1 by m1" vs
+    "answer 1 by m2") failed max_length_bias with the reason "not measured", naming no cause."""
+    test, val = _pairs(6, "test", 0), _pairs(4, "val", 1)
+    n = test.num_rows
+    metrics = evaluate_scores(test, np.ones(n), np.zeros(n), val, np.ones(val.num_rows), np.zeros(val.num_rows),
+                              np.full(n, 40), np.full(n, 40), EvalConfig(bootstrap_samples=50), out_dir=tmp_path)
+    gate = metrics["gates"]["max_length_bias"]
+    assert not gate["passed"] and metrics["n_decisive_pairs"] == 0 and metrics["accuracy"] == 1.0
+    assert gate["reason"] == "none of the 18 decided test pairs has two responses of different lengths"
+    assert metrics["gates"]["min_accuracy"]["passed"]
+
+
 def test_evaluate_scores_rejects_misaligned_scores(tmp_path):
     test = _pairs(2, "test", 0)
     with pytest.raises(ValueError, match="reward_b has 3 entries"):
