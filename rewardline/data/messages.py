@@ -42,9 +42,28 @@ def message_list(prompt: Any) -> tuple[str, list[dict] | None]:
 PROMPT_EXPECTED = "a string or a list of {role, content} messages"
 
 
+def unicode_problem(text: str) -> str | None:
+    r"""Why ``text`` is not valid Unicode, or None: a lone surrogate (what a JSON ``"\ud800"`` escape without its
+    pair decodes to), which tokenizers and UTF-8 writers refuse."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"not valid Unicode (a lone surrogate \\u{ord(text[err.start]):04x} at character {err.start})"
+    return None
+
+
+def check_text(text: str, where: dict[str, Any], field: str) -> None:
+    """:class:`BadInput` naming ``field`` when ``text`` is not valid Unicode (:func:`unicode_problem`)."""
+    problem = unicode_problem(text)
+    if problem is not None:
+        raise BadInput(**where, field=field, detail=f"{problem}; expected text that UTF-8 can encode")
+
+
 def check_prompt(prompt: Any, where: dict[str, Any]) -> None:
-    """A prompt is text or a list of ``{"role": str, "content": str}`` messages (:class:`BadInput` otherwise)."""
+    """A prompt is text or a list of ``{"role": str, "content": str}`` messages, valid Unicode (:class:`BadInput`
+    otherwise)."""
     if isinstance(prompt, str):
+        check_text(prompt, where, "prompt")
         return
     if not isinstance(prompt, list) or not prompt:
         raise BadInput(**where, field="prompt", expected=PROMPT_EXPECTED, got=json_type(prompt))
@@ -58,3 +77,4 @@ def check_prompt(prompt: Any, where: dict[str, Any]) -> None:
         if message["role"].lower() not in MESSAGE_ROLES:
             raise BadInput(**where, field=f"prompt[{i}].role", expected=f"one of {', '.join(MESSAGE_ROLES)}",
                            got=repr(message["role"][:60]))
+        check_text(message["content"], where, f"prompt[{i}].content")

@@ -41,7 +41,7 @@ import pyarrow as pa
 from scipy.special import expit, ndtr
 
 from rewardline.data.limits import Limits
-from rewardline.data.messages import PROMPT_EXPECTED, check_prompt, message_list
+from rewardline.data.messages import PROMPT_EXPECTED, check_prompt, check_text, message_list
 from rewardline.errors import BadInput, ConfigError, NonFiniteError, json_type
 from rewardline.modeling.batching import length_batches
 from rewardline.modeling.rows_files import CHUNK_ROWS, open_rows_file, rows_writer, with_columns, write_rows
@@ -218,6 +218,7 @@ def check_score_row(row: Any, where: dict[str, Any], limits: Limits | None = Non
     check_prompt(row["prompt"], where)
     if not isinstance(row["response"], str):
         raise BadInput(**where, field="response", expected="a string", got=json_type(row["response"]))
+    check_text(row["response"], where, "response")
     (limits or Limits()).check_row(message_list(row["prompt"])[0], row["response"], **where)
 
 

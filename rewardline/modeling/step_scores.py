@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from rewardline.data.messages import PROMPT_EXPECTED, check_prompt, message_list
+from rewardline.data.messages import PROMPT_EXPECTED, check_prompt, check_text, message_list
 from rewardline.data.tables import json_safe
 from rewardline.errors import BadInput, NonFiniteError, json_type
 
@@ -176,6 +176,7 @@ def check_step_row(row: Any, where: dict[str, Any]) -> None:
         if not isinstance(step, str) or not step.strip():
             raise BadInput(**where, field=f"steps[{k}]", expected="a non-empty string",
                            got=json_type(step) if not isinstance(step, str) else "an empty string")
+        check_text(step, where, f"steps[{k}]")
 
 
 def step_scored_rows(model_dir: Path | str, model: RewardModel, tokenizer: Any, rows: list[dict], how: str,

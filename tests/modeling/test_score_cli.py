@@ -55,6 +55,16 @@ MALFORMED = {
     "unknown role": ('{"prompt": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}], '
                      '"response": "x"}',  # was scored, rendered as a "Robot:" turn; ingest quarantines it
                      "field 'prompt[1].role': expected one of assistant, system, user, got 'robot'"),
+    # a JSON \\u escape of half a surrogate pair: was "internal error: TypeError: TextEncodeInput ...", exit 3
+    "lone surrogate in the response": ('{"prompt": "hi", "response": "ab\\ud800"}',
+                                       "field 'response': not valid Unicode (a lone surrogate \\ud800 at character "
+                                       "2); expected text that UTF-8 can encode"),
+    "lone surrogate in a message": ('{"prompt": [{"role": "user", "content": "\\udfff"}], "response": "x"}',
+                                    "field 'prompt[0].content': not valid Unicode (a lone surrogate \\udfff at "
+                                    "character 0); expected text that UTF-8 can encode"),
+    "lone surrogate in the prompt": ('{"prompt": "\\ud83d", "response": "x"}',
+                                     "field 'prompt': not valid Unicode (a lone surrogate \\ud83d at character 0); "
+                                     "expected text that UTF-8 can encode"),
 }
 
 
@@ -270,3 +280,13 @@ def test_an_aggregate_for_an_outcome_model_is_refused(model_dir: Path, tmp_path:
     assert done.returncode == 2, done.stderr
     assert "an outcome reward model; --aggregate mean combines a process reward model's step scores" in done.stderr
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_lone_surrogate_in_a_process_models_step_is_refused_naming_the_step():
+    from rewardline.errors import BadInput
+    from rewardline.modeling.step_scores import check_step_row
+
+    with pytest.raises(BadInput) as err:
+        check_step_row({"prompt": "p", "steps": ["3 + 4 = 7", "so \ud800"]}, {"file": "rows.jsonl", "line": 4})
+    assert str(err.value) == ("rows.jsonl:4: field 'steps[1]': not valid Unicode (a lone surrogate \\ud800 at "
+                              "character 3); expected text that UTF-8 can encode")
