@@ -35,14 +35,14 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from rewardline.data.messages import MESSAGE_ROLES
+from rewardline.data.messages import MESSAGE_ROLES, unicode_problem
 from rewardline.errors import ConfigError, TransientError
 from rewardline.serving.batcher import DynamicBatcher, QueueFull
 from rewardline.serving.config import ServeConfig
@@ -56,9 +56,22 @@ ENDPOINTS = ("/score", "/rerank", "/healthz", "/readyz", "/metrics")
 INLINE_TOKENIZE_CHARS = 200_000  # requests up to this many characters are tokenised on the event loop (~ms)
 
 
+def _valid_unicode(text: str) -> str:
+    """``text`` when valid Unicode; a lone surrogate (a JSON ``\\ud800`` escape without its pair) is a 422 naming
+    the field, as ``rewardline score`` refuses the row, not a tokenizer error (500)."""
+    problem = unicode_problem(text)
+    if problem is not None:
+        raise ValueError(f"{problem}; expected text that UTF-8 can encode")
+    return text
+
+
+#: A prompt, message content, response or candidate: a string that UTF-8 can encode.
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+
+
 class Message(BaseModel):
     role: str  # one of MESSAGE_ROLES, case-blind (as ingest and score)
-    content: str
+    content: Text
 
     @field_validator("role")
     @classmethod
@@ -68,10 +81,14 @@ class Message(BaseModel):
         return role
 
 
+#: A prompt: text (valid Unicode, checked after the union so that an error names ``prompt``) or messages.
+Prompt = Annotated[str | list[Message], AfterValidator(lambda p: _valid_unicode(p) if isinstance(p, str) else p)]
+
+
 class ScoreRow(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    prompt: str | list[Message] = Field(min_length=1)
-    response: str
+    prompt: Prompt = Field(min_length=1)
+    response: Text
 
 
 class ScoreRequest(BaseModel):
@@ -81,8 +98,8 @@ class ScoreRequest(BaseModel):
 
 class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prompt: str | list[Message] = Field(min_length=1)
-    candidates: list[str] = Field(min_length=1)
+    prompt: Prompt = Field(min_length=1)
+    candidates: list[Text] = Field(min_length=1)
     top_k: StrictInt | None = Field(None, ge=1)  # a JSON integer: true, "2" or 2.0 are refused, not coerced
 
 

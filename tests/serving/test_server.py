@@ -152,6 +152,24 @@ def test_malformed_requests_get_422_naming_the_field(server: str):
     alive(server)
 
 
+def test_a_lone_surrogate_gets_422_naming_the_field(server: str):
+    """Half a surrogate pair as a JSON escape (was a 500 "Internal Server Error" from the tokenizer)."""
+    surrogate = "not valid Unicode (a lone surrogate \\ud800 at character 2); expected text that UTF-8 can encode"
+    cases = {
+        b'{"rows": [{"prompt": "hi", "response": "ab\\ud800"}]}': f"rows.0.response: Value error, {surrogate}",
+        b'{"rows": [{"prompt": "ab\\ud800", "response": "r"}]}': f"rows.0.prompt: Value error, {surrogate}",
+        b'{"rows": [{"prompt": [{"role": "user", "content": "ab\\ud800"}], "response": "r"}]}':
+            f"rows.0.prompt.list[Message].0.content: Value error, {surrogate}",
+        b'{"prompt": "p", "candidates": ["a", "ab\\ud800"]}': f"candidates.1: Value error, {surrogate}",
+    }
+    for body, message in cases.items():
+        path = "/rerank" if b"candidates" in body else "/score"
+        got = httpx.post(f"{server}{path}", content=body, headers={**AUTH, "Content-Type": "application/json"})
+        assert got.status_code == 422, (body, got.text)
+        assert message in got.json()["error"], (body, got.json())
+    alive(server)
+
+
 def _metric(text: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M))
 
