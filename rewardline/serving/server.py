@@ -159,6 +159,9 @@ async def _read_json(request: Request, limit: int) -> Any:
         raise ApiError(422, "body: not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise ApiError(422, f"body: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    except RecursionError:  # arrays or objects nested about a thousand deep: the parser recurses per level
+        raise ApiError(422, "body: not valid JSON (nested too deeply for the parser); expected a request of "
+                            "the documented shape") from None
 
 
 def _validate(model: type[BaseModel], value: Any) -> Any:
