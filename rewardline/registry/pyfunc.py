@@ -83,10 +83,7 @@ class RewardScorer:
         from rewardline.evaluation.calibration import preference_probability
         from rewardline.modeling.score import score_texts, win_probability
 
-        for column in ("prompt", "response"):  # str(None) would be scored as the text "None"
-            nulls = np.flatnonzero(model_input[column].isna().to_numpy())
-            if len(nulls):
-                raise BadInput(field=column, detail=f"null in row {int(nulls[0])}; expected a string in every row")
+        _check_rows(model_input)
         prompts, responses = list(model_input["prompt"]), [str(r) for r in model_input["response"]]
         pairwise = "response_b" in model_input.columns
         rows_b = np.flatnonzero(model_input["response_b"].notna().to_numpy()) if pairwise else np.zeros(0, int)
@@ -103,6 +100,27 @@ class RewardScorer:
             out["reward_b"] = pd.array(reward_b, dtype="Float64")  # NaN (no response_b) → <NA>, null in JSON
             out["p_prefer"] = pd.array(p_prefer, dtype="Float64")
         return out
+
+
+def _check_rows(model_input: pd.DataFrame) -> None:
+    """:class:`BadInput` naming the row (0-based) and field for what ``rewardline score`` refuses: a null prompt or
+    response (``str(None)`` would be scored as the text "None"), a malformed message list (an unknown role, no
+    messages), text that is not valid Unicode."""
+    import numpy as np
+
+    from rewardline.data.messages import check_prompt, check_text
+
+    for column in ("prompt", "response"):
+        nulls = np.flatnonzero(model_input[column].isna().to_numpy())
+        if len(nulls):
+            raise BadInput(field=column, detail=f"null in row {int(nulls[0])}; expected a string in every row")
+    texts = [c for c in ("response", "response_b") if c in model_input.columns]
+    for i, (prompt, *responses) in enumerate(zip(model_input["prompt"], *(model_input[c] for c in texts),
+                                                 strict=True)):
+        check_prompt(prompt, {"file": f"row {i}"})
+        for column, text in zip(texts, responses, strict=True):
+            if isinstance(text, str):
+                check_text(text, {"file": f"row {i}"}, column)
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> RewardScorer:

@@ -209,6 +209,26 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+@pytest.mark.parametrize(("prompt", "response", "message"), [
+    # were scored: a "Robot:" turn, an empty transcript, and a TypeError from the tokenizer; score and serve refuse them
+    ([{"role": "robot", "content": "hi"}], "r", "row 1: field 'prompt[0].role': expected one of assistant, system, "
+                                               "user, got 'robot'"),
+    ([], "r", "row 1: field 'prompt': expected a string or a list of {role, content} messages, got an array"),
+    ("hi", "ab\ud800", "row 1: field 'response': not valid Unicode (a lone surrogate \\ud800 at character 2); "
+                        "expected text that UTF-8 can encode"),
+])
+def test_the_pyfunc_model_refuses_rows_that_score_refuses_naming_row_and_field(bundle: Path, prompt: object,
+                                                                                response: str, message: str):
+    from rewardline.errors import BadInput
+    from rewardline.registry.pyfunc import RewardScorer
+
+    rows = pd.DataFrame({"prompt": pd.Series(["Say hi.", prompt], dtype=object),
+                         "response": pd.Series(["Hi!", response], dtype=object)})
+    with pytest.raises(BadInput) as err:
+        RewardScorer(bundle).predict(rows)
+    assert str(err.value) == message
+
+
 def test_only_the_registry_package_imports_mlflow_and_training_imports_no_registry():
     outside = {str(p.relative_to(PACKAGE)): sorted(m for m in _imports(p) if m.split(".")[0] == "mlflow")
                for p in PACKAGE.rglob("*.py") if "registry" not in p.relative_to(PACKAGE).parts}
