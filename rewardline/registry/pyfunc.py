@@ -64,7 +64,7 @@ class RewardScorer:
         from rewardline.modeling.step_scores import aggregate_steps, check_step_row, prompt_texts, score_steps
 
         rows = [{"prompt": p, "steps": list(s) if s is not None and not isinstance(s, str) else s}
-                for p, s in zip(model_input["prompt"], model_input["steps"], strict=True)]
+                for p, s in zip(_prompts(model_input), model_input["steps"], strict=True)]
         for i, row in enumerate(rows):
             check_step_row(row, {"line": i + 1})
         scores = score_steps(self.model, self.tokenizer, prompt_texts([r["prompt"] for r in rows]),
@@ -83,8 +83,9 @@ class RewardScorer:
         from rewardline.evaluation.calibration import preference_probability
         from rewardline.modeling.score import score_texts, win_probability
 
-        _check_rows(model_input)
-        prompts, responses = list(model_input["prompt"]), [str(r) for r in model_input["response"]]
+        prompts = _prompts(model_input)
+        _check_rows(model_input, prompts)
+        responses = [str(r) for r in model_input["response"]]
         pairwise = "response_b" in model_input.columns
         rows_b = np.flatnonzero(model_input["response_b"].notna().to_numpy()) if pairwise else np.zeros(0, int)
         texts_b = [str(model_input["response_b"].iloc[i]) for i in rows_b]
@@ -102,10 +103,16 @@ class RewardScorer:
         return out
 
 
-def _check_rows(model_input: pd.DataFrame) -> None:
+def _prompts(model_input: pd.DataFrame) -> list[Any]:
+    """The ``prompt`` column as text or lists of messages: a frame read from Parquet (pyarrow's ``to_pandas``)
+    holds a list column's cells as NumPy arrays, which would otherwise be scored as their repr text."""
+    return [p.tolist() if hasattr(p, "tolist") and not isinstance(p, str) else p for p in model_input["prompt"]]
+
+
+def _check_rows(model_input: pd.DataFrame, prompts: list[Any]) -> None:
     """:class:`BadInput` naming the row (0-based) and field for what ``rewardline score`` refuses: a null prompt or
-    response (``str(None)`` would be scored as the text "None"), a malformed message list (an unknown role, no
-    messages), text that is not valid Unicode."""
+    response (``str(None)`` would be scored as the text "None"), a malformed message list in ``prompts`` (an unknown
+    role, no messages), text that is not valid Unicode."""
     import numpy as np
 
     from rewardline.data.messages import check_prompt, check_text
@@ -115,7 +122,7 @@ def _check_rows(model_input: pd.DataFrame) -> None:
         if len(nulls):
             raise BadInput(field=column, detail=f"null in row {int(nulls[0])}; expected a string in every row")
     texts = [c for c in ("response", "response_b") if c in model_input.columns]
-    for i, (prompt, *responses) in enumerate(zip(model_input["prompt"], *(model_input[c] for c in texts),
+    for i, (prompt, *responses) in enumerate(zip(prompts, *(model_input[c] for c in texts),
                                                  strict=True)):
         check_prompt(prompt, {"file": f"row {i}"})
         for column, text in zip(texts, responses, strict=True):

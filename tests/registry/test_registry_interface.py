@@ -229,6 +229,24 @@ def test_the_pyfunc_model_refuses_rows_that_score_refuses_naming_row_and_field(b
     assert str(err.value) == message
 
 
+def test_the_pyfunc_model_reads_message_prompts_of_a_frame_read_from_parquet(bundle: Path):
+    """pyarrow's to_pandas gives a list column as NumPy arrays; such a prompt was scored as its repr text."""
+    import pyarrow as pa
+
+    from rewardline.registry.pyfunc import RewardScorer
+
+    messages = [{"role": "user", "content": "Name a prime number."}]
+    conversation = [*messages, {"role": "assistant", "content": "7"}, {"role": "user", "content": "Another?"}]
+    frame = pa.table({"prompt": [messages, conversation], "response": ["7", "11"]}).to_pandas()
+    assert isinstance(frame["prompt"][0], np.ndarray)
+    scorer = RewardScorer(bundle)
+    as_lists = scorer.predict(pd.DataFrame({"prompt": pd.Series([messages, conversation], dtype=object),
+                                            "response": ["7", "11"]}))
+    np.testing.assert_allclose(scorer.predict(frame)["reward"], as_lists["reward"], rtol=1e-6)
+    text = scorer.predict(pd.DataFrame({"prompt": ["Name a prime number."], "response": ["7"]}))
+    np.testing.assert_allclose(as_lists["reward"][:1], text["reward"], rtol=1e-6)  # a lone user message: its text
+
+
 def test_only_the_registry_package_imports_mlflow_and_training_imports_no_registry():
     outside = {str(p.relative_to(PACKAGE)): sorted(m for m in _imports(p) if m.split(".")[0] == "mlflow")
                for p in PACKAGE.rglob("*.py") if "registry" not in p.relative_to(PACKAGE).parts}
