@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from rewardline.data.messages import MESSAGE_ROLES, unicode_problem
+
 FORMATS = ("auto", "jsonl", "alpaca-eval", "gsm8k")
 
 
@@ -113,7 +115,24 @@ def _need(location: str, record: dict, name: str, kind: str) -> Any:
         expected = {"text": "a non-empty string", "number": "a finite number", "bool": "true or false",
                     "list": "a non-empty list", "prompt": "a non-empty string or a list of {role, content}"}[kind]
         raise BadInput(f"{location}: field '{name}': expected {expected}, got {json.dumps(value)[:80]}")
+    if kind in ("text", "prompt"):
+        _check_texts(location, name, value)
     return value
+
+
+def _check_texts(location: str, name: str, value: str | list[dict]) -> None:
+    """Text or messages the scorer can take, as ``rewardline score`` and ingest require: each message's role one of
+    :data:`~rewardline.data.messages.MESSAGE_ROLES`, every text valid Unicode (no lone surrogate)."""
+    texts = [(name, value)] if isinstance(value, str) else []
+    for i, message in enumerate([] if isinstance(value, str) else value):
+        if message["role"].lower() not in MESSAGE_ROLES:
+            raise BadInput(f"{location}: field '{name}[{i}].role': expected one of {', '.join(MESSAGE_ROLES)}, "
+                           f"got {message['role'][:60]!r}")
+        texts.append((f"{name}[{i}].content", message["content"]))
+    for field_name, text in texts:
+        problem = unicode_problem(text)
+        if problem is not None:
+            raise BadInput(f"{location}: field '{field_name}': {problem}; expected text that UTF-8 can encode")
 
 
 def _rows(location: str, record: Any, fmt: str) -> list[tuple[Any, str, float]]:

@@ -168,6 +168,12 @@ def test_loaders_read_the_three_shapes(tmp_path):
     ('{"prompt": "p", "response": "r", "gold": "high"}', "gold"),
     ('{"prompt": "p", "response": "", "gold": 1}', "response"),
     ('{"prompt": "p", "response": "r", "gold": 1', None),
+    # were scored: a "Robot:" turn (score, serve and ingest refuse the role); a lone surrogate reached the tokenizer
+    # ("internal error: TypeError: TextEncodeInput ...", exit 3)
+    ('{"prompt": [{"role": "robot", "content": "p"}], "response": "r", "gold": 1}', "prompt[0].role"),
+    ('{"prompt": "p", "response": "r\\ud800", "gold": 1}', "response"),
+    ('{"prompt": [{"role": "user", "content": "\\udfff"}], "response": "r", "gold": 1}', "prompt[0].content"),
+    ('{"prompt": "\\ud83d", "response": "r", "gold": 1}', "prompt"),
 ])
 def test_malformed_jsonl_row_names_file_line_and_field(tmp_path, line, field):
     path = tmp_path / "c.jsonl"
