@@ -14,7 +14,8 @@ Endpoints (JSON bodies; prompts are text or a list of ``{role, content}`` messag
 Errors: 401 (API key missing or wrong), 413 (body over ``max_request_bytes``, more rows or candidates
 than ``max_rows`` / ``max_candidates``, a text over ``max_chars``), 422 (not JSON, or a field missing or
 of the wrong type: the message names the field; no coercion: ``"top_k": true`` is not 1), 503 (not ready,
-or the queue is over ``max_queue_rows``).
+or the queue is over ``max_queue_rows``), 500 (the model failed, e.g. non-finite rewards: ``"internal error: ..."``,
+logged with its traceback).
 Every error body is ``{"error": "<what and where>", "detail": ...}``; the server keeps serving.
 
 Security: binds 127.0.0.1 unless ``--host`` says otherwise. With an API key (``REWARDLINE_API_KEY`` or a 0600
@@ -245,6 +246,10 @@ def create_app(scorer: RewardScorer, config: ServeConfig, api_key: str | None = 
             response = await call_next(request)
         except ApiError as err:
             response = await api_error(request, err)
+        except Exception as err:  # noqa: BLE001 - the model or a bug: a 500 in the error format, counted, logged
+            log.exception("%s %s failed", request.method, request.url.path)
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            response = await api_error(request, ApiError(500, f"internal error: {message}", type(err).__name__))
         state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
         state.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         return response

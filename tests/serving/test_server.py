@@ -4,6 +4,7 @@ metrics, and the server still serving after each bad request."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -37,11 +38,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_reward_model(tmp_path_factory.mktemp("serve"), max_length=64, reward_mean=0.25)
 
 
-@pytest.fixture(scope="module")
-def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``rewardline serve`` in its own process group; the URL once /readyz answers 200."""
+@contextlib.contextmanager
+def serving(model_dir: Path, home: Path) -> Iterator[str]:
+    """``rewardline serve`` of ``model_dir`` in its own process group; the URL once /readyz answers 200."""
     port = _free_ports(1)[0]
-    home = tmp_path_factory.mktemp("serve-home")
     env = {"PYTHONPATH": str(ROOT), "PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HOME": str(home), "REWARDLINE_API_KEY": KEY}
     sets = [arg for key, value in LIMITS.items() for arg in ("--set", f"{key}={value}")]
@@ -66,6 +66,13 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The tiny model served for the module's tests."""
+    with serving(model_dir, tmp_path_factory.mktemp("serve-home")) as url:
+        yield url
 
 
 def alive(url: str) -> None:
@@ -194,6 +201,30 @@ def test_concurrent_requests_are_batched_and_metrics_count_them(server: str):
     assert 'rewardline_requests_total{endpoint="/rerank",status="200"}' in after
     assert _metric(after, "rewardline_ready") == 1.0
     assert "rewardline_request_latency_seconds_bucket" in after
+
+
+def test_a_model_failing_at_serving_time_gets_a_500_with_an_error_body_counted_in_metrics(model_dir: Path,
+                                                                                           tmp_path: Path):
+    """A model whose rewards are NaN (was a bare text/plain "Internal Server Error", absent from
+    rewardline_requests_total); the server keeps serving."""
+    import torch
+
+    from rewardline.modeling.model import RewardModel
+
+    model, tokenizer = RewardModel.load(model_dir)
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    model.save(tmp_path / "nan-model", tokenizer)
+    with serving(tmp_path / "nan-model", tmp_path) as url:
+        for _ in range(2):
+            got = httpx.post(f"{url}/score", json={"rows": [{"prompt": "hi", "response": "r"}]}, headers=AUTH,
+                             timeout=60)
+            assert got.status_code == 500, got.text
+            assert got.json()["error"].startswith("internal error: ") and "1 of 1 rewards are not finite" in \
+                got.json()["error"], got.json()
+        metrics = httpx.get(f"{url}/metrics", headers=AUTH).text
+        assert _metric(metrics, 'rewardline_requests_total{endpoint="/score",status="500"}') == 2.0
+        assert httpx.get(f"{url}/healthz").status_code == 200
 
 
 def test_api_key_file_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
