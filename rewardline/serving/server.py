@@ -53,7 +53,7 @@ from rewardline.serving.rerank import RewardScorer, rank_group
 log = logging.getLogger(__name__)
 API_KEY_ENV = "REWARDLINE_API_KEY"
 OPEN_PATHS = ("/healthz", "/readyz")
-ENDPOINTS = ("/score", "/rerank", "/healthz", "/readyz", "/metrics")
+ENDPOINTS = {"/score": "POST", "/rerank": "POST", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET"}  # method
 INLINE_TOKENIZE_CHARS = 200_000  # requests up to this many characters are tokenised on the event loop (~ms)
 
 
@@ -236,6 +236,20 @@ def create_app(scorer: RewardScorer, config: ServeConfig, api_key: str | None = 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
         return JSONResponse({"error": err.message, "detail": err.detail}, err.status, headers=err.headers)
+
+    @app.exception_handler(404)
+    @app.exception_handler(405)
+    async def routing_error(request: Request, err: Any) -> JSONResponse:  # Starlette's HTTPException
+        """FastAPI's own errors (no such path, wrong method) in the same ``{"error", "detail"}`` body."""
+        where = f"{request.method} {request.url.path}"
+        if err.status_code == 404:
+            routes = [f"{method} {path}" for path, method in ENDPOINTS.items()]
+            message = f"{where}: no such endpoint; expected {', '.join(routes[:-1])} or {routes[-1]}"
+        elif err.status_code == 405 and request.url.path in ENDPOINTS:
+            message = f"{where}: method not allowed; expected {ENDPOINTS[request.url.path]}"
+        else:
+            message = f"{where}: {err.detail}"
+        return JSONResponse({"error": message, "detail": None}, err.status_code, headers=err.headers)
 
     @app.middleware("http")
     async def count_and_time(request: Request, call_next: Any) -> Response:

@@ -179,6 +179,19 @@ def test_a_lone_surrogate_gets_422_naming_the_field(server: str):
     alive(server)
 
 
+def test_an_unknown_path_or_method_gets_the_error_body(server: str):
+    """Were FastAPI's own {"detail": "Not Found"} / {"detail": "Method Not Allowed"}, without the "error" key every
+    other error answer has."""
+    got = httpx.post(f"{server}/scores", json={"rows": []}, headers=AUTH)
+    assert got.status_code == 404
+    assert got.json()["error"] == "POST /scores: no such endpoint; expected POST /score, POST /rerank, GET /healthz, " \
+                                  "GET /readyz or GET /metrics"
+    got = httpx.get(f"{server}/score", headers=AUTH)
+    assert got.status_code == 405 and got.headers["allow"] == "POST"
+    assert got.json()["error"] == "GET /score: method not allowed; expected POST"
+    alive(server)
+
+
 def _metric(text: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M))
 
