@@ -29,6 +29,7 @@ import csv
 import datetime
 import decimal
 import gzip
+import io
 import itertools
 import json
 import os
@@ -210,8 +211,27 @@ class RowsFile:
                     convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
             what = f"not a readable {self.layout.upper()} file ({_first_line(err)})"
+            bad = self._short_or_long_record() if self.layout in DELIMITERS else None
+            if bad is not None:
+                number, cells, names = bad
+                raise BadInput(f"{self.source}: row {number}", detail=f"{what}; expected {len(names)} cells "
+                                                                      f"({', '.join(names)}), got {cells}") from None
             raise BadInput(self.source, detail=f"{what}; expected a {_LAYOUT_NAMES[self.layout]} of rows with a "
                                                "header") from None
+
+    def _short_or_long_record(self) -> tuple[int, int, list[str]] | None:
+        """``(row number, cells, header names)`` of the first CSV / TSV record whose cell count differs from the
+        header's (rows counted as :meth:`rows` names them; blank lines skipped, as Arrow skips them); None when
+        every record fits (Arrow failed for another reason). Read again with Python's csv: failure path only."""
+        with self._stream() as stream:
+            text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+            records = (r for r in csv.reader(text, delimiter=DELIMITERS[self.layout]) if r)
+            names = [n.lstrip("\ufeff") if i == 0 else n for i, n in enumerate(next(records, []))]
+            with contextlib.suppress(csv.Error):  # a cell over csv's field size limit: Arrow's message alone
+                for number, record in enumerate(records, start=1):
+                    if len(record) != len(names):
+                        return number, len(record), names
+        return None
 
     def _decoded(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """CSV / TSV rows with their :data:`LIST_COLUMNS` cells that hold a JSON array read as that list."""

@@ -85,6 +85,19 @@ def test_a_bad_table_row_is_named_by_file_row_and_field(tmp_path: Path):
         read_score_rows(tmp_path / "broken.parquet")
 
 
+def test_a_csv_record_with_the_wrong_number_of_cells_is_named_by_its_row(tmp_path: Path):
+    """Was "in.csv: not a readable CSV file (CSV parse error: Expected 2 columns, got 1: q)": no row to look at."""
+    (tmp_path / "in.csv").write_text('prompt,response\np,"two\nlines"\n\nq\nr,s\n')  # row 2 has one cell
+    with pytest.raises(BadInput) as bad:
+        read_score_rows(tmp_path / "in.csv")
+    assert str(bad.value) == (f"{tmp_path / 'in.csv'}: row 2: not a readable CSV file (CSV parse error: Expected 2 "
+                              "columns, got 1: q); expected 2 cells (prompt, response), got 1")
+    (tmp_path / "in.tsv").write_text("prompt\tresponse\np\tr\tx\n")
+    with pytest.raises(BadInput, match=r"in\.tsv: row 1: not a readable TSV file \(.+\); expected 2 cells "
+                                       r"\(prompt, response\), got 3$"):
+        read_score_rows(tmp_path / "in.tsv")
+
+
 def test_rows_that_do_not_fit_one_table_are_refused_before_scoring(tmp_path: Path):
     rows = tmp_path / "mixed.jsonl"  # a text prompt, then a prompt of messages: fine as JSONL, not as one column
     rows.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps({"prompt": MESSAGES, "response": "red"}) + "\n")
