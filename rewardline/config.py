@@ -181,6 +181,19 @@ def load_params(path: Path = Path("params.yaml")) -> dict[str, Any]:
     return params
 
 
+def section_of(params: dict[str, Any], name: str, source: str = "params.yaml") -> Any:
+    """``params[name]``, the section a DVC stage reads; a missing one is a :class:`ConfigError` (exit 2) naming
+    ``source``, the section and the closest section name there (``trian`` for ``train``), not a ``KeyError``."""
+    if name in params:
+        return params[name]
+    present = [str(key) for key in params]
+    # letters swapped (trian) first: difflib would rank 'retrain' above 'trian' for 'train'
+    close = [key for key in present if sorted(key) == sorted(name)] or difflib.get_close_matches(name, present, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"{source}: {name}: missing section; {hint}expected a mapping under '{name}:' "
+                      f"(sections there: {', '.join(present) or 'none'})")
+
+
 def merge_params(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     """``overlay`` deep-merged over ``base`` (mappings merge key by key; anything else replaces)."""
     merged = dict(base)

@@ -4,7 +4,7 @@ Best-of-N on the test prompts whose candidates carry a judged preference against
 (:mod:`rewardline.evaluation.bon_stage`); ``skipped`` (passing) when there are none. With a champion
 registered (``evaluate.champion_model``) its curve on the same prompts is reported beside it."""
 
-from rewardline.config import build, load_params
+from rewardline.config import build, load_params, section_of
 from rewardline.evaluation.bon import BonConfig
 from rewardline.evaluation.bon_stage import run_bon_stage
 from rewardline.paths import BON_DIR, BON_PLOT_FILES, MODEL_DIR, PAIRS_DIR, VALIDATED_DIR
@@ -13,7 +13,7 @@ from rewardline.stage import finish_gated_stage, publish_plots, stage_main
 
 
 def main() -> None:
-    champion, params = split_champion(load_params()["evaluate"])
+    champion, params = split_champion(section_of(load_params(), "evaluate"))
     config = build(BonConfig, {k: v for k, v in params.items() if k in BonConfig.model_fields}, name="evaluate")
     with resolved_model_dir(champion) as champion_dir:
         if champion:

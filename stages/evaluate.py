@@ -3,7 +3,7 @@
 ``evaluate.champion_model`` is a registry URI (``models:/reward-model@champion``, resolved through
 MLflow) or a model directory; with no champion registered the champion gate is skipped."""
 
-from rewardline.config import build, load_params
+from rewardline.config import build, load_params, section_of
 from rewardline.evaluation.evaluate import EvalConfig
 from rewardline.evaluation.run import run_evaluate
 from rewardline.paths import EVALUATE_DIR, MODEL_DIR, PAIRS_DIR
@@ -12,7 +12,7 @@ from rewardline.stage import finish_gated_stage, publish_plots, stage_main
 
 
 def main() -> None:
-    champion, params = split_champion(load_params()["evaluate"])
+    champion, params = split_champion(section_of(load_params(), "evaluate"))
     config = build(EvalConfig, params, name="evaluate")
     with resolved_model_dir(champion) as champion_dir:  # models:/reward-model@champion or a directory
         if champion:

@@ -2,7 +2,7 @@
 solutions, split by problem later) and ``data/prm/candidates`` (candidate solutions with outcomes, for
 best-of-N only); the ingest gate (quarantined share, ``ingest.max_quarantine_share``) on both."""
 
-from rewardline.config import build, load_params
+from rewardline.config import build, load_params, section_of
 from rewardline.data.ingest import IngestConfig, run_ingest
 from rewardline.evaluation.process import PrmConfig
 from rewardline.gates import check_output
@@ -12,8 +12,8 @@ from rewardline.stage import finish_gated_stage, stage_main
 
 def main() -> None:
     params = load_params()
-    prm = build(PrmConfig, params["prm"], name="prm")
-    shared = {k: v for k, v in params["ingest"].items() if k != "sources"}
+    prm = build(PrmConfig, section_of(params, "prm"), name="prm")
+    shared = {k: v for k, v in section_of(params, "ingest").items() if k != "sources"}
     run_ingest(build(IngestConfig, {**shared, "sources": prm.sources}, name="prm.sources"), PRM_INGESTED_DIR)
     run_ingest(build(IngestConfig, {**shared, "sources": prm.candidates}, name="prm.candidates"), PRM_CANDIDATES_DIR)
     check_output(PRM_CANDIDATES_DIR)

@@ -4,7 +4,7 @@
 
 import json
 
-from rewardline.config import build, load_params
+from rewardline.config import build, load_params, section_of
 from rewardline.evaluation.process import PrmConfig
 from rewardline.registry import open_registry
 from rewardline.registry.process import register_prm
@@ -12,7 +12,7 @@ from rewardline.stage import stage_main
 
 
 def main() -> None:
-    cfg = build(PrmConfig, load_params()["prm"], name="prm")
+    cfg = build(PrmConfig, section_of(load_params(), "prm"), name="prm")
     result = register_prm(".", open_registry("."), cfg.model_name)
     print(json.dumps(result, indent=2))
 

@@ -11,7 +11,7 @@ runs the same code under DDP or FSDP (``train.strategy``); several nodes: docs/d
 
 import os
 
-from rewardline.config import build, load_params
+from rewardline.config import build, load_params, section_of
 from rewardline.data.tables import write_json
 from rewardline.paths import METRICS_FILE, MODEL_DIR, PAIRS_DIR, TRAIN_CURVES, TRAIN_LOG, VAL_CURVES
 from rewardline.registry.live import LiveRun, live_enabled
@@ -21,7 +21,7 @@ from rewardline.training.loop import TrainConfig, train
 
 
 def main() -> None:
-    config = build(TrainConfig, load_params()["train"], name="train")
+    config = build(TrainConfig, section_of(load_params(), "train"), name="train")
     live = LiveRun("train") if live_enabled() and _is_main_rank() else None
     trackers = (JsonlTracker(TRAIN_LOG), live) if live is not None else (JsonlTracker(TRAIN_LOG),)
     try:

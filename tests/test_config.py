@@ -302,3 +302,20 @@ def test_an_empty_set_value_says_it_is_empty(tmp_path: Path, setting: str, expec
     assert result.exit_code == 2, result.output
     assert f"--set: train.{setting}: the value is empty (or null), which {expected}" in result.output
     assert "None" not in result.output
+
+
+
+@pytest.mark.parametrize(("stage", "section", "typo"), [("ingest", "ingest", "ingst"), ("train", "train", "trian"),
+                                                       ("prm_train", "train", "trian"), ("prm_train", "prm", "pmr")])
+def test_a_stage_whose_params_section_is_missing_exits_2_naming_it(tmp_path: Path, stage: str, section: str,
+                                                                    typo: str):
+    """A typo'd section name (``trian:``) made the stage script exit 3, ``internal error: KeyError: 'train'``:
+    a transient-looking failure for a bad parameter file, naming neither the file nor what was expected."""
+    params = load_params(ROOT / "params.yaml")
+    params[typo] = params.pop(section)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = subprocess.run([sys.executable, str(ROOT / f"stages/{stage}.py")], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+    assert f"error: params.yaml: {section}: missing section; did you mean {typo!r}?" in done.stderr, done.stderr

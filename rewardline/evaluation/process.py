@@ -39,7 +39,7 @@ import pyarrow as pa
 from pydantic import Field
 from scipy.stats import rankdata
 
-from rewardline.config import Section, build, merge_params
+from rewardline.config import Section, build, merge_params, section_of
 from rewardline.data.ingest import Source
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.modeling.step_scores import AGGREGATES, aggregate_steps
@@ -71,8 +71,9 @@ class PrmConfig(Section):
 def prm_train_config(params: Mapping[str, Any]) -> TrainConfig:
     """The PRM's train config: the ``train`` section with ``prm.train`` merged over it, ``objective: prm``
     and ``prm_aggregate: prm.aggregate``."""
-    prm = build(PrmConfig, params["prm"], name="prm")
-    merged = merge_params(params["train"], {**prm.train, "objective": "prm", "prm_aggregate": prm.aggregate})
+    prm = build(PrmConfig, section_of(params, "prm"), name="prm")
+    prm_only = {**prm.train, "objective": "prm", "prm_aggregate": prm.aggregate}
+    merged = merge_params(section_of(params, "train"), prm_only)
     return build(TrainConfig, merged, name="train")
 
 
