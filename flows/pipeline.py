@@ -59,6 +59,17 @@ def publish_gate_report(project: Path, stage: str, failure: str = "") -> None:
                              description=f"{stage} gate report")
 
 
+def selected_stages(root: Path, stages: list[str] | None) -> list[str]:
+    """``stages`` (default: every stage of dvc.yaml, in order); a name dvc.yaml lacks is a :class:`ConfigError`
+    (exit 2, not retried) listing the stages there, before any ``dvc repro`` runs."""
+    known = dvc_run.stage_names(root)
+    unknown = [stage for stage in stages or () if stage not in known]
+    if unknown:
+        raise ConfigError(f"{root / 'dvc.yaml'}: no stage {', '.join(map(repr, unknown))}; "
+                          f"expected one of: {', '.join(known)}")
+    return list(stages or known)
+
+
 @flow(name="pipeline")
 def pipeline(project: str = ".", stages: list[str] | None = None, retries: int = 2, retry_backoff_s: float = 10.0,
              env: dict[str, str] | None = None) -> list[dict]:
@@ -69,7 +80,7 @@ def pipeline(project: str = ".", stages: list[str] | None = None, retries: int =
     env = {**(env or {}), TAGS_ENV: json.dumps(tags)}
     runner = run_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(retry_backoff_s))
     results = []
-    for stage in stages or dvc_run.stage_names(root):
+    for stage in selected_stages(root, stages):
         result = runner(stage, str(root), env)
         results.append(result)
         failed = result["kind"] in ("gate", "config")

@@ -135,6 +135,21 @@ def test_the_flow_commands_exit_with_the_contracts_code_and_one_line(project: Pa
     assert done.returncode == 0, done.stderr
 
 
+
+def test_a_stage_not_in_dvc_yaml_is_exit_2_without_retries(project: Path, prefect_api: None):
+    """`python -m flows.pipeline --stage nosuch` ran `dvc repro nosuch` three times over 35 s of backoff, then exited
+    3 (transient: retry) with "stage exit None, dvc exit 255": a usage error, which the same command repeats."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {"PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(project),
+           "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    run = subprocess.run([sys.executable, "-m", "flows.pipeline", "--project", str(project), "--stage", "nosuch"],
+                         cwd=project, capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 2, run.stderr
+    assert f"error: {project / 'dvc.yaml'}: no stage 'nosuch'; expected one of: flaky, gate, bad" \
+        in run.stderr.splitlines(), run.stderr
+    assert "Retry" not in run.stderr and "dvc repro nosuch" not in run.stderr
+
 def test_the_retrain_flows_tasks_retry_an_outage_but_not_bad_input(prefect_api: None):
     """The retrain flow's drift-check (and discover, version-ledger) retried a malformed batch's BadInput twice,
     15 s of backoff, before failing with exit 2: the contract retries only exit 3."""
