@@ -140,30 +140,34 @@ def _dotted(section: str, loc: tuple[Any, ...]) -> str:
 
 
 def describe_errors(err: ValidationError, model: type[Section], where: str = "",
-                    overridden: frozenset[str] = frozenset()) -> str:
+                    overridden: frozenset[str] = frozenset(), override_origin: str = "--set",
+                    override_section: str = "") -> str:
     """One line for all of ``err``'s errors: ``WHERE: section.key: VALUE is ... (expected ...)``.
 
-    ``where`` is the params file; an error in a key of ``overridden`` is reported as ``--set``.
+    ``where`` is the params file; an error in a key of ``overridden`` is reported as ``override_origin``
+    (``--set``), under ``override_section`` when given (``prm.train``: its keys are merged over ``train``).
     """
     groups: dict[str, list[str]] = {}  # origin → messages, so each origin is named once
     for error in err.errors(include_url=False):
         loc = tuple(error["loc"])
-        lines = groups.setdefault("--set" if loc and loc[0] in overridden else where, [])
+        overrides = bool(loc) and loc[0] in overridden
+        lines = groups.setdefault(override_origin if overrides else where, [])
+        section = override_section if overrides and override_section else model.section
         if error["type"] == "extra_forbidden":
             holder = _model_at(model, loc)
             known = sorted(holder.model_fields) if holder else []
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            lines.append(f"{_dotted(model.section, loc)}: unknown key (value {error['input']!r}); "
+            lines.append(f"{_dotted(section, loc)}: unknown key (value {error['input']!r}); "
                          f"{hint}expected one of: {', '.join(known)}")
         elif error["type"] == "missing":
-            lines.append(f"{_dotted(model.section, loc)}: missing (a value is required)")
+            lines.append(f"{_dotted(section, loc)}: missing (a value is required)")
         elif not loc:  # a check across keys (model validator)
             lines.append(f"{model.section}: {_expected(error)}")
         elif error["input"] is None:  # `--set lr=` or `lr:` in YAML: "None is not a number" named no mistake
-            lines.append(f"{_dotted(model.section, loc)}: the value is empty (or null), which {_expected(error)}")
+            lines.append(f"{_dotted(section, loc)}: the value is empty (or null), which {_expected(error)}")
         else:
-            lines.append(f"{_dotted(model.section, loc)}: {error['input']!r} {_expected(error)}")
+            lines.append(f"{_dotted(section, loc)}: {error['input']!r} {_expected(error)}")
     return "; ".join((f"{origin}: " if origin else "") + "; ".join(lines) for origin, lines in groups.items())
 
 
@@ -256,11 +260,13 @@ def parse_overrides(pairs: list[str], section: str | None = None) -> dict[str, A
 
 
 def build(cls: type[T], section: dict[str, Any] | None, overrides: dict[str, Any] | None = None, *,
-          name: str = "", source: str = "params.yaml") -> T:
+          name: str = "", source: str = "params.yaml", override_origin: str = "--set",
+          override_section: str = "") -> T:
     """``cls`` from a params section with ``overrides`` (from ``--set``) applied over it.
 
     A :class:`Section` is validated by pydantic; errors become one :class:`ConfigError` line
-    naming ``source`` (or ``--set``), ``section.key``, the value and what was expected.
+    naming ``source`` (or, for a key of ``overrides``, ``override_origin`` and ``override_section``),
+    ``section.key``, the value and what was expected.
     """
     label = name or getattr(cls, "section", "") or cls.__name__
     if section is not None and not isinstance(section, dict):
@@ -270,7 +276,8 @@ def build(cls: type[T], section: dict[str, Any] | None, overrides: dict[str, Any
         try:
             return cls.model_validate(values)  # type: ignore[return-value]
         except ValidationError as err:
-            raise ConfigError(describe_errors(err, cls, source, frozenset(overrides or {}))) from None
+            raise ConfigError(describe_errors(err, cls, source, frozenset(overrides or {}), override_origin,
+                                              override_section)) from None
     raise TypeError(f"{cls!r} is not a rewardline.config.Section")
 
 

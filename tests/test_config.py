@@ -319,3 +319,24 @@ def test_a_stage_whose_params_section_is_missing_exits_2_naming_it(tmp_path: Pat
     assert done.returncode == 2, done.stderr
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
     assert f"error: params.yaml: {section}: missing section; did you mean {typo!r}?" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("lr", "fast", "params.yaml: prm.train.lr: 'fast' is not a number (expected a float)"),
+    ("prm_pair_scor", "min", "params.yaml: prm.train.prm_pair_scor: unknown key (value 'min'); did you mean "
+                             "'prm_pair_score'?"),
+])
+def test_a_bad_prm_train_value_is_named_prm_train_not_train(key: str, value: str, message: str):
+    """``prm.train.lr: fast`` made the prm_train stage say ``params.yaml: train.lr: 'fast' ...``: the train
+    section's lr, which was fine, sending the operator to the wrong line of params.yaml."""
+    from rewardline.evaluation.process import prm_train_config
+
+    params = load_params(ROOT / "params.yaml")
+    params["prm"]["train"][key] = value
+    with pytest.raises(ConfigError) as caught:
+        prm_train_config(params)
+    assert str(caught.value).startswith(message), caught.value
+    params["prm"]["train"].pop(key)
+    params["train"][key] = value  # the same mistake in the train section is still named train.KEY
+    with pytest.raises(ConfigError, match=f"^params.yaml: train.{key}: "):
+        prm_train_config(params)

@@ -74,7 +74,9 @@ def prm_train_config(params: Mapping[str, Any]) -> TrainConfig:
     prm = build(PrmConfig, section_of(params, "prm"), name="prm")
     prm_only = {**prm.train, "objective": "prm", "prm_aggregate": prm.aggregate}
     merged = merge_params(section_of(params, "train"), prm_only)
-    return build(TrainConfig, merged, name="train")
+    # a bad key of prm.train is named prm.train.KEY, not train.KEY (the train section's, which may be fine)
+    return build(TrainConfig, merged, name="train", override_origin="params.yaml", override_section="prm.train",
+                 overrides={key: merged[key] for key in prm_only})
 
 
 PRM_GATES: tuple[GateSpec, ...] = (
