@@ -85,9 +85,11 @@ INGEST_GATES: tuple[GateSpec, ...] = (
 )
 
 
-def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
+def _expand(sources: list[Source], ignored: list[str]) -> list[tuple[str, Source]]:
     """The data files of every source, each once: a file named twice (or by a directory and on its own) is read
-    once, by the first source naming it (its records are one file's: accounting counts them once)."""
+    once, by the first source naming it (its records are one file's: accounting counts them once). Files of a
+    source whose names end in none of :data:`DATA_SUFFIXES` (``batch.tsv``) are not read: each is named in a
+    warning and appended to ``ignored`` (hidden files, ``.gitkeep``, are not data and pass unnamed)."""
     files: list[tuple[str, Source]] = []
     seen: set[str] = set()
     for source in sources:
@@ -98,7 +100,14 @@ def _expand(sources: list[Source]) -> list[tuple[str, Source]]:
             )
         if source.optional and not storage.is_remote(source.path) and not Path(source.path).exists():
             continue
-        found = storage.list_files(source.path, suffixes=DATA_SUFFIXES)
+        every = storage.list_files(source.path)
+        found = [uri for uri in every if uri.endswith(DATA_SUFFIXES)]
+        for uri in every:
+            if not uri.endswith(DATA_SUFFIXES) and not uri.rsplit("/", 1)[-1].startswith(".") and uri not in seen:
+                log.warning("ingest: ignoring %s: not a data file (expected a name ending in %s)", uri,
+                            ", ".join(DATA_SUFFIXES))
+                seen.add(uri)
+                ignored.append(uri)
         if not found and source.optional:
             continue
         if not found:
@@ -124,6 +133,7 @@ class SourcesRead:
     solution_parts: list[pa.Table] = field(default_factory=list)
     quarantine_parts: list[pa.Table] = field(default_factory=list)  # the adapters' record faults
     empty_files: list[str] = field(default_factory=list)  # skipped, each named in a warning
+    ignored_files: list[str] = field(default_factory=list)  # not of a data file type, each named in a warning
 
 
 def _read_sources(config: IngestConfig, sink: RowSink, bounds: limits.Limits) -> SourcesRead:
@@ -132,7 +142,7 @@ def _read_sources(config: IngestConfig, sink: RowSink, bounds: limits.Limits) ->
     read = SourcesRead()
     step_options = StepOptions(gsm8k_negatives=config.gsm8k_negatives,
                                gsm8k_negative_kind=config.gsm8k_negative_kind, seed=config.seed)
-    for uri, source in _expand(config.sources):
+    for uri, source in _expand(config.sources, read.ignored_files):
         data = adapters.local_parquet(uri) or storage.read_bytes(uri)  # a local Parquet file: read by row group
         if adapters.is_empty(uri, data):  # no records: skipped (noted in metrics) unless named on its own
             if uri in (source.path, str(Path(source.path))):
@@ -198,6 +208,7 @@ def run_ingest(config: IngestConfig, out_dir: Path, shards: int | None = None) -
         "rows_in_by_format": dict(formats),
         "quarantine_reasons": reason_counts(quarantine["reason"]),  # <= 50 categories; detail in quarantine
         "empty_files": len(empty_files),  # skipped, each named in a warning on stderr
+        "ignored_files": len(read.ignored_files),  # not of a data file type, each named in a warning on stderr
         "prompts": tables.prompts,
         "responses": tables.responses,
         "rankings": tables.rankings,

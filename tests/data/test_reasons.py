@@ -96,6 +96,26 @@ def test_empty_files_in_a_source_folder_are_skipped_and_counted(tmp_path: Path) 
         run_ingest(IngestConfig([Source(str(raw))]), tmp_path / "out2")
 
 
+
+def test_files_of_an_unread_type_in_a_source_folder_are_named_and_counted(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A batch dropped into data/raw/fresh as .tsv, .ndjson or .JSONL was skipped without a word: rows_in
+    unchanged, no warning, nothing in metrics.json, so its records were lost without anyone knowing."""
+    raw = tmp_path / "raw"
+    (raw / "sub").mkdir(parents=True)
+    write_hh(raw / "b.jsonl")
+    (raw / "batch.tsv").write_text("prompt\tresponse\n")
+    (raw / "sub" / "c.JSONL").write_bytes((FIXTURES / "hh_rlhf_30.jsonl").read_bytes())
+    (raw / ".gitkeep").write_text("")  # hidden files are not data: not named
+    with caplog.at_level("WARNING", logger="rewardline"):
+        metrics = run_ingest(IngestConfig([Source(str(raw))]), tmp_path / "out")
+    assert metrics["rows_in"] == 30 and metrics["ignored_files"] == 2
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["ignored_files"] == 2
+    warned = "\n".join(record.getMessage() for record in caplog.records)
+    for name in ("batch.tsv", "sub/c.JSONL"):
+        assert f"ingest: ignoring {raw / name}: not a data file (expected a name ending in .jsonl, .json" in warned
+    assert ".gitkeep" not in warned
+
 def test_an_empty_explicit_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "x.jsonl").write_bytes(b"\n  \n")
     (tmp_path / "x.csv").write_bytes(b"prompt,annotator_id,response,rank\n")  # was: exit 0, rows_in 0
