@@ -285,6 +285,17 @@ def test_gzip_and_batch_id(tmp_path: Path) -> None:
         read_file(data, "a/hh.jsonl.gz")
 
 
+
+@pytest.mark.parametrize("fmt", ["auto", "rankings", "hh-rlhf"])
+def test_a_parquet_name_whose_data_is_not_parquet_says_so(fmt: str) -> None:
+    """A damaged ``batch.parquet`` (a truncated download, a renamed file) was read as JSON Lines: in a source folder
+    its bytes became quarantined "records" with ``invalid UTF-8`` reasons (rows_in grew by its line count), on its
+    own ``cannot read it as jsonl``; neither said the Parquet file was damaged."""
+    garbage = bytes(range(256)) * 8 + b"\n\xff\xfe\n"
+    with pytest.raises(ValueError, match=r"^data/raw/fresh/batch.parquet: name ends in \.parquet but the data is not "
+                                         r"Parquet \(no PAR1 magic number\); expected a Parquet file"):
+        read_file(garbage, "data/raw/fresh/batch.parquet", fmt=fmt)
+
 def test_csv_cells_that_are_not_utf8_are_named_as_such() -> None:
     """Was: 'prompt: expected a value of type string' for a Latin-1 prompt, and in a rank column also holding a
     cell that is no integer, that cell's record blamed for a missing rank and the undecodable one for not an integer."""

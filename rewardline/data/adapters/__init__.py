@@ -125,9 +125,13 @@ def _decompress(origin: str, data: FileData) -> FileData:
 
 
 def _container(origin: str, data: FileData) -> str:
-    """One of parquet, csv, json-list, jsonl."""
+    """One of parquet, csv, json-list, jsonl. A ``.parquet`` name without Parquet's magic number is a damaged
+    file (a ValueError, as a ``.gz`` name that is not gzip), not JSON Lines whose "lines" are binary."""
     if isinstance(data, LocalParquet) or data[:4] == PARQUET_MAGIC:
         return "parquet"
+    if _base_name(origin).endswith(".parquet"):
+        raise ValueError(f"{origin}: name ends in .parquet but the data is not Parquet (no PAR1 magic number); "
+                         "expected a Parquet file")
     if _base_name(origin).endswith(".csv"):
         return "csv"
     return "json-list" if data.lstrip()[:1] == b"[" else "jsonl"
