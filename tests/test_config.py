@@ -340,3 +340,15 @@ def test_a_bad_prm_train_value_is_named_prm_train_not_train(key: str, value: str
     params["train"][key] = value  # the same mistake in the train section is still named train.KEY
     with pytest.raises(ConfigError, match=f"^params.yaml: train.{key}: "):
         prm_train_config(params)
+
+
+def test_ingest_has_no_catch_all_key_that_swallows_misplaced_settings(tmp_path: Path):
+    """``ingest.extra`` took any mapping and nothing read it: ``extra: {max_quarantine_share: 0.5}`` in params.yaml
+    was accepted and silently ignored, and every unknown-key message listed ``extra`` among the expected keys."""
+    (tmp_path / "params.yaml").write_text("ingest:\n  sources: [{path: data/raw}]\n"
+                                          "  extra:\n    max_quarantine_share: 0.5\n")
+    done = subprocess.run([sys.executable, str(ROOT / "stages/ingest.py")], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: params.yaml: ingest.extra: unknown key (value {'max_quarantine_share': "
+                                  "0.5}); expected one of: gsm8k_negative_kind,"), done.stderr

@@ -23,7 +23,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -76,7 +76,6 @@ class IngestConfig(Section):
     max_record_bytes: int = Field(limits.MAX_RECORD_BYTES, ge=1)  # one raw record, checked before parsing
     max_prompt_chars: int = Field(limits.MAX_PROMPT_CHARS, ge=1)
     max_response_chars: int = Field(limits.MAX_RESPONSE_CHARS, ge=1)
-    extra: dict[str, Any] = Field(default_factory=dict)
 
 
 INGEST_GATES: tuple[GateSpec, ...] = (
