@@ -10,6 +10,7 @@ checkpoint of the same run, and then ends with the weights of an uninterrupted r
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -21,6 +22,8 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from rewardline.modeling.device import Runtime, barrier
 from rewardline.modeling.model import RewardModel
 from rewardline.training.parallel import is_sharded, load_sharded, save_sharded
+
+LOG = logging.getLogger(__name__)
 
 #: A sharded (FSDP) checkpoint's folder of DCP files: every rank's shards of model and AdamW state.
 SHARDED_DIR = "sharded"
@@ -89,7 +92,8 @@ def latest_checkpoint(ckpt_root: Path, fingerprint: str) -> Path | None:
 
 
 def load_checkpoint(path: Path, model: RewardModel, opt: torch.optim.Optimizer, rt: Runtime) -> int:
-    """Restore weights, optimizer state and this rank's RNG state from ``path``; returns its step."""
+    """Restore weights, optimizer state and this rank's RNG state from ``path``; returns its step (logged: after a
+    killed run the log would otherwise just begin mid-run)."""
     meta = json.loads((path / "state.json").read_text())
     if meta.get("sharded"):
         load_sharded(path / SHARDED_DIR, model, opt)
@@ -101,6 +105,8 @@ def load_checkpoint(path: Path, model: RewardModel, opt: torch.optim.Optimizer, 
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
+    if rt.is_main:
+        LOG.info("resuming from checkpoint step %d (%s)", meta["step"], path)
     return int(meta["step"])
 
 

@@ -537,3 +537,18 @@ def test_ctrl_c_stops_train_with_exit_130_and_leaves_no_output(setup, tmp_path):
     assert "Traceback" not in rest and not out.exists(), rest
     assert rest.strip().splitlines()[-1] == "interrupted: the output is as it was before the run (outputs appear " \
         "whole or not at all)", rest
+
+
+def test_a_resumed_run_says_from_which_checkpoint_step(setup, tmp_path, caplog):
+    """`dvc repro train` after a killed run resumed from the checkpoint without a word: the log began at the
+    checkpoint's step with no line saying so, and only metrics.json's resumed_from_step told (afterwards)."""
+    cfg = tiny_config(setup, epochs=2, checkpoint_every=2, checkpoint_dir=str(tmp_path / "ckpt"), device="cpu",
+                      keep_checkpoints=True)  # a finished run keeps them: the next run resumes as after a kill
+    first = train(setup["pairs"], tmp_path / "a", cfg)
+    assert first["resumed_from_step"] == 0
+    with caplog.at_level("INFO", logger="rewardline"):
+        second = train(setup["pairs"], tmp_path / "b", cfg)
+    step = second["resumed_from_step"]
+    assert step > 0
+    assert any(f"resuming from checkpoint step {step} ({tmp_path / 'ckpt'}" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
