@@ -86,9 +86,10 @@ def no_evaluation(objective: Objective) -> dict[str, float]:
 
 
 def selection_score(val: dict[str, float]) -> tuple[str, float]:
-    """What the best checkpoint maximises: ``("accuracy", val accuracy)`` when the objective reports
-    one, else ``("-loss", −val loss)`` (pointwise objectives); NaN counts as −inf."""
-    name, value = ("accuracy", val["accuracy"]) if "accuracy" in val else ("-loss", -val["loss"])
+    """The val metric that picks the best checkpoint and the score to maximise: ``("accuracy", val accuracy)``
+    when the objective reports one, else ``("loss", −val loss)`` (pointwise objectives: the loss is minimised);
+    NaN counts as −inf."""
+    name, value = ("accuracy", val["accuracy"]) if "accuracy" in val else ("loss", -val["loss"])
     return name, value if math.isfinite(value) else -math.inf
 
 

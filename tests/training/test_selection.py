@@ -47,7 +47,7 @@ def test_the_last_evaluation_needs_no_copy_and_a_loss_only_objective_selects_on_
     assert not sel.due(3, 10) and sel.due(10, 10)
     assert sel.update(10, _val(0.6), model, last=True) is False
     assert sel.best_weights is None and sel.best_step == 10
-    assert selection_score({"loss": 0.25}) == ("-loss", -0.25)
+    assert selection_score({"loss": 0.25}) == ("loss", -0.25)
     assert selection_score({"loss": 0.1, "accuracy": float("nan")}) == ("accuracy", -math.inf)
 
 
@@ -69,3 +69,11 @@ def test_training_logs_the_val_curve_stops_early_and_saves_the_best_model(setup,
     again = evaluate(model, data.val_groups, data.tok, data.pad_id, cfg.eval_batch_tokens, rt, BradleyTerryObjective())
     assert again["accuracy"] == pytest.approx(m["val_accuracy"]) and again["loss"] == pytest.approx(m["val_loss"])
     assert model.config.reward_mean == pytest.approx(points[m["best_step"]]["val/reward_mean"])
+
+
+def test_a_loss_only_objective_names_its_selection_metric_val_loss_a_metric_that_exists():
+    """train/metrics.json said ``selection_metric: "val_-loss"`` for pointwise objectives: no metric has that name."""
+    sel = ModelSelection()
+    sel.update(4, {"loss": 0.25, "comparisons": 10}, torch.nn.Linear(2, 1), last=True)
+    assert sel.metrics(4)["selection_metric"] == "val_loss"
+    assert sel.best_score == -0.25  # still maximised as −loss
