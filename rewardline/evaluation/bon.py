@@ -40,7 +40,8 @@ d = sqrt(KL_bon):
     gain(d) = d (α − β d),  peak at d* = α / (2β) when β > 0 (gain α² / 4β), N* = KL_bon⁻¹(d*²)
 
 Gates (``params.yaml: evaluate``): ``min_bon_gain`` — lower CI end of gain(N_max) > threshold;
-``max_overoptimization`` — max_N gold(N) − gold(N_max) ≤ threshold.
+``max_overoptimization`` — max_N gold(N) − gold(N_max) ≤ threshold, both on the prompts with N_max candidates
+(so every N is compared on the same prompts when prompts have different numbers of candidates).
 
 Inputs (:func:`load_candidates`): JSONL ``{prompt, response, gold}``; AlpacaEval annotation
 records (``instruction``, ``output_2`` = the sample, ``preference`` in [1, 2]; gold =
@@ -57,7 +58,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 from scipy.special import gammaln
 
 from rewardline.config import Section
@@ -79,7 +80,15 @@ class BonConfig(Section):
     bootstrap_samples: int = Field(1000, ge=1)
     seed: int = Field(0, ge=0)
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
-    max_n: int = Field(0, ge=0)  # > 0: stop the curves at this N (default: the most candidates of any prompt)
+    max_n: int = Field(0, ge=0)  # >= 2: stop the curves at this N; 0: at the most candidates of any prompt
+
+    @field_validator("max_n")
+    @classmethod
+    def _measures_something(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("1 measures nothing (best-of-1 is a random pick, so its gain is 0 by definition); "
+                             "expected 0 (every candidate) or a number >= 2")
+        return value
 
 
 # -- exact best-of-N expectations ---------------------------------------------------------
@@ -235,10 +244,14 @@ def summarize(curves: BonCurves, config: BonConfig) -> dict[str, Any]:
     kl = kl_bon(n)
     sqrt_kl = np.sqrt(kl)
     fit = fit_bon(sqrt_kl, means["gain"])
+    # The drop past the peak compares every N on the same prompts, those with N_max candidates: with uneven
+    # candidate counts gold_by_n averages a different set of prompts at each N, and a dip between such means
+    # can come from the prompts that leave, not from the proxy. gold(N_max) is the same either way.
     gold = means["gold"]
-    n_peak = int(np.nanargmax(gold)) + 1
-    observed = {"n_peak": n_peak, "gold_peak": float(gold[n_peak - 1]), "gold_n_max": float(gold[-1]),
-                "overoptimization": float(np.nanmax(gold) - gold[-1]), "peaked_before_n_max": n_peak < n_max}
+    same = curves.pick_gold[curves.k >= n_max].mean(0)
+    n_peak = int(np.argmax(same)) + 1
+    observed = {"n_peak": n_peak, "gold_peak": float(same[n_peak - 1]), "gold_n_max": float(same[-1]),
+                "overoptimization": float(same.max() - same[-1]), "peaked_before_n_max": n_peak < n_max}
     metrics: dict[str, Any] = {
         "n_max": int(n_max),
         "prompts": int(n_prompts),

@@ -262,3 +262,27 @@ def test_cli_exit_2_when_out_is_a_file(tiny_model, tmp_path):
                                  str(tiny_model / "bon"), "--params", str(tmp_path / "none.yaml")])
     assert inside.exit_code == 2 and f"is inside the input folder {tiny_model}" in inside.output, inside.output
     assert not (tiny_model / "bon").exists()
+
+
+def test_overoptimization_compares_every_n_on_the_same_prompts():
+    """With uneven candidate counts, gold(N) at each N averages a different set of prompts: a prompt with 2
+    candidates and high gold counts at N = 1, 2 and not at N = 4. The drop past the peak was taken between those
+    unpaired means, so a proxy that never hurt any prompt failed max_overoptimization. It is now measured on the
+    prompts that reach N_max, where every N sees the same prompts."""
+    prompt_index = np.repeat(np.arange(3), [2, 4, 4])
+    gold = np.array([9.0, 9.0, 0.0, 1.0, 2.0, 3.0, 0.0, 1.0, 2.0, 3.0])  # the 2-candidate prompt: gold 9 both
+    curves = bon_curves(prompt_index, gold, gold)  # a perfect proxy: gold of the pick rises with N on every prompt
+    m = summarize(curves, BonConfig(bootstrap_samples=50))
+    assert m["gold_by_n"]["2"] > m["gold_by_n"]["4"]  # the unpaired means still dip (what the table shows) ...
+    peak = m["observed_peak"]
+    assert peak["n_peak"] == 4 and peak["overoptimization"] == pytest.approx(0.0)  # ... but no prompt got worse
+    assert peak["gold_n_max"] == pytest.approx(3.0)
+    gates = check_bon_gates(m, min_bon_gain=-1.0, max_overoptimization=0.05)
+    assert gates["max_overoptimization"]["passed"]
+
+
+def test_max_n_of_one_is_refused_it_measures_nothing():
+    """``--set max_n=1`` passed both gates: gain(1) ≡ 0, CI [0, 0]. Best-of-1 is a random pick."""
+    with pytest.raises(ValueError, match="max_n"):
+        BonConfig(max_n=1)
+    assert BonConfig(max_n=0).max_n == 0 and BonConfig(max_n=2).max_n == 2
