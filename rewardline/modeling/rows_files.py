@@ -194,7 +194,24 @@ class RowsFile:
             count += len(chunk)
             if table_out and self.layout != "parquet":
                 schema = rows_schema([row for _, row in chunk], out, schema)
-        return count, pq.read_schema(self.path) if table_out and self.layout == "parquet" else schema
+        if table_out and (self.layout == "parquet" or count == 0):
+            return count, self.columns()
+        return count, schema
+
+    def columns(self) -> pa.Schema:
+        """The input's own columns, read without its rows: a Parquet file's schema, a CSV / TSV header's names (as
+        text, every cell's type), none for JSONL (its keys live in its rows)."""
+        if self.layout == "parquet":
+            return pq.read_schema(self.path)
+        if self.layout == "jsonl":
+            return pa.schema([])
+        with self._stream() as stream:
+            return pa.schema([pa.field(name, pa.string()) for name in self._header(stream)])
+
+    def _header(self, stream: IO[bytes]) -> list[str]:
+        """The CSV / TSV header's column names (the first line; a byte-order mark dropped)."""
+        header = stream.readline().decode("utf-8", "replace").lstrip("\ufeff")
+        return next(csv.reader([header], delimiter=DELIMITERS[self.layout]), [])
 
     def _batches(self, stream: IO[bytes]) -> Iterator[pa.RecordBatch]:
         """The table's record batches (Parquet or CSV / TSV, every CSV cell as text); a file Arrow cannot read
@@ -203,8 +220,7 @@ class RowsFile:
             if self.layout == "parquet":
                 yield from pq.ParquetFile(self.path).iter_batches(batch_size=CHUNK_ROWS)
                 return
-            header = stream.readline().decode("utf-8", "replace").lstrip("\ufeff")
-            names = next(csv.reader([header], delimiter=DELIMITERS[self.layout]), [])
+            names = self._header(stream)
             with self._stream() as again:  # from the start, header included: a header-only file is zero rows
                 yield from pcsv.open_csv(again, parse_options=pcsv.ParseOptions(
                     delimiter=DELIMITERS[self.layout], newlines_in_values=True),

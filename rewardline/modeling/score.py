@@ -44,7 +44,7 @@ from rewardline.data.limits import Limits
 from rewardline.data.messages import PROMPT_EXPECTED, check_prompt, check_text, message_list
 from rewardline.errors import BadInput, ConfigError, NonFiniteError, json_type
 from rewardline.modeling.batching import length_batches
-from rewardline.modeling.rows_files import CHUNK_ROWS, open_rows_file, rows_writer, with_columns, write_rows
+from rewardline.modeling.rows_files import CHUNK_ROWS, open_rows_file, rows_writer, with_columns
 
 if TYPE_CHECKING:
     from rewardline.modeling.device import Runtime
@@ -256,9 +256,7 @@ def score_jsonl(
     check = check_step_row if process else functools.partial(check_score_row, limits=limits)
     with open_rows_file(in_path) as rows_file:
         count, schema = rows_file.check(check, out_path, limits, chunk_rows)
-        if count == 0:
-            write_rows([], out_path)
-            return 0
+        # No rows still loads the model: a table output gets the input's columns and those scoring adds.
         scoring = scoring or functools.partial(_local_scoring, model_dir, batch_tokens, normalize, process, aggregate)
         with scoring() as (score_chunk, columns), rows_writer(out_path, with_columns(schema, columns)) as write:
             for chunk in rows_file.chunks(limits, chunk_rows):

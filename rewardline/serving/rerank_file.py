@@ -56,6 +56,14 @@ class ChunkScorer(Protocol):
     def rewards(self, rows: list[dict]) -> np.ndarray: ...
 
 
+def ranking_columns(scorer: ChunkScorer) -> dict[str, pa.DataType]:
+    """The columns rerank adds to each row: reward, rank, beats_others, and win_prob for an absolute-scale model."""
+    columns = {"reward": pa.float64(), "rank": pa.int64(), "beats_others": pa.float64()}
+    if scorer.link is not None:
+        columns["win_prob"] = pa.float64()
+    return columns
+
+
 def rerank_jsonl(model_dir: Path | str, in_path: Path | str, out_path: Path | str, top_k: int | None = None,
                  batch_tokens: int = 16384, limits: Limits | None = None, chunk_rows: int = CHUNK_ROWS,
                  open_scorer: Callable[[], AbstractContextManager[ChunkScorer]] | None = None) -> dict[str, Any]:
@@ -68,19 +76,16 @@ def rerank_jsonl(model_dir: Path | str, in_path: Path | str, out_path: Path | st
     with open_rows_file(in_path) as rows_file, tempfile.TemporaryDirectory(prefix="rewardline-rerank-") as folder:
         count, schema = rows_file.check(functools.partial(check_score_row, limits=limits), out_path, limits,
                                         chunk_rows)
-        if count == 0:
-            with rows_writer(out_path, schema) as write:
-                write([])
-            return rerank_counts(0, 0, 0, out_path)
         spill = Path(folder) / "rows.pickle"
         with (open_scorer or functools.partial(_in_process, model_dir, batch_tokens))() as scorer:
+            if count == 0:  # an empty output with the input's columns and the ranking's
+                with rows_writer(out_path, with_columns(schema, ranking_columns(scorer))):
+                    pass
+                return rerank_counts(0, 0, 0, out_path)
             offsets, rewards, codes = _score_to_spill(scorer, rows_file, spill, limits, chunk_rows)
         groups = group_rows(codes)
-        columns = {"reward": pa.float64(), "rank": pa.int64(), "beats_others": pa.float64()}
-        win = None
-        if scorer.link is not None:
-            columns["win_prob"] = pa.float64()
-            win = win_probability(rewards, scorer.link, scorer.residual_sd)
+        columns = ranking_columns(scorer)
+        win = None if scorer.link is None else win_probability(rewards, scorer.link, scorer.residual_sd)
         written = 0
         with rows_writer(out_path, with_columns(schema, columns)) as write, spill.open("rb") as spilled:
             chunk: list[dict] = []

@@ -300,3 +300,21 @@ def test_an_oversized_jsonl_line_is_measured_without_being_held(tmp_path: Path):
     assert err.value.size == len(huge) and str(err.value).startswith(f"{tmp_path / 'in.jsonl'}:2: ")
     assert len(read_score_rows(tmp_path / "in.jsonl", limits=Limits(max_record_bytes=4_000_000,
                                                                   max_response_chars=4_000_000))) == 3
+
+
+def test_an_input_without_rows_gives_a_table_with_the_inputs_columns_and_the_scores(model_dir: Path, tmp_path: Path):
+    """A header-only CSV scored to CSV wrote a 0-byte file (no header, no reward column) that score itself then
+    refused as "Empty CSV file"; to Parquet, a table with no columns. Now the output has the input's columns and the
+    columns scoring adds, and no rows; the same for rerank."""
+    (tmp_path / "header-only.csv").write_text("prompt,response,note\n")
+    (tmp_path / "empty.jsonl").write_text("")
+    assert score_jsonl(model_dir, tmp_path / "header-only.csv", tmp_path / "out.csv") == 0
+    assert (tmp_path / "out.csv").read_text().splitlines() == ['"prompt","response","note","reward"']
+    assert score_jsonl(model_dir, tmp_path / "out.csv", tmp_path / "again.jsonl") == 0  # reads back
+    score_jsonl(model_dir, tmp_path / "header-only.csv", tmp_path / "out.parquet")
+    assert pq.read_schema(tmp_path / "out.parquet").names == ["prompt", "response", "note", "reward"]
+    score_jsonl(model_dir, tmp_path / "empty.jsonl", tmp_path / "from-jsonl.parquet")
+    assert pq.read_schema(tmp_path / "from-jsonl.parquet").names == ["reward"]
+    rerank_jsonl(model_dir, tmp_path / "header-only.csv", tmp_path / "ranked.parquet")
+    assert pq.read_schema(tmp_path / "ranked.parquet").names == ["prompt", "response", "note", "reward", "rank",
+                                                                 "beats_others"]
