@@ -352,3 +352,15 @@ def test_ingest_has_no_catch_all_key_that_swallows_misplaced_settings(tmp_path: 
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: params.yaml: ingest.extra: unknown key (value {'max_quarantine_share': "
                                   "0.5}); expected one of: gsm8k_negative_kind,"), done.stderr
+
+
+def test_an_unknown_train_objective_is_named_with_the_params_file_like_every_other_setting():
+    """train.objective: btt said "error: train.objective: unknown objective 'btt'" with no file, while every other
+    bad setting says "params.yaml: train.KEY: ..."."""
+    from rewardline.config import build
+    from rewardline.errors import ConfigError
+    from rewardline.training.loop import TrainConfig
+
+    expected = r"^params\.yaml: train\.objective: 'btt' is not a registered objective; expected one of \['bt', "
+    with pytest.raises(ConfigError, match=expected):
+        build(TrainConfig, {"objective": "btt"})

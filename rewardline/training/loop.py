@@ -62,7 +62,7 @@ from rewardline.training.batching import (
     required_targets,
 )
 from rewardline.training.checkpoint import checkpoint_extras, latest_checkpoint, load_checkpoint, save_checkpoint
-from rewardline.training.objectives import OBJECTIVES, Objective, build_objective
+from rewardline.training.objectives import OBJECTIVES, Objective, ObjectiveName, build_objective
 from rewardline.training.optim import lr_at, make_optimizer
 from rewardline.training.parallel import as_float, full_state_dict, grad_sync, is_sharded, wrap_model
 from rewardline.training.progress import TrainingProgress
@@ -102,7 +102,7 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(0.05, ge=0.0, le=1.0)
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
-    objective: str = "bt"  # loss by name (objectives.OBJECTIVES): bt | thurstone (pointwise) | bt+thurstone
+    objective: ObjectiveName = "bt"  # loss by name (objectives.OBJECTIVES): bt | thurstone (pointwise) | bt+thurstone
     pointwise_weight: float = Field(1.0, ge=0.0)  # λ of bt+thurstone: loss_bt + λ·loss_thurstone
     target_centre: Literal["anchor", "prompt"] = "prompt"  # pointwise targets: u − the prompt's mean u, or u
     weighting: Literal["prompt", "comparison"] = "prompt"  # prompt (each prompt counts once) | comparison

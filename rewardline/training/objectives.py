@@ -103,10 +103,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator
 
 from rewardline.data.tables import TARGETS
 from rewardline.errors import ConfigError
@@ -468,6 +469,17 @@ def register_objective(cls: type[Objective]) -> type[Objective]:
         raise ValueError(f"objective {cls.name!r} is already registered as {OBJECTIVES[cls.name].__qualname__}")
     OBJECTIVES[cls.name] = cls
     return cls
+
+
+def known_objective(name: str) -> str:
+    """``name`` when an objective is registered under it (the train config's check of ``train.objective``)."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"is not a registered objective; expected one of {sorted(OBJECTIVES)}")
+    return name
+
+
+#: A train config's ``objective``: a name of :data:`OBJECTIVES`, checked when the config is read.
+ObjectiveName = Annotated[str, AfterValidator(known_objective)]
 
 
 def build_objective(name: str, config: Any) -> Objective:
