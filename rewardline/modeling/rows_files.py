@@ -193,7 +193,7 @@ class RowsFile:
                 check(row, where)
             count += len(chunk)
             if table_out and self.layout != "parquet":
-                schema = rows_schema([row for _, row in chunk], out, schema)
+                schema = _chunk_schema(chunk, out, schema)
         if table_out and (self.layout == "parquet" or count == 0):
             return count, self.columns()
         return count, schema
@@ -346,6 +346,23 @@ def rows_schema(rows: list[dict[str, Any]], out: str | Path, schema: pa.Schema |
         return chunk if schema is None else pa.unify_schemas([schema, chunk], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         raise _unfit(out, layout, err) from None
+
+
+def _chunk_schema(chunk: list[tuple[Where, Any]], out: str | Path, schema: pa.Schema | None) -> pa.Schema | None:
+    """:func:`rows_schema` of a checked chunk; rows that do not fit one table are named by the first row that does
+    not fit the rows before it (found one row at a time, on the failure path only)."""
+    try:
+        return rows_schema([row for _, row in chunk], out, schema)
+    except BadInput:
+        for where, row in chunk:
+            try:
+                schema = rows_schema([row], out, schema)
+            except BadInput:
+                names = ", ".join(sorted(row)) if isinstance(row, dict) else type(row).__name__
+                raise BadInput(**where, detail=f"the row does not fit the table of the rows before it (columns "
+                                               f"{names}: a value of another type than above); expected rows of one "
+                                               f"shape, or write {Path(str(out)).name} as .jsonl") from None
+        raise
 
 
 def _unfit(out: str | Path, layout: str, err: Exception) -> BadInput:

@@ -101,8 +101,8 @@ def test_a_csv_record_with_the_wrong_number_of_cells_is_named_by_its_row(tmp_pat
 def test_rows_that_do_not_fit_one_table_are_refused_before_scoring(tmp_path: Path):
     rows = tmp_path / "mixed.jsonl"  # a text prompt, then a prompt of messages: fine as JSONL, not as one column
     rows.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps({"prompt": MESSAGES, "response": "red"}) + "\n")
-    with pytest.raises(BadInput, match=r"out\.parquet: the rows do not fit one PARQUET table \(.+\); expected rows "
-                                       r"of one shape, or write \.jsonl$"):
+    with pytest.raises(BadInput, match=r"mixed\.jsonl:2: the row does not fit the table of the rows before it "
+                                       r"\(.+\); expected rows of one shape, or write out\.parquet as \.jsonl$"):
         score_jsonl(tmp_path / "no-such-model", rows, tmp_path / "out.parquet")  # refused before the model loads
     assert not (tmp_path / "out.parquet").exists()
 
@@ -318,3 +318,14 @@ def test_an_input_without_rows_gives_a_table_with_the_inputs_columns_and_the_sco
     rerank_jsonl(model_dir, tmp_path / "header-only.csv", tmp_path / "ranked.parquet")
     assert pq.read_schema(tmp_path / "ranked.parquet").names == ["prompt", "response", "note", "reward", "rank",
                                                                  "beats_others"]
+
+
+def test_the_first_row_that_does_not_fit_the_table_is_named_by_line(tmp_path: Path):
+    """Text prompts on some rows and message lists on others said only "out.csv: the rows do not fit one CSV
+    table": in a large file, no word of where. The first row whose shape differs from the rows before it is named."""
+    rows = tmp_path / "mixed.jsonl"
+    lines = [ROWS[0], ROWS[1], {"prompt": MESSAGES, "response": "red"}, ROWS[2]]
+    rows.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(BadInput, match=r"mixed\.jsonl:3: the row does not fit the table of the rows before it "
+                                       r"\(.+\); expected rows of one shape, or write out\.csv as \.jsonl$"):
+        score_jsonl(tmp_path / "no-such-model", rows, tmp_path / "out.csv")
