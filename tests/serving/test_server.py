@@ -81,6 +81,17 @@ def alive(url: str) -> None:
     assert got.status_code == 200 and len(got.json()["rewards"]) == 1
 
 
+def assert_422(server: str, cases: dict[bytes, str]) -> None:
+    """Each raw body gets 422 with its message in ``error`` (``/rerank`` when it has candidates, else ``/score``),
+    and the server still answers afterwards."""
+    for body, message in cases.items():
+        path = "/rerank" if b"candidates" in body else "/score"
+        got = httpx.post(f"{server}{path}", content=body, headers={**AUTH, "Content-Type": "application/json"})
+        assert got.status_code == 422, (body, got.text)
+        assert message in got.json()["error"], (body, got.json())
+    alive(server)
+
+
 def test_score_equals_in_process_scoring(server: str, model_dir: Path):
     rows = alpaca_candidates()[:30]
     got = httpx.post(f"{server}/score", json={"rows": [{"prompt": r["prompt"], "response": r["response"]}
@@ -153,12 +164,7 @@ def test_malformed_requests_get_422_naming_the_field(server: str):
         b'{"rows": [{"prompt": [{"role": "robot", "content": "hi"}], "response": "r"}]}':
             "rows.0.prompt.list[Message].0.role: Value error, expected one of assistant, system, user, got 'robot'",
     }
-    for body, message in cases.items():
-        path = "/rerank" if b"candidates" in body else "/score"
-        got = httpx.post(f"{server}{path}", content=body, headers={**AUTH, "Content-Type": "application/json"})
-        assert got.status_code == 422, (body, got.text)
-        assert message in got.json()["error"], (body, got.json())
-    alive(server)
+    assert_422(server, cases)
 
 
 def test_a_lone_surrogate_gets_422_naming_the_field(server: str):
@@ -171,12 +177,7 @@ def test_a_lone_surrogate_gets_422_naming_the_field(server: str):
             f"rows.0.prompt.list[Message].0.content: Value error, {surrogate}",
         b'{"prompt": "p", "candidates": ["a", "ab\\ud800"]}': f"candidates.1: Value error, {surrogate}",
     }
-    for body, message in cases.items():
-        path = "/rerank" if b"candidates" in body else "/score"
-        got = httpx.post(f"{server}{path}", content=body, headers={**AUTH, "Content-Type": "application/json"})
-        assert got.status_code == 422, (body, got.text)
-        assert message in got.json()["error"], (body, got.json())
-    alive(server)
+    assert_422(server, cases)
 
 
 def test_an_unknown_path_or_method_gets_the_error_body(server: str):
