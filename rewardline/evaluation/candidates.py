@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from rewardline.data.messages import MESSAGE_ROLES, unicode_problem
+from rewardline import errors
+from rewardline.data.messages import check_prompt, check_text
 
 FORMATS = ("auto", "jsonl", "alpaca-eval", "gsm8k")
 
@@ -121,18 +122,15 @@ def _need(location: str, record: dict, name: str, kind: str) -> Any:
 
 
 def _check_texts(location: str, name: str, value: str | list[dict]) -> None:
-    """Text or messages the scorer can take, as ``rewardline score`` and ingest require: each message's role one of
-    :data:`~rewardline.data.messages.MESSAGE_ROLES`, every text valid Unicode (no lone surrogate)."""
-    texts = [(name, value)] if isinstance(value, str) else []
-    for i, message in enumerate([] if isinstance(value, str) else value):
-        if message["role"].lower() not in MESSAGE_ROLES:
-            raise BadInput(f"{location}: field '{name}[{i}].role': expected one of {', '.join(MESSAGE_ROLES)}, "
-                           f"got {message['role'][:60]!r}")
-        texts.append((f"{name}[{i}].content", message["content"]))
-    for field_name, text in texts:
-        problem = unicode_problem(text)
-        if problem is not None:
-            raise BadInput(f"{location}: field '{field_name}': {problem}; expected text that UTF-8 can encode")
+    """Text or messages the scorer can take, as ``rewardline score`` and ingest require
+    (:func:`~rewardline.data.messages.check_prompt`: known roles, valid Unicode), raised as this loader's error."""
+    try:
+        if isinstance(value, str) and name != "prompt":
+            check_text(value, {"file": location}, name)
+        else:
+            check_prompt(value, {"file": location})
+    except errors.BadInput as err:
+        raise BadInput(str(err)) from None
 
 
 def _rows(location: str, record: Any, fmt: str) -> list[tuple[Any, str, float]]:
