@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from huggingface_hub import is_offline_mode
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -109,3 +109,21 @@ def check_max_length(backbone: object, max_length: int, name_or_path: str) -> No
     if isinstance(positions, int) and max_length > positions:
         raise ConfigError(f"max_length: {max_length} is more than backbone {name_or_path} reads "
                           f"({positions} position embeddings); expected <= {positions}")
+
+
+def block_depths(backbone: Any) -> tuple[dict[str, int | None], int]:
+    """Each parameter's (``backbone.<name>``) transformer block, bottom first: its index, −1 before the first
+    block (the embeddings), None after the last (final norm, pooler); and the number of blocks, the
+    backbone's ``ModuleList`` of ``num_hidden_layers`` modules (0 when it has none)."""
+    from torch import nn
+
+    n_blocks = getattr(backbone.config, "num_hidden_layers", None)
+    blocks = next((m for m in backbone.modules() if isinstance(m, nn.ModuleList) and len(m) == n_blocks), [])
+    in_block = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
+    depths: dict[str, int | None] = {}
+    seen_block = False
+    for name, param in backbone.named_parameters():
+        block = in_block.get(id(param))
+        seen_block = seen_block or block is not None
+        depths[f"backbone.{name}"] = block if block is not None else (None if seen_block else -1)
+    return depths, len(blocks)

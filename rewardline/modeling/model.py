@@ -44,7 +44,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from rewardline.errors import ModelLoadError, json_type, one_line
-from rewardline.modeling.backbones import DEFAULT_BACKBONE, check_max_length, load_backbone
+from rewardline.modeling.backbones import DEFAULT_BACKBONE, block_depths, check_max_length, load_backbone
 from rewardline.modeling.formatting import FormatConfig, Formatter
 from rewardline.modeling.hf_format import (
     RL_KEY,
@@ -294,24 +294,18 @@ class RewardModel(nn.Module):
 
     def freeze_bottom(self, embeddings: bool, layers: int) -> list[str]:
         """Freeze the backbone's embeddings (the parameters before its first block) and its first ``layers``
-        transformer blocks; returns their names. Nothing below the lowest trained block then needs a
-        backward pass. The blocks are the backbone's ``ModuleList`` of ``num_hidden_layers`` modules."""
+        transformer blocks (:func:`block_depths`); returns their names. Nothing below the lowest trained block
+        then needs a backward pass."""
         if not embeddings and layers == 0:
             return []
-        n_blocks = getattr(self.backbone.config, "num_hidden_layers", None)
-        blocks = next((m for m in self.backbone.modules() if isinstance(m, nn.ModuleList) and len(m) == n_blocks),
-                      None)
-        if blocks is None or layers > len(blocks):
+        depths, n_blocks = block_depths(self.backbone)
+        if layers > n_blocks:
             raise ValueError(f"train.freeze_layers={layers}: {type(self.backbone).__name__} has "
-                             f"{0 if blocks is None else len(blocks)} transformer blocks")
-        in_block = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
-        frozen, before_blocks = [], True
-        for name, param in self.backbone.named_parameters():
-            block = in_block.get(id(param))
-            before_blocks = before_blocks and block is None
-            if (embeddings and before_blocks) or (block is not None and block < layers):
-                param.requires_grad_(False)
-                frozen.append(f"backbone.{name}")
+                             f"{n_blocks} transformer blocks")
+        frozen = [name for name, d in depths.items() if d is not None and ((embeddings and d < 0) or 0 <= d < layers)]
+        params = dict(self.named_parameters())
+        for name in frozen:
+            params[name].requires_grad_(False)
         return frozen
 
     # -- persistence -------------------------------------------------------------------

@@ -39,6 +39,8 @@ them, given as index pairs ``(a_i, b_i)`` into the rewards. For a comparison wit
 
 ``m_i = train.margin_scale · pairs.margin`` in training and ``0`` in evaluation (the margin
 shapes training only; the validation loss is the plain BT loss); ``c = train.center_coef``.
+Label smoothing ``ε = train.label_smoothing`` fits ``p_i ← (1 − ε)·p_i + ε/2`` in training only
+(a hard label's loss then has its minimum at a finite ``Δ = log((2 − ε)/ε)``, not at ``Δ → ∞``).
 The weights ``w_i`` come with the prompt groups (``train.weighting``,
 :func:`rewardline.training.batching.comparison_weights`: ``1 / C`` for each of the ``C``
 comparisons of a prompt, or ``1``).
@@ -205,21 +207,25 @@ class BradleyTerryObjective(Objective):
     count_names = ("correct", "counted", "comparisons")
     unit = "comparisons"
 
-    def __init__(self, margin_scale: float = 0.0, center_coef: float = 0.0) -> None:
+    def __init__(self, margin_scale: float = 0.0, center_coef: float = 0.0, label_smoothing: float = 0.0) -> None:
         self.margin_scale = margin_scale
         self.center_coef = center_coef
+        self.label_smoothing = label_smoothing
 
     @classmethod
     def from_config(cls, config: Any) -> BradleyTerryObjective:
-        return cls(margin_scale=config.margin_scale, center_coef=config.center_coef)
+        return cls(config.margin_scale, config.center_coef, config.label_smoothing)
 
     def group_weight(self, group: Group) -> float:
         return float(group.weight.sum())
 
     def targets(self, batch: Batch, *, training: bool = True) -> ComparisonTargets:
-        """The batch's comparisons; margins ``m = margin_scale · pairs.margin`` in training only."""
+        """The batch's comparisons; in training only, margins ``m = margin_scale · pairs.margin`` and labels
+        smoothed toward 1/2, ``p ← (1 − ε)·p + ε/2``."""
         margin = batch.margin * self.margin_scale if training and self.margin_scale else None
-        return ComparisonTargets(batch.idx_a, batch.idx_b, batch.label, batch.weight, margin)
+        eps = self.label_smoothing if training else 0.0
+        label = batch.label * (1 - eps) + eps / 2 if eps else batch.label
+        return ComparisonTargets(batch.idx_a, batch.idx_b, label, batch.weight, margin)
 
     def loss(self, rewards: torch.Tensor, targets: ComparisonTargets, normalizer: float | None = None) -> LossTerms:
         rewards = rewards.float()
@@ -309,13 +315,14 @@ class BradleyTerryThurstoneObjective(Objective):
     unit = "comparisons"
     needs_targets = True
 
-    def __init__(self, pointwise_weight: float = 1.0, margin_scale: float = 0.0, center_coef: float = 0.0) -> None:
+    def __init__(self, pointwise_weight: float = 1.0, margin_scale: float = 0.0, center_coef: float = 0.0,
+                 label_smoothing: float = 0.0) -> None:
         self.pointwise_weight = pointwise_weight
-        self.pairwise = BradleyTerryObjective(margin_scale, center_coef)
+        self.pairwise = BradleyTerryObjective(margin_scale, center_coef, label_smoothing)
 
     @classmethod
     def from_config(cls, config: Any) -> BradleyTerryThurstoneObjective:
-        return cls(config.pointwise_weight, config.margin_scale, config.center_coef)
+        return cls(config.pointwise_weight, config.margin_scale, config.center_coef, config.label_smoothing)
 
     def group_weight(self, group: Group) -> float:
         return float(group.weight.sum())

@@ -129,6 +129,25 @@ def test_bt_targets_take_margins_in_training_only():
     assert torch.equal(objective.targets(batch).weight, batch.weight)
 
 
+def test_bt_label_smoothing_moves_labels_toward_a_half_in_training_only():
+    batch = Batch(input_ids=torch.zeros(2, 4, dtype=torch.long), attention_mask=torch.ones(2, 4, dtype=torch.long),
+                  token_type_ids=torch.zeros(2, 4, dtype=torch.long), idx_a=torch.tensor([0]),
+                  idx_b=torch.tensor([1]), label=torch.tensor([1.0]), margin=torch.tensor([0.0]),
+                  weight=torch.tensor([1.0]), n_tokens=8)
+    objective = BradleyTerryObjective(label_smoothing=0.2)
+    assert torch.allclose(objective.targets(batch).label, torch.tensor([0.9]))  # (1 - 0.2)·1 + 0.2/2
+    assert torch.equal(objective.targets(batch, training=False).label, batch.label)
+    # the smoothed hard label's loss is smallest at Δ = log((2 - ε)/ε) = log 9, not at Δ → ∞
+    deltas = torch.tensor([math.log(9) - 0.1, math.log(9), math.log(9) + 0.1])
+    losses = [objective.loss(torch.tensor([d.item(), 0.0]), objective.targets(batch)).loss.item() for d in deltas]
+    assert losses[1] < losses[0] and losses[1] < losses[2]
+    terms = objective.loss(torch.tensor([5.0, 0.0]), objective.targets(batch))
+    assert _sums(objective, terms)["correct"] == 1  # accuracy still reads the side the label is on
+    config = TrainConfig().replace(label_smoothing=0.2, objective="bt+thurstone")
+    assert build_objective("bt+thurstone", config).pairwise.label_smoothing == 0.2
+    assert build_objective("bt", config).label_smoothing == 0.2
+
+
 def test_prompt_weighting_makes_each_prompt_count_once():
     w = comparison_weights(np.array([6, 1, 3]), "prompt")
     assert w.shape == (10,)
