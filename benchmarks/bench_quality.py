@@ -96,11 +96,13 @@ def _pid(prompt: str) -> str:
     return hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
-def pairs_dir(train: list[Row], test: list[Row], out: Path, val_fraction: float) -> Path:
-    """A rewardline pairs directory: training rows split train / val by prompt, test rows all test."""
+def pairs_dir(train: list[Row], test: list[Row], out: Path, val_fraction: float,
+              labels: list[float] | None = None) -> Path:
+    """A rewardline pairs directory: training rows split train / val by prompt, test rows all test. ``labels``:
+    P(chosen preferred) of each training row (soft labels, e.g. a teacher's), else 1."""
     prompts, responses, pairs = {}, {}, []
-    for split_rows, fixed in ((train, None), (test, "test")):
-        for row in split_rows:
+    for split_rows, fixed, row_labels in ((train, None, labels), (test, "test", None)):
+        for i, row in enumerate(split_rows):
             pid = _pid(row["prompt"])
             prompts[pid] = {"prompt_id": pid, "prompt": row["prompt"].strip(), "category": "hh"}
             ids = []
@@ -110,7 +112,8 @@ def pairs_dir(train: list[Row], test: list[Row], out: Path, val_fraction: float)
                 responses[rid] = {"response_id": rid, "prompt_id": pid, "response": text, "source": "hh"}
                 ids.append(rid)
             split = fixed or ("val" if _fraction(row["prompt"], "bench-val") < val_fraction else "train")
-            pairs.append({"prompt_id": pid, "response_a_id": ids[0], "response_b_id": ids[1], "label": 1.0,
+            label = 1.0 if row_labels is None else float(row_labels[i])
+            pairs.append({"prompt_id": pid, "response_a_id": ids[0], "response_b_id": ids[1], "label": label,
                           "n_votes": 1, "margin": 0.0, "category": "hh", "split": split})
     return write_pairs_dir(out, list(prompts.values()), list(responses.values()), pairs)
 
@@ -155,16 +158,17 @@ def default_val_fraction(cfg: Any) -> float:
 
 
 def run_rewardline(train: list[Row], test: list[Row], work: Path, seed: int, overrides: list[str],
-                   val_fraction: float | None, init_seed: int | None = None) -> dict[str, Any]:
-    """Train the default recipe on the training rows; score the test rows (prompt, last turn).
-    ``val_fraction`` None: :func:`default_val_fraction`."""
+                   val_fraction: float | None, init_seed: int | None = None,
+                   labels: list[float] | None = None) -> dict[str, Any]:
+    """Train the default recipe on the training rows (``labels``: their soft labels, else 1); score the test rows
+    (prompt, last turn). ``val_fraction`` None: :func:`default_val_fraction`."""
     from rewardline.data.tables import json_safe
     from rewardline.training.loop import train as train_model
 
     cfg = default_recipe([*overrides, f"seed={seed}"]).replace(
         progress=False, checkpoint_every=0, checkpoint_dir=str(work / "ck"), cache_dir=str(work / "cache"))
     val_fraction = default_val_fraction(cfg) if val_fraction is None else val_fraction
-    data = pairs_dir(train, test, work / "pairs", val_fraction)
+    data = pairs_dir(train, test, work / "pairs", val_fraction, labels)
     t0 = time.perf_counter()
     with torch_seed_fixed_at(init_seed):
         metrics = train_model(data, work / "model", cfg)
