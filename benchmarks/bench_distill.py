@@ -19,11 +19,9 @@ Accuracy on the outer test pairs as ``bench_quality.py``; one line per (split, s
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import statistics
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_quality as bq  # noqa: E402  (sibling benchmark scripts)
-from bench_recipe_grid import split_files  # noqa: E402
+from bench_recipe_grid import run_jobs, split_files  # noqa: E402
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -77,15 +75,7 @@ def main() -> None:
         jobs += [{"salt": salt, "seed": int(s), "overrides": args.set, "alpha": args.alpha, "threads": threads,
                   "train": str(train), "test": str(test), "work": str(args.out / "runs" / f"{salt}-{s}")}
                  for s in args.seeds.split(",")]
-    args.out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool, (args.out / "runs.jsonl").open("a") as log:
-        for future in as_completed([pool.submit(run_job, job) for job in jobs]):
-            runs.append(future.result())
-            log.write(json.dumps(runs[-1]) + "\n")
-            log.flush()
-            print(json.dumps(runs[-1]), flush=True)
+    runs = run_jobs(run_job, jobs, args.workers, args.out)
     for key in ("single_mean", "ensemble", "student"):
         print(f"{key}: mean {statistics.fmean(r[key] for r in runs):.4f} over {len(runs)} (split, seed) runs")
 

@@ -29,6 +29,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,22 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return {k: job[k] for k in ("candidate", "salt", "seed", "overrides")} | {
         "accuracy": res["accuracy"], "ci_low": res["ci_low"], "ci_high": res["ci_high"], "n_pairs": res["n_pairs"],
         "steps": res["steps"], "train_seconds": res["train_seconds"], "wall_seconds": time.perf_counter() - t0}
+
+
+def run_jobs(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: list[dict[str, Any]], workers: int,
+             out: Path) -> list[dict[str, Any]]:
+    """``fn(job)`` for every job in ``workers`` spawned processes (no CUDA state forked into them); each result is
+    printed and appended to ``out/runs.jsonl`` as it finishes, so a killed run keeps what it ran."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs: list[dict[str, Any]] = []
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=spawn) as pool, (out / "runs.jsonl").open("a") as log:
+        for future in as_completed([pool.submit(fn, job) for job in jobs]):
+            runs.append(future.result())
+            log.write(json.dumps(runs[-1]) + "\n")
+            log.flush()
+            print(json.dumps(runs[-1]), flush=True)
+    return runs
 
 
 def summarize(runs: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
@@ -126,15 +143,7 @@ def main() -> None:
                 jobs.append({"candidate": name, "salt": salt, "seed": seed, "overrides": overrides,
                              "train": str(train), "test": str(test), "backbone": backbone, "threads": threads,
                              "work": str(args.out / "runs" / f"{name}-{salt}-{seed}")})
-    args.out.mkdir(parents=True, exist_ok=True)
-    runs: list[dict[str, Any]] = []
-    spawn = multiprocessing.get_context("spawn")  # no CUDA state forked into the workers
-    with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool, (args.out / "runs.jsonl").open("a") as log:
-        for future in as_completed([pool.submit(run_job, job) for job in jobs]):
-            runs.append(future.result())
-            log.write(json.dumps(runs[-1]) + "\n")
-            log.flush()
-            print(json.dumps(runs[-1]), flush=True)
+    runs = run_jobs(run_job, jobs, args.workers, args.out)
     table = markdown(summarize(runs, baseline))
     (args.out / "summary.md").write_text(table)
     print(table)
