@@ -8,14 +8,14 @@ from rewardline.config import build, load_params, section_of
 from rewardline.evaluation.bon import BonConfig
 from rewardline.evaluation.bon_stage import run_bon_stage
 from rewardline.paths import BON_DIR, BON_PLOT_FILES, MODEL_DIR, PAIRS_DIR, VALIDATED_DIR
-from rewardline.registry.champion import resolved_model_dir, split_champion
+from rewardline.registry.champion import resolved_champion, split_champion
 from rewardline.stage import finish_gated_stage, publish_plots, stage_main
 
 
 def main() -> None:
     champion, params = split_champion(section_of(load_params(), "evaluate"))
     config = build(BonConfig, {k: v for k, v in params.items() if k in BonConfig.model_fields}, name="evaluate")
-    with resolved_model_dir(champion) as champion_dir:
+    with resolved_champion(champion) as (champion_dir, _):  # a mistaken-looking name: a warning on stderr
         if champion:
             print(f"champion: {champion} → {champion_dir or 'none registered (no champion curve)'}")
         run_bon_stage(MODEL_DIR, VALIDATED_DIR, PAIRS_DIR, BON_DIR, config, champion_dir)

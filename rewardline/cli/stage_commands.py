@@ -138,12 +138,12 @@ def evaluate(
     """Held-out accuracy, calibration and length bias; write the gate report; fail on a failed gate."""
     from rewardline.evaluation.evaluate import EvalConfig
     from rewardline.evaluation.source import evaluate_data
-    from rewardline.registry.champion import model_dir, resolved_model_dir, split_champion
+    from rewardline.registry.champion import model_dir, resolved_champion, split_champion
 
     def action() -> dict:
         _, section = split_champion(_section(params, "evaluate"))  # --champion names it here
         config = build(EvalConfig, section, parse_overrides(set_ or [], "evaluate"), source=str(params))
-        with model_dir(model) as path, resolved_model_dir(champion) as champion_dir:  # None: no such champion
-            return evaluate_data(path, data, out, config, champion_dir, format)
+        with model_dir(model) as path, resolved_champion(champion, "--champion") as (champion_dir, why):  # None: none
+            return evaluate_data(path, data, out, config, champion_dir, format, why)
 
     _run(action, gated_out=out, stage="evaluate")

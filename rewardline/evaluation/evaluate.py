@@ -48,7 +48,13 @@ from rewardline.errors import NonFiniteError
 from rewardline.evaluation.absolute import AbsoluteCalibration, absolute_calibration, anchor_comparisons
 from rewardline.evaluation.benchmark import benchmark_metrics
 from rewardline.evaluation.calibration import CalibrationReport, calibrate, reward_stats
-from rewardline.evaluation.gates import EVALUATE_GATES, LENGTH_UNMEASURED, NO_TEST_PAIRS, report_markdown
+from rewardline.evaluation.gates import (
+    CHAMPION_MISSING,
+    EVALUATE_GATES,
+    LENGTH_UNMEASURED,
+    NO_TEST_PAIRS,
+    report_markdown,
+)
 from rewardline.evaluation.length_bias import LengthBias, length_bias, unique_responses
 from rewardline.evaluation.metrics import (
     Accuracy,
@@ -122,6 +128,7 @@ def evaluate_scores(
     link: str | None = None,
     residual_sd: float = 0.0,
     anchored: bool | None = True,
+    champion_missing: str | None = None,  # the champion gate's reason when there is none (None: "no champion")
 ) -> dict[str, Any]:
     """Compute every metric and gate from scores, write the outputs to ``out_dir``, return ``metrics.json``'s dict.
 
@@ -160,7 +167,7 @@ def evaluate_scores(
 
     lb = length_bias(ra, rb, response_lengths_a, response_lengths_b, label, ids_a, ids_b)
 
-    metrics = _headline_metrics(overall, by_cat, ra, rb, label, cal, reward_mean, reward_std, lb)
+    metrics = _headline_metrics(overall, by_cat, ra, rb, label, cal, reward_mean, reward_std, lb, champion_missing)
     metrics.update(benchmark_metrics(pairs, ra, rb, by_cat, **boot))  # RewardBench sections, best-of-N
     if champion_reward_a is not None:
         metrics.update(_champion_metrics(ra, rb, champion_reward_a, champion_reward_b, label, prompts, cfg, boot))
@@ -205,12 +212,13 @@ def _absolute(pairs: pa.Table, ra: np.ndarray, rb: np.ndarray, val_pairs: pa.Tab
 
 def _headline_metrics(overall: Accuracy, by_cat: dict[str, Accuracy], ra: np.ndarray, rb: np.ndarray,
                       label: np.ndarray, cal: CalibrationReport, reward_mean: float, reward_std: float,
-                      lb: LengthBias) -> dict[str, Any]:
+                      lb: LengthBias, champion_missing: str | None = None) -> dict[str, Any]:
     """``metrics.json`` before the champion comparison and the gates: accuracy with its CI and by
     category, agreement-aware accuracy and its ceiling, calibration (T; ECE, MCE, Brier, NLL raw and
     after temperature scaling), reward statistics, length bias; and ``test_unmeasured_reason`` when the test split
     has no decided pair (the accuracy, ECE and length-bias gates fail with it as their reason);
-    ``length_bias_unmeasured_reason`` when no decided pair has responses of two lengths (that gate's reason)."""
+    ``length_bias_unmeasured_reason`` when no decided pair has responses of two lengths (that gate's reason);
+    ``champion_missing_reason`` when ``champion_missing`` is given (the champion gate's reason)."""
     n = label.size
     return {
         "accuracy": overall.accuracy,
@@ -239,7 +247,8 @@ def _headline_metrics(overall: Accuracy, by_cat: dict[str, Accuracy], ra: np.nda
         "nll": cal.calibrated.nll,
         **lb.to_dict(),
         "champion_accuracy": None,
-    } | ({NO_TEST_PAIRS: reason} if (reason := _unmeasured_reason(n, overall.n_pairs)) else {}) | (
+    } | ({CHAMPION_MISSING: champion_missing} if champion_missing else {}) | (
+        {NO_TEST_PAIRS: reason} if (reason := _unmeasured_reason(n, overall.n_pairs)) else {}) | (
         {LENGTH_UNMEASURED: reason or f"none of the {overall.n_pairs} decided test pairs has two responses of "
                                       "different lengths"} if not lb.n_decisive_pairs else {})
 

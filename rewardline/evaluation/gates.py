@@ -24,8 +24,9 @@ is about ±0.04 wide, so an equal challenger could almost never show non-inferio
   minimum detectable difference at the current n and 80 % power), unless
   ``champion_require_conclusive`` is true: then it fails.
 
-It is *skipped* (reported, not failing) when there is no champion; the CI gate is skipped when
-``require_ci_above_chance`` is false.
+It is *skipped* (reported, not failing) when there is no champion, with ``metrics["champion_missing_reason"]`` as
+its reason when the reference looks mistaken (a ``models:/`` name close to a registered one); the CI gate is
+skipped when ``require_ci_above_chance`` is false.
 Any other value that could not be measured (NaN / None, e.g. an empty test split) fails its gate, with the reason
 in ``metrics["test_unmeasured_reason"]`` when the test split has no decided pair (``max_length_bias``: in
 ``metrics["length_bias_unmeasured_reason"]``, also when no decided pair has two lengths). A skipped
@@ -44,6 +45,7 @@ from rewardline.report import fmt, md_cell
 
 NO_TEST_PAIRS = "test_unmeasured_reason"  # the metric saying why the test split measured nothing
 LENGTH_UNMEASURED = "length_bias_unmeasured_reason"  # ... why length_bias was not measured
+CHAMPION_MISSING = "champion_missing_reason"  # ... why the champion reference named no model, when it looks mistaken
 
 EVALUATE_GATES: tuple[GateSpec, ...] = (
     GateSpec("min_accuracy", "accuracy", "min_accuracy", ">=", "pairwise accuracy", why_missing_key=NO_TEST_PAIRS),
@@ -60,7 +62,8 @@ EVALUATE_GATES: tuple[GateSpec, ...] = (
              why_missing_key=LENGTH_UNMEASURED),
     GateSpec("champion_non_inferiority", "champion_diff_ci_low", "champion_delta", ">=",
              "lower end of the 95 % paired-bootstrap CI of accuracy(challenger) − accuracy(champion)",
-             negate=True, skip_if_missing=True, why_missing="no champion", inconclusive_key="champion_inconclusive",
+             negate=True, skip_if_missing=True, why_missing="no champion", why_missing_key=CHAMPION_MISSING,
+             inconclusive_key="champion_inconclusive",
              inconclusive_note_key="champion_power_note", conclusive_field="champion_require_conclusive"),
 )
 

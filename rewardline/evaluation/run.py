@@ -64,8 +64,10 @@ def score_pairs(model_dir: Path, pairs_dir: Path, splits: tuple[str, ...], batch
 
 @writes_output("out_dir")  # locked; written to a staging folder, published whole
 def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalConfig,
-                 champion_dir: Path | None = None) -> dict:
-    """Score val/test with the model (and the champion), write metrics, plots and the gate report."""
+                 champion_dir: Path | None = None, champion_missing: str | None = None) -> dict:
+    """Score val/test with the model (and the champion), write metrics, plots and the gate report;
+    ``champion_missing``: why ``champion_dir`` is None, when the reference looks mistaken (the champion gate's
+    reason)."""
     scored = score_pairs(model_dir, pairs_dir, ("val", "test"))
     test, ra, rb, len_a, len_b = scored["test"]
     val, vra, vrb, _, _ = scored["val"]
@@ -74,7 +76,8 @@ def run_evaluate(model_dir: Path, pairs_dir: Path, out_dir: Path, config: EvalCo
         champion = score_pairs(champion_dir, pairs_dir, ("test",))["test"]
         champion_a, champion_b = champion[1], champion[2]
     return evaluate_scores(test, ra, rb, val, vra, vrb, len_a, len_b, config, champion_a, champion_b,
-                           out_dir=out_dir, anchor_ids=anchor_ids(pairs_dir), **model_calibration(model_dir))
+                           out_dir=out_dir, anchor_ids=anchor_ids(pairs_dir), champion_missing=champion_missing,
+                           **model_calibration(model_dir))
 
 
 def anchor_ids(pairs_dir: Path) -> pa.Array:

@@ -83,14 +83,14 @@ def pairs_from_source(data: str, fmt: str, work: Path) -> tuple[Path, dict]:
 
 
 def evaluate_data(model_dir: Path, data: str, out_dir: Path, config: EvalConfig, champion_dir: Path | None = None,
-                  fmt: str = "auto") -> dict:
+                  fmt: str = "auto", champion_missing: str | None = None) -> dict:
     """Evaluate ``model_dir`` on a pairs directory (val/test) or on every pair of a raw source; see the module doc.
     A process reward model is refused (exit 2): its evaluation is the ``prm_evaluate`` stage or ``rewardline bon``."""
     refuse_process_model(model_dir, "evaluate")  # pairs would be scored by a pooled forward, not by its steps
     if is_pairs_dir(data):
         if fmt != "auto":
             raise ValueError(f"{data} is a pairs directory; --format {fmt} applies to raw sources only")
-        return run_evaluate(model_dir, Path(data), out_dir, config, champion_dir)
+        return run_evaluate(model_dir, Path(data), out_dir, config, champion_dir, champion_missing)
     if Path(data).is_dir() and stage_kind(Path(data)):  # a stage's output, not a raw source: say so (exit 2)
         stage_tables(Path(data), ("test", "prompts", "responses"),
                      expected="a pairs directory or a raw source file / folder in an ingest format")
@@ -106,7 +106,7 @@ def evaluate_data(model_dir: Path, data: str, out_dir: Path, config: EvalConfig,
         if accounting["pairs"] == 0:
             raise ValueError(f"{data}: no pair to evaluate ({accounting['rows_in']} records read, "
                              f"{accounting['rows_quarantined']} quarantined: {accounting['quarantine_reasons']})")
-        metrics = run_evaluate(model_dir, pairs_dir, out_dir, config, champion_dir)
+        metrics = run_evaluate(model_dir, pairs_dir, out_dir, config, champion_dir, champion_missing)
         if accounting["rows_quarantined"]:
             shutil.copyfile(Path(tmp) / "ingested" / schema.QUARANTINE_FILE, out_dir / schema.QUARANTINE_FILE)
     metrics["data"] = accounting

@@ -5,13 +5,17 @@ The evaluate section of ``params.yaml`` names the champion by a registry URI
 (``models:/reward-model@champion``) or a model directory; :func:`split_champion` takes it out of the
 section (it is not an :class:`~rewardline.evaluation.evaluate.EvalConfig` field) and
 :func:`resolved_model_dir` turns it into a directory through a :class:`ModelRegistry` (None: no champion
-yet). :func:`model_dir` does the same for a model that must exist (``rewardline score --model
-models:/reward-model@champion``).
+yet); :func:`resolved_champion` does so for the champion, saying (in the gate's reason and on stderr) when a
+``models:/`` name the registry does not hold is close to one it does (a typo skips the champion gate as "no
+champion" would; a new model's name is no error). :func:`model_dir` does the same for a model that must exist
+(``rewardline score --model models:/reward-model@champion``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
+import logging
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,6 +32,7 @@ from rewardline.registry.base import (
 )
 
 CHAMPION_KEY = "champion_model"  # the evaluate section's champion reference
+LOG = logging.getLogger(__name__)
 
 
 def split_champion(section: Mapping[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
@@ -53,6 +58,30 @@ def resolved_model_dir(ref: str | Path | None, registry: ModelRegistry | None = 
     registry = registry if registry is not None else open_registry()
     with tempfile.TemporaryDirectory(prefix="rewardline-model-") as tmp:
         yield registry.load(str(ref), tmp)
+
+
+@contextlib.contextmanager
+def resolved_champion(ref: str | Path | None, key: str = f"evaluate.{CHAMPION_KEY}",
+                      registry: ModelRegistry | None = None) -> Iterator[tuple[Path | None, str | None]]:
+    """:func:`resolved_model_dir` for a champion: ``(directory or None, why None when that looks mistaken)``.
+
+    The why (also a warning on stderr) is for a ``models:/`` URI whose model the registry does not hold while it
+    holds a close name: ``no champion: evaluate.champion_model models:/reward-modle@champion: no registered model
+    'reward-modle' ...; did you mean 'reward-model'?``. Otherwise (no champion yet, a first run) it is None.
+    ``key``: what named ``ref`` (the params key, or ``--champion``)."""
+    if ref is not None and is_registry_uri(ref) and registry is None:
+        registry = open_registry()
+    with resolved_model_dir(ref, registry) as found:
+        why = None
+        if found is None and registry is not None and (target := parse_model_uri(str(ref))) is not None:
+            names = registry.model_names()
+            close = [] if target[0] in names else difflib.get_close_matches(target[0], names, n=1)
+            if close:
+                why = (f"no champion: {key} {ref}: no registered model {target[0]!r} in the registry at "
+                       f"{registry.tracking_uri}; did you mean {close[0]!r}? (a new model's name: ignore this until "
+                       "it is registered)")
+                LOG.warning("%s", why)
+        yield found, why
 
 
 @contextlib.contextmanager

@@ -269,3 +269,10 @@ def test_a_clearly_worse_challenger_fails_and_the_report_says_why(tmp_path):
     assert not metrics["temperature_applied"] and "min_calibration_pairs" in metrics["temperature_reason"]
     report = (tmp_path / "report.md").read_text()
     assert "champion verdict at δ = 0.0200 | worse: needs" in report and "temperature applied | no" in report
+
+
+def test_a_missing_champion_s_reason_is_the_champion_gate_s_reason():
+    metrics = {**GOOD, "champion_accuracy": None, "champion_diff_ci_low": None,
+               "champion_missing_reason": "no champion: no registered model 'x'; did you mean 'y'?"}
+    gate = _by_name(evaluate_gates(metrics, CONFIG))["champion_non_inferiority"]
+    assert gate.skipped and gate.passed and gate.reason == "no champion: no registered model 'x'; did you mean 'y'?"

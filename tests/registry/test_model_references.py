@@ -102,3 +102,17 @@ def test_a_served_alias_is_named_with_the_version_it_points_to(registered: Path)
     assert pinned(model_uri(version=1)) == ("models:/reward-model/1", "models:/reward-model/1")
     assert pinned(str(registered)) == (str(registered), str(registered))
     assert pinned(model_uri()) == (model_uri(), model_uri())  # no champion: model_dir says so
+
+
+def test_a_champion_name_close_to_a_registered_one_skips_the_gate_saying_did_you_mean(registered: Path, tmp_path: Path):
+    """``models:/reward-modle@champion`` read as "no champion registered": the champion gate skipped silently. It still
+    skips (a new model's name is no error), but the gate's reason and stderr say which registered name is close."""
+    data = str(Path(__file__).parents[1] / "fixtures/hh_rlhf_30.jsonl")
+    done = runner.invoke(app, ["evaluate", "--model", str(registered), "--data", data, "--format", "hh-rlhf",
+                               "--champion", "models:/reward-modle@champion", "--out", str(tmp_path / "ev")])
+    assert done.exit_code in (0, 1), done.output
+    gate = json.loads((tmp_path / "ev" / "gates.json").read_text())["gates"]["champion_non_inferiority"]
+    said = "no registered model 'reward-modle' in the registry at sqlite:///"
+    assert gate["skipped"] and gate["reason"].startswith("no champion: ") and said in gate["reason"]
+    assert "did you mean 'reward-model'?" in gate["reason"]
+    assert "WARNING" in done.output and f"--champion models:/reward-modle@champion: {said}" in done.output  # stderr
