@@ -141,7 +141,7 @@ def evaluate(
     from rewardline.registry.champion import model_dir, resolved_champion, split_champion
 
     def action() -> dict:
-        _, section = split_champion(_section(params, "evaluate"))  # --champion names it here
+        _, section = split_champion(_section(params, "evaluate"), str(params))  # --champion names it here
         config = build(EvalConfig, section, parse_overrides(set_ or [], "evaluate"), source=str(params))
         with model_dir(model) as path, resolved_champion(champion, "--champion") as (champion_dir, why):  # None: none
             return evaluate_data(path, data, out, config, champion_dir, format, why)

@@ -19,8 +19,11 @@ import logging
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from pydantic import field_validator
+
+from rewardline.config import Section, build
 from rewardline.errors import ConfigError
 from rewardline.registry import open_registry
 from rewardline.registry.base import (
@@ -30,16 +33,33 @@ from rewardline.registry.base import (
     missing_model_reason,
     parse_model_uri,
 )
+from rewardline.registry.names import model_uri
 
 CHAMPION_KEY = "champion_model"  # the evaluate section's champion reference
 LOG = logging.getLogger(__name__)
 
 
-def split_champion(section: Mapping[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
-    """``(champion reference or None, the rest of the section)`` of an ``evaluate`` params section."""
+class ChampionReference(Section):
+    """``evaluate.champion_model`` alone, validated as every params key is (a string; empty or null: none)."""
+
+    section: ClassVar[str] = "evaluate"
+    champion_model: str | None = None
+
+    @field_validator(CHAMPION_KEY, mode="before")
+    @classmethod
+    def _a_string(cls, value: Any) -> Any:
+        """Not coerced: ``5`` or ``true`` is a mistake, not the directory ``./5``."""
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"is not a string (expected a registry URI such as {model_uri()}, or a model directory)")
+        return value
+
+
+def split_champion(section: Mapping[str, Any] | None, source: str = "params.yaml") -> tuple[str | None, dict[str, Any]]:
+    """``(champion reference or None, the rest of the section)`` of an ``evaluate`` params section; a reference
+    that is not a string is a :class:`ConfigError` naming ``source`` and ``evaluate.champion_model``."""
     rest = dict(section or {})
-    ref = rest.pop(CHAMPION_KEY, None)
-    return (str(ref) if ref is not None and str(ref).strip() else None), rest
+    ref = build(ChampionReference, {CHAMPION_KEY: rest.pop(CHAMPION_KEY, None)}, source=source).champion_model
+    return (ref if ref is not None and ref.strip() else None), rest
 
 
 @contextlib.contextmanager

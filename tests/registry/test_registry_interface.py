@@ -293,3 +293,12 @@ def test_an_absolute_scale_model_serves_win_prob_and_its_version_carries_the_cal
     row = registry_summary(registry, MODEL_NAME)["versions"][0]
     assert row["calibration"] == {"anchored": "true", "link": "probit", "objective": "thurstone",
                                   "residual_sd": "0.75", "temperature": "1.7"}
+
+
+@pytest.mark.parametrize("value", [5, 0.5, True, ["models:/reward-model@champion"]])
+def test_a_champion_reference_that_is_not_a_string_names_its_params_key(value):
+    """``evaluate.champion_model: 5`` said "5 is not a reward model directory", naming neither the key nor the file."""
+    with pytest.raises(ConfigError) as err:
+        split_champion({"champion_model": value, "min_accuracy": 0.5}, source="my-params.yaml")
+    assert str(err.value).startswith(f"my-params.yaml: evaluate.champion_model: {value!r} is not a string (expected "
+                                     "a registry URI such as models:/reward-model@champion, or a model directory)")
