@@ -354,6 +354,24 @@ def test_ingest_has_no_catch_all_key_that_swallows_misplaced_settings(tmp_path: 
                                   "0.5}); expected one of: gsm8k_negative_kind,"), done.stderr
 
 
+def test_a_mistyped_ingest_source_path_names_its_params_key(tmp_path: Path):
+    """``path: data/raw/hh_rlhf_harmles.jsonl`` said "listing data/raw/hh_rlhf_harmles.jsonl failed: no such file or
+    directory", naming neither params.yaml nor which source; an optional source may still be absent."""
+    (tmp_path / "data/raw").mkdir(parents=True)
+    (tmp_path / "data/raw/a.jsonl").write_text("")
+    (tmp_path / "data/raw/hh_rlhf_harmless.jsonl").write_text("")
+    (tmp_path / "params.yaml").write_text("ingest:\n  sources:\n    - {path: data/raw/a.jsonl}\n"
+                                          "    - {path: data/raw/fresh, optional: true}\n"
+                                          "    - {path: data/raw/hh_rlhf_harmles.jsonl, format: hh-rlhf}\n")
+    done = subprocess.run([sys.executable, str(ROOT / "stages/ingest.py")], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr
+    said = ("error: params.yaml: ingest.sources[2].path: 'data/raw/hh_rlhf_harmles.jsonl': no such file or directory; "
+            "did you mean 'data/raw/hh_rlhf_harmless.jsonl'? ")
+    assert done.stderr.startswith(said), done.stderr
+    assert not (tmp_path / "data/ingested").exists()
+
+
 def test_an_unknown_train_objective_is_named_with_the_params_file_like_every_other_setting():
     """train.objective: btt said "error: train.objective: unknown objective 'btt'" with no file, while every other
     bad setting says "params.yaml: train.KEY: ..."."""

@@ -19,6 +19,7 @@ fails when that share exceeds ``max_quarantine_share``. ``gates.json`` and ``rep
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from rewardline.data.canonical import canonicalize, filled_prompt_ids
 from rewardline.data.reasons import reason_counts
 from rewardline.data.steps import SOLUTIONS_FILE, StepOptions, canonicalize_solutions, empty_rows
 from rewardline.data.tables import write_json, write_part, write_table
+from rewardline.errors import ConfigError
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops import storage
 from rewardline.ops.atomic import writes_output
@@ -82,6 +84,23 @@ INGEST_GATES: tuple[GateSpec, ...] = (
     GateSpec("max_quarantine_share", "quarantined_share", "max_quarantine_share", "<=",
              "share of input records quarantined"),
 )
+
+
+def check_source_paths(config: IngestConfig, where: str = "params.yaml") -> None:
+    """Each local source that must be there exists; else a :class:`ConfigError` (exit 2) naming ``where``,
+    ``ingest.sources[i].path`` and the closest name in its folder (listing it failed naming neither). An
+    ``optional`` source may be absent; a remote one (``s3://``) is checked when it is listed."""
+    for i, source in enumerate(config.sources):
+        path = Path(source.path.removeprefix("file://"))
+        if source.optional or storage.is_remote(source.path) or path.exists() or path.is_symlink():
+            continue  # a broken symlink: listing it says where it points
+        names = sorted(p.name for p in path.parent.iterdir() if not p.name.startswith(".")) \
+            if path.parent.is_dir() else []
+        close = difflib.get_close_matches(path.name, names, n=1)
+        hint = f"did you mean {str(path.parent / close[0])!r}? " if close else ""
+        raise ConfigError(f"{where}: ingest.sources[{i}].path: {source.path!r}: no such file or directory; {hint}"
+                          "expected a file, a directory or s3://bucket/prefix (optional: true for one that may be "
+                          "absent)")
 
 
 def _expand(sources: list[Source], ignored: list[str]) -> list[tuple[str, Source]]:
