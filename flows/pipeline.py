@@ -93,9 +93,14 @@ def pipeline(project: str = ".", stages: list[str] | None = None, retries: int =
     return results
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Run the DVC pipeline as a Prefect flow.")
-    parser.add_argument("--project", default=".")
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline",
+                                     description="Run the DVC pipeline as a Prefect flow.")
+    parser.add_argument("--project", default=".", help="the project directory (default: the current one)")
     parser.add_argument("--stage", action="append", help="only these stages (repeatable)")
     args = parser.parse_args()
     run_flow_command(lambda: pipeline(project=str(require_project(args.project, "dvc.yaml")), stages=args.stage))
+
+
+if __name__ == "__main__":
+    main()

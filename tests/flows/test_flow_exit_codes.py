@@ -195,3 +195,18 @@ def test_the_retrain_command_says_why_it_skipped_a_batch(tmp_path: Path, prefect
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr
     assert "batch b1 skipped: samples.jsonl does not match its sha256 in the manifest" in run.stdout + run.stderr
+
+
+def test_the_pipeline_command_names_itself_as_it_is_run(tmp_path: Path):
+    """`python -m flows.pipeline --help` said `usage: pipeline.py ...`, a file nobody runs (flows.retrain and
+    flows.train_distributed name themselves `python -m flows.<name>`); a usage error said the same."""
+    def pipeline_command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flows.pipeline", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+
+    help_ = pipeline_command("--help")
+    assert help_.returncode == 0, help_.stderr
+    assert help_.stdout.startswith("usage: python -m flows.pipeline [-h] [--project PROJECT] [--stage STAGE]")
+    assert "the project directory (default: the current one)" in help_.stdout
+    bad = pipeline_command("--nosuch", "--project", str(tmp_path / "absent"))
+    assert bad.returncode == 2 and "python -m flows.pipeline: error: unrecognized arguments: --nosuch" in bad.stderr
