@@ -11,6 +11,9 @@ validate, evaluate) are published as Markdown artifacts ``<stage>-gate-report``.
 
     python -m flows.pipeline [--project DIR]     # one run (ephemeral API unless PREFECT_API_URL is set)
 
+The ephemeral API server gets ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` (Prefect's default 20 s; the flows
+set none) to start; missing it is exit 3 naming the setting (:mod:`flows.command_line`, docs/retraining.md).
+
 Exit status: the contract's (:mod:`flows.command_line`): 0 done, 1 a gate failed, 2 bad input, 3 transient.
 """
 
