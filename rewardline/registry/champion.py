@@ -94,14 +94,24 @@ def resolved_champion(ref: str | Path | None, key: str = f"evaluate.{CHAMPION_KE
     with resolved_model_dir(ref, registry) as found:
         why = None
         if found is None and registry is not None and (target := parse_model_uri(str(ref))) is not None:
-            names = registry.model_names()
-            close = [] if target[0] in names else difflib.get_close_matches(target[0], names, n=1)
+            close = _close_name(registry, target[0])
             if close:
                 why = (f"no champion: {key} {ref}: no registered model {target[0]!r} in the registry at "
                        f"{registry.tracking_uri}; did you mean {close[0]!r}? (a new model's name: ignore this until "
                        "it is registered)")
                 LOG.warning("%s", why)
         yield found, why
+
+
+def _close_name(registry: ModelRegistry, name: str) -> list[str]:
+    """``[the registered name closest to name]`` when ``name`` itself is not registered; else ``[]``, also for a
+    store not made yet (its ConfigError is for the commands that list the registry: a champion there is a first
+    run's "no champion")."""
+    try:
+        names = registry.model_names()
+    except ConfigError:
+        return []
+    return [] if name in names else difflib.get_close_matches(name, names, n=1)
 
 
 @contextlib.contextmanager

@@ -99,7 +99,7 @@ def test_a_tracking_uri_naming_a_sqlite_file_that_is_not_there_says_so(monkeypat
     """``sqlite:///tmp/x.db`` (three slashes: relative to the current directory) listed nothing with exit 0 and
     read as "no registered model"; the commands that read the registry now name the file they did not find. A
     models:/ champion in a store not made yet is still no champion (a first run), and nothing is created."""
-    from rewardline.registry.champion import resolved_model_dir
+    from rewardline.registry.champion import resolved_champion, resolved_model_dir
 
     uri = "sqlite:///tmp/store.db"
     line = (f"error: MLFLOW_TRACKING_URI={uri!r}: no MLflow store there (no file {tmp_path / 'tmp/store.db'}: nothing "
@@ -108,4 +108,6 @@ def test_a_tracking_uri_naming_a_sqlite_file_that_is_not_there_says_so(monkeypat
     _reading_commands_say(uri, line, monkeypatch, tmp_path)
     with resolved_model_dir(model_uri()) as champion:
         assert champion is None
+    with resolved_champion(model_uri(name="reward-modle")) as (champion, why):  # nothing registered: nothing close
+        assert champion is None and why is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
