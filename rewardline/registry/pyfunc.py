@@ -66,7 +66,7 @@ class RewardScorer:
         rows = [{"prompt": p, "steps": list(s) if s is not None and not isinstance(s, str) else s}
                 for p, s in zip(_prompts(model_input), model_input["steps"], strict=True)]
         for i, row in enumerate(rows):
-            check_step_row(row, {"line": i + 1})
+            check_step_row(row, {"file": f"row {i + 1}"})  # rows from 1, as score counts
         scores = score_steps(self.model, self.tokenizer, prompt_texts([r["prompt"] for r in rows]),
                              [r["steps"] for r in rows], device=self.device)
         how = (params or {}).get("aggregate") or self.model.config.step_aggregate
@@ -110,9 +110,9 @@ def _prompts(model_input: pd.DataFrame) -> list[Any]:
 
 
 def _check_rows(model_input: pd.DataFrame, prompts: list[Any]) -> None:
-    """:class:`BadInput` naming the row (0-based) and field for what ``rewardline score`` refuses: a null prompt or
-    response (``str(None)`` would be scored as the text "None"), a malformed message list in ``prompts`` (an unknown
-    role, no messages), text that is not valid Unicode."""
+    """:class:`BadInput` naming the row (counted from 1, as ``rewardline score`` counts) and field for what
+    ``rewardline score`` refuses: a null prompt or response (``str(None)`` would be scored as the text "None"), a
+    malformed message list in ``prompts`` (an unknown role, no messages), text that is not valid Unicode."""
     import numpy as np
 
     from rewardline.data.messages import check_prompt, check_text
@@ -120,14 +120,15 @@ def _check_rows(model_input: pd.DataFrame, prompts: list[Any]) -> None:
     for column in ("prompt", "response"):
         nulls = np.flatnonzero(model_input[column].isna().to_numpy())
         if len(nulls):
-            raise BadInput(field=column, detail=f"null in row {int(nulls[0])}; expected a string in every row")
+            raise BadInput(field=column, detail=f"null in row {int(nulls[0]) + 1}; expected a string in every row")
     texts = [c for c in ("response", "response_b") if c in model_input.columns]
     for i, (prompt, *responses) in enumerate(zip(prompts, *(model_input[c] for c in texts),
                                                  strict=True)):
-        check_prompt(prompt, {"file": f"row {i}"})
+        where = {"file": f"row {i + 1}"}
+        check_prompt(prompt, where)
         for column, text in zip(texts, responses, strict=True):
             if isinstance(text, str):
-                check_text(text, {"file": f"row {i}"}, column)
+                check_text(text, where, column)
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> RewardScorer:

@@ -211,11 +211,12 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize(("prompt", "response", "message"), [
     # were scored: a "Robot:" turn, an empty transcript, and a TypeError from the tokenizer; score and serve refuse them
-    ([{"role": "robot", "content": "hi"}], "r", "row 1: field 'prompt[0].role': expected one of assistant, system, "
+    ([{"role": "robot", "content": "hi"}], "r", "row 2: field 'prompt[0].role': expected one of assistant, system, "
                                                "user, got 'robot'"),
-    ([], "r", "row 1: field 'prompt': expected a string or a list of {role, content} messages, got an array"),
-    ("hi", "ab\ud800", "row 1: field 'response': not valid Unicode (a lone surrogate \\ud800 at character 2); "
+    ([], "r", "row 2: field 'prompt': expected a string or a list of {role, content} messages, got an array"),
+    ("hi", "ab\ud800", "row 2: field 'response': not valid Unicode (a lone surrogate \\ud800 at character 2); "
                         "expected text that UTF-8 can encode"),
+    (None, "r", "field 'prompt': null in row 2; expected a string in every row"),
 ])
 def test_the_pyfunc_model_refuses_rows_that_score_refuses_naming_row_and_field(bundle: Path, prompt: object,
                                                                                 response: str, message: str):
@@ -227,6 +228,23 @@ def test_the_pyfunc_model_refuses_rows_that_score_refuses_naming_row_and_field(b
     with pytest.raises(BadInput) as err:
         RewardScorer(bundle).predict(rows)
     assert str(err.value) == message
+
+
+def test_the_pyfunc_model_counts_rows_from_1_as_score_does(bundle: Path):
+    """The first row is "row 1" (was "row 0": score counts rows and lines from 1); a process reward model's rows too
+    (they were named by a bare line number that the message dropped)."""
+    from rewardline.errors import BadInput
+    from rewardline.registry.pyfunc import RewardScorer
+
+    with pytest.raises(BadInput, match=r"^row 1: field 'prompt\[0\]\.role': expected one of"):
+        RewardScorer(bundle).predict(pd.DataFrame({"prompt": [[{"role": "robot", "content": "hi"}]],
+                                                   "response": ["r"]}))
+    with pytest.raises(BadInput, match=r"^field 'response': null in row 1; expected a string in every row$"):
+        RewardScorer(bundle).predict(pd.DataFrame({"prompt": ["q"], "response": [None]}))
+    process = RewardScorer.__new__(RewardScorer)  # the rows are checked before the model is used
+    with pytest.raises(BadInput, match=r"^row 2: field 'steps': expected a non-empty list of step strings, got an "
+                                       r"empty array$"):
+        process._predict_steps(pd.DataFrame({"prompt": ["q", "q"], "steps": [["a"], []]}), None)
 
 
 def test_the_pyfunc_model_reads_message_prompts_of_a_frame_read_from_parquet(bundle: Path):
