@@ -9,6 +9,7 @@ Plain Python, no Arrow: the modeling stages import it without the adapters.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rewardline.errors import BadInput, json_type
@@ -40,6 +41,15 @@ def message_list(prompt: Any) -> tuple[str, list[dict] | None]:
 
 #: What a prompt may be, in error messages.
 PROMPT_EXPECTED = "a string or a list of {role, content} messages"
+#: Why a prompt whose text is empty or whitespace only is refused: ingest quarantines such a record
+#: (:func:`rewardline.data.schema.blank`), score, rerank, the pyfunc model and the server refuse the row.
+EMPTY_PROMPT = "empty prompt text; expected a non-empty string"
+_BLANK = re.compile(r"[\t\n\f\r ]*")  # RE2's \s, as schema.blank matches it
+
+
+def blank_prompt(prompt: str | list[dict]) -> bool:
+    """Whether the text a prompt stands for (:func:`message_list`) is empty or whitespace only."""
+    return _BLANK.fullmatch(message_list(prompt)[0]) is not None
 
 
 def unicode_problem(text: str) -> str | None:
@@ -60,10 +70,12 @@ def check_text(text: str, where: dict[str, Any], field: str) -> None:
 
 
 def check_prompt(prompt: Any, where: dict[str, Any]) -> None:
-    """A prompt is text or a list of ``{"role": str, "content": str}`` messages, valid Unicode (:class:`BadInput`
-    otherwise)."""
+    """A prompt is text or a list of ``{"role": str, "content": str}`` messages, valid Unicode, standing for text
+    that is not blank (:data:`EMPTY_PROMPT`) (:class:`BadInput` otherwise)."""
     if isinstance(prompt, str):
         check_text(prompt, where, "prompt")
+        if blank_prompt(prompt):
+            raise BadInput(**where, field="prompt", detail=EMPTY_PROMPT)
         return
     if not isinstance(prompt, list) or not prompt:
         raise BadInput(**where, field="prompt", expected=PROMPT_EXPECTED, got=json_type(prompt))
@@ -78,3 +90,5 @@ def check_prompt(prompt: Any, where: dict[str, Any]) -> None:
             raise BadInput(**where, field=f"prompt[{i}].role", expected=f"one of {', '.join(MESSAGE_ROLES)}",
                            got=repr(message["role"][:60]))
         check_text(message["content"], where, f"prompt[{i}].content")
+    if blank_prompt(prompt):
+        raise BadInput(**where, field="prompt", detail=EMPTY_PROMPT)

@@ -43,7 +43,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from rewardline.data.messages import MESSAGE_ROLES, unicode_problem
+from rewardline.data.messages import EMPTY_PROMPT, MESSAGE_ROLES, PROMPT_EXPECTED, blank_prompt, unicode_problem
 from rewardline.errors import ConfigError, TransientError
 from rewardline.serving.batcher import DynamicBatcher, QueueFull
 from rewardline.serving.config import ServeConfig
@@ -82,13 +82,25 @@ class Message(BaseModel):
         return role
 
 
-#: A prompt: text (valid Unicode, checked after the union so that an error names ``prompt``) or messages.
-Prompt = Annotated[str | list[Message], AfterValidator(lambda p: _valid_unicode(p) if isinstance(p, str) else p)]
+def _valid_prompt(prompt: str | list[Message]) -> str | list[Message]:
+    """A prompt that is valid Unicode and stands for text that is not blank, as ``rewardline score`` and ingest
+    require (:data:`~rewardline.data.messages.EMPTY_PROMPT`)."""
+    if isinstance(prompt, str):
+        _valid_unicode(prompt)
+    elif not prompt:
+        raise ValueError(f"expected {PROMPT_EXPECTED}, got an empty array")
+    if blank_prompt(_plain(prompt)):
+        raise ValueError(EMPTY_PROMPT)
+    return prompt
+
+
+#: A prompt: text or messages (checked after the union so that an error names ``prompt``).
+Prompt = Annotated[str | list[Message], AfterValidator(_valid_prompt)]
 
 
 class ScoreRow(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    prompt: Prompt = Field(min_length=1)
+    prompt: Prompt
     response: Text
 
 
@@ -99,7 +111,7 @@ class ScoreRequest(BaseModel):
 
 class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prompt: Prompt = Field(min_length=1)
+    prompt: Prompt
     candidates: list[Text] = Field(min_length=1)
     top_k: StrictInt | None = Field(None, ge=1)  # a JSON integer: true, "2" or 2.0 are refused, not coerced
 

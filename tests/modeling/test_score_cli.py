@@ -62,6 +62,13 @@ MALFORMED = {
     "lone surrogate in a message": ('{"prompt": [{"role": "user", "content": "\\udfff"}], "response": "x"}',
                                     "field 'prompt[0].content': not valid Unicode (a lone surrogate \\udfff at "
                                     "character 0); expected text that UTF-8 can encode"),
+    # were scored (the server refused ""): an empty prompt, as ingest quarantines it and the server refuses it
+    "empty prompt": ('{"prompt": "", "response": "x"}',
+                     "field 'prompt': empty prompt text; expected a non-empty string"),
+    "blank prompt": ('{"prompt": " \\n ", "response": "x"}',
+                     "field 'prompt': empty prompt text; expected a non-empty string"),
+    "empty message": ('{"prompt": [{"role": "user", "content": ""}], "response": "x"}',
+                      "field 'prompt': empty prompt text; expected a non-empty string"),
     "lone surrogate in the prompt": ('{"prompt": "\\ud83d", "response": "x"}',
                                      "field 'prompt': not valid Unicode (a lone surrogate \\ud83d at character 0); "
                                      "expected text that UTF-8 can encode"),

@@ -163,6 +163,15 @@ def test_malformed_requests_get_422_naming_the_field(server: str):
         # a role no chat template knows (was scored, rendered as a "Robot:" turn), as ingest and score refuse it
         b'{"rows": [{"prompt": [{"role": "robot", "content": "hi"}], "response": "r"}]}':
             "rows.0.prompt.list[Message].0.role: Value error, expected one of assistant, system, user, got 'robot'",
+        # an empty prompt, as score and ingest refuse it ("" was refused as "at least 1 item", "  " was scored)
+        b'{"rows": [{"prompt": "", "response": "r"}]}': "rows.0.prompt: Value error, empty prompt text; expected a "
+                                                        "non-empty string",
+        b'{"rows": [{"prompt": " \\n", "response": "r"}]}': "rows.0.prompt: Value error, empty prompt text",
+        b'{"rows": [{"prompt": [{"role": "user", "content": ""}], "response": "r"}]}':
+            "rows.0.prompt: Value error, empty prompt text",
+        b'{"prompt": " ", "candidates": ["a"]}': "prompt: Value error, empty prompt text",
+        b'{"prompt": [], "candidates": ["a"]}': "prompt: Value error, expected a string or a list of {role, content} "
+                                                "messages, got an empty array",
     }
     assert_422(server, cases)
 
