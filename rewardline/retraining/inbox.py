@@ -6,7 +6,8 @@ Layout (one directory / key prefix per batch)::
                                         {prompt_id, prompt, response, category?, source?, response_id?}
     <inbox>/<batch_id>/rankings.jsonl   optional, once annotated: rankings in the native
                                         ``rankings`` format (docs/data-contract.md)
-    <inbox>/<batch_id>/manifest.json    written LAST: {"batch_id", "files": {name: sha256}}
+    <inbox>/<batch_id>/manifest.json    written LAST: {"batch_id", "files": {name: sha256}}; its batch_id
+                                        (optional) is the folder's name, else the manifest is malformed
 
 A batch id is a plain name (:data:`BATCH_ID`: letters, digits, ``.``, ``_``, ``-``; no ``..``):
 it becomes a folder, a key prefix and a file name, so a listed id that is not one (e.g. ``..``
@@ -145,7 +146,7 @@ def discover(inbox: str) -> tuple[list[Batch], list[Skipped]]:
             skipped.append(Skipped(batch_id, "no manifest.json yet (upload not finished)"))
             continue
         uri = _join(inbox, batch_id)
-        files = manifest_files(storage.read_bytes(_join(uri, MANIFEST)))
+        files = manifest_files(storage.read_bytes(_join(uri, MANIFEST)), batch_id)
         problem = files if isinstance(files, str) else _verify(uri, files, names)
         if problem:
             skipped.append(Skipped(batch_id, problem))
@@ -157,9 +158,10 @@ def discover(inbox: str) -> tuple[list[Batch], list[Skipped]]:
 MANIFEST_SHAPE = '{"batch_id": ..., "files": {"samples.jsonl": "<sha256>", ...}}'
 
 
-def manifest_files(data: bytes) -> dict[str, str] | str:
-    """The ``files`` of a ``manifest.json`` (file name -> sha256), or what is wrong with it, naming the field and
-    the expected shape (:data:`MANIFEST_SHAPE`)."""
+def manifest_files(data: bytes, batch_id: str) -> dict[str, str] | str:
+    """The ``files`` of batch ``batch_id``'s ``manifest.json`` (file name -> sha256), or what is wrong with it, naming
+    the field and the expected shape (:data:`MANIFEST_SHAPE`). Its ``batch_id``, when given, names the batch's folder:
+    one that names another (a folder copied or renamed without its manifest) makes the manifest malformed."""
     try:
         manifest = orjson.loads(data)
     except orjson.JSONDecodeError as err:
@@ -172,6 +174,10 @@ def manifest_files(data: bytes) -> dict[str, str] | str:
     for name, digest in files.items():
         if not isinstance(digest, str):
             return f"{MANIFEST}: field 'files.{name}': expected a sha256 hex string, got {json_type(digest)}"
+    named = manifest.get("batch_id", batch_id)
+    if named != batch_id:
+        got = repr(named) if isinstance(named, str) else json_type(named)
+        return f"{MANIFEST}: field 'batch_id': expected {batch_id!r} (the batch's folder name), got {got}"
     return files
 
 

@@ -166,6 +166,11 @@ SHAPE = '{"batch_id": ..., "files": {"samples.jsonl": "<sha256>", ...}}'
     (b'{"files": ["samples.jsonl"]}', f"manifest.json: expected {SHAPE}, got an array"),
     (b'{"files": {"samples.jsonl": 7}}', "manifest.json: field 'files.samples.jsonl': expected a sha256 hex "
                                          "string, got a number"),
+    # a folder copied or renamed without its manifest: was read as batch m, the manifest naming another batch
+    (b'{"batch_id": "batch-01", "files": {}}', "manifest.json: field 'batch_id': expected 'm' (the batch's folder "
+                                               "name), got 'batch-01'"),
+    (b'{"batch_id": 7, "files": {}}', "manifest.json: field 'batch_id': expected 'm' (the batch's folder name), "
+                                      "got a number"),
 ])
 def test_a_malformed_manifest_is_skipped_with_what_is_expected(tmp_path: Path, manifest: bytes, reason: str):
     """The reasons were Python's: "unreadable manifest.json: 'files'", "... list indices must be integers or
