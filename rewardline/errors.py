@@ -19,9 +19,11 @@ exit   meaning                                     Prefect
   S3 ``NoSuchKey``), a request a service refused as invalid (MLflow ``RESOURCE_DOES_NOT_EXIST``) or as not
   permitted (:class:`PermissionDenied`; MLflow ``PERMISSION_DENIED`` 403, ``UNAUTHENTICATED`` 401; an object store's
   ``AccessDenied`` / unknown key / no credentials found, :mod:`rewardline.ops.storage`), an output or lock in a
-  folder this user cannot write (checked before any work, :func:`rewardline.ops.atomic.check_writable`).
-* 3: :class:`TransientError`, any other ``OSError`` (``ConnectionError``, ``TimeoutError``, disk full,
-  permissions met during a run), out of memory, botocore / S3 endpoint errors, a server down (found anywhere in the
+  folder this user cannot write (checked before any work, :func:`rewardline.ops.atomic.check_writable`), a file this
+  user cannot read or a folder it cannot write met during a run (``EACCES``, ``EPERM``, ``EROFS``: the message
+  names the path).
+* 3: :class:`TransientError`, any other ``OSError`` (``ConnectionError``, ``TimeoutError``, disk full), out of
+  memory, botocore / S3 endpoint errors, a server down (found anywhere in the
   exception's chain), a file missing because the network failed (a Hugging Face model not in the cache and the
   Hub unreachable: :func:`is_unreachable`); anything else is a bug, reported as ``internal error`` (retried,
   bounded).
@@ -33,6 +35,7 @@ prints ``internal error: <type>: <message>``, and its traceback only when verbos
 
 from __future__ import annotations
 
+import errno
 import os
 import traceback
 from typing import Any
@@ -42,6 +45,9 @@ VERBOSE_ENV = "REWARDLINE_VERBOSE"
 
 #: Missing paths: the user named a file that is not there (bad input, not an outage).
 _MISSING_PATH = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+#: ``errno`` of an operation this user is not permitted: a file it cannot read, a folder it cannot write, a
+#: read-only filesystem. Bad input even when met mid-run: a retry fails the same.
+_NOT_PERMITTED = (errno.EACCES, errno.EPERM, errno.EROFS)
 #: ``error_code`` of a service's refusal of the request itself (MLflow): bad input, not an outage.
 _REFUSED_CODES = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST",
                   "PERMISSION_DENIED", "UNAUTHENTICATED")  # 403 / 401: retrying will not grant the permission
@@ -179,6 +185,9 @@ def exit_code(err: BaseException) -> int:
         return EXIT_TRANSIENT if is_unreachable(err) else EXIT_BAD_INPUT
     if any(_is_environment(e) for e in exception_chain(err)):
         return EXIT_TRANSIENT
+    if isinstance(err, OSError | ValueError) and any(isinstance(e, OSError) and e.errno in _NOT_PERMITTED
+                                                     for e in exception_chain(err, implicit=False)):
+        return EXIT_BAD_INPUT  # a file this user cannot read, a folder it cannot write (raised, or re-raised from)
     if getattr(err, "error_code", None) in _REFUSED_CODES:  # e.g. MLflow: no such model version
         return EXIT_BAD_INPUT
     if isinstance(err, OSError):

@@ -81,6 +81,38 @@ def test_unknown_format_and_missing_source_are_usage_errors(tmp_path: Path):
     assert result.exit_code == 2 and "ingest.sources.format: 'yaml' is not allowed" in result.output
 
 
+def test_an_unreadable_input_or_an_output_unwritable_mid_run_exit_2_naming_the_path(
+        corrupted_rankings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Were exit 3 (transient: the flows retried them, failing the same each time). Permissions are simulated (the
+    tests may run as root, whom chmod 000 does not stop)."""
+    import errno
+
+    from rewardline.ops import atomic
+
+    read_bytes = Path.read_bytes
+
+    def unreadable(path: Path) -> bytes:
+        if path == corrupted_rankings:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return read_bytes(path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "read_bytes", unreadable)
+        result = runner.invoke(app, ["ingest", str(corrupted_rankings), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and str(corrupted_rankings) in result.output
+    assert "Permission denied" in result.output and len(result.output.splitlines()) == 1
+
+    def unwritable(staging: Path, out_dir: Path, exchange: bool = True) -> None:  # made read-only after the checks
+        raise PermissionError(errno.EACCES, "Permission denied", str(out_dir))
+
+    monkeypatch.setattr(atomic, "publish", unwritable)
+    result = runner.invoke(app, ["ingest", str(corrupted_rankings), "--out", str(tmp_path / "o"),
+                                 "--set", "max_quarantine_share=0.5"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and str(tmp_path / "o") in result.output
+
+
 def test_a_file_named_twice_is_read_once(corrupted_rankings: Path, tmp_path: Path):
     """The same file twice, or by its folder and on its own: its records once, accounting exact (was: exit 3,
     'ingest accounting broke: rows_in=20 but rows_ok=0 + rows_quarantined=11')."""

@@ -59,7 +59,10 @@ def s3_no_such_key() -> BaseException:
     (ValueError("invalid literal for int() with base 10: 'x'"), 2),  # parsing user data
     (FileNotFoundError(2, "No such file or directory", "data/raw/x.jsonl"), 2),
     (StorageNotFound("listing /nope failed: no such file or directory"), 2),
-    (PermissionError(13, "Permission denied", "models/reward-model"), 3),
+    # a file this user cannot read, a folder it cannot write, met mid-run: a retry fails the same (was 3, retried)
+    (PermissionError(13, "Permission denied", "models/reward-model"), 2),
+    (PermissionError(1, "Operation not permitted", "data/raw"), 2),
+    (OSError(30, "Read-only file system", "metrics/ingest.json"), 2),
     (OSError(28, "No space left on device"), 3),
     (ConnectionError("connection refused"), 3),
     (TimeoutError("timed out"), 3),
@@ -77,6 +80,9 @@ def test_the_cause_decides_for_wrapped_errors():
     assert exit_code(raised(lambda: StorageError("reading s3://b/k failed"), cause=botocore_endpoint_error())) == 3
     assert exit_code(raised(lambda: StorageError("reading s3://b/k failed"), cause=s3_no_such_key())) == 2
     assert exit_code(raised(lambda: StorageError("reading x failed"), cause=FileNotFoundError(2, "gone"))) == 2
+    assert exit_code(raised(lambda: StorageError("reading x failed"), cause=PermissionError(13, "denied", "x"))) == 2
+    # a permission error met while handling a network failure is still the outage
+    assert exit_code(raised(lambda: PermissionError(13, "denied"), during=ConnectionError("refused"))) == 3
     assert exit_code(botocore_endpoint_error()) == 3
     # MLflow raises its own exception while handling the connection error (implicit context)
     assert exit_code(raised(lambda: RuntimeError("API request to http://127.0.0.1:1 failed"),
