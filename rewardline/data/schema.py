@@ -43,7 +43,7 @@ RANKED_RESPONSES = pa.schema(
         ("score", pa.float64()),  # optional Likert score / judge probability
         ("batch_id", pa.string()),
         ("origin_file", pa.string()),
-        ("origin_line", pa.int64()),  # 1-based record number in origin_file
+        ("origin_line", pa.int64()),  # 1-based line (JSONL; CSV: where the record starts), item or row in origin_file
         ("is_anchor", pa.bool_()),  # the prompt's anchor response (e.g. AlpacaEval's reference); null = no
         ("ranking_key", pa.string()),  # null -> one ranking per (prompt, annotator); else per (.., key)
     ]

@@ -51,9 +51,9 @@ CORRUPT = {
         4: ("responses.text", "missing 'text'"),
         5: ("responses.rank", 'expected an integer, got str "1"'),
     },
-    "rankings_long_corrupt.csv": {
-        2: ("rank", "expected an integer"),
-        5: ("response", "missing required field 'response'"),
+    "rankings_long_corrupt.csv": {  # the lines where data rows 2 and 5 start (the header is line 1)
+        3: ("rank", "expected an integer"),
+        6: ("response", "missing required field 'response'"),
     },
 }
 CORRUPT_RECORDS = {
@@ -254,7 +254,8 @@ def test_native_nested_long_and_parquet_agree() -> None:
     first10 = nested.filter(pc.less_equal(nested["origin_line"], 10)).select(cols)
     assert first10.equals(parquet.select(cols))
     assert first10.equals(long.select(cols))
-    assert np.all(np.diff(long["origin_line"].to_numpy()) == 1)  # one CSV row per record
+    assert np.all(np.diff(long["origin_line"].to_numpy()) >= 1)  # one CSV row per record, from line 2 on
+    assert long["origin_line"][0].as_py() == 2
     assert set(nested["batch_id"].to_pylist()) == {"rankings_nested"}
     # the two messages-only records: prompt rendered from the turns, ids left null
     msgs = nested.filter(pc.greater(nested["origin_line"], 10)).to_pylist()
@@ -302,10 +303,10 @@ def test_csv_cells_that_are_not_utf8_are_named_as_such() -> None:
     data = b"prompt,annotator_id,response,rank\nQ\xe9,a,x,1\nQ,a,x,\xff\nQ,a,y,x\nQ,a,z,1\nQ,a,w,2\n"
     result = read_file(data, "latin.csv")
     rows = {r["origin_line"]: (r["field"], r["reason"]) for r in result.quarantine.to_pylist()}
-    assert rows == {1: ("prompt", "invalid UTF-8 in prompt; expected UTF-8 text"),
-                    2: ("rank", "invalid UTF-8 in rank; expected UTF-8 text"),
-                    3: ("rank", "rank: expected an integer")}
-    assert result.ranked["origin_line"].to_pylist() == [4, 5] and result.records_in == 5
+    assert rows == {2: ("prompt", "invalid UTF-8 in prompt; expected UTF-8 text"),
+                    3: ("rank", "invalid UTF-8 in rank; expected UTF-8 text"),
+                    4: ("rank", "rank: expected an integer")}
+    assert result.ranked["origin_line"].to_pylist() == [5, 6] and result.records_in == 5
 
 
 def test_csv_with_cr_line_endings() -> None:
@@ -330,6 +331,32 @@ def test_a_column_repeated_in_a_csv_header_or_parquet_schema_is_a_clear_error(tm
     pq.write_table(table, tmp_path / "dup.parquet")
     with pytest.raises(ValueError, match=r"dup\.parquet: column 'rank' appears 2 times"):
         read_file((tmp_path / "dup.parquet").read_bytes(), "dup.parquet")
+
+
+CSV_LINES = (b'prompt_id,prompt,annotator_id,response_id,response,rank\n'  # line 1
+             b'p1,"multi\nline\nprompt",a1,r1,hello,1\n'  # lines 2-4
+             b'p1,"multi\nline\nprompt",a1,r2,"a\n\nb",2\n'  # lines 5-9: an empty line inside a cell
+             b'\n'  # line 10: blank, no record
+             b'p2,q,a1,r3,x,notanint\n'  # line 11: rank is not an integer
+             b'p2,q,a1,r4,y,1\n'  # line 12: its ranking left with K=1
+             b'p3,q3,a1,r5,,1\n')  # line 13: no response
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+@pytest.mark.parametrize("wrong_width", [False, True])
+def test_csv_origin_line_is_the_line_where_the_record_starts(newline: bytes, wrong_width: bool) -> None:
+    """Was the record number (header excluded): 3 and 5 for the faults at lines 11 and 13, wrong by the header and
+    the quoted cells' lines for a user opening the file. Now the physical line, as for JSONL, in ranked rows too;
+    Arrow's read and the row-by-row read of a file with a wrong-width row (line 15, after a blank line) agree."""
+    data = CSV_LINES + (b'\np4,q4,a1,r6,z,1,extra\n' if wrong_width else b"")
+    data = data.replace(b"\n", newline)
+    result = read_file(data, "lines.csv", fmt="rankings")
+    faults = {r["origin_line"]: r["field"] for r in result.quarantine.to_pylist()}
+    assert faults == {11: "rank", 13: "response", **({15: None} if wrong_width else {})}, faults
+    assert result.ranked["origin_line"].to_pylist() == [2, 5, 12]  # ingest quarantines line 12's ranking (K=1)
+    assert result.ranked["response"].to_pylist() == ["hello", "a\n\nb".replace("\n", newline.decode()), "y"]
+    raw = {r["origin_line"]: r["raw"] for r in result.quarantine.to_pylist()}
+    assert raw[11] == "p2,q,a1,r3,x,notanint"
 
 
 def test_a_json_list_with_a_byte_order_mark() -> None:

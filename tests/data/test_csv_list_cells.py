@@ -47,6 +47,22 @@ def ranked(result, name: str) -> list[tuple]:
     return [tuple(str(row[c]) if c == "annotator_id" else row[c] for c in COMPARED) for row in table]
 
 
+def csv_lines(csv_text: bytes) -> list[int]:
+    """The line where each record of a CSV starts, header excluded (a quoted cell may span lines)."""
+    reader, starts, read = csv.reader(io.StringIO(csv_text.decode(), newline="")), [], 0
+    for row in reader:
+        if row:
+            starts.append(read + 1)
+        read = reader.line_num
+    return starts[1:]
+
+
+def record_lines(jsonl: bytes, csv_text: bytes) -> dict[int, int]:
+    """{line of a JSONL record: line where the same record starts in its CSV}."""
+    in_jsonl = [i + 1 for i, line in enumerate(jsonl.splitlines()) if line.strip()]
+    return dict(zip(in_jsonl, csv_lines(csv_text), strict=True))
+
+
 @pytest.mark.parametrize("name", sorted(LIST_SOURCES))
 def test_a_csv_of_list_cells_gives_the_rows_of_the_jsonl(name: str) -> None:
     rows = records(name)
@@ -54,25 +70,29 @@ def test_a_csv_of_list_cells_gives_the_rows_of_the_jsonl(name: str) -> None:
     csv_name = name.replace(".jsonl", ".csv")
     assert detect_format(csv_name, data) == LIST_SOURCES[name]
     jsonl = read_file((FIXTURES / name).read_bytes(), name, fmt=LIST_SOURCES[name])
+    line = record_lines((FIXTURES / name).read_bytes(), data)  # origin_line: where the record starts in each file
     for given in ("auto", LIST_SOURCES[name]):
         result = read_file(data, csv_name, fmt=given)
         assert result.quarantine.num_rows == jsonl.quarantine.num_rows
         assert result.records_in == len(rows)
-        want = [r[:3] + (r[3].replace(name, csv_name),) + r[4:] for r in ranked(jsonl, name)]  # trl:<file>:<n>
+        want = [r[:3] + (r[3].replace(f"trl:{name}:{r[-1]}", f"trl:{csv_name}:{line[r[-1]]}"),) + r[4:-1]
+                + (line[r[-1]],) for r in ranked(jsonl, name)]  # trl's default annotator: trl:<file>:<line>
         assert ranked(result, csv_name) == want
 
 
 def test_a_csv_cell_that_is_not_a_json_list_quarantines_its_row_naming_line_and_field() -> None:
     rows = records("rewardbench2_bo4.jsonl")[:4]
-    rows[1]["chosen"] = 'oops ["a text"]'  # record 2: the cell is not JSON
-    rows[2]["chosen"] = [1, "a text"]  # record 3: a list holding a number
-    result = read_file(as_csv(rows), "rb2.csv", fmt="rewardbench")
+    rows[1]["chosen"] = 'oops ["a text"]'  # record 2 (line 3, after the header): the cell is not JSON
+    rows[2]["chosen"] = [1, "a text"]  # record 3 (line 4): a list holding a number
+    data = as_csv(rows)
+    result = read_file(data, "rb2.csv", fmt="rewardbench")
     assert result.records_in == 4
-    assert sorted(set(result.ranked["origin_line"].to_pylist())) == [1, 4]
+    line = csv_lines(data)  # a quoted prompt spans lines: the line where each record starts
+    assert sorted(set(result.ranked["origin_line"].to_pylist())) == [line[0], line[3]]
     faults = {row["origin_line"]: (row["field"], row["reason"]) for row in result.quarantine.to_pylist()}
-    assert set(faults) == {2, 3}
-    assert faults[2][0] == "chosen" and "expected a JSON array" in faults[2][1], faults
-    assert faults[3] == ("chosen", "chosen[0]: expected a string, got int 1"), faults
+    assert set(faults) == {line[1], line[2]}
+    assert faults[line[1]][0] == "chosen" and "expected a JSON array" in faults[line[1]][1], faults
+    assert faults[line[2]] == ("chosen", "chosen[0]: expected a string, got int 1"), faults
 
 
 def test_rewardbench2_lists_written_as_python_reprs_are_quarantined_not_read_as_texts() -> None:
@@ -86,7 +106,8 @@ def test_rewardbench2_lists_written_as_python_reprs_are_quarantined_not_read_as_
     result = read_file(out.getvalue().encode(), "rb2_pandas.csv")
     assert result.records_in == 3 and result.ranked.num_rows == 0
     faults = result.quarantine.to_pylist()
-    assert [(f["origin_line"], f["field"]) for f in faults] == [(1, "chosen"), (2, "chosen"), (3, "chosen")]
+    lines = csv_lines(out.getvalue().encode())
+    assert [(f["origin_line"], f["field"]) for f in faults] == [(n, "chosen") for n in lines]
     assert faults[0]["reason"].startswith("chosen: expected a list of responses, as num_correct says (RewardBench 2)"
                                           "; got text in brackets"), faults[0]["reason"]
     flattened = [{**row, "chosen": row["chosen"][0], "rejected": row["rejected"][0]} for row in rows]

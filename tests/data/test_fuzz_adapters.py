@@ -106,7 +106,7 @@ def test_non_finite_scores_are_quarantined_in_csv_and_parquet(tmp_path: Path) ->
                                                                  for i, v in enumerate(values))
     result = read_file(csv.encode(), "s.csv")
     check_scores_quarantined(result, len(values), "score")
-    assert result.quarantine["origin_line"].to_pylist() == [1, 3, 5, 7, 9, 11]
+    assert result.quarantine["origin_line"].to_pylist() == [2, 4, 6, 8, 10, 12]  # lines: the header is line 1
     table = pa.table({"prompt": ["p", "p", "q", "q"], "annotator_id": ["a"] * 4, "response": ["x", "y"] * 2,
                       "rank": [1, 2, 1, 2], "score": [float("nan"), 0.0, 1.0, float("-inf")]})
     pq.write_table(table, tmp_path / "s.parquet")
@@ -122,14 +122,14 @@ def test_csv_rows_with_the_wrong_number_of_fields_are_quarantined_not_fatal() ->
     result = read_file(data, "w.csv")
     assert result.records_in == 6
     q = {r["origin_line"]: r for r in result.quarantine.to_pylist()}
-    assert sorted(q) == [2, 4, 6]
-    assert q[2]["reason"] == "expected 5 fields (as in the header), got 3" and q[2]["raw"] == "p,a,y"
-    assert q[4]["reason"] == "expected 5 fields (as in the header), got 6"
+    assert sorted(q) == [3, 7, 9]  # the lines where the records start (a blank line 4, "multi" on lines 5-6)
+    assert q[3]["reason"] == "expected 5 fields (as in the header), got 3" and q[3]["raw"] == "p,a,y"
+    assert q[7]["reason"] == "expected 5 fields (as in the header), got 6"
     assert result.ranked["response"].to_pylist() == ["x", "multi\nline", "w"]
-    assert result.ranked["origin_line"].to_pylist() == [1, 3, 5]
+    assert result.ranked["origin_line"].to_pylist() == [2, 5, 8]
     # found by the fuzzer: a wrong-width row with bytes that are not UTF-8 (pyarrow's row handler cannot decode it)
     result = read_file(b"prompt,annotator_id,response,rank\np,a,x,1\n\xff\xfep,a,y,2,extra\np,a,z,2\n", "u.csv")
-    assert result.quarantine["origin_line"].to_pylist() == [2] and result.ranked["origin_line"].to_pylist() == [1, 3]
+    assert result.quarantine["origin_line"].to_pylist() == [3] and result.ranked["origin_line"].to_pylist() == [2, 4]
 
 
 # ------------------------------------------------------------------ property-based fuzzing
@@ -455,7 +455,7 @@ def test_million_char_fields_are_read_or_quarantined() -> None:
     csv_data = f"prompt,annotator_id,response,rank\np,a,{long},1\np,a,z,2\np,a,w\n".encode()
     result = read_file(csv_data, "big.csv", limits=limits)
     check_result(result, "big.csv")
-    assert result.ranked["response"][0].as_py() == long and result.quarantine["origin_line"].to_pylist() == [3]
+    assert result.ranked["response"][0].as_py() == long and result.quarantine["origin_line"].to_pylist() == [4]
 
 
 def test_a_lone_surrogate_in_a_json_list_is_quarantined_not_a_crash():

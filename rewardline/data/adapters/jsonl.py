@@ -2,8 +2,8 @@
 
 Every container (JSONL, JSON list, CSV, Parquet) becomes a :class:`Records`: an Arrow
 table with the adapter's *input schema* (one row per input record), the 1-based
-record number of every row, and the records already quarantined. Adapters then
-only add their own format-level checks with :meth:`Records.reject`.
+line (JSONL, CSV: where the record starts), item or row number of every row, and the records
+already quarantined. Adapters then only add their own format-level checks with :meth:`Records.reject`.
 
 JSONL is read robustly and still vectorised: the whole file is parsed by
 ``pyarrow.json.read_json`` against an explicit schema (so every block infers the same
@@ -47,8 +47,9 @@ RAW_CHARS = 2000  # QUARANTINE.raw is truncated to this many characters
 class Records:
     """Parsed input records of one file.
 
-    ``table`` rows are records that parsed; ``line[i]`` is row i's 1-based record number;
-    ``raw_of`` (text formats) maps record numbers to their source text, else rows are
+    ``table`` rows are records that parsed; ``line[i]`` is row i's 1-based line in the file (JSONL; CSV: the line
+    where the record starts, the header line 1), item (JSON list) or row (Parquet): its ``origin_line``;
+    ``raw_of`` (text formats) maps those numbers to their source text, else rows are
     rendered back to JSON on demand.
     """
 

@@ -233,7 +233,8 @@ def tabular_records(
 ) -> Records:
     """Records from a CSV/Parquet table: conform columns, flag rows whose values have the wrong type.
 
-    ``line`` is each row's record number (default 1..n); ``records_in`` counts records that
+    ``line`` is each row's 1-based line (CSV: where the record starts) or row number (default 1..n); ``records_in``
+    counts records that
     never became rows too (CSV rows with the wrong number of columns). A row whose text fields
     hold more than ``limits.max_record_bytes`` bytes in all is quarantined first, before any cast. The id
     fields ``ids`` (dotted paths, string-typed in ``schema``) take integer columns too, cast to strings.
@@ -276,51 +277,96 @@ def tabular_records(
     return records
 
 
-def _csv_rows(data: bytes, origin: str) -> list[list[str]]:
+def _csv_rows(data: bytes, origin: str) -> tuple[list[list[str]], np.ndarray]:
     """Header + records of a CSV file split by Python's csv module, blank lines dropped as Arrow does
-    (failure path only). Bytes that are not UTF-8 survive as surrogate escapes."""
+    (failure path only), and the 1-based line where each starts (lines end at LF, CRLF or CR, as for Arrow). Bytes
+    that are not UTF-8 survive as surrogate escapes."""
     limit = csv.field_size_limit(max(csv.field_size_limit(), len(data)))  # default 131072 chars per field
+    rows, starts, read = [], [], 0
     try:
-        return [row for row in csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")) if row]
+        reader = csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""))
+        for row in reader:
+            if row:
+                rows.append(row)
+                starts.append(read + 1)
+            read = reader.line_num
     except csv.Error as err:
         raise ValueError(f"{origin}: cannot split the CSV into records: {err}") from err
     finally:
         csv.field_size_limit(limit)
+    return rows, np.array(starts, dtype=np.int64)
 
 
-def _csv_raw_of(rows: list[list[str]]) -> RawOf:
-    """Source text of records (1-based, header excluded), re-joined as CSV."""
+def _csv_raw_of(rows: list[list[str]], starts: np.ndarray) -> RawOf:
+    """Source text of records (by the line where each starts: ``starts``, header's included), re-joined as CSV."""
+    index = {int(line): i for i, line in enumerate(starts)}
 
-    def raw_of(record_numbers: np.ndarray) -> list[str]:
+    def raw_of(lines: np.ndarray) -> list[str]:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="")
         texts = []
-        for i in record_numbers:
+        for line in lines:
             out.seek(0)
             out.truncate()
-            writer.writerow(rows[i])
+            writer.writerow(rows[index[int(line)]])
             texts.append(out.getvalue().encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
         return texts
 
     return raw_of
 
 
+#: A run of line ends (LF, CRLF or CR, for Arrow's CSV reader and Python's csv module alike): in a quoted cell, one
+#: more non-empty line of the file (the lines between its line ends are empty).
+_LINE_BREAKS = r"(?:\r\n|\r|\n)+"
+
+
+def _nonblank_lines(data: bytes) -> np.ndarray:
+    """1-based numbers of the lines (ended by LF, CRLF or CR) that are not empty: the lines Arrow reads."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if b"\r" not in data:  # LF line ends: the usual file
+        ends = np.flatnonzero(buf == ord("\n"))
+        starts = np.concatenate([[0], ends + 1])
+    else:
+        cr, lf = buf == ord("\r"), buf == ord("\n")
+        crlf = cr & np.append(lf[1:], False)
+        ends = np.flatnonzero(cr | (lf & ~np.insert(cr[:-1], 0, False)))  # where each line end starts
+        starts = np.concatenate([[0], ends + 1 + crlf[ends]])
+    lengths = np.append(ends, len(buf)) - starts
+    return np.flatnonzero(lengths > 0).astype(np.int64) + 1
+
+
+def _record_lines(table: pa.Table, data: bytes) -> np.ndarray | None:
+    """The line where each record of ``table`` (Arrow's read of CSV ``data``) starts, from the line breaks inside its
+    quoted cells (a record spans 1 + their number of non-empty lines); None when that does not account for the file's
+    lines (a header spanning lines): then the csv module splits it."""
+    lines = _nonblank_lines(data)
+    if len(lines) == table.num_rows + 1:  # every record on one line: the usual file
+        return lines[1:]
+    spans = np.ones(table.num_rows, np.int64)
+    for col in table.columns:
+        if (pa.types.is_binary(col.type) or pa.types.is_string(col.type)) and (
+                pc.any(pc.match_substring(col, "\n")).as_py() or pc.any(pc.match_substring(col, "\r")).as_py()):
+            spans += np.asarray(pc.fill_null(pc.count_substring_regex(col, _LINE_BREAKS), 0), np.int64)
+    first = np.concatenate([[1], 1 + np.cumsum(spans)])  # index into ``lines`` of each record's first line
+    return lines[first[:-1]] if first[-1] == len(lines) else None
+
+
 def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None,
                       ids: tuple[str, ...] = ()) -> Records:
     """Failure path for CSV files with rows of the wrong width: split records in Python, quarantine
     those whose number of fields differs from the header's, read the rest as :func:`read_csv_records` does."""
-    rows = _csv_rows(data, origin)
+    rows, starts = _csv_rows(data, origin)
     header, body = rows[0], rows[1:]
     width = np.array([len(row) for row in body], dtype=np.int64)
     fits = width == len(header)
-    numbers = np.arange(1, len(body) + 1, dtype=np.int64)
+    numbers = starts[1:]
 
     def cell(value: str) -> bytes | None:
         return value.encode("utf-8", "surrogateescape") if value else None  # "" is null, as null_values=[""]
 
     kept = [body[i] for i in np.flatnonzero(fits)]
     table = pa.table({name: pa.array([cell(row[j]) for row in kept], pa.binary()) for j, name in enumerate(header)})
-    raw_of = _csv_raw_of(rows)
+    raw_of = _csv_raw_of(rows, starts)
     records = tabular_records(table, origin, schema, raw_of, line=numbers[fits], records_in=len(body), limits=limits,
                               ids=ids)
     wrong = numbers[~fits]
@@ -333,7 +379,8 @@ def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema, limits: Limit
 def read_csv_records(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None,
                      ids: tuple[str, ...] = ()) -> Records:
     """Records of a CSV file against ``schema``: cells are text; a list field's cell is the list's JSON text
-    (integers in it at the id fields ``ids`` read as their strings)."""
+    (integers in it at the id fields ``ids`` read as their strings). A record's line is where it starts in the file
+    (the header is line 1), as an editor shows it: :func:`_record_lines`, vectorised."""
     header = csv_header(data)
     refuse_repeated_columns(header, origin, schema)
     try:
@@ -351,7 +398,10 @@ def read_csv_records(data: bytes, origin: str, schema: pa.Schema, limits: Limits
         # invalid_row_handler cannot be used: it fails to show the handler a row that is not UTF-8)
         return _read_csv_rowwise(data, origin, schema, limits, ids)
 
-    def raw_of(record_numbers: np.ndarray) -> list[str]:  # failure path: re-split the text by CSV rows
-        return _csv_raw_of(_csv_rows(data, origin))(record_numbers)
+    def raw_of(lines: np.ndarray) -> list[str]:  # failure path: re-split the text by CSV rows
+        return _csv_raw_of(*_csv_rows(data, origin))(lines)
 
-    return tabular_records(table, origin, schema, raw_of, limits=limits, ids=ids)
+    line = _record_lines(table, data)
+    if line is None:  # failure path: the csv module finds where the records start
+        line = _csv_rows(data, origin)[1][1:]
+    return tabular_records(table, origin, schema, raw_of, line=line, limits=limits, ids=ids)

@@ -28,7 +28,7 @@ the pair the margin |m|. Optional ``category``, ``annotator_id`` and ``prompt_id
 it, so that a re-ingested export keeps its prompts' ids and thus their splits).
 
 A TRL row is one judgement by an unnamed rater, so each row is its own ranking: without an
-``annotator_id`` the row's annotator is ``trl:<file name>:<record number>``. Rows that repeat
+``annotator_id`` the row's annotator is ``trl:<file name>:<origin_line>``. Rows that repeat
 a prompt (one chosen against several rejected, or the export of a K-way ranking) then stay
 separate comparisons and aggregate as votes in the pairs stage, instead of merging into a
 ranking nobody made.
