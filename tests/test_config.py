@@ -382,3 +382,33 @@ def test_an_unknown_train_objective_is_named_with_the_params_file_like_every_oth
     expected = r"^params\.yaml: train\.objective: 'btt' is not a registered objective; expected one of \['bt', "
     with pytest.raises(ConfigError, match=expected):
         build(TrainConfig, {"objective": "btt"})
+
+
+@pytest.mark.parametrize("objective", ["thurstone", "prm"])
+@pytest.mark.parametrize("key", ["label_smoothing", "margin_scale", "center_coef"])
+def test_a_bradley_terry_knob_with_an_objective_without_that_term_is_refused_naming_the_key(objective: str,
+                                                                                            key: str):
+    """``--set objective=thurstone --set label_smoothing=0.1`` trained exactly what label_smoothing=0 trains: the
+    knob shapes the Bradley-Terry term only, and thurstone and prm have none, so the setting was silently ignored."""
+    from rewardline.config import build
+    from rewardline.training.loop import TrainConfig
+
+    expected = (rf"^--set: train\.{key}: 0\.1 shapes the Bradley-Terry term only, and train\.objective "
+                rf"{objective} has none \(expected 0, or objective bt or bt\+thurstone\)$")
+    with pytest.raises(ConfigError, match=expected):
+        build(TrainConfig, {}, {"objective": objective, key: 0.1})
+    assert build(TrainConfig, {}, {"objective": "bt+thurstone", key: 0.1}).model_dump()[key] == 0.1
+
+
+def test_the_prm_does_not_inherit_the_train_sections_bradley_terry_knobs():
+    """prm.train is merged over the train section: train.label_smoothing: 0.1 for the reward model must not make the
+    prm_train stage fail (nor be applied to it); set in prm.train itself it is refused, named prm.train.KEY."""
+    from rewardline.evaluation.process import prm_train_config
+
+    params = load_params(ROOT / "params.yaml")
+    params["train"].update(label_smoothing=0.1, margin_scale=0.5, center_coef=0.01)
+    cfg = prm_train_config(params)
+    assert (cfg.objective, cfg.label_smoothing, cfg.margin_scale, cfg.center_coef) == ("prm", 0.0, 0.0, 0.0)
+    params["prm"]["train"]["label_smoothing"] = 0.1
+    with pytest.raises(ConfigError, match=r"^params\.yaml: prm\.train\.label_smoothing: 0\.1 shapes the Bradley"):
+        prm_train_config(params)

@@ -44,6 +44,7 @@ from rewardline.data.ingest import Source
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.modeling.step_scores import AGGREGATES, aggregate_steps
 from rewardline.report import fmt
+from rewardline.training.config import PAIRWISE_KNOBS
 from rewardline.training.loop import TrainConfig
 from rewardline.training.step_data import NEUTRAL_TARGETS
 
@@ -70,10 +71,14 @@ class PrmConfig(Section):
 
 def prm_train_config(params: Mapping[str, Any]) -> TrainConfig:
     """The PRM's train config: the ``train`` section with ``prm.train`` merged over it, ``objective: prm``
-    and ``prm_aggregate: prm.aggregate``."""
+    and ``prm_aggregate: prm.aggregate``. The train section's Bradley-Terry knobs (``PAIRWISE_KNOBS``: the
+    reward model's label smoothing, margin, centering) are not inherited: the PRM's loss has no such term."""
     prm = build(PrmConfig, section_of(params, "prm"), name="prm")
     prm_only = {**prm.train, "objective": "prm", "prm_aggregate": prm.aggregate}
-    merged = merge_params(section_of(params, "train"), prm_only)
+    train = section_of(params, "train")
+    if isinstance(train, dict):  # (not a mapping: build names it)
+        train = {key: value for key, value in train.items() if key not in PAIRWISE_KNOBS}
+    merged = merge_params(train, prm_only)
     # a bad key of prm.train is named prm.train.KEY, not train.KEY (the train section's, which may be fine)
     return build(TrainConfig, merged, name="train", override_origin="params.yaml", override_section="prm.train",
                  overrides={key: merged[key] for key in prm_only})

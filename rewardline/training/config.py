@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from rewardline.config import Section, build, parse_overrides
 from rewardline.modeling.backbones import DEFAULT_BACKBONE
 from rewardline.modeling.formatting import FormatConfig
-from rewardline.training.objectives import ObjectiveName
+from rewardline.training.objectives import OBJECTIVES, ObjectiveName
 
-__all__ = ["TrainConfig"]
+__all__ = ["PAIRWISE_KNOBS", "TrainConfig"]
+#: Settings of the Bradley-Terry term only (0 = off): with an objective without one (``Objective.pairwise``
+#: False) a non-zero value would be ignored, so it is refused.
+PAIRWISE_KNOBS = ("margin_scale", "center_coef", "label_smoothing")
 
 
 class TrainConfig(Section):
@@ -75,6 +78,17 @@ class TrainConfig(Section):
     prm_train_fraction: float = Field(0.8, gt=0.0, le=1.0)
     prm_val_fraction: float = Field(0.1, ge=0.0, le=1.0)
     progress: bool = True  # a tqdm bar on a terminal, else a log line every log_every steps (TrainingProgress)
+
+    @field_validator(*PAIRWISE_KNOBS)
+    @classmethod
+    def _knob_of_a_pairwise_objective(cls, value: float, info: ValidationInfo) -> float:
+        """A Bradley-Terry knob set for an objective without that term would be silently ignored: refused."""
+        objective = info.data.get("objective")  # absent when the objective itself was refused
+        if value and objective in OBJECTIVES and not OBJECTIVES[objective].pairwise:
+            pairwise = " or ".join(sorted(name for name, obj in OBJECTIVES.items() if obj.pairwise))
+            raise ValueError(f"shapes the Bradley-Terry term only, and train.objective {objective} has none "
+                             f"(expected 0, or objective {pairwise})")
+        return value
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> TrainConfig:

@@ -143,6 +143,7 @@ class Objective(ABC):
     unit: ClassVar[str]
     #: The batches must carry per-response targets (``targets/`` of the pairs stage).
     needs_targets: ClassVar[bool] = False
+    pairwise: ClassVar[bool] = False  # the loss has a Bradley-Terry term (the one config.PAIRWISE_KNOBS shape)
     #: What the batches are made of: ``pairs`` (a pairs directory) or ``steps`` (step-labelled solutions).
     data_kind: ClassVar[str] = "pairs"
 
@@ -204,6 +205,7 @@ class BradleyTerryObjective(Objective):
     """
 
     name = "bt"
+    pairwise = True
     count_names = ("correct", "counted", "comparisons")
     unit = "comparisons"
 
@@ -310,6 +312,7 @@ class BradleyTerryThurstoneObjective(Objective):
     ``Σ w·ℓ / W`` over the same groups."""
 
     name = "bt+thurstone"
+    pairwise = True
     count_names = ("correct", "counted", "comparisons", "bt_weighted_loss", "pointwise_weighted_loss",
                    "squared_error", "responses")
     unit = "comparisons"

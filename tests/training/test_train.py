@@ -552,3 +552,16 @@ def test_a_resumed_run_says_from_which_checkpoint_step(setup, tmp_path, caplog):
     assert step > 0
     assert any(f"resuming from checkpoint step {step} ({tmp_path / 'ckpt'}" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_a_checkpoint_saved_with_one_lr_recipe_does_not_resume_another(setup):
+    """head_lr_scale, layer_lr_decay and label_smoothing change what is trained: each is in the resume fingerprint."""
+    from types import SimpleNamespace
+
+    from rewardline.training.loop import _fingerprint
+
+    tok = SimpleNamespace(fingerprint="tokens")
+    base = _fingerprint(tiny_config(setup), tok, setup["pairs"], 1)
+    assert base == _fingerprint(tiny_config(setup, log_every=7), tok, setup["pairs"], 1)  # run-only: resumes
+    for knob in (dict(head_lr_scale=10.0), dict(layer_lr_decay=0.8), dict(label_smoothing=0.1)):
+        assert _fingerprint(tiny_config(setup, **knob), tok, setup["pairs"], 1) != base, knob
