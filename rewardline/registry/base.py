@@ -10,6 +10,7 @@ get one with :func:`rewardline.registry.open_registry`.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -191,20 +192,39 @@ def promote(registry: ModelRegistry, name: str, version: int | str, alias: str =
     return before
 
 
+#: The JSON type of a version's ``calibration.<key>`` tag in :func:`registry_summary` (the others: strings).
+CALIBRATION_TYPES: dict[str, type] = {"anchored": bool, "residual_sd": float, "temperature": float}
+
+
+def tag_json(value: str | None, kind: type = str) -> Any:
+    """A tag's string (``mlflow_values.tag_value`` wrote it) as a JSON value of ``kind``: ``none`` or no tag → None,
+    ``true`` / ``false`` → a bool, a number → a float; a string that is none of these is kept as it is."""
+    if value is None or value == "none":
+        return None
+    if kind is bool and value in ("true", "false"):
+        return value == "true"
+    if kind is float:
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return value
+
+
 def registry_summary(registry: ModelRegistry, name: str) -> dict[str, Any]:
     """``{model_name, versions: [{version, aliases, gates_passed, git_commit, calibration, run_id, created}],
     aliases}``; ``calibration``: the version's ``calibration.*`` tags (objective, link, anchored, residual_sd,
-    temperature). ConfigError when there is no registered model ``name``, unless it is the default name in a
-    registry that holds none yet (a new project: an empty summary)."""
+    temperature). Typed for scripts: version numbers (``aliases``' values too) are ints, ``gates_passed`` and
+    ``anchored`` booleans (``gates_passed`` None: no such tag), ``residual_sd`` / ``temperature`` floats,
+    ``created`` an ISO-8601 UTC string. ConfigError when there is no registered model ``name``, unless it is the
+    default name in a registry that holds none yet (a new project: an empty summary)."""
     versions = registry.list_versions(name)
     if not versions:
         names = registry.model_names()
         if name not in names and (names or name != MODEL_NAME):
             raise ConfigError(unknown_model_reason(registry, name))
-    rows = [{"version": int(v.version), "aliases": sorted(v.aliases), "gates_passed": v.tags.get("gates_passed"),
-             "git_commit": v.tags.get("git_commit"),
-             "calibration": {k.removeprefix("calibration."): t for k, t in sorted(v.tags.items())
-                             if k.startswith("calibration.")},
+    rows = [{"version": int(v.version), "aliases": sorted(v.aliases),
+             "gates_passed": tag_json(v.tags.get("gates_passed"), bool), "git_commit": v.tags.get("git_commit"),
+             "calibration": {key: tag_json(t, CALIBRATION_TYPES.get(key, str)) for k, t in sorted(v.tags.items())
+                             if (key := k.removeprefix("calibration.")) != k},
              "run_id": v.run_id, "created": v.created} for v in versions]
-    aliases = {alias: v.version for v in versions for alias in v.aliases}
+    aliases = {alias: int(v.version) for v in versions for alias in v.aliases}
     return {"model_name": name, "versions": rows, "aliases": dict(sorted(aliases.items()))}

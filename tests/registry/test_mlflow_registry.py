@@ -439,8 +439,8 @@ def test_promote_moves_champion_and_refuses_a_version_without_passed_gates(
     listed = runner.invoke(app, ["--json", "registry"])
     assert listed.exit_code == 0, listed.output
     summary = json.loads(listed.output)
-    assert summary["aliases"] == {"challenger": v2, "champion": v2, "staging": v3}
-    assert [(v["version"], v["gates_passed"]) for v in summary["versions"]] == [(1, "true"), (2, "true"), (3, "false")]
+    assert summary["aliases"] == {"challenger": int(v2), "champion": int(v2), "staging": int(v3)}
+    assert [(v["version"], v["gates_passed"]) for v in summary["versions"]] == [(1, True), (2, True), (3, False)]
     assert summary["mlflow_ui"].startswith(f"mlflow ui --backend-store-uri {sqlite_store}")
 
 

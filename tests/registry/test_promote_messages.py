@@ -94,3 +94,28 @@ def test_promoting_a_version_without_a_gates_passed_tag_says_it_has_none(store: 
     assert f"refusing to make version {untagged} of 'reward-model' the champion: it has no gates_passed tag " \
            "(registered outside the register stage, its gates unknown); use --force to promote anyway" in result.output
     assert registry.resolve_alias(MODEL_NAME, "champion") is None
+
+
+def test_registry_json_gives_numbers_as_numbers_and_flags_as_booleans(store: str, tmp_path: Path):
+    """``rewardline --json registry`` printed ``"aliases": {"challenger": "1"}`` beside ``"version": 1``,
+    ``"gates_passed": "true"`` and ``"temperature": "1.0"``: the registry tags' strings, so a script's
+    ``summary["aliases"]["champion"] == version["version"]`` was never true and ``if version["gates_passed"]``
+    held for ``"false"`` too."""
+    registry = open_registry()
+    bundle = tmp_path / "bundle"
+    config = json.loads((bundle / "reward_config.json").read_text())
+    (bundle / "reward_config.json").write_text(json.dumps({**config, "objective": "thurstone", "link": "probit",
+                                                           "anchored": False, "residual_sd": 0.5}))
+    from rewardline.registry.bundle import calibration_tags
+
+    registry.register(MODEL_NAME, bundle, {"gates_passed": "false", **calibration_tags(bundle)})
+    registry.register(MODEL_NAME, bundle, {})  # registered by hand: no gates_passed tag
+    listed = runner.invoke(app, ["--json", "registry"])
+    assert listed.exit_code == 0, listed.output
+    summary = json.loads(listed.output)
+    assert summary["aliases"] == {"challenger": 1}
+    assert [(v["version"], v["gates_passed"]) for v in summary["versions"]] == [(1, True), (2, False), (3, None)]
+    assert summary["versions"][0]["calibration"] == {"objective": "bt", "temperature": 1.0}
+    assert summary["versions"][1]["calibration"] == {"anchored": False, "link": "probit", "objective": "thurstone",
+                                                     "residual_sd": 0.5, "temperature": 1.0}
+    assert isinstance(summary["versions"][0]["created"], str)  # ISO-8601 UTC, as the human listing shows it

@@ -111,9 +111,9 @@ def test_list_versions_with_their_aliases_and_tags(store: tuple[MlflowRegistry, 
     assert versions[1].failed_gates() == ["min_accuracy"]
     assert registry.list_versions("no-such-model") == [] and registry.get_version(MODEL_NAME, 9) is None
     summary = registry_summary(registry, MODEL_NAME)
-    assert summary["aliases"] == {CHALLENGER: "2", CHAMPION: "1", "staging": "1"}
+    assert summary["aliases"] == {CHALLENGER: 2, CHAMPION: 1, "staging": 1}
     assert [(v["version"], v["gates_passed"], v["git_commit"]) for v in summary["versions"]] == [
-        (1, "true", "abc1234"), (2, "false", None)]
+        (1, True, "abc1234"), (2, False, None)]
 
 
 def test_load_by_alias_version_or_directory(store: tuple[MlflowRegistry, Path], bundle: Path, tmp_path: Path):
@@ -309,8 +309,8 @@ def test_an_absolute_scale_model_serves_win_prob_and_its_version_carries_the_cal
     served = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version.version}").predict(ROWS)
     np.testing.assert_allclose(served["win_prob"], direct["win_prob"], rtol=1e-6)
     row = registry_summary(registry, MODEL_NAME)["versions"][0]
-    assert row["calibration"] == {"anchored": "true", "link": "probit", "objective": "thurstone",
-                                  "residual_sd": "0.75", "temperature": "1.7"}
+    assert row["calibration"] == {"anchored": True, "link": "probit", "objective": "thurstone",
+                                  "residual_sd": 0.75, "temperature": 1.7}  # the tags' strings, typed
 
 
 @pytest.mark.parametrize("value", [5, 0.5, True, ["models:/reward-model@champion"]])
