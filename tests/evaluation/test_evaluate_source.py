@@ -123,3 +123,33 @@ def test_raw_trl_folder_counts_quarantined_rows_and_pairs_dirs_still_work(tiny_m
     bad = runner.invoke(app, ["evaluate", "--model", str(tiny_model), "--data", str(tmp_path / "pairs"),
                               "--out", str(tmp_path / "eval3"), "--format", "trl", *RELAXED])
     assert bad.exit_code == 2 and "pairs directory" in bad.output
+
+
+def test_a_pairs_dir_has_each_response_of_val_and_test_scored_once(tiny_model: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Val fits the temperature (and the reward mean / std), test gives the metrics: one ``score_texts`` call scores
+    both splits, each unique response once, and the champion only the test responses."""
+    import itertools
+
+    import rewardline.modeling.score as score
+    from rewardline.pairs.expand import write_pairs_rows
+
+    prompts, responses, pairs = [], [], []
+    for p in range(8):
+        prompts.append({"prompt_id": f"p{p}", "prompt": f"question {p}", "category": "syn"})
+        responses += [{"response_id": f"p{p}r{j}", "prompt_id": f"p{p}", "response": "good " * j + "answer",
+                       "source": "syn"} for j in range(3)]
+        pairs += [{"prompt_id": f"p{p}", "response_a_id": f"p{p}r{b}", "response_b_id": f"p{p}r{a}", "label": 1.0,
+                   "n_votes": 1, "margin": 0.0, "category": "syn", "split": "val" if p < 4 else "test"}
+                  for a, b in itertools.combinations(range(3), 2)]
+    data = write_pairs_rows(tmp_path / "pairs", prompts, responses, pairs)
+    calls: list[list[str]] = []
+    real = score.score_texts
+
+    def counted(model_dir, prompt_inputs, texts, *args, **kwargs):
+        calls.append(list(texts))
+        return real(model_dir, prompt_inputs, texts, *args, **kwargs)
+
+    monkeypatch.setattr(score, "score_texts", counted)
+    evaluate(tiny_model, data, tmp_path / "out", "--champion", str(tiny_model))
+    assert [len(texts) for texts in calls] == [24, 12]  # model: 4 val + 4 test prompts x 3; champion: test only
