@@ -565,3 +565,38 @@ def test_a_checkpoint_saved_with_one_lr_recipe_does_not_resume_another(setup):
     assert base == _fingerprint(tiny_config(setup, log_every=7), tok, setup["pairs"], 1)  # run-only: resumes
     for knob in (dict(head_lr_scale=10.0), dict(layer_lr_decay=0.8), dict(label_smoothing=0.1)):
         assert _fingerprint(tiny_config(setup, **knob), tok, setup["pairs"], 1) != base, knob
+
+
+def test_the_first_log_window_after_a_resume_counts_only_its_own_steps_and_time(setup, tmp_path, monkeypatch):
+    """Throughput right after a resume: the window holds the steps run since the checkpoint (their tokens) and
+    is divided by at least the time those steps took, not by time or steps since the original start."""
+    import rewardline.training.loop as loop
+
+    windows, step_seconds = [], []
+    real_metrics, real_step = loop.log_line_metrics, loop.train_step
+
+    def logged(objective, window, lr, grad_norm, seconds):
+        windows.append((dict(window), seconds, sum(step_seconds)))
+        step_seconds.clear()
+        return real_metrics(objective, window, lr, grad_norm, seconds)
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = real_step(*args, **kwargs)
+        step_seconds.append(time.perf_counter() - t0)
+        return out
+
+    monkeypatch.setattr(loop, "log_line_metrics", logged)
+    monkeypatch.setattr(loop, "train_step", timed)
+    kw = dict(epochs=2, checkpoint_every=2, checkpoint_dir=str(tmp_path / "ckpt"), keep_checkpoints=True)
+    first = train(setup["pairs"], tmp_path / "a", tiny_config(setup, log_every=1, **kw))  # a window per step
+    per_step = [w["tokens"] for w, _, _ in windows]
+    windows.clear()
+    second = train(setup["pairs"], tmp_path / "b", tiny_config(setup, log_every=4, **kw))  # log_every: run-only
+    start, total = second["resumed_from_step"], first["steps"]
+    assert 0 < start < total
+    window, seconds, stepping = windows[0]
+    first_log = min(s for s in range(start + 1, total + 1) if s % 4 == 0 or s == total)
+    assert window["steps"] == first_log - start
+    assert window["tokens"] == sum(per_step[start:first_log])
+    assert stepping <= seconds  # the window's time covers its steps' time
