@@ -136,3 +136,24 @@ def test_a_killed_fsdp_run_resumes_from_its_sharded_checkpoint_to_identical_weig
         assert torch.equal(a[k], b[k]), k
     assert json.loads((tmp_path / "killed" / "reward_config.json").read_text()) == \
         json.loads((ref / "reward_config.json").read_text())
+
+
+def test_fsdp_gives_the_head_and_each_block_the_lr_of_ddp(setup, tmp_path, monkeypatch):
+    """``train.head_lr_scale`` / ``layer_lr_decay`` name parameters by their module path: under FSDP (sharded,
+    here a group of one in this process) the optimizer's groups are those of an unsharded run."""
+    import rewardline.training.loop as loop
+
+    groups = {}
+    real = loop.make_optimizer
+
+    def capture(model, cfg, device):
+        opt = real(model, cfg, device)
+        groups[cfg.strategy] = [(g["lr_scale"], g["weight_decay"], len(g["params"])) for g in opt.param_groups]
+        return opt
+
+    monkeypatch.setattr(loop, "make_optimizer", capture)
+    kw = dict(max_steps=1, device="cpu", head_lr_scale=10.0, layer_lr_decay=0.5)
+    for strategy in ("ddp", "fsdp"):
+        loop.train(setup["pairs"], tmp_path / strategy, tiny_config(setup, strategy=strategy, **kw))
+    assert groups["fsdp"] == groups["ddp"]
+    assert {scale for scale, _, _ in groups["ddp"]} >= {10.0, 1.0, 0.5}
