@@ -64,7 +64,9 @@ def promote(
         registry = open_registry(".")
         number = version_number(version)
         before = move_alias(registry, name, number, alias, require_gates=not force)
-        return {"model_name": name, "alias": alias, "version": number, "previous_version": before,
+        # version numbers as ints, as `registry --json` prints them
+        return {"model_name": name, "alias": alias, "version": int(number),
+                "previous_version": int(before) if before is not None else None,
                 "tracking_uri": registry.tracking_uri}
 
     _run(action)

@@ -73,7 +73,7 @@ def test_promote_version_must_be_a_number_and_is_normalised(store: str):
         assert "expected a model version number" in _error(["promote", "--version", bad])
     moved = runner.invoke(app, ["--json", "promote", "--version", "01"])
     assert moved.exit_code == 0, moved.output
-    assert json.loads(moved.output)["version"] == "1"
+    assert json.loads(moved.output)["version"] == 1  # normalised, and an int as `registry --json` prints versions
     assert open_registry().resolve_alias(MODEL_NAME, "champion") == "1"
 
 
@@ -119,3 +119,14 @@ def test_registry_json_gives_numbers_as_numbers_and_flags_as_booleans(store: str
     assert summary["versions"][1]["calibration"] == {"anchored": False, "link": "probit", "objective": "thurstone",
                                                      "residual_sd": 0.5, "temperature": 1.0}
     assert isinstance(summary["versions"][0]["created"], str)  # ISO-8601 UTC, as the human listing shows it
+
+
+
+def test_promote_json_gives_the_version_numbers_as_registry_json_does(store: str):
+    """``rewardline --json promote`` printed ``"version": "1"`` while ``registry --json`` prints ``"version": 1``."""
+    first = runner.invoke(app, ["--json", "promote", "--version", "01"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["version"] == 1 and json.loads(first.output)["previous_version"] is None
+    again = json.loads(runner.invoke(app, ["--json", "promote", "--version", "1"]).output)
+    assert (again["version"], again["previous_version"]) == (1, 1)
+    assert json.loads(runner.invoke(app, ["--json", "registry"]).output)["aliases"]["champion"] == again["version"]
