@@ -39,6 +39,20 @@ def load_benchmark(name: str):
     return module
 
 
+def csv_record_lines(data: bytes) -> list[int]:
+    """The line where each record of a CSV starts, header excluded (a quoted cell may span lines): what ingest
+    reports as a CSV row's ``origin_line``, read independently with the csv module."""
+    import csv
+    import io
+
+    reader, starts, read = csv.reader(io.StringIO(data.decode(), newline="")), [], 0
+    for row in reader:
+        if row:
+            starts.append(read + 1)
+        read = reader.line_num
+    return starts[1:]
+
+
 def read_score_rows(path: Path | str, limits: object = None) -> list[dict]:
     """The rows of a rows file in memory, each checked as `rewardline score` checks them (the first bad row raises,
     naming file, line and field)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import csv_record_lines
 
 from rewardline.data.adapters import detect_format, read_file
 
@@ -47,20 +48,10 @@ def ranked(result, name: str) -> list[tuple]:
     return [tuple(str(row[c]) if c == "annotator_id" else row[c] for c in COMPARED) for row in table]
 
 
-def csv_lines(csv_text: bytes) -> list[int]:
-    """The line where each record of a CSV starts, header excluded (a quoted cell may span lines)."""
-    reader, starts, read = csv.reader(io.StringIO(csv_text.decode(), newline="")), [], 0
-    for row in reader:
-        if row:
-            starts.append(read + 1)
-        read = reader.line_num
-    return starts[1:]
-
-
 def record_lines(jsonl: bytes, csv_text: bytes) -> dict[int, int]:
     """{line of a JSONL record: line where the same record starts in its CSV}."""
     in_jsonl = [i + 1 for i, line in enumerate(jsonl.splitlines()) if line.strip()]
-    return dict(zip(in_jsonl, csv_lines(csv_text), strict=True))
+    return dict(zip(in_jsonl, csv_record_lines(csv_text), strict=True))
 
 
 @pytest.mark.parametrize("name", sorted(LIST_SOURCES))
@@ -87,7 +78,7 @@ def test_a_csv_cell_that_is_not_a_json_list_quarantines_its_row_naming_line_and_
     data = as_csv(rows)
     result = read_file(data, "rb2.csv", fmt="rewardbench")
     assert result.records_in == 4
-    line = csv_lines(data)  # a quoted prompt spans lines: the line where each record starts
+    line = csv_record_lines(data)  # a quoted prompt spans lines: the line where each record starts
     assert sorted(set(result.ranked["origin_line"].to_pylist())) == [line[0], line[3]]
     faults = {row["origin_line"]: (row["field"], row["reason"]) for row in result.quarantine.to_pylist()}
     assert set(faults) == {line[1], line[2]}
@@ -106,7 +97,7 @@ def test_rewardbench2_lists_written_as_python_reprs_are_quarantined_not_read_as_
     result = read_file(out.getvalue().encode(), "rb2_pandas.csv")
     assert result.records_in == 3 and result.ranked.num_rows == 0
     faults = result.quarantine.to_pylist()
-    lines = csv_lines(out.getvalue().encode())
+    lines = csv_record_lines(out.getvalue().encode())
     assert [(f["origin_line"], f["field"]) for f in faults] == [(n, "chosen") for n in lines]
     assert faults[0]["reason"].startswith("chosen: expected a list of responses, as num_correct says (RewardBench 2)"
                                           "; got text in brackets"), faults[0]["reason"]

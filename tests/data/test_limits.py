@@ -11,6 +11,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import csv_record_lines
 from typer.testing import CliRunner
 
 from rewardline.cli import app
@@ -78,18 +79,6 @@ def _pairwise(a: str) -> dict:
             "winner": "model_a", "judge": "j1"}
 
 
-def _csv_record_lines(data: bytes) -> list[int]:
-    """The line where each record of a CSV starts (a quoted cell may span lines), header excluded."""
-    import csv
-
-    reader, starts, read = csv.reader(io.StringIO(data.decode(), newline="")), [], 0
-    for row in reader:
-        if row:
-            starts.append(read + 1)
-        read = reader.line_num
-    return starts[1:]
-
-
 @pytest.mark.parametrize("fmt,make", [("hh-rlhf", _hh), ("trl", _trl), ("rewardbench", _trl)])
 @pytest.mark.parametrize("container", ["jsonl", "json", "csv", "parquet"])
 def test_every_adapter_and_container_applies_the_limits(fmt: str, make, container: str) -> None:
@@ -111,7 +100,7 @@ def test_every_adapter_and_container_applies_the_limits(fmt: str, make, containe
             pq.write_table(table, buf)
         data = buf.getvalue()
     quarantined, ok = _accounted(data, f"f.{container}", fmt)
-    second, fourth = (2, 4) if container != "csv" else _csv_record_lines(data)[1::2]  # a CSV's lines: header, cells
+    second, fourth = (2, 4) if container != "csv" else csv_record_lines(data)[1::2]  # a CSV's lines: header, cells
     assert ok == 2 and sorted(quarantined) == [second, fourth], quarantined
     assert "too long: " in quarantined[second][1] and "ingest.max_response_chars=200" in quarantined[second][1]
     assert quarantined[fourth][1].startswith("record too large: "), quarantined[fourth]
