@@ -344,8 +344,8 @@ def _record_lines(table: pa.Table, data: bytes) -> np.ndarray | None:
         return lines[1:]
     spans = np.ones(table.num_rows, np.int64)
     for col in table.columns:
-        if (pa.types.is_binary(col.type) or pa.types.is_string(col.type)) and (
-                pc.any(pc.match_substring(col, "\n")).as_py() or pc.any(pc.match_substring(col, "\r")).as_py()):
+        if (pa.types.is_binary(col.type) or pa.types.is_string(col.type)) and pc.any(
+                pc.match_substring_regex(col, "[\r\n]")).as_py():
             spans += np.asarray(pc.fill_null(pc.count_substring_regex(col, _LINE_BREAKS), 0), np.int64)
     first = np.concatenate([[1], 1 + np.cumsum(spans)])  # index into ``lines`` of each record's first line
     return lines[first[:-1]] if first[-1] == len(lines) else None
