@@ -27,6 +27,8 @@ import pytest
 import yaml
 from faults.fault_log import record
 
+from rewardline.retraining import inbox
+
 ROOT = Path(__file__).parents[2]
 FRESH = Path(__file__).parents[1] / "fixtures" / "fresh_batches"
 IN_DIST, SHIFTED = "batch-01-in-distribution", "batch-02-shifted-terse"
@@ -151,7 +153,11 @@ def ledger(project: Path) -> list[dict]:
 
 
 def submit(project: Path, batch_id: str, source: str) -> None:
-    shutil.copytree(FRESH / source, project / "data/inbox" / batch_id)
+    """Submit fixture batch ``source`` as ``batch_id`` the way an uploader does (``inbox.write_batch``: the data files,
+    then a manifest naming ``batch_id``), so a batch resubmitted under another name is well-formed."""
+    files = FRESH / source
+    inbox.write_batch(str(project / "data/inbox"), batch_id, (files / "samples.jsonl").read_bytes(),
+                      (files / "rankings.jsonl").read_bytes())
 
 
 def run_retrain(project: Path):  # noqa: ANN201
