@@ -233,7 +233,8 @@ class _Meter:
 def log_line_metrics(objective: Objective, window: dict[str, float], lr: float, grad_norm: float,
                      seconds: float) -> dict[str, float]:
     """``train/*`` metrics of the steps since the last log line: the mean of their losses, the
-    objective's own metrics, learning rate, gradient norm and throughput."""
+    objective's own metrics, learning rate, gradient norm and throughput (per second of the steps themselves:
+    ``seconds`` leaves out the val evaluations and checkpoint writes between them)."""
     own = {f"train/{k}": v for k, v in objective.summarize(window).items() if k not in ("loss", objective.unit)}
     dt = max(seconds, 1e-9)
     return {
@@ -351,6 +352,7 @@ def _run_steps(run: _Run, start: int, cfg: TrainConfig, tracker: Tracker, rt: Ru
     totals = _Meter(dict.fromkeys([*objective.sum_names, "sequences", "tokens"], 0.0))
     bar = TrainingProgress(total, start, enabled=rt.is_main and cfg.progress)
     t_train = t_log = time.perf_counter()
+    paused = 0.0  # seconds of val evaluations and checkpoint writes since the last log line: not step time
     done = start
     for step in range(start, total):
         lr = lr_at(step, total, cfg)
@@ -363,19 +365,22 @@ def _run_steps(run: _Run, start: int, cfg: TrainConfig, tracker: Tracker, rt: Ru
         totals.add(**sums)
         bar.step()
         done = step + 1
+        t_pause = time.perf_counter()
         stop = _validate(run, done, total, cfg, tracker, rt)
+        paused += time.perf_counter() - t_pause
         if done % cfg.log_every == 0 or done == total or stop:
             now = time.perf_counter()
-            metrics = log_line_metrics(objective, window.pop(), lr, grad_norm, now - t_log)
-            t_log = now
+            metrics = log_line_metrics(objective, window.pop(), lr, grad_norm, now - t_log - paused)
+            t_log, paused = now, 0.0
             tracker.log_metrics(metrics, step=done)
             bar.logged(done, metrics)
         if stop:
             break
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-            best = run.selection.best_weights
+            t_pause, best = time.perf_counter(), run.selection.best_weights
             save_checkpoint(run.ckpt_root, done, run.model, run.opt, run.fingerprint, rt, run.selection.state(),
                             {BEST_WEIGHTS_FILE: best} if best is not None else None)
+            paused += time.perf_counter() - t_pause
     bar.close()
     return totals.values, done, time.perf_counter() - t_train
 

@@ -600,3 +600,40 @@ def test_the_first_log_window_after_a_resume_counts_only_its_own_steps_and_time(
     assert window["steps"] == first_log - start
     assert window["tokens"] == sum(per_step[start:first_log])
     assert stepping <= seconds  # the window's time covers its steps' time
+
+
+def test_a_log_windows_seconds_leave_out_val_evaluation_and_checkpoint_writes(setup, tmp_path, monkeypatch):
+    """``train/tokens_per_s`` is the steps' throughput: a window's seconds cover its steps, not the val evaluations
+    and checkpoint writes between them (each made 0.5 s slower here); before, a window with either read low."""
+    import rewardline.training.loop as loop
+
+    windows, step_seconds = [], []
+    real_metrics, real_step, real_evaluate, real_save = (loop.log_line_metrics, loop.train_step, loop.evaluate,
+                                                         loop.save_checkpoint)
+
+    def logged(objective, window, lr, grad_norm, seconds):
+        windows.append((seconds, sum(step_seconds)))
+        step_seconds.clear()
+        return real_metrics(objective, window, lr, grad_norm, seconds)
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = real_step(*args, **kwargs)
+        step_seconds.append(time.perf_counter() - t0)
+        return out
+
+    def slow(real):
+        def call(*args, **kwargs):
+            time.sleep(0.5)
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(loop, "log_line_metrics", logged)
+    monkeypatch.setattr(loop, "train_step", timed)
+    monkeypatch.setattr(loop, "evaluate", slow(real_evaluate))
+    monkeypatch.setattr(loop, "save_checkpoint", slow(real_save))
+    train(setup["pairs"], tmp_path / "m", tiny_config(setup, log_every=2, eval_every=2, checkpoint_every=3,
+                                                      checkpoint_dir=str(tmp_path / "ckpt")))
+    assert len(windows) >= 3
+    for seconds, stepping in windows:
+        assert stepping <= seconds < stepping + 0.25, windows
