@@ -181,7 +181,7 @@ def retrain(project: str = ".", force: bool = False) -> list[dict]:
                         result.outcome += " and promoted to champion"
                     if result.promotion["registered"]:
                         announce_challenger(batch.batch_id, result.promotion)
-                result.gates = rt.gate_table(dvc_run.gate_report(root, "evaluate"))
+                result.gates = dvc_run.gate_table(dvc_run.gate_report(root, "evaluate"))
             finish(root, batch, result)
     if todo or duplicates or rolled_back:
         version_ledger(root)

@@ -117,6 +117,16 @@ def gate_report(project: Path, stage: str) -> str | None:
     return path.read_text() if path and path.exists() else None
 
 
+def gate_table(report_md: str | None) -> str:
+    """The gate table of a gate report (:func:`gate_report`: the Markdown table whose header starts ``| gate |``)."""
+    lines = (report_md or "").splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.replace(" ", "").startswith("|gate|")), None)
+    if start is None:
+        return ""
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
 def remotes(project: Path) -> list[str]:
     """Names of the configured DVC remotes."""
     code, output = dvc(project, "remote", "list")

@@ -486,13 +486,3 @@ def summary_markdown(results: list[BatchResult], cfg: RetrainConfig, rolled_back
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{s.batch_id} ({s.reason})" for s in skipped) + "."]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def gate_table(report_md: str | None) -> str:
-    """The gate table of an evaluate report (the Markdown table whose header starts ``| gate |``)."""
-    lines = (report_md or "").splitlines()
-    start = next((i for i, ln in enumerate(lines) if ln.replace(" ", "").startswith("|gate|")), None)
-    if start is None:
-        return ""
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return "\n".join(lines[start:end])

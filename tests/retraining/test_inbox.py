@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rewardline.ops import storage
+from rewardline.ops import dvc_run, storage
 from rewardline.retraining import cycle as rt
 from rewardline.retraining import inbox
 from rewardline.retraining.ledger import Ledger
@@ -115,7 +115,7 @@ def test_fault_injection_raises_after_the_named_state(tmp_path: Path, monkeypatc
 def test_summary_and_gate_table():
     report = ("x\n\n| gate | value | threshold | passed |\n| --- | --- | --- | --- |\n"
               "| min_accuracy | 0.6 | >= 0.5 | passed |\n\nend")
-    assert rt.gate_table(report).splitlines()[-1] == "| min_accuracy | 0.6 | >= 0.5 | passed |"
+    assert dvc_run.gate_table(report).splitlines()[-1] == "| min_accuracy | 0.6 | >= 0.5 | passed |"
     result = rt.BatchResult("a", "local", {"psi": 0.31, "ks": 0.25, "accuracy_drop": float("nan"), "psi_pvalue": 0.01,
                                            "ks_perm_pvalue": 0.2},
                             {"retrain": True, "reasons": ["psi 0.3100 > 0.25 (permutation p 0.0100 <= 0.05)"],
