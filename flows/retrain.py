@@ -7,7 +7,9 @@ Markdown artifact ``retrain-summary``.
 
 A challenger that a gate rejects is a normal outcome, not an error: the ``pipeline`` subflow ends
 Failed (naming the gate), the retrain run ends Completed with "challenger rejected" and the gate
-table in its summary. Only errors (bad input, a stage or DVC failing after its retries) fail the run.
+table in its summary. Only errors (bad input, a stage or DVC failing after its retries) fail the run. A batch whose
+own data is bad input is recorded ``rejected`` (final: not retried), the other batches are processed, and then the
+run ends Failed, exit 2, naming it (docs/retraining.md, "Outcomes").
 
     python -m flows.retrain run [--project DIR] [--force]   # one cycle now
     python -m flows.retrain serve [--project DIR] [--name N] # scheduler in this process (cron from params)
@@ -37,7 +39,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.command_line import require_project, run_flow_command
 from flows.pipeline import pipeline
-from rewardline.errors import EXIT_TRANSIENT, ConfigError, GateFailed, exit_code
+from rewardline.errors import EXIT_TRANSIENT, BadInput, ConfigError, GateFailed, exit_code
 from rewardline.ops import dvc_run
 from rewardline.registry.names import TAGS_ENV
 from rewardline.retraining import cycle as rt
@@ -83,12 +85,21 @@ def discover(root: Path) -> tuple[list[inbox.Batch], list[dict], list[inbox.Skip
 
 
 @task(cache_policy=NO_CACHE, name="drift-check", task_run_name="drift-check {batch.batch_id}", **TRANSIENT)
-def drift_check(root: Path, batch: inbox.Batch, force: bool, workdir: Path) -> tuple[rt.BatchResult, rt.Champion]:
+def drift_check(root: Path, batch: inbox.Batch, force: bool,
+                workdir: Path) -> tuple[rt.BatchResult, rt.Champion | None]:
+    """The batch's data is read first: bad input (:class:`~rewardline.retraining.inbox.Rejected`) closes the batch
+    ``rejected`` (no champion returned); an outage, a bad setting or an unusable champion raises as before."""
     cfg, params = rt.load_config(root)
     ledger = _ledger(root)
     rt.mark(ledger, batch, "started", labelled=batch.labelled)
+    try:
+        samples, pairs = batch.samples(), rt.batch_pairs(batch, params)
+    except inbox.Rejected as err:
+        ledger.record(batch.batch_id, batch.content_hash, "rejected", reason=str(err))  # final, like `duplicate`
+        get_run_logger().error("batch %s rejected (bad input, not retried): %s", batch.batch_id, err)
+        return rt.BatchResult(batch.batch_id, outcome=f"rejected: {err}", rejected=str(err)), None
     champion = rt.load_champion(root, params, cfg, workdir)
-    report, decision = rt.check_drift(batch, champion, rt.batch_pairs(batch, params), cfg, force)
+    report, decision = rt.check_drift(batch, champion, pairs, cfg, force, samples)
     rt.mark(ledger, batch, "decided", champion=champion.source, drift=report.to_dict(), decision=decision.to_dict())
     get_run_logger().info("batch %s: PSI %.4f, KS %.4f, accuracy drop %.4f -> %s", batch.batch_id, report.psi,
                           report.ks, report.accuracy_drop, decision.reasons or "no retrain")
@@ -160,6 +171,8 @@ def retrain(project: str = ".", force: bool = False) -> list[dict]:
         for batch in todo:
             result, champion = drift_check(root, batch, force, Path(tmp) / batch.batch_id)
             results.append(result)
+            if result.rejected:  # closed in the ledger; the batches after it still run
+                continue
             if not result.decision["retrain"]:
                 result.outcome = rt.no_retrain_outcome(result.decision)
             elif not batch.labelled:
@@ -187,6 +200,10 @@ def retrain(project: str = ".", force: bool = False) -> list[dict]:
         version_ledger(root)
     create_markdown_artifact(markdown=rt.summary_markdown(results, cfg, rolled_back, duplicates, skipped),
                              key="retrain-summary", description="drift, decision and gates of this cycle")
+    rejected = [r for r in results if r.rejected]
+    if rejected:  # after every other batch and the summary: Failed, exit 2, so that the alert on a Failed run fires
+        raise BadInput(detail="; ".join(f"batch {r.batch_id} rejected: {r.rejected}" for r in rejected)
+                       + " (recorded in the ledger, not retried: fix the batch and submit it under a new batch id)")
     return [r.to_dict() for r in results]
 
 

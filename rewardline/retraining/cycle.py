@@ -8,7 +8,8 @@ One cycle, per ready inbox batch (:mod:`rewardline.retraining.inbox`) not yet in
 2. **drift**: the champion (registry ``models:/<register.model_name>@champion``; else the
    project's last trained model) scores the batch's samples; PSI and KS of those rewards
    vs the champion's reference rewards, and its accuracy on the batch's labelled pairs vs
-   its test accuracy (:mod:`rewardline.retraining.drift`); thresholds in ``params.yaml: retrain``;
+   its test accuracy (:mod:`rewardline.retraining.drift`); thresholds in ``params.yaml: retrain``; a batch whose own
+   data is bad input (:class:`~rewardline.retraining.inbox.Rejected`) is closed ``rejected`` instead, not retried;
 3. **append**: on a retrain decision the batch's rankings are written atomically to
    ``<fresh_dir>/<batch_id>.jsonl``, an ``ingest.sources`` entry (format ``rankings``);
 4. the caller runs the pipeline (DVC), then :func:`compare_on_holdout` scores the batch's
@@ -255,15 +256,17 @@ class BatchPairs:
 
 def batch_pairs(batch: inbox.Batch, params: dict[str, Any]) -> BatchPairs | None:
     """Canonicalise the batch's rankings exactly as ingest would and expand them as the pairs stage
-    does (same ``pairs`` params, so the same prompts land in the same split); None when unlabelled."""
+    does (same ``pairs`` params, so the same prompts land in the same split); None when unlabelled. Records it
+    cannot use raise :class:`~rewardline.retraining.inbox.Rejected` (the batch is bad input, not retried)."""
     if not batch.labelled:
         return None
-    result = adapters.read_file(batch.read(inbox.RANKINGS), batch.file_uri(inbox.RANKINGS), fmt="rankings",
-                                batch_id=batch.batch_id)
-    tables = canonicalize(result.ranked)
-    check_quarantine(pa.concat_tables([result.quarantine, tables.quarantine]), result.records_in, params)
-    pairs, _ = build_pairs(tables.rankings, tables.prompts, build(PairsConfig, params.get("pairs"), name="pairs"),
-                           tables.responses)
+    data = batch.read(inbox.RANKINGS)  # an outage or a refused read raises as such: only the content rejects a batch
+    with inbox.rejecting(batch.batch_id):
+        result = adapters.read_file(data, batch.file_uri(inbox.RANKINGS), fmt="rankings", batch_id=batch.batch_id)
+        tables = canonicalize(result.ranked)
+        check_quarantine(pa.concat_tables([result.quarantine, tables.quarantine]), result.records_in, params)
+        pairs, _ = build_pairs(tables.rankings, tables.prompts, build(PairsConfig, params.get("pairs"), name="pairs"),
+                               tables.responses)
     prompts = tables.prompts.to_pydict()
     prompt_of = {pid: (msgs if msgs else text) for pid, text, msgs in
                  zip(prompts["prompt_id"], prompts["prompt"], prompts["prompt_messages"], strict=True)}
@@ -318,11 +321,12 @@ def pair_credit(model_dir: Path, bp: BatchPairs, pairs: pa.Table | None = None,
     return hard_credit(ra, rb, pairs["label"].to_numpy())
 
 
-def check_drift(batch: inbox.Batch, champion: Champion, bp: BatchPairs | None, cfg: RetrainConfig,
-                force: bool = False) -> tuple[drift.DriftReport, drift.Decision]:
-    """Score the batch's samples with the champion (``cfg.engine``: here or on Ray); PSI, KS (with their
-    prompt-level permutation p-values when the reference carries prompt ids), accuracy drop; the decision."""
-    samples = batch.samples()
+def check_drift(batch: inbox.Batch, champion: Champion, bp: BatchPairs | None, cfg: RetrainConfig, force: bool = False,
+                samples: list[dict] | None = None) -> tuple[drift.DriftReport, drift.Decision]:
+    """Score the batch's samples (``samples``, else read) with the champion (``cfg.engine``: here or on Ray); PSI,
+    KS (with their prompt-level permutation p-values when the reference carries prompt ids), accuracy drop; the
+    decision."""
+    samples = batch.samples() if samples is None else samples
     with champion_errors(champion.source, champion.model_dir):
         rewards = raw_rewards(champion.model_dir, [s["prompt"] for s in samples], [s["response"] for s in samples],
                               cfg)
@@ -418,6 +422,7 @@ class BatchResult:
     promotion: dict[str, Any] = field(default_factory=dict)
     gates: str = ""  # the evaluate gate table of the challenger (Markdown), when retrained
     outcome: str = ""
+    rejected: str = ""  # why the batch's own data is bad input (inbox.Rejected), when it is: not drift-checked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -440,6 +445,10 @@ def summary_markdown(results: list[BatchResult], cfg: RetrainConfig, rolled_back
     if not results:
         lines.append("No new batch in the inbox.")
     for r in results:
+        if r.rejected:  # bad input: no drift numbers
+            lines += [f"## Batch `{r.batch_id}`: {r.outcome}", "", "Recorded `rejected` in the ledger, not retried: "
+                      "fix the batch and submit it under a new batch id.", ""]
+            continue
         d = r.drift
         lines += [f"## Batch `{r.batch_id}`: {r.outcome}", "", f"Champion: {r.champion}", "",
                   f"| check | value | threshold | permutation p (alpha {t.alpha}) | crossed |",

@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -55,8 +57,33 @@ class Batch:
 
     def samples(self) -> list[dict]:
         """The policy samples, one dict per line of ``samples.jsonl``; a line that is not
-        ``{prompt_id, prompt, response, ...}`` raises :class:`~rewardline.errors.BadInput` (exit 2) naming it."""
-        return parse_samples(self.read(SAMPLES), self.file_uri(SAMPLES))
+        ``{prompt_id, prompt, response, ...}`` raises :class:`Rejected` (exit 2) naming it."""
+        data = self.read(SAMPLES)  # an outage or a refused read raises as such: only the content rejects a batch
+        with rejecting(self.batch_id):
+            return parse_samples(data, self.file_uri(SAMPLES))
+
+
+class Rejected(BadInput):
+    """A batch's own data is bad input (exit 2), said as the :class:`~rewardline.errors.BadInput` it came from said
+    it (file, line, field, what was expected): the retrain ledger closes the batch as ``rejected``, not retried."""
+
+    def __init__(self, batch_id: str, cause: BadInput) -> None:
+        super().__init__(detail=str(cause))
+        self.batch_id = batch_id
+        self.file, self.line, self.field, self.expected, self.got = (cause.file, cause.line, cause.field,
+                                                                     cause.expected, cause.got)
+
+
+@contextmanager
+def rejecting(batch_id: str) -> Iterator[None]:
+    """A :class:`~rewardline.errors.BadInput` raised in the block, which parses batch ``batch_id``'s data already
+    read, as :class:`Rejected`; everything else (an outage, a bad setting, the champion) passes unchanged."""
+    try:
+        yield
+    except Rejected:
+        raise
+    except BadInput as err:
+        raise Rejected(batch_id, err) from err
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ States of a batch, in order: ``started`` → ``decided`` (drift numbers and the 
 written only after everything the batch caused is in place (data appended, pipeline run,
 challenger registered), so a batch whose last state is not ``done`` was interrupted: the
 retrain logic rolls it back (``rolled_back``: its fresh data file removed) and redoes it.
-A batch whose content hash matches an earlier ``done`` batch is recorded as ``duplicate``.
+A batch whose content hash matches an earlier ``done`` batch is recorded as ``duplicate``. A batch whose own data
+is bad input (:class:`rewardline.retraining.inbox.Rejected`: a sample or ranking record it cannot use) is recorded
+as ``rejected`` with the reason: final, so the next run does not retry it (and block the batches after it) as it
+retries an interrupted one; an outage is not a rejection.
 
 Every update holds the ledger's exclusive lock (:func:`rewardline.ops.atomic.exclusive`) while it
 reads the file, appends its line and rewrites it atomically (temp file + rename,
@@ -34,8 +37,8 @@ from rewardline.ops import storage
 from rewardline.ops.atomic import exclusive, lock_timeout
 from rewardline.retraining.inbox import batch_id_problem, check_batch_id
 
-STATES = ("started", "decided", "appended", "done", "duplicate", "rolled_back")
-FINAL = ("done", "duplicate")
+STATES = ("started", "decided", "appended", "done", "duplicate", "rejected", "rolled_back")
+FINAL = ("done", "duplicate", "rejected")
 LOCK_TIMEOUT = 60.0  # seconds a writer waits for the ledger (appends take milliseconds)
 log = logging.getLogger(__name__)
 

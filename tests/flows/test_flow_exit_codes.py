@@ -235,3 +235,77 @@ def test_an_ephemeral_api_that_starts_too_slowly_names_the_setting_that_waits_lo
     assert said.startswith("error: Prefect's ephemeral API server did not start within 25 s "
                            "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); "), said
     assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=60" in said and "PREFECT_API_URL" in said
+
+
+def test_a_bad_batch_is_rejected_and_the_batches_after_it_are_processed(tmp_path: Path, prefect_api: None,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """Batches a, b (rankings in another format: bad input), c: the run failed at b with exit 2 and the next run
+    rolled b back and failed at it again, so c waited for ever (until a person deleted b). Now b is recorded
+    ``rejected`` and c processed; the run ends Failed naming b (exit 2, the alert fires once); the next run has
+    nothing to do and completes; b corrected under a new id is processed."""
+    import json
+
+    from conftest import save_tiny_reward_model
+
+    from flows.retrain import retrain
+    from rewardline.retraining.inbox import write_batch
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")  # nothing registered
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    save_tiny_reward_model(tmp_path, max_length=64).rename(project / "models/reward-model")
+    (project / "reports/evaluate").mkdir(parents=True)
+    (project / "reports/evaluate/reference_rewards.json").write_text(json.dumps({"rewards": [0.0, 0.1, 0.2, 0.3]}))
+    (project / "reports/evaluate/metrics.json").write_text(json.dumps({"accuracy": 0.6}))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["retrain"]["drift_permutations"] = 0
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=project, check=True)
+    fixture = ROOT / "tests/fixtures/fresh_batches/batch-01-in-distribution"
+    samples = (fixture / "samples.jsonl").read_bytes()
+    pairs = b"".join(json.dumps({"prompt": r["prompt"], "chosen": r["responses"][0]["text"],
+                                 "rejected": r["responses"][1]["text"]}).encode() + b"\n"
+                     for r in map(json.loads, (fixture / "rankings.jsonl").read_bytes().splitlines()))
+    inbox = str(project / "data/inbox")
+    lines = samples.splitlines(keepends=True)
+    for batch_id, data, rankings in (("a", lines[:48], None), ("b", lines, pairs), ("c", lines[48:], None)):
+        write_batch(inbox, batch_id, b"".join(data), rankings)
+
+    def states() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for line in (project / "data/retrain/ledger.jsonl").read_text().splitlines():
+            event = json.loads(line)
+            out.setdefault(event["batch_id"], []).append(event["state"])
+        return out
+
+    first = retrain(project=str(project), return_state=True)
+    assert first.is_failed(), first.message
+    assert f"batch b rejected: {inbox}/b/rankings.jsonl:1: field 'annotator_id'" in first.message, first.message
+    assert states() == {"a": ["started", "decided", "done"], "b": ["started", "rejected"],
+                        "c": ["started", "decided", "done"]}
+    summary = artifacts(first.state_details.flow_run_id)["retrain-summary"]
+    assert f"## Batch `b`: rejected: {inbox}/b/rankings.jsonl:1: field 'annotator_id'" in summary
+    assert "## Batch `c`:" in summary and (project / "data/retrain/ledger.jsonl.dvc").exists()
+
+    again = retrain(project=str(project), return_state=True)
+    assert again.is_completed() and again.result() == [], again.message  # b is not retried
+    write_batch(inbox, "b-fixed", samples)
+    fixed = retrain(project=str(project), return_state=True)
+    assert fixed.is_completed() and [r["batch_id"] for r in fixed.result()] == ["b-fixed"], fixed.message
+    assert states()["b"] == ["started", "rejected"] and states()["b-fixed"][-1] == "done"
+
+
+def artifacts(flow_run_id) -> dict[str, str]:  # noqa: ANN001
+    """key -> Markdown of the flow run's artifacts."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read() -> list:
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+    return {a.key: a.data for a in asyncio.run(read()) if a.key}

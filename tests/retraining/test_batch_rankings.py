@@ -43,6 +43,7 @@ def test_rankings_in_another_format_are_bad_input_naming_the_first_record(tmp_pa
     assert "24 of 24 records quarantined" in message and "ingest.max_quarantine_share" in message, message
     assert "docs/data-contract.md" in message
     assert exit_code(err.value) == EXIT_BAD_INPUT
+    assert isinstance(err.value, inbox.Rejected) and err.value.batch_id == "b1"  # the retrain ledger closes the batch
 
 
 def test_a_few_quarantined_records_within_the_ingest_share_are_tolerated(tmp_path: Path, params: dict):

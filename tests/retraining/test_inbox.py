@@ -229,3 +229,40 @@ def test_a_damaged_ledger_line_is_bad_input_naming_the_ledger_and_line(tmp_path:
         ledger.done_by_hash()
     assert str(err.value).startswith(f"{ledger.path}{message}"), str(err.value)
     assert exit_code(err.value) == EXIT_BAD_INPUT
+
+
+def test_a_batch_whose_own_data_is_bad_input_is_rejected_for_good_not_retried(tmp_path: Path):
+    """A bad batch's BadInput failed the run after ``started``; the next run rolled it back and met it again, so every
+    batch after it (by id) waited until a person deleted its folder. Its data is now :class:`inbox.Rejected` (exit 2,
+    the same message), ``rejected`` is final: not rolled back, not pending; the same id with other content is
+    reported like a done batch's; only the content rejects (a failed read raises as itself)."""
+    from rewardline.errors import EXIT_BAD_INPUT, BadInput, exit_code
+    from rewardline.ops.storage import StorageError
+
+    root, cfg = str(tmp_path / "inbox"), rt.RetrainConfig()
+    ledger = Ledger(tmp_path / cfg.ledger)
+    bad = inbox.write_batch(root, "b-bad", b'{"prompt_id": "p1", "prompt": "hi"}\n')
+    good = submit(root, "c-good")
+    with pytest.raises(inbox.Rejected) as err:
+        bad.samples()
+    assert isinstance(err.value, BadInput) and exit_code(err.value) == EXIT_BAD_INPUT
+    assert str(err.value) == f"{bad.file_uri('samples.jsonl')}:1: field 'response': missing; expected a string"
+    assert (err.value.batch_id, err.value.line, err.value.field) == ("b-bad", 1, "response")
+    unread = inbox.Batch("gone", f"{root}/gone", {"samples.jsonl": "0" * 64}, "h")
+    with pytest.raises(StorageError):  # an outage or a vanished file: not the batch's content, retried
+        unread.samples()
+
+    ledger.record(bad.batch_id, bad.content_hash, "started")
+    ledger.record(bad.batch_id, bad.content_hash, "rejected", reason=str(err.value))
+    assert ledger.finished("b-bad") and ledger.interrupted() == [] and rt.recover(tmp_path, cfg, ledger) == []
+    ready, _ = inbox.discover(root)
+    todo, duplicates = rt.pending(ready, ledger)
+    assert [b.batch_id for b in todo] == ["c-good"] and duplicates == [] and good in todo
+    inbox.write_batch(root, "b-bad", b'{"prompt_id": "p1", "prompt": "hi", "response": "yo"}\n')  # fixed, same id
+    [skipped] = rt.resubmitted(inbox.discover(root)[0], ledger)
+    assert skipped.batch_id == "b-bad" and skipped.reason.startswith("changed since it was processed (rejected on ")
+
+    result = rt.BatchResult("b-bad", outcome=f"rejected: {err.value}", rejected=str(err.value))
+    md = rt.summary_markdown([result], cfg, [], [], [])
+    assert f"## Batch `b-bad`: rejected: {bad.file_uri('samples.jsonl')}:1: field 'response'" in md
+    assert "not retried" in md and "new batch id" in md and "| check |" not in md
