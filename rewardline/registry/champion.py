@@ -88,7 +88,11 @@ def resolved_champion(ref: str | Path | None, key: str = f"evaluate.{CHAMPION_KE
     The why (also a warning on stderr) is for a ``models:/`` URI whose model the registry does not hold while it
     holds a close name: ``no champion: evaluate.champion_model models:/reward-modle@champion: no registered model
     'reward-modle' ...; did you mean 'reward-model'?``. Otherwise (no champion yet, a first run) it is None.
+    A model directory that is not there is a :class:`ConfigError` naming ``key`` (:func:`_local_champion`).
     ``key``: what named ``ref`` (the params key, or ``--champion``)."""
+    if ref is not None and str(ref).strip() and not is_registry_uri(ref):
+        yield _local_champion(Path(ref), key), None
+        return
     if ref is not None and is_registry_uri(ref) and registry is None:
         registry = open_registry()
     with resolved_model_dir(ref, registry) as found:
@@ -101,6 +105,24 @@ def resolved_champion(ref: str | Path | None, key: str = f"evaluate.{CHAMPION_KE
                        "it is registered)")
                 LOG.warning("%s", why)
         yield found, why
+
+
+def _local_champion(path: Path, key: str) -> Path:
+    """A champion directory named by ``key``; one that is not there (or holds no model) is a :class:`ConfigError`
+    (exit 2: a directory has no "not registered yet" state, so a mistaken one must not drop the gate silently)
+    naming ``key``, the path and the closest directory beside it (``models/reward-modle``: did you mean
+    ``models/reward-model``?)."""
+    if path.exists():
+        try:
+            return local_model_dir(path)
+        except ConfigError as err:
+            raise ConfigError(f"{key}: {err}") from None
+    siblings = sorted(p.name for p in path.parent.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if path.parent.is_dir() else []
+    close = difflib.get_close_matches(path.name, siblings, n=1)
+    hint = f"; did you mean {str(path.parent / close[0])!r}?" if close else ""
+    raise ConfigError(f"{key}: {str(path)!r}: no such model directory{hint} (expected a model directory or a "
+                      f"registry URI such as {model_uri()})")
 
 
 def _close_name(registry: ModelRegistry, name: str) -> list[str]:

@@ -66,4 +66,5 @@ def test_a_model_trained_elsewhere_is_a_champion_too(foreign_model: Path, tmp_pa
     assert metrics["champion_accuracy"] == pytest.approx(metrics["accuracy"])  # the same model on both sides
     missing = runner.invoke(app, ["evaluate", "--model", str(foreign_model), "--champion", str(tmp_path / "nope"),
                                   "--data", str(source), "--out", str(tmp_path / "eval2"), *RELAXED])
-    assert missing.exit_code == 2 and "is not a reward model directory" in missing.output, missing.output
+    assert missing.exit_code == 2 and f"--champion: {str(tmp_path / 'nope')!r}: no such model directory" \
+        in missing.output, missing.output

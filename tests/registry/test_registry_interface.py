@@ -320,3 +320,29 @@ def test_a_champion_reference_that_is_not_a_string_names_its_params_key(value):
         split_champion({"champion_model": value, "min_accuracy": 0.5}, source="my-params.yaml")
     assert str(err.value).startswith(f"my-params.yaml: evaluate.champion_model: {value!r} is not a string (expected "
                                      "a registry URI such as models:/reward-model@champion, or a model directory)")
+
+
+def test_a_champion_directory_that_is_not_there_names_its_params_key_and_the_close_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``evaluate.champion_model: models/reward-modle`` (``models/reward-model`` beside it) said only "models/
+    reward-modle is not a reward model directory (no reward_config.json ...)": no key, no hint. It stays exit 2 (a
+    directory has no "not registered yet" state, unlike a models:/ name) and now says which key and which folder."""
+    from rewardline.registry.champion import resolved_champion
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "reward-model").mkdir(parents=True)
+    (tmp_path / "models" / "reward-model" / "reward_config.json").write_text("{}")
+    (tmp_path / "models" / "empty").mkdir()
+    with pytest.raises(ConfigError) as err, resolved_champion("models/reward-modle"):
+        pass
+    assert str(err.value) == ("evaluate.champion_model: 'models/reward-modle': no such model directory; did you mean "
+                              "'models/reward-model'? (expected a model directory or a registry URI such as "
+                              "models:/reward-model@champion)")
+    with pytest.raises(ConfigError, match=r"^--champion: 'elsewhere/x': no such model directory \(expected"), \
+            resolved_champion("elsewhere/x", "--champion"):
+        pass  # no folder beside it: no hint
+    with pytest.raises(ConfigError, match=r"^evaluate.champion_model: models/empty is not a reward model directory"), \
+            resolved_champion("models/empty"):
+        pass
+    with resolved_champion("models/reward-model") as (found, why):
+        assert found == Path("models/reward-model") and why is None
