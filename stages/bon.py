@@ -2,7 +2,8 @@
 
 Best-of-N on the test prompts whose candidates carry a judged preference against the anchor
 (:mod:`rewardline.evaluation.bon_stage`); ``skipped`` (passing) when there are none. With a champion
-registered (``evaluate.champion_model``) its curve on the same prompts is reported beside it."""
+registered (``evaluate.champion_model``) its curve on the same prompts is reported beside it; with a ``models:/``
+name close to a registered one instead, ``metrics.json`` and ``report.md`` say so (as evaluate's gate report)."""
 
 from rewardline.config import build, load_params, section_of
 from rewardline.evaluation.bon import BonConfig
@@ -15,10 +16,10 @@ from rewardline.stage import finish_gated_stage, publish_plots, stage_main
 def main() -> None:
     champion, params = split_champion(section_of(load_params(), "evaluate"))
     config = build(BonConfig, {k: v for k, v in params.items() if k in BonConfig.model_fields}, name="evaluate")
-    with resolved_champion(champion) as (champion_dir, _):  # a mistaken-looking name: a warning on stderr
+    with resolved_champion(champion) as (champion_dir, why):  # a mistaken-looking name: why, also on stderr
         if champion:
             print(f"champion: {champion} → {champion_dir or 'none registered (no champion curve)'}")
-        run_bon_stage(MODEL_DIR, VALIDATED_DIR, PAIRS_DIR, BON_DIR, config, champion_dir)
+        run_bon_stage(MODEL_DIR, VALIDATED_DIR, PAIRS_DIR, BON_DIR, config, champion_dir, why)
     publish_plots(BON_DIR, BON_PLOT_FILES)  # metrics/plots/: what dvc.yaml's plots name
     finish_gated_stage("bon", BON_DIR, show_report=True)
 

@@ -9,7 +9,9 @@ split with at least two candidates take part, so nothing the model was trained o
 
 With no such prompt the stage passes as ``skipped`` (gates shown skipped, with the reason). With a
 champion model the same prompts are scored by it too: ``champion_gold_by_n`` and its gain at N_max
-sit beside the challenger's curve in ``metrics.json`` and ``report.md``.
+sit beside the challenger's curve in ``metrics.json`` and ``report.md``. With none because the reference looks
+mistaken (:func:`rewardline.registry.champion.resolved_champion`'s why: a ``models:/`` name close to a registered
+one) both say so, as evaluate's gate report does (``metrics["champion_missing_reason"]``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pyarrow.compute as pc
 from rewardline.data.tables import json_safe, read_table, table_path, write_json
 from rewardline.evaluation.bon import BON_GATES, BonConfig, bon_curves, run_bon, summarize
 from rewardline.evaluation.candidates import Candidates
+from rewardline.evaluation.gates import CHAMPION_MISSING
 from rewardline.gates import GateReport, GateResult
 from rewardline.ops.atomic import writes_output
 from rewardline.paths import GATES_FILE, METRICS_FILE, REPORT_FILE
@@ -63,15 +66,16 @@ def anchored_test_candidates(validated_dir: Path, pairs_dir: Path, split: str = 
                                str(table_path(pairs_dir, split))])
 
 
-def _skipped(out_dir: Path, config: BonConfig, reason: str) -> dict[str, Any]:
+def _skipped(out_dir: Path, config: BonConfig, reason: str, champion_missing: str | None = None) -> dict[str, Any]:
     gates = GateReport("bon", [GateResult(s.name, None, s.threshold(config), s.op, s.description, passed=True,
                                           skipped=True, reason=reason) for s in BON_GATES])
     metrics = {"status": "skipped", "reason": reason, "prompts": 0, "candidates": 0, **gates.metrics_entries(),
-               "config": config.model_dump()}
+               "config": config.model_dump(), **_champion_missing(champion_missing)}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(json_safe(metrics), out_dir / METRICS_FILE)  # strict JSON: NaN → null
     gates.write_json(out_dir / GATES_FILE)
-    (out_dir / REPORT_FILE).write_text(f"# Best-of-N\n\nskipped: {reason}\n\n{gates.to_markdown().rstrip()}\n")
+    (out_dir / REPORT_FILE).write_text(f"# Best-of-N\n\nskipped: {reason}\n\n{gates.to_markdown().rstrip()}\n"
+                                       + missing_champion_section(champion_missing))
     (out_dir / "bon.csv").write_text("n,prompts,kl,sqrt_kl,gold,proxy\n")  # the declared plots: empty,
     _text_figure(f"best-of-N skipped:\n{reason}", out_dir / "bon.png")  # and a figure saying why
     return metrics
@@ -99,19 +103,31 @@ def champion_section(metrics: dict[str, Any], champion: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _champion_missing(why: str | None) -> dict[str, str]:
+    """``{champion_missing_reason: why}`` when the champion reference looks mistaken; else ``{}``."""
+    return {CHAMPION_MISSING: why} if why else {}
+
+
+def missing_champion_section(why: str | None) -> str:
+    """Report lines saying why there is no champion curve, when the reference looks mistaken; else ""."""
+    return f"\n## Champion\n\n{why}\n" if why else ""
+
+
 @writes_output("out_dir")  # locked; written to a staging folder, published whole
 def run_bon_stage(model_dir: Path, validated_dir: Path, pairs_dir: Path, out_dir: Path, config: BonConfig,
-                  champion_dir: Path | None = None) -> dict[str, Any]:
-    """Best-of-N on the anchored test candidates (or ``skipped``); champion curve when given."""
+                  champion_dir: Path | None = None, champion_missing: str | None = None) -> dict[str, Any]:
+    """Best-of-N on the anchored test candidates (or ``skipped``); champion curve when given. ``champion_missing``:
+    why ``champion_dir`` is None when that looks mistaken (in ``metrics.json`` and ``report.md``)."""
     from rewardline.modeling.score import score_texts  # torch only when a model is scored
 
     candidates = anchored_test_candidates(validated_dir, pairs_dir)
     if candidates is None:
         return _skipped(out_dir, config, "no test prompt has two or more candidates with a judged preference "
-                                         "against an anchor")
+                                         "against an anchor", champion_missing)
     proxy = score_texts(model_dir, candidates.prompts, candidates.responses).astype(np.float64)
     info: dict[str, Any] = {"status": "ran", "model": str(model_dir), "sources": candidates.origins,
-                            "gold": "judge P(sample beats the anchor) from the data (rankings.score)"}
+                            "gold": "judge P(sample beats the anchor) from the data (rankings.score)",
+                            **_champion_missing(champion_missing)}
     if champion_dir is not None:
         champion_proxy = score_texts(champion_dir, candidates.prompts, candidates.responses).astype(np.float64)
         champion = summarize(bon_curves(candidates.prompt_index, champion_proxy, candidates.gold, config.max_n),
@@ -122,7 +138,8 @@ def run_bon_stage(model_dir: Path, validated_dir: Path, pairs_dir: Path, out_dir
     metrics.update(gain_n_max_ci_low=metrics["gain_n_max_ci"][0], gold_n_max=metrics["observed_peak"]["gold_n_max"],
                    overoptimization=metrics["observed_peak"]["overoptimization"])
     write_json(json_safe(metrics), out_dir / METRICS_FILE)  # strict JSON: NaN → null
-    if champion_dir is not None:
+    if champion_dir is not None or champion_missing:
         with (out_dir / REPORT_FILE).open("a") as report:
-            report.write(champion_section(metrics, champion))
+            report.write(champion_section(metrics, champion) if champion_dir is not None
+                         else missing_champion_section(champion_missing))
     return metrics

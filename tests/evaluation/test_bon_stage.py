@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FIXTURES, save_tiny_reward_model
+from conftest import FIXTURES, register_tiny_bundle, save_tiny_reward_model
 
 from rewardline.data import schema
 from rewardline.data.tables import write_part, write_table
@@ -122,3 +122,33 @@ def test_without_anchored_candidates_the_stage_is_skipped_and_passes(tmp_path: P
     assert gates["passed"] and all(g["skipped"] for g in gates["gates"].values())
     assert "skipped: no test prompt has two or more candidates" in (tmp_path / "out" / "report.md").read_text()
     assert (tmp_path / "out" / "bon.png").stat().st_size > 0  # the declared plots exist (dvc plots show)
+
+
+def test_a_champion_name_close_to_a_registered_one_is_said_in_the_bon_report(tmp_path: Path, model_dir: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch):
+    """``evaluate.champion_model: models:/reward-modle@champion`` (``reward-model`` registered): evaluate's gates.json
+    and report.md said "did you mean 'reward-model'?", the bon stage only on stderr; its metrics.json and report.md
+    now hold the same reason (resolved_champion's), with or without anchored candidates."""
+    import runpy
+    import shutil
+
+    import yaml
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
+    register_tiny_bundle(tmp_path, seed=3)
+    monkeypatch.chdir(tmp_path)
+    build_tables(tmp_path / "data")
+    shutil.copytree(model_dir, tmp_path / "models" / "reward-model")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {
+        "champion_model": "models:/reward-modle@champion", "min_bon_gain": -1.0, "max_overoptimization": 1.0,
+        "bootstrap_samples": 50}}))
+    said = "no champion: evaluate.champion_model models:/reward-modle@champion: no registered model 'reward-modle'"
+    for anchors in (True, False):
+        build_tables(tmp_path / "data", anchors=anchors)
+        runpy.run_path(str(Path(__file__).parents[2] / "stages" / "bon.py"), run_name="bon")["main"]()
+        metrics = json.loads((tmp_path / "reports" / "bon" / "metrics.json").read_text())
+        assert metrics["status"] == ("ran" if anchors else "skipped")
+        assert metrics["champion_missing_reason"].startswith(said), metrics
+        assert "did you mean 'reward-model'?" in metrics["champion_missing_reason"]
+        assert f"## Champion\n\n{said}" in (tmp_path / "reports" / "bon" / "report.md").read_text()
