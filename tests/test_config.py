@@ -372,6 +372,38 @@ def test_a_mistyped_ingest_source_path_names_its_params_key(tmp_path: Path):
     assert not (tmp_path / "data/ingested").exists()
 
 
+
+def test_an_ingest_source_in_a_missing_bucket_names_its_params_key(s3_server, tmp_path: Path):
+    """``path: s3://missing-bucket/x.jsonl`` said "listing s3://missing-bucket/x.jsonl failed: ..." without which
+    source; it now names ``params.yaml: ingest.sources[1].path`` as a mistyped local path does, still exit 2, and a
+    store that does not answer still exits 3 (retried), naming the key too. Against a real SeaweedFS server."""
+    from conftest import _free_ports
+
+    (tmp_path / "a.jsonl").write_text("")
+    (tmp_path / "params.yaml").write_text("ingest:\n  sources:\n    - {path: a.jsonl}\n"
+                                          "    - {path: 's3://missing-bucket/x.jsonl', format: hh-rlhf}\n")
+    env = {**os.environ, **s3_server.env, "PYTHONPATH": str(ROOT), "REWARDLINE_S3_MAX_ATTEMPTS": "1"}
+    env.pop("AWS_ENDPOINT_URL_S3", None)
+    done = subprocess.run([sys.executable, str(ROOT / "stages/ingest.py")], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: params.yaml: ingest.sources[1].path: 's3://missing-bucket/x.jsonl': checking "
+                                  "the bucket of s3://missing-bucket/x.jsonl failed: no bucket named 'missing-bucket' "
+                                  f"at {s3_server.endpoint_url}\n"), done.stderr
+    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{_free_ports(1)[0]}"  # nothing listens there
+    down = subprocess.run([sys.executable, str(ROOT / "stages/ingest.py")], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+    assert down.returncode == 3, down.stderr
+    assert down.stderr.startswith("error: params.yaml: ingest.sources[1].path: checking the bucket of "
+                                  "s3://missing-bucket/x.jsonl failed: "), down.stderr
+    (tmp_path / "params.yaml").write_text("ingest:\n  sources:\n    - {path: 's3://'}\n")  # no bucket: no request
+    bare = subprocess.run([sys.executable, str(ROOT / "stages/ingest.py")], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+    assert bare.returncode == 2 and bare.stderr.startswith("error: params.yaml: ingest.sources[0].path: 's3://': "
+                                                           "checking the bucket of s3:// failed: no bucket named; "
+                                                           "expected s3://bucket/key"), bare.stderr
+    assert not (tmp_path / "data/ingested").exists()
+
 def test_an_unknown_train_objective_is_named_with_the_params_file_like_every_other_setting():
     """train.objective: btt said "error: train.objective: unknown objective 'btt'" with no file, while every other
     bad setting says "params.yaml: train.KEY: ..."."""

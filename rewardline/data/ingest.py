@@ -37,7 +37,7 @@ from rewardline.data.canonical import canonicalize, filled_prompt_ids
 from rewardline.data.reasons import reason_counts
 from rewardline.data.steps import SOLUTIONS_FILE, StepOptions, canonicalize_solutions, empty_rows
 from rewardline.data.tables import write_json, write_part, write_table
-from rewardline.errors import ConfigError
+from rewardline.errors import ConfigError, PermissionDenied
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops import storage
 from rewardline.ops.atomic import writes_output
@@ -89,10 +89,14 @@ INGEST_GATES: tuple[GateSpec, ...] = (
 def check_source_paths(config: IngestConfig, where: str = "params.yaml") -> None:
     """Each local source that must be there exists; else a :class:`ConfigError` (exit 2) naming ``where``,
     ``ingest.sources[i].path`` and the closest name in its folder (listing it failed naming neither). An
-    ``optional`` source may be absent; a remote one (``s3://``) is checked when it is listed."""
+    ``optional`` source may be absent. An ``s3://`` one gets one ``HeadBucket`` (:func:`_check_bucket`; the key or
+    prefix is checked when it is listed), other remote ones none; a local one no request."""
     for i, source in enumerate(config.sources):
         path = Path(source.path.removeprefix("file://"))
-        if source.optional or storage.is_remote(source.path) or path.exists() or path.is_symlink():
+        if storage.is_remote(source.path):
+            _check_bucket(source.path, f"{where}: ingest.sources[{i}].path")
+            continue
+        if source.optional or path.exists() or path.is_symlink():
             continue  # a broken symlink: listing it says where it points
         names = sorted(p.name for p in path.parent.iterdir() if not p.name.startswith(".")) \
             if path.parent.is_dir() else []
@@ -101,6 +105,20 @@ def check_source_paths(config: IngestConfig, where: str = "params.yaml") -> None
         raise ConfigError(f"{where}: ingest.sources[{i}].path: {source.path!r}: no such file or directory; {hint}"
                           "expected a file, a directory or s3://bucket/prefix (optional: true for one that may be "
                           "absent)")
+
+
+def _check_bucket(uri: str, key: str) -> None:
+    """:func:`rewardline.ops.storage.check_bucket` with ``key`` (``params.yaml: ingest.sources[i].path``) in front of
+    its message, the exit code kept: a missing bucket is a :class:`ConfigError` (2), a refused caller
+    :class:`PermissionDenied` (2), an outage a :class:`~rewardline.ops.storage.StorageError` (3, retried)."""
+    try:
+        storage.check_bucket(uri)
+    except storage.StorageNotFound as err:
+        raise ConfigError(f"{key}: {uri!r}: {err}") from err
+    except PermissionDenied as err:
+        raise PermissionDenied(key, detail=str(err)) from err
+    except storage.StorageError as err:
+        raise storage.StorageError(f"{key}: {err}") from err
 
 
 def _expand(sources: list[Source], ignored: list[str]) -> list[tuple[str, Source]]:

@@ -83,7 +83,7 @@ def check_rows_out(out: str | Path, source: str | Path | None = None) -> None:
     existing local directory, a name ending in ``/``: the file would be written as the folder's own name, or fail
     once every row is scored) or an object store's bucket alone (``s3://bucket``); or that is the input ``source``
     (published over it, the output would replace the rows it was made from). An S3 ``out`` whose endpoint does not
-    answer, or whose bucket is missing, fails here too (:func:`~rewardline.ops.storage.check_destination`), not at
+    answer, or whose bucket is missing, fails here too (:func:`~rewardline.ops.storage.check_bucket`), not at
     the upload after every row is scored."""
     text = str(out)
     protocol, sep, rest = text.partition("://")
@@ -96,7 +96,7 @@ def check_rows_out(out: str | Path, source: str | Path | None = None) -> None:
     elif not storage.is_remote(text) and Path(text.removeprefix("file://")).is_dir():
         what = "is a directory"
     else:
-        storage.check_destination(text)
+        storage.check_bucket(text)
         return
     raise BadInput(detail=f"output {text}: {what}; expected a rows file name, its suffix picking the layout "
                           "(.jsonl, .parquet, .csv or .tsv; .gz after any for gzip)")

@@ -260,10 +260,10 @@ def _why_missing(path: Path) -> str:
     return f"{path} is neither a file nor a directory"
 
 
-def check_destination(uri: str) -> None:
-    """Before a job that ends by writing ``uri`` on S3: one ``HeadBucket``, so an outage (:class:`StorageError`,
+def check_bucket(uri: str) -> None:
+    """One ``HeadBucket`` for an S3 ``uri`` (a job's destination, ingest's source), so an outage (:class:`StorageError`,
     exit 3), a missing bucket (:class:`StorageNotFound`, exit 2) or a refused caller (:class:`PermissionDenied`,
-    exit 2) is found before the work, not at the upload after it. Elsewhere (local, other filesystems): no check."""
+    exit 2) is found before the work. Elsewhere (local, other filesystems): no check, no request."""
     if not uri.startswith((S3_SCHEME, "s3a://")):
         return
     try:
