@@ -7,7 +7,9 @@ it meaning gzip:
 * Parquet (``.parquet``, ``.pq``): the table's rows, nested columns (a ``prompt`` of messages, ``steps``) included;
 * CSV / TSV (``.csv``, ``.tsv``): a header line, then one row per record, every cell read as text, except that a
   ``prompt`` or ``steps`` cell holding a JSON array is that array (messages, a PRM's steps: what this module writes
-  for them); a row is named ``FILE: row N`` (N counts records from 1, not lines: a quoted cell may span lines).
+  for them); a bad row is named ``FILE:LINE`` by the line where its record starts (a quoted cell may span lines),
+  as ingest names it (:func:`rewardline.data.adapters.tabular.record_start_lines`, found when a row is refused);
+  a Parquet row ``FILE: row N``.
 
 A file is a local path or any URL :mod:`rewardline.ops.storage` reads (``s3://``, ``gs://``, ``hf://``,
 ``https://``; downloaded once to a temp file). Files are streamed: :class:`RowsFile` yields rows in chunks of
@@ -40,10 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from rewardline.data.adapters.tabular import record_start_lines
 from rewardline.data.json_cells import json_array
 from rewardline.data.limits import Limits
 from rewardline.data.tables import PAIRS_DIRECTORY, stage_kind
@@ -59,7 +63,8 @@ _LAYOUT_NAMES = {"parquet": "Parquet table", "csv": "CSV file", "tsv": "TSV file
 LIST_COLUMNS = ("prompt", "steps")
 #: Rows read, checked and scored at a time: memory holds one chunk of rows (and their tokens), not the file.
 CHUNK_ROWS = 8192
-#: Where a row is, for :class:`BadInput`: ``{"file": ..., "line": N}`` (JSONL) or ``{"file": "SOURCE: row N"}``.
+#: Where a row is, for :class:`BadInput`: ``{"file": ..., "line": N}`` (JSONL; CSV / TSV once a row is refused, by
+#: :meth:`RowsFile.check`) or ``{"file": "SOURCE: row N"}``.
 Where = dict[str, Any]
 
 
@@ -189,11 +194,22 @@ class RowsFile:
         table_out = rows_layout(out) != "jsonl"
         count, schema = 0, None
         for chunk in self.chunks(limits, size):
-            for where, row in chunk:
-                check(row, where)
+            try:
+                for where, row in chunk:
+                    check(row, where)
+                if table_out and self.layout != "parquet":
+                    schema = _chunk_schema(chunk, out, schema)
+            except BadInput:
+                if self.layout not in DELIMITERS:
+                    raise
+                lines = self.record_lines()[count:count + len(chunk)]  # failure path: checked again by line, as
+                by_line = [({"file": self.source, "line": int(line)}, row)  # ingest names a record
+                           for line, (_, row) in zip(lines, chunk, strict=True)]
+                for where, row in by_line:
+                    check(row, where)
+                _chunk_schema(by_line, out, schema)
+                raise
             count += len(chunk)
-            if table_out and self.layout != "parquet":
-                schema = _chunk_schema(chunk, out, schema)
         if table_out and (self.layout == "parquet" or count == 0):
             return count, self.columns()
         return count, schema
@@ -230,10 +246,17 @@ class RowsFile:
             bad = self._short_or_long_record() if self.layout in DELIMITERS else None
             if bad is not None:
                 number, cells, names = bad
-                raise BadInput(f"{self.source}: row {number}", detail=f"{what}; expected {len(names)} cells "
-                                                                      f"({', '.join(names)}), got {cells}") from None
+                raise BadInput(self.source, line=int(self.record_lines()[number - 1]),  # as ingest names it
+                               detail=f"{what}; expected {len(names)} cells ({', '.join(names)}), got {cells}"
+                               ) from None
             raise BadInput(self.source, detail=f"{what}; expected a {_LAYOUT_NAMES[self.layout]} of rows with a "
                                                "header") from None
+
+    def record_lines(self) -> np.ndarray:
+        """The line where each CSV / TSV record starts, the header being line 1: failure path only (reads the whole
+        file; :func:`rewardline.data.adapters.tabular.record_start_lines`)."""
+        with self._stream() as stream:
+            return record_start_lines(stream.read(), self.source, DELIMITERS[self.layout])
 
     def _short_or_long_record(self) -> tuple[int, int, list[str]] | None:
         """``(row number, cells, header names)`` of the first CSV / TSV record whose cell count differs from the

@@ -85,15 +85,36 @@ def test_a_bad_table_row_is_named_by_file_row_and_field(tmp_path: Path):
         read_score_rows(tmp_path / "broken.parquet")
 
 
+
+@pytest.mark.parametrize("layout", ["csv", "tsv"])
+def test_a_bad_csv_row_is_named_by_the_line_it_starts_on_as_ingest_names_it(tmp_path: Path, layout: str):
+    """``rewardline score --input in.csv`` said "in.csv: row 2: field 'prompt[0]': ..." for the record on line 5 (the
+    one before it has a cell of two lines, then a blank line), while ingest names a CSV record by its line: "in.csv:5",
+    found by tabular.record_start_lines; also for a row that does not fit the table of the rows before it."""
+    from rewardline.modeling.rows_files import open_rows_file
+    from rewardline.modeling.score import check_score_row
+
+    sep = "," if layout == "csv" else "\t"
+    path = tmp_path / f"in.{layout}"
+    path.write_text(f'prompt{sep}response\n"Line one\nline two"{sep}fine\n\n[1]{sep}x\n')
+    with open_rows_file(path) as rows_file, pytest.raises(BadInput) as bad:
+        rows_file.check(check_score_row, tmp_path / "out.jsonl")
+    assert str(bad.value) == f"{path}:5: field 'prompt[0]': expected an object {{role, content}}, got a number"
+    messages = '"[{""role"": ""user"", ""content"": ""hi""}]"'
+    path.write_text(f'prompt{sep}response\n"a\nb"{sep}x\n{messages}{sep}y\n')
+    with open_rows_file(path) as rows_file, pytest.raises(BadInput) as unfit:
+        rows_file.check(check_score_row, tmp_path / "out.parquet")
+    assert str(unfit.value).startswith(f"{path}:4: the row does not fit the table of the rows before it"), unfit.value
+
 def test_a_csv_record_with_the_wrong_number_of_cells_is_named_by_its_row(tmp_path: Path):
     """Was "in.csv: not a readable CSV file (CSV parse error: Expected 2 columns, got 1: q)": no row to look at."""
     (tmp_path / "in.csv").write_text('prompt,response\np,"two\nlines"\n\nq\nr,s\n')  # row 2 has one cell
     with pytest.raises(BadInput) as bad:
         read_score_rows(tmp_path / "in.csv")
-    assert str(bad.value) == (f"{tmp_path / 'in.csv'}: row 2: not a readable CSV file (CSV parse error: Expected 2 "
-                              "columns, got 1: q); expected 2 cells (prompt, response), got 1")
+    assert str(bad.value) == (f"{tmp_path / 'in.csv'}:5: not a readable CSV file (CSV parse error: Expected 2 "
+                              "columns, got 1: q); expected 2 cells (prompt, response), got 1")  # its line, as ingest's
     (tmp_path / "in.tsv").write_text("prompt\tresponse\np\tr\tx\n")
-    with pytest.raises(BadInput, match=r"in\.tsv: row 1: not a readable TSV file \(.+\); expected 2 cells "
+    with pytest.raises(BadInput, match=r"in\.tsv:2: not a readable TSV file \(.+\); expected 2 cells "
                                        r"\(prompt, response\), got 3$"):
         read_score_rows(tmp_path / "in.tsv")
 

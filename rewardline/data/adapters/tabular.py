@@ -23,10 +23,10 @@ from rewardline.data.limits import Limits
 RawOf = Callable[[np.ndarray], list[str]]
 
 
-def csv_header(data: bytes) -> list[str]:
-    """Field names in a CSV file's first line, ended by LF, CRLF or CR (a UTF-8 BOM dropped)."""
+def csv_header(data: bytes, delimiter: str = ",") -> list[str]:
+    """Field names in a CSV (TSV: ``delimiter``) file's first line, ended by LF, CRLF or CR (a UTF-8 BOM dropped)."""
     header = re.split(rb"[\r\n]", data, maxsplit=1)[0].decode("utf-8", "replace").lstrip("\ufeff")
-    return next(csv.reader([header]), [])
+    return next(csv.reader([header], delimiter=delimiter), [])
 
 
 _INT = re.compile(r"^\s*[+-]?\d+\s*$")
@@ -277,14 +277,14 @@ def tabular_records(
     return records
 
 
-def _csv_rows(data: bytes, origin: str) -> tuple[list[list[str]], np.ndarray]:
+def _csv_rows(data: bytes, origin: str, delimiter: str = ",") -> tuple[list[list[str]], np.ndarray]:
     """Header + records of a CSV file split by Python's csv module, blank lines dropped as Arrow does
     (failure path only), and the 1-based line where each starts (lines end at LF, CRLF or CR, as for Arrow). Bytes
     that are not UTF-8 survive as surrogate escapes."""
     limit = csv.field_size_limit(max(csv.field_size_limit(), len(data)))  # default 131072 chars per field
     rows, starts, read = [], [], 0
     try:
-        reader = csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""))
+        reader = csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""), delimiter=delimiter)
         for row in reader:
             if row:
                 rows.append(row)
@@ -349,6 +349,21 @@ def _record_lines(table: pa.Table, data: bytes) -> np.ndarray | None:
             spans += np.asarray(pc.fill_null(pc.count_substring_regex(col, _LINE_BREAKS), 0), np.int64)
     first = np.concatenate([[1], 1 + np.cumsum(spans)])  # index into ``lines`` of each record's first line
     return lines[first[:-1]] if first[-1] == len(lines) else None
+
+
+def record_start_lines(data: bytes, origin: str, delimiter: str = ",") -> np.ndarray:
+    """The line where each record of CSV (TSV: ``delimiter``) ``data`` starts, the header being line 1, as ingest's
+    ``origin_line`` names it (``rewardline score`` names a bad row by it): :func:`_record_lines` on Arrow's read, or
+    the csv module's split when that cannot tell or Arrow cannot read the file (a record of another width)."""
+    names = csv_header(data, delimiter)
+    try:
+        table = pcsv.read_csv(io.BytesIO(data), parse_options=pcsv.ParseOptions(delimiter=delimiter,
+                                                                                  newlines_in_values=True),
+                              convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.binary())))
+        line = _record_lines(table, data)
+    except pa.ArrowInvalid:
+        line = None
+    return line if line is not None else _csv_rows(data, origin, delimiter)[1][1:]
 
 
 def _read_csv_rowwise(data: bytes, origin: str, schema: pa.Schema, limits: Limits | None = None,
