@@ -567,9 +567,9 @@ def test_a_checkpoint_saved_with_one_lr_recipe_does_not_resume_another(setup):
         assert _fingerprint(tiny_config(setup, **knob), tok, setup["pairs"], 1) != base, knob
 
 
-def test_the_first_log_window_after_a_resume_counts_only_its_own_steps_and_time(setup, tmp_path, monkeypatch):
-    """Throughput right after a resume: the window holds the steps run since the checkpoint (their tokens) and
-    is divided by at least the time those steps took, not by time or steps since the original start."""
+def watch_log_windows(monkeypatch) -> list[tuple[dict, float, float]]:
+    """Each log line's (window, the seconds it is divided by, its steps' own measured seconds), filled as
+    ``loop.train`` runs: ``log_line_metrics`` and ``train_step`` wrapped, their results unchanged."""
     import rewardline.training.loop as loop
 
     windows, step_seconds = [], []
@@ -588,6 +588,13 @@ def test_the_first_log_window_after_a_resume_counts_only_its_own_steps_and_time(
 
     monkeypatch.setattr(loop, "log_line_metrics", logged)
     monkeypatch.setattr(loop, "train_step", timed)
+    return windows
+
+
+def test_the_first_log_window_after_a_resume_counts_only_its_own_steps_and_time(setup, tmp_path, monkeypatch):
+    """Throughput right after a resume: the window holds the steps run since the checkpoint (their tokens) and
+    is divided by at least the time those steps took, not by time or steps since the original start."""
+    windows = watch_log_windows(monkeypatch)
     kw = dict(epochs=2, checkpoint_every=2, checkpoint_dir=str(tmp_path / "ckpt"), keep_checkpoints=True)
     first = train(setup["pairs"], tmp_path / "a", tiny_config(setup, log_every=1, **kw))  # a window per step
     per_step = [w["tokens"] for w, _, _ in windows]
@@ -607,33 +614,17 @@ def test_a_log_windows_seconds_leave_out_val_evaluation_and_checkpoint_writes(se
     and checkpoint writes between them (each made 0.5 s slower here); before, a window with either read low."""
     import rewardline.training.loop as loop
 
-    windows, step_seconds = [], []
-    real_metrics, real_step, real_evaluate, real_save = (loop.log_line_metrics, loop.train_step, loop.evaluate,
-                                                         loop.save_checkpoint)
-
-    def logged(objective, window, lr, grad_norm, seconds):
-        windows.append((seconds, sum(step_seconds)))
-        step_seconds.clear()
-        return real_metrics(objective, window, lr, grad_norm, seconds)
-
-    def timed(*args, **kwargs):
-        t0 = time.perf_counter()
-        out = real_step(*args, **kwargs)
-        step_seconds.append(time.perf_counter() - t0)
-        return out
-
     def slow(real):
         def call(*args, **kwargs):
             time.sleep(0.5)
             return real(*args, **kwargs)
         return call
 
-    monkeypatch.setattr(loop, "log_line_metrics", logged)
-    monkeypatch.setattr(loop, "train_step", timed)
-    monkeypatch.setattr(loop, "evaluate", slow(real_evaluate))
-    monkeypatch.setattr(loop, "save_checkpoint", slow(real_save))
+    windows = watch_log_windows(monkeypatch)
+    monkeypatch.setattr(loop, "evaluate", slow(loop.evaluate))
+    monkeypatch.setattr(loop, "save_checkpoint", slow(loop.save_checkpoint))
     train(setup["pairs"], tmp_path / "m", tiny_config(setup, log_every=2, eval_every=2, checkpoint_every=3,
                                                       checkpoint_dir=str(tmp_path / "ckpt")))
     assert len(windows) >= 3
-    for seconds, stepping in windows:
+    for _, seconds, stepping in windows:
         assert stepping <= seconds < stepping + 0.25, windows
