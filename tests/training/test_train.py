@@ -611,12 +611,12 @@ def test_the_first_log_window_after_a_resume_counts_only_its_own_steps_and_time(
 
 def test_a_log_windows_seconds_leave_out_val_evaluation_and_checkpoint_writes(setup, tmp_path, monkeypatch):
     """``train/tokens_per_s`` is the steps' throughput: a window's seconds cover its steps, not the val evaluations
-    and checkpoint writes between them (each made 0.5 s slower here); before, a window with either read low."""
+    and checkpoint writes between them (each made 1 s slower here); before, a window with either read low."""
     import rewardline.training.loop as loop
 
     def slow(real):
         def call(*args, **kwargs):
-            time.sleep(0.5)
+            time.sleep(1.0)
             return real(*args, **kwargs)
         return call
 
@@ -627,4 +627,4 @@ def test_a_log_windows_seconds_leave_out_val_evaluation_and_checkpoint_writes(se
                                                       checkpoint_dir=str(tmp_path / "ckpt")))
     assert len(windows) >= 3
     for _, seconds, stepping in windows:
-        assert stepping <= seconds < stepping + 0.25, windows
+        assert stepping <= seconds < stepping + 0.5, windows  # 0.5 s: room for a loaded machine
