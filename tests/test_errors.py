@@ -167,10 +167,12 @@ def test_an_s3_endpoint_that_is_down_exits_3_in_the_stage_and_the_cli(tmp_path: 
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}", "AWS_ACCESS_KEY_ID": "x",
            "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1", "REWARDLINE_S3_MAX_ATTEMPTS": "1"}
-    for command in ([str(ROOT / "stages" / "ingest.py")],
-                    ["-m", "rewardline.cli", "ingest", "s3://bucket/rankings/", "--out", "out"]):
+    stage_first = "error: params.yaml: ingest.sources[0].path: checking the bucket of s3://bucket/rankings/ failed"
+    for command, first in (([str(ROOT / "stages" / "ingest.py")], stage_first),  # the stage names the params key
+                           (["-m", "rewardline.cli", "ingest", "s3://bucket/rankings/", "--out", "out"],
+                            "error: listing s3://bucket/rankings/ failed")):
         run = subprocess.run([sys.executable, *command], cwd=tmp_path, capture_output=True, text=True, env=env,
                              timeout=120)
         assert run.returncode == 3, run.stderr
         lines = run.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: listing s3://bucket/rankings/ failed"), run.stderr
+        assert len(lines) == 1 and lines[0].startswith(first), run.stderr
