@@ -8,7 +8,7 @@ it meaning gzip:
 * CSV / TSV (``.csv``, ``.tsv``): a header line, then one row per record, every cell read as text, except that a
   ``prompt`` or ``steps`` cell holding a JSON array is that array (messages, a PRM's steps: what this module writes
   for them); a bad row is named ``FILE:LINE`` by the line where its record starts (a quoted cell may span lines),
-  as ingest names it (:func:`rewardline.data.adapters.tabular.record_start_lines`, found when a row is refused);
+  as ingest names it (:func:`rewardline.data.csv_lines.record_start_lines`, found when a row is refused);
   a Parquet row ``FILE: row N``.
 
 A file is a local path or any URL :mod:`rewardline.ops.storage` reads (``s3://``, ``gs://``, ``hf://``,
@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from rewardline.data.adapters.tabular import record_start_lines
+from rewardline.data.csv_lines import record_start_lines
 from rewardline.data.json_cells import json_array
 from rewardline.data.limits import Limits
 from rewardline.data.tables import PAIRS_DIRECTORY, stage_kind
@@ -254,7 +254,7 @@ class RowsFile:
 
     def record_lines(self) -> np.ndarray:
         """The line where each CSV / TSV record starts, the header being line 1: failure path only (reads the whole
-        file; :func:`rewardline.data.adapters.tabular.record_start_lines`)."""
+        file; :func:`rewardline.data.csv_lines.record_start_lines`)."""
         with self._stream() as stream:
             return record_start_lines(stream.read(), self.source, DELIMITERS[self.layout])
 

@@ -90,7 +90,7 @@ def test_a_bad_table_row_is_named_by_file_row_and_field(tmp_path: Path):
 def test_a_bad_csv_row_is_named_by_the_line_it_starts_on_as_ingest_names_it(tmp_path: Path, layout: str):
     """``rewardline score --input in.csv`` said "in.csv: row 2: field 'prompt[0]': ..." for the record on line 5 (the
     one before it has a cell of two lines, then a blank line), while ingest names a CSV record by its line: "in.csv:5",
-    found by tabular.record_start_lines; also for a row that does not fit the table of the rows before it."""
+    found by csv_lines.record_start_lines; also for a row that does not fit the table of the rows before it."""
     from rewardline.modeling.rows_files import open_rows_file
     from rewardline.modeling.score import check_score_row
 

@@ -47,7 +47,8 @@ from rewardline.data.adapters.jsonl import (
     read_jsonl,
     repeat,
 )
-from rewardline.data.adapters.tabular import csv_header, read_csv_records, tabular_records
+from rewardline.data.adapters.tabular import read_csv_records, tabular_records
+from rewardline.data.csv_lines import csv_header
 from rewardline.data.json_cells import json_array
 from rewardline.data.limits import Limits
 
