@@ -27,11 +27,9 @@ fit one column): :meth:`RowsFile.check` says so before any row is scored.
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime
 import decimal
 import gzip
-import io
 import itertools
 import json
 import os
@@ -47,7 +45,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from rewardline.data.csv_lines import record_start_lines
+from rewardline.data.csv_lines import csv_header, record_start_lines, split_csv_records
 from rewardline.data.json_cells import json_array
 from rewardline.data.limits import Limits
 from rewardline.data.tables import PAIRS_DIRECTORY, stage_kind
@@ -225,9 +223,8 @@ class RowsFile:
             return pa.schema([pa.field(name, pa.string()) for name in self._header(stream)])
 
     def _header(self, stream: IO[bytes]) -> list[str]:
-        """The CSV / TSV header's column names (the first line; a byte-order mark dropped)."""
-        header = stream.readline().decode("utf-8", "replace").lstrip("\ufeff")
-        return next(csv.reader([header], delimiter=DELIMITERS[self.layout]), [])
+        """The CSV / TSV header's column names (the first line; a byte-order mark dropped: :func:`csv_header`)."""
+        return csv_header(stream.readline(), DELIMITERS[self.layout])
 
     def _batches(self, stream: IO[bytes]) -> Iterator[pa.RecordBatch]:
         """The table's record batches (Parquet or CSV / TSV, every CSV cell as text); a file Arrow cannot read
@@ -245,10 +242,9 @@ class RowsFile:
             what = f"not a readable {self.layout.upper()} file ({_first_line(err)})"
             bad = self._short_or_long_record() if self.layout in DELIMITERS else None
             if bad is not None:
-                number, cells, names = bad
-                raise BadInput(self.source, line=int(self.record_lines()[number - 1]),  # as ingest names it
-                               detail=f"{what}; expected {len(names)} cells ({', '.join(names)}), got {cells}"
-                               ) from None
+                line, cells, names = bad
+                raise BadInput(self.source, line=line, detail=f"{what}; expected {len(names)} cells "
+                                                               f"({', '.join(names)}), got {cells}") from None
             raise BadInput(self.source, detail=f"{what}; expected a {_LAYOUT_NAMES[self.layout]} of rows with a "
                                                "header") from None
 
@@ -259,18 +255,19 @@ class RowsFile:
             return record_start_lines(stream.read(), self.source, DELIMITERS[self.layout])
 
     def _short_or_long_record(self) -> tuple[int, int, list[str]] | None:
-        """``(row number, cells, header names)`` of the first CSV / TSV record whose cell count differs from the
-        header's (rows counted as :meth:`rows` names them; blank lines skipped, as Arrow skips them); None when
-        every record fits (Arrow failed for another reason). Read again with Python's csv: failure path only."""
+        """``(line, cells, header names)`` of the first CSV / TSV record whose cell count differs from the header's,
+        by the line where it starts (as ingest names it; blank lines skipped, as Arrow skips them); None when every
+        record fits (Arrow failed for another reason). Split again by Python's csv (:func:`split_csv_records`, one
+        pass giving the records and their lines): failure path only."""
         with self._stream() as stream:
-            text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
-            records = (r for r in csv.reader(text, delimiter=DELIMITERS[self.layout]) if r)
-            names = [n.lstrip("\ufeff") if i == 0 else n for i, n in enumerate(next(records, []))]
-            with contextlib.suppress(csv.Error):  # a cell over csv's field size limit: Arrow's message alone
-                for number, record in enumerate(records, start=1):
-                    if len(record) != len(names):
-                        return number, len(record), names
-        return None
+            data = stream.read()
+        try:
+            records, starts = split_csv_records(data, self.source, DELIMITERS[self.layout])
+        except ValueError:  # the csv module cannot split it either: Arrow's message alone
+            return None
+        names = [n.lstrip("\ufeff") if i == 0 else n for i, n in enumerate(records[0] if records else [])]
+        wrong = next((i for i, record in enumerate(records[1:], start=1) if len(record) != len(names)), None)
+        return None if wrong is None else (int(starts[wrong]), len(records[wrong]), names)
 
     def _decoded(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """CSV / TSV rows with their :data:`LIST_COLUMNS` cells that hold a JSON array read as that list."""
