@@ -35,9 +35,11 @@ prints ``internal error: <type>: <message>``, and its traceback only when verbos
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import traceback
+from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_TRANSIENT = 0, 1, 2, 3
@@ -201,6 +203,16 @@ def is_internal(err: BaseException) -> bool:
     """Whether ``err`` is none of the contract's kinds, i.e. a bug (exit 3 with ``internal error``)."""
     return exit_code(err) == EXIT_TRANSIENT and not (
         isinstance(err, OSError) or any(_is_environment(e) for e in exception_chain(err)))
+
+
+def closest_sibling(path: Path, dirs_only: bool = False) -> Path | None:
+    """For a ``path`` that is not there, the entry beside it whose name is closest (``difflib``), for a "did you
+    mean" in the error naming it (``models/reward-modle`` → ``models/reward-model``); None when none is close.
+    Hidden entries are left out, and with ``dirs_only`` everything but directories."""
+    entries = path.parent.iterdir() if path.parent.is_dir() else ()
+    names = sorted(p.name for p in entries if not p.name.startswith(".") and (p.is_dir() or not dirs_only))
+    close = difflib.get_close_matches(path.name, names, n=1)
+    return path.parent / close[0] if close else None
 
 
 def one_line(text: str) -> str:

@@ -19,7 +19,6 @@ fails when that share exceeds ``max_quarantine_share``. ``gates.json`` and ``rep
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -37,7 +36,7 @@ from rewardline.data.canonical import canonicalize, filled_prompt_ids
 from rewardline.data.reasons import reason_counts
 from rewardline.data.steps import SOLUTIONS_FILE, StepOptions, canonicalize_solutions, empty_rows
 from rewardline.data.tables import write_json, write_part, write_table
-from rewardline.errors import ConfigError, PermissionDenied
+from rewardline.errors import ConfigError, PermissionDenied, closest_sibling
 from rewardline.gates import GateReport, GateSpec, evaluate_gates
 from rewardline.ops import storage
 from rewardline.ops.atomic import writes_output
@@ -98,10 +97,8 @@ def check_source_paths(config: IngestConfig, where: str = "params.yaml") -> None
             continue
         if source.optional or path.exists() or path.is_symlink():
             continue  # a broken symlink: listing it says where it points
-        names = sorted(p.name for p in path.parent.iterdir() if not p.name.startswith(".")) \
-            if path.parent.is_dir() else []
-        close = difflib.get_close_matches(path.name, names, n=1)
-        hint = f"did you mean {str(path.parent / close[0])!r}? " if close else ""
+        close = closest_sibling(path)
+        hint = f"did you mean {str(close)!r}? " if close else ""
         raise ConfigError(f"{where}: ingest.sources[{i}].path: {source.path!r}: no such file or directory; {hint}"
                           "expected a file, a directory or s3://bucket/prefix (optional: true for one that may be "
                           "absent)")

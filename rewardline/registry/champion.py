@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from pydantic import field_validator
 
 from rewardline.config import Section, build
-from rewardline.errors import ConfigError
+from rewardline.errors import ConfigError, closest_sibling
 from rewardline.registry import open_registry
 from rewardline.registry.base import (
     ModelRegistry,
@@ -117,10 +117,8 @@ def _local_champion(path: Path, key: str) -> Path:
             return local_model_dir(path)
         except ConfigError as err:
             raise ConfigError(f"{key}: {err}") from None
-    siblings = sorted(p.name for p in path.parent.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-        if path.parent.is_dir() else []
-    close = difflib.get_close_matches(path.name, siblings, n=1)
-    hint = f"; did you mean {str(path.parent / close[0])!r}?" if close else ""
+    close = closest_sibling(path, dirs_only=True)
+    hint = f"; did you mean {str(close)!r}?" if close else ""
     raise ConfigError(f"{key}: {str(path)!r}: no such model directory{hint} (expected a model directory or a "
                       f"registry URI such as {model_uri()})")
 
